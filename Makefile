@@ -1,0 +1,60 @@
+# redrain: make run | make test | make bench | make lint | make fuzz
+GO        ?= go
+BIN       := bin/redrain
+FUZZTIME  ?= 20s
+DATA_DIR  ?= ./data
+HTTP      ?= :8080
+
+.PHONY: run build test test-deps unit e2e bench lint fuzz clean
+
+# A complete node on embedded defaults: Kafka-protocol broker, TiKV test
+# cluster and Redis protocol server in process, data under $(DATA_DIR).
+run: build
+	$(BIN) serve --data-dir $(DATA_DIR) --http $(HTTP)
+
+build:
+	$(GO) build -o $(BIN) ./cmd/redrain
+
+# Everything CI runs: formatting and vet, unit and integration tests under
+# the race detector (against a real redis-server), then the end-to-end test
+# (a real node process killed with -9 mid-rain and restarted).
+test: test-deps lint unit e2e
+
+# Installs what the tests need when it is missing.
+test-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v kcat >/dev/null 2>&1 || missing="$$missing kcat"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+unit:
+	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v /e2e)
+
+e2e:
+	$(GO) test -count=1 -timeout 30m -v ./e2e/
+
+# Micro-benchmarks of the hot paths. For whole-node figures run a node
+# (make run) and then: $(BIN) bench --target http://127.0.0.1:8080
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./ledger/ ./tokens/ ./ingress/ ./bench/
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# Every fuzz target for $(FUZZTIME) each.
+fuzz:
+	@for pkg in ./tokens ./ingress ./ledger; do \
+		for f in $$($(GO) test -list 'Fuzz.*' $$pkg | grep '^Fuzz'); do \
+			echo "fuzz $$pkg $$f"; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; \
+	done
+
+clean:
+	rm -rf bin

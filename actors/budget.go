@@ -1,0 +1,301 @@
+package actors
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+
+	"github.com/asynkron/protoactor-go/actor"
+	pcluster "github.com/asynkron/protoactor-go/cluster"
+	"github.com/tikv/client-go/v2/txnkv/transaction"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"redrain/ledger"
+	"redrain/storage"
+)
+
+// budgetGrain is the one writer of a budget's record: it hands out and
+// closes leases. Every operation reads the budget inside its transaction
+// and the commit is conditional on it, so a stale second copy of the grain
+// (a member that was paused and dropped) fails instead of overspending.
+type budgetGrain struct {
+	log  *slog.Logger
+	tikv *storage.TiKV
+}
+
+func newBudgetKind(log *slog.Logger, tikv *storage.TiKV) *pcluster.Kind {
+	props := actor.PropsFromProducer(func() actor.Actor { return &budgetGrain{log: log, tikv: tikv} })
+	return pcluster.NewKind(KindBudget, props)
+}
+
+func (g *budgetGrain) Receive(ctx actor.Context) {
+	m, ok := ctx.Message().(*wrapperspb.BytesValue)
+	if !ok {
+		return
+	}
+	if len(m.Value) == 0 {
+		ctx.Respond(failure(fmt.Errorf("budget grain: empty message")))
+		return
+	}
+	var reply *wrapperspb.BytesValue
+	var err error
+	switch m.Value[0] {
+	case msgTakeLease:
+		reply, err = g.takeLease(m.Value[1:])
+	case msgCloseLease:
+		reply, err = g.closeLease(m.Value[1:])
+	default:
+		err = fmt.Errorf("budget grain: unknown message %d", m.Value[0])
+	}
+	if err != nil {
+		g.log.Warn("budget grain", "err", err)
+		reply = failure(err)
+	}
+	ctx.Respond(reply)
+}
+
+// takeLease: budget id, amount wanted, owner, incarnation → lease or empty.
+func (g *budgetGrain) takeLease(b []byte) (*wrapperspb.BytesValue, error) {
+	d := wireDecoder{b: b}
+	id, want, owner, inc := d.str(), d.varint(), d.str(), d.uvarint()
+	if d.err != nil {
+		return nil, d.err
+	}
+	var lease *ledger.Lease
+	err := g.tikv.Update(context.Background(), func(txn *transaction.KVTxn) error {
+		bud, err := loadBudget(txn, id)
+		if err != nil {
+			return err
+		}
+		lease = bud.TakeLease(want, owner, inc)
+		if lease == nil {
+			return nil
+		}
+		bud.Version++
+		if err := bud.Check(); err != nil {
+			return err
+		}
+		if err := txn.Set(storage.BudgetKey(id), ledger.MarshalBudget(nil, bud)); err != nil {
+			return err
+		}
+		return txn.Set(storage.LeaseKey(id, lease.ID), ledger.MarshalLease(nil, lease))
+	})
+	if err != nil {
+		return nil, err
+	}
+	if lease == nil {
+		return message([]byte{msgReply}), nil
+	}
+	return message([]byte{msgReply}, ledger.MarshalLease(nil, lease)), nil
+}
+
+// closeLease: budget id, lease id, issued, count → nothing.
+func (g *budgetGrain) closeLease(b []byte) (*wrapperspb.BytesValue, error) {
+	d := wireDecoder{b: b}
+	id, leaseID, issued, count := d.str(), d.uvarint(), d.varint(), d.varint()
+	if d.err != nil {
+		return nil, d.err
+	}
+	err := g.tikv.Update(context.Background(), func(txn *transaction.KVTxn) error {
+		bud, err := loadBudget(txn, id)
+		if err != nil {
+			return err
+		}
+		raw, err := storage.Get(context.Background(), txn, storage.LeaseKey(id, leaseID))
+		if err != nil {
+			return err
+		}
+		if raw == nil {
+			return fmt.Errorf("%w: lease %s/%d not found", ledger.ErrInvariant, id, leaseID)
+		}
+		l, err := ledger.UnmarshalLease(raw)
+		if err != nil {
+			return err
+		}
+		if l.Closed {
+			return nil // a retried close
+		}
+		if err := bud.CloseLease(l, issued, count); err != nil {
+			return err
+		}
+		bud.Version++
+		if err := txn.Set(storage.BudgetKey(id), ledger.MarshalBudget(nil, bud)); err != nil {
+			return err
+		}
+		return txn.Set(storage.LeaseKey(id, leaseID), ledger.MarshalLease(nil, l))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return message([]byte{msgReply}), nil
+}
+
+func loadBudget(txn *transaction.KVTxn, id string) (*ledger.Budget, error) {
+	raw, err := storage.Get(context.Background(), txn, storage.BudgetKey(id))
+	if err != nil {
+		return nil, err
+	}
+	if raw == nil {
+		return nil, fmt.Errorf("%w: budget %s not found", ledger.ErrInvariant, id)
+	}
+	return ledger.UnmarshalBudget(raw)
+}
+
+// EnsureBudget creates a budget with its funding postings if it does not
+// exist yet. An existing budget is left as it is.
+func EnsureBudget(ctx context.Context, tikv *storage.TiKV, b *ledger.Budget) (created bool, err error) {
+	err = tikv.Update(ctx, func(txn *transaction.KVTxn) error {
+		raw, err := storage.Get(ctx, txn, storage.BudgetKey(b.ID))
+		if err != nil || raw != nil {
+			return err
+		}
+		if err := ledger.FundingPostings(b).Check(); err != nil {
+			return err
+		}
+		fundKey := storage.FundKey(string(b.Asset))
+		fund, err := storage.Get(ctx, txn, fundKey)
+		if err != nil {
+			return err
+		}
+		var bal int64
+		if fund != nil {
+			bal = int64(binary.BigEndian.Uint64(fund))
+		}
+		if bal, err = ledger.Add(bal, -b.Total); err != nil {
+			return err
+		}
+		created = true
+		if err := txn.Set(fundKey, binary.BigEndian.AppendUint64(nil, uint64(bal))); err != nil {
+			return err
+		}
+		return txn.Set(storage.BudgetKey(b.ID), ledger.MarshalBudget(nil, b))
+	})
+	return created, err
+}
+
+// wireDecoder reads the small grain requests.
+type wireDecoder struct {
+	b   []byte
+	err error
+}
+
+func (d *wireDecoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err = fmt.Errorf("%w: grain request", ledger.ErrCorrupt)
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *wireDecoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.err = fmt.Errorf("%w: grain request", ledger.ErrCorrupt)
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *wireDecoder) str() string {
+	n := d.uvarint()
+	if d.err == nil && n > uint64(len(d.b)) {
+		d.err = fmt.Errorf("%w: grain request", ledger.ErrCorrupt)
+	}
+	if d.err != nil {
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}
+
+func appendStr(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// Budgets is the client side of budget grains.
+type Budgets struct {
+	cluster *pcluster.Cluster
+}
+
+// TakeLease asks the budget's grain for a lease of up to want; nil when the
+// budget is exhausted.
+func (bs *Budgets) TakeLease(budgetID string, want int64, owner string, incarnation uint64) (*ledger.Lease, error) {
+	req := []byte{msgTakeLease}
+	req = appendStr(req, budgetID)
+	req = binary.AppendVarint(req, want)
+	req = appendStr(req, owner)
+	req = binary.AppendUvarint(req, incarnation)
+	payload, err := replyPayload(bs.cluster.Request(budgetID, KindBudget, &wrapperspb.BytesValue{Value: req}))
+	if err != nil {
+		return nil, err
+	}
+	if len(payload) == 0 {
+		return nil, nil
+	}
+	return ledger.UnmarshalLease(payload)
+}
+
+// CloseLease closes a lease with what was issued under it.
+func (bs *Budgets) CloseLease(budgetID string, leaseID uint64, issued, count int64) error {
+	req := []byte{msgCloseLease}
+	req = appendStr(req, budgetID)
+	req = binary.AppendUvarint(req, leaseID)
+	req = binary.AppendVarint(req, issued)
+	req = binary.AppendVarint(req, count)
+	_, err := replyPayload(bs.cluster.Request(budgetID, KindBudget, &wrapperspb.BytesValue{Value: req}))
+	return err
+}
+
+// BookedByLease sums a budget's unfolded hot details per lease: what booking
+// has posted under each lease.
+func BookedByLease(ctx context.Context, tikv *storage.TiKV, budgetID string) (map[uint64]ledger.LeaseUse, error) {
+	out := map[uint64]ledger.LeaseUse{}
+	p := storage.HotPrefix(budgetID)
+	err := tikv.Scan(ctx, p, storage.PrefixEnd(p), func(_, v []byte) (bool, error) {
+		h, err := ledger.UnmarshalHotDetail(v)
+		if err != nil {
+			return false, err
+		}
+		for _, u := range h.Leases {
+			t := out[u.LeaseID]
+			t.LeaseID = u.LeaseID
+			t.Amount += u.Amount
+			t.Count += u.Count
+			out[u.LeaseID] = t
+		}
+		return true, nil
+	})
+	return out, err
+}
+
+// OpenLeases lists a budget's leases that are not closed.
+func OpenLeases(ctx context.Context, tikv *storage.TiKV, budgetID string) ([]*ledger.Lease, error) {
+	var out []*ledger.Lease
+	p := storage.LeasePrefix(budgetID)
+	err := tikv.Scan(ctx, p, storage.PrefixEnd(p), func(_, v []byte) (bool, error) {
+		l, err := ledger.UnmarshalLease(v)
+		if err != nil {
+			return false, err
+		}
+		if !l.Closed {
+			out = append(out, l)
+		}
+		return true, nil
+	})
+	return out, err
+}
+
+// NewBudgets returns the client of the budget grains.
+func NewBudgets(c *pcluster.Cluster) *Budgets { return &Budgets{cluster: c} }

@@ -1,0 +1,186 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"redrain/ledger"
+	"redrain/storage"
+)
+
+// Run consumes the grant topic as a member of the booking group until ctx
+// ends. Partitions rebalance over the live nodes; offsets are committed
+// after each booked batch, and redelivery after a crash books nothing twice.
+func (b *Booker) Run(ctx context.Context) error {
+	cfg := storage.SaramaConfig("redrain-booker")
+	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
+	cfg.Consumer.Offsets.AutoCommit.Enable = false
+	cfg.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
+	cfg.Consumer.Group.Session.Timeout = 10 * time.Second
+	cfg.Consumer.Group.Heartbeat.Interval = time.Second
+	cfg.Consumer.Fetch.Default = 4 << 20
+	cfg.Consumer.Return.Errors = false
+	group, err := sarama.NewConsumerGroup(b.brokers, BookingGroup, cfg)
+	if err != nil {
+		return fmt.Errorf("%w: consumer group: %v", storage.ErrUnavailable, err)
+	}
+	defer group.Close()
+	h := &claimHandler{b: b}
+	for ctx.Err() == nil {
+		if err := group.Consume(ctx, []string{storage.GrantTopic}, h); err != nil && ctx.Err() == nil {
+			b.log.Warn("booking: consume", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	return nil
+}
+
+type claimHandler struct{ b *Booker }
+
+func (h *claimHandler) Setup(sarama.ConsumerGroupSession) error   { return nil }
+func (h *claimHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+
+// ConsumeClaim books one partition. It takes what has arrived, up to
+// bookBatchMax grants, books it, commits, and repeats: one record alone is
+// booked at once, a backlog shares transactions (no timer).
+func (h *claimHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	b := h.b
+	ctx := sess.Context()
+	grants := make([]ledger.Grant, 0, bookBatchMax)
+	for {
+		var last *sarama.ConsumerMessage
+		select {
+		case <-ctx.Done():
+			return nil
+		case m, ok := <-claim.Messages():
+			if !ok {
+				return nil
+			}
+			last = m
+		}
+		grants = grants[:0]
+		var err error
+	gather:
+		for {
+			if grants, err = ledger.DecodeGrantRecord(grants, last.Value); err != nil {
+				// A record that cannot be read holds acknowledged grants:
+				// skipping it would lose them. Stop this partition loudly.
+				b.stop(ctx, "undecodable grant record", last, err)
+				return nil
+			}
+			if len(grants) >= bookBatchMax {
+				break
+			}
+			select {
+			case m, ok := <-claim.Messages():
+				if !ok {
+					break gather
+				}
+				last = m
+			default:
+				break gather
+			}
+		}
+		for {
+			if _, err = b.Book(ctx, grants); err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, ledger.ErrInvariant) || errors.Is(err, ledger.ErrUnbalanced) || errors.Is(err, ledger.ErrCorrupt) {
+				b.stop(ctx, "money invariant broken", last, err)
+				return nil
+			}
+			b.log.Warn("booking: retrying batch", "partition", last.Partition, "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+		sess.MarkMessage(last, "")
+		sess.Commit()
+	}
+}
+
+// stop halts booking of a partition for good: the node reports it on
+// /readyz and in metrics, and it is never retried with the same memory. It
+// returns when the session ends.
+func (b *Booker) stop(ctx context.Context, why string, at *sarama.ConsumerMessage, err error) {
+	b.mu.Lock()
+	b.broken = fmt.Errorf("%s at partition %d offset %d: %w", why, at.Partition, at.Offset, err)
+	b.mu.Unlock()
+	b.log.Error("booking stopped: "+why, "partition", at.Partition, "offset", at.Offset, "err", err)
+	<-ctx.Done()
+}
+
+// HighWaterMarks returns the next offset of every grant topic partition.
+func HighWaterMarks(client sarama.Client) (map[int32]int64, error) {
+	parts, err := client.Partitions(storage.GrantTopic)
+	if err != nil {
+		return nil, fmt.Errorf("%w: partitions: %v", storage.ErrUnavailable, err)
+	}
+	out := make(map[int32]int64, len(parts))
+	for _, p := range parts {
+		if out[p], err = client.GetOffset(storage.GrantTopic, p, sarama.OffsetNewest); err != nil {
+			return nil, fmt.Errorf("%w: offset: %v", storage.ErrUnavailable, err)
+		}
+	}
+	return out, nil
+}
+
+// Committed returns the booking group's next offset to book per partition
+// (the log start where it has committed nothing).
+func Committed(client sarama.Client) (map[int32]int64, error) {
+	parts, err := client.Partitions(storage.GrantTopic)
+	if err != nil {
+		return nil, fmt.Errorf("%w: partitions: %v", storage.ErrUnavailable, err)
+	}
+	// The admin shares the client: closing it would close the client,
+	// which the caller owns.
+	admin, err := sarama.NewClusterAdminFromClient(client)
+	if err != nil {
+		return nil, fmt.Errorf("%w: admin: %v", storage.ErrUnavailable, err)
+	}
+	res, err := admin.ListConsumerGroupOffsets(BookingGroup, map[string][]int32{storage.GrantTopic: parts})
+	if err != nil {
+		return nil, fmt.Errorf("%w: group offsets: %v", storage.ErrUnavailable, err)
+	}
+	out := make(map[int32]int64, len(parts))
+	for _, p := range parts {
+		if blk := res.GetBlock(storage.GrantTopic, p); blk != nil && blk.Offset >= 0 {
+			out[p] = blk.Offset
+			continue
+		}
+		if out[p], err = client.GetOffset(storage.GrantTopic, p, sarama.OffsetOldest); err != nil {
+			return nil, fmt.Errorf("%w: offset: %v", storage.ErrUnavailable, err)
+		}
+	}
+	return out, nil
+}
+
+// LagOf returns, per partition, the grant records in Kafka that the booking
+// group has not committed yet.
+func LagOf(client sarama.Client) (map[int32]int64, error) {
+	hwm, err := HighWaterMarks(client)
+	if err != nil {
+		return nil, err
+	}
+	done, err := Committed(client)
+	if err != nil {
+		return nil, err
+	}
+	lag := make(map[int32]int64, len(hwm))
+	for p, h := range hwm {
+		lag[p] = max(h-done[p], 0)
+	}
+	return lag, nil
+}

@@ -1,0 +1,146 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// This file talks to the nodes' admin API: a few requests a second, so
+// encoding/json and a plain fasthttp.Client are fine, and they use their own
+// connections so that they never queue behind pipelined grants.
+
+// nodeStats is GET /admin/v1/stats of one node.
+type nodeStats struct {
+	GrantsIssued int64 `json:"grants_issued"` // New grants this node acknowledged since it started.
+	GrantsBooked int64 `json:"grants_booked"` // Grants this node's consumers booked since it started.
+	BookingLag   int64 `json:"booking_lag"`   // Grants in Kafka not yet booked, cluster-wide.
+	Ready        bool  `json:"ready"`
+}
+
+// AuditResult is GET /admin/v1/audit: the node's check of the invariants
+// over the store.
+type AuditResult struct {
+	OK     bool         `json:"ok"`
+	Checks []AuditCheck `json:"checks"`
+}
+
+// AuditCheck is one invariant of an AuditResult.
+type AuditCheck struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
+}
+
+// admin issues admin API requests to the targets.
+type admin struct {
+	client  *fasthttp.Client
+	targets []target
+}
+
+func newAdmin(targets []target) *admin {
+	return &admin{
+		client: &fasthttp.Client{
+			Name:                "redrain-bench",
+			MaxIdleConnDuration: 2 * time.Second,
+		},
+		targets: targets,
+	}
+}
+
+// get fetches path from t within timeout (or ctx's deadline, if sooner) and
+// decodes its JSON body into v. Any status but 200 is an error.
+func (a *admin) get(ctx context.Context, t target, path string, timeout time.Duration, v any) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+	req := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(req)
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI(t.base + path)
+	req.Header.SetMethod(fasthttp.MethodGet)
+	if err := a.client.DoTimeout(req, resp, timeout); err != nil {
+		return fmt.Errorf("GET %s%s: %w", t.base, path, err)
+	}
+	if resp.StatusCode() != fasthttp.StatusOK {
+		return fmt.Errorf("GET %s%s: status %d: %.200s", t.base, path, resp.StatusCode(), resp.Body())
+	}
+	if err := json.Unmarshal(resp.Body(), v); err != nil {
+		return fmt.Errorf("GET %s%s: %w", t.base, path, err)
+	}
+	return nil
+}
+
+// statsAll fetches the stats of every target in parallel; stats[i] is valid
+// when errs[i] is nil.
+func (a *admin) statsAll(ctx context.Context, timeout time.Duration) (stats []nodeStats, errs []error) {
+	stats = make([]nodeStats, len(a.targets))
+	errs = make([]error, len(a.targets))
+	var wg sync.WaitGroup
+	for i, t := range a.targets {
+		wg.Go(func() {
+			errs[i] = a.get(ctx, t, "/admin/v1/stats", timeout, &stats[i])
+		})
+	}
+	wg.Wait()
+	return stats, errs
+}
+
+// audit runs the audit on the first target.
+func (a *admin) audit(ctx context.Context, timeout time.Duration) (*AuditResult, error) {
+	var r AuditResult
+	if err := a.get(ctx, a.targets[0], "/admin/v1/audit", timeout, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// bookedCounter follows the sum over targets of grants_booked from a
+// baseline taken before the run.
+type bookedCounter struct {
+	base []int64 // grants_booked per target before the run.
+	last []int64 // The latest grants_booked read per target.
+}
+
+func newBookedCounter(base []nodeStats) *bookedCounter {
+	c := &bookedCounter{base: make([]int64, len(base)), last: make([]int64, len(base))}
+	for i, s := range base {
+		c.base[i] = s.GrantsBooked
+		c.last[i] = s.GrantsBooked
+	}
+	return c
+}
+
+// update takes the targets' latest stats; targets with an error keep their
+// previous reading.
+func (c *bookedCounter) update(stats []nodeStats, errs []error) {
+	for i := range stats {
+		if errs[i] == nil {
+			c.last[i] = stats[i].GrantsBooked
+		}
+	}
+}
+
+// total returns the grants booked since the baseline, summed over targets.
+// A target whose counter fell below its baseline restarted, and is counted
+// from zero; one that restarted and then overtook its baseline is
+// undercounted, which the counters cannot reveal.
+func (c *bookedCounter) total() int64 {
+	var n int64
+	for i := range c.last {
+		if c.last[i] >= c.base[i] {
+			n += c.last[i] - c.base[i]
+		} else {
+			n += c.last[i]
+		}
+	}
+	return n
+}

@@ -1,0 +1,205 @@
+package bench
+
+import (
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Report is what a run measured. Counts cover the whole run, including
+// responses that arrived after the send window closed.
+type Report struct {
+	// Duration is the send window: from the first request until Config's
+	// Duration ran out or ctx was canceled. The rates per second below are
+	// counts divided by it.
+	Duration time.Duration `json:"duration_ns"`
+	// Seed is the seed the run used (Config.Seed, or the one picked).
+	Seed uint64 `json:"seed"`
+
+	// Offered counts grant requests sent. Every one of them ends up in
+	// Accepted or in Errors: Offered = Accepted + the sum of Errors.
+	Offered int64 `json:"offered"`
+	// Accepted counts 200 responses with status "issued" or "booked" and
+	// a token.
+	Accepted int64 `json:"accepted"`
+	// Repeats counts the Accepted responses to requests that repeated the
+	// grant of a user already granted in this run; Accepted - Repeats new
+	// grants were issued.
+	Repeats int64 `json:"repeats"`
+	// RepeatsBooked counts the Repeats answered with status "booked"
+	// rather than "issued": the first grant had been booked by then.
+	RepeatsBooked int64 `json:"repeats_booked"`
+	// TokenMismatches counts Repeats answered with a token other than the
+	// one of the user's first grant. A node must return the identical
+	// token, so anything but 0 is a bug; Err reports it.
+	TokenMismatches int64 `json:"token_mismatches"`
+	// Errors counts requests that were not accepted, by the response's
+	// error code (such as "budget_exhausted"), or by "http_<status>" when
+	// the response had no code, "bad_response" for a 200 without a status
+	// and token, "timeout" when no response came within
+	// Config.RequestTimeout, and "transport" when the connection failed.
+	Errors map[string]int64 `json:"errors"`
+	// TransportErrorFirst is the text of the first "transport" error, the
+	// only hint at its cause; empty when there was none.
+	TransportErrorFirst string `json:"transport_error_first,omitempty"`
+
+	// OfferedPerSec and AcceptedPerSec are Offered and Accepted divided by
+	// Duration.
+	OfferedPerSec  float64 `json:"offered_per_sec"`
+	AcceptedPerSec float64 `json:"accepted_per_sec"`
+	// BookedPerSec is BookedTotal divided by Duration + DrainTime: the
+	// booking throughput over the time from the first request until
+	// booking had caught up.
+	BookedPerSec float64 `json:"booked_per_sec"`
+
+	// Latencies run from sending a request until its response arrived,
+	// over every response, accepted or not (timeouts and transport errors
+	// have none). Percentiles are exact to two significant digits and
+	// LatencyMax is exact.
+	LatencyP50  time.Duration `json:"latency_p50_ns"`
+	LatencyP99  time.Duration `json:"latency_p99_ns"`
+	LatencyP999 time.Duration `json:"latency_p999_ns"`
+	LatencyMax  time.Duration `json:"latency_max_ns"`
+
+	// BookedTotal is the sum over targets of the growth of grants_booked
+	// from before the run until the drain ended. It counts every grant the
+	// targets' consumers booked meanwhile, including any not sent by this
+	// run; when the drain timed out, only those booked by then; and 0 when
+	// ctx was canceled during the run, as no drain was attempted.
+	BookedTotal int64 `json:"booked_total"`
+	// DrainTime runs from the end of the send window until booking_lag
+	// was 0 on every target (or until DrainTimeout ran out). It includes
+	// the wait for responses still in flight.
+	DrainTime time.Duration `json:"drain_time_ns"`
+	// Drained reports whether booking_lag reached 0 on every target.
+	Drained bool `json:"drained"`
+
+	// Audit is the audit's result, or nil when it was not run.
+	Audit *AuditResult `json:"audit,omitempty"`
+	// Problems lists what kept the run from completing as configured: ctx
+	// canceled, booking not drained within DrainTimeout, the audit skipped
+	// or unreachable. Err reports them.
+	Problems []string `json:"problems,omitempty"`
+}
+
+// Err returns nil when the run completed cleanly: no Problems, no token
+// mismatches, and an audit (if one ran) that passed. Errors from the node,
+// such as budget_exhausted, are results rather than failures and are not
+// reported.
+func (r *Report) Err() error {
+	var errs []error
+	for _, p := range r.Problems {
+		errs = append(errs, errors.New(p))
+	}
+	if r.TokenMismatches > 0 {
+		errs = append(errs, fmt.Errorf("%d repeats were answered with a different token", r.TokenMismatches))
+	}
+	if r.Audit != nil && !r.Audit.OK {
+		var failed []string
+		for _, c := range r.Audit.Checks {
+			if !c.OK {
+				failed = append(failed, c.Name)
+			}
+		}
+		errs = append(errs, fmt.Errorf("audit failed: %s", strings.Join(failed, ", ")))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("bench: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// WriteText writes r for a reader, one figure a line.
+func (r *Report) WriteText(w io.Writer) {
+	fmt.Fprintf(w, "duration     %v (seed %d)\n", r.Duration.Round(time.Millisecond), r.Seed)
+	fmt.Fprintf(w, "offered      %d (%.0f/s)\n", r.Offered, r.OfferedPerSec)
+	fmt.Fprintf(w, "accepted     %d (%.0f/s): %d new, %d repeats (%d found booked)\n",
+		r.Accepted, r.AcceptedPerSec, r.Accepted-r.Repeats, r.Repeats, r.RepeatsBooked)
+	if r.TokenMismatches > 0 {
+		fmt.Fprintf(w, "MISMATCHED   %d repeats answered with a different token\n", r.TokenMismatches)
+	}
+	fmt.Fprintf(w, "errors       %s\n", formatErrors(r.Errors))
+	if r.TransportErrorFirst != "" {
+		fmt.Fprintf(w, "             first transport error: %s\n", r.TransportErrorFirst)
+	}
+	fmt.Fprintf(w, "latency      p50=%s p99=%s p99.9=%s max=%s\n",
+		formatLatency(r.LatencyP50), formatLatency(r.LatencyP99),
+		formatLatency(r.LatencyP999), formatLatency(r.LatencyMax))
+	drained := "drained"
+	if !r.Drained {
+		drained = "NOT drained"
+	}
+	fmt.Fprintf(w, "booked       %d (%.0f/s over run and drain), %s after %v\n",
+		r.BookedTotal, r.BookedPerSec, drained, r.DrainTime.Round(time.Millisecond))
+	switch {
+	case r.Audit == nil:
+		fmt.Fprintf(w, "audit        not run\n")
+	default:
+		verdict := "ok"
+		if !r.Audit.OK {
+			verdict = "FAILED"
+		}
+		fmt.Fprintf(w, "audit        %s\n", verdict)
+		for _, c := range r.Audit.Checks {
+			verdict := "ok"
+			if !c.OK {
+				verdict = "FAILED"
+			}
+			fmt.Fprintf(w, "  %-24s %-6s %s\n", c.Name, verdict, c.Detail)
+		}
+	}
+	for _, p := range r.Problems {
+		fmt.Fprintf(w, "problem      %s\n", p)
+	}
+}
+
+// WriteJSON writes r as one indented JSON object; durations are in
+// nanoseconds, in fields whose names end in _ns.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// formatErrors writes errors by code, the most frequent first.
+func formatErrors(errs map[string]int64) string {
+	if len(errs) == 0 {
+		return "none"
+	}
+	codes := make([]string, 0, len(errs))
+	for code := range errs {
+		codes = append(codes, code)
+	}
+	slices.SortFunc(codes, func(a, b string) int {
+		if c := cmp.Compare(errs[b], errs[a]); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	var b strings.Builder
+	for i, code := range codes {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s=%d", code, errs[code])
+	}
+	return b.String()
+}
+
+// formatLatency rounds d to two significant digits, the histogram's
+// precision: 4.1ms, 410µs.
+func formatLatency(d time.Duration) string {
+	if d <= 0 {
+		return "0s"
+	}
+	unit := time.Duration(1)
+	for d/unit >= 100 {
+		unit *= 10
+	}
+	return d.Round(unit).String()
+}

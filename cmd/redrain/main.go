@@ -1,0 +1,201 @@
+// Command redrain issues red packets and books them into a double-entry
+// ledger. Subcommands: serve, reconcile, bench. This file only binds flags;
+// the work is in packages node, reconcile and bench.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"redrain/bench"
+	"redrain/node"
+	"redrain/reconcile"
+	"redrain/storage"
+)
+
+const usage = `usage: redrain <command> [flags]
+
+commands:
+  serve      run a node (embedded Kafka, TiKV and Redis unless pointed at servers)
+  reconcile  audit the store of record against every invariant
+  bench      drive a node or cluster with grants and audit the result
+
+Run 'redrain <command> -h' for its flags.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = serve(os.Args[2:])
+	case "reconcile":
+		err = reconcileCmd(os.Args[2:])
+	case "bench":
+		err = benchCmd(os.Args[2:])
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "redrain: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		var exit exitError
+		if errors.As(err, &exit) {
+			os.Exit(int(exit))
+		}
+		fmt.Fprintf(os.Stderr, "redrain %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
+
+// exitError is a quiet non-zero exit (the command already reported why).
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit %d", int(e)) }
+
+// backendFlags are the flags serve and reconcile share.
+type backendFlags struct {
+	dataDir, kafka, pd, redis string
+}
+
+func (b *backendFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&b.dataDir, "data-dir", "./data", "directory of the embedded backends' data")
+	fs.StringVar(&b.kafka, "kafka", "", "Kafka brokers, comma-separated (default: embedded broker)")
+	fs.StringVar(&b.pd, "pd", "", "TiKV PD endpoints, comma-separated (default: embedded TiKV test cluster)")
+	fs.StringVar(&b.redis, "redis", "", "Redis address host:port (default: embedded server)")
+}
+
+func list(s string) []string {
+	if s == "" {
+		return nil
+	}
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func serve(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ExitOnError)
+	var b backendFlags
+	b.register(fs)
+	httpAddr := fs.String("http", ":8080", "HTTP listen address")
+	config := fs.String("config", "", "campaign config file (default: the built-in demo campaign)")
+	partitions := fs.Int("partitions", storage.GrantPartitionsDefault, "partitions of the grant topic when it is created")
+	seeds := fs.String("cluster-seeds", "", "membership addresses of other cluster members, comma-separated")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	_ = fs.Parse(args)
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	n, err := node.Start(node.Config{DataDir: b.dataDir, HTTP: *httpAddr, Kafka: list(b.kafka), PD: list(b.pd),
+		Redis: b.redis, ConfigFile: *config, Partitions: int32(*partitions), Seeds: list(*seeds), Log: log})
+	if err != nil {
+		return err
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	select {
+	case s := <-sig:
+		log.Info("stopping", "signal", s.String())
+	case err := <-n.Served():
+		log.Error("http server stopped", "err", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n.Stop(ctx)
+	log.Info("stopped")
+	return nil
+}
+
+func reconcileCmd(args []string) error {
+	fs := flag.NewFlagSet("reconcile", flag.ExitOnError)
+	var b backendFlags
+	b.register(fs)
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	_ = fs.Parse(args)
+	kv, err := storage.OpenTiKV(list(b.pd), b.dataDir)
+	if err != nil {
+		return err
+	}
+	defer kv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	r, err := reconcile.Run(ctx, kv)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		os.Stdout.Write(append(r.JSON(), '\n'))
+	} else {
+		r.WriteText(os.Stdout)
+	}
+	if !r.OK {
+		return exitError(1)
+	}
+	return nil
+}
+
+func benchCmd(args []string) error {
+	fs := flag.NewFlagSet("bench", flag.ExitOnError)
+	targets := fs.String("target", "http://127.0.0.1:8080", "node base URLs, comma-separated")
+	users := fs.Int("users", 10000, "distinct users")
+	duration := fs.Duration("duration", 10*time.Second, "how long to offer load")
+	rate := fs.Int("rate", 0, "grants/s to offer over all targets; 0 = flat out")
+	conns := fs.Int("conns", 64, "connections per target")
+	pipeline := fs.Int("pipeline", 16, "requests in flight per connection")
+	repeat := fs.Float64("repeat", 0.1, "fraction of requests that repeat an already granted user (negative: none)")
+	activity := fs.String("activity", "demo", "activity id")
+	scene := fs.String("scene", "rain", "scene id")
+	rain := fs.Uint64("rain", 1, "rain id")
+	app := fs.Uint("app", 1, "app id")
+	prefix := fs.String("user-prefix", "", "user id prefix (default: a fresh random one per run)")
+	drain := fs.Duration("drain-timeout", 120*time.Second, "how long to wait for booking to catch up")
+	audit := fs.Bool("audit", true, "run the audit after booking drained")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	_ = fs.Parse(args)
+	if *repeat == 0 {
+		*repeat = -1 // bench.Config reads 0 as "the default"
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	r, err := bench.Run(ctx, bench.Config{
+		Targets: list(*targets), Users: *users, Duration: *duration, Rate: *rate, Conns: *conns,
+		Pipeline: *pipeline, RepeatRatio: *repeat, AppID: uint32(*app), ActivityID: *activity,
+		SceneID: *scene, RainID: *rain, UserPrefix: *prefix, DrainTimeout: *drain, Audit: *audit,
+		Progress: os.Stderr,
+	})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		if err := r.WriteJSON(os.Stdout); err != nil {
+			return err
+		}
+	} else {
+		r.WriteText(os.Stdout)
+	}
+	if err := r.Err(); err != nil {
+		fmt.Fprintf(os.Stderr, "redrain bench: %v\n", err)
+		return exitError(1)
+	}
+	return nil
+}

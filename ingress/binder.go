@@ -1,0 +1,162 @@
+package ingress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"strconv"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/tikv/client-go/v2/txnkv/transaction"
+
+	"redrain/storage"
+)
+
+// actBlockSize is how many act_ids a node allocates from TiKV at once, so
+// that a new user costs no TiKV write on the grant path.
+const actBlockSize = 4096
+
+// bindCacheMax bounds the in-process binding cache; past it a shard is
+// dropped whole (the next lookups go to Redis).
+const bindCacheMax = 1 << 20
+
+const bindShards = 64
+
+// Binder resolves an app's user to its act_id: the process cache, then one
+// Redis SET NX GET of a new id from the node's block, so that two nodes
+// seeing a new user at once agree. The binding becomes
+// durable in TiKV with the user's first booking (the grant event carries
+// it); Redis is rebuilt from TiKV if it loses it.
+type Binder struct {
+	tikv  *storage.TiKV
+	redis *storage.Pipeliner
+	seed  maphash.Seed
+
+	shards [bindShards]bindShard
+
+	allocMu   sync.Mutex
+	next, end uint64 // the node's current block [next, end)
+}
+
+type bindKey struct {
+	app  uint32
+	user string
+}
+
+type bindShard struct {
+	mu sync.Mutex
+	m  map[bindKey]uint64
+}
+
+// NewBinder builds a binder.
+func NewBinder(tikv *storage.TiKV, redis *storage.Pipeliner) *Binder {
+	b := &Binder{tikv: tikv, redis: redis, seed: maphash.MakeSeed()}
+	for i := range b.shards {
+		b.shards[i].m = make(map[bindKey]uint64)
+	}
+	return b
+}
+
+func (b *Binder) shard(k bindKey) *bindShard {
+	var h maphash.Hash
+	h.SetSeed(b.seed)
+	h.WriteString(k.user)
+	return &b.shards[(h.Sum64()^uint64(k.app))%bindShards]
+}
+
+// Resolve returns the user's act_id, binding a new one if needed.
+func (b *Binder) Resolve(ctx context.Context, app uint32, user string) (uint64, error) {
+	k := bindKey{app, user}
+	s := b.shard(k)
+	s.mu.Lock()
+	id, ok := s.m[k]
+	s.mu.Unlock()
+	if ok {
+		return id, nil
+	}
+	id, err := b.bind(ctx, storage.BindMarkKey(app, user))
+	if err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	if len(s.m) >= bindCacheMax/bindShards {
+		clear(s.m)
+	}
+	s.m[k] = id
+	s.mu.Unlock()
+	return id, nil
+}
+
+// bind claims a fresh act_id for the user with SET NX GET: one round trip
+// returns either our candidate or the id bound before (by any node). A user
+// bound before but missing from this process's cache costs one unused id:
+// ids stay unique, with gaps.
+func (b *Binder) bind(ctx context.Context, key string) (uint64, error) {
+	cand, err := b.allocate(ctx)
+	if err != nil {
+		return 0, err
+	}
+	set := redis.NewStringCmd(ctx, "set", key, strconv.FormatUint(cand, 10), "nx", "get")
+	if err := b.redis.Do(ctx, set); err != nil {
+		return 0, err
+	}
+	v, err := set.Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return cand, nil // ours
+	case err != nil:
+		return 0, fmt.Errorf("%w: redis: %v", storage.ErrUnavailable, err)
+	}
+	id, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: binding %s = %q", storage.ErrUnavailable, key, v)
+	}
+	return id, nil
+}
+
+// allocate takes the next act_id from the node's block, taking a new block
+// from TiKV when it runs out. act_ids start at 1.
+func (b *Binder) allocate(ctx context.Context) (uint64, error) {
+	b.allocMu.Lock()
+	defer b.allocMu.Unlock()
+	if b.next == b.end {
+		var start uint64
+		err := b.tikv.Update(ctx, func(txn *transaction.KVTxn) error {
+			raw, err := storage.Get(ctx, txn, storage.ActAllocKey)
+			if err != nil {
+				return err
+			}
+			start = 1
+			if raw != nil {
+				var ok bool
+				if start, ok = storage.ParseActIDValue(raw); !ok {
+					return fmt.Errorf("%w: corrupt %s", storage.ErrUnavailable, storage.ActAllocKey)
+				}
+			}
+			return txn.Set(storage.ActAllocKey, storage.ActIDValue(start+actBlockSize))
+		})
+		if err != nil {
+			return 0, err
+		}
+		b.next, b.end = start, start+actBlockSize
+	}
+	id := b.next
+	b.next++
+	return id, nil
+}
+
+// ActIDsAllocated returns the first act_id never handed out by any node.
+func ActIDsAllocated(ctx context.Context, tikv *storage.TiKV) (uint64, error) {
+	var next uint64 = 1
+	err := tikv.Update(ctx, func(txn *transaction.KVTxn) error {
+		raw, err := storage.Get(ctx, txn, storage.ActAllocKey)
+		if err != nil || raw == nil {
+			return err
+		}
+		next, _ = storage.ParseActIDValue(raw)
+		return nil
+	})
+	return next, err
+}

@@ -1,0 +1,116 @@
+package ingress
+
+import "fmt"
+
+// Code is a stable, client-visible error code. Clients switch on it, so a
+// code is never renamed or reused for another meaning; add a new one instead.
+//
+// Code also implements error, so that a caller can ask
+// errors.Is(err, CodeMalformed) of any error chain holding an *Error.
+type Code string
+
+// The error table. Every client-visible failure has exactly one of these
+// codes; Status maps each to its HTTP status and Retryable says whether the
+// same request may succeed later.
+const (
+	CodeMalformed        Code = "malformed_request"  // 400: bad JSON, wrong types, unknown or duplicate fields, missing required fields
+	CodeTooLarge         Code = "request_too_large"  // 413
+	CodeUnknownActivity  Code = "unknown_activity"   // 404
+	CodeUnknownRain      Code = "unknown_rain"       // 404
+	CodeRainClosed       Code = "rain_closed"        // 409
+	CodeBudgetExhausted  Code = "budget_exhausted"   // 409
+	CodeGrantInProgress  Code = "grant_in_progress"  // 409, retryable
+	CodeInvalidToken     Code = "invalid_token"      // 400
+	CodeNotFound         Code = "not_found"          // 404 (unknown route / resource)
+	CodeMethodNotAllowed Code = "method_not_allowed" // 405
+	CodeUnavailable      Code = "unavailable"        // 503, retryable (backend down, not ready)
+	CodeInternal         Code = "internal"           // 500
+)
+
+// meta is the one table behind Status and Retryable. A code that is not in
+// the table is treated as CodeInternal: a typo must not reach a client as a
+// success or a client error.
+func (c Code) meta() (status int, retryable bool) {
+	switch c {
+	case CodeMalformed:
+		return 400, false
+	case CodeTooLarge:
+		return 413, false
+	case CodeUnknownActivity:
+		return 404, false
+	case CodeUnknownRain:
+		return 404, false
+	case CodeRainClosed:
+		return 409, false
+	case CodeBudgetExhausted:
+		return 409, false
+	case CodeGrantInProgress:
+		return 409, true
+	case CodeInvalidToken:
+		return 400, false
+	case CodeNotFound:
+		return 404, false
+	case CodeMethodNotAllowed:
+		return 405, false
+	case CodeUnavailable:
+		return 503, true
+	default: // CodeInternal and anything not in the table.
+		return 500, false
+	}
+}
+
+// Status returns the HTTP status code that goes with c; a code missing from
+// the table gets 500.
+func (c Code) Status() int {
+	status, _ := c.meta()
+	return status
+}
+
+// Retryable reports whether a client may repeat the same request and expect
+// it to succeed later (another grant for the same key still in flight, or a
+// backend that is down or not ready yet).
+func (c Code) Retryable() bool {
+	_, retryable := c.meta()
+	return retryable
+}
+
+// Error returns the code itself; it makes a Code usable as the target of
+// errors.Is.
+func (c Code) Error() string { return string(c) }
+
+// Error is a client-visible failure: a code and a human message. The message
+// is for people reading logs and responses; programs decide on Code.
+type Error struct {
+	Code    Code
+	Message string
+}
+
+// Error returns "code: message".
+func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
+
+// Is reports whether target is e's Code, so errors.Is(err, CodeTooLarge)
+// works through any wrapping.
+func (e *Error) Is(target error) bool {
+	c, ok := target.(Code)
+	return ok && c == e.Code
+}
+
+// Errorf returns an *Error with code and a message formatted as by
+// fmt.Sprintf.
+func Errorf(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// AppendError appends the JSON body {"code":"...","message":"..."} of e to
+// dst, escaping both strings. A nil e is written as CodeInternal, so a
+// handler bug still yields a well-formed body.
+func AppendError(dst []byte, e *Error) []byte {
+	if e == nil {
+		e = &Error{Code: CodeInternal, Message: "internal error"}
+	}
+	dst = append(dst, `{"code":`...)
+	dst = AppendJSONString(dst, string(e.Code))
+	dst = append(dst, `,"message":`...)
+	dst = AppendJSONString(dst, e.Message)
+	return append(dst, '}')
+}

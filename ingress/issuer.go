@@ -1,0 +1,292 @@
+package ingress
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"redrain/campaign"
+	"redrain/ledger"
+	"redrain/metrics"
+	"redrain/storage"
+	"redrain/tokens"
+)
+
+// pendingMarkTTL bounds how long a crashed grant's pending mark blocks its
+// user: after it, a retry issues again (the same token, by determinism).
+const pendingMarkTTL = 30 * time.Second
+
+// Issuer is the grant path: rain check, binding, per-user limit, budget
+// lease, deterministic draw, token, grant stream. No TiKV write and no lone
+// Redis call happen on it: Redis commands go through the pipeliner, budget
+// through local leases.
+type Issuer struct {
+	log    *slog.Logger
+	camp   *campaign.Campaign
+	binder *Binder
+	redis  *storage.Pipeliner
+	stream *storage.GrantWriter
+	leases map[string]*leaseHolder
+	clock  func() time.Time
+
+	// inflight holds this node's grants between their claim and their
+	// issued mark, so that a duplicate arriving meanwhile waits for the
+	// first one's answer instead of failing. Bounded by the grants in
+	// flight, never by users seen.
+	inflight sync.Map // limit key → *pendingGrant
+	marks    sync.WaitGroup
+
+	grants      map[string]*metrics.Counter // by outcome
+	grantTime   *metrics.Histogram
+	stageTime   [stageCount]*metrics.Histogram
+	GrantsNew   *metrics.Counter
+	GrantsTotal *metrics.Counter
+}
+
+// IssuerConfig wires an issuer.
+type IssuerConfig struct {
+	Log         *slog.Logger
+	Campaign    *campaign.Campaign
+	TiKV        *storage.TiKV
+	Redis       *storage.Redis
+	Pipeliner   *storage.Pipeliner
+	Stream      *storage.GrantWriter
+	Leases      LeaseSource
+	Node        string // this node's id
+	Incarnation uint64 // this process's start
+	Metrics     *metrics.Registry
+	Clock       func() time.Time
+}
+
+// Stages of the grant path, timed separately.
+const (
+	stageBind = iota
+	stageClaim
+	stageLease
+	stageStream
+	stageMark
+	stageCount
+)
+
+var stageNames = [stageCount]string{"bind", "claim", "lease", "stream", "mark"}
+
+// Grant outcomes as counted in metrics.
+var grantOutcomes = []string{"issued", "repeat", "in_progress", "budget_exhausted", "rain_closed", "unknown", "error"}
+
+// NewIssuer builds an issuer and a lease holder per budget of the campaign.
+func NewIssuer(ctx context.Context, cfg IssuerConfig) (*Issuer, error) {
+	is := &Issuer{
+		log: cfg.Log, camp: cfg.Campaign, binder: NewBinder(cfg.TiKV, cfg.Pipeliner), redis: cfg.Pipeliner,
+		stream: cfg.Stream, leases: map[string]*leaseHolder{}, clock: cfg.Clock,
+		grants: map[string]*metrics.Counter{},
+	}
+	for _, o := range grantOutcomes {
+		is.grants[o] = cfg.Metrics.Counter("redrain_grants_total", "Grant requests by outcome.", "outcome", o)
+	}
+	is.grantTime = cfg.Metrics.Histogram("redrain_grant_seconds", "Grant latency, request parsed to answer.", metrics.LatencyBounds)
+	for i, name := range stageNames {
+		is.stageTime[i] = cfg.Metrics.Histogram("redrain_grant_stage_seconds", "Time spent in each stage of the grant path.", metrics.LatencyBounds, "stage", name)
+	}
+	is.GrantsNew = is.grants["issued"]
+	for _, a := range cfg.Campaign.Activities() {
+		for _, w := range a.Awards {
+			id := campaign.BudgetID(a.ID, w.Type)
+			// A lease covers 256 maximal grants at first and doubles while
+			// leases last under two seconds, up to 65536 of them.
+			is.leases[id] = newLeaseHolder(cfg.Log, id, cfg.Leases, cfg.Node, cfg.Incarnation,
+				w.Max*256, w.Max*65536, cfg.Clock)
+		}
+	}
+	return is, nil
+}
+
+// pendingGrant is a grant between its claim and its issued mark.
+type pendingGrant struct {
+	done chan struct{}
+	res  *GrantResponse
+	err  error
+}
+
+// Close waits for issued marks in flight and returns every lease's unspent
+// budget.
+func (is *Issuer) Close(ctx context.Context) {
+	is.marks.Wait()
+	for _, h := range is.leases {
+		h.closeAll(ctx)
+	}
+}
+
+// Grant issues one packet, or answers a repeat with the identical token.
+func (is *Issuer) Grant(ctx context.Context, req *GrantRequest) (*GrantResponse, error) {
+	start := time.Now()
+	res, outcome, err := is.grant(ctx, req)
+	is.grants[outcome].Inc()
+	is.grantTime.ObserveNs(time.Since(start).Nanoseconds())
+	return res, err
+}
+
+func (is *Issuer) grant(ctx context.Context, req *GrantRequest) (*GrantResponse, string, error) {
+	act := is.camp.Activity(req.ActivityID)
+	if act == nil {
+		return nil, "unknown", Errorf(CodeUnknownActivity, "activity %q does not exist", req.ActivityID)
+	}
+	rain := act.Rain(req.SceneID, req.RainID)
+	if rain == nil {
+		return nil, "unknown", Errorf(CodeUnknownRain, "activity %q has no rain %d in scene %q", req.ActivityID, req.RainID, req.SceneID)
+	}
+	if !rain.Open(is.clock()) {
+		return nil, "rain_closed", Errorf(CodeRainClosed, "rain %d of activity %q is not open", req.RainID, req.ActivityID)
+	}
+	t0 := time.Now()
+	actID, err := is.binder.Resolve(ctx, req.AppID, req.UserID)
+	is.lap(stageBind, t0)
+	if err != nil {
+		return nil, "error", unavailable(err)
+	}
+	g := ledger.Grant{
+		AppID: req.AppID, ActID: actID, UserID: req.UserID, ActivityID: act.ID,
+		SceneID: req.SceneID, RainID: req.RainID, Stage: tokens.StageFormal,
+		OpenTime: rain.Start.UnixMilli(),
+	}
+	limitKey := g.LimitKey()
+	pg := &pendingGrant{done: make(chan struct{})}
+	if prev, loaded := is.inflight.LoadOrStore(limitKey, pg); loaded {
+		// The same user and rain is being granted on this node right now.
+		p := prev.(*pendingGrant)
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+			return nil, "error", unavailable(ctx.Err())
+		}
+		if p.err != nil {
+			return nil, "in_progress", Errorf(CodeGrantInProgress, "a grant for this user and rain failed just now; retry")
+		}
+		r := *p.res
+		return &r, "repeat", nil
+	}
+	res, outcome, err := is.issue(ctx, &g, act, limitKey)
+	pg.res, pg.err = res, err
+	close(pg.done)
+	if outcome != "issued" {
+		is.inflight.Delete(limitKey)
+	}
+	return res, outcome, err
+}
+
+// issue claims the limit key in Redis and, when it is new, issues. Only an
+// issued grant stays in inflight; its issued mark removes it.
+func (is *Issuer) issue(ctx context.Context, g *ledger.Grant, act *campaign.CompiledActivity, limitKey string) (*GrantResponse, string, error) {
+	markKey := storage.LimitMarkKey(limitKey)
+	t0 := time.Now()
+	// Claim the per-user limit (one packet per user and rain, whatever
+	// award) and read the booked mark in the same round trip.
+	booked := redis.NewStringCmd(ctx, "get", storage.BookedMarkKey(limitKey))
+	claim := redis.NewStringCmd(ctx, "set", markKey, storage.MarkPending, "nx", "get", "px", pendingMarkTTL.Milliseconds())
+	if err := is.redis.Do(ctx, booked, claim); err != nil {
+		return nil, "error", unavailable(err)
+	}
+	is.lap(stageClaim, t0)
+	if v, err := booked.Result(); err == nil {
+		if _, award, amount, ok := storage.ParseMark(v); ok {
+			g.AwardType, g.Amount = award, amount
+			return is.answer(g, true), "repeat", nil
+		}
+	}
+	prev, err := claim.Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+	case err != nil:
+		return nil, "error", unavailable(err)
+	case prev == storage.MarkPending:
+		return nil, "in_progress", Errorf(CodeGrantInProgress, "a grant for this user and rain is being issued; retry")
+	default:
+		_, award, amount, ok := storage.ParseMark(prev)
+		if !ok {
+			return nil, "error", Errorf(CodeInternal, "unreadable grant mark")
+		}
+		g.AwardType, g.Amount = award, amount
+		return is.answer(g, false), "repeat", nil
+	}
+
+	// New grant: draw, reserve, stream. Any failure undoes the claim.
+	award := act.PickAward(ledger.DrawSeed(is.camp.Config.DrawSalt, limitKey))
+	g.AwardType, g.Asset = award.Type, ledger.Asset(award.Asset)
+	g.BudgetID = campaign.BudgetID(act.ID, award.Type)
+	g.Amount = ledger.Draw(ledger.DrawSeed(is.camp.Config.DrawSalt, g.IdempotencyKey()), award.Min, award.Max)
+	holder := is.leases[g.BudgetID]
+	t0 = time.Now()
+	lease, err := holder.take(ctx, g.Amount)
+	t0 = is.lap(stageLease, t0)
+	if err != nil {
+		is.unclaim(markKey)
+		if errors.Is(err, errExhausted) {
+			return nil, "budget_exhausted", Errorf(CodeBudgetExhausted, "the budget of award %q in activity %q is exhausted", award.Type, act.ID)
+		}
+		return nil, "error", unavailable(err)
+	}
+	g.LeaseID = lease.id
+	g.IssuedAt = is.clock().UnixMilli()
+	if err := is.stream.Write(g); err != nil {
+		// The producer gave up, but the broker may have appended the record
+		// before the failure reached us. Never give the amount back on a
+		// guess (that could overspend): it counts as issued, the pending
+		// mark expires, and booking marks it booked if it landed.
+		holder.settle(lease, g.Amount, true)
+		return nil, "error", unavailable(err)
+	}
+	holder.settle(lease, g.Amount, true)
+	is.lap(stageStream, t0)
+	// The issued mark goes out after the answer: duplicates meanwhile are
+	// answered from inflight on this node.
+	is.marks.Add(1)
+	go is.markIssued(limitKey, markKey, g.AwardType, g.Amount)
+	return is.answer(g, false), "issued", nil
+}
+
+func (is *Issuer) markIssued(limitKey, markKey, award string, amount int64) {
+	defer is.marks.Done()
+	defer is.inflight.Delete(limitKey)
+	t0 := time.Now()
+	ctx := context.Background()
+	set := redis.NewStatusCmd(ctx, "set", markKey, storage.MarkValue(storage.MarkIssued, award, amount))
+	if err := is.redis.Do(ctx, set); err != nil || set.Err() != nil {
+		// The grant stands (it is in Kafka); the pending mark expires, and
+		// booking's booked mark answers repeats once it is booked.
+		is.log.Warn("grant: issued mark not set", "limit_key", limitKey, "err", errors.Join(err, set.Err()))
+	}
+	is.lap(stageMark, t0)
+}
+
+func (is *Issuer) lap(stage int, since time.Time) time.Time {
+	now := time.Now()
+	is.stageTime[stage].ObserveNs(now.Sub(since).Nanoseconds())
+	return now
+}
+
+// unclaim drops a pending mark after a grant failed before its record.
+func (is *Issuer) unclaim(markKey string) {
+	ctx := context.Background()
+	// Only this grant wrote the pending mark, and nothing else changes it.
+	del := redis.NewIntCmd(ctx, "del", markKey)
+	if err := is.redis.Do(ctx, del); err != nil || del.Err() != nil {
+		is.log.Warn("grant: pending mark not removed; it expires", "key", markKey, "err", errors.Join(err, del.Err()))
+	}
+}
+
+func (is *Issuer) answer(g *ledger.Grant, booked bool) *GrantResponse {
+	c := g.Claims()
+	status := "issued"
+	if booked {
+		status = "booked"
+	}
+	tok := is.camp.Ring.Seal(nil, &c)
+	return &GrantResponse{Token: tok, OutTradeNo: c.OutTradeNo, ActID: g.ActID, AwardType: g.AwardType, Amount: g.Amount, Status: status}
+}
+
+func unavailable(err error) *Error {
+	return Errorf(CodeUnavailable, "a backend is unavailable; retry: %v", err)
+}

@@ -1,0 +1,214 @@
+package ingress
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"redrain/ledger"
+)
+
+// LeaseSource hands out and takes back budget leases (the budget grains).
+type LeaseSource interface {
+	TakeLease(budgetID string, want int64, owner string, incarnation uint64) (*ledger.Lease, error)
+	CloseLease(budgetID string, leaseID uint64, issued, count int64) error
+}
+
+var errExhausted = errors.New("ingress: budget exhausted")
+
+// exhaustedRetry is how long a node believes a budget exhausted before it
+// asks again (leases returned by other nodes may refill it).
+const exhaustedRetry = time.Second
+
+// leaseHolder spends one budget on this node from leases: taking an amount
+// is a mutex and a subtraction. The next lease is fetched in the background
+// when the current one is half spent, so grants wait on the budget grain only
+// when a lease runs dry faster than a fetch.
+type leaseHolder struct {
+	log         *slog.Logger
+	budgetID    string
+	src         LeaseSource
+	owner       string
+	incarnation uint64
+	sizeMax     int64
+	clock       func() time.Time
+
+	mu             sync.Mutex
+	cur, next      *activeLease
+	size           int64 // what the next fetch asks for; doubles while leases run out fast
+	fetching       chan struct{}
+	fetchErr       error
+	exhaustedUntil time.Time
+	closing        sync.WaitGroup
+}
+
+// activeLease is a lease this node spends.
+type activeLease struct {
+	id     uint64
+	amount int64
+	// reserved is taken by grants in flight or acknowledged.
+	// Invariant: acked <= reserved <= amount.
+	reserved, acked, ackedCount int64
+	inflight                    int
+	retired, closed             bool
+	takenAt                     time.Time
+}
+
+func newLeaseHolder(log *slog.Logger, budgetID string, src LeaseSource, owner string, inc uint64, sizeMin, sizeMax int64, clock func() time.Time) *leaseHolder {
+	return &leaseHolder{log: log, budgetID: budgetID, src: src, owner: owner, incarnation: inc,
+		size: sizeMin, sizeMax: max(sizeMax, sizeMin), clock: clock}
+}
+
+// take reserves amount from the current lease, fetching leases as needed.
+func (h *leaseHolder) take(ctx context.Context, amount int64) (*activeLease, error) {
+	h.mu.Lock()
+	for {
+		if l := h.cur; l != nil && l.amount-l.reserved >= amount {
+			l.reserved += amount
+			l.inflight++
+			if l.amount-l.reserved < l.amount/2 && h.next == nil && h.fetching == nil {
+				h.fetchLocked()
+			}
+			h.mu.Unlock()
+			return l, nil
+		}
+		if h.cur != nil {
+			h.retireLocked(h.cur)
+			h.cur = nil
+		}
+		if h.next != nil {
+			h.cur, h.next = h.next, nil
+			continue
+		}
+		if h.clock().Before(h.exhaustedUntil) {
+			h.mu.Unlock()
+			return nil, errExhausted
+		}
+		if h.fetchErr != nil {
+			err := h.fetchErr
+			h.fetchErr = nil
+			h.mu.Unlock()
+			return nil, err
+		}
+		if h.fetching == nil {
+			h.fetchLocked()
+		}
+		wait := h.fetching
+		h.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		h.mu.Lock()
+	}
+}
+
+// settle ends a reservation: acknowledged grants count as issued, failed
+// ones give their amount back.
+func (h *leaseHolder) settle(l *activeLease, amount int64, acked bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	l.inflight--
+	if acked {
+		l.acked += amount
+		l.ackedCount++
+	} else {
+		l.reserved -= amount
+	}
+	if l.retired && l.inflight == 0 {
+		h.closeLocked(l)
+	}
+}
+
+func (h *leaseHolder) retireLocked(l *activeLease) {
+	l.retired = true
+	if d := h.clock().Sub(l.takenAt); d < 2*time.Second && h.size < h.sizeMax {
+		h.size = min(h.size*2, h.sizeMax)
+	}
+	if l.inflight == 0 {
+		h.closeLocked(l)
+	}
+}
+
+// closeLocked returns the lease's unspent part to the budget.
+func (h *leaseHolder) closeLocked(l *activeLease) {
+	if l.closed {
+		return
+	}
+	l.closed = true
+	issued, count := l.acked, l.ackedCount
+	h.closing.Add(1)
+	go func() {
+		defer h.closing.Done()
+		for attempt := 0; attempt < 20; attempt++ {
+			err := h.src.CloseLease(h.budgetID, l.id, issued, count)
+			if err == nil {
+				return
+			}
+			h.log.Warn("lease close failed; retrying", "budget", h.budgetID, "lease", l.id, "err", err)
+			time.Sleep(time.Duration(attempt+1) * 100 * time.Millisecond)
+		}
+		// Left open: recovery closes it with issued = booked under it.
+		h.log.Error("lease close abandoned; recovery will close it", "budget", h.budgetID, "lease", l.id)
+	}()
+}
+
+func (h *leaseHolder) fetchLocked() {
+	done := make(chan struct{})
+	h.fetching = done
+	want := h.size
+	go func() {
+		lease, err := h.src.TakeLease(h.budgetID, want, h.owner, h.incarnation)
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		h.fetching = nil
+		close(done)
+		switch {
+		case err != nil:
+			h.log.Warn("lease fetch failed", "budget", h.budgetID, "err", err)
+			h.fetchErr = err
+		case lease == nil:
+			h.exhaustedUntil = h.clock().Add(exhaustedRetry)
+		default:
+			l := &activeLease{id: lease.ID, amount: lease.Amount, takenAt: h.clock()}
+			if lease.Amount < want {
+				// The budget's tail: after it, the budget is exhausted.
+				h.exhaustedUntil = h.clock().Add(exhaustedRetry)
+			}
+			if h.cur == nil {
+				h.cur = l
+			} else {
+				h.next = l
+			}
+		}
+	}()
+}
+
+// closeAll retires every lease and waits until their unspent parts are
+// returned (grants still in flight settle first).
+func (h *leaseHolder) closeAll(ctx context.Context) {
+	h.mu.Lock()
+	for h.fetching != nil {
+		wait := h.fetching
+		h.mu.Unlock()
+		<-wait
+		h.mu.Lock()
+	}
+	for _, l := range []*activeLease{h.cur, h.next} {
+		if l != nil {
+			h.retireLocked(l)
+		}
+	}
+	h.cur, h.next = nil, nil
+	h.exhaustedUntil = h.clock().Add(time.Hour)
+	h.mu.Unlock()
+	done := make(chan struct{})
+	go func() { h.closing.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}

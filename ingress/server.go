@@ -1,0 +1,317 @@
+package ingress
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/tikv/client-go/v2/txnkv/transaction"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/pprofhandler"
+
+	"redrain/ledger"
+	"redrain/metrics"
+	"redrain/storage"
+)
+
+// Stats is what GET /admin/v1/stats answers.
+type Stats struct {
+	GrantsIssued, GrantsBooked, BookingLag int64
+	Ready                                  bool
+}
+
+// Server is the fasthttp API of one node.
+type Server struct {
+	Log     *slog.Logger
+	Issuer  *Issuer
+	Tokens  *Tokens
+	TiKV    *storage.TiKV
+	Metrics *metrics.Registry
+	// Ready returns nil when the node serves; otherwise why not.
+	Ready func() error
+	Stats func() Stats
+	// Audit runs the reconciliation and returns its JSON report.
+	Audit func(ctx context.Context) ([]byte, error)
+
+	srv *fasthttp.Server
+}
+
+// requestTimeout bounds one request's work.
+const requestTimeout = 30 * time.Second
+
+// Serve answers on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	s.srv = &fasthttp.Server{
+		Handler: s.handle,
+		Name:    "redrain",
+		// Per-route limits are the parsers'; this is the largest of them.
+		MaxRequestBodySize: ListBodyBytesMax,
+		// Measured while planning: with pipelined clients a 64 KiB write
+		// buffer raised the loopback ceiling ~10x over the default.
+		WriteBufferSize:               64 << 10,
+		ReadBufferSize:                16 << 10,
+		ReadTimeout:                   time.Minute,
+		IdleTimeout:                   2 * time.Minute,
+		NoDefaultServerHeader:         true,
+		NoDefaultContentType:          true,
+		DisableHeaderNamesNormalizing: false,
+		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
+			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+				writeError(ctx, errTooLarge(ListBodyBytesMax+1, ListBodyBytesMax))
+				return
+			}
+			writeError(ctx, Errorf(CodeMalformed, "unreadable HTTP request: %v", err))
+		},
+	}
+	return s.srv.Serve(ln)
+}
+
+// Shutdown stops accepting and waits for requests in flight.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.srv == nil {
+		return nil
+	}
+	return s.srv.ShutdownWithContext(ctx)
+}
+
+func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	path := ctx.Path()
+	post, get := ctx.IsPost(), ctx.IsGet()
+	switch {
+	case bytes.Equal(path, []byte("/v1/grants")):
+		if !post {
+			methodNotAllowed(ctx, "POST")
+			return
+		}
+		s.grant(ctx)
+	case bytes.Equal(path, []byte("/v1/grants/batch")):
+		if !post {
+			methodNotAllowed(ctx, "POST")
+			return
+		}
+		s.grantBatch(ctx)
+	case bytes.Equal(path, []byte("/v1/tokens/status")), bytes.Equal(path, []byte("/v1/tokens/redeem")):
+		if !post {
+			methodNotAllowed(ctx, "POST")
+			return
+		}
+		s.tokens(ctx, bytes.HasSuffix(path, []byte("/redeem")))
+	case bytes.HasPrefix(path, []byte("/v1/wallet/")):
+		if !get {
+			methodNotAllowed(ctx, "GET")
+			return
+		}
+		s.wallet(ctx, path[len("/v1/wallet/"):])
+	case bytes.Equal(path, []byte("/healthz")):
+		writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ok"}`))
+	case bytes.Equal(path, []byte("/readyz")):
+		if err := s.Ready(); err != nil {
+			b := append([]byte(`{"status":"not_ready","reason":`), AppendJSONString(nil, err.Error())...)
+			writeJSON(ctx, fasthttp.StatusServiceUnavailable, append(b, '}'))
+			return
+		}
+		writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ready"}`))
+	case bytes.Equal(path, []byte("/metrics")):
+		ctx.SetContentType("text/plain; version=0.0.4")
+		s.Metrics.WriteText(ctx)
+	case bytes.HasPrefix(path, []byte("/debug/pprof/")):
+		pprofhandler.PprofHandler(ctx)
+	case bytes.Equal(path, []byte("/admin/v1/stats")):
+		st := s.Stats()
+		b := []byte(`{"grants_issued":`)
+		b = strconv.AppendInt(b, st.GrantsIssued, 10)
+		b = append(b, `,"grants_booked":`...)
+		b = strconv.AppendInt(b, st.GrantsBooked, 10)
+		b = append(b, `,"booking_lag":`...)
+		b = strconv.AppendInt(b, st.BookingLag, 10)
+		b = append(b, `,"ready":`...)
+		b = strconv.AppendBool(b, st.Ready)
+		writeJSON(ctx, fasthttp.StatusOK, append(b, '}'))
+	case bytes.Equal(path, []byte("/admin/v1/audit")):
+		c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		body, err := s.Audit(c)
+		if err != nil {
+			writeError(ctx, unavailable(err))
+			return
+		}
+		writeJSON(ctx, fasthttp.StatusOK, body)
+	default:
+		writeError(ctx, Errorf(CodeNotFound, "no route %s %s", ctx.Method(), path))
+	}
+}
+
+func (s *Server) ready(ctx *fasthttp.RequestCtx) bool {
+	if err := s.Ready(); err != nil {
+		writeError(ctx, Errorf(CodeUnavailable, "node not ready: %v", err))
+		ctx.Response.Header.Set("Retry-After", "1")
+		return false
+	}
+	return true
+}
+
+func (s *Server) grant(ctx *fasthttp.RequestCtx) {
+	req, err := ParseGrantRequest(ctx.PostBody())
+	if err != nil {
+		writeError(ctx, err)
+		return
+	}
+	if !s.ready(ctx) {
+		return
+	}
+	c, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	res, err := s.Issuer.Grant(c, &req)
+	if err != nil {
+		writeError(ctx, err)
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, AppendGrantResponse(nil, res))
+}
+
+// grantBatch issues many grants from one request, concurrently; each item
+// answers like a single grant (a result or an error object).
+func (s *Server) grantBatch(ctx *fasthttp.RequestCtx) {
+	reqs, err := ParseGrantBatch(ctx.PostBody())
+	if err != nil {
+		writeError(ctx, err)
+		return
+	}
+	if !s.ready(ctx) {
+		return
+	}
+	c, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	type item struct {
+		res *GrantResponse
+		err error
+	}
+	items := make([]item, len(reqs))
+	done := make(chan struct{}, len(reqs))
+	for i := range reqs {
+		go func() {
+			items[i].res, items[i].err = s.Issuer.Grant(c, &reqs[i])
+			done <- struct{}{}
+		}()
+	}
+	for range reqs {
+		<-done
+	}
+	b := []byte(`{"results":[`)
+	for i, it := range items {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		if it.err != nil {
+			b = AppendError(b, asError(it.err))
+		} else {
+			b = AppendGrantResponse(b, it.res)
+		}
+	}
+	writeJSON(ctx, fasthttp.StatusOK, append(b, "]}"...))
+}
+
+func (s *Server) tokens(ctx *fasthttp.RequestCtx, redeem bool) {
+	raw, err := ParseTokens(ctx.PostBody())
+	if err != nil {
+		writeError(ctx, err)
+		return
+	}
+	if !s.ready(ctx) {
+		return
+	}
+	c, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	var rs []TokenResult
+	if redeem {
+		rs, err = s.Tokens.Redeem(c, raw)
+	} else {
+		rs, err = s.Tokens.Status(c, raw)
+	}
+	if err != nil {
+		writeError(ctx, err)
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, AppendTokenResults(nil, rs))
+}
+
+func (s *Server) wallet(ctx *fasthttp.RequestCtx, idText []byte) {
+	actID, err := strconv.ParseUint(string(idText), 10, 64)
+	if err != nil || actID == 0 {
+		writeError(ctx, Errorf(CodeMalformed, "act_id %q: want a positive integer", idText))
+		return
+	}
+	c, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	var raw []byte
+	err = s.TiKV.Update(c, func(txn *transaction.KVTxn) error {
+		var err error
+		raw, err = storage.Get(c, txn, storage.AccountKey(actID))
+		return err
+	})
+	if err != nil {
+		writeError(ctx, unavailable(err))
+		return
+	}
+	acct := &ledger.Account{ActID: actID}
+	if raw == nil {
+		// No bookings yet: known if the id was ever handed out.
+		next, err := ActIDsAllocated(c, s.TiKV)
+		if err != nil {
+			writeError(ctx, unavailable(err))
+			return
+		}
+		if actID >= next {
+			writeError(ctx, Errorf(CodeNotFound, "no account %d", actID))
+			return
+		}
+	} else if acct, err = ledger.UnmarshalAccount(raw); err != nil {
+		writeError(ctx, Errorf(CodeInternal, "account %d: %v", actID, err))
+		return
+	}
+	b := []byte(`{"act_id":`)
+	b = strconv.AppendUint(b, actID, 10)
+	b = append(b, `,"balances":[`...)
+	for i, bal := range acct.Balances {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"award_type":`...)
+		b = AppendJSONString(b, string(bal.Asset))
+		b = append(b, `,"balance":`...)
+		b = strconv.AppendInt(b, bal.Amount, 10)
+		b = append(b, '}')
+	}
+	writeJSON(ctx, fasthttp.StatusOK, append(b, "]}"...))
+}
+
+func asError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return Errorf(CodeInternal, "%v", err)
+}
+
+func writeError(ctx *fasthttp.RequestCtx, err error) {
+	e := asError(err)
+	if e.Code.Retryable() {
+		ctx.Response.Header.Set("Retry-After", "1")
+	}
+	writeJSON(ctx, e.Code.Status(), AppendError(nil, e))
+}
+
+func methodNotAllowed(ctx *fasthttp.RequestCtx, allow string) {
+	ctx.Response.Header.Set("Allow", allow)
+	writeError(ctx, Errorf(CodeMethodNotAllowed, "use %s", allow))
+}
+
+func writeJSON(ctx *fasthttp.RequestCtx, status int, body []byte) {
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(body)
+}

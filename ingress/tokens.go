@@ -1,0 +1,204 @@
+package ingress
+
+import (
+	"context"
+	"errors"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/tikv/client-go/v2/txnkv/transaction"
+
+	"redrain/campaign"
+	"redrain/ledger"
+	"redrain/storage"
+	"redrain/tokens"
+)
+
+// BookNow books grants at once (the booker); redeem uses it so that an
+// asynchronous delay is never visible where money leaves.
+type BookNow interface {
+	Book(ctx context.Context, grants []ledger.Grant) ([]byte, error)
+}
+
+// Tokens answers token status and redeem.
+type Tokens struct {
+	camp  *campaign.Campaign
+	redis *storage.Pipeliner
+	tikv  *storage.TiKV
+	book  BookNow
+}
+
+// NewTokens builds the token service.
+func NewTokens(camp *campaign.Campaign, redis *storage.Pipeliner, tikv *storage.TiKV, book BookNow) *Tokens {
+	return &Tokens{camp: camp, redis: redis, tikv: tikv, book: book}
+}
+
+// tokenState is one presented token on its way to a result.
+type tokenState struct {
+	claims tokens.Claims
+	grant  ledger.Grant
+	result TokenResult
+}
+
+// Status reports issued, booked or invalid for each token, changing nothing.
+func (t *Tokens) Status(ctx context.Context, raw [][]byte) ([]TokenResult, error) {
+	states, err := t.resolve(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	return results(states), nil
+}
+
+// Redeem books every valid, not yet booked token now (idempotently) and
+// reports each token's status afterwards. Invalid tokens touch nothing.
+func (t *Tokens) Redeem(ctx context.Context, raw [][]byte) ([]TokenResult, error) {
+	states, err := t.resolve(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	var todo []ledger.Grant
+	var idx []int
+	seen := map[string]bool{}
+	for i, s := range states {
+		if s.result.Status == "issued" && !seen[s.claims.OutTradeNo] {
+			seen[s.claims.OutTradeNo] = true
+			todo = append(todo, s.grant)
+			idx = append(idx, i)
+		}
+	}
+	if len(todo) > 0 {
+		if _, err := t.book.Book(ctx, todo); err != nil {
+			return nil, unavailable(err)
+		}
+		// Re-read: a token can lose to an earlier grant of its limit key
+		// only if it was never the one issued, which resolve reports.
+		for _, s := range states {
+			if s.result.Status == "issued" {
+				s.result.Status = "booked"
+			}
+		}
+	}
+	return results(states), nil
+}
+
+func results(states []*tokenState) []TokenResult {
+	out := make([]TokenResult, len(states))
+	for i, s := range states {
+		out[i] = s.result
+	}
+	return out
+}
+
+// resolve opens every token and finds its status: Redis marks first, then
+// the account in TiKV for those Redis does not show booked.
+func (t *Tokens) resolve(ctx context.Context, raw [][]byte) ([]*tokenState, error) {
+	states := make([]*tokenState, len(raw))
+	var cmds []redis.Cmder
+	var valid []*tokenState
+	for i, r := range raw {
+		s := &tokenState{}
+		states[i] = s
+		c, err := t.camp.Ring.Open(r)
+		if err != nil {
+			s.result = TokenResult{Status: "invalid", Error: tokenError(err)}
+			continue
+		}
+		g, ok := t.grantOf(&c)
+		if !ok {
+			s.result = TokenResult{Status: "invalid", Error: "the token's activity or award is not configured"}
+			continue
+		}
+		s.claims, s.grant = c, g
+		s.result = TokenResult{OutTradeNo: c.OutTradeNo, Status: "issued", ActID: c.ActID, AwardType: c.AwardType, Amount: c.Amount}
+		valid = append(valid, s)
+		cmds = append(cmds, redis.NewStringCmd(ctx, "get", storage.BookedMarkKey(c.LimitKey())))
+	}
+	if len(valid) == 0 {
+		return states, nil
+	}
+	if err := t.redis.Do(ctx, cmds...); err != nil {
+		return nil, unavailable(err)
+	}
+	var check []*tokenState
+	for i, s := range valid {
+		v, err := cmds[i].(*redis.StringCmd).Result()
+		if err == nil {
+			if st, award, amount, ok := storage.ParseMark(v); ok && st == storage.MarkBooked && award == s.claims.AwardType && amount == s.claims.Amount {
+				s.result.Status = "booked"
+				continue
+			}
+		} else if !errors.Is(err, redis.Nil) {
+			return nil, unavailable(err)
+		}
+		check = append(check, s)
+	}
+	if len(check) == 0 {
+		return states, nil
+	}
+	// Redis is an index: what it does not show booked is checked in TiKV.
+	keys := make([][]byte, 0, len(check))
+	for _, s := range check {
+		keys = append(keys, storage.AccountKey(s.claims.ActID))
+	}
+	var accounts map[string][]byte
+	err := t.tikv.Update(ctx, func(txn *transaction.KVTxn) error {
+		var err error
+		accounts, err = storage.BatchGet(ctx, txn, keys)
+		return err
+	})
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	decoded := map[string]*ledger.Account{}
+	for i, s := range check {
+		raw := accounts[string(keys[i])]
+		if raw == nil {
+			continue
+		}
+		a := decoded[string(keys[i])]
+		if a == nil {
+			if a, err = ledger.UnmarshalAccount(raw); err != nil {
+				return nil, Errorf(CodeInternal, "account %d: %v", s.claims.ActID, err)
+			}
+			decoded[string(keys[i])] = a
+		}
+		if e, ok := a.Entry(s.claims.LimitKey()); ok {
+			if e.OutTradeNo == s.claims.OutTradeNo {
+				s.result.Status = "booked"
+			} else {
+				// Authentic, but another packet holds this user's limit for the rain.
+				s.result = TokenResult{Status: "invalid", Error: "another packet was booked for this user and rain"}
+			}
+		}
+	}
+	return states, nil
+}
+
+// grantOf rebuilds the grant a token stands for, as redeem books it: lease
+// 0 (unknown until its stream event arrives) and no app user id.
+func (t *Tokens) grantOf(c *tokens.Claims) (ledger.Grant, bool) {
+	act := t.camp.Activity(c.ActivityID)
+	if act == nil {
+		return ledger.Grant{}, false
+	}
+	for _, w := range act.Awards {
+		if w.Type == c.AwardType {
+			return ledger.Grant{
+				AppID: c.AppID, ActID: c.ActID, ActivityID: c.ActivityID, SceneID: c.SceneID,
+				RainID: c.RainID, Stage: c.Stage, AwardType: c.AwardType, Asset: ledger.Asset(w.Asset),
+				Amount: c.Amount, BudgetID: campaign.BudgetID(act.ID, w.Type), OpenTime: c.OpenTime,
+			}, true
+		}
+	}
+	return ledger.Grant{}, false
+}
+
+func tokenError(err error) string {
+	switch {
+	case errors.Is(err, tokens.ErrUnknownKey):
+		return "unknown key"
+	case errors.Is(err, tokens.ErrForged):
+		return "authentication failed"
+	default:
+		return "malformed token"
+	}
+}

@@ -1,0 +1,299 @@
+package ledger
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+)
+
+// Budget is what a child activity may spend on one award. Nodes spend it
+// through leases, so that no grant waits on a central counter.
+type Budget struct {
+	ID    string
+	Asset Asset
+	Total int64 // Invariant: Total >= 0
+	// Leased is the sum of every lease ever taken.
+	// Invariant: 0 <= Leased - Returned <= Total (no overspend).
+	Leased int64
+	// Returned is the sum of the unspent parts of closed leases.
+	Returned int64
+	// Folded is the booked amount folded from hot details into the budget
+	// account's ledger balance; FoldedCount counts those grants.
+	// Invariant: 0 <= Folded <= Leased - Returned (nothing is booked that was
+	// not issued under a lease), FoldedCount >= 0.
+	Folded, FoldedCount int64
+	// NextLease is the id the next lease gets. Lease ids start at 1: an
+	// entry's LeaseID 0 means "booked by redeem, not yet attributed".
+	NextLease uint64
+	Version   uint64
+}
+
+// Remaining is what can still be leased.
+func (b *Budget) Remaining() int64 { return b.Total - b.Leased + b.Returned }
+
+// Check verifies the budget's own invariants.
+func (b *Budget) Check() error {
+	out := b.Leased - b.Returned // cannot overflow once both are checked >= 0
+	if b.Total < 0 || b.Leased < 0 || b.Returned < 0 || out < 0 || out > b.Total ||
+		b.Folded < 0 || b.Folded > out || b.FoldedCount < 0 {
+		return fmt.Errorf("%w: budget %s: total %d leased %d returned %d folded %d", ErrInvariant, b.ID, b.Total, b.Leased, b.Returned, b.Folded)
+	}
+	return nil
+}
+
+// TakeLease leases up to want from the budget and returns the lease, or nil
+// when nothing remains. The caller persists both.
+func (b *Budget) TakeLease(want int64, owner string, incarnation uint64) *Lease {
+	got := min(want, b.Remaining())
+	if got <= 0 {
+		return nil
+	}
+	b.Leased += got
+	if b.NextLease == 0 {
+		b.NextLease = 1
+	}
+	l := &Lease{BudgetID: b.ID, ID: b.NextLease, Amount: got, Owner: owner, Incarnation: incarnation}
+	b.NextLease++
+	return l
+}
+
+// CloseLease closes l with issued spent and returns the rest to the budget.
+// An error leaves both unchanged.
+func (b *Budget) CloseLease(l *Lease, issued, count int64) error {
+	if l.BudgetID != b.ID {
+		return fmt.Errorf("%w: lease of budget %s closed on budget %s", ErrInvariant, l.BudgetID, b.ID)
+	}
+	if l.Closed {
+		return fmt.Errorf("%w: lease %s/%d closed twice", ErrInvariant, l.BudgetID, l.ID)
+	}
+	if l.ID == 0 || l.ID >= b.NextLease {
+		return fmt.Errorf("%w: lease %s/%d was never taken (next %d)", ErrInvariant, l.BudgetID, l.ID, b.NextLease)
+	}
+	if issued < 0 || issued > l.Amount || count < 0 {
+		return fmt.Errorf("%w: lease %s/%d of %d closed with %d issued", ErrInvariant, l.BudgetID, l.ID, l.Amount, issued)
+	}
+	// Check the budget as it would be before touching either record: a lease
+	// that does not belong to this budget's outstanding amount must not leave
+	// a half-applied close behind.
+	next := *b
+	var err error
+	if next.Returned, err = Add(b.Returned, l.Amount-issued); err != nil {
+		return err
+	}
+	if err := next.Check(); err != nil {
+		return err
+	}
+	b.Returned = next.Returned
+	l.Closed, l.Issued, l.IssuedCount = true, issued, count
+	return nil
+}
+
+// Lease is a slice of a budget that one node spends locally.
+type Lease struct {
+	BudgetID    string
+	ID          uint64
+	Amount      int64  // Invariant: > 0
+	Owner       string // node id
+	Incarnation uint64 // the owner process's start; a new incarnation recovers the old one's leases
+	Closed      bool
+	// Issued and IssuedCount are set at close: the amount and count of grants
+	// acknowledged under the lease. Invariant: Issued <= Amount.
+	Issued, IssuedCount int64
+}
+
+// LeaseUse is the part of a hot detail that one lease paid.
+type LeaseUse struct {
+	LeaseID       uint64
+	Amount, Count int64
+}
+
+// HotDetail is one unaggregated debit of a budget's hot account: the sum of
+// the grants of one booking batch. Details are written without reading the
+// budget, so booking batches never conflict on it, and are folded later.
+type HotDetail struct {
+	BudgetID      string
+	Amount, Count int64
+	// Invariant: sorted by LeaseID, one use per lease, and they sum to
+	// Amount and Count.
+	Leases []LeaseUse
+}
+
+// Add adds one booked grant to the detail. An error leaves it unchanged.
+func (h *HotDetail) Add(g *Grant) error {
+	if g.Amount <= 0 {
+		return fmt.Errorf("%w: grant amount %d", ErrInvariant, g.Amount)
+	}
+	if h.BudgetID == "" {
+		h.BudgetID = g.BudgetID
+	}
+	if g.BudgetID != h.BudgetID {
+		return fmt.Errorf("%w: grant of budget %s added to hot detail of %s", ErrInvariant, g.BudgetID, h.BudgetID)
+	}
+	sum, err := Add(h.Amount, g.Amount)
+	if err != nil {
+		return err
+	}
+	// A lease's use is bounded by the detail's total, so it cannot overflow.
+	h.Amount, h.Count = sum, h.Count+1
+	h.use(g.LeaseID, g.Amount, 1)
+	return nil
+}
+
+// Attribute moves a grant that redeem booked under lease 0 to the lease its
+// stream event names; the detail's total does not change, and lease 0's use
+// may go negative within one detail (its sum over all details does not).
+func (h *HotDetail) Attribute(g *Grant) error {
+	if g.Amount <= 0 || g.LeaseID == 0 {
+		return fmt.Errorf("%w: attribution of %d to lease %d", ErrInvariant, g.Amount, g.LeaseID)
+	}
+	if h.BudgetID == "" {
+		h.BudgetID = g.BudgetID
+	}
+	if g.BudgetID != h.BudgetID {
+		return fmt.Errorf("%w: grant of budget %s attributed in hot detail of %s", ErrInvariant, g.BudgetID, h.BudgetID)
+	}
+	h.use(0, -g.Amount, -1)
+	h.use(g.LeaseID, g.Amount, 1)
+	return nil
+}
+
+// use adds to one lease's part, keeping Leases sorted by LeaseID.
+func (h *HotDetail) use(lease uint64, amount, count int64) {
+	i, found := slices.BinarySearchFunc(h.Leases, lease, func(u LeaseUse, id uint64) int {
+		return cmp.Compare(u.LeaseID, id)
+	})
+	if found {
+		h.Leases[i].Amount += amount
+		h.Leases[i].Count += count
+		return
+	}
+	h.Leases = slices.Insert(h.Leases, i, LeaseUse{LeaseID: lease, Amount: amount, Count: count})
+}
+
+const budgetVersion, leaseVersion, hotVersion = 1, 1, 1
+
+// MarshalBudget appends the encoding of b.
+func MarshalBudget(dst []byte, b *Budget) []byte {
+	dst = append(dst, budgetVersion)
+	dst = appendString(dst, b.ID)
+	dst = appendString(dst, string(b.Asset))
+	for _, v := range []int64{b.Total, b.Leased, b.Returned, b.Folded, b.FoldedCount} {
+		dst = appendVarint(dst, v)
+	}
+	dst = appendUvarint(dst, b.NextLease)
+	return appendUvarint(dst, b.Version)
+}
+
+// UnmarshalBudget decodes a budget and checks its invariants.
+func UnmarshalBudget(src []byte) (*Budget, error) {
+	d := decoder{b: src}
+	if v := d.byte1("version"); d.err == nil && v != budgetVersion {
+		return nil, fmt.Errorf("%w: budget version %d", ErrCorrupt, v)
+	}
+	b := &Budget{ID: d.string("id"), Asset: Asset(d.string("asset"))}
+	b.Total, b.Leased, b.Returned = d.varint("total"), d.varint("leased"), d.varint("returned")
+	b.Folded, b.FoldedCount = d.varint("folded"), d.varint("folded_count")
+	b.NextLease, b.Version = d.uvarint("next_lease"), d.uvarint("version")
+	if err := d.end(); err != nil {
+		return nil, err
+	}
+	if err := b.Check(); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// MarshalLease appends the encoding of l.
+func MarshalLease(dst []byte, l *Lease) []byte {
+	dst = append(dst, leaseVersion)
+	dst = appendString(dst, l.BudgetID)
+	dst = appendUvarint(dst, l.ID)
+	dst = appendVarint(dst, l.Amount)
+	dst = appendString(dst, l.Owner)
+	dst = appendUvarint(dst, l.Incarnation)
+	closed := byte(0)
+	if l.Closed {
+		closed = 1
+	}
+	dst = append(dst, closed)
+	dst = appendVarint(dst, l.Issued)
+	return appendVarint(dst, l.IssuedCount)
+}
+
+// UnmarshalLease decodes a lease.
+func UnmarshalLease(src []byte) (*Lease, error) {
+	d := decoder{b: src}
+	if v := d.byte1("version"); d.err == nil && v != leaseVersion {
+		return nil, fmt.Errorf("%w: lease version %d", ErrCorrupt, v)
+	}
+	l := &Lease{BudgetID: d.string("budget_id"), ID: d.uvarint("id"), Amount: d.varint("amount"),
+		Owner: d.string("owner"), Incarnation: d.uvarint("incarnation")}
+	switch d.byte1("closed") {
+	case 0:
+	case 1:
+		l.Closed = true
+	default:
+		d.fail("closed")
+	}
+	l.Issued, l.IssuedCount = d.varint("issued"), d.varint("issued_count")
+	if err := d.end(); err != nil {
+		return nil, err
+	}
+	if l.Amount <= 0 || l.Issued < 0 || l.Issued > l.Amount || l.IssuedCount < 0 ||
+		(!l.Closed && (l.Issued != 0 || l.IssuedCount != 0)) {
+		return nil, fmt.Errorf("%w: lease %s/%d amount %d issued %d", ErrInvariant, l.BudgetID, l.ID, l.Amount, l.Issued)
+	}
+	return l, nil
+}
+
+// MarshalHotDetail appends the encoding of h.
+func MarshalHotDetail(dst []byte, h *HotDetail) []byte {
+	dst = append(dst, hotVersion)
+	dst = appendString(dst, h.BudgetID)
+	dst = appendVarint(dst, h.Amount)
+	dst = appendVarint(dst, h.Count)
+	dst = appendUvarint(dst, uint64(len(h.Leases)))
+	for _, u := range h.Leases {
+		dst = appendUvarint(dst, u.LeaseID)
+		dst = appendVarint(dst, u.Amount)
+		dst = appendVarint(dst, u.Count)
+	}
+	return dst
+}
+
+// UnmarshalHotDetail decodes a hot detail and checks that its parts add up.
+func UnmarshalHotDetail(src []byte) (*HotDetail, error) {
+	d := decoder{b: src}
+	if v := d.byte1("version"); d.err == nil && v != hotVersion {
+		return nil, fmt.Errorf("%w: hot detail version %d", ErrCorrupt, v)
+	}
+	h := &HotDetail{BudgetID: d.string("budget_id"), Amount: d.varint("amount"), Count: d.varint("count")}
+	n := d.count("leases")
+	var sum, cnt int64
+	for i := 0; i < n && d.err == nil; i++ {
+		u := LeaseUse{LeaseID: d.uvarint("lease_id"), Amount: d.varint("amount"), Count: d.varint("count")}
+		if d.err != nil {
+			break
+		}
+		// Uses are not required to be positive: a detail that attributes a
+		// redeemed grant moves its amount off lease 0 with a negative use.
+		if i > 0 && u.LeaseID <= h.Leases[i-1].LeaseID {
+			return nil, fmt.Errorf("%w: hot detail of %s: lease use %d: %+v", ErrInvariant, h.BudgetID, i, u)
+		}
+		// Checked sums: wrapped parts must not be able to match the total.
+		var err1, err2 error
+		sum, err1 = Add(sum, u.Amount)
+		cnt, err2 = Add(cnt, u.Count)
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("%w: hot detail of %s: parts overflow", ErrInvariant, h.BudgetID)
+		}
+		h.Leases = append(h.Leases, u)
+	}
+	if err := d.end(); err != nil {
+		return nil, err
+	}
+	if sum != h.Amount || cnt != h.Count {
+		return nil, fmt.Errorf("%w: hot detail of %s: parts %d/%d != total %d/%d", ErrInvariant, h.BudgetID, sum, cnt, h.Amount, h.Count)
+	}
+	return h, nil
+}

@@ -1,0 +1,395 @@
+package ledger_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"math"
+	"slices"
+	"strings"
+	"testing"
+
+	"redrain/ledger"
+	"redrain/tokens"
+)
+
+// sampleGrants covers every field at ordinary and extreme values.
+func sampleGrants() []ledger.Grant {
+	g0 := grant(1, "lobby", 1, tokens.StageFormal, "cash", 88)
+	g1 := grant(math.MaxUint64, "hall", math.MaxUint64, tokens.StageInternal, "coupon", math.MaxInt64)
+	g1.AppID, g1.Asset, g1.LeaseID = math.MaxUint32, "coupon", math.MaxUint64
+	g1.OpenTime, g1.IssuedAt = math.MinInt64, math.MaxInt64
+	g2 := ledger.Grant{Stage: tokens.StageGray, Amount: 1} // every string empty, every number zero
+	g3 := grant(300, strings.Repeat("s", 1024), 1<<40, tokens.StageGray, "红包", 1)
+	g3.UserID = "用户\x00\xff"
+	g3.OpenTime, g3.IssuedAt = -1, -1
+	return []ledger.Grant{g0, g1, g2, g3}
+}
+
+// checkTruncations asserts that decode refuses every strict prefix of enc
+// and enc with a byte appended, all as ErrCorrupt.
+func checkTruncations(t *testing.T, name string, enc []byte, decode func([]byte) error) {
+	t.Helper()
+	if err := decode(enc); err != nil {
+		t.Fatalf("%s: decoding the valid encoding %x: %v", name, enc, err)
+	}
+	for i := range len(enc) {
+		// A fresh copy, so that a decoder reading past len would be caught
+		// by the race detector or a bounds check, not by luck.
+		if err := decode(slices.Clone(enc[:i])); !errors.Is(err, ledger.ErrCorrupt) {
+			t.Errorf("%s: decoding the first %d of %d bytes: %v, want ErrCorrupt", name, i, len(enc), err)
+		}
+	}
+	for _, extra := range []byte{0, 1, 0xff} {
+		if err := decode(append(slices.Clone(enc), extra)); !errors.Is(err, ledger.ErrCorrupt) {
+			t.Errorf("%s: decoding with trailing byte %#x: %v, want ErrCorrupt", name, extra, err)
+		}
+	}
+}
+
+func TestGrantRecordRoundTrip(t *testing.T) {
+	all := sampleGrants()
+	for n := range len(all) + 1 {
+		gs := all[:n]
+		enc := ledger.AppendGrantRecord(nil, gs)
+		got, err := ledger.DecodeGrantRecord(nil, enc)
+		if err != nil {
+			t.Fatalf("DecodeGrantRecord(AppendGrantRecord(%d grants)): %v", n, err)
+		}
+		if !slices.Equal(got, gs) {
+			t.Errorf("DecodeGrantRecord(AppendGrantRecord(%+v)) = %+v", gs, got)
+		}
+		if re := ledger.AppendGrantRecord(nil, got); !bytes.Equal(re, enc) {
+			t.Errorf("re-encoding %d grants: %x, want %x", n, re, enc)
+		}
+	}
+
+	// Decoding appends to dst and leaves what was there.
+	prefix := []ledger.Grant{grant(9, "x", 9, tokens.StageGray, "cash", 9)}
+	enc := ledger.AppendGrantRecord([]byte("head"), all)
+	if !bytes.HasPrefix(enc, []byte("head")) {
+		t.Fatalf("AppendGrantRecord did not append to dst")
+	}
+	got, err := ledger.DecodeGrantRecord(slices.Clone(prefix), enc[len("head"):])
+	if err != nil || !slices.Equal(got, append(slices.Clone(prefix), all...)) {
+		t.Errorf("DecodeGrantRecord(prefix, ...) = %+v, %v, want prefix then the grants", got, err)
+	}
+
+	checkTruncations(t, "grant record", ledger.AppendGrantRecord(nil, all), func(b []byte) error {
+		got, err := ledger.DecodeGrantRecord(slices.Clone(prefix), b)
+		if err != nil && !slices.Equal(got, prefix) {
+			t.Errorf("DecodeGrantRecord(%x) failed with %v but returned %d grants, want dst unchanged", b, err, len(got))
+		}
+		return err
+	})
+}
+
+func TestDecodeGrantRecordRejects(t *testing.T) {
+	valid := grant(1, "lobby", 1, tokens.StageFormal, "cash", 88)
+	record := func(mutate func(*ledger.Grant)) []byte {
+		g := valid
+		mutate(&g)
+		return ledger.AppendGrantRecord(nil, []ledger.Grant{g})
+	}
+	// A grant hand-encoded up to its stage byte, for fields AppendGrant cannot
+	// write wrongly.
+	head := func(appID uint64, stage byte) []byte {
+		b := []byte{1, 1}
+		b = binary.AppendUvarint(b, appID)
+		b = append(b, 1, 0, 0, 0, 1) // act, user, activity, scene, rain
+		return append(b, stage)
+	}
+	tail := []byte{0, 0, 2, 0, 0, 0, 0} // award, asset, amount 1, budget, lease, open, issued
+
+	tooMany := binary.AppendUvarint([]byte{1}, ledger.GrantsPerRecordMax+1)
+	for range ledger.GrantsPerRecordMax + 1 {
+		tooMany = ledger.AppendGrant(tooMany, &valid)
+	}
+	longString := record(func(g *ledger.Grant) { g.SceneID = strings.Repeat("s", 1025) })
+
+	for _, tc := range []struct {
+		name string
+		b    []byte
+	}{
+		{"empty", nil},
+		{"version 0", []byte{0, 0}},
+		{"version 2", []byte{2, 0}},
+		{"count beyond bytes", []byte{1, 5, 0}},
+		{"count beyond max", tooMany},
+		{"amount zero", record(func(g *ledger.Grant) { g.Amount = 0 })},
+		{"amount negative", record(func(g *ledger.Grant) { g.Amount = -1 })},
+		{"amount min", record(func(g *ledger.Grant) { g.Amount = math.MinInt64 })},
+		{"stage out of range", record(func(g *ledger.Grant) { g.Stage = tokens.StageInternal + 1 })},
+		{"string over 1024", longString},
+		{"app_id over uint32", append(head(1<<32, 0), tail...)},
+		{"stage 255", append(head(7, 255), tail...)},
+		{"padded varint", append(append([]byte{1, 1, 0x87, 0x00}, head(7, 0)[3:]...), tail...)},
+		{"padded count", append([]byte{1, 0x81, 0x00}, record(func(*ledger.Grant) {})[2:]...)},
+	} {
+		got, err := ledger.DecodeGrantRecord(nil, tc.b)
+		if !errors.Is(err, ledger.ErrCorrupt) || len(got) != 0 {
+			t.Errorf("%s: DecodeGrantRecord(%.40x) = %d grants, %v, want none, ErrCorrupt", tc.name, tc.b, len(got), err)
+		}
+	}
+	// The hand encoder itself is right: with valid fields it decodes.
+	if _, err := ledger.DecodeGrantRecord(nil, append(head(7, 2), tail...)); err != nil {
+		t.Errorf("hand-encoded valid grant: %v", err)
+	}
+	// Exactly the maximum is fine.
+	maxRec := ledger.AppendGrantRecord(nil, slices.Repeat([]ledger.Grant{valid}, ledger.GrantsPerRecordMax))
+	if got, err := ledger.DecodeGrantRecord(nil, maxRec); err != nil || len(got) != ledger.GrantsPerRecordMax {
+		t.Errorf("record of GrantsPerRecordMax grants: %d, %v", len(got), err)
+	}
+}
+
+// sampleAccount books grants in three assets, out of asset order.
+func sampleAccount(t testing.TB) *ledger.Account {
+	a := &ledger.Account{ActID: 42, Version: 17}
+	for i, spec := range []struct {
+		asset  ledger.Asset
+		amount int64
+	}{{"zeta", 5}, {ledger.AssetCash, 88}, {"alpha", 1}, {ledger.AssetCash, 12}, {"zeta", math.MaxInt64 - 5}} {
+		g := grant(42, "lobby", uint64(i+1), tokens.StageFormal, "cash", spec.amount)
+		g.Asset = spec.asset
+		if ok, err := a.Book(&g, int64(1000+i)); !ok || err != nil {
+			t.Fatalf("Book(%+v) = %v, %v", g, ok, err)
+		}
+	}
+	return a
+}
+
+func TestAccountRoundTrip(t *testing.T) {
+	for _, a := range []*ledger.Account{
+		{},
+		{ActID: math.MaxUint64, Version: math.MaxUint64},
+		sampleAccount(t),
+	} {
+		enc := ledger.MarshalAccount(nil, a)
+		got, err := ledger.UnmarshalAccount(enc)
+		if err != nil {
+			t.Fatalf("UnmarshalAccount(MarshalAccount(%+v)): %v", a, err)
+		}
+		if got.ActID != a.ActID || got.Version != a.Version ||
+			!slices.Equal(got.Balances, a.Balances) || !slices.Equal(got.Entries, a.Entries) {
+			t.Errorf("UnmarshalAccount(MarshalAccount(%+v)) = %+v", a, got)
+		}
+		if re := ledger.MarshalAccount(nil, got); !bytes.Equal(re, enc) {
+			t.Errorf("re-encoding account %d: %x, want %x", a.ActID, re, enc)
+		}
+		// The decoded account must work, not only look right: its limit
+		// index is rebuilt.
+		for _, e := range a.Entries {
+			if got, ok := got.Entry(e.LimitKey); !ok || got != e {
+				t.Errorf("decoded account: Entry(%q) = %+v, %v, want %+v", e.LimitKey, got, ok, e)
+			}
+		}
+		checkTruncations(t, "account", enc, func(b []byte) error {
+			got, err := ledger.UnmarshalAccount(b)
+			if (err == nil) != (got != nil) {
+				t.Errorf("UnmarshalAccount(%x) = %v, %v", b, got, err)
+			}
+			return err
+		})
+	}
+}
+
+func TestUnmarshalAccountRejects(t *testing.T) {
+	a := sampleAccount(t)
+	enc := ledger.MarshalAccount(nil, a)
+
+	tampered := a.Clone()
+	tampered.Balances[0].Amount++
+	// A second cash entry under an existing limit key, with the cash balance
+	// raised to match, so that only the uniqueness check can catch it.
+	dupKey := a.Clone()
+	dupKey.Entries = append(dupKey.Entries, dupKey.Entries[1])
+	if dupKey.Balances[1].Asset != ledger.AssetCash || dupKey.Entries[1].Asset != ledger.AssetCash {
+		t.Fatalf("sample account changed: %+v", dupKey)
+	}
+	dupKey.Balances[1].Amount += dupKey.Entries[1].Amount
+
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		want error
+	}{
+		{"empty", nil, ledger.ErrCorrupt},
+		{"version 2", append([]byte{2}, enc[1:]...), ledger.ErrCorrupt},
+		{"padded act id", append([]byte{1, 0xaa, 0x00}, enc[2:]...), ledger.ErrCorrupt},
+		{"balance count beyond bytes", []byte{1, 0, 0, 9}, ledger.ErrCorrupt},
+		{"tampered balance", ledger.MarshalAccount(nil, tampered), ledger.ErrInvariant},
+		{"duplicate limit key", ledger.MarshalAccount(nil, dupKey), ledger.ErrInvariant},
+	} {
+		got, err := ledger.UnmarshalAccount(tc.b)
+		if !errors.Is(err, tc.want) || got != nil {
+			t.Errorf("%s: UnmarshalAccount(%.40x) = %v, %v, want nil, %v", tc.name, tc.b, got, err, tc.want)
+		}
+	}
+}
+
+func TestBudgetRoundTrip(t *testing.T) {
+	for _, b := range []*ledger.Budget{
+		{},
+		{ID: "spring-cash", Asset: ledger.AssetCash, Total: 1_000_000, Leased: 700_000, Returned: 50_000,
+			Folded: 600_000, FoldedCount: 9_000, NextLease: 12, Version: 99},
+		{ID: strings.Repeat("b", 1024), Asset: "coupon", Total: math.MaxInt64, Leased: math.MaxInt64,
+			Returned: 1, Folded: math.MaxInt64 - 1, FoldedCount: math.MaxInt64, NextLease: math.MaxUint64, Version: math.MaxUint64},
+	} {
+		enc := ledger.MarshalBudget(nil, b)
+		got, err := ledger.UnmarshalBudget(enc)
+		if err != nil || *got != *b {
+			t.Fatalf("UnmarshalBudget(MarshalBudget(%+v)) = %+v, %v", b, got, err)
+		}
+		if re := ledger.MarshalBudget(nil, got); !bytes.Equal(re, enc) {
+			t.Errorf("re-encoding budget: %x, want %x", re, enc)
+		}
+		checkTruncations(t, "budget", enc, func(b []byte) error { _, err := ledger.UnmarshalBudget(b); return err })
+	}
+	over := &ledger.Budget{ID: "b", Total: 10, Leased: 11}
+	if got, err := ledger.UnmarshalBudget(ledger.MarshalBudget(nil, over)); !errors.Is(err, ledger.ErrInvariant) || got != nil {
+		t.Errorf("UnmarshalBudget(overspent %+v) = %v, %v, want nil, ErrInvariant", over, got, err)
+	}
+}
+
+func TestLeaseRoundTrip(t *testing.T) {
+	for _, l := range []*ledger.Lease{
+		{BudgetID: "spring-cash", ID: 3, Amount: 5_000, Owner: "node-1", Incarnation: 1_700_000_000_000},
+		{BudgetID: "spring-cash", ID: 4, Amount: 5_000, Owner: "node-2", Incarnation: 2, Closed: true, Issued: 4_321, IssuedCount: 50},
+		{BudgetID: "b", ID: math.MaxUint64, Amount: math.MaxInt64, Owner: "", Incarnation: math.MaxUint64,
+			Closed: true, Issued: math.MaxInt64, IssuedCount: math.MaxInt64},
+		{BudgetID: "b", Amount: 1, Closed: true},
+	} {
+		enc := ledger.MarshalLease(nil, l)
+		got, err := ledger.UnmarshalLease(enc)
+		if err != nil || *got != *l {
+			t.Fatalf("UnmarshalLease(MarshalLease(%+v)) = %+v, %v", l, got, err)
+		}
+		if re := ledger.MarshalLease(nil, got); !bytes.Equal(re, enc) {
+			t.Errorf("re-encoding lease: %x, want %x", re, enc)
+		}
+		checkTruncations(t, "lease", enc, func(b []byte) error { _, err := ledger.UnmarshalLease(b); return err })
+	}
+
+	open := ledger.MarshalLease(nil, &ledger.Lease{BudgetID: "b", ID: 1, Amount: 10, Owner: "n"})
+	closedAt := len(open) - 3 // closed, issued (0), issued_count (0)
+	badClosed := slices.Clone(open)
+	badClosed[closedAt] = 2
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		want error
+	}{
+		{"closed byte 2", badClosed, ledger.ErrCorrupt},
+		{"version 0", append([]byte{0}, open[1:]...), ledger.ErrCorrupt},
+		{"amount zero", ledger.MarshalLease(nil, &ledger.Lease{BudgetID: "b"}), ledger.ErrInvariant},
+		{"issued over amount", ledger.MarshalLease(nil, &ledger.Lease{BudgetID: "b", Amount: 5, Closed: true, Issued: 6}), ledger.ErrInvariant},
+		{"issued negative", ledger.MarshalLease(nil, &ledger.Lease{BudgetID: "b", Amount: 5, Closed: true, Issued: -1}), ledger.ErrInvariant},
+		{"count negative", ledger.MarshalLease(nil, &ledger.Lease{BudgetID: "b", Amount: 5, Closed: true, IssuedCount: -1}), ledger.ErrInvariant},
+		{"open with issued", ledger.MarshalLease(nil, &ledger.Lease{BudgetID: "b", Amount: 5, Issued: 1}), ledger.ErrInvariant},
+	} {
+		got, err := ledger.UnmarshalLease(tc.b)
+		if !errors.Is(err, tc.want) || got != nil {
+			t.Errorf("%s: UnmarshalLease(%x) = %+v, %v, want nil, %v", tc.name, tc.b, got, err, tc.want)
+		}
+	}
+}
+
+func TestHotDetailRoundTrip(t *testing.T) {
+	var h ledger.HotDetail
+	for _, g := range []struct {
+		lease  uint64
+		amount int64
+	}{{9, 100}, {2, 5}, {9, 1}, {math.MaxUint64, 7}, {0, 3}, {2, 2}} {
+		gr := grant(1, "lobby", 1, tokens.StageFormal, "cash", g.amount)
+		gr.LeaseID = g.lease
+		if err := h.Add(&gr); err != nil {
+			t.Fatalf("HotDetail.Add(%+v): %v", gr, err)
+		}
+	}
+	// Attributing a grant that redeem booked first moves its amount off
+	// lease 0: a use may be negative as long as the parts add up.
+	moved := &ledger.HotDetail{BudgetID: "b", Leases: []ledger.LeaseUse{{LeaseID: 0, Amount: -5, Count: -1}, {LeaseID: 3, Amount: 5, Count: 1}}}
+	for _, d := range []*ledger.HotDetail{{BudgetID: "empty"}, &h, moved} {
+		enc := ledger.MarshalHotDetail(nil, d)
+		got, err := ledger.UnmarshalHotDetail(enc)
+		if err != nil || got.BudgetID != d.BudgetID || got.Amount != d.Amount || got.Count != d.Count ||
+			!slices.Equal(got.Leases, d.Leases) {
+			t.Fatalf("UnmarshalHotDetail(MarshalHotDetail(%+v)) = %+v, %v", d, got, err)
+		}
+		if re := ledger.MarshalHotDetail(nil, got); !bytes.Equal(re, enc) {
+			t.Errorf("re-encoding hot detail: %x, want %x", re, enc)
+		}
+		checkTruncations(t, "hot detail", enc, func(b []byte) error { _, err := ledger.UnmarshalHotDetail(b); return err })
+	}
+
+	u := func(id uint64, amount, count int64) ledger.LeaseUse {
+		return ledger.LeaseUse{LeaseID: id, Amount: amount, Count: count}
+	}
+	for _, tc := range []struct {
+		name string
+		h    ledger.HotDetail
+	}{
+		{"amount mismatch", ledger.HotDetail{BudgetID: "b", Amount: 10, Count: 2, Leases: []ledger.LeaseUse{u(1, 4, 1), u(2, 5, 1)}}},
+		{"count mismatch", ledger.HotDetail{BudgetID: "b", Amount: 9, Count: 3, Leases: []ledger.LeaseUse{u(1, 4, 1), u(2, 5, 1)}}},
+		{"unsorted", ledger.HotDetail{BudgetID: "b", Amount: 9, Count: 2, Leases: []ledger.LeaseUse{u(2, 4, 1), u(1, 5, 1)}}},
+		{"duplicate lease", ledger.HotDetail{BudgetID: "b", Amount: 9, Count: 2, Leases: []ledger.LeaseUse{u(1, 4, 1), u(1, 5, 1)}}},
+		// Parts that wrap around int64 back onto the total.
+		{"wrapping parts", ledger.HotDetail{BudgetID: "b", Amount: 0, Count: 3, Leases: []ledger.LeaseUse{
+			u(1, math.MaxInt64, 1), u(2, math.MaxInt64, 1), u(3, 2, 1)}}},
+	} {
+		got, err := ledger.UnmarshalHotDetail(ledger.MarshalHotDetail(nil, &tc.h))
+		if !errors.Is(err, ledger.ErrInvariant) || got != nil {
+			t.Errorf("%s: UnmarshalHotDetail(%+v) = %+v, %v, want nil, ErrInvariant", tc.name, tc.h, got, err)
+		}
+	}
+}
+
+func FuzzDecodeGrantRecord(f *testing.F) {
+	all := sampleGrants()
+	for n := range len(all) + 1 {
+		f.Add(ledger.AppendGrantRecord(nil, all[:n]))
+	}
+	f.Add([]byte{1, 0x81, 0x00})
+	f.Add([]byte{2, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		gs, err := ledger.DecodeGrantRecord(nil, b)
+		if err != nil {
+			if !errors.Is(err, ledger.ErrCorrupt) || len(gs) != 0 {
+				t.Fatalf("DecodeGrantRecord(%x) = %d grants, %v: want no grants and ErrCorrupt", b, len(gs), err)
+			}
+			return
+		}
+		if len(gs) > ledger.GrantsPerRecordMax {
+			t.Fatalf("DecodeGrantRecord(%x) accepted %d grants", b, len(gs))
+		}
+		for i := range gs {
+			if gs[i].Amount <= 0 || gs[i].Stage > tokens.StageInternal {
+				t.Fatalf("DecodeGrantRecord(%x) accepted grant %+v", b, gs[i])
+			}
+		}
+		if re := ledger.AppendGrantRecord(nil, gs); !bytes.Equal(re, b) {
+			t.Fatalf("DecodeGrantRecord(%x) re-encodes to %x", b, re)
+		}
+	})
+}
+
+func FuzzUnmarshalAccount(f *testing.F) {
+	f.Add(ledger.MarshalAccount(nil, &ledger.Account{}))
+	f.Add(ledger.MarshalAccount(nil, sampleAccount(f)))
+	f.Add([]byte{1, 0x81, 0x00, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		a, err := ledger.UnmarshalAccount(b)
+		if err != nil {
+			if a != nil || !(errors.Is(err, ledger.ErrCorrupt) || errors.Is(err, ledger.ErrInvariant) || errors.Is(err, ledger.ErrOverflow)) {
+				t.Fatalf("UnmarshalAccount(%x) = %v, %v", b, a, err)
+			}
+			return
+		}
+		if err := a.Check(); err != nil {
+			t.Fatalf("UnmarshalAccount(%x) accepted an account failing Check: %v", b, err)
+		}
+		if re := ledger.MarshalAccount(nil, a); !bytes.Equal(re, b) {
+			t.Fatalf("UnmarshalAccount(%x) re-encodes to %x", b, re)
+		}
+	})
+}

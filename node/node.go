@@ -1,0 +1,287 @@
+// Package node assembles one `redrain serve` process from a Config: the
+// backends (embedded or real), the cluster member and its grains, the
+// booker, the issuer and the HTTP API; recovery before the node reports
+// ready; and an orderly stop. It holds no business rules.
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"redrain/actors"
+	"redrain/campaign"
+	"redrain/cluster"
+	"redrain/ingress"
+	"redrain/ledger"
+	"redrain/metrics"
+	"redrain/reconcile"
+	"redrain/storage"
+)
+
+// Config is everything `redrain serve` takes.
+type Config struct {
+	DataDir    string   // embedded backends' data and the node id; default ./data
+	HTTP       string   // listen address; default :8080
+	Kafka      []string // brokers; empty = embedded
+	PD         []string // TiKV PD endpoints; empty = embedded
+	Redis      string   // address; empty = embedded
+	ConfigFile string   // campaign config; empty = the demo campaign
+	Partitions int32    // of the grant topic when it is created
+	Seeds      []string // cluster membership addresses of other members
+	Log        *slog.Logger
+}
+
+// Node is a running redrain process.
+type Node struct {
+	cfg         Config
+	log         *slog.Logger
+	ID          string
+	Incarnation uint64
+	Campaign    *campaign.Campaign
+	Metrics     *metrics.Registry
+
+	tikv     *storage.TiKV
+	kafka    *storage.Kafka
+	redis    *storage.Redis
+	pipe     *storage.Pipeliner
+	stream   *storage.GrantWriter
+	member   *cluster.Member
+	booker   *actors.Booker
+	issuer   *ingress.Issuer
+	server   *ingress.Server
+	listener net.Listener
+
+	ready   atomic.Bool
+	lag     atomic.Int64
+	cancel  context.CancelFunc
+	bg      sync.WaitGroup
+	served  chan error
+	stopped sync.Once
+}
+
+// Addr is the HTTP listen address.
+func (n *Node) Addr() string { return n.listener.Addr().String() }
+
+// Start brings a node up. It returns once the API listens; the node reports
+// ready on /readyz when recovery has finished.
+func Start(cfg Config) (n *Node, err error) {
+	if cfg.DataDir == "" {
+		cfg.DataDir = "./data"
+	}
+	if cfg.HTTP == "" {
+		cfg.HTTP = ":8080"
+	}
+	if cfg.Partitions <= 0 {
+		cfg.Partitions = storage.GrantPartitionsDefault
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	n = &Node{cfg: cfg, log: cfg.Log, Metrics: &metrics.Registry{}, Incarnation: uint64(time.Now().UnixNano()), served: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			n.Stop(context.Background())
+		}
+	}()
+	if cfg.ConfigFile != "" {
+		n.Campaign, err = campaign.Load(cfg.ConfigFile)
+	} else {
+		n.Campaign, err = campaign.Compile(campaign.Demo())
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("node: data dir: %w", err)
+	}
+	if n.ID, err = nodeID(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	n.log = n.log.With("node", n.ID)
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+
+	if n.tikv, err = storage.OpenTiKV(cfg.PD, cfg.DataDir); err != nil {
+		return nil, err
+	}
+	if n.kafka, err = storage.OpenKafka(cfg.Kafka, cfg.DataDir, cfg.Partitions); err != nil {
+		return nil, err
+	}
+	if n.redis, err = storage.OpenRedis(cfg.Redis, 32); err != nil {
+		return nil, err
+	}
+	n.pipe = storage.NewPipeliner(n.redis.Client, 8)
+	for _, a := range n.Campaign.Activities() {
+		for _, w := range a.Awards {
+			b := &ledger.Budget{ID: campaign.BudgetID(a.ID, w.Type), Asset: ledger.Asset(w.Asset), Total: w.Budget}
+			if _, err := actors.EnsureBudget(ctx, n.tikv, b); err != nil {
+				return nil, fmt.Errorf("node: budget %s: %w", b.ID, err)
+			}
+		}
+	}
+	clock := time.Now
+	n.booker = actors.NewBooker(actors.BookerConfig{Log: n.log, TiKV: n.tikv, Redis: n.pipe,
+		Brokers: n.kafka.Brokers, Partitions: cfg.Partitions, Metrics: n.Metrics, Clock: clock})
+	n.member, err = cluster.Start(cluster.Config{Seeds: cfg.Seeds, Kinds: actors.Kinds(n.log, n.tikv, clock),
+		Logger: n.log.With("component", "cluster")})
+	if err != nil {
+		return nil, err
+	}
+	n.booker.Attach(n.member.Cluster)
+	if n.stream, err = storage.NewGrantWriter(n.kafka.Brokers, cfg.Partitions); err != nil {
+		return nil, err
+	}
+	budgets := actors.NewBudgets(n.member.Cluster)
+	n.issuer, err = ingress.NewIssuer(ctx, ingress.IssuerConfig{Log: n.log, Campaign: n.Campaign, TiKV: n.tikv,
+		Redis: n.redis, Pipeliner: n.pipe, Stream: n.stream, Leases: budgets, Node: n.ID,
+		Incarnation: n.Incarnation, Metrics: n.Metrics, Clock: clock})
+	if err != nil {
+		return nil, err
+	}
+	n.Metrics.GaugeFunc("redrain_booking_lag_records", "Grant records in Kafka not yet booked (all partitions).", n.lag.Load)
+	n.Metrics.GaugeFunc("redrain_ready", "1 when the node serves grants.", func() int64 {
+		if n.readyErr() == nil {
+			return 1
+		}
+		return 0
+	})
+	n.server = &ingress.Server{Log: n.log, Issuer: n.issuer, TiKV: n.tikv, Metrics: n.Metrics,
+		Tokens: ingress.NewTokens(n.Campaign, n.pipe, n.tikv, n.booker),
+		Ready:  n.readyErr,
+		Stats: func() ingress.Stats {
+			return ingress.Stats{GrantsIssued: n.issuer.GrantsNew.Load(), GrantsBooked: n.booker.Booked.Load(),
+				BookingLag: n.lag.Load(), Ready: n.readyErr() == nil}
+		},
+		Audit: func(ctx context.Context) ([]byte, error) {
+			r, err := reconcile.Run(ctx, n.tikv)
+			if err != nil {
+				return nil, err
+			}
+			return r.JSON(), nil
+		},
+	}
+	if n.listener, err = net.Listen("tcp", cfg.HTTP); err != nil {
+		return nil, fmt.Errorf("node: http: %w", err)
+	}
+	go func() { n.served <- n.server.Serve(n.listener) }()
+
+	n.bg.Add(3)
+	go func() { defer n.bg.Done(); _ = n.booker.Run(ctx) }()
+	go func() { defer n.bg.Done(); n.watchLag(ctx) }()
+	go func() { defer n.bg.Done(); n.recover(ctx) }()
+	n.log.Info("node started", "http", n.Addr(), "data_dir", cfg.DataDir,
+		"kafka", describe(n.kafka.Brokers, n.kafka.Embedded()), "redis", describe([]string{n.redis.Addr}, n.redis.Embedded()),
+		"tikv", describe(cfg.PD, n.tikv.Embedded), "cluster", n.member.Manage)
+	return n, nil
+}
+
+func describe(addrs []string, embedded bool) string {
+	if embedded {
+		return "embedded " + strings.Join(addrs, ",")
+	}
+	return strings.Join(addrs, ",")
+}
+
+func (n *Node) readyErr() error {
+	if err := n.booker.Broken(); err != nil {
+		return fmt.Errorf("booking stopped: %w", err)
+	}
+	if !n.ready.Load() {
+		return errors.New("recovering: booking the grant backlog and rebuilding indexes")
+	}
+	return nil
+}
+
+// Served returns the HTTP server's exit.
+func (n *Node) Served() <-chan error { return n.served }
+
+// Stop shuts the node down in order: no new requests, leases returned,
+// grants flushed to Kafka, booking stopped, backends closed.
+func (n *Node) Stop(ctx context.Context) {
+	n.stopped.Do(func() {
+		if n.server != nil {
+			_ = n.server.Shutdown(ctx)
+		}
+		if n.issuer != nil {
+			n.issuer.Close(ctx)
+		}
+		if n.stream != nil {
+			_ = n.stream.Close()
+		}
+		if n.cancel != nil {
+			n.cancel()
+		}
+		n.bg.Wait()
+		if n.member != nil {
+			n.member.Stop()
+		}
+		if n.pipe != nil {
+			n.pipe.Close()
+		}
+		if n.redis != nil {
+			n.redis.Close()
+		}
+		if n.kafka != nil {
+			n.kafka.Close()
+		}
+		if n.tikv != nil {
+			_ = n.tikv.Close()
+		}
+	})
+}
+
+// nodeID reads the node's id from its data dir, creating it on first start.
+func nodeID(dir string) (string, error) {
+	p := filepath.Join(dir, "node-id")
+	b, err := os.ReadFile(p)
+	if err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	var r [6]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return "", err
+	}
+	id := "n-" + hex.EncodeToString(r[:])
+	if err := os.WriteFile(p, []byte(id+"\n"), 0o644); err != nil {
+		return "", fmt.Errorf("node: write node id: %w", err)
+	}
+	return id, nil
+}
+
+func (n *Node) watchLag(ctx context.Context) {
+	client, err := sarama.NewClient(n.kafka.Brokers, storage.SaramaConfig("redrain-lag"))
+	if err != nil {
+		n.log.Warn("lag watcher: kafka", "err", err)
+		return
+	}
+	defer client.Close()
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if lag, err := actors.LagOf(client); err == nil {
+			var sum int64
+			for _, l := range lag {
+				sum += l
+			}
+			n.lag.Store(sum)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

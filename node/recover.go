@@ -1,0 +1,246 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/redis/go-redis/v9"
+	"github.com/tikv/client-go/v2/txnkv/transaction"
+
+	"redrain/actors"
+	"redrain/campaign"
+	"redrain/ledger"
+	"redrain/storage"
+)
+
+// recover runs until the node may serve:
+//  1. booking drains the grant topic up to where it ended when the node
+//     started, so every grant ever acknowledged is in TiKV;
+//  2. if Redis lost its data (no epoch key) the index is rebuilt from TiKV;
+//  3. leases that an earlier incarnation of this node left open (it died)
+//     are closed with issued = what booking posted under them, returning
+//     the rest of each to its budget.
+func (n *Node) recover(ctx context.Context) {
+	for attempt := 1; ctx.Err() == nil; attempt++ {
+		start := time.Now()
+		err := n.recoverOnce(ctx)
+		if err == nil {
+			n.ready.Store(true)
+			n.log.Info("node ready", "recovery", time.Since(start).Round(time.Millisecond))
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		n.log.Warn("recovery failed; retrying", "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (n *Node) recoverOnce(ctx context.Context) error {
+	client, err := sarama.NewClient(n.kafka.Brokers, storage.SaramaConfig("redrain-recovery"))
+	if err != nil {
+		return fmt.Errorf("kafka: %w", err)
+	}
+	defer client.Close()
+	target, err := actors.HighWaterMarks(client)
+	if err != nil {
+		return err
+	}
+	for {
+		done, err := actors.Committed(client)
+		if err != nil {
+			return err
+		}
+		behind := int64(0)
+		for p, t := range target {
+			behind += max(t-done[p], 0)
+		}
+		if behind == 0 {
+			break
+		}
+		n.log.Info("recovery: waiting for booking to drain", "records", behind)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	storeEpoch, err := n.storeEpoch(ctx)
+	if err != nil {
+		return err
+	}
+	redisEpoch, err := n.redis.Client.Get(ctx, storage.RedisEpochKey).Result()
+	switch {
+	case errors.Is(err, redis.Nil), err == nil && redisEpoch != storeEpoch:
+		if err == nil {
+			n.log.Warn("recovery: redis indexes another store; clearing its redrain keys", "redis_epoch", redisEpoch, "store_epoch", storeEpoch)
+		}
+		if err := n.rebuildRedis(ctx, storeEpoch); err != nil {
+			return fmt.Errorf("rebuild redis: %w", err)
+		}
+	case err != nil:
+		return fmt.Errorf("redis: %w", err)
+	default:
+		n.log.Info("recovery: redis index present", "epoch", redisEpoch)
+	}
+	return n.closeOrphanLeases(ctx)
+}
+
+// storeEpoch returns the store's epoch id, creating it on first use.
+func (n *Node) storeEpoch(ctx context.Context) (string, error) {
+	var epoch string
+	err := n.tikv.Update(ctx, func(txn *transaction.KVTxn) error {
+		raw, err := storage.Get(ctx, txn, storage.StoreEpochKey)
+		if err != nil {
+			return err
+		}
+		if raw != nil {
+			epoch = string(raw)
+			return nil
+		}
+		var b [8]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return err
+		}
+		epoch = hex.EncodeToString(b[:])
+		return txn.Set(storage.StoreEpochKey, []byte(epoch))
+	})
+	return epoch, err
+}
+
+// rebuildRedis deletes every redrain key in Redis, writes every binding and
+// booked mark from TiKV, then the epoch key that says Redis is whole.
+func (n *Node) rebuildRedis(ctx context.Context, epoch string) error {
+	start := time.Now()
+	cleared := 0
+	iter := n.redis.Client.Scan(ctx, 0, "rr:*", 1000).Iterator()
+	var stale []string
+	for iter.Next(ctx) {
+		stale = append(stale, iter.Val())
+		if len(stale) == 1000 {
+			if err := n.redis.Client.Unlink(ctx, stale...).Err(); err != nil {
+				return err
+			}
+			cleared += len(stale)
+			stale = stale[:0]
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return err
+	}
+	if len(stale) > 0 {
+		if err := n.redis.Client.Unlink(ctx, stale...).Err(); err != nil {
+			return err
+		}
+		cleared += len(stale)
+	}
+	var cmds []redis.Cmder
+	flush := func() error {
+		if len(cmds) == 0 {
+			return nil
+		}
+		if err := n.pipe.Do(ctx, cmds...); err != nil {
+			return err
+		}
+		for _, c := range cmds {
+			if c.Err() != nil {
+				return c.Err()
+			}
+		}
+		cmds = cmds[:0]
+		return nil
+	}
+	add := func(c redis.Cmder) error {
+		cmds = append(cmds, c)
+		if len(cmds) >= 512 {
+			return flush()
+		}
+		return nil
+	}
+	bindings, marks := 0, 0
+	err := n.tikv.Scan(ctx, storage.BindPrefix, storage.PrefixEnd(storage.BindPrefix), func(k, v []byte) (bool, error) {
+		app, user, ok := storage.ParseBindKey(k)
+		id, ok2 := storage.ParseActIDValue(v)
+		if !ok || !ok2 {
+			return false, fmt.Errorf("corrupt binding %q", k)
+		}
+		bindings++
+		return true, add(redis.NewStatusCmd(ctx, "set", storage.BindMarkKey(app, user), strconv.FormatUint(id, 10)))
+	})
+	if err != nil {
+		return err
+	}
+	err = n.tikv.Scan(ctx, storage.AccountPrefix, storage.PrefixEnd(storage.AccountPrefix), func(_, v []byte) (bool, error) {
+		a, err := ledger.UnmarshalAccount(v)
+		if err != nil {
+			return false, err
+		}
+		for _, e := range a.Entries {
+			marks++
+			if err := add(redis.NewStatusCmd(ctx, "set", storage.LimitMarkKey(e.LimitKey),
+				storage.MarkValue(storage.MarkIssued, e.AwardType, e.Amount))); err != nil {
+				return false, err
+			}
+			if err := add(redis.NewStatusCmd(ctx, "set", storage.BookedMarkKey(e.LimitKey),
+				storage.MarkValue(storage.MarkBooked, e.AwardType, e.Amount))); err != nil {
+				return false, err
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := add(redis.NewStatusCmd(ctx, "set", storage.RedisEpochKey, epoch)); err != nil {
+		return err
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	n.log.Info("recovery: redis index rebuilt from tikv", "cleared", cleared, "bindings", bindings, "marks", marks, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// closeOrphanLeases closes the leases an earlier incarnation of this node
+// left open. Booking has drained, so what it posted under a lease is all
+// that lease issued.
+func (n *Node) closeOrphanLeases(ctx context.Context) error {
+	budgets := actors.NewBudgets(n.member.Cluster)
+	for _, a := range n.Campaign.Activities() {
+		for _, w := range a.Awards {
+			id := campaign.BudgetID(a.ID, w.Type)
+			open, err := actors.OpenLeases(ctx, n.tikv, id)
+			if err != nil {
+				return err
+			}
+			var booked map[uint64]ledger.LeaseUse
+			for _, l := range open {
+				if l.Owner != n.ID || l.Incarnation == n.Incarnation {
+					continue
+				}
+				if booked == nil {
+					if booked, err = actors.BookedByLease(ctx, n.tikv, id); err != nil {
+						return err
+					}
+				}
+				u := booked[l.ID]
+				if err := budgets.CloseLease(id, l.ID, u.Amount, u.Count); err != nil {
+					return fmt.Errorf("close orphan lease %s/%d: %w", id, l.ID, err)
+				}
+				n.log.Info("recovery: closed lease of an earlier incarnation", "budget", id, "lease", l.ID,
+					"amount", l.Amount, "issued", u.Amount, "returned", l.Amount-u.Amount)
+			}
+		}
+	}
+	return nil
+}

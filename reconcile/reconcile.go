@@ -1,0 +1,299 @@
+// Package reconcile audits the store of record against redrain's
+// invariants: no overspend, exactly-once booking, double entry, budget
+// conservation, balances equal to postings, and bookings that match their
+// tokens' derivation. It reads TiKV only and never writes.
+package reconcile
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"redrain/ledger"
+	"redrain/storage"
+	"redrain/tokens"
+)
+
+// violationsShownMax bounds the examples a check lists.
+const violationsShownMax = 20
+
+// Check is the result of one invariant.
+type Check struct {
+	Name       string   `json:"name"`
+	OK         bool     `json:"ok"`
+	Detail     string   `json:"detail"`
+	Violations []string `json:"violations,omitempty"`
+	count      int
+}
+
+func (c *Check) fail(format string, args ...any) {
+	c.OK = false
+	c.count++
+	if len(c.Violations) < violationsShownMax {
+		c.Violations = append(c.Violations, fmt.Sprintf(format, args...))
+	}
+}
+
+// Budget is one budget's figures.
+type Budget struct {
+	ID          string `json:"id"`
+	Asset       string `json:"asset"`
+	Total       int64  `json:"total"`
+	Remaining   int64  `json:"remaining"`
+	LeasedOpen  int64  `json:"leased_open"`  // amounts of leases still open
+	Issued      int64  `json:"issued"`       // closed leases' issued
+	Booked      int64  `json:"booked"`       // posted to users (hot details)
+	BookedCount int64  `json:"booked_count"` // grants posted
+	OpenLeases  int    `json:"open_leases"`
+	Leases      int    `json:"leases"`
+}
+
+// Report is the audit.
+type Report struct {
+	OK       bool     `json:"ok"`
+	Checks   []*Check `json:"checks"`
+	Accounts int      `json:"accounts"`
+	Entries  int      `json:"entries"`
+	Budgets  []Budget `json:"budgets"`
+	// PendingAttribution counts redeemed grants whose stream event has not
+	// been booked yet (lease unknown); zero once booking has drained.
+	PendingAttribution int `json:"pending_attribution"`
+}
+
+// Run audits the store.
+func Run(ctx context.Context, kv *storage.TiKV) (*Report, error) {
+	r := &Report{OK: true}
+	overspend := &Check{Name: "no_overspend", OK: true}
+	once := &Check{Name: "exactly_once", OK: true}
+	double := &Check{Name: "double_entry", OK: true}
+	conserve := &Check{Name: "budget_conservation", OK: true}
+	postings := &Check{Name: "balances_match_postings", OK: true}
+	authentic := &Check{Name: "bookings_match_tokens", OK: true}
+	r.Checks = []*Check{overspend, once, double, conserve, postings, authentic}
+
+	sums := map[ledger.Asset]int64{} // per asset, over every account
+	add := func(asset ledger.Asset, v int64) {
+		s, err := ledger.Add(sums[asset], v)
+		if err != nil {
+			double.fail("%s: %v", asset, err)
+			return
+		}
+		sums[asset] = s
+	}
+
+	// Funding accounts.
+	err := kv.Scan(ctx, storage.FundPrefix, storage.PrefixEnd(storage.FundPrefix), func(k, v []byte) (bool, error) {
+		if len(v) != 8 {
+			double.fail("corrupt funding account %q", k)
+			return true, nil
+		}
+		add(ledger.Asset(strings.TrimPrefix(string(k), string(storage.FundPrefix))), int64(binary.BigEndian.Uint64(v)))
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	// Budgets, their leases and hot details.
+	var budgets []*ledger.Budget
+	err = kv.Scan(ctx, storage.BudgetPrefix, storage.PrefixEnd(storage.BudgetPrefix), func(k, v []byte) (bool, error) {
+		b, err := ledger.UnmarshalBudget(v)
+		if err != nil {
+			overspend.fail("budget %q: %v", k, err)
+			return true, nil
+		}
+		budgets = append(budgets, b)
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var bookedCountTotal int64
+	for _, b := range budgets {
+		br := Budget{ID: b.ID, Asset: string(b.Asset), Total: b.Total, Remaining: b.Remaining()}
+		perLease := map[uint64]ledger.LeaseUse{}
+		p := storage.HotPrefix(b.ID)
+		err := kv.Scan(ctx, p, storage.PrefixEnd(p), func(k, v []byte) (bool, error) {
+			h, err := ledger.UnmarshalHotDetail(v)
+			if err != nil {
+				double.fail("hot detail %x: %v", k, err)
+				return true, nil
+			}
+			br.Booked += h.Amount
+			br.BookedCount += h.Count
+			for _, u := range h.Leases {
+				t := perLease[u.LeaseID]
+				t.Amount += u.Amount
+				t.Count += u.Count
+				perLease[u.LeaseID] = t
+			}
+			return true, nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		br.Booked += b.Folded
+		br.BookedCount += b.FoldedCount
+		bookedCountTotal += br.BookedCount
+		var leasedSum int64
+		lp := storage.LeasePrefix(b.ID)
+		err = kv.Scan(ctx, lp, storage.PrefixEnd(lp), func(k, v []byte) (bool, error) {
+			l, err := ledger.UnmarshalLease(v)
+			if err != nil {
+				conserve.fail("lease %q: %v", k, err)
+				return true, nil
+			}
+			br.Leases++
+			leasedSum += l.Amount
+			used := perLease[l.ID]
+			if l.Closed {
+				br.Issued += l.Issued
+				if used.Amount != l.Issued || used.Count != l.IssuedCount {
+					conserve.fail("budget %s lease %d: issued %d (%d grants) but booked %d (%d grants)", b.ID, l.ID, l.Issued, l.IssuedCount, used.Amount, used.Count)
+				}
+			} else {
+				br.OpenLeases++
+				br.LeasedOpen += l.Amount
+				if used.Amount > l.Amount {
+					overspend.fail("budget %s open lease %d: booked %d > leased %d", b.ID, l.ID, used.Amount, l.Amount)
+				}
+			}
+			delete(perLease, l.ID)
+			return true, nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		for id, u := range perLease {
+			if id == 0 {
+				// Redeemed before its stream event: attributed when it is
+				// booked (counted from the accounts below).
+				continue
+			}
+			if u.Amount != 0 || u.Count != 0 {
+				conserve.fail("budget %s: %d booked under lease %d which does not exist", b.ID, u.Amount, id)
+			}
+		}
+		if leasedSum != b.Leased {
+			conserve.fail("budget %s: leases sum to %d, budget says leased %d", b.ID, leasedSum, b.Leased)
+		}
+		if b.Leased-b.Returned > b.Total || br.Booked > b.Total {
+			overspend.fail("budget %s: total %d, out on leases %d, booked %d", b.ID, b.Total, b.Leased-b.Returned, br.Booked)
+		}
+		if got := br.Remaining + br.LeasedOpen + br.Issued; got != b.Total {
+			conserve.fail("budget %s: total %d != remaining %d + open leases %d + issued %d", b.ID, b.Total, br.Remaining, br.LeasedOpen, br.Issued)
+		}
+		// The budget's hot account: funded with Total, debited per booking.
+		add(b.Asset, b.Total-br.Booked)
+		r.Budgets = append(r.Budgets, br)
+	}
+
+	// Accounts.
+	seen := map[[16]byte]struct{}{}
+	var entries int64
+	err = kv.Scan(ctx, storage.AccountPrefix, storage.PrefixEnd(storage.AccountPrefix), func(k, v []byte) (bool, error) {
+		a, err := ledger.UnmarshalAccount(v)
+		if err != nil {
+			postings.fail("account %q: %v", k, err)
+			return true, nil
+		}
+		r.Accounts++
+		for _, b := range a.Balances {
+			add(b.Asset, b.Amount)
+		}
+		for _, e := range a.Entries {
+			entries++
+			if e.LeaseID == 0 {
+				r.PendingAttribution++
+			}
+			var otn [16]byte
+			if n, err := hex.Decode(otn[:], []byte(e.OutTradeNo)); err != nil || n != 16 {
+				authentic.fail("act %d: entry %s has a malformed out_trade_no %q", a.ActID, e.LimitKey, e.OutTradeNo)
+				continue
+			}
+			if _, dup := seen[otn]; dup {
+				once.fail("out_trade_no %s booked twice", e.OutTradeNo)
+			}
+			seen[otn] = struct{}{}
+			if want, ok := outTradeNo(a.ActID, e); !ok || want != e.OutTradeNo {
+				authentic.fail("act %d: entry %s out_trade_no %s does not derive from its key", a.ActID, e.LimitKey, e.OutTradeNo)
+			}
+			if e.Amount <= 0 {
+				authentic.fail("act %d: entry %s amount %d", a.ActID, e.LimitKey, e.Amount)
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.Entries = int(entries)
+	if entries != bookedCountTotal {
+		once.fail("accounts hold %d bookings but budgets were debited for %d", entries, bookedCountTotal)
+	}
+	for asset, s := range sums {
+		if s != 0 {
+			double.fail("%s: all accounts sum to %d, want 0", asset, s)
+		}
+	}
+
+	overspend.Detail = fmt.Sprintf("%d budgets: leased minus returned and booked within total", len(budgets))
+	once.Detail = fmt.Sprintf("%d bookings, one per limit key and out_trade_no, each debited once", entries)
+	double.Detail = fmt.Sprintf("%d assets sum to zero over funding, budget and user accounts", len(sums))
+	conserve.Detail = "total = remaining + open leases + issued; closed leases issued = booked"
+	postings.Detail = fmt.Sprintf("%d accounts: balance = sum of postings", r.Accounts)
+	authentic.Detail = "every booking's out_trade_no derives from its idempotency key"
+	for _, c := range r.Checks {
+		if !c.OK {
+			r.OK = false
+			c.Detail = fmt.Sprintf("%d violations; %s", c.count, c.Detail)
+		}
+	}
+	sort.Slice(r.Budgets, func(i, j int) bool { return r.Budgets[i].ID < r.Budgets[j].ID })
+	return r, nil
+}
+
+// outTradeNo re-derives an entry's trade number from its limit key
+// "{act}_{scene}_{rain}_{stage}" and award.
+func outTradeNo(actID uint64, e ledger.Entry) (string, bool) {
+	i := strings.LastIndexByte(e.LimitKey, '_')
+	if i < 0 || !strings.HasPrefix(e.LimitKey, fmt.Sprintf("%d_", actID)) {
+		return "", false
+	}
+	return tokens.OutTradeNo(e.LimitKey[:i] + "_" + e.AwardType + e.LimitKey[i:]), true
+}
+
+// JSON renders the report.
+func (r *Report) JSON() []byte {
+	b, _ := json.Marshal(r)
+	return b
+}
+
+// WriteText renders the report for people.
+func (r *Report) WriteText(w io.Writer) {
+	verdict := "OK"
+	if !r.OK {
+		verdict = "VIOLATIONS FOUND"
+	}
+	fmt.Fprintf(w, "redrain reconcile: %s\n", verdict)
+	fmt.Fprintf(w, "  accounts %d, bookings %d, pending attribution %d\n", r.Accounts, r.Entries, r.PendingAttribution)
+	for _, c := range r.Checks {
+		mark := "ok  "
+		if !c.OK {
+			mark = "FAIL"
+		}
+		fmt.Fprintf(w, "  [%s] %-24s %s\n", mark, c.Name, c.Detail)
+		for _, v := range c.Violations {
+			fmt.Fprintf(w, "         - %s\n", v)
+		}
+	}
+	for _, b := range r.Budgets {
+		fmt.Fprintf(w, "  budget %s (%s): total %d = remaining %d + open leases %d + issued %d; booked %d in %d grants; leases %d (%d open)\n",
+			b.ID, b.Asset, b.Total, b.Remaining, b.LeasedOpen, b.Issued, b.Booked, b.BookedCount, b.Leases, b.OpenLeases)
+	}
+}

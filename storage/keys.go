@@ -1,0 +1,103 @@
+package storage
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"strconv"
+)
+
+// Key layout in TiKV; see DESIGN.md. Every key starts with "rr/".
+
+// AccountKey is a user's account record.
+func AccountKey(actID uint64) []byte { return fmt.Appendf(nil, "rr/acct/%016x", actID) }
+
+// AccountPrefix bounds the scan of all accounts.
+var AccountPrefix = []byte("rr/acct/")
+
+// BindKey maps an app's user to an act_id.
+func BindKey(appID uint32, userID string) []byte {
+	return append(strconv.AppendUint([]byte("rr/bind/"), uint64(appID), 10), "/"+userID...)
+}
+
+// BindPrefix bounds the scan of all bindings.
+var BindPrefix = []byte("rr/bind/")
+
+// ActAllocKey holds the next unallocated act_id.
+var ActAllocKey = []byte("rr/alloc/act")
+
+// BudgetKey is a budget record.
+func BudgetKey(id string) []byte { return []byte("rr/budget/" + id) }
+
+// BudgetPrefix bounds the scan of all budgets.
+var BudgetPrefix = []byte("rr/budget/")
+
+// LeasePrefix bounds the leases of one budget.
+func LeasePrefix(budgetID string) []byte { return []byte("rr/lease/" + budgetID + "/") }
+
+// LeaseKey is one lease of a budget.
+func LeaseKey(budgetID string, id uint64) []byte {
+	return fmt.Appendf(LeasePrefix(budgetID), "%016x", id)
+}
+
+// HotPrefix bounds the unfolded hot details of one budget.
+func HotPrefix(budgetID string) []byte { return []byte("rr/hot/" + budgetID + "/") }
+
+// HotKey is one hot detail; startTS (the writing transaction's) and seq make
+// it unique without reading anything.
+func HotKey(budgetID string, startTS uint64, seq uint32) []byte {
+	k := HotPrefix(budgetID)
+	k = binary.BigEndian.AppendUint64(k, startTS)
+	return binary.BigEndian.AppendUint32(k, seq)
+}
+
+// FundKey is the funding account's balance in an asset.
+func FundKey(asset string) []byte { return []byte("rr/fund/" + asset) }
+
+// FundPrefix bounds the funding accounts.
+var FundPrefix = []byte("rr/fund/")
+
+// PrefixEnd returns the smallest key after every key with prefix p.
+func PrefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// ActIDValue encodes an act_id as a TiKV value.
+func ActIDValue(actID uint64) []byte { return binary.BigEndian.AppendUint64(nil, actID) }
+
+// ParseActIDValue decodes ActIDValue.
+func ParseActIDValue(b []byte) (uint64, bool) {
+	if len(b) != 8 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(b), true
+}
+
+// ParseBindKey reads the app and user of a BindKey.
+func ParseBindKey(k []byte) (app uint32, user string, ok bool) {
+	rest, found := bytes.CutPrefix(k, BindPrefix)
+	if !found {
+		return 0, "", false
+	}
+	appText, userText, found := bytes.Cut(rest, []byte("/"))
+	if !found {
+		return 0, "", false
+	}
+	a, err := strconv.ParseUint(string(appText), 10, 32)
+	if err != nil {
+		return 0, "", false
+	}
+	return uint32(a), string(userText), true
+}
+
+// StoreEpochKey holds a random id made when the store was first used. Redis
+// records the id of the store it indexes (RedisEpochKey); a mismatch means
+// Redis indexes another store, or an older life of this one.
+var StoreEpochKey = []byte("rr/meta/epoch")

@@ -1,0 +1,189 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis holds token status, limit marks and bindings. It is an index over
+// TiKV, never the truth: see RedisEpochKey.
+type Redis struct {
+	Client   *redis.Client
+	Addr     string
+	embedded *miniredis.Miniredis
+}
+
+// RedisEpochKey is set once Redis holds everything TiKV does. Its absence
+// means the server lost its data (or is new) and the index must be rebuilt
+// before the node serves.
+const RedisEpochKey = "rr:epoch"
+
+// OpenRedis connects to addr, or when addr is empty starts the embedded
+// Redis protocol server on a loopback port.
+func OpenRedis(addr string, poolSize int) (*Redis, error) {
+	r := &Redis{Addr: addr}
+	if addr == "" {
+		m := miniredis.NewMiniRedis()
+		if err := m.StartAddr("127.0.0.1:0"); err != nil {
+			return nil, fmt.Errorf("%w: embedded redis: %v", ErrUnavailable, err)
+		}
+		r.embedded, r.Addr = m, m.Addr()
+	}
+	r.Client = redis.NewClient(&redis.Options{Addr: r.Addr, PoolSize: poolSize, MinIdleConns: 2})
+	if err := r.Client.Ping(context.Background()).Err(); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("%w: redis %s: %v", ErrUnavailable, r.Addr, err)
+	}
+	return r, nil
+}
+
+// Embedded reports whether the server runs in this process.
+func (r *Redis) Embedded() bool { return r.embedded != nil }
+
+// Close closes the client and stops the embedded server, if any.
+func (r *Redis) Close() {
+	_ = r.Client.Close()
+	if r.embedded != nil {
+		r.embedded.Close()
+	}
+}
+
+// Pipeliner sends commands from many goroutines to Redis in pipelines: each
+// worker takes what is queued, up to pipelineMax, and sends it as one round
+// trip. Measured while planning: ~30-45k unpipelined ops/s per connection
+// against ~650k pipelined, so the grant path never issues a lone command.
+type Pipeliner struct {
+	client *redis.Client
+	queue  chan *pipeOp
+	wg     sync.WaitGroup
+}
+
+const pipelineMax = 512
+
+type pipeOp struct {
+	cmds []redis.Cmder
+	done chan struct{}
+}
+
+var pipeOpPool = sync.Pool{New: func() any { return &pipeOp{done: make(chan struct{}, 1)} }}
+
+// NewPipeliner starts workers goroutines, each with its own round trips in
+// flight. Queue depth is bounded: a full queue makes Do wait (back pressure).
+func NewPipeliner(client *redis.Client, workers int) *Pipeliner {
+	p := &Pipeliner{client: client, queue: make(chan *pipeOp, workers*pipelineMax)}
+	for range workers {
+		p.wg.Add(1)
+		go p.work()
+	}
+	return p
+}
+
+// Do runs cmds (in order, in one pipeline) and waits for their replies.
+// Each command's own Err reports its result; Do fails only if ctx ends.
+func (p *Pipeliner) Do(ctx context.Context, cmds ...redis.Cmder) error {
+	op := pipeOpPool.Get().(*pipeOp)
+	op.cmds = cmds
+	select {
+	case p.queue <- op:
+	case <-ctx.Done():
+		pipeOpPool.Put(op)
+		return ctx.Err()
+	}
+	// The worker always answers, so waiting without ctx keeps op reusable.
+	<-op.done
+	op.cmds = nil
+	pipeOpPool.Put(op)
+	return nil
+}
+
+// Close stops the workers once the queue is drained.
+func (p *Pipeliner) Close() {
+	close(p.queue)
+	p.wg.Wait()
+}
+
+func (p *Pipeliner) work() {
+	defer p.wg.Done()
+	batch := make([]*pipeOp, 0, pipelineMax)
+	ctx := context.Background()
+	for op := range p.queue {
+		batch = append(batch[:0], op)
+		n := len(op.cmds)
+	fill:
+		for n < pipelineMax {
+			select {
+			case more, ok := <-p.queue:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, more)
+				n += len(more.cmds)
+			default:
+				break fill
+			}
+		}
+		pipe := p.client.Pipeline()
+		for _, o := range batch {
+			for _, c := range o.cmds {
+				_ = pipe.Process(ctx, c)
+			}
+		}
+		// Errors are recorded on each command; Exec's own error repeats the first.
+		_, _ = pipe.Exec(ctx)
+		for _, o := range batch {
+			o.done <- struct{}{}
+		}
+	}
+}
+
+// Redis keys and values of the grant index. The issuer and booking each
+// own their key, so neither needs a compare-and-set (the embedded server
+// runs a fresh Lua VM per script call: ~5k calls/s against ~100k SETs).
+//
+//	rr:l:{limit_key} = "p" (being issued; expires) | "i:{award}:{amount}"   (issuer)
+//	rr:k:{limit_key} = "b:{award}:{amount}"                                  (booking)
+//	rr:b:{app_id}:{user_id} = act_id
+const (
+	MarkPending = "p"
+	MarkIssued  = 'i'
+	MarkBooked  = 'b'
+)
+
+// LimitMarkKey is the Redis key of a per-user limit key's issue mark.
+func LimitMarkKey(limitKey string) string { return "rr:l:" + limitKey }
+
+// BookedMarkKey is the Redis key of a per-user limit key's booked mark.
+func BookedMarkKey(limitKey string) string { return "rr:k:" + limitKey }
+
+// BindMarkKey is the Redis key of an app user's act_id.
+func BindMarkKey(appID uint32, userID string) string {
+	return "rr:b:" + strconv.FormatUint(uint64(appID), 10) + ":" + userID
+}
+
+// MarkValue renders an issued or booked mark.
+func MarkValue(state byte, award string, amount int64) string {
+	return string(state) + ":" + award + ":" + strconv.FormatInt(amount, 10)
+}
+
+// ParseMark reads a mark written by MarkValue.
+func ParseMark(v string) (state byte, award string, amount int64, ok bool) {
+	if len(v) < 4 || v[1] != ':' || (v[0] != MarkIssued && v[0] != MarkBooked) {
+		return 0, "", 0, false
+	}
+	rest := v[2:]
+	i := strings.LastIndexByte(rest, ':')
+	if i <= 0 {
+		return 0, "", 0, false
+	}
+	amount, err := strconv.ParseInt(rest[i+1:], 10, 64)
+	if err != nil || amount <= 0 {
+		return 0, "", 0, false
+	}
+	return v[0], rest[:i], amount, true
+}
