@@ -105,7 +105,8 @@ func (b *Booker) Book(ctx context.Context, grants []ledger.Grant) ([]byte, error
 	var err error
 	for attempt := 0; attempt < bookRetryMax; attempt++ {
 		outcomes, err = b.bookOnce(ctx, grants)
-		if !errors.Is(err, storage.ErrConflict) && !errors.Is(err, ErrGrain) {
+		// A grain that found a broken money invariant would find it again.
+		if isMoneyErr(err) || !errors.Is(err, storage.ErrConflict) && !errors.Is(err, ErrGrain) {
 			break
 		}
 		b.Conflicts.Inc()
@@ -128,6 +129,7 @@ type userBatch struct {
 	actID  uint64
 	idx    []int // indexes into grants
 	key    []byte
+	pid    *actor.PID
 	future *actor.Future
 }
 
@@ -160,33 +162,36 @@ func (b *Booker) bookOnce(ctx context.Context, grants []ledger.Grant) ([]byte, e
 			for j, i := range u.idx {
 				p.grants[j] = grants[i]
 			}
-			u.future, err = b.cluster.RequestFuture(UserIdentity(u.actID), KindUser, encodePrepare(p),
-				pcluster.WithTimeout(prepareTimout))
-			if err != nil {
-				return fmt.Errorf("%w: %v", ErrGrain, err)
+			if u.pid, err = grainPID(b.cluster, UserIdentity(u.actID), KindUser); err != nil {
+				return err
 			}
+			u.future = b.cluster.ActorSystem.Root.RequestFuture(u.pid, encodePrepare(p), prepareTimout)
 		}
 		hot := map[string]*ledger.HotDetail{}
 		var postings ledger.Batch
 		for _, u := range users {
-			payload, err := replyPayload(u.future.Result())
+			res, err := u.future.Result()
+			if err != nil {
+				// Timed out or dead: ask the identity lookup again next time.
+				b.cluster.PidCache.RemoveByValue(UserIdentity(u.actID), KindUser, u.pid)
+			}
+			payload, err := replyPayload(res, err)
 			if err != nil {
 				return err
 			}
-			res, err := decodePrepared(payload, len(u.idx))
+			prep, err := decodePrepared(payload, len(u.idx))
 			if err != nil {
 				return err
 			}
-			if res.record == nil {
+			if prep.record == nil {
 				continue
 			}
-			if err := txn.Set(u.key, res.record); err != nil {
+			if err := txn.Set(u.key, prep.record); err != nil {
 				return err
 			}
-			bound := false
 			for j, i := range u.idx {
 				g := &grants[i]
-				outcomes[i] = res.outcomes[j]
+				outcomes[i] = prep.outcomes[j]
 				if outcomes[i] == outcomeDuplicate {
 					continue
 				}
@@ -203,14 +208,6 @@ func (b *Booker) bookOnce(ctx context.Context, grants []ledger.Grant) ([]byte, e
 					booked++
 				} else if err := h.Attribute(g); err != nil {
 					return err
-				}
-				// The binding becomes durable with the user's first booking
-				// that knows the app's user id (redeem does not).
-				if !bound && g.UserID != "" && (stored[string(u.key)] == nil || outcomes[i] == outcomeAttributed) {
-					bound = true
-					if err := txn.Set(storage.BindKey(g.AppID, g.UserID), storage.ActIDValue(g.ActID)); err != nil {
-						return err
-					}
 				}
 			}
 		}
@@ -232,6 +229,23 @@ func (b *Booker) bookOnce(ctx context.Context, grants []ledger.Grant) ([]byte, e
 	}
 	b.Booked.Add(int64(booked))
 	return outcomes, nil
+}
+
+// grainPID finds (activating if needed) a grain's actor. Booking does not
+// use Cluster.RequestFuture: it applies its options to a configuration that
+// protoactor shares across every call in the process
+// (cluster.DefaultGrainCallConfig), a data race under concurrent bookings
+// that also changed the timeout of every later call.
+func grainPID(c *pcluster.Cluster, identity, kind string) (*actor.PID, error) {
+	if pid, _ := c.PidCache.Get(identity, kind); pid != nil {
+		return pid, nil
+	}
+	pid := c.Get(identity, kind)
+	if pid == nil {
+		return nil, fmt.Errorf("%w: no activation of %s/%s", ErrGrain, kind, identity)
+	}
+	c.PidCache.Set(identity, kind, pid)
+	return pid, nil
 }
 
 // markBooked records booked status in Redis. It is an index: a failure here

@@ -2,7 +2,6 @@ package actors
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -55,7 +54,7 @@ func (h *claimHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 	ctx := sess.Context()
 	grants := make([]ledger.Grant, 0, bookBatchMax)
 	for {
-		var last *sarama.ConsumerMessage
+		var next *sarama.ConsumerMessage
 		select {
 		case <-ctx.Done():
 			return nil
@@ -63,18 +62,21 @@ func (h *claimHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 			if !ok {
 				return nil
 			}
-			last = m
+			next = m
 		}
 		grants = grants[:0]
-		var err error
+		// last is the last record whose grants are in the batch; bad is an
+		// undecodable record after it.
+		var last, bad *sarama.ConsumerMessage
+		var badErr error
 	gather:
 		for {
-			if grants, err = ledger.DecodeGrantRecord(grants, last.Value); err != nil {
-				// A record that cannot be read holds acknowledged grants:
-				// skipping it would lose them. Stop this partition loudly.
-				b.stop(ctx, "undecodable grant record", last, err)
-				return nil
+			var err error
+			if grants, err = ledger.DecodeGrantRecord(grants, next.Value); err != nil {
+				bad, badErr = next, err
+				break
 			}
+			last = next
 			if len(grants) >= bookBatchMax {
 				break
 			}
@@ -83,32 +85,52 @@ func (h *claimHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 				if !ok {
 					break gather
 				}
-				last = m
+				next = m
 			default:
 				break gather
 			}
 		}
-		for {
-			if _, err = b.Book(ctx, grants); err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return nil
-			}
-			if errors.Is(err, ledger.ErrInvariant) || errors.Is(err, ledger.ErrUnbalanced) || errors.Is(err, ledger.ErrCorrupt) {
-				b.stop(ctx, "money invariant broken", last, err)
-				return nil
-			}
-			b.log.Warn("booking: retrying batch", "partition", last.Partition, "err", err)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(200 * time.Millisecond):
-			}
+		// The records before an undecodable one hold acknowledged grants
+		// too: book and commit them before stopping.
+		if last != nil && !h.book(sess, grants, last) {
+			return nil
 		}
-		sess.MarkMessage(last, "")
-		sess.Commit()
+		if bad != nil {
+			// A record that cannot be read holds acknowledged grants:
+			// skipping it would lose them. Stop this partition loudly.
+			b.stop(ctx, "undecodable grant record", bad, badErr)
+			return nil
+		}
 	}
+}
+
+// book books the grants gathered up to last and commits last's offset. It
+// retries what may succeed later and reports false when the session ended
+// or booking stopped on a broken invariant.
+func (h *claimHandler) book(sess sarama.ConsumerGroupSession, grants []ledger.Grant, last *sarama.ConsumerMessage) bool {
+	b, ctx := h.b, sess.Context()
+	for {
+		_, err := b.Book(ctx, grants)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		if isMoneyErr(err) {
+			b.stop(ctx, "money invariant broken", last, err)
+			return false
+		}
+		b.log.Warn("booking: retrying batch", "partition", last.Partition, "err", err)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	sess.MarkMessage(last, "")
+	sess.Commit()
+	return true
 }
 
 // stop halts booking of a partition for good: the node reports it on

@@ -36,7 +36,9 @@ const (
 	msgFailure    byte = 101
 )
 
-// ErrGrain reports a failure answered by a grain.
+// ErrGrain reports a failure answered by a grain (or a grain that did not
+// answer). One that broke a money invariant also wraps its ledger error
+// (ErrInvariant, ErrCorrupt, ErrOverflow, ErrUnbalanced).
 var ErrGrain = errors.New("actors: grain failed")
 
 func message(parts ...[]byte) *wrapperspb.BytesValue {
@@ -51,9 +53,43 @@ func message(parts ...[]byte) *wrapperspb.BytesValue {
 	return &wrapperspb.BytesValue{Value: b}
 }
 
+// moneyErrs are the ledger's money classes, in the order their index is
+// sent after msgFailure (0 is an operational failure). A class must cross
+// the wire: without it the booker cannot tell a broken invariant, which
+// stops booking, from a timeout, which it retries.
+var moneyErrs = [...]error{1: ledger.ErrInvariant, 2: ledger.ErrCorrupt, 3: ledger.ErrOverflow, 4: ledger.ErrUnbalanced}
+
 func failure(err error) *wrapperspb.BytesValue {
-	return message([]byte{msgFailure}, []byte(err.Error()))
+	class := byte(0)
+	for i, e := range moneyErrs {
+		if e != nil && errors.Is(err, e) {
+			class = byte(i)
+			break
+		}
+	}
+	return message([]byte{msgFailure, class}, []byte(err.Error()))
 }
+
+// isMoneyErr reports a broken money invariant: never retried with the same
+// memory.
+func isMoneyErr(err error) bool {
+	for _, e := range moneyErrs {
+		if e != nil && errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// grainFailure is a failure a grain answered: its text, and the money class
+// it carried (nil for an operational failure).
+type grainFailure struct {
+	class error
+	text  string
+}
+
+func (f *grainFailure) Error() string { return f.text }
+func (f *grainFailure) Unwrap() error { return f.class }
 
 // replyPayload checks a grain's answer and returns its payload.
 func replyPayload(res any, err error) ([]byte, error) {
@@ -68,7 +104,14 @@ func replyPayload(res any, err error) ([]byte, error) {
 	case msgReply:
 		return bv.Value[1:], nil
 	case msgFailure:
-		return nil, fmt.Errorf("%w: %s", ErrGrain, bv.Value[1:])
+		f := &grainFailure{text: "unclassified failure"}
+		if len(bv.Value) >= 2 {
+			if c := int(bv.Value[1]); c < len(moneyErrs) {
+				f.class = moneyErrs[c]
+			}
+			f.text = string(bv.Value[2:])
+		}
+		return nil, fmt.Errorf("%w: %w", ErrGrain, f)
 	}
 	return nil, fmt.Errorf("%w: unknown answer type %d", ErrGrain, bv.Value[0])
 }

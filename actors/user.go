@@ -96,6 +96,14 @@ func (u *userGrain) prepare(b []byte) (reply *wrapperspb.BytesValue) {
 			out.outcomes[i], changed = outcomeBooked, true
 		case next.Attribute(g):
 			out.outcomes[i], changed = outcomeAttributed, true
+		default:
+			continue
+		}
+		// The binding the grant was issued under becomes durable with the
+		// account (redeem does not know the app's user id; its stream
+		// event, attributed later, does).
+		if g.UserID != "" {
+			next.Bind(ledger.AppUser{AppID: g.AppID, UserID: g.UserID})
 		}
 	}
 	if !changed {

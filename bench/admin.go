@@ -20,6 +20,8 @@ type nodeStats struct {
 	GrantsBooked int64 `json:"grants_booked"` // Grants this node's consumers booked since it started.
 	BookingLag   int64 `json:"booking_lag"`   // Grants in Kafka not yet booked, cluster-wide.
 	Ready        bool  `json:"ready"`
+	// CPUSeconds is the node process's user+system CPU time so far.
+	CPUSeconds float64 `json:"cpu_seconds"`
 }
 
 // AuditResult is GET /admin/v1/audit: the node's check of the invariants
@@ -108,16 +110,23 @@ func (a *admin) audit(ctx context.Context, timeout time.Duration) (*AuditResult,
 type bookedCounter struct {
 	base []int64 // grants_booked per target before the run.
 	last []int64 // The latest grants_booked read per target.
+	// cpuBase and cpuLast are the targets' CPU seconds, read alongside.
+	cpuBase, cpuLast []float64
 }
 
 func newBookedCounter(base []nodeStats) *bookedCounter {
-	c := &bookedCounter{base: make([]int64, len(base)), last: make([]int64, len(base))}
+	c := &bookedCounter{base: make([]int64, len(base)), last: make([]int64, len(base)),
+		cpuBase: make([]float64, len(base)), cpuLast: make([]float64, len(base))}
 	for i, s := range base {
 		c.base[i] = s.GrantsBooked
 		c.last[i] = s.GrantsBooked
+		c.cpuBase[i], c.cpuLast[i] = s.CPUSeconds, s.CPUSeconds
 	}
 	return c
 }
+
+// cpu returns the CPU seconds the targets used since the baseline.
+func (c *bookedCounter) cpu() float64 { return sinceBase(c.cpuBase, c.cpuLast) }
 
 // update takes the targets' latest stats; targets with an error keep their
 // previous reading.
@@ -125,21 +134,25 @@ func (c *bookedCounter) update(stats []nodeStats, errs []error) {
 	for i := range stats {
 		if errs[i] == nil {
 			c.last[i] = stats[i].GrantsBooked
+			c.cpuLast[i] = stats[i].CPUSeconds
 		}
 	}
 }
 
 // total returns the grants booked since the baseline, summed over targets.
-// A target whose counter fell below its baseline restarted, and is counted
-// from zero; one that restarted and then overtook its baseline is
-// undercounted, which the counters cannot reveal.
-func (c *bookedCounter) total() int64 {
-	var n int64
-	for i := range c.last {
-		if c.last[i] >= c.base[i] {
-			n += c.last[i] - c.base[i]
+func (c *bookedCounter) total() int64 { return sinceBase(c.base, c.last) }
+
+// sinceBase sums, over targets, how far each counter moved from its
+// baseline. A target whose counter fell below its baseline restarted, and
+// is counted from zero; one that restarted and then overtook its baseline
+// is undercounted, which the counters cannot reveal.
+func sinceBase[T int64 | float64](base, last []T) T {
+	var n T
+	for i := range last {
+		if last[i] >= base[i] {
+			n += last[i] - base[i]
 		} else {
-			n += c.last[i]
+			n += last[i]
 		}
 	}
 	return n

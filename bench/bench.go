@@ -3,9 +3,10 @@
 // rate, measures what the nodes answer and how fast, waits for booking to
 // drain and runs the audit, and reports all of it as text or JSON.
 //
-// It talks to the nodes only through their HTTP API (POST /v1/grants,
-// GET /admin/v1/stats, GET /admin/v1/audit), like any client, and must never
-// reach into a node's storage or import the packages that implement it.
+// It talks to the nodes only through their HTTP API (POST /v1/grants or
+// POST /v1/grants/batch, GET /admin/v1/stats, GET /admin/v1/audit), like
+// any client, and must never reach into a node's storage or import the
+// packages that implement it.
 //
 // A workload is a Config passed to Run; cmd/redrain only binds flags to the
 // Config's fields.
@@ -14,6 +15,7 @@ package bench
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -50,9 +52,15 @@ const (
 	// WorkersMax bounds targets × Conns × Pipeline, the number of requests
 	// in flight and of worker goroutines, each with a 25 KiB histogram.
 	WorkersMax = 1 << 14
+	// BatchMax bounds Config.Batch: the node's limit on the grants of one
+	// batch request (ingress.GrantsPerBatchMax).
+	BatchMax = 1000
 	// idLenMax is the node's limit on user_id, activity_id and scene_id in
 	// bytes (ingress.IDLenMax); a longer one would only measure errors.
 	idLenMax = 64
+	// batchBodyBytesMax is the node's limit on the body of a batch request
+	// (ingress.ListBodyBytesMax); a larger one would only measure errors.
+	batchBodyBytesMax = 1 << 20
 )
 
 // Config is one bench run. The zero value of each field selects its
@@ -66,9 +74,9 @@ type Config struct {
 	Users int
 	// Duration is how long requests are sent (default 10s).
 	Duration time.Duration
-	// Rate is the number of grant requests offered per second over all
-	// targets together, spaced evenly; 0 sends as fast as the connections
-	// allow.
+	// Rate is the number of grants offered per second over all targets
+	// together, spaced evenly: Rate requests a second, or Rate/Batch batch
+	// requests a second. 0 sends as fast as the connections allow.
 	Rate int
 	// Conns is the number of connections per target (default 64).
 	Conns int
@@ -76,7 +84,20 @@ type Config struct {
 	// (default 16). Each one is a worker goroutine that sends its next
 	// request when the previous one is answered.
 	Pipeline int
-	// RepeatRatio is the probability that a request repeats the grant of a
+	// Batch is the number of grants in each request, 0..BatchMax. 0 and 1
+	// send each grant alone to POST /v1/grants; from 2 on, each request is
+	// a POST /v1/grants/batch with Batch grants for Batch distinct users.
+	// The Report counts grants either way, but its latencies are per
+	// request.
+	//
+	// Batch mode needs Users >= targets × Conns × Pipeline × Batch, the
+	// grants in flight at once, so that no worker runs out of new users
+	// before its first answer is back: a repeat must go to a user already
+	// answered, never to one whose grant is in flight. A batch is cut short
+	// only when, after the first pass, about Batch users or fewer have been
+	// granted: too few to repeat without picking one twice.
+	Batch int
+	// RepeatRatio is the probability that a grant repeats the grant of a
 	// user already granted, in [0, 1] (default 0.1). Zero selects the
 	// default; a negative value sends no repeats.
 	RepeatRatio float64
@@ -127,6 +148,7 @@ func (c Config) withDefaults() (Config, []target, error) {
 	setDefault(&c.Duration, DefaultDuration)
 	setDefault(&c.Conns, DefaultConns)
 	setDefault(&c.Pipeline, DefaultPipeline)
+	setDefault(&c.Batch, 1)
 	setDefault(&c.AppID, DefaultAppID)
 	setDefault(&c.ActivityID, DefaultActivityID)
 	setDefault(&c.SceneID, DefaultSceneID)
@@ -191,6 +213,15 @@ func (c *Config) validate() ([]target, error) {
 	case len(targets)*c.Conns*c.Pipeline > WorkersMax:
 		return nil, fmt.Errorf("bench: targets × conns × pipeline is %d×%d×%d, want at most %d requests in flight",
 			len(targets), c.Conns, c.Pipeline, WorkersMax)
+	case c.Batch < 1 || c.Batch > BatchMax:
+		return nil, fmt.Errorf("bench: batch is %d, want 0..%d (0 or 1 for one grant a request)", c.Batch, BatchMax)
+	case c.Batch > 1 && len(targets)*c.Conns*c.Pipeline*c.Batch > c.Users:
+		// Not checked for single grants, so that every run that was valid
+		// before batches stays valid; Config.Batch says why batches need it.
+		return nil, fmt.Errorf("bench: targets × conns × pipeline × batch is %d×%d×%d×%d = %d grants in flight, "+
+			"more than the %d users: repeats would go to users whose first grant is still in flight; "+
+			"raise users or lower conns, pipeline or batch",
+			len(targets), c.Conns, c.Pipeline, c.Batch, len(targets)*c.Conns*c.Pipeline*c.Batch, c.Users)
 	case math.IsNaN(c.RepeatRatio) || c.RepeatRatio > 1:
 		return nil, fmt.Errorf("bench: repeat ratio is %v, want 0..1", c.RepeatRatio)
 	case c.DrainTimeout < 0:
@@ -210,7 +241,33 @@ func (c *Config) validate() ([]target, error) {
 	if err := checkID(lastUser); err != nil {
 		return nil, fmt.Errorf("bench: user prefix %q: user id %q: %w", c.UserPrefix, lastUser, err)
 	}
+	if c.Batch > 1 {
+		head, tail := c.grantJSON()
+		grantLen := len(head) + len(strconv.Itoa(c.Users-1)) + len(tail)
+		if n := len(batchHead) + c.Batch*(grantLen+1) - 1 + len(batchTail); n > batchBodyBytesMax {
+			return nil, fmt.Errorf("bench: a batch of %d grants of %d bytes is %d bytes long, want at most %d: "+
+				"lower batch or shorten the ids", c.Batch, grantLen, n, batchBodyBytesMax)
+		}
+	}
 	return targets, nil
+}
+
+// The body of a batch request is batchHead, grant request bodies separated
+// by commas, and batchTail.
+const (
+	batchHead = `{"grants":[`
+	batchTail = `]}`
+)
+
+// grantJSON returns the body of a grant request, without the user's number
+// that goes between head and tail.
+func (c *Config) grantJSON() (head, tail []byte) {
+	prefix, _ := json.Marshal(c.UserPrefix)
+	activity, _ := json.Marshal(c.ActivityID)
+	scene, _ := json.Marshal(c.SceneID)
+	head = fmt.Appendf(nil, `{"app_id":%d,"user_id":%s`, c.AppID, prefix[:len(prefix)-1])
+	tail = fmt.Appendf(nil, `","activity_id":%s,"scene_id":%s,"rain_id":%d}`, activity, scene, c.RainID)
+	return head, tail
 }
 
 // parseTarget parses a base URL such as http://127.0.0.1:8080.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -194,16 +195,17 @@ func TestPacerConcurrent(t *testing.T) {
 
 func TestPacerRounding(t *testing.T) {
 	for _, tc := range []struct {
-		rate int
+		rate float64
 		want time.Duration
 	}{
 		{1, time.Second},
+		{3000.0 / 7, 2333333 * time.Nanosecond}, // A batch run: Rate 3000, Batch 7.
 		{3, 333333333 * time.Nanosecond},
 		{7, 142857143 * time.Nanosecond},
 		{3000000000, 1},
 	} {
 		if got := newPacer(tc.rate).interval; got != tc.want {
-			t.Errorf("newPacer(%d).interval = %v, want %v", tc.rate, got, tc.want)
+			t.Errorf("newPacer(%v).interval = %v, want %v", tc.rate, got, tc.want)
 		}
 	}
 }
@@ -244,6 +246,16 @@ func TestConfigValidate(t *testing.T) {
 		{"scene too long", ok(Config{SceneID: strings.Repeat("s", 65)}), "scene id"},
 		{"user prefix too long", ok(Config{UserPrefix: strings.Repeat("u", 60), Users: 100000}), "user prefix"},
 		{"user prefix not utf-8", ok(Config{UserPrefix: "\xff"}), "user prefix"},
+		{"batch of one", ok(Config{Batch: 1, Users: 10}), ""}, // Single grants may have more in flight than users.
+		{"batch", ok(Config{Batch: 100, Users: 102400}), ""},
+		{"batch max", ok(Config{Batch: BatchMax, Conns: 2, Pipeline: 5}), ""},
+		{"batch negative", ok(Config{Batch: -1}), "batch is -1, want 0..1000"},
+		{"batch too large", ok(Config{Batch: BatchMax + 1, Users: UsersMax}), "batch is 1001, want 0..1000"},
+		{"batch users in flight", ok(Config{Batch: 10}), "1×64×16×10 = 10240 grants in flight, more than the 10000 users"},
+		{"batch users in flight over targets", Config{Targets: []string{"http://a:1", "http://b:2"}, Batch: 2, Conns: 10, Pipeline: 10, Users: 399},
+			"2×10×10×2 = 400 grants in flight"},
+		{"batch body too large", ok(Config{Batch: BatchMax, Conns: 1, Pipeline: 1, ActivityID: strings.Repeat("<", 64),
+			SceneID: strings.Repeat("&", 64), UserPrefix: strings.Repeat(">", 40)}), "bytes long, want at most 1048576"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.cfg.Validate()
@@ -276,6 +288,9 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if !slices.Equal(targets, want) {
 		t.Errorf("targets = %+v, want %+v", targets, want)
+	}
+	if c.Batch != 1 {
+		t.Errorf("default batch %d, want 1 (single grants)", c.Batch)
 	}
 	if c, _, _ := (Config{Targets: []string{"http://a"}, RepeatRatio: -1}).withDefaults(); c.RepeatRatio != 0 {
 		t.Errorf("RepeatRatio -1 became %v, want 0 (no repeats)", c.RepeatRatio)
@@ -341,14 +356,151 @@ func FuzzParseGrantFields(f *testing.F) {
 		if !ok {
 			t.Fatalf("parseGrantFields(%q) = false on a valid object", body)
 		}
-		for name, got := range map[string][]byte{"status": fields.status, "code": fields.code, "token": fields.token} {
-			want, isString := m[name].(string)
-			if isString != (got != nil) || string(got) != want {
-				t.Fatalf("parseGrantFields(%q): %s = %q (present %v), encoding/json has %q (string %v)",
-					body, name, got, got != nil, want, isString)
+		checkFields(t, body, &fields, m)
+	})
+}
+
+// checkFields fails t when f does not hold the string members status, code
+// and token of m, the object that encoding/json read from body.
+func checkFields(t *testing.T, body []byte, f *grantFields, m map[string]any) {
+	t.Helper()
+	for name, got := range map[string][]byte{"status": f.status, "code": f.code, "token": f.token} {
+		want, isString := m[name].(string)
+		if isString != (got != nil) || string(got) != want {
+			t.Fatalf("%q: %s = %q (present %v), encoding/json has %q (string %v)",
+				body, name, got, got != nil, want, isString)
+		}
+	}
+}
+
+func TestParseBatchResults(t *testing.T) {
+	const itemsMax = 3
+	for _, tc := range []struct {
+		body string
+		want []string // status/code/token of each item, "-" when absent; nil when not ok.
+	}{
+		{`{"results":[{"token":"t1","out_trade_no":"o","act_id":7,"award_type":"cash","amount":88,"status":"issued"},` +
+			`{"code":"budget_exhausted","message":"budget \"status\":\"issued\" is spent"},{"status":"booked","token":"t\u0033"}]}`,
+			[]string{"issued/-/t1", "-/budget_exhausted/-", "booked/-/t3"}},
+		{` { "other" : [ {"results":[]} ], "results" : [ { } ] , "code":"x"} `, []string{"-/-/-"}},
+		{`{"results":[]}`, []string{}},
+		{`{"results":[{"status":{"code":"nested"}},{"a":[1,"]}"],"token":""}]}`, []string{"-/-/-", "-/-/"}},
+		{`{"results":[1],"results":[{"code":"last wins"}]}`, []string{"-/last wins/-"}},
+		{`{"r\u0065sults":[{"status":"booked"}]}`, []string{"booked/-/-"}},
+		{`{"results":[{"status":"issued"}],"results":null}`, nil},
+		{`{"results":[{},{},{},{}]}`, nil}, // More than itemsMax.
+		{`{"results":[{},2]}`, nil},
+		{`{"results":[{}]`, nil},
+		{`{"results":[{},]}`, nil},
+		{`{"results":[{}]}x`, nil},
+		{`{"results":{"status":"issued"}}`, nil},
+		{`{"code":"unavailable","message":"node is recovering"}`, nil},
+		{`[{"status":"issued"}]`, nil},
+		{``, nil},
+	} {
+		show := func(b []byte) string {
+			if b == nil {
+				return "-"
+			}
+			return string(b)
+		}
+		items, ok := parseBatchResults([]byte(tc.body), make([]grantFields, 2), itemsMax)
+		var got []string
+		if ok {
+			got = []string{}
+			for _, f := range items {
+				got = append(got, show(f.status)+"/"+show(f.code)+"/"+show(f.token))
 			}
 		}
+		if ok != (tc.want != nil) || !slices.Equal(got, tc.want) || (!ok && len(items) != 0) {
+			t.Errorf("parseBatchResults(%s) = %q (%d items), %v; want %q", tc.body, got, len(items), ok, tc.want)
+		}
+	}
+}
+
+// FuzzParseBatchResults checks that on any valid JSON object the scanner
+// finds the same array of objects under "results" that encoding/json
+// finds, and the same fields in each, or finds none when encoding/json
+// finds anything else there.
+func FuzzParseBatchResults(f *testing.F) {
+	for _, s := range []string{
+		`{"results":[{"token":"t","status":"issued","act_id":7},{"code":"budget_exhausted","message":"m"}]}`,
+		`{"results":[]}`,
+		`{"results":[1],"results":[{"status":"booked"}]}`,
+		`{"results":{"status":"issued"}}`,
+		`{"code":"unavailable","message":"node is recovering"}`,
+		`{"x":[{"results":[{}]}],"r\u0065sults":[{"token":"\u0074","x":{"status":"no"}},{}]}`,
+		`{"results":[{},{},{},{},{}]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		const itemsMax = 4
+		items, ok := parseBatchResults(body, make([]grantFields, 1), itemsMax)
+		if !ok && len(items) != 0 {
+			t.Fatalf("parseBatchResults(%q) = %d items, false", body, len(items))
+		}
+		var m map[string]any
+		if json.Unmarshal(body, &m) != nil || m == nil {
+			return // Not an object: the scanner may say anything but must not panic.
+		}
+		results, want := m["results"].([]any)
+		want = want && len(results) <= itemsMax
+		for _, r := range results {
+			_, isObject := r.(map[string]any)
+			want = want && isObject
+		}
+		if ok != want {
+			t.Fatalf("parseBatchResults(%q) = %v, encoding/json has results %v", body, ok, m["results"])
+		}
+		if !ok {
+			return
+		}
+		if len(items) != len(results) {
+			t.Fatalf("parseBatchResults(%q) = %d items, encoding/json has %d", body, len(items), len(results))
+		}
+		for i := range items {
+			checkFields(t, body, &items[i], results[i].(map[string]any))
+		}
 	})
+}
+
+func BenchmarkParseGrantFields(b *testing.B) {
+	body := []byte(`{"token":"AQABAAAAAAAAAAEAAAAAAAAAAQ0ekZ2lZ3n0Yw1Xz9X8cQ","out_trade_no":"850d2f1b6a9c4e3f",` +
+		`"act_id":7,"award_type":"cash","amount":88,"status":"issued"}`)
+	var f grantFields
+	b.ReportAllocs()
+	for b.Loop() {
+		if !parseGrantFields(body, &f) {
+			b.Fatal("parseGrantFields = false")
+		}
+	}
+}
+
+// BenchmarkParseBatchResults reads a batch of 100 answers; divide by 100
+// to compare with BenchmarkParseGrantFields.
+func BenchmarkParseBatchResults(b *testing.B) {
+	body := []byte(`{"results":[`)
+	for i := range 100 {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		if i%10 == 9 {
+			body = append(body, `{"code":"budget_exhausted","message":"the award's budget cannot pay this packet"}`...)
+			continue
+		}
+		body = fmt.Appendf(body, `{"token":"AQABAAAAAAAAAAEAAAAAAAAAAQ0ekZ2lZ3n0Yw1Xz9X%03d","out_trade_no":"850d2f1b6a9c4e3f",`+
+			`"act_id":7,"award_type":"cash","amount":88,"status":"issued"}`, i)
+	}
+	body = append(body, "]}"...)
+	items := make([]grantFields, 0, 100)
+	b.ReportAllocs()
+	for b.Loop() {
+		var ok bool
+		if items, ok = parseBatchResults(body, items, 100); !ok || len(items) != 100 {
+			b.Fatalf("parseBatchResults = %d items, %v", len(items), ok)
+		}
+	}
 }
 
 func TestUsersPick(t *testing.T) {
@@ -410,6 +562,59 @@ func TestUsersPick(t *testing.T) {
 	}
 }
 
+func TestUsersPickDistinct(t *testing.T) {
+	const count, batch, grantedMax = 100, 8, 5
+	u := newUsers(count, rand.New(rand.NewPCG(9, 10)))
+	rng := rand.New(rand.NewPCG(11, 12))
+	seen := map[uint32]struct{}{}
+	var offers []offer
+	offered := map[uint32]bool{} // Users offered a new grant.
+	granted := map[uint32]bool{}
+	check := func(offers []offer) {
+		t.Helper()
+		inBatch := map[uint32]bool{}
+		for _, o := range offers {
+			switch {
+			case inBatch[o.user]:
+				t.Fatalf("batch %v holds user %d twice", offers, o.user)
+			case o.repeat && !granted[o.user]:
+				t.Fatalf("batch %v repeats user %d, who was not granted", offers, o.user)
+			case !o.repeat && offered[o.user]:
+				t.Fatalf("batch %v offers user %d a new grant again", offers, o.user)
+			}
+			inBatch[o.user] = true
+			if !o.repeat {
+				offered[o.user] = true
+			}
+		}
+	}
+	// The first pass: repeats go to the few users granted, a batch never
+	// holds one twice, and it is full while there are new users to offer.
+	for len(offered) < count {
+		before := len(offered)
+		offers = u.pickDistinct(rng, 0.5, batch, offers, seen)
+		check(offers)
+		if len(offers) != batch && before+batch <= count {
+			t.Fatalf("batch of %d during the first pass, want %d", len(offers), batch)
+		}
+		for _, o := range offers {
+			if !o.repeat && len(granted) < grantedMax {
+				u.grant(o.user, uint64(o.user)<<1|1)
+				granted[o.user] = true
+			}
+		}
+	}
+	// After it, there are fewer users to repeat than a batch holds: the
+	// batch is cut short rather than hold one twice or spin.
+	for range 100 {
+		offers = u.pickDistinct(rng, 0.5, batch, offers, seen)
+		check(offers)
+		if len(offers) < 1 || len(offers) > grantedMax {
+			t.Fatalf("batch of %d from %d granted users, want 1..%d", len(offers), grantedMax, grantedMax)
+		}
+	}
+}
+
 func TestProgressLine(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -448,13 +653,18 @@ func TestFormatLatency(t *testing.T) {
 
 // fakeCluster imitates the nodes' HTTP API over shared state: grants are
 // idempotent per user, every rejectEvery-th new user is refused with
-// budget_exhausted, and every failEvery-th with a 503 without a JSON body.
+// budget_exhausted, and every failEvery-th with a 503 without a JSON body
+// (in a batch, an "unavailable" item). The failBatch-th batch request fails
+// as a whole with a 503 and an error object, and the badBatch-th is
+// answered 200 with one item whatever it held; neither changes anything.
 // Booking happens when a node's stats are read: half the pending grants
 // (rounded up) are booked and credited to that node, unless stuck is set.
 type fakeCluster struct {
 	prefix      string
 	rejectEvery int
 	failEvery   int
+	failBatch   int64
+	badBatch    int64
 	stuck       bool
 	ready       bool
 	onGrant     func(requests int64) // Called after each grant request, outside the lock.
@@ -466,13 +676,27 @@ type fakeCluster struct {
 	newUsers int
 	issued   int64
 	nodes    []*fakeNode
-	// Requests seen, and how they were answered.
-	requests, ok, repeats, repeatsBooked, rejected, failed, malformed int64
+	// Requests seen (single or batch), grants in them, and how the grants
+	// were answered.
+	requests, grants, ok, repeats, repeatsBooked, rejected, failed, malformed int64
+	// Batch requests seen, the grants of those that failed as a whole or
+	// were answered badly, the smallest and largest batch, and how often a
+	// batch held a user twice.
+	batches, failedWhole, badWhole, batchMin, batchMax, usersTwice int64
 }
 
 type fakeNode struct {
 	c      *fakeCluster
 	booked int64 // Under c.mu.
+}
+
+// fakeGrant is a grant request, or one item of a batch.
+type fakeGrant struct {
+	AppID      uint32 `json:"app_id"`
+	UserID     string `json:"user_id"`
+	ActivityID string `json:"activity_id"`
+	SceneID    string `json:"scene_id"`
+	RainID     uint64 `json:"rain_id"`
 }
 
 func newFakeCluster(t *testing.T, nodes int) (*fakeCluster, []string) {
@@ -515,6 +739,8 @@ func (n *fakeNode) handle(ctx *fasthttp.RequestCtx) {
 	switch path := string(ctx.Path()); {
 	case path == "/v1/grants" && ctx.IsPost():
 		n.grant(ctx)
+	case path == "/v1/grants/batch" && ctx.IsPost():
+		n.grantBatch(ctx)
 	case path == "/admin/v1/stats" && ctx.IsGet():
 		n.stats(ctx)
 	case path == "/admin/v1/audit" && ctx.IsGet():
@@ -524,26 +750,93 @@ func (n *fakeNode) handle(ctx *fasthttp.RequestCtx) {
 	}
 }
 
+// decodeStrict decodes body into v as the node would: no unknown fields.
+func decodeStrict(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}
+
 func (n *fakeNode) grant(ctx *fasthttp.RequestCtx) {
 	c := n.c
-	var req struct {
-		AppID      uint32 `json:"app_id"`
-		UserID     string `json:"user_id"`
-		ActivityID string `json:"activity_id"`
-		SceneID    string `json:"scene_id"`
-		RainID     uint64 `json:"rain_id"`
-	}
-	dec := json.NewDecoder(bytes.NewReader(ctx.PostBody()))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(&req)
+	var req fakeGrant
+	err := decodeStrict(ctx.PostBody(), &req)
 	c.mu.Lock()
 	c.requests++
+	c.grants++
 	requests := c.requests
+	status, answer := c.grantLocked(req, err, requests)
+	c.mu.Unlock()
+	if answer == nil {
+		ctx.SetStatusCode(status)
+		ctx.SetBodyString("backend down")
+	} else {
+		writeJSON(ctx, status, answer)
+	}
+	if c.onGrant != nil {
+		c.onGrant(requests)
+	}
+}
+
+func (n *fakeNode) grantBatch(ctx *fasthttp.RequestCtx) {
+	c := n.c
+	var req struct {
+		Grants []fakeGrant `json:"grants"`
+	}
+	err := decodeStrict(ctx.PostBody(), &req)
+	c.mu.Lock()
+	c.requests++
+	c.batches++
+	size := int64(len(req.Grants))
+	c.grants += size
+	requests := c.requests
+	var status int
+	var answer any
+	switch {
+	case err != nil || size == 0 || size > BatchMax:
+		c.malformed++
+		status, answer = 400, map[string]string{"code": "malformed_request", "message": fmt.Sprint(err)}
+	case c.batches == c.failBatch:
+		c.failedWhole += size
+		status, answer = 503, map[string]string{"code": "unavailable", "message": "node is recovering"}
+	case c.batches == c.badBatch:
+		c.badWhole += size
+		status, answer = 200, map[string]any{"results": []any{map[string]any{"token": "x", "status": "issued"}}}
+	default:
+		if c.batchMin == 0 || size < c.batchMin {
+			c.batchMin = size
+		}
+		c.batchMax = max(c.batchMax, size)
+		results := make([]any, len(req.Grants))
+		users := map[string]bool{}
+		for i, g := range req.Grants {
+			if users[g.UserID] {
+				c.usersTwice++
+			}
+			users[g.UserID] = true
+			_, item := c.grantLocked(g, nil, requests)
+			if item == nil {
+				item = map[string]string{"code": "unavailable", "message": "backend down"}
+			}
+			results[i] = item
+		}
+		status, answer = 200, map[string]any{"results": results}
+	}
+	c.mu.Unlock()
+	writeJSON(ctx, status, answer)
+	if c.onGrant != nil {
+		c.onGrant(requests)
+	}
+}
+
+// grantLocked answers one grant whose decoding failed with err, under
+// c.mu: a status and a JSON answer, or nil for a 503 without a JSON body.
+func (c *fakeCluster) grantLocked(req fakeGrant, err error, requests int64) (status int, answer any) {
 	switch token, granted := c.tokens[req.UserID]; {
 	case err != nil || req.AppID != 1 || req.ActivityID != "demo" || req.SceneID != "rain" || req.RainID != 1 ||
 		!strings.HasPrefix(req.UserID, c.prefix):
 		c.malformed++
-		writeJSON(ctx, 400, map[string]string{"code": "malformed_request", "message": fmt.Sprintf("%v %+v", err, req)})
+		return 400, map[string]string{"code": "malformed_request", "message": fmt.Sprintf("%v %+v", err, req)}
 	case granted:
 		c.ok++
 		c.repeats++
@@ -552,34 +845,26 @@ func (n *fakeNode) grant(ctx *fasthttp.RequestCtx) {
 			status = "booked"
 			c.repeatsBooked++
 		}
-		writeJSON(ctx, 200, map[string]any{"token": token, "out_trade_no": "o-" + req.UserID, "act_id": 7,
-			"award_type": "cash", "amount": 88, "status": status})
-	default:
-		c.newUsers++
-		switch {
-		case c.newUsers%c.failEvery == 0:
-			c.failed++
-			ctx.SetStatusCode(503)
-			ctx.SetBodyString("backend down")
-		case c.newUsers%c.rejectEvery == 0:
-			c.rejected++
-			writeJSON(ctx, 409, map[string]string{"code": "budget_exhausted",
-				"message": `budget "status":"issued" is exhausted`})
-		default:
-			c.ok++
-			c.issued++
-			token := fmt.Sprintf("tok-%s-%d", req.UserID, requests)
-			c.tokens[req.UserID] = token
-			c.pending = append(c.pending, req.UserID)
-			// Fields in another order than the contract's example, on purpose.
-			writeJSON(ctx, 200, map[string]any{"status": "issued", "amount": 88, "token": token,
-				"act_id": 7, "award_type": "cash", "out_trade_no": "o-" + req.UserID})
-		}
+		return 200, map[string]any{"token": token, "out_trade_no": "o-" + req.UserID, "act_id": 7,
+			"award_type": "cash", "amount": 88, "status": status}
 	}
-	c.mu.Unlock()
-	if c.onGrant != nil {
-		c.onGrant(requests)
+	c.newUsers++
+	switch {
+	case c.newUsers%c.failEvery == 0:
+		c.failed++
+		return 503, nil
+	case c.newUsers%c.rejectEvery == 0:
+		c.rejected++
+		return 409, map[string]string{"code": "budget_exhausted", "message": `budget "status":"issued" is exhausted`}
 	}
+	c.ok++
+	c.issued++
+	token := fmt.Sprintf("tok-%s-%d", req.UserID, requests)
+	c.tokens[req.UserID] = token
+	c.pending = append(c.pending, req.UserID)
+	// Fields in another order than the contract's example, on purpose.
+	return 200, map[string]any{"status": "issued", "amount": 88, "token": token,
+		"act_id": 7, "award_type": "cash", "out_trade_no": "o-" + req.UserID}
 }
 
 func (n *fakeNode) stats(ctx *fasthttp.RequestCtx) {
@@ -645,25 +930,108 @@ func TestRun(t *testing.T) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 
-	if got := rep.Accepted + sumErrors(rep.Errors); got != rep.Offered {
-		t.Errorf("accepted %d + errors %v = %d, want offered %d", rep.Accepted, rep.Errors, got, rep.Offered)
-	}
-	if rep.Offered != c.requests {
-		t.Errorf("offered %d, but the nodes saw %d requests", rep.Offered, c.requests)
+	if rep.Offered != c.requests || rep.Batch != 1 || c.batches != 0 {
+		t.Errorf("offered %d in requests of %d, but the nodes saw %d requests (%d batches)",
+			rep.Offered, rep.Batch, c.requests, c.batches)
 	}
 	// The pacer hands out no more than Rate slots a second, plus the lag
 	// it may catch up on; this bound holds however slow the machine is.
 	if limit := int64(cfg.Rate) + int64(pacerLagMax.Seconds()*float64(cfg.Rate)) + 1; rep.Offered > limit || rep.Offered == 0 {
 		t.Errorf("offered %d in 1s at 3000/s, want 1..%d", rep.Offered, limit)
 	}
-	wantErrors := map[string]int64{}
-	if c.rejected > 0 {
-		wantErrors["budget_exhausted"] = c.rejected
+	checkCounts(t, c, rep, map[string]int64{"budget_exhausted": c.rejected, "http_503": c.failed})
+	line := regexp.MustCompile(`^t=\d+s offered=\d+/s accepted=\d+/s booked=(\d+|\?)/s lag=(\d+|\?) p99=\S+ errors=\d+$`)
+	for _, l := range strings.Split(strings.TrimSpace(progress.String()), "\n") {
+		if l != "" && !line.MatchString(l) {
+			t.Errorf("progress line %q does not match %v", l, line)
+		}
 	}
-	if c.failed > 0 {
-		wantErrors["http_503"] = c.failed
+
+	var text bytes.Buffer
+	rep.WriteText(&text)
+	for _, want := range []string{"offered      ", "budget_exhausted=", "latency      p50=", "audit        ok", "issued_equals_booked"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("WriteText lacks %q:\n%s", want, text.String())
+		}
 	}
-	if c.rejected == 0 || c.malformed != 0 || fmt.Sprint(rep.Errors) != fmt.Sprint(wantErrors) {
+	var js bytes.Buffer
+	if err := rep.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(js.Bytes(), &back); err != nil || back.Offered != rep.Offered ||
+		back.LatencyP99 != rep.LatencyP99 || back.Audit == nil || back.Errors["budget_exhausted"] != c.rejected {
+		t.Errorf("WriteJSON round trip: %v, %+v\n%s", err, back, js.String())
+	}
+	t.Logf("report:\n%s", text.String())
+}
+
+func TestRunBatch(t *testing.T) {
+	c, urls := newFakeCluster(t, 2)
+	c.failBatch, c.badBatch = 5, 8
+	cfg := Config{
+		Targets:      urls,
+		Users:        2000,
+		Duration:     time.Second,
+		Rate:         20000,
+		Conns:        2,
+		Pipeline:     4,
+		Batch:        10,
+		RepeatRatio:  0.2,
+		UserPrefix:   c.prefix,
+		DrainTimeout: 10 * time.Second,
+		Audit:        true,
+		Seed:         1,
+	}
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+
+	if rep.Offered != c.grants || rep.Batch != cfg.Batch || c.batches != c.requests {
+		t.Errorf("offered %d grants in requests of %d, but the nodes saw %d grants in %d requests (%d batches)",
+			rep.Offered, rep.Batch, c.grants, c.requests, c.batches)
+	}
+	// Requests are paced at Rate/Batch a second.
+	reqRate := float64(cfg.Rate) / float64(cfg.Batch)
+	if limit := int64(reqRate) + int64(pacerLagMax.Seconds()*reqRate) + 1; c.batches > limit || c.batches < 10 {
+		t.Errorf("%d batch requests in 1s at %v/s, want 10..%d", c.batches, reqRate, limit)
+	}
+	// With Users well above the grants in flight there are always enough
+	// distinct users to fill a batch, and never one twice in it.
+	if c.batchMin != int64(cfg.Batch) || c.batchMax != int64(cfg.Batch) || c.grants != c.batches*int64(cfg.Batch) || c.usersTwice != 0 {
+		t.Errorf("batches of %d..%d grants (%d grants in %d batches), %d users twice in a batch; want all of %d, none twice",
+			c.batchMin, c.batchMax, c.grants, c.batches, c.usersTwice, cfg.Batch)
+	}
+	if c.failedWhole != int64(cfg.Batch) || c.badWhole != int64(cfg.Batch) {
+		t.Errorf("the nodes failed %d and garbled %d grants of whole batches, want %d each", c.failedWhole, c.badWhole, cfg.Batch)
+	}
+	checkCounts(t, c, rep, map[string]int64{"budget_exhausted": c.rejected, "unavailable": c.failed + c.failedWhole,
+		"bad_response": c.badWhole})
+
+	var text bytes.Buffer
+	rep.WriteText(&text)
+	for _, want := range []string{"latency (per request of 10 grants) p50=", "unavailable=", "bad_response=10"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("WriteText lacks %q:\n%s", want, text.String())
+		}
+	}
+	t.Logf("report:\n%s", text.String())
+}
+
+// checkCounts checks what rep counted against what c answered (under
+// c.mu): every grant offered ends up accepted or in errors, errors by code
+// are wantErrors (zeros left out), repeats and new grants match, every new
+// grant was booked and the audit passed.
+func checkCounts(t *testing.T, c *fakeCluster, rep *Report, wantErrors map[string]int64) {
+	t.Helper()
+	if got := rep.Accepted + sumErrors(rep.Errors); got != rep.Offered {
+		t.Errorf("accepted %d + errors %v = %d, want offered %d", rep.Accepted, rep.Errors, got, rep.Offered)
+	}
+	maps.DeleteFunc(wantErrors, func(_ string, n int64) bool { return n == 0 })
+	if c.rejected == 0 || c.malformed != 0 || !maps.Equal(rep.Errors, wantErrors) {
 		t.Errorf("errors %v, want %v (malformed requests: %d)", rep.Errors, wantErrors, c.malformed)
 	}
 	if rep.Accepted != c.ok || rep.Repeats != c.repeats || rep.RepeatsBooked != c.repeatsBooked {
@@ -688,33 +1056,9 @@ func TestRun(t *testing.T) {
 		t.Errorf("latency p50 %v p99 %v p99.9 %v max %v, want positive and ordered",
 			rep.LatencyP50, rep.LatencyP99, rep.LatencyP999, rep.LatencyMax)
 	}
-	if rep.OfferedPerSec <= 0 || rep.BookedPerSec <= 0 || rep.Duration < cfg.Duration {
+	if rep.OfferedPerSec <= 0 || rep.BookedPerSec <= 0 || rep.Duration < time.Second {
 		t.Errorf("offered %v/s booked %v/s over %v", rep.OfferedPerSec, rep.BookedPerSec, rep.Duration)
 	}
-	line := regexp.MustCompile(`^t=\d+s offered=\d+/s accepted=\d+/s booked=(\d+|\?)/s lag=(\d+|\?) p99=\S+ errors=\d+$`)
-	for _, l := range strings.Split(strings.TrimSpace(progress.String()), "\n") {
-		if l != "" && !line.MatchString(l) {
-			t.Errorf("progress line %q does not match %v", l, line)
-		}
-	}
-
-	var text bytes.Buffer
-	rep.WriteText(&text)
-	for _, want := range []string{"offered      ", "budget_exhausted=", "audit        ok", "issued_equals_booked"} {
-		if !strings.Contains(text.String(), want) {
-			t.Errorf("WriteText lacks %q:\n%s", want, text.String())
-		}
-	}
-	var js bytes.Buffer
-	if err := rep.WriteJSON(&js); err != nil {
-		t.Fatal(err)
-	}
-	var back Report
-	if err := json.Unmarshal(js.Bytes(), &back); err != nil || back.Offered != rep.Offered ||
-		back.LatencyP99 != rep.LatencyP99 || back.Audit == nil || back.Errors["budget_exhausted"] != c.rejected {
-		t.Errorf("WriteJSON round trip: %v, %+v\n%s", err, back, js.String())
-	}
-	t.Logf("report:\n%s", text.String())
 }
 
 func TestRunCanceled(t *testing.T) {

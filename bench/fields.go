@@ -5,17 +5,18 @@ import (
 	"unicode/utf8"
 )
 
-// This file reads the few fields the bench needs from each grant response.
-// encoding/json into a struct would allocate and reflect on every one of up
-// to a million responses a second, in the process that is meant to measure
-// the node rather than itself; a scan for `"status":"` was rejected because
-// the same bytes can sit inside another string (an error message). So the
-// top-level members of the object are walked properly and only the ones
-// asked for are kept.
+// This file reads the few fields the bench needs from each grant response,
+// and from each item of a batch grant response. encoding/json into a struct
+// would allocate and reflect on every one of up to a million responses a
+// second, in the process that is meant to measure the node rather than
+// itself; a scan for `"status":"` was rejected because the same bytes can
+// sit inside another string (an error message). So the top-level members of
+// the object (and of each item) are walked properly and only the ones asked
+// for are kept.
 
-// grantFields holds top-level string members of a grant or error response.
-// A member that is absent, or is not a string, is nil. The slices alias the
-// body unless the string held escapes.
+// grantFields holds top-level string members of a grant or error response,
+// or of one item of a batch response. A member that is absent, or is not a
+// string, is nil. The slices alias the body unless the string held escapes.
 type grantFields struct {
 	status []byte
 	code   []byte
@@ -28,41 +29,81 @@ type grantFields struct {
 // agrees with encoding/json: escapes are decoded, invalid UTF-8 becomes
 // U+FFFD, and the last of duplicate members wins.
 func parseGrantFields(body []byte, f *grantFields) bool {
-	*f = grantFields{}
-	i := skipSpace(body, 0)
-	if i >= len(body) || body[i] != '{' {
-		return false
+	next, ok := scanObject(body, skipSpace(body, 0), f, nil)
+	return ok && skipSpace(body, next) == len(body)
+}
+
+// parseBatchResults reads the answer to a batch grant request, a JSON
+// object such as {"results":[{...},{...}]}: it returns items[:0] with the
+// fields of each item of the "results" array appended, in order. It returns
+// false when body is not an object, when its "results" member is absent or
+// is not an array of objects, or when that array holds more than itemsMax
+// items, so that a wrong answer cannot grow items without bound. It is as
+// lenient with skipped values as parseGrantFields, and as faithful to
+// encoding/json on valid JSON: other members are skipped, and of duplicate
+// "results" members the last one counts.
+func parseBatchResults(body []byte, items []grantFields, itemsMax int) ([]grantFields, bool) {
+	results := resultsScan{items: items[:0], itemsMax: itemsMax}
+	var top grantFields // Not asked for: a batch's errors are per item, or a status other than 200.
+	next, ok := scanObject(body, skipSpace(body, 0), &top, &results)
+	if !ok || !results.found || skipSpace(body, next) != len(body) {
+		return results.items[:0], false
 	}
-	i = skipSpace(body, i+1)
-	if i < len(body) && body[i] == '}' {
-		return skipSpace(body, i+1) == len(body)
+	return results.items, true
+}
+
+// resultsScan collects the items of the "results" array of a batch answer.
+type resultsScan struct {
+	items    []grantFields
+	itemsMax int
+	found    bool // The last "results" member was an array of at most itemsMax objects.
+}
+
+// scanObject reads the object at b[i] into f and returns the index after
+// it. When results is not nil, the object's "results" member goes there
+// instead; the items of that array are read by scanObject too. One walk for
+// both was kept because the alternatives measured slower on the single
+// grant path, where this one costs what the walk before batches did: a
+// walker calling back for each member, about 10 ns (4%) a response more,
+// and a helper function for each step, 40 ns (13%).
+func scanObject(b []byte, i int, f *grantFields, results *resultsScan) (next int, ok bool) {
+	*f = grantFields{}
+	if i >= len(b) || b[i] != '{' {
+		return 0, false
+	}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return i + 1, true
 	}
 	for {
-		if i >= len(body) || body[i] != '"' {
-			return false
+		if i >= len(b) || b[i] != '"' {
+			return 0, false
 		}
-		key, next, ok := scanString(body, i)
+		key, next, ok := scanString(b, i)
 		if !ok {
-			return false
+			return 0, false
 		}
-		i = skipSpace(body, next)
-		if i >= len(body) || body[i] != ':' {
-			return false
+		i = skipSpace(b, next)
+		if i >= len(b) || b[i] != ':' {
+			return 0, false
 		}
-		i = skipSpace(body, i+1)
-		if i >= len(body) {
-			return false
+		i = skipSpace(b, i+1)
+		if i >= len(b) {
+			return 0, false
 		}
 		var value []byte
-		if body[i] == '"' {
-			if value, next, ok = scanString(body, i); !ok {
-				return false
-			}
-			if value == nil {
+		switch {
+		case results != nil && string(key) == "results":
+			next, ok = results.scan(b, i)
+		case b[i] == '"':
+			if value, next, ok = scanString(b, i); ok && value == nil {
 				value = []byte{} // An empty string is present, unlike an absent member.
 			}
-		} else if next, ok = skipValue(body, i); !ok {
-			return false
+		default:
+			next, ok = skipValue(b, i)
+		}
+		if !ok {
+			return 0, false
 		}
 		switch string(key) {
 		case "status":
@@ -72,19 +113,64 @@ func parseGrantFields(body []byte, f *grantFields) bool {
 		case "token":
 			f.token = value
 		}
-		i = skipSpace(body, next)
-		if i >= len(body) {
-			return false
+		i = skipSpace(b, next)
+		if i >= len(b) {
+			return 0, false
 		}
-		switch body[i] {
+		switch b[i] {
 		case ',':
-			i = skipSpace(body, i+1)
+			i = skipSpace(b, i+1)
 		case '}':
-			return skipSpace(body, i+1) == len(body)
+			return i + 1, true
 		default:
-			return false
+			return 0, false
 		}
 	}
+}
+
+// scan reads the value at b[i] of a "results" member and returns the index
+// after it. It replaces r.items with the value's items and sets r.found
+// when the value is an array of at most r.itemsMax objects; it skips any
+// other value, which a later "results" member may replace.
+func (r *resultsScan) scan(b []byte, i int) (next int, ok bool) {
+	r.items, r.found = r.items[:0], false
+	if b[i] != '[' {
+		return skipAny(b, i)
+	}
+	j := skipSpace(b, i+1)
+	if j < len(b) && b[j] == ']' {
+		r.found = true
+		return j + 1, true
+	}
+	for len(r.items) < r.itemsMax {
+		r.items = append(r.items, grantFields{})
+		if j, ok = scanObject(b, j, &r.items[len(r.items)-1], nil); !ok {
+			break // Not an object: skipAny finds whether it is JSON at all.
+		}
+		if j = skipSpace(b, j); j >= len(b) {
+			return 0, false
+		}
+		if b[j] == ']' {
+			r.found = true
+			return j + 1, true
+		}
+		if b[j] != ',' {
+			return 0, false
+		}
+		j = skipSpace(b, j+1)
+	}
+	r.items = r.items[:0]
+	return skipAny(b, i)
+}
+
+// skipAny steps over the value at b[i], a string or not, and returns the
+// index after it.
+func skipAny(b []byte, i int) (next int, ok bool) {
+	if b[i] == '"' {
+		_, next, ok = scanString(b, i)
+		return next, ok
+	}
+	return skipValue(b, i)
 }
 
 func skipSpace(b []byte, i int) int {

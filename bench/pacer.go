@@ -25,11 +25,12 @@ type pacer struct {
 	next     atomic.Int64  // The next free slot, as a time.Duration since the start.
 }
 
-// newPacer returns a pacer for rate sends per second. The interval is
-// rounded to the nanosecond, so the achieved rate is within
+// newPacer returns a pacer for rate sends per second, rate > 0; a batch
+// run sends Rate/Batch requests a second, which need not be whole. The
+// interval is rounded to the nanosecond, so the achieved rate is within
 // rate²/2e9 per second of the target (0.01% at 200000/s).
-func newPacer(rate int) *pacer {
-	return &pacer{interval: max(time.Duration(float64(time.Second)/float64(rate)+0.5), 1)}
+func newPacer(rate float64) *pacer {
+	return &pacer{interval: max(time.Duration(float64(time.Second)/rate+0.5), 1)}
 }
 
 // take reserves a slot for a send by a caller whose clock reads now, and

@@ -11,7 +11,8 @@ import (
 	"time"
 )
 
-// Report is what a run measured. Counts cover the whole run, including
+// Report is what a run measured. Counts are of grants, whether they were
+// sent one a request or in batches, and cover the whole run, including
 // responses that arrived after the send window closed.
 type Report struct {
 	// Duration is the send window: from the first request until Config's
@@ -20,16 +21,19 @@ type Report struct {
 	Duration time.Duration `json:"duration_ns"`
 	// Seed is the seed the run used (Config.Seed, or the one picked).
 	Seed uint64 `json:"seed"`
+	// Batch is the number of grants a request held: Config.Batch, or 1
+	// for single grant requests.
+	Batch int `json:"batch"`
 
-	// Offered counts grant requests sent. Every one of them ends up in
-	// Accepted or in Errors: Offered = Accepted + the sum of Errors.
+	// Offered counts grants sent. Every one of them ends up in Accepted or
+	// in Errors: Offered = Accepted + the sum of Errors.
 	Offered int64 `json:"offered"`
-	// Accepted counts 200 responses with status "issued" or "booked" and
-	// a token.
+	// Accepted counts grants answered with status "issued" or "booked"
+	// and a token, in a 200 response or an item of one.
 	Accepted int64 `json:"accepted"`
-	// Repeats counts the Accepted responses to requests that repeated the
-	// grant of a user already granted in this run; Accepted - Repeats new
-	// grants were issued.
+	// Repeats counts the Accepted grants that repeated the grant of a user
+	// already granted in this run; Accepted - Repeats new grants were
+	// issued.
 	Repeats int64 `json:"repeats"`
 	// RepeatsBooked counts the Repeats answered with status "booked"
 	// rather than "issued": the first grant had been booked by then.
@@ -38,11 +42,14 @@ type Report struct {
 	// one of the user's first grant. A node must return the identical
 	// token, so anything but 0 is a bug; Err reports it.
 	TokenMismatches int64 `json:"token_mismatches"`
-	// Errors counts requests that were not accepted, by the response's
-	// error code (such as "budget_exhausted"), or by "http_<status>" when
-	// the response had no code, "bad_response" for a 200 without a status
-	// and token, "timeout" when no response came within
-	// Config.RequestTimeout, and "transport" when the connection failed.
+	// Errors counts grants that were not accepted, by the error code of
+	// their response or batch item (such as "budget_exhausted"), or by
+	// "http_<status>" when the response had no code, "bad_response" for a
+	// 200 without a status and token (or for a batch, without one answer
+	// per grant), "timeout" when no response came within
+	// Config.RequestTimeout, and "transport" when the connection failed. A
+	// batch request that failed as a whole counts once for each of its
+	// grants.
 	Errors map[string]int64 `json:"errors"`
 	// TransportErrorFirst is the text of the first "transport" error, the
 	// only hint at its cause; empty when there was none.
@@ -59,8 +66,9 @@ type Report struct {
 
 	// Latencies run from sending a request until its response arrived,
 	// over every response, accepted or not (timeouts and transport errors
-	// have none). Percentiles are exact to two significant digits and
-	// LatencyMax is exact.
+	// have none). They are per request, not per grant: a batch request's
+	// latency is that of all its grants. Percentiles are exact to two
+	// significant digits and LatencyMax is exact.
 	LatencyP50  time.Duration `json:"latency_p50_ns"`
 	LatencyP99  time.Duration `json:"latency_p99_ns"`
 	LatencyP999 time.Duration `json:"latency_p999_ns"`
@@ -76,6 +84,12 @@ type Report struct {
 	// was 0 on every target (or until DrainTimeout ran out). It includes
 	// the wait for responses still in flight.
 	DrainTime time.Duration `json:"drain_time_ns"`
+	// NodeCPUSeconds is the CPU the targets' processes used from the start
+	// of the run until booking drained (all their work: issuing, booking,
+	// the embedded backends they host). CPUPerGrant is that divided by
+	// BookedTotal.
+	NodeCPUSeconds float64       `json:"node_cpu_seconds"`
+	CPUPerGrant    time.Duration `json:"cpu_per_grant_ns"`
 	// Drained reports whether booking_lag reached 0 on every target.
 	Drained bool `json:"drained"`
 
@@ -127,7 +141,11 @@ func (r *Report) WriteText(w io.Writer) {
 	if r.TransportErrorFirst != "" {
 		fmt.Fprintf(w, "             first transport error: %s\n", r.TransportErrorFirst)
 	}
-	fmt.Fprintf(w, "latency      p50=%s p99=%s p99.9=%s max=%s\n",
+	latency := "latency     "
+	if r.Batch > 1 {
+		latency = fmt.Sprintf("latency (per request of %d grants)", r.Batch)
+	}
+	fmt.Fprintf(w, "%s p50=%s p99=%s p99.9=%s max=%s\n", latency,
 		formatLatency(r.LatencyP50), formatLatency(r.LatencyP99),
 		formatLatency(r.LatencyP999), formatLatency(r.LatencyMax))
 	drained := "drained"
@@ -136,6 +154,10 @@ func (r *Report) WriteText(w io.Writer) {
 	}
 	fmt.Fprintf(w, "booked       %d (%.0f/s over run and drain), %s after %v\n",
 		r.BookedTotal, r.BookedPerSec, drained, r.DrainTime.Round(time.Millisecond))
+	if r.NodeCPUSeconds > 0 {
+		fmt.Fprintf(w, "node cpu     %.1fs, %v per booked grant (issue + book, backends in process included)\n",
+			r.NodeCPUSeconds, r.CPUPerGrant.Round(time.Microsecond/10))
+	}
 	switch {
 	case r.Audit == nil:
 		fmt.Fprintf(w, "audit        not run\n")

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -32,8 +31,9 @@ const (
 	transportBackoff = 50 * time.Millisecond
 )
 
-// Run sends grant requests to cfg.Targets for cfg.Duration, then waits for
-// booking to drain and runs the audit (if cfg.Audit), and reports it all.
+// Run sends grant requests, or batch grant requests when cfg.Batch > 1, to
+// cfg.Targets for cfg.Duration, then waits for booking to drain and runs
+// the audit (if cfg.Audit), and reports it all.
 //
 // Before the first request, Run waits up to cfg.ReadyTimeout for every
 // target to report ready, and fails if one does not; it also fails, without
@@ -46,11 +46,12 @@ const (
 //	t=3s offered=12034/s accepted=11900/s booked=11000/s lag=900 p99=4.1ms errors=0
 //
 // is written each second of the run and the drain. offered and accepted
-// count requests sent and accepted over the last second; booked is the
+// count grants sent and accepted over the last second; booked is the
 // growth of grants_booked summed over targets over the last second; lag is
 // the largest booking_lag any target reports (each reports the cluster's);
-// p99 is over the responses of the last second; errors is the total number
-// of requests not accepted so far. booked and lag are "?" when a target's
+// p99 is over the responses of the last second (to requests, which hold
+// cfg.Batch grants each in batch mode); errors is the total number of
+// grants not accepted so far. booked and lag are "?" when a target's
 // stats could not be read.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	cfg, targets, err := cfg.withDefaults()
@@ -123,6 +124,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	r.fill(rep)
 	rep.BookedTotal = booked.total()
+	rep.NodeCPUSeconds = booked.cpu()
+	if rep.BookedTotal > 0 {
+		rep.CPUPerGrant = time.Duration(rep.NodeCPUSeconds / float64(rep.BookedTotal) * 1e9)
+	}
 	if d := (rep.Duration + rep.DrainTime).Seconds(); d > 0 {
 		rep.BookedPerSec = float64(rep.BookedTotal) / d
 	}
@@ -135,7 +140,7 @@ type run struct {
 	users     *users
 	pacer     *pacer // nil when Rate is 0.
 	bodyHead  []byte // The grant request body up to the user's number.
-	bodyTail  []byte // The rest of it.
+	bodyTail  []byte // The rest of it; a batch request joins such bodies.
 	tokenSeed maphash.Seed
 	workers   []*worker
 
@@ -145,20 +150,28 @@ type run struct {
 }
 
 // worker is one request in flight on one connection, and what it counted.
-// Counters are atomics so that the progress line can read them while the
-// worker runs.
+// Counters count grants, not requests, and are atomics so that the progress
+// line can read them while the worker runs.
 type worker struct {
 	client *fasthttp.PipelineClient // Shared with the connection's other workers.
-	uri    string                   // The target's grant URL.
+	uri    string                   // The target's grant or batch grant URL.
 
 	offered, accepted       atomic.Int64
 	repeats, repeatsBooked  atomic.Int64
 	tokenMismatches, failed atomic.Int64
-	// errors counts failed requests by code; only the worker touches it
-	// while it runs.
+	// errors counts grants that failed, by code; only the worker touches
+	// it while it runs.
 	errors         map[string]int64
-	transportFirst string // The first transport error, for the report.
-	hist           histogram
+	transportFirst string    // The first transport error, for the report.
+	hist           histogram // Latencies of requests, in µs.
+
+	// The request in flight, which only the worker touches: its grants in
+	// the order sent, and in batch mode the users it holds and the fields
+	// of each item of its answer.
+	// Invariant: 1 <= len(offers) <= cfg.Batch.
+	offers []offer
+	seen   map[uint32]struct{}
+	items  []grantFields
 }
 
 func newRun(cfg Config, targets []target, seed uint64) *run {
@@ -169,13 +182,13 @@ func newRun(cfg Config, targets []target, seed uint64) *run {
 		stopCh:    make(chan struct{}),
 	}
 	if cfg.Rate > 0 {
-		r.pacer = newPacer(cfg.Rate)
+		r.pacer = newPacer(float64(cfg.Rate) / float64(cfg.Batch))
 	}
-	prefix, _ := json.Marshal(cfg.UserPrefix)
-	activity, _ := json.Marshal(cfg.ActivityID)
-	scene, _ := json.Marshal(cfg.SceneID)
-	r.bodyHead = fmt.Appendf(nil, `{"app_id":%d,"user_id":%s`, cfg.AppID, prefix[:len(prefix)-1])
-	r.bodyTail = fmt.Appendf(nil, `","activity_id":%s,"scene_id":%s,"rain_id":%d}`, activity, scene, cfg.RainID)
+	r.bodyHead, r.bodyTail = cfg.grantJSON()
+	path := "/v1/grants"
+	if cfg.Batch > 1 {
+		path = "/v1/grants/batch"
+	}
 
 	// One PipelineClient per connection, rather than one per target with
 	// MaxConns, so that each connection has exactly Pipeline requests in
@@ -193,11 +206,17 @@ func newRun(cfg Config, targets []target, seed uint64) *run {
 				Logger:              quietLogger{}, // Failures are counted, and the first one kept.
 			}
 			for range cfg.Pipeline {
-				r.workers = append(r.workers, &worker{
+				w := &worker{
 					client: client,
-					uri:    t.base + "/v1/grants",
+					uri:    t.base + path,
 					errors: make(map[string]int64),
-				})
+					offers: make([]offer, 0, cfg.Batch),
+				}
+				if cfg.Batch > 1 {
+					w.seen = make(map[uint32]struct{}, cfg.Batch)
+					w.items = make([]grantFields, 0, cfg.Batch)
+				}
+				r.workers = append(r.workers, w)
 			}
 		}
 	}
@@ -219,7 +238,6 @@ func (r *run) work(w *worker, rng *rand.Rand) {
 	req.Header.SetContentType("application/json")
 	req.SetRequestURI(w.uri)
 	var body []byte
-	var fields grantFields
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -240,20 +258,19 @@ func (r *run) work(w *worker, rng *rand.Rand) {
 				}
 			}
 		}
-		user, repeat := r.users.pick(rng, r.cfg.RepeatRatio)
-		body = strconv.AppendUint(append(body[:0], r.bodyHead...), uint64(user), 10)
-		body = append(body, r.bodyTail...)
+		body = r.appendRequest(w, rng, body[:0])
 		// DoDeadline takes the body over, so it is set anew each time.
 		req.SetBody(body)
-		w.offered.Add(1)
+		grants := int64(len(w.offers))
+		w.offered.Add(grants)
 		sent := time.Now()
 		err := w.client.DoDeadline(req, resp, sent.Add(r.cfg.RequestTimeout))
 		if err != nil {
 			if isTimeout(err) {
-				w.fail("timeout")
+				w.fail("timeout", grants)
 				continue
 			}
-			w.fail("transport")
+			w.fail("transport", grants)
 			if w.transportFirst == "" {
 				w.transportFirst = err.Error()
 			}
@@ -266,29 +283,83 @@ func (r *run) work(w *worker, rng *rand.Rand) {
 			continue
 		}
 		w.hist.record(uint64(time.Since(sent) / time.Microsecond))
-		r.answer(w, resp, &fields, user, repeat)
+		r.answer(w, resp)
 	}
 }
 
-// answer counts one response to a grant request for user.
-func (r *run) answer(w *worker, resp *fasthttp.Response, f *grantFields, user uint32, repeat bool) {
-	parsed := parseGrantFields(resp.Body(), f)
+// appendRequest picks the grants of w's next request into w.offers and
+// appends the request's body to b.
+func (r *run) appendRequest(w *worker, rng *rand.Rand, b []byte) []byte {
+	if r.cfg.Batch == 1 {
+		user, repeat := r.users.pick(rng, r.cfg.RepeatRatio)
+		w.offers = append(w.offers[:0], offer{user: user, repeat: repeat})
+		return r.appendGrant(b, user)
+	}
+	w.offers = r.users.pickDistinct(rng, r.cfg.RepeatRatio, r.cfg.Batch, w.offers, w.seen)
+	b = append(b, batchHead...)
+	for i, o := range w.offers {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = r.appendGrant(b, o.user)
+	}
+	return append(b, batchTail...)
+}
+
+// appendGrant appends the body of a grant request for user to b.
+func (r *run) appendGrant(b []byte, user uint32) []byte {
+	b = strconv.AppendUint(append(b, r.bodyHead...), uint64(user), 10)
+	return append(b, r.bodyTail...)
+}
+
+// answer counts the response to w's request, grant by grant.
+func (r *run) answer(w *worker, resp *fasthttp.Response) {
+	var f grantFields
 	if status := resp.StatusCode(); status != fasthttp.StatusOK {
-		if parsed && len(f.code) > 0 {
-			w.fail(string(f.code))
+		// The request failed as a whole, and so did each of its grants.
+		grants := int64(len(w.offers))
+		if parseGrantFields(resp.Body(), &f) && len(f.code) > 0 {
+			w.fail(string(f.code), grants)
 		} else {
-			w.fail("http_" + strconv.Itoa(status))
+			w.fail("http_"+strconv.Itoa(status), grants)
 		}
 		return
 	}
+	if r.cfg.Batch == 1 {
+		if !parseGrantFields(resp.Body(), &f) {
+			w.fail("bad_response", 1)
+			return
+		}
+		r.answerGrant(w, &f, w.offers[0])
+		return
+	}
+	items, ok := parseBatchResults(resp.Body(), w.items, len(w.offers))
+	w.items = items
+	if !ok || len(items) != len(w.offers) {
+		// Answers cannot be matched to grants but by their place.
+		w.fail("bad_response", int64(len(w.offers)))
+		return
+	}
+	for i := range items {
+		if code := items[i].code; len(code) > 0 {
+			w.fail(string(code), 1)
+			continue
+		}
+		r.answerGrant(w, &items[i], w.offers[i])
+	}
+}
+
+// answerGrant counts the answer f to grant o that came with a 200: a
+// response, or an item of a batch response that is not an error.
+func (r *run) answerGrant(w *worker, f *grantFields, o offer) {
 	booked := string(f.status) == "booked"
-	if !parsed || len(f.token) == 0 || !(booked || string(f.status) == "issued") {
-		w.fail("bad_response")
+	if len(f.token) == 0 || !(booked || string(f.status) == "issued") {
+		w.fail("bad_response", 1)
 		return
 	}
 	w.accepted.Add(1)
 	tokenHash := maphash.Bytes(r.tokenSeed, f.token) | 1
-	if !repeat && r.users.grant(user, tokenHash) {
+	if !o.repeat && r.users.grant(o.user, tokenHash) {
 		return
 	}
 	// A repeat, or a new attempt that lost a race with another one for the
@@ -297,14 +368,15 @@ func (r *run) answer(w *worker, resp *fasthttp.Response, f *grantFields, user ui
 	if booked {
 		w.repeatsBooked.Add(1)
 	}
-	if !r.users.tokenMatches(user, tokenHash) {
+	if !r.users.tokenMatches(o.user, tokenHash) {
 		w.tokenMismatches.Add(1)
 	}
 }
 
-func (w *worker) fail(code string) {
-	w.errors[code]++
-	w.failed.Add(1)
+// fail counts grants that failed with code.
+func (w *worker) fail(code string, grants int64) {
+	w.errors[code] += grants
+	w.failed.Add(grants)
 }
 
 func isTimeout(err error) bool {
@@ -315,6 +387,7 @@ func isTimeout(err error) bool {
 // fill adds the workers' counts and latencies to rep. The workers must
 // have returned.
 func (r *run) fill(rep *Report) {
+	rep.Batch = r.cfg.Batch
 	rep.Errors = make(map[string]int64)
 	hist := new(histSnapshot)
 	var transportFirst string

@@ -70,6 +70,35 @@ func (u *users) pick(rng *rand.Rand, repeatRatio float64) (user uint32, repeat b
 	return user, u.tokens[user].Load() != 0
 }
 
+// offer is one grant of a request: its user, and whether it repeats the
+// user's accepted grant.
+type offer struct {
+	user   uint32
+	repeat bool
+}
+
+// pickDistinct returns offers[:0] with up to n picks appended, as pick
+// makes them, for distinct users; seen is scratch space, cleared first.
+// A pick of a user already taken is dropped, and after n such picks the
+// batch is cut short, which happens only when the users to repeat are
+// about as few as n. A user is never offered twice in one batch: the node
+// grants a batch's items concurrently, so the second would be a concurrent
+// duplicate, not a repeat.
+func (u *users) pickDistinct(rng *rand.Rand, repeatRatio float64, n int, offers []offer, seen map[uint32]struct{}) []offer {
+	clear(seen)
+	offers = offers[:0]
+	for dropped := 0; len(offers) < n && dropped < n; {
+		user, repeat := u.pick(rng, repeatRatio)
+		if _, ok := seen[user]; ok {
+			dropped++
+			continue
+		}
+		seen[user] = struct{}{}
+		offers = append(offers, offer{user: user, repeat: repeat})
+	}
+	return offers
+}
+
 // randomGranted returns a uniformly chosen user among those granted, or
 // false when there is none yet.
 func (u *users) randomGranted(rng *rand.Rand) (uint32, bool) {

@@ -123,20 +123,26 @@ func (b *Binder) allocate(ctx context.Context) (uint64, error) {
 	defer b.allocMu.Unlock()
 	if b.next == b.end {
 		var start uint64
-		err := b.tikv.Update(ctx, func(txn *transaction.KVTxn) error {
-			raw, err := storage.Get(ctx, txn, storage.ActAllocKey)
-			if err != nil {
-				return err
-			}
-			start = 1
-			if raw != nil {
-				var ok bool
-				if start, ok = storage.ParseActIDValue(raw); !ok {
-					return fmt.Errorf("%w: corrupt %s", storage.ErrUnavailable, storage.ActAllocKey)
+		var err error
+		// Two nodes taking a block at once conflict; the loser reads again.
+		for attempt := 0; attempt < 10; attempt++ {
+			if err = b.tikv.Update(ctx, func(txn *transaction.KVTxn) error {
+				raw, err := storage.Get(ctx, txn, storage.ActAllocKey)
+				if err != nil {
+					return err
 				}
+				start = 1
+				if raw != nil {
+					var ok bool
+					if start, ok = storage.ParseActIDValue(raw); !ok {
+						return fmt.Errorf("%w: corrupt %s", storage.ErrUnavailable, storage.ActAllocKey)
+					}
+				}
+				return txn.Set(storage.ActAllocKey, storage.ActIDValue(start+actBlockSize))
+			}); !errors.Is(err, storage.ErrConflict) {
+				break
 			}
-			return txn.Set(storage.ActAllocKey, storage.ActIDValue(start+actBlockSize))
-		})
+		}
 		if err != nil {
 			return 0, err
 		}

@@ -41,7 +41,9 @@ type leaseHolder struct {
 	fetching       chan struct{}
 	fetchErr       error
 	exhaustedUntil time.Time
-	closing        sync.WaitGroup
+	// closing counts lease closes not yet done; closeAll waits for zero.
+	closing int
+	closed  *sync.Cond // on mu
 }
 
 // activeLease is a lease this node spends.
@@ -57,8 +59,10 @@ type activeLease struct {
 }
 
 func newLeaseHolder(log *slog.Logger, budgetID string, src LeaseSource, owner string, inc uint64, sizeMin, sizeMax int64, clock func() time.Time) *leaseHolder {
-	return &leaseHolder{log: log, budgetID: budgetID, src: src, owner: owner, incarnation: inc,
+	h := &leaseHolder{log: log, budgetID: budgetID, src: src, owner: owner, incarnation: inc,
 		size: sizeMin, sizeMax: max(sizeMax, sizeMin), clock: clock}
+	h.closed = sync.NewCond(&h.mu)
+	return h
 }
 
 // take reserves amount from the current lease, fetching leases as needed.
@@ -140,9 +144,14 @@ func (h *leaseHolder) closeLocked(l *activeLease) {
 	}
 	l.closed = true
 	issued, count := l.acked, l.ackedCount
-	h.closing.Add(1)
+	h.closing++
 	go func() {
-		defer h.closing.Done()
+		defer func() {
+			h.mu.Lock()
+			h.closing--
+			h.closed.Broadcast()
+			h.mu.Unlock()
+		}()
 		for attempt := 0; attempt < 20; attempt++ {
 			err := h.src.CloseLease(h.budgetID, l.id, issued, count)
 			if err == nil {
@@ -204,11 +213,16 @@ func (h *leaseHolder) closeAll(ctx context.Context) {
 	}
 	h.cur, h.next = nil, nil
 	h.exhaustedUntil = h.clock().Add(time.Hour)
-	h.mu.Unlock()
-	done := make(chan struct{})
-	go func() { h.closing.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
+	// Grants still in flight settle (and close their lease) first; a close
+	// that outlives ctx is left to recovery.
+	stop := context.AfterFunc(ctx, func() {
+		h.mu.Lock()
+		h.closed.Broadcast()
+		h.mu.Unlock()
+	})
+	defer stop()
+	for h.closing > 0 && ctx.Err() == nil {
+		h.closed.Wait()
 	}
+	h.mu.Unlock()
 }

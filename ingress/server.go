@@ -22,6 +22,7 @@ import (
 type Stats struct {
 	GrantsIssued, GrantsBooked, BookingLag int64
 	Ready                                  bool
+	CPUSeconds                             float64 // user + system CPU of the process so far
 }
 
 // Server is the fasthttp API of one node.
@@ -130,6 +131,8 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		b = strconv.AppendInt(b, st.BookingLag, 10)
 		b = append(b, `,"ready":`...)
 		b = strconv.AppendBool(b, st.Ready)
+		b = append(b, `,"cpu_seconds":`...)
+		b = strconv.AppendFloat(b, st.CPUSeconds, 'f', 3, 64)
 		writeJSON(ctx, fasthttp.StatusOK, append(b, '}'))
 	case bytes.Equal(path, []byte("/admin/v1/audit")):
 		c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

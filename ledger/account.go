@@ -34,7 +34,38 @@ type Account struct {
 	// Invariant: each equals the sum of the entries in its asset.
 	Balances []Balance
 	Entries  []Entry
-	byLimit  map[string]int // index of Entries by LimitKey, built lazily
+	// Apps are the app identities bound to this account, sorted by app id
+	// then user id. The account is where a binding made by a grant becomes
+	// durable (one key per new user instead of two); Redis's binding index
+	// is rebuilt from it.
+	Apps    []AppUser
+	byLimit map[string]int // index of Entries by LimitKey, built lazily
+}
+
+// AppUser is one app's identity of a user.
+type AppUser struct {
+	AppID  uint32
+	UserID string
+}
+
+func cmpAppUser(a, b AppUser) int {
+	if a.AppID != b.AppID {
+		if a.AppID < b.AppID {
+			return -1
+		}
+		return 1
+	}
+	return cmpString(a.UserID, b.UserID)
+}
+
+// Bind records an app identity of the user and reports whether it is new.
+func (a *Account) Bind(u AppUser) bool {
+	i, found := slices.BinarySearchFunc(a.Apps, u, cmpAppUser)
+	if found {
+		return false
+	}
+	a.Apps = slices.Insert(a.Apps, i, u)
+	return true
 }
 
 // Entry returns the entry booked under limitKey, if any.
@@ -170,13 +201,18 @@ func (a *Account) Check() error {
 			return fmt.Errorf("%w: act %d: postings in %s sum to %d with no balance", ErrInvariant, a.ActID, asset, s)
 		}
 	}
+	for i := 1; i < len(a.Apps); i++ {
+		if cmpAppUser(a.Apps[i-1], a.Apps[i]) >= 0 {
+			return fmt.Errorf("%w: act %d: app identities not sorted and unique", ErrInvariant, a.ActID)
+		}
+	}
 	return nil
 }
 
 // Clone returns a deep copy, so that a prepared change can be dropped.
 func (a *Account) Clone() *Account {
 	c := &Account{ActID: a.ActID, Version: a.Version,
-		Balances: slices.Clone(a.Balances), Entries: slices.Clone(a.Entries)}
+		Balances: slices.Clone(a.Balances), Entries: slices.Clone(a.Entries), Apps: slices.Clone(a.Apps)}
 	return c
 }
 
@@ -202,6 +238,11 @@ func MarshalAccount(dst []byte, a *Account) []byte {
 		dst = appendVarint(dst, e.BookedAt)
 		dst = appendUvarint(dst, e.LeaseID)
 	}
+	dst = appendUvarint(dst, uint64(len(a.Apps)))
+	for _, u := range a.Apps {
+		dst = appendUvarint(dst, uint64(u.AppID))
+		dst = appendString(dst, u.UserID)
+	}
 	return dst
 }
 
@@ -223,6 +264,14 @@ func UnmarshalAccount(src []byte) (*Account, error) {
 			AwardType: d.string("award_type"), Asset: Asset(d.string("asset")),
 			Amount: d.varint("amount"), BookedAt: d.varint("booked_at"), LeaseID: d.uvarint("lease_id"),
 		})
+	}
+	na := d.count("apps")
+	for i := 0; i < na && d.err == nil; i++ {
+		app := d.uvarint("app_id")
+		if app > 1<<32-1 {
+			d.fail("app_id range")
+		}
+		a.Apps = append(a.Apps, AppUser{AppID: uint32(app), UserID: d.string("user_id")})
 	}
 	if err := d.end(); err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"math"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -271,5 +272,30 @@ func TestAccountAttribute(t *testing.T) {
 	}
 	if err := a.Check(); err != nil {
 		t.Errorf("after Attribute: Check() = %v", err)
+	}
+}
+
+func TestAccountBindAndRoundTrip(t *testing.T) {
+	a := &ledger.Account{ActID: 9}
+	for _, u := range []ledger.AppUser{{2, "b"}, {1, "z"}, {2, "a"}, {1, "z"}} {
+		a.Bind(u)
+	}
+	want := []ledger.AppUser{{1, "z"}, {2, "a"}, {2, "b"}}
+	if !reflect.DeepEqual(a.Apps, want) {
+		t.Fatalf("Apps = %v, want %v (sorted, unique)", a.Apps, want)
+	}
+	if a.Bind(ledger.AppUser{AppID: 2, UserID: "a"}) {
+		t.Error("Bind of a bound identity reported new")
+	}
+	b, err := ledger.UnmarshalAccount(ledger.MarshalAccount(nil, a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(b.Apps, want) {
+		t.Errorf("round trip Apps = %v, want %v", b.Apps, want)
+	}
+	a.Apps = []ledger.AppUser{{2, "a"}, {1, "z"}}
+	if _, err := ledger.UnmarshalAccount(ledger.MarshalAccount(nil, a)); !errors.Is(err, ledger.ErrInvariant) {
+		t.Errorf("unsorted apps: err = %v, want ErrInvariant", err)
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"time"
 )
 
 // Registry holds named metrics in registration order.
@@ -165,4 +167,20 @@ func (r *Registry) WriteText(w io.Writer) {
 			e.write(w, name, e.labels)
 		}
 	}
+}
+
+// ProcessCPUSeconds returns the user and system CPU time this process has
+// used.
+func ProcessCPUSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// FloatGaugeFunc registers a gauge read at scrape time, as a float.
+func (r *Registry) FloatGaugeFunc(name, help string, fn func() float64, labels ...string) {
+	r.add(entry{name: name, help: help, kind: "gauge", labels: Labels(labels...),
+		write: func(w io.Writer, n, l string) { fmt.Fprintf(w, "%s%s %s\n", n, l, formatFloat(fn())) }})
 }

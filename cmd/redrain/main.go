@@ -162,6 +162,7 @@ func benchCmd(args []string) error {
 	rate := fs.Int("rate", 0, "grants/s to offer over all targets; 0 = flat out")
 	conns := fs.Int("conns", 64, "connections per target")
 	pipeline := fs.Int("pipeline", 16, "requests in flight per connection")
+	batch := fs.Int("batch", 0, "grants per request through POST /v1/grants/batch (0: one grant per POST /v1/grants)")
 	repeat := fs.Float64("repeat", 0.1, "fraction of requests that repeat an already granted user (negative: none)")
 	activity := fs.String("activity", "demo", "activity id")
 	scene := fs.String("scene", "rain", "scene id")
@@ -179,7 +180,7 @@ func benchCmd(args []string) error {
 	defer cancel()
 	r, err := bench.Run(ctx, bench.Config{
 		Targets: list(*targets), Users: *users, Duration: *duration, Rate: *rate, Conns: *conns,
-		Pipeline: *pipeline, RepeatRatio: *repeat, AppID: uint32(*app), ActivityID: *activity,
+		Pipeline: *pipeline, Batch: *batch, RepeatRatio: *repeat, AppID: uint32(*app), ActivityID: *activity,
 		SceneID: *scene, RainID: *rain, UserPrefix: *prefix, DrainTimeout: *drain, Audit: *audit,
 		Progress: os.Stderr,
 	})

@@ -1,0 +1,438 @@
+package reconcile_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tikv/client-go/v2/txnkv/transaction"
+
+	"redrain/ledger"
+	"redrain/reconcile"
+	"redrain/storage"
+	"redrain/storage/storagetest"
+	"redrain/tokens"
+)
+
+const (
+	noOverspend   = "no_overspend"
+	exactlyOnce   = "exactly_once"
+	doubleEntry   = "double_entry"
+	conservation  = "budget_conservation"
+	postings      = "balances_match_postings"
+	matchesTokens = "bookings_match_tokens"
+)
+
+var allChecks = []string{noOverspend, exactlyOnce, doubleEntry, conservation, postings, matchesTokens}
+
+func run(t *testing.T, kv *storage.TiKV) *reconcile.Report {
+	t.Helper()
+	r, err := reconcile.Run(context.Background(), kv)
+	if err != nil {
+		t.Fatalf("reconcile.Run: %v", err)
+	}
+	return r
+}
+
+func text(r *reconcile.Report) string {
+	var b strings.Builder
+	r.WriteText(&b)
+	return b.String()
+}
+
+func check(t *testing.T, r *reconcile.Report, name string) *reconcile.Check {
+	t.Helper()
+	for _, c := range r.Checks {
+		if c.Name == name {
+			return c
+		}
+	}
+	t.Fatalf("report has no check %s:\n%s", name, text(r))
+	return nil
+}
+
+func TestHealthyStore(t *testing.T) {
+	t.Parallel()
+	kv := storagetest.TiKV(t, "")
+	writeHealthy(t, kv)
+	r := run(t, kv)
+	if !r.OK {
+		t.Fatalf("healthy store: report not OK:\n%s", text(r))
+	}
+	var names []string
+	for _, c := range r.Checks {
+		names = append(names, c.Name)
+	}
+	if !slices.Equal(names, allChecks) {
+		t.Errorf("checks = %v, want %v", names, allChecks)
+	}
+	var bookedAmount int64
+	for act := uint64(1); act <= usersCount; act++ {
+		bookedAmount += amountOf(act)
+	}
+	var closedIssued int64
+	for act := uint64(1); act <= 5; act++ {
+		closedIssued += amountOf(act)
+	}
+	want := reconcile.Budget{ID: budgetID, Asset: string(asset), Total: budgetTotal,
+		Remaining: budgetTotal - 15_000 + (10_000 - closedIssued), LeasedOpen: 5_000, Issued: closedIssued,
+		Booked: bookedAmount, BookedCount: usersCount, OpenLeases: 1, Leases: 2}
+	if len(r.Budgets) != 1 || r.Budgets[0] != want {
+		t.Errorf("budgets = %+v, want [%+v]", r.Budgets, want)
+	}
+	if r.Accounts != usersCount || r.Entries != usersCount || r.PendingAttribution != 0 {
+		t.Errorf("accounts %d, entries %d, pending %d; want %d, %d, 0", r.Accounts, r.Entries, r.PendingAttribution, usersCount, usersCount)
+	}
+	out := text(r)
+	if !strings.HasPrefix(out, "redrain reconcile: OK\n") || strings.Contains(out, "FAIL") {
+		t.Errorf("WriteText of a healthy store:\n%s", out)
+	}
+	var decoded reconcile.Report
+	if err := json.Unmarshal(r.JSON(), &decoded); err != nil || !decoded.OK || len(decoded.Checks) != len(allChecks) {
+		t.Errorf("JSON() = %s: decoded ok=%v (%v)", r.JSON(), decoded.OK, err)
+	}
+}
+
+func TestEmptyStore(t *testing.T) {
+	t.Parallel()
+	r := run(t, storagetest.TiKV(t, ""))
+	if !r.OK || r.Accounts != 0 || len(r.Budgets) != 0 {
+		t.Fatalf("empty store:\n%s", text(r))
+	}
+}
+
+// TestViolations corrupts one thing per case in a fresh healthy store and
+// checks that the named check fails with a violation that says what is
+// wrong, in the report, its text and its JSON.
+func TestViolations(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cases := []struct {
+		name    string
+		corrupt func(t *testing.T, txn *transaction.KVTxn) error
+		// fail are the checks that must fail, each with a violation that
+		// contains all the texts given; ok are checks that must still pass.
+		// Checks in neither may fail as a consequence.
+		fail map[string][]string
+		ok   []string
+	}{{
+		// An account that fails its own check cannot be read at all, so its
+		// balances and entries are missing from the sums as well: double
+		// entry and the booking count fail with it.
+		name: "tampered balance",
+		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+			a := getAccount(ctx, t, txn, 3)
+			a.Balances[0].Amount++
+			return putAll(txn, a)
+		},
+		// The reason is the ledger's; the record's key is reconcile's.
+		fail: map[string][]string{postings: {`account "rr/acct/0000000000000003"`, "31", "30"}},
+		ok:   []string{noOverspend, conservation, matchesTokens},
+	}, {
+		name: "extra hot detail",
+		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+			h := &ledger.HotDetail{BudgetID: budgetID, Amount: 50, Count: 1,
+				Leases: []ledger.LeaseUse{{LeaseID: openLease, Amount: 50, Count: 1}}}
+			return txn.Set(storage.HotKey(budgetID, txn.StartTS(), 7), ledger.MarshalHotDetail(nil, h))
+		},
+		fail: map[string][]string{
+			doubleEntry: {"cash: all accounts sum to -50, want 0"},
+			exactlyOnce: {fmt.Sprintf("accounts hold %d bookings but budgets were debited for %d", usersCount, usersCount+1)},
+		},
+		ok: []string{noOverspend, conservation, postings, matchesTokens},
+	}, {
+		// A budget record that breaks its own invariant does not decode;
+		// the budget's hot account is then missing from the other checks.
+		name: "leased beyond total",
+		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+			b := getBudget(ctx, t, txn)
+			b.Total = b.Leased - b.Returned - 1
+			return putAll(txn, b)
+		},
+		fail: map[string][]string{noOverspend: {`budget "rr/budget/demo/cash"`, "5149", "15000", "9850"}},
+		ok:   []string{postings, matchesTokens},
+	}, {
+		name: "open lease overspent",
+		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+			// Booked under lease 2 beyond its amount, with the matching
+			// accounts: only the lease's bound is broken.
+			h := &ledger.HotDetail{BudgetID: budgetID}
+			for act := uint64(100); act < 103; act++ {
+				g := grantOf(act, openLease)
+				g.Amount = 2_000
+				a := &ledger.Account{ActID: act}
+				if _, err := a.Book(&g, 3); err != nil {
+					return err
+				}
+				if err := h.Add(&g); err != nil {
+					return err
+				}
+				if err := putAll(txn, a); err != nil {
+					return err
+				}
+			}
+			return txn.Set(storage.HotKey(budgetID, txn.StartTS(), 7), ledger.MarshalHotDetail(nil, h))
+		},
+		fail: map[string][]string{noOverspend: {"budget demo/cash open lease 2: booked 6210 > leased 5000"}},
+		ok:   []string{exactlyOnce, doubleEntry, conservation, postings, matchesTokens},
+	}, {
+		name: "closed lease issued differs from booked",
+		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+			// The budget stays consistent with the lease: only issued =
+			// booked is broken.
+			b, l := getBudget(ctx, t, txn), getLease(ctx, t, txn, closedLease)
+			l.Issued -= 10
+			b.Returned += 10
+			return putAll(txn, b, l)
+		},
+		fail: map[string][]string{conservation: {"budget demo/cash lease 1: issued 140 (5 grants) but booked 150 (5 grants)"}},
+		ok:   []string{noOverspend, exactlyOnce, doubleEntry, postings, matchesTokens},
+	}, {
+		name: "budget total not conserved",
+		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+			b := getBudget(ctx, t, txn)
+			b.Returned -= 100 // the closed lease's unspent part half lost
+			return putAll(txn, b)
+		},
+		fail: map[string][]string{conservation: {"budget demo/cash: total 1000000 != remaining 994750 + open leases 5000 + issued 150"}},
+		ok:   []string{noOverspend, exactlyOnce, doubleEntry, postings, matchesTokens},
+	}, {
+		name: "out_trade_no not derived from its key",
+		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+			a := getAccount(ctx, t, txn, 4)
+			a.Entries[0].OutTradeNo = tokens.OutTradeNo("forged")
+			return putAll(txn, a)
+		},
+		fail: map[string][]string{matchesTokens: {"act 4: entry 4_rain_1_formal out_trade_no " + tokens.OutTradeNo("forged") + " does not derive from its key"}},
+		ok:   []string{noOverspend, exactlyOnce, doubleEntry, conservation, postings},
+	}, {
+		name: "malformed out_trade_no",
+		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+			a := getAccount(ctx, t, txn, 4)
+			a.Entries[0].OutTradeNo = "not-hex"
+			return putAll(txn, a)
+		},
+		fail: map[string][]string{matchesTokens: {`act 4: entry 4_rain_1_formal has a malformed out_trade_no "not-hex"`}},
+		ok:   []string{noOverspend, exactlyOnce, doubleEntry, conservation, postings},
+	}, {
+		name: "same out_trade_no in two accounts",
+		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+			a, b := getAccount(ctx, t, txn, 6), getAccount(ctx, t, txn, 7)
+			b.Entries[0].OutTradeNo = a.Entries[0].OutTradeNo
+			return putAll(txn, b)
+		},
+		fail: map[string][]string{
+			exactlyOnce:   {"out_trade_no " + grantOfOTN(6) + " booked twice"},
+			matchesTokens: {"act 7: entry 7_rain_1_formal out_trade_no " + grantOfOTN(6) + " does not derive from its key"},
+		},
+		ok: []string{noOverspend, doubleEntry, conservation, postings},
+	}, {
+		name: "booked under a lease that does not exist",
+		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+			// Move user 8's booking from lease 2 to lease 9 in its detail's
+			// place: a detail of its own, and lease 2's share taken back.
+			h := &ledger.HotDetail{BudgetID: budgetID, Amount: 0, Count: 0, Leases: []ledger.LeaseUse{
+				{LeaseID: openLease, Amount: -amountOf(8), Count: -1}, {LeaseID: 9, Amount: amountOf(8), Count: 1}}}
+			return txn.Set(storage.HotKey(budgetID, txn.StartTS(), 7), ledger.MarshalHotDetail(nil, h))
+		},
+		fail: map[string][]string{conservation: {"budget demo/cash: 80 booked under lease 9 which does not exist"}},
+		ok:   []string{noOverspend, exactlyOnce, doubleEntry, postings, matchesTokens},
+	}}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			kv := storagetest.TiKV(t, "")
+			writeHealthy(t, kv)
+			update(t, kv, func(txn *transaction.KVTxn) error { return tc.corrupt(t, txn) })
+			r := run(t, kv)
+			out := text(r)
+			if r.OK {
+				t.Fatalf("report OK after corruption:\n%s", out)
+			}
+			for name, want := range tc.fail {
+				c := check(t, r, name)
+				says := func(v string) bool {
+					return !slices.ContainsFunc(want, func(w string) bool { return !strings.Contains(v, w) })
+				}
+				if c.OK || !slices.ContainsFunc(c.Violations, says) {
+					t.Errorf("check %s: ok=%v violations %q, want one containing %q", name, c.OK, c.Violations, want)
+				}
+				if !strings.Contains(c.Detail, "violations; ") {
+					t.Errorf("check %s: detail %q does not count its violations", name, c.Detail)
+				}
+				if !strings.Contains(out, "[FAIL] "+name) || !strings.Contains(out, want[0]) {
+					t.Errorf("WriteText does not show FAIL for %s with %q:\n%s", name, want[0], out)
+				}
+			}
+			for _, name := range tc.ok {
+				if c := check(t, r, name); !c.OK {
+					t.Errorf("check %s failed, want it unaffected: %q", name, c.Violations)
+				}
+			}
+			if !strings.HasPrefix(out, "redrain reconcile: VIOLATIONS FOUND\n") {
+				t.Errorf("WriteText verdict:\n%s", out)
+			}
+			var decoded struct {
+				OK     bool `json:"ok"`
+				Checks []struct {
+					Name       string   `json:"name"`
+					OK         bool     `json:"ok"`
+					Violations []string `json:"violations"`
+				} `json:"checks"`
+			}
+			if err := json.Unmarshal(r.JSON(), &decoded); err != nil {
+				t.Fatalf("JSON() does not decode: %v: %s", err, r.JSON())
+			}
+			if decoded.OK {
+				t.Errorf("JSON() ok = true: %s", r.JSON())
+			}
+			for _, c := range decoded.Checks {
+				if _, failing := tc.fail[c.Name]; failing && (c.OK || len(c.Violations) == 0) {
+					t.Errorf("JSON() check %s = %+v, want not ok with violations", c.Name, c)
+				}
+			}
+			if t.Failed() {
+				t.Logf("report:\n%s", out)
+			}
+		})
+	}
+}
+
+func grantOfOTN(act uint64) string {
+	g := grantOf(act, openLease)
+	return g.OutTradeNo()
+}
+
+// TestViolationsShownBounded: a store with many violations lists a bounded
+// number of examples but counts them all.
+func TestViolationsShownBounded(t *testing.T) {
+	t.Parallel()
+	kv := storagetest.TiKV(t, "")
+	writeHealthy(t, kv)
+	const forged = 30
+	update(t, kv, func(txn *transaction.KVTxn) error {
+		for act := uint64(1000); act < 1000+forged; act++ {
+			g := grantOf(act, openLease)
+			a := &ledger.Account{ActID: act}
+			if _, err := a.Book(&g, 3); err != nil {
+				return err
+			}
+			a.Entries[0].OutTradeNo = tokens.OutTradeNo(fmt.Sprint("forged-", act))
+			if err := putAll(txn, a); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	r := run(t, kv)
+	c := check(t, r, matchesTokens)
+	if c.OK || len(c.Violations) != 20 || !strings.HasPrefix(c.Detail, fmt.Sprintf("%d violations; ", forged)) {
+		t.Errorf("check %s: %d violations listed, detail %q; want 20 listed of %d", c.Name, len(c.Violations), c.Detail, forged)
+	}
+}
+
+// TestConsistentSnapshot audits a store while writers change it the way a
+// live node does (a lease taken, grants booked under it, the lease closed,
+// each in one transaction): every audit must pass, because the store is
+// consistent after every commit.
+func TestConsistentSnapshot(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const liveAmount = 7
+	kv := storagetest.TiKV(t, "")
+	writeHealthy(t, kv)
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var writes atomic.Int64
+	errs := make(chan error, 1)
+	wg.Go(func() {
+		for act := uint64(10_000); !stop.Load(); act++ {
+			// Take a lease.
+			var lease uint64
+			err := kv.Update(ctx, func(txn *transaction.KVTxn) error {
+				b, err := readBudget(ctx, txn)
+				if err != nil {
+					return err
+				}
+				l := b.TakeLease(1_000, "n-live", 2)
+				lease = l.ID
+				b.Version++
+				return putAll(txn, b, l)
+			})
+			if err == nil {
+				// Book one grant under it.
+				err = kv.Update(ctx, func(txn *transaction.KVTxn) error {
+					g := grantOf(act, lease)
+					g.Amount = liveAmount
+					a := &ledger.Account{ActID: act}
+					if _, err := a.Book(&g, 3); err != nil {
+						return err
+					}
+					h := &ledger.HotDetail{}
+					if err := h.Add(&g); err != nil {
+						return err
+					}
+					if err := txn.Set(storage.HotKey(budgetID, txn.StartTS(), 0), ledger.MarshalHotDetail(nil, h)); err != nil {
+						return err
+					}
+					return putAll(txn, a)
+				})
+			}
+			if err == nil {
+				// Close it with what was booked.
+				err = kv.Update(ctx, func(txn *transaction.KVTxn) error {
+					b, err := readBudget(ctx, txn)
+					if err != nil {
+						return err
+					}
+					raw, err := storage.Get(ctx, txn, storage.LeaseKey(budgetID, lease))
+					if err != nil {
+						return err
+					}
+					l, err := ledger.UnmarshalLease(raw)
+					if err != nil {
+						return err
+					}
+					if err := b.CloseLease(l, liveAmount, 1); err != nil {
+						return err
+					}
+					b.Version++
+					return putAll(txn, b, l)
+				})
+			}
+			if err != nil {
+				errs <- err
+				return
+			}
+			writes.Add(1)
+		}
+	})
+	defer func() { stop.Store(true); wg.Wait() }()
+	audits := 0
+	for deadline := time.Now().Add(1500 * time.Millisecond); time.Now().Before(deadline) || writes.Load() < 20; audits++ {
+		select {
+		case err := <-errs:
+			t.Fatalf("writer: %v", err)
+		default:
+		}
+		if r := run(t, kv); !r.OK {
+			t.Fatalf("audit %d during %d writes: violations in a consistent store:\n%s", audits, writes.Load(), text(r))
+		}
+	}
+	t.Logf("%d audits during %d lease cycles", audits, writes.Load())
+}
+
+// readBudget is getBudget for goroutines other than the test's.
+func readBudget(ctx context.Context, txn *transaction.KVTxn) (*ledger.Budget, error) {
+	raw, err := storage.Get(ctx, txn, storage.BudgetKey(budgetID))
+	if err != nil {
+		return nil, err
+	}
+	return ledger.UnmarshalBudget(raw)
+}

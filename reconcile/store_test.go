@@ -1,0 +1,164 @@
+package reconcile_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/tikv/client-go/v2/txnkv/transaction"
+
+	"redrain/actors"
+	"redrain/campaign"
+	"redrain/ledger"
+	"redrain/storage"
+	"redrain/tokens"
+)
+
+// The healthy store every test starts from, written with the ledger's own
+// rules in the layout booking uses: a funded budget, a closed lease whose
+// grants are booked, an open lease with some grants booked, one hot detail
+// per booking batch, and each user's account (with its app identity).
+var (
+	budgetID = campaign.BudgetID("demo", "cash")
+	asset    = ledger.Asset("cash")
+)
+
+const (
+	budgetTotal = 1_000_000
+	closedLease = uint64(1) // amount 10_000, users 1-5 booked under it, then closed
+	openLease   = uint64(2) // amount 5_000, users 6-8 booked under it
+	usersCount  = 8
+)
+
+// amountOf is user act's packet.
+func amountOf(act uint64) int64 { return int64(act) * 10 }
+
+func grantOf(act, lease uint64) ledger.Grant {
+	return ledger.Grant{AppID: 1, ActID: act, UserID: fmt.Sprintf("u-%d", act), ActivityID: "demo",
+		SceneID: "rain", RainID: 1, Stage: tokens.StageFormal, AwardType: "cash", Asset: asset,
+		Amount: amountOf(act), BudgetID: budgetID, LeaseID: lease, OpenTime: 1, IssuedAt: 2}
+}
+
+// writeHealthy fills an empty store.
+func writeHealthy(t testing.TB, kv *storage.TiKV) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := actors.EnsureBudget(ctx, kv, &ledger.Budget{ID: budgetID, Asset: asset, Total: budgetTotal}); err != nil {
+		t.Fatalf("EnsureBudget: %v", err)
+	}
+	// One transaction per step, as the budget grain and the booker write.
+	update(t, kv, func(txn *transaction.KVTxn) error {
+		b := getBudget(ctx, t, txn)
+		l1 := b.TakeLease(10_000, "n-test", 1)
+		l2 := b.TakeLease(5_000, "n-test", 1)
+		if l1.ID != closedLease || l2.ID != openLease {
+			return fmt.Errorf("leases %d and %d, want %d and %d", l1.ID, l2.ID, closedLease, openLease)
+		}
+		b.Version++
+		return putAll(txn, b, l1, l2)
+	})
+	book(t, kv, closedLease, 1, 2, 3, 4, 5)
+	book(t, kv, openLease, 6, 7, 8)
+	update(t, kv, func(txn *transaction.KVTxn) error {
+		b := getBudget(ctx, t, txn)
+		l := getLease(ctx, t, txn, closedLease)
+		var issued int64
+		for act := uint64(1); act <= 5; act++ {
+			issued += amountOf(act)
+		}
+		if err := b.CloseLease(l, issued, 5); err != nil {
+			return err
+		}
+		b.Version++
+		return putAll(txn, b, l)
+	})
+}
+
+// book books one batch: the users' accounts and bindings and one hot
+// detail, in one transaction.
+func book(t testing.TB, kv *storage.TiKV, lease uint64, acts ...uint64) {
+	t.Helper()
+	update(t, kv, func(txn *transaction.KVTxn) error {
+		h := &ledger.HotDetail{BudgetID: budgetID}
+		for _, act := range acts {
+			g := grantOf(act, lease)
+			a := &ledger.Account{ActID: act}
+			if ok, err := a.Book(&g, 3); err != nil || !ok {
+				return fmt.Errorf("book %+v: %v, %v", g, ok, err)
+			}
+			a.Bind(ledger.AppUser{AppID: g.AppID, UserID: g.UserID})
+			a.Version++
+			if err := h.Add(&g); err != nil {
+				return err
+			}
+			if err := txn.Set(storage.AccountKey(act), ledger.MarshalAccount(nil, a)); err != nil {
+				return err
+			}
+		}
+		return txn.Set(storage.HotKey(budgetID, txn.StartTS(), 0), ledger.MarshalHotDetail(nil, h))
+	})
+}
+
+func update(t testing.TB, kv *storage.TiKV, fn func(txn *transaction.KVTxn) error) {
+	t.Helper()
+	if err := kv.Update(context.Background(), fn); err != nil {
+		t.Fatalf("write the store: %v", err)
+	}
+}
+
+// putAll writes budgets, leases, hot details and accounts.
+func putAll(txn *transaction.KVTxn, recs ...any) error {
+	for _, r := range recs {
+		var err error
+		switch r := r.(type) {
+		case *ledger.Budget:
+			err = txn.Set(storage.BudgetKey(r.ID), ledger.MarshalBudget(nil, r))
+		case *ledger.Lease:
+			err = txn.Set(storage.LeaseKey(r.BudgetID, r.ID), ledger.MarshalLease(nil, r))
+		case *ledger.Account:
+			err = txn.Set(storage.AccountKey(r.ActID), ledger.MarshalAccount(nil, r))
+		default:
+			err = fmt.Errorf("putAll: %T", r)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func getRaw(ctx context.Context, t testing.TB, txn *transaction.KVTxn, key []byte) []byte {
+	t.Helper()
+	raw, err := storage.Get(ctx, txn, key)
+	if err != nil || raw == nil {
+		t.Fatalf("read %s: %v (found %v)", key, err, raw != nil)
+	}
+	return raw
+}
+
+func getBudget(ctx context.Context, t testing.TB, txn *transaction.KVTxn) *ledger.Budget {
+	t.Helper()
+	b, err := ledger.UnmarshalBudget(getRaw(ctx, t, txn, storage.BudgetKey(budgetID)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func getLease(ctx context.Context, t testing.TB, txn *transaction.KVTxn, id uint64) *ledger.Lease {
+	t.Helper()
+	l, err := ledger.UnmarshalLease(getRaw(ctx, t, txn, storage.LeaseKey(budgetID, id)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func getAccount(ctx context.Context, t testing.TB, txn *transaction.KVTxn, act uint64) *ledger.Account {
+	t.Helper()
+	a, err := ledger.UnmarshalAccount(getRaw(ctx, t, txn, storage.AccountKey(act)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}

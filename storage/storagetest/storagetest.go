@@ -1,0 +1,109 @@
+// Package storagetest starts real backends for tests: redis-server from the
+// system (installed by `make test`), and the embedded Kafka broker and TiKV
+// test cluster under a test's temporary directory. Every server listens on
+// 127.0.0.1 and stops when the test ends.
+package storagetest
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"redrain/storage"
+)
+
+// portsLow and portsHigh bound the ports tried for servers that cannot take
+// port 0: fixed ports above 32767 collide with client sockets here.
+const portsLow, portsHigh = 20000, 32767
+
+// Redis starts a redis-server on a free loopback port (no persistence) and
+// returns its address. The test fails if redis-server is not installed.
+func Redis(t testing.TB) string {
+	t.Helper()
+	path, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server not found (make test installs it): %v", err)
+	}
+	for attempt := 0; attempt < 20; attempt++ {
+		port := portsLow + rand.IntN(portsHigh-portsLow)
+		if !free(port) {
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		cmd := exec.Command(path, "--bind", "127.0.0.1", "--port", strconv.Itoa(port),
+			"--save", "", "--appendonly", "no", "--protected-mode", "no")
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("start redis-server: %v", err)
+		}
+		if waitPing(addr, 5*time.Second) {
+			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+			return addr
+		}
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}
+	t.Fatal("could not start redis-server on a free port")
+	return ""
+}
+
+func free(port int) bool {
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return false
+	}
+	_ = l.Close()
+	return true
+}
+
+func waitPing(addr string, within time.Duration) bool {
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	defer c.Close()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		err := c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
+}
+
+// TiKV opens the embedded TiKV test cluster under dir (t.TempDir() when
+// empty) and closes it when the test ends.
+func TiKV(t testing.TB, dir string) *storage.TiKV {
+	t.Helper()
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	kv, err := storage.OpenTiKV(nil, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = kv.Close() })
+	return kv
+}
+
+// Kafka starts the embedded broker under dir (t.TempDir() when empty) with
+// the grant topic created with partitions partitions.
+func Kafka(t testing.TB, dir string, partitions int32) *storage.Kafka {
+	t.Helper()
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	k, err := storage.OpenKafka(nil, dir, partitions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	return k
+}

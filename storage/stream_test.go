@@ -1,0 +1,329 @@
+package storage_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"redrain/ledger"
+	"redrain/storage"
+	"redrain/storage/storagetest"
+	"redrain/tokens"
+)
+
+// testGrant is a grant with every field set, distinct per act_id.
+func testGrant(actID uint64) ledger.Grant {
+	return ledger.Grant{
+		AppID:      uint32(actID%7 + 1),
+		ActID:      actID,
+		UserID:     fmt.Sprintf("user/%d", actID),
+		ActivityID: "demo",
+		SceneID:    "rain",
+		RainID:     actID%3 + 1,
+		Stage:      tokens.Stage(actID % 3),
+		AwardType:  "cash",
+		Asset:      "CNY",
+		Amount:     int64(actID%200 + 1),
+		BudgetID:   "demo.cash",
+		LeaseID:    actID%5 + 1,
+		OpenTime:   1_800_000_000_000,
+		IssuedAt:   1_800_000_000_000 + int64(actID),
+	}
+}
+
+// streamRecord is one record of the grant topic as a consumer sees it.
+type streamRecord struct {
+	partition int32
+	offset    int64
+	grants    []ledger.Grant
+}
+
+// readGrantTopic reads every record of the grant topic with a plain sarama
+// consumer, up to each partition's high water mark, and decodes it.
+func readGrantTopic(t *testing.T, brokers []string, partitions int32) []streamRecord {
+	t.Helper()
+	client, err := sarama.NewClient(brokers, storage.SaramaConfig("redrain-test-reader"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	got, err := client.Partitions(storage.GrantTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != int(partitions) {
+		t.Fatalf("topic %s has %d partitions, want %d", storage.GrantTopic, len(got), partitions)
+	}
+	consumer, err := sarama.NewConsumerFromClient(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer consumer.Close()
+	var out []streamRecord
+	for p := range partitions {
+		hwm, err := client.GetOffset(storage.GrantTopic, p, sarama.OffsetNewest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hwm == 0 {
+			continue
+		}
+		pc, err := consumer.ConsumePartition(storage.GrantTopic, p, sarama.OffsetOldest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		timeout := time.After(30 * time.Second)
+		for done := false; !done; {
+			select {
+			case m := <-pc.Messages():
+				gs, err := ledger.DecodeGrantRecord(nil, m.Value)
+				if err != nil {
+					t.Fatalf("partition %d offset %d: %v", p, m.Offset, err)
+				}
+				out = append(out, streamRecord{partition: m.Partition, offset: m.Offset, grants: gs})
+				done = m.Offset >= hwm-1
+			case err := <-pc.Errors():
+				t.Fatalf("partition %d: %v", p, err)
+			case <-timeout:
+				t.Fatalf("partition %d: records up to offset %d not read within 30s", p, hwm-1)
+			}
+		}
+		if err := pc.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// checkExactlyOnce checks that the records hold every grant of want exactly
+// once, unchanged, each in the partition PartitionOf names.
+func checkExactlyOnce(t *testing.T, records []streamRecord, want map[uint64]ledger.Grant, partitions int32) {
+	t.Helper()
+	seen := make(map[uint64]int, len(want))
+	for _, r := range records {
+		for _, g := range r.grants {
+			seen[g.ActID]++
+			w, ok := want[g.ActID]
+			if !ok {
+				t.Errorf("partition %d offset %d: grant of act_id %d was never written", r.partition, r.offset, g.ActID)
+				continue
+			}
+			if g != w {
+				t.Errorf("grant of act_id %d read back as %+v, want %+v", g.ActID, g, w)
+			}
+			if p := storage.PartitionOf(g.ActID, partitions); r.partition != p {
+				t.Errorf("grant of act_id %d in partition %d, want PartitionOf = %d", g.ActID, r.partition, p)
+			}
+		}
+	}
+	for id := range want {
+		if seen[id] != 1 {
+			t.Errorf("grant of act_id %d appears %d times, want once", id, seen[id])
+		}
+	}
+}
+
+func TestGrantWriterConcurrent(t *testing.T) {
+	const partitions = 8
+	const writers, perWriter = 64, 60
+	k := storagetest.Kafka(t, "", partitions)
+	w, err := storage.NewGrantWriter(k.Brokers, partitions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make(map[uint64]ledger.Grant, writers*perWriter)
+	for id := uint64(1); id <= writers*perWriter; id++ {
+		want[id] = testGrant(id)
+	}
+	var wg sync.WaitGroup
+	for wr := range writers {
+		wg.Go(func() {
+			for i := range perWriter {
+				// Dense act_ids, interleaved over the writers.
+				g := testGrant(uint64(i*writers + wr + 1))
+				if err := w.Write(&g); err != nil {
+					t.Errorf("Write(act_id %d) = %v", g.ActID, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	g := testGrant(1)
+	if err := w.Write(&g); !errors.Is(err, storage.ErrStreamClosed) {
+		t.Errorf("Write after Close = %v, want ErrStreamClosed", err)
+	}
+	if t.Failed() {
+		return
+	}
+
+	records := readGrantTopic(t, k.Brokers, partitions)
+	checkExactlyOnce(t, records, want, partitions)
+	// Group commit: 64 writers each wait for their ack, a partition has at
+	// most two records in flight, so while acks are outstanding the other
+	// writers of a partition (about 8 of them) join its next record. This
+	// follows from the bound on records in flight, not from timing: a
+	// record per grant would need every writer to find its partition idle.
+	maxGrants := 0
+	for _, r := range records {
+		maxGrants = max(maxGrants, len(r.grants))
+	}
+	if maxGrants < 2 {
+		t.Errorf("%d records for %d grants, none holds more than one: no group commit", len(records), len(want))
+	}
+	t.Logf("%d grants in %d records, at most %d in one", len(want), len(records), maxGrants)
+
+	t.Run("kcat", func(t *testing.T) { checkWithKcat(t, k.Brokers[0], partitions, records) })
+}
+
+// checkWithKcat reads the topic with librdkafka's kcat, a client that
+// shares no code with sarama or the broker.
+func checkWithKcat(t *testing.T, broker string, partitions int32, records []streamRecord) {
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		t.Skip("kcat not on PATH (make test installs it)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, kcat, "-b", broker, "-L", "-t", storage.GrantTopic)
+	cmd.Stderr = &stderr
+	meta, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("kcat -L: %v\n%s", err, stderr.String())
+	}
+	m := regexp.MustCompile(`topic "` + regexp.QuoteMeta(storage.GrantTopic) + `" with (\d+) partitions`).FindSubmatch(meta)
+	if m == nil {
+		t.Fatalf("kcat -L does not list topic %s:\n%s", storage.GrantTopic, meta)
+	}
+	if n, _ := strconv.Atoi(string(m[1])); n != int(partitions) {
+		t.Errorf("kcat -L: topic %s with %d partitions, want %d", storage.GrantTopic, n, partitions)
+	}
+	if n := len(regexp.MustCompile(`(?m)^\s+partition \d+, leader`).FindAll(meta, -1)); n != int(partitions) {
+		t.Errorf("kcat -L lists %d partitions, want %d:\n%s", n, partitions, meta)
+	}
+
+	stderr.Reset()
+	cmd = exec.CommandContext(ctx, kcat, "-b", broker, "-C", "-t", storage.GrantTopic, "-e", "-q", "-f", `%p %o\n`)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("kcat -C: %v\n%s", err, stderr.String())
+	}
+	type at struct {
+		p int32
+		o int64
+	}
+	seen := make(map[at]int)
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) != 2 {
+			t.Fatalf("kcat -C line %q, want \"partition offset\"", sc.Text())
+		}
+		p, err1 := strconv.ParseInt(f[0], 10, 32)
+		o, err2 := strconv.ParseInt(f[1], 10, 64)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("kcat -C line %q", sc.Text())
+		}
+		seen[at{int32(p), o}]++
+	}
+	if len(seen) != len(records) {
+		t.Errorf("kcat -C read %d distinct records, sarama %d", len(seen), len(records))
+	}
+	for _, r := range records {
+		if seen[at{r.partition, r.offset}] != 1 {
+			t.Errorf("kcat -C saw partition %d offset %d %d times, want once", r.partition, r.offset, seen[at{r.partition, r.offset}])
+		}
+	}
+}
+
+// TestKafkaEmbeddedPersists restarts the embedded broker on the same data
+// dir: the topic and every acknowledged record are still there, and opening
+// it again (the topic exists) is not an error.
+func TestKafkaEmbeddedPersists(t *testing.T) {
+	const partitions = 4
+	dir := t.TempDir()
+	k := storagetest.Kafka(t, dir, partitions)
+	w, err := storage.NewGrantWriter(k.Brokers, partitions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make(map[uint64]ledger.Grant)
+	var wg sync.WaitGroup
+	for wr := range 8 {
+		wg.Go(func() {
+			for i := range 25 {
+				g := testGrant(uint64(1000 + i*8 + wr))
+				if err := w.Write(&g); err != nil {
+					t.Errorf("Write(act_id %d) = %v", g.ActID, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for id := uint64(1000); id < 1000+8*25; id++ {
+		want[id] = testGrant(id)
+	}
+	before := readGrantTopic(t, k.Brokers, partitions)
+	checkExactlyOnce(t, before, want, partitions)
+	k.Close()
+
+	k2, err := storage.OpenKafka(nil, dir, partitions)
+	if err != nil {
+		t.Fatalf("OpenKafka on the existing dir: %v", err)
+	}
+	defer k2.Close()
+	if !k2.Embedded() {
+		t.Error("OpenKafka(nil, dir).Embedded() = false")
+	}
+	after := readGrantTopic(t, k2.Brokers, partitions)
+	checkExactlyOnce(t, after, want, partitions)
+	if len(after) != len(before) {
+		t.Errorf("%d records after the restart, %d before", len(after), len(before))
+	}
+
+	// The restarted broker takes new records after the old ones.
+	w2, err := storage.NewGrantWriter(k2.Brokers, partitions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := testGrant(5000)
+	if err := w2.Write(&g); err != nil {
+		t.Fatal(err)
+	}
+	if err := w2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want[5000] = g
+	checkExactlyOnce(t, readGrantTopic(t, k2.Brokers, partitions), want, partitions)
+}
+
+func TestOpenKafkaUnreachable(t *testing.T) {
+	k, err := storage.OpenKafka([]string{"127.0.0.1:1"}, t.TempDir(), 1)
+	if err == nil {
+		k.Close()
+		t.Fatal("OpenKafka(127.0.0.1:1) succeeded")
+	}
+	if !errors.Is(err, storage.ErrUnavailable) {
+		t.Fatalf("OpenKafka(127.0.0.1:1) = %v, want ErrUnavailable", err)
+	}
+}

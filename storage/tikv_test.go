@@ -1,0 +1,293 @@
+package storage_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/tikv/client-go/v2/txnkv/transaction"
+
+	"redrain/storage"
+	"redrain/storage/storagetest"
+)
+
+// put writes key = value in its own transaction.
+func put(t *testing.T, kv *storage.TiKV, kvs ...string) {
+	t.Helper()
+	err := kv.Update(context.Background(), func(txn *transaction.KVTxn) error {
+		for i := 0; i < len(kvs); i += 2 {
+			if err := txn.Set([]byte(kvs[i]), []byte(kvs[i+1])); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// get reads key in a fresh transaction; nil when missing.
+func get(t *testing.T, kv *storage.TiKV, key string) []byte {
+	t.Helper()
+	var v []byte
+	err := kv.Update(context.Background(), func(txn *transaction.KVTxn) error {
+		var err error
+		v, err = storage.Get(context.Background(), txn, []byte(key))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestTiKVUpdateCommits(t *testing.T) {
+	kv := storagetest.TiKV(t, "")
+	ctx := context.Background()
+	if !kv.Embedded {
+		t.Error("storagetest.TiKV is not embedded")
+	}
+	put(t, kv, "rr/test/a", "1", "rr/test/b", "2")
+	if v := get(t, kv, "rr/test/a"); string(v) != "1" {
+		t.Fatalf("Get(rr/test/a) = %q, want 1", v)
+	}
+	err := kv.Update(ctx, func(txn *transaction.KVTxn) error {
+		m, err := storage.BatchGet(ctx, txn, [][]byte{[]byte("rr/test/a"), []byte("rr/test/b"), []byte("rr/test/none")})
+		if err != nil {
+			return err
+		}
+		if len(m) != 2 || string(m["rr/test/a"]) != "1" || string(m["rr/test/b"]) != "2" {
+			t.Errorf("BatchGet = %q, want a=1, b=2 and no missing key", m)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// fn's error rolls back and is returned as is.
+	errMine := errors.New("mine")
+	err = kv.Update(ctx, func(txn *transaction.KVTxn) error {
+		if err := txn.Set([]byte("rr/test/a"), []byte("rolled back")); err != nil {
+			return err
+		}
+		return errMine
+	})
+	if !errors.Is(err, errMine) {
+		t.Fatalf("Update with fn failing = %v, want fn's error", err)
+	}
+	if v := get(t, kv, "rr/test/a"); string(v) != "1" {
+		t.Fatalf("after a failed Update, Get(rr/test/a) = %q, want 1", v)
+	}
+
+	// Delete commits too.
+	err = kv.Update(ctx, func(txn *transaction.KVTxn) error { return txn.Delete([]byte("rr/test/b")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := get(t, kv, "rr/test/b"); v != nil {
+		t.Fatalf("Get of a deleted key = %q, want nil", v)
+	}
+}
+
+func TestTiKVGetMissing(t *testing.T) {
+	kv := storagetest.TiKV(t, "")
+	ctx := context.Background()
+	err := kv.Update(ctx, func(txn *transaction.KVTxn) error {
+		v, err := storage.Get(ctx, txn, []byte("rr/test/missing"))
+		if v != nil || err != nil {
+			t.Errorf("Get(missing) = %q, %v; want nil, nil", v, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTiKVConflict runs two transactions that both read a key and then
+// write it: the one that commits second must fail with ErrConflict, and the
+// key holds what the first wrote. Every write in redrain is conditional on
+// what it read; this is what makes that true.
+func TestTiKVConflict(t *testing.T) {
+	kv := storagetest.TiKV(t, "")
+	ctx := context.Background()
+	const key = "rr/test/version"
+	put(t, kv, key, "v0")
+
+	type result struct {
+		name string
+		err  error
+	}
+	run := func(name string, read chan<- string, proceed <-chan struct{}, done chan<- result) {
+		err := kv.Update(ctx, func(txn *transaction.KVTxn) error {
+			v, err := storage.Get(ctx, txn, []byte(key))
+			if err != nil {
+				return err
+			}
+			read <- string(v)
+			<-proceed
+			return txn.Set([]byte(key), []byte(string(v)+"+"+name))
+		})
+		done <- result{name, err}
+	}
+	readA, readB := make(chan string, 1), make(chan string, 1)
+	goA, goB := make(chan struct{}), make(chan struct{})
+	done := make(chan result, 2)
+	go run("A", readA, goA, done)
+	go run("B", readB, goB, done)
+	// Both have read v0 before either writes.
+	if a, b := <-readA, <-readB; a != "v0" || b != "v0" {
+		t.Fatalf("reads = %q, %q; want v0, v0", a, b)
+	}
+	close(goA)
+	first := <-done
+	close(goB)
+	second := <-done
+	if first.name != "A" || first.err != nil {
+		t.Fatalf("first commit %s = %v, want A to succeed", first.name, first.err)
+	}
+	if !errors.Is(second.err, storage.ErrConflict) {
+		t.Fatalf("second commit %s = %v, want ErrConflict", second.name, second.err)
+	}
+	if errors.Is(second.err, storage.ErrUnavailable) {
+		t.Errorf("a conflict also reads as ErrUnavailable: %v", second.err)
+	}
+	if v := get(t, kv, key); string(v) != "v0+A" {
+		t.Fatalf("after the conflict %s = %q, want the winner's v0+A", key, v)
+	}
+	// The loser retries as the contract says, reads the winner's value, and
+	// commits.
+	err := kv.Update(ctx, func(txn *transaction.KVTxn) error {
+		v, err := storage.Get(ctx, txn, []byte(key))
+		if err != nil {
+			return err
+		}
+		return txn.Set([]byte(key), append(v, "+B"...))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := get(t, kv, key); string(v) != "v0+A+B" {
+		t.Fatalf("after the retry %s = %q, want v0+A+B", key, v)
+	}
+}
+
+func TestTiKVScan(t *testing.T) {
+	kv := storagetest.TiKV(t, "")
+	ctx := context.Background()
+	prefix := []byte("rr/hot/b1/")
+	var want []string
+	var kvs []string
+	for i := range 300 {
+		// Binary, big-endian suffixes like HotKey's: scan order is byte order.
+		k := string(storage.HotKey("b1", uint64(299-i)<<8, uint32(i)))
+		kvs = append(kvs, k, fmt.Sprint(i))
+	}
+	// Neighbours outside the prefix on both sides, and a key that starts
+	// with the prefix's bytes but a longer budget id.
+	kvs = append(kvs, "rr/hot/b1", "x", "rr/hot/b0/z", "x", "rr/hot/b1\xff", "x", "rr/hot/b10/a", "x", "rr/hot/b2/", "x")
+	put(t, kv, kvs...)
+	for i := 0; i < 600; i += 2 {
+		want = append(want, kvs[i])
+	}
+	slices.Sort(want)
+
+	var got []string
+	err := kv.Scan(ctx, prefix, storage.PrefixEnd(prefix), func(k, v []byte) (bool, error) {
+		if !bytes.HasPrefix(k, prefix) {
+			t.Errorf("Scan over %q returned %q", prefix, k)
+		}
+		got = append(got, string(k))
+		return true, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("Scan over %q returned %d keys, want %d", prefix, len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("Scan key #%d = %q, want %q (byte order)", i, got[i], want[i])
+		}
+	}
+
+	// fn returning false stops the scan; its error is returned.
+	n := 0
+	err = kv.Scan(ctx, prefix, storage.PrefixEnd(prefix), func(k, v []byte) (bool, error) {
+		n++
+		return n < 10, nil
+	})
+	if err != nil || n != 10 {
+		t.Fatalf("Scan stopped after %d keys, %v; want 10, nil", n, err)
+	}
+	errStop := errors.New("stop")
+	err = kv.Scan(ctx, prefix, storage.PrefixEnd(prefix), func(k, v []byte) (bool, error) { return true, errStop })
+	if !errors.Is(err, errStop) {
+		t.Fatalf("Scan with fn failing = %v, want fn's error", err)
+	}
+
+	// An empty range calls nothing.
+	err = kv.Scan(ctx, []byte("rr/none/"), storage.PrefixEnd([]byte("rr/none/")), func(k, v []byte) (bool, error) {
+		t.Errorf("Scan of an empty prefix returned %q", k)
+		return true, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTiKVEmbeddedPersists closes the embedded store and opens it again on
+// the same dir: what was committed is there, and new commits work.
+func TestTiKVEmbeddedPersists(t *testing.T) {
+	dir := t.TempDir()
+	kv, err := storage.OpenTiKV(nil, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, kv, string(storage.AccountKey(1)), "acct-1", string(storage.BudgetKey("b/1")), "budget")
+	put(t, kv, string(storage.AccountKey(1)), "acct-1-v2") // a second version
+	if err := kv.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	kv2, err := storage.OpenTiKV(nil, dir)
+	if err != nil {
+		t.Fatalf("OpenTiKV on the same dir: %v", err)
+	}
+	defer kv2.Close()
+	if v := get(t, kv2, string(storage.AccountKey(1))); string(v) != "acct-1-v2" {
+		t.Fatalf("after reopen, account = %q, want acct-1-v2", v)
+	}
+	if v := get(t, kv2, string(storage.BudgetKey("b/1"))); string(v) != "budget" {
+		t.Fatalf("after reopen, budget = %q, want budget", v)
+	}
+	// Writes after the reopen are ordered after the old ones: a new
+	// read-modify-write sees the latest value.
+	err = kv2.Update(context.Background(), func(txn *transaction.KVTxn) error {
+		v, err := storage.Get(context.Background(), txn, storage.AccountKey(1))
+		if err != nil {
+			return err
+		}
+		return txn.Set(storage.AccountKey(1), append(v, "+v3"...))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := get(t, kv2, string(storage.AccountKey(1))); string(v) != "acct-1-v2+v3" {
+		t.Fatalf("after reopen and update, account = %q, want acct-1-v2+v3", v)
+	}
+	var keys []string
+	err = kv2.Scan(context.Background(), []byte("rr/"), storage.PrefixEnd([]byte("rr/")), func(k, v []byte) (bool, error) {
+		keys = append(keys, string(k))
+		return true, nil
+	})
+	if err != nil || len(keys) != 2 {
+		t.Fatalf("Scan after reopen = %q, %v; want the two keys", keys, err)
+	}
+}
