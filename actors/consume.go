@@ -28,6 +28,7 @@ func (b *Booker) Run(ctx context.Context) error {
 		return fmt.Errorf("%w: consumer group: %v", storage.ErrUnavailable, err)
 	}
 	defer group.Close()
+	go b.commitLoop(ctx)
 	h := &claimHandler{b: b}
 	for ctx.Err() == nil {
 		if err := group.Consume(ctx, []string{storage.GrantTopic}, h); err != nil && ctx.Err() == nil {
@@ -42,6 +43,81 @@ func (b *Booker) Run(ctx context.Context) error {
 }
 
 type claimHandler struct{ b *Booker }
+
+// groupReq is one partition's batch waiting for a shared transaction.
+type groupReq struct {
+	grants []ledger.Grant
+	done   chan error
+}
+
+// bookGrouped books a partition's batch in the next shared transaction.
+func (b *Booker) bookGrouped(ctx context.Context, grants []ledger.Grant) error {
+	r := &groupReq{grants: grants, done: make(chan error, 1)}
+	select {
+	case b.group <- r:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		// The session ended; the claim will not reuse grants, and offsets
+		// are committed only after done, so nothing is marked.
+		return ctx.Err()
+	}
+}
+
+// commitLoop books what every claimed partition has gathered in one
+// transaction: group commit across partitions. Measured: with each of 8
+// partitions committing on its own, transactions averaged 6 grants (9947
+// for 61k grants) and their fixed costs dominated booking. The first batch
+// after a quiet spell goes alone at once; a backlog shares transactions.
+func (b *Booker) commitLoop(ctx context.Context) {
+	var reqs []*groupReq
+	var merged []ledger.Grant
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-b.group:
+			reqs = append(reqs[:0], r)
+		}
+		n := len(reqs[0].grants)
+	fill:
+		for n < bookBatchMax {
+			select {
+			case r := <-b.group:
+				reqs = append(reqs, r)
+				n += len(r.grants)
+			default:
+				break fill
+			}
+		}
+		if len(reqs) == 1 {
+			_, err := b.Book(ctx, reqs[0].grants)
+			reqs[0].done <- err
+			continue
+		}
+		merged = merged[:0]
+		for _, r := range reqs {
+			merged = append(merged, r.grants...)
+		}
+		_, err := b.Book(ctx, merged)
+		if isMoneyErr(err) {
+			// Book each partition's batch alone: only the one that breaks
+			// an invariant stops.
+			for _, r := range reqs {
+				_, e := b.Book(ctx, r.grants)
+				r.done <- e
+			}
+			continue
+		}
+		for _, r := range reqs {
+			r.done <- err
+		}
+	}
+}
 
 func (h *claimHandler) Setup(sarama.ConsumerGroupSession) error   { return nil }
 func (h *claimHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
@@ -110,7 +186,7 @@ func (h *claimHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 func (h *claimHandler) book(sess sarama.ConsumerGroupSession, grants []ledger.Grant, last *sarama.ConsumerMessage) bool {
 	b, ctx := h.b, sess.Context()
 	for {
-		_, err := b.Book(ctx, grants)
+		err := b.bookGrouped(ctx, grants)
 		if err == nil {
 			break
 		}
