@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 
 	"github.com/asynkron/protoactor-go/actor"
 	pcluster "github.com/asynkron/protoactor-go/cluster"
@@ -40,6 +41,15 @@ func (g *budgetGrain) Receive(ctx actor.Context) {
 	}
 	var reply *wrapperspb.BytesValue
 	var err error
+	// A panic is logged with its stack and fails the request; the grain
+	// keeps no memory (every operation reads the budget in its transaction),
+	// so nothing is reset behind anyone's back.
+	defer func() {
+		if r := recover(); r != nil {
+			g.log.Error("budget grain panic", "panic", r, "stack", string(debug.Stack()))
+			ctx.Respond(failure(fmt.Errorf("budget grain panic: %v", r)))
+		}
+	}()
 	switch m.Value[0] {
 	case msgTakeLease:
 		reply, err = g.takeLease(m.Value[1:])

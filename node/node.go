@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,7 +43,10 @@ type Config struct {
 	ConfigFile string   // campaign config; empty = the demo campaign
 	Partitions int32    // of the grant topic when it is created
 	Seeds      []string // cluster membership addresses of other members
-	Log        *slog.Logger
+	// ClusterAddr is this member's membership address (host:port); the
+	// default 127.0.0.1:0 picks a port (fine for one member).
+	ClusterAddr string
+	Log         *slog.Logger
 }
 
 // Node is a running redrain process.
@@ -139,8 +143,12 @@ func Start(cfg Config) (n *Node, err error) {
 	clock := time.Now
 	n.booker = actors.NewBooker(actors.BookerConfig{Log: n.log, TiKV: n.tikv, Redis: n.pipe,
 		Brokers: n.kafka.Brokers, Partitions: cfg.Partitions, Metrics: n.Metrics, Clock: clock})
-	n.member, err = cluster.Start(cluster.Config{Seeds: cfg.Seeds, Kinds: actors.Kinds(n.log, n.tikv, clock),
-		Logger: n.log.With("component", "cluster")})
+	host, port, err := splitHostPort(cfg.ClusterAddr)
+	if err != nil {
+		return nil, fmt.Errorf("node: cluster address %q: %w", cfg.ClusterAddr, err)
+	}
+	n.member, err = cluster.Start(cluster.Config{Host: host, ManagePort: port, Seeds: cfg.Seeds,
+		Kinds: actors.Kinds(n.log, n.tikv, clock), Logger: n.log.With("component", "cluster")})
 	if err != nil {
 		return nil, err
 	}
@@ -234,6 +242,25 @@ func awaitPlacement(c *pcluster.Cluster, kinds ...string) error {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// splitHostPort reads host:port; empty means 127.0.0.1:0.
+func splitHostPort(addr string) (string, int, error) {
+	if addr == "" {
+		return "127.0.0.1", 0, nil
+	}
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", p)
+	}
+	if h == "" {
+		h = "127.0.0.1"
+	}
+	return h, port, nil
 }
 
 func describe(addrs []string, embedded bool) string {

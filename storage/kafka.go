@@ -29,19 +29,30 @@ type Kafka struct {
 // exists with partitions partitions. Topics are always created explicitly:
 // the embedded broker forgets auto-created topics on kill -9.
 func OpenKafka(brokers []string, dir string, partitions int32) (*Kafka, error) {
-	k := &Kafka{Brokers: brokers}
 	if len(brokers) == 0 {
-		kdir := filepath.Join(dir, "kafka")
-		if err := os.MkdirAll(kdir, 0o755); err != nil {
-			return nil, fmt.Errorf("storage: %w", err)
-		}
-		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DataDir(kdir),
-			kfake.GroupMinSessionTimeout(time.Second))
-		if err != nil {
-			return nil, fmt.Errorf("%w: embedded kafka in %s: %v", ErrUnavailable, kdir, err)
-		}
-		k.embedded, k.Brokers = c, c.ListenAddrs()
+		return StartBroker(dir, 0, partitions)
 	}
+	k := &Kafka{Brokers: brokers}
+	if err := k.ensureTopic(partitions); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// StartBroker starts the embedded broker on 127.0.0.1:port (0 = any) with
+// its log under dir/kafka, and creates the grant topic if needed.
+func StartBroker(dir string, port int, partitions int32) (*Kafka, error) {
+	k := &Kafka{}
+	kdir := filepath.Join(dir, "kafka")
+	if err := os.MkdirAll(kdir, 0o755); err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	c, err := kfake.NewCluster(kfake.Ports(port), kfake.DataDir(kdir),
+		kfake.GroupMinSessionTimeout(time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("%w: embedded kafka in %s: %v", ErrUnavailable, kdir, err)
+	}
+	k.embedded, k.Brokers = c, c.ListenAddrs()
 	if err := k.ensureTopic(partitions); err != nil {
 		k.Close()
 		return nil, err

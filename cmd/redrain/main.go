@@ -19,6 +19,7 @@ import (
 	"redrain/node"
 	"redrain/reconcile"
 	"redrain/storage"
+	"redrain/storage/devstack"
 )
 
 const usage = `usage: redrain <command> [flags]
@@ -27,6 +28,7 @@ commands:
   serve      run a node (embedded Kafka, TiKV and Redis unless pointed at servers)
   reconcile  audit the store of record against every invariant
   bench      drive a node or cluster with grants and audit the result
+  dev        run the backends several nodes share (development only)
 
 Run 'redrain <command> -h' for its flags.
 `
@@ -44,6 +46,8 @@ func main() {
 		err = reconcileCmd(os.Args[2:])
 	case "bench":
 		err = benchCmd(os.Args[2:])
+	case "dev":
+		err = devCmd(os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
@@ -98,7 +102,8 @@ func serve(args []string) error {
 	httpAddr := fs.String("http", ":8080", "HTTP listen address")
 	config := fs.String("config", "", "campaign config file (default: the built-in demo campaign)")
 	partitions := fs.Int("partitions", storage.GrantPartitionsDefault, "partitions of the grant topic when it is created")
-	seeds := fs.String("cluster-seeds", "", "membership addresses of other cluster members, comma-separated")
+	seeds := fs.String("cluster-seeds", "", "membership addresses (host:port) of the other cluster members, comma-separated")
+	clusterAddr := fs.String("cluster-addr", "127.0.0.1:0", "this member's membership address (host:port) that other members list in --cluster-seeds")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	_ = fs.Parse(args)
 	var level slog.Level
@@ -107,7 +112,7 @@ func serve(args []string) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	n, err := node.Start(node.Config{DataDir: b.dataDir, HTTP: *httpAddr, Kafka: list(b.kafka), PD: list(b.pd),
-		Redis: b.redis, ConfigFile: *config, Partitions: int32(*partitions), Seeds: list(*seeds), Log: log})
+		Redis: b.redis, ConfigFile: *config, Partitions: int32(*partitions), Seeds: list(*seeds), ClusterAddr: *clusterAddr, Log: log})
 	if err != nil {
 		return err
 	}
@@ -198,5 +203,26 @@ func benchCmd(args []string) error {
 		fmt.Fprintf(os.Stderr, "redrain bench: %v\n", err)
 		return exitError(1)
 	}
+	return nil
+}
+
+func devCmd(args []string) error {
+	fs := flag.NewFlagSet("dev", flag.ExitOnError)
+	dataDir := fs.String("data-dir", "./dev-data", "directory of the stack's data (and its chosen ports)")
+	partitions := fs.Int("partitions", storage.GrantPartitionsDefault, "partitions of the grant topic when it is created")
+	_ = fs.Parse(args)
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	s, err := devstack.Start(devstack.Config{DataDir: *dataDir, Partitions: int32(*partitions), Log: log})
+	if err != nil {
+		return err
+	}
+	log.Info("development stack running (NOT FOR PRODUCTION); start nodes with the flags on stdout",
+		"data_dir", *dataDir, "redis", s.RedisKind)
+	fmt.Println(s.Flags())
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	log.Info("stopping", "signal", (<-sig).String())
+	s.Close()
+	log.Info("stopped")
 	return nil
 }
