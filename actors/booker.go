@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -45,6 +46,7 @@ type Booker struct {
 	brokers    []string
 	partitions int32
 	group      chan *groupReq // partitions' batches for the shared transaction
+	claims     atomic.Pointer[[]int32]
 	mu         sync.Mutex
 	broken     error // a record that cannot be decoded stops booking
 }
@@ -61,8 +63,12 @@ type BookerConfig struct {
 }
 
 // Kinds returns the grain kinds a member hosts.
-func Kinds(log *slog.Logger, tikv *storage.TiKV, clock func() time.Time) []*pcluster.Kind {
-	return []*pcluster.Kind{newUserKind(log, clock), newBudgetKind(log, tikv)}
+// counts (may be nil) follows how many grains of each kind are alive here.
+func Kinds(log *slog.Logger, tikv *storage.TiKV, clock func() time.Time, counts *GrainCounts) []*pcluster.Kind {
+	if counts == nil {
+		counts = &GrainCounts{}
+	}
+	return []*pcluster.Kind{newUserKind(log, clock, &counts.User), newBudgetKind(log, tikv, &counts.Budget)}
 }
 
 // NewBooker builds a booker; Attach gives it the cluster once it started.

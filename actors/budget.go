@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"sync/atomic"
 
 	"github.com/asynkron/protoactor-go/actor"
 	pcluster "github.com/asynkron/protoactor-go/cluster"
@@ -25,8 +26,8 @@ type budgetGrain struct {
 	tikv *storage.TiKV
 }
 
-func newBudgetKind(log *slog.Logger, tikv *storage.TiKV) *pcluster.Kind {
-	props := actor.PropsFromProducer(func() actor.Actor { return &budgetGrain{log: log, tikv: tikv} })
+func newBudgetKind(log *slog.Logger, tikv *storage.TiKV, live *atomic.Int64) *pcluster.Kind {
+	props := actor.PropsFromProducer(func() actor.Actor { return &budgetGrain{log: log, tikv: tikv} }, countGrains(live))
 	return pcluster.NewKind(KindBudget, props)
 }
 

@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -119,8 +120,25 @@ func (b *Booker) commitLoop(ctx context.Context) {
 	}
 }
 
-func (h *claimHandler) Setup(sarama.ConsumerGroupSession) error   { return nil }
-func (h *claimHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+func (h *claimHandler) Setup(sess sarama.ConsumerGroupSession) error {
+	parts := append([]int32(nil), sess.Claims()[storage.GrantTopic]...)
+	slices.Sort(parts)
+	h.b.claims.Store(&parts)
+	return nil
+}
+
+func (h *claimHandler) Cleanup(sarama.ConsumerGroupSession) error {
+	h.b.claims.Store(&[]int32{})
+	return nil
+}
+
+// Claims returns the grant topic partitions this node books now.
+func (b *Booker) Claims() []int32 {
+	if p := b.claims.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
 
 // ConsumeClaim books one partition. It takes what has arrived, up to
 // bookBatchMax grants, books it, commits, and repeats: one record alone is

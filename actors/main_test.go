@@ -49,7 +49,7 @@ func runTests(m *testing.M) int {
 	}
 	defer env.tikv.Close()
 	env.member, err = cluster.Start(cluster.Config{Name: "actors-test",
-		Kinds: actors.Kinds(env.log, env.tikv, time.Now), Logger: env.log})
+		Kinds: actors.Kinds(env.log, env.tikv, time.Now, nil), Logger: env.log})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -11,13 +11,36 @@ package actors
 
 import (
 	"encoding/binary"
+	"sync/atomic"
+
 	"errors"
 	"fmt"
+	"github.com/asynkron/protoactor-go/actor"
 
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"redrain/ledger"
 )
+
+// GrainCounts are the grains of each kind alive on this member.
+type GrainCounts struct {
+	User, Budget atomic.Int64
+}
+
+// countGrains keeps n equal to the live actors built from the props.
+func countGrains(n *atomic.Int64) actor.PropsOption {
+	return actor.WithReceiverMiddleware(func(next actor.ReceiverFunc) actor.ReceiverFunc {
+		return func(c actor.ReceiverContext, env *actor.MessageEnvelope) {
+			switch env.Message.(type) {
+			case *actor.Started:
+				n.Add(1)
+			case *actor.Stopped:
+				n.Add(-1)
+			}
+			next(c, env)
+		}
+	})
+}
 
 // Grain kinds.
 const (

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -28,8 +29,8 @@ type userGrain struct {
 	clock  func() time.Time
 }
 
-func newUserKind(log *slog.Logger, clock func() time.Time) *pcluster.Kind {
-	props := actor.PropsFromProducer(func() actor.Actor { return &userGrain{log: log, clock: clock} })
+func newUserKind(log *slog.Logger, clock func() time.Time, live *atomic.Int64) *pcluster.Kind {
+	props := actor.PropsFromProducer(func() actor.Actor { return &userGrain{log: log, clock: clock} }, countGrains(live))
 	return pcluster.NewKind(KindUser, props)
 }
 

@@ -37,6 +37,8 @@ type Server struct {
 	Stats func() Stats
 	// Audit runs the reconciliation and returns its JSON report.
 	Audit func(ctx context.Context) ([]byte, error)
+	// Cluster returns the cluster view (members, nodes, partitions) as JSON.
+	Cluster func(ctx context.Context) ([]byte, error)
 
 	srv *fasthttp.Server
 }
@@ -134,6 +136,15 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		b = append(b, `,"cpu_seconds":`...)
 		b = strconv.AppendFloat(b, st.CPUSeconds, 'f', 3, 64)
 		writeJSON(ctx, fasthttp.StatusOK, append(b, '}'))
+	case bytes.Equal(path, []byte("/admin/v1/cluster")):
+		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		body, err := s.Cluster(c)
+		if err != nil {
+			writeError(ctx, unavailable(err))
+			return
+		}
+		writeJSON(ctx, fasthttp.StatusOK, body)
 	case bytes.Equal(path, []byte("/admin/v1/audit")):
 		c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()

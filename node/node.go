@@ -69,12 +69,14 @@ type Node struct {
 	server   *ingress.Server
 	listener net.Listener
 
-	ready   atomic.Bool
-	lag     atomic.Int64
-	cancel  context.CancelFunc
-	bg      sync.WaitGroup
-	served  chan error
-	stopped sync.Once
+	ready        atomic.Bool
+	lag          atomic.Int64
+	partitionLag atomic.Pointer[map[int32]int64]
+	grains       actors.GrainCounts
+	cancel       context.CancelFunc
+	bg           sync.WaitGroup
+	served       chan error
+	stopped      sync.Once
 }
 
 // Addr is the HTTP listen address.
@@ -148,7 +150,7 @@ func Start(cfg Config) (n *Node, err error) {
 		return nil, fmt.Errorf("node: cluster address %q: %w", cfg.ClusterAddr, err)
 	}
 	n.member, err = cluster.Start(cluster.Config{Host: host, ManagePort: port, Seeds: cfg.Seeds,
-		Kinds: actors.Kinds(n.log, n.tikv, clock), Logger: n.log.With("component", "cluster")})
+		Kinds: actors.Kinds(n.log, n.tikv, clock, &n.grains), Logger: n.log.With("component", "cluster")})
 	if err != nil {
 		return nil, err
 	}
@@ -189,6 +191,7 @@ func Start(cfg Config) (n *Node, err error) {
 			return ingress.Stats{GrantsIssued: n.issuer.GrantsNew.Load(), GrantsBooked: n.booker.Booked.Load(),
 				BookingLag: n.lag.Load(), Ready: n.readyErr() == nil, CPUSeconds: metrics.ProcessCPUSeconds()}
 		},
+		Cluster: n.clusterView,
 		Audit: func(ctx context.Context) ([]byte, error) {
 			r, err := reconcile.Run(ctx, n.tikv)
 			if err != nil {
@@ -202,7 +205,8 @@ func Start(cfg Config) (n *Node, err error) {
 	}
 	go func() { n.served <- n.server.Serve(n.listener) }()
 
-	n.bg.Add(3)
+	n.bg.Add(4)
+	go func() { defer n.bg.Done(); n.publishStatus(ctx) }()
 	go func() { defer n.bg.Done(); _ = n.booker.Run(ctx) }()
 	go func() { defer n.bg.Done(); n.watchLag(ctx) }()
 	go func() { defer n.bg.Done(); n.recover(ctx) }()
@@ -352,6 +356,7 @@ func (n *Node) watchLag(ctx context.Context) {
 				sum += l
 			}
 			n.lag.Store(sum)
+			n.partitionLag.Store(&lag)
 		}
 		select {
 		case <-ctx.Done():

@@ -1,0 +1,123 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+	"time"
+
+	"redrain/actors"
+)
+
+// statusTTL is how long a node's status stays in Redis without a refresh:
+// a node that stops publishing drops out of /admin/v1/cluster after it.
+const statusTTL = 5 * time.Second
+
+// nodeStatus is what each node publishes about itself every second.
+type nodeStatus struct {
+	ID         string           `json:"id"`
+	HTTP       string           `json:"http"`
+	Membership string           `json:"membership"` // --cluster-addr
+	MemberID   string           `json:"member_id"`  // protoactor's id of this member
+	Ready      bool             `json:"ready"`
+	Reason     string           `json:"reason,omitempty"` // why not ready
+	Partitions []int32          `json:"partitions"`       // grant topic partitions this node books
+	Grains     map[string]int64 `json:"grains"`           // live grains here, by kind
+	Updated    time.Time        `json:"updated"`
+}
+
+func statusKey(id string) string { return "rr:node:" + id }
+
+func (n *Node) status() nodeStatus {
+	st := nodeStatus{ID: n.ID, HTTP: n.Addr(), Membership: n.member.Manage, MemberID: n.member.System.ID,
+		Partitions: n.booker.Claims(), Updated: time.Now().UTC(),
+		Grains: map[string]int64{actors.KindUser: n.grains.User.Load(), actors.KindBudget: n.grains.Budget.Load()}}
+	if st.Partitions == nil {
+		st.Partitions = []int32{}
+	}
+	if err := n.readyErr(); err != nil {
+		st.Reason = err.Error()
+	} else {
+		st.Ready = true
+	}
+	return st
+}
+
+// publishStatus writes this node's status to the shared Redis every second.
+func (n *Node) publishStatus(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		b, _ := json.Marshal(n.status())
+		if err := n.redis.Client.Set(ctx, statusKey(n.ID), b, statusTTL).Err(); err != nil && ctx.Err() == nil {
+			n.log.Debug("status not published", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// clusterView is GET /admin/v1/cluster.
+type clusterView struct {
+	Members    []clusterMember  `json:"members"`    // protoactor's membership as this node sees it
+	Nodes      []nodeStatus     `json:"nodes"`      // what live nodes published (last statusTTL)
+	Partitions []partitionState `json:"partitions"` // every partition, its booking node and lag
+}
+
+type clusterMember struct {
+	ID      string   `json:"id"`
+	Address string   `json:"address"`
+	Kinds   []string `json:"kinds"`
+	Self    bool     `json:"self"`
+}
+
+type partitionState struct {
+	Partition int32  `json:"partition"`
+	Node      string `json:"node"` // "" while unassigned (a rebalance)
+	Lag       int64  `json:"lag"`  // grant records not yet booked
+}
+
+func (n *Node) clusterView(ctx context.Context) ([]byte, error) {
+	v := clusterView{Members: []clusterMember{}, Nodes: []nodeStatus{}, Partitions: []partitionState{}}
+	for _, m := range n.member.Cluster.MemberList.Members().Members() {
+		v.Members = append(v.Members, clusterMember{ID: m.Id, Address: m.Address(), Kinds: m.Kinds, Self: m.Id == n.member.System.ID})
+	}
+	sort.Slice(v.Members, func(i, j int) bool { return v.Members[i].Address < v.Members[j].Address })
+	keys, err := n.redis.Client.Keys(ctx, statusKey("*")).Result()
+	if err != nil {
+		return nil, err
+	}
+	owner := map[int32]string{}
+	if len(keys) > 0 {
+		vals, err := n.redis.Client.MGet(ctx, keys...).Result()
+		if err != nil {
+			return nil, err
+		}
+		for _, raw := range vals {
+			s, ok := raw.(string)
+			if !ok {
+				continue // expired between KEYS and MGET
+			}
+			var st nodeStatus
+			if json.Unmarshal([]byte(s), &st) != nil {
+				continue
+			}
+			v.Nodes = append(v.Nodes, st)
+			for _, p := range st.Partitions {
+				owner[p] = st.ID
+			}
+		}
+	}
+	sort.Slice(v.Nodes, func(i, j int) bool { return v.Nodes[i].ID < v.Nodes[j].ID })
+	lag := n.partitionLag.Load()
+	if lag != nil {
+		for p, l := range *lag {
+			v.Partitions = append(v.Partitions, partitionState{Partition: p, Node: owner[p], Lag: l})
+		}
+	}
+	sort.Slice(v.Partitions, func(i, j int) bool { return v.Partitions[i].Partition < v.Partitions[j].Partition })
+	return json.Marshal(v)
+}
