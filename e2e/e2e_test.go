@@ -6,279 +6,24 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 )
 
-var (
-	usersFlag = flag.Int("e2e.users", 12000, "distinct users")
-	rainsFlag = flag.Int("e2e.rains", 10, "rains per user (grants = users x rains)")
-)
-
-const (
-	workers     = 64
-	smallBudget = 5000 // fen; award fixed at 100 fen: exactly 50 packets
-)
-
-// campaignJSON has a large activity with many rains and a small one whose
-// budget runs out.
-func campaignJSON(rains int) string {
-	var rs []string
-	for i := 1; i <= rains; i++ {
-		rs = append(rs, fmt.Sprintf(`{"scene_id":"rain","rain_id":%d,"always_open":true,"start":"2026-02-10T12:00:00Z"}`, i))
-	}
-	return fmt.Sprintf(`{
-  "activities": [
-    {"id": "e2e", "rains": [%s],
-     "awards": [{"type": "cash", "budget": 100000000000, "min": 1, "max": 500}]},
-    {"id": "small", "rains": [{"scene_id":"rain","rain_id":1,"always_open":true,"start":"2026-02-10T12:00:00Z"}],
-     "awards": [{"type": "cash", "budget": %d, "min": 100, "max": 100}]},
-    {"id": "closed", "rains": [{"scene_id":"rain","rain_id":1,"start":"2020-01-01T00:00:00Z","end":"2020-01-01T00:01:00Z"}],
-     "awards": [{"type": "cash", "budget": 1000, "min": 1, "max": 10}]}
-  ],
-  "token_keys": ["1:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"],
-  "active_token_key": 1,
-  "draw_salt": "e2e"
-}`, strings.Join(rs, ","), smallBudget)
-}
-
-type node struct {
-	t       *testing.T
-	bin     string
-	dir     string
-	cfg     string
-	addr    string
-	cmd     *exec.Cmd
-	logPath string
-}
-
-func (n *node) start() {
-	n.t.Helper()
-	n.addr = freeAddr(n.t)
-	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	n.cmd = exec.Command(n.bin, "serve", "--data-dir", n.dir, "--http", n.addr, "--config", n.cfg, "--log-level", "warn")
-	n.cmd.Stdout, n.cmd.Stderr = logf, logf
-	if err := n.cmd.Start(); err != nil {
-		n.t.Fatal(err)
-	}
-	go func() { _ = n.cmd.Wait(); logf.Close() }()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		resp, err := http.Get("http://" + n.addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			n.t.Fatalf("node not ready within 90s; log:\n%s", tail(n.logPath))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func (n *node) url(p string) string { return "http://" + n.addr + p }
-
-func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func tail(path string) string {
-	b, _ := os.ReadFile(path)
-	if len(b) > 8000 {
-		b = b[len(b)-8000:]
-	}
-	return string(b)
-}
-
-type grantResp struct {
-	Token      string `json:"token"`
-	OutTradeNo string `json:"out_trade_no"`
-	ActID      uint64 `json:"act_id"`
-	AwardType  string `json:"award_type"`
-	Amount     int64  `json:"amount"`
-	Status     string `json:"status"`
-	Code       string `json:"code"`
-}
-
-var client = &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: workers * 2}}
-
-func post(url string, body string) (int, []byte, error) {
-	resp, err := client.Post(url, "application/json", strings.NewReader(body))
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, b, err
-}
-
-func grantBody(user string, activity string, rain int) string {
-	return fmt.Sprintf(`{"app_id":1,"user_id":%q,"activity_id":%q,"scene_id":"rain","rain_id":%d}`, user, activity, rain)
-}
-
-type answered struct {
-	mu     sync.Mutex
-	byKey  map[string]grantResp // user/rain → first answer
-	tokens []string
-}
-
-func (a *answered) record(t *testing.T, key string, g grantResp) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if prev, ok := a.byKey[key]; ok {
-		if prev.Token != g.Token || prev.Amount != g.Amount || prev.ActID != g.ActID {
-			t.Errorf("repeat grant %s changed: first %+v, now %+v", key, prev, g)
-		}
-		return
-	}
-	a.byKey[key] = g
-	a.tokens = append(a.tokens, g.Token)
-}
-
-// drive sends grants for jobs [from, to) with workers; every 10th job is
-// also repeated at once. It stops early (without failing) when stop is set
-// and reports how many jobs it finished.
-func drive(t *testing.T, n *node, jobs []string, ans *answered, stop *atomic.Bool) (transportErrs int64) {
-	var next atomic.Int64
-	var errs atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for !stop.Load() {
-				i := next.Add(1) - 1
-				if i >= int64(len(jobs)) {
-					return
-				}
-				user, rain, _ := strings.Cut(jobs[i], "/")
-				var r int
-				fmt.Sscan(rain, &r)
-				reps := 1
-				if i%10 == 0 {
-					reps = 2
-				}
-				for range reps {
-					code, body, err := post(n.url("/v1/grants"), grantBody(user, "e2e", r))
-					if err != nil {
-						errs.Add(1)
-						continue
-					}
-					var g grantResp
-					if err := json.Unmarshal(body, &g); err != nil {
-						t.Errorf("grant answer %q: %v", body, err)
-						continue
-					}
-					if code != 200 {
-						if code == 503 || g.Code == "grant_in_progress" {
-							errs.Add(1)
-							continue
-						}
-						t.Errorf("grant %s: %d %s", jobs[i], code, body)
-						continue
-					}
-					if g.Status != "issued" && g.Status != "booked" {
-						t.Errorf("grant %s: status %q", jobs[i], g.Status)
-					}
-					ans.record(t, jobs[i], g)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return errs.Load()
-}
-
-type tokenResult struct {
-	OutTradeNo string `json:"out_trade_no"`
-	Status     string `json:"status"`
-	ActID      uint64 `json:"act_id"`
-	Amount     int64  `json:"amount"`
-	Error      string `json:"error"`
-}
-
-func tokenCall(t *testing.T, n *node, op string, toks []string) []tokenResult {
-	t.Helper()
-	body, _ := json.Marshal(map[string][]string{"tokens": toks})
-	code, b, err := post(n.url("/v1/tokens/"+op), string(body))
-	if err != nil || code != 200 {
-		t.Fatalf("tokens/%s: %d %s %v", op, code, b, err)
-	}
-	var res struct{ Results []tokenResult }
-	if err := json.Unmarshal(b, &res); err != nil || len(res.Results) != len(toks) {
-		t.Fatalf("tokens/%s answer %s: %v", op, b, err)
-	}
-	return res.Results
-}
-
-func stats(t *testing.T, n *node) (lag int64) {
-	resp, err := http.Get(n.url("/admin/v1/stats"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var s struct {
-		BookingLag int64 `json:"booking_lag"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		t.Fatal(err)
-	}
-	return s.BookingLag
-}
-
-func waitDrained(t *testing.T, n *node) {
-	deadline := time.Now().Add(5 * time.Minute)
-	for stats(t, n) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("booking did not drain in 5 minutes; log:\n%s", tail(n.logPath))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-func tamper(tok string) string {
-	b := []byte(tok)
-	i := len(b) / 2
-	if b[i] == 'A' {
-		b[i] = 'B'
-	} else {
-		b[i] = 'A'
-	}
-	return string(b)
-}
-
 func TestNodeEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "redrain")
-	build := exec.Command("go", "build", "-o", bin, "../cmd/redrain")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := binary(t)
 	cfg := filepath.Join(dir, "campaign.json")
 	if err := os.WriteFile(cfg, []byte(campaignJSON(*rainsFlag)), 0o644); err != nil {
 		t.Fatal(err)
@@ -339,12 +84,12 @@ func TestNodeEndToEnd(t *testing.T) {
 			jobs = append(jobs, fmt.Sprintf("u-%d/%d", u, r))
 		}
 	}
-	ans := &answered{byKey: map[string]grantResp{}}
+	ans := newAnswered()
 
 	// Phase 1: grant until about 40% are answered, then kill -9 mid-rain.
 	var stop atomic.Bool
 	done := make(chan int64)
-	go func() { done <- drive(t, n, jobs, ans, &stop) }()
+	go func() { drive(t, []*node{n}, jobs, ans, &stop); done <- 0 }()
 	for {
 		ans.mu.Lock()
 		got := len(ans.byKey)
@@ -388,23 +133,14 @@ func TestNodeEndToEnd(t *testing.T) {
 		_ = i
 	}
 	stop.Store(false)
-	drive(t, n, jobs, ans, &stop) // every job again: finished ones are repeats
+	drive(t, []*node{n}, jobs, ans, &stop) // every job again: finished ones are repeats
 	if len(ans.byKey) != len(jobs) {
 		t.Fatalf("%d of %d grants answered", len(ans.byKey), len(jobs))
 	}
 	waitDrained(t, n)
 
 	// Every answered token is booked; tampered ones are invalid everywhere.
-	var bad []string
-	for i := 0; i < len(ans.tokens); i += 1000 {
-		end := min(i+1000, len(ans.tokens))
-		for j, r := range tokenCall(t, n, "status", ans.tokens[i:end]) {
-			if r.Status != "booked" {
-				bad = append(bad, fmt.Sprintf("%s: %+v", ans.tokens[i+j][:16], r))
-			}
-		}
-	}
-	if len(bad) > 0 {
+	if bad := allBooked(t, n, ans); len(bad) > 0 {
 		t.Errorf("%d answered tokens not booked after draining, e.g. %v", len(bad), bad[:min(5, len(bad))])
 	}
 	for _, r := range tokenCall(t, n, "status", []string{tamper(ans.tokens[7]), tamper(ans.tokens[8])}) {
