@@ -27,7 +27,7 @@ func startStack(t *testing.T, bin, dir string) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logf, err := os.Create(filepath.Join(dir+"-dev.log"))
+	logf, err := os.Create(filepath.Join(dir + "-dev.log"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -337,7 +337,6 @@ func tamper(tok string) string {
 	return string(b)
 }
 
-
 var (
 	buildOnce sync.Once
 	binPath   string
