@@ -3,10 +3,12 @@ package actors
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
 	"sync/atomic"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	pcluster "github.com/asynkron/protoactor-go/cluster"
@@ -108,12 +110,22 @@ func (g *budgetGrain) closeLease(b []byte) (*wrapperspb.BytesValue, error) {
 	if d.err != nil {
 		return nil, d.err
 	}
-	err := g.tikv.Update(context.Background(), func(txn *transaction.KVTxn) error {
+	if err := closeLeaseTxn(context.Background(), g.tikv, id, leaseID, issued, count); err != nil {
+		return nil, err
+	}
+	return message([]byte{msgReply}), nil
+}
+
+// closeLeaseTxn closes a lease and returns its unspent part to the budget in
+// one transaction conditional on both records. A closed lease is left
+// alone (a retried close).
+func closeLeaseTxn(ctx context.Context, kv *storage.TiKV, id string, leaseID uint64, issued, count int64) error {
+	return kv.Update(ctx, func(txn *transaction.KVTxn) error {
 		bud, err := loadBudget(txn, id)
 		if err != nil {
 			return err
 		}
-		raw, err := storage.Get(context.Background(), txn, storage.LeaseKey(id, leaseID))
+		raw, err := storage.Get(ctx, txn, storage.LeaseKey(id, leaseID))
 		if err != nil {
 			return err
 		}
@@ -125,7 +137,7 @@ func (g *budgetGrain) closeLease(b []byte) (*wrapperspb.BytesValue, error) {
 			return err
 		}
 		if l.Closed {
-			return nil // a retried close
+			return nil
 		}
 		if err := bud.CloseLease(l, issued, count); err != nil {
 			return err
@@ -136,10 +148,6 @@ func (g *budgetGrain) closeLease(b []byte) (*wrapperspb.BytesValue, error) {
 		}
 		return txn.Set(storage.LeaseKey(id, leaseID), ledger.MarshalLease(nil, l))
 	})
-	if err != nil {
-		return nil, err
-	}
-	return message([]byte{msgReply}), nil
 }
 
 func loadBudget(txn *transaction.KVTxn, id string) (*ledger.Budget, error) {
@@ -238,6 +246,7 @@ func appendStr(b []byte, s string) []byte {
 // Budgets is the client side of budget grains.
 type Budgets struct {
 	cluster *pcluster.Cluster
+	tikv    *storage.TiKV // for closes when the grain cannot be reached
 }
 
 // TakeLease asks the budget's grain for a lease of up to want; nil when the
@@ -258,7 +267,11 @@ func (bs *Budgets) TakeLease(budgetID string, want int64, owner string, incarnat
 	return ledger.UnmarshalLease(payload)
 }
 
-// CloseLease closes a lease with what was issued under it.
+// CloseLease closes a lease with what was issued under it. The budget
+// grain serializes it with the budget's other operations; when the grain
+// cannot be reached (this member was dropped from the cluster after a
+// pause, or is leaving it) the close is the same conditional transaction,
+// written directly, so that a stopping node still returns its leases.
 func (bs *Budgets) CloseLease(budgetID string, leaseID uint64, issued, count int64) error {
 	req := []byte{msgCloseLease}
 	req = appendStr(req, budgetID)
@@ -266,7 +279,18 @@ func (bs *Budgets) CloseLease(budgetID string, leaseID uint64, issued, count int
 	req = binary.AppendVarint(req, issued)
 	req = binary.AppendVarint(req, count)
 	_, err := replyPayload(bs.cluster.Request(budgetID, KindBudget, &wrapperspb.BytesValue{Value: req}))
-	return err
+	if err == nil || isMoneyErr(err) || bs.tikv == nil {
+		return err
+	}
+	for attempt := 0; ; attempt++ {
+		direct := closeLeaseTxn(context.Background(), bs.tikv, budgetID, leaseID, issued, count)
+		if !errors.Is(direct, storage.ErrConflict) || attempt == 10 {
+			if direct != nil {
+				return errors.Join(err, direct)
+			}
+			return nil
+		}
+	}
 }
 
 // BookedByLease sums a budget's unfolded hot details per lease: what booking
@@ -308,5 +332,24 @@ func OpenLeases(ctx context.Context, tikv *storage.TiKV, budgetID string) ([]*le
 	return out, err
 }
 
+// OpenLeasesOf lists the budget's open leases of owner's incarnation.
+func (bs *Budgets) OpenLeasesOf(budgetID, owner string, incarnation uint64) ([]*ledger.Lease, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	open, err := OpenLeases(ctx, bs.tikv, budgetID)
+	if err != nil {
+		return nil, err
+	}
+	mine := open[:0]
+	for _, l := range open {
+		if l.Owner == owner && l.Incarnation == incarnation {
+			mine = append(mine, l)
+		}
+	}
+	return mine, nil
+}
+
 // NewBudgets returns the client of the budget grains.
-func NewBudgets(c *pcluster.Cluster) *Budgets { return &Budgets{cluster: c} }
+func NewBudgets(c *pcluster.Cluster, kv *storage.TiKV) *Budgets {
+	return &Budgets{cluster: c, tikv: kv}
+}

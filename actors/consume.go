@@ -21,6 +21,11 @@ func (b *Booker) Run(ctx context.Context) error {
 	cfg.Consumer.Offsets.AutoCommit.Enable = false
 	cfg.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
 	cfg.Consumer.Group.Session.Timeout = 10 * time.Second
+	// After members die, a rebalance waits for them up to this long before
+	// the survivors (or restarted nodes) get their partitions; sarama's 60 s
+	// default kept a restarted cluster from booking (and so from being
+	// ready) for over a minute.
+	cfg.Consumer.Group.Rebalance.Timeout = 15 * time.Second
 	cfg.Consumer.Group.Heartbeat.Interval = time.Second
 	cfg.Consumer.Fetch.Default = 4 << 20
 	cfg.Consumer.Return.Errors = false

@@ -55,7 +55,7 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	defer env.member.Stop()
-	env.budgets = actors.NewBudgets(env.member.Cluster)
+	env.budgets = actors.NewBudgets(env.member.Cluster, env.tikv)
 	return m.Run()
 }
 

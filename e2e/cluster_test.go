@@ -81,39 +81,44 @@ func flagValue(flags []string, name string) string {
 	return ""
 }
 
-// TestClusterNodeDeath runs three nodes on the shared development stack,
-// spreads grants over all three, kills one with -9 mid-rain and restarts it.
-// Every grant answered with a token is booked exactly once, the audit
-// passes, and the test reports how long grants and bookings were
-// unavailable.
-func TestClusterNodeDeath(t *testing.T) {
+// rig is three nodes on the shared development stack with a rain to grant.
+type rig struct {
+	t     *testing.T
+	dir   string
+	bin   string
+	st    *stack
+	nodes []*node
+	jobs  []string
+	ans   *answered
+}
+
+func newRig(t *testing.T, users, rains int) *rig {
 	if testing.Short() {
 		t.Skip("end-to-end test")
 	}
-	const users, rains = 8000, 3
-	dir := t.TempDir()
-	bin := binary(t)
-	cfg := filepath.Join(dir, "campaign.json")
+	r := &rig{t: t, dir: t.TempDir(), bin: binary(t), ans: newAnswered()}
+	cfg := filepath.Join(r.dir, "campaign.json")
 	if err := os.WriteFile(cfg, []byte(campaignJSON(rains)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	st := startStack(t, bin, filepath.Join(dir, "dev"))
+	r.st = startStack(t, r.bin, filepath.Join(r.dir, "dev"))
 	membership := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
-	nodes := make([]*node, 3)
-	for i := range nodes {
+	r.nodes = make([]*node, 3)
+	for i := range r.nodes {
 		var seeds []string
 		for j, m := range membership {
 			if j != i {
 				seeds = append(seeds, m)
 			}
 		}
-		nodes[i] = &node{t: t, bin: bin, dir: filepath.Join(dir, fmt.Sprintf("n%d", i)), cfg: cfg,
-			logPath: filepath.Join(dir, fmt.Sprintf("n%d.log", i)),
-			args:    append(append([]string{}, st.flags...), "--cluster-addr", membership[i], "--cluster-seeds", strings.Join(seeds, ","))}
+		r.nodes[i] = &node{t: t, bin: r.bin, dir: filepath.Join(r.dir, fmt.Sprintf("n%d", i)), cfg: cfg,
+			logPath: filepath.Join(r.dir, fmt.Sprintf("n%d.log", i)),
+			args:    append(append([]string{}, r.st.flags...), "--cluster-addr", membership[i], "--cluster-seeds", strings.Join(seeds, ","))}
 	}
 	t.Cleanup(func() {
-		for _, n := range nodes {
+		for _, n := range r.nodes {
 			if n.cmd != nil && n.cmd.Process != nil && n.cmd.ProcessState == nil {
+				_ = n.cmd.Process.Signal(syscall.SIGCONT)
 				_ = n.cmd.Process.Kill()
 			}
 			if t.Failed() {
@@ -121,101 +126,121 @@ func TestClusterNodeDeath(t *testing.T) {
 			}
 		}
 	})
-	for _, n := range nodes {
+	for _, n := range r.nodes {
 		n.start()
 	}
-
-	var jobs []string
-	for r := 1; r <= rains; r++ {
+	for rain := 1; rain <= rains; rain++ {
 		for u := range users {
-			jobs = append(jobs, fmt.Sprintf("u-%d/%d", u, r))
+			r.jobs = append(r.jobs, fmt.Sprintf("u-%d/%d", u, rain))
 		}
 	}
-	ans := newAnswered()
+	return r
+}
+
+// grantUntil drives every job over the three nodes in the background and
+// returns once frac of them are answered, with a channel closed when all are.
+func (r *rig) grantUntil(frac float64) (done chan struct{}) {
+	done = make(chan struct{})
 	var stop atomic.Bool
-	done := make(chan struct{})
-	go func() { drive(t, nodes, jobs, ans, &stop); close(done) }()
-	for ans.count() < len(jobs)/3 {
+	go func() { drive(r.t, r.nodes, r.jobs, r.ans, &stop); close(done) }()
+	for r.ans.count() < int(float64(len(r.jobs))*frac) {
 		time.Sleep(20 * time.Millisecond)
 	}
+	return done
+}
 
-	// Kill a node mid-rain; grants go on through the other two.
-	victim := nodes[1]
-	ans.mu.Lock()
-	beforeKill := len(ans.tokens)
-	sample := append([]string(nil), ans.tokens[max(0, beforeKill-300):]...)
-	sampleAt := append([]time.Time(nil), ans.at[max(0, beforeKill-300):]...)
-	ans.mu.Unlock()
-	killedAt := time.Now()
-	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("killed %s with -9 after %d grants answered", victim.dir, beforeKill)
+// lastAnswered returns up to n of the latest answered tokens and when.
+func (r *rig) lastAnswered(n int) ([]string, []time.Time) {
+	r.ans.mu.Lock()
+	defer r.ans.mu.Unlock()
+	k := len(r.ans.tokens)
+	return append([]string(nil), r.ans.tokens[max(0, k-n):]...), append([]time.Time(nil), r.ans.at[max(0, k-n):]...)
+}
 
-	// The last grants answered before the kill: how long until booked?
-	bookedBy := map[string]time.Duration{}
+// bookedWithin polls until every token is booked and returns the longest
+// time from its answer to its booking as seen by the poll.
+func (r *rig) bookedWithin(via *node, toks []string, at []time.Time) time.Duration {
+	booked := map[string]time.Duration{}
 	deadline := time.Now().Add(3 * time.Minute)
-	for len(bookedBy) < len(sample) && time.Now().Before(deadline) {
-		for i, r := range tokenCall(t, nodes[0], "status", sample) {
-			if _, seen := bookedBy[sample[i]]; !seen && r.Status == "booked" {
-				bookedBy[sample[i]] = time.Since(sampleAt[i])
+	for len(booked) < len(toks) && time.Now().Before(deadline) {
+		for i, res := range tokenCall(r.t, via, "status", toks) {
+			if _, seen := booked[toks[i]]; !seen && res.Status == "booked" {
+				booked[toks[i]] = time.Since(at[i])
 			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	var bookingDelayMax time.Duration
-	for _, d := range bookedBy {
-		bookingDelayMax = max(bookingDelayMax, d)
+	if len(booked) < len(toks) {
+		r.t.Errorf("%d of %d grants answered around the failure were not booked within 3 minutes", len(toks)-len(booked), len(toks))
 	}
-	if len(bookedBy) < len(sample) {
-		t.Errorf("%d of the %d grants answered just before the kill were not booked within 3 minutes", len(sample)-len(bookedBy), len(sample))
+	var worst time.Duration
+	for _, d := range booked {
+		worst = max(worst, d)
 	}
+	return worst
+}
 
-	// Restart the dead node on its data dir and addresses.
-	victim.start()
-	restartedAt := time.Now()
-	<-done
-	if ans.count() != len(jobs) {
-		t.Fatalf("%d of %d grants answered", ans.count(), len(jobs))
+// report logs the grant failures seen and how long they lasted.
+func (r *rig) report(what string, failedAt time.Time, bookingDelay time.Duration) {
+	r.ans.mu.Lock()
+	defer r.ans.mu.Unlock()
+	window, first := time.Duration(0), time.Duration(0)
+	if r.ans.errs > 0 {
+		window, first = r.ans.errLast.Sub(r.ans.errFirst), r.ans.errFirst.Sub(failedAt)
 	}
-	waitDrained(t, nodes[0])
-	if bad := allBooked(t, nodes[2], ans); len(bad) > 0 {
+	r.t.Logf("unavailability after %s: %d grant requests failed %v and were retried elsewhere, over %v starting %v after it; "+
+		"the slowest answered request took %v; grants answered just before it were booked within %v",
+		what, r.ans.errs, r.ans.errCodes, window.Round(time.Millisecond), first.Round(time.Millisecond), r.ans.slowest.Round(time.Millisecond),
+		bookingDelay.Round(time.Millisecond))
+}
+
+// verify waits for every job and for booking, checks every answered token
+// is booked and the cluster view lists three ready nodes, stops the nodes
+// cleanly and audits the shared store through PD.
+func (r *rig) verify(done chan struct{}) {
+	t := r.t
+	<-done
+	if r.ans.count() != len(r.jobs) {
+		t.Fatalf("%d of %d grants answered", r.ans.count(), len(r.jobs))
+	}
+	waitDrained(t, r.nodes[0])
+	if bad := allBooked(t, r.nodes[2], r.ans); len(bad) > 0 {
 		t.Errorf("%d answered tokens not booked after draining, e.g. %v", len(bad), bad[:min(5, len(bad))])
 	}
-	var view struct {
-		Nodes []struct {
-			ID         string
-			Ready      bool
-			Partitions []int32
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var view struct {
+			Nodes []struct {
+				ID    string
+				Ready bool
+			}
 		}
+		if resp, err := client.Get(r.nodes[0].url("/admin/v1/cluster")); err == nil {
+			_ = json.NewDecoder(resp.Body).Decode(&view)
+			resp.Body.Close()
+		}
+		ready := 0
+		for _, n := range view.Nodes {
+			if n.Ready {
+				ready++
+			}
+		}
+		if ready == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("cluster view lists %d ready nodes, want 3: %+v", ready, view.Nodes)
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
-	resp, err := client.Get(nodes[0].url("/admin/v1/cluster"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = json.NewDecoder(resp.Body).Decode(&view)
-	resp.Body.Close()
-	if len(view.Nodes) != 3 {
-		t.Errorf("cluster view lists %d nodes after the restart, want 3: %+v", len(view.Nodes), view.Nodes)
-	}
-
-	ans.mu.Lock()
-	grantGap := ans.errLast.Sub(ans.errFirst)
-	errs := ans.errs
-	ans.mu.Unlock()
-	t.Logf("unavailability after the kill: %d grant requests failed (%v) and were retried on another node, over %v (first failure %v after the kill); "+
-		"grants answered just before the kill were booked within %v (max of %d); the node was back %v after the kill",
-		errs, ans.errCodes, grantGap.Round(time.Millisecond), ans.errFirst.Sub(killedAt).Round(time.Millisecond),
-		bookingDelayMax.Round(time.Millisecond), len(bookedBy), restartedAt.Sub(killedAt).Round(time.Millisecond))
-
-	// Stop the nodes cleanly, then audit the shared store through PD.
-	for _, n := range nodes {
+	for _, n := range r.nodes {
 		_ = n.cmd.Process.Signal(syscall.SIGTERM)
 	}
-	for _, n := range nodes {
+	for _, n := range r.nodes {
 		waitExit(t, n)
 	}
-	out, err := exec.Command(bin, "reconcile", "--pd", flagValue(st.flags, "pd"), "--json").Output()
+	out, err := exec.Command(r.bin, "reconcile", "--pd", flagValue(r.st.flags, "pd"), "--json").Output()
 	if err != nil {
 		t.Fatalf("reconcile: %v\n%s", err, out)
 	}
@@ -232,12 +257,87 @@ func TestClusterNodeDeath(t *testing.T) {
 	if err := json.Unmarshal(out, &rep); err != nil || !rep.OK {
 		t.Fatalf("reconcile ok=%v err=%v\n%s", rep.OK, err, out)
 	}
-	if rep.Entries < len(jobs) {
-		t.Errorf("store holds %d bookings, want at least the %d answered", rep.Entries, len(jobs))
+	if rep.Entries < len(r.jobs) {
+		t.Errorf("store holds %d bookings, want at least the %d answered", rep.Entries, len(r.jobs))
 	}
 	for _, b := range rep.Budgets {
 		if b.LeasedOpen != 0 || b.Issued != b.Booked {
 			t.Errorf("budget %s after clean stops: open leases %d, issued %d, booked %d", b.ID, b.LeasedOpen, b.Issued, b.Booked)
 		}
 	}
+}
+
+// TestClusterNodeDeath kills one of three nodes with -9 mid-rain and
+// restarts it on its data dir and addresses: every grant answered with a
+// token is booked exactly once and the audit passes.
+func TestClusterNodeDeath(t *testing.T) {
+	r := newRig(t, 8000, 3)
+	done := r.grantUntil(1.0 / 3)
+	toks, at := r.lastAnswered(300)
+	victim := r.nodes[1]
+	killedAt := time.Now()
+	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	delay := r.bookedWithin(r.nodes[0], toks, at)
+	victim.start()
+	t.Logf("the killed node was serving again %v after the kill", time.Since(killedAt).Round(time.Millisecond))
+	<-done // every grant answered, so the report covers them all
+	r.report("killing a node with -9", killedAt, delay)
+	r.verify(done)
+}
+
+// TestClusterNodePause stops one node with SIGSTOP for longer than the
+// membership and consumer-group timeouts, then resumes it: the paused node's
+// stale grains and booking session can neither overwrite nor double-book.
+func TestClusterNodePause(t *testing.T) {
+	r := newRig(t, 8000, 3)
+	done := r.grantUntil(1.0 / 3)
+	toks, at := r.lastAnswered(300)
+	victim := r.nodes[1]
+	pausedAt := time.Now()
+	if err := victim.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("paused %s with %d of %d grants answered", victim.dir, r.ans.count(), len(r.jobs))
+	delay := r.bookedWithin(r.nodes[0], toks, at)
+	// Longer than the booking group's 10 s session timeout and the
+	// membership TTL, counted from the pause.
+	for time.Since(pausedAt) < 15*time.Second {
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("resuming it with %d of %d grants answered", r.ans.count(), len(r.jobs))
+	if err := victim.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	r.report("pausing a node for 15 s", pausedAt, delay)
+	r.verify(done)
+}
+
+// TestClusterStackRestart kills everything with -9 mid-rain (the three
+// nodes and the development stack) and starts it all again on the same
+// data: nothing acknowledged is lost.
+func TestClusterStackRestart(t *testing.T) {
+	r := newRig(t, 8000, 3)
+	done := r.grantUntil(1.0 / 3)
+	toks, at := r.lastAnswered(300)
+	crashedAt := time.Now()
+	for _, n := range r.nodes {
+		_ = n.cmd.Process.Signal(syscall.SIGKILL)
+	}
+	_ = r.st.cmd.Process.Signal(syscall.SIGKILL)
+	_ = r.st.cmd.Wait()
+	for _, n := range r.nodes {
+		waitExit(t, n)
+	}
+	r.st = startStack(t, r.bin, filepath.Join(r.dir, "dev"))
+	for _, n := range r.nodes {
+		n.start()
+	}
+	t.Logf("whole stack serving again %v after the crash", time.Since(crashedAt).Round(time.Millisecond))
+	delay := r.bookedWithin(r.nodes[0], toks, at)
+	<-done
+	r.report("crashing the whole stack", crashedAt, delay)
+	r.verify(done)
 }

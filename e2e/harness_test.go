@@ -167,15 +167,19 @@ type answered struct {
 	errFirst, errLast time.Time
 	errs              int
 	errCodes          map[string]int // by code ("transport" for connection errors)
+	// slowest is the longest a request took that was answered with a
+	// token (a paused node's requests hang until it resumes).
+	slowest time.Duration
 }
 
 func newAnswered() *answered {
 	return &answered{byKey: map[string]grantResp{}, errCodes: map[string]int{}}
 }
 
-func (a *answered) record(t *testing.T, key string, g grantResp) {
+func (a *answered) record(t *testing.T, key string, g grantResp, took time.Duration) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.slowest = max(a.slowest, took)
 	if prev, ok := a.byKey[key]; ok {
 		if prev.Token != g.Token || prev.Amount != g.Amount || prev.ActID != g.ActID {
 			t.Errorf("repeat grant %s changed: first %+v, now %+v", key, prev, g)
@@ -230,6 +234,7 @@ func drive(t *testing.T, nodes []*node, jobs []string, ans *answered, stop *atom
 					reps = 2
 				}
 				for rep := 0; rep < reps && !stop.Load(); {
+					sent := time.Now()
 					code, body, err := post(nodes[at].url("/v1/grants"), grantBody(user, "e2e", r))
 					var g grantResp
 					if err == nil {
@@ -256,7 +261,7 @@ func drive(t *testing.T, nodes []*node, jobs []string, ans *answered, stop *atom
 					if g.Status != "issued" && g.Status != "booked" {
 						t.Errorf("grant %s: status %q", jobs[i], g.Status)
 					}
-					ans.record(t, jobs[i], g)
+					ans.record(t, jobs[i], g, time.Since(sent))
 				}
 			}
 		}()

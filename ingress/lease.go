@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"sync"
 	"time"
 
@@ -14,6 +15,8 @@ import (
 type LeaseSource interface {
 	TakeLease(budgetID string, want int64, owner string, incarnation uint64) (*ledger.Lease, error)
 	CloseLease(budgetID string, leaseID uint64, issued, count int64) error
+	// OpenLeasesOf lists the budget's open leases taken by owner's incarnation.
+	OpenLeasesOf(budgetID, owner string, incarnation uint64) ([]*ledger.Lease, error)
 }
 
 var errExhausted = errors.New("ingress: budget exhausted")
@@ -44,6 +47,10 @@ type leaseHolder struct {
 	// closing counts lease closes not yet done; closeAll waits for zero.
 	closing int
 	closed  *sync.Cond // on mu
+	// known are the leases this holder received. A fetch whose reply was
+	// lost (a timeout while the grain committed it) leaves a lease of this
+	// incarnation that is not known: closeAll closes it with nothing issued.
+	known map[uint64]bool
 }
 
 // activeLease is a lease this node spends.
@@ -60,7 +67,7 @@ type activeLease struct {
 
 func newLeaseHolder(log *slog.Logger, budgetID string, src LeaseSource, owner string, inc uint64, sizeMin, sizeMax int64, clock func() time.Time) *leaseHolder {
 	h := &leaseHolder{log: log, budgetID: budgetID, src: src, owner: owner, incarnation: inc,
-		size: sizeMin, sizeMax: max(sizeMax, sizeMin), clock: clock}
+		size: sizeMin, sizeMax: max(sizeMax, sizeMin), clock: clock, known: map[uint64]bool{}}
 	h.closed = sync.NewCond(&h.mu)
 	return h
 }
@@ -182,6 +189,7 @@ func (h *leaseHolder) fetchLocked() {
 		case lease == nil:
 			h.exhaustedUntil = h.clock().Add(exhaustedRetry)
 		default:
+			h.known[lease.ID] = true
 			l := &activeLease{id: lease.ID, amount: lease.Amount, takenAt: h.clock()}
 			if lease.Amount < want {
 				// The budget's tail: after it, the budget is exhausted.
@@ -224,5 +232,27 @@ func (h *leaseHolder) closeAll(ctx context.Context) {
 	for h.closing > 0 && ctx.Err() == nil {
 		h.closed.Wait()
 	}
+	known := maps.Clone(h.known)
 	h.mu.Unlock()
+	h.closeUnknown(known)
+}
+
+// closeUnknown closes the leases of this incarnation that the holder never
+// received: nothing was issued under them.
+func (h *leaseHolder) closeUnknown(known map[uint64]bool) {
+	open, err := h.src.OpenLeasesOf(h.budgetID, h.owner, h.incarnation)
+	if err != nil {
+		h.log.Warn("lease sweep failed; recovery will close strays", "budget", h.budgetID, "err", err)
+		return
+	}
+	for _, l := range open {
+		if known[l.ID] {
+			continue
+		}
+		if err := h.src.CloseLease(h.budgetID, l.ID, 0, 0); err != nil {
+			h.log.Warn("stray lease not closed", "budget", h.budgetID, "lease", l.ID, "err", err)
+			continue
+		}
+		h.log.Info("closed a lease whose grant reply was lost", "budget", h.budgetID, "lease", l.ID, "amount", l.Amount)
+	}
 }

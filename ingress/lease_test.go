@@ -44,6 +44,18 @@ func (m *memBudget) CloseLease(id string, leaseID uint64, issued, count int64) e
 	return m.b.CloseLease(m.leases[leaseID], issued, count)
 }
 
+func (m *memBudget) OpenLeasesOf(id, owner string, inc uint64) ([]*ledger.Lease, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*ledger.Lease
+	for _, l := range m.leases {
+		if !l.Closed && l.Owner == owner && l.Incarnation == inc {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
 func (m *memBudget) check(t *testing.T) {
 	t.Helper()
 	m.mu.Lock()
@@ -162,4 +174,28 @@ func TestLeaseHolderFetchErrorIsReported(t *testing.T) {
 	h.settle(l, 10, true)
 	h.closeAll(context.Background())
 	src.check(t)
+}
+
+func TestLeaseHolderClosesLeaseWhoseReplyWasLost(t *testing.T) {
+	src := newMemBudget(10_000)
+	h := newLeaseHolder(slog.Default(), "b", src, "n1", 1, 1000, 1000, time.Now)
+	// The grain committed a lease but its reply never reached the holder.
+	lost, _ := src.TakeLease("b", 1000, "n1", 1)
+	other, _ := src.TakeLease("b", 1000, "n2", 1) // another node's: not ours to close
+	l, err := h.take(context.Background(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.settle(l, 10, true)
+	h.closeAll(context.Background())
+	src.check(t)
+	if !src.leases[lost.ID].Closed || src.leases[lost.ID].Issued != 0 {
+		t.Errorf("lost lease %+v: want closed with nothing issued", src.leases[lost.ID])
+	}
+	if src.leases[other.ID].Closed {
+		t.Errorf("another node's lease was closed")
+	}
+	if got, want := src.b.Remaining(), int64(10_000-10-1000); got != want {
+		t.Errorf("remaining %d, want %d (only the other node's lease and the 10 issued out)", got, want)
+	}
 }

@@ -43,6 +43,10 @@ type Config struct {
 	ConfigFile string   // campaign config; empty = the demo campaign
 	Partitions int32    // of the grant topic when it is created
 	Seeds      []string // cluster membership addresses of other members
+	// Etcd are etcd endpoints for membership instead of Seeds (protoactor's
+	// etcd provider); empty = automanaged. With etcd there is no membership
+	// listener: ClusterAddr is then the remoting address other members dial.
+	Etcd []string
 	// ClusterAddr is this member's membership address (host:port); the
 	// default 127.0.0.1:0 picks a port (fine for one member).
 	ClusterAddr string
@@ -72,6 +76,8 @@ type Node struct {
 	ready        atomic.Bool
 	lag          atomic.Int64
 	partitionLag atomic.Pointer[map[int32]int64]
+	lagMu        sync.Mutex
+	lagClient    sarama.Client // guarded by lagMu
 	grains       actors.GrainCounts
 	cancel       context.CancelFunc
 	bg           sync.WaitGroup
@@ -137,8 +143,15 @@ func Start(cfg Config) (n *Node, err error) {
 	for _, a := range n.Campaign.Activities() {
 		for _, w := range a.Awards {
 			b := &ledger.Budget{ID: campaign.BudgetID(a.ID, w.Type), Asset: ledger.Asset(w.Asset), Total: w.Budget}
-			if _, err := actors.EnsureBudget(ctx, n.tikv, b); err != nil {
-				return nil, fmt.Errorf("node: budget %s: %w", b.ID, err)
+			// Nodes starting together race to create it; the loser reads it.
+			for attempt := 0; ; attempt++ {
+				_, err := actors.EnsureBudget(ctx, n.tikv, b)
+				if err == nil {
+					break
+				}
+				if !errors.Is(err, storage.ErrConflict) || attempt == 10 {
+					return nil, fmt.Errorf("node: budget %s: %w", b.ID, err)
+				}
 			}
 		}
 	}
@@ -149,8 +162,12 @@ func Start(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: cluster address %q: %w", cfg.ClusterAddr, err)
 	}
-	n.member, err = cluster.Start(cluster.Config{Host: host, ManagePort: port, Seeds: cfg.Seeds,
-		Kinds: actors.Kinds(n.log, n.tikv, clock, &n.grains), Logger: n.log.With("component", "cluster")})
+	cc := cluster.Config{Host: host, ManagePort: port, Seeds: cfg.Seeds, Etcd: cfg.Etcd,
+		Kinds: actors.Kinds(n.log, n.tikv, clock, &n.grains), Logger: n.log.With("component", "cluster")}
+	if len(cfg.Etcd) > 0 {
+		cc.ManagePort, cc.Port = 0, port
+	}
+	n.member, err = cluster.Start(cc)
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +186,7 @@ func Start(cfg Config) (n *Node, err error) {
 	if n.stream, err = storage.NewGrantWriter(n.kafka.Brokers, cfg.Partitions); err != nil {
 		return nil, err
 	}
-	budgets := actors.NewBudgets(n.member.Cluster)
+	budgets := actors.NewBudgets(n.member.Cluster, n.tikv)
 	n.issuer, err = ingress.NewIssuer(ctx, ingress.IssuerConfig{Log: n.log, Campaign: n.Campaign, TiKV: n.tikv,
 		Redis: n.redis, Pipeliner: n.pipe, Stream: n.stream, Leases: budgets, Node: n.ID,
 		Incarnation: n.Incarnation, Metrics: n.Metrics, Clock: clock})
@@ -188,8 +205,12 @@ func Start(cfg Config) (n *Node, err error) {
 		Tokens: ingress.NewTokens(n.Campaign, n.pipe, n.tikv, n.booker),
 		Ready:  n.readyErr,
 		Stats: func() ingress.Stats {
+			lag, err := n.refreshLag()
+			if err != nil {
+				lag = -1 // unknown: never "drained"
+			}
 			return ingress.Stats{GrantsIssued: n.issuer.GrantsNew.Load(), GrantsBooked: n.booker.Booked.Load(),
-				BookingLag: n.lag.Load(), Ready: n.readyErr() == nil, CPUSeconds: metrics.ProcessCPUSeconds()}
+				BookingLag: lag, Ready: n.readyErr() == nil, CPUSeconds: metrics.ProcessCPUSeconds()}
 		},
 		Cluster: n.clusterView,
 		Audit: func(ctx context.Context) ([]byte, error) {
@@ -281,6 +302,11 @@ func (n *Node) readyErr() error {
 	if !n.ready.Load() {
 		return errors.New("recovering: booking the grant backlog and rebuilding indexes")
 	}
+	if n.member.Evicted() {
+		// The others dropped this member (e.g. after a pause with the etcd
+		// provider); it stays out until restarted.
+		return errors.New("evicted from the cluster: restart this node")
+	}
 	return nil
 }
 
@@ -304,6 +330,11 @@ func (n *Node) Stop(ctx context.Context) {
 			n.cancel()
 		}
 		n.bg.Wait()
+		n.lagMu.Lock()
+		if n.lagClient != nil {
+			_ = n.lagClient.Close()
+		}
+		n.lagMu.Unlock()
 		if n.member != nil {
 			n.member.Stop()
 		}
@@ -341,27 +372,41 @@ func nodeID(dir string) (string, error) {
 }
 
 func (n *Node) watchLag(ctx context.Context) {
-	client, err := sarama.NewClient(n.kafka.Brokers, storage.SaramaConfig("redrain-lag"))
-	if err != nil {
-		n.log.Warn("lag watcher: kafka", "err", err)
-		return
-	}
-	defer client.Close()
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if lag, err := actors.LagOf(client); err == nil {
-			var sum int64
-			for _, l := range lag {
-				sum += l
-			}
-			n.lag.Store(sum)
-			n.partitionLag.Store(&lag)
-		}
+		_, _ = n.refreshLag()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 	}
+}
+
+// refreshLag reads the booking lag from Kafka now and caches it for the
+// metric and the cluster view. The stats endpoint calls it too: a cached
+// figure up to 250 ms old once let a waiter see "drained" while records
+// acknowledged a moment earlier were still unbooked.
+func (n *Node) refreshLag() (int64, error) {
+	n.lagMu.Lock()
+	defer n.lagMu.Unlock()
+	if n.lagClient == nil {
+		c, err := sarama.NewClient(n.kafka.Brokers, storage.SaramaConfig("redrain-lag"))
+		if err != nil {
+			return 0, err
+		}
+		n.lagClient = c
+	}
+	lag, err := actors.LagOf(n.lagClient)
+	if err != nil {
+		return 0, err
+	}
+	var sum int64
+	for _, l := range lag {
+		sum += l
+	}
+	n.lag.Store(sum)
+	n.partitionLag.Store(&lag)
+	return sum, nil
 }

@@ -238,7 +238,7 @@ func (n *Node) closeOrphanLeases(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	budgets := actors.NewBudgets(n.member.Cluster)
+	budgets := actors.NewBudgets(n.member.Cluster, n.tikv)
 	for _, id := range ids {
 		open, err := actors.OpenLeases(ctx, n.tikv, id)
 		if err != nil {

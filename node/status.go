@@ -29,7 +29,7 @@ type nodeStatus struct {
 func statusKey(id string) string { return "rr:node:" + id }
 
 func (n *Node) status() nodeStatus {
-	st := nodeStatus{ID: n.ID, HTTP: n.Addr(), Membership: n.member.Manage, MemberID: n.member.System.ID,
+	st := nodeStatus{ID: n.ID, HTTP: n.Addr(), Membership: n.member.Manage, MemberID: n.member.ID,
 		Partitions: n.booker.Claims(), Updated: time.Now().UTC(),
 		Grains: map[string]int64{actors.KindUser: n.grains.User.Load(), actors.KindBudget: n.grains.Budget.Load()}}
 	if st.Partitions == nil {
@@ -82,8 +82,8 @@ type partitionState struct {
 
 func (n *Node) clusterView(ctx context.Context) ([]byte, error) {
 	v := clusterView{Members: []clusterMember{}, Nodes: []nodeStatus{}, Partitions: []partitionState{}}
-	for _, m := range n.member.Cluster.MemberList.Members().Members() {
-		v.Members = append(v.Members, clusterMember{ID: m.Id, Address: m.Address(), Kinds: m.Kinds, Self: m.Id == n.member.System.ID})
+	for _, m := range n.member.Members() {
+		v.Members = append(v.Members, clusterMember{ID: m.Id, Address: m.Address(), Kinds: m.Kinds, Self: m.Id == n.member.ID})
 	}
 	sort.Slice(v.Members, func(i, j int) bool { return v.Members[i].Address < v.Members[j].Address })
 	keys, err := n.redis.Client.Keys(ctx, statusKey("*")).Result()

@@ -18,7 +18,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -140,7 +142,15 @@ func (s *Stack) startRedis(dir string, port int) error {
 		return fmt.Errorf("devstack: %w", err)
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
+	// If this process dies (even by kill -9), the kernel sends redis-server
+	// SIGTERM (it flushes its append-only file), so a restarted stack finds
+	// the port free. The signal follows the thread that forked, so the
+	// start holds its OS thread.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	runtime.LockOSThread()
+	err = cmd.Start()
+	runtime.UnlockOSThread()
+	if err != nil {
 		logf.Close()
 		return fmt.Errorf("devstack: start redis-server: %w", err)
 	}

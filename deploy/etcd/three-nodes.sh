@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Three redrain nodes with etcd membership, on one machine, no containers:
+# a three-member etcd cluster on loopback, the shared backends from
+# `redrain dev` (Kafka-protocol broker, Redis, TiKV-protocol development
+# server; not for production), and three `redrain serve` that find each
+# other through etcd alone. Ctrl-C stops everything.
+#
+#   make build && deploy/etcd/three-nodes.sh [dir]     (default /tmp/redrain-etcd)
+#
+# Needs etcd (Debian: apt-get install etcd-server) and curl. In production
+# the same `serve` flags point at real Kafka, PD, Redis and etcd endpoints
+# (see redrain@.service next to this file).
+set -euo pipefail
+
+dir=${1:-/tmp/redrain-etcd}
+bin=${REDRAIN:-bin/redrain}
+command -v etcd >/dev/null || { echo "etcd not found: apt-get install etcd-server" >&2; exit 1; }
+[ -x "$bin" ] || { echo "$bin not found: run make build (or set REDRAIN)" >&2; exit 1; }
+mkdir -p "$dir"
+
+pids=()
+stop() {
+	# serve leaves the cluster on SIGTERM; etcd goes last so that it can.
+	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+		kill "${pids[i]}" 2>/dev/null || true
+		wait "${pids[i]}" 2>/dev/null || true
+	done
+}
+trap stop EXIT
+trap 'exit 130' INT TERM
+
+# waitfor DESC SECONDS COMMAND...: polls COMMAND every 0.2 s until it
+# succeeds, or gives up after SECONDS.
+waitfor() {
+	local what=$1 secs=$2 start=$SECONDS
+	shift 2
+	until "$@" >/dev/null 2>&1; do
+		if ((SECONDS - start > secs)); then
+			echo "no $what after ${secs}s; logs in $dir" >&2
+			exit 1
+		fi
+		sleep 0.2
+	done
+}
+
+# etcd: client ports 23791-23793, peer ports 23801-23803 (below Linux's
+# ephemeral range, so no outgoing connection holds them).
+cluster=e1=http://127.0.0.1:23801,e2=http://127.0.0.1:23802,e3=http://127.0.0.1:23803
+endpoints=127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793
+for i in 1 2 3; do
+	etcd --name "e$i" --data-dir "$dir/etcd$i" \
+		--listen-client-urls "http://127.0.0.1:2379$i" --advertise-client-urls "http://127.0.0.1:2379$i" \
+		--listen-peer-urls "http://127.0.0.1:2380$i" --initial-advertise-peer-urls "http://127.0.0.1:2380$i" \
+		--initial-cluster "$cluster" --initial-cluster-token redrain-example --initial-cluster-state new \
+		>"$dir/etcd$i.log" 2>&1 &
+	pids+=($!)
+done
+for i in 1 2 3; do
+	waitfor "healthy etcd e$i" 30 curl -fsS "http://127.0.0.1:2379$i/health"
+done
+echo "etcd: $endpoints"
+
+# The shared backends; dev prints the serve flags that point at them.
+"$bin" dev --data-dir "$dir/dev" >"$dir/dev.flags" 2>"$dir/dev.log" &
+pids+=($!)
+waitfor "backends" 120 test -s "$dir/dev.flags"
+flags=$(cat "$dir/dev.flags")
+echo "backends: $flags"
+
+# Three nodes. With --cluster-etcd, --cluster-addr is the remoting address
+# each node registers in etcd for the others to dial. The first starts
+# alone: nodes started together on a fresh store race to create the
+# campaign's budgets and the loser exits with a write conflict.
+serve() {
+	# shellcheck disable=SC2086 # $flags is several flags
+	"$bin" serve $flags --data-dir "$dir/n$1" --http "127.0.0.1:910$1" \
+		--cluster-addr "127.0.0.1:920$1" --cluster-etcd "$endpoints" \
+		>"$dir/n$1.log" 2>&1 &
+	pids+=($!)
+}
+serve 1
+waitfor "ready node n1" 180 curl -fsS http://127.0.0.1:9101/readyz
+serve 2
+serve 3
+for i in 2 3; do
+	waitfor "ready node n$i" 180 curl -fsS "http://127.0.0.1:910$i/readyz"
+done
+
+echo "nodes: http://127.0.0.1:9101 http://127.0.0.1:9102 http://127.0.0.1:9103"
+echo "members as node n1 sees them:"
+curl -fsS http://127.0.0.1:9101/admin/v1/cluster | tr '{' '\n' | grep -o '"id":"[^"]*@[^"]*"' || true
+echo "try: $bin bench --target http://127.0.0.1:9101,http://127.0.0.1:9102,http://127.0.0.1:9103 --users 100000"
+echo "Ctrl-C stops everything (logs and data stay in $dir)."
+wait
