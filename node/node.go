@@ -195,6 +195,12 @@ func Start(cfg Config) (n *Node, err error) {
 	}
 	n.Metrics.GaugeFunc("redrain_booking_lag_records", "Grant records in Kafka not yet booked (all partitions).", n.lag.Load)
 	n.Metrics.FloatGaugeFunc("process_cpu_seconds_total", "User and system CPU time of the process.", metrics.ProcessCPUSeconds)
+	n.Metrics.GaugeFunc("redrain_booking_stopped", "1 when booking stopped on a broken money invariant or an unreadable record (see /readyz).", func() int64 {
+		if n.booker.Broken() != nil {
+			return 1
+		}
+		return 0
+	})
 	n.Metrics.GaugeFunc("redrain_ready", "1 when the node serves grants.", func() int64 {
 		if n.readyErr() == nil {
 			return 1
