@@ -56,26 +56,34 @@ func (t *Tokens) Redeem(ctx context.Context, raw [][]byte) ([]TokenResult, error
 		return nil, err
 	}
 	var todo []ledger.Grant
-	var idx []int
+	var again [][]byte // tokens booked now, resolved again afterwards
+	var where []int
 	seen := map[string]bool{}
 	for i, s := range states {
-		if s.result.Status == "issued" && !seen[s.claims.OutTradeNo] {
+		if s.result.Status != "issued" {
+			continue
+		}
+		if !seen[s.claims.OutTradeNo] {
 			seen[s.claims.OutTradeNo] = true
 			todo = append(todo, s.grant)
-			idx = append(idx, i)
 		}
+		again = append(again, raw[i])
+		where = append(where, i)
 	}
-	if len(todo) > 0 {
-		if _, err := t.book.Book(ctx, todo); err != nil {
-			return nil, unavailable(err)
-		}
-		// Re-read: a token can lose to an earlier grant of its limit key
-		// only if it was never the one issued, which resolve reports.
-		for _, s := range states {
-			if s.result.Status == "issued" {
-				s.result.Status = "booked"
-			}
-		}
+	if len(todo) == 0 {
+		return results(states), nil
+	}
+	if _, err := t.book.Book(ctx, todo); err != nil {
+		return nil, unavailable(err)
+	}
+	// Report what the store now holds rather than assume: a token whose
+	// limit key another packet took meanwhile is reported invalid.
+	after, err := t.resolve(ctx, again)
+	if err != nil {
+		return nil, err
+	}
+	for j, i := range where {
+		states[i] = after[j]
 	}
 	return results(states), nil
 }
