@@ -43,12 +43,11 @@ type Booker struct {
 	Batches   *metrics.Counter
 	BatchTime *metrics.Histogram
 
-	brokers    []string
-	partitions int32
-	group      chan *groupReq // partitions' batches for the shared transaction
-	claims     atomic.Pointer[[]int32]
-	mu         sync.Mutex
-	broken     error // a record that cannot be decoded stops booking
+	brokers []string
+	group   chan *groupReq // partitions' batches for the shared transaction
+	claims  atomic.Pointer[[]int32]
+	mu      sync.Mutex
+	broken  error // a record that cannot be decoded stops booking
 }
 
 // BookerConfig wires a booker.
@@ -76,7 +75,7 @@ func NewBooker(cfg BookerConfig) *Booker {
 	m := cfg.Metrics
 	return &Booker{
 		log: cfg.Log, tikv: cfg.TiKV, redis: cfg.Redis, clock: cfg.Clock,
-		brokers: cfg.Brokers, partitions: cfg.Partitions, group: make(chan *groupReq, max(cfg.Partitions, 1)),
+		brokers: cfg.Brokers, group: make(chan *groupReq, max(cfg.Partitions, 1)),
 		Booked:    m.Counter("redrain_grants_booked_total", "Grants booked into the ledger by this node."),
 		Conflicts: m.Counter("redrain_booking_conflicts_total", "Booking transactions retried after a write conflict."),
 		Batches:   m.Counter("redrain_booking_batches_total", "Booking transactions committed."),

@@ -40,11 +40,10 @@ type Issuer struct {
 	inflight sync.Map // limit key → *pendingGrant
 	marks    sync.WaitGroup
 
-	grants      map[string]*metrics.Counter // by outcome
-	grantTime   *metrics.Histogram
-	stageTime   [stageCount]*metrics.Histogram
-	GrantsNew   *metrics.Counter
-	GrantsTotal *metrics.Counter
+	grants    map[string]*metrics.Counter // by outcome
+	grantTime *metrics.Histogram
+	stageTime [stageCount]*metrics.Histogram
+	GrantsNew *metrics.Counter
 }
 
 // IssuerConfig wires an issuer.
@@ -52,7 +51,6 @@ type IssuerConfig struct {
 	Log         *slog.Logger
 	Campaign    *campaign.Campaign
 	TiKV        *storage.TiKV
-	Redis       *storage.Redis
 	Pipeliner   *storage.Pipeliner
 	Stream      *storage.GrantWriter
 	Leases      LeaseSource

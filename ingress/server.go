@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"log/slog"
 	"net"
 	"strconv"
 	"time"
@@ -27,7 +26,6 @@ type Stats struct {
 
 // Server is the fasthttp API of one node.
 type Server struct {
-	Log     *slog.Logger
 	Issuer  *Issuer
 	Tokens  *Tokens
 	TiKV    *storage.TiKV

@@ -188,7 +188,7 @@ func Start(cfg Config) (n *Node, err error) {
 	}
 	budgets := actors.NewBudgets(n.member.Cluster, n.tikv)
 	n.issuer, err = ingress.NewIssuer(ctx, ingress.IssuerConfig{Log: n.log, Campaign: n.Campaign, TiKV: n.tikv,
-		Redis: n.redis, Pipeliner: n.pipe, Stream: n.stream, Leases: budgets, Node: n.ID,
+		Pipeliner: n.pipe, Stream: n.stream, Leases: budgets, Node: n.ID,
 		Incarnation: n.Incarnation, Metrics: n.Metrics, Clock: clock})
 	if err != nil {
 		return nil, err
@@ -207,7 +207,7 @@ func Start(cfg Config) (n *Node, err error) {
 		}
 		return 0
 	})
-	n.server = &ingress.Server{Log: n.log, Issuer: n.issuer, TiKV: n.tikv, Metrics: n.Metrics,
+	n.server = &ingress.Server{Issuer: n.issuer, TiKV: n.tikv, Metrics: n.Metrics,
 		Tokens: ingress.NewTokens(n.Campaign, n.pipe, n.tikv, n.booker),
 		Ready:  n.readyErr,
 		Stats: func() ingress.Stats {
