@@ -74,3 +74,38 @@ func ParseActIDValue(b []byte) (uint64, bool) {
 // records the id of the store it indexes (RedisEpochKey); a mismatch means
 // Redis indexes another store, or an older life of this one.
 var StoreEpochKey = []byte("rr/meta/epoch")
+
+// Versioned configuration (package configstore). Values are JSON so that
+// operators can read them with tikv-ctl.
+
+// CfgSeqKey holds the change counter of all configuration: every mutation
+// bumps it in its own transaction, so nodes poll this one key.
+var CfgSeqKey = []byte("rr/cfg/seq")
+
+// CfgSwitchesKey holds the switches document.
+var CfgSwitchesKey = []byte("rr/cfg/switches")
+
+// CfgActivityPrefix bounds every activity's head and versions.
+var CfgActivityPrefix = []byte("rr/cfg/act/")
+
+// CfgActivityPrefixOf bounds one activity's head and versions. Activity ids
+// hold no '/', so the prefixes of two activities never nest.
+func CfgActivityPrefixOf(activity string) []byte {
+	return []byte("rr/cfg/act/" + activity + "/")
+}
+
+// CfgHeadKey is an activity's head: latest version, live, canary, history.
+// It sorts before the activity's versions ('h' < 'v').
+func CfgHeadKey(activity string) []byte {
+	return append(CfgActivityPrefixOf(activity), "head"...)
+}
+
+// CfgVersionPrefix bounds an activity's versions.
+func CfgVersionPrefix(activity string) []byte {
+	return append(CfgActivityPrefixOf(activity), "v/"...)
+}
+
+// CfgVersionKey is one immutable version of an activity's configuration.
+func CfgVersionKey(activity string, version uint64) []byte {
+	return fmt.Appendf(CfgVersionPrefix(activity), "%016x", version)
+}
