@@ -12,14 +12,17 @@ import (
 	"os"
 	"time"
 
-	"redrain/ledger"
 	"redrain/tokens"
 )
 
 // ErrInvalid wraps every validation failure of a config.
 var ErrInvalid = errors.New("campaign: invalid config")
 
-// Config is the file format (JSON).
+// Config is the node's campaign file (JSON): the settings every activity
+// shares, and seed activities. Activities live in the configuration store,
+// versioned; a seed is stored and published as version 1 when the store
+// has no activity of that id yet, so a node on embedded defaults serves at
+// once.
 type Config struct {
 	Activities []Activity `json:"activities"`
 	// TokenKeys are "ID:HEX" secrets (at least 32 bytes); every key opens
@@ -28,52 +31,30 @@ type Config struct {
 	ActiveTokenKey uint16   `json:"active_token_key"`
 	// DrawSalt keys the deterministic amount draw.
 	DrawSalt string `json:"draw_salt"`
+	// AdminKeys are "ID:HEX" secrets that sign admin requests; none means
+	// the public development key (the node warns).
+	AdminKeys []string `json:"admin_keys,omitempty"`
 }
-
-// Activity is a campaign activity with its rains and awards.
-type Activity struct {
-	ID     string  `json:"id"`
-	Rains  []Rain  `json:"rains"`
-	Awards []Award `json:"awards"`
-}
-
-// Rain is a time window of an activity in a scene.
-type Rain struct {
-	SceneID string `json:"scene_id"`
-	RainID  uint64 `json:"rain_id"`
-	// Start and End bound the window (RFC 3339); with AlwaysOpen the rain
-	// is open at any time and Start is still sealed as the token's open time.
-	Start      time.Time `json:"start"`
-	End        time.Time `json:"end"`
-	AlwaysOpen bool      `json:"always_open"`
-}
-
-// Award is a kind of packet an activity gives, with its budget.
-type Award struct {
-	Type   string `json:"type"`   // e.g. "cash"
-	Asset  string `json:"asset"`  // what it books into; defaults to "cash" for type cash
-	Budget int64  `json:"budget"` // total, in minor units
-	Min    int64  `json:"min"`    // the draw's range, minor units
-	Max    int64  `json:"max"`
-	Weight uint32 `json:"weight"` // relative chance among the activity's awards; default 1
-}
-
-// BudgetID names the budget of an award in an activity.
-func BudgetID(activityID, awardType string) string { return activityID + "/" + awardType }
 
 // Demo is the built-in campaign: activity "demo", scene "rain", rain 1,
-// always open, one cash award of 1..200 fen from a budget of 10^12 fen.
-// Its token key is public and for development only.
+// always open, one formal cash award of 1..200 fen from a budget of 10^12
+// fen. Its token key is public and for development only.
 func Demo() *Config {
 	return &Config{
-		Activities: []Activity{{
-			ID:     "demo",
-			Rains:  []Rain{{SceneID: "rain", RainID: 1, AlwaysOpen: true, Start: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}},
-			Awards: []Award{{Type: "cash", Budget: 1_000_000_000_000, Min: 1, Max: 200}},
-		}},
+		Activities:     []Activity{DemoActivity()},
 		TokenKeys:      []string{"1:" + demoKeyHex},
 		ActiveTokenKey: 1,
 		DrawSalt:       "demo",
+	}
+}
+
+// DemoActivity is the demo campaign's activity.
+func DemoActivity() Activity {
+	return Activity{
+		ID:     "demo",
+		Rains:  []Rain{{SceneID: "rain", RainID: 1, AlwaysOpen: true, Start: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}},
+		Awards: []Award{{Type: "cash", Kind: KindMoney, Min: 1, Max: 200}},
+		Stages: []Stage{{Stage: "formal", Budgets: map[string]int64{"cash": 1_000_000_000_000}}},
 	}
 }
 
@@ -96,74 +77,20 @@ func Load(path string) (*Campaign, error) {
 	return Compile(&c)
 }
 
-// Campaign is a validated, indexed config.
+// Campaign is a validated node config: the token key ring, the draw salt
+// and the seed activities.
 type Campaign struct {
-	Config     *Config
-	Ring       *tokens.Ring
-	activities map[string]*CompiledActivity
+	Config *Config
+	Ring   *tokens.Ring
+	// Seeds are the file's activities, validated; whitelists in seeds must
+	// be resolved by the node before they are stored (see Version.Spec).
+	Seeds []*Activity
 }
 
-// CompiledActivity is an activity ready for lookups.
-type CompiledActivity struct {
-	ID          string
-	Awards      []Award
-	weightTotal uint64
-	rains       map[rainKey]*Rain
-}
-
-type rainKey struct {
-	scene string
-	rain  uint64
-}
-
-// Activity returns the activity with id, or nil.
-func (c *Campaign) Activity(id string) *CompiledActivity { return c.activities[id] }
-
-// Activities lists every activity.
-func (c *Campaign) Activities() []*CompiledActivity {
-	out := make([]*CompiledActivity, 0, len(c.activities))
-	for _, a := range c.Config.Activities {
-		out = append(out, c.activities[a.ID])
-	}
-	return out
-}
-
-// Rain returns the activity's rain, or nil.
-func (a *CompiledActivity) Rain(sceneID string, rainID uint64) *Rain {
-	return a.rains[rainKey{sceneID, rainID}]
-}
-
-// Open reports whether the rain accepts grants at now.
-func (r *Rain) Open(now time.Time) bool {
-	if r.AlwaysOpen {
-		return true
-	}
-	return !now.Before(r.Start) && now.Before(r.End)
-}
-
-// PickAward chooses an award by weight from seed.
-func (a *CompiledActivity) PickAward(seed uint64) *Award {
-	if len(a.Awards) == 1 {
-		return &a.Awards[0]
-	}
-	x := uint64(ledger.Draw(seed^0x5bd1e995, 0, int64(a.weightTotal-1)))
-	for i := range a.Awards {
-		w := uint64(a.Awards[i].Weight)
-		if x < w {
-			return &a.Awards[i]
-		}
-		x -= w
-	}
-	return &a.Awards[len(a.Awards)-1]
-}
-
-// Compile validates c and indexes it.
+// Compile validates c.
 func Compile(c *Config) (*Campaign, error) {
 	bad := func(format string, args ...any) (*Campaign, error) {
 		return nil, fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
-	}
-	if len(c.Activities) == 0 {
-		return bad("no activities")
 	}
 	if len(c.TokenKeys) == 0 {
 		return bad("no token_keys")
@@ -180,55 +107,42 @@ func Compile(c *Config) (*Campaign, error) {
 	if err != nil {
 		return bad("token keys: %v", err)
 	}
-	out := &Campaign{Config: c, Ring: ring, activities: make(map[string]*CompiledActivity)}
+	out := &Campaign{Config: c, Ring: ring}
+	seen := map[string]bool{}
 	for i := range c.Activities {
 		a := &c.Activities[i]
-		if !validID(a.ID) {
-			return bad("activities[%d]: id %q: want 1-64 characters of [A-Za-z0-9.-]", i, a.ID)
-		}
-		if out.activities[a.ID] != nil {
+		if seen[a.ID] {
 			return bad("activity %q defined twice", a.ID)
 		}
-		ca := &CompiledActivity{ID: a.ID, rains: make(map[rainKey]*Rain)}
-		if len(a.Rains) == 0 || len(a.Awards) == 0 {
-			return bad("activity %q: needs at least one rain and one award", a.ID)
+		seen[a.ID] = true
+		// Validate a copy: compiling fills defaults in, and whitelists are
+		// resolved later.
+		cp := cloneActivity(a)
+		for j := range cp.Stages {
+			if len(cp.Stages[j].Whitelist) > 0 && len(cp.Stages[j].ActIDs) == 0 {
+				cp.Stages[j].ActIDs = []uint64{1}
+			}
 		}
-		for j := range a.Rains {
-			r := &a.Rains[j]
-			if !validID(r.SceneID) || r.RainID == 0 {
-				return bad("activity %q rains[%d]: want a scene_id and a rain_id >= 1", a.ID, j)
-			}
-			if !r.AlwaysOpen && !r.End.After(r.Start) {
-				return bad("activity %q rain %s/%d: end must be after start (or always_open)", a.ID, r.SceneID, r.RainID)
-			}
-			k := rainKey{r.SceneID, r.RainID}
-			if ca.rains[k] != nil {
-				return bad("activity %q rain %s/%d defined twice", a.ID, r.SceneID, r.RainID)
-			}
-			ca.rains[k] = r
+		if _, err := CompileActivity(cp, 0); err != nil {
+			return nil, err
 		}
-		seen := map[string]bool{}
-		for j := range a.Awards {
-			w := a.Awards[j]
-			if !validID(w.Type) || seen[w.Type] {
-				return bad("activity %q awards[%d]: type %q missing, invalid or repeated", a.ID, j, w.Type)
-			}
-			seen[w.Type] = true
-			if w.Asset == "" {
-				w.Asset = string(ledger.AssetCash)
-			}
-			if w.Weight == 0 {
-				w.Weight = 1
-			}
-			if w.Budget < 0 || w.Min < 1 || w.Max < w.Min {
-				return bad("activity %q award %q: want budget >= 0 and 1 <= min <= max", a.ID, w.Type)
-			}
-			ca.weightTotal += uint64(w.Weight)
-			ca.Awards = append(ca.Awards, w)
-		}
-		out.activities[a.ID] = ca
+		out.Seeds = append(out.Seeds, a)
 	}
 	return out, nil
+}
+
+// cloneActivity deep-copies a through JSON (activities are small and
+// copied only on configuration changes).
+func cloneActivity(a *Activity) *Activity {
+	raw, err := json.Marshal(a)
+	if err != nil {
+		panic(err) // only plain data: cannot fail
+	}
+	var out Activity
+	if err := json.Unmarshal(raw, &out); err != nil {
+		panic(err)
+	}
+	return &out
 }
 
 func validID(s string) bool {

@@ -166,8 +166,8 @@ func TestNodeEndToEnd(t *testing.T) {
 		}
 		var w struct {
 			Balances []struct {
-				AwardType string `json:"award_type"`
-				Balance   int64  `json:"balance"`
+				Asset   string `json:"asset"`
+				Balance int64  `json:"balance"`
 			} `json:"balances"`
 		}
 		_ = json.NewDecoder(resp.Body).Decode(&w)

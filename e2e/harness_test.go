@@ -38,11 +38,14 @@ func campaignJSON(rains int) string {
 	return fmt.Sprintf(`{
   "activities": [
     {"id": "e2e", "rains": [%s],
-     "awards": [{"type": "cash", "budget": 100000000000, "min": 1, "max": 500}]},
+     "awards": [{"type": "cash", "min": 1, "max": 500}],
+     "stages": [{"stage": "formal", "budgets": {"cash": 100000000000}}]},
     {"id": "small", "rains": [{"scene_id":"rain","rain_id":1,"always_open":true,"start":"2026-02-10T12:00:00Z"}],
-     "awards": [{"type": "cash", "budget": %d, "min": 100, "max": 100}]},
+     "awards": [{"type": "cash", "min": 100, "max": 100}],
+     "stages": [{"stage": "formal", "budgets": {"cash": %d}}]},
     {"id": "closed", "rains": [{"scene_id":"rain","rain_id":1,"start":"2020-01-01T00:00:00Z","end":"2020-01-01T00:01:00Z"}],
-     "awards": [{"type": "cash", "budget": 1000, "min": 1, "max": 10}]}
+     "awards": [{"type": "cash", "min": 1, "max": 10}],
+     "stages": [{"stage": "formal", "budgets": {"cash": 1000}}]}
   ],
   "token_keys": ["1:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"],
   "active_token_key": 1,

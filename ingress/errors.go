@@ -17,6 +17,10 @@ const (
 	CodeTooLarge         Code = "request_too_large"  // 413
 	CodeUnknownActivity  Code = "unknown_activity"   // 404
 	CodeUnknownRain      Code = "unknown_rain"       // 404
+	CodeNotEligible      Code = "not_eligible"       // 403: the activity is not published to this user, or no stage admits them
+	CodeUnauthorized     Code = "unauthorized"       // 401: admin request unsigned, altered, expired or replayed
+	CodeInvalidConfig    Code = "invalid_config"     // 422: an activity version that does not validate
+	CodeConflict         Code = "conflict"           // 409: the configuration changed meanwhile; retry
 	CodeRainClosed       Code = "rain_closed"        // 409
 	CodeBudgetExhausted  Code = "budget_exhausted"   // 409
 	CodeGrantInProgress  Code = "grant_in_progress"  // 409, retryable
@@ -40,6 +44,14 @@ func (c Code) meta() (status int, retryable bool) {
 		return 404, false
 	case CodeUnknownRain:
 		return 404, false
+	case CodeNotEligible:
+		return 403, false
+	case CodeUnauthorized:
+		return 401, false
+	case CodeInvalidConfig:
+		return 422, false
+	case CodeConflict:
+		return 409, true
 	case CodeRainClosed:
 		return 409, false
 	case CodeBudgetExhausted:

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -13,7 +16,6 @@ import (
 	"redrain/ledger"
 	"redrain/metrics"
 	"redrain/storage"
-	"redrain/tokens"
 )
 
 // pendingMarkTTL bounds how long a crashed grant's pending mark blocks its
@@ -25,13 +27,22 @@ const pendingMarkTTL = 30 * time.Second
 // Redis call happen on it: Redis commands go through the pipeliner, budget
 // through local leases.
 type Issuer struct {
-	log    *slog.Logger
-	camp   *campaign.Campaign
-	binder *Binder
-	redis  *storage.Pipeliner
-	stream *storage.GrantWriter
-	leases map[string]*leaseHolder
-	clock  func() time.Time
+	log     *slog.Logger
+	camp    *campaign.Campaign // token keys and draw salt
+	catalog atomic.Pointer[campaign.Catalog]
+	binder  *Binder
+	redis   *storage.Pipeliner
+	stream  *storage.GrantWriter
+	clock   func() time.Time
+
+	// leases holds one holder per budget ever drawn from, created on first
+	// use. Holders of budgets a later configuration dropped stay until the
+	// node stops, so their open leases are closed exactly once.
+	leasesMu    sync.Mutex
+	leases      map[string]*leaseHolder
+	leaseSrc    LeaseSource
+	node        string
+	incarnation uint64
 
 	// inflight holds this node's grants between their claim and their
 	// issued mark, so that a duplicate arriving meanwhile waits for the
@@ -73,15 +84,18 @@ const (
 var stageNames = [stageCount]string{"bind", "claim", "lease", "stream", "mark"}
 
 // Grant outcomes as counted in metrics.
-var grantOutcomes = []string{"issued", "repeat", "in_progress", "budget_exhausted", "rain_closed", "unknown", "error"}
+var grantOutcomes = []string{"issued", "repeat", "no_award", "in_progress", "budget_exhausted", "rain_closed", "not_eligible", "unknown", "error"}
 
-// NewIssuer builds an issuer and a lease holder per budget of the campaign.
+// NewIssuer builds an issuer with an empty catalog: it grants once
+// SetCatalog publishes activities.
 func NewIssuer(ctx context.Context, cfg IssuerConfig) (*Issuer, error) {
 	is := &Issuer{
 		log: cfg.Log, camp: cfg.Campaign, binder: NewBinder(cfg.TiKV, cfg.Pipeliner), redis: cfg.Pipeliner,
 		stream: cfg.Stream, leases: map[string]*leaseHolder{}, clock: cfg.Clock,
+		leaseSrc: cfg.Leases, node: cfg.Node, incarnation: cfg.Incarnation,
 		grants: map[string]*metrics.Counter{},
 	}
+	is.catalog.Store(campaign.NewCatalog(0))
 	for _, o := range grantOutcomes {
 		is.grants[o] = cfg.Metrics.Counter("redrain_grants_total", "Grant requests by outcome.", "outcome", o)
 	}
@@ -90,16 +104,52 @@ func NewIssuer(ctx context.Context, cfg IssuerConfig) (*Issuer, error) {
 		is.stageTime[i] = cfg.Metrics.Histogram("redrain_grant_stage_seconds", "Time spent in each stage of the grant path.", metrics.LatencyBounds, "stage", name)
 	}
 	is.GrantsNew = is.grants["issued"]
-	for _, a := range cfg.Campaign.Activities() {
-		for _, w := range a.Awards {
-			id := campaign.BudgetID(a.ID, w.Type)
-			// A lease covers 256 maximal grants at first and doubles while
-			// leases last under two seconds, up to 65536 of them.
-			is.leases[id] = newLeaseHolder(cfg.Log, id, cfg.Leases, cfg.Node, cfg.Incarnation,
-				w.Max*256, w.Max*65536, cfg.Clock)
+	return is, nil
+}
+
+// SetCatalog swaps in what the node serves. Grants in flight finish on the
+// catalog they started with.
+func (is *Issuer) SetCatalog(c *campaign.Catalog) { is.catalog.Store(c) }
+
+// Catalog is what the node serves now.
+func (is *Issuer) Catalog() *campaign.Catalog { return is.catalog.Load() }
+
+// Binder resolves app identities to act_ids.
+func (is *Issuer) Binder() *Binder { return is.binder }
+
+// OpenLeases reports, per budget, what this node issued under each lease
+// it holds open.
+func (is *Issuer) OpenLeases() map[string][]OpenLease {
+	is.leasesMu.Lock()
+	holders := maps.Clone(is.leases)
+	is.leasesMu.Unlock()
+	out := map[string][]OpenLease{}
+	for id, h := range holders {
+		if open := h.open(); len(open) > 0 {
+			out[id] = open
 		}
 	}
-	return is, nil
+	return out
+}
+
+// holder returns the lease holder of w's budget, creating it on first use.
+func (is *Issuer) holder(w *campaign.ChildAward) *leaseHolder {
+	is.leasesMu.Lock()
+	defer is.leasesMu.Unlock()
+	h := is.leases[w.BudgetID]
+	if h == nil {
+		// A lease covers 256 maximal grants at first and doubles while
+		// leases last under two seconds, up to 65536 of them; and never more
+		// than a 64th of the budget at first (a 16th at most), so that small
+		// budgets spread over nodes and the spent share that thresholds
+		// read stays fine-grained.
+		m := w.MaxAmount()
+		lo := max(min(m*256, w.Total/64), m)
+		hi := max(min(m*65536, w.Total/16), lo)
+		h = newLeaseHolder(is.log, w.BudgetID, is.leaseSrc, is.node, is.incarnation, lo, hi, is.clock)
+		is.leases[w.BudgetID] = h
+	}
+	return h
 }
 
 // pendingGrant is a grant between its claim and its issued mark.
@@ -113,7 +163,10 @@ type pendingGrant struct {
 // budget.
 func (is *Issuer) Close(ctx context.Context) {
 	is.marks.Wait()
-	for _, h := range is.leases {
+	is.leasesMu.Lock()
+	holders := slices.Collect(maps.Values(is.leases))
+	is.leasesMu.Unlock()
+	for _, h := range holders {
 		h.closeAll(ctx)
 	}
 }
@@ -128,16 +181,9 @@ func (is *Issuer) Grant(ctx context.Context, req *GrantRequest) (*GrantResponse,
 }
 
 func (is *Issuer) grant(ctx context.Context, req *GrantRequest) (*GrantResponse, string, error) {
-	act := is.camp.Activity(req.ActivityID)
-	if act == nil {
+	pub := is.catalog.Load().Activity(req.ActivityID)
+	if pub == nil {
 		return nil, "unknown", Errorf(CodeUnknownActivity, "activity %q does not exist", req.ActivityID)
-	}
-	rain := act.Rain(req.SceneID, req.RainID)
-	if rain == nil {
-		return nil, "unknown", Errorf(CodeUnknownRain, "activity %q has no rain %d in scene %q", req.ActivityID, req.RainID, req.SceneID)
-	}
-	if !rain.Open(is.clock()) {
-		return nil, "rain_closed", Errorf(CodeRainClosed, "rain %d of activity %q is not open", req.RainID, req.ActivityID)
 	}
 	t0 := time.Now()
 	actID, err := is.binder.Resolve(ctx, req.AppID, req.UserID)
@@ -145,9 +191,24 @@ func (is *Issuer) grant(ctx context.Context, req *GrantRequest) (*GrantResponse,
 	if err != nil {
 		return nil, "error", unavailable(err)
 	}
+	ver := pub.For(actID)
+	if ver == nil {
+		return nil, "not_eligible", Errorf(CodeNotEligible, "activity %q is not published to this user yet", req.ActivityID)
+	}
+	rain := ver.Rain(req.SceneID, req.RainID)
+	if rain == nil {
+		return nil, "unknown", Errorf(CodeUnknownRain, "activity %q has no rain %d in scene %q", req.ActivityID, req.RainID, req.SceneID)
+	}
+	if !rain.Open(is.clock()) {
+		return nil, "rain_closed", Errorf(CodeRainClosed, "rain %d of activity %q is not open", req.RainID, req.ActivityID)
+	}
+	child := ver.ChildFor(actID)
+	if child == nil {
+		return nil, "not_eligible", Errorf(CodeNotEligible, "no stage of activity %q admits this user", req.ActivityID)
+	}
 	g := ledger.Grant{
-		AppID: req.AppID, ActID: actID, UserID: req.UserID, ActivityID: act.ID,
-		SceneID: req.SceneID, RainID: req.RainID, Stage: tokens.StageFormal,
+		AppID: req.AppID, ActID: actID, UserID: req.UserID, ActivityID: ver.ID,
+		SceneID: req.SceneID, RainID: req.RainID, Stage: child.Stage,
 		OpenTime: rain.Start.UnixMilli(),
 	}
 	limitKey := g.LimitKey()
@@ -166,7 +227,7 @@ func (is *Issuer) grant(ctx context.Context, req *GrantRequest) (*GrantResponse,
 		r := *p.res
 		return &r, "repeat", nil
 	}
-	res, outcome, err := is.issue(ctx, &g, act, limitKey)
+	res, outcome, err := is.issue(ctx, &g, child, limitKey)
 	pg.res, pg.err = res, err
 	close(pg.done)
 	if outcome != "issued" {
@@ -177,7 +238,7 @@ func (is *Issuer) grant(ctx context.Context, req *GrantRequest) (*GrantResponse,
 
 // issue claims the limit key in Redis and, when it is new, issues. Only an
 // issued grant stays in inflight; its issued mark removes it.
-func (is *Issuer) issue(ctx context.Context, g *ledger.Grant, act *campaign.CompiledActivity, limitKey string) (*GrantResponse, string, error) {
+func (is *Issuer) issue(ctx context.Context, g *ledger.Grant, child *campaign.Child, limitKey string) (*GrantResponse, string, error) {
 	markKey := storage.LimitMarkKey(limitKey)
 	t0 := time.Now()
 	// Claim the per-user limit (one packet per user and rain, whatever
@@ -190,7 +251,7 @@ func (is *Issuer) issue(ctx context.Context, g *ledger.Grant, act *campaign.Comp
 	is.lap(stageClaim, t0)
 	if v, err := booked.Result(); err == nil {
 		if _, award, amount, ok := storage.ParseMark(v); ok {
-			g.AwardType, g.Amount = award, amount
+			setAward(g, child, award, amount)
 			return is.answer(g, true), "repeat", nil
 		}
 	}
@@ -206,23 +267,45 @@ func (is *Issuer) issue(ctx context.Context, g *ledger.Grant, act *campaign.Comp
 		if !ok {
 			return nil, "error", Errorf(CodeInternal, "unreadable grant mark")
 		}
-		g.AwardType, g.Amount = award, amount
+		if award == storage.MarkNoAward {
+			return noAwardAnswer(g), "repeat", nil
+		}
+		setAward(g, child, award, amount)
 		return is.answer(g, false), "repeat", nil
 	}
 
 	// New grant: draw, reserve, stream. Any failure undoes the claim.
-	award := act.PickAward(ledger.DrawSeed(is.camp.Config.DrawSalt, limitKey))
-	g.AwardType, g.Asset = award.Type, ledger.Asset(award.Asset)
-	g.BudgetID = campaign.BudgetID(act.ID, award.Type)
-	g.Amount = ledger.Draw(ledger.DrawSeed(is.camp.Config.DrawSalt, g.IdempotencyKey()), award.Min, award.Max)
-	holder := is.leases[g.BudgetID]
+	award := child.PickAward(ledger.DrawSeed(is.camp.Config.DrawSalt, limitKey))
+	var holder *leaseHolder
+	var lease *activeLease
 	t0 = time.Now()
-	lease, err := holder.take(ctx, g.Amount)
+	// An award whose budget cannot pay falls back along its chain (which
+	// compiles acyclic, so this ends): to another award, to "no award", or
+	// to budget_exhausted.
+	for {
+		g.AwardType, g.Asset, g.BudgetID = award.Type, award.Asset, award.BudgetID
+		holder = is.holder(award)
+		lo, hi := award.Range(holder.spentBP())
+		g.Amount = ledger.Draw(ledger.DrawSeed(is.camp.Config.DrawSalt, g.IdempotencyKey()), lo, hi)
+		lease, err = holder.take(ctx, g.Amount)
+		if !errors.Is(err, errExhausted) {
+			break
+		}
+		switch {
+		case award.FallbackTo != nil:
+			award = award.FallbackTo
+			continue
+		case award.NoAward:
+			is.lap(stageLease, t0)
+			return is.noAward(g, limitKey, markKey)
+		}
+		break
+	}
 	t0 = is.lap(stageLease, t0)
 	if err != nil {
 		is.unclaim(markKey)
 		if errors.Is(err, errExhausted) {
-			return nil, "budget_exhausted", Errorf(CodeBudgetExhausted, "the budget of award %q in activity %q is exhausted", award.Type, act.ID)
+			return nil, "budget_exhausted", Errorf(CodeBudgetExhausted, "the budget of award %q in activity %q is exhausted", award.Type, g.ActivityID)
 		}
 		return nil, "error", unavailable(err)
 	}
@@ -243,6 +326,27 @@ func (is *Issuer) issue(ctx context.Context, g *ledger.Grant, act *campaign.Comp
 	is.marks.Add(1)
 	go is.markIssued(limitKey, markKey, g.AwardType, g.Amount)
 	return is.answer(g, false), "issued", nil
+}
+
+// setAward fills in a repeat's award from its mark.
+func setAward(g *ledger.Grant, child *campaign.Child, award string, amount int64) {
+	g.AwardType, g.Amount = award, amount
+	if w := child.Award(award); w != nil {
+		g.Asset = w.Asset
+	}
+}
+
+// noAward answers a grant whose awards all fell back to "no award": the
+// user's packet for the rain is used up and nothing is issued or booked.
+// The mark lives in Redis only; if Redis loses it, a retry draws again.
+func (is *Issuer) noAward(g *ledger.Grant, limitKey, markKey string) (*GrantResponse, string, error) {
+	is.marks.Add(1)
+	go is.markIssued(limitKey, markKey, storage.MarkNoAward, 0)
+	return noAwardAnswer(g), "no_award", nil
+}
+
+func noAwardAnswer(g *ledger.Grant) *GrantResponse {
+	return &GrantResponse{ActID: g.ActID, AwardType: storage.MarkNoAward, Stage: g.Stage.String(), Status: "no_award"}
 }
 
 func (is *Issuer) markIssued(limitKey, markKey, award string, amount int64) {
@@ -282,7 +386,8 @@ func (is *Issuer) answer(g *ledger.Grant, booked bool) *GrantResponse {
 		status = "booked"
 	}
 	tok := is.camp.Ring.Seal(nil, &c)
-	return &GrantResponse{Token: tok, OutTradeNo: c.OutTradeNo, ActID: g.ActID, AwardType: g.AwardType, Amount: g.Amount, Status: status}
+	return &GrantResponse{Token: tok, OutTradeNo: c.OutTradeNo, ActID: g.ActID, AwardType: g.AwardType,
+		Asset: string(g.Asset), Amount: g.Amount, Stage: g.Stage.String(), Status: status}
 }
 
 func unavailable(err error) *Error {

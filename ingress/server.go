@@ -37,6 +37,12 @@ type Server struct {
 	Audit func(ctx context.Context) ([]byte, error)
 	// Cluster returns the cluster view (members, nodes, partitions) as JSON.
 	Cluster func(ctx context.Context) ([]byte, error)
+	// Authenticate checks an admin request's signature and returns the key
+	// id that signed it; every /admin/v1/ route is refused without it.
+	Authenticate func(ctx *fasthttp.RequestCtx) (keyID string, err error)
+	// Admin serves the configuration routes (activities, budgets,
+	// switches) once the request is authenticated; false = no such route.
+	Admin func(ctx *fasthttp.RequestCtx, keyID string) bool
 
 	srv *fasthttp.Server
 }
@@ -121,7 +127,32 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		s.Metrics.WriteText(ctx)
 	case bytes.HasPrefix(path, []byte("/debug/pprof/")):
 		pprofhandler.PprofHandler(ctx)
+	case bytes.HasPrefix(path, []byte("/admin/v1/")):
+		s.admin(ctx, path)
+	default:
+		writeError(ctx, Errorf(CodeNotFound, "no route %s %s", ctx.Method(), path))
+	}
+}
+
+// admin serves /admin/v1/: every request is authenticated first, so an
+// unsigned, altered, expired or replayed one changes nothing.
+func (s *Server) admin(ctx *fasthttp.RequestCtx, path []byte) {
+	if s.Authenticate == nil {
+		writeError(ctx, Errorf(CodeUnauthorized, "admin API disabled: no admin keys"))
+		return
+	}
+	keyID, err := s.Authenticate(ctx)
+	if err != nil {
+		writeError(ctx, err)
+		return
+	}
+	get := ctx.IsGet()
+	switch {
 	case bytes.Equal(path, []byte("/admin/v1/stats")):
+		if !get {
+			methodNotAllowed(ctx, "GET")
+			return
+		}
 		st := s.Stats()
 		b := []byte(`{"grants_issued":`)
 		b = strconv.AppendInt(b, st.GrantsIssued, 10)
@@ -135,6 +166,10 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		b = strconv.AppendFloat(b, st.CPUSeconds, 'f', 3, 64)
 		writeJSON(ctx, fasthttp.StatusOK, append(b, '}'))
 	case bytes.Equal(path, []byte("/admin/v1/cluster")):
+		if !get {
+			methodNotAllowed(ctx, "GET")
+			return
+		}
 		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		body, err := s.Cluster(c)
@@ -144,6 +179,10 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		}
 		writeJSON(ctx, fasthttp.StatusOK, body)
 	case bytes.Equal(path, []byte("/admin/v1/audit")):
+		if !get {
+			methodNotAllowed(ctx, "GET")
+			return
+		}
 		c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		body, err := s.Audit(c)
@@ -153,7 +192,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		}
 		writeJSON(ctx, fasthttp.StatusOK, body)
 	default:
-		writeError(ctx, Errorf(CodeNotFound, "no route %s %s", ctx.Method(), path))
+		if s.Admin == nil || !s.Admin(ctx, keyID) {
+			writeError(ctx, Errorf(CodeNotFound, "no route %s %s", ctx.Method(), path))
+		}
 	}
 }
 
@@ -292,8 +333,10 @@ func (s *Server) wallet(ctx *fasthttp.RequestCtx, idText []byte) {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, `{"award_type":`...)
+		b = append(b, `{"asset":`...)
 		b = AppendJSONString(b, string(bal.Asset))
+		b = append(b, `,"kind":`...)
+		b = AppendJSONString(b, bal.Asset.Kind())
 		b = append(b, `,"balance":`...)
 		b = strconv.AppendInt(b, bal.Amount, 10)
 		b = append(b, '}')
@@ -308,6 +351,16 @@ func asError(err error) *Error {
 	}
 	return Errorf(CodeInternal, "%v", err)
 }
+
+// WriteError answers err as the error table says: an *Error keeps its
+// code, anything else is internal.
+func WriteError(ctx *fasthttp.RequestCtx, err error) { writeError(ctx, err) }
+
+// WriteJSON answers a JSON body with status.
+func WriteJSON(ctx *fasthttp.RequestCtx, status int, body []byte) { writeJSON(ctx, status, body) }
+
+// MethodNotAllowed answers 405 with the allowed method.
+func MethodNotAllowed(ctx *fasthttp.RequestCtx, allow string) { methodNotAllowed(ctx, allow) }
 
 func writeError(ctx *fasthttp.RequestCtx, err error) {
 	e := asError(err)

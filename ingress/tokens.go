@@ -21,15 +21,18 @@ type BookNow interface {
 
 // Tokens answers token status and redeem.
 type Tokens struct {
-	camp  *campaign.Campaign
-	redis *storage.Pipeliner
+	camp    *campaign.Campaign
+	catalog func() *campaign.Catalog
+	redis   *storage.Pipeliner
 	tikv  *storage.TiKV
 	book  BookNow
 }
 
 // NewTokens builds the token service.
-func NewTokens(camp *campaign.Campaign, redis *storage.Pipeliner, tikv *storage.TiKV, book BookNow) *Tokens {
-	return &Tokens{camp: camp, redis: redis, tikv: tikv, book: book}
+// catalog is what the node serves now (an award's asset and budget are
+// looked up there).
+func NewTokens(camp *campaign.Campaign, catalog func() *campaign.Catalog, redis *storage.Pipeliner, tikv *storage.TiKV, book BookNow) *Tokens {
+	return &Tokens{camp: camp, catalog: catalog, redis: redis, tikv: tikv, book: book}
 }
 
 // tokenState is one presented token on its way to a result.
@@ -184,20 +187,15 @@ func (t *Tokens) resolve(ctx context.Context, raw [][]byte) ([]*tokenState, erro
 // grantOf rebuilds the grant a token stands for, as redeem books it: lease
 // 0 (unknown until its stream event arrives) and no app user id.
 func (t *Tokens) grantOf(c *tokens.Claims) (ledger.Grant, bool) {
-	act := t.camp.Activity(c.ActivityID)
-	if act == nil {
+	w := t.catalog().Award(c.ActivityID, c.Stage, c.AwardType)
+	if w == nil {
 		return ledger.Grant{}, false
 	}
-	for _, w := range act.Awards {
-		if w.Type == c.AwardType {
-			return ledger.Grant{
-				AppID: c.AppID, ActID: c.ActID, ActivityID: c.ActivityID, SceneID: c.SceneID,
-				RainID: c.RainID, Stage: c.Stage, AwardType: c.AwardType, Asset: ledger.Asset(w.Asset),
-				Amount: c.Amount, BudgetID: campaign.BudgetID(act.ID, w.Type), OpenTime: c.OpenTime,
-			}, true
-		}
-	}
-	return ledger.Grant{}, false
+	return ledger.Grant{
+		AppID: c.AppID, ActID: c.ActID, ActivityID: c.ActivityID, SceneID: c.SceneID,
+		RainID: c.RainID, Stage: c.Stage, AwardType: c.AwardType, Asset: w.Asset,
+		Amount: c.Amount, BudgetID: w.BudgetID, OpenTime: c.OpenTime,
+	}, true
 }
 
 func tokenError(err error) string {

@@ -651,12 +651,15 @@ type GrantResponse struct {
 	OutTradeNo string
 	ActID      uint64
 	AwardType  string
-	Amount     int64 // Minor units (fen) or a count, per AwardType.
-	Status     string
+	Asset      string // what the amount counts: "cash" (fen), "coin:{currency}", "item:{template}"
+	Amount     int64  // Minor units (fen) or a count, per Asset.
+	Stage      string // the child activity: internal, gray or formal
+	Status     string // issued, booked, or no_award (every fallback exhausted)
 }
 
 // AppendGrantResponse appends {"token":"...","out_trade_no":"...",
-// "act_id":42,"award_type":"cash","amount":88,"status":"issued"} to dst.
+// "act_id":42,"award_type":"cash","asset":"cash","amount":88,
+// "stage":"formal","status":"issued"} to dst.
 func AppendGrantResponse(dst []byte, r *GrantResponse) []byte {
 	dst = append(dst, `{"token":`...)
 	dst = appendJSONString(dst, r.Token)
@@ -666,8 +669,12 @@ func AppendGrantResponse(dst []byte, r *GrantResponse) []byte {
 	dst = strconv.AppendUint(dst, r.ActID, 10)
 	dst = append(dst, `,"award_type":`...)
 	dst = appendJSONString(dst, r.AwardType)
+	dst = append(dst, `,"asset":`...)
+	dst = appendJSONString(dst, r.Asset)
 	dst = append(dst, `,"amount":`...)
 	dst = strconv.AppendInt(dst, r.Amount, 10)
+	dst = append(dst, `,"stage":`...)
+	dst = appendJSONString(dst, r.Stage)
 	dst = append(dst, `,"status":`...)
 	dst = appendJSONString(dst, r.Status)
 	return append(dst, '}')

@@ -560,9 +560,9 @@ func toStrings(bs [][]byte) []string {
 }
 
 func TestAppendGrantResponse(t *testing.T) {
-	r := ingress.GrantResponse{Token: []byte("tok"), OutTradeNo: "otn-1", ActID: 42, AwardType: "cash", Amount: 88, Status: "issued"}
+	r := ingress.GrantResponse{Token: []byte("tok"), OutTradeNo: "otn-1", ActID: 42, AwardType: "cash", Asset: "cash", Amount: 88, Stage: "gray", Status: "issued"}
 	if got, want := string(ingress.AppendGrantResponse(nil, &r)),
-		`{"token":"tok","out_trade_no":"otn-1","act_id":42,"award_type":"cash","amount":88,"status":"issued"}`; got != want {
+		`{"token":"tok","out_trade_no":"otn-1","act_id":42,"award_type":"cash","asset":"cash","amount":88,"stage":"gray","status":"issued"}`; got != want {
 		t.Errorf("AppendGrantResponse = %s, want %s", got, want)
 	}
 	type stdResponse struct {
@@ -570,13 +570,15 @@ func TestAppendGrantResponse(t *testing.T) {
 		OutTradeNo string `json:"out_trade_no"`
 		ActID      uint64 `json:"act_id"`
 		AwardType  string `json:"award_type"`
+		Asset      string `json:"asset"`
 		Amount     int64  `json:"amount"`
+		Stage      string `json:"stage"`
 		Status     string `json:"status"`
 	}
 	responses := []ingress.GrantResponse{
 		{},
 		r,
-		{Token: []byte(`q"\` + "\n\x00é😀\u2028"), OutTradeNo: "\t", ActID: math.MaxUint64, AwardType: "coupon", Amount: math.MinInt64, Status: "booked"},
+		{Token: []byte(`q"\` + "\n\x00é😀\u2028"), OutTradeNo: "\t", ActID: math.MaxUint64, AwardType: "coupon", Asset: "item:\"x", Amount: math.MinInt64, Stage: "internal", Status: "booked"},
 		{Token: bytes.Repeat([]byte("A-_"), 100), ActID: 1, Amount: math.MaxInt64},
 	}
 	for _, r := range responses {
@@ -586,7 +588,7 @@ func TestAppendGrantResponse(t *testing.T) {
 			t.Errorf("AppendGrantResponse(%+v) = %s, not valid JSON: %v", r, out, err)
 			continue
 		}
-		want := stdResponse{string(r.Token), r.OutTradeNo, r.ActID, r.AwardType, r.Amount, r.Status}
+		want := stdResponse{string(r.Token), r.OutTradeNo, r.ActID, r.AwardType, r.Asset, r.Amount, r.Stage, r.Status}
 		if got != want {
 			t.Errorf("AppendGrantResponse(%+v) = %s, decodes to %+v, want %+v", r, out, got, want)
 		}

@@ -126,8 +126,8 @@ func (a *Account) Book(g *Grant, now int64) (bool, error) {
 	if g.ActID != a.ActID {
 		return false, fmt.Errorf("%w: grant for act %d booked to act %d", ErrInvariant, g.ActID, a.ActID)
 	}
-	if g.Amount <= 0 {
-		return false, fmt.Errorf("%w: grant amount %d", ErrInvariant, g.Amount)
+	if err := g.Asset.CheckGrant(g.Amount); err != nil {
+		return false, err
 	}
 	key := g.LimitKey()
 	if _, dup := a.Entry(key); dup {

@@ -47,14 +47,14 @@ func TestAccountBookOncePerLimitKey(t *testing.T) {
 	g.AwardType, g.Amount = "coupon", 5
 	same = append(same, g)
 	g = first
-	g.AwardType, g.Asset, g.Amount, g.BudgetID = "coupon", "coupon", 1, "spring-coupon"
+	g.AwardType, g.Asset, g.Amount, g.BudgetID = "coupon", "item:coupon", 1, "spring-coupon"
 	same = append(same, g)
 	for _, g := range same {
 		if book(t, a, g, 200) {
 			t.Errorf("Book(%+v) after its limit key was booked = true, want false", g)
 		}
 	}
-	if len(a.Entries) != 1 || a.Balance(ledger.AssetCash) != 88 || a.Balance("coupon") != 0 || len(a.Balances) != 1 {
+	if len(a.Entries) != 1 || a.Balance(ledger.AssetCash) != 88 || a.Balance("item:coupon") != 0 || len(a.Balances) != 1 {
 		t.Errorf("after duplicate bookings: balances %+v entries %+v, want one cash entry of 88", a.Balances, a.Entries)
 	}
 
@@ -126,7 +126,7 @@ func TestAccountBookRefuses(t *testing.T) {
 
 func TestAccountBalancesSorted(t *testing.T) {
 	a := &ledger.Account{ActID: 5}
-	for i, asset := range []ledger.Asset{"zeta", "cash", "alpha", "mid", "cash", "alpha"} {
+	for i, asset := range []ledger.Asset{"coin:zeta", "cash", "coin:alpha", "item:mid", "cash", "coin:alpha"} {
 		g := grant(5, "lobby", uint64(i), tokens.StageFormal, "x", int64(i+1))
 		g.Asset = asset
 		book(t, a, g, 0)
@@ -137,7 +137,7 @@ func TestAccountBalancesSorted(t *testing.T) {
 	for _, tc := range []struct {
 		asset ledger.Asset
 		want  int64
-	}{{"alpha", 3 + 6}, {"cash", 2 + 5}, {"mid", 4}, {"zeta", 1}, {"none", 0}, {"", 0}} {
+	}{{"coin:alpha", 3 + 6}, {"cash", 2 + 5}, {"item:mid", 4}, {"coin:zeta", 1}, {"none", 0}, {"", 0}} {
 		if got := a.Balance(tc.asset); got != tc.want {
 			t.Errorf("Balance(%q) = %d, want %d", tc.asset, got, tc.want)
 		}
@@ -176,20 +176,20 @@ func TestAccountCheck(t *testing.T) {
 		}, ledger.ErrInvariant},
 		{"duplicate limit key, other asset", func(a *ledger.Account) {
 			e := a.Entries[0] // zeta
-			e.Asset, e.Amount = "alpha", 1
+			e.Asset, e.Amount = "coin:alpha", 1
 			a.Entries = append(a.Entries, e)
 			a.Balances[0].Amount++ // alpha
 		}, ledger.ErrInvariant},
 		{"unsorted balances", func(a *ledger.Account) { a.Balances[0], a.Balances[2] = a.Balances[2], a.Balances[0] }, ledger.ErrInvariant},
 		{"duplicate asset", func(a *ledger.Account) {
-			a.Balances = slices.Insert(a.Balances, 1, ledger.Balance{Asset: "alpha"})
+			a.Balances = slices.Insert(a.Balances, 1, ledger.Balance{Asset: "coin:alpha"})
 		}, ledger.ErrInvariant},
 		{"negative entry balanced", func(a *ledger.Account) {
 			a.Entries = append(a.Entries, ledger.Entry{LimitKey: "neg", Asset: ledger.AssetCash, Amount: -100})
 			a.Balances[1].Amount -= 100
 		}, ledger.ErrInvariant},
 		{"entries overflow", func(a *ledger.Account) {
-			a.Entries = append(a.Entries, ledger.Entry{LimitKey: "more", Asset: "zeta", Amount: 1})
+			a.Entries = append(a.Entries, ledger.Entry{LimitKey: "more", Asset: "coin:zeta", Amount: 1})
 		}, ledger.ErrOverflow},
 	} {
 		a := base.Clone()

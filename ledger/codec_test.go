@@ -148,7 +148,7 @@ func sampleAccount(t testing.TB) *ledger.Account {
 	for i, spec := range []struct {
 		asset  ledger.Asset
 		amount int64
-	}{{"zeta", 5}, {ledger.AssetCash, 88}, {"alpha", 1}, {ledger.AssetCash, 12}, {"zeta", math.MaxInt64 - 5}} {
+	}{{"coin:zeta", 5}, {ledger.AssetCash, 88}, {"coin:alpha", 1}, {ledger.AssetCash, 12}, {"coin:zeta", math.MaxInt64 - 5}} {
 		g := grant(42, "lobby", uint64(i+1), tokens.StageFormal, "cash", spec.amount)
 		g.Asset = spec.asset
 		if ok, err := a.Book(&g, int64(1000+i)); !ok || err != nil {
@@ -203,10 +203,10 @@ func TestUnmarshalAccountRejects(t *testing.T) {
 	// raised to match, so that only the uniqueness check can catch it.
 	dupKey := a.Clone()
 	dupKey.Entries = append(dupKey.Entries, dupKey.Entries[1])
-	if dupKey.Balances[1].Asset != ledger.AssetCash || dupKey.Entries[1].Asset != ledger.AssetCash {
+	if dupKey.Balances[0].Asset != ledger.AssetCash || dupKey.Entries[1].Asset != ledger.AssetCash {
 		t.Fatalf("sample account changed: %+v", dupKey)
 	}
-	dupKey.Balances[1].Amount += dupKey.Entries[1].Amount
+	dupKey.Balances[0].Amount += dupKey.Entries[1].Amount
 
 	for _, tc := range []struct {
 		name string

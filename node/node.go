@@ -24,8 +24,11 @@ import (
 	pcluster "github.com/asynkron/protoactor-go/cluster"
 
 	"redrain/actors"
+	"redrain/admin"
+	"redrain/adminauth"
 	"redrain/campaign"
 	"redrain/cluster"
+	"redrain/configstore"
 	"redrain/ingress"
 	"redrain/ledger"
 	"redrain/metrics"
@@ -70,6 +73,10 @@ type Node struct {
 	member   *cluster.Member
 	booker   *actors.Booker
 	issuer   *ingress.Issuer
+	config   *configstore.Store
+	watcher  *configstore.Watcher
+	admin    *admin.API
+	verifier *adminauth.Verifier
 	server   *ingress.Server
 	listener net.Listener
 
@@ -140,21 +147,6 @@ func Start(cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	n.pipe = storage.NewPipeliner(n.redis.Client, 8)
-	for _, a := range n.Campaign.Activities() {
-		for _, w := range a.Awards {
-			b := &ledger.Budget{ID: campaign.BudgetID(a.ID, w.Type), Asset: ledger.Asset(w.Asset), Total: w.Budget}
-			// Nodes starting together race to create it; the loser reads it.
-			for attempt := 0; ; attempt++ {
-				_, err := actors.EnsureBudget(ctx, n.tikv, b)
-				if err == nil {
-					break
-				}
-				if !errors.Is(err, storage.ErrConflict) || attempt == 10 {
-					return nil, fmt.Errorf("node: budget %s: %w", b.ID, err)
-				}
-			}
-		}
-	}
 	clock := time.Now
 	n.booker = actors.NewBooker(actors.BookerConfig{Log: n.log, TiKV: n.tikv, Redis: n.pipe,
 		Brokers: n.kafka.Brokers, Partitions: cfg.Partitions, Metrics: n.Metrics, Clock: clock})
@@ -193,6 +185,9 @@ func Start(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := n.startConfig(ctx); err != nil {
+		return nil, err
+	}
 	n.Metrics.GaugeFunc("redrain_booking_lag_records", "Grant records in Kafka not yet booked (all partitions).", n.lag.Load)
 	n.Metrics.FloatGaugeFunc("process_cpu_seconds_total", "User and system CPU time of the process.", metrics.ProcessCPUSeconds)
 	n.Metrics.GaugeFunc("redrain_booking_stopped", "1 when booking stopped on a broken money invariant or an unreadable record (see /readyz).", func() int64 {
@@ -208,7 +203,9 @@ func Start(cfg Config) (n *Node, err error) {
 		return 0
 	})
 	n.server = &ingress.Server{Issuer: n.issuer, TiKV: n.tikv, Metrics: n.Metrics,
-		Tokens: ingress.NewTokens(n.Campaign, n.pipe, n.tikv, n.booker),
+		Tokens:       ingress.NewTokens(n.Campaign, n.issuer.Catalog, n.pipe, n.tikv, n.booker),
+		Authenticate: n.authenticate,
+		Admin:        n.admin.Serve,
 		Ready:  n.readyErr,
 		Stats: func() ingress.Stats {
 			lag, err := n.refreshLag()
@@ -232,7 +229,8 @@ func Start(cfg Config) (n *Node, err error) {
 	}
 	go func() { n.served <- n.server.Serve(n.listener) }()
 
-	n.bg.Add(4)
+	n.bg.Add(5)
+	go func() { defer n.bg.Done(); n.watcher.Run(ctx) }()
 	go func() { defer n.bg.Done(); n.publishStatus(ctx) }()
 	go func() { defer n.bg.Done(); _ = n.booker.Run(ctx) }()
 	go func() { defer n.bg.Done(); n.watchLag(ctx) }()

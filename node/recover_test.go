@@ -24,7 +24,7 @@ import (
 // usersPerTest is how many distinct users a recovery test grants to.
 const usersPerTest = 200
 
-var demoBudget = campaign.BudgetID("demo", "cash")
+var demoBudget = campaign.BudgetID("demo", tokens.StageFormal, "cash")
 
 func redisClient(t *testing.T, addr string) *redis.Client {
 	t.Helper()

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"redrain/actors"
+	"redrain/ingress"
 )
 
 // statusTTL is how long a node's status stays in Redis without a refresh:
@@ -23,6 +24,10 @@ type nodeStatus struct {
 	Reason     string           `json:"reason,omitempty"` // why not ready
 	Partitions []int32          `json:"partitions"`       // grant topic partitions this node books
 	Grains     map[string]int64 `json:"grains"`           // live grains here, by kind
+	// Leases is what this node issued under each lease it holds open, by
+	// budget (budget figures read it: a budget record learns a lease's
+	// issued amount only when the lease closes).
+	Leases  map[string][]ingress.OpenLease `json:"leases,omitempty"`
 	Updated    time.Time        `json:"updated"`
 }
 
@@ -31,7 +36,8 @@ func statusKey(id string) string { return "rr:node:" + id }
 func (n *Node) status() nodeStatus {
 	st := nodeStatus{ID: n.ID, HTTP: n.Addr(), Membership: n.member.Manage, MemberID: n.member.ID,
 		Partitions: n.booker.Claims(), Updated: time.Now().UTC(),
-		Grains: map[string]int64{actors.KindUser: n.grains.User.Load(), actors.KindBudget: n.grains.Budget.Load()}}
+		Grains: map[string]int64{actors.KindUser: n.grains.User.Load(), actors.KindBudget: n.grains.Budget.Load()},
+		Leases: n.issuer.OpenLeases()}
 	if st.Partitions == nil {
 		st.Partitions = []int32{}
 	}
@@ -80,35 +86,72 @@ type partitionState struct {
 	Lag       int64  `json:"lag"`  // grant records not yet booked
 }
 
+// statuses reads what every live node published.
+func (n *Node) statuses(ctx context.Context) ([]nodeStatus, error) {
+	keys, err := n.redis.Client.Keys(ctx, statusKey("*")).Result()
+	if err != nil || len(keys) == 0 {
+		return nil, err
+	}
+	vals, err := n.redis.Client.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, err
+	}
+	var out []nodeStatus
+	for _, raw := range vals {
+		s, ok := raw.(string)
+		if !ok {
+			continue // expired between KEYS and MGET
+		}
+		var st nodeStatus
+		if json.Unmarshal([]byte(s), &st) != nil {
+			continue
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// openIssued is what every node reports issued under the open leases of a
+// budget: this node's figures fresh, the others' as of their last status
+// (at most a second old).
+func (n *Node) openIssued(budgetID string) map[uint64]ingress.OpenLease {
+	out := map[uint64]ingress.OpenLease{}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	nodes, err := n.statuses(ctx)
+	if err != nil {
+		n.log.Debug("budget view: node statuses unreadable", "err", err)
+	}
+	for _, st := range nodes {
+		if st.ID == n.ID {
+			continue
+		}
+		for _, l := range st.Leases[budgetID] {
+			out[l.Lease] = l
+		}
+	}
+	for _, l := range n.issuer.OpenLeases()[budgetID] {
+		out[l.Lease] = l
+	}
+	return out
+}
+
 func (n *Node) clusterView(ctx context.Context) ([]byte, error) {
 	v := clusterView{Members: []clusterMember{}, Nodes: []nodeStatus{}, Partitions: []partitionState{}}
 	for _, m := range n.member.Members() {
 		v.Members = append(v.Members, clusterMember{ID: m.Id, Address: m.Address(), Kinds: m.Kinds, Self: m.Id == n.member.ID})
 	}
 	sort.Slice(v.Members, func(i, j int) bool { return v.Members[i].Address < v.Members[j].Address })
-	keys, err := n.redis.Client.Keys(ctx, statusKey("*")).Result()
+	nodes, err := n.statuses(ctx)
 	if err != nil {
 		return nil, err
 	}
 	owner := map[int32]string{}
-	if len(keys) > 0 {
-		vals, err := n.redis.Client.MGet(ctx, keys...).Result()
-		if err != nil {
-			return nil, err
-		}
-		for _, raw := range vals {
-			s, ok := raw.(string)
-			if !ok {
-				continue // expired between KEYS and MGET
-			}
-			var st nodeStatus
-			if json.Unmarshal([]byte(s), &st) != nil {
-				continue
-			}
-			v.Nodes = append(v.Nodes, st)
-			for _, p := range st.Partitions {
-				owner[p] = st.ID
-			}
+	for _, st := range nodes {
+		st.Leases = nil // budget figures show them
+		v.Nodes = append(v.Nodes, st)
+		for _, p := range st.Partitions {
+			owner[p] = st.ID
 		}
 	}
 	sort.Slice(v.Nodes, func(i, j int) bool { return v.Nodes[i].ID < v.Nodes[j].ID })

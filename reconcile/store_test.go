@@ -19,7 +19,7 @@ import (
 // grants are booked, an open lease with some grants booked, one hot detail
 // per booking batch, and each user's account (with its app identity).
 var (
-	budgetID = campaign.BudgetID("demo", "cash")
+	budgetID = campaign.BudgetID("demo", tokens.StageFormal, "cash")
 	asset    = ledger.Asset("cash")
 )
 

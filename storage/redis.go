@@ -199,12 +199,19 @@ func BindMarkKey(appID uint32, userID string) string {
 	return "rr:b:" + strconv.FormatUint(uint64(appID), 10) + ":" + userID
 }
 
+// MarkNoAward is the award of a grant that ended in "no award". It cannot
+// collide with an award type: campaign validation refuses that name.
+const MarkNoAward = "none"
+
 // MarkValue renders an issued or booked mark.
 func MarkValue(state byte, award string, amount int64) string {
 	return string(state) + ":" + award + ":" + strconv.FormatInt(amount, 10)
 }
 
 // ParseMark reads a mark written by MarkValue.
+//
+// The award MarkNoAward with amount 0 records a grant that ended in "no
+// award" (every fallback exhausted).
 func ParseMark(v string) (state byte, award string, amount int64, ok bool) {
 	if len(v) < 4 || v[1] != ':' || (v[0] != MarkIssued && v[0] != MarkBooked) {
 		return 0, "", 0, false
@@ -215,8 +222,9 @@ func ParseMark(v string) (state byte, award string, amount int64, ok bool) {
 		return 0, "", 0, false
 	}
 	amount, err := strconv.ParseInt(rest[i+1:], 10, 64)
-	if err != nil || amount <= 0 {
+	award = rest[:i]
+	if err != nil || amount < 0 || (amount == 0) != (award == MarkNoAward) {
 		return 0, "", 0, false
 	}
-	return v[0], rest[:i], amount, true
+	return v[0], award, amount, true
 }

@@ -1,0 +1,409 @@
+// Package admin serves the operator API behind /admin/v1/: activities as
+// versioned configuration (put, show, publish to a whitelist or to all,
+// roll back), budgets as they stand, and the operator switches. Requests
+// reach it authenticated (the ingress server checks signatures first).
+//
+// It owns the rules of a configuration change: a version must compile, an
+// award keeps its asset for life, whitelists are resolved to unified
+// act_ids when a version is stored, and a version's budgets exist before
+// any node can serve it. It never changes money except through the budget
+// functions it is given.
+package admin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"redrain/campaign"
+	"redrain/configstore"
+	"redrain/ingress"
+	"redrain/ledger"
+)
+
+// bodyBytesMax bounds an admin request body (a version with its
+// whitelists); the store's own limit is the same.
+const bodyBytesMax = 1 << 20
+
+// requestTimeout bounds one admin request's work.
+const requestTimeout = 30 * time.Second
+
+// Budgets is what the API needs of the money side.
+type Budgets interface {
+	// Ensure creates a budget with total if it does not exist.
+	Ensure(ctx context.Context, id string, asset ledger.Asset, total int64) error
+	// SetTotal moves a budget's total (creating it if missing) and returns
+	// the total set: never below what is already committed.
+	SetTotal(ctx context.Context, id string, asset ledger.Asset, total int64) (int64, error)
+	// View is one budget's figures as JSON; List those of every budget
+	// whose id starts with prefix.
+	View(ctx context.Context, id string) (any, error)
+	List(ctx context.Context, prefix string) (any, error)
+}
+
+// API is the operator API.
+type API struct {
+	Store *configstore.Store
+	// Resolve maps an app identity to its unified act_id, binding a new
+	// one if needed (the grant path's binder).
+	Resolve func(ctx context.Context, app uint32, user string) (uint64, error)
+	Budgets Budgets
+	// CheckSwitches validates a switches document before it is stored.
+	CheckSwitches func([]byte) error
+	Log           *slog.Logger
+}
+
+// Serve answers an authenticated admin request; false if no route matches.
+func (a *API) Serve(ctx *fasthttp.RequestCtx, keyID string) bool {
+	path := string(ctx.Path())
+	rest, ok := strings.CutPrefix(path, "/admin/v1/")
+	if !ok {
+		return false
+	}
+	c, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	var res any
+	var err error
+	switch parts := strings.Split(rest, "/"); {
+	case rest == "activities":
+		if !method(ctx, "GET") {
+			return true
+		}
+		res, err = a.list(c)
+	case len(parts) == 2 && parts[0] == "activities":
+		switch {
+		case ctx.IsGet():
+			res, err = a.show(c, parts[1], ctx.QueryArgs().Peek("version"))
+		case ctx.IsPut():
+			res, err = a.put(c, parts[1], ctx.PostBody(), keyID)
+		default:
+			ingress.MethodNotAllowed(ctx, "GET, PUT")
+			return true
+		}
+	case len(parts) == 3 && parts[0] == "activities" && (parts[2] == "publish" || parts[2] == "rollback"):
+		if !method(ctx, "POST") {
+			return true
+		}
+		res, err = a.publish(c, parts[1], parts[2] == "rollback", ctx.PostBody(), keyID)
+	case rest == "budgets":
+		if !method(ctx, "GET") {
+			return true
+		}
+		act := string(ctx.QueryArgs().Peek("activity"))
+		prefix := ""
+		if act != "" {
+			prefix = act + "/"
+		}
+		res, err = a.Budgets.List(c, prefix)
+	case strings.HasPrefix(rest, "budgets/"):
+		if !method(ctx, "GET") {
+			return true
+		}
+		res, err = a.Budgets.View(c, strings.TrimPrefix(rest, "budgets/"))
+	case rest == "switches":
+		switch {
+		case ctx.IsGet():
+			res, err = a.switches(c)
+		case ctx.IsPut():
+			res, err = a.putSwitches(c, ctx.PostBody(), keyID)
+		default:
+			ingress.MethodNotAllowed(ctx, "GET, PUT")
+			return true
+		}
+	default:
+		return false
+	}
+	if err != nil {
+		ingress.WriteError(ctx, classify(err))
+		return true
+	}
+	body, err := json.Marshal(res)
+	if err != nil {
+		ingress.WriteError(ctx, err)
+		return true
+	}
+	ingress.WriteJSON(ctx, fasthttp.StatusOK, body)
+	return true
+}
+
+func method(ctx *fasthttp.RequestCtx, m string) bool {
+	if string(ctx.Method()) != m {
+		ingress.MethodNotAllowed(ctx, m)
+		return false
+	}
+	return true
+}
+
+// classify maps store and validation errors to the error table.
+func classify(err error) error {
+	var e *ingress.Error
+	switch {
+	case errors.As(err, &e):
+		return e
+	case errors.Is(err, configstore.ErrNotFound):
+		return ingress.Errorf(ingress.CodeNotFound, "%v", err)
+	case errors.Is(err, campaign.ErrInvalid), errors.Is(err, configstore.ErrInvalid):
+		return ingress.Errorf(ingress.CodeInvalidConfig, "%v", err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return ingress.Errorf(ingress.CodeUnavailable, "timed out: %v", err)
+	default:
+		return ingress.Errorf(ingress.CodeUnavailable, "a backend is unavailable; retry: %v", err)
+	}
+}
+
+func (a *API) list(ctx context.Context) (any, error) {
+	heads, err := a.Store.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	type row struct {
+		ID     string              `json:"id"`
+		Latest uint64              `json:"latest"`
+		Live   uint64              `json:"live"`
+		Canary *configstore.Canary `json:"canary,omitempty"`
+	}
+	out := struct {
+		Activities []row `json:"activities"`
+	}{Activities: []row{}}
+	for _, h := range heads {
+		out.Activities = append(out.Activities, row{h.Activity, h.Latest, h.Live, h.Canary})
+	}
+	return out, nil
+}
+
+func (a *API) show(ctx context.Context, id string, version []byte) (any, error) {
+	if len(version) > 0 {
+		v, err := strconv.ParseUint(string(version), 10, 64)
+		if err != nil || v == 0 {
+			return nil, ingress.Errorf(ingress.CodeMalformed, "version %q: want a number >= 1", version)
+		}
+		return a.Store.Version(ctx, id, v)
+	}
+	head, err := a.Store.Head(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	versions, err := a.Store.Versions(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return struct {
+		*configstore.Head
+		Versions []configstore.VersionInfo `json:"versions"`
+	}{head, versions}, nil
+}
+
+// put stores a new version: strict parse, whitelists resolved to act_ids,
+// compiled, and checked against the latest version's award assets.
+func (a *API) put(ctx context.Context, id string, body []byte, by string) (any, error) {
+	if len(body) > bodyBytesMax {
+		return nil, ingress.Errorf(ingress.CodeTooLarge, "activity body of %d bytes; at most %d", len(body), bodyBytesMax)
+	}
+	spec, err := campaign.ParseActivity(body)
+	if err != nil {
+		return nil, err
+	}
+	if spec.ID != id {
+		return nil, ingress.Errorf(ingress.CodeMalformed, "body id %q does not match the path's %q", spec.ID, id)
+	}
+	v, err := a.Prepare(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	n, err := a.Store.Put(ctx, id, v, by, "")
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"activity": id, "version": n}, nil
+}
+
+// Prepare resolves spec's whitelists, validates it against the latest
+// stored version and returns the body to store.
+func (a *API) Prepare(ctx context.Context, spec *campaign.Activity) ([]byte, error) {
+	for i := range spec.Stages {
+		s := &spec.Stages[i]
+		ids := slices.Clone(s.ActIDs)
+		for _, e := range s.Whitelist {
+			app, user, err := campaign.ParseIdentity(e)
+			if err != nil {
+				return nil, err
+			}
+			id, err := a.Resolve(ctx, app, user)
+			if err != nil {
+				return nil, err
+			}
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		s.ActIDs = slices.Compact(ids)
+	}
+	body, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	// Compile a decoded copy: compiling fills defaults into what it reads,
+	// and the stored body is what the operator wrote plus act_ids.
+	check, err := campaign.ParseActivity(body)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := campaign.CompileActivity(check, 0); err != nil {
+		return nil, err
+	}
+	head, err := a.Store.Head(ctx, spec.ID)
+	switch {
+	case errors.Is(err, configstore.ErrNotFound):
+	case err != nil:
+		return nil, err
+	default:
+		prev, err := a.version(ctx, spec.ID, head.Latest)
+		if err != nil {
+			return nil, err
+		}
+		if err := campaign.SameAwards(prev.Spec, check); err != nil {
+			return nil, err
+		}
+	}
+	return body, nil
+}
+
+func (a *API) version(ctx context.Context, id string, n uint64) (*campaign.Version, error) {
+	v, err := a.Store.Version(ctx, id, n)
+	if err != nil {
+		return nil, err
+	}
+	return Compile(v)
+}
+
+// Compile compiles a stored version.
+func Compile(v *configstore.Version) (*campaign.Version, error) {
+	spec, err := campaign.ParseActivity(v.Body)
+	if err != nil {
+		return nil, fmt.Errorf("activity %s version %d: %w", v.Activity, v.Version, err)
+	}
+	return campaign.CompileActivity(spec, v.Version)
+}
+
+// publishRequest is the body of publish and rollback.
+type publishRequest struct {
+	Version   uint64   `json:"version"`
+	Whitelist []string `json:"whitelist"`
+}
+
+// BudgetChange reports a total a publish set.
+type BudgetChange struct {
+	Budget    string `json:"budget"`
+	Requested int64  `json:"requested"`
+	Total     int64  `json:"total"`
+}
+
+func (a *API) publish(ctx context.Context, id string, rollback bool, body []byte, by string) (any, error) {
+	var req publishRequest
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if len(body) > bodyBytesMax {
+		return nil, ingress.Errorf(ingress.CodeTooLarge, "body of %d bytes; at most %d", len(body), bodyBytesMax)
+	}
+	if err := dec.Decode(&req); err != nil || dec.More() || req.Version == 0 {
+		return nil, ingress.Errorf(ingress.CodeMalformed, `want {"version": N >= 1, "whitelist": ["app_id:user_id", ...]}`)
+	}
+	if rollback && len(req.Whitelist) > 0 {
+		return nil, ingress.Errorf(ingress.CodeMalformed, "a rollback is to everyone: no whitelist")
+	}
+	head, changes, err := a.Publish(ctx, id, req.Version, req.Whitelist, rollback, by)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"head": head, "budgets": changes}, nil
+}
+
+// Publish serves version n of activity id to the whitelisted users (a
+// canary) or, with no whitelist, to everyone; rollback publishes an
+// earlier version to everyone. The version's budgets are made to exist
+// first: a canary only creates missing ones (everyone else still draws on
+// them under the live version), a publish to everyone sets every total.
+func (a *API) Publish(ctx context.Context, id string, n uint64, whitelist []string, rollback bool, by string) (*configstore.Head, []BudgetChange, error) {
+	v, err := a.version(ctx, id, n)
+	if err != nil {
+		return nil, nil, err
+	}
+	var canary *configstore.Canary
+	if len(whitelist) > 0 {
+		canary = &configstore.Canary{Version: n, Whitelist: whitelist}
+		for _, e := range whitelist {
+			app, user, err := campaign.ParseIdentity(e)
+			if err != nil {
+				return nil, nil, err
+			}
+			actID, err := a.Resolve(ctx, app, user)
+			if err != nil {
+				return nil, nil, err
+			}
+			canary.ActIDs = append(canary.ActIDs, actID)
+		}
+		slices.Sort(canary.ActIDs)
+		canary.ActIDs = slices.Compact(canary.ActIDs)
+	}
+	changes := []BudgetChange{}
+	for _, ch := range v.Children() {
+		for _, w := range ch.Awards {
+			if canary != nil {
+				if err := a.Budgets.Ensure(ctx, w.BudgetID, w.Asset, w.Total); err != nil {
+					return nil, nil, err
+				}
+				continue
+			}
+			set, err := a.Budgets.SetTotal(ctx, w.BudgetID, w.Asset, w.Total)
+			if err != nil {
+				return nil, nil, err
+			}
+			changes = append(changes, BudgetChange{Budget: w.BudgetID, Requested: w.Total, Total: set})
+		}
+	}
+	var head *configstore.Head
+	if rollback {
+		head, err = a.Store.Rollback(ctx, id, n, by)
+	} else {
+		head, err = a.Store.Publish(ctx, id, n, canary, by)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if a.Log != nil {
+		a.Log.Info("configuration published", "activity", id, "version", n, "canary", canary != nil, "rollback", rollback, "by", by)
+	}
+	return head, changes, nil
+}
+
+func (a *API) switches(ctx context.Context) (any, error) {
+	raw, err := a.Store.Switches(ctx)
+	if errors.Is(err, configstore.ErrNotFound) {
+		return map[string]any{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return json.RawMessage(raw), nil
+}
+
+func (a *API) putSwitches(ctx context.Context, body []byte, by string) (any, error) {
+	if len(body) > bodyBytesMax {
+		return nil, ingress.Errorf(ingress.CodeTooLarge, "body of %d bytes; at most %d", len(body), bodyBytesMax)
+	}
+	if err := a.CheckSwitches(body); err != nil {
+		return nil, ingress.Errorf(ingress.CodeInvalidConfig, "%v", err)
+	}
+	if err := a.Store.PutSwitches(ctx, body, by); err != nil {
+		return nil, err
+	}
+	return json.RawMessage(body), nil
+}

@@ -1,0 +1,110 @@
+package campaign
+
+import (
+	"redrain/ledger"
+	"redrain/tokens"
+)
+
+// Catalog is what a node serves: for each parent activity, the version
+// published to all and, during a gray release of the configuration, the
+// version published to a whitelist of users. It is immutable: a publish
+// builds a new catalog and swaps it in whole.
+type Catalog struct {
+	Seq        uint64 // the configuration store's change counter it was built from
+	activities map[string]*Published
+}
+
+// Published is a parent activity's served versions.
+type Published struct {
+	Live *Version // nil until a version is published to all
+	// Canary is served to the act_ids in canaryUsers instead of Live.
+	Canary      *Version
+	canaryUsers map[uint64]struct{}
+}
+
+// NewCatalog builds an empty catalog at seq.
+func NewCatalog(seq uint64) *Catalog {
+	return &Catalog{Seq: seq, activities: map[string]*Published{}}
+}
+
+// Add publishes live (may be nil) and a canary version for users.
+func (c *Catalog) Add(live, canary *Version, canaryUsers []uint64) {
+	p := &Published{Live: live, Canary: canary, canaryUsers: map[uint64]struct{}{}}
+	for _, id := range canaryUsers {
+		p.canaryUsers[id] = struct{}{}
+	}
+	id := ""
+	if live != nil {
+		id = live.ID
+	} else if canary != nil {
+		id = canary.ID
+	}
+	c.activities[id] = p
+}
+
+// Activity returns the published parent activity id, or nil.
+func (c *Catalog) Activity(id string) *Published { return c.activities[id] }
+
+// IDs lists the published activities.
+func (c *Catalog) IDs() []string {
+	out := make([]string, 0, len(c.activities))
+	for id := range c.activities {
+		out = append(out, id)
+	}
+	return out
+}
+
+// For returns the version actID is served; nil if none is published to it.
+func (p *Published) For(actID uint64) *Version {
+	if p.Canary != nil {
+		if _, ok := p.canaryUsers[actID]; ok {
+			return p.Canary
+		}
+	}
+	return p.Live
+}
+
+// Versions lists the served versions (live first).
+func (p *Published) Versions() []*Version {
+	var out []*Version
+	if p.Live != nil {
+		out = append(out, p.Live)
+	}
+	if p.Canary != nil {
+		out = append(out, p.Canary)
+	}
+	return out
+}
+
+// Award finds how a child awards type t in any served version: what an
+// already issued token of that award books into.
+func (c *Catalog) Award(activity string, stage tokens.Stage, t string) *ChildAward {
+	p := c.activities[activity]
+	if p == nil {
+		return nil
+	}
+	for _, v := range p.Versions() {
+		if ch := v.Child(stage); ch != nil {
+			if w := ch.Award(t); w != nil {
+				return w
+			}
+		}
+	}
+	return nil
+}
+
+// Budgets lists every budget the served versions draw from, with the
+// asset it holds.
+func (c *Catalog) Budgets() map[string]ledger.Asset {
+	out := map[string]ledger.Asset{}
+	for _, p := range c.activities {
+		for _, v := range p.Versions() {
+			for _, ch := range v.Children() {
+				for _, w := range ch.Awards {
+					out[w.BudgetID] = w.Asset
+				}
+			}
+		}
+	}
+	return out
+}

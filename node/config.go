@@ -1,0 +1,178 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"redrain/actors"
+	"redrain/admin"
+	"redrain/adminauth"
+	"redrain/campaign"
+	"redrain/configstore"
+	"redrain/ingress"
+	"redrain/ledger"
+	"redrain/metrics"
+	"redrain/storage"
+)
+
+// configPollEvery is how often a node asks the configuration store whether
+// anything changed (one TiKV read of the change counter): a publish reaches
+// every node within this plus the time to compile it.
+const configPollEvery = 200 * time.Millisecond
+
+// startConfig seeds the file's activities into the configuration store,
+// loads what is published and starts watching it. With the store down it
+// serves the last good copy from the data dir.
+func (n *Node) startConfig(ctx context.Context) error {
+	n.config = configstore.New(n.tikv, nil)
+	n.admin = &admin.API{Store: n.config, Resolve: n.issuer.Binder().Resolve,
+		Budgets: &budgetAdmin{tikv: n.tikv, redis: n.pipe, openIssued: n.openIssued},
+		CheckSwitches: func(b []byte) error { _, err := protect.ParseSwitches(b); return err },
+		Log:           n.log}
+	keys := n.Campaign.Config.AdminKeys
+	if len(keys) == 0 {
+		n.log.Warn("no admin_keys configured: the admin API accepts the public development key")
+		keys = []string{adminauth.DevKey}
+	}
+	ring, err := adminauth.ParseKeys(keys)
+	if err != nil {
+		return fmt.Errorf("node: admin_keys: %w", err)
+	}
+	n.verifier = &adminauth.Verifier{Keys: ring, Nonces: &adminauth.RedisNonces{Client: n.redis.Client}}
+	if err := n.seed(ctx); err != nil {
+		// The store may be down: the cached copy still serves.
+		n.log.Warn("config: seeding activities failed", "err", err)
+	}
+	pickup := n.Metrics.Histogram("redrain_config_pickup_seconds", "Time from a configuration change (publish, rollback, switches) to this node serving it.", metrics.LatencyBounds)
+	n.watcher = &configstore.Watcher{Source: n.config, Every: configPollEvery,
+		CacheFile: filepath.Join(n.cfg.DataDir, "config-cache.json"), Apply: n.applyConfig, Log: n.log,
+		OnPickup: func(d time.Duration) { pickup.ObserveNs(d.Nanoseconds()) }}
+	if err := n.watcher.Start(ctx); err != nil {
+		return fmt.Errorf("node: configuration: %w", err)
+	}
+	n.Metrics.GaugeFunc("redrain_config_seq", "The configuration store change counter this node serves.", func() int64 {
+		return int64(n.watcher.Status().Seq)
+	})
+	n.Metrics.GaugeFunc("redrain_config_from_cache", "1 when the node serves its cached configuration because the store is unreachable.", func() int64 {
+		if n.watcher.Status().Source == "cache" {
+			return 1
+		}
+		return 0
+	})
+	return nil
+}
+
+// seed stores and publishes each file activity the store does not have.
+// Nodes starting together may both seed an activity; the store then holds
+// two identical versions, and the later publish wins.
+func (n *Node) seed(ctx context.Context) error {
+	for _, spec := range n.Campaign.Seeds {
+		_, err := n.config.Head(ctx, spec.ID)
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, configstore.ErrNotFound) {
+			return err
+		}
+		body, err := n.admin.Prepare(ctx, spec)
+		if err != nil {
+			return err
+		}
+		v, err := n.config.Put(ctx, spec.ID, body, "seed", "from the node's campaign file")
+		if err != nil {
+			return err
+		}
+		if _, _, err := n.admin.Publish(ctx, spec.ID, v, nil, false, "seed"); err != nil {
+			return err
+		}
+		n.log.Info("config: seeded activity", "activity", spec.ID, "version", v)
+	}
+	return nil
+}
+
+// applyConfig compiles a snapshot and swaps it in. An error keeps the
+// previous catalog: a version that does not compile here is never served.
+func (n *Node) applyConfig(snap *configstore.Snapshot) error {
+	cat := campaign.NewCatalog(snap.Seq)
+	for _, as := range snap.Activities {
+		var live, canary *campaign.Version
+		var err error
+		if as.Live != nil {
+			if live, err = admin.Compile(as.Live); err != nil {
+				return err
+			}
+		}
+		var users []uint64
+		if as.Canary != nil {
+			if canary, err = admin.Compile(as.Canary); err != nil {
+				return err
+			}
+			users = as.Head.Canary.ActIDs
+		}
+		if live != nil || canary != nil {
+			cat.Add(live, canary, users)
+		}
+	}
+	sw, err := protect.ParseSwitches(snap.Switches)
+	if err != nil {
+		return err
+	}
+	n.issuer.SetCatalog(cat)
+	n.guard.Set(sw)
+	return nil
+}
+
+// authenticate checks an admin request's signature.
+func (n *Node) authenticate(ctx *fasthttp.RequestCtx) (string, error) {
+	c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	id, err := n.verifier.Verify(c, ctx.Method(), ctx.Request.URI().PathOriginal(), ctx.URI().QueryString(),
+		func(name string) []byte { return ctx.Request.Header.Peek(name) }, ctx.PostBody())
+	var ae *adminauth.Error
+	switch {
+	case errors.As(err, &ae):
+		return "", ingress.Errorf(ingress.CodeUnauthorized, "%s: %s", ae.Reason, ae.Msg)
+	case err != nil:
+		return "", ingress.Errorf(ingress.CodeUnavailable, "cannot check the signature now: %v", err)
+	}
+	return id, nil
+}
+
+// budgetAdmin is admin.Budgets over the budget records.
+type budgetAdmin struct {
+	tikv       *storage.TiKV
+	redis      *storage.Pipeliner
+	openIssued func(budgetID string) map[uint64]actors.LeaseIssued
+}
+
+func (b *budgetAdmin) Ensure(ctx context.Context, id string, asset ledger.Asset, total int64) error {
+	bud := &ledger.Budget{ID: id, Asset: asset, Total: total}
+	// Nodes publishing together race to create it; the loser reads it.
+	for attempt := 0; ; attempt++ {
+		_, err := actors.EnsureBudget(ctx, b.tikv, bud)
+		if err == nil || !errors.Is(err, storage.ErrConflict) || attempt == 10 {
+			return err
+		}
+	}
+}
+
+func (b *budgetAdmin) SetTotal(ctx context.Context, id string, asset ledger.Asset, total int64) (int64, error) {
+	return actors.SetBudgetTotal(ctx, b.tikv, id, asset, total)
+}
+
+func (b *budgetAdmin) View(ctx context.Context, id string) (any, error) {
+	return actors.ReadBudgetView(ctx, b.tikv, b.redis, id, b.openIssued(id))
+}
+
+func (b *budgetAdmin) List(ctx context.Context, prefix string) (any, error) {
+	views, err := actors.ReadBudgetViews(ctx, b.tikv, b.redis, prefix, b.openIssued)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"budgets": views}, nil
+}
