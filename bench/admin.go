@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"redrain/adminauth"
 )
 
 // This file talks to the nodes' admin API: a few requests a second, so
@@ -38,18 +40,20 @@ type AuditCheck struct {
 	Detail string `json:"detail"`
 }
 
-// admin issues admin API requests to the targets.
+// admin issues signed admin API requests to the targets.
 type admin struct {
 	client  *fasthttp.Client
+	signer  *adminauth.Signer
 	targets []target
 }
 
-func newAdmin(targets []target) *admin {
+func newAdmin(targets []target, key adminauth.Key) *admin {
 	return &admin{
 		client: &fasthttp.Client{
 			Name:                "redrain-bench",
 			MaxIdleConnDuration: 2 * time.Second,
 		},
+		signer:  &adminauth.Signer{Key: key},
 		targets: targets,
 	}
 }
@@ -69,6 +73,13 @@ func (a *admin) get(ctx context.Context, t target, path string, timeout time.Dur
 	defer fasthttp.ReleaseResponse(resp)
 	req.SetRequestURI(t.base + path)
 	req.Header.SetMethod(fasthttp.MethodGet)
+	h, err := a.signer.Headers(fasthttp.MethodGet, path, "", nil)
+	if err != nil {
+		return err
+	}
+	for name := range h {
+		req.Header.Set(name, h.Get(name))
+	}
 	if err := a.client.DoTimeout(req, resp, timeout); err != nil {
 		return fmt.Errorf("GET %s%s: %w", t.base, path, err)
 	}
@@ -89,7 +100,7 @@ func (a *admin) statsAll(ctx context.Context, timeout time.Duration) (stats []no
 	var wg sync.WaitGroup
 	for i, t := range a.targets {
 		wg.Go(func() {
-			errs[i] = a.get(ctx, t, "/admin/v1/stats", timeout, &stats[i])
+			errs[i] = a.get(ctx, t, adminauth.PathStats, timeout, &stats[i])
 		})
 	}
 	wg.Wait()
@@ -99,7 +110,7 @@ func (a *admin) statsAll(ctx context.Context, timeout time.Duration) (stats []no
 // audit runs the audit on the first target.
 func (a *admin) audit(ctx context.Context, timeout time.Duration) (*AuditResult, error) {
 	var r AuditResult
-	if err := a.get(ctx, a.targets[0], "/admin/v1/audit", timeout, &r); err != nil {
+	if err := a.get(ctx, a.targets[0], adminauth.PathAudit, timeout, &r); err != nil {
 		return nil, err
 	}
 	return &r, nil

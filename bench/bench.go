@@ -4,8 +4,8 @@
 // drain and runs the audit, and reports all of it as text or JSON.
 //
 // It talks to the nodes only through their HTTP API (POST /v1/grants or
-// POST /v1/grants/batch, GET /admin/v1/stats, GET /admin/v1/audit), like
-// any client, and must never reach into a node's storage or import the
+// POST /v1/grants/batch, GET /admin/v1/stats, GET /admin/v1/audit, the
+// admin requests signed with Config.AdminKey), like any client, and must never reach into a node's storage or import the
 // packages that implement it.
 //
 // A workload is a Config passed to Run; cmd/redrain only binds flags to the
@@ -26,6 +26,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"redrain/adminauth"
 )
 
 // Defaults for the zero values of Config's fields.
@@ -122,6 +124,9 @@ type Config struct {
 	// when ctx is canceled, Run waits at most this long for requests still
 	// in flight.
 	RequestTimeout time.Duration
+	// AdminKey signs the admin requests (stats and audit), written ID:HEX
+	// (default adminauth.DevKey, the public development key).
+	AdminKey string
 	// Audit runs GET /admin/v1/audit on the first target once booking has
 	// drained. The zero value is false: the audit is not run.
 	Audit bool
@@ -156,6 +161,7 @@ func (c Config) withDefaults() (Config, []target, error) {
 	setDefault(&c.DrainTimeout, DefaultDrainTimeout)
 	setDefault(&c.ReadyTimeout, DefaultReadyTimeout)
 	setDefault(&c.RequestTimeout, DefaultRequestTimeout)
+	setDefault(&c.AdminKey, adminauth.DevKey)
 	switch {
 	case c.RepeatRatio == 0:
 		c.RepeatRatio = DefaultRepeatRatio
@@ -230,6 +236,9 @@ func (c *Config) validate() ([]target, error) {
 		return nil, fmt.Errorf("bench: ready timeout is %v, want > 0", c.ReadyTimeout)
 	case c.RequestTimeout < 0:
 		return nil, fmt.Errorf("bench: request timeout is %v, want > 0", c.RequestTimeout)
+	}
+	if _, err := adminauth.ParseKey(c.AdminKey); err != nil {
+		return nil, fmt.Errorf("bench: admin key: %w", err)
 	}
 	if err := checkID(c.ActivityID); err != nil {
 		return nil, fmt.Errorf("bench: activity id %q: %w", c.ActivityID, err)

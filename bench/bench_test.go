@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"redrain/adminauth"
 )
 
 func TestHistogramBuckets(t *testing.T) {
@@ -243,6 +245,7 @@ func TestConfigValidate(t *testing.T) {
 		{"ready timeout", ok(Config{ReadyTimeout: -1}), "ready timeout"},
 		{"request timeout", ok(Config{RequestTimeout: -1}), "request timeout"},
 		{"activity control", ok(Config{ActivityID: "de\nmo"}), "activity id"},
+		{"admin key", ok(Config{AdminKey: "dev:00"}), "admin key"},
 		{"scene too long", ok(Config{SceneID: strings.Repeat("s", 65)}), "scene id"},
 		{"user prefix too long", ok(Config{UserPrefix: strings.Repeat("u", 60), Users: 100000}), "user prefix"},
 		{"user prefix not utf-8", ok(Config{UserPrefix: "\xff"}), "user prefix"},
@@ -291,6 +294,9 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if c.Batch != 1 {
 		t.Errorf("default batch %d, want 1 (single grants)", c.Batch)
+	}
+	if c.AdminKey != adminauth.DevKey {
+		t.Errorf("default admin key %q, want the development key", c.AdminKey)
 	}
 	if c, _, _ := (Config{Targets: []string{"http://a"}, RepeatRatio: -1}).withDefaults(); c.RepeatRatio != 0 {
 		t.Errorf("RepeatRatio -1 became %v, want 0 (no repeats)", c.RepeatRatio)
@@ -668,6 +674,8 @@ type fakeCluster struct {
 	stuck       bool
 	ready       bool
 	onGrant     func(requests int64) // Called after each grant request, outside the lock.
+	// admin verifies the admin requests, with the development key.
+	admin *adminauth.Verifier
 
 	mu       sync.Mutex
 	tokens   map[string]string
@@ -707,6 +715,8 @@ func newFakeCluster(t *testing.T, nodes int) (*fakeCluster, []string) {
 		ready:       true,
 		tokens:      map[string]string{},
 		booked:      map[string]bool{},
+		admin: &adminauth.Verifier{Keys: map[string]adminauth.Key{"dev": adminauth.MustParseKey(adminauth.DevKey)},
+			Nonces: &adminauth.MemoryNonces{}},
 	}
 	var urls []string
 	for range nodes {
@@ -736,6 +746,14 @@ func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
 }
 
 func (n *fakeNode) handle(ctx *fasthttp.RequestCtx) {
+	if bytes.HasPrefix(ctx.Path(), []byte("/admin/")) {
+		_, err := n.c.admin.Verify(ctx, ctx.Method(), ctx.URI().PathOriginal(), ctx.URI().QueryString(),
+			ctx.Request.Header.Peek, ctx.PostBody())
+		if err != nil {
+			writeJSON(ctx, 401, map[string]string{"code": "unauthorized", "message": err.Error()})
+			return
+		}
+	}
 	switch path := string(ctx.Path()); {
 	case path == "/v1/grants" && ctx.IsPost():
 		n.grant(ctx)
@@ -1119,6 +1137,20 @@ func TestRunNotReady(t *testing.T) {
 	defer c.mu.Unlock()
 	if c.requests != 0 {
 		t.Errorf("%d grant requests sent to targets that are not ready", c.requests)
+	}
+}
+
+func TestRunWrongAdminKey(t *testing.T) {
+	c, urls := newFakeCluster(t, 1)
+	other := "dev:" + strings.Repeat("ab", 32)
+	rep, err := Run(context.Background(), Config{Targets: urls, AdminKey: other, ReadyTimeout: 300 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "status 401") || !strings.Contains(err.Error(), "bad_signature") || rep != nil {
+		t.Errorf("Run with another key = %v, %v; want the stats refused as bad_signature", rep, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.requests != 0 {
+		t.Errorf("%d grant requests sent though the stats were refused", c.requests)
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"redrain/adminauth"
 )
 
 const (
@@ -62,7 +64,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	for seed == 0 {
 		seed = rand.Uint64()
 	}
-	adm := newAdmin(targets)
+	key, err := adminauth.ParseKey(cfg.AdminKey) // validated by withDefaults
+	if err != nil {
+		return nil, err
+	}
+	adm := newAdmin(targets, key)
 	defer adm.client.CloseIdleConnections()
 	base, err := waitReady(ctx, adm, cfg.ReadyTimeout)
 	if err != nil {

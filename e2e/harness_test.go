@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"redrain/adminauth"
 )
 
 var (
@@ -145,6 +147,22 @@ type grantResp struct {
 }
 
 var client = &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: workers * 2}}
+
+// adminSigner signs the admin requests with the development key, the key a
+// node started without admin keys accepts.
+var adminSigner = &adminauth.Signer{Key: adminauth.MustParseKey(adminauth.DevKey)}
+
+// adminGet sends a signed GET of an admin route through client.
+func adminGet(url string) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := adminSigner.Sign(req, nil); err != nil {
+		return nil, err
+	}
+	return client.Do(req)
+}
 
 func post(url string, body string) (int, []byte, error) {
 	resp, err := client.Post(url, "application/json", strings.NewReader(body))
@@ -310,7 +328,7 @@ func tokenCall(t *testing.T, n *node, op string, toks []string) []tokenResult {
 }
 
 func stats(t *testing.T, n *node) (lag int64) {
-	resp, err := http.Get(n.url("/admin/v1/stats"))
+	resp, err := adminGet(n.url("/admin/v1/stats"))
 	if err != nil {
 		t.Fatal(err)
 	}

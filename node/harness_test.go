@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"redrain/adminauth"
 	"redrain/node"
 	"redrain/reconcile"
 )
@@ -81,9 +82,22 @@ func stopNode(t *testing.T, n *node.Node) {
 
 var httpClient = &http.Client{Timeout: 30 * time.Second}
 
+// adminSigner signs the admin requests with the development key, the key a
+// node started without admin keys accepts.
+var adminSigner = &adminauth.Signer{Key: adminauth.MustParseKey(adminauth.DevKey)}
+
 func get(t *testing.T, n *node.Node, path string) (int, []byte) {
 	t.Helper()
-	resp, err := httpClient.Get("http://" + n.Addr() + path)
+	req, err := http.NewRequest(http.MethodGet, "http://"+n.Addr()+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.HasPrefix(path, "/admin/") {
+		if err := adminSigner.Sign(req, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := httpClient.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
 	}

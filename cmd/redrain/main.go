@@ -1,6 +1,7 @@
 // Command redrain issues red packets and books them into a double-entry
-// ledger. Subcommands: serve, reconcile, bench. This file only binds flags;
-// the work is in packages node, reconcile and bench.
+// ledger. Subcommands: serve, reconcile, bench, dev, admin. This file only
+// binds flags; the work is in packages node, reconcile, bench and
+// adminauth.
 package main
 
 import (
@@ -29,6 +30,7 @@ commands:
   reconcile  audit the store of record against every invariant
   bench      drive a node or cluster with grants and audit the result
   dev        run the backends several nodes share (development only)
+  admin      signed admin API calls: activities, budgets, switches, stats
 
 Run 'redrain <command> -h' for its flags.
 `
@@ -48,6 +50,8 @@ func main() {
 		err = benchCmd(os.Args[2:])
 	case "dev":
 		err = devCmd(os.Args[2:])
+	case "admin":
+		err = adminCmd(os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
@@ -178,6 +182,7 @@ func benchCmd(args []string) error {
 	drain := fs.Duration("drain-timeout", 120*time.Second, "how long to wait for booking to catch up")
 	audit := fs.Bool("audit", true, "run the audit after booking drained")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	adminKey := fs.String("admin-key", "", "admin key ID:HEX that signs the stats and audit requests (default $REDRAIN_ADMIN_KEY, else the development key)")
 	_ = fs.Parse(args)
 	if *repeat == 0 {
 		*repeat = -1 // bench.Config reads 0 as "the default"
@@ -188,7 +193,7 @@ func benchCmd(args []string) error {
 		Targets: list(*targets), Users: *users, Duration: *duration, Rate: *rate, Conns: *conns,
 		Pipeline: *pipeline, Batch: *batch, RepeatRatio: *repeat, AppID: uint32(*app), ActivityID: *activity,
 		SceneID: *scene, RainID: *rain, UserPrefix: *prefix, DrainTimeout: *drain, Audit: *audit,
-		Progress: os.Stderr,
+		AdminKey: adminKeyOr(*adminKey, os.Getenv), Progress: os.Stderr,
 	})
 	if err != nil {
 		return err

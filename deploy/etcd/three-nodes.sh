@@ -88,7 +88,9 @@ done
 
 echo "nodes: http://127.0.0.1:9101 http://127.0.0.1:9102 http://127.0.0.1:9103"
 echo "members as node n1 sees them:"
-curl -fsS http://127.0.0.1:9101/admin/v1/cluster | tr '{' '\n' | grep -o '"id":"[^"]*@[^"]*"' || true
+# Admin requests are signed: the key is $REDRAIN_ADMIN_KEY, else the public
+# development key the nodes accept when they are given none.
+"$bin" admin --target http://127.0.0.1:9101 cluster | grep -o '"id": "[^"]*@[^"]*"' || true
 echo "try: $bin bench --target http://127.0.0.1:9101,http://127.0.0.1:9102,http://127.0.0.1:9103 --users 100000"
 echo "Ctrl-C stops everything (logs and data stay in $dir)."
 wait

@@ -1,0 +1,277 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"redrain/adminauth"
+)
+
+const adminUsage = `usage: redrain admin [--target URL] [--key ID:HEX] [--timeout 5m] <command> [args]
+
+commands:
+  apply FILE|- [--publish]   store each activity of FILE (one activity or {"activities":[...]})
+                             as its next version; --publish then publishes it to all
+  list                       activities: latest, live and canary versions
+  get ID [--version N]       an activity's versions, live, canary and history; or one version
+  publish ID --version N [--whitelist app:user,...] [--whitelist-file F]
+                             publish a version, to the whitelist only when one is given
+  rollback ID --version N    make an earlier version live again
+  budgets ACTIVITY           the activity's budgets as a table
+  budget BUDGET_ID           one budget (ids look like spring/formal/cash)
+  switches [set FILE|-]      show the switches, or replace them with FILE's JSON
+  stats | audit | cluster    the node's stats, the audit report, the cluster view
+
+--key defaults to $REDRAIN_ADMIN_KEY, else the public development key.
+Exit status: 1 when the node answers an error, 2 on bad usage or no answer.
+`
+
+func adminCmd(args []string) error {
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	if code := runAdmin(ctx, args, os.Getenv, os.Stdin, os.Stdout, os.Stderr); code != 0 {
+		return exitError(code)
+	}
+	return nil
+}
+
+// runAdmin runs `redrain admin args` and returns the exit status.
+func runAdmin(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("admin", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, adminUsage) }
+	target := fs.String("target", "http://127.0.0.1:8080", "the node's base URL")
+	keyText := fs.String("key", "", "admin key ID:HEX (default $REDRAIN_ADMIN_KEY, else the development key)")
+	timeout := fs.Duration("timeout", 5*time.Minute, "bound on the whole command")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprint(stderr, adminUsage)
+		return 2
+	}
+	key, err := adminauth.ParseKey(adminKeyOr(*keyText, getenv))
+	if err != nil {
+		fmt.Fprintf(stderr, "error: --key: %v\n", err)
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	a := &adminRun{
+		c:     &adminauth.Client{Target: *target, Signer: &adminauth.Signer{Key: key}, HTTP: &http.Client{}},
+		stdin: stdin, stdout: stdout, stderr: stderr,
+	}
+	return a.run(ctx, fs.Arg(0), fs.Args()[1:])
+}
+
+// adminKeyOr returns flag when set, else $REDRAIN_ADMIN_KEY when set, else
+// the development key (the node warns when it accepts that one).
+func adminKeyOr(flag string, getenv func(string) string) string {
+	if flag != "" {
+		return flag
+	}
+	if env := getenv("REDRAIN_ADMIN_KEY"); env != "" {
+		return env
+	}
+	return adminauth.DevKey
+}
+
+// adminRun is one `redrain admin` command.
+type adminRun struct {
+	c              *adminauth.Client
+	stdin          io.Reader
+	stdout, stderr io.Writer
+}
+
+// errUsage is a command line that names no valid command; usage was printed.
+var errUsage = errors.New("usage")
+
+func (a *adminRun) run(ctx context.Context, cmd string, args []string) int {
+	fs := flag.NewFlagSet("admin "+cmd, flag.ContinueOnError)
+	fs.SetOutput(a.stderr)
+	version := fs.Int64("version", 0, "version number")
+	publish := fs.Bool("publish", false, "apply: publish each new version to all")
+	whitelist := fs.String("whitelist", "", "publish: app_id:user_id entries, comma-separated")
+	whitelistFile := fs.String("whitelist-file", "", "publish: file of app_id:user_id entries, one a line")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return 2
+	}
+	err = a.dispatch(ctx, cmd, pos, *version, *publish, *whitelist, *whitelistFile)
+	var api *adminauth.APIError
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	case errors.As(err, &api):
+		fmt.Fprintf(a.stderr, "error: %v\n", api)
+		return 1
+	case errors.Is(err, adminauth.ErrUnreachable):
+		fmt.Fprintf(a.stderr, "error: %v\n", err)
+		return 2
+	default:
+		fmt.Fprintf(a.stderr, "error: %v\n", err)
+		return 1
+	}
+}
+
+// parseInterleaved parses flags that may come before, between or after
+// the positional arguments, and returns the positional ones.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+func (a *adminRun) dispatch(ctx context.Context, cmd string, pos []string, version int64, publish bool, whitelist, whitelistFile string) error {
+	want := map[string]int{"apply": 1, "list": 0, "get": 1, "publish": 1, "rollback": 1, "budgets": 1,
+		"budget": 1, "stats": 0, "audit": 0, "cluster": 0}
+	n, known := want[cmd]
+	if cmd == "switches" {
+		known, n = true, len(pos)
+		if n != 0 && (n != 2 || pos[0] != "set") {
+			n = -1
+		}
+	}
+	switch {
+	case !known:
+		fmt.Fprintf(a.stderr, "redrain admin: unknown command %q\n\n%s", cmd, adminUsage)
+		return errUsage
+	case len(pos) != n:
+		fmt.Fprintf(a.stderr, "redrain admin %s: wrong arguments %q\n\n%s", cmd, pos, adminUsage)
+		return errUsage
+	case (cmd == "publish" || cmd == "rollback") && version < 1:
+		fmt.Fprintf(a.stderr, "redrain admin %s: --version N (N >= 1) is required\n", cmd)
+		return errUsage
+	}
+	switch cmd {
+	case "apply":
+		return a.apply(ctx, pos[0], publish)
+	case "list":
+		raw, err := a.c.Get(ctx, adminauth.PathActivities)
+		if err != nil {
+			return err
+		}
+		return adminauth.WriteActivities(a.stdout, raw)
+	case "get":
+		return a.print(a.c.Activity(ctx, pos[0], version))
+	case "publish":
+		list, err := a.whitelist(whitelist, whitelistFile)
+		if err != nil {
+			return err
+		}
+		return a.print(a.c.Publish(ctx, pos[0], version, list))
+	case "rollback":
+		return a.print(a.c.Rollback(ctx, pos[0], version))
+	case "budgets":
+		raw, err := a.c.Budgets(ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		return adminauth.WriteBudgets(a.stdout, raw)
+	case "budget":
+		path, err := adminauth.BudgetPath(pos[0])
+		if err != nil {
+			return err
+		}
+		return a.print(a.c.Get(ctx, path))
+	case "switches":
+		if len(pos) == 0 {
+			return a.print(a.c.Get(ctx, adminauth.PathSwitches))
+		}
+		body, err := a.read(pos[1])
+		if err != nil {
+			return err
+		}
+		return a.print(a.c.SetSwitches(ctx, body))
+	default: // stats, audit, cluster
+		return a.print(a.c.Get(ctx, "/admin/v1/"+cmd))
+	}
+}
+
+// apply stores every activity of file, and publishes each to all when
+// publish is set. The whole file is checked before anything is sent.
+func (a *adminRun) apply(ctx context.Context, file string, publish bool) error {
+	data, err := a.read(file)
+	if err != nil {
+		return err
+	}
+	docs, err := adminauth.ParseActivities(data)
+	if err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	for _, d := range docs {
+		applied, err := a.c.PutActivity(ctx, d)
+		if err != nil {
+			fmt.Fprintf(a.stderr, "%s: not stored\n", d.ID)
+			return err
+		}
+		fmt.Fprintf(a.stdout, "%s: version %d\n", d.ID, applied.Version)
+		if !publish {
+			continue
+		}
+		if _, err := a.c.Publish(ctx, d.ID, applied.Version, nil); err != nil {
+			fmt.Fprintf(a.stderr, "%s: version %d stored, not published\n", d.ID, applied.Version)
+			return err
+		}
+		fmt.Fprintf(a.stdout, "%s: version %d published\n", d.ID, applied.Version)
+	}
+	return nil
+}
+
+// whitelist reads the entries of --whitelist and --whitelist-file: nil
+// when neither is given (publish to all), an error when they are given
+// and hold no entry (an empty file must not publish to everyone).
+func (a *adminRun) whitelist(list, file string) ([]string, error) {
+	if list == "" && file == "" {
+		return nil, nil
+	}
+	var r io.Reader
+	if file != "" {
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		r = f
+	}
+	entries, err := adminauth.ParseWhitelist(list, r)
+	if err == nil && len(entries) == 0 {
+		err = errors.New("the whitelist is empty; give neither --whitelist nor --whitelist-file to publish to all")
+	}
+	return entries, err
+}
+
+// read returns the content of file, or of stdin for "-".
+func (a *adminRun) read(file string) ([]byte, error) {
+	if file == "-" {
+		return io.ReadAll(a.stdin)
+	}
+	return os.ReadFile(file)
+}
+
+// print writes an answer as indented JSON.
+func (a *adminRun) print(raw json.RawMessage, err error) error {
+	if err != nil {
+		return err
+	}
+	return adminauth.WriteJSON(a.stdout, raw)
+}
