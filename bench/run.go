@@ -359,6 +359,12 @@ func (r *run) answer(w *worker, resp *fasthttp.Response) {
 // response, or an item of a batch response that is not an error.
 func (r *run) answerGrant(w *worker, f *grantFields, o offer) {
 	booked := string(f.status) == "booked"
+	if string(f.status) == "no_award" {
+		// Every award's budget (and fallback) ran out: an answer, but no
+		// packet.
+		w.fail("no_award", 1)
+		return
+	}
 	if len(f.token) == 0 || !(booked || string(f.status) == "issued") {
 		w.fail("bad_response", 1)
 		return

@@ -7,6 +7,7 @@ import (
 	"hash/maphash"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/tikv/client-go/v2/txnkv/transaction"
@@ -28,7 +29,8 @@ const bindShards = 64
 // Redis SET NX GET of a new id from the node's block, so that two nodes
 // seeing a new user at once agree. The binding becomes
 // durable in TiKV with the user's first booking (the grant event carries
-// it); Redis is rebuilt from TiKV if it loses it.
+// it); Redis is rebuilt from TiKV if it loses it. Bind (bind.go) binds
+// another app identity to an existing account explicitly, durably at once.
 type Binder struct {
 	tikv  *storage.TiKV
 	redis *storage.Pipeliner
@@ -80,14 +82,16 @@ func (b *Binder) Resolve(ctx context.Context, app uint32, user string) (uint64, 
 	if err != nil {
 		return 0, err
 	}
-	s.mu.Lock()
-	if len(s.m) >= bindCacheMax/bindShards {
-		clear(s.m)
-	}
-	s.m[k] = id
-	s.mu.Unlock()
+	b.remember(app, user, id)
 	return id, nil
 }
+
+// actMarkTTL is how long an act_id's handed-out mark (storage.ActMarkKey)
+// lasts. It lets POST /v1/accounts/bind find an account that has no booked
+// grant yet; once the first grant is booked the account record answers,
+// so the mark only has to outlive booking. A user whose grants all failed
+// (say, budget exhausted) cannot be a bind target after it expires.
+const actMarkTTL = 24 * time.Hour
 
 // bind claims a fresh act_id for the user with SET NX GET: one round trip
 // returns either our candidate or the id bound before (by any node). A user
@@ -105,7 +109,13 @@ func (b *Binder) bind(ctx context.Context, key string) (uint64, error) {
 	v, err := set.Result()
 	switch {
 	case errors.Is(err, redis.Nil):
-		return cand, nil // ours
+		// Ours: mark the id handed out. A second round trip, but once per
+		// new user only: sent with the SET it would also mark the ids that
+		// returning users burn. A lost mark only delays binds to this id
+		// until its first booking, so its failure does not fail the grant.
+		mark := redis.NewStatusCmd(ctx, "set", storage.ActMarkKey(cand), storage.ActMarkHandedOut, "px", actMarkTTL.Milliseconds())
+		_ = b.redis.Do(ctx, mark)
+		return cand, nil
 	case err != nil:
 		return 0, fmt.Errorf("%w: redis: %v", storage.ErrUnavailable, err)
 	}

@@ -29,6 +29,10 @@ const (
 	CodeMethodNotAllowed Code = "method_not_allowed" // 405
 	CodeUnavailable      Code = "unavailable"        // 503, retryable (backend down, not ready)
 	CodeInternal         Code = "internal"           // 500
+	CodeAlreadyBound     Code = "already_bound"      // 409: the app user is bound to another act_id
+	CodeRateLimited      Code = "rate_limited"       // 429, retryable (Retry-After: until a token is back)
+	CodeShed             Code = "shed"               // 503, retryable: refused by the operator's shed percentage
+	CodeRainSwitchedOff  Code = "rain_switched_off"  // 503, retryable: the operator switched the rain or activity off
 )
 
 // meta is the one table behind Status and Retryable. A code that is not in
@@ -65,6 +69,12 @@ func (c Code) meta() (status int, retryable bool) {
 	case CodeMethodNotAllowed:
 		return 405, false
 	case CodeUnavailable:
+		return 503, true
+	case CodeAlreadyBound:
+		return 409, false
+	case CodeRateLimited:
+		return 429, true
+	case CodeShed, CodeRainSwitchedOff:
 		return 503, true
 	default: // CodeInternal and anything not in the table.
 		return 500, false

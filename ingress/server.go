@@ -14,6 +14,7 @@ import (
 
 	"redrain/ledger"
 	"redrain/metrics"
+	"redrain/protect"
 	"redrain/storage"
 )
 
@@ -43,6 +44,9 @@ type Server struct {
 	// Admin serves the configuration routes (activities, budgets,
 	// switches) once the request is authenticated; false = no such route.
 	Admin func(ctx *fasthttp.RequestCtx, keyID string) bool
+	// Guard applies the operator's switches, shed and rate limits to grant
+	// requests before the issuer sees them (guard.go); nil admits all.
+	Guard *protect.Guard
 
 	srv *fasthttp.Server
 }
@@ -101,6 +105,12 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		s.grantBatch(ctx)
+	case bytes.Equal(path, []byte("/v1/accounts/bind")): // bind.go
+		if !post {
+			methodNotAllowed(ctx, "POST")
+			return
+		}
+		s.bind(ctx)
 	case bytes.Equal(path, []byte("/v1/tokens/status")), bytes.Equal(path, []byte("/v1/tokens/redeem")):
 		if !post {
 			methodNotAllowed(ctx, "POST")
@@ -216,6 +226,10 @@ func (s *Server) grant(ctx *fasthttp.RequestCtx) {
 	if !s.ready(ctx) {
 		return
 	}
+	if e, wait := s.refusal(&req, time.Now()); e != nil { // guard.go
+		writeRefusal(ctx, e, wait)
+		return
+	}
 	c, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
 	res, err := s.Issuer.Grant(c, &req)
@@ -245,7 +259,13 @@ func (s *Server) grantBatch(ctx *fasthttp.RequestCtx) {
 	}
 	items := make([]item, len(reqs))
 	done := make(chan struct{}, len(reqs))
+	now, wait := time.Now(), time.Duration(0)
 	for i := range reqs {
+		if e, w := s.refusal(&reqs[i], now); e != nil { // guard.go: answered per item
+			items[i].err, wait = e, max(wait, w)
+			done <- struct{}{}
+			continue
+		}
 		go func() {
 			items[i].res, items[i].err = s.Issuer.Grant(c, &reqs[i])
 			done <- struct{}{}
@@ -264,6 +284,9 @@ func (s *Server) grantBatch(ctx *fasthttp.RequestCtx) {
 		} else {
 			b = AppendGrantResponse(b, it.res)
 		}
+	}
+	if wait > 0 {
+		setRetryAfter(ctx, wait)
 	}
 	writeJSON(ctx, fasthttp.StatusOK, append(b, "]}"...))
 }

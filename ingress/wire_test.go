@@ -91,6 +91,10 @@ func TestCodeStatus(t *testing.T) {
 		{ingress.CodeMethodNotAllowed, 405, false},
 		{ingress.CodeUnavailable, 503, true},
 		{ingress.CodeInternal, 500, false},
+		{ingress.CodeAlreadyBound, 409, false},
+		{ingress.CodeRateLimited, 429, true},
+		{ingress.CodeShed, 503, true},
+		{ingress.CodeRainSwitchedOff, 503, true},
 		{ingress.Code("no_such_code"), 500, false},
 	}
 	for _, tt := range tests {

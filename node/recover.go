@@ -130,8 +130,9 @@ func (n *Node) storeEpoch(ctx context.Context) (string, error) {
 	return epoch, err
 }
 
-// rebuildRedis deletes every redrain key in Redis, writes every binding and
-// booked mark from TiKV, then the epoch key that says Redis is whole.
+// rebuildRedis deletes every redrain key in Redis, writes every binding
+// (accounts' Apps, then the explicit binding index) and booked mark from
+// TiKV, then the epoch key that says Redis is whole.
 func (n *Node) rebuildRedis(ctx context.Context, epoch string) error {
 	start := time.Now()
 	cleared := 0
@@ -208,6 +209,24 @@ func (n *Node) rebuildRedis(ctx context.Context, epoch string) error {
 	if err != nil {
 		return err
 	}
+	// Explicit bindings (POST /v1/accounts/bind) are in their account's
+	// Apps too, written in the same transaction, so the scan above restored
+	// them already. Their index is written again after it: should an
+	// account's Apps ever name a user whose index binds it elsewhere, the
+	// index (the conditional, unique record) is what grants follow.
+	explicit := 0
+	err = n.tikv.Scan(ctx, storage.BindPrefix, storage.PrefixEnd(storage.BindPrefix), func(k, v []byte) (bool, error) {
+		app, user, ok := storage.ParseBindKey(k)
+		act, okAct := storage.ParseActIDValue(v)
+		if !ok || !okAct || act == 0 {
+			return false, fmt.Errorf("%w: binding index %q = %x", ledger.ErrCorrupt, k, v)
+		}
+		explicit++
+		return true, add(redis.NewStatusCmd(ctx, "set", storage.BindMarkKey(app, user), strconv.FormatUint(act, 10)))
+	})
+	if err != nil {
+		return err
+	}
 	// The epoch says the index is whole, so it goes alone after every
 	// other write succeeded: in the same pipeline it could land while a
 	// mark before it failed, and the next start would trust a partial index.
@@ -220,7 +239,7 @@ func (n *Node) rebuildRedis(ctx context.Context, epoch string) error {
 	if err := flush(); err != nil {
 		return err
 	}
-	n.log.Info("recovery: redis index rebuilt from tikv", "cleared", cleared, "bindings", bindings, "marks", marks, "took", time.Since(start).Round(time.Millisecond))
+	n.log.Info("recovery: redis index rebuilt from tikv", "cleared", cleared, "bindings", bindings, "explicit_bindings", explicit, "marks", marks, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

@@ -1,8 +1,10 @@
 package storage
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
+	"strconv"
 )
 
 // Key layout in TiKV; see DESIGN.md. Every key starts with "rr/".
@@ -15,6 +17,30 @@ var AccountPrefix = []byte("rr/acct/")
 
 // ActAllocKey holds the next unallocated act_id.
 var ActAllocKey = []byte("rr/alloc/act")
+
+// BindKey is the durable index of an explicit binding (POST
+// /v1/accounts/bind): app user → act_id (ActIDValue). The app id has a
+// fixed width, so the user id after it may hold any byte, '/' included.
+// Written in one transaction with the account's Apps, and only there.
+func BindKey(appID uint32, userID string) []byte {
+	return fmt.Appendf(nil, "rr/bind/%08x/%s", appID, userID)
+}
+
+// BindPrefix bounds the scan of every explicit binding.
+var BindPrefix = []byte("rr/bind/")
+
+// ParseBindKey reads a key written by BindKey.
+func ParseBindKey(k []byte) (appID uint32, userID string, ok bool) {
+	rest, found := bytes.CutPrefix(k, BindPrefix)
+	if !found || len(rest) < 10 || rest[8] != '/' {
+		return 0, "", false
+	}
+	app, err := strconv.ParseUint(string(rest[:8]), 16, 32)
+	if err != nil {
+		return 0, "", false
+	}
+	return uint32(app), string(rest[9:]), true
+}
 
 // BudgetKey is a budget record.
 func BudgetKey(id string) []byte { return []byte("rr/budget/" + id) }

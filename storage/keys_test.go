@@ -180,3 +180,28 @@ func TestPartitionOfStable(t *testing.T) {
 		}
 	}
 }
+
+func TestBindKeyRoundTrip(t *testing.T) {
+	tests := []struct {
+		app  uint32
+		user string
+	}{
+		{1, "a"}, {2, "b-7"}, {math.MaxUint32, "x"}, {16, "with/slash/"}, {255, "中文"}, {7, "ff/"},
+	}
+	for _, tt := range tests {
+		k := storage.BindKey(tt.app, tt.user)
+		if !bytes.HasPrefix(k, storage.BindPrefix) {
+			t.Errorf("BindKey(%d, %q) = %q, want it under %q", tt.app, tt.user, k, storage.BindPrefix)
+		}
+		app, user, ok := storage.ParseBindKey(k)
+		if !ok || app != tt.app || user != tt.user {
+			t.Errorf("ParseBindKey(%q) = %d, %q, %v; want %d, %q, true", k, app, user, ok, tt.app, tt.user)
+		}
+	}
+	for _, k := range []string{"", "rr/bind/", "rr/bind/00000001/", "rr/bind/0000001/a", "rr/bind/0000000g/a",
+		"rr/bind/00000001a", "rr/acct/00000001/a", "rr/bind/+0000001/a"} {
+		if app, user, ok := storage.ParseBindKey([]byte(k)); ok {
+			t.Errorf("ParseBindKey(%q) = %d, %q, true; want false", k, app, user)
+		}
+	}
+}

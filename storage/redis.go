@@ -181,7 +181,8 @@ func (p *Pipeliner) work() {
 //
 //	rr:l:{limit_key} = "p" (being issued; expires) | "i:{award}:{amount}"   (issuer)
 //	rr:k:{limit_key} = "b:{award}:{amount}"                                  (booking)
-//	rr:b:{app_id}:{user_id} = act_id
+//	rr:b:{app_id}:{user_id} = act_id                                        (binder)
+//	rr:a:{act_id} = "h": the id was handed out to a user (expires)           (binder)
 const (
 	MarkPending = "p"
 	MarkIssued  = 'i'
@@ -202,6 +203,13 @@ func BindMarkKey(appID uint32, userID string) string {
 // MarkNoAward is the award of a grant that ended in "no award". It cannot
 // collide with an award type: campaign validation refuses that name.
 const MarkNoAward = "none"
+// ActMarkKey is the Redis key that says an act_id was handed out by a
+// binder, so that POST /v1/accounts/bind can bind to an account that has
+// no booked grant yet. Its value is ActMarkHandedOut.
+func ActMarkKey(actID uint64) string { return "rr:a:" + strconv.FormatUint(actID, 10) }
+
+// ActMarkHandedOut is the value of an ActMarkKey.
+const ActMarkHandedOut = "h"
 
 // MarkValue renders an issued or booked mark.
 func MarkValue(state byte, award string, amount int64) string {

@@ -141,6 +141,8 @@ func reconcileCmd(args []string) error {
 	var b backendFlags
 	b.register(fs)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	hot := fs.Int("compare-hot", 0, "compare booking with every grant on one budget account against grants spread over this many (puts and publishes its own activities; --activity is ignored)")
+	rounds := fs.Int("rounds", 2, "with --compare-hot: how many times each phase runs, alternating")
 	_ = fs.Parse(args)
 	kv, err := storage.OpenTiKV(list(b.pd), b.dataDir)
 	if err != nil {
@@ -182,6 +184,8 @@ func benchCmd(args []string) error {
 	drain := fs.Duration("drain-timeout", 120*time.Second, "how long to wait for booking to catch up")
 	audit := fs.Bool("audit", true, "run the audit after booking drained")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	hot := fs.Int("compare-hot", 0, "compare booking with every grant on one budget account against grants spread over this many (puts and publishes its own activities; --activity is ignored)")
+	rounds := fs.Int("rounds", 2, "with --compare-hot: how many times each phase runs, alternating")
 	adminKey := fs.String("admin-key", "", "admin key ID:HEX that signs the stats and audit requests (default $REDRAIN_ADMIN_KEY, else the development key)")
 	_ = fs.Parse(args)
 	if *repeat == 0 {
@@ -189,12 +193,24 @@ func benchCmd(args []string) error {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
-	r, err := bench.Run(ctx, bench.Config{
+	cfg := bench.Config{
 		Targets: list(*targets), Users: *users, Duration: *duration, Rate: *rate, Conns: *conns,
 		Pipeline: *pipeline, Batch: *batch, RepeatRatio: *repeat, AppID: uint32(*app), ActivityID: *activity,
 		SceneID: *scene, RainID: *rain, UserPrefix: *prefix, DrainTimeout: *drain, Audit: *audit,
 		AdminKey: adminKeyOr(*adminKey, os.Getenv), Progress: os.Stderr,
-	})
+	}
+	if *hot > 0 {
+		h, err := bench.CompareHot(ctx, bench.HotConfig{Run: cfg, Budgets: *hot, Rounds: *rounds})
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return h.WriteJSON(os.Stdout)
+		}
+		h.WriteText(os.Stdout)
+		return nil
+	}
+	r, err := bench.Run(ctx, cfg)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,229 @@
+package ingress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/tikv/client-go/v2/txnkv/transaction"
+	"github.com/valyala/fasthttp"
+
+	"redrain/ledger"
+	"redrain/storage"
+)
+
+// bindAttemptsMax bounds the retries of the durable bind transaction when
+// booking (or another bind) writes the same account at once.
+const bindAttemptsMax = 10
+
+// Bind binds the app user (app, user) to the existing unified account
+// actID, so that grants by any identity bound to it reach that account and
+// its per-user limits count them as one user. It answers BindStatusBound
+// when this call made the binding, BindStatusSame when Redis already held
+// the same one; CodeNotFound when actID was never handed out; and
+// CodeAlreadyBound, changing nothing, when the user is bound to another
+// account.
+//
+// The order is the grant path's: Redis is the arbiter that the binder's
+// SET NX GET consults, so the binding is claimed there first (a concurrent
+// first grant of the same user either sees it or wins and makes this call
+// refuse). Then one conditional TiKV transaction writes the durable index
+// rr/bind/{app}/{user} together with the account's Apps, creating the
+// account record if the user has no booked grant yet. If that transaction
+// fails, the Redis binding stays, on purpose: it is exactly the mapping
+// asked for, the caller got a retryable error and a retry finds it
+// (BindStatusSame) and completes the durable write; deleting it instead
+// could strand a grant issued meanwhile under actID while the user's next
+// grant bound a new id. Until then the binding is as durable as a grant
+// path binding: booking a grant of this user records it in the account.
+func (b *Binder) Bind(ctx context.Context, app uint32, user string, actID uint64) (string, error) {
+	if app == 0 || user == "" || actID == 0 {
+		return "", Errorf(CodeMalformed, "bind: app_id, user_id and act_id are required")
+	}
+	known, err := b.handedOut(ctx, actID)
+	if err != nil {
+		return "", unavailable(err)
+	}
+	if !known {
+		return "", Errorf(CodeNotFound, "no account %d", actID)
+	}
+	key := storage.BindMarkKey(app, user)
+	set := redis.NewStringCmd(ctx, "set", key, strconv.FormatUint(actID, 10), "nx", "get")
+	if err := b.redis.Do(ctx, set); err != nil {
+		return "", unavailable(err)
+	}
+	status := BindStatusBound
+	prev, err := set.Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+	case err != nil:
+		return "", unavailable(err)
+	default:
+		bound, perr := strconv.ParseUint(prev, 10, 64)
+		if perr != nil {
+			return "", Errorf(CodeInternal, "binding %s = %q", key, prev)
+		}
+		if bound != actID {
+			return "", Errorf(CodeAlreadyBound, "app %d user %q is bound to act_id %d", app, user, bound)
+		}
+		status = BindStatusSame
+	}
+	durable, err := b.bindDurable(ctx, app, user, actID)
+	if errors.Is(err, ledger.ErrCorrupt) || errors.Is(err, ledger.ErrInvariant) {
+		return "", Errorf(CodeInternal, "bind to act_id %d: %v", actID, err)
+	}
+	if err != nil {
+		return "", unavailable(err)
+	}
+	if durable != actID {
+		// TiKV's index binds the user elsewhere while Redis did not know it
+		// (Redis lost a key without a rebuild): the store of record wins,
+		// and Redis is set back to it.
+		fix := redis.NewStatusCmd(ctx, "set", key, strconv.FormatUint(durable, 10))
+		if err := b.redis.Do(ctx, fix); err != nil || fix.Err() != nil {
+			return "", unavailable(errors.Join(err, fix.Err()))
+		}
+		b.forget(app, user)
+		return "", Errorf(CodeAlreadyBound, "app %d user %q is bound to act_id %d", app, user, durable)
+	}
+	b.remember(app, user, actID)
+	return status, nil
+}
+
+// handedOut reports whether actID belongs to an account: it has a record
+// (a booked grant or an earlier explicit bind), or a binder handed it out
+// (its mark in Redis; see actMarkTTL). An id merely allocated to some
+// node's block is not enough: that node may still hand it to a new user,
+// who would then share the account with the identity bound here.
+func (b *Binder) handedOut(ctx context.Context, actID uint64) (bool, error) {
+	var exists bool
+	var next uint64
+	err := b.tikv.Update(ctx, func(txn *transaction.KVTxn) error {
+		m, err := storage.BatchGet(ctx, txn, [][]byte{storage.AccountKey(actID), storage.ActAllocKey})
+		if err != nil {
+			return err
+		}
+		exists = m[string(storage.AccountKey(actID))] != nil
+		if raw := m[string(storage.ActAllocKey)]; raw != nil {
+			var ok bool
+			if next, ok = storage.ParseActIDValue(raw); !ok {
+				return fmt.Errorf("%w: corrupt %s", storage.ErrUnavailable, storage.ActAllocKey)
+			}
+		}
+		return nil
+	})
+	if err != nil || exists {
+		return exists, err
+	}
+	if actID >= next {
+		return false, nil
+	}
+	get := redis.NewStringCmd(ctx, "get", storage.ActMarkKey(actID))
+	if err := b.redis.Do(ctx, get); err != nil {
+		return false, err
+	}
+	v, err := get.Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("%w: redis: %v", storage.ErrUnavailable, err)
+	}
+	return v == storage.ActMarkHandedOut, nil
+}
+
+// bindDurable writes the binding to TiKV: the index key and the account's
+// Apps in one transaction, conditional on what it read (a concurrent
+// booking of the account, or a bind of the same user, makes one of them
+// conflict and this one retry). It returns the act_id the index holds
+// afterwards: actID, or the one an earlier bind recorded, in which case
+// nothing was written.
+func (b *Binder) bindDurable(ctx context.Context, app uint32, user string, actID uint64) (uint64, error) {
+	indexKey, acctKey := storage.BindKey(app, user), storage.AccountKey(actID)
+	var bound uint64
+	var err error
+	for attempt := 0; attempt < bindAttemptsMax; attempt++ {
+		err = b.tikv.Update(ctx, func(txn *transaction.KVTxn) error {
+			m, err := storage.BatchGet(ctx, txn, [][]byte{indexKey, acctKey})
+			if err != nil {
+				return err
+			}
+			raw := m[string(indexKey)]
+			if raw != nil {
+				var ok bool
+				if bound, ok = storage.ParseActIDValue(raw); !ok || bound == 0 {
+					return fmt.Errorf("%w: corrupt %s", storage.ErrUnavailable, indexKey)
+				}
+				if bound != actID {
+					return nil
+				}
+			} else if err := txn.Set(indexKey, storage.ActIDValue(actID)); err != nil {
+				return err
+			}
+			bound = actID
+			acct := &ledger.Account{ActID: actID}
+			if rec := m[string(acctKey)]; rec != nil {
+				if acct, err = ledger.UnmarshalAccount(rec); err != nil {
+					return fmt.Errorf("account %d: %w", actID, err)
+				}
+				if acct.ActID != actID {
+					return fmt.Errorf("%w: account record %s holds act %d", ledger.ErrInvariant, acctKey, acct.ActID)
+				}
+			}
+			if !acct.Bind(ledger.AppUser{AppID: app, UserID: user}) {
+				return nil // booking recorded it already
+			}
+			acct.Version++
+			if err := acct.Check(); err != nil {
+				return err
+			}
+			return txn.Set(acctKey, ledger.MarshalAccount(nil, acct))
+		})
+		if !errors.Is(err, storage.ErrConflict) {
+			break
+		}
+	}
+	return bound, err
+}
+
+func (b *Binder) remember(app uint32, user string, actID uint64) {
+	k := bindKey{app, user}
+	s := b.shard(k)
+	s.mu.Lock()
+	if len(s.m) >= bindCacheMax/bindShards {
+		clear(s.m)
+	}
+	s.m[k] = actID
+	s.mu.Unlock()
+}
+
+func (b *Binder) forget(app uint32, user string) {
+	k := bindKey{app, user}
+	s := b.shard(k)
+	s.mu.Lock()
+	delete(s.m, k)
+	s.mu.Unlock()
+}
+
+// bind answers POST /v1/accounts/bind.
+func (s *Server) bind(ctx *fasthttp.RequestCtx) {
+	req, err := ParseBindRequest(ctx.PostBody())
+	if err != nil {
+		writeError(ctx, err)
+		return
+	}
+	if !s.ready(ctx) {
+		return
+	}
+	c, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	status, err := s.Issuer.binder.Bind(c, req.AppID, req.UserID, req.ActID)
+	if err != nil {
+		writeError(ctx, err)
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, AppendBindResponse(nil, &BindResponse{
+		AppID: req.AppID, UserID: req.UserID, ActID: req.ActID, Status: status}))
+}

@@ -1,0 +1,136 @@
+package ingress
+
+// The wire form of POST /v1/accounts/bind, under the rules of wire.go.
+
+import (
+	"strconv"
+	"unicode/utf8"
+)
+
+// BindRequest asks to bind the app user (AppID, UserID) to the unified
+// account ActID, so that grants by any identity bound to it reach one
+// account and count as one user.
+type BindRequest struct {
+	AppID  uint32 // Invariant: >= 1.
+	UserID string // Invariant: as GrantRequest.UserID.
+	ActID  uint64 // Invariant: >= 1.
+}
+
+// The fields of a bind object, in the order "missing field" reports them.
+var bindFieldNames = []string{"app_id", "user_id", "act_id"}
+
+// ParseBindRequest parses {"app_id": 2, "user_id": "b-7", "act_id": 17}.
+//
+// All three fields are required, in any order, each once; app_id is an
+// integer in 1..2^32-1, act_id in 1..2^64-1, user_id follows IDLenMax, all
+// under the rules of ParseGrantRequest (plain integers, unknown and
+// duplicate fields refused, nothing after the object). Every error is an
+// *Error: CodeTooLarge past BodyBytesMax, else CodeMalformed naming the
+// field.
+func ParseBindRequest(body []byte) (BindRequest, error) {
+	var r BindRequest
+	if len(body) > BodyBytesMax {
+		return r, errTooLarge(len(body), BodyBytesMax)
+	}
+	s := scanner{buf: body}
+	s.skipSpace()
+	var text [IDLenMax + utf8.UTFMax]byte
+	var user []byte
+	err := s.object(bindFieldNames, func(f int) *Error {
+		var err *Error
+		var v uint64
+		switch f {
+		case 0:
+			v, err = s.positiveInt(bindFieldNames[f], 1<<32-1)
+			r.AppID = uint32(v)
+		case 1:
+			user, err = s.id(text[:0], bindFieldNames[f])
+		default:
+			r.ActID, err = s.positiveInt(bindFieldNames[f], 1<<64-1)
+		}
+		return err
+	})
+	if err == nil {
+		err = s.end()
+	}
+	if err != nil {
+		return BindRequest{}, err
+	}
+	r.UserID = string(user)
+	return r, nil
+}
+
+// object parses one object at the cursor whose fields are exactly names
+// (each required, each once, in any order), calling value with the index of
+// each field and the cursor on its value; value must leave the cursor after
+// the value. The cursor ends after the '}'.
+func (s *scanner) object(names []string, value func(f int) *Error) *Error {
+	if !s.consume('{') {
+		return s.syntaxError("'{'")
+	}
+	s.skipSpace()
+	var nameScratch [fieldNameBytesMax + utf8.UTFMax]byte
+	var seen uint64 // Invariant: len(names) <= 64.
+	for more := !s.consume('}'); more; {
+		name, err := s.fieldName(nameScratch[:0])
+		if err != nil {
+			return err
+		}
+		f := -1
+		for i, n := range names {
+			if string(name) == n {
+				f = i
+			}
+		}
+		switch {
+		case f < 0:
+			return Errorf(CodeMalformed, "unknown field %q", string(name))
+		case seen&(1<<f) != 0:
+			return Errorf(CodeMalformed, "duplicate field %q", names[f])
+		}
+		seen |= 1 << f
+		if err := value(f); err != nil {
+			return err
+		}
+		if more, err = s.afterMember('}'); err != nil {
+			return err
+		}
+	}
+	for f, name := range names {
+		if seen&(1<<f) == 0 {
+			return Errorf(CodeMalformed, "missing field %q", name)
+		}
+	}
+	return nil
+}
+
+// BindResponse is the answer to a bind. Status is BindStatusBound when this
+// request made the binding, BindStatusSame when the app user was already
+// bound to ActID (a repeated request, or the identity that made the
+// account).
+type BindResponse struct {
+	AppID  uint32
+	UserID string
+	ActID  uint64
+	Status string
+}
+
+// The statuses of a BindResponse.
+const (
+	BindStatusBound = "bound"
+	BindStatusSame  = "already_bound_same"
+)
+
+// AppendBindResponse appends {"app_id":2,"user_id":"b-7","act_id":17,
+// "status":"bound"} to dst.
+func AppendBindResponse(dst []byte, r *BindResponse) []byte {
+	dst = append(dst, `{"app_id":`...)
+	dst = strconv.AppendUint(dst, uint64(r.AppID), 10)
+	dst = append(dst, `,"user_id":`...)
+	dst = appendJSONString(dst, r.UserID)
+	dst = append(dst, `,"act_id":`...)
+	dst = strconv.AppendUint(dst, r.ActID, 10)
+	dst = append(dst, `,"status":`...)
+	dst = appendJSONString(dst, r.Status)
+	return append(dst, '}')
+}
