@@ -264,7 +264,7 @@ func (b *Booker) markBooked(ctx context.Context, grants []ledger.Grant, outcomes
 		}
 		g := &grants[i]
 		cmds = append(cmds, redis.NewStatusCmd(ctx, "set", storage.BookedMarkKey(g.LimitKey()),
-			storage.MarkValue(storage.MarkBooked, g.AwardType, g.Amount)))
+			storage.MarkValue(storage.MarkBooked, g.AwardType, g.Amount, g.AppID)))
 	}
 	if len(cmds) == 0 {
 		return

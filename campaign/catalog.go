@@ -108,3 +108,18 @@ func (c *Catalog) Budgets() map[string]ledger.Asset {
 	}
 	return out
 }
+
+// SeedCatalog serves the campaign file's activities as version 1 each,
+// without a configuration store: for programs that embed an issuer, and
+// tests. Seeds with whitelists need them resolved first (Stage.ActIDs).
+func (c *Campaign) SeedCatalog() (*Catalog, error) {
+	cat := NewCatalog(0)
+	for _, a := range c.Seeds {
+		v, err := CompileActivity(cloneActivity(a), 1)
+		if err != nil {
+			return nil, err
+		}
+		cat.Add(v, nil, nil)
+	}
+	return cat, nil
+}

@@ -68,7 +68,12 @@ func newTestServer(t *testing.T, guard *protect.Guard) *testServer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { is.Close(context.Background()) })
-	srv := &Server{Issuer: is, Tokens: NewTokens(camp, pipe, kv, nil), TiKV: kv, Metrics: reg, Guard: guard,
+	cat, err := camp.SeedCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	is.SetCatalog(cat)
+	srv := &Server{Issuer: is, Tokens: NewTokens(camp, is.Catalog, pipe, kv, nil), TiKV: kv, Metrics: reg, Guard: guard,
 		Ready: func() error { return nil }}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -250,8 +250,8 @@ func (is *Issuer) issue(ctx context.Context, g *ledger.Grant, child *campaign.Ch
 	}
 	is.lap(stageClaim, t0)
 	if v, err := booked.Result(); err == nil {
-		if _, award, amount, ok := storage.ParseMark(v); ok {
-			setAward(g, child, award, amount)
+		if _, award, amount, app, ok := storage.ParseMark(v); ok {
+			setAward(g, child, award, amount, app)
 			return is.answer(g, true), "repeat", nil
 		}
 	}
@@ -263,14 +263,14 @@ func (is *Issuer) issue(ctx context.Context, g *ledger.Grant, child *campaign.Ch
 	case prev == storage.MarkPending:
 		return nil, "in_progress", Errorf(CodeGrantInProgress, "a grant for this user and rain is being issued; retry")
 	default:
-		_, award, amount, ok := storage.ParseMark(prev)
+		_, award, amount, app, ok := storage.ParseMark(prev)
 		if !ok {
 			return nil, "error", Errorf(CodeInternal, "unreadable grant mark")
 		}
 		if award == storage.MarkNoAward {
 			return noAwardAnswer(g), "repeat", nil
 		}
-		setAward(g, child, award, amount)
+		setAward(g, child, award, amount, app)
 		return is.answer(g, false), "repeat", nil
 	}
 
@@ -324,13 +324,18 @@ func (is *Issuer) issue(ctx context.Context, g *ledger.Grant, child *campaign.Ch
 	// The issued mark goes out after the answer: duplicates meanwhile are
 	// answered from inflight on this node.
 	is.marks.Add(1)
-	go is.markIssued(limitKey, markKey, g.AwardType, g.Amount)
+	go is.markIssued(limitKey, markKey, g.AwardType, g.Amount, g.AppID)
 	return is.answer(g, false), "issued", nil
 }
 
-// setAward fills in a repeat's award from its mark.
-func setAward(g *ledger.Grant, child *campaign.Child, award string, amount int64) {
+// setAward fills in a repeat's award from its mark, and the app of the
+// first grant: a user bound in several apps gets the identical token
+// through any of them.
+func setAward(g *ledger.Grant, child *campaign.Child, award string, amount int64, app uint32) {
 	g.AwardType, g.Amount = award, amount
+	if app != 0 {
+		g.AppID = app
+	}
 	if w := child.Award(award); w != nil {
 		g.Asset = w.Asset
 	}
@@ -341,7 +346,7 @@ func setAward(g *ledger.Grant, child *campaign.Child, award string, amount int64
 // The mark lives in Redis only; if Redis loses it, a retry draws again.
 func (is *Issuer) noAward(g *ledger.Grant, limitKey, markKey string) (*GrantResponse, string, error) {
 	is.marks.Add(1)
-	go is.markIssued(limitKey, markKey, storage.MarkNoAward, 0)
+	go is.markIssued(limitKey, markKey, storage.MarkNoAward, 0, g.AppID)
 	return noAwardAnswer(g), "no_award", nil
 }
 
@@ -349,12 +354,12 @@ func noAwardAnswer(g *ledger.Grant) *GrantResponse {
 	return &GrantResponse{ActID: g.ActID, AwardType: storage.MarkNoAward, Stage: g.Stage.String(), Status: "no_award"}
 }
 
-func (is *Issuer) markIssued(limitKey, markKey, award string, amount int64) {
+func (is *Issuer) markIssued(limitKey, markKey, award string, amount int64, app uint32) {
 	defer is.marks.Done()
 	defer is.inflight.Delete(limitKey)
 	t0 := time.Now()
 	ctx := context.Background()
-	set := redis.NewStatusCmd(ctx, "set", markKey, storage.MarkValue(storage.MarkIssued, award, amount))
+	set := redis.NewStatusCmd(ctx, "set", markKey, storage.MarkValue(storage.MarkIssued, award, amount, app))
 	if err := is.redis.Do(ctx, set); err != nil || set.Err() != nil {
 		// The grant stands (it is in Kafka); the pending mark expires, and
 		// booking's booked mark answers repeats once it is booked.

@@ -133,7 +133,7 @@ func (t *Tokens) resolve(ctx context.Context, raw [][]byte) ([]*tokenState, erro
 	for i, s := range valid {
 		v, err := cmds[i].(*redis.StringCmd).Result()
 		if err == nil {
-			if st, award, amount, ok := storage.ParseMark(v); ok && st == storage.MarkBooked && award == s.claims.AwardType && amount == s.claims.Amount {
+			if st, award, amount, _, ok := storage.ParseMark(v); ok && st == storage.MarkBooked && award == s.claims.AwardType && amount == s.claims.Amount {
 				s.result.Status = "booked"
 				continue
 			}

@@ -17,6 +17,7 @@ import (
 	"redrain/ingress"
 	"redrain/ledger"
 	"redrain/metrics"
+	"redrain/protect"
 	"redrain/storage"
 )
 
@@ -30,6 +31,7 @@ const configPollEvery = 200 * time.Millisecond
 // serves the last good copy from the data dir.
 func (n *Node) startConfig(ctx context.Context) error {
 	n.config = configstore.New(n.tikv, nil)
+	n.guard = protect.NewGuard(n.Metrics)
 	n.admin = &admin.API{Store: n.config, Resolve: n.issuer.Binder().Resolve,
 		Budgets: &budgetAdmin{tikv: n.tikv, redis: n.pipe, openIssued: n.openIssued},
 		CheckSwitches: func(b []byte) error { _, err := protect.ParseSwitches(b); return err },
@@ -118,12 +120,17 @@ func (n *Node) applyConfig(snap *configstore.Snapshot) error {
 			cat.Add(live, canary, users)
 		}
 	}
-	sw, err := protect.ParseSwitches(snap.Switches)
-	if err != nil {
+	sw := &protect.Switches{}
+	if snap.Switches != nil {
+		var err error
+		if sw, err = protect.ParseSwitches(snap.Switches); err != nil {
+			return err
+		}
+	}
+	if err := n.guard.Set(sw); err != nil {
 		return err
 	}
 	n.issuer.SetCatalog(cat)
-	n.guard.Set(sw)
 	return nil
 }
 

@@ -30,8 +30,8 @@ import (
 	"redrain/cluster"
 	"redrain/configstore"
 	"redrain/ingress"
-	"redrain/ledger"
 	"redrain/metrics"
+	"redrain/protect"
 	"redrain/reconcile"
 	"redrain/storage"
 )
@@ -77,6 +77,7 @@ type Node struct {
 	watcher  *configstore.Watcher
 	admin    *admin.API
 	verifier *adminauth.Verifier
+	guard    *protect.Guard
 	server   *ingress.Server
 	listener net.Listener
 
@@ -205,6 +206,7 @@ func Start(cfg Config) (n *Node, err error) {
 	n.server = &ingress.Server{Issuer: n.issuer, TiKV: n.tikv, Metrics: n.Metrics,
 		Tokens:       ingress.NewTokens(n.Campaign, n.issuer.Catalog, n.pipe, n.tikv, n.booker),
 		Authenticate: n.authenticate,
+		Guard:        n.guard,
 		Admin:        n.admin.Serve,
 		Ready:  n.readyErr,
 		Stats: func() ingress.Stats {

@@ -196,11 +196,11 @@ func (n *Node) rebuildRedis(ctx context.Context, epoch string) error {
 		for _, e := range a.Entries {
 			marks++
 			if err := add(redis.NewStatusCmd(ctx, "set", storage.LimitMarkKey(e.LimitKey),
-				storage.MarkValue(storage.MarkIssued, e.AwardType, e.Amount))); err != nil {
+				storage.MarkValue(storage.MarkIssued, e.AwardType, e.Amount, 0))); err != nil {
 				return false, err
 			}
 			if err := add(redis.NewStatusCmd(ctx, "set", storage.BookedMarkKey(e.LimitKey),
-				storage.MarkValue(storage.MarkBooked, e.AwardType, e.Amount))); err != nil {
+				storage.MarkValue(storage.MarkBooked, e.AwardType, e.Amount, 0))); err != nil {
 				return false, err
 			}
 		}

@@ -125,7 +125,7 @@ func TestRecovery(t *testing.T) {
 			t.Errorf("after rebuild %s = %q (%v), want %q", storage.BindMarkKey(1, u), got, binds[i].Err(), want)
 		}
 		key := storage.BookedMarkKey(limitKey(first[i].ActID))
-		if got, want := marks[i].Val(), storage.MarkValue(storage.MarkBooked, "cash", first[i].Amount); got != want {
+		if got, want := marks[i].Val(), storage.MarkValue(storage.MarkBooked, "cash", first[i].Amount, 0); got != want {
 			t.Errorf("after rebuild %s = %q (%v), want %q", key, got, marks[i].Err(), want)
 		}
 	}
@@ -293,9 +293,9 @@ func TestForeignRedis(t *testing.T) {
 	const ghost = "u-ghost"
 	stale := map[string]string{
 		storage.RedisEpochKey:                                   "0123456789abcdef",
-		storage.LimitMarkKey(limitKey(777)):                     storage.MarkValue(storage.MarkIssued, "cash", 5),
-		storage.BookedMarkKey(limitKey(777)):                    storage.MarkValue(storage.MarkBooked, "cash", 5),
-		storage.BookedMarkKey(limitKey(1)):                      storage.MarkValue(storage.MarkBooked, "cash", 9),
+		storage.LimitMarkKey(limitKey(777)):                     storage.MarkValue(storage.MarkIssued, "cash", 5, 0),
+		storage.BookedMarkKey(limitKey(777)):                    storage.MarkValue(storage.MarkBooked, "cash", 5, 0),
+		storage.BookedMarkKey(limitKey(1)):                      storage.MarkValue(storage.MarkBooked, "cash", 9, 0),
 		storage.BindMarkKey(1, ghost):                           "777",
 		storage.LimitMarkKey(fmt.Sprintf("%d_rain_1_gray", 42)): storage.MarkPending,
 	}

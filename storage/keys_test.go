@@ -19,11 +19,13 @@ func TestMarkRoundTrip(t *testing.T) {
 	for _, s := range states {
 		for _, award := range awards {
 			for _, amount := range amounts {
-				v := storage.MarkValue(s, award, amount)
-				gs, ga, gm, ok := storage.ParseMark(v)
-				if !ok || gs != s || ga != award || gm != amount {
-					t.Errorf("ParseMark(%q) = %q, %q, %d, %v; want %q, %q, %d, true",
-						v, gs, ga, gm, ok, s, award, amount)
+				for _, app := range []uint32{0, 1, math.MaxUint32} {
+					v := storage.MarkValue(s, award, amount, app)
+					gs, ga, gm, gapp, ok := storage.ParseMark(v)
+					if !ok || gs != s || ga != award || gm != amount || gapp != app {
+						t.Errorf("ParseMark(%q) = %q, %q, %d, %d, %v; want %q, %q, %d, %d, true",
+							v, gs, ga, gm, gapp, ok, s, award, amount, app)
+					}
 				}
 			}
 		}
@@ -42,6 +44,7 @@ func TestParseMarkRejects(t *testing.T) {
 		"i::5",  // empty award
 		"b:::0", // award ":" but amount 0
 		"i:cash:0",
+		"i:none:0@x",
 		"i:cash:-1",
 		"i:cash:-9223372036854775808",
 		"i:cash:9223372036854775808", // overflows int64
@@ -57,8 +60,15 @@ func TestParseMarkRejects(t *testing.T) {
 		"ib:cash:5",
 		"i;cash:5",
 		"\x00:cash:5",
+		"i:cash:5@",
+		"i:cash:5@0",
+		"i:cash:5@-1",
+		"i:cash:5@4294967296",
+		"i:cash:@7",
+		"i:none:1", // no award has amount 0
+		"i:cash:5@7@8",
 	} {
-		if s, a, m, ok := storage.ParseMark(v); ok {
+		if s, a, m, _, ok := storage.ParseMark(v); ok {
 			t.Errorf("ParseMark(%q) = %q, %q, %d, true; want rejected", v, s, a, m)
 		}
 	}
