@@ -58,6 +58,8 @@ func (g *budgetGrain) Receive(ctx actor.Context) {
 		reply, err = g.takeLease(m.Value[1:])
 	case msgCloseLease:
 		reply, err = g.closeLease(m.Value[1:])
+	case msgFold:
+		reply, err = g.fold(m.Value[1:])
 	default:
 		err = fmt.Errorf("budget grain: unknown message %d", m.Value[0])
 	}
@@ -68,7 +70,9 @@ func (g *budgetGrain) Receive(ctx actor.Context) {
 	ctx.Respond(reply)
 }
 
-// takeLease: budget id, amount wanted, owner, incarnation → lease or empty.
+// takeLease: budget id, amount wanted, owner, incarnation → empty when
+// exhausted, else the lease's length and encoding, the budget's outstanding
+// amount and its total right after the take.
 func (g *budgetGrain) takeLease(b []byte) (*wrapperspb.BytesValue, error) {
 	d := wireDecoder{b: b}
 	id, want, owner, inc := d.str(), d.varint(), d.str(), d.uvarint()
@@ -100,7 +104,9 @@ func (g *budgetGrain) takeLease(b []byte) (*wrapperspb.BytesValue, error) {
 	if lease == nil {
 		return message([]byte{msgReply}), nil
 	}
-	return message([]byte{msgReply}, ledger.MarshalLease(nil, lease)), nil
+	reply := appendStr([]byte{msgReply}, string(ledger.MarshalLease(nil, lease)))
+	reply = binary.AppendVarint(reply, lease.BudgetOut)
+	return message(binary.AppendVarint(reply, lease.BudgetTotal)), nil
 }
 
 // closeLease: budget id, lease id, issued, count → nothing.
@@ -169,28 +175,101 @@ func EnsureBudget(ctx context.Context, tikv *storage.TiKV, b *ledger.Budget) (cr
 		if err != nil || raw != nil {
 			return err
 		}
-		if err := ledger.FundingPostings(b).Check(); err != nil {
-			return err
-		}
-		fundKey := storage.FundKey(string(b.Asset))
-		fund, err := storage.Get(ctx, txn, fundKey)
-		if err != nil {
-			return err
-		}
-		var bal int64
-		if fund != nil {
-			bal = int64(binary.BigEndian.Uint64(fund))
-		}
-		if bal, err = ledger.Add(bal, -b.Total); err != nil {
+		if err := fundBudget(ctx, txn, b.Asset, b.ID, b.Total); err != nil {
 			return err
 		}
 		created = true
-		if err := txn.Set(fundKey, binary.BigEndian.AppendUint64(nil, uint64(bal))); err != nil {
-			return err
-		}
 		return txn.Set(storage.BudgetKey(b.ID), ledger.MarshalBudget(nil, b))
 	})
 	return created, err
+}
+
+// fundBudget posts delta from the asset's funding account to the budget's
+// account (a negative delta takes it back) in txn: the funding account's
+// balance is the only stored side, the budget account's is Total - booked.
+func fundBudget(ctx context.Context, txn *transaction.KVTxn, asset ledger.Asset, budgetID string, delta int64) error {
+	if err := ledger.FundingPostings(&ledger.Budget{ID: budgetID, Asset: asset, Total: delta}).Check(); err != nil {
+		return err
+	}
+	fundKey := storage.FundKey(string(asset))
+	fund, err := storage.Get(ctx, txn, fundKey)
+	if err != nil {
+		return err
+	}
+	var bal int64
+	if fund != nil {
+		if len(fund) != 8 {
+			return fmt.Errorf("%w: funding account of %s: %d bytes", ledger.ErrCorrupt, asset, len(fund))
+		}
+		bal = int64(binary.BigEndian.Uint64(fund))
+	}
+	if bal, err = ledger.Add(bal, -delta); err != nil {
+		return err
+	}
+	return txn.Set(fundKey, binary.BigEndian.AppendUint64(nil, uint64(bal)))
+}
+
+// setTotalRetryMax bounds SetBudgetTotal's retries of a write conflict: the
+// budget grain writes the same record on every lease it hands out.
+const setTotalRetryMax = 20
+
+// SetBudgetTotal sets a budget's total from configuration. A missing budget
+// is created with its funding postings (as EnsureBudget does); an existing
+// one moves to total with the funding posting of the difference, in one
+// transaction conditional on the budget it read. A total below what the
+// budget has committed to leases (Leased - Returned) is clamped there, so
+// no lease is ever uncovered: applied is the total actually set. An asset
+// other than the budget's, a negative total or an empty id is refused
+// (ErrInvariant) and changes nothing.
+func SetBudgetTotal(ctx context.Context, tikv *storage.TiKV, id string, asset ledger.Asset, total int64) (applied int64, err error) {
+	if id == "" || asset == "" || total < 0 {
+		return 0, fmt.Errorf("%w: budget %q of %q: total %d", ledger.ErrInvariant, id, asset, total)
+	}
+	for attempt := 0; ; attempt++ {
+		applied, err = setBudgetTotalOnce(ctx, tikv, id, asset, total)
+		if !errors.Is(err, storage.ErrConflict) || attempt == setTotalRetryMax || ctx.Err() != nil {
+			return applied, err
+		}
+	}
+}
+
+func setBudgetTotalOnce(ctx context.Context, tikv *storage.TiKV, id string, asset ledger.Asset, total int64) (applied int64, err error) {
+	err = tikv.Update(ctx, func(txn *transaction.KVTxn) error {
+		raw, err := storage.Get(ctx, txn, storage.BudgetKey(id))
+		if err != nil {
+			return err
+		}
+		b := &ledger.Budget{ID: id, Asset: asset}
+		if raw != nil {
+			if b, err = ledger.UnmarshalBudget(raw); err != nil {
+				return err
+			}
+			if b.Asset != asset {
+				return fmt.Errorf("%w: budget %s holds %s, configured as %s", ledger.ErrInvariant, id, b.Asset, asset)
+			}
+		}
+		// What leases hold out (issued or still spendable) cannot be taken
+		// back by configuration.
+		next := max(total, b.Leased-b.Returned)
+		applied = next
+		delta := next - b.Total
+		if raw != nil && delta == 0 {
+			return nil
+		}
+		b.Total = next
+		b.Version++
+		if err := b.Check(); err != nil {
+			return err
+		}
+		if err := fundBudget(ctx, txn, asset, id, delta); err != nil {
+			return err
+		}
+		return txn.Set(storage.BudgetKey(id), ledger.MarshalBudget(nil, b))
+	})
+	if err != nil {
+		return 0, err
+	}
+	return applied, nil
 }
 
 // wireDecoder reads the small grain requests.
@@ -264,7 +343,18 @@ func (bs *Budgets) TakeLease(budgetID string, want int64, owner string, incarnat
 	if len(payload) == 0 {
 		return nil, nil
 	}
-	return ledger.UnmarshalLease(payload)
+	d := wireDecoder{b: payload}
+	enc := d.str()
+	out, total := d.varint(), d.varint()
+	if d.err != nil || len(d.b) != 0 {
+		return nil, fmt.Errorf("%w: take lease reply", ledger.ErrCorrupt)
+	}
+	l, err := ledger.UnmarshalLease([]byte(enc))
+	if err != nil {
+		return nil, err
+	}
+	l.BudgetOut, l.BudgetTotal = out, total
+	return l, nil
 }
 
 // CloseLease closes a lease with what was issued under it. The budget
@@ -293,26 +383,83 @@ func (bs *Budgets) CloseLease(budgetID string, leaseID uint64, issued, count int
 	}
 }
 
-// BookedByLease sums a budget's unfolded hot details per lease: what booking
-// has posted under each lease.
+// BookedByLease is what booking has posted under each lease of a budget:
+// what folds moved into the lease (Lease.Booked) plus its uses in the
+// unfolded hot details, read from one snapshot (a fold moves amounts from
+// the details to the leases, so two reads could count them twice or not at
+// all). Lease 0 holds redeemed grants not yet attributed, folded or not.
+// Leases with nothing booked are absent.
 func BookedByLease(ctx context.Context, tikv *storage.TiKV, budgetID string) (map[uint64]ledger.LeaseUse, error) {
-	out := map[uint64]ledger.LeaseUse{}
+	txn, err := tikv.Store.Begin()
+	if err != nil {
+		return nil, fmt.Errorf("%w: begin: %v", storage.ErrUnavailable, err)
+	}
+	defer txn.Rollback()
+	bud, err := loadBudget(txn, budgetID)
+	if err != nil {
+		return nil, err
+	}
+	hot, err := scanHot(txn, budgetID)
+	if err != nil {
+		return nil, err
+	}
+	out := hot.perLease
+	out[0] = addUse(out[0], ledger.LeaseUse{LeaseID: 0, Amount: bud.FoldedUnattributed, Count: bud.FoldedUnattributedCount})
+	p := storage.LeasePrefix(budgetID)
+	err = storage.ScanTxn(txn, p, storage.PrefixEnd(p), func(_, v []byte) (bool, error) {
+		l, err := ledger.UnmarshalLease(v)
+		if err != nil {
+			return false, err
+		}
+		out[l.ID] = addUse(out[l.ID], ledger.LeaseUse{LeaseID: l.ID, Amount: l.Booked, Count: l.BookedCount})
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for id, u := range out {
+		if u.Amount == 0 && u.Count == 0 {
+			delete(out, id)
+		}
+	}
+	return out, nil
+}
+
+// hotSums are a budget's unfolded hot details, summed.
+type hotSums struct {
+	perLease      map[uint64]ledger.LeaseUse
+	amount, count int64
+	details       int
+}
+
+// scanHot sums a budget's unfolded hot details in txn.
+func scanHot(txn *transaction.KVTxn, budgetID string) (*hotSums, error) {
+	s := &hotSums{perLease: map[uint64]ledger.LeaseUse{}}
 	p := storage.HotPrefix(budgetID)
-	err := tikv.Scan(ctx, p, storage.PrefixEnd(p), func(_, v []byte) (bool, error) {
+	err := storage.ScanTxn(txn, p, storage.PrefixEnd(p), func(_, v []byte) (bool, error) {
 		h, err := ledger.UnmarshalHotDetail(v)
 		if err != nil {
 			return false, err
 		}
+		if s.amount, err = ledger.Add(s.amount, h.Amount); err != nil {
+			return false, err
+		}
+		s.count += h.Count // bounded by the amount: every grant is at least 1
+		s.details++
 		for _, u := range h.Leases {
-			t := out[u.LeaseID]
-			t.LeaseID = u.LeaseID
-			t.Amount += u.Amount
-			t.Count += u.Count
-			out[u.LeaseID] = t
+			s.perLease[u.LeaseID] = addUse(s.perLease[u.LeaseID], u)
 		}
 		return true, nil
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// addUse adds u to t, keeping u's lease id.
+func addUse(t, u ledger.LeaseUse) ledger.LeaseUse {
+	return ledger.LeaseUse{LeaseID: u.LeaseID, Amount: t.Amount + u.Amount, Count: t.Count + u.Count}
 }
 
 // OpenLeases lists a budget's leases that are not closed.

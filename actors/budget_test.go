@@ -1,14 +1,22 @@
 package actors_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
+	"github.com/tikv/client-go/v2/txnkv/transaction"
+
 	"redrain/actors"
 	"redrain/ledger"
+	"redrain/reconcile"
 	"redrain/storage"
+	"redrain/storage/storagetest"
 )
 
 // TestBudgetLeases: concurrent TakeLease calls never lease more than the
@@ -144,4 +152,167 @@ func TestBudgetLeases(t *testing.T) {
 	if got := final.Remaining() + out + issued; got != total {
 		t.Fatalf("remaining %d + open %d + issued %d = %d, want %d", final.Remaining(), out, issued, got, total)
 	}
+}
+
+// TestTakeLeaseBudgetFraction: a lease taken through the grain carries the
+// budget's outstanding amount and total right after the take, for draw
+// thresholds; the stored lease does not.
+func TestTakeLeaseBudgetFraction(t *testing.T) {
+	f := newFixture(t, 1000)
+	for i, want := range []struct{ amount, out int64 }{{300, 300}, {300, 600}, {300, 900}, {100, 1000}} {
+		l := f.lease(f.budget, 300)
+		if l.Amount != want.amount || l.BudgetOut != want.out || l.BudgetTotal != 1000 {
+			t.Fatalf("lease %d: %+v, want amount %d, budget out %d of 1000", i, l, want.amount, want.out)
+		}
+		stored, err := ledger.UnmarshalLease(get(t, storage.LeaseKey(f.budget, l.ID)))
+		if err != nil || stored.BudgetOut != 0 || stored.BudgetTotal != 0 || stored.Amount != l.Amount {
+			t.Fatalf("stored lease %+v, %v: want the lease without budget figures", stored, err)
+		}
+	}
+	// Returning part of a lease lowers what is out.
+	if err := env.budgets.CloseLease(f.budget, 1, 100, 1); err != nil {
+		t.Fatal(err)
+	}
+	if l := f.lease(f.budget, 50); l.BudgetOut != 850 || l.BudgetTotal != 1000 {
+		t.Fatalf("lease after a return: %+v, want budget out 850 of 1000", l)
+	}
+}
+
+// TestSetBudgetTotal: configuration creates, raises and lowers a budget's
+// total with balancing funding postings; lowering clamps at what leases
+// hold; a wrong asset or a bad total is refused and changes nothing. The
+// audit passes after every call.
+func TestSetBudgetTotal(t *testing.T) {
+	ctx := context.Background()
+	kv := storagetest.TiKV(t, "")
+	audit := func(step string) {
+		t.Helper()
+		r, err := reconcile.Run(ctx, kv)
+		if err != nil || !r.OK {
+			var b strings.Builder
+			if r != nil {
+				r.WriteText(&b)
+			}
+			t.Fatalf("%s: audit %v:\n%s", step, err, b.String())
+		}
+	}
+	read := func() *ledger.Budget {
+		t.Helper()
+		var b *ledger.Budget
+		err := kv.Update(ctx, func(txn *transaction.KVTxn) error {
+			raw, err := storage.Get(ctx, txn, storage.BudgetKey("spring/cash"))
+			if err != nil || raw == nil {
+				return fmt.Errorf("budget: %v (found %v)", err, raw != nil)
+			}
+			b, err = ledger.UnmarshalBudget(raw)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	fund := func() int64 {
+		t.Helper()
+		var bal int64
+		err := kv.Update(ctx, func(txn *transaction.KVTxn) error {
+			raw, err := storage.Get(ctx, txn, storage.FundKey("cash"))
+			if len(raw) == 8 {
+				bal = int64(binary.BigEndian.Uint64(raw))
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bal
+	}
+	for _, step := range []struct {
+		name    string
+		total   int64
+		applied int64
+		prepare func(b *ledger.Budget) // changes the stored budget first (leases)
+	}{
+		{name: "create", total: 10_000, applied: 10_000},
+		{name: "same again", total: 10_000, applied: 10_000},
+		{name: "raise", total: 25_000, applied: 25_000},
+		{name: "lower", total: 8_000, applied: 8_000},
+		{name: "lower below what leases hold", total: 1_000, applied: 6_000, prepare: func(b *ledger.Budget) {
+			b.TakeLease(4_000, "n", 1)
+			b.TakeLease(2_000, "n", 1)
+		}},
+		{name: "zero", total: 0, applied: 6_000},
+		{name: "raise after clamping", total: 7_000, applied: 7_000},
+	} {
+		if step.prepare != nil {
+			err := kv.Update(ctx, func(txn *transaction.KVTxn) error {
+				b := read()
+				next := b.NextLease
+				step.prepare(b)
+				b.Version++
+				for id := max(next, 1); id < b.NextLease; id++ {
+					l := &ledger.Lease{BudgetID: b.ID, ID: id, Amount: map[uint64]int64{1: 4_000, 2: 2_000}[id], Owner: "n", Incarnation: 1}
+					if err := txn.Set(storage.LeaseKey(b.ID, id), ledger.MarshalLease(nil, l)); err != nil {
+						return err
+					}
+				}
+				return txn.Set(storage.BudgetKey(b.ID), ledger.MarshalBudget(nil, b))
+			})
+			if err != nil {
+				t.Fatalf("%s: %v", step.name, err)
+			}
+		}
+		applied, err := actors.SetBudgetTotal(ctx, kv, "spring/cash", ledger.AssetCash, step.total)
+		if err != nil || applied != step.applied {
+			t.Fatalf("%s: SetBudgetTotal(%d) = %d, %v, want %d", step.name, step.total, applied, err, step.applied)
+		}
+		if b := read(); b.Total != step.applied || b.Asset != ledger.AssetCash {
+			t.Fatalf("%s: budget %+v, want total %d", step.name, b, step.applied)
+		}
+		if got := fund(); got != -step.applied {
+			t.Fatalf("%s: funding account %d, want %d", step.name, got, -step.applied)
+		}
+		audit(step.name)
+	}
+
+	before, fundBefore := ledger.MarshalBudget(nil, read()), fund()
+	for _, bad := range []struct {
+		name  string
+		id    string
+		asset ledger.Asset
+		total int64
+	}{
+		{"other asset", "spring/cash", "coin", 9_000},
+		{"negative total", "spring/cash", ledger.AssetCash, -1},
+		{"empty id", "", ledger.AssetCash, 1},
+		{"empty asset", "spring/cash", "", 1},
+	} {
+		if applied, err := actors.SetBudgetTotal(ctx, kv, bad.id, bad.asset, bad.total); !errors.Is(err, ledger.ErrInvariant) || applied != 0 {
+			t.Errorf("%s: SetBudgetTotal = %d, %v, want 0, ErrInvariant", bad.name, applied, err)
+		}
+	}
+	if !bytes.Equal(ledger.MarshalBudget(nil, read()), before) || fund() != fundBefore {
+		t.Fatal("a refused SetBudgetTotal changed the budget or its funding")
+	}
+
+	// Writers racing on the budget (configuration pushed by several nodes)
+	// retry their conflicts; the last one wins and the money adds up.
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := range 8 {
+		wg.Go(func() {
+			if _, err := actors.SetBudgetTotal(ctx, kv, "spring/cash", ledger.AssetCash, int64(10_000+i)); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("concurrent SetBudgetTotal: %v", err)
+	}
+	if b := read(); b.Total < 10_000 || b.Total > 10_007 || fund() != -b.Total {
+		t.Fatalf("after concurrent sets: budget %+v, funding %d", b, fund())
+	}
+	audit("concurrent sets")
 }

@@ -65,14 +65,14 @@ var testSeq, actSeq atomic.Uint64
 // fixture is one test's slice of the shared store: its own asset, budgets
 // and users.
 type fixture struct {
-	t      *testing.T
+	t      testing.TB
 	asset  ledger.Asset
 	budget string // the first budget; grants use it unless told otherwise
 	totals map[string]int64
 	users  []uint64
 }
 
-func newFixture(t *testing.T, total int64) *fixture {
+func newFixture(t testing.TB, total int64) *fixture {
 	t.Helper()
 	n := testSeq.Add(1)
 	f := &fixture{t: t, asset: ledger.Asset(fmt.Sprintf("asset%d", n)), totals: map[string]int64{}}
@@ -125,7 +125,7 @@ func (f *fixture) grant(actID, rain uint64, lease *ledger.Lease, amount int64) l
 }
 
 // newBooker builds a booker on the shared member with its own redis-server.
-func newBooker(t *testing.T, brokers []string, partitions int32) (*actors.Booker, *redis.Client) {
+func newBooker(t testing.TB, brokers []string, partitions int32) (*actors.Booker, *redis.Client) {
 	t.Helper()
 	rc := redis.NewClient(&redis.Options{Addr: storagetest.Redis(t)})
 	t.Cleanup(func() { _ = rc.Close() })
@@ -133,7 +133,7 @@ func newBooker(t *testing.T, brokers []string, partitions int32) (*actors.Booker
 }
 
 // newBookerWith builds a booker that marks into rc.
-func newBookerWith(t *testing.T, rc *redis.Client, brokers []string, partitions int32) *actors.Booker {
+func newBookerWith(t testing.TB, rc *redis.Client, brokers []string, partitions int32) *actors.Booker {
 	t.Helper()
 	p := storage.NewPipeliner(rc, 2)
 	t.Cleanup(p.Close)
@@ -144,7 +144,7 @@ func newBookerWith(t *testing.T, rc *redis.Client, brokers []string, partitions 
 }
 
 // book books grants and fails the test on an error.
-func book(t *testing.T, b *actors.Booker, grants []ledger.Grant) []byte {
+func book(t testing.TB, b *actors.Booker, grants []ledger.Grant) []byte {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -169,7 +169,7 @@ func wantOutcomes(t *testing.T, out []byte, want byte) {
 }
 
 // get reads one key in a fresh snapshot; nil when missing.
-func get(t *testing.T, key []byte) []byte {
+func get(t testing.TB, key []byte) []byte {
 	t.Helper()
 	txn, err := env.tikv.Store.Begin()
 	if err != nil {
@@ -184,7 +184,7 @@ func get(t *testing.T, key []byte) []byte {
 }
 
 // put writes one key unconditionally (a writer behind the grains' back).
-func put(t *testing.T, key, value []byte) {
+func put(t testing.TB, key, value []byte) {
 	t.Helper()
 	txn, err := env.tikv.Store.Begin()
 	if err != nil {
@@ -199,7 +199,7 @@ func put(t *testing.T, key, value []byte) {
 }
 
 // account reads and decodes a user's account; nil when it has none.
-func account(t *testing.T, actID uint64) *ledger.Account {
+func account(t testing.TB, actID uint64) *ledger.Account {
 	t.Helper()
 	raw := get(t, storage.AccountKey(actID))
 	if raw == nil {
@@ -213,7 +213,7 @@ func account(t *testing.T, actID uint64) *ledger.Account {
 }
 
 // rawAccounts snapshots the encoded accounts of users.
-func rawAccounts(t *testing.T, users []uint64) map[uint64]string {
+func rawAccounts(t testing.TB, users []uint64) map[uint64]string {
 	t.Helper()
 	out := make(map[uint64]string, len(users))
 	for _, u := range users {
@@ -223,7 +223,7 @@ func rawAccounts(t *testing.T, users []uint64) map[uint64]string {
 }
 
 // hotDetails counts a budget's unfolded hot details.
-func hotDetails(t *testing.T, budgetID string) int {
+func hotDetails(t testing.TB, budgetID string) int {
 	t.Helper()
 	n := 0
 	p := storage.HotPrefix(budgetID)
@@ -237,7 +237,7 @@ func hotDetails(t *testing.T, budgetID string) int {
 	return n
 }
 
-func bookedByLease(t *testing.T, budgetID string) map[uint64]ledger.LeaseUse {
+func bookedByLease(t testing.TB, budgetID string) map[uint64]ledger.LeaseUse {
 	t.Helper()
 	m, err := actors.BookedByLease(context.Background(), env.tikv, budgetID)
 	if err != nil {
@@ -246,7 +246,7 @@ func bookedByLease(t *testing.T, budgetID string) map[uint64]ledger.LeaseUse {
 	return m
 }
 
-func budget(t *testing.T, id string) *ledger.Budget {
+func budget(t testing.TB, id string) *ledger.Budget {
 	t.Helper()
 	raw := get(t, storage.BudgetKey(id))
 	if raw == nil {

@@ -22,6 +22,12 @@ type Budget struct {
 	// Invariant: 0 <= Folded <= Leased - Returned (nothing is booked that was
 	// not issued under a lease), FoldedCount >= 0.
 	Folded, FoldedCount int64
+	// FoldedUnattributed and its count are the part of Folded that was
+	// folded under lease 0: grants redeem booked before their stream event
+	// named the lease. An attribution folded later moves it to the lease, so
+	// Folded = Σ lease Booked + FoldedUnattributed (reconcile checks it).
+	// Invariant: 0 <= FoldedUnattributed <= Folded, and likewise the counts.
+	FoldedUnattributed, FoldedUnattributedCount int64
 	// NextLease is the id the next lease gets. Lease ids start at 1: an
 	// entry's LeaseID 0 means "booked by redeem, not yet attributed".
 	NextLease uint64
@@ -35,14 +41,19 @@ func (b *Budget) Remaining() int64 { return b.Total - b.Leased + b.Returned }
 func (b *Budget) Check() error {
 	out := b.Leased - b.Returned // cannot overflow once both are checked >= 0
 	if b.Total < 0 || b.Leased < 0 || b.Returned < 0 || out < 0 || out > b.Total ||
-		b.Folded < 0 || b.Folded > out || b.FoldedCount < 0 {
-		return fmt.Errorf("%w: budget %s: total %d leased %d returned %d folded %d", ErrInvariant, b.ID, b.Total, b.Leased, b.Returned, b.Folded)
+		b.Folded < 0 || b.Folded > out || b.FoldedCount < 0 ||
+		b.FoldedUnattributed < 0 || b.FoldedUnattributed > b.Folded ||
+		b.FoldedUnattributedCount < 0 || b.FoldedUnattributedCount > b.FoldedCount {
+		return fmt.Errorf("%w: budget %s: total %d leased %d returned %d folded %d (%d unattributed)",
+			ErrInvariant, b.ID, b.Total, b.Leased, b.Returned, b.Folded, b.FoldedUnattributed)
 	}
 	return nil
 }
 
 // TakeLease leases up to want from the budget and returns the lease, or nil
-// when nothing remains. The caller persists both.
+// when nothing remains. The caller persists both. The lease carries the
+// budget's outstanding amount and total right after the take (BudgetOut,
+// BudgetTotal), which are not persisted.
 func (b *Budget) TakeLease(want int64, owner string, incarnation uint64) *Lease {
 	got := min(want, b.Remaining())
 	if got <= 0 {
@@ -52,7 +63,8 @@ func (b *Budget) TakeLease(want int64, owner string, incarnation uint64) *Lease 
 	if b.NextLease == 0 {
 		b.NextLease = 1
 	}
-	l := &Lease{BudgetID: b.ID, ID: b.NextLease, Amount: got, Owner: owner, Incarnation: incarnation}
+	l := &Lease{BudgetID: b.ID, ID: b.NextLease, Amount: got, Owner: owner, Incarnation: incarnation,
+		BudgetOut: b.Leased - b.Returned, BudgetTotal: b.Total}
 	b.NextLease++
 	return l
 }
@@ -69,8 +81,10 @@ func (b *Budget) CloseLease(l *Lease, issued, count int64) error {
 	if l.ID == 0 || l.ID >= b.NextLease {
 		return fmt.Errorf("%w: lease %s/%d was never taken (next %d)", ErrInvariant, l.BudgetID, l.ID, b.NextLease)
 	}
-	if issued < 0 || issued > l.Amount || count < 0 {
-		return fmt.Errorf("%w: lease %s/%d of %d closed with %d issued", ErrInvariant, l.BudgetID, l.ID, l.Amount, issued)
+	// What booking already folded under the lease was issued under it.
+	if issued < 0 || issued > l.Amount || count < 0 || issued < l.Booked || count < l.BookedCount {
+		return fmt.Errorf("%w: lease %s/%d of %d (%d booked in %d grants) closed with %d issued in %d grants",
+			ErrInvariant, l.BudgetID, l.ID, l.Amount, l.Booked, l.BookedCount, issued, count)
 	}
 	// Check the budget as it would be before touching either record: a lease
 	// that does not belong to this budget's outstanding amount must not leave
@@ -88,6 +102,115 @@ func (b *Budget) CloseLease(l *Lease, issued, count int64) error {
 	return nil
 }
 
+// FoldResult is what one fold moved into a budget.
+type FoldResult struct {
+	Details       int   // hot details folded
+	Amount, Count int64 // their sums
+	// Leases are the leases whose Booked changed, in id order: the caller
+	// persists them with the budget.
+	Leases []*Lease
+}
+
+// Fold moves hot details into the budget's ledger balance (Folded,
+// FoldedCount) and into the Booked figures of the leases they name, so that
+// the details can be deleted. leases holds, by id, every lease with a
+// non-zero net use in details (more are allowed); lease 0 (redeemed, not yet
+// attributed) folds into FoldedUnattributed. An error leaves the budget and
+// every lease unchanged.
+//
+// The fold moves money between two views of the same sums, so after it:
+// Folded + Σ unfolded amounts is unchanged; per lease, Booked + its unfolded
+// uses is unchanged; Booked <= Amount; a closed lease's Booked <= Issued.
+// Callers fold details in the order they were written (the hot keys sort by
+// the writing transaction's start), so an attribution is never folded
+// before the redeem it moves: lease 0's folded net never goes negative.
+func (b *Budget) Fold(details []*HotDetail, leases map[uint64]*Lease) (FoldResult, error) {
+	type sum struct{ amount, count int64 }
+	var out FoldResult
+	perLease := map[uint64]*sum{}
+	var err error
+	for _, h := range details {
+		if h.BudgetID != b.ID {
+			return FoldResult{}, fmt.Errorf("%w: hot detail of budget %s folded into %s", ErrInvariant, h.BudgetID, b.ID)
+		}
+		if out.Amount, err = Add(out.Amount, h.Amount); err != nil {
+			return FoldResult{}, err
+		}
+		if out.Count, err = Add(out.Count, h.Count); err != nil {
+			return FoldResult{}, err
+		}
+		for _, u := range h.Leases {
+			s := perLease[u.LeaseID]
+			if s == nil {
+				s = &sum{}
+				perLease[u.LeaseID] = s
+			}
+			if s.amount, err = Add(s.amount, u.Amount); err != nil {
+				return FoldResult{}, err
+			}
+			if s.count, err = Add(s.count, u.Count); err != nil {
+				return FoldResult{}, err
+			}
+		}
+		out.Details++
+	}
+	next := *b
+	if next.Folded, err = Add(b.Folded, out.Amount); err != nil {
+		return FoldResult{}, err
+	}
+	if next.FoldedCount, err = Add(b.FoldedCount, out.Count); err != nil {
+		return FoldResult{}, err
+	}
+	if s := perLease[0]; s != nil {
+		if next.FoldedUnattributed, err = Add(b.FoldedUnattributed, s.amount); err != nil {
+			return FoldResult{}, err
+		}
+		if next.FoldedUnattributedCount, err = Add(b.FoldedUnattributedCount, s.count); err != nil {
+			return FoldResult{}, err
+		}
+	}
+	if err := next.Check(); err != nil {
+		return FoldResult{}, err
+	}
+	ids := make([]uint64, 0, len(perLease))
+	for id, s := range perLease {
+		if id != 0 && *s != (sum{}) {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	changed := make([]Lease, len(ids))
+	for i, id := range ids {
+		l := leases[id]
+		if l == nil || l.ID != id || l.BudgetID != b.ID {
+			return FoldResult{}, fmt.Errorf("%w: budget %s: hot details book %d under lease %d, which is not given", ErrInvariant, b.ID, perLease[id].amount, id)
+		}
+		if id >= b.NextLease {
+			return FoldResult{}, fmt.Errorf("%w: budget %s: lease %d was never taken (next %d)", ErrInvariant, b.ID, id, b.NextLease)
+		}
+		c := *l
+		if c.Booked, err = Add(l.Booked, perLease[id].amount); err != nil {
+			return FoldResult{}, err
+		}
+		if c.BookedCount, err = Add(l.BookedCount, perLease[id].count); err != nil {
+			return FoldResult{}, err
+		}
+		if err := c.Check(); err != nil {
+			return FoldResult{}, fmt.Errorf("fold into lease %d: %w", id, err)
+		}
+		changed[i] = c
+	}
+	// Every check passed: apply.
+	*b = next
+	out.Leases = make([]*Lease, len(ids))
+	for i, id := range ids {
+		l := leases[id]
+		l.Booked, l.BookedCount = changed[i].Booked, changed[i].BookedCount
+		out.Leases[i] = l
+	}
+	return out, nil
+}
+
 // Lease is a slice of a budget that one node spends locally.
 type Lease struct {
 	BudgetID    string
@@ -99,6 +222,31 @@ type Lease struct {
 	// Issued and IssuedCount are set at close: the amount and count of grants
 	// acknowledged under the lease. Invariant: Issued <= Amount.
 	Issued, IssuedCount int64
+	// Booked and BookedCount are what folds moved from hot details into the
+	// lease: booked under it, so that what was booked per lease survives the
+	// fold that deletes the details. Booked under a lease is always Booked +
+	// its uses in the unfolded details.
+	// Invariant: 0 <= Booked <= Amount; closed: Booked <= Issued and
+	// BookedCount <= IssuedCount.
+	Booked, BookedCount int64
+
+	// BudgetOut and BudgetTotal are the budget's Leased-Returned and Total
+	// right after this lease was taken, for draw thresholds. They are set by
+	// TakeLease and carried to the lease holder, never persisted (a decoded
+	// lease has zeros).
+	BudgetOut, BudgetTotal int64
+}
+
+// Check verifies the lease's own invariants.
+func (l *Lease) Check() error {
+	if l.Amount <= 0 || l.Issued < 0 || l.Issued > l.Amount || l.IssuedCount < 0 ||
+		(!l.Closed && (l.Issued != 0 || l.IssuedCount != 0)) ||
+		l.Booked < 0 || l.Booked > l.Amount || l.BookedCount < 0 ||
+		(l.Closed && (l.Booked > l.Issued || l.BookedCount > l.IssuedCount)) {
+		return fmt.Errorf("%w: lease %s/%d amount %d issued %d (%d grants) booked %d (%d grants)",
+			ErrInvariant, l.BudgetID, l.ID, l.Amount, l.Issued, l.IssuedCount, l.Booked, l.BookedCount)
+	}
+	return nil
 }
 
 // LeaseUse is the part of a hot detail that one lease paid.
@@ -170,7 +318,14 @@ func (h *HotDetail) use(lease uint64, amount, count int64) {
 	h.Leases = slices.Insert(h.Leases, i, LeaseUse{LeaseID: lease, Amount: amount, Count: count})
 }
 
-const budgetVersion, leaseVersion, hotVersion = 1, 1, 1
+// Record versions. Version 2 of budgets and leases appends the fold's
+// figures (a budget's FoldedUnattributed, a lease's Booked); version 1
+// records, written before folding existed, decode with zeros there.
+const (
+	budgetVersion1, budgetVersion = 1, 2
+	leaseVersion1, leaseVersion   = 1, 2
+	hotVersion                    = 1
+)
 
 // MarshalBudget appends the encoding of b.
 func MarshalBudget(dst []byte, b *Budget) []byte {
@@ -181,19 +336,25 @@ func MarshalBudget(dst []byte, b *Budget) []byte {
 		dst = appendVarint(dst, v)
 	}
 	dst = appendUvarint(dst, b.NextLease)
-	return appendUvarint(dst, b.Version)
+	dst = appendUvarint(dst, b.Version)
+	dst = appendVarint(dst, b.FoldedUnattributed)
+	return appendVarint(dst, b.FoldedUnattributedCount)
 }
 
 // UnmarshalBudget decodes a budget and checks its invariants.
 func UnmarshalBudget(src []byte) (*Budget, error) {
 	d := decoder{b: src}
-	if v := d.byte1("version"); d.err == nil && v != budgetVersion {
+	v := d.byte1("version")
+	if d.err == nil && v != budgetVersion && v != budgetVersion1 {
 		return nil, fmt.Errorf("%w: budget version %d", ErrCorrupt, v)
 	}
 	b := &Budget{ID: d.string("id"), Asset: Asset(d.string("asset"))}
 	b.Total, b.Leased, b.Returned = d.varint("total"), d.varint("leased"), d.varint("returned")
 	b.Folded, b.FoldedCount = d.varint("folded"), d.varint("folded_count")
 	b.NextLease, b.Version = d.uvarint("next_lease"), d.uvarint("version")
+	if v == budgetVersion {
+		b.FoldedUnattributed, b.FoldedUnattributedCount = d.varint("folded_unattributed"), d.varint("folded_unattributed_count")
+	}
 	if err := d.end(); err != nil {
 		return nil, err
 	}
@@ -217,13 +378,16 @@ func MarshalLease(dst []byte, l *Lease) []byte {
 	}
 	dst = append(dst, closed)
 	dst = appendVarint(dst, l.Issued)
-	return appendVarint(dst, l.IssuedCount)
+	dst = appendVarint(dst, l.IssuedCount)
+	dst = appendVarint(dst, l.Booked)
+	return appendVarint(dst, l.BookedCount)
 }
 
-// UnmarshalLease decodes a lease.
+// UnmarshalLease decodes a lease and checks its invariants.
 func UnmarshalLease(src []byte) (*Lease, error) {
 	d := decoder{b: src}
-	if v := d.byte1("version"); d.err == nil && v != leaseVersion {
+	v := d.byte1("version")
+	if d.err == nil && v != leaseVersion && v != leaseVersion1 {
 		return nil, fmt.Errorf("%w: lease version %d", ErrCorrupt, v)
 	}
 	l := &Lease{BudgetID: d.string("budget_id"), ID: d.uvarint("id"), Amount: d.varint("amount"),
@@ -236,12 +400,14 @@ func UnmarshalLease(src []byte) (*Lease, error) {
 		d.fail("closed")
 	}
 	l.Issued, l.IssuedCount = d.varint("issued"), d.varint("issued_count")
+	if v == leaseVersion {
+		l.Booked, l.BookedCount = d.varint("booked"), d.varint("booked_count")
+	}
 	if err := d.end(); err != nil {
 		return nil, err
 	}
-	if l.Amount <= 0 || l.Issued < 0 || l.Issued > l.Amount || l.IssuedCount < 0 ||
-		(!l.Closed && (l.Issued != 0 || l.IssuedCount != 0)) {
-		return nil, fmt.Errorf("%w: lease %s/%d amount %d issued %d", ErrInvariant, l.BudgetID, l.ID, l.Amount, l.Issued)
+	if err := l.Check(); err != nil {
+		return nil, err
 	}
 	return l, nil
 }

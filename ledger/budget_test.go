@@ -38,7 +38,8 @@ func TestTakeLease(t *testing.T) {
 			}
 			continue
 		}
-		want := ledger.Lease{BudgetID: "b", ID: 7, Amount: tc.wantAmount, Owner: "node-1", Incarnation: 99}
+		want := ledger.Lease{BudgetID: "b", ID: 7, Amount: tc.wantAmount, Owner: "node-1", Incarnation: 99,
+			BudgetOut: tc.b.Leased + tc.wantAmount - tc.b.Returned, BudgetTotal: tc.b.Total}
 		if l == nil || *l != want {
 			t.Errorf("%s: TakeLease(%d) = %+v, want %+v", tc.name, tc.want, l, want)
 			continue
@@ -169,6 +170,10 @@ func TestCloseLeaseRefuses(t *testing.T) {
 			return setup{s.b, &ledger.Lease{BudgetID: "b", ID: 1, Amount: 90}}
 		}, 0, 0},
 		{"folded beyond outstanding", func(s setup) setup { s.b.Folded = 55; return s }, 0, 0},
+		// Folds already booked 20 in 2 grants under the lease: it issued at
+		// least that much.
+		{"issued under booked", func(s setup) setup { s.l.Booked, s.l.BookedCount = 20, 2; return s }, 19, 2},
+		{"count under booked", func(s setup) setup { s.l.Booked, s.l.BookedCount = 20, 2; return s }, 20, 1},
 	} {
 		s := tc.prepare(fresh())
 		b, l := *s.b, *s.l
@@ -203,6 +208,10 @@ func TestBudgetCheck(t *testing.T) {
 		{"folded negative", ledger.Budget{Total: 100, Leased: 10, Folded: -1}, false},
 		{"folded over outstanding", ledger.Budget{Total: 100, Leased: 100, Returned: 20, Folded: 81}, false},
 		{"folded count negative", ledger.Budget{Total: 100, Leased: 10, Folded: 5, FoldedCount: -1}, false},
+		{"unattributed within folded", ledger.Budget{Total: 100, Leased: 10, Folded: 5, FoldedCount: 2, FoldedUnattributed: 5, FoldedUnattributedCount: 2}, true},
+		{"unattributed negative", ledger.Budget{Total: 100, Leased: 10, Folded: 5, FoldedCount: 2, FoldedUnattributed: -1}, false},
+		{"unattributed over folded", ledger.Budget{Total: 100, Leased: 10, Folded: 5, FoldedCount: 2, FoldedUnattributed: 6, FoldedUnattributedCount: 1}, false},
+		{"unattributed count over folded", ledger.Budget{Total: 100, Leased: 10, Folded: 5, FoldedCount: 2, FoldedUnattributed: 1, FoldedUnattributedCount: 3}, false},
 		{"extremes", ledger.Budget{Total: math.MaxInt64, Leased: math.MinInt64, Returned: math.MaxInt64}, false},
 	} {
 		err := tc.b.Check()
@@ -252,6 +261,161 @@ func TestHotDetailAdd(t *testing.T) {
 		}
 		if after := ledger.MarshalHotDetail(nil, &h); string(after) != string(before) {
 			t.Errorf("%s: a refused Add changed the detail to %+v", tc.name, h)
+		}
+	}
+}
+
+// TestCloseLeaseAfterFold: a lease closes with at least what folds booked
+// under it; closing with exactly that returns the rest.
+func TestCloseLeaseAfterFold(t *testing.T) {
+	b := &ledger.Budget{ID: "b", Asset: ledger.AssetCash, Total: 100}
+	l := b.TakeLease(60, "n", 1)
+	if _, err := b.Fold([]*ledger.HotDetail{detail("b", use(l.ID, 25, 3))}, map[uint64]*ledger.Lease{l.ID: l}); err != nil {
+		t.Fatalf("Fold: %v", err)
+	}
+	if err := b.CloseLease(l, 25, 3); err != nil {
+		t.Fatalf("CloseLease(%+v, 25, 3): %v", l, err)
+	}
+	if b.Remaining() != 75 || l.Booked != 25 || l.Issued != 25 {
+		t.Errorf("after fold and close: budget %+v lease %+v", b, l)
+	}
+}
+
+func use(lease uint64, amount, count int64) ledger.LeaseUse {
+	return ledger.LeaseUse{LeaseID: lease, Amount: amount, Count: count}
+}
+
+// detail builds a hot detail of budget from lease uses (sorted by the caller).
+func detail(budget string, uses ...ledger.LeaseUse) *ledger.HotDetail {
+	h := &ledger.HotDetail{BudgetID: budget, Leases: uses}
+	for _, u := range uses {
+		h.Amount += u.Amount
+		h.Count += u.Count
+	}
+	return h
+}
+
+// foldSetup is a budget of 1000 with lease 1 (300, open), lease 2 (200,
+// closed with 150 issued in 3 grants) and lease 3 (100, open).
+func foldSetup() (*ledger.Budget, map[uint64]*ledger.Lease) {
+	b := &ledger.Budget{ID: "b", Asset: ledger.AssetCash, Total: 1000}
+	l1, l2, l3 := b.TakeLease(300, "n", 1), b.TakeLease(200, "n", 1), b.TakeLease(100, "n", 1)
+	if err := b.CloseLease(l2, 150, 3); err != nil {
+		panic(err)
+	}
+	for _, l := range []*ledger.Lease{l1, l2, l3} {
+		l.BudgetOut, l.BudgetTotal = 0, 0
+	}
+	return b, map[uint64]*ledger.Lease{1: l1, 2: l2, 3: l3}
+}
+
+func TestFold(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		prepare func(b *ledger.Budget, leases map[uint64]*ledger.Lease)
+		details []*ledger.HotDetail
+		// want: the budget's Folded, FoldedCount, FoldedUnattributed and the
+		// Booked of leases 1, 2 and 3 after the fold; nil when it must be
+		// refused with err.
+		want *[6]int64
+		err  error
+	}{
+		{name: "nothing", want: &[6]int64{}},
+		{name: "one detail, two leases",
+			details: []*ledger.HotDetail{detail("b", use(1, 40, 2), use(3, 10, 1))},
+			want:    &[6]int64{50, 3, 0, 40, 0, 10}},
+		{name: "several details sum per lease",
+			details: []*ledger.HotDetail{detail("b", use(1, 40, 2)), detail("b", use(1, 5, 1), use(2, 150, 3)), detail("b", use(3, 100, 4))},
+			want:    &[6]int64{295, 10, 0, 45, 150, 100}},
+		{name: "redeem then its attribution",
+			details: []*ledger.HotDetail{detail("b", use(0, 30, 1)), detail("b", use(0, -30, -1), use(3, 30, 1))},
+			want:    &[6]int64{30, 1, 0, 0, 0, 30}},
+		{name: "redeem not yet attributed",
+			details: []*ledger.HotDetail{detail("b", use(0, 30, 1), use(1, 7, 1))},
+			want:    &[6]int64{37, 2, 30, 7, 0, 0}},
+		{name: "attribution of a redeem folded earlier",
+			prepare: func(b *ledger.Budget, _ map[uint64]*ledger.Lease) {
+				b.Folded, b.FoldedCount, b.FoldedUnattributed, b.FoldedUnattributedCount = 30, 1, 30, 1
+			},
+			details: []*ledger.HotDetail{detail("b", use(0, -30, -1), use(1, 30, 1))},
+			want:    &[6]int64{30, 1, 0, 30, 0, 0}},
+		{name: "on top of an earlier fold",
+			prepare: func(_ *ledger.Budget, leases map[uint64]*ledger.Lease) {
+				leases[1].Booked, leases[1].BookedCount = 100, 5
+			},
+			details: []*ledger.HotDetail{detail("b", use(1, 200, 1))},
+			want:    &[6]int64{200, 1, 0, 300, 0, 0}},
+		{name: "lease over its amount", details: []*ledger.HotDetail{detail("b", use(3, 101, 1))}, err: ledger.ErrInvariant},
+		{name: "closed lease over its issued", details: []*ledger.HotDetail{detail("b", use(2, 151, 3))}, err: ledger.ErrInvariant},
+		{name: "closed lease over its issued count", details: []*ledger.HotDetail{detail("b", use(2, 150, 4))}, err: ledger.ErrInvariant},
+		{name: "attribution before its redeem", details: []*ledger.HotDetail{detail("b", use(0, -30, -1), use(1, 30, 1))}, err: ledger.ErrInvariant},
+		{name: "unknown lease", details: []*ledger.HotDetail{detail("b", use(9, 1, 1))}, err: ledger.ErrInvariant},
+		{name: "lease given under another id",
+			prepare: func(_ *ledger.Budget, leases map[uint64]*ledger.Lease) { leases[1] = leases[3] },
+			details: []*ledger.HotDetail{detail("b", use(1, 1, 1))}, err: ledger.ErrInvariant},
+		{name: "other budget's detail", details: []*ledger.HotDetail{detail("c", use(1, 1, 1))}, err: ledger.ErrInvariant},
+		{name: "folded over outstanding",
+			prepare: func(b *ledger.Budget, _ map[uint64]*ledger.Lease) { b.Folded = 540 },
+			details: []*ledger.HotDetail{detail("b", use(1, 11, 1))}, err: ledger.ErrInvariant},
+		{name: "overflow", details: []*ledger.HotDetail{detail("b", use(1, math.MaxInt64, 1)), detail("b", use(1, 1, 1))}, err: ledger.ErrOverflow},
+	} {
+		b, leases := foldSetup()
+		if tc.prepare != nil {
+			tc.prepare(b, leases)
+		}
+		beforeB := *b
+		beforeL := map[uint64]ledger.Lease{}
+		for id, l := range leases {
+			beforeL[id] = *l
+		}
+		// The sums the fold must keep: Folded + unfolded, and per lease
+		// Booked + unfolded uses.
+		total := b.Folded
+		perLease := map[uint64]int64{}
+		for _, h := range tc.details {
+			total += h.Amount
+			for _, u := range h.Leases {
+				perLease[u.LeaseID] += u.Amount
+			}
+		}
+		got, err := b.Fold(tc.details, leases)
+		if tc.want == nil {
+			if !errors.Is(err, tc.err) {
+				t.Errorf("%s: Fold = %+v, %v, want %v", tc.name, got, err, tc.err)
+			}
+			if *b != beforeB {
+				t.Errorf("%s: refused Fold changed the budget %+v -> %+v", tc.name, beforeB, *b)
+			}
+			for id, l := range leases {
+				if *l != beforeL[id] {
+					t.Errorf("%s: refused Fold changed lease %d %+v -> %+v", tc.name, id, beforeL[id], *l)
+				}
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: Fold: %v", tc.name, err)
+			continue
+		}
+		have := [6]int64{b.Folded, b.FoldedCount, b.FoldedUnattributed, leases[1].Booked, leases[2].Booked, leases[3].Booked}
+		if have != *tc.want {
+			t.Errorf("%s: after Fold: folded, count, unattributed, booked per lease = %v, want %v", tc.name, have, *tc.want)
+		}
+		if got.Details != len(tc.details) || b.Folded != total {
+			t.Errorf("%s: Fold = %+v, folded %d, want %d details and folded %d", tc.name, got, b.Folded, len(tc.details), total)
+		}
+		for id := uint64(1); id <= 3; id++ {
+			if l := leases[id]; l.Booked != beforeL[id].Booked+perLease[id] {
+				t.Errorf("%s: lease %d booked %d, want %d + %d", tc.name, id, l.Booked, beforeL[id].Booked, perLease[id])
+			}
+		}
+		for i, l := range got.Leases {
+			if perLease[l.ID] == 0 || (i > 0 && got.Leases[i-1].ID >= l.ID) {
+				t.Errorf("%s: Fold reports leases %+v, want those with uses, in id order", tc.name, got.Leases)
+			}
+		}
+		if err := b.Check(); err != nil {
+			t.Errorf("%s: after Fold: %v", tc.name, err)
 		}
 	}
 }

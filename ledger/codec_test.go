@@ -231,7 +231,7 @@ func TestBudgetRoundTrip(t *testing.T) {
 	for _, b := range []*ledger.Budget{
 		{},
 		{ID: "spring-cash", Asset: ledger.AssetCash, Total: 1_000_000, Leased: 700_000, Returned: 50_000,
-			Folded: 600_000, FoldedCount: 9_000, NextLease: 12, Version: 99},
+			Folded: 600_000, FoldedCount: 9_000, FoldedUnattributed: 300, FoldedUnattributedCount: 2, NextLease: 12, Version: 99},
 		{ID: strings.Repeat("b", 1024), Asset: "coupon", Total: math.MaxInt64, Leased: math.MaxInt64,
 			Returned: 1, Folded: math.MaxInt64 - 1, FoldedCount: math.MaxInt64, NextLease: math.MaxUint64, Version: math.MaxUint64},
 	} {
@@ -255,6 +255,8 @@ func TestLeaseRoundTrip(t *testing.T) {
 	for _, l := range []*ledger.Lease{
 		{BudgetID: "spring-cash", ID: 3, Amount: 5_000, Owner: "node-1", Incarnation: 1_700_000_000_000},
 		{BudgetID: "spring-cash", ID: 4, Amount: 5_000, Owner: "node-2", Incarnation: 2, Closed: true, Issued: 4_321, IssuedCount: 50},
+		{BudgetID: "spring-cash", ID: 5, Amount: 5_000, Owner: "node-2", Incarnation: 2, Booked: 5_000, BookedCount: 70},
+		{BudgetID: "spring-cash", ID: 6, Amount: 5_000, Owner: "node-2", Incarnation: 2, Closed: true, Issued: 4_321, IssuedCount: 50, Booked: 4_000, BookedCount: 44},
 		{BudgetID: "b", ID: math.MaxUint64, Amount: math.MaxInt64, Owner: "", Incarnation: math.MaxUint64,
 			Closed: true, Issued: math.MaxInt64, IssuedCount: math.MaxInt64},
 		{BudgetID: "b", Amount: 1, Closed: true},
@@ -271,7 +273,7 @@ func TestLeaseRoundTrip(t *testing.T) {
 	}
 
 	open := ledger.MarshalLease(nil, &ledger.Lease{BudgetID: "b", ID: 1, Amount: 10, Owner: "n"})
-	closedAt := len(open) - 3 // closed, issued (0), issued_count (0)
+	closedAt := len(open) - 5 // closed, issued, issued_count, booked, booked_count (all 0)
 	badClosed := slices.Clone(open)
 	badClosed[closedAt] = 2
 	for _, tc := range []struct {
@@ -286,12 +288,56 @@ func TestLeaseRoundTrip(t *testing.T) {
 		{"issued negative", ledger.MarshalLease(nil, &ledger.Lease{BudgetID: "b", Amount: 5, Closed: true, Issued: -1}), ledger.ErrInvariant},
 		{"count negative", ledger.MarshalLease(nil, &ledger.Lease{BudgetID: "b", Amount: 5, Closed: true, IssuedCount: -1}), ledger.ErrInvariant},
 		{"open with issued", ledger.MarshalLease(nil, &ledger.Lease{BudgetID: "b", Amount: 5, Issued: 1}), ledger.ErrInvariant},
+		{"booked over amount", ledger.MarshalLease(nil, &ledger.Lease{BudgetID: "b", Amount: 5, Booked: 6}), ledger.ErrInvariant},
+		{"booked negative", ledger.MarshalLease(nil, &ledger.Lease{BudgetID: "b", Amount: 5, Booked: -1}), ledger.ErrInvariant},
+		{"booked count negative", ledger.MarshalLease(nil, &ledger.Lease{BudgetID: "b", Amount: 5, BookedCount: -1}), ledger.ErrInvariant},
+		{"closed booked over issued", ledger.MarshalLease(nil, &ledger.Lease{BudgetID: "b", Amount: 5, Closed: true, Issued: 3, IssuedCount: 1, Booked: 4, BookedCount: 1}), ledger.ErrInvariant},
+		{"closed booked count over issued", ledger.MarshalLease(nil, &ledger.Lease{BudgetID: "b", Amount: 5, Closed: true, Issued: 3, IssuedCount: 1, Booked: 3, BookedCount: 2}), ledger.ErrInvariant},
+		{"version 3", append([]byte{3}, open[1:]...), ledger.ErrCorrupt},
+		// A version 1 record has no booked figures: version 1 with them is
+		// trailing bytes.
+		{"version 1 with booked", append([]byte{1}, open[1:]...), ledger.ErrCorrupt},
 	} {
 		got, err := ledger.UnmarshalLease(tc.b)
 		if !errors.Is(err, tc.want) || got != nil {
 			t.Errorf("%s: UnmarshalLease(%x) = %+v, %v, want nil, %v", tc.name, tc.b, got, err, tc.want)
 		}
 	}
+}
+
+// TestRecordsBeforeFolding: budgets and leases written before folding
+// existed (version 1, encoded here byte by byte) still decode, with zero
+// fold figures, and re-encode in the current version.
+func TestRecordsBeforeFolding(t *testing.T) {
+	budgetV1 := []byte{1,
+		1, 'b', 4, 'c', 'a', 's', 'h', // id, asset
+		0xc8, 0x01, 0x50, 0x14, 0x0a, 0x04, // total 100, leased 40, returned 10, folded 5, folded count 2
+		3, 9, // next lease, version
+	}
+	b, err := ledger.UnmarshalBudget(budgetV1)
+	want := ledger.Budget{ID: "b", Asset: ledger.AssetCash, Total: 100, Leased: 40, Returned: 10, Folded: 5, FoldedCount: 2, NextLease: 3, Version: 9}
+	if err != nil || *b != want {
+		t.Fatalf("UnmarshalBudget(version 1) = %+v, %v, want %+v", b, err, want)
+	}
+	if enc := ledger.MarshalBudget(nil, b); enc[0] != 2 || !bytes.Equal(enc[1:len(enc)-2], budgetV1[1:]) || !bytes.Equal(enc[len(enc)-2:], []byte{0, 0}) {
+		t.Errorf("MarshalBudget of a version 1 budget = %x, want version 2 with zero unattributed", enc)
+	}
+	checkTruncations(t, "budget v1", budgetV1, func(b []byte) error { _, err := ledger.UnmarshalBudget(b); return err })
+
+	leaseV1 := []byte{1,
+		1, 'b', 3, 0x14, // budget, id 3, amount 10
+		1, 'n', 7, // owner, incarnation
+		1, 0x08, 0x02, // closed, issued 4, issued count 1
+	}
+	l, err := ledger.UnmarshalLease(leaseV1)
+	wantL := ledger.Lease{BudgetID: "b", ID: 3, Amount: 10, Owner: "n", Incarnation: 7, Closed: true, Issued: 4, IssuedCount: 1}
+	if err != nil || *l != wantL {
+		t.Fatalf("UnmarshalLease(version 1) = %+v, %v, want %+v", l, err, wantL)
+	}
+	if enc := ledger.MarshalLease(nil, l); enc[0] != 2 || !bytes.Equal(enc[1:len(enc)-2], leaseV1[1:]) || !bytes.Equal(enc[len(enc)-2:], []byte{0, 0}) {
+		t.Errorf("MarshalLease of a version 1 lease = %x, want version 2 with zero booked", enc)
+	}
+	checkTruncations(t, "lease v1", leaseV1, func(b []byte) error { _, err := ledger.UnmarshalLease(b); return err })
 }
 
 func TestHotDetailRoundTrip(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -19,9 +20,11 @@ var seedFlag = flag.Int64("seed", 0, "seed for TestSimulation; 0 picks seeds fro
 // lease from the budget and issue grants whose amounts are drawn from their
 // idempotency keys, grants travel in encoded records (some produced twice,
 // some failing and rolled back), booking applies them in batches to user
-// accounts (some commits failing, some redelivered after commit), nodes close
-// leases or crash and have their leases recovered with issued = booked. Every
-// invariant is checked after every step.
+// accounts (some commits failing, some redelivered after commit), redeem
+// books some before their record under lease 0 (attributed when the record
+// is booked), folds move the oldest hot details into the budget and its
+// leases, nodes close leases or crash and have their leases recovered with
+// issued = booked. Every invariant is checked after every step.
 func TestSimulation(t *testing.T) {
 	const steps = 4000
 	seeds := []int64{*seedFlag}
@@ -93,12 +96,13 @@ type sim struct {
 
 	store    map[uint64]simStored       // TiKV accounts
 	grains   map[uint64]*ledger.Account // user grains' cached accounts
-	details  [][]byte                   // TiKV hot details, encoded
-	folded   int                        // details folded into the budget
+	details  [][]byte                   // TiKV hot details not folded yet, encoded, in the order written
+	unfolded int64                      // Σ their amounts
 	postings map[string]int64           // every committed posting, summed per account
 
-	// Running sums of the hot details, so that a step's check is not
-	// quadratic; recovery and the final check recompute them from details.
+	// Running sums of everything booked (folded or not), so that a step's
+	// check is not quadratic; folds, recovery and the final check recompute
+	// them from the budget, the leases and the unfolded details.
 	booked, bookedCount int64
 	bookedLease         map[uint64]int64
 
@@ -137,15 +141,18 @@ func (s *sim) run(steps int) {
 	s.t.Helper()
 	for s.step = 0; s.step < steps; s.step++ {
 		switch r := s.rng.IntN(100); {
-		case r < 50:
+		case r < 47:
 			s.op = "issue"
 			s.issue()
+		case r < 50:
+			s.op = "redeem"
+			s.redeem()
 		case r < 78:
 			s.op = "book"
 			s.book(true)
 		case r < 83:
 			s.op = "fold"
-			s.fold()
+			s.fold(false)
 		case r < 93:
 			s.op = "close"
 			s.closeLease()
@@ -166,7 +173,7 @@ func (s *sim) run(steps int) {
 			s.closeOwn(n, n.open[0])
 		}
 	}
-	s.fold()
+	s.fold(true)
 	s.check()
 	s.checkFinal()
 }
@@ -280,7 +287,34 @@ func (s *sim) book(faults bool) {
 			s.fatalf("DecodeGrantRecord: %v", err)
 		}
 	}
+	if !s.bookGrants(gs, faults) {
+		return
+	}
+	if faults && s.rng.IntN(8) == 0 {
+		return // crashed before committing the offsets: all of it comes again
+	}
+	s.topic = s.topic[nrec:]
+}
 
+// redeem is a client forcing the booking of tokens it holds: grants of one
+// record still in the topic, booked now under lease 0 (a token does not
+// name its lease); their stream event attributes them later.
+func (s *sim) redeem() {
+	if len(s.topic) == 0 {
+		return
+	}
+	gs, err := ledger.DecodeGrantRecord(nil, s.topic[s.rng.IntN(len(s.topic))])
+	if err != nil {
+		s.fatalf("DecodeGrantRecord: %v", err)
+	}
+	for i := range gs {
+		gs[i].LeaseID = 0
+	}
+	s.bookGrants(gs, true)
+}
+
+// bookGrants is one booking transaction; it reports whether it committed.
+func (s *sim) bookGrants(gs []ledger.Grant, faults bool) bool {
 	// Group by user in a fixed order: map order would make the run
 	// unreplayable.
 	byAct := map[uint64][]ledger.Grant{}
@@ -314,6 +348,11 @@ func (s *sim) book(faults bool) {
 				s.fatalf("booked %s, which has no limit mark", g.LimitKey())
 			}
 			if !booked {
+				if a.Attribute(&g) {
+					if err := detail.Attribute(&g); err != nil {
+						s.fatalf("HotDetail.Attribute(%+v): %v", g, err)
+					}
+				}
 				continue
 			}
 			batch = ledger.GrantPostings(batch, &g)
@@ -331,7 +370,7 @@ func (s *sim) book(faults bool) {
 	}
 
 	if faults && s.rng.IntN(10) == 0 {
-		return // the transaction failed: the clones are dropped, the grains keep their accounts
+		return false // the transaction failed: the clones are dropped, the grains keep their accounts
 	}
 	// Commit: every write conditional on the version its grain read.
 	for _, p := range prep {
@@ -342,13 +381,14 @@ func (s *sim) book(faults bool) {
 		s.store[p.act] = simStored{p.account.Version, ledger.MarshalAccount(nil, p.account)}
 		s.grains[p.act] = p.account
 	}
-	if detail.Count > 0 {
+	if len(detail.Leases) > 0 {
 		enc := ledger.MarshalHotDetail(nil, &detail)
 		d, err := ledger.UnmarshalHotDetail(enc)
 		if err != nil {
 			s.fatalf("hot detail %+v: %v", detail, err)
 		}
 		s.details = append(s.details, enc)
+		s.unfolded += d.Amount
 		s.booked += d.Amount
 		s.bookedCount += d.Count
 		for _, u := range d.Leases {
@@ -356,11 +396,7 @@ func (s *sim) book(faults bool) {
 		}
 	}
 	s.commitPostings(batch)
-
-	if faults && s.rng.IntN(8) == 0 {
-		return // crashed before committing the offsets: all of it comes again
-	}
-	s.topic = s.topic[nrec:]
+	return true
 }
 
 // grain returns the user's cached account, loading it as a grain does on
@@ -408,20 +444,60 @@ func (s *sim) drain(faults bool) {
 	}
 }
 
-// fold moves the unfolded hot details into the budget.
-func (s *sim) fold() {
-	for _, enc := range s.details[s.folded:] {
+// fold moves the oldest unfolded hot details (all of them, or a random
+// number as a fold batch bound would) into the budget and their leases, and
+// checks that the sums booked per budget and per lease did not move.
+func (s *sim) fold(all bool) {
+	n := len(s.details)
+	if n == 0 {
+		return
+	}
+	if !all {
+		n = 1 + s.rng.IntN(n)
+	}
+	details := make([]*ledger.HotDetail, n)
+	for i, enc := range s.details[:n] {
 		d, err := ledger.UnmarshalHotDetail(enc)
 		if err != nil {
 			s.fatalf("UnmarshalHotDetail: %v", err)
 		}
-		if s.budget.Folded, err = ledger.Add(s.budget.Folded, d.Amount); err != nil {
-			s.fatalf("fold: %v", err)
-		}
-		s.budget.FoldedCount += d.Count
+		details[i] = d
 	}
-	s.folded = len(s.details)
+	leases := make(map[uint64]*ledger.Lease, len(s.leases))
+	for _, sl := range s.leases {
+		leases[sl.l.ID] = sl.l
+	}
+	bookedBefore, countBefore := s.bookedPerLease()
+	got, err := s.budget.Fold(details, leases)
+	if err != nil {
+		s.fatalf("Fold(%d details): %v", n, err)
+	}
+	var amount int64
+	for _, d := range details {
+		amount += d.Amount
+	}
+	if got.Details != n || got.Amount != amount {
+		s.fatalf("Fold(%d details of %d) = %+v", n, amount, got)
+	}
+	s.details = slices.Delete(s.details, 0, n)
+	s.unfolded -= amount
 	s.saveBudget()
+	for _, l := range got.Leases {
+		s.roundTripLease(l)
+	}
+	booked, count := s.bookedPerLease()
+	if !maps.Equal(booked, bookedBefore) || !maps.Equal(count, countBefore) {
+		s.fatalf("booked per lease %v (%v) before the fold, %v (%v) after", bookedBefore, countBefore, booked, count)
+	}
+	var sum, sumCount int64
+	for _, sl := range s.leases {
+		sum += sl.l.Booked
+		sumCount += sl.l.BookedCount
+	}
+	if b := s.budget; b.Folded != sum+b.FoldedUnattributed || b.FoldedCount != sumCount+b.FoldedUnattributedCount {
+		s.fatalf("folded %d (%d) != Σ lease booked %d (%d) + unattributed %d (%d)",
+			b.Folded, b.FoldedCount, sum, sumCount, b.FoldedUnattributed, b.FoldedUnattributedCount)
+	}
 }
 
 // closeLease has a live node close one of its leases with its own count.
@@ -489,8 +565,16 @@ func (s *sim) recover() {
 	s.orphans = nil
 }
 
+// bookedPerLease is what booking posted under each lease: what folds moved
+// into the lease and its uses in the unfolded details.
+// Lease 0 (redeemed, not attributed yet) folds into the budget. Leases
+// with nothing booked are left out.
 func (s *sim) bookedPerLease() (amount, count map[uint64]int64) {
 	amount, count = map[uint64]int64{}, map[uint64]int64{}
+	amount[0], count[0] = s.budget.FoldedUnattributed, s.budget.FoldedUnattributedCount
+	for _, sl := range s.leases {
+		amount[sl.l.ID], count[sl.l.ID] = sl.l.Booked, sl.l.BookedCount
+	}
 	for _, enc := range s.details {
 		d, err := ledger.UnmarshalHotDetail(enc)
 		if err != nil {
@@ -499,6 +583,12 @@ func (s *sim) bookedPerLease() (amount, count map[uint64]int64) {
 		for _, u := range d.Leases {
 			amount[u.LeaseID] += u.Amount
 			count[u.LeaseID] += u.Count
+		}
+	}
+	for id := range amount {
+		if amount[id] == 0 && count[id] == 0 {
+			delete(amount, id)
+			delete(count, id)
 		}
 	}
 	return amount, count
@@ -516,10 +606,14 @@ func (s *sim) saveBudget() {
 	}
 }
 
+// roundTripLease checks that the lease survives its encoding; the budget
+// figures a fresh lease carries for its holder are not persisted.
 func (s *sim) roundTripLease(l *ledger.Lease) {
+	want := *l
+	want.BudgetOut, want.BudgetTotal = 0, 0
 	got, err := ledger.UnmarshalLease(ledger.MarshalLease(nil, l))
-	if err != nil || *got != *l {
-		s.fatalf("lease round trip: %+v, %v, want %+v", got, err, *l)
+	if err != nil || *got != want {
+		s.fatalf("lease round trip: %+v, %v, want %+v", got, err, want)
 	}
 }
 
@@ -576,12 +670,15 @@ func (s *sim) check() {
 	if booked > s.granted {
 		s.fatalf("booked %d more than granted %d", booked, s.granted)
 	}
-	if b.Folded > booked {
-		s.fatalf("folded %d more than booked %d", b.Folded, booked)
+	if b.Folded+s.unfolded != booked {
+		s.fatalf("folded %d + unfolded %d != booked %d", b.Folded, s.unfolded, booked)
 	}
 	for _, sl := range s.leases {
 		if s.bookedLease[sl.l.ID] > sl.issued {
 			s.fatalf("lease %d: booked %d more than issued %d", sl.l.ID, s.bookedLease[sl.l.ID], sl.issued)
+		}
+		if sl.l.Booked > s.bookedLease[sl.l.ID] || (sl.l.Closed && sl.l.Booked > sl.l.Issued) {
+			s.fatalf("lease %+v: folded booked over booked %d or issued", *sl.l, s.bookedLease[sl.l.ID])
 		}
 	}
 }
@@ -616,7 +713,9 @@ func (s *sim) checkAccounts(full bool) (balances, entries int64) {
 			if m, ok := s.marks[e.LimitKey]; !ok || m != e.Amount {
 				s.fatalf("act %d: entry %+v, limit mark %d (present %v)", act, e, m, ok)
 			}
-			if e.LeaseID == 0 || e.LeaseID > uint64(len(s.leases)) {
+			// Lease 0: redeemed, its stream event not booked yet; none
+			// is left once the topic has drained.
+			if (full && e.LeaseID == 0) || e.LeaseID > uint64(len(s.leases)) {
 				s.fatalf("act %d: entry %+v paid by no lease", act, e)
 			}
 		}
@@ -625,8 +724,10 @@ func (s *sim) checkAccounts(full bool) (balances, entries int64) {
 	return balances, entries
 }
 
-// bookedTotal recomputes the running sums from the stored details.
+// bookedTotal recomputes the running sums from the budget's folded sums and
+// the unfolded details.
 func (s *sim) bookedTotal() (amount, count int64) {
+	amount, count = s.budget.Folded, s.budget.FoldedCount
 	for _, enc := range s.details {
 		d, err := ledger.UnmarshalHotDetail(enc)
 		if err != nil {
@@ -666,12 +767,13 @@ func (s *sim) checkFinal() {
 	if b.Total != b.Remaining()+issued {
 		s.fatalf("total %d != remaining %d + issued %d", b.Total, b.Remaining(), issued)
 	}
-	if b.Folded != booked || b.FoldedCount != bookedCount {
-		s.fatalf("folded %d (%d), booked %d (%d)", b.Folded, b.FoldedCount, booked, bookedCount)
+	if b.Folded != booked || b.FoldedCount != bookedCount || len(s.details) != 0 {
+		s.fatalf("folded %d (%d), booked %d (%d), %d details unfolded", b.Folded, b.FoldedCount, booked, bookedCount, len(s.details))
 	}
 	perLease, perLeaseCount := s.bookedPerLease()
 	for _, sl := range s.leases {
-		if sl.l.Issued != perLease[sl.l.ID] || sl.l.IssuedCount != perLeaseCount[sl.l.ID] {
+		if sl.l.Issued != perLease[sl.l.ID] || sl.l.IssuedCount != perLeaseCount[sl.l.ID] ||
+			sl.l.Booked != sl.l.Issued || sl.l.BookedCount != sl.l.IssuedCount {
 			s.fatalf("lease %d closed with %d (%d), booked %d (%d)", sl.l.ID, sl.l.Issued, sl.l.IssuedCount,
 				perLease[sl.l.ID], perLeaseCount[sl.l.ID])
 		}

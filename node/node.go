@@ -231,9 +231,13 @@ func Start(cfg Config) (n *Node, err error) {
 	}
 	go func() { n.served <- n.server.Serve(n.listener) }()
 
-	n.bg.Add(5)
+	n.bg.Add(6)
 	go func() { defer n.bg.Done(); n.watcher.Run(ctx) }()
 	go func() { defer n.bg.Done(); n.publishStatus(ctx) }()
+	go func() {
+		defer n.bg.Done()
+		(&actors.Folder{Budgets: budgets, Redis: n.pipe, Log: n.log, Clock: clock}).Run(ctx, actors.StoredBudgetIDs(ctx, n.tikv, n.log))
+	}()
 	go func() { defer n.bg.Done(); _ = n.booker.Run(ctx) }()
 	go func() { defer n.bg.Done(); n.watchLag(ctx) }()
 	go func() { defer n.bg.Done(); n.recover(ctx) }()

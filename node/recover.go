@@ -23,8 +23,8 @@ import (
 //     started, so every grant ever acknowledged is in TiKV;
 //  2. if Redis lost its data (no epoch key) the index is rebuilt from TiKV;
 //  3. leases that an earlier incarnation of this node left open (it died)
-//     are closed with issued = what booking posted under them, returning
-//     the rest of each to its budget.
+//     are closed with issued = what booking posted under them (folded or
+//     not), returning the rest of each to its budget.
 func (n *Node) recover(ctx context.Context) {
 	for attempt := 1; ctx.Err() == nil; attempt++ {
 		start := time.Now()
@@ -245,7 +245,10 @@ func (n *Node) rebuildRedis(ctx context.Context, epoch string) error {
 
 // closeOrphanLeases closes the leases an earlier incarnation of this node
 // left open. Booking has drained, so what it posted under a lease is all
-// that lease issued.
+// that lease issued: what folds moved into the lease record plus its uses
+// in the details not folded yet, read from one snapshot (BookedByLease). A
+// fold between that read and the close moves amounts from the details to
+// the lease without changing their sum.
 func (n *Node) closeOrphanLeases(ctx context.Context) error {
 	// Every budget in the store, not only the campaign's: a budget that a
 	// changed config no longer names may still hold this node's leases.

@@ -129,7 +129,7 @@ func Run(ctx context.Context, kv *storage.TiKV) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	var bookedCountTotal int64
+	var bookedCountTotal, unattributedCount int64
 	for _, b := range budgets {
 		br := Budget{ID: b.ID, Asset: string(b.Asset), Total: b.Total, Remaining: b.Remaining()}
 		perLease := map[uint64]ledger.LeaseUse{}
@@ -156,7 +156,15 @@ func Run(ctx context.Context, kv *storage.TiKV) (*Report, error) {
 		br.Booked += b.Folded
 		br.BookedCount += b.FoldedCount
 		bookedCountTotal += br.BookedCount
-		var leasedSum int64
+		// Folded amounts live on: per lease in its Booked, under lease 0 in
+		// the budget's FoldedUnattributed. Booked under a lease is what was
+		// folded into it plus its unfolded uses.
+		u0 := perLease[0]
+		u0.Amount += b.FoldedUnattributed
+		u0.Count += b.FoldedUnattributedCount
+		perLease[0] = u0
+		unattributedCount += u0.Count
+		var leasedSum, leaseFolded, leaseFoldedCount int64
 		lp := storage.LeasePrefix(b.ID)
 		err = scan(lp, storage.PrefixEnd(lp), func(k, v []byte) (bool, error) {
 			l, err := ledger.UnmarshalLease(v)
@@ -166,7 +174,11 @@ func Run(ctx context.Context, kv *storage.TiKV) (*Report, error) {
 			}
 			br.Leases++
 			leasedSum += l.Amount
+			leaseFolded += l.Booked
+			leaseFoldedCount += l.BookedCount
 			used := perLease[l.ID]
+			used.Amount += l.Booked
+			used.Count += l.BookedCount
 			if l.Closed {
 				br.Issued += l.Issued
 				if used.Amount != l.Issued || used.Count != l.IssuedCount {
@@ -197,6 +209,10 @@ func Run(ctx context.Context, kv *storage.TiKV) (*Report, error) {
 		}
 		if leasedSum != b.Leased {
 			conserve.fail("budget %s: leases sum to %d, budget says leased %d", b.ID, leasedSum, b.Leased)
+		}
+		if leaseFolded+b.FoldedUnattributed != b.Folded || leaseFoldedCount+b.FoldedUnattributedCount != b.FoldedCount {
+			conserve.fail("budget %s: folded %d (%d grants) but its leases hold %d (%d) and lease 0 %d (%d)", b.ID,
+				b.Folded, b.FoldedCount, leaseFolded, leaseFoldedCount, b.FoldedUnattributed, b.FoldedUnattributedCount)
 		}
 		if b.Leased-b.Returned > b.Total || br.Booked > b.Total {
 			overspend.fail("budget %s: total %d, out on leases %d, booked %d", b.ID, b.Total, b.Leased-b.Returned, br.Booked)
@@ -252,6 +268,11 @@ func Run(ctx context.Context, kv *storage.TiKV) (*Report, error) {
 	if entries != bookedCountTotal {
 		once.fail("accounts hold %d bookings but budgets were debited for %d", entries, bookedCountTotal)
 	}
+	// Redeem books under lease 0 and its stream event moves the grant to
+	// its lease, in the account entry and the hot detail alike.
+	if int64(r.PendingAttribution) != unattributedCount {
+		conserve.fail("%d bookings await attribution but budgets hold %d grants under lease 0", r.PendingAttribution, unattributedCount)
+	}
 	for asset, s := range sums {
 		if s != 0 {
 			double.fail("%s: all accounts sum to %d, want 0", asset, s)
@@ -261,7 +282,7 @@ func Run(ctx context.Context, kv *storage.TiKV) (*Report, error) {
 	overspend.Detail = fmt.Sprintf("%d budgets: leased minus returned and booked within total", len(budgets))
 	once.Detail = fmt.Sprintf("%d bookings, one per limit key and out_trade_no, each debited once", entries)
 	double.Detail = fmt.Sprintf("%d assets sum to zero over funding, budget and user accounts", len(sums))
-	conserve.Detail = "total = remaining + open leases + issued; closed leases issued = booked"
+	conserve.Detail = "total = remaining + open leases + issued; closed leases issued = booked (folded and unfolded); folded = Σ leases' folded"
 	postings.Detail = fmt.Sprintf("%d accounts: balance = sum of postings", r.Accounts)
 	authentic.Detail = "every booking's out_trade_no derives from its idempotency key"
 	for _, c := range r.Checks {

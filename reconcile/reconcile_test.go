@@ -99,6 +99,77 @@ func TestHealthyStore(t *testing.T) {
 	}
 }
 
+// TestFoldedStore: folding the hot details into the budget and its leases
+// changes no figure of the audit, with redeemed grants booked under lease 0
+// and attributed on either side of a fold.
+func TestFoldedStore(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	kv := storagetest.TiKV(t, "")
+	writeHealthy(t, kv)
+	before := run(t, kv)
+	if !before.OK {
+		t.Fatalf("healthy store:\n%s", text(before))
+	}
+	fold := func(step string) {
+		t.Helper()
+		update(t, kv, func(txn *transaction.KVTxn) error { return foldAll(ctx, t, txn) })
+		r := run(t, kv)
+		if !r.OK {
+			t.Fatalf("after %s:\n%s", step, text(r))
+		}
+	}
+	fold("folding the healthy store")
+	if r := run(t, kv); !slices.Equal(r.Budgets, before.Budgets) {
+		t.Errorf("budgets after the fold = %+v, want %+v", r.Budgets, before.Budgets)
+	}
+	// User 20 redeems (lease 0); folded before its stream event arrives.
+	book(t, kv, 0, 20)
+	if r := run(t, kv); !r.OK || r.PendingAttribution != 1 {
+		t.Fatalf("after a redeem: pending %d\n%s", r.PendingAttribution, text(r))
+	}
+	fold("folding a redeem")
+	attribute(t, kv, 20, openLease)
+	if r := run(t, kv); !r.OK || r.PendingAttribution != 0 {
+		t.Fatalf("after the attribution: pending %d\n%s", r.PendingAttribution, text(r))
+	}
+	fold("folding the attribution")
+	// User 21 redeems and is attributed before any fold.
+	book(t, kv, 0, 21)
+	attribute(t, kv, 21, openLease)
+	fold("folding a redeem with its attribution")
+	update(t, kv, func(txn *transaction.KVTxn) error {
+		b, l := getBudget(ctx, t, txn), getLease(ctx, t, txn, openLease)
+		want := amountOf(6) + amountOf(7) + amountOf(8) + amountOf(20) + amountOf(21)
+		if l.Booked != want || l.BookedCount != 5 || b.FoldedUnattributed != 0 {
+			t.Errorf("after folds: lease %+v (want booked %d in 5), budget %+v", l, want, b)
+		}
+		return nil
+	})
+}
+
+// attribute books act's stream event under lease after redeem booked it
+// under lease 0: the entry names the lease, the detail moves the amount.
+func attribute(t *testing.T, kv *storage.TiKV, act, lease uint64) {
+	t.Helper()
+	update(t, kv, func(txn *transaction.KVTxn) error {
+		a := getAccount(context.Background(), t, txn, act)
+		g := grantOf(act, lease)
+		if !a.Attribute(&g) {
+			return fmt.Errorf("attribute %+v: nothing to attribute", g)
+		}
+		a.Version++
+		h := &ledger.HotDetail{BudgetID: budgetID}
+		if err := h.Attribute(&g); err != nil {
+			return err
+		}
+		if err := putAll(txn, a); err != nil {
+			return err
+		}
+		return txn.Set(storage.HotKey(budgetID, txn.StartTS(), 0), ledger.MarshalHotDetail(nil, h))
+	})
+}
+
 func TestEmptyStore(t *testing.T) {
 	t.Parallel()
 	r := run(t, storagetest.TiKV(t, ""))
@@ -242,6 +313,45 @@ func TestViolations(t *testing.T) {
 			return txn.Set(storage.HotKey(budgetID, txn.StartTS(), 7), ledger.MarshalHotDetail(nil, h))
 		},
 		fail: map[string][]string{conservation: {"budget demo/cash: 80 booked under lease 9 which does not exist"}},
+		ok:   []string{noOverspend, exactlyOnce, doubleEntry, postings, matchesTokens},
+	}, {
+		name: "folded into the budget but not its leases",
+		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+			if err := foldAll(ctx, t, txn); err != nil {
+				return err
+			}
+			l := getLease(ctx, t, txn, openLease)
+			l.Booked, l.BookedCount = 0, 0
+			return putAll(txn, l)
+		},
+		fail: map[string][]string{conservation: {"budget demo/cash: folded 360 (8 grants) but its leases hold 150 (5) and lease 0 0 (0)"}},
+		ok:   []string{noOverspend, exactlyOnce, doubleEntry, postings, matchesTokens},
+	}, {
+		name: "closed lease issued differs from folded booked",
+		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+			if err := foldAll(ctx, t, txn); err != nil {
+				return err
+			}
+			// Both consistent with the budget and each lease's own check:
+			// only issued = booked is broken.
+			b, l := getBudget(ctx, t, txn), getLease(ctx, t, txn, closedLease)
+			l.Issued += 10
+			b.Returned -= 10
+			return putAll(txn, b, l)
+		},
+		fail: map[string][]string{conservation: {"budget demo/cash lease 1: issued 160 (5 grants) but booked 150 (5 grants)"}},
+		ok:   []string{noOverspend, exactlyOnce, doubleEntry, postings, matchesTokens},
+	}, {
+		name: "attribution without a redeemed entry",
+		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+			g := grantOf(7, openLease)
+			h := &ledger.HotDetail{BudgetID: budgetID}
+			if err := h.Attribute(&g); err != nil {
+				return err
+			}
+			return txn.Set(storage.HotKey(budgetID, txn.StartTS(), 7), ledger.MarshalHotDetail(nil, h))
+		},
+		fail: map[string][]string{conservation: {"0 bookings await attribution but budgets hold -1 grants under lease 0"}},
 		ok:   []string{noOverspend, exactlyOnce, doubleEntry, postings, matchesTokens},
 	}}
 	for _, tc := range cases {

@@ -162,3 +162,45 @@ func getAccount(ctx context.Context, t testing.TB, txn *transaction.KVTxn, act u
 	}
 	return a
 }
+
+// foldAll folds every hot detail of the budget into it and its leases and
+// deletes them, in txn, with the ledger's rules (as a budget grain's fold
+// step does).
+func foldAll(ctx context.Context, t testing.TB, txn *transaction.KVTxn) error {
+	t.Helper()
+	b := getBudget(ctx, t, txn)
+	var details []*ledger.HotDetail
+	var keys [][]byte
+	p := storage.HotPrefix(budgetID)
+	err := storage.ScanTxn(txn, p, storage.PrefixEnd(p), func(k, v []byte) (bool, error) {
+		h, err := ledger.UnmarshalHotDetail(v)
+		keys, details = append(keys, append([]byte(nil), k...)), append(details, h)
+		return true, err
+	})
+	if err != nil {
+		return err
+	}
+	leases := map[uint64]*ledger.Lease{}
+	for id := uint64(1); id < b.NextLease; id++ {
+		leases[id] = getLease(ctx, t, txn, id)
+	}
+	res, err := b.Fold(details, leases)
+	if err != nil {
+		return err
+	}
+	b.Version++
+	if err := putAll(txn, b); err != nil {
+		return err
+	}
+	for _, l := range res.Leases {
+		if err := putAll(txn, l); err != nil {
+			return err
+		}
+	}
+	for _, k := range keys {
+		if err := txn.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
