@@ -3,7 +3,6 @@ package actors_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"maps"
 	"math"
 	"slices"
@@ -124,7 +123,7 @@ func TestBookedMarksInRedis(t *testing.T) {
 		if err != nil {
 			t.Fatalf("GET %s: %v", storage.BookedMarkKey(g.LimitKey()), err)
 		}
-		if want := fmt.Sprintf("b:%s:%d", g.AwardType, g.Amount); v != want {
+		if want := storage.MarkValue(storage.MarkBooked, g.AwardType, g.Amount, g.AppID); v != want {
 			t.Fatalf("GET %s = %q, want %q", storage.BookedMarkKey(g.LimitKey()), v, want)
 		}
 	}
@@ -324,7 +323,7 @@ func TestRedeemAttribution(t *testing.T) {
 	if apps := account(t, u).Apps; !slices.Equal(apps, []ledger.AppUser{{AppID: event.AppID, UserID: event.UserID}}) {
 		t.Fatalf("bindings after attribution = %v, want the event's app user", apps)
 	}
-	if v, err := rc.Get(context.Background(), storage.BookedMarkKey(event.LimitKey())).Result(); err != nil || v != "b:cash:250" {
+	if v, err := rc.Get(context.Background(), storage.BookedMarkKey(event.LimitKey())).Result(); err != nil || v != storage.MarkValue(storage.MarkBooked, "cash", 250, event.AppID) {
 		t.Fatalf("booked mark = %q, %v", v, err)
 	}
 	// The event again, and a late redeem, change nothing.

@@ -75,7 +75,7 @@ type fixture struct {
 func newFixture(t testing.TB, total int64) *fixture {
 	t.Helper()
 	n := testSeq.Add(1)
-	f := &fixture{t: t, asset: ledger.Asset(fmt.Sprintf("asset%d", n)), totals: map[string]int64{}}
+	f := &fixture{t: t, asset: ledger.CoinAsset(fmt.Sprintf("asset%d", n)), totals: map[string]int64{}}
 	f.budget = f.addBudget(total)
 	return f
 }

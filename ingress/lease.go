@@ -85,7 +85,12 @@ func (h *leaseHolder) spentBP() int64 { return h.spent.Load() }
 
 // leaseSpentBP is the share of its budget leased out once l was taken.
 func leaseSpentBP(l *ledger.Lease) int64 {
-	return 0
+	if l.BudgetTotal <= 0 {
+		return 10000
+	}
+	// Float: BudgetOut * 10000 could overflow int64; basis points need no
+	// more precision than a float64 keeps.
+	return int64(float64(l.BudgetOut) / float64(l.BudgetTotal) * 10000)
 }
 
 // activeLease is a lease this node spends.

@@ -24,8 +24,8 @@ type Tokens struct {
 	camp    *campaign.Campaign
 	catalog func() *campaign.Catalog
 	redis   *storage.Pipeliner
-	tikv  *storage.TiKV
-	book  BookNow
+	tikv    *storage.TiKV
+	book    BookNow
 }
 
 // NewTokens builds the token service.
@@ -113,16 +113,26 @@ func (t *Tokens) resolve(ctx context.Context, raw [][]byte) ([]*tokenState, erro
 			s.result = TokenResult{Status: "invalid", Error: tokenError(err)}
 			continue
 		}
-		g, ok := t.grantOf(&c)
-		if !ok {
-			s.result = TokenResult{Status: "invalid", Error: "the token's activity or award is not configured"}
-			continue
-		}
-		s.claims, s.grant = c, g
+		s.claims, s.grant = c, t.grantOf(&c)
 		s.result = TokenResult{OutTradeNo: c.OutTradeNo, Status: "issued", ActID: c.ActID, AwardType: c.AwardType, Amount: c.Amount}
 		valid = append(valid, s)
-		cmds = append(cmds, redis.NewStringCmd(ctx, "get", storage.BookedMarkKey(c.LimitKey())))
 	}
+	// A token of an award no served version offers any more (a rollback,
+	// a stage removed) is still good: its budget record says what it books
+	// into.
+	if err := t.assetsFromBudgets(ctx, valid); err != nil {
+		return nil, err
+	}
+	kept := valid[:0]
+	for _, s := range valid {
+		if s.grant.Asset == "" {
+			s.result = TokenResult{Status: "invalid", Error: "the token's activity or award has no budget"}
+			continue
+		}
+		kept = append(kept, s)
+		cmds = append(cmds, redis.NewStringCmd(ctx, "get", storage.BookedMarkKey(s.claims.LimitKey())))
+	}
+	valid = kept
 	if len(valid) == 0 {
 		return states, nil
 	}
@@ -185,17 +195,53 @@ func (t *Tokens) resolve(ctx context.Context, raw [][]byte) ([]*tokenState, erro
 }
 
 // grantOf rebuilds the grant a token stands for, as redeem books it: lease
-// 0 (unknown until its stream event arrives) and no app user id.
-func (t *Tokens) grantOf(c *tokens.Claims) (ledger.Grant, bool) {
-	w := t.catalog().Award(c.ActivityID, c.Stage, c.AwardType)
-	if w == nil {
-		return ledger.Grant{}, false
-	}
-	return ledger.Grant{
+// 0 (unknown until its stream event arrives) and no app user id. Its Asset
+// is empty when no served version offers the award any more.
+func (t *Tokens) grantOf(c *tokens.Claims) ledger.Grant {
+	g := ledger.Grant{
 		AppID: c.AppID, ActID: c.ActID, ActivityID: c.ActivityID, SceneID: c.SceneID,
-		RainID: c.RainID, Stage: c.Stage, AwardType: c.AwardType, Asset: w.Asset,
-		Amount: c.Amount, BudgetID: w.BudgetID, OpenTime: c.OpenTime,
-	}, true
+		RainID: c.RainID, Stage: c.Stage, AwardType: c.AwardType,
+		Amount: c.Amount, BudgetID: campaign.BudgetID(c.ActivityID, c.Stage, c.AwardType), OpenTime: c.OpenTime,
+	}
+	if w := t.catalog().Award(c.ActivityID, c.Stage, c.AwardType); w != nil {
+		g.Asset = w.Asset
+	}
+	return g
+}
+
+// assetsFromBudgets fills in the asset of grants whose award no served
+// version offers, from their budget records (one read for all of them).
+func (t *Tokens) assetsFromBudgets(ctx context.Context, states []*tokenState) error {
+	var keys [][]byte
+	for _, s := range states {
+		if s.grant.Asset == "" {
+			keys = append(keys, storage.BudgetKey(s.grant.BudgetID))
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	var budgets map[string][]byte
+	err := t.tikv.Update(ctx, func(txn *transaction.KVTxn) error {
+		var err error
+		budgets, err = storage.BatchGet(ctx, txn, keys)
+		return err
+	})
+	if err != nil {
+		return unavailable(err)
+	}
+	for _, s := range states {
+		raw := budgets[string(storage.BudgetKey(s.grant.BudgetID))]
+		if s.grant.Asset != "" || raw == nil {
+			continue
+		}
+		b, err := ledger.UnmarshalBudget(raw)
+		if err != nil {
+			return Errorf(CodeInternal, "budget %s: %v", s.grant.BudgetID, err)
+		}
+		s.grant.Asset = b.Asset
+	}
+	return nil
 }
 
 func tokenError(err error) string {

@@ -33,7 +33,7 @@ func (n *Node) startConfig(ctx context.Context) error {
 	n.config = configstore.New(n.tikv, nil)
 	n.guard = protect.NewGuard(n.Metrics)
 	n.admin = &admin.API{Store: n.config, Resolve: n.issuer.Binder().Resolve,
-		Budgets: &budgetAdmin{tikv: n.tikv, redis: n.pipe, openIssued: n.openIssued},
+		Budgets:       &budgetAdmin{tikv: n.tikv, redis: n.pipe, openIssued: n.openIssued},
 		CheckSwitches: func(b []byte) error { _, err := protect.ParseSwitches(b); return err },
 		Log:           n.log}
 	keys := n.Campaign.Config.AdminKeys
@@ -154,7 +154,7 @@ func (n *Node) authenticate(ctx *fasthttp.RequestCtx) (string, error) {
 type budgetAdmin struct {
 	tikv       *storage.TiKV
 	redis      *storage.Pipeliner
-	openIssued func(budgetID string) map[uint64]actors.LeaseIssued
+	openIssued func() map[string]map[uint64]actors.LeaseIssued
 }
 
 func (b *budgetAdmin) Ensure(ctx context.Context, id string, asset ledger.Asset, total int64) error {
@@ -173,11 +173,15 @@ func (b *budgetAdmin) SetTotal(ctx context.Context, id string, asset ledger.Asse
 }
 
 func (b *budgetAdmin) View(ctx context.Context, id string) (any, error) {
-	return actors.ReadBudgetView(ctx, b.tikv, b.redis, id, b.openIssued(id))
+	v, err := actors.ReadBudgetView(ctx, b.tikv, b.redis, id, b.openIssued()[id])
+	if errors.Is(err, actors.ErrNoBudget) {
+		return nil, ingress.Errorf(ingress.CodeNotFound, "no budget %q", id)
+	}
+	return v, err
 }
 
 func (b *budgetAdmin) List(ctx context.Context, prefix string) (any, error) {
-	views, err := actors.ReadBudgetViews(ctx, b.tikv, b.redis, prefix, b.openIssued)
+	views, err := actors.ReadBudgetViews(ctx, b.tikv, b.redis, prefix, b.openIssued())
 	if err != nil {
 		return nil, err
 	}

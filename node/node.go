@@ -208,7 +208,7 @@ func Start(cfg Config) (n *Node, err error) {
 		Authenticate: n.authenticate,
 		Guard:        n.guard,
 		Admin:        n.admin.Serve,
-		Ready:  n.readyErr,
+		Ready:        n.readyErr,
 		Stats: func() ingress.Stats {
 			lag, err := n.refreshLag()
 			if err != nil {

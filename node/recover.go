@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -14,6 +15,7 @@ import (
 	"github.com/tikv/client-go/v2/txnkv/transaction"
 
 	"redrain/actors"
+	"redrain/adminauth"
 	"redrain/ledger"
 	"redrain/storage"
 )
@@ -130,7 +132,7 @@ func (n *Node) storeEpoch(ctx context.Context) (string, error) {
 	return epoch, err
 }
 
-// rebuildRedis deletes every redrain key in Redis, writes every binding
+// rebuildRedis deletes every redrain key in Redis but admin nonces, writes every binding
 // (accounts' Apps, then the explicit binding index) and booked mark from
 // TiKV, then the epoch key that says Redis is whole.
 func (n *Node) rebuildRedis(ctx context.Context, epoch string) error {
@@ -139,6 +141,11 @@ func (n *Node) rebuildRedis(ctx context.Context, epoch string) error {
 	iter := n.redis.Client.Scan(ctx, 0, "rr:*", 1000).Iterator()
 	var stale []string
 	for iter.Next(ctx) {
+		if strings.HasPrefix(iter.Val(), adminauth.NonceKeyPrefix) {
+			// Seen admin nonces are not an index of TiKV: dropping them
+			// would let a captured admin request be replayed once.
+			continue
+		}
 		stale = append(stale, iter.Val())
 		if len(stale) == 1000 {
 			if err := n.redis.Client.Unlink(ctx, stale...).Err(); err != nil {

@@ -47,6 +47,10 @@ func springStages(t *testing.T, stages ...string) json.RawMessage {
 		}
 	}
 	a["stages"] = keep
+	// More always-open rains, so that each step of a test has fresh limits.
+	for r := 2; r <= 6; r++ {
+		a["rains"] = append(a["rains"].([]any), map[string]any{"scene_id": "lobby", "rain_id": r, "always_open": true, "start": "2027-02-01T00:00:00Z"})
+	}
 	out, _ := json.Marshal(a)
 	return out
 }
@@ -67,6 +71,33 @@ func waitDrained(t *testing.T, n *node.Node) {
 	t.Helper()
 	s := getStats(t, n)
 	waitBooked(t, n, s.GrantsIssued)
+}
+
+// configSeq reads the configuration change counter the node serves.
+func configSeq(t *testing.T, n *node.Node) int64 {
+	t.Helper()
+	_, body := get(t, n, "/metrics")
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "redrain_config_seq "); ok {
+			var seq int64
+			fmt.Sscan(v, &seq)
+			return seq
+		}
+	}
+	t.Fatal("no redrain_config_seq in /metrics")
+	return 0
+}
+
+// awaitSeq waits until the node serves configuration change seq.
+func awaitSeq(t *testing.T, n *node.Node, seq int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for configSeq(t, n) < seq {
+		if time.Now().After(deadline) {
+			t.Fatalf("configuration change %d not served within 10s", seq)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // grantAs sends one grant and returns the answer, error answers included.
@@ -173,10 +204,18 @@ func TestStagesByPublishing(t *testing.T) {
 		}
 	}
 	public := users("user-", 400)
+	// publishAndWait publishes and waits until the node serves it: every
+	// configuration change bumps the store's change counter exactly once.
+	publishAndWait := func(v int64, whitelist []string) {
+		t.Helper()
+		before := configSeq(t, n)
+		publish(v, whitelist)
+		awaitSeq(t, n, before+1)
+	}
 
 	// Version 1: staff only.
 	v1 := put(springStages(t, "internal"))
-	publish(v1, nil)
+	publishAndWait(v1, nil)
 	await("v1 live", "staff-1", 1, func(code int, g stagedAnswer) bool { return code == 200 && g.Stage == "internal" })
 	if got := stageCounts(t, n, []string{"staff-2"}, 1); got["internal"] != 1 {
 		t.Errorf("staff-2 under v1: %v, want internal", got)
@@ -188,13 +227,12 @@ func TestStagesByPublishing(t *testing.T) {
 
 	// Version 2 adds gray (5% and a whitelist), first to one canary user.
 	v2 := put(springStages(t, "internal", "gray"))
-	publish(v2, []string{"1:vip-1"})
+	publishAndWait(v2, []string{"1:vip-1"})
 	await("v2 canary", "vip-1", 1, func(code int, g stagedAnswer) bool { return code == 200 && g.Stage == "gray" })
 	if got := stageCounts(t, n, public[:50], 2); got["not_eligible"] != 50 {
 		t.Errorf("public while v2 is a canary: %v, want all not_eligible", got)
 	}
-	publish(v2, nil)
-	await("v2 live", "user-gray-probe", 3, func(code int, g stagedAnswer) bool { return code == 200 || g.Code == "not_eligible" })
+	publishAndWait(v2, nil)
 	gray := stageCounts(t, n, public, 3)
 	if gray["gray"] == 0 || gray["gray"] > len(public)/10 || gray["gray"]+gray["not_eligible"] != len(public) {
 		t.Errorf("public under v2: %v, want about 5%% gray and the rest not_eligible", gray)
@@ -203,30 +241,53 @@ func TestStagesByPublishing(t *testing.T) {
 
 	// Version 3: formal for everyone else.
 	v3 := put(springStages(t, "internal", "gray", "formal"))
-	publish(v3, nil)
+	publishAndWait(v3, nil)
 	await("v3 live", "user-formal-probe", 4, func(code int, g stagedAnswer) bool { return code == 200 && g.Stage == "formal" })
 	formal := stageCounts(t, n, public, 4)
 	if formal["gray"] != gray["gray"] || formal["formal"] != len(public)-gray["gray"] {
 		t.Errorf("public under v3: %v, want %d gray (as under v2) and the rest formal", formal, gray["gray"])
+	}
+	var v3Tokens []string
+	for _, u := range public[:20] {
+		if _, g := grantAs(t, n, 1, u, "spring", "lobby", 4); g.Token != "" {
+			v3Tokens = append(v3Tokens, g.Token)
+		}
+	}
+	if len(v3Tokens) == 0 {
+		t.Fatal("no token under version 3")
 	}
 	if got := budgetsAddUp(t, c, "v3"); got != 30 {
 		t.Errorf("budgets of spring = %d, want 30 (3 stages x 10 awards)", got)
 	}
 
 	// Rollback to version 2: formal users are refused again.
+	before := configSeq(t, n)
 	if _, err := c.Rollback(ctx, "spring", v2); err != nil {
 		t.Fatal(err)
 	}
-	await("rollback", "user-formal-probe-2", 5, func(code int, g stagedAnswer) bool { return g.Code == "not_eligible" })
+	awaitSeq(t, n, before+1)
 	back := stageCounts(t, n, public, 5)
 	if back["gray"] != gray["gray"] || back["not_eligible"] != len(public)-gray["gray"] {
 		t.Errorf("public after rollback: %v, want as under v2: %v", back, gray)
 	}
-	// Repeats of grants made under version 3 still answer their token.
-	for _, u := range public[:20] {
-		_, g := grantAs(t, n, 1, u, "spring", "lobby", 4)
-		if g.Token == "" && g.Status != "no_award" {
-			t.Errorf("repeat of %s's v3 grant after rollback: %+v", u, g)
+	// Packets granted under version 3 stand: their tokens still verify and
+	// book (a repeat of the grant itself is refused: the user is in no
+	// stage now).
+	var req struct {
+		Tokens []string `json:"tokens"`
+	}
+	req.Tokens = append(req.Tokens, v3Tokens...)
+	var res struct {
+		Results []struct {
+			Status string `json:"status"`
+		} `json:"results"`
+	}
+	if err := post(n, "/v1/tokens/status", req, &res); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res.Results {
+		if r.Status != "issued" && r.Status != "booked" {
+			t.Errorf("token %d of version 3 after rollback: %s", i, r.Status)
 		}
 	}
 	waitDrained(t, n)
@@ -414,5 +475,78 @@ func TestAdminRefusesBadRequests(t *testing.T) {
 	_, err = c.PutActivity(ctx, adminauth.ActivityDoc{ID: "demo", Body: json.RawMessage(`{"id":"demo","rains":[]}`)})
 	if !errors.As(err, &apiErr) || apiErr.Code != "invalid_config" {
 		t.Errorf("invalid activity: %v, want invalid_config", err)
+	}
+	// An award keeps its asset for life: demo's cash cannot become coins.
+	_, err = c.PutActivity(ctx, adminauth.ActivityDoc{ID: "demo", Body: json.RawMessage(`{"id":"demo",
+	 "rains":[{"scene_id":"rain","rain_id":1,"always_open":true,"start":"2026-01-01T00:00:00Z"}],
+	 "awards":[{"type":"cash","kind":"coin","currency":"gold","min":1,"max":2}],
+	 "stages":[{"stage":"formal","budgets":{"cash":10}}]}`)})
+	if !errors.As(err, &apiErr) || apiErr.Code != "invalid_config" || !strings.Contains(apiErr.Message, "books into cash") {
+		t.Errorf("award changing its asset: %v, want invalid_config", err)
+	}
+	// Unknown versions and activities are not found, and change nothing.
+	if _, err := c.Publish(ctx, "demo", 99, nil); !errors.As(err, &apiErr) || apiErr.Code != "not_found" {
+		t.Errorf("publish of an unknown version: %v, want not_found", err)
+	}
+	if _, err := c.Rollback(ctx, "nope", 1); !errors.As(err, &apiErr) || apiErr.Code != "not_found" {
+		t.Errorf("rollback of an unknown activity: %v, want not_found", err)
+	}
+	if after, _ := c.Activity(ctx, "demo", 0); string(after) != string(before) {
+		t.Errorf("refused changes altered the activity:\n%s\n%s", before, after)
+	}
+}
+
+// TestSwitchesThroughAdmin: an operator closes a rain and then sheds all
+// load through the admin API; every node applies it from the store, the
+// refusals carry Retry-After and show in the metrics.
+func TestSwitchesThroughAdmin(t *testing.T) {
+	n := startNode(t, t.TempDir(), storagetest.Redis(t))
+	c := adminClient(t, n)
+	ctx := context.Background()
+	set := func(body string) {
+		t.Helper()
+		before := configSeq(t, n)
+		if _, err := c.SetSwitches(ctx, []byte(body)); err != nil {
+			t.Fatalf("switches %s: %v", body, err)
+		}
+		awaitSeq(t, n, before+1)
+	}
+	grant := func(user string) (int, string, string) {
+		t.Helper()
+		body := fmt.Sprintf(`{"app_id":1,"user_id":%q,"activity_id":"demo","scene_id":"rain","rain_id":1}`, user)
+		resp, err := httpClient.Post("http://"+n.Addr()+"/v1/grants", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var e struct{ Code string }
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		return resp.StatusCode, e.Code, resp.Header.Get("Retry-After")
+	}
+	if code, _, _ := grant("s-0"); code != 200 {
+		t.Fatalf("grant before any switch: %d", code)
+	}
+	set(`{"closed_rains":["demo/rain/1"],"retry_after_seconds":7}`)
+	if code, e, ra := grant("s-1"); code != 503 || e != "rain_switched_off" || ra != "7" {
+		t.Errorf("closed rain: %d %s Retry-After %q, want 503 rain_switched_off 7", code, e, ra)
+	}
+	set(`{"shed_percent":100,"retry_after_seconds":3}`)
+	if code, e, ra := grant("s-2"); code != 503 || e != "shed" || ra != "3" {
+		t.Errorf("shed: %d %s Retry-After %q, want 503 shed 3", code, e, ra)
+	}
+	// A refused switches document is invalid_config and changes nothing.
+	var apiErr *adminauth.APIError
+	if _, err := c.SetSwitches(ctx, []byte(`{"shed_percent":101}`)); !errors.As(err, &apiErr) || apiErr.Code != "invalid_config" {
+		t.Errorf("shed 101%%: %v, want invalid_config", err)
+	}
+	set(`{}`)
+	if code, _, _ := grant("s-3"); code != 200 {
+		t.Errorf("grant after the switches were cleared: %d", code)
+	}
+	_, metrics := get(t, n, "/metrics")
+	for _, m := range []string{"redrain_shed_total 1", "redrain_switch_closed_total 1"} {
+		if !strings.Contains(string(metrics), m) {
+			t.Errorf("metrics lack %q", m)
+		}
 	}
 }

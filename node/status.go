@@ -28,7 +28,7 @@ type nodeStatus struct {
 	// budget (budget figures read it: a budget record learns a lease's
 	// issued amount only when the lease closes).
 	Leases  map[string][]ingress.OpenLease `json:"leases,omitempty"`
-	Updated    time.Time        `json:"updated"`
+	Updated time.Time                      `json:"updated"`
 }
 
 func statusKey(id string) string { return "rr:node:" + id }
@@ -111,11 +111,21 @@ func (n *Node) statuses(ctx context.Context) ([]nodeStatus, error) {
 	return out, nil
 }
 
-// openIssued is what every node reports issued under the open leases of a
-// budget: this node's figures fresh, the others' as of their last status
-// (at most a second old).
-func (n *Node) openIssued(budgetID string) map[uint64]ingress.OpenLease {
-	out := map[uint64]ingress.OpenLease{}
+// openIssued is what every node reports issued under its open leases, by
+// budget and lease: this node's figures fresh, the others' as of their
+// last status (at most a second old).
+func (n *Node) openIssued() map[string]map[uint64]actors.LeaseIssued {
+	out := map[string]map[uint64]actors.LeaseIssued{}
+	add := func(leases map[string][]ingress.OpenLease) {
+		for budget, ls := range leases {
+			if out[budget] == nil {
+				out[budget] = map[uint64]actors.LeaseIssued{}
+			}
+			for _, l := range ls {
+				out[budget][l.Lease] = actors.LeaseIssued{Amount: l.Issued, Count: l.Count}
+			}
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	nodes, err := n.statuses(ctx)
@@ -123,16 +133,11 @@ func (n *Node) openIssued(budgetID string) map[uint64]ingress.OpenLease {
 		n.log.Debug("budget view: node statuses unreadable", "err", err)
 	}
 	for _, st := range nodes {
-		if st.ID == n.ID {
-			continue
-		}
-		for _, l := range st.Leases[budgetID] {
-			out[l.Lease] = l
+		if st.ID != n.ID {
+			add(st.Leases)
 		}
 	}
-	for _, l := range n.issuer.OpenLeases()[budgetID] {
-		out[l.Lease] = l
-	}
+	add(n.issuer.OpenLeases())
 	return out
 }
 

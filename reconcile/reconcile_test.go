@@ -226,7 +226,7 @@ func TestViolations(t *testing.T) {
 			b.Total = b.Leased - b.Returned - 1
 			return putAll(txn, b)
 		},
-		fail: map[string][]string{noOverspend: {`budget "rr/budget/demo/cash"`, "5149", "15000", "9850"}},
+		fail: map[string][]string{noOverspend: {`budget "rr/budget/demo/formal/cash"`, "5149", "15000", "9850"}},
 		ok:   []string{postings, matchesTokens},
 	}, {
 		name: "open lease overspent",
@@ -250,7 +250,7 @@ func TestViolations(t *testing.T) {
 			}
 			return txn.Set(storage.HotKey(budgetID, txn.StartTS(), 7), ledger.MarshalHotDetail(nil, h))
 		},
-		fail: map[string][]string{noOverspend: {"budget demo/cash open lease 2: booked 6210 > leased 5000"}},
+		fail: map[string][]string{noOverspend: {"budget demo/formal/cash open lease 2: booked 6210 > leased 5000"}},
 		ok:   []string{exactlyOnce, doubleEntry, conservation, postings, matchesTokens},
 	}, {
 		name: "closed lease issued differs from booked",
@@ -262,7 +262,7 @@ func TestViolations(t *testing.T) {
 			b.Returned += 10
 			return putAll(txn, b, l)
 		},
-		fail: map[string][]string{conservation: {"budget demo/cash lease 1: issued 140 (5 grants) but booked 150 (5 grants)"}},
+		fail: map[string][]string{conservation: {"budget demo/formal/cash lease 1: issued 140 (5 grants) but booked 150 (5 grants)"}},
 		ok:   []string{noOverspend, exactlyOnce, doubleEntry, postings, matchesTokens},
 	}, {
 		name: "budget total not conserved",
@@ -271,7 +271,7 @@ func TestViolations(t *testing.T) {
 			b.Returned -= 100 // the closed lease's unspent part half lost
 			return putAll(txn, b)
 		},
-		fail: map[string][]string{conservation: {"budget demo/cash: total 1000000 != remaining 994750 + open leases 5000 + issued 150"}},
+		fail: map[string][]string{conservation: {"budget demo/formal/cash: total 1000000 != remaining 994750 + open leases 5000 + issued 150"}},
 		ok:   []string{noOverspend, exactlyOnce, doubleEntry, postings, matchesTokens},
 	}, {
 		name: "out_trade_no not derived from its key",
@@ -312,7 +312,7 @@ func TestViolations(t *testing.T) {
 				{LeaseID: openLease, Amount: -amountOf(8), Count: -1}, {LeaseID: 9, Amount: amountOf(8), Count: 1}}}
 			return txn.Set(storage.HotKey(budgetID, txn.StartTS(), 7), ledger.MarshalHotDetail(nil, h))
 		},
-		fail: map[string][]string{conservation: {"budget demo/cash: 80 booked under lease 9 which does not exist"}},
+		fail: map[string][]string{conservation: {"budget demo/formal/cash: 80 booked under lease 9 which does not exist"}},
 		ok:   []string{noOverspend, exactlyOnce, doubleEntry, postings, matchesTokens},
 	}, {
 		name: "folded into the budget but not its leases",
@@ -324,7 +324,7 @@ func TestViolations(t *testing.T) {
 			l.Booked, l.BookedCount = 0, 0
 			return putAll(txn, l)
 		},
-		fail: map[string][]string{conservation: {"budget demo/cash: folded 360 (8 grants) but its leases hold 150 (5) and lease 0 0 (0)"}},
+		fail: map[string][]string{conservation: {"budget demo/formal/cash: folded 360 (8 grants) but its leases hold 150 (5) and lease 0 0 (0)"}},
 		ok:   []string{noOverspend, exactlyOnce, doubleEntry, postings, matchesTokens},
 	}, {
 		name: "closed lease issued differs from folded booked",
@@ -339,7 +339,7 @@ func TestViolations(t *testing.T) {
 			b.Returned -= 10
 			return putAll(txn, b, l)
 		},
-		fail: map[string][]string{conservation: {"budget demo/cash lease 1: issued 160 (5 grants) but booked 150 (5 grants)"}},
+		fail: map[string][]string{conservation: {"budget demo/formal/cash lease 1: issued 160 (5 grants) but booked 150 (5 grants)"}},
 		ok:   []string{noOverspend, exactlyOnce, doubleEntry, postings, matchesTokens},
 	}, {
 		name: "attribution without a redeemed entry",

@@ -203,6 +203,7 @@ func BindMarkKey(appID uint32, userID string) string {
 // MarkNoAward is the award of a grant that ended in "no award". It cannot
 // collide with an award type: campaign validation refuses that name.
 const MarkNoAward = "none"
+
 // ActMarkKey is the Redis key that says an act_id was handed out by a
 // binder, so that POST /v1/accounts/bind can bind to an account that has
 // no booked grant yet. Its value is ActMarkHandedOut.

@@ -141,8 +141,6 @@ func reconcileCmd(args []string) error {
 	var b backendFlags
 	b.register(fs)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	hot := fs.Int("compare-hot", 0, "compare booking with every grant on one budget account against grants spread over this many (puts and publishes its own activities; --activity is ignored)")
-	rounds := fs.Int("rounds", 2, "with --compare-hot: how many times each phase runs, alternating")
 	_ = fs.Parse(args)
 	kv, err := storage.OpenTiKV(list(b.pd), b.dataDir)
 	if err != nil {
