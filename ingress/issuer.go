@@ -143,9 +143,11 @@ func (is *Issuer) holder(w *campaign.ChildAward) *leaseHolder {
 		// than a 64th of the budget at first (a 16th at most), so that small
 		// budgets spread over nodes and the spent share that thresholds
 		// read stays fine-grained.
+		// Both are whole multiples of the largest packet, so that a lease
+		// of a fixed-amount award is spent to the last fen.
 		m := w.MaxAmount()
-		lo := max(min(m*256, w.Total/64), m)
-		hi := max(min(m*65536, w.Total/16), lo)
+		lo := max(min(m*256, w.Total/64)/m*m, m)
+		hi := max(min(m*65536, w.Total/16)/m*m, lo)
 		h = newLeaseHolder(is.log, w.BudgetID, is.leaseSrc, is.node, is.incarnation, lo, hi, is.clock)
 		is.leases[w.BudgetID] = h
 	}
