@@ -135,6 +135,13 @@ func (a *API) Serve(ctx *fasthttp.RequestCtx, keyID string) bool {
 	return true
 }
 
+func checkSize(body []byte) error {
+	if len(body) > bodyBytesMax {
+		return ingress.Errorf(ingress.CodeTooLarge, "body of %d bytes; at most %d", len(body), bodyBytesMax)
+	}
+	return nil
+}
+
 func method(ctx *fasthttp.RequestCtx, m string) bool {
 	if string(ctx.Method()) != m {
 		ingress.MethodNotAllowed(ctx, m)
@@ -205,8 +212,8 @@ func (a *API) show(ctx context.Context, id string, version []byte) (any, error) 
 // put stores a new version: strict parse, whitelists resolved to act_ids,
 // compiled, and checked against the latest version's award assets.
 func (a *API) put(ctx context.Context, id string, body []byte, by string) (any, error) {
-	if len(body) > bodyBytesMax {
-		return nil, ingress.Errorf(ingress.CodeTooLarge, "activity body of %d bytes; at most %d", len(body), bodyBytesMax)
+	if err := checkSize(body); err != nil {
+		return nil, err
 	}
 	spec, err := campaign.ParseActivity(body)
 	if err != nil {
@@ -231,20 +238,11 @@ func (a *API) put(ctx context.Context, id string, body []byte, by string) (any, 
 func (a *API) Prepare(ctx context.Context, spec *campaign.Activity) ([]byte, error) {
 	for i := range spec.Stages {
 		s := &spec.Stages[i]
-		ids := slices.Clone(s.ActIDs)
-		for _, e := range s.Whitelist {
-			app, user, err := campaign.ParseIdentity(e)
-			if err != nil {
-				return nil, err
-			}
-			id, err := a.Resolve(ctx, app, user)
-			if err != nil {
-				return nil, err
-			}
-			ids = append(ids, id)
+		ids, err := a.resolve(ctx, s.Whitelist, s.ActIDs)
+		if err != nil {
+			return nil, err
 		}
-		slices.Sort(ids)
-		s.ActIDs = slices.Compact(ids)
+		s.ActIDs = ids
 	}
 	body, err := json.Marshal(spec)
 	if err != nil {
@@ -274,6 +272,25 @@ func (a *API) Prepare(ctx context.Context, spec *campaign.Activity) ([]byte, err
 		}
 	}
 	return body, nil
+}
+
+// resolve maps "app_id:user_id" entries to unified act_ids and returns
+// them with ids, sorted and without repeats.
+func (a *API) resolve(ctx context.Context, entries []string, ids []uint64) ([]uint64, error) {
+	out := slices.Clone(ids)
+	for _, e := range entries {
+		app, user, err := campaign.ParseIdentity(e)
+		if err != nil {
+			return nil, err
+		}
+		id, err := a.Resolve(ctx, app, user)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }
 
 func (a *API) version(ctx context.Context, id string, n uint64) (*campaign.Version, error) {
@@ -307,12 +324,12 @@ type BudgetChange struct {
 }
 
 func (a *API) publish(ctx context.Context, id string, rollback bool, body []byte, by string) (any, error) {
+	if err := checkSize(body); err != nil {
+		return nil, err
+	}
 	var req publishRequest
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
-	if len(body) > bodyBytesMax {
-		return nil, ingress.Errorf(ingress.CodeTooLarge, "body of %d bytes; at most %d", len(body), bodyBytesMax)
-	}
 	if err := dec.Decode(&req); err != nil || dec.More() || req.Version == 0 {
 		return nil, ingress.Errorf(ingress.CodeMalformed, `want {"version": N >= 1, "whitelist": ["app_id:user_id", ...]}`)
 	}
@@ -338,20 +355,11 @@ func (a *API) Publish(ctx context.Context, id string, n uint64, whitelist []stri
 	}
 	var canary *configstore.Canary
 	if len(whitelist) > 0 {
-		canary = &configstore.Canary{Version: n, Whitelist: whitelist}
-		for _, e := range whitelist {
-			app, user, err := campaign.ParseIdentity(e)
-			if err != nil {
-				return nil, nil, err
-			}
-			actID, err := a.Resolve(ctx, app, user)
-			if err != nil {
-				return nil, nil, err
-			}
-			canary.ActIDs = append(canary.ActIDs, actID)
+		ids, err := a.resolve(ctx, whitelist, nil)
+		if err != nil {
+			return nil, nil, err
 		}
-		slices.Sort(canary.ActIDs)
-		canary.ActIDs = slices.Compact(canary.ActIDs)
+		canary = &configstore.Canary{Version: n, Whitelist: whitelist, ActIDs: ids}
 	}
 	changes := []BudgetChange{}
 	for _, ch := range v.Children() {
@@ -396,8 +404,8 @@ func (a *API) switches(ctx context.Context) (any, error) {
 }
 
 func (a *API) putSwitches(ctx context.Context, body []byte, by string) (any, error) {
-	if len(body) > bodyBytesMax {
-		return nil, ingress.Errorf(ingress.CodeTooLarge, "body of %d bytes; at most %d", len(body), bodyBytesMax)
+	if err := checkSize(body); err != nil {
+		return nil, err
 	}
 	if err := a.CheckSwitches(body); err != nil {
 		return nil, ingress.Errorf(ingress.CodeInvalidConfig, "%v", err)

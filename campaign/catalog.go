@@ -1,6 +1,8 @@
 package campaign
 
 import (
+	"time"
+
 	"redrain/ledger"
 	"redrain/tokens"
 )
@@ -62,6 +64,18 @@ func (p *Published) For(actID uint64) *Version {
 		}
 	}
 	return p.Live
+}
+
+// RainState reports whether any served version has the rain, and whether
+// one has it open at now: what can be refused before a user is known.
+func (p *Published) RainState(sceneID string, rainID uint64, now time.Time) (known, open bool) {
+	for _, v := range p.Versions() {
+		if r := v.Rain(sceneID, rainID); r != nil {
+			known = true
+			open = open || r.Open(now)
+		}
+	}
+	return known, open
 }
 
 // Versions lists the served versions (live first).

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -128,27 +130,42 @@ func TestCampaignStages(t *testing.T) {
 			t.Errorf("%s: budget figures do not add up:\n%s", when, out)
 		}
 	}
-	awaitLive := func(version string) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			var st struct {
-				Live uint64 `json:"live"`
-			}
-			_ = json.Unmarshal(admin("get", "spring"), &st)
-			if fmt.Sprint(st.Live) == version {
-				time.Sleep(time.Second) // the node polls the store every 200 ms
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
+	// change runs an admin command that changes the configuration and
+	// waits until the node serves it: every change bumps the store's
+	// change counter, which the node reports in redrain_config_seq.
+	seq := func() int64 {
+		resp, err := http.Get(n.url("/metrics"))
+		if err != nil {
+			t.Fatal(err)
 		}
-		t.Fatalf("version %s not live", version)
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		for _, line := range strings.Split(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, "redrain_config_seq "); ok {
+				var n int64
+				fmt.Sscan(v, &n)
+				return n
+			}
+		}
+		t.Fatal("no redrain_config_seq in /metrics")
+		return 0
+	}
+	change := func(args ...string) {
+		t.Helper()
+		before := seq()
+		admin(args...)
+		deadline := time.Now().Add(10 * time.Second)
+		for seq() <= before {
+			if time.Now().After(deadline) {
+				t.Fatalf("admin %v not served within 10s", args)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 
 	// 1. Staff only.
 	v1 := version(admin("apply", stagedSpring(t, dir, 50, "internal")))
-	admin("publish", "spring", "--version", v1)
-	awaitLive(v1)
+	change("publish", "spring", "--version", v1)
 	if r := bench("staff-", 50); r.Accepted == 0 || r.Accepted+r.Errors["no_award"] != r.Offered {
 		t.Errorf("staff under v1: %+v, want every grant answered", r)
 	}
@@ -159,8 +176,7 @@ func TestCampaignStages(t *testing.T) {
 
 	// 2. Gray: 5% of everyone.
 	v2 := version(admin("apply", stagedSpring(t, dir, 50, "internal", "gray")))
-	admin("publish", "spring", "--version", v2)
-	awaitLive(v2)
+	change("publish", "spring", "--version", v2)
 	// The bench offers every user once, then repeats only users it was
 	// granted to: each refused user counts once in not_eligible.
 	gray := bench("pub-", 2000)
@@ -171,16 +187,14 @@ func TestCampaignStages(t *testing.T) {
 
 	// 3. Formal: everyone.
 	v3 := version(admin("apply", stagedSpring(t, dir, 50, "internal", "gray", "formal")))
-	admin("publish", "spring", "--version", v3)
-	awaitLive(v3)
+	change("publish", "spring", "--version", v3)
 	if r := bench("pub-", 2000); r.Errors["not_eligible"] != 0 || r.Accepted+r.Errors["no_award"] != r.Offered {
 		t.Errorf("public under v3: %+v, want every grant answered", r)
 	}
 	budgetsOK("v3")
 
 	// 4. Roll back to v2: the public outside gray is refused again.
-	admin("rollback", "spring", "--version", v2)
-	awaitLive(v2)
+	change("rollback", "spring", "--version", v2)
 	if r := bench("pub-", 2000); r.Errors["not_eligible"] != gray.Errors["not_eligible"] {
 		t.Errorf("public after rollback: %+v, want the users refused under v2 (%d) refused again", r, gray.Errors["not_eligible"])
 	}

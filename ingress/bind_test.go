@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -331,5 +332,22 @@ func TestBindDurableConflict(t *testing.T) {
 	}
 	if g := ts.grant(t, 2, "b"); g.ActID != c {
 		t.Errorf("grant to (2, b) = %+v, want act_id %d", g, c)
+	}
+}
+
+// TestBadRainBindsNobody: a grant for a rain no served version has, or
+// has open, is refused before the user is bound, so bad input hands out
+// no act_id.
+func TestBadRainBindsNobody(t *testing.T) {
+	ts := newTestServer(t, nil)
+	for _, rain := range []int{2, 999} {
+		code, _, body := ts.post(t, "/v1/grants",
+			fmt.Sprintf(`{"app_id":1,"user_id":"nobody","activity_id":"demo","scene_id":"rain","rain_id":%d}`, rain))
+		if code != 404 || !strings.Contains(string(body), string(CodeUnknownRain)) {
+			t.Fatalf("grant for rain %d: %d %s, want 404 unknown_rain", rain, code, body)
+		}
+	}
+	if v := ts.redisGet(t, storage.BindMarkKey(1, "nobody")); v != "" {
+		t.Fatalf("a refused grant bound the user to act %s", v)
 	}
 }

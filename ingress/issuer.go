@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"maps"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,11 +33,12 @@ type Issuer struct {
 	stream  *storage.GrantWriter
 	clock   func() time.Time
 
-	// leases holds one holder per budget ever drawn from, created on first
-	// use. Holders of budgets a later configuration dropped stay until the
-	// node stops, so their open leases are closed exactly once.
-	leasesMu    sync.Mutex
-	leases      map[string]*leaseHolder
+	// leases holds one holder per budget ever drawn from (budget id →
+	// *leaseHolder), created on first use; every grant looks its holder up
+	// here, so reads take no lock. Holders of budgets a later configuration
+	// dropped stay until the node stops, so their open leases are closed
+	// exactly once.
+	leases      sync.Map
 	leaseSrc    LeaseSource
 	node        string
 	incarnation uint64
@@ -91,7 +90,7 @@ var grantOutcomes = []string{"issued", "repeat", "no_award", "in_progress", "bud
 func NewIssuer(ctx context.Context, cfg IssuerConfig) (*Issuer, error) {
 	is := &Issuer{
 		log: cfg.Log, camp: cfg.Campaign, binder: NewBinder(cfg.TiKV, cfg.Pipeliner), redis: cfg.Pipeliner,
-		stream: cfg.Stream, leases: map[string]*leaseHolder{}, clock: cfg.Clock,
+		stream: cfg.Stream, clock: cfg.Clock,
 		leaseSrc: cfg.Leases, node: cfg.Node, incarnation: cfg.Incarnation,
 		grants: map[string]*metrics.Counter{},
 	}
@@ -120,38 +119,36 @@ func (is *Issuer) Binder() *Binder { return is.binder }
 // OpenLeases reports, per budget, what this node issued under each lease
 // it holds open.
 func (is *Issuer) OpenLeases() map[string][]OpenLease {
-	is.leasesMu.Lock()
-	holders := maps.Clone(is.leases)
-	is.leasesMu.Unlock()
 	out := map[string][]OpenLease{}
-	for id, h := range holders {
-		if open := h.open(); len(open) > 0 {
-			out[id] = open
+	is.leases.Range(func(id, h any) bool {
+		if open := h.(*leaseHolder).open(); len(open) > 0 {
+			out[id.(string)] = open
 		}
-	}
+		return true
+	})
 	return out
 }
 
 // holder returns the lease holder of w's budget, creating it on first use.
 func (is *Issuer) holder(w *campaign.ChildAward) *leaseHolder {
-	is.leasesMu.Lock()
-	defer is.leasesMu.Unlock()
-	h := is.leases[w.BudgetID]
-	if h == nil {
-		// A lease covers 256 maximal grants at first and doubles while
-		// leases last under two seconds, up to 65536 of them; and never more
-		// than a 64th of the budget at first (a 16th at most), so that small
-		// budgets spread over nodes and the spent share that thresholds
-		// read stays fine-grained.
-		// Both are whole multiples of the largest packet, so that a lease
-		// of a fixed-amount award is spent to the last fen.
-		m := w.MaxAmount()
-		lo := max(min(m*256, w.Total/64)/m*m, m)
-		hi := max(min(m*65536, w.Total/16)/m*m, lo)
-		h = newLeaseHolder(is.log, w.BudgetID, is.leaseSrc, is.node, is.incarnation, lo, hi, is.clock)
-		is.leases[w.BudgetID] = h
+	if h, ok := is.leases.Load(w.BudgetID); ok {
+		return h.(*leaseHolder)
 	}
-	return h
+	// A lease covers 256 maximal grants at first and doubles while
+	// leases last under two seconds, up to 65536 of them; and never more
+	// than a 64th of the budget at first (a 16th at most), so that small
+	// budgets spread over nodes and the spent share that thresholds
+	// read stays fine-grained.
+	// Both are whole multiples of the largest packet, so that a lease
+	// of a fixed-amount award is spent to the last fen.
+	m := w.MaxAmount()
+	lo := max(min(m*256, w.Total/64)/m*m, m)
+	hi := max(min(m*65536, w.Total/16)/m*m, lo)
+	// A holder that loses the race to be stored was never used: it holds
+	// no lease.
+	h, _ := is.leases.LoadOrStore(w.BudgetID,
+		newLeaseHolder(is.log, w.BudgetID, is.leaseSrc, is.node, is.incarnation, lo, hi, is.clock))
+	return h.(*leaseHolder)
 }
 
 // pendingGrant is a grant between its claim and its issued mark.
@@ -165,12 +162,10 @@ type pendingGrant struct {
 // budget.
 func (is *Issuer) Close(ctx context.Context) {
 	is.marks.Wait()
-	is.leasesMu.Lock()
-	holders := slices.Collect(maps.Values(is.leases))
-	is.leasesMu.Unlock()
-	for _, h := range holders {
-		h.closeAll(ctx)
-	}
+	is.leases.Range(func(_, h any) bool {
+		h.(*leaseHolder).closeAll(ctx)
+		return true
+	})
 }
 
 // Grant issues one packet, or answers a repeat with the identical token.
@@ -187,6 +182,14 @@ func (is *Issuer) grant(ctx context.Context, req *GrantRequest) (*GrantResponse,
 	if pub == nil {
 		return nil, "unknown", Errorf(CodeUnknownActivity, "activity %q does not exist", req.ActivityID)
 	}
+	// Refuse a rain no served version has, or has open, before binding: a
+	// bad request must not hand out an act_id.
+	switch known, open := pub.RainState(req.SceneID, req.RainID, is.clock()); {
+	case !known:
+		return nil, "unknown", unknownRain(req)
+	case !open:
+		return nil, "rain_closed", rainClosed(req)
+	}
 	t0 := time.Now()
 	actID, err := is.binder.Resolve(ctx, req.AppID, req.UserID)
 	is.lap(stageBind, t0)
@@ -199,10 +202,10 @@ func (is *Issuer) grant(ctx context.Context, req *GrantRequest) (*GrantResponse,
 	}
 	rain := ver.Rain(req.SceneID, req.RainID)
 	if rain == nil {
-		return nil, "unknown", Errorf(CodeUnknownRain, "activity %q has no rain %d in scene %q", req.ActivityID, req.RainID, req.SceneID)
+		return nil, "unknown", unknownRain(req)
 	}
 	if !rain.Open(is.clock()) {
-		return nil, "rain_closed", Errorf(CodeRainClosed, "rain %d of activity %q is not open", req.RainID, req.ActivityID)
+		return nil, "rain_closed", rainClosed(req)
 	}
 	child := ver.ChildFor(actID)
 	if child == nil {
@@ -395,6 +398,14 @@ func (is *Issuer) answer(g *ledger.Grant, booked bool) *GrantResponse {
 	tok := is.camp.Ring.Seal(nil, &c)
 	return &GrantResponse{Token: tok, OutTradeNo: c.OutTradeNo, ActID: g.ActID, AwardType: g.AwardType,
 		Asset: string(g.Asset), Amount: g.Amount, Stage: g.Stage.String(), Status: status}
+}
+
+func unknownRain(req *GrantRequest) *Error {
+	return Errorf(CodeUnknownRain, "activity %q has no rain %d in scene %q", req.ActivityID, req.RainID, req.SceneID)
+}
+
+func rainClosed(req *GrantRequest) *Error {
+	return Errorf(CodeRainClosed, "rain %d of activity %q is not open", req.RainID, req.ActivityID)
 }
 
 func unavailable(err error) *Error {
