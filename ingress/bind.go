@@ -219,7 +219,7 @@ func (s *Server) bind(ctx *fasthttp.RequestCtx) {
 	}
 	c, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
-	status, err := s.Issuer.binder.Bind(c, req.AppID, req.UserID, req.ActID)
+	status, err := s.Binder.Bind(c, req.AppID, req.UserID, req.ActID)
 	if err != nil {
 		writeError(ctx, err)
 		return

@@ -19,6 +19,8 @@ import (
 	"github.com/tikv/client-go/v2/txnkv/transaction"
 
 	"redrain/campaign"
+	"redrain/grant"
+	"redrain/grant/granttest"
 	"redrain/ledger"
 	"redrain/metrics"
 	"redrain/protect"
@@ -32,7 +34,8 @@ import (
 type testServer struct {
 	url    string
 	srv    *Server
-	issuer *Issuer
+	grants *grant.Admission
+	binder *Binder
 	camp   *campaign.Campaign
 	kv     *storage.TiKV
 	pipe   *storage.Pipeliner
@@ -41,7 +44,6 @@ type testServer struct {
 
 func newTestServer(t *testing.T, guard *protect.Guard) *testServer {
 	t.Helper()
-	ctx := context.Background()
 	kv := storagetest.TiKV(t, "")
 	addr := storagetest.Redis(t)
 	rs, err := storage.OpenRedis(addr, 8)
@@ -62,19 +64,17 @@ func newTestServer(t *testing.T, guard *protect.Guard) *testServer {
 		t.Fatal(err)
 	}
 	reg := &metrics.Registry{}
-	is, err := NewIssuer(ctx, IssuerConfig{Log: slog.New(slog.DiscardHandler), Campaign: camp, TiKV: kv,
-		Pipeliner: pipe, Stream: gw, Leases: newMemBudget(1 << 40), Node: "n-test", Incarnation: 1,
+	binder := NewBinder(kv, pipe)
+	is := grant.New(grant.Config{Log: slog.New(slog.DiscardHandler), Campaign: camp, Resolver: binder,
+		Redis: pipe, Stream: gw, Leases: granttest.NewBudget(1 << 40), Node: "n-test", Incarnation: 1,
 		Metrics: reg, Clock: time.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() { is.Close(context.Background()) })
 	cat, err := camp.SeedCatalog()
 	if err != nil {
 		t.Fatal(err)
 	}
 	is.SetCatalog(cat)
-	srv := &Server{Issuer: is, Tokens: NewTokens(camp, is.Catalog, pipe, kv, nil), TiKV: kv, Metrics: reg, Guard: guard,
+	srv := &Server{Grants: is, Binder: binder, Campaign: camp, Tokens: NewTokens(camp, is.Catalog, pipe, kv, nil), TiKV: kv, Metrics: reg, Guard: guard,
 		Ready: func() error { return nil }}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -84,7 +84,7 @@ func newTestServer(t *testing.T, guard *protect.Guard) *testServer {
 	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { _ = rdb.Close() })
-	return &testServer{url: "http://" + ln.Addr().String(), srv: srv, issuer: is, camp: camp, kv: kv, pipe: pipe, rdb: rdb}
+	return &testServer{url: "http://" + ln.Addr().String(), srv: srv, grants: is, binder: binder, camp: camp, kv: kv, pipe: pipe, rdb: rdb}
 }
 
 // post sends body and returns the status, the Retry-After header and the
@@ -231,7 +231,7 @@ func TestBindUnifiesGrants(t *testing.T) {
 	if again.Token != first.Token {
 		t.Fatalf("token of (2, b)'s repeat differs from (1, a)'s")
 	}
-	if n := ts.issuer.GrantsNew.Load(); n != 1 {
+	if n := ts.grants.Issued(); n != 1 {
 		t.Fatalf("grants issued = %d after a bound user's repeat, want 1 (no budget spent)", n)
 	}
 
@@ -319,7 +319,7 @@ func TestBindDurableConflict(t *testing.T) {
 	if err := ts.rdb.Del(context.Background(), storage.BindMarkKey(2, "b")).Err(); err != nil {
 		t.Fatal(err)
 	}
-	ts.issuer.binder.forget(2, "b")
+	ts.binder.forget(2, "b")
 	e := ts.bindFails(t, bindBody(2, "b", a), CodeAlreadyBound)
 	if !strings.Contains(e.Message, "act_id "+strconv.FormatUint(c, 10)) {
 		t.Errorf("message %q does not name the durable act_id %d", e.Message, c)

@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -86,6 +87,69 @@ func (b *Binder) Resolve(ctx context.Context, app uint32, user string) (uint64, 
 	return id, nil
 }
 
+// ResolveMany sets ids[i] to the act_id of (apps[i], users[i]), binding
+// new ones: cached identities cost a map lookup, and every miss of the call
+// shares one pipelined Redis round trip (and a second one for the ids that
+// new users won), so a batch of new users costs two round trips, not one
+// per user. An identity that could not be resolved keeps ids[i] == 0 and
+// the returned error says why.
+func (b *Binder) ResolveMany(ctx context.Context, apps []uint32, users []string, ids []uint64) error {
+	var miss []int
+	for i := range apps {
+		k := bindKey{apps[i], users[i]}
+		s := b.shard(k)
+		s.mu.Lock()
+		id, ok := s.m[k]
+		s.mu.Unlock()
+		if ok {
+			ids[i] = id
+		} else {
+			miss = append(miss, i)
+		}
+	}
+	if len(miss) == 0 {
+		return nil
+	}
+	cands, err := b.allocateMany(ctx, len(miss))
+	if err != nil {
+		return err
+	}
+	sets := make([]redis.Cmder, len(miss))
+	for j, i := range miss {
+		sets[j] = redis.NewStringCmd(ctx, "set", storage.BindMarkKey(apps[i], users[i]), strconv.FormatUint(cands[j], 10), "nx", "get")
+	}
+	if err := b.redis.Do(ctx, sets...); err != nil {
+		return err
+	}
+	var marks []redis.Cmder
+	var firstErr error
+	for j, i := range miss {
+		v, err := sets[j].(*redis.StringCmd).Result()
+		switch {
+		case errors.Is(err, redis.Nil):
+			// Ours: marked handed out below (see bind).
+			ids[i] = cands[j]
+			marks = append(marks, redis.NewStatusCmd(ctx, "set", storage.ActMarkKey(cands[j]), storage.ActMarkHandedOut, "px", actMarkTTL.Milliseconds()))
+		case err != nil:
+			firstErr = cmp.Or(firstErr, fmt.Errorf("%w: redis: %v", storage.ErrUnavailable, err))
+			continue
+		default:
+			id, perr := strconv.ParseUint(v, 10, 64)
+			if perr != nil || id == 0 {
+				firstErr = cmp.Or(firstErr, fmt.Errorf("%w: binding of app %d user %q = %q", storage.ErrUnavailable, apps[i], users[i], v))
+				continue
+			}
+			ids[i] = id
+		}
+		b.remember(apps[i], users[i], ids[i])
+	}
+	if len(marks) > 0 {
+		// A lost mark only delays binds to the id until its first booking.
+		_ = b.redis.Do(ctx, marks...)
+	}
+	return firstErr
+}
+
 // actMarkTTL is how long an act_id's handed-out mark (storage.ActMarkKey)
 // lasts. It lets POST /v1/accounts/bind find an account that has no booked
 // grant yet; once the first grant is booked the account record answers,
@@ -131,6 +195,11 @@ func (b *Binder) bind(ctx context.Context, key string) (uint64, error) {
 func (b *Binder) allocate(ctx context.Context) (uint64, error) {
 	b.allocMu.Lock()
 	defer b.allocMu.Unlock()
+	return b.allocateLocked(ctx)
+}
+
+// allocateLocked is allocate with b.allocMu held.
+func (b *Binder) allocateLocked(ctx context.Context) (uint64, error) {
 	if b.next == b.end {
 		var start uint64
 		var err error
@@ -161,6 +230,22 @@ func (b *Binder) allocate(ctx context.Context) (uint64, error) {
 	id := b.next
 	b.next++
 	return id, nil
+}
+
+// allocateMany takes n act_ids from the node's blocks under one hold of
+// the lock.
+func (b *Binder) allocateMany(ctx context.Context, n int) ([]uint64, error) {
+	b.allocMu.Lock()
+	defer b.allocMu.Unlock()
+	out := make([]uint64, n)
+	for i := range out {
+		id, err := b.allocateLocked(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = id
+	}
+	return out, nil
 }
 
 // ActIDsAllocated returns the first act_id never handed out by any node.

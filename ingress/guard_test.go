@@ -65,7 +65,7 @@ func TestGuardRefusesGrants(t *testing.T) {
 	ts.grant(t, 1, "u2")
 	ts.refusedGrant(t, "u3", CodeRateLimited, 1, 10)
 
-	if n := ts.issuer.GrantsNew.Load(); n != 2 {
+	if n := ts.grants.Issued(); n != 2 {
 		t.Fatalf("grants issued = %d, want 2: refused requests spend no budget", n)
 	}
 	if n := ts.limitMarks(t); n != 2 {
@@ -103,7 +103,7 @@ func TestGuardBatch(t *testing.T) {
 			t.Errorf("result %d = %+v, want code %q status %q", i, got.Results[i], w.code, w.status)
 		}
 	}
-	if n := ts.issuer.GrantsNew.Load(); n != 2 {
+	if n := ts.grants.Issued(); n != 2 {
 		t.Fatalf("grants issued = %d, want 2", n)
 	}
 }

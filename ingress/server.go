@@ -12,6 +12,8 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/pprofhandler"
 
+	"redrain/campaign"
+	"redrain/grant"
 	"redrain/ledger"
 	"redrain/metrics"
 	"redrain/protect"
@@ -27,10 +29,12 @@ type Stats struct {
 
 // Server is the fasthttp API of one node.
 type Server struct {
-	Issuer  *Issuer
-	Tokens  *Tokens
-	TiKV    *storage.TiKV
-	Metrics *metrics.Registry
+	Grants   *grant.Admission
+	Binder   *Binder
+	Campaign *campaign.Campaign // token keys
+	Tokens   *Tokens
+	TiKV     *storage.TiKV
+	Metrics  *metrics.Registry
 	// Ready returns nil when the node serves; otherwise why not.
 	Ready func() error
 	Stats func() Stats
@@ -98,7 +102,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			methodNotAllowed(ctx, "POST")
 			return
 		}
-		s.grant(ctx)
+		s.grantOne(ctx)
 	case bytes.Equal(path, []byte("/v1/grants/batch")):
 		if !post {
 			methodNotAllowed(ctx, "POST")
@@ -215,80 +219,6 @@ func (s *Server) ready(ctx *fasthttp.RequestCtx) bool {
 		return false
 	}
 	return true
-}
-
-func (s *Server) grant(ctx *fasthttp.RequestCtx) {
-	req, err := ParseGrantRequest(ctx.PostBody())
-	if err != nil {
-		writeError(ctx, err)
-		return
-	}
-	if !s.ready(ctx) {
-		return
-	}
-	if e, wait := s.refusal(&req, time.Now()); e != nil { // guard.go
-		writeRefusal(ctx, e, wait)
-		return
-	}
-	c, cancel := context.WithTimeout(context.Background(), requestTimeout)
-	defer cancel()
-	res, err := s.Issuer.Grant(c, &req)
-	if err != nil {
-		writeError(ctx, err)
-		return
-	}
-	writeJSON(ctx, fasthttp.StatusOK, AppendGrantResponse(nil, res))
-}
-
-// grantBatch issues many grants from one request, concurrently; each item
-// answers like a single grant (a result or an error object).
-func (s *Server) grantBatch(ctx *fasthttp.RequestCtx) {
-	reqs, err := ParseGrantBatch(ctx.PostBody())
-	if err != nil {
-		writeError(ctx, err)
-		return
-	}
-	if !s.ready(ctx) {
-		return
-	}
-	c, cancel := context.WithTimeout(context.Background(), requestTimeout)
-	defer cancel()
-	type item struct {
-		res *GrantResponse
-		err error
-	}
-	items := make([]item, len(reqs))
-	done := make(chan struct{}, len(reqs))
-	now, wait := time.Now(), time.Duration(0)
-	for i := range reqs {
-		if e, w := s.refusal(&reqs[i], now); e != nil { // guard.go: answered per item
-			items[i].err, wait = e, max(wait, w)
-			done <- struct{}{}
-			continue
-		}
-		go func() {
-			items[i].res, items[i].err = s.Issuer.Grant(c, &reqs[i])
-			done <- struct{}{}
-		}()
-	}
-	for range reqs {
-		<-done
-	}
-	b := []byte(`{"results":[`)
-	for i, it := range items {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		if it.err != nil {
-			b = AppendError(b, asError(it.err))
-		} else {
-			b = AppendGrantResponse(b, it.res)
-		}
-	}
-	if wait > 0 {
-		setRetryAfter(ctx, wait)
-	}
-	writeJSON(ctx, fasthttp.StatusOK, append(b, "]}"...))
 }
 
 func (s *Server) tokens(ctx *fasthttp.RequestCtx, redeem bool) {

@@ -55,7 +55,18 @@ func (g *Gauge) Load() int64 { return g.v.Load() }
 type Histogram struct {
 	bounds []float64
 	counts []atomic.Int64 // one per bound, plus +Inf
-	sumNs  atomic.Int64
+	sumNs  atomic.Int64   // nanoseconds, or the sum of counts for a count histogram
+	scale  float64        // what sumNs is divided by when written: 1e9 for seconds, 1 for counts
+}
+
+// CountBounds are buckets for sizes (grants in a batch or a record).
+var CountBounds = []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096}
+
+// Observe records one observation of a count histogram.
+func (h *Histogram) Observe(v int64) {
+	i := sort.SearchFloat64s(h.bounds, float64(v))
+	h.counts[i].Add(1)
+	h.sumNs.Add(v)
 }
 
 // LatencyBounds are the default latency buckets, in seconds.
@@ -114,9 +125,20 @@ func (r *Registry) GaugeFunc(name, help string, fn func() int64, labels ...strin
 		write: func(w io.Writer, n, l string) { fmt.Fprintf(w, "%s%s %d\n", n, l, fn()) }})
 }
 
-// Histogram registers a histogram over bounds (seconds, ascending).
+// Histogram registers a histogram over bounds (seconds, ascending), fed by
+// ObserveNs.
 func (r *Registry) Histogram(name, help string, bounds []float64, labels ...string) *Histogram {
-	h := &Histogram{bounds: bounds, counts: make([]atomic.Int64, len(bounds)+1)}
+	return r.histogram(name, help, bounds, 1e9, labels)
+}
+
+// CountHistogram registers a histogram of counts over bounds (ascending),
+// fed by Observe.
+func (r *Registry) CountHistogram(name, help string, bounds []float64, labels ...string) *Histogram {
+	return r.histogram(name, help, bounds, 1, labels)
+}
+
+func (r *Registry) histogram(name, help string, bounds []float64, scale float64, labels []string) *Histogram {
+	h := &Histogram{bounds: bounds, counts: make([]atomic.Int64, len(bounds)+1), scale: scale}
 	r.add(entry{name: name, help: help, kind: "histogram", labels: Labels(labels...),
 		write: func(w io.Writer, n, l string) {
 			var cum int64
@@ -130,7 +152,7 @@ func (r *Registry) Histogram(name, help string, bounds []float64, labels ...stri
 			}
 			cum += h.counts[len(h.bounds)].Load()
 			fmt.Fprintf(w, "%s_bucket{%sle=\"+Inf\"} %d\n", n, inner, cum)
-			fmt.Fprintf(w, "%s_sum%s %s\n", n, l, formatFloat(float64(h.sumNs.Load())/1e9))
+			fmt.Fprintf(w, "%s_sum%s %s\n", n, l, formatFloat(float64(h.sumNs.Load())/h.scale))
 			fmt.Fprintf(w, "%s_count%s %d\n", n, l, cum)
 		}})
 	return h

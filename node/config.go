@@ -32,7 +32,7 @@ const configPollEvery = 200 * time.Millisecond
 func (n *Node) startConfig(ctx context.Context) error {
 	n.config = configstore.New(n.tikv, nil)
 	n.guard = protect.NewGuard(n.Metrics)
-	n.admin = &admin.API{Store: n.config, Resolve: n.issuer.Binder().Resolve,
+	n.admin = &admin.API{Store: n.config, Resolve: n.binder.Resolve,
 		Budgets:       &budgetAdmin{tikv: n.tikv, redis: n.pipe, openIssued: n.openIssued},
 		CheckSwitches: func(b []byte) error { _, err := protect.ParseSwitches(b); return err },
 		Log:           n.log}
@@ -130,7 +130,7 @@ func (n *Node) applyConfig(snap *configstore.Snapshot) error {
 	if err := n.guard.Set(sw); err != nil {
 		return err
 	}
-	n.issuer.SetCatalog(cat)
+	n.grants.SetCatalog(cat)
 	return nil
 }
 

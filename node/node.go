@@ -29,6 +29,7 @@ import (
 	"redrain/campaign"
 	"redrain/cluster"
 	"redrain/configstore"
+	"redrain/grant"
 	"redrain/ingress"
 	"redrain/metrics"
 	"redrain/protect"
@@ -72,7 +73,8 @@ type Node struct {
 	stream   *storage.GrantWriter
 	member   *cluster.Member
 	booker   *actors.Booker
-	issuer   *ingress.Issuer
+	grants   *grant.Admission
+	binder   *ingress.Binder
 	config   *configstore.Store
 	watcher  *configstore.Watcher
 	admin    *admin.API
@@ -180,12 +182,10 @@ func Start(cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	budgets := actors.NewBudgets(n.member.Cluster, n.tikv)
-	n.issuer, err = ingress.NewIssuer(ctx, ingress.IssuerConfig{Log: n.log, Campaign: n.Campaign, TiKV: n.tikv,
-		Pipeliner: n.pipe, Stream: n.stream, Leases: budgets, Node: n.ID,
+	n.binder = ingress.NewBinder(n.tikv, n.pipe)
+	n.grants = grant.New(grant.Config{Log: n.log, Campaign: n.Campaign, Resolver: n.binder,
+		Redis: n.pipe, Stream: n.stream, Leases: budgets, Node: n.ID,
 		Incarnation: n.Incarnation, Metrics: n.Metrics, Clock: clock})
-	if err != nil {
-		return nil, err
-	}
 	if err := n.startConfig(ctx); err != nil {
 		return nil, err
 	}
@@ -203,8 +203,8 @@ func Start(cfg Config) (n *Node, err error) {
 		}
 		return 0
 	})
-	n.server = &ingress.Server{Issuer: n.issuer, TiKV: n.tikv, Metrics: n.Metrics,
-		Tokens:       ingress.NewTokens(n.Campaign, n.issuer.Catalog, n.pipe, n.tikv, n.booker),
+	n.server = &ingress.Server{Grants: n.grants, Binder: n.binder, Campaign: n.Campaign, TiKV: n.tikv, Metrics: n.Metrics,
+		Tokens:       ingress.NewTokens(n.Campaign, n.grants.Catalog, n.pipe, n.tikv, n.booker),
 		Authenticate: n.authenticate,
 		Guard:        n.guard,
 		Admin:        n.admin.Serve,
@@ -214,7 +214,7 @@ func Start(cfg Config) (n *Node, err error) {
 			if err != nil {
 				lag = -1 // unknown: never "drained"
 			}
-			return ingress.Stats{GrantsIssued: n.issuer.GrantsNew.Load(), GrantsBooked: n.booker.Booked.Load(),
+			return ingress.Stats{GrantsIssued: n.grants.Issued(), GrantsBooked: n.booker.Booked.Load(),
 				BookingLag: lag, Ready: n.readyErr() == nil, CPUSeconds: metrics.ProcessCPUSeconds()}
 		},
 		Cluster: n.clusterView,
@@ -330,8 +330,8 @@ func (n *Node) Stop(ctx context.Context) {
 		if n.server != nil {
 			_ = n.server.Shutdown(ctx)
 		}
-		if n.issuer != nil {
-			n.issuer.Close(ctx)
+		if n.grants != nil {
+			n.grants.Close(ctx)
 		}
 		if n.stream != nil {
 			_ = n.stream.Close()

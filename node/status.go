@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"redrain/actors"
-	"redrain/ingress"
+	"redrain/grant"
 )
 
 // statusTTL is how long a node's status stays in Redis without a refresh:
@@ -27,8 +27,8 @@ type nodeStatus struct {
 	// Leases is what this node issued under each lease it holds open, by
 	// budget (budget figures read it: a budget record learns a lease's
 	// issued amount only when the lease closes).
-	Leases  map[string][]ingress.OpenLease `json:"leases,omitempty"`
-	Updated time.Time                      `json:"updated"`
+	Leases  map[string][]grant.OpenLease `json:"leases,omitempty"`
+	Updated time.Time                    `json:"updated"`
 }
 
 func statusKey(id string) string { return "rr:node:" + id }
@@ -37,7 +37,7 @@ func (n *Node) status() nodeStatus {
 	st := nodeStatus{ID: n.ID, HTTP: n.Addr(), Membership: n.member.Manage, MemberID: n.member.ID,
 		Partitions: n.booker.Claims(), Updated: time.Now().UTC(),
 		Grains: map[string]int64{actors.KindUser: n.grains.User.Load(), actors.KindBudget: n.grains.Budget.Load()},
-		Leases: n.issuer.OpenLeases()}
+		Leases: n.grants.OpenLeases()}
 	if st.Partitions == nil {
 		st.Partitions = []int32{}
 	}
@@ -116,7 +116,7 @@ func (n *Node) statuses(ctx context.Context) ([]nodeStatus, error) {
 // last status (at most a second old).
 func (n *Node) openIssued() map[string]map[uint64]actors.LeaseIssued {
 	out := map[string]map[uint64]actors.LeaseIssued{}
-	add := func(leases map[string][]ingress.OpenLease) {
+	add := func(leases map[string][]grant.OpenLease) {
 		for budget, ls := range leases {
 			if out[budget] == nil {
 				out[budget] = map[uint64]actors.LeaseIssued{}
@@ -137,7 +137,7 @@ func (n *Node) openIssued() map[string]map[uint64]actors.LeaseIssued {
 			add(st.Leases)
 		}
 	}
-	add(n.issuer.OpenLeases())
+	add(n.grants.OpenLeases())
 	return out
 }
 

@@ -3,6 +3,7 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -11,66 +12,84 @@ import (
 	"redrain/ledger"
 )
 
-// ErrStreamClosed is returned by Write after Close.
+// ErrStreamClosed is returned by Append after Close. Nothing was sent: the
+// caller may give its reservations back.
 var ErrStreamClosed = errors.New("storage: grant stream closed")
 
-// GrantWriter appends grants to the grant topic, many grants to a record.
-// Measured while planning: sarama to the embedded broker costs ~4-5 µs of CPU
-// per record, so one record per grant would need several cores at a million
-// grants a second. Grants of one partition are gathered while that
-// partition's previous record is in flight (group commit, no timer): one
-// grant alone goes out at once, a burst shares records.
+// GrantWriter appends grants to the grant topic, a shard's batch to a
+// record. The grant path hands it one batch per shard (partition) at a time
+// and waits for the acknowledgement; the next batch gathers meanwhile (group
+// commit, no timer). Measured while planning: sarama to the embedded broker
+// costs ~4-5 µs of CPU per record, so one record per grant would need
+// several cores at a million grants a second.
+//
+// The producer is idempotent (a retried produce request is appended once)
+// and every record is keyed by its shard, so `kcat -K` shows whose users a
+// record holds. A write has a deadline (WriteDeadline) shorter than any
+// claim's time-out on the grant path: once Append returns, the record either
+// landed or never will.
 type GrantWriter struct {
 	producer sarama.AsyncProducer
-	parts    []*partWriter
+	parts    int32
 	wg       sync.WaitGroup
 
 	mu     sync.RWMutex
 	closed bool
 }
 
-// recordsInFlightMax bounds the records of one partition awaiting their ack.
-const recordsInFlightMax = 2
+// Producer timing. One attempt is bounded by the broker's ack timeout and
+// the socket timeouts; retries are bounded in count. Worst case for one
+// record: (produceRetriesMax+1) attempts × (dial + write + read) plus the
+// back-offs, well under WriteDeadline.
+const (
+	produceAckTimeout   = 2 * time.Second
+	produceNetTimeout   = 2 * time.Second
+	produceRetriesMax   = 2
+	produceRetryBackoff = 200 * time.Millisecond
+)
+
+// WriteDeadline bounds how long a record may still land after Append
+// started it: every grant-path claim outlives it.
+const WriteDeadline = (produceRetriesMax+1)*(3*produceNetTimeout+produceAckTimeout) + produceRetriesMax*produceRetryBackoff
 
 // recordBatch is the grants of one record and who waits for them.
 type recordBatch struct {
-	part   int32
-	grants []ledger.Grant
-	done   chan struct{} // closed when err is set
-	err    error
+	done chan error // buffered: the producer's result goroutines never block
 }
 
-type partWriter struct {
-	mu       sync.Mutex
-	pending  *recordBatch
-	inFlight int
-}
-
-// NewGrantWriter starts a producer of the grant topic with partitions partitions.
+// NewGrantWriter starts an idempotent producer of the grant topic with
+// partitions partitions.
 func NewGrantWriter(brokers []string, partitions int32) (*GrantWriter, error) {
 	cfg := SaramaConfig("redrain-grants")
 	cfg.Producer.RequiredAcks = sarama.WaitForAll
+	cfg.Producer.Idempotent = true
+	cfg.Net.MaxOpenRequests = 1 // required by the idempotent producer
 	cfg.Producer.Return.Successes = true
 	cfg.Producer.Return.Errors = true
 	cfg.Producer.Partitioner = sarama.NewManualPartitioner
 	cfg.Producer.MaxMessageBytes = 4 << 20
-	cfg.Producer.Retry.Max = 5
+	cfg.Producer.Timeout = produceAckTimeout
+	cfg.Producer.Retry.Max = produceRetriesMax
+	cfg.Producer.Retry.Backoff = produceRetryBackoff
+	cfg.Net.DialTimeout = produceNetTimeout
+	cfg.Net.ReadTimeout = produceNetTimeout + produceAckTimeout
+	cfg.Net.WriteTimeout = produceNetTimeout
 	p, err := sarama.NewAsyncProducer(brokers, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%w: kafka producer: %v", ErrUnavailable, err)
 	}
-	w := &GrantWriter{producer: p, parts: make([]*partWriter, partitions)}
-	for i := range w.parts {
-		w.parts[i] = &partWriter{}
-	}
+	w := &GrantWriter{producer: p, parts: partitions}
 	w.wg.Add(2)
 	go w.successes()
 	go w.failures()
 	return w, nil
 }
 
+// Partitions is the number of shards (grant topic partitions).
+func (w *GrantWriter) Partitions() int32 { return w.parts }
+
 // Partition returns the partition of a user's grants.
-func (w *GrantWriter) Partition(actID uint64) int32 { return PartitionOf(actID, int32(len(w.parts))) }
+func (w *GrantWriter) Partition(actID uint64) int32 { return PartitionOf(actID, w.parts) }
 
 // PartitionOf maps an act_id onto one of n partitions (a fixed mix, so that
 // dense act_ids spread evenly).
@@ -79,96 +98,68 @@ func PartitionOf(actID uint64, n int32) int32 {
 	return int32((x >> 32) % uint64(n))
 }
 
-// Write appends g to the stream and waits until its record is acknowledged
-// by every in-sync replica. Only then may the grant be answered. It always
-// waits for the definite outcome (the producer's retries and timeout bound
-// it): a grant whose fate is unknown could be neither counted as issued nor
-// given back.
-func (w *GrantWriter) Write(g *ledger.Grant) error {
+// ShardKey is the record key of a shard's records.
+func ShardKey(part int32) []byte { return strconv.AppendInt(nil, int64(part), 10) }
+
+// Append writes grants, all of partition part, as one record (or as few as
+// GrantsPerRecordMax allows) and waits until each is acknowledged by every
+// in-sync replica; only then may the grants be answered. It returns the
+// number of records written. An error other than ErrStreamClosed is not a
+// proof that nothing landed: the caller must count the grants as issued.
+func (w *GrantWriter) Append(part int32, grants []ledger.Grant) (int, error) {
 	w.mu.RLock()
 	if w.closed {
 		w.mu.RUnlock()
-		return ErrStreamClosed
+		return 0, ErrStreamClosed
 	}
-	part := w.Partition(g.ActID)
-	pw := w.parts[part]
-	pw.mu.Lock()
-	b := pw.pending
-	if b == nil {
-		b = &recordBatch{part: part, done: make(chan struct{})}
-		pw.pending = b
+	if part < 0 || part >= w.parts {
+		w.mu.RUnlock()
+		return 0, fmt.Errorf("storage: partition %d of %d", part, w.parts)
 	}
-	b.grants = append(b.grants, *g)
-	if pw.inFlight < recordsInFlightMax || len(b.grants) >= ledger.GrantsPerRecordMax {
-		w.sendLocked(pw)
+	var waits []chan error
+	for len(grants) > 0 {
+		n := min(len(grants), ledger.GrantsPerRecordMax)
+		b := &recordBatch{done: make(chan error, 1)}
+		waits = append(waits, b.done)
+		w.producer.Input() <- &sarama.ProducerMessage{
+			Topic:     GrantTopic,
+			Partition: part,
+			Key:       sarama.ByteEncoder(ShardKey(part)),
+			Value:     sarama.ByteEncoder(ledger.AppendGrantRecord(nil, grants[:n])),
+			Metadata:  b,
+		}
+		grants = grants[n:]
 	}
-	pw.mu.Unlock()
 	w.mu.RUnlock()
-	<-b.done
-	return b.err
-}
-
-// sendLocked hands the pending batch to the producer. pw.mu is held.
-func (w *GrantWriter) sendLocked(pw *partWriter) {
-	b := pw.pending
-	if b == nil {
-		return
+	var err error
+	for _, c := range waits {
+		err = errors.Join(err, <-c)
 	}
-	pw.pending = nil
-	pw.inFlight++
-	w.producer.Input() <- &sarama.ProducerMessage{
-		Topic:     GrantTopic,
-		Partition: b.part,
-		Value:     sarama.ByteEncoder(ledger.AppendGrantRecord(nil, b.grants)),
-		Metadata:  b,
-	}
-}
-
-func (w *GrantWriter) finish(b *recordBatch, err error) {
-	b.err = err
-	close(b.done)
-	pw := w.parts[b.part]
-	pw.mu.Lock()
-	pw.inFlight--
-	w.sendLocked(pw)
-	pw.mu.Unlock()
+	return len(waits), err
 }
 
 func (w *GrantWriter) successes() {
 	defer w.wg.Done()
 	for m := range w.producer.Successes() {
-		w.finish(m.Metadata.(*recordBatch), nil)
+		m.Metadata.(*recordBatch).done <- nil
 	}
 }
 
 func (w *GrantWriter) failures() {
 	defer w.wg.Done()
 	for e := range w.producer.Errors() {
-		w.finish(e.Msg.Metadata.(*recordBatch), fmt.Errorf("%w: produce: %v", ErrUnavailable, e.Err))
+		e.Msg.Metadata.(*recordBatch).done <- fmt.Errorf("%w: produce: %v", ErrUnavailable, e.Err)
 	}
 }
 
-// Close flushes what is queued and stops the producer.
+// Close refuses new appends, waits for those in flight and stops the
+// producer.
 func (w *GrantWriter) Close() error {
 	w.mu.Lock()
 	w.closed = true
 	w.mu.Unlock()
-	// Pending batches go out as their partition's in-flight records finish;
-	// AsyncClose drains them all before closing the result channels.
-	for {
-		busy := false
-		for _, pw := range w.parts {
-			pw.mu.Lock()
-			if pw.pending != nil || pw.inFlight > 0 {
-				busy = true
-			}
-			pw.mu.Unlock()
-		}
-		if !busy {
-			break
-		}
-		time.Sleep(time.Millisecond) // shutdown only: the last acks arrive within a round trip
-	}
+	// Appends hold the read lock only while queueing; AsyncClose delivers
+	// every queued record's result before closing the result channels.
 	w.producer.AsyncClose()
 	w.wg.Wait()
 	return nil

@@ -1,4 +1,4 @@
-package ingress
+package grant
 
 import (
 	"context"
@@ -9,58 +9,14 @@ import (
 	"testing"
 	"time"
 
-	"redrain/ledger"
+	"redrain/grant/granttest"
 )
 
-// memBudget is a LeaseSource over one in-memory ledger.Budget: the real
-// lease rules, without a grain or TiKV.
-type memBudget struct {
-	mu     sync.Mutex
-	b      ledger.Budget
-	leases map[uint64]*ledger.Lease
-	fail   bool
-}
+func newMemBudget(total int64) *granttest.Budget { return granttest.NewBudget(total) }
 
-func newMemBudget(total int64) *memBudget {
-	return &memBudget{b: ledger.Budget{ID: "b", Asset: ledger.AssetCash, Total: total}, leases: map[uint64]*ledger.Lease{}}
-}
-
-func (m *memBudget) TakeLease(id string, want int64, owner string, inc uint64) (*ledger.Lease, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.fail {
-		return nil, errors.New("budget grain unreachable")
-	}
-	l := m.b.TakeLease(want, owner, inc)
-	if l != nil {
-		m.leases[l.ID] = l
-	}
-	return l, nil
-}
-
-func (m *memBudget) CloseLease(id string, leaseID uint64, issued, count int64) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.b.CloseLease(m.leases[leaseID], issued, count)
-}
-
-func (m *memBudget) OpenLeasesOf(id, owner string, inc uint64) ([]*ledger.Lease, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var out []*ledger.Lease
-	for _, l := range m.leases {
-		if !l.Closed && l.Owner == owner && l.Incarnation == inc {
-			out = append(out, l)
-		}
-	}
-	return out, nil
-}
-
-func (m *memBudget) check(t *testing.T) {
+func check(t *testing.T, src *granttest.Budget) {
 	t.Helper()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := m.b.Check(); err != nil {
+	if err := src.Check(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -101,9 +57,9 @@ func TestLeaseHolderNeverOverspends(t *testing.T) {
 	}
 	wg.Wait()
 	h.closeAll(ctx)
-	src.check(t)
+	check(t, src)
 	var issued, count int64
-	for _, l := range src.leases {
+	for _, l := range src.Leases() {
 		if !l.Closed {
 			t.Errorf("lease %d left open after closeAll", l.ID)
 		}
@@ -113,8 +69,8 @@ func TestLeaseHolderNeverOverspends(t *testing.T) {
 	if issued != acked || count != ackedCount {
 		t.Errorf("leases closed with issued %d (%d grants), want the acknowledged %d (%d)", issued, count, acked, ackedCount)
 	}
-	if got := src.b.Remaining() + issued; got != total {
-		t.Errorf("remaining %d + issued %d = %d, want total %d", src.b.Remaining(), issued, got, total)
+	if got := src.Remaining() + issued; got != total {
+		t.Errorf("remaining %d + issued %d = %d, want total %d", src.Remaining(), issued, got, total)
 	}
 	// Nothing is stranded: a node may call the budget exhausted while its
 	// own retired leases are still returning their unspent parts (it asks
@@ -132,9 +88,9 @@ func TestLeaseHolderNeverOverspends(t *testing.T) {
 		h2.settle(l, 200, true)
 	}
 	h2.closeAll(ctx)
-	src.check(t)
-	if src.b.Remaining() >= 200 {
-		t.Errorf("a fresh holder stopped with %d remaining", src.b.Remaining())
+	check(t, src)
+	if src.Remaining() >= 200 {
+		t.Errorf("a fresh holder stopped with %d remaining", src.Remaining())
 	}
 }
 
@@ -151,29 +107,27 @@ func TestLeaseHolderTailDoesNotSpin(t *testing.T) {
 		t.Fatalf("take(100) with 50 left: err = %v, want errExhausted", err)
 	}
 	h.closeAll(ctx)
-	src.check(t)
-	if src.b.Remaining() != 50 {
-		t.Errorf("remaining %d, want 50 returned", src.b.Remaining())
+	check(t, src)
+	if src.Remaining() != 50 {
+		t.Errorf("remaining %d, want 50 returned", src.Remaining())
 	}
 }
 
 func TestLeaseHolderFetchErrorIsReported(t *testing.T) {
 	src := newMemBudget(1000)
-	src.fail = true
+	src.SetFailing(true)
 	h := newLeaseHolder(slog.Default(), "b", src, "n1", 1, 100, 100, time.Now)
 	if _, err := h.take(context.Background(), 10); err == nil || errors.Is(err, errExhausted) {
 		t.Fatalf("take with the budget unreachable: err = %v, want the fetch error", err)
 	}
-	src.mu.Lock()
-	src.fail = false
-	src.mu.Unlock()
+	src.SetFailing(false)
 	l, err := h.take(context.Background(), 10)
 	if err != nil {
 		t.Fatalf("take after the budget came back: %v", err)
 	}
 	h.settle(l, 10, true)
 	h.closeAll(context.Background())
-	src.check(t)
+	check(t, src)
 }
 
 func TestLeaseHolderClosesLeaseWhoseReplyWasLost(t *testing.T) {
@@ -188,14 +142,14 @@ func TestLeaseHolderClosesLeaseWhoseReplyWasLost(t *testing.T) {
 	}
 	h.settle(l, 10, true)
 	h.closeAll(context.Background())
-	src.check(t)
-	if !src.leases[lost.ID].Closed || src.leases[lost.ID].Issued != 0 {
-		t.Errorf("lost lease %+v: want closed with nothing issued", src.leases[lost.ID])
+	check(t, src)
+	if !src.Leases()[lost.ID].Closed || src.Leases()[lost.ID].Issued != 0 {
+		t.Errorf("lost lease %+v: want closed with nothing issued", src.Leases()[lost.ID])
 	}
-	if src.leases[other.ID].Closed {
+	if src.Leases()[other.ID].Closed {
 		t.Errorf("another node's lease was closed")
 	}
-	if got, want := src.b.Remaining(), int64(10_000-10-1000); got != want {
+	if got, want := src.Remaining(), int64(10_000-10-1000); got != want {
 		t.Errorf("remaining %d, want %d (only the other node's lease and the 10 issued out)", got, want)
 	}
 }

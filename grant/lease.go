@@ -1,4 +1,4 @@
-package ingress
+package grant
 
 import (
 	"context"
@@ -20,7 +20,7 @@ type LeaseSource interface {
 	OpenLeasesOf(budgetID, owner string, incarnation uint64) ([]*ledger.Lease, error)
 }
 
-var errExhausted = errors.New("ingress: budget exhausted")
+var errExhausted = errors.New("grant: budget exhausted")
 
 // exhaustedRetry is how long a node believes a budget exhausted before it
 // asks again (leases returned by other nodes may refill it).
@@ -115,6 +115,24 @@ func newLeaseHolder(log *slog.Logger, budgetID string, src LeaseSource, owner st
 // take reserves amount from the current lease, fetching leases as needed.
 func (h *leaseHolder) take(ctx context.Context, amount int64) (*activeLease, error) {
 	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.takeLocked(ctx, amount)
+}
+
+// takeBatch reserves each of amounts in turn under one hold of the lock:
+// a shard's batch takes from a budget once, not once per grant. leases[i]
+// and errs[i] are take's results for amounts[i].
+func (h *leaseHolder) takeBatch(ctx context.Context, amounts []int64, leases []*activeLease, errs []error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, a := range amounts {
+		leases[i], errs[i] = h.takeLocked(ctx, a)
+	}
+}
+
+// takeLocked is take with h.mu held; it releases the lock only while it
+// waits for a lease fetch.
+func (h *leaseHolder) takeLocked(ctx context.Context, amount int64) (*activeLease, error) {
 	for {
 		if l := h.cur; l != nil && l.amount-l.reserved >= amount {
 			l.reserved += amount
@@ -122,7 +140,6 @@ func (h *leaseHolder) take(ctx context.Context, amount int64) (*activeLease, err
 			if l.amount-l.reserved < l.amount/2 && h.next == nil && h.fetching == nil {
 				h.fetchLocked()
 			}
-			h.mu.Unlock()
 			return l, nil
 		}
 		if h.cur != nil {
@@ -134,13 +151,11 @@ func (h *leaseHolder) take(ctx context.Context, amount int64) (*activeLease, err
 			continue
 		}
 		if h.clock().Before(h.exhaustedUntil) {
-			h.mu.Unlock()
 			return nil, errExhausted
 		}
 		if h.fetchErr != nil {
 			err := h.fetchErr
 			h.fetchErr = nil
-			h.mu.Unlock()
 			return nil, err
 		}
 		if h.fetching == nil {
@@ -151,6 +166,7 @@ func (h *leaseHolder) take(ctx context.Context, amount int64) (*activeLease, err
 		select {
 		case <-wait:
 		case <-ctx.Done():
+			h.mu.Lock()
 			return nil, ctx.Err()
 		}
 		h.mu.Lock()
@@ -160,12 +176,18 @@ func (h *leaseHolder) take(ctx context.Context, amount int64) (*activeLease, err
 // settle ends a reservation: acknowledged grants count as issued, failed
 // ones give their amount back.
 func (h *leaseHolder) settle(l *activeLease, amount int64, acked bool) {
+	h.settleBatch(l, amount, 1, acked)
+}
+
+// settleBatch ends count reservations of l that add up to amount, as
+// settle does for one.
+func (h *leaseHolder) settleBatch(l *activeLease, amount int64, count int, acked bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	l.inflight--
+	l.inflight -= count
 	if acked {
 		l.acked += amount
-		l.ackedCount++
+		l.ackedCount += int64(count)
 	} else {
 		l.reserved -= amount
 	}

@@ -1,0 +1,310 @@
+package grant_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"redrain/campaign"
+	"redrain/grant"
+	"redrain/grant/granttest"
+	"redrain/ledger"
+	"redrain/metrics"
+	"redrain/storage"
+	"redrain/storage/storagetest"
+)
+
+// seqResolver binds each new identity to the next act_id, in memory.
+type seqResolver struct {
+	mu   sync.Mutex
+	ids  map[string]uint64
+	next uint64
+}
+
+func (r *seqResolver) ResolveMany(_ context.Context, apps []uint32, users []string, ids []uint64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range apps {
+		k := fmt.Sprintf("%d/%s", apps[i], users[i])
+		id, ok := r.ids[k]
+		if !ok {
+			r.next++
+			id = r.next
+			r.ids[k] = id
+		}
+		ids[i] = id
+	}
+	return nil
+}
+
+type fixture struct {
+	adm    *grant.Admission
+	budget *granttest.Budget
+	kafka  *storage.Kafka
+	parts  int32
+	reg    *metrics.Registry
+}
+
+// newFixture runs an admission against redis-server, the embedded broker
+// and a budget in memory, serving the demo campaign.
+func newFixture(t *testing.T, parts int32, total int64, inFlightMax int) *fixture {
+	t.Helper()
+	rs, err := storage.OpenRedis(storagetest.Redis(t), 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rs.Close)
+	pipe := storage.NewPipeliner(rs.Client, 2)
+	t.Cleanup(pipe.Close)
+	k := storagetest.Kafka(t, "", parts)
+	gw, err := storage.NewGrantWriter(k.Brokers, parts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = gw.Close() })
+	camp, err := campaign.Compile(campaign.Demo())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := camp.SeedCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{budget: granttest.NewBudget(total), kafka: k, parts: parts, reg: &metrics.Registry{}}
+	f.adm = grant.New(grant.Config{Log: slog.New(slog.DiscardHandler), Campaign: camp,
+		Resolver: &seqResolver{ids: map[string]uint64{}}, Redis: pipe, Stream: gw, Leases: f.budget,
+		Node: "n-test", Incarnation: 1, Metrics: f.reg, Clock: time.Now, InFlightMax: inFlightMax})
+	f.adm.SetCatalog(cat)
+	t.Cleanup(func() { f.adm.Close(context.Background()) })
+	return f
+}
+
+func demoRequests(users ...string) []grant.Request {
+	out := make([]grant.Request, len(users))
+	for i, u := range users {
+		out[i] = grant.Request{AppID: 1, UserID: u, ActivityID: "demo", SceneID: "rain", RainID: 1}
+	}
+	return out
+}
+
+func admit(f *fixture, reqs []grant.Request) []grant.Result {
+	res := make([]grant.Result, len(reqs))
+	f.adm.Admit(reqs, res)
+	return res
+}
+
+// records reads every grant record of the topic.
+func records(t *testing.T, f *fixture) [][]ledger.Grant {
+	t.Helper()
+	client, err := sarama.NewClient(f.kafka.Brokers, storage.SaramaConfig("grant-test-reader"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	consumer, err := sarama.NewConsumerFromClient(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer consumer.Close()
+	var out [][]ledger.Grant
+	for p := range f.parts {
+		hwm, err := client.GetOffset(storage.GrantTopic, p, sarama.OffsetNewest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hwm == 0 {
+			continue
+		}
+		pc, err := consumer.ConsumePartition(storage.GrantTopic, p, sarama.OffsetOldest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.After(30 * time.Second)
+		for done := false; !done; {
+			select {
+			case m := <-pc.Messages():
+				gs, err := ledger.DecodeGrantRecord(nil, m.Value)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, g := range gs {
+					if got := storage.PartitionOf(g.ActID, f.parts); got != p {
+						t.Errorf("act %d in partition %d, want %d", g.ActID, p, got)
+					}
+				}
+				out = append(out, gs)
+				done = m.Offset+1 >= hwm
+			case <-deadline:
+				t.Fatalf("partition %d: timed out reading to %d", p, hwm)
+			}
+		}
+		_ = pc.Close()
+	}
+	return out
+}
+
+// TestAdmitBatchOneRecordPerShard admits a request of many new users on
+// one shard: one record carries them all, each is issued once, and a
+// second request for the same users answers the identical packets.
+func TestAdmitBatchOneRecordPerShard(t *testing.T) {
+	f := newFixture(t, 1, 1<<40, 0)
+	var users []string
+	for i := range 300 {
+		users = append(users, fmt.Sprintf("u%d", i))
+	}
+	first := admit(f, demoRequests(users...))
+	for i, r := range first {
+		if r.Outcome != grant.Issued || r.Grant.Amount <= 0 || r.Grant.LeaseID == 0 {
+			t.Fatalf("grant %d = %v %+v, want issued with an amount and a lease", i, r.Outcome, r.Grant)
+		}
+	}
+	again := admit(f, demoRequests(users...))
+	for i, r := range again {
+		a, b := first[i].Grant.Claims(), r.Grant.Claims()
+		if r.Outcome != grant.Repeat || a != b {
+			t.Errorf("repeat %d = %v %+v, want the identical packet %+v", i, r.Outcome, b, a)
+		}
+	}
+	recs := records(t, f)
+	if len(recs) != 1 || len(recs[0]) != len(users) {
+		t.Fatalf("%d records (first holds %d grants), want 1 record of %d", len(recs), len(recs[0]), len(users))
+	}
+	if n := f.adm.Issued(); n != int64(len(users)) {
+		t.Errorf("Issued() = %d, want %d", n, len(users))
+	}
+}
+
+// TestAdmitDuplicatesInOneBatch sends the same user three times in one
+// request and concurrently from many requests: one packet, every answer
+// identical, one grant on the stream.
+func TestAdmitDuplicatesInOneBatch(t *testing.T) {
+	f := newFixture(t, 4, 1<<40, 0)
+	res := admit(f, demoRequests("dup", "other", "dup", "dup"))
+	issued := 0
+	for _, i := range []int{0, 2, 3} {
+		switch res[i].Outcome {
+		case grant.Issued:
+			issued++
+		case grant.Repeat:
+		default:
+			t.Fatalf("item %d = %v, want issued or repeat", i, res[i].Outcome)
+		}
+		if res[i].Grant.Claims() != res[0].Grant.Claims() {
+			t.Errorf("item %d = %+v, want %+v", i, res[i].Grant, res[0].Grant)
+		}
+	}
+	if issued != 1 {
+		t.Errorf("%d of the duplicates issued, want 1", issued)
+	}
+	var wg sync.WaitGroup
+	answers := make([][]grant.Result, 16)
+	for i := range answers {
+		wg.Go(func() { answers[i] = admit(f, demoRequests("racer", "dup")) })
+	}
+	wg.Wait()
+	for i, a := range answers {
+		if a[0].Outcome != grant.Issued && a[0].Outcome != grant.Repeat {
+			t.Fatalf("racer %d = %v", i, a[0].Outcome)
+		}
+		if a[0].Grant.Claims() != answers[0][0].Grant.Claims() || a[1].Grant.Claims() != res[0].Grant.Claims() {
+			t.Errorf("request %d answered different packets", i)
+		}
+	}
+	seen := map[uint64]int{}
+	for _, r := range records(t, f) {
+		for _, g := range r {
+			seen[g.ActID]++
+		}
+	}
+	if len(seen) != 3 {
+		t.Errorf("stream holds grants of %d users, want 3", len(seen))
+	}
+	for act, n := range seen {
+		if n != 1 {
+			t.Errorf("act %d has %d grants on the stream, want 1", act, n)
+		}
+	}
+}
+
+// TestAdmitBudgetAddsUp exhausts a small budget from concurrent batches:
+// no overspend, and what the stream carries is what the leases issued.
+func TestAdmitBudgetAddsUp(t *testing.T) {
+	const total = 20_000
+	f := newFixture(t, 4, total, 0)
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			var users []string
+			for i := range 50 {
+				users = append(users, fmt.Sprintf("w%d-u%d", w, i))
+			}
+			for _, r := range admit(f, demoRequests(users...)) {
+				if r.Outcome != grant.Issued && r.Outcome != grant.BudgetExhausted {
+					t.Errorf("outcome %v, want issued or budget_exhausted", r.Outcome)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	f.adm.Close(context.Background())
+	if err := f.budget.Check(); err != nil {
+		t.Fatal(err)
+	}
+	var streamed, issued int64
+	for _, r := range records(t, f) {
+		for _, g := range r {
+			streamed += g.Amount
+		}
+	}
+	for _, l := range f.budget.Leases() {
+		if !l.Closed {
+			t.Errorf("lease %d open after Close", l.ID)
+		}
+		issued += l.Issued
+	}
+	if streamed != issued || issued > total {
+		t.Errorf("stream carries %d, leases issued %d, budget %d: want stream = issued <= budget", streamed, issued, total)
+	}
+	if f.budget.Remaining()+issued != total {
+		t.Errorf("remaining %d + issued %d != total %d", f.budget.Remaining(), issued, total)
+	}
+}
+
+// TestAdmitShedsOverTheBound refuses a request that would take the node
+// past its bound on grants in flight, at once and whole.
+func TestAdmitShedsOverTheBound(t *testing.T) {
+	f := newFixture(t, 1, 1<<40, 4)
+	for i, r := range admit(f, demoRequests("a", "b", "c", "d", "e")) {
+		if r.Outcome != grant.Shed {
+			t.Errorf("item %d = %v, want shed", i, r.Outcome)
+		}
+	}
+	for i, r := range admit(f, demoRequests("a", "b", "c", "d")) {
+		if r.Outcome != grant.Issued {
+			t.Errorf("item %d within the bound = %v, want issued", i, r.Outcome)
+		}
+	}
+}
+
+// TestAdmitRefusesBeforeShards answers bad requests without a shard and
+// refuses everything once closed.
+func TestAdmitRefusesBeforeShards(t *testing.T) {
+	f := newFixture(t, 1, 1<<40, 0)
+	reqs := []grant.Request{
+		{AppID: 1, UserID: "x", ActivityID: "nope", SceneID: "rain", RainID: 1},
+		{AppID: 1, UserID: "x", ActivityID: "demo", SceneID: "rain", RainID: 99},
+	}
+	res := admit(f, reqs)
+	if res[0].Outcome != grant.UnknownActivity || res[1].Outcome != grant.UnknownRain {
+		t.Errorf("outcomes %v, %v; want unknown_activity, unknown_rain", res[0].Outcome, res[1].Outcome)
+	}
+	f.adm.Close(context.Background())
+	if r := admit(f, demoRequests("late")); r[0].Outcome != grant.Unavailable {
+		t.Errorf("after Close: %v, want unavailable", r[0].Outcome)
+	}
+}

@@ -1,0 +1,416 @@
+// Package grant is the grant domain: it admits grant requests in
+// micro-batches per shard, decides the per-user limit, spends budget from
+// leases, draws awards and amounts, and hands each shard's batch to the
+// grant stream as one record. It knows nothing of HTTP: what happened to a
+// grant is a typed Outcome that the API maps to its error table.
+//
+// A shard is a partition of the grant topic; a user (act_id) belongs to
+// one. Each shard has one goroutine that takes everything that arrived
+// while its previous batch waited for its Kafka acknowledgement (no timer)
+// and does once per batch what a grant needs: one clock read, one Redis
+// round trip for the limit claims (with the marks of the previous batch in
+// front of them), one lease take and settle per budget, one record, one
+// acknowledgement wait. Nothing on this path starts a goroutine, hops a
+// channel or takes a shared lock once per grant; callers pay one hand-off
+// per request.
+//
+// The package must never write to TiKV on the grant path, make a Redis call
+// per grant, or answer a grant before its record is acknowledged.
+package grant
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"redrain/campaign"
+	"redrain/ledger"
+	"redrain/metrics"
+	"redrain/storage"
+)
+
+// Outcome is what happened to one grant request. Business outcomes are
+// values, not Go errors; only Unavailable carries an error (Result.Err).
+type Outcome uint8
+
+// Outcomes.
+const (
+	Issued          Outcome = iota // a new packet
+	Repeat                         // the user's packet for this rain, issued before (Result.Booked: booked already)
+	NoAward                        // every award fell back to "no award", now or before: the user's packet is used up
+	InProgress                     // a grant for this user and rain is in flight elsewhere; retry
+	BudgetExhausted                // the award's budget (and its fallbacks') cannot pay
+	RainClosed                     // the rain is not open
+	UnknownActivity                // no such activity is served
+	UnknownRain                    // the activity has no such rain
+	NotEligible                    // no published version or stage admits this user
+	Shed                           // the node has too many grants in flight; retry
+	Unavailable                    // a backend failed; retry (Result.Err says which)
+	outcomeCount
+)
+
+var outcomeNames = [outcomeCount]string{"issued", "repeat", "no_award", "in_progress", "budget_exhausted",
+	"rain_closed", "unknown_activity", "unknown_rain", "not_eligible", "shed", "unavailable"}
+
+// String returns the outcome's metric label, e.g. "budget_exhausted".
+func (o Outcome) String() string {
+	if o < outcomeCount {
+		return outcomeNames[o]
+	}
+	return "unknown"
+}
+
+// Request is one grant as a client asks for it.
+type Request struct {
+	AppID      uint32
+	UserID     string
+	ActivityID string
+	SceneID    string
+	RainID     uint64
+}
+
+// Result is the answer to one Request.
+type Result struct {
+	Outcome Outcome
+	// Grant is the packet (Issued, Repeat) or, for NoAward, the user
+	// (ActID, Stage and the request's ids).
+	Grant  ledger.Grant
+	Booked bool  // Repeat: the packet is booked already
+	Err    error // Unavailable: why
+}
+
+// Resolver binds app identities to act_ids, many at once (one round trip
+// for every identity it does not know yet). ids[i] stays 0 for an identity
+// it could not resolve, and the error says why.
+type Resolver interface {
+	ResolveMany(ctx context.Context, apps []uint32, users []string, ids []uint64) error
+}
+
+// Config wires an Admission.
+type Config struct {
+	Log         *slog.Logger
+	Campaign    *campaign.Campaign // draw salt
+	Resolver    Resolver
+	Redis       *storage.Pipeliner
+	Stream      *storage.GrantWriter
+	Leases      LeaseSource
+	Node        string // this node's id
+	Incarnation uint64 // this process's start
+	Metrics     *metrics.Registry
+	Clock       func() time.Time
+	// InFlightMax bounds the grants admitted and not yet answered on this
+	// node; past it requests are refused Shed at once (default
+	// InFlightMaxDefault).
+	InFlightMax int
+}
+
+// InFlightMaxDefault is the default bound on grants in flight per node:
+// at ~1 KiB per grant in flight (request, grant, record bytes) it holds
+// memory near 128 MiB whatever is offered.
+const InFlightMaxDefault = 1 << 17
+
+// resolveTimeout bounds binding a request's new users.
+const resolveTimeout = 5 * time.Second
+
+// Admission admits grants into per-shard micro-batches.
+type Admission struct {
+	log         *slog.Logger
+	salt        string
+	resolver    Resolver
+	redis       *storage.Pipeliner
+	stream      *storage.GrantWriter
+	clock       func() time.Time
+	catalog     atomic.Pointer[campaign.Catalog]
+	leaseSrc    LeaseSource
+	node        string
+	incarnation uint64
+
+	// leases holds one holder per budget ever drawn from (budget id →
+	// *leaseHolder), created on first use; lookups take no lock. Holders
+	// of budgets a later configuration dropped stay until the node stops,
+	// so their open leases are closed exactly once.
+	leases sync.Map
+
+	shards      []*shard
+	inFlight    atomic.Int64 // Invariant: <= inFlightMax after every admit's check
+	inFlightMax int64
+	closing     atomic.Bool
+	wg          sync.WaitGroup
+
+	outcomes    [outcomeCount]*metrics.Counter
+	latency     *metrics.Histogram
+	batchSize   *metrics.Histogram
+	perRecord   *metrics.Histogram
+	stageTime   [stageCount]*metrics.Histogram
+	inFlightMet *metrics.Gauge
+}
+
+// Stages of a shard's batch, timed per batch.
+const (
+	stageClaim = iota
+	stageLease
+	stageStream
+	stageCount
+)
+
+var stageNames = [stageCount]string{"claim", "lease", "stream"}
+
+// New builds an admission with one shard per grant-topic partition and an
+// empty catalog: it grants once SetCatalog publishes activities.
+func New(cfg Config) *Admission {
+	a := &Admission{
+		log: cfg.Log, salt: cfg.Campaign.Config.DrawSalt, resolver: cfg.Resolver, redis: cfg.Redis,
+		stream: cfg.Stream, clock: cfg.Clock, leaseSrc: cfg.Leases, node: cfg.Node, incarnation: cfg.Incarnation,
+		inFlightMax: int64(cfg.InFlightMax),
+	}
+	if a.inFlightMax <= 0 {
+		a.inFlightMax = InFlightMaxDefault
+	}
+	a.catalog.Store(campaign.NewCatalog(0))
+	reg := cfg.Metrics
+	for o := range outcomeCount {
+		a.outcomes[o] = reg.Counter("redrain_grants_total", "Grant requests by outcome.", "outcome", o.String())
+	}
+	a.latency = reg.Histogram("redrain_grant_seconds", "Grant request latency, parsed to answered (a batch request counts once).", metrics.LatencyBounds)
+	a.batchSize = reg.CountHistogram("redrain_grant_batch_grants", "Grants in one shard batch.", metrics.CountBounds)
+	a.perRecord = reg.CountHistogram("redrain_grants_per_record", "Grants in one grant-stream record.", metrics.CountBounds)
+	for i, name := range stageNames {
+		a.stageTime[i] = reg.Histogram("redrain_grant_stage_seconds", "Time a shard batch spends in each stage of the grant path.", metrics.LatencyBounds, "stage", name)
+	}
+	a.inFlightMet = reg.Gauge("redrain_grants_in_flight", "Grants admitted and not yet answered on this node.")
+	n := cfg.Stream.Partitions()
+	a.shards = make([]*shard, n)
+	for i := range a.shards {
+		a.shards[i] = newShard(a, int32(i))
+		a.wg.Add(1)
+		go a.shards[i].run()
+	}
+	return a
+}
+
+// SetCatalog swaps in what the node serves. Grants in flight finish on the
+// catalog they started with.
+func (a *Admission) SetCatalog(c *campaign.Catalog) { a.catalog.Store(c) }
+
+// Catalog is what the node serves now.
+func (a *Admission) Catalog() *campaign.Catalog { return a.catalog.Load() }
+
+// Issued counts the packets this node issued (new grants acknowledged).
+func (a *Admission) Issued() int64 { return a.outcomes[Issued].Load() }
+
+// OpenLeases reports, per budget, what this node issued under each lease
+// it holds open.
+func (a *Admission) OpenLeases() map[string][]OpenLease {
+	out := map[string][]OpenLease{}
+	a.leases.Range(func(id, h any) bool {
+		if open := h.(*leaseHolder).open(); len(open) > 0 {
+			out[id.(string)] = open
+		}
+		return true
+	})
+	return out
+}
+
+// holder returns the lease holder of w's budget, creating it on first use.
+func (a *Admission) holder(w *campaign.ChildAward) *leaseHolder {
+	if h, ok := a.leases.Load(w.BudgetID); ok {
+		return h.(*leaseHolder)
+	}
+	// A lease covers 256 maximal grants at first and doubles while
+	// leases last under two seconds, up to 65536 of them; and never more
+	// than a 64th of the budget at first (a 16th at most), so that small
+	// budgets spread over nodes and the spent share that thresholds
+	// read stays fine-grained.
+	// Both are whole multiples of the largest packet, so that a lease
+	// of a fixed-amount award is spent to the last fen.
+	m := w.MaxAmount()
+	lo := max(min(m*256, w.Total/64)/m*m, m)
+	hi := max(min(m*65536, w.Total/16)/m*m, lo)
+	// A holder that loses the race to be stored was never used: it holds
+	// no lease.
+	h, _ := a.leases.LoadOrStore(w.BudgetID,
+		newLeaseHolder(a.log, w.BudgetID, a.leaseSrc, a.node, a.incarnation, lo, hi, a.clock))
+	return h.(*leaseHolder)
+}
+
+// Close answers every grant already admitted, stops the shards and
+// returns every lease's unspent budget. Admit after Close answers
+// Unavailable.
+func (a *Admission) Close(ctx context.Context) {
+	if a.closing.Swap(true) {
+		return
+	}
+	for _, s := range a.shards {
+		s.wakeUp()
+	}
+	a.wg.Wait()
+	a.leases.Range(func(_, h any) bool {
+		h.(*leaseHolder).closeAll(ctx)
+		return true
+	})
+}
+
+// errClosed answers grants that arrive while the node stops.
+var errClosed = errors.New("grant: the node is stopping")
+
+// item is one grant request on its way through a shard.
+type item struct {
+	g        ledger.Grant
+	child    *campaign.Child
+	limitKey string
+	res      *Result
+	t        *ticket
+	// Set by the shard while it decides the batch.
+	lead  *item // an earlier item of the same batch with the same limit key
+	award *campaign.ChildAward
+	h     *leaseHolder
+	lease *activeLease
+}
+
+// ticket is one request waiting for its items.
+type ticket struct {
+	left atomic.Int64
+	done chan struct{}
+}
+
+func (t *ticket) finish(n int64) {
+	if t.left.Add(-n) == 0 {
+		close(t.done)
+	}
+}
+
+// Admit decides every request and fills res[i] with the answer to reqs[i].
+// It returns once every grant is answered: issued ones after their record
+// is acknowledged. Requests that fail before reaching a shard (unknown
+// activity, closed rain, not eligible) are answered at once and bind no
+// user when the rain itself is unknown or closed.
+func (a *Admission) Admit(reqs []Request, res []Result) {
+	start := time.Now()
+	defer func() { a.latency.ObserveNs(time.Since(start).Nanoseconds()) }()
+	if a.closing.Load() {
+		for i := range res {
+			res[i] = Result{Outcome: Unavailable, Err: errClosed}
+		}
+		a.count(res)
+		return
+	}
+	now := a.clock()
+	cat := a.catalog.Load()
+	// Refuse a rain no served version has, or has open, before binding: a
+	// bad request must not hand out an act_id.
+	pubs := make([]*campaign.Published, len(reqs))
+	var apps []uint32
+	var users []string
+	var bind []int
+	for i := range reqs {
+		r := &reqs[i]
+		pub := cat.Activity(r.ActivityID)
+		if pub == nil {
+			res[i] = Result{Outcome: UnknownActivity}
+			continue
+		}
+		switch known, open := pub.RainState(r.SceneID, r.RainID, now); {
+		case !known:
+			res[i] = Result{Outcome: UnknownRain}
+			continue
+		case !open:
+			res[i] = Result{Outcome: RainClosed}
+			continue
+		}
+		pubs[i] = pub
+		apps, users, bind = append(apps, r.AppID), append(users, r.UserID), append(bind, i)
+	}
+	if len(bind) == 0 {
+		a.count(res)
+		return
+	}
+	ids := make([]uint64, len(bind))
+	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+	bindErr := a.resolver.ResolveMany(ctx, apps, users, ids)
+	cancel()
+	items := make([]item, 0, len(bind))
+	for j, i := range bind {
+		r := &reqs[i]
+		actID := ids[j]
+		if actID == 0 {
+			res[i] = Result{Outcome: Unavailable, Err: bindErr}
+			continue
+		}
+		ver := pubs[i].For(actID)
+		if ver == nil {
+			res[i] = Result{Outcome: NotEligible}
+			continue
+		}
+		rain := ver.Rain(r.SceneID, r.RainID)
+		switch {
+		case rain == nil:
+			res[i] = Result{Outcome: UnknownRain}
+			continue
+		case !rain.Open(now):
+			res[i] = Result{Outcome: RainClosed}
+			continue
+		}
+		child := ver.ChildFor(actID)
+		if child == nil {
+			res[i] = Result{Outcome: NotEligible}
+			continue
+		}
+		it := item{res: &res[i], child: child, g: ledger.Grant{
+			AppID: r.AppID, ActID: actID, UserID: r.UserID, ActivityID: ver.ID,
+			SceneID: r.SceneID, RainID: r.RainID, Stage: child.Stage, OpenTime: rain.Start.UnixMilli(),
+		}}
+		it.limitKey = it.g.LimitKey()
+		items = append(items, it)
+	}
+	if len(items) > 0 {
+		a.enqueue(items)
+	}
+	a.count(res)
+}
+
+// enqueue hands items to their shards (one lock per shard per request) and
+// waits until every one is answered.
+func (a *Admission) enqueue(items []item) {
+	n := int64(len(items))
+	if a.inFlight.Add(n) > a.inFlightMax {
+		a.inFlight.Add(-n)
+		for i := range items {
+			*items[i].res = Result{Outcome: Shed}
+		}
+		return
+	}
+	a.inFlightMet.Add(n)
+	t := &ticket{done: make(chan struct{})}
+	t.left.Store(n)
+	// Group by shard so that each shard's queue is locked once; a shard's
+	// items stay in request order.
+	byShard := make(map[int32][]*item, min(len(items), len(a.shards)))
+	for i := range items {
+		it := &items[i]
+		it.t = t
+		p := a.stream.Partition(it.g.ActID)
+		byShard[p] = append(byShard[p], it)
+	}
+	for p, its := range byShard {
+		a.shards[p].push(its)
+	}
+	<-t.done
+	a.inFlight.Add(-n)
+	a.inFlightMet.Add(-n)
+}
+
+// count adds a request's outcomes to the metrics, once per outcome.
+func (a *Admission) count(res []Result) {
+	var n [outcomeCount]int64
+	for i := range res {
+		n[res[i].Outcome]++
+	}
+	for o, c := range n {
+		if c > 0 {
+			a.outcomes[o].Add(c)
+		}
+	}
+}

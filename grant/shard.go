@@ -1,0 +1,406 @@
+package grant
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"redrain/ledger"
+	"redrain/storage"
+)
+
+// pendingMarkTTL bounds how long a claim whose record may or may not have
+// landed blocks its user: after it, a retry issues again (the same token,
+// by determinism). It outlives storage.WriteDeadline, so a claim never
+// expires while its record may still land.
+const pendingMarkTTL = 30 * time.Second
+
+// batchTimeout bounds a batch's Redis round trip and lease waits.
+const batchTimeout = 10 * time.Second
+
+// shard admits the grants of one grant-topic partition. Its queue is the
+// only state shared with callers; everything else belongs to its goroutine.
+type shard struct {
+	a  *Admission
+	id int32
+
+	mu      sync.Mutex
+	queue   []*item
+	stopped bool          // the goroutine has exited: push answers at once
+	wake    chan struct{} // capacity 1: "the queue may hold something"
+
+	// Owned by the shard's goroutine.
+	//
+	// marks are the issued marks and unclaims of earlier batches not yet in
+	// Redis. They go in front of the next batch's claims in the same
+	// pipeline (one connection, in order), so a duplicate in the next batch
+	// sees its predecessor's mark; an idle shard flushes them alone.
+	marks   []redis.Cmder
+	leads   map[string]*item
+	grants  []ledger.Grant
+	amounts []int64
+	leases  []*activeLease
+	errs    []error
+}
+
+func newShard(a *Admission, id int32) *shard {
+	return &shard{a: a, id: id, wake: make(chan struct{}, 1), leads: map[string]*item{}}
+}
+
+// push appends a request's items for this shard and wakes its goroutine.
+func (s *shard) push(its []*item) {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		for _, it := range its {
+			*it.res = Result{Outcome: Unavailable, Err: errClosed}
+		}
+		s.finish(its)
+		return
+	}
+	s.queue = append(s.queue, its...)
+	s.mu.Unlock()
+	s.wakeUp()
+}
+
+func (s *shard) wakeUp() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run takes whatever the queue holds as one batch, again and again, until
+// the admission closes and the queue is empty.
+func (s *shard) run() {
+	defer s.a.wg.Done()
+	var batch []*item
+	for {
+		<-s.wake
+		for {
+			s.mu.Lock()
+			batch, s.queue = s.queue, batch[:0]
+			s.mu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			s.process(batch)
+			clear(batch)
+		}
+		if len(s.marks) > 0 {
+			s.flushMarks()
+		}
+		if s.a.closing.Load() {
+			s.mu.Lock()
+			if len(s.queue) == 0 {
+				s.stopped = true
+				s.mu.Unlock()
+				return
+			}
+			s.mu.Unlock()
+			s.wakeUp()
+		}
+	}
+}
+
+// flushMarks sends the marks of earlier batches on their own (the shard
+// is idle). Marks that fail stay for the next round trip.
+func (s *shard) flushMarks() {
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+	if err := s.a.redis.Do(ctx, s.marks...); err != nil {
+		s.a.log.Warn("grant: marks not written; retrying with the next batch", "shard", s.id, "marks", len(s.marks), "err", err)
+		return
+	}
+	s.keepFailedMarks(len(s.marks))
+}
+
+// keepFailedMarks drops the first n marks that Redis applied and keeps
+// those it refused, for the next round trip.
+func (s *shard) keepFailedMarks(n int) {
+	kept := s.marks[:0] // in place: a write never passes the read
+	for _, c := range s.marks[:n] {
+		if c.Err() != nil {
+			s.a.log.Warn("grant: mark not written; retrying", "shard", s.id, "cmd", c.Args(), "err", c.Err())
+			kept = append(kept, c)
+		}
+	}
+	s.marks = append(kept, s.marks[n:]...)
+}
+
+// process decides one batch: claims, draws and leases, one record, the
+// answers, and the marks that the next round trip writes.
+func (s *shard) process(batch []*item) {
+	a := s.a
+	a.batchSize.Observe(int64(len(batch)))
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+
+	// Duplicates inside the batch follow their first occurrence.
+	clear(s.leads)
+	leads := make([]*item, 0, len(batch))
+	for _, it := range batch {
+		if first, ok := s.leads[it.limitKey]; ok {
+			it.lead = first
+			continue
+		}
+		s.leads[it.limitKey] = it
+		leads = append(leads, it)
+	}
+
+	// One round trip: earlier marks, then per grant the booked mark and
+	// the claim of the per-user limit (one packet per user and rain,
+	// whatever award).
+	t0 := time.Now()
+	nMarks := len(s.marks)
+	cmds := append(make([]redis.Cmder, 0, nMarks+2*len(leads)), s.marks...)
+	for _, it := range leads {
+		cmds = append(cmds,
+			redis.NewStringCmd(ctx, "get", storage.BookedMarkKey(it.limitKey)),
+			redis.NewStringCmd(ctx, "set", storage.LimitMarkKey(it.limitKey), storage.MarkPending, "nx", "get", "px", pendingMarkTTL.Milliseconds()))
+	}
+	if err := a.redis.Do(ctx, cmds...); err != nil {
+		for _, it := range leads {
+			*it.res = Result{Outcome: Unavailable, Err: err}
+		}
+		s.finish(batch)
+		return
+	}
+	s.keepFailedMarks(nMarks)
+	a.stageTime[stageClaim].ObserveNs(time.Since(t0).Nanoseconds())
+
+	fresh := leads[:0:0]
+	for j, it := range leads {
+		booked := cmds[nMarks+2*j].(*redis.StringCmd)
+		claim := cmds[nMarks+2*j+1].(*redis.StringCmd)
+		if s.repeat(it, booked, claim) {
+			continue
+		}
+		fresh = append(fresh, it)
+	}
+	if len(fresh) > 0 {
+		s.issue(ctx, fresh)
+	}
+	s.finish(batch)
+}
+
+// repeat decides a lead from its booked mark and its claim's previous
+// value, and reports whether it is decided (anything but a new grant).
+func (s *shard) repeat(it *item, booked, claim *redis.StringCmd) bool {
+	if v, err := booked.Result(); err == nil {
+		if _, award, amount, app, ok := storage.ParseMark(v); ok {
+			s.setAward(it, award, amount, app)
+			*it.res = Result{Outcome: Repeat, Grant: it.g, Booked: true}
+			return true
+		}
+	}
+	prev, err := claim.Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return false
+	case err != nil:
+		*it.res = Result{Outcome: Unavailable, Err: fmt.Errorf("%w: redis: %v", storage.ErrUnavailable, err)}
+	case prev == storage.MarkPending:
+		*it.res = Result{Outcome: InProgress}
+	default:
+		_, award, amount, app, ok := storage.ParseMark(prev)
+		switch {
+		case !ok:
+			*it.res = Result{Outcome: Unavailable, Err: fmt.Errorf("%w: unreadable grant mark %q", storage.ErrUnavailable, prev)}
+		case award == storage.MarkNoAward:
+			*it.res = Result{Outcome: NoAward, Grant: it.g}
+		default:
+			s.setAward(it, award, amount, app)
+			*it.res = Result{Outcome: Repeat, Grant: it.g}
+		}
+	}
+	return true
+}
+
+// setAward fills in a repeat's award from its mark, and the app of the
+// first grant: a user bound in several apps gets the identical token
+// through any of them.
+func (s *shard) setAward(it *item, award string, amount int64, app uint32) {
+	it.g.AwardType, it.g.Amount = award, amount
+	if app != 0 {
+		it.g.AppID = app
+	}
+	if w := it.child.Award(award); w != nil {
+		it.g.Asset, it.g.BudgetID = w.Asset, w.BudgetID
+	}
+}
+
+// issue draws and reserves every new grant, writes them as one record and
+// answers them. Each has claimed its limit key; a definite failure gives
+// the claim and the amount back, an uncertain one (the record may have
+// landed) keeps both: the amount counts as issued and the claim expires.
+func (s *shard) issue(ctx context.Context, fresh []*item) {
+	a := s.a
+	t0 := time.Now()
+	for _, it := range fresh {
+		it.award = it.child.PickAward(ledger.DrawSeed(a.salt, it.limitKey))
+	}
+	// Reserve per budget, once per batch. An award whose budget cannot pay
+	// falls back along its chain (acyclic by validation, so this ends): to
+	// another award, to "no award", or to budget_exhausted.
+	pending := fresh
+	for len(pending) > 0 {
+		byHolder := map[*leaseHolder][]*item{}
+		var order []*leaseHolder
+		for _, it := range pending {
+			w := it.award
+			it.g.AwardType, it.g.Asset, it.g.BudgetID = w.Type, w.Asset, w.BudgetID
+			h := a.holder(w)
+			lo, hi := w.Range(h.spentBP())
+			it.g.Amount = ledger.Draw(ledger.DrawSeed(a.salt, it.g.IdempotencyKey()), lo, hi)
+			it.h = h
+			if _, ok := byHolder[h]; !ok {
+				order = append(order, h)
+			}
+			byHolder[h] = append(byHolder[h], it)
+		}
+		pending = pending[:0:0]
+		for _, h := range order {
+			its := byHolder[h]
+			s.amounts, s.leases, s.errs = s.amounts[:0], s.leases[:0], s.errs[:0]
+			for _, it := range its {
+				s.amounts = append(s.amounts, it.g.Amount)
+			}
+			s.leases = append(s.leases, make([]*activeLease, len(its))...)
+			s.errs = append(s.errs, make([]error, len(its))...)
+			h.takeBatch(ctx, s.amounts, s.leases, s.errs)
+			for k, it := range its {
+				err := s.errs[k]
+				switch {
+				case err == nil:
+					it.lease = s.leases[k]
+				case errors.Is(err, errExhausted) && it.award.FallbackTo != nil:
+					it.award = it.award.FallbackTo
+					pending = append(pending, it)
+				case errors.Is(err, errExhausted) && it.award.NoAward:
+					*it.res = Result{Outcome: NoAward, Grant: it.g}
+					s.marks = append(s.marks, s.issuedMark(it, storage.MarkNoAward, 0))
+				case errors.Is(err, errExhausted):
+					*it.res = Result{Outcome: BudgetExhausted, Grant: it.g}
+					s.unclaim(it)
+				default:
+					*it.res = Result{Outcome: Unavailable, Err: err}
+					s.unclaim(it)
+				}
+			}
+		}
+	}
+	a.stageTime[stageLease].ObserveNs(time.Since(t0).Nanoseconds())
+
+	// One record for the batch (one clock read), one acknowledgement wait.
+	t0 = time.Now()
+	issuedAt := a.clock().UnixMilli()
+	s.grants = s.grants[:0]
+	var taken []*item
+	for _, it := range fresh {
+		if it.lease == nil {
+			continue
+		}
+		it.g.LeaseID, it.g.IssuedAt = it.lease.id, issuedAt
+		s.grants = append(s.grants, it.g)
+		taken = append(taken, it)
+	}
+	if len(taken) == 0 {
+		return
+	}
+	records, err := a.stream.Append(s.id, s.grants)
+	definite := errors.Is(err, storage.ErrStreamClosed)
+	s.settle(taken, err == nil || !definite)
+	if records > 0 {
+		a.perRecord.Observe(int64((len(taken) + records - 1) / records))
+	}
+	a.stageTime[stageStream].ObserveNs(time.Since(t0).Nanoseconds())
+	for _, it := range taken {
+		switch {
+		case err == nil:
+			*it.res = Result{Outcome: Issued, Grant: it.g}
+			s.marks = append(s.marks, s.issuedMark(it, it.g.AwardType, it.g.Amount))
+		case definite:
+			// Nothing was sent: the reservation and the claim go back.
+			*it.res = Result{Outcome: Unavailable, Err: err}
+			s.unclaim(it)
+		default:
+			// The producer gave up, but the broker may have appended the
+			// record before the failure reached us. Never give the amount
+			// back on a guess (that could overspend): it counts as
+			// issued, the claim expires, and booking marks it booked if
+			// it landed.
+			*it.res = Result{Outcome: Unavailable, Err: err}
+		}
+	}
+}
+
+// settle ends the reservations of taken, per lease: acknowledged (or
+// possibly landed) ones count as issued, the others give their amount back.
+func (s *shard) settle(taken []*item, issued bool) {
+	type key struct {
+		h *leaseHolder
+		l *activeLease
+	}
+	type sum struct {
+		amount int64
+		count  int
+	}
+	sums := map[key]*sum{}
+	var order []key
+	for _, it := range taken {
+		k := key{it.h, it.lease}
+		v := sums[k]
+		if v == nil {
+			v = &sum{}
+			sums[k] = v
+			order = append(order, k)
+		}
+		v.amount += it.g.Amount
+		v.count++
+	}
+	for _, k := range order {
+		v := sums[k]
+		k.h.settleBatch(k.l, v.amount, v.count, issued)
+	}
+}
+
+func (s *shard) issuedMark(it *item, award string, amount int64) redis.Cmder {
+	return redis.NewStatusCmd(context.Background(), "set", storage.LimitMarkKey(it.limitKey),
+		storage.MarkValue(storage.MarkIssued, award, amount, it.g.AppID))
+}
+
+// unclaim queues the removal of a claim whose grant failed before its
+// record was sent. Only this grant wrote the pending mark, and nothing
+// else changes it.
+func (s *shard) unclaim(it *item) {
+	s.marks = append(s.marks, redis.NewIntCmd(context.Background(), "del", storage.LimitMarkKey(it.limitKey)))
+}
+
+// finish answers the batch: duplicates take their first occurrence's
+// answer (a new packet is a repeat to them), and each request learns how
+// many of its items are done, once per run of its items.
+func (s *shard) finish(batch []*item) {
+	for _, it := range batch {
+		if it.lead == nil {
+			continue
+		}
+		r := *it.lead.res
+		if r.Outcome == Issued {
+			r.Outcome = Repeat
+		}
+		*it.res = r
+	}
+	for i := 0; i < len(batch); {
+		t, j := batch[i].t, i+1
+		for j < len(batch) && batch[j].t == t {
+			j++
+		}
+		t.finish(int64(j - i))
+		i = j
+	}
+}
