@@ -56,17 +56,26 @@ func saramaClient(t *testing.T, k *storage.Kafka) sarama.Client {
 	return c
 }
 
-// produce writes grants through the issuer's writer, many at once.
+// produce writes grants through the grant path's writer, a record per
+// shard, the shards at once.
 func produce(t *testing.T, k *storage.Kafka, partitions int32, grants []ledger.Grant) {
 	t.Helper()
 	w, err := storage.NewGrantWriter(k.Brokers, partitions)
 	if err != nil {
 		t.Fatal(err)
 	}
-	errs := make(chan error, len(grants))
+	byShard := make([][]ledger.Grant, partitions)
+	for _, g := range grants {
+		p := w.Partition(g.ActID)
+		byShard[p] = append(byShard[p], g)
+	}
+	errs := make(chan error, partitions)
 	var wg sync.WaitGroup
-	for i := range grants {
-		wg.Go(func() { errs <- w.Write(&grants[i]) })
+	for p, gs := range byShard {
+		wg.Go(func() {
+			_, err := w.Append(int32(p), gs)
+			errs <- err
+		})
 	}
 	wg.Wait()
 	if err := w.Close(); err != nil {
@@ -75,7 +84,7 @@ func produce(t *testing.T, k *storage.Kafka, partitions int32, grants []ledger.G
 	close(errs)
 	for err := range errs {
 		if err != nil {
-			t.Fatalf("GrantWriter.Write: %v", err)
+			t.Fatalf("GrantWriter.Append: %v", err)
 		}
 	}
 }
