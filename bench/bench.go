@@ -9,7 +9,10 @@
 // packages that implement it.
 //
 // A workload is a Config passed to Run; cmd/redrain only binds flags to the
-// Config's fields.
+// Config's fields. Comparisons run the same load in alternating phases of
+// one run, so that a ratio is free of the shared machine's drift:
+// CompareHot (one hot budget account against many) and CompareCeiling (the
+// node against an empty fasthttp handler that the bench serves itself).
 package bench
 
 import (

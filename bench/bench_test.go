@@ -633,6 +633,9 @@ func TestProgressLine(t *testing.T) {
 		{"stats unknown, no responses, a slow tick", progressLine{elapsed: 12 * time.Second, seconds: 2, offered: 10,
 			accepted: 4, booked: -1, lag: -1, p99: -1, failed: 7},
 			"t=12s offered=5/s accepted=2/s booked=?/s lag=? p99=- errors=7"},
+		{"a target without stats (the ceiling)", progressLine{elapsed: time.Second, seconds: 1, offered: 900,
+			accepted: 900, noStats: true, booked: -1, lag: -1, p99: 37 * time.Microsecond},
+			"t=1s offered=900/s accepted=900/s p99=37µs errors=0"},
 	} {
 		if got := tc.p.String(); got != tc.want {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
@@ -695,7 +698,8 @@ type fakeCluster struct {
 
 type fakeNode struct {
 	c      *fakeCluster
-	booked int64 // Under c.mu.
+	booked int64   // Under c.mu.
+	cpu    float64 // CPU seconds, a quarter more at each stats read; under c.mu.
 }
 
 // fakeGrant is a grant request, or one item of a batch.
@@ -897,8 +901,9 @@ func (n *fakeNode) stats(ctx *fasthttp.RequestCtx) {
 		c.pending = c.pending[k:]
 		n.booked += int64(k)
 	}
+	n.cpu += 0.25
 	writeJSON(ctx, 200, map[string]any{"grants_issued": c.issued, "grants_booked": n.booked,
-		"booking_lag": len(c.pending), "ready": c.ready})
+		"booking_lag": len(c.pending), "ready": c.ready, "cpu_seconds": n.cpu})
 }
 
 func (n *fakeNode) audit(ctx *fasthttp.RequestCtx) {
@@ -1157,5 +1162,204 @@ func TestRunWrongAdminKey(t *testing.T) {
 func TestRunInvalid(t *testing.T) {
 	if rep, err := Run(context.Background(), Config{}); err == nil || rep != nil {
 		t.Errorf("Run(Config{}) = %v, %v; want an error", rep, err)
+	}
+}
+
+func TestCountGrants(t *testing.T) {
+	for _, tc := range []struct {
+		body string
+		want int
+	}{
+		{`{"grants":[{"user_id":"a"}]}`, 1},
+		{`{"grants":[{"user_id":"a"},{"user_id":"b"},{"user_id":"c"}]}`, 3},
+		{`{"grants":[]}`, 0},
+		{`{"grants":[{"user_id":"{[x"},{"user_id":"q\\"},{"user_id":"e\"{"}]}`, 3},
+		{`{"grants":[{"nested":{"a":[{}]}},{}]}`, 2},
+		{`{}`, 0},
+	} {
+		if got := countGrants([]byte(tc.body)); got != tc.want {
+			t.Errorf("countGrants(%s) = %d, want %d", tc.body, got, tc.want)
+		}
+	}
+}
+
+// TestCeilingAnswers checks that the ceiling answers both grant routes in
+// the shape the bench parses as accepted grants, and refuses the rest.
+func TestCeilingAnswers(t *testing.T) {
+	c, err := startCeiling()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	client := &fasthttp.Client{}
+	do := func(method, path, body string) (int, []byte) {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		req.Header.SetMethod(method)
+		req.SetRequestURI(c.target.base + path)
+		req.SetBodyString(body)
+		if err := client.DoTimeout(req, resp, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode(), bytes.Clone(resp.Body())
+	}
+
+	status, body := do("POST", "/v1/grants", `{"app_id":1,"user_id":"u-1","activity_id":"demo","scene_id":"rain","rain_id":1}`)
+	var f grantFields
+	if status != 200 || !parseGrantFields(body, &f) || string(f.status) != "issued" || len(f.token) != ceilingTokenLen {
+		t.Errorf("POST /v1/grants = %d %s, want 200 and an issued grant with a token of %d bytes", status, body, ceilingTokenLen)
+	}
+	var answer map[string]any
+	if err := json.Unmarshal(body, &answer); err != nil || len(answer) != 8 {
+		t.Errorf("the grant answer %s is not a node's 8 members: %v", body, err)
+	}
+
+	grant := `{"app_id":1,"user_id":"u-{1}","activity_id":"demo","scene_id":"rain","rain_id":1}`
+	status, body = do("POST", "/v1/grants/batch", `{"grants":[`+grant+","+grant+","+grant+`]}`)
+	items, ok := parseBatchResults(body, nil, BatchMax)
+	if status != 200 || !ok || len(items) != 3 {
+		t.Fatalf("POST /v1/grants/batch of 3 = %d %s, want 200 and 3 results", status, body)
+	}
+	for i, it := range items {
+		if string(it.status) != "issued" || len(it.token) == 0 || it.code != nil {
+			t.Errorf("batch item %d is %q %q %q, want an issued grant", i, it.status, it.token, it.code)
+		}
+	}
+
+	for _, tc := range []struct {
+		method, path, body string
+		status             int
+	}{
+		{"POST", "/v1/grants/batch", `{"grants":[]}`, 400},
+		{"GET", "/v1/grants", "", 405},
+		{"GET", "/admin/v1/stats", "", 405},
+		{"POST", "/v1/tokens/redeem", `{}`, 404},
+	} {
+		status, body := do(tc.method, tc.path, tc.body)
+		if status != tc.status || !parseGrantFields(body, &f) || len(f.code) == 0 {
+			t.Errorf("%s %s = %d %s, want %d with an error code", tc.method, tc.path, status, body, tc.status)
+		}
+	}
+}
+
+// TestCompareCeiling runs a short comparison against a fake node, with
+// single grants and with batches: both phases must accept grants, the
+// ceiling all it was offered and none of them at the node, and each round
+// must have its ratio.
+func TestCompareCeiling(t *testing.T) {
+	for _, batch := range []int{1, 10} {
+		t.Run(fmt.Sprintf("batch=%d", batch), func(t *testing.T) {
+			c, urls := newFakeCluster(t, 1)
+			var progress bytes.Buffer
+			cfg := CeilingConfig{Rounds: 2, Run: Config{
+				Targets:      urls,
+				Users:        2000,
+				Duration:     300 * time.Millisecond,
+				Conns:        2,
+				Pipeline:     4,
+				Batch:        batch,
+				RepeatRatio:  0.2,
+				UserPrefix:   c.prefix,
+				DrainTimeout: 10 * time.Second,
+				Audit:        true,
+				Seed:         1,
+				Progress:     &progress,
+			}}
+			rep, err := CompareCeiling(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.mu.Lock()
+			defer c.mu.Unlock()
+
+			if len(rep.Rounds) != 2 {
+				t.Fatalf("%d rounds, want 2", len(rep.Rounds))
+			}
+			var nodeRequests, nodeGrants int64
+			for i, cr := range rep.Rounds {
+				ceil, node := cr.Ceiling, cr.Node
+				if ceil.Accepted == 0 || ceil.Accepted != ceil.Offered || len(ceil.Errors) != 0 || ceil.Batch != batch {
+					t.Errorf("round %d: the ceiling accepted %d of %d grants (errors %v) in requests of %d, want all of them, in requests of %d",
+						i+1, ceil.Accepted, ceil.Offered, ceil.Errors, ceil.Batch, batch)
+				}
+				if node.Accepted == 0 || node.Accepted+sumErrors(node.Errors) != node.Offered {
+					t.Errorf("round %d: the node accepted %d + errors %v, offered %d; want some accepted, all counted",
+						i+1, node.Accepted, node.Errors, node.Offered)
+				}
+				if ceil.Requests == 0 || ceil.RequestsPerSec <= 0 || node.Requests == 0 ||
+					ceil.LatencyP50 <= 0 || ceil.LatencyMax < ceil.LatencyP99 || node.LatencyP50 <= 0 {
+					t.Errorf("round %d: requests %d (%v/s) and %d, latencies %v..%v and %v",
+						i+1, ceil.Requests, ceil.RequestsPerSec, node.Requests, ceil.LatencyP50, ceil.LatencyMax, node.LatencyP50)
+				}
+				if want := node.AcceptedPerSec / ceil.AcceptedPerSec; cr.Ratio <= 0 || math.Abs(cr.Ratio-want) > 1e-9 {
+					t.Errorf("round %d: ratio %v, want node %v/s over ceiling %v/s = %v",
+						i+1, cr.Ratio, node.AcceptedPerSec, ceil.AcceptedPerSec, want)
+				}
+				if node.TokenMismatches != 0 || ceil.TokenMismatches != 0 || ceil.Repeats == 0 {
+					t.Errorf("round %d: token mismatches %d and %d, ceiling repeats %d", i+1,
+						node.TokenMismatches, ceil.TokenMismatches, ceil.Repeats)
+				}
+				// The fake node's CPU grows by a quarter second at each
+				// stats read: one before and one after every phase.
+				wantPer := time.Duration(0.25 / float64(node.Accepted) * 1e9)
+				if node.SendCPUSeconds != 0.25 || node.CPUPerAccepted != wantPer || ceil.NodeCPUSeconds != 0.25 ||
+					ceil.SendCPUSeconds != 0 || node.BookedTotal <= 0 {
+					t.Errorf("round %d: node cpu %vs, %v per accepted grant (want 0.25s, %v), %vs during the ceiling (want 0.25), "+
+						"ceiling cpu %vs (want none), booked %d in the phase", i+1, node.SendCPUSeconds, node.CPUPerAccepted, wantPer,
+						ceil.NodeCPUSeconds, ceil.SendCPUSeconds, node.BookedTotal)
+				}
+				nodeRequests += node.Requests
+				nodeGrants += node.Offered
+			}
+			// Every request the fake node saw came from a node phase.
+			if c.requests != nodeRequests || c.grants != nodeGrants || c.malformed != 0 {
+				t.Errorf("the fake node saw %d requests of %d grants (%d malformed), the node phases sent %d of %d",
+					c.requests, c.grants, c.malformed, nodeRequests, nodeGrants)
+			}
+			mean := (rep.Rounds[0].Ratio + rep.Rounds[1].Ratio) / 2
+			if math.Abs(rep.RatioMean-mean) > 1e-9 || rep.CeilingAcceptedPerSec <= 0 || rep.NodeAcceptedPerSec <= 0 {
+				t.Errorf("mean ratio %v, want %v; mean rates %v and %v", rep.RatioMean, mean,
+					rep.CeilingAcceptedPerSec, rep.NodeAcceptedPerSec)
+			}
+			if !rep.Drained || rep.BookedTotal != c.issued || rep.BookedPerSec <= 0 || rep.Audit == nil || !rep.Audit.OK || rep.Err() != nil {
+				t.Errorf("drained %v, booked %d of %d issued (%v/s), audit %+v, Err() = %v",
+					rep.Drained, rep.BookedTotal, c.issued, rep.BookedPerSec, rep.Audit, rep.Err())
+			}
+			for _, want := range []string{"round 1: ceiling\n", "round 1: node\n", "round 2: ceiling\n", "round 2: node\n"} {
+				if !strings.Contains(progress.String(), want) {
+					t.Errorf("progress lacks %q:\n%s", want, progress.String())
+				}
+			}
+
+			var text bytes.Buffer
+			rep.WriteText(&text)
+			for _, want := range []string{"round 1 ceiling", "round 2 node", "grants/s", "requests/s", "p99=",
+				"round 1 ratio   node/ceiling 0.", "mean            ceiling", "per accepted grant", "audit           ok"} {
+				if !strings.Contains(text.String(), want) {
+					t.Errorf("WriteText lacks %q:\n%s", want, text.String())
+				}
+			}
+			var js bytes.Buffer
+			if err := rep.WriteJSON(&js); err != nil {
+				t.Fatal(err)
+			}
+			var back CeilingReport
+			if err := json.Unmarshal(js.Bytes(), &back); err != nil || len(back.Rounds) != 2 ||
+				back.Rounds[1].Ratio != rep.Rounds[1].Ratio || back.Rounds[0].Node.RequestsPerSec != rep.Rounds[0].Node.RequestsPerSec ||
+				back.RatioMean != rep.RatioMean || back.Audit == nil {
+				t.Errorf("WriteJSON round trip: %v, %+v\n%s", err, back, js.String())
+			}
+			t.Logf("report:\n%s", text.String())
+		})
+	}
+}
+
+func TestCompareCeilingInvalid(t *testing.T) {
+	if rep, err := CompareCeiling(context.Background(), CeilingConfig{Rounds: -1, Run: Config{Targets: []string{"http://127.0.0.1:1"}}}); err == nil || rep != nil {
+		t.Errorf("CompareCeiling with rounds -1 = %v, %v; want an error", rep, err)
+	}
+	if rep, err := CompareCeiling(context.Background(), CeilingConfig{}); err == nil || rep != nil {
+		t.Errorf("CompareCeiling(CeilingConfig{}) = %v, %v; want an error", rep, err)
 	}
 }

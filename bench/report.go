@@ -55,10 +55,15 @@ type Report struct {
 	// only hint at its cause; empty when there was none.
 	TransportErrorFirst string `json:"transport_error_first,omitempty"`
 
-	// OfferedPerSec and AcceptedPerSec are Offered and Accepted divided by
-	// Duration.
+	// Requests counts the responses that arrived, to single grant or batch
+	// requests alike (timeouts and transport errors have none).
+	Requests int64 `json:"requests"`
+
+	// OfferedPerSec, AcceptedPerSec and RequestsPerSec are Offered,
+	// Accepted and Requests divided by Duration.
 	OfferedPerSec  float64 `json:"offered_per_sec"`
 	AcceptedPerSec float64 `json:"accepted_per_sec"`
+	RequestsPerSec float64 `json:"requests_per_sec"`
 	// BookedPerSec is BookedTotal divided by Duration + DrainTime: the
 	// booking throughput over the time from the first request until
 	// booking had caught up.
@@ -78,7 +83,9 @@ type Report struct {
 	// from before the run until the drain ended. It counts every grant the
 	// targets' consumers booked meanwhile, including any not sent by this
 	// run; when the drain timed out, only those booked by then; and 0 when
-	// ctx was canceled during the run, as no drain was attempted.
+	// ctx was canceled during the run, as no drain was attempted. In a node
+	// phase of CompareCeiling, which is not drained, it is the growth over
+	// the send window.
 	BookedTotal int64 `json:"booked_total"`
 	// DrainTime runs from the end of the send window until booking_lag
 	// was 0 on every target (or until DrainTimeout ran out). It includes
@@ -90,6 +97,14 @@ type Report struct {
 	// BookedTotal.
 	NodeCPUSeconds float64       `json:"node_cpu_seconds"`
 	CPUPerGrant    time.Duration `json:"cpu_per_grant_ns"`
+	// SendCPUSeconds is the CPU the targets' processes used over the send
+	// window alone: from their stats read before the first request until
+	// those read once the last answer was in. Booking that kept up during
+	// the window is in it, a backlog booked later is not. CPUPerAccepted
+	// is that divided by Accepted. Both are 0 when the stats could not be
+	// read, or when the target has none (the ceiling of CompareCeiling).
+	SendCPUSeconds float64       `json:"send_cpu_seconds"`
+	CPUPerAccepted time.Duration `json:"cpu_per_accepted_ns"`
 	// Drained reports whether booking_lag reached 0 on every target.
 	Drained bool `json:"drained"`
 
@@ -137,6 +152,7 @@ func (r *Report) WriteText(w io.Writer) {
 	if r.TokenMismatches > 0 {
 		fmt.Fprintf(w, "MISMATCHED   %d repeats answered with a different token\n", r.TokenMismatches)
 	}
+	fmt.Fprintf(w, "requests     %d (%.0f/s)\n", r.Requests, r.RequestsPerSec)
 	fmt.Fprintf(w, "errors       %s\n", formatErrors(r.Errors))
 	if r.TransportErrorFirst != "" {
 		fmt.Fprintf(w, "             first transport error: %s\n", r.TransportErrorFirst)
@@ -157,6 +173,10 @@ func (r *Report) WriteText(w io.Writer) {
 	if r.NodeCPUSeconds > 0 {
 		fmt.Fprintf(w, "node cpu     %.1fs, %v per booked grant (issue + book, backends in process included)\n",
 			r.NodeCPUSeconds, r.CPUPerGrant.Round(time.Microsecond/10))
+	}
+	if r.SendCPUSeconds > 0 {
+		fmt.Fprintf(w, "             %.1fs during the send window, %v per accepted grant\n",
+			r.SendCPUSeconds, r.CPUPerAccepted.Round(time.Microsecond/10))
 	}
 	switch {
 	case r.Audit == nil:

@@ -60,15 +60,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	seed := cfg.Seed
-	for seed == 0 {
-		seed = rand.Uint64()
-	}
-	key, err := adminauth.ParseKey(cfg.AdminKey) // validated by withDefaults
+	seed := pickSeed(cfg.Seed)
+	adm, err := newAdminFor(cfg, targets)
 	if err != nil {
 		return nil, err
 	}
-	adm := newAdmin(targets, key)
 	defer adm.client.CloseIdleConnections()
 	base, err := waitReady(ctx, adm, cfg.ReadyTimeout)
 	if err != nil {
@@ -77,45 +73,26 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	r := newRun(cfg, targets, seed)
 	rep := &Report{Seed: seed}
-	var workers sync.WaitGroup
-	r.start = time.Now()
-	for i, w := range r.workers {
-		rng := rand.New(rand.NewPCG(seed, uint64(i)+1))
-		workers.Go(func() { r.work(w, rng) })
-	}
-	progressDone := make(chan struct{})
-	var progress sync.WaitGroup
-	if cfg.Progress != nil {
-		progress.Go(func() { r.progress(ctx, adm, newBookedCounter(base), progressDone) })
-	}
-
-	window := time.NewTimer(cfg.Duration)
-	canceled := false
-	select {
-	case <-window.C:
-	case <-ctx.Done():
-		window.Stop()
-		canceled = true
-	}
-	windowEnd := time.Now()
-	r.stopped.Store(true)
-	close(r.stopCh)
-	workers.Wait()
-	rep.Duration = windowEnd.Sub(r.start)
+	canceled, stopProgress := r.send(ctx, adm, base)
+	rep.Duration = r.end.Sub(r.start)
+	r.fill(rep)
 
 	booked := newBookedCounter(base)
 	if canceled {
 		rep.Problems = append(rep.Problems, fmt.Sprintf("canceled %v into the run: %v",
 			rep.Duration.Round(time.Millisecond), context.Cause(ctx)))
 	} else {
-		rep.Drained, err = drain(ctx, adm, booked, windowEnd, cfg.DrainTimeout)
-		rep.DrainTime = time.Since(windowEnd)
+		// The drain's first poll would read the same; this one is kept
+		// apart for the CPU of the send window alone.
+		stats, errs := adm.statsAll(ctx, statsTimeout)
+		fillSendCPU(rep, base, stats, errs)
+		rep.Drained, err = drain(ctx, adm, booked, r.end, cfg.DrainTimeout)
+		rep.DrainTime = time.Since(r.end)
 		if err != nil {
 			rep.Problems = append(rep.Problems, err.Error())
 		}
 	}
-	close(progressDone)
-	progress.Wait()
+	stopProgress()
 
 	switch {
 	case !cfg.Audit || ctx.Err() != nil:
@@ -128,7 +105,6 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 
-	r.fill(rep)
 	rep.BookedTotal = booked.total()
 	rep.NodeCPUSeconds = booked.cpu()
 	if rep.BookedTotal > 0 {
@@ -140,6 +116,79 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return rep, nil
 }
 
+// pickSeed returns seed, or a random one when it is 0.
+func pickSeed(seed uint64) uint64 {
+	for seed == 0 {
+		seed = rand.Uint64()
+	}
+	return seed
+}
+
+// newAdminFor returns the admin client of cfg, whose defaults have been
+// applied and validated.
+func newAdminFor(cfg Config, targets []target) (*admin, error) {
+	key, err := adminauth.ParseKey(cfg.AdminKey) // validated by withDefaults
+	if err != nil {
+		return nil, err
+	}
+	return newAdmin(targets, key), nil
+}
+
+// send runs the workers for one send window: until cfg.Duration has passed
+// or ctx is canceled (canceled is then true), and then until every worker
+// has returned; it sets r.start and r.end. With cfg.Progress set it starts
+// the progress line, which goes on until stopProgress is called. adm reads
+// the targets' stats for that line, from the baseline base; it is nil when
+// the targets have no stats (the ceiling of CompareCeiling).
+func (r *run) send(ctx context.Context, adm *admin, base []nodeStats) (canceled bool, stopProgress func()) {
+	var workers sync.WaitGroup
+	r.start = time.Now()
+	for i, w := range r.workers {
+		rng := rand.New(rand.NewPCG(r.seed, uint64(i)+1))
+		workers.Go(func() { r.work(w, rng) })
+	}
+	progressDone := make(chan struct{})
+	var progress sync.WaitGroup
+	if r.cfg.Progress != nil {
+		var booked *bookedCounter
+		if adm != nil {
+			booked = newBookedCounter(base)
+		}
+		progress.Go(func() { r.progress(ctx, adm, booked, progressDone) })
+	}
+
+	window := time.NewTimer(r.cfg.Duration)
+	select {
+	case <-window.C:
+	case <-ctx.Done():
+		window.Stop()
+		canceled = true
+	}
+	r.end = time.Now()
+	r.stopped.Store(true)
+	close(r.stopCh)
+	workers.Wait()
+	return canceled, func() {
+		close(progressDone)
+		progress.Wait()
+	}
+}
+
+// fillSendCPU sets rep's node CPU over the send window from the targets'
+// stats read before it (base) and after it. It leaves them 0 when a
+// target's stats could not be read, rather than report a part as the whole.
+func fillSendCPU(rep *Report, base, after []nodeStats, errs []error) {
+	if errors.Join(errs...) != nil {
+		return
+	}
+	c := newBookedCounter(base)
+	c.update(after, errs)
+	rep.SendCPUSeconds = c.cpu()
+	if rep.Accepted > 0 {
+		rep.CPUPerAccepted = time.Duration(rep.SendCPUSeconds / float64(rep.Accepted) * 1e9)
+	}
+}
+
 // run is the state shared by the workers of one Run.
 type run struct {
 	cfg       Config
@@ -148,9 +197,11 @@ type run struct {
 	bodyHead  []byte // The grant request body up to the user's number.
 	bodyTail  []byte // The rest of it; a batch request joins such bodies.
 	tokenSeed maphash.Seed
+	seed      uint64 // Each worker's random source is seeded with it and the worker's index.
 	workers   []*worker
 
-	start   time.Time
+	start   time.Time     // When the send window opened.
+	end     time.Time     // When it closed; set before the workers are told to stop.
 	stopped atomic.Bool   // Set when the send window closes.
 	stopCh  chan struct{} // Closed when the send window closes, for sleeping workers.
 }
@@ -185,6 +236,7 @@ func newRun(cfg Config, targets []target, seed uint64) *run {
 		cfg:       cfg,
 		users:     newUsers(cfg.Users, rand.New(rand.NewPCG(seed, 0))),
 		tokenSeed: maphash.MakeSeed(),
+		seed:      seed,
 		stopCh:    make(chan struct{}),
 	}
 	if cfg.Rate > 0 {
@@ -420,9 +472,11 @@ func (r *run) fill(rep *Report) {
 	if transportFirst != "" {
 		rep.TransportErrorFirst = transportFirst
 	}
+	rep.Requests = int64(hist.total)
 	if s := rep.Duration.Seconds(); s > 0 {
 		rep.OfferedPerSec = float64(rep.Offered) / s
 		rep.AcceptedPerSec = float64(rep.Accepted) / s
+		rep.RequestsPerSec = float64(rep.Requests) / s
 	}
 	rep.LatencyP50 = time.Duration(hist.quantile(0.5)) * time.Microsecond
 	rep.LatencyP99 = time.Duration(hist.quantile(0.99)) * time.Microsecond
@@ -449,12 +503,16 @@ func (r *run) sample() sample {
 }
 
 // progress writes a line to cfg.Progress every second until done is
-// closed; see Run for what it says.
+// closed; see Run for what it says. Without adm (and booked) the line
+// leaves out booked and lag.
 func (r *run) progress(ctx context.Context, adm *admin, booked *bookedCounter, done <-chan struct{}) {
 	ticker := time.NewTicker(time.Second)
 	defer ticker.Stop()
 	prev := sample{at: r.start, hist: new(histSnapshot)}
-	prevBooked := booked.total()
+	var prevBooked int64
+	if adm != nil {
+		prevBooked = booked.total()
+	}
 	for {
 		select {
 		case <-done:
@@ -462,18 +520,23 @@ func (r *run) progress(ctx context.Context, adm *admin, booked *bookedCounter, d
 		case <-ticker.C:
 		}
 		cur := r.sample()
-		stats, errs := adm.statsAll(ctx, statsTimeout)
 		line := progressLine{
 			elapsed:  cur.at.Sub(r.start),
 			seconds:  cur.at.Sub(prev.at).Seconds(),
 			offered:  cur.offered - prev.offered,
 			accepted: cur.accepted - prev.accepted,
+			noStats:  adm == nil,
 			booked:   -1,
 			lag:      -1,
 			p99:      -1,
 			failed:   cur.failed,
 		}
-		if errors.Join(errs...) == nil {
+		var stats []nodeStats
+		var errs []error
+		if adm != nil {
+			stats, errs = adm.statsAll(ctx, statsTimeout)
+		}
+		if adm != nil && errors.Join(errs...) == nil {
 			booked.update(stats, errs)
 			total := booked.total()
 			line.booked = total - prevBooked
@@ -496,6 +559,7 @@ type progressLine struct {
 	elapsed           time.Duration // Since the start of the run.
 	seconds           float64       // Since the previous line.
 	offered, accepted int64         // Since the previous line.
+	noStats           bool          // The target has no stats: booked and lag are left out.
 	booked            int64         // Since the previous line; -1 when unknown.
 	lag               int64         // -1 when unknown.
 	p99               time.Duration // Since the previous line; -1 when nothing was answered.
@@ -514,9 +578,13 @@ func (l progressLine) String() string {
 	if l.p99 >= 0 {
 		p99 = formatLatency(l.p99)
 	}
+	elapsed := int64(l.elapsed.Round(time.Second) / time.Second)
+	if l.noStats {
+		return fmt.Sprintf("t=%ds offered=%d/s accepted=%d/s p99=%s errors=%d",
+			elapsed, perSec(l.offered), perSec(l.accepted), p99, l.failed)
+	}
 	return fmt.Sprintf("t=%ds offered=%d/s accepted=%d/s booked=%s/s lag=%s p99=%s errors=%d",
-		int64(l.elapsed.Round(time.Second)/time.Second), perSec(l.offered), perSec(l.accepted),
-		booked, lag, p99, l.failed)
+		elapsed, perSec(l.offered), perSec(l.accepted), booked, lag, p99, l.failed)
 }
 
 // waitReady polls every target's stats until all of them answer with

@@ -183,7 +183,8 @@ func benchCmd(args []string) error {
 	audit := fs.Bool("audit", true, "run the audit after booking drained")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	hot := fs.Int("compare-hot", 0, "compare booking with every grant on one budget account against grants spread over this many (puts and publishes its own activities; --activity is ignored)")
-	rounds := fs.Int("rounds", 2, "with --compare-hot: how many times each phase runs, alternating")
+	ceiling := fs.Bool("ceiling", false, "alternate the load between the targets and an empty fasthttp handler the bench serves on 127.0.0.1 (the ingress ceiling), and print both accepted rates and their ratio per round; booking drains and the audit runs after the last node phase")
+	rounds := fs.Int("rounds", 2, "with --compare-hot or --ceiling: how many times each phase runs, alternating")
 	adminKey := fs.String("admin-key", "", "admin key ID:HEX that signs the stats and audit requests (default $REDRAIN_ADMIN_KEY, else the development key)")
 	_ = fs.Parse(args)
 	if *repeat == 0 {
@@ -196,6 +197,27 @@ func benchCmd(args []string) error {
 		Pipeline: *pipeline, Batch: *batch, RepeatRatio: *repeat, AppID: uint32(*app), ActivityID: *activity,
 		SceneID: *scene, RainID: *rain, UserPrefix: *prefix, DrainTimeout: *drain, Audit: *audit,
 		AdminKey: adminKeyOr(*adminKey, os.Getenv), Progress: os.Stderr,
+	}
+	if *hot > 0 && *ceiling {
+		return errors.New("--compare-hot and --ceiling are two comparisons: choose one")
+	}
+	if *ceiling {
+		c, err := bench.CompareCeiling(ctx, bench.CeilingConfig{Run: cfg, Rounds: *rounds})
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			if err := c.WriteJSON(os.Stdout); err != nil {
+				return err
+			}
+		} else {
+			c.WriteText(os.Stdout)
+		}
+		if err := c.Err(); err != nil {
+			fmt.Fprintf(os.Stderr, "redrain bench: %v\n", err)
+			return exitError(1)
+		}
+		return nil
 	}
 	if *hot > 0 {
 		h, err := bench.CompareHot(ctx, bench.HotConfig{Run: cfg, Budgets: *hot, Rounds: *rounds})
