@@ -2,7 +2,9 @@ package actors_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"maps"
 	"math"
 	"slices"
@@ -344,6 +346,88 @@ func TestRedeemAttribution(t *testing.T) {
 		t.Fatalf("redeem and event in one batch: outcomes %v", out)
 	}
 	f.audit([]ledger.Grant{event, r2, e3})
+}
+
+// legacyRecord encodes grants as a version 1 record, as the code wrote
+// them before keys named the activity: no key-format byte per grant.
+func legacyRecord(t *testing.T, gs []ledger.Grant) []byte {
+	t.Helper()
+	b := []byte{1}
+	b = binary.AppendUvarint(b, uint64(len(gs)))
+	for i := range gs {
+		b = append(b, ledger.AppendGrant(nil, &gs[i])[1:]...) // drop the key-format byte
+	}
+	return b
+}
+
+// TestBookLegacyGrants: grants from before keys named the activity, as
+// their version 1 records decode, book under their legacy limit keys
+// through the grains (whose prepare messages carry the key format), once:
+// a redelivery after the upgrade is a duplicate, an event after a redeem
+// of its version 1 token is an attribution, and a batch may mix both key
+// formats.
+func TestBookLegacyGrants(t *testing.T) {
+	f := newFixture(t, 1_000_000)
+	l := f.lease(f.budget, 100_000)
+	b, rc := newBooker(t, nil, 0)
+	decode := func(raw []byte) []ledger.Grant {
+		t.Helper()
+		gs, err := ledger.DecodeGrantRecord(nil, raw)
+		if err != nil {
+			t.Fatalf("DecodeGrantRecord(version 1): %v", err)
+		}
+		for _, g := range gs {
+			if !g.Legacy {
+				t.Fatalf("grant of a version 1 record decoded as %+v, want Legacy", g)
+			}
+		}
+		return gs
+	}
+	u1, u2 := f.user(), f.user()
+	old1, old2 := f.grant(u1, 1, l, 120), f.grant(u2, 1, l, 130)
+	legacy := decode(legacyRecord(t, []ledger.Grant{old1, old2}))
+
+	// Booked before the upgrade (by the code of version 1: same limit key).
+	wantOutcomes(t, book(t, b, legacy[:1]), actors.BookedNow)
+	key := legacy[0].LimitKey()
+	if want := fmt.Sprintf("%d_scene_1_formal", u1); key != want {
+		t.Fatalf("legacy limit key = %q, want %q", key, want)
+	}
+	if e, ok := account(t, u1).Entry(key); !ok || e.Amount != 120 || e.OutTradeNo != legacy[0].OutTradeNo() {
+		t.Fatalf("entry %s = %+v, %v, want the legacy packet", key, e, ok)
+	}
+	if v, err := rc.Get(context.Background(), storage.BookedMarkKey(key)).Result(); err != nil || v != storage.MarkValue(storage.MarkBooked, "cash", 120, legacy[0].AppID) {
+		t.Fatalf("booked mark %s = %q, %v", key, v, err)
+	}
+	// Redelivered after the upgrade, together with the rest of its record.
+	if out := book(t, b, legacy); out[0] != actors.BookedBefore || out[1] != actors.BookedNow {
+		t.Fatalf("redelivered legacy record: outcomes %v, want [BookedBefore BookedNow]", out)
+	}
+	wantOutcomes(t, book(t, b, decode(legacyRecord(t, []ledger.Grant{old1, old2}))), actors.BookedBefore)
+
+	// A version 1 token redeemed after the upgrade, then its version 1
+	// event; in the same batches, grants under the new keys.
+	u3 := f.user()
+	old3 := f.grant(u3, 2, l, 60)
+	redeem := old3
+	redeem.Legacy, redeem.LeaseID, redeem.UserID = true, 0, ""
+	now1 := f.grant(u1, 3, l, 70)
+	if out := book(t, b, []ledger.Grant{redeem, now1}); out[0] != actors.BookedNow || out[1] != actors.BookedNow {
+		t.Fatalf("legacy redeem and a current grant: outcomes %v", out)
+	}
+	now2 := f.grant(u2, 3, l, 80)
+	if out := book(t, b, append(decode(legacyRecord(t, []ledger.Grant{old3})), now2)); out[0] != actors.BookedAttrib || out[1] != actors.BookedNow {
+		t.Fatalf("legacy event after its redeem and a current grant: outcomes %v, want [BookedAttrib BookedNow]", out)
+	}
+	if e, _ := account(t, u3).Entry(fmt.Sprintf("%d_scene_2_formal", u3)); e.LeaseID != l.ID || e.Amount != 60 {
+		t.Fatalf("legacy entry after attribution = %+v, want lease %d", e, l.ID)
+	}
+	if n := len(account(t, u1).Entries); n != 2 {
+		t.Fatalf("user %d holds %d entries, want 2 (one legacy, one current)", u1, n)
+	}
+	event3 := old3
+	event3.Legacy = true
+	f.audit([]ledger.Grant{legacy[0], legacy[1], event3, now1, now2})
 }
 
 // TestBookStopsOnCorruptAccount: a record that fails the money checks is a

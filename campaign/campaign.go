@@ -151,7 +151,8 @@ func validID(s string) bool {
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		// No '_': it separates the parts of idempotency and limit keys.
+		// No '_': it separates the parts of idempotency and limit keys,
+		// which hold activity ids, scene ids and award types unescaped.
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-') {
 			return false
 		}

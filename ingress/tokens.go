@@ -196,12 +196,15 @@ func (t *Tokens) resolve(ctx context.Context, raw [][]byte) ([]*tokenState, erro
 
 // grantOf rebuilds the grant a token stands for, as redeem books it: lease
 // 0 (unknown until its stream event arrives) and no app user id. Its Asset
-// is empty when no served version offers the award any more.
+// is empty when no served version offers the award any more. A version 1
+// token's grant is Legacy, so it books (and dedupes) under the legacy limit
+// key its stream event and the account entry use.
 func (t *Tokens) grantOf(c *tokens.Claims) ledger.Grant {
 	g := ledger.Grant{
 		AppID: c.AppID, ActID: c.ActID, ActivityID: c.ActivityID, SceneID: c.SceneID,
 		RainID: c.RainID, Stage: c.Stage, AwardType: c.AwardType,
 		Amount: c.Amount, BudgetID: campaign.BudgetID(c.ActivityID, c.Stage, c.AwardType), OpenTime: c.OpenTime,
+		Legacy: c.Legacy,
 	}
 	if w := t.catalog().Award(c.ActivityID, c.Stage, c.AwardType); w != nil {
 		g.Asset = w.Asset

@@ -3,6 +3,7 @@ package ledger_test
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"math"
 	"slices"
@@ -23,7 +24,9 @@ func sampleGrants() []ledger.Grant {
 	g3 := grant(300, strings.Repeat("s", 1024), 1<<40, tokens.StageGray, "红包", 1)
 	g3.UserID = "用户\x00\xff"
 	g3.OpenTime, g3.IssuedAt = -1, -1
-	return []ledger.Grant{g0, g1, g2, g3}
+	g4 := grant(42, "lobby", 1, tokens.StageFormal, "cash", 145) // from before keys named the activity
+	g4.Legacy = true
+	return []ledger.Grant{g0, g1, g2, g3, g4}
 }
 
 // checkTruncations asserts that decode refuses every strict prefix of enc
@@ -91,17 +94,21 @@ func TestDecodeGrantRecordRejects(t *testing.T) {
 		mutate(&g)
 		return ledger.AppendGrantRecord(nil, []ledger.Grant{g})
 	}
-	// A grant hand-encoded up to its stage byte, for fields AppendGrant cannot
-	// write wrongly.
+	// A version 1 record of one grant hand-encoded up to its stage byte, for
+	// fields AppendGrant cannot write wrongly; head2 the same as version 2
+	// with the grant's key-format byte.
 	head := func(appID uint64, stage byte) []byte {
 		b := []byte{1, 1}
 		b = binary.AppendUvarint(b, appID)
 		b = append(b, 1, 0, 0, 0, 1) // act, user, activity, scene, rain
 		return append(b, stage)
 	}
+	head2 := func(keys byte, appID uint64, stage byte) []byte {
+		return append([]byte{2, 1, keys}, head(appID, stage)[2:]...)
+	}
 	tail := []byte{0, 0, 2, 0, 0, 0, 0} // award, asset, amount 1, budget, lease, open, issued
 
-	tooMany := binary.AppendUvarint([]byte{1}, ledger.GrantsPerRecordMax+1)
+	tooMany := binary.AppendUvarint([]byte{2}, ledger.GrantsPerRecordMax+1)
 	for range ledger.GrantsPerRecordMax + 1 {
 		tooMany = ledger.AppendGrant(tooMany, &valid)
 	}
@@ -113,8 +120,11 @@ func TestDecodeGrantRecordRejects(t *testing.T) {
 	}{
 		{"empty", nil},
 		{"version 0", []byte{0, 0}},
-		{"version 2", []byte{2, 0}},
+		{"version 3", []byte{3, 0}},
+		{"version 255", []byte{255, 0}},
+		{"version 3 of a valid record", append([]byte{3}, record(func(*ledger.Grant) {})[1:]...)},
 		{"count beyond bytes", []byte{1, 5, 0}},
+		{"count beyond bytes, version 2", []byte{2, 5, 0}},
 		{"count beyond max", tooMany},
 		{"amount zero", record(func(g *ledger.Grant) { g.Amount = 0 })},
 		{"amount negative", record(func(g *ledger.Grant) { g.Amount = -1 })},
@@ -124,21 +134,165 @@ func TestDecodeGrantRecordRejects(t *testing.T) {
 		{"app_id over uint32", append(head(1<<32, 0), tail...)},
 		{"stage 255", append(head(7, 255), tail...)},
 		{"padded varint", append(append([]byte{1, 1, 0x87, 0x00}, head(7, 0)[3:]...), tail...)},
-		{"padded count", append([]byte{1, 0x81, 0x00}, record(func(*ledger.Grant) {})[2:]...)},
+		{"padded count", append([]byte{2, 0x81, 0x00}, record(func(*ledger.Grant) {})[2:]...)},
+		{"key format 2", append(head2(2, 7, 0), tail...)},
+		{"key format 255", append(head2(255, 7, 0), tail...)},
+		{"key format missing", []byte{2, 1}},
+		// A version 2 grant in a version 1 record, and the reverse: the key
+		// byte shifts every field.
+		{"version 2 grant under version 1", append([]byte{1}, record(func(*ledger.Grant) {})[1:]...)},
+		{"version 1 grant under version 2", append([]byte{2}, append(head(7, 0), tail...)[1:]...)},
 	} {
 		got, err := ledger.DecodeGrantRecord(nil, tc.b)
 		if !errors.Is(err, ledger.ErrCorrupt) || len(got) != 0 {
 			t.Errorf("%s: DecodeGrantRecord(%.40x) = %d grants, %v, want none, ErrCorrupt", tc.name, tc.b, len(got), err)
 		}
 	}
-	// The hand encoder itself is right: with valid fields it decodes.
-	if _, err := ledger.DecodeGrantRecord(nil, append(head(7, 2), tail...)); err != nil {
-		t.Errorf("hand-encoded valid grant: %v", err)
+	// The hand encoder itself is right: with valid fields it decodes, and
+	// each key format gives its keys.
+	if gs, err := ledger.DecodeGrantRecord(nil, append(head(7, 2), tail...)); err != nil || len(gs) != 1 || !gs[0].Legacy {
+		t.Errorf("hand-encoded valid version 1 grant: %+v, %v, want one Legacy grant", gs, err)
+	}
+	for _, keys := range []byte{0, 1} {
+		if gs, err := ledger.DecodeGrantRecord(nil, append(head2(keys, 7, 2), tail...)); err != nil || len(gs) != 1 || gs[0].Legacy != (keys == 1) {
+			t.Errorf("hand-encoded valid version 2 grant of key format %d: %+v, %v", keys, gs, err)
+		}
 	}
 	// Exactly the maximum is fine.
 	maxRec := ledger.AppendGrantRecord(nil, slices.Repeat([]ledger.Grant{valid}, ledger.GrantsPerRecordMax))
 	if got, err := ledger.DecodeGrantRecord(nil, maxRec); err != nil || len(got) != ledger.GrantsPerRecordMax {
 		t.Errorf("record of GrantsPerRecordMax grants: %d, %v", len(got), err)
+	}
+}
+
+// legacyRecord is a grant record written by the code of version 1, before
+// keys named the activity: user 42's cash packet of activity newyear in
+// scene lobby, rain 1 (the packet of the tokens package's legacy token).
+const legacyRecord = "0101012a04752d3432076e657779656172056c6f626279010004636173680463617368a202136e6577796561722f666f726d616c2f63617368038080a2beec68a493a2beec68"
+
+func legacyRecordGrant() ledger.Grant {
+	return ledger.Grant{AppID: 1, ActID: 42, UserID: "u-42", ActivityID: "newyear", SceneID: "lobby",
+		RainID: 1, Stage: tokens.StageFormal, AwardType: "cash", Asset: ledger.AssetCash, Amount: 145,
+		BudgetID: "newyear/formal/cash", LeaseID: 3, OpenTime: 1801267200000, IssuedAt: 1801267201234}
+}
+
+// TestGrantRecordLegacy decodes a record written before keys named the
+// activity: its grant keeps the legacy keys and trade number through every
+// later encoding, and grants of both formats have pinned encodings.
+func TestGrantRecordLegacy(t *testing.T) {
+	b, err := hex.DecodeString(legacyRecord)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs, err := ledger.DecodeGrantRecord(nil, b)
+	if err != nil {
+		t.Fatalf("DecodeGrantRecord(legacy record): %v", err)
+	}
+	want := legacyRecordGrant()
+	want.Legacy = true
+	if len(gs) != 1 || gs[0] != want {
+		t.Fatalf("DecodeGrantRecord(legacy record) = %+v, want [%+v]", gs, want)
+	}
+	g := gs[0]
+	if k := g.LimitKey(); k != "42_lobby_1_formal" {
+		t.Errorf("legacy LimitKey() = %q, want %q", k, "42_lobby_1_formal")
+	}
+	if k := g.IdempotencyKey(); k != "42_lobby_1_cash_formal" {
+		t.Errorf("legacy IdempotencyKey() = %q, want %q", k, "42_lobby_1_cash_formal")
+	}
+	// The trade number of the version 1 token of the same packet.
+	if otn := g.OutTradeNo(); otn != "7a11250c3bbbe791df8705d25e7ed375" {
+		t.Errorf("legacy OutTradeNo() = %q, want %q", otn, "7a11250c3bbbe791df8705d25e7ed375")
+	}
+	if c := g.Claims(); !c.Legacy || c.LimitKey() != g.LimitKey() || c.IdempotencyKey() != g.IdempotencyKey() {
+		t.Errorf("legacy Claims() = %+v, want Legacy claims with the grant's keys", c)
+	}
+	// Re-encoded (as booking does for the user grains) it is a version 2
+	// record that still says legacy.
+	re := ledger.AppendGrantRecord(nil, gs)
+	if wantHex := "020101" + legacyRecord[4:]; hex.EncodeToString(re) != wantHex {
+		t.Errorf("re-encoded legacy record = %x, want %s", re, wantHex)
+	}
+	if again, err := ledger.DecodeGrantRecord(nil, re); err != nil || len(again) != 1 || again[0] != want {
+		t.Errorf("decoding the re-encoded legacy record = %+v, %v, want [%+v]", again, err, want)
+	}
+	// The same packet issued now: keys name the activity.
+	cur := legacyRecordGrant()
+	if wantHex := "020100" + legacyRecord[4:]; hex.EncodeToString(ledger.AppendGrantRecord(nil, []ledger.Grant{cur})) != wantHex {
+		t.Errorf("record of a current grant = %x, want %s", ledger.AppendGrantRecord(nil, []ledger.Grant{cur}), wantHex)
+	}
+	if k := cur.LimitKey(); k != "42_newyear_lobby_1_formal" {
+		t.Errorf("LimitKey() = %q, want %q", k, "42_newyear_lobby_1_formal")
+	}
+	if k := cur.IdempotencyKey(); k != "42_newyear_lobby_1_cash_formal" || cur.OutTradeNo() != tokens.OutTradeNo(k) || cur.OutTradeNo() == g.OutTradeNo() {
+		t.Errorf("IdempotencyKey() = %q (out_trade_no %s), want %q and a trade number other than the legacy one", k, cur.OutTradeNo(), "42_newyear_lobby_1_cash_formal")
+	}
+}
+
+// TestLegacyGrantBooksOnce: a legacy grant redelivered after the upgrade
+// finds the entry it was booked under before it, and books nothing; a
+// redeem of its version 1 token (lease 0) is attributed by its legacy event.
+func TestLegacyGrantBooksOnce(t *testing.T) {
+	b, err := hex.DecodeString(legacyRecord)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs, err := ledger.DecodeGrantRecord(nil, b)
+	if err != nil || len(gs) != 1 {
+		t.Fatalf("DecodeGrantRecord(legacy record) = %+v, %v", gs, err)
+	}
+	legacy := gs[0]
+
+	// The account as the code of version 1 left it: the entry under the
+	// legacy limit key, stored and read back.
+	before := &ledger.Account{ActID: 42}
+	old := legacyRecordGrant()
+	old.Legacy = true
+	if ok, err := before.Book(&old, 1000); !ok || err != nil {
+		t.Fatalf("Book(legacy grant) = %v, %v", ok, err)
+	}
+	stored := ledger.MarshalAccount(nil, before)
+	a, err := ledger.UnmarshalAccount(stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := a.Entry("42_lobby_1_formal"); !ok || e.OutTradeNo != "7a11250c3bbbe791df8705d25e7ed375" || e.Amount != 145 {
+		t.Fatalf("Entry(42_lobby_1_formal) = %+v, %v, want the legacy packet", e, ok)
+	}
+	// Redelivered, directly and after the round trip through the grains'
+	// encoding.
+	again, err := ledger.DecodeGrantRecord(nil, ledger.AppendGrantRecord(nil, gs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range []ledger.Grant{legacy, again[0]} {
+		if ok, err := a.Book(&g, 2000); ok || err != nil {
+			t.Errorf("Book(redelivered legacy grant) = %v, %v, want false, nil", ok, err)
+		}
+	}
+	if got := a.Balance(ledger.AssetCash); got != 145 || len(a.Entries) != 1 {
+		t.Errorf("after redelivery: cash %d in %d entries, want 145 in 1", got, len(a.Entries))
+	}
+	if err := a.Check(); err != nil {
+		t.Errorf("Check: %v", err)
+	}
+
+	// A version 1 token redeemed after the upgrade (lease 0), then its
+	// version 1 event: attributed, not booked twice.
+	r := &ledger.Account{ActID: 42}
+	redeem := legacy
+	redeem.LeaseID, redeem.UserID = 0, ""
+	if ok, err := r.Book(&redeem, 1000); !ok || err != nil {
+		t.Fatalf("Book(legacy redeem) = %v, %v", ok, err)
+	}
+	if ok, err := r.Book(&legacy, 2000); ok || err != nil {
+		t.Errorf("Book(legacy event after redeem) = %v, %v, want false, nil", ok, err)
+	}
+	if !r.Attribute(&legacy) {
+		t.Errorf("Attribute(legacy event) = false, want the redeemed entry attributed to lease 3")
+	}
+	if e, _ := r.Entry(legacy.LimitKey()); e.LeaseID != 3 || len(r.Entries) != 1 {
+		t.Errorf("entry after attribution = %+v (%d entries), want lease 3 and one entry", e, len(r.Entries))
 	}
 }
 
@@ -397,6 +551,10 @@ func FuzzDecodeGrantRecord(f *testing.F) {
 	}
 	f.Add([]byte{1, 0x81, 0x00})
 	f.Add([]byte{2, 0})
+	f.Add([]byte{3, 0})
+	if b, err := hex.DecodeString(legacyRecord); err == nil {
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		gs, err := ledger.DecodeGrantRecord(nil, b)
 		if err != nil {
@@ -413,7 +571,22 @@ func FuzzDecodeGrantRecord(f *testing.F) {
 				t.Fatalf("DecodeGrantRecord(%x) accepted grant %+v", b, gs[i])
 			}
 		}
-		if re := ledger.AppendGrantRecord(nil, gs); !bytes.Equal(re, b) {
+		re := ledger.AppendGrantRecord(nil, gs)
+		if b[0] == 1 {
+			// A version 1 record re-encodes as version 2, keeping its grants
+			// and their legacy keys.
+			again, err := ledger.DecodeGrantRecord(nil, re)
+			if err != nil || !slices.Equal(again, gs) {
+				t.Fatalf("DecodeGrantRecord(%x) re-encodes to %x, which decodes to %+v, %v", b, re, again, err)
+			}
+			for i := range gs {
+				if !gs[i].Legacy {
+					t.Fatalf("DecodeGrantRecord(%x): grant %d of a version 1 record is not Legacy", b, i)
+				}
+			}
+			return
+		}
+		if !bytes.Equal(re, b) {
 			t.Fatalf("DecodeGrantRecord(%x) re-encodes to %x", b, re)
 		}
 	})

@@ -23,36 +23,71 @@ type Grant struct {
 	LeaseID    uint64 // the lease the amount was taken from
 	OpenTime   int64  // unix ms: the rain's start, sealed in the token
 	IssuedAt   int64  // unix ms on the issuing node
+	// Legacy marks a grant made before keys named the activity (a version 1
+	// grant record, or a version 1 token being redeemed): its limit key,
+	// idempotency key and out_trade_no are the legacy ones, so that it
+	// dedupes against the account entry it was booked under before the
+	// upgrade. Invariant: a grant issued now has Legacy false.
+	Legacy bool
 }
 
-// LimitKey is the per-user limit: one packet per user, scene, rain and stage
-// whatever award was drawn.
+// LimitKey is the per-user limit: one packet per user, activity, scene,
+// rain and stage whatever award was drawn (tokens.LimitKey, or
+// tokens.LegacyLimitKey for a Legacy grant).
 func (g *Grant) LimitKey() string {
-	return tokens.LimitKey(g.ActID, g.SceneID, g.RainID, g.Stage)
+	if g.Legacy {
+		return tokens.LegacyLimitKey(g.ActID, g.SceneID, g.RainID, g.Stage)
+	}
+	return tokens.LimitKey(g.ActID, g.ActivityID, g.SceneID, g.RainID, g.Stage)
 }
 
-// IdempotencyKey names this grant for exactly-once booking.
+// IdempotencyKey names this grant for exactly-once booking (the legacy key
+// for a Legacy grant).
 func (g *Grant) IdempotencyKey() string {
-	return tokens.IdempotencyKey(g.ActID, g.SceneID, g.RainID, g.AwardType, g.Stage)
+	if g.Legacy {
+		return tokens.LegacyIdempotencyKey(g.ActID, g.SceneID, g.RainID, g.AwardType, g.Stage)
+	}
+	return tokens.IdempotencyKey(g.ActID, g.ActivityID, g.SceneID, g.RainID, g.AwardType, g.Stage)
 }
 
-// Claims returns what the grant's token seals.
+// Claims returns what the grant's token seals; a Legacy grant's claims seal
+// a version 1 token.
 func (g *Grant) Claims() tokens.Claims {
 	return tokens.Claims{
 		AppID: g.AppID, ActID: g.ActID, ActivityID: g.ActivityID, SceneID: g.SceneID,
 		RainID: g.RainID, AwardType: g.AwardType, Stage: g.Stage, Amount: g.Amount,
-		OpenTime: g.OpenTime,
+		OpenTime: g.OpenTime, Legacy: g.Legacy,
 	}
 }
 
-// grantRecordVersion leads every encoded grant record.
-const grantRecordVersion = 1
+// Grant record versions. A version 1 record was written before keys named
+// the activity, and its grants decode as Legacy. A version 2 record carries
+// one key-format byte before each grant (grantKeys*): a legacy grant is
+// encoded again after the upgrade (booking hands decoded grants to the user
+// grains in this encoding, and a batch may mix both kinds), and must keep
+// its keys, or it would book a second time under the new ones.
+const (
+	grantRecordVersion       = 2
+	grantRecordVersionLegacy = 1
+)
+
+// Key formats of a grant in a version 2 record.
+const (
+	grantKeysActivity byte = 0 // keys name the activity
+	grantKeysLegacy   byte = 1 // Grant.Legacy: keys without the activity
+)
 
 // GrantsPerRecordMax bounds how many grants one Kafka record carries.
 const GrantsPerRecordMax = 4096
 
-// AppendGrant appends the binary encoding of g.
+// AppendGrant appends the binary encoding of g as a version 2 record holds
+// it: its key format, then its fields.
 func AppendGrant(dst []byte, g *Grant) []byte {
+	keys := grantKeysActivity
+	if g.Legacy {
+		keys = grantKeysLegacy
+	}
+	dst = append(dst, keys)
 	dst = appendUvarint(dst, uint64(g.AppID))
 	dst = appendUvarint(dst, g.ActID)
 	dst = appendString(dst, g.UserID)
@@ -69,7 +104,19 @@ func AppendGrant(dst []byte, g *Grant) []byte {
 	return appendVarint(dst, g.IssuedAt)
 }
 
-func (d *decoder) grant(g *Grant) {
+// grant decodes one grant of a record of the given version.
+func (d *decoder) grant(g *Grant, version byte) {
+	if version == grantRecordVersionLegacy {
+		g.Legacy = true
+	} else {
+		switch d.byte1("key format") {
+		case grantKeysActivity:
+		case grantKeysLegacy:
+			g.Legacy = true
+		default:
+			d.fail("key format")
+		}
+	}
 	app := d.uvarint("app_id")
 	if app > 1<<32-1 {
 		d.fail("app_id range")
@@ -96,7 +143,8 @@ func (d *decoder) grant(g *Grant) {
 	}
 }
 
-// AppendGrantRecord appends one Kafka record value holding grants.
+// AppendGrantRecord appends one Kafka record value holding grants, as a
+// version 2 record (Legacy grants included).
 func AppendGrantRecord(dst []byte, gs []Grant) []byte {
 	dst = append(dst, grantRecordVersion)
 	dst = appendUvarint(dst, uint64(len(gs)))
@@ -106,13 +154,16 @@ func AppendGrantRecord(dst []byte, gs []Grant) []byte {
 	return dst
 }
 
-// DecodeGrantRecord decodes a record written by AppendGrantRecord, appending
-// its grants to dst. On error it returns dst with its original length, so a
-// caller cannot book part of a corrupt record.
+// DecodeGrantRecord decodes a record written by AppendGrantRecord, or a
+// version 1 record written before keys named the activity (its grants are
+// Legacy), appending its grants to dst. Any other version is ErrCorrupt. On
+// error it returns dst with its original length, so a caller cannot book
+// part of a corrupt record.
 func DecodeGrantRecord(dst []Grant, src []byte) ([]Grant, error) {
 	d := decoder{b: src}
 	dst0 := len(dst)
-	if v := d.byte1("version"); d.err == nil && v != grantRecordVersion {
+	v := d.byte1("version")
+	if d.err == nil && v != grantRecordVersion && v != grantRecordVersionLegacy {
 		return dst, fmt.Errorf("%w: grant record version %d", ErrCorrupt, v)
 	}
 	n := d.count("grant count")
@@ -121,7 +172,7 @@ func DecodeGrantRecord(dst []Grant, src []byte) ([]Grant, error) {
 	}
 	for i := 0; i < n && d.err == nil; i++ {
 		var g Grant
-		d.grant(&g)
+		d.grant(&g, v)
 		dst = append(dst, g)
 	}
 	if err := d.end(); err != nil {

@@ -33,7 +33,9 @@ func redisClient(t *testing.T, addr string) *redis.Client {
 	return c
 }
 
-func limitKey(actID uint64) string { return tokens.LimitKey(actID, "rain", 1, tokens.StageFormal) }
+func limitKey(actID uint64) string {
+	return tokens.LimitKey(actID, "demo", "rain", 1, tokens.StageFormal)
+}
 
 // openStore opens the embedded TiKV of a stopped node's data dir; the
 // caller closes it before the next node starts on dir.
@@ -318,12 +320,12 @@ func TestForeignRedis(t *testing.T) {
 	rdb := redisClient(t, addr)
 	const ghost = "u-ghost"
 	stale := map[string]string{
-		storage.RedisEpochKey:                                   "0123456789abcdef",
-		storage.LimitMarkKey(limitKey(777)):                     storage.MarkValue(storage.MarkIssued, "cash", 5, 0),
-		storage.BookedMarkKey(limitKey(777)):                    storage.MarkValue(storage.MarkBooked, "cash", 5, 0),
-		storage.BookedMarkKey(limitKey(1)):                      storage.MarkValue(storage.MarkBooked, "cash", 9, 0),
-		storage.BindMarkKey(1, ghost):                           "777",
-		storage.LimitMarkKey(fmt.Sprintf("%d_rain_1_gray", 42)): storage.MarkPending,
+		storage.RedisEpochKey:                                        "0123456789abcdef",
+		storage.LimitMarkKey(limitKey(777)):                          storage.MarkValue(storage.MarkIssued, "cash", 5, 0),
+		storage.BookedMarkKey(limitKey(777)):                         storage.MarkValue(storage.MarkBooked, "cash", 5, 0),
+		storage.BookedMarkKey(limitKey(1)):                           storage.MarkValue(storage.MarkBooked, "cash", 9, 0),
+		storage.BindMarkKey(1, ghost):                                "777",
+		storage.LimitMarkKey(fmt.Sprintf("%d_demo_rain_1_gray", 42)): storage.MarkPending,
 	}
 	for k, v := range stale {
 		if err := rdb.Set(ctx, k, v, 0).Err(); err != nil {

@@ -56,14 +56,15 @@ func springStages(t *testing.T, stages ...string) json.RawMessage {
 }
 
 type stagedAnswer struct {
-	ActID     uint64 `json:"act_id"`
-	AwardType string `json:"award_type"`
-	Asset     string `json:"asset"`
-	Amount    int64  `json:"amount"`
-	Stage     string `json:"stage"`
-	Status    string `json:"status"`
-	Token     string `json:"token"`
-	Code      string `json:"code"`
+	ActID      uint64 `json:"act_id"`
+	AwardType  string `json:"award_type"`
+	Asset      string `json:"asset"`
+	Amount     int64  `json:"amount"`
+	Stage      string `json:"stage"`
+	Status     string `json:"status"`
+	Token      string `json:"token"`
+	OutTradeNo string `json:"out_trade_no"`
+	Code       string `json:"code"`
 }
 
 // waitDrained waits until every grant the node issued is booked.

@@ -295,8 +295,13 @@ func Run(ctx context.Context, kv *storage.TiKV) (*Report, error) {
 	return r, nil
 }
 
-// outTradeNo re-derives an entry's trade number from its limit key
-// "{act}_{scene}_{rain}_{stage}" and award.
+// outTradeNo re-derives an entry's trade number from its limit key and
+// award: the idempotency key is the limit key with the award inserted before
+// the last part (the stage). That holds for both formats, so an entry needs
+// no flag: "{act}_{activity}_{scene}_{rain}_{stage}" gives
+// "{act}_{activity}_{scene}_{rain}_{award}_{stage}", and a legacy
+// "{act}_{scene}_{rain}_{stage}" (booked before keys named the activity)
+// gives the legacy "{act}_{scene}_{rain}_{award}_{stage}".
 func outTradeNo(actID uint64, e ledger.Entry) (string, bool) {
 	i := strings.LastIndexByte(e.LimitKey, '_')
 	if i < 0 || !strings.HasPrefix(e.LimitKey, fmt.Sprintf("%d_", actID)) {

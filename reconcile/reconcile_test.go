@@ -280,8 +280,29 @@ func TestViolations(t *testing.T) {
 			a.Entries[0].OutTradeNo = tokens.OutTradeNo("forged")
 			return putAll(txn, a)
 		},
-		fail: map[string][]string{matchesTokens: {"act 4: entry 4_rain_1_formal out_trade_no " + tokens.OutTradeNo("forged") + " does not derive from its key"}},
+		fail: map[string][]string{matchesTokens: {"act 4: entry 4_demo_rain_1_formal out_trade_no " + tokens.OutTradeNo("forged") + " does not derive from its key"}},
 		ok:   []string{noOverspend, exactlyOnce, doubleEntry, conservation, postings},
+	}, {
+		name: "legacy entry's out_trade_no not derived from its key",
+		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+			a := getAccount(ctx, t, txn, 2)
+			a.Entries[0].OutTradeNo = tokens.OutTradeNo("forged")
+			return putAll(txn, a)
+		},
+		fail: map[string][]string{matchesTokens: {"act 2: entry 2_rain_1_formal out_trade_no " + tokens.OutTradeNo("forged") + " does not derive from its key"}},
+		ok:   []string{noOverspend, exactlyOnce, doubleEntry, conservation, postings},
+	}, {
+		// The key format of the entry decides: a legacy entry carrying the
+		// trade number of the same packet under the new keys is refused.
+		name: "legacy entry with the trade number of the new keys",
+		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+			a := getAccount(ctx, t, txn, 2)
+			a.Entries[0].OutTradeNo = tokens.OutTradeNo(tokens.IdempotencyKey(2, "demo", "rain", 1, "cash", tokens.StageFormal))
+			return putAll(txn, a)
+		},
+		fail: map[string][]string{matchesTokens: {"act 2: entry 2_rain_1_formal out_trade_no " +
+			tokens.OutTradeNo("2_demo_rain_1_cash_formal") + " does not derive from its key"}},
+		ok: []string{noOverspend, exactlyOnce, doubleEntry, conservation, postings},
 	}, {
 		name: "malformed out_trade_no",
 		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
@@ -289,7 +310,7 @@ func TestViolations(t *testing.T) {
 			a.Entries[0].OutTradeNo = "not-hex"
 			return putAll(txn, a)
 		},
-		fail: map[string][]string{matchesTokens: {`act 4: entry 4_rain_1_formal has a malformed out_trade_no "not-hex"`}},
+		fail: map[string][]string{matchesTokens: {`act 4: entry 4_demo_rain_1_formal has a malformed out_trade_no "not-hex"`}},
 		ok:   []string{noOverspend, exactlyOnce, doubleEntry, conservation, postings},
 	}, {
 		name: "same out_trade_no in two accounts",
@@ -300,7 +321,7 @@ func TestViolations(t *testing.T) {
 		},
 		fail: map[string][]string{
 			exactlyOnce:   {"out_trade_no " + grantOfOTN(6) + " booked twice"},
-			matchesTokens: {"act 7: entry 7_rain_1_formal out_trade_no " + grantOfOTN(6) + " does not derive from its key"},
+			matchesTokens: {"act 7: entry 7_demo_rain_1_formal out_trade_no " + grantOfOTN(6) + " does not derive from its key"},
 		},
 		ok: []string{noOverspend, doubleEntry, conservation, postings},
 	}, {

@@ -17,7 +17,8 @@ import (
 // The healthy store every test starts from, written with the ledger's own
 // rules in the layout booking uses: a funded budget, a closed lease whose
 // grants are booked, an open lease with some grants booked, one hot detail
-// per booking batch, and each user's account (with its app identity).
+// per booking batch, and each user's account (with its app identity). The
+// first legacyUsers users were booked under the legacy keys.
 var (
 	budgetID = campaign.BudgetID("demo", tokens.StageFormal, "cash")
 	asset    = ledger.Asset("cash")
@@ -30,13 +31,19 @@ const (
 	usersCount  = 8
 )
 
+// legacyUsers were granted before keys named the activity: their entries
+// are under the legacy limit keys ("{act}_rain_1_formal"), the others'
+// under the keys naming the activity ("{act}_demo_rain_1_formal").
+const legacyUsers = 3
+
 // amountOf is user act's packet.
 func amountOf(act uint64) int64 { return int64(act) * 10 }
 
 func grantOf(act, lease uint64) ledger.Grant {
 	return ledger.Grant{AppID: 1, ActID: act, UserID: fmt.Sprintf("u-%d", act), ActivityID: "demo",
 		SceneID: "rain", RainID: 1, Stage: tokens.StageFormal, AwardType: "cash", Asset: asset,
-		Amount: amountOf(act), BudgetID: budgetID, LeaseID: lease, OpenTime: 1, IssuedAt: 2}
+		Amount: amountOf(act), BudgetID: budgetID, LeaseID: lease, OpenTime: 1, IssuedAt: 2,
+		Legacy: act <= legacyUsers}
 }
 
 // writeHealthy fills an empty store.

@@ -12,8 +12,9 @@
 //
 // Wire format (before base64, raw URL alphabet, no padding):
 //
-//	version (1 byte, = 1) | key id (2 bytes, big endian) | nonce (12 bytes) |
-//	AES-128-GCM(plaintext) with the 3 header bytes as additional data, tag last
+//	version (1 byte, = 2; 1 for legacy tokens) | key id (2 bytes, big endian) |
+//	nonce (12 bytes) | AES-128-GCM(plaintext) with the 3 header bytes as
+//	additional data, tag last
 //
 // Plaintext, in order: app_id (uvarint), act_id (uvarint), activity_id
 // (string), scene_id (string), rain_id (uvarint), award_type (string), stage
@@ -22,6 +23,19 @@
 // followed by its bytes. Every varint must be minimally encoded and nothing
 // may follow out_trade_no, so each claims value has exactly one plaintext and
 // a token that opens re-seals to the identical bytes.
+//
+// The version says which keys the token's out_trade_no derives from.
+// Version 2 keys name the activity: the idempotency key is
+// "{act_id}_{activity_id}_{scene_id}_{rain_id}_{award_type}_{stage}" and the
+// limit key "{act_id}_{activity_id}_{scene_id}_{rain_id}_{stage}". Version 1
+// tokens, sealed before keys named the activity, have the same plaintext but
+// derive from the legacy keys "{act_id}_{scene_id}_{rain_id}_{award_type}_{stage}"
+// and "{act_id}_{scene_id}_{rain_id}_{stage}". Open accepts both and sets
+// Claims.Legacy for version 1, so a legacy token keeps its trade number and
+// books once under the key it was issued with; Seal writes version 1 only for
+// such claims. The version is authenticated (it is additional data and part
+// of the synthetic nonce's input), so a token cannot be moved from one key
+// format to the other.
 package tokens
 
 import (
@@ -80,11 +94,15 @@ const (
 )
 
 const (
-	tokenVersion = 1
-	headerLen    = 3 // version, key id
-	nonceLen     = 12
-	tagLen       = 16
-	otnLen       = 16 // raw bytes of out_trade_no
+	// tokenVersion leads the tokens Seal writes for claims whose keys name
+	// the activity; tokenVersionLegacy those of Legacy claims.
+	tokenVersion       = 2
+	tokenVersionLegacy = 1
+
+	headerLen = 3 // version, key id
+	nonceLen  = 12
+	tagLen    = 16
+	otnLen    = 16 // raw bytes of out_trade_no
 
 	// plaintextLenMax is the largest plaintext: app_id (5), act_id (10),
 	// rain_id (10), amount (10), open_time (10), stage (1), out_trade_no (16)
@@ -97,8 +115,9 @@ const (
 	rawLenMin       = headerLen + nonceLen + plaintextLenMin + tagLen
 
 	// idempotencyKeyLenMax bounds the idempotency key of claims Seal accepts:
-	// two uint64 in decimal, two strings, the stage name and four separators.
-	idempotencyKeyLenMax = 20 + 20 + 2*StringLenMax + len("internal") + 4
+	// two uint64 in decimal, three strings (activity, scene, award), the
+	// stage name and five separators. Legacy keys are shorter.
+	idempotencyKeyLenMax = 20 + 20 + 3*StringLenMax + len("internal") + 5
 )
 
 // Domain separation labels: each derived value hashes its own label, so no
@@ -167,29 +186,50 @@ type Claims struct {
 	OpenTime int64
 	// KeyID is set by Seal from the ring's active key and reported by Open.
 	KeyID uint16
+	// Legacy marks the claims of a version 1 token, sealed before the keys
+	// named the activity: their limit key, idempotency key and out_trade_no
+	// are the legacy ones without the activity, and Seal writes them as a
+	// version 1 token again. Open sets it; a new grant never does.
+	Legacy bool
 }
 
-// IdempotencyKey returns "{act_id}_{scene_id}_{rain_id}_{award_type}_{stage}"
-// with decimal act_id and rain_id and the stage's String. The fields are not
-// escaped, so campaign validation must keep "_" out of scene ids and award
-// types for the key to be unambiguous.
-func IdempotencyKey(actID uint64, sceneID string, rainID uint64, awardType string, stage Stage) string {
+// IdempotencyKey returns
+// "{act_id}_{activity_id}_{scene_id}_{rain_id}_{award_type}_{stage}" with
+// decimal act_id and rain_id and the stage's String. The fields are not
+// escaped, so campaign validation must keep "_" out of activity ids, scene
+// ids and award types for the key to be unambiguous. Scene and rain ids are
+// unique only within an activity, so the activity is part of the key: two
+// activities on the same scene and rain are two packets.
+func IdempotencyKey(actID uint64, activityID, sceneID string, rainID uint64, awardType string, stage Stage) string {
 	var buf [idempotencyKeyLenMax]byte
-	return string(appendIdempotencyKey(buf[:0], actID, sceneID, rainID, awardType, stage))
+	b := appendKeyPrefix(buf[:0], false, actID, activityID, sceneID, rainID)
+	return string(appendKeySuffix(b, awardType, stage))
 }
 
-// LimitKey returns "{act_id}_{scene_id}_{rain_id}_{stage}", the per-user
-// limit: one packet per rain whatever the award.
-func LimitKey(actID uint64, sceneID string, rainID uint64, stage Stage) string {
+// LimitKey returns "{act_id}_{activity_id}_{scene_id}_{rain_id}_{stage}",
+// the per-user limit: one packet per activity and rain whatever the award.
+func LimitKey(actID uint64, activityID, sceneID string, rainID uint64, stage Stage) string {
 	var buf [idempotencyKeyLenMax]byte
-	b := strconv.AppendUint(buf[:0], actID, 10)
-	b = append(b, '_')
-	b = append(b, sceneID...)
-	b = append(b, '_')
-	b = strconv.AppendUint(b, rainID, 10)
-	b = append(b, '_')
-	b = append(b, stage.String()...)
-	return string(b)
+	b := appendKeyPrefix(buf[:0], false, actID, activityID, sceneID, rainID)
+	return string(append(b, stage.String()...))
+}
+
+// LegacyIdempotencyKey returns "{act_id}_{scene_id}_{rain_id}_{award_type}_{stage}",
+// the idempotency key of grants made before keys named the activity
+// (version 1 tokens and grant records).
+func LegacyIdempotencyKey(actID uint64, sceneID string, rainID uint64, awardType string, stage Stage) string {
+	var buf [idempotencyKeyLenMax]byte
+	b := appendKeyPrefix(buf[:0], true, actID, "", sceneID, rainID)
+	return string(appendKeySuffix(b, awardType, stage))
+}
+
+// LegacyLimitKey returns "{act_id}_{scene_id}_{rain_id}_{stage}", the limit
+// key of grants made before keys named the activity. It has one part fewer
+// than a LimitKey, so the two formats never produce the same key.
+func LegacyLimitKey(actID uint64, sceneID string, rainID uint64, stage Stage) string {
+	var buf [idempotencyKeyLenMax]byte
+	b := appendKeyPrefix(buf[:0], true, actID, "", sceneID, rainID)
+	return string(append(b, stage.String()...))
 }
 
 // OutTradeNo derives the 32-hex-character trade number from an idempotency
@@ -201,26 +241,48 @@ func OutTradeNo(idempotencyKey string) string {
 	return hex.EncodeToString(sum[:otnLen])
 }
 
-// IdempotencyKey returns the idempotency key of c's fields.
+// IdempotencyKey returns the idempotency key of c's fields: the legacy one
+// when c.Legacy is set.
 func (c *Claims) IdempotencyKey() string {
-	return IdempotencyKey(c.ActID, c.SceneID, c.RainID, c.AwardType, c.Stage)
+	var buf [idempotencyKeyLenMax]byte
+	return string(appendIdempotencyKey(buf[:0], c))
 }
 
-// LimitKey returns the per-user limit key of c's fields.
+// LimitKey returns the per-user limit key of c's fields: the legacy one when
+// c.Legacy is set.
 func (c *Claims) LimitKey() string {
-	return LimitKey(c.ActID, c.SceneID, c.RainID, c.Stage)
+	var buf [idempotencyKeyLenMax]byte
+	b := appendKeyPrefix(buf[:0], c.Legacy, c.ActID, c.ActivityID, c.SceneID, c.RainID)
+	return string(append(b, c.Stage.String()...))
 }
 
-func appendIdempotencyKey(b []byte, actID uint64, sceneID string, rainID uint64, awardType string, stage Stage) []byte {
+// appendKeyPrefix appends "{act_id}_{activity_id}_{scene_id}_{rain_id}_",
+// the part that limit and idempotency keys share; legacy leaves out the
+// activity.
+func appendKeyPrefix(b []byte, legacy bool, actID uint64, activityID, sceneID string, rainID uint64) []byte {
 	b = strconv.AppendUint(b, actID, 10)
 	b = append(b, '_')
+	if !legacy {
+		b = append(b, activityID...)
+		b = append(b, '_')
+	}
 	b = append(b, sceneID...)
 	b = append(b, '_')
 	b = strconv.AppendUint(b, rainID, 10)
-	b = append(b, '_')
+	return append(b, '_')
+}
+
+// appendKeySuffix appends "{award_type}_{stage}", the end of an idempotency
+// key.
+func appendKeySuffix(b []byte, awardType string, stage Stage) []byte {
 	b = append(b, awardType...)
 	b = append(b, '_')
 	return append(b, stage.String()...)
+}
+
+func appendIdempotencyKey(b []byte, c *Claims) []byte {
+	b = appendKeyPrefix(b, c.Legacy, c.ActID, c.ActivityID, c.SceneID, c.RainID)
+	return appendKeySuffix(b, c.AwardType, c.Stage)
 }
 
 // outTradeNoSum returns the raw out_trade_no of c's fields without
@@ -228,7 +290,7 @@ func appendIdempotencyKey(b []byte, actID uint64, sceneID string, rainID uint64,
 func outTradeNoSum(c *Claims) [otnLen]byte {
 	var buf [len(labelOutTradeNo) + idempotencyKeyLenMax]byte
 	b := append(buf[:0], labelOutTradeNo...)
-	b = appendIdempotencyKey(b, c.ActID, c.SceneID, c.RainID, c.AwardType, c.Stage)
+	b = appendIdempotencyKey(b, c)
 	sum := sha256.Sum256(b)
 	return [otnLen]byte(sum[:otnLen])
 }
@@ -374,7 +436,9 @@ func (s *scratch) siv(r *Ring, i int, header, plaintext []byte) []byte {
 // padding. It first sets c.KeyID to the ring's active key and c.OutTradeNo to
 // the trade number derived from c's fields, whatever they held. Sealing is
 // deterministic: the same claims under the same key give identical bytes in
-// every process.
+// every process. Claims with Legacy set (opened from a version 1 token) are
+// sealed as a version 1 token with the legacy trade number, so an opened
+// token re-seals to its own bytes.
 //
 // Seal panics if a string claim is longer than StringLenMax or the stage is
 // unknown: Open would refuse such a token, and campaign validation keeps
@@ -391,15 +455,20 @@ func (r *Ring) Seal(dst []byte, c *Claims) []byte {
 
 	s := r.scratch.Get().(*scratch)
 	pt := appendPlaintext(s.pt[:0], c, &otn)
-	dst = r.seal(dst, s, r.active, pt)
+	version := byte(tokenVersion)
+	if c.Legacy {
+		version = tokenVersionLegacy
+	}
+	dst = r.seal(dst, s, r.active, version, pt)
 	r.scratch.Put(s)
 	return dst
 }
 
-// seal appends the token of plaintext pt under the ring's key i to dst.
-func (r *Ring) seal(dst []byte, s *scratch, i int, pt []byte) []byte {
+// seal appends the token of plaintext pt under the ring's key i and the
+// given version to dst.
+func (r *Ring) seal(dst []byte, s *scratch, i int, version byte, pt []byte) []byte {
 	k := &r.keys[i]
-	raw := append(s.raw[:0], tokenVersion, byte(k.id>>8), byte(k.id))
+	raw := append(s.raw[:0], version, byte(k.id>>8), byte(k.id))
 	raw = append(raw, s.siv(r, i, raw[:headerLen], pt)...)
 	// The nonce and header alias the front of raw; GCM writes only after
 	// them, so the aliasing is exact-or-none as cipher.AEAD requires.
@@ -435,10 +504,12 @@ func appendString(b []byte, s string) []byte {
 	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
 }
 
-// Open authenticates and decodes a token. It returns ErrMalformed for text
-// that is not a token of this format, ErrUnknownKey for a key id the ring
-// does not hold, and ErrForged when the tag, the synthetic nonce or the
-// out_trade_no does not match. Open never panics, whatever token holds.
+// Open authenticates and decodes a token of version 2, or of version 1 (then
+// it sets Legacy and checks the out_trade_no against the legacy key). It
+// returns ErrMalformed for text that is not a token of this format,
+// ErrUnknownKey for a key id the ring does not hold, and ErrForged when the
+// tag, the synthetic nonce or the out_trade_no does not match. Open never
+// panics, whatever token holds.
 func (r *Ring) Open(token []byte) (Claims, error) {
 	if len(token) > TokenLenMax || len(token) < encodingOpen.EncodedLen(rawLenMin) {
 		return Claims{}, ErrMalformed
@@ -460,7 +531,12 @@ func (r *Ring) open(s *scratch, token []byte) (Claims, error) {
 		return Claims{}, ErrMalformed
 	}
 	raw := s.text[:n]
-	if raw[0] != tokenVersion {
+	var legacy bool
+	switch raw[0] {
+	case tokenVersion:
+	case tokenVersionLegacy:
+		legacy = true
+	default:
 		return Claims{}, ErrMalformed
 	}
 	id := binary.BigEndian.Uint16(raw[1:headerLen])
@@ -481,6 +557,7 @@ func (r *Ring) open(s *scratch, token []byte) (Claims, error) {
 	if !ok {
 		return Claims{}, ErrMalformed
 	}
+	c.Legacy = legacy
 	if outTradeNoSum(&c) != otn {
 		return Claims{}, ErrForged
 	}

@@ -116,6 +116,7 @@ func randClaims(rng *rand.Rand) Claims {
 		// Garbage that Seal must overwrite.
 		OutTradeNo: randString(rng),
 		KeyID:      uint16(rng.Uint32()),
+		Legacy:     rng.IntN(2) == 0,
 	}
 }
 
@@ -132,12 +133,18 @@ func encodeRaw(raw []byte) []byte {
 	return encodingSeal.AppendEncode(nil, raw)
 }
 
-// sealPlaintext seals an arbitrary plaintext with the ring's active key and
-// a correct synthetic nonce: what only a holder of the key could produce.
+// sealPlaintext seals an arbitrary plaintext as a version 2 token with the
+// ring's active key and a correct synthetic nonce: what only a holder of the
+// key could produce.
 func sealPlaintext(r *Ring, pt []byte) []byte {
+	return sealPlaintextVersion(r, tokenVersion, pt)
+}
+
+// sealPlaintextVersion is sealPlaintext under any version byte.
+func sealPlaintextVersion(r *Ring, version byte, pt []byte) []byte {
 	s := r.scratch.Get().(*scratch)
 	defer r.scratch.Put(s)
-	return r.seal(nil, s, r.active, pt)
+	return r.seal(nil, s, r.active, version, pt)
 }
 
 // plaintextOf returns the plaintext Seal encrypts for c.
@@ -176,55 +183,112 @@ func TestStage(t *testing.T) {
 
 func TestIdempotencyKey(t *testing.T) {
 	tests := []struct {
-		actID     uint64
-		sceneID   string
-		rainID    uint64
-		awardType string
-		stage     Stage
-		want      string
+		actID      uint64
+		activityID string
+		sceneID    string
+		rainID     uint64
+		awardType  string
+		stage      Stage
+		want       string
+		wantLegacy string
 	}{
-		{1001, "s1", 7, "cash", StageFormal, "1001_s1_7_cash_formal"},
-		{0, "", 0, "", StageGray, "0__0__gray"},
-		{math.MaxUint64, "scene-a", math.MaxUint64, "coupon", StageInternal,
+		{1001, "newyear", "s1", 7, "cash", StageFormal, "1001_newyear_s1_7_cash_formal", "1001_s1_7_cash_formal"},
+		{1001, "spring", "s1", 7, "cash", StageFormal, "1001_spring_s1_7_cash_formal", "1001_s1_7_cash_formal"},
+		{0, "", "", 0, "", StageGray, "0___0__gray", "0__0__gray"},
+		{math.MaxUint64, "act-2026", "scene-a", math.MaxUint64, "coupon", StageInternal,
+			"18446744073709551615_act-2026_scene-a_18446744073709551615_coupon_internal",
 			"18446744073709551615_scene-a_18446744073709551615_coupon_internal"},
-		{42, strings.Repeat("x", 100), 1, "cash", StageFormal, "42_" + strings.Repeat("x", 100) + "_1_cash_formal"},
+		{42, strings.Repeat("a", StringLenMax), strings.Repeat("x", 100), 1, "cash", StageFormal,
+			"42_" + strings.Repeat("a", StringLenMax) + "_" + strings.Repeat("x", 100) + "_1_cash_formal",
+			"42_" + strings.Repeat("x", 100) + "_1_cash_formal"},
 	}
 	for _, tt := range tests {
-		got := IdempotencyKey(tt.actID, tt.sceneID, tt.rainID, tt.awardType, tt.stage)
+		got := IdempotencyKey(tt.actID, tt.activityID, tt.sceneID, tt.rainID, tt.awardType, tt.stage)
 		if got != tt.want {
-			t.Errorf("IdempotencyKey(%d, %q, %d, %q, %v) = %q, want %q",
-				tt.actID, tt.sceneID, tt.rainID, tt.awardType, tt.stage, got, tt.want)
+			t.Errorf("IdempotencyKey(%d, %q, %q, %d, %q, %v) = %q, want %q",
+				tt.actID, tt.activityID, tt.sceneID, tt.rainID, tt.awardType, tt.stage, got, tt.want)
 		}
-		c := Claims{ActID: tt.actID, SceneID: tt.sceneID, RainID: tt.rainID, AwardType: tt.awardType, Stage: tt.stage}
+		if got := LegacyIdempotencyKey(tt.actID, tt.sceneID, tt.rainID, tt.awardType, tt.stage); got != tt.wantLegacy {
+			t.Errorf("LegacyIdempotencyKey(%d, %q, %d, %q, %v) = %q, want %q",
+				tt.actID, tt.sceneID, tt.rainID, tt.awardType, tt.stage, got, tt.wantLegacy)
+		}
+		c := Claims{ActID: tt.actID, ActivityID: tt.activityID, SceneID: tt.sceneID, RainID: tt.rainID, AwardType: tt.awardType, Stage: tt.stage}
 		if got := c.IdempotencyKey(); got != tt.want {
 			t.Errorf("Claims.IdempotencyKey() = %q, want %q", got, tt.want)
+		}
+		c.Legacy = true
+		if got := c.IdempotencyKey(); got != tt.wantLegacy {
+			t.Errorf("Claims{Legacy: true}.IdempotencyKey() = %q, want %q", got, tt.wantLegacy)
 		}
 	}
 }
 
 func TestLimitKey(t *testing.T) {
 	tests := []struct {
-		actID   uint64
-		sceneID string
-		rainID  uint64
-		stage   Stage
-		want    string
+		actID      uint64
+		activityID string
+		sceneID    string
+		rainID     uint64
+		stage      Stage
+		want       string
+		wantLegacy string
 	}{
-		{1001, "s1", 7, StageFormal, "1001_s1_7_formal"},
-		{0, "", 0, StageGray, "0__0_gray"},
-		{math.MaxUint64, "scene-a", 3, StageInternal, "18446744073709551615_scene-a_3_internal"},
+		{1001, "newyear", "s1", 7, StageFormal, "1001_newyear_s1_7_formal", "1001_s1_7_formal"},
+		{1001, "spring", "s1", 7, StageFormal, "1001_spring_s1_7_formal", "1001_s1_7_formal"},
+		{0, "", "", 0, StageGray, "0___0_gray", "0__0_gray"},
+		{math.MaxUint64, "act-2026", "scene-a", 3, StageInternal,
+			"18446744073709551615_act-2026_scene-a_3_internal", "18446744073709551615_scene-a_3_internal"},
 	}
 	for _, tt := range tests {
-		got := LimitKey(tt.actID, tt.sceneID, tt.rainID, tt.stage)
+		got := LimitKey(tt.actID, tt.activityID, tt.sceneID, tt.rainID, tt.stage)
 		if got != tt.want {
-			t.Errorf("LimitKey(%d, %q, %d, %v) = %q, want %q", tt.actID, tt.sceneID, tt.rainID, tt.stage, got, tt.want)
+			t.Errorf("LimitKey(%d, %q, %q, %d, %v) = %q, want %q", tt.actID, tt.activityID, tt.sceneID, tt.rainID, tt.stage, got, tt.want)
+		}
+		if got := LegacyLimitKey(tt.actID, tt.sceneID, tt.rainID, tt.stage); got != tt.wantLegacy {
+			t.Errorf("LegacyLimitKey(%d, %q, %d, %v) = %q, want %q", tt.actID, tt.sceneID, tt.rainID, tt.stage, got, tt.wantLegacy)
 		}
 		// The limit does not depend on the award: one packet per rain.
 		for _, award := range []string{"cash", "coupon"} {
-			c := Claims{ActID: tt.actID, SceneID: tt.sceneID, RainID: tt.rainID, AwardType: award, Stage: tt.stage}
+			c := Claims{ActID: tt.actID, ActivityID: tt.activityID, SceneID: tt.sceneID, RainID: tt.rainID, AwardType: award, Stage: tt.stage}
 			if got := c.LimitKey(); got != tt.want {
 				t.Errorf("Claims{AwardType: %q}.LimitKey() = %q, want %q", award, got, tt.want)
 			}
+			c.Legacy = true
+			if got := c.LimitKey(); got != tt.wantLegacy {
+				t.Errorf("Claims{AwardType: %q, Legacy: true}.LimitKey() = %q, want %q", award, got, tt.wantLegacy)
+			}
+		}
+	}
+}
+
+// TestKeysNameTheActivity: two activities on the same scene and rain are two
+// packets (two limit keys, two trade numbers), while their legacy keys were
+// one; and no key of one format equals a key of the other.
+func TestKeysNameTheActivity(t *testing.T) {
+	newyear := Claims{ActID: 42, ActivityID: "newyear", SceneID: "lobby", RainID: 1, AwardType: "cash", Stage: StageFormal}
+	spring := newyear
+	spring.ActivityID = "spring"
+	if newyear.LimitKey() == spring.LimitKey() || newyear.IdempotencyKey() == spring.IdempotencyKey() {
+		t.Errorf("newyear and spring share keys: %q, %q", newyear.LimitKey(), newyear.IdempotencyKey())
+	}
+	if OutTradeNo(newyear.IdempotencyKey()) == OutTradeNo(spring.IdempotencyKey()) {
+		t.Errorf("newyear and spring share out_trade_no %s", OutTradeNo(newyear.IdempotencyKey()))
+	}
+	newyear.Legacy, spring.Legacy = true, true
+	if newyear.LimitKey() != spring.LimitKey() {
+		t.Errorf("legacy limit keys %q and %q differ; the legacy format names no activity", newyear.LimitKey(), spring.LimitKey())
+	}
+	// A legacy key has one "_" fewer than a key of the same kind naming the
+	// activity (whose ids hold no "_"), so the formats never collide.
+	legacy := newyear
+	current := newyear
+	current.Legacy = false
+	for _, pair := range [][2]string{
+		{legacy.LimitKey(), current.LimitKey()},
+		{legacy.IdempotencyKey(), current.IdempotencyKey()},
+	} {
+		if strings.Count(pair[0], "_")+1 != strings.Count(pair[1], "_") {
+			t.Errorf("legacy key %q and key %q: want exactly one separator more in the second", pair[0], pair[1])
 		}
 	}
 }
@@ -240,6 +304,9 @@ func TestOutTradeNo(t *testing.T) {
 		{"18446744073709551615_scene-a_18446744073709551615_coupon_internal", "b50cb9a4b8e2512f0fa7ac202c2f4252"},
 		{"", "e764222eecbfcf304ae2dad94cc64312"},
 		{"0__0__gray", "aeb6197ea177a8222cc1d6a6aa2d4383"},
+		{"42_lobby_1_cash_formal", "7a11250c3bbbe791df8705d25e7ed375"},
+		{"42_newyear_lobby_1_cash_formal", "5d3981aaecbedb286089274cc1c9e567"},
+		{"42_spring_lobby_1_cash_formal", "850ab0707efea2e505c37038e15a71d4"},
 	}
 	for _, tt := range tests {
 		if got := OutTradeNo(tt.key); got != tt.want {
@@ -321,11 +388,17 @@ func TestNewRing(t *testing.T) {
 	}
 }
 
-// TestSealGolden pins the wire format. The tokens were computed outside Go
-// (Python, the cryptography package's AESGCM, hmac and hashlib) from the
-// format in the package comment, so they also check that this code
-// implements the documented format, and that any process seals these bytes.
+// TestSealGolden pins the wire format of both versions. The tokens were
+// computed outside Go (Python, the cryptography package's AESGCM, hmac and
+// hashlib) from the format in the package comment, so they also check that
+// this code implements the documented format, and that any process seals
+// these bytes. The version 1 vectors are the ones pinned before keys named
+// the activity: sealing their claims as Legacy must give the same bytes.
 func TestSealGolden(t *testing.T) {
+	legacy := func(c Claims) Claims { c.Legacy = true; return c }
+	maxClaims := Claims{AppID: math.MaxUint32, ActID: math.MaxUint64, SceneID: "scene-a", AwardType: "coupon",
+		Stage: StageInternal, Amount: -1, OpenTime: -1}
+	extremes := Claims{Amount: math.MinInt64, OpenTime: math.MaxInt64}
 	tests := []struct {
 		key    Key
 		claims Claims
@@ -334,22 +407,45 @@ func TestSealGolden(t *testing.T) {
 	}{
 		{
 			Key{ID: 1, Secret: secretOf(0, 32)},
-			sampleClaims(),
+			legacy(sampleClaims()),
 			"e1138a4e1885bead20470b09b19a7c44",
 			"AQAB24uwujb2NIAs17jvrcl9t2ttzsRGTwamcV7fIKYTn85JUcg5aPZdCGS3I2sT-l8GtDoMM-i0p2d4iuA-ZJzXhpOu2vGQ1bULhmhFQmMN7b_mmXE",
 		},
 		{
 			Key{ID: 258, Secret: secretOf(100, 40)},
-			Claims{AppID: math.MaxUint32, ActID: math.MaxUint64, SceneID: "scene-a", AwardType: "coupon",
-				Stage: StageInternal, Amount: -1, OpenTime: -1},
+			legacy(maxClaims),
 			"8fc105f606a0cf64212a37ca1401619c",
 			"AQEC5DAMNDQs_0CSccsQInd3cZsb--Y5xO3n6PiJhaZRG857LcdqOU9rFbyI6fyVrNF9oDc7f1BCijxy_1FRava7GvJReBQxZ1P2mYH4hJC0ng",
 		},
 		{
 			Key{ID: 258, Secret: secretOf(100, 40)},
-			Claims{Amount: math.MinInt64, OpenTime: math.MaxInt64},
+			legacy(extremes),
 			"f7436c87e620f38d322aa7b0abaf88c8",
 			"AQECTuSzbSvG8qCt7hv2JUFm5bxdTBPOX-PPkXlnBAO8WcXzJDHk0eoaU3SPR2AQaw8638G_Rha4PA2r3wQ0Uz_8zoL2Vmw4vjQ",
+		},
+		{
+			Key{ID: 1, Secret: secretOf(0, 32)},
+			sampleClaims(),
+			"d9308f61c4828a47a3006da86bb9165f",
+			"AgABU_Xk_3x-TCmX-RPltOD_zsf54QxhbmLM25M-onOj4CO2d6djvUZLfkPCNbDzk7X5grTPP4JswWjraobZzDr171va0DJnUoGDmRLquA53nApvTJE",
+		},
+		{
+			Key{ID: 258, Secret: secretOf(100, 40)},
+			maxClaims,
+			"695c53ad33aafa7a933ab0f4323744b4",
+			"AgEC_t5x5c76re7qNz_IM9M_uUW2czJ53ZZHhSqj3xm6_k2NkiwO6WEPLEMHQ8VbSfNeiCSCe7xaOEwdZhql_6i6lsHaa43A67ac63WtQA22Xw",
+		},
+		{
+			Key{ID: 258, Secret: secretOf(100, 40)},
+			extremes,
+			"4b3488d0e159905278afe706c9890f53",
+			"AgECeN_9liKSETQpTOtuEo33BJ6nKK8BAeJzlafZvRAWqOzD48DCEUmaIufQHYrCaBygw62wbPyAdGo-2druDYB94isrkbmrr7U",
+		},
+		{
+			Key{ID: 1, Secret: secretOf(0, 32)},
+			newyearClaims(),
+			"5d3981aaecbedb286089274cc1c9e567",
+			"AgABxHVHBhFSoDayeZHyqvbLRYoVpOwJUm9ZTJSSL4PBb5WrlxeyUBqwp64rwSO-i2uXj9H2l4D3tI9GdhiAtwfZ0eCIygPunQWR8AZ8",
 		},
 	}
 	for i, tt := range tests {
@@ -366,6 +462,112 @@ func TestSealGolden(t *testing.T) {
 		if err != nil || opened != c {
 			t.Errorf("golden %d: Open = %+v, %v, want %+v, nil", i, opened, err, c)
 		}
+	}
+}
+
+// newyearClaims are the claims of legacyToken: user 42's cash packet of
+// activity newyear in scene lobby, rain 1.
+func newyearClaims() Claims {
+	return Claims{AppID: 1, ActID: 42, ActivityID: "newyear", SceneID: "lobby", RainID: 1,
+		AwardType: "cash", Stage: StageFormal, Amount: 145, OpenTime: 1801267200000}
+}
+
+// legacyToken was sealed by the code of version 1 (before keys named the
+// activity) from newyearClaims under key 1 with secret 00 01 ... 1f, and
+// kept as a test vector: tokens handed out before the upgrade must open,
+// keep their trade number and book under their legacy keys.
+const legacyToken = "AQABFKXUlPjBk5fch_N-5FCyV3KO0FqNWRL96VbVW_vvLCoWD56SyQD1yEkDtj5IvV6ZQH0jUw5F6gUOxggCsEZlMSrpr-BQ3zPoxC3f"
+
+func TestOpenLegacyToken(t *testing.T) {
+	key := Key{ID: 1, Secret: secretOf(0, 32)}
+	// The ring has rotated to a new active key since: a legacy token opens
+	// with any key the ring still holds.
+	r := mustRing(t, 5, key, testKey(5))
+	got, err := r.Open([]byte(legacyToken))
+	if err != nil {
+		t.Fatalf("Open(legacy token) error = %v", err)
+	}
+	want := newyearClaims()
+	want.Legacy, want.KeyID, want.OutTradeNo = true, 1, "7a11250c3bbbe791df8705d25e7ed375"
+	if got != want {
+		t.Fatalf("Open(legacy token) = %+v, want %+v", got, want)
+	}
+	if k := got.LimitKey(); k != "42_lobby_1_formal" {
+		t.Errorf("legacy LimitKey() = %q, want %q", k, "42_lobby_1_formal")
+	}
+	if k := got.IdempotencyKey(); k != "42_lobby_1_cash_formal" || OutTradeNo(k) != got.OutTradeNo {
+		t.Errorf("legacy IdempotencyKey() = %q (out_trade_no %s), want %q (out_trade_no %s)",
+			k, OutTradeNo(k), "42_lobby_1_cash_formal", got.OutTradeNo)
+	}
+	// Re-sealed under its own key it is the identical token, as version 1.
+	again := got
+	if resealed := mustRing(t, 1, key).Seal(nil, &again); string(resealed) != legacyToken || again != got {
+		t.Errorf("re-sealing the legacy token = %s (%+v), want %s", resealed, again, legacyToken)
+	}
+	// The same packet granted now is another token with another trade
+	// number: the keys name the activity.
+	current := newyearClaims()
+	token := mustRing(t, 1, key).Seal(nil, &current)
+	if string(token[:2]) != "Ag" || current.OutTradeNo == got.OutTradeNo || current.Legacy {
+		t.Errorf("claims sealed now = %s (%+v), want a version 2 token with a new trade number", token, current)
+	}
+}
+
+// TestOpenLegacyForged: an altered version 1 token fails, and the version
+// byte is authenticated, so a token cannot change key format.
+func TestOpenLegacyForged(t *testing.T) {
+	key := Key{ID: 1, Secret: secretOf(0, 32)}
+	r := mustRing(t, 1, key)
+	raw := decodeText(t, []byte(legacyToken))
+	// Every single bit flipped is refused.
+	for i := range raw {
+		for bit := range 8 {
+			flipped := bytes.Clone(raw)
+			flipped[i] ^= 1 << bit
+			if got, err := r.Open(encodeRaw(flipped)); err == nil {
+				t.Fatalf("legacy token with raw byte %d bit %d flipped: Open = %+v, nil", i, bit, got)
+			}
+		}
+	}
+	// Its version byte set to 2 (a key-format change, not a bit flip).
+	v2 := bytes.Clone(raw)
+	v2[0] = tokenVersion
+	if got, err := r.Open(encodeRaw(v2)); !errors.Is(err, ErrForged) {
+		t.Errorf("legacy token relabelled version 2: Open = %+v, %v, want ErrForged", got, err)
+	}
+	// Its amount changed by XOR-ing the ciphertext.
+	c := newyearClaims()
+	c.Legacy = true
+	altered := c
+	altered.Amount = 888
+	pt, ptAltered := plaintextOf(c), plaintextOf(altered)
+	if len(pt) != len(ptAltered) {
+		t.Fatalf("plaintexts differ in length: %d and %d", len(pt), len(ptAltered))
+	}
+	xored := bytes.Clone(raw)
+	for i := range pt {
+		xored[headerLen+nonceLen+i] ^= pt[i] ^ ptAltered[i]
+	}
+	if got, err := r.Open(encodeRaw(xored)); !errors.Is(err, ErrForged) {
+		t.Errorf("legacy token XOR-ed to amount 888: Open = %+v, %v, want ErrForged", got, err)
+	}
+	// A guessed key under the same key id.
+	attacker := mustRing(t, 1, Key{ID: 1, Secret: secretOf(200, 32)})
+	if got, err := r.Open(attacker.Seal(nil, &altered)); !errors.Is(err, ErrForged) {
+		t.Errorf("legacy token of a guessed key: Open = %+v, %v, want ErrForged", got, err)
+	}
+	// A key holder's tokens whose trade number is of the other key format:
+	// Open checks each version against its own keys.
+	current := newyearClaims()
+	otnCurrent, otnLegacy := outTradeNoSum(&current), outTradeNoSum(&c)
+	if got, err := r.Open(sealPlaintextVersion(r, tokenVersionLegacy, appendPlaintext(nil, &c, &otnCurrent))); !errors.Is(err, ErrForged) {
+		t.Errorf("version 1 token with the version 2 trade number: Open = %+v, %v, want ErrForged", got, err)
+	}
+	if got, err := r.Open(sealPlaintextVersion(r, tokenVersion, appendPlaintext(nil, &current, &otnLegacy))); !errors.Is(err, ErrForged) {
+		t.Errorf("version 2 token with the legacy trade number: Open = %+v, %v, want ErrForged", got, err)
+	}
+	if got, err := r.Open(sealPlaintextVersion(r, tokenVersionLegacy, appendPlaintext(nil, &c, &otnLegacy))); err != nil || !got.Legacy || got.Amount != 145 {
+		t.Errorf("the key holder's own version 1 token: Open = %+v, %v, want the legacy claims", got, err)
 	}
 }
 
@@ -490,7 +692,7 @@ func TestOpenBitFlip(t *testing.T) {
 	// Keys 1 and 3: flipping bit 1 of the key id turns 1 into 3, a key the
 	// ring holds, whose tag then fails.
 	r := mustRing(t, 1, testKey(1), testKey(3))
-	for _, c := range []Claims{sampleClaims(), {}} {
+	for _, c := range []Claims{sampleClaims(), {}, {Legacy: true}, newyearClaims()} {
 		token := r.Seal(nil, &c)
 		raw := decodeText(t, token)
 		for i := range raw {
@@ -500,6 +702,9 @@ func TestOpenBitFlip(t *testing.T) {
 				got, err := r.Open(encodeRaw(flipped))
 				var ok bool
 				switch {
+				case i == 0 && (flipped[0] == tokenVersion || flipped[0] == tokenVersionLegacy):
+					// Another known version: authenticated, so the tag fails.
+					ok = errors.Is(err, ErrForged)
 				case i == 0:
 					ok = errors.Is(err, ErrMalformed)
 				case i < headerLen:
@@ -567,8 +772,8 @@ func TestOpenMalformed(t *testing.T) {
 	last := strings.IndexByte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", lastBitFlipped[len(token)-1])
 	lastBitFlipped[len(token)-1] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[last^1]
 
-	version2 := bytes.Clone(raw)
-	version2[0] = 2
+	version3 := bytes.Clone(raw)
+	version3[0] = 3
 	version0 := bytes.Clone(raw)
 	version0[0] = 0
 
@@ -590,7 +795,7 @@ func TestOpenMalformed(t *testing.T) {
 		{"newline inside", withNewline},
 		{"carriage return after", withCR},
 		{"non-canonical last character", lastBitFlipped},
-		{"version 2", encodeRaw(version2)},
+		{"version 3", encodeRaw(version3)},
 		{"version 0", encodeRaw(version0)},
 		{"space", append([]byte(" "), token...)},
 		{"nul", append(bytes.Clone(token), 0)},
@@ -874,6 +1079,9 @@ func FuzzOpen(f *testing.F) {
 	}
 	c := sampleClaims()
 	f.Add(r.Seal(nil, &c))
+	c.Legacy = true
+	f.Add(r.Seal(nil, &c))
+	f.Add([]byte(legacyToken)) // key 1's secret differs here: ErrForged
 	for _, s := range []string{"", "A", "AQAB", "AQAB====", strings.Repeat("A", 75), strings.Repeat("_", 400), "\n\r", "\x00\xff"} {
 		f.Add([]byte(s))
 	}
