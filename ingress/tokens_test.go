@@ -53,7 +53,7 @@ func TestLegacyTokens(t *testing.T) {
 	ctx := context.Background()
 	ts := newTestServer(t, nil)
 	booker := &accountBooker{kv: ts.kv}
-	tk := NewTokens(ts.camp, ts.issuer.Catalog, ts.pipe, ts.kv, booker)
+	tk := NewTokens(ts.camp, ts.grants.Catalog, ts.pipe, ts.kv, booker)
 	claims := tokens.Claims{AppID: 1, ActID: 77, ActivityID: "demo", SceneID: "rain", RainID: 1,
 		AwardType: "cash", Stage: tokens.StageFormal, Amount: 145, Legacy: true}
 	legacy := ts.camp.Ring.Seal(nil, &claims)
