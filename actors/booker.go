@@ -43,8 +43,9 @@ type Booker struct {
 	Batches   *metrics.Counter
 	BatchTime *metrics.Histogram
 
-	brokers []string
-	group   chan *groupReq // partitions' batches for the shared transaction
+	brokers  []string
+	onBooked atomic.Pointer[func([]ledger.Grant)]
+	group    chan *groupReq // partitions' batches for the shared transaction
 	claims  atomic.Pointer[[]int32]
 	mu      sync.Mutex
 	broken  error // a record that cannot be decoded stops booking
@@ -254,17 +255,27 @@ func grainPID(c *pcluster.Cluster, identity, kind string) (*actor.PID, error) {
 	return pid, nil
 }
 
+// OnBooked sets f to be called with the grants of every committed batch
+// that it newly booked (the grant path's claim table learns "booked" from
+// it). f must not block.
+func (b *Booker) OnBooked(f func([]ledger.Grant)) { b.onBooked.Store(&f) }
+
 // markBooked records booked status in Redis. It is an index: a failure here
 // loses nothing (status falls back to TiKV), so it is logged, not retried.
 func (b *Booker) markBooked(ctx context.Context, grants []ledger.Grant, outcomes []byte) {
 	cmds := make([]redis.Cmder, 0, len(grants))
+	var fresh []ledger.Grant
 	for i := range grants {
 		if outcomes[i] == outcomeDuplicate {
 			continue
 		}
 		g := &grants[i]
+		fresh = append(fresh, *g)
 		cmds = append(cmds, redis.NewStatusCmd(ctx, "set", storage.BookedMarkKey(g.LimitKey()),
 			storage.MarkValue(storage.MarkBooked, g.AwardType, g.Amount, g.AppID)))
+	}
+	if f := b.onBooked.Load(); f != nil && len(fresh) > 0 {
+		(*f)(fresh)
 	}
 	if len(cmds) == 0 {
 		return

@@ -48,11 +48,18 @@ type fixture struct {
 	kafka  *storage.Kafka
 	parts  int32
 	reg    *metrics.Registry
+	redis  *storage.Redis
 }
 
 // newFixture runs an admission against redis-server, the embedded broker
 // and a budget in memory, serving the demo campaign.
 func newFixture(t *testing.T, parts int32, total int64, inFlightMax int) *fixture {
+	return newFixtureOwner(t, parts, total, inFlightMax, false)
+}
+
+// newFixtureOwner is newFixture with owner saying whether the admission owns
+// every shard (decides limits in process).
+func newFixtureOwner(t *testing.T, parts int32, total int64, inFlightMax int, owner bool) *fixture {
 	t.Helper()
 	rs, err := storage.OpenRedis(storagetest.Redis(t), 4)
 	if err != nil {
@@ -75,10 +82,10 @@ func newFixture(t *testing.T, parts int32, total int64, inFlightMax int) *fixtur
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{budget: granttest.NewBudget(total), kafka: k, parts: parts, reg: &metrics.Registry{}}
+	f := &fixture{budget: granttest.NewBudget(total), kafka: k, parts: parts, reg: &metrics.Registry{}, redis: rs}
 	f.adm = grant.New(grant.Config{Log: slog.New(slog.DiscardHandler), Campaign: camp,
 		Resolver: &seqResolver{ids: map[string]uint64{}}, Redis: pipe, Stream: gw, Leases: f.budget,
-		Node: "n-test", Incarnation: 1, Metrics: f.reg, Clock: time.Now, InFlightMax: inFlightMax})
+		Node: "n-test", Incarnation: 1, Metrics: f.reg, Clock: time.Now, InFlightMax: inFlightMax, Owner: owner})
 	f.adm.SetCatalog(cat)
 	t.Cleanup(func() { f.adm.Close(context.Background()) })
 	return f
@@ -152,7 +159,17 @@ func records(t *testing.T, f *fixture) [][]ledger.Grant {
 // one shard: one record carries them all, each is issued once, and a
 // second request for the same users answers the identical packets.
 func TestAdmitBatchOneRecordPerShard(t *testing.T) {
-	f := newFixture(t, 1, 1<<40, 0)
+	forEachMode(t, testAdmitBatchOneRecordPerShard)
+}
+
+// forEachMode runs test with limits decided in Redis and in process.
+func forEachMode(t *testing.T, test func(t *testing.T, owner bool)) {
+	t.Run("redis", func(t *testing.T) { test(t, false) })
+	t.Run("owner", func(t *testing.T) { test(t, true) })
+}
+
+func testAdmitBatchOneRecordPerShard(t *testing.T, owner bool) {
+	f := newFixtureOwner(t, 1, 1<<40, 0, owner)
 	var users []string
 	for i := range 300 {
 		users = append(users, fmt.Sprintf("u%d", i))
@@ -183,7 +200,11 @@ func TestAdmitBatchOneRecordPerShard(t *testing.T) {
 // request and concurrently from many requests: one packet, every answer
 // identical, one grant on the stream.
 func TestAdmitDuplicatesInOneBatch(t *testing.T) {
-	f := newFixture(t, 4, 1<<40, 0)
+	forEachMode(t, testAdmitDuplicatesInOneBatch)
+}
+
+func testAdmitDuplicatesInOneBatch(t *testing.T, owner bool) {
+	f := newFixtureOwner(t, 4, 1<<40, 0, owner)
 	res := admit(f, demoRequests("dup", "other", "dup", "dup"))
 	issued := 0
 	for _, i := range []int{0, 2, 3} {
@@ -234,8 +255,12 @@ func TestAdmitDuplicatesInOneBatch(t *testing.T) {
 // TestAdmitBudgetAddsUp exhausts a small budget from concurrent batches:
 // no overspend, and what the stream carries is what the leases issued.
 func TestAdmitBudgetAddsUp(t *testing.T) {
+	forEachMode(t, testAdmitBudgetAddsUp)
+}
+
+func testAdmitBudgetAddsUp(t *testing.T, owner bool) {
 	const total = 20_000
-	f := newFixture(t, 4, total, 0)
+	f := newFixtureOwner(t, 4, total, 0, owner)
 	var wg sync.WaitGroup
 	for w := range 8 {
 		wg.Go(func() {
@@ -306,5 +331,42 @@ func TestAdmitRefusesBeforeShards(t *testing.T) {
 	f.adm.Close(context.Background())
 	if r := admit(f, demoRequests("late")); r[0].Outcome != grant.Unavailable {
 		t.Errorf("after Close: %v, want unavailable", r[0].Outcome)
+	}
+}
+
+// TestOwnerClaims: an owner answers "booked" once booking says so, keeps a
+// restored packet (from the store, at start) as the user's only one, and
+// needs no Redis command for any of it.
+func TestOwnerClaims(t *testing.T) {
+	f := newFixtureOwner(t, 2, 1<<40, 0, true)
+	first := admit(f, demoRequests("a", "b"))
+	for i, r := range first {
+		if r.Outcome != grant.Issued {
+			t.Fatalf("grant %d = %v, want issued", i, r.Outcome)
+		}
+	}
+	// Booking reports a; b stays issued.
+	g := first[0].Grant
+	f.adm.Restore([]grant.Booked{{ActID: g.ActID, LimitKey: g.LimitKey(), AwardType: g.AwardType, Amount: g.Amount, AppID: g.AppID}})
+	again := admit(f, demoRequests("a", "b"))
+	if r := again[0]; r.Outcome != grant.Repeat || !r.Booked || r.Grant.Claims() != first[0].Grant.Claims() {
+		t.Errorf("repeat of a booked packet = %v booked=%v %+v, want the booked packet", r.Outcome, r.Booked, r.Grant)
+	}
+	if r := again[1]; r.Outcome != grant.Repeat || r.Booked || r.Grant.Claims() != first[1].Grant.Claims() {
+		t.Errorf("repeat of an issued packet = %v booked=%v, want the issued packet", r.Outcome, r.Booked)
+	}
+	// A packet the store holds (restored at start) for a user this node
+	// never granted: the grant answers it, issuing nothing.
+	restored := grant.Booked{ActID: 3, LimitKey: "3_demo_rain_1_formal", AwardType: "cash", Amount: 77}
+	f.adm.Restore([]grant.Booked{restored})
+	r := admit(f, demoRequests("c"))[0] // the resolver hands "c" act_id 3
+	if r.Outcome != grant.Repeat || !r.Booked || r.Grant.ActID != 3 || r.Grant.Amount != 77 || r.Grant.AwardType != "cash" {
+		t.Errorf("grant of a restored packet = %v %+v, want repeat of act 3, cash 77, booked", r.Outcome, r.Grant)
+	}
+	if n := f.adm.Issued(); n != 2 {
+		t.Errorf("Issued() = %d, want 2", n)
+	}
+	if keys, err := f.redis.Client.Keys(context.Background(), "rr:*").Result(); err != nil || len(keys) != 0 {
+		t.Errorf("an owner left Redis keys %v (%v), want none", keys, err)
 	}
 }

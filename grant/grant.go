@@ -22,6 +22,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -105,6 +107,12 @@ type Config struct {
 	// node; past it requests are refused Shed at once (default
 	// InFlightMaxDefault).
 	InFlightMax int
+	// Owner says this node owns every shard for its whole life (its
+	// broker is embedded, so no other node consumes the grant topic): it
+	// then decides every user's limit in process, exactly, with no Redis
+	// command, after Restore. Otherwise Redis decides (one round trip per
+	// batch) until shard ownership follows the booking group.
+	Owner bool
 }
 
 // InFlightMaxDefault is the default bound on grants in flight per node:
@@ -137,7 +145,10 @@ type Admission struct {
 	shards      []*shard
 	inFlight    atomic.Int64 // Invariant: <= inFlightMax after every admit's check
 	inFlightMax int64
+	owner       bool
+	claimed     atomic.Int64 // users with a claim in the in-process tables
 	closing     atomic.Bool
+	stop        chan struct{} // closed by Close
 	wg          sync.WaitGroup
 
 	outcomes    [outcomeCount]*metrics.Counter
@@ -164,7 +175,7 @@ func New(cfg Config) *Admission {
 	a := &Admission{
 		log: cfg.Log, salt: cfg.Campaign.Config.DrawSalt, resolver: cfg.Resolver, redis: cfg.Redis,
 		stream: cfg.Stream, clock: cfg.Clock, leaseSrc: cfg.Leases, node: cfg.Node, incarnation: cfg.Incarnation,
-		inFlightMax: int64(cfg.InFlightMax),
+		inFlightMax: int64(cfg.InFlightMax), owner: cfg.Owner, stop: make(chan struct{}),
 	}
 	if a.inFlightMax <= 0 {
 		a.inFlightMax = InFlightMaxDefault
@@ -184,11 +195,96 @@ func New(cfg Config) *Admission {
 	n := cfg.Stream.Partitions()
 	a.shards = make([]*shard, n)
 	for i := range a.shards {
-		a.shards[i] = newShard(a, int32(i))
+		a.shards[i] = newShard(a, int32(i), cfg.Owner)
 		a.wg.Add(1)
 		go a.shards[i].run()
 	}
+	if cfg.Owner {
+		reg.GaugeFunc("redrain_grant_claims", "Users with a packet claim held in process (per rain and stage).", a.claimed.Load)
+		a.wg.Add(1)
+		go a.sweep()
+	}
 	return a
+}
+
+// Booked is a packet that booking posted, as the claim table keeps it.
+type Booked struct {
+	ActID     uint64
+	LimitKey  string
+	AwardType string
+	Amount    int64
+	AppID     uint32 // 0 when unknown (restored from an account entry)
+}
+
+// MarkBooked records booked packets in the owning shards' claims, so that
+// repeats answer "booked". It queues them and returns at once: booking
+// never waits for a shard. A node that does not own its shards ignores it.
+func (a *Admission) MarkBooked(gs []Booked) {
+	if !a.owner || len(gs) == 0 {
+		return
+	}
+	byShard := make([][]Booked, len(a.shards))
+	for _, g := range gs {
+		p := a.stream.Partition(g.ActID)
+		byShard[p] = append(byShard[p], g)
+	}
+	for p, part := range byShard {
+		if len(part) > 0 {
+			a.shards[p].pushBooked(part)
+		}
+	}
+}
+
+// Restore loads the packets the store holds into the claim tables of a
+// starting owner, and returns once every shard has applied them. It runs
+// after booking drained the grant topic, before the node serves: then the
+// store holds every packet ever acknowledged, and the tables are exact.
+func (a *Admission) Restore(gs []Booked) {
+	a.MarkBooked(gs)
+	for _, s := range a.shards {
+		s.call(func() {}) // drains the queue first
+	}
+}
+
+// sweepEvery is how often the owner looks for rains whose claims can go.
+const sweepEvery = 30 * time.Second
+
+// sweep releases the claims of rains closed for releaseAfter, shard by
+// shard, until Close.
+func (a *Admission) sweep() {
+	defer a.wg.Done()
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
+	for !a.closing.Load() {
+		select {
+		case <-t.C:
+		case <-a.stop:
+			return
+		}
+		now := a.clock()
+		cat := a.catalog.Load()
+		isOpen := func(rainKey string) bool { return rainOpen(cat, rainKey, now) }
+		for _, s := range a.shards {
+			s.call(func() { a.claimed.Add(-s.table.sweep(now, isOpen)) })
+		}
+	}
+}
+
+// rainOpen reports whether the rain of a claim table key
+// ("{activity}_{scene}_{rain}_{stage}") is open or unknown in cat. Legacy
+// keys (no activity) are of rains before the key change: closed.
+func rainOpen(cat *campaign.Catalog, rainKey string, now time.Time) bool {
+	parts := strings.Split(rainKey, "_")
+	if len(parts) != 4 {
+		return false
+	}
+	pub := cat.Activity(parts[0])
+	rain, err := strconv.ParseUint(parts[2], 10, 64)
+	if pub == nil || err != nil {
+		return true
+	}
+	known, open := pub.RainState(parts[1], rain, now)
+	return open || !known
 }
 
 // SetCatalog swaps in what the node serves. Grants in flight finish on the
@@ -243,6 +339,7 @@ func (a *Admission) Close(ctx context.Context) {
 	if a.closing.Swap(true) {
 		return
 	}
+	close(a.stop)
 	for _, s := range a.shards {
 		s.wakeUp()
 	}
@@ -268,6 +365,7 @@ type item struct {
 	award *campaign.ChildAward
 	h     *leaseHolder
 	lease *activeLease
+	rc    *rainClaims // the claim table's rain, when the shard decides in process
 }
 
 // ticket is one request waiting for its items.

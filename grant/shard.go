@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -32,8 +33,15 @@ type shard struct {
 	queue   []*item
 	stopped bool          // the goroutine has exited: push answers at once
 	wake    chan struct{} // capacity 1: "the queue may hold something"
+	ctl     chan func()   // work on the shard's own state (claims), run between batches
+	bookedQ []Booked      // packets booking posted, for the claim table (owner only)
+	exited  chan struct{} // closed when the goroutine returns
 
 	// Owned by the shard's goroutine.
+	//
+	// table is the in-process per-user limit when this node owns the
+	// shard (nil: Redis decides).
+	table *claimTable
 	//
 	// marks are the issued marks and unclaims of earlier batches not yet in
 	// Redis. They go in front of the next batch's claims in the same
@@ -47,8 +55,45 @@ type shard struct {
 	errs    []error
 }
 
-func newShard(a *Admission, id int32) *shard {
-	return &shard{a: a, id: id, wake: make(chan struct{}, 1), leads: map[string]*item{}}
+func newShard(a *Admission, id int32, owner bool) *shard {
+	s := &shard{a: a, id: id, wake: make(chan struct{}, 1), ctl: make(chan func()),
+		exited: make(chan struct{}), leads: map[string]*item{}}
+	if owner {
+		s.table = newClaimTable()
+	}
+	return s
+}
+
+// pushBooked queues packets that booking posted; the goroutine applies
+// them before its next batch. It never waits for the shard.
+func (s *shard) pushBooked(gs []Booked) {
+	s.mu.Lock()
+	s.bookedQ = append(s.bookedQ, gs...)
+	s.mu.Unlock()
+	s.wakeUp()
+}
+
+// drainBooked applies the queued booked packets to the claim table.
+func (s *shard) drainBooked() {
+	s.mu.Lock()
+	gs := s.bookedQ
+	s.bookedQ = nil
+	s.mu.Unlock()
+	if len(gs) > 0 {
+		s.booked(gs)
+	}
+}
+
+// call runs f on the shard's goroutine between batches (or here, once the
+// goroutine has exited) and waits for it.
+func (s *shard) call(f func()) {
+	done := make(chan struct{})
+	select {
+	case s.ctl <- func() { f(); close(done) }:
+		<-done
+	case <-s.exited:
+		f()
+	}
 }
 
 // push appends a request's items for this shard and wakes its goroutine.
@@ -78,9 +123,17 @@ func (s *shard) wakeUp() {
 // the admission closes and the queue is empty.
 func (s *shard) run() {
 	defer s.a.wg.Done()
+	defer close(s.exited)
 	var batch []*item
 	for {
-		<-s.wake
+		select {
+		case <-s.wake:
+			s.drainBooked()
+		case f := <-s.ctl:
+			s.drainBooked()
+			f()
+			continue
+		}
 		for {
 			s.mu.Lock()
 			batch, s.queue = s.queue, batch[:0]
@@ -152,9 +205,66 @@ func (s *shard) process(batch []*item) {
 		leads = append(leads, it)
 	}
 
-	// One round trip: earlier marks, then per grant the booked mark and
-	// the claim of the per-user limit (one packet per user and rain,
-	// whatever award).
+	var fresh []*item
+	if s.table != nil {
+		fresh = s.claimInProcess(leads)
+	} else {
+		var ok bool
+		if fresh, ok = s.claimInRedis(ctx, leads); !ok {
+			s.finish(batch)
+			return
+		}
+	}
+	if len(fresh) > 0 {
+		s.issue(ctx, fresh)
+	}
+	s.finish(batch)
+}
+
+// claimInProcess decides each lead from the shard's claim table and
+// claims the new ones (pending), returning them. No I/O: the owner of a
+// shard is the only one that decides its users.
+func (s *shard) claimInProcess(leads []*item) []*item {
+	a := s.a
+	t0 := time.Now()
+	nowMs := a.clock().UnixMilli()
+	var fresh []*item
+	var r *rainClaims
+	last := "\x00" // no rain key is this
+	var added int64
+	for _, it := range leads {
+		if rk := rainOf(it.limitKey); rk != last {
+			r, last = s.table.rain(rk), rk
+		}
+		it.rc = r
+		c, ok := r.users[it.g.ActID]
+		switch {
+		case !ok || (c.state == claimPending && nowMs >= c.amount):
+			if !ok {
+				added++
+			}
+			r.users[it.g.ActID] = claim{state: claimPending, amount: math.MaxInt64}
+			fresh = append(fresh, it)
+		case c.state == claimPending:
+			*it.res = Result{Outcome: InProgress}
+		case c.state == claimNoAward:
+			*it.res = Result{Outcome: NoAward, Grant: it.g}
+		default:
+			s.setAward(it, r.awards[c.award], c.amount, c.app)
+			*it.res = Result{Outcome: Repeat, Grant: it.g, Booked: c.state == claimBooked}
+		}
+	}
+	a.claimed.Add(added)
+	a.stageTime[stageClaim].ObserveNs(time.Since(t0).Nanoseconds())
+	return fresh
+}
+
+// claimInRedis decides the leads in one Redis round trip: earlier marks,
+// then per grant the booked mark and the claim of the per-user limit (one
+// packet per user and rain, whatever award). It returns the new grants,
+// and false when Redis failed (every lead is then answered Unavailable).
+func (s *shard) claimInRedis(ctx context.Context, leads []*item) ([]*item, bool) {
+	a := s.a
 	t0 := time.Now()
 	nMarks := len(s.marks)
 	cmds := append(make([]redis.Cmder, 0, nMarks+2*len(leads)), s.marks...)
@@ -167,13 +277,11 @@ func (s *shard) process(batch []*item) {
 		for _, it := range leads {
 			*it.res = Result{Outcome: Unavailable, Err: err}
 		}
-		s.finish(batch)
-		return
+		return nil, false
 	}
 	s.keepFailedMarks(nMarks)
 	a.stageTime[stageClaim].ObserveNs(time.Since(t0).Nanoseconds())
-
-	fresh := leads[:0:0]
+	var fresh []*item
 	for j, it := range leads {
 		booked := cmds[nMarks+2*j].(*redis.StringCmd)
 		claim := cmds[nMarks+2*j+1].(*redis.StringCmd)
@@ -182,10 +290,7 @@ func (s *shard) process(batch []*item) {
 		}
 		fresh = append(fresh, it)
 	}
-	if len(fresh) > 0 {
-		s.issue(ctx, fresh)
-	}
-	s.finish(batch)
+	return fresh, true
 }
 
 // repeat decides a lead from its booked mark and its claim's previous
@@ -283,7 +388,7 @@ func (s *shard) issue(ctx context.Context, fresh []*item) {
 					pending = append(pending, it)
 				case errors.Is(err, errExhausted) && it.award.NoAward:
 					*it.res = Result{Outcome: NoAward, Grant: it.g}
-					s.marks = append(s.marks, s.issuedMark(it, storage.MarkNoAward, 0))
+					s.noAward(it)
 				case errors.Is(err, errExhausted):
 					*it.res = Result{Outcome: BudgetExhausted, Grant: it.g}
 					s.unclaim(it)
@@ -323,7 +428,7 @@ func (s *shard) issue(ctx context.Context, fresh []*item) {
 		switch {
 		case err == nil:
 			*it.res = Result{Outcome: Issued, Grant: it.g}
-			s.marks = append(s.marks, s.issuedMark(it, it.g.AwardType, it.g.Amount))
+			s.issued(it)
 		case definite:
 			// Nothing was sent: the reservation and the claim go back.
 			*it.res = Result{Outcome: Unavailable, Err: err}
@@ -335,6 +440,7 @@ func (s *shard) issue(ctx context.Context, fresh []*item) {
 			// issued, the claim expires, and booking marks it booked if
 			// it landed.
 			*it.res = Result{Outcome: Unavailable, Err: err}
+			s.uncertain(it)
 		}
 	}
 }
@@ -369,16 +475,75 @@ func (s *shard) settle(taken []*item, issued bool) {
 	}
 }
 
-func (s *shard) issuedMark(it *item, award string, amount int64) redis.Cmder {
+// issued records an acknowledged grant: its claim, or its issued mark in
+// front of the next batch's claims.
+func (s *shard) issued(it *item) {
+	if s.table != nil {
+		it.rc.users[it.g.ActID] = claim{state: claimIssued, amount: it.g.Amount, app: it.g.AppID, award: it.rc.awardOf(it.g.AwardType)}
+		return
+	}
+	s.marks = append(s.marks, issuedMark(it, it.g.AwardType, it.g.Amount))
+}
+
+// noAward records that the user's packet for the rain is used up with
+// nothing issued. In Redis the mark is all there is: if Redis loses it, a
+// retry draws again.
+func (s *shard) noAward(it *item) {
+	if s.table != nil {
+		it.rc.users[it.g.ActID] = claim{state: claimNoAward}
+		return
+	}
+	s.marks = append(s.marks, issuedMark(it, storage.MarkNoAward, 0))
+}
+
+// uncertain keeps the claim of a grant whose record may have landed until
+// the record surely has or has not: past storage.WriteDeadline. A retry
+// before then is answered grant_in_progress; after it, the same packet is
+// issued again and booking keeps one.
+func (s *shard) uncertain(it *item) {
+	if s.table != nil {
+		it.rc.users[it.g.ActID] = claim{state: claimPending, amount: s.a.clock().Add(pendingMarkTTL).UnixMilli()}
+	}
+	// In Redis the pending mark expires by itself.
+}
+
+func issuedMark(it *item, award string, amount int64) redis.Cmder {
 	return redis.NewStatusCmd(context.Background(), "set", storage.LimitMarkKey(it.limitKey),
 		storage.MarkValue(storage.MarkIssued, award, amount, it.g.AppID))
 }
 
-// unclaim queues the removal of a claim whose grant failed before its
-// record was sent. Only this grant wrote the pending mark, and nothing
+// unclaim gives back the claim of a grant that failed before its record
+// was sent. In Redis only this grant wrote the pending mark, and nothing
 // else changes it.
 func (s *shard) unclaim(it *item) {
+	if s.table != nil {
+		delete(it.rc.users, it.g.ActID)
+		s.a.claimed.Add(-1)
+		return
+	}
 	s.marks = append(s.marks, redis.NewIntCmd(context.Background(), "del", storage.LimitMarkKey(it.limitKey)))
+}
+
+// booked records packets that booking posted (or that the store holds, at
+// start), so that repeats answer "booked".
+func (s *shard) booked(gs []Booked) {
+	var added int64
+	for i := range gs {
+		g := &gs[i]
+		r := s.table.rain(rainOf(g.LimitKey))
+		c, ok := r.users[g.ActID]
+		if !ok {
+			added++
+		} else if c.state == claimBooked {
+			continue
+		}
+		app := c.app
+		if c.state != claimIssued {
+			app = g.AppID
+		}
+		r.users[g.ActID] = claim{state: claimBooked, amount: g.Amount, app: app, award: r.awardOf(g.AwardType)}
+	}
+	s.a.claimed.Add(added)
 }
 
 // finish answers the batch: duplicates take their first occurrence's

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/tikv/client-go/v2/txnkv/transaction"
@@ -52,7 +53,9 @@ type Server struct {
 	// requests before the issuer sees them (guard.go); nil admits all.
 	Guard *protect.Guard
 
-	srv *fasthttp.Server
+	mu       sync.Mutex
+	srv      *fasthttp.Server
+	shutdown bool // Shutdown ran: a later Serve returns at once
 }
 
 // requestTimeout bounds one request's work.
@@ -60,17 +63,22 @@ const requestTimeout = 30 * time.Second
 
 // Serve answers on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	s.srv = &fasthttp.Server{
+	srv := &fasthttp.Server{
 		Handler: s.handle,
 		Name:    "redrain",
 		// Per-route limits are the parsers'; this is the largest of them.
 		MaxRequestBodySize: ListBodyBytesMax,
 		// Measured while planning: with pipelined clients a 64 KiB write
 		// buffer raised the loopback ceiling ~10x over the default.
-		WriteBufferSize:               64 << 10,
-		ReadBufferSize:                16 << 10,
-		ReadTimeout:                   time.Minute,
-		IdleTimeout:                   2 * time.Minute,
+		WriteBufferSize: 64 << 10,
+		ReadBufferSize:  16 << 10,
+		ReadTimeout:     time.Minute,
+		WriteTimeout:    time.Minute,
+		IdleTimeout:     2 * time.Minute,
+		// Connections served at once; past it new ones are refused with
+		// 503 by fasthttp. Grants in flight have their own, smaller bound
+		// (grant.InFlightMaxDefault), answered `shed`.
+		Concurrency:                   1 << 16,
 		NoDefaultServerHeader:         true,
 		NoDefaultContentType:          true,
 		DisableHeaderNamesNormalizing: false,
@@ -82,15 +90,26 @@ func (s *Server) Serve(ln net.Listener) error {
 			writeError(ctx, Errorf(CodeMalformed, "unreadable HTTP request: %v", err))
 		},
 	}
-	return s.srv.Serve(ln)
+	s.mu.Lock()
+	if s.shutdown {
+		s.mu.Unlock()
+		return ln.Close()
+	}
+	s.srv = srv
+	s.mu.Unlock()
+	return srv.Serve(ln)
 }
 
 // Shutdown stops accepting and waits for requests in flight.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if s.srv == nil {
+	s.mu.Lock()
+	s.shutdown = true
+	srv := s.srv
+	s.mu.Unlock()
+	if srv == nil {
 		return nil
 	}
-	return s.srv.ShutdownWithContext(ctx)
+	return srv.ShutdownWithContext(ctx)
 }
 
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {

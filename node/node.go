@@ -31,6 +31,7 @@ import (
 	"redrain/configstore"
 	"redrain/grant"
 	"redrain/ingress"
+	"redrain/ledger"
 	"redrain/metrics"
 	"redrain/protect"
 	"redrain/reconcile"
@@ -185,7 +186,18 @@ func Start(cfg Config) (n *Node, err error) {
 	n.binder = ingress.NewBinder(n.tikv, n.pipe)
 	n.grants = grant.New(grant.Config{Log: n.log, Campaign: n.Campaign, Resolver: n.binder,
 		Redis: n.pipe, Stream: n.stream, Leases: budgets, Node: n.ID,
-		Incarnation: n.Incarnation, Metrics: n.Metrics, Clock: clock})
+		Incarnation: n.Incarnation, Metrics: n.Metrics, Clock: clock,
+		// On the embedded broker no other node consumes the grant topic:
+		// this node owns every shard for its whole life.
+		Owner: n.kafka.Embedded()})
+	n.booker.OnBooked(func(gs []ledger.Grant) {
+		out := make([]grant.Booked, len(gs))
+		for i := range gs {
+			g := &gs[i]
+			out[i] = grant.Booked{ActID: g.ActID, LimitKey: g.LimitKey(), AwardType: g.AwardType, Amount: g.Amount, AppID: g.AppID}
+		}
+		n.grants.MarkBooked(out)
+	})
 	if err := n.startConfig(ctx); err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"redrain/actors"
 	"redrain/adminauth"
+	"redrain/grant"
 	"redrain/ledger"
 	"redrain/storage"
 )
@@ -89,6 +90,11 @@ func (n *Node) recoverOnce(ctx context.Context) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+	if n.kafka.Embedded() {
+		if err := n.restoreClaims(ctx); err != nil {
+			return fmt.Errorf("restore claims: %w", err)
+		}
+	}
 	storeEpoch, err := n.storeEpoch(ctx)
 	if err != nil {
 		return err
@@ -108,6 +114,37 @@ func (n *Node) recoverOnce(ctx context.Context) error {
 		n.log.Info("recovery: redis index present", "epoch", redisEpoch)
 	}
 	return n.closeOrphanLeases(ctx)
+}
+
+// restoreClaims loads every booked packet into the grant path's claim
+// tables: booking has drained, so the store holds every packet ever
+// acknowledged and the tables become exact.
+func (n *Node) restoreClaims(ctx context.Context) error {
+	start := time.Now()
+	var batch []grant.Booked
+	total := 0
+	err := n.tikv.Scan(ctx, storage.AccountPrefix, storage.PrefixEnd(storage.AccountPrefix), func(_, v []byte) (bool, error) {
+		a, err := ledger.UnmarshalAccount(v)
+		if err != nil {
+			return false, err
+		}
+		for _, e := range a.Entries {
+			batch = append(batch, grant.Booked{ActID: a.ActID, LimitKey: e.LimitKey, AwardType: e.AwardType, Amount: e.Amount})
+		}
+		if len(batch) >= 1<<16 {
+			n.grants.Restore(batch)
+			total += len(batch)
+			batch = nil
+		}
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	n.grants.Restore(batch)
+	total += len(batch)
+	n.log.Info("recovery: packet claims restored from the store", "packets", total, "took", time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 // storeEpoch returns the store's epoch id, creating it on first use.
