@@ -46,9 +46,9 @@ type Booker struct {
 	brokers  []string
 	onBooked atomic.Pointer[func([]ledger.Grant)]
 	group    chan *groupReq // partitions' batches for the shared transaction
-	claims  atomic.Pointer[[]int32]
-	mu      sync.Mutex
-	broken  error // a record that cannot be decoded stops booking
+	claims   atomic.Pointer[[]int32]
+	mu       sync.Mutex
+	broken   error // a record that cannot be decoded stops booking
 }
 
 // BookerConfig wires a booker.
