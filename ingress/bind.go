@@ -50,25 +50,12 @@ func (b *Binder) Bind(ctx context.Context, app uint32, user string, actID uint64
 		return "", Errorf(CodeNotFound, "no account %d", actID)
 	}
 	key := storage.BindMarkKey(app, user)
-	set := redis.NewStringCmd(ctx, "set", key, strconv.FormatUint(actID, 10), "nx", "get")
-	if err := b.redis.Do(ctx, set); err != nil {
-		return "", unavailable(err)
+	status, bound, err := b.claimBinding(ctx, app, user, actID)
+	if err != nil {
+		return "", err
 	}
-	status := BindStatusBound
-	prev, err := set.Result()
-	switch {
-	case errors.Is(err, redis.Nil):
-	case err != nil:
-		return "", unavailable(err)
-	default:
-		bound, perr := strconv.ParseUint(prev, 10, 64)
-		if perr != nil {
-			return "", Errorf(CodeInternal, "binding %s = %q", key, prev)
-		}
-		if bound != actID {
-			return "", Errorf(CodeAlreadyBound, "app %d user %q is bound to act_id %d", app, user, bound)
-		}
-		status = BindStatusSame
+	if bound != actID {
+		return "", Errorf(CodeAlreadyBound, "app %d user %q is bound to act_id %d", app, user, bound)
 	}
 	durable, err := b.bindDurable(ctx, app, user, actID)
 	if errors.Is(err, ledger.ErrCorrupt) || errors.Is(err, ledger.ErrInvariant) {
@@ -78,9 +65,12 @@ func (b *Binder) Bind(ctx context.Context, app uint32, user string, actID uint64
 		return "", unavailable(err)
 	}
 	if durable != actID {
-		// TiKV's index binds the user elsewhere while Redis did not know it
-		// (Redis lost a key without a rebuild): the store of record wins,
-		// and Redis is set back to it.
+		// TiKV's index binds the user elsewhere while Redis (or the
+		// owner's map) did not know it: the store of record wins.
+		if b.owner {
+			b.Restore(app, user, durable)
+			return "", Errorf(CodeAlreadyBound, "app %d user %q is bound to act_id %d", app, user, durable)
+		}
 		fix := redis.NewStatusCmd(ctx, "set", key, strconv.FormatUint(durable, 10))
 		if err := b.redis.Do(ctx, fix); err != nil || fix.Err() != nil {
 			return "", unavailable(errors.Join(err, fix.Err()))
@@ -90,6 +80,40 @@ func (b *Binder) Bind(ctx context.Context, app uint32, user string, actID uint64
 	}
 	b.remember(app, user, actID)
 	return status, nil
+}
+
+// claimBinding sets (app, user) → actID unless the user is bound already,
+// and returns the status and the binding that holds: in the owner's map,
+// or with Redis's SET NX GET (the arbiter that every binder consults).
+func (b *Binder) claimBinding(ctx context.Context, app uint32, user string, actID uint64) (string, uint64, error) {
+	if b.owner {
+		k := bindKey{app, user}
+		sh := b.shard(k)
+		sh.mu.Lock()
+		defer sh.mu.Unlock()
+		if bound, ok := sh.m[k]; ok {
+			return BindStatusSame, bound, nil
+		}
+		sh.m[k] = actID
+		return BindStatusBound, actID, nil
+	}
+	key := storage.BindMarkKey(app, user)
+	set := redis.NewStringCmd(ctx, "set", key, strconv.FormatUint(actID, 10), "nx", "get")
+	if err := b.redis.Do(ctx, set); err != nil {
+		return "", 0, unavailable(err)
+	}
+	prev, err := set.Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return BindStatusBound, actID, nil
+	case err != nil:
+		return "", 0, unavailable(err)
+	}
+	bound, perr := strconv.ParseUint(prev, 10, 64)
+	if perr != nil {
+		return "", 0, Errorf(CodeInternal, "binding %s = %q", key, prev)
+	}
+	return BindStatusSame, bound, nil
 }
 
 // handedOut reports whether actID belongs to an account: it has a record
@@ -119,6 +143,9 @@ func (b *Binder) handedOut(ctx context.Context, actID uint64) (bool, error) {
 	}
 	if actID >= next {
 		return false, nil
+	}
+	if b.owner {
+		return b.handedOutHere(actID), nil
 	}
 	get := redis.NewStringCmd(ctx, "get", storage.ActMarkKey(actID))
 	if err := b.redis.Do(ctx, get); err != nil {
@@ -192,8 +219,8 @@ func (b *Binder) remember(app uint32, user string, actID uint64) {
 	k := bindKey{app, user}
 	s := b.shard(k)
 	s.mu.Lock()
-	if len(s.m) >= bindCacheMax/bindShards {
-		clear(s.m)
+	if !b.owner && len(s.m) >= bindCacheMax/bindShards {
+		clear(s.m) // a cache: the next lookups go to Redis
 	}
 	s.m[k] = actID
 	s.mu.Unlock()

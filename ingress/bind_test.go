@@ -64,7 +64,7 @@ func newTestServer(t *testing.T, guard *protect.Guard) *testServer {
 		t.Fatal(err)
 	}
 	reg := &metrics.Registry{}
-	binder := NewBinder(kv, pipe)
+	binder := NewBinder(kv, pipe, false)
 	is := grant.New(grant.Config{Log: slog.New(slog.DiscardHandler), Campaign: camp, Resolver: binder,
 		Redis: pipe, Stream: gw, Leases: granttest.NewBudget(1 << 40), Node: "n-test", Incarnation: 1,
 		Metrics: reg, Clock: time.Now})

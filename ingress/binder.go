@@ -32,15 +32,24 @@ const bindShards = 64
 // durable in TiKV with the user's first booking (the grant event carries
 // it); Redis is rebuilt from TiKV if it loses it. Bind (bind.go) binds
 // another app identity to an existing account explicitly, durably at once.
+//
+// A binder that owns every shard (NewBinder with owner: a node on the
+// embedded broker) decides bindings in process instead: its map is
+// complete (restored from the store at start, never dropped), a new user
+// costs a map insert, and no Redis command is sent.
 type Binder struct {
 	tikv  *storage.TiKV
 	redis *storage.Pipeliner
 	seed  maphash.Seed
+	owner bool
 
 	shards [bindShards]bindShard
 
 	allocMu   sync.Mutex
 	next, end uint64 // the node's current block [next, end)
+	// first is the first act_id this process allocated (0: none yet): an
+	// owner handed out every id in [first, next) (or burned it).
+	first uint64
 }
 
 type bindKey struct {
@@ -53,9 +62,10 @@ type bindShard struct {
 	m  map[bindKey]uint64
 }
 
-// NewBinder builds a binder.
-func NewBinder(tikv *storage.TiKV, redis *storage.Pipeliner) *Binder {
-	b := &Binder{tikv: tikv, redis: redis, seed: maphash.MakeSeed()}
+// NewBinder builds a binder; owner says it decides every binding in
+// process (see Binder).
+func NewBinder(tikv *storage.TiKV, redis *storage.Pipeliner, owner bool) *Binder {
+	b := &Binder{tikv: tikv, redis: redis, seed: maphash.MakeSeed(), owner: owner}
 	for i := range b.shards {
 		b.shards[i].m = make(map[bindKey]uint64)
 	}
@@ -71,27 +81,22 @@ func (b *Binder) shard(k bindKey) *bindShard {
 
 // Resolve returns the user's act_id, binding a new one if needed.
 func (b *Binder) Resolve(ctx context.Context, app uint32, user string) (uint64, error) {
-	k := bindKey{app, user}
-	s := b.shard(k)
-	s.mu.Lock()
-	id, ok := s.m[k]
-	s.mu.Unlock()
-	if ok {
-		return id, nil
+	var id [1]uint64
+	err := b.ResolveMany(ctx, []uint32{app}, []string{user}, id[:])
+	if id[0] == 0 && err == nil {
+		err = fmt.Errorf("%w: app %d user %q not bound", storage.ErrUnavailable, app, user)
 	}
-	id, err := b.bind(ctx, storage.BindMarkKey(app, user))
-	if err != nil {
-		return 0, err
-	}
-	b.remember(app, user, id)
-	return id, nil
+	return id[0], err
 }
 
 // ResolveMany sets ids[i] to the act_id of (apps[i], users[i]), binding
-// new ones: cached identities cost a map lookup, and every miss of the call
-// shares one pipelined Redis round trip (and a second one for the ids that
-// new users won), so a batch of new users costs two round trips, not one
-// per user. An identity that could not be resolved keeps ids[i] == 0 and
+// new ones: known identities cost a map lookup. An owner binds a new user
+// with a map insert. Otherwise every miss of the call shares one pipelined
+// Redis round trip (SET NX GET of a fresh id from the node's block; and a
+// second one for the ids that new users won), so a batch of new users
+// costs two round trips, not one per user; a user bound before but
+// missing from this process's cache burns one id: ids stay unique, with
+// gaps. An identity that could not be resolved keeps ids[i] == 0 and
 // the returned error says why.
 func (b *Binder) ResolveMany(ctx context.Context, apps []uint32, users []string, ids []uint64) error {
 	var miss []int
@@ -114,6 +119,23 @@ func (b *Binder) ResolveMany(ctx context.Context, apps []uint32, users []string,
 	if err != nil {
 		return err
 	}
+	if b.owner {
+		// The map is the binding: insert unless a concurrent request for
+		// the same user inserted first (then its id wins and ours burns).
+		for j, i := range miss {
+			k := bindKey{apps[i], users[i]}
+			sh := b.shard(k)
+			sh.mu.Lock()
+			id, ok := sh.m[k]
+			if !ok {
+				id = cands[j]
+				sh.m[k] = id
+			}
+			sh.mu.Unlock()
+			ids[i] = id
+		}
+		return nil
+	}
 	sets := make([]redis.Cmder, len(miss))
 	for j, i := range miss {
 		sets[j] = redis.NewStringCmd(ctx, "set", storage.BindMarkKey(apps[i], users[i]), strconv.FormatUint(cands[j], 10), "nx", "get")
@@ -127,7 +149,8 @@ func (b *Binder) ResolveMany(ctx context.Context, apps []uint32, users []string,
 		v, err := sets[j].(*redis.StringCmd).Result()
 		switch {
 		case errors.Is(err, redis.Nil):
-			// Ours: marked handed out below (see bind).
+			// Ours: marked handed out below, so that POST /v1/accounts/bind
+			// can target it before its first booking (see actMarkTTL).
 			ids[i] = cands[j]
 			marks = append(marks, redis.NewStatusCmd(ctx, "set", storage.ActMarkKey(cands[j]), storage.ActMarkHandedOut, "px", actMarkTTL.Milliseconds()))
 		case err != nil:
@@ -156,47 +179,6 @@ func (b *Binder) ResolveMany(ctx context.Context, apps []uint32, users []string,
 // so the mark only has to outlive booking. A user whose grants all failed
 // (say, budget exhausted) cannot be a bind target after it expires.
 const actMarkTTL = 24 * time.Hour
-
-// bind claims a fresh act_id for the user with SET NX GET: one round trip
-// returns either our candidate or the id bound before (by any node). A user
-// bound before but missing from this process's cache costs one unused id:
-// ids stay unique, with gaps.
-func (b *Binder) bind(ctx context.Context, key string) (uint64, error) {
-	cand, err := b.allocate(ctx)
-	if err != nil {
-		return 0, err
-	}
-	set := redis.NewStringCmd(ctx, "set", key, strconv.FormatUint(cand, 10), "nx", "get")
-	if err := b.redis.Do(ctx, set); err != nil {
-		return 0, err
-	}
-	v, err := set.Result()
-	switch {
-	case errors.Is(err, redis.Nil):
-		// Ours: mark the id handed out. A second round trip, but once per
-		// new user only: sent with the SET it would also mark the ids that
-		// returning users burn. A lost mark only delays binds to this id
-		// until its first booking, so its failure does not fail the grant.
-		mark := redis.NewStatusCmd(ctx, "set", storage.ActMarkKey(cand), storage.ActMarkHandedOut, "px", actMarkTTL.Milliseconds())
-		_ = b.redis.Do(ctx, mark)
-		return cand, nil
-	case err != nil:
-		return 0, fmt.Errorf("%w: redis: %v", storage.ErrUnavailable, err)
-	}
-	id, err := strconv.ParseUint(v, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%w: binding %s = %q", storage.ErrUnavailable, key, v)
-	}
-	return id, nil
-}
-
-// allocate takes the next act_id from the node's block, taking a new block
-// from TiKV when it runs out. act_ids start at 1.
-func (b *Binder) allocate(ctx context.Context) (uint64, error) {
-	b.allocMu.Lock()
-	defer b.allocMu.Unlock()
-	return b.allocateLocked(ctx)
-}
 
 // allocateLocked is allocate with b.allocMu held.
 func (b *Binder) allocateLocked(ctx context.Context) (uint64, error) {
@@ -238,6 +220,9 @@ func (b *Binder) allocateMany(ctx context.Context, n int) ([]uint64, error) {
 	b.allocMu.Lock()
 	defer b.allocMu.Unlock()
 	out := make([]uint64, n)
+	if b.first == 0 && n > 0 {
+		defer func() { b.first = out[0] }()
+	}
 	for i := range out {
 		id, err := b.allocateLocked(ctx)
 		if err != nil {
@@ -246,6 +231,25 @@ func (b *Binder) allocateMany(ctx context.Context, n int) ([]uint64, error) {
 		out[i] = id
 	}
 	return out, nil
+}
+
+// handedOutHere reports whether this process handed actID out: an owner
+// hands out every id it allocates, in order, from its blocks.
+func (b *Binder) handedOutHere(actID uint64) bool {
+	b.allocMu.Lock()
+	defer b.allocMu.Unlock()
+	return b.first != 0 && actID >= b.first && actID < b.next
+}
+
+// Restore loads bindings that the store holds (accounts' app identities,
+// then the explicit binding index, which wins) into an owner's map. It runs
+// at start, before the node serves.
+func (b *Binder) Restore(app uint32, user string, actID uint64) {
+	k := bindKey{app, user}
+	sh := b.shard(k)
+	sh.mu.Lock()
+	sh.m[k] = actID
+	sh.mu.Unlock()
 }
 
 // ActIDsAllocated returns the first act_id never handed out by any node.

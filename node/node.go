@@ -183,7 +183,7 @@ func Start(cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	budgets := actors.NewBudgets(n.member.Cluster, n.tikv)
-	n.binder = ingress.NewBinder(n.tikv, n.pipe)
+	n.binder = ingress.NewBinder(n.tikv, n.pipe, n.kafka.Embedded())
 	n.grants = grant.New(grant.Config{Log: n.log, Campaign: n.Campaign, Resolver: n.binder,
 		Redis: n.pipe, Stream: n.stream, Leases: budgets, Node: n.ID,
 		Incarnation: n.Incarnation, Metrics: n.Metrics, Clock: clock,

@@ -91,8 +91,8 @@ func (n *Node) recoverOnce(ctx context.Context) error {
 		}
 	}
 	if n.kafka.Embedded() {
-		if err := n.restoreClaims(ctx); err != nil {
-			return fmt.Errorf("restore claims: %w", err)
+		if err := n.restoreOwner(ctx); err != nil {
+			return fmt.Errorf("restore claims and bindings: %w", err)
 		}
 	}
 	storeEpoch, err := n.storeEpoch(ctx)
@@ -116,17 +116,24 @@ func (n *Node) recoverOnce(ctx context.Context) error {
 	return n.closeOrphanLeases(ctx)
 }
 
-// restoreClaims loads every booked packet into the grant path's claim
-// tables: booking has drained, so the store holds every packet ever
-// acknowledged and the tables become exact.
-func (n *Node) restoreClaims(ctx context.Context) error {
+// restoreOwner loads every booked packet into the grant path's claim
+// tables and every binding into the binder of a node that owns its shards
+// (see grant.Config.Owner): booking has drained, so the store holds every
+// packet ever acknowledged, and every binding a grant or a bind made
+// durable, and both become exact. The explicit binding index goes last,
+// so that it wins over an account's app list (as in rebuildRedis).
+func (n *Node) restoreOwner(ctx context.Context) error {
 	start := time.Now()
 	var batch []grant.Booked
-	total := 0
+	total, bindings := 0, 0
 	err := n.tikv.Scan(ctx, storage.AccountPrefix, storage.PrefixEnd(storage.AccountPrefix), func(_, v []byte) (bool, error) {
 		a, err := ledger.UnmarshalAccount(v)
 		if err != nil {
 			return false, err
+		}
+		for _, u := range a.Apps {
+			n.binder.Restore(u.AppID, u.UserID, a.ActID)
+			bindings++
 		}
 		for _, e := range a.Entries {
 			batch = append(batch, grant.Booked{ActID: a.ActID, LimitKey: e.LimitKey, AwardType: e.AwardType, Amount: e.Amount})
@@ -143,8 +150,28 @@ func (n *Node) restoreClaims(ctx context.Context) error {
 	}
 	n.grants.Restore(batch)
 	total += len(batch)
-	n.log.Info("recovery: packet claims restored from the store", "packets", total, "took", time.Since(start).Round(time.Millisecond))
+	err = n.scanBindIndex(ctx, func(app uint32, user string, act uint64) error {
+		n.binder.Restore(app, user, act)
+		bindings++
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	n.log.Info("recovery: claims and bindings restored from the store", "packets", total, "bindings", bindings, "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// scanBindIndex calls fn with every explicit binding in the store's index.
+func (n *Node) scanBindIndex(ctx context.Context, fn func(app uint32, user string, act uint64) error) error {
+	return n.tikv.Scan(ctx, storage.BindPrefix, storage.PrefixEnd(storage.BindPrefix), func(k, v []byte) (bool, error) {
+		app, user, ok := storage.ParseBindKey(k)
+		act, okAct := storage.ParseActIDValue(v)
+		if !ok || !okAct || act == 0 {
+			return false, fmt.Errorf("%w: binding index %q = %x", ledger.ErrCorrupt, k, v)
+		}
+		return true, fn(app, user, act)
+	})
 }
 
 // storeEpoch returns the store's epoch id, creating it on first use.
@@ -259,14 +286,9 @@ func (n *Node) rebuildRedis(ctx context.Context, epoch string) error {
 	// account's Apps ever name a user whose index binds it elsewhere, the
 	// index (the conditional, unique record) is what grants follow.
 	explicit := 0
-	err = n.tikv.Scan(ctx, storage.BindPrefix, storage.PrefixEnd(storage.BindPrefix), func(k, v []byte) (bool, error) {
-		app, user, ok := storage.ParseBindKey(k)
-		act, okAct := storage.ParseActIDValue(v)
-		if !ok || !okAct || act == 0 {
-			return false, fmt.Errorf("%w: binding index %q = %x", ledger.ErrCorrupt, k, v)
-		}
+	err = n.scanBindIndex(ctx, func(app uint32, user string, act uint64) error {
 		explicit++
-		return true, add(redis.NewStatusCmd(ctx, "set", storage.BindMarkKey(app, user), strconv.FormatUint(act, 10)))
+		return add(redis.NewStatusCmd(ctx, "set", storage.BindMarkKey(app, user), strconv.FormatUint(act, 10)))
 	})
 	if err != nil {
 		return err
