@@ -53,13 +53,13 @@ type fixture struct {
 
 // newFixture runs an admission against redis-server, the embedded broker
 // and a budget in memory, serving the demo campaign.
-func newFixture(t *testing.T, parts int32, total int64, inFlightMax int) *fixture {
+func newFixture(t testing.TB, parts int32, total int64, inFlightMax int) *fixture {
 	return newFixtureOwner(t, parts, total, inFlightMax, false)
 }
 
 // newFixtureOwner is newFixture with owner saying whether the admission owns
 // every shard (decides limits in process).
-func newFixtureOwner(t *testing.T, parts int32, total int64, inFlightMax int, owner bool) *fixture {
+func newFixtureOwner(t testing.TB, parts int32, total int64, inFlightMax int, owner bool) *fixture {
 	t.Helper()
 	rs, err := storage.OpenRedis(storagetest.Redis(t), 4)
 	if err != nil {

@@ -147,6 +147,7 @@ type Admission struct {
 	inFlightMax int64
 	owner       bool
 	claimed     atomic.Int64 // users with a claim in the in-process tables
+	lastBatch   atomic.Int64 // unix ns when a shard last started a batch
 	closing     atomic.Bool
 	stop        chan struct{} // closed by Close
 	wg          sync.WaitGroup
@@ -293,6 +294,16 @@ func (a *Admission) SetCatalog(c *campaign.Catalog) { a.catalog.Store(c) }
 
 // Catalog is what the node serves now.
 func (a *Admission) Catalog() *campaign.Catalog { return a.catalog.Load() }
+
+// busyWindow is how recent a shard batch must be for Busy.
+const busyWindow = 100 * time.Millisecond
+
+// Busy reports whether a shard started a batch within the last
+// busyWindow: grants are flowing, and work that can wait (booking) should
+// give way.
+func (a *Admission) Busy() bool {
+	return time.Now().UnixNano()-a.lastBatch.Load() < busyWindow.Nanoseconds()
+}
 
 // Issued counts the packets this node issued (new grants acknowledged).
 func (a *Admission) Issued() int64 { return a.outcomes[Issued].Load() }

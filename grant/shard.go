@@ -190,6 +190,7 @@ func (s *shard) keepFailedMarks(n int) {
 func (s *shard) process(batch []*item) {
 	a := s.a
 	a.batchSize.Observe(int64(len(batch)))
+	a.lastBatch.Store(time.Now().UnixNano())
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
 

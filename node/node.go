@@ -190,6 +190,7 @@ func Start(cfg Config) (n *Node, err error) {
 		// On the embedded broker no other node consumes the grant topic:
 		// this node owns every shard for its whole life.
 		Owner: n.kafka.Embedded()})
+	n.booker.YieldWhile(n.grants.Busy)
 	n.booker.OnBooked(func(gs []ledger.Grant) {
 		out := make([]grant.Booked, len(gs))
 		for i := range gs {
