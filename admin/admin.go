@@ -26,7 +26,7 @@ import (
 
 	"redrain/campaign"
 	"redrain/configstore"
-	"redrain/ingress"
+	"redrain/errcode"
 	"redrain/ledger"
 )
 
@@ -86,7 +86,7 @@ func (a *API) Serve(ctx *fasthttp.RequestCtx, keyID string) bool {
 		case ctx.IsPut():
 			res, err = a.put(c, parts[1], ctx.PostBody(), keyID)
 		default:
-			ingress.MethodNotAllowed(ctx, "GET, PUT")
+			errcode.MethodNotAllowed(ctx, "GET, PUT")
 			return true
 		}
 	case len(parts) == 3 && parts[0] == "activities" && (parts[2] == "publish" || parts[2] == "rollback"):
@@ -116,35 +116,35 @@ func (a *API) Serve(ctx *fasthttp.RequestCtx, keyID string) bool {
 		case ctx.IsPut():
 			res, err = a.putSwitches(c, ctx.PostBody(), keyID)
 		default:
-			ingress.MethodNotAllowed(ctx, "GET, PUT")
+			errcode.MethodNotAllowed(ctx, "GET, PUT")
 			return true
 		}
 	default:
 		return false
 	}
 	if err != nil {
-		ingress.WriteError(ctx, classify(err))
+		errcode.Write(ctx, classify(err))
 		return true
 	}
 	body, err := json.Marshal(res)
 	if err != nil {
-		ingress.WriteError(ctx, err)
+		errcode.Write(ctx, err)
 		return true
 	}
-	ingress.WriteJSON(ctx, fasthttp.StatusOK, body)
+	errcode.WriteJSON(ctx, fasthttp.StatusOK, body)
 	return true
 }
 
 func checkSize(body []byte) error {
 	if len(body) > bodyBytesMax {
-		return ingress.Errorf(ingress.CodeTooLarge, "body of %d bytes; at most %d", len(body), bodyBytesMax)
+		return errcode.Errorf(errcode.CodeTooLarge, "body of %d bytes; at most %d", len(body), bodyBytesMax)
 	}
 	return nil
 }
 
 func method(ctx *fasthttp.RequestCtx, m string) bool {
 	if string(ctx.Method()) != m {
-		ingress.MethodNotAllowed(ctx, m)
+		errcode.MethodNotAllowed(ctx, m)
 		return false
 	}
 	return true
@@ -152,18 +152,18 @@ func method(ctx *fasthttp.RequestCtx, m string) bool {
 
 // classify maps store and validation errors to the error table.
 func classify(err error) error {
-	var e *ingress.Error
+	var e *errcode.Error
 	switch {
 	case errors.As(err, &e):
 		return e
 	case errors.Is(err, configstore.ErrNotFound):
-		return ingress.Errorf(ingress.CodeNotFound, "%v", err)
+		return errcode.Errorf(errcode.CodeNotFound, "%v", err)
 	case errors.Is(err, campaign.ErrInvalid), errors.Is(err, configstore.ErrInvalid):
-		return ingress.Errorf(ingress.CodeInvalidConfig, "%v", err)
+		return errcode.Errorf(errcode.CodeInvalidConfig, "%v", err)
 	case errors.Is(err, context.DeadlineExceeded):
-		return ingress.Errorf(ingress.CodeUnavailable, "timed out: %v", err)
+		return errcode.Errorf(errcode.CodeUnavailable, "timed out: %v", err)
 	default:
-		return ingress.Errorf(ingress.CodeUnavailable, "a backend is unavailable; retry: %v", err)
+		return errcode.Errorf(errcode.CodeUnavailable, "a backend is unavailable; retry: %v", err)
 	}
 }
 
@@ -191,7 +191,7 @@ func (a *API) show(ctx context.Context, id string, version []byte) (any, error) 
 	if len(version) > 0 {
 		v, err := strconv.ParseUint(string(version), 10, 64)
 		if err != nil || v == 0 {
-			return nil, ingress.Errorf(ingress.CodeMalformed, "version %q: want a number >= 1", version)
+			return nil, errcode.Errorf(errcode.CodeMalformed, "version %q: want a number >= 1", version)
 		}
 		return a.Store.Version(ctx, id, v)
 	}
@@ -220,7 +220,7 @@ func (a *API) put(ctx context.Context, id string, body []byte, by string) (any, 
 		return nil, err
 	}
 	if spec.ID != id {
-		return nil, ingress.Errorf(ingress.CodeMalformed, "body id %q does not match the path's %q", spec.ID, id)
+		return nil, errcode.Errorf(errcode.CodeMalformed, "body id %q does not match the path's %q", spec.ID, id)
 	}
 	v, err := a.Prepare(ctx, spec)
 	if err != nil {
@@ -331,10 +331,10 @@ func (a *API) publish(ctx context.Context, id string, rollback bool, body []byte
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil || dec.More() || req.Version == 0 {
-		return nil, ingress.Errorf(ingress.CodeMalformed, `want {"version": N >= 1, "whitelist": ["app_id:user_id", ...]}`)
+		return nil, errcode.Errorf(errcode.CodeMalformed, `want {"version": N >= 1, "whitelist": ["app_id:user_id", ...]}`)
 	}
 	if rollback && len(req.Whitelist) > 0 {
-		return nil, ingress.Errorf(ingress.CodeMalformed, "a rollback is to everyone: no whitelist")
+		return nil, errcode.Errorf(errcode.CodeMalformed, "a rollback is to everyone: no whitelist")
 	}
 	head, changes, err := a.Publish(ctx, id, req.Version, req.Whitelist, rollback, by)
 	if err != nil {
@@ -408,7 +408,7 @@ func (a *API) putSwitches(ctx context.Context, body []byte, by string) (any, err
 		return nil, err
 	}
 	if err := a.CheckSwitches(body); err != nil {
-		return nil, ingress.Errorf(ingress.CodeInvalidConfig, "%v", err)
+		return nil, errcode.Errorf(errcode.CodeInvalidConfig, "%v", err)
 	}
 	if err := a.Store.PutSwitches(ctx, body, by); err != nil {
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"github.com/tikv/client-go/v2/txnkv/transaction"
 	"github.com/valyala/fasthttp"
 
+	"redrain/errcode"
 	"redrain/ledger"
 	"redrain/storage"
 )
@@ -22,8 +23,8 @@ const bindAttemptsMax = 10
 // actID, so that grants by any identity bound to it reach that account and
 // its per-user limits count them as one user. It answers BindStatusBound
 // when this call made the binding, BindStatusSame when Redis already held
-// the same one; CodeNotFound when actID was never handed out; and
-// CodeAlreadyBound, changing nothing, when the user is bound to another
+// the same one; errcode.CodeNotFound when actID was never handed out; and
+// errcode.CodeAlreadyBound, changing nothing, when the user is bound to another
 // account.
 //
 // The order is the grant path's: Redis is the arbiter that the binder's
@@ -40,14 +41,14 @@ const bindAttemptsMax = 10
 // path binding: booking a grant of this user records it in the account.
 func (b *Binder) Bind(ctx context.Context, app uint32, user string, actID uint64) (string, error) {
 	if app == 0 || user == "" || actID == 0 {
-		return "", Errorf(CodeMalformed, "bind: app_id, user_id and act_id are required")
+		return "", errcode.Errorf(errcode.CodeMalformed, "bind: app_id, user_id and act_id are required")
 	}
 	known, err := b.handedOut(ctx, actID)
 	if err != nil {
 		return "", unavailable(err)
 	}
 	if !known {
-		return "", Errorf(CodeNotFound, "no account %d", actID)
+		return "", errcode.Errorf(errcode.CodeNotFound, "no account %d", actID)
 	}
 	key := storage.BindMarkKey(app, user)
 	status, bound, err := b.claimBinding(ctx, app, user, actID)
@@ -55,11 +56,11 @@ func (b *Binder) Bind(ctx context.Context, app uint32, user string, actID uint64
 		return "", err
 	}
 	if bound != actID {
-		return "", Errorf(CodeAlreadyBound, "app %d user %q is bound to act_id %d", app, user, bound)
+		return "", errcode.Errorf(errcode.CodeAlreadyBound, "app %d user %q is bound to act_id %d", app, user, bound)
 	}
 	durable, err := b.bindDurable(ctx, app, user, actID)
 	if errors.Is(err, ledger.ErrCorrupt) || errors.Is(err, ledger.ErrInvariant) {
-		return "", Errorf(CodeInternal, "bind to act_id %d: %v", actID, err)
+		return "", errcode.Errorf(errcode.CodeInternal, "bind to act_id %d: %v", actID, err)
 	}
 	if err != nil {
 		return "", unavailable(err)
@@ -69,14 +70,14 @@ func (b *Binder) Bind(ctx context.Context, app uint32, user string, actID uint64
 		// owner's map) did not know it: the store of record wins.
 		if b.owner {
 			b.Restore(app, user, durable)
-			return "", Errorf(CodeAlreadyBound, "app %d user %q is bound to act_id %d", app, user, durable)
+			return "", errcode.Errorf(errcode.CodeAlreadyBound, "app %d user %q is bound to act_id %d", app, user, durable)
 		}
 		fix := redis.NewStatusCmd(ctx, "set", key, strconv.FormatUint(durable, 10))
 		if err := b.redis.Do(ctx, fix); err != nil || fix.Err() != nil {
 			return "", unavailable(errors.Join(err, fix.Err()))
 		}
 		b.forget(app, user)
-		return "", Errorf(CodeAlreadyBound, "app %d user %q is bound to act_id %d", app, user, durable)
+		return "", errcode.Errorf(errcode.CodeAlreadyBound, "app %d user %q is bound to act_id %d", app, user, durable)
 	}
 	b.remember(app, user, actID)
 	return status, nil
@@ -111,7 +112,7 @@ func (b *Binder) claimBinding(ctx context.Context, app uint32, user string, actI
 	}
 	bound, perr := strconv.ParseUint(prev, 10, 64)
 	if perr != nil {
-		return "", 0, Errorf(CodeInternal, "binding %s = %q", key, prev)
+		return "", 0, errcode.Errorf(errcode.CodeInternal, "binding %s = %q", key, prev)
 	}
 	return BindStatusSame, bound, nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/tikv/client-go/v2/txnkv/transaction"
 
 	"redrain/campaign"
+	"redrain/errcode"
 	"redrain/grant"
 	"redrain/grant/granttest"
 	"redrain/ledger"
@@ -128,8 +129,8 @@ func (ts *testServer) grant(t *testing.T, app uint32, user string) grantAnswer {
 }
 
 type errorAnswer struct {
-	Code    Code   `json:"code"`
-	Message string `json:"message"`
+	Code    errcode.Code `json:"code"`
+	Message string       `json:"message"`
 }
 
 func bindBody(app uint32, user string, act uint64) string {
@@ -138,7 +139,7 @@ func bindBody(app uint32, user string, act uint64) string {
 }
 
 // bindFails binds and expects the error code (and its HTTP status).
-func (ts *testServer) bindFails(t *testing.T, body string, want Code) errorAnswer {
+func (ts *testServer) bindFails(t *testing.T, body string, want errcode.Code) errorAnswer {
 	t.Helper()
 	code, _, raw := ts.post(t, "/v1/accounts/bind", body)
 	var e errorAnswer
@@ -261,7 +262,7 @@ func TestBindRefusals(t *testing.T) {
 		t.Fatalf("two users share act_id %d", a)
 	}
 
-	e := ts.bindFails(t, bindBody(3, "c", a), CodeAlreadyBound)
+	e := ts.bindFails(t, bindBody(3, "c", a), errcode.CodeAlreadyBound)
 	if !strings.Contains(e.Message, "act_id "+strconv.FormatUint(c, 10)) {
 		t.Errorf("already_bound message %q does not name act_id %d", e.Message, c)
 	}
@@ -275,7 +276,7 @@ func TestBindRefusals(t *testing.T) {
 	// Ids never handed out: past the allocation counter, and inside this
 	// node's block but not given to anyone yet.
 	for _, act := range []uint64{1 << 40, max(a, c) + 100} {
-		ts.bindFails(t, bindBody(4, "d", act), CodeNotFound)
+		ts.bindFails(t, bindBody(4, "d", act), errcode.CodeNotFound)
 		if got := ts.redisGet(t, storage.BindMarkKey(4, "d")); got != "" {
 			t.Errorf("after a bind to unknown act %d, %s = %q, want it unset", act, storage.BindMarkKey(4, "d"), got)
 		}
@@ -284,10 +285,10 @@ func TestBindRefusals(t *testing.T) {
 		}
 	}
 
-	ts.bindFails(t, bindBody(4, "d", 0), CodeMalformed)
-	ts.bindFails(t, bindBody(4, "", a), CodeMalformed)
-	ts.bindFails(t, `{"app_id":4,"user_id":"d","act_id":1,"x":1}`, CodeMalformed)
-	ts.bindFails(t, `{"app_id":4,"user_id":"d","act_id":1}`+strings.Repeat(" ", BodyBytesMax), CodeTooLarge)
+	ts.bindFails(t, bindBody(4, "d", 0), errcode.CodeMalformed)
+	ts.bindFails(t, bindBody(4, "", a), errcode.CodeMalformed)
+	ts.bindFails(t, `{"app_id":4,"user_id":"d","act_id":1,"x":1}`, errcode.CodeMalformed)
+	ts.bindFails(t, `{"app_id":4,"user_id":"d","act_id":1}`+strings.Repeat(" ", BodyBytesMax), errcode.CodeTooLarge)
 	resp, err := http.Get(ts.url + "/v1/accounts/bind")
 	if err != nil {
 		t.Fatal(err)
@@ -320,7 +321,7 @@ func TestBindDurableConflict(t *testing.T) {
 		t.Fatal(err)
 	}
 	ts.binder.forget(2, "b")
-	e := ts.bindFails(t, bindBody(2, "b", a), CodeAlreadyBound)
+	e := ts.bindFails(t, bindBody(2, "b", a), errcode.CodeAlreadyBound)
 	if !strings.Contains(e.Message, "act_id "+strconv.FormatUint(c, 10)) {
 		t.Errorf("message %q does not name the durable act_id %d", e.Message, c)
 	}
@@ -343,7 +344,7 @@ func TestBadRainBindsNobody(t *testing.T) {
 	for _, rain := range []int{2, 999} {
 		code, _, body := ts.post(t, "/v1/grants",
 			fmt.Sprintf(`{"app_id":1,"user_id":"nobody","activity_id":"demo","scene_id":"rain","rain_id":%d}`, rain))
-		if code != 404 || !strings.Contains(string(body), string(CodeUnknownRain)) {
+		if code != 404 || !strings.Contains(string(body), string(errcode.CodeUnknownRain)) {
 			t.Fatalf("grant for rain %d: %d %s, want 404 unknown_rain", rain, code, body)
 		}
 	}

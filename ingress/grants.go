@@ -5,6 +5,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"redrain/errcode"
 	"redrain/grant"
 	"redrain/storage"
 )
@@ -45,7 +46,7 @@ func (s *Server) grantBatch(ctx *fasthttp.RequestCtx) {
 	if !s.ready(ctx) {
 		return
 	}
-	refused := make([]*Error, len(reqs))
+	refused := make([]*errcode.Error, len(reqs))
 	admitted := make([]grant.Request, 0, len(reqs))
 	now, wait := time.Now(), time.Duration(0)
 	for i := range reqs {
@@ -67,13 +68,13 @@ func (s *Server) grantBatch(ctx *fasthttp.RequestCtx) {
 			b = append(b, ',')
 		}
 		if refused[i] != nil {
-			b = AppendError(b, refused[i])
+			b = errcode.AppendError(b, refused[i])
 			continue
 		}
 		resp, e := s.answer(&reqs[i], &res[j])
 		j++
 		if e != nil {
-			b = AppendError(b, e)
+			b = errcode.AppendError(b, e)
 			continue
 		}
 		b = AppendGrantResponse(b, &resp)
@@ -91,7 +92,7 @@ func grantRequest(r *GrantRequest) grant.Request {
 // answer maps one admission result to the client's answer: a packet, or
 // the error of the table that goes with the outcome. The token is sealed
 // here, on the request's goroutine, not in the shard that decided it.
-func (s *Server) answer(req *GrantRequest, r *grant.Result) (GrantResponse, *Error) {
+func (s *Server) answer(req *GrantRequest, r *grant.Result) (GrantResponse, *errcode.Error) {
 	g := &r.Grant
 	switch r.Outcome {
 	case grant.Issued, grant.Repeat:
@@ -105,25 +106,25 @@ func (s *Server) answer(req *GrantRequest, r *grant.Result) (GrantResponse, *Err
 	case grant.NoAward:
 		return GrantResponse{ActID: g.ActID, AwardType: storage.MarkNoAward, Stage: g.Stage.String(), Status: "no_award"}, nil
 	case grant.InProgress:
-		return GrantResponse{}, Errorf(CodeGrantInProgress, "a grant for this user and rain is being issued; retry")
+		return GrantResponse{}, errcode.Errorf(errcode.CodeGrantInProgress, "a grant for this user and rain is being issued; retry")
 	case grant.BudgetExhausted:
-		return GrantResponse{}, Errorf(CodeBudgetExhausted, "the budget of award %q in activity %q is exhausted", g.AwardType, req.ActivityID)
+		return GrantResponse{}, errcode.Errorf(errcode.CodeBudgetExhausted, "the budget of award %q in activity %q is exhausted", g.AwardType, req.ActivityID)
 	case grant.RainClosed:
-		return GrantResponse{}, Errorf(CodeRainClosed, "rain %d of activity %q is not open", req.RainID, req.ActivityID)
+		return GrantResponse{}, errcode.Errorf(errcode.CodeRainClosed, "rain %d of activity %q is not open", req.RainID, req.ActivityID)
 	case grant.UnknownActivity:
-		return GrantResponse{}, Errorf(CodeUnknownActivity, "activity %q does not exist", req.ActivityID)
+		return GrantResponse{}, errcode.Errorf(errcode.CodeUnknownActivity, "activity %q does not exist", req.ActivityID)
 	case grant.UnknownRain:
-		return GrantResponse{}, Errorf(CodeUnknownRain, "activity %q has no rain %d in scene %q", req.ActivityID, req.RainID, req.SceneID)
+		return GrantResponse{}, errcode.Errorf(errcode.CodeUnknownRain, "activity %q has no rain %d in scene %q", req.ActivityID, req.RainID, req.SceneID)
 	case grant.NotEligible:
-		return GrantResponse{}, Errorf(CodeNotEligible, "no published version or stage of activity %q admits this user", req.ActivityID)
+		return GrantResponse{}, errcode.Errorf(errcode.CodeNotEligible, "no published version or stage of activity %q admits this user", req.ActivityID)
 	case grant.Shed:
-		return GrantResponse{}, Errorf(CodeShed, "too many grants in flight on this node; retry")
+		return GrantResponse{}, errcode.Errorf(errcode.CodeShed, "too many grants in flight on this node; retry")
 	case grant.Unavailable:
 		return GrantResponse{}, unavailable(r.Err)
 	}
-	return GrantResponse{}, Errorf(CodeInternal, "grant outcome %v", r.Outcome)
+	return GrantResponse{}, errcode.Errorf(errcode.CodeInternal, "grant outcome %v", r.Outcome)
 }
 
-func unavailable(err error) *Error {
-	return Errorf(CodeUnavailable, "a backend is unavailable; retry: %v", err)
+func unavailable(err error) *errcode.Error {
+	return errcode.Errorf(errcode.CodeUnavailable, "a backend is unavailable; retry: %v", err)
 }

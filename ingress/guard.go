@@ -6,6 +6,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"redrain/errcode"
 	"redrain/protect"
 )
 
@@ -14,10 +15,10 @@ import (
 // It returns the error to answer with and how long the client should wait,
 // or nil when the request may go on. It runs before the issuer, so a
 // refused request binds no user, claims no limit key and spends no budget.
-func (s *Server) refusal(req *GrantRequest, now time.Time) (*Error, time.Duration) {
+func (s *Server) refusal(req *GrantRequest, now time.Time) (*errcode.Error, time.Duration) {
 	g := s.Guard
 	if !g.RainOpen(req.ActivityID, req.SceneID, req.RainID) {
-		return Errorf(CodeRainSwitchedOff, "rain %d of activity %q in scene %q is switched off by the operator",
+		return errcode.Errorf(errcode.CodeRainSwitchedOff, "rain %d of activity %q in scene %q is switched off by the operator",
 			req.RainID, req.ActivityID, req.SceneID), g.RetryAfter()
 	}
 	v := g.Admit(req.AppID, req.UserID, now)
@@ -25,17 +26,17 @@ func (s *Server) refusal(req *GrantRequest, now time.Time) (*Error, time.Duratio
 	case protect.Admitted:
 		return nil, 0
 	case protect.Shed:
-		return Errorf(CodeShed, "the service is shedding load; retry after %v", v.RetryAfter), v.RetryAfter
+		return errcode.Errorf(errcode.CodeShed, "the service is shedding load; retry after %v", v.RetryAfter), v.RetryAfter
 	case protect.LimitedUser:
-		return Errorf(CodeRateLimited, "app %d user %q is over its rate limit; retry after %v", req.AppID, req.UserID, v.RetryAfter), v.RetryAfter
+		return errcode.Errorf(errcode.CodeRateLimited, "app %d user %q is over its rate limit; retry after %v", req.AppID, req.UserID, v.RetryAfter), v.RetryAfter
 	case protect.LimitedClient:
-		return Errorf(CodeRateLimited, "app %d is over its rate limit; retry after %v", req.AppID, v.RetryAfter), v.RetryAfter
+		return errcode.Errorf(errcode.CodeRateLimited, "app %d is over its rate limit; retry after %v", req.AppID, v.RetryAfter), v.RetryAfter
 	}
-	return Errorf(CodeInternal, "guard: %v", v), 0
+	return errcode.Errorf(errcode.CodeInternal, "guard: %v", v), 0
 }
 
 // writeRefusal answers with e and a Retry-After of wait.
-func writeRefusal(ctx *fasthttp.RequestCtx, e *Error, wait time.Duration) {
+func writeRefusal(ctx *fasthttp.RequestCtx, e *errcode.Error, wait time.Duration) {
 	writeError(ctx, e)
 	setRetryAfter(ctx, wait)
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"testing"
 
+	"redrain/errcode"
 	"redrain/protect"
 	"redrain/storage"
 )
@@ -21,7 +22,7 @@ func setGuard(t *testing.T, g *protect.Guard, s protect.Switches) {
 // refusedGrant posts a grant that the guard must refuse and checks the
 // answer, its Retry-After (in 1..retryMax seconds), and that the user was
 // neither bound nor claimed a limit key in Redis.
-func (ts *testServer) refusedGrant(t *testing.T, user string, want Code, retryMin, retryMax int) {
+func (ts *testServer) refusedGrant(t *testing.T, user string, want errcode.Code, retryMin, retryMax int) {
 	t.Helper()
 	code, retry, raw := ts.post(t, "/v1/grants", grantBody(1, user))
 	var e errorAnswer
@@ -50,12 +51,12 @@ func TestGuardRefusesGrants(t *testing.T) {
 	ts := newTestServer(t, g)
 
 	setGuard(t, g, protect.Switches{ShedPercent: 100, RetryAfterSeconds: 7})
-	ts.refusedGrant(t, "u1", CodeShed, 7, 7)
+	ts.refusedGrant(t, "u1", errcode.CodeShed, 7, 7)
 
 	setGuard(t, g, protect.Switches{ClosedRains: []string{"demo/rain/1"}, RetryAfterSeconds: 4})
-	ts.refusedGrant(t, "u1", CodeRainSwitchedOff, 4, 4)
+	ts.refusedGrant(t, "u1", errcode.CodeRainSwitchedOff, 4, 4)
 	setGuard(t, g, protect.Switches{ClosedActivities: []string{"demo"}})
-	ts.refusedGrant(t, "u1", CodeRainSwitchedOff, 1, 1)
+	ts.refusedGrant(t, "u1", errcode.CodeRainSwitchedOff, 1, 1)
 	setGuard(t, g, protect.Switches{ClosedRains: []string{"demo/rain/2"}})
 	ts.grant(t, 1, "u1") // another rain closed: this one is open
 
@@ -63,7 +64,7 @@ func TestGuardRefusesGrants(t *testing.T) {
 	// depends on the time between the two requests.
 	setGuard(t, g, protect.Switches{ClientRate: 0.1, ClientBurst: 1})
 	ts.grant(t, 1, "u2")
-	ts.refusedGrant(t, "u3", CodeRateLimited, 1, 10)
+	ts.refusedGrant(t, "u3", errcode.CodeRateLimited, 1, 10)
 
 	if n := ts.grants.Issued(); n != 2 {
 		t.Fatalf("grants issued = %d, want 2: refused requests spend no budget", n)
@@ -87,17 +88,17 @@ func TestGuardBatch(t *testing.T) {
 	}
 	var got struct {
 		Results []struct {
-			Code   Code   `json:"code"`
-			Status string `json:"status"`
+			Code   errcode.Code `json:"code"`
+			Status string       `json:"status"`
 		} `json:"results"`
 	}
 	if err := json.Unmarshal(raw, &got); err != nil || len(got.Results) != 4 {
 		t.Fatalf("batch answer %s (%v), want 4 results", raw, err)
 	}
 	want := []struct {
-		code   Code
+		code   errcode.Code
 		status string
-	}{{"", "issued"}, {CodeRateLimited, ""}, {"", "issued"}, {CodeRateLimited, ""}}
+	}{{"", "issued"}, {errcode.CodeRateLimited, ""}, {"", "issued"}, {errcode.CodeRateLimited, ""}}
 	for i, w := range want {
 		if got.Results[i].Code != w.code || got.Results[i].Status != w.status {
 			t.Errorf("result %d = %+v, want code %q status %q", i, got.Results[i], w.code, w.status)

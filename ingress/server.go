@@ -14,6 +14,7 @@ import (
 	"github.com/valyala/fasthttp/pprofhandler"
 
 	"redrain/campaign"
+	"redrain/errcode"
 	"redrain/grant"
 	"redrain/ledger"
 	"redrain/metrics"
@@ -87,7 +88,7 @@ func (s *Server) Serve(ln net.Listener) error {
 				writeError(ctx, errTooLarge(ListBodyBytesMax+1, ListBodyBytesMax))
 				return
 			}
-			writeError(ctx, Errorf(CodeMalformed, "unreadable HTTP request: %v", err))
+			writeError(ctx, errcode.Errorf(errcode.CodeMalformed, "unreadable HTTP request: %v", err))
 		},
 	}
 	s.mu.Lock()
@@ -150,7 +151,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ok"}`))
 	case bytes.Equal(path, []byte("/readyz")):
 		if err := s.Ready(); err != nil {
-			b := append([]byte(`{"status":"not_ready","reason":`), AppendJSONString(nil, err.Error())...)
+			b := append([]byte(`{"status":"not_ready","reason":`), errcode.AppendJSONString(nil, err.Error())...)
 			writeJSON(ctx, fasthttp.StatusServiceUnavailable, append(b, '}'))
 			return
 		}
@@ -163,7 +164,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	case bytes.HasPrefix(path, []byte("/admin/v1/")):
 		s.admin(ctx, path)
 	default:
-		writeError(ctx, Errorf(CodeNotFound, "no route %s %s", ctx.Method(), path))
+		writeError(ctx, errcode.Errorf(errcode.CodeNotFound, "no route %s %s", ctx.Method(), path))
 	}
 }
 
@@ -171,7 +172,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 // unsigned, altered, expired or replayed one changes nothing.
 func (s *Server) admin(ctx *fasthttp.RequestCtx, path []byte) {
 	if s.Authenticate == nil {
-		writeError(ctx, Errorf(CodeUnauthorized, "admin API disabled: no admin keys"))
+		writeError(ctx, errcode.Errorf(errcode.CodeUnauthorized, "admin API disabled: no admin keys"))
 		return
 	}
 	keyID, err := s.Authenticate(ctx)
@@ -226,14 +227,14 @@ func (s *Server) admin(ctx *fasthttp.RequestCtx, path []byte) {
 		writeJSON(ctx, fasthttp.StatusOK, body)
 	default:
 		if s.Admin == nil || !s.Admin(ctx, keyID) {
-			writeError(ctx, Errorf(CodeNotFound, "no route %s %s", ctx.Method(), path))
+			writeError(ctx, errcode.Errorf(errcode.CodeNotFound, "no route %s %s", ctx.Method(), path))
 		}
 	}
 }
 
 func (s *Server) ready(ctx *fasthttp.RequestCtx) bool {
 	if err := s.Ready(); err != nil {
-		writeError(ctx, Errorf(CodeUnavailable, "node not ready: %v", err))
+		writeError(ctx, errcode.Errorf(errcode.CodeUnavailable, "node not ready: %v", err))
 		ctx.Response.Header.Set("Retry-After", "1")
 		return false
 	}
@@ -267,7 +268,7 @@ func (s *Server) tokens(ctx *fasthttp.RequestCtx, redeem bool) {
 func (s *Server) wallet(ctx *fasthttp.RequestCtx, idText []byte) {
 	actID, err := strconv.ParseUint(string(idText), 10, 64)
 	if err != nil || actID == 0 {
-		writeError(ctx, Errorf(CodeMalformed, "act_id %q: want a positive integer", idText))
+		writeError(ctx, errcode.Errorf(errcode.CodeMalformed, "act_id %q: want a positive integer", idText))
 		return
 	}
 	c, cancel := context.WithTimeout(context.Background(), requestTimeout)
@@ -291,11 +292,11 @@ func (s *Server) wallet(ctx *fasthttp.RequestCtx, idText []byte) {
 			return
 		}
 		if actID >= next {
-			writeError(ctx, Errorf(CodeNotFound, "no account %d", actID))
+			writeError(ctx, errcode.Errorf(errcode.CodeNotFound, "no account %d", actID))
 			return
 		}
 	} else if acct, err = ledger.UnmarshalAccount(raw); err != nil {
-		writeError(ctx, Errorf(CodeInternal, "account %d: %v", actID, err))
+		writeError(ctx, errcode.Errorf(errcode.CodeInternal, "account %d: %v", actID, err))
 		return
 	}
 	b := []byte(`{"act_id":`)
@@ -306,9 +307,9 @@ func (s *Server) wallet(ctx *fasthttp.RequestCtx, idText []byte) {
 			b = append(b, ',')
 		}
 		b = append(b, `{"asset":`...)
-		b = AppendJSONString(b, string(bal.Asset))
+		b = errcode.AppendJSONString(b, string(bal.Asset))
 		b = append(b, `,"kind":`...)
-		b = AppendJSONString(b, bal.Asset.Kind())
+		b = errcode.AppendJSONString(b, bal.Asset.Kind())
 		b = append(b, `,"balance":`...)
 		b = strconv.AppendInt(b, bal.Amount, 10)
 		b = append(b, '}')
@@ -316,39 +317,10 @@ func (s *Server) wallet(ctx *fasthttp.RequestCtx, idText []byte) {
 	writeJSON(ctx, fasthttp.StatusOK, append(b, "]}"...))
 }
 
-func asError(err error) *Error {
-	var e *Error
-	if errors.As(err, &e) {
-		return e
-	}
-	return Errorf(CodeInternal, "%v", err)
-}
+func writeError(ctx *fasthttp.RequestCtx, err error) { errcode.Write(ctx, err) }
 
-// WriteError answers err as the error table says: an *Error keeps its
-// code, anything else is internal.
-func WriteError(ctx *fasthttp.RequestCtx, err error) { writeError(ctx, err) }
-
-// WriteJSON answers a JSON body with status.
-func WriteJSON(ctx *fasthttp.RequestCtx, status int, body []byte) { writeJSON(ctx, status, body) }
-
-// MethodNotAllowed answers 405 with the allowed method.
-func MethodNotAllowed(ctx *fasthttp.RequestCtx, allow string) { methodNotAllowed(ctx, allow) }
-
-func writeError(ctx *fasthttp.RequestCtx, err error) {
-	e := asError(err)
-	if e.Code.Retryable() {
-		ctx.Response.Header.Set("Retry-After", "1")
-	}
-	writeJSON(ctx, e.Code.Status(), AppendError(nil, e))
-}
-
-func methodNotAllowed(ctx *fasthttp.RequestCtx, allow string) {
-	ctx.Response.Header.Set("Allow", allow)
-	writeError(ctx, Errorf(CodeMethodNotAllowed, "use %s", allow))
-}
+func methodNotAllowed(ctx *fasthttp.RequestCtx, allow string) { errcode.MethodNotAllowed(ctx, allow) }
 
 func writeJSON(ctx *fasthttp.RequestCtx, status int, body []byte) {
-	ctx.SetStatusCode(status)
-	ctx.SetContentType("application/json")
-	ctx.SetBody(body)
+	errcode.WriteJSON(ctx, status, body)
 }

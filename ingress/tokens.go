@@ -8,6 +8,7 @@ import (
 	"github.com/tikv/client-go/v2/txnkv/transaction"
 
 	"redrain/campaign"
+	"redrain/errcode"
 	"redrain/ledger"
 	"redrain/storage"
 	"redrain/tokens"
@@ -178,7 +179,7 @@ func (t *Tokens) resolve(ctx context.Context, raw [][]byte) ([]*tokenState, erro
 		a := decoded[string(keys[i])]
 		if a == nil {
 			if a, err = ledger.UnmarshalAccount(raw); err != nil {
-				return nil, Errorf(CodeInternal, "account %d: %v", s.claims.ActID, err)
+				return nil, errcode.Errorf(errcode.CodeInternal, "account %d: %v", s.claims.ActID, err)
 			}
 			decoded[string(keys[i])] = a
 		}
@@ -240,7 +241,7 @@ func (t *Tokens) assetsFromBudgets(ctx context.Context, states []*tokenState) er
 		}
 		b, err := ledger.UnmarshalBudget(raw)
 		if err != nil {
-			return Errorf(CodeInternal, "budget %s: %v", s.grant.BudgetID, err)
+			return errcode.Errorf(errcode.CodeInternal, "budget %s: %v", s.grant.BudgetID, err)
 		}
 		s.grant.Asset = b.Asset
 	}

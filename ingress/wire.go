@@ -13,16 +13,17 @@ package ingress
 // returns, and responses are appended field by field.
 
 import (
+	"redrain/errcode"
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
 )
 
-// Limits on request bodies. Each one is checked and fails with an *Error,
+// Limits on request bodies. Each one is checked and fails with an *errcode.Error,
 // never by truncating.
 const (
 	// BodyBytesMax bounds a request body; a larger one fails with
-	// CodeTooLarge before any byte of it is read.
+	// errcode.CodeTooLarge before any byte of it is read.
 	BodyBytesMax = 64 << 10
 	// ListBodyBytesMax bounds the body of a batch grant or token request:
 	// GrantsPerBatchMax grants or TokensPerRequestMax tokens of the longest
@@ -62,8 +63,8 @@ type GrantRequest struct {
 // invalid escapes, lone surrogates, raw control characters and invalid UTF-8
 // are errors.
 //
-// Every error is an *Error: CodeTooLarge if len(body) > BodyBytesMax, else
-// CodeMalformed with a message naming the field and the problem, such as
+// Every error is an *errcode.Error: errcode.CodeTooLarge if len(body) > BodyBytesMax, else
+// errcode.CodeMalformed with a message naming the field and the problem, such as
 // `field "rain_id": want a positive integer`. On success the only allocation
 // is one string that the three IDs share.
 func ParseGrantRequest(body []byte) (GrantRequest, error) {
@@ -94,10 +95,10 @@ func ParseGrantBatch(body []byte) ([]GrantRequest, error) {
 	}
 	s := scanner{buf: body}
 	var gs []GrantRequest
-	err := s.list("grants", GrantsPerBatchMax, func(i int) *Error {
+	err := s.list("grants", GrantsPerBatchMax, func(i int) *errcode.Error {
 		g, err := s.grant()
 		if err != nil {
-			return Errorf(err.Code, "grants[%d]: %s", i, err.Message)
+			return errcode.Errorf(err.Code, "grants[%d]: %s", i, err.Message)
 		}
 		gs = append(gs, g)
 		return nil
@@ -126,15 +127,15 @@ func ParseTokens(body []byte) ([][]byte, error) {
 	// Unescaped text is never longer than its JSON form, so one array the
 	// size of body holds every token and append never moves it.
 	arena := make([]byte, 0, len(body))
-	err := s.list("tokens", TokensPerRequestMax, func(i int) *Error {
+	err := s.list("tokens", TokensPerRequestMax, func(i int) *errcode.Error {
 		if s.peek() != '"' {
-			return Errorf(CodeMalformed, "tokens[%d]: want a string", i)
+			return errcode.Errorf(errcode.CodeMalformed, "tokens[%d]: want a string", i)
 		}
 		start := len(arena)
 		var problem string
 		arena, _, problem = s.appendString(arena, TokenBytesMax)
 		if problem != "" {
-			return Errorf(CodeMalformed, "tokens[%d]: %s", i, s.describe(problem, TokenBytesMax))
+			return errcode.Errorf(errcode.CodeMalformed, "tokens[%d]: %s", i, s.describe(problem, TokenBytesMax))
 		}
 		toks = append(toks, arena[start:len(arena):len(arena)])
 		return nil
@@ -145,8 +146,8 @@ func ParseTokens(body []byte) ([][]byte, error) {
 	return toks, nil
 }
 
-func errTooLarge(n, limit int) *Error {
-	return Errorf(CodeTooLarge, "body is %d bytes, more than the %d allowed", n, limit)
+func errTooLarge(n, limit int) *errcode.Error {
+	return errcode.Errorf(errcode.CodeTooLarge, "body is %d bytes, more than the %d allowed", n, limit)
 }
 
 // The fields of a grant object, in the order "missing field" reports them.
@@ -215,12 +216,12 @@ func (s *scanner) consume(c byte) bool {
 
 // syntaxError reports that the byte at the cursor is not what the grammar
 // wants there.
-func (s *scanner) syntaxError(want string) *Error {
+func (s *scanner) syntaxError(want string) *errcode.Error {
 	if s.pos >= len(s.buf) {
 		if len(s.buf) == 0 || s.isBlank() {
-			return Errorf(CodeMalformed, "empty body, want a JSON object")
+			return errcode.Errorf(errcode.CodeMalformed, "empty body, want a JSON object")
 		}
-		return Errorf(CodeMalformed, "unexpected end of body, want %s", want)
+		return errcode.Errorf(errcode.CodeMalformed, "unexpected end of body, want %s", want)
 	}
 	c := s.buf[s.pos]
 	var found string
@@ -229,7 +230,7 @@ func (s *scanner) syntaxError(want string) *Error {
 	} else {
 		found = "byte 0x" + strconv.FormatUint(uint64(c), 16)
 	}
-	return Errorf(CodeMalformed, "invalid JSON at offset %d: want %s, found %s", s.pos, want, found)
+	return errcode.Errorf(errcode.CodeMalformed, "invalid JSON at offset %d: want %s, found %s", s.pos, want, found)
 }
 
 func (s *scanner) isBlank() bool {
@@ -250,10 +251,10 @@ func (s *scanner) describe(problem string, limit int) string {
 }
 
 // end checks that only whitespace follows the value just parsed.
-func (s *scanner) end() *Error {
+func (s *scanner) end() *errcode.Error {
 	s.skipSpace()
 	if s.pos != len(s.buf) {
-		return Errorf(CodeMalformed, "invalid JSON at offset %d: data after the top-level object", s.pos)
+		return errcode.Errorf(errcode.CodeMalformed, "invalid JSON at offset %d: data after the top-level object", s.pos)
 	}
 	return nil
 }
@@ -261,7 +262,7 @@ func (s *scanner) end() *Error {
 // fieldName reads a quoted field name, the ':' after it and the whitespace
 // around it, leaving the cursor on the value. The name is decoded into
 // scratch; a name too long to be known is reported here as unknown.
-func (s *scanner) fieldName(scratch []byte) ([]byte, *Error) {
+func (s *scanner) fieldName(scratch []byte) ([]byte, *errcode.Error) {
 	if s.peek() != '"' {
 		return nil, s.syntaxError("a field name in double quotes")
 	}
@@ -269,9 +270,9 @@ func (s *scanner) fieldName(scratch []byte) ([]byte, *Error) {
 	switch problem {
 	case "":
 	case problemTooLong:
-		return nil, Errorf(CodeMalformed, "unknown field %q...", string(name))
+		return nil, errcode.Errorf(errcode.CodeMalformed, "unknown field %q...", string(name))
 	default:
-		return nil, Errorf(CodeMalformed, "field name: %s", s.describe(problem, 0))
+		return nil, errcode.Errorf(errcode.CodeMalformed, "field name: %s", s.describe(problem, 0))
 	}
 	s.skipSpace()
 	if !s.consume(':') {
@@ -284,7 +285,7 @@ func (s *scanner) fieldName(scratch []byte) ([]byte, *Error) {
 // afterMember consumes the ',' or closing byte after an object member or
 // array item and the whitespace around it. It reports whether another
 // member follows.
-func (s *scanner) afterMember(closing byte) (more bool, err *Error) {
+func (s *scanner) afterMember(closing byte) (more bool, err *errcode.Error) {
 	s.skipSpace()
 	switch {
 	case s.consume(','):
@@ -298,7 +299,7 @@ func (s *scanner) afterMember(closing byte) (more bool, err *Error) {
 
 // grant parses one grant object at the cursor and leaves the cursor after
 // its '}'.
-func (s *scanner) grant() (GrantRequest, *Error) {
+func (s *scanner) grant() (GrantRequest, *errcode.Error) {
 	var g GrantRequest
 	if !s.consume('{') {
 		return g, s.syntaxError("'{'")
@@ -331,10 +332,10 @@ func (s *scanner) grant() (GrantRequest, *Error) {
 			case "rain_id":
 				f = grantFieldRainID
 			default:
-				return g, Errorf(CodeMalformed, "unknown field %q", string(name))
+				return g, errcode.Errorf(errcode.CodeMalformed, "unknown field %q", string(name))
 			}
 			if seen&(1<<f) != 0 {
-				return g, Errorf(CodeMalformed, "duplicate field %q", grantFieldNames[f])
+				return g, errcode.Errorf(errcode.CodeMalformed, "duplicate field %q", grantFieldNames[f])
 			}
 			seen |= 1 << f
 			switch f {
@@ -351,7 +352,7 @@ func (s *scanner) grant() (GrantRequest, *Error) {
 				}
 				g.RainID = v
 			default:
-				var err *Error
+				var err *errcode.Error
 				spans[f][0] = len(n)
 				if n, err = s.id(n, grantFieldNames[f]); err != nil {
 					return g, err
@@ -372,7 +373,7 @@ func (s *scanner) grant() (GrantRequest, *Error) {
 	if seen != 1<<grantFieldCount-1 {
 		for f, name := range grantFieldNames {
 			if seen&(1<<f) == 0 {
-				return g, Errorf(CodeMalformed, "missing field %q", name)
+				return g, errcode.Errorf(errcode.CodeMalformed, "missing field %q", name)
 			}
 		}
 	}
@@ -386,18 +387,18 @@ func (s *scanner) grant() (GrantRequest, *Error) {
 
 // id reads a quoted ID (see IDLenMax) for field name and appends it,
 // unescaped, to dst.
-func (s *scanner) id(dst []byte, name string) ([]byte, *Error) {
+func (s *scanner) id(dst []byte, name string) ([]byte, *errcode.Error) {
 	if s.peek() != '"' {
-		return dst, Errorf(CodeMalformed, "field %q: want a string", name)
+		return dst, errcode.Errorf(errcode.CodeMalformed, "field %q: want a string", name)
 	}
 	start := len(dst)
 	dst, printable, problem := s.appendString(dst, IDLenMax)
 	if problem != "" {
-		return dst, Errorf(CodeMalformed, "field %q: %s", name, s.describe(problem, IDLenMax))
+		return dst, errcode.Errorf(errcode.CodeMalformed, "field %q: %s", name, s.describe(problem, IDLenMax))
 	}
 	v := dst[start:]
 	if len(v) == 0 {
-		return dst, Errorf(CodeMalformed, "field %q: must not be empty", name)
+		return dst, errcode.Errorf(errcode.CodeMalformed, "field %q: must not be empty", name)
 	}
 	if printable {
 		return dst, nil
@@ -408,14 +409,14 @@ func (s *scanner) id(dst []byte, name string) ([]byte, *Error) {
 		c := v[i]
 		if c < utf8.RuneSelf {
 			if c < 0x20 || c == 0x7f {
-				return dst, Errorf(CodeMalformed, "field %q: contains control character %U", name, rune(c))
+				return dst, errcode.Errorf(errcode.CodeMalformed, "field %q: contains control character %U", name, rune(c))
 			}
 			i++
 			continue
 		}
 		r, size := utf8.DecodeRune(v[i:])
 		if r >= 0x80 && r < 0xa0 {
-			return dst, Errorf(CodeMalformed, "field %q: contains control character %U", name, r)
+			return dst, errcode.Errorf(errcode.CodeMalformed, "field %q: contains control character %U", name, r)
 		}
 		i += size
 	}
@@ -423,18 +424,18 @@ func (s *scanner) id(dst []byte, name string) ([]byte, *Error) {
 }
 
 // positiveInt reads a plain JSON integer in 1..limit for field name.
-func (s *scanner) positiveInt(name string, limit uint64) (uint64, *Error) {
+func (s *scanner) positiveInt(name string, limit uint64) (uint64, *errcode.Error) {
 	buf := s.buf
 	i := s.pos
 	if i >= len(buf) || buf[i] < '1' || buf[i] > '9' {
 		// Covers 0, leading zeros, signs, quotes, null and every other type.
-		return 0, Errorf(CodeMalformed, "field %q: want a positive integer", name)
+		return 0, errcode.Errorf(errcode.CodeMalformed, "field %q: want a positive integer", name)
 	}
 	var v uint64
 	for ; i < len(buf) && buf[i] >= '0' && buf[i] <= '9'; i++ {
 		d := uint64(buf[i] - '0')
 		if v > (limit-d)/10 {
-			return 0, Errorf(CodeMalformed, "field %q: want a positive integer at most %d", name, limit)
+			return 0, errcode.Errorf(errcode.CodeMalformed, "field %q: want a positive integer at most %d", name, limit)
 		}
 		v = v*10 + d
 	}
@@ -443,7 +444,7 @@ func (s *scanner) positiveInt(name string, limit uint64) (uint64, *Error) {
 		case ' ', '\t', '\n', '\r', ',', '}', ']':
 		default:
 			// A fraction, an exponent or junk glued to the digits.
-			return 0, Errorf(CodeMalformed, "field %q: want a positive integer", name)
+			return 0, errcode.Errorf(errcode.CodeMalformed, "field %q: want a positive integer", name)
 		}
 	}
 	s.pos = i
@@ -453,14 +454,14 @@ func (s *scanner) positiveInt(name string, limit uint64) (uint64, *Error) {
 // list parses the whole body {"<name>": [item, ...]} with 1..itemsMax items.
 // item is called with the cursor on each item's first byte and must leave it
 // after the item.
-func (s *scanner) list(name string, itemsMax int, item func(i int) *Error) *Error {
+func (s *scanner) list(name string, itemsMax int, item func(i int) *errcode.Error) *errcode.Error {
 	s.skipSpace()
 	if !s.consume('{') {
 		return s.syntaxError("'{'")
 	}
 	s.skipSpace()
 	if s.consume('}') {
-		return Errorf(CodeMalformed, "missing field %q", name)
+		return errcode.Errorf(errcode.CodeMalformed, "missing field %q", name)
 	}
 	var nameScratch [fieldNameBytesMax + utf8.UTFMax]byte
 	seen := false
@@ -470,22 +471,22 @@ func (s *scanner) list(name string, itemsMax int, item func(i int) *Error) *Erro
 			return err
 		}
 		if string(key) != name {
-			return Errorf(CodeMalformed, "unknown field %q", string(key))
+			return errcode.Errorf(errcode.CodeMalformed, "unknown field %q", string(key))
 		}
 		if seen {
-			return Errorf(CodeMalformed, "duplicate field %q", name)
+			return errcode.Errorf(errcode.CodeMalformed, "duplicate field %q", name)
 		}
 		seen = true
 		if !s.consume('[') {
-			return Errorf(CodeMalformed, "field %q: want an array", name)
+			return errcode.Errorf(errcode.CodeMalformed, "field %q: want an array", name)
 		}
 		s.skipSpace()
 		if s.consume(']') {
-			return Errorf(CodeMalformed, "field %q: want 1 to %d items, got none", name, itemsMax)
+			return errcode.Errorf(errcode.CodeMalformed, "field %q: want 1 to %d items, got none", name, itemsMax)
 		}
 		for i := 0; ; i++ {
 			if i == itemsMax {
-				return Errorf(CodeMalformed, "field %q: more than %d items", name, itemsMax)
+				return errcode.Errorf(errcode.CodeMalformed, "field %q: more than %d items", name, itemsMax)
 			}
 			if err := item(i); err != nil {
 				return err
@@ -662,21 +663,21 @@ type GrantResponse struct {
 // "stage":"formal","status":"issued"} to dst.
 func AppendGrantResponse(dst []byte, r *GrantResponse) []byte {
 	dst = append(dst, `{"token":`...)
-	dst = appendJSONString(dst, r.Token)
+	dst = errcode.AppendJSON(dst, r.Token)
 	dst = append(dst, `,"out_trade_no":`...)
-	dst = appendJSONString(dst, r.OutTradeNo)
+	dst = errcode.AppendJSON(dst, r.OutTradeNo)
 	dst = append(dst, `,"act_id":`...)
 	dst = strconv.AppendUint(dst, r.ActID, 10)
 	dst = append(dst, `,"award_type":`...)
-	dst = appendJSONString(dst, r.AwardType)
+	dst = errcode.AppendJSON(dst, r.AwardType)
 	dst = append(dst, `,"asset":`...)
-	dst = appendJSONString(dst, r.Asset)
+	dst = errcode.AppendJSON(dst, r.Asset)
 	dst = append(dst, `,"amount":`...)
 	dst = strconv.AppendInt(dst, r.Amount, 10)
 	dst = append(dst, `,"stage":`...)
-	dst = appendJSONString(dst, r.Stage)
+	dst = errcode.AppendJSON(dst, r.Stage)
 	dst = append(dst, `,"status":`...)
-	dst = appendJSONString(dst, r.Status)
+	dst = errcode.AppendJSON(dst, r.Status)
 	return append(dst, '}')
 }
 
@@ -708,84 +709,21 @@ func AppendTokenResults(dst []byte, rs []TokenResult) []byte {
 			dst = append(dst, ',')
 		}
 		dst = append(dst, `{"out_trade_no":`...)
-		dst = appendJSONString(dst, r.OutTradeNo)
+		dst = errcode.AppendJSON(dst, r.OutTradeNo)
 		dst = append(dst, `,"status":`...)
-		dst = appendJSONString(dst, r.Status)
+		dst = errcode.AppendJSON(dst, r.Status)
 		if r.Status == tokenStatusInvalid {
 			dst = append(dst, `,"error":`...)
-			dst = appendJSONString(dst, r.Error)
+			dst = errcode.AppendJSON(dst, r.Error)
 		} else {
 			dst = append(dst, `,"act_id":`...)
 			dst = strconv.AppendUint(dst, r.ActID, 10)
 			dst = append(dst, `,"award_type":`...)
-			dst = appendJSONString(dst, r.AwardType)
+			dst = errcode.AppendJSON(dst, r.AwardType)
 			dst = append(dst, `,"amount":`...)
 			dst = strconv.AppendInt(dst, r.Amount, 10)
 		}
 		dst = append(dst, '}')
 	}
 	return append(dst, "]}"...)
-}
-
-// AppendJSONString appends s to dst as a quoted JSON string. It escapes '"',
-// '\\', control characters below U+0020 and U+2028/U+2029 (which break
-// JavaScript parsers), and writes each byte of invalid UTF-8 as U+FFFD, as
-// encoding/json does, so the output is always valid JSON and valid UTF-8.
-func AppendJSONString(dst []byte, s string) []byte {
-	return appendJSONString(dst, s)
-}
-
-// appendJSONString is AppendJSONString for text held in a string or a
-// []byte (tokens), without converting one to the other.
-func appendJSONString[S string | []byte](dst []byte, s S) []byte {
-	const hex = "0123456789abcdef"
-	dst = append(dst, '"')
-	run := 0 // Start of the bytes not yet copied.
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, s[run:i]...)
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\b':
-				dst = append(dst, '\\', 'b')
-			case '\f':
-				dst = append(dst, '\\', 'f')
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			}
-			i++
-			run = i
-			continue
-		}
-		// At most UTFMax bytes are converted, which the compiler does on
-		// the stack when S is []byte and not at all when S is string.
-		r, size := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))]))
-		switch {
-		case r == utf8.RuneError && size == 1:
-			dst = append(dst, s[run:i]...)
-			dst = append(dst, `\ufffd`...)
-		case r == '\u2028' || r == '\u2029':
-			dst = append(dst, s[run:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xf])
-		default:
-			i += size
-			continue
-		}
-		i += size
-		run = i
-	}
-	dst = append(dst, s[run:]...)
-	return append(dst, '"')
 }

@@ -3,6 +3,7 @@ package ingress
 // The wire form of POST /v1/accounts/bind, under the rules of wire.go.
 
 import (
+	"redrain/errcode"
 	"strconv"
 	"unicode/utf8"
 )
@@ -25,7 +26,7 @@ var bindFieldNames = []string{"app_id", "user_id", "act_id"}
 // integer in 1..2^32-1, act_id in 1..2^64-1, user_id follows IDLenMax, all
 // under the rules of ParseGrantRequest (plain integers, unknown and
 // duplicate fields refused, nothing after the object). Every error is an
-// *Error: CodeTooLarge past BodyBytesMax, else CodeMalformed naming the
+// *errcode.Error: errcode.CodeTooLarge past BodyBytesMax, else errcode.CodeMalformed naming the
 // field.
 func ParseBindRequest(body []byte) (BindRequest, error) {
 	var r BindRequest
@@ -36,8 +37,8 @@ func ParseBindRequest(body []byte) (BindRequest, error) {
 	s.skipSpace()
 	var text [IDLenMax + utf8.UTFMax]byte
 	var user []byte
-	err := s.object(bindFieldNames, func(f int) *Error {
-		var err *Error
+	err := s.object(bindFieldNames, func(f int) *errcode.Error {
+		var err *errcode.Error
 		var v uint64
 		switch f {
 		case 0:
@@ -64,7 +65,7 @@ func ParseBindRequest(body []byte) (BindRequest, error) {
 // (each required, each once, in any order), calling value with the index of
 // each field and the cursor on its value; value must leave the cursor after
 // the value. The cursor ends after the '}'.
-func (s *scanner) object(names []string, value func(f int) *Error) *Error {
+func (s *scanner) object(names []string, value func(f int) *errcode.Error) *errcode.Error {
 	if !s.consume('{') {
 		return s.syntaxError("'{'")
 	}
@@ -84,9 +85,9 @@ func (s *scanner) object(names []string, value func(f int) *Error) *Error {
 		}
 		switch {
 		case f < 0:
-			return Errorf(CodeMalformed, "unknown field %q", string(name))
+			return errcode.Errorf(errcode.CodeMalformed, "unknown field %q", string(name))
 		case seen&(1<<f) != 0:
-			return Errorf(CodeMalformed, "duplicate field %q", names[f])
+			return errcode.Errorf(errcode.CodeMalformed, "duplicate field %q", names[f])
 		}
 		seen |= 1 << f
 		if err := value(f); err != nil {
@@ -98,7 +99,7 @@ func (s *scanner) object(names []string, value func(f int) *Error) *Error {
 	}
 	for f, name := range names {
 		if seen&(1<<f) == 0 {
-			return Errorf(CodeMalformed, "missing field %q", name)
+			return errcode.Errorf(errcode.CodeMalformed, "missing field %q", name)
 		}
 	}
 	return nil
@@ -127,10 +128,10 @@ func AppendBindResponse(dst []byte, r *BindResponse) []byte {
 	dst = append(dst, `{"app_id":`...)
 	dst = strconv.AppendUint(dst, uint64(r.AppID), 10)
 	dst = append(dst, `,"user_id":`...)
-	dst = appendJSONString(dst, r.UserID)
+	dst = errcode.AppendJSON(dst, r.UserID)
 	dst = append(dst, `,"act_id":`...)
 	dst = strconv.AppendUint(dst, r.ActID, 10)
 	dst = append(dst, `,"status":`...)
-	dst = appendJSONString(dst, r.Status)
+	dst = errcode.AppendJSON(dst, r.Status)
 	return append(dst, '}')
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"redrain/errcode"
 	"redrain/ingress"
 )
 
@@ -57,14 +58,14 @@ func TestParseBindRequest(t *testing.T) {
 			if err == nil {
 				t.Fatalf("ParseBindRequest(%s) = %+v, want an error", tt.body, got)
 			}
-			if c := codeOf(t, err); c != ingress.CodeMalformed || !strings.Contains(err.Error(), tt.wantInMessage) {
-				t.Fatalf("ParseBindRequest(%s) = %v, want %s mentioning %q", tt.body, err, ingress.CodeMalformed, tt.wantInMessage)
+			if c := codeOf(t, err); c != errcode.CodeMalformed || !strings.Contains(err.Error(), tt.wantInMessage) {
+				t.Fatalf("ParseBindRequest(%s) = %v, want %s mentioning %q", tt.body, err, errcode.CodeMalformed, tt.wantInMessage)
 			}
 		})
 	}
 	big := `{"app_id":2,"user_id":"b","act_id":17}` + strings.Repeat(" ", ingress.BodyBytesMax)
-	if _, err := ingress.ParseBindRequest([]byte(big)); codeOf(t, err) != ingress.CodeTooLarge {
-		t.Fatalf("ParseBindRequest(%d bytes) = %v, want %s", len(big), err, ingress.CodeTooLarge)
+	if _, err := ingress.ParseBindRequest([]byte(big)); codeOf(t, err) != errcode.CodeTooLarge {
+		t.Fatalf("ParseBindRequest(%d bytes) = %v, want %s", len(big), err, errcode.CodeTooLarge)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"redrain/errcode"
 	"redrain/ingress"
 )
 
@@ -35,13 +36,13 @@ var fuzzSeeds = []string{
 }
 
 // checkParseError checks the contract every parser error keeps: an
-// *ingress.Error whose code is CodeTooLarge exactly when the body is over
-// the limit, and CodeMalformed otherwise.
+// *errcode.Error whose code is errcode.CodeTooLarge exactly when the body is over
+// the limit, and errcode.CodeMalformed otherwise.
 func checkParseError(t *testing.T, body []byte, err error, limit int) {
 	t.Helper()
-	want := ingress.CodeMalformed
+	want := errcode.CodeMalformed
 	if len(body) > limit {
-		want = ingress.CodeTooLarge
+		want = errcode.CodeTooLarge
 	}
 	if c := codeOf(t, err); c != want {
 		t.Fatalf("err = %v for a %d-byte body, want code %s", err, len(body), want)
@@ -148,7 +149,7 @@ func FuzzAppendJSONString(f *testing.F) {
 		// The []byte path (tokens) must write the same bytes.
 		r := ingress.GrantResponse{Token: []byte(s)}
 		out := ingress.AppendGrantResponse(nil, &r)
-		want := append([]byte(`{"token":`), ingress.AppendJSONString(nil, s)...)
+		want := append([]byte(`{"token":`), errcode.AppendJSONString(nil, s)...)
 		if !bytes.HasPrefix(out, want) {
 			t.Fatalf("AppendGrantResponse token %q = %s, want prefix %s", s, out, want)
 		}

@@ -15,6 +15,7 @@ import (
 	"unicode/utf16"
 	"unicode/utf8"
 
+	"redrain/errcode"
 	"redrain/ingress"
 )
 
@@ -63,94 +64,14 @@ func stdDecode(body []byte, v any) error {
 	return nil
 }
 
-// codeOf returns the code of err, which must be an *ingress.Error.
-func codeOf(t testing.TB, err error) ingress.Code {
+// codeOf returns the code of err, which must be an *errcode.Error.
+func codeOf(t testing.TB, err error) errcode.Code {
 	t.Helper()
-	var e *ingress.Error
+	var e *errcode.Error
 	if !errors.As(err, &e) {
-		t.Fatalf("error %v (%T) is not an *ingress.Error", err, err)
+		t.Fatalf("error %v (%T) is not an *errcode.Error", err, err)
 	}
 	return e.Code
-}
-
-func TestCodeStatus(t *testing.T) {
-	tests := []struct {
-		code      ingress.Code
-		status    int
-		retryable bool
-	}{
-		{ingress.CodeMalformed, 400, false},
-		{ingress.CodeTooLarge, 413, false},
-		{ingress.CodeUnknownActivity, 404, false},
-		{ingress.CodeUnknownRain, 404, false},
-		{ingress.CodeRainClosed, 409, false},
-		{ingress.CodeBudgetExhausted, 409, false},
-		{ingress.CodeGrantInProgress, 409, true},
-		{ingress.CodeInvalidToken, 400, false},
-		{ingress.CodeNotFound, 404, false},
-		{ingress.CodeMethodNotAllowed, 405, false},
-		{ingress.CodeUnavailable, 503, true},
-		{ingress.CodeInternal, 500, false},
-		{ingress.CodeAlreadyBound, 409, false},
-		{ingress.CodeRateLimited, 429, true},
-		{ingress.CodeShed, 503, true},
-		{ingress.CodeRainSwitchedOff, 503, true},
-		{ingress.Code("no_such_code"), 500, false},
-	}
-	for _, tt := range tests {
-		if got := tt.code.Status(); got != tt.status {
-			t.Errorf("Code(%q).Status() = %d, want %d", tt.code, got, tt.status)
-		}
-		if got := tt.code.Retryable(); got != tt.retryable {
-			t.Errorf("Code(%q).Retryable() = %v, want %v", tt.code, got, tt.retryable)
-		}
-	}
-}
-
-func TestErrorIs(t *testing.T) {
-	err := fmt.Errorf("grant: %w", ingress.Errorf(ingress.CodeRainClosed, "rain %d closed", 7))
-	if !errors.Is(err, ingress.CodeRainClosed) {
-		t.Errorf("errors.Is(%v, CodeRainClosed) = false, want true", err)
-	}
-	if errors.Is(err, ingress.CodeUnknownRain) {
-		t.Errorf("errors.Is(%v, CodeUnknownRain) = true, want false", err)
-	}
-	if got, want := err.Error(), "grant: rain_closed: rain 7 closed"; got != want {
-		t.Errorf("Error() = %q, want %q", got, want)
-	}
-}
-
-func TestAppendError(t *testing.T) {
-	messages := []string{
-		"",
-		"plain",
-		`field "rain_id": want a positive integer`,
-		"back\\slash, tab\t, newline\n, nul\x00, del\x7f",
-		"unicode é 用 😀 \u2028\u2029",
-	}
-	for _, msg := range messages {
-		e := &ingress.Error{Code: ingress.CodeMalformed, Message: msg}
-		out := ingress.AppendError([]byte("prefix"), e)
-		if !bytes.HasPrefix(out, []byte("prefix")) {
-			t.Fatalf("AppendError(%q) = %q, lost the prefix", msg, out)
-		}
-		out = out[len("prefix"):]
-		var got struct{ Code, Message string }
-		if err := stdDecode(out, &got); err != nil {
-			t.Errorf("AppendError(%q) = %s, not valid JSON: %v", msg, out, err)
-			continue
-		}
-		if got.Code != string(e.Code) || got.Message != msg {
-			t.Errorf("AppendError(%q) = %s, decodes to %+v", msg, out, got)
-		}
-	}
-	if got, want := string(ingress.AppendError(nil, &ingress.Error{Code: ingress.CodeNotFound, Message: "no route"})),
-		`{"code":"not_found","message":"no route"}`; got != want {
-		t.Errorf("AppendError = %s, want %s", got, want)
-	}
-	if got := ingress.AppendError(nil, nil); !json.Valid(got) || !bytes.Contains(got, []byte(`"internal"`)) {
-		t.Errorf("AppendError(nil) = %s, want a valid internal error", got)
-	}
 }
 
 func TestParseGrantRequestValid(t *testing.T) {
@@ -206,128 +127,128 @@ func TestParseGrantRequestInvalid(t *testing.T) {
 	tests := []struct {
 		name    string
 		body    string
-		code    ingress.Code
+		code    errcode.Code
 		mention string // A word the message must contain (the field), if any.
 	}{
 		// Not an object at all.
-		{"empty body", ``, ingress.CodeMalformed, "empty"},
-		{"whitespace only", " \n\t ", ingress.CodeMalformed, "empty"},
-		{"null", `null`, ingress.CodeMalformed, ""},
-		{"array", `[]`, ingress.CodeMalformed, ""},
-		{"string", `"x"`, ingress.CodeMalformed, ""},
-		{"number", `1`, ingress.CodeMalformed, ""},
-		{"byte order mark", "\ufeff" + canonicalGrant, ingress.CodeMalformed, ""},
-		{"unclosed", `{`, ingress.CodeMalformed, ""},
-		{"truncated", canonicalGrant[:len(canonicalGrant)-1], ingress.CodeMalformed, ""},
-		{"truncated in value", `{"app_id":`, ingress.CodeMalformed, "app_id"},
-		{"truncated in string", `{"user_id":"u`, ingress.CodeMalformed, "user_id"},
-		{"truncated in name", `{"user_`, ingress.CodeMalformed, ""},
+		{"empty body", ``, errcode.CodeMalformed, "empty"},
+		{"whitespace only", " \n\t ", errcode.CodeMalformed, "empty"},
+		{"null", `null`, errcode.CodeMalformed, ""},
+		{"array", `[]`, errcode.CodeMalformed, ""},
+		{"string", `"x"`, errcode.CodeMalformed, ""},
+		{"number", `1`, errcode.CodeMalformed, ""},
+		{"byte order mark", "\ufeff" + canonicalGrant, errcode.CodeMalformed, ""},
+		{"unclosed", `{`, errcode.CodeMalformed, ""},
+		{"truncated", canonicalGrant[:len(canonicalGrant)-1], errcode.CodeMalformed, ""},
+		{"truncated in value", `{"app_id":`, errcode.CodeMalformed, "app_id"},
+		{"truncated in string", `{"user_id":"u`, errcode.CodeMalformed, "user_id"},
+		{"truncated in name", `{"user_`, errcode.CodeMalformed, ""},
 
 		// Structure.
-		{"empty object", `{}`, ingress.CodeMalformed, "app_id"},
-		{"missing app_id", `{"user_id":"u","activity_id":"demo","scene_id":"rain","rain_id":1}`, ingress.CodeMalformed, "app_id"},
-		{"missing user_id", `{"app_id":1,"activity_id":"demo","scene_id":"rain","rain_id":1}`, ingress.CodeMalformed, "user_id"},
-		{"missing activity_id", `{"app_id":1,"user_id":"u","scene_id":"rain","rain_id":1}`, ingress.CodeMalformed, "activity_id"},
-		{"missing scene_id", `{"app_id":1,"user_id":"u","activity_id":"demo","rain_id":1}`, ingress.CodeMalformed, "scene_id"},
-		{"missing rain_id", `{"app_id":1,"user_id":"u","activity_id":"demo","scene_id":"rain"}`, ingress.CodeMalformed, "rain_id"},
-		{"unknown field", `{"app_id":1,"user_id":"u","activity_id":"demo","scene_id":"rain","rain_id":1,"extra":1}`, ingress.CodeMalformed, "extra"},
-		{"unknown field first", `{"extra":null,"app_id":1,"user_id":"u","activity_id":"demo","scene_id":"rain","rain_id":1}`, ingress.CodeMalformed, "extra"},
-		{"field name case differs", `{"App_ID":1,"user_id":"u","activity_id":"demo","scene_id":"rain","rain_id":1}`, ingress.CodeMalformed, "App_ID"},
-		{"long unknown field", `{"` + strings.Repeat("n", 100) + `":1}`, ingress.CodeMalformed, "nnnn"},
-		{"empty field name", `{"":1}`, ingress.CodeMalformed, ""},
-		{"duplicate app_id", `{"app_id":1,"app_id":1,"user_id":"u","activity_id":"demo","scene_id":"rain","rain_id":1}`, ingress.CodeMalformed, "app_id"},
-		{"duplicate user_id", canonicalGrant[:len(canonicalGrant)-1] + `,"user_id":"v"}`, ingress.CodeMalformed, "user_id"},
-		{"duplicate activity_id", canonicalGrant[:len(canonicalGrant)-1] + `,"activity_id":"demo"}`, ingress.CodeMalformed, "activity_id"},
-		{"duplicate scene_id", canonicalGrant[:len(canonicalGrant)-1] + `,"scene_id":"rain"}`, ingress.CodeMalformed, "scene_id"},
-		{"duplicate rain_id", canonicalGrant[:len(canonicalGrant)-1] + `,"rain_id":2}`, ingress.CodeMalformed, "rain_id"},
-		{"duplicate through an escape", canonicalGrant[:len(canonicalGrant)-1] + `,"rain\u005fid":2}`, ingress.CodeMalformed, "rain_id"},
-		{"trailing garbage", canonicalGrant + ` x`, ingress.CodeMalformed, ""},
-		{"trailing second object", canonicalGrant + canonicalGrant, ingress.CodeMalformed, ""},
-		{"trailing nul", canonicalGrant + "\x00", ingress.CodeMalformed, ""},
-		{"trailing comma", canonicalGrant[:len(canonicalGrant)-1] + `,}`, ingress.CodeMalformed, ""},
-		{"leading comma", `{,"app_id":1}`, ingress.CodeMalformed, ""},
-		{"missing comma", `{"app_id":1 "user_id":"u","activity_id":"demo","scene_id":"rain","rain_id":1}`, ingress.CodeMalformed, ""},
-		{"missing colon", `{"app_id" 1,"user_id":"u","activity_id":"demo","scene_id":"rain","rain_id":1}`, ingress.CodeMalformed, ""},
-		{"single quotes", `{'app_id':1}`, ingress.CodeMalformed, ""},
-		{"unquoted name", `{app_id:1}`, ingress.CodeMalformed, ""},
-		{"comment", `{/* c */"app_id":1}`, ingress.CodeMalformed, ""},
-		{"non-JSON whitespace", "{\v\"app_id\":1}", ingress.CodeMalformed, ""},
-		{"too large", canonicalGrant + strings.Repeat(" ", ingress.BodyBytesMax-len(canonicalGrant)+1), ingress.CodeTooLarge, ""},
-		{"too large garbage", strings.Repeat("x", 1<<20), ingress.CodeTooLarge, ""},
+		{"empty object", `{}`, errcode.CodeMalformed, "app_id"},
+		{"missing app_id", `{"user_id":"u","activity_id":"demo","scene_id":"rain","rain_id":1}`, errcode.CodeMalformed, "app_id"},
+		{"missing user_id", `{"app_id":1,"activity_id":"demo","scene_id":"rain","rain_id":1}`, errcode.CodeMalformed, "user_id"},
+		{"missing activity_id", `{"app_id":1,"user_id":"u","scene_id":"rain","rain_id":1}`, errcode.CodeMalformed, "activity_id"},
+		{"missing scene_id", `{"app_id":1,"user_id":"u","activity_id":"demo","rain_id":1}`, errcode.CodeMalformed, "scene_id"},
+		{"missing rain_id", `{"app_id":1,"user_id":"u","activity_id":"demo","scene_id":"rain"}`, errcode.CodeMalformed, "rain_id"},
+		{"unknown field", `{"app_id":1,"user_id":"u","activity_id":"demo","scene_id":"rain","rain_id":1,"extra":1}`, errcode.CodeMalformed, "extra"},
+		{"unknown field first", `{"extra":null,"app_id":1,"user_id":"u","activity_id":"demo","scene_id":"rain","rain_id":1}`, errcode.CodeMalformed, "extra"},
+		{"field name case differs", `{"App_ID":1,"user_id":"u","activity_id":"demo","scene_id":"rain","rain_id":1}`, errcode.CodeMalformed, "App_ID"},
+		{"long unknown field", `{"` + strings.Repeat("n", 100) + `":1}`, errcode.CodeMalformed, "nnnn"},
+		{"empty field name", `{"":1}`, errcode.CodeMalformed, ""},
+		{"duplicate app_id", `{"app_id":1,"app_id":1,"user_id":"u","activity_id":"demo","scene_id":"rain","rain_id":1}`, errcode.CodeMalformed, "app_id"},
+		{"duplicate user_id", canonicalGrant[:len(canonicalGrant)-1] + `,"user_id":"v"}`, errcode.CodeMalformed, "user_id"},
+		{"duplicate activity_id", canonicalGrant[:len(canonicalGrant)-1] + `,"activity_id":"demo"}`, errcode.CodeMalformed, "activity_id"},
+		{"duplicate scene_id", canonicalGrant[:len(canonicalGrant)-1] + `,"scene_id":"rain"}`, errcode.CodeMalformed, "scene_id"},
+		{"duplicate rain_id", canonicalGrant[:len(canonicalGrant)-1] + `,"rain_id":2}`, errcode.CodeMalformed, "rain_id"},
+		{"duplicate through an escape", canonicalGrant[:len(canonicalGrant)-1] + `,"rain\u005fid":2}`, errcode.CodeMalformed, "rain_id"},
+		{"trailing garbage", canonicalGrant + ` x`, errcode.CodeMalformed, ""},
+		{"trailing second object", canonicalGrant + canonicalGrant, errcode.CodeMalformed, ""},
+		{"trailing nul", canonicalGrant + "\x00", errcode.CodeMalformed, ""},
+		{"trailing comma", canonicalGrant[:len(canonicalGrant)-1] + `,}`, errcode.CodeMalformed, ""},
+		{"leading comma", `{,"app_id":1}`, errcode.CodeMalformed, ""},
+		{"missing comma", `{"app_id":1 "user_id":"u","activity_id":"demo","scene_id":"rain","rain_id":1}`, errcode.CodeMalformed, ""},
+		{"missing colon", `{"app_id" 1,"user_id":"u","activity_id":"demo","scene_id":"rain","rain_id":1}`, errcode.CodeMalformed, ""},
+		{"single quotes", `{'app_id':1}`, errcode.CodeMalformed, ""},
+		{"unquoted name", `{app_id:1}`, errcode.CodeMalformed, ""},
+		{"comment", `{/* c */"app_id":1}`, errcode.CodeMalformed, ""},
+		{"non-JSON whitespace", "{\v\"app_id\":1}", errcode.CodeMalformed, ""},
+		{"too large", canonicalGrant + strings.Repeat(" ", ingress.BodyBytesMax-len(canonicalGrant)+1), errcode.CodeTooLarge, ""},
+		{"too large garbage", strings.Repeat("x", 1<<20), errcode.CodeTooLarge, ""},
 
 		// Integers.
-		{"app_id zero", withApp(`0`), ingress.CodeMalformed, "app_id"},
-		{"app_id negative", withApp(`-1`), ingress.CodeMalformed, "app_id"},
-		{"app_id minus zero", withApp(`-0`), ingress.CodeMalformed, "app_id"},
-		{"app_id plus sign", withApp(`+1`), ingress.CodeMalformed, "app_id"},
-		{"app_id leading zero", withApp(`01`), ingress.CodeMalformed, "app_id"},
-		{"app_id fraction", withApp(`1.0`), ingress.CodeMalformed, "app_id"},
-		{"app_id half", withApp(`1.5`), ingress.CodeMalformed, "app_id"},
-		{"app_id exponent", withApp(`1e3`), ingress.CodeMalformed, "app_id"},
-		{"app_id capital exponent", withApp(`1E3`), ingress.CodeMalformed, "app_id"},
-		{"app_id hex", withApp(`0x1`), ingress.CodeMalformed, "app_id"},
-		{"app_id quoted", withApp(`"1"`), ingress.CodeMalformed, "app_id"},
-		{"app_id null", withApp(`null`), ingress.CodeMalformed, "app_id"},
-		{"app_id bool", withApp(`true`), ingress.CodeMalformed, "app_id"},
-		{"app_id array", withApp(`[1]`), ingress.CodeMalformed, "app_id"},
-		{"app_id object", withApp(`{}`), ingress.CodeMalformed, "app_id"},
-		{"app_id NaN", withApp(`NaN`), ingress.CodeMalformed, "app_id"},
-		{"app_id digits then letter", withApp(`12a`), ingress.CodeMalformed, "app_id"},
-		{"app_id max uint32 + 1", withApp(`4294967296`), ingress.CodeMalformed, "app_id"},
-		{"app_id huge", withApp(`99999999999999999999999`), ingress.CodeMalformed, "app_id"},
-		{"rain_id zero", withRain(`0`), ingress.CodeMalformed, "rain_id"},
-		{"rain_id negative", withRain(`-5`), ingress.CodeMalformed, "rain_id"},
-		{"rain_id leading zeros", withRain(`007`), ingress.CodeMalformed, "rain_id"},
-		{"rain_id fraction", withRain(`7.25`), ingress.CodeMalformed, "rain_id"},
-		{"rain_id exponent", withRain(`7e0`), ingress.CodeMalformed, "rain_id"},
-		{"rain_id quoted", withRain(`"7"`), ingress.CodeMalformed, "rain_id"},
-		{"rain_id max uint64 + 1", withRain(`18446744073709551616`), ingress.CodeMalformed, "rain_id"},
-		{"rain_id 10x max uint64", withRain(`184467440737095516150`), ingress.CodeMalformed, "rain_id"},
+		{"app_id zero", withApp(`0`), errcode.CodeMalformed, "app_id"},
+		{"app_id negative", withApp(`-1`), errcode.CodeMalformed, "app_id"},
+		{"app_id minus zero", withApp(`-0`), errcode.CodeMalformed, "app_id"},
+		{"app_id plus sign", withApp(`+1`), errcode.CodeMalformed, "app_id"},
+		{"app_id leading zero", withApp(`01`), errcode.CodeMalformed, "app_id"},
+		{"app_id fraction", withApp(`1.0`), errcode.CodeMalformed, "app_id"},
+		{"app_id half", withApp(`1.5`), errcode.CodeMalformed, "app_id"},
+		{"app_id exponent", withApp(`1e3`), errcode.CodeMalformed, "app_id"},
+		{"app_id capital exponent", withApp(`1E3`), errcode.CodeMalformed, "app_id"},
+		{"app_id hex", withApp(`0x1`), errcode.CodeMalformed, "app_id"},
+		{"app_id quoted", withApp(`"1"`), errcode.CodeMalformed, "app_id"},
+		{"app_id null", withApp(`null`), errcode.CodeMalformed, "app_id"},
+		{"app_id bool", withApp(`true`), errcode.CodeMalformed, "app_id"},
+		{"app_id array", withApp(`[1]`), errcode.CodeMalformed, "app_id"},
+		{"app_id object", withApp(`{}`), errcode.CodeMalformed, "app_id"},
+		{"app_id NaN", withApp(`NaN`), errcode.CodeMalformed, "app_id"},
+		{"app_id digits then letter", withApp(`12a`), errcode.CodeMalformed, "app_id"},
+		{"app_id max uint32 + 1", withApp(`4294967296`), errcode.CodeMalformed, "app_id"},
+		{"app_id huge", withApp(`99999999999999999999999`), errcode.CodeMalformed, "app_id"},
+		{"rain_id zero", withRain(`0`), errcode.CodeMalformed, "rain_id"},
+		{"rain_id negative", withRain(`-5`), errcode.CodeMalformed, "rain_id"},
+		{"rain_id leading zeros", withRain(`007`), errcode.CodeMalformed, "rain_id"},
+		{"rain_id fraction", withRain(`7.25`), errcode.CodeMalformed, "rain_id"},
+		{"rain_id exponent", withRain(`7e0`), errcode.CodeMalformed, "rain_id"},
+		{"rain_id quoted", withRain(`"7"`), errcode.CodeMalformed, "rain_id"},
+		{"rain_id max uint64 + 1", withRain(`18446744073709551616`), errcode.CodeMalformed, "rain_id"},
+		{"rain_id 10x max uint64", withRain(`184467440737095516150`), errcode.CodeMalformed, "rain_id"},
 
 		// Strings.
-		{"user_id empty", withUser(`""`), ingress.CodeMalformed, "user_id"},
-		{"activity_id empty", grantBody(`1`, `"u"`, `""`, `"rain"`, `1`), ingress.CodeMalformed, "activity_id"},
-		{"scene_id empty", grantBody(`1`, `"u"`, `"demo"`, `""`, `1`), ingress.CodeMalformed, "scene_id"},
-		{"user_id too long", withUser(`"` + long + `"`), ingress.CodeMalformed, "user_id"},
-		{"activity_id too long", grantBody(`1`, `"u"`, `"`+long+`"`, `"rain"`, `1`), ingress.CodeMalformed, "activity_id"},
-		{"scene_id too long", grantBody(`1`, `"u"`, `"demo"`, `"`+long+`"`, `1`), ingress.CodeMalformed, "scene_id"},
-		{"user_id too long after unescaping", withUser(`"` + strings.Repeat(`\u0078`, ingress.IDLenMax+1) + `"`), ingress.CodeMalformed, "user_id"},
-		{"user_id too long in 4-byte runes", withUser(`"` + strings.Repeat("😀", ingress.IDLenMax/4) + `x"`), ingress.CodeMalformed, "user_id"},
-		{"user_id too long, escaped rune last", withUser(`"` + strings.Repeat("x", ingress.IDLenMax-1) + `\u00e9"`), ingress.CodeMalformed, "user_id"},
-		{"user_id number", withUser(`42`), ingress.CodeMalformed, "user_id"},
-		{"user_id null", withUser(`null`), ingress.CodeMalformed, "user_id"},
-		{"user_id array", withUser(`["u"]`), ingress.CodeMalformed, "user_id"},
-		{"user_id unterminated", `{"app_id":1,"user_id":"u`, ingress.CodeMalformed, "user_id"},
-		{"raw control character", withUser("\"u\x01\""), ingress.CodeMalformed, "user_id"},
-		{"raw tab", withUser("\"u\t\""), ingress.CodeMalformed, "user_id"},
-		{"raw newline", withUser("\"u\n\""), ingress.CodeMalformed, "user_id"},
-		{"raw nul", withUser("\"u\x00\""), ingress.CodeMalformed, "user_id"},
-		{"raw DEL", withUser("\"u\x7f\""), ingress.CodeMalformed, "user_id"},
-		{"raw C1 control", withUser("\"u\u0085\""), ingress.CodeMalformed, "user_id"},
-		{"escaped newline", withUser(`"u\n"`), ingress.CodeMalformed, "user_id"},
-		{"escaped tab", withUser(`"u\t"`), ingress.CodeMalformed, "user_id"},
-		{"escaped nul", withUser(`"u\u0000"`), ingress.CodeMalformed, "user_id"},
-		{"escaped DEL", withUser(`"u\u007F"`), ingress.CodeMalformed, "user_id"},
-		{"escaped C1 control", withUser(`"u\u009f"`), ingress.CodeMalformed, "user_id"},
-		{"invalid escape letter", withUser(`"u\x41"`), ingress.CodeMalformed, "user_id"},
-		{"invalid escape a", withUser(`"u\a"`), ingress.CodeMalformed, "user_id"},
-		{"escaped single quote", withUser(`"u\'"`), ingress.CodeMalformed, "user_id"},
-		{"short unicode escape", withUser(`"u\u12"`), ingress.CodeMalformed, "user_id"},
-		{"non-hex unicode escape", withUser(`"u\uZZZZ"`), ingress.CodeMalformed, "user_id"},
-		{"backslash at end of body", `{"user_id":"u\`, ingress.CodeMalformed, "user_id"},
-		{"lone high surrogate", withUser(`"u\ud800"`), ingress.CodeMalformed, "user_id"},
-		{"lone high surrogate at end of string", withUser(`"\ud800"`), ingress.CodeMalformed, "user_id"},
-		{"lone low surrogate", withUser(`"u\udc00"`), ingress.CodeMalformed, "user_id"},
-		{"high surrogate then letter escape", withUser(`"\ud800\u0041"`), ingress.CodeMalformed, "user_id"},
-		{"high surrogate then high surrogate", withUser(`"\ud800\ud800"`), ingress.CodeMalformed, "user_id"},
-		{"high surrogate then bad escape", withUser(`"\ud800\uZZZZ"`), ingress.CodeMalformed, "user_id"},
-		{"high surrogate then short escape", withUser(`"\ud800\n"`), ingress.CodeMalformed, "user_id"},
-		{"invalid utf-8 byte", withUser("\"u\xff\""), ingress.CodeMalformed, "user_id"},
-		{"truncated utf-8", withUser("\"u\xe2\x82\""), ingress.CodeMalformed, "user_id"},
-		{"overlong utf-8", withUser("\"u\xc0\xaf\""), ingress.CodeMalformed, "user_id"},
-		{"utf-8 encoded surrogate", withUser("\"u\xed\xa0\x80\""), ingress.CodeMalformed, "user_id"},
-		{"invalid utf-8 in field name", "{\"\xff\":1}", ingress.CodeMalformed, ""},
-		{"invalid escape in field name", `{"\q":1}`, ingress.CodeMalformed, ""},
+		{"user_id empty", withUser(`""`), errcode.CodeMalformed, "user_id"},
+		{"activity_id empty", grantBody(`1`, `"u"`, `""`, `"rain"`, `1`), errcode.CodeMalformed, "activity_id"},
+		{"scene_id empty", grantBody(`1`, `"u"`, `"demo"`, `""`, `1`), errcode.CodeMalformed, "scene_id"},
+		{"user_id too long", withUser(`"` + long + `"`), errcode.CodeMalformed, "user_id"},
+		{"activity_id too long", grantBody(`1`, `"u"`, `"`+long+`"`, `"rain"`, `1`), errcode.CodeMalformed, "activity_id"},
+		{"scene_id too long", grantBody(`1`, `"u"`, `"demo"`, `"`+long+`"`, `1`), errcode.CodeMalformed, "scene_id"},
+		{"user_id too long after unescaping", withUser(`"` + strings.Repeat(`\u0078`, ingress.IDLenMax+1) + `"`), errcode.CodeMalformed, "user_id"},
+		{"user_id too long in 4-byte runes", withUser(`"` + strings.Repeat("😀", ingress.IDLenMax/4) + `x"`), errcode.CodeMalformed, "user_id"},
+		{"user_id too long, escaped rune last", withUser(`"` + strings.Repeat("x", ingress.IDLenMax-1) + `\u00e9"`), errcode.CodeMalformed, "user_id"},
+		{"user_id number", withUser(`42`), errcode.CodeMalformed, "user_id"},
+		{"user_id null", withUser(`null`), errcode.CodeMalformed, "user_id"},
+		{"user_id array", withUser(`["u"]`), errcode.CodeMalformed, "user_id"},
+		{"user_id unterminated", `{"app_id":1,"user_id":"u`, errcode.CodeMalformed, "user_id"},
+		{"raw control character", withUser("\"u\x01\""), errcode.CodeMalformed, "user_id"},
+		{"raw tab", withUser("\"u\t\""), errcode.CodeMalformed, "user_id"},
+		{"raw newline", withUser("\"u\n\""), errcode.CodeMalformed, "user_id"},
+		{"raw nul", withUser("\"u\x00\""), errcode.CodeMalformed, "user_id"},
+		{"raw DEL", withUser("\"u\x7f\""), errcode.CodeMalformed, "user_id"},
+		{"raw C1 control", withUser("\"u\u0085\""), errcode.CodeMalformed, "user_id"},
+		{"escaped newline", withUser(`"u\n"`), errcode.CodeMalformed, "user_id"},
+		{"escaped tab", withUser(`"u\t"`), errcode.CodeMalformed, "user_id"},
+		{"escaped nul", withUser(`"u\u0000"`), errcode.CodeMalformed, "user_id"},
+		{"escaped DEL", withUser(`"u\u007F"`), errcode.CodeMalformed, "user_id"},
+		{"escaped C1 control", withUser(`"u\u009f"`), errcode.CodeMalformed, "user_id"},
+		{"invalid escape letter", withUser(`"u\x41"`), errcode.CodeMalformed, "user_id"},
+		{"invalid escape a", withUser(`"u\a"`), errcode.CodeMalformed, "user_id"},
+		{"escaped single quote", withUser(`"u\'"`), errcode.CodeMalformed, "user_id"},
+		{"short unicode escape", withUser(`"u\u12"`), errcode.CodeMalformed, "user_id"},
+		{"non-hex unicode escape", withUser(`"u\uZZZZ"`), errcode.CodeMalformed, "user_id"},
+		{"backslash at end of body", `{"user_id":"u\`, errcode.CodeMalformed, "user_id"},
+		{"lone high surrogate", withUser(`"u\ud800"`), errcode.CodeMalformed, "user_id"},
+		{"lone high surrogate at end of string", withUser(`"\ud800"`), errcode.CodeMalformed, "user_id"},
+		{"lone low surrogate", withUser(`"u\udc00"`), errcode.CodeMalformed, "user_id"},
+		{"high surrogate then letter escape", withUser(`"\ud800\u0041"`), errcode.CodeMalformed, "user_id"},
+		{"high surrogate then high surrogate", withUser(`"\ud800\ud800"`), errcode.CodeMalformed, "user_id"},
+		{"high surrogate then bad escape", withUser(`"\ud800\uZZZZ"`), errcode.CodeMalformed, "user_id"},
+		{"high surrogate then short escape", withUser(`"\ud800\n"`), errcode.CodeMalformed, "user_id"},
+		{"invalid utf-8 byte", withUser("\"u\xff\""), errcode.CodeMalformed, "user_id"},
+		{"truncated utf-8", withUser("\"u\xe2\x82\""), errcode.CodeMalformed, "user_id"},
+		{"overlong utf-8", withUser("\"u\xc0\xaf\""), errcode.CodeMalformed, "user_id"},
+		{"utf-8 encoded surrogate", withUser("\"u\xed\xa0\x80\""), errcode.CodeMalformed, "user_id"},
+		{"invalid utf-8 in field name", "{\"\xff\":1}", errcode.CodeMalformed, ""},
+		{"invalid escape in field name", `{"\q":1}`, errcode.CodeMalformed, ""},
 	}
 	for _, tt := range tests {
 		got, err := ingress.ParseGrantRequest([]byte(tt.body))
@@ -352,9 +273,9 @@ func TestParseGrantRequestInvalid(t *testing.T) {
 
 func TestParseGrantRequestMessage(t *testing.T) {
 	_, err := ingress.ParseGrantRequest([]byte(withRain(`0`)))
-	var e *ingress.Error
+	var e *errcode.Error
 	if !errors.As(err, &e) {
-		t.Fatalf("ParseGrantRequest err = %v, want an *ingress.Error", err)
+		t.Fatalf("ParseGrantRequest err = %v, want an *errcode.Error", err)
 	}
 	if want := `field "rain_id": want a positive integer`; e.Message != want {
 		t.Errorf("ParseGrantRequest(rain_id 0) message = %q, want %q", e.Message, want)
@@ -416,30 +337,30 @@ func TestParseGrantBatch(t *testing.T) {
 	invalid := []struct {
 		name    string
 		body    string
-		code    ingress.Code
+		code    errcode.Code
 		mention string
 	}{
-		{"empty body", ``, ingress.CodeMalformed, ""},
-		{"bare array", `[` + one + `]`, ingress.CodeMalformed, ""},
-		{"bare grant", one, ingress.CodeMalformed, "app_id"},
-		{"empty object", `{}`, ingress.CodeMalformed, "grants"},
-		{"empty array", `{"grants":[]}`, ingress.CodeMalformed, "grants"},
-		{"null grants", `{"grants":null}`, ingress.CodeMalformed, "grants"},
-		{"object grants", `{"grants":{}}`, ingress.CodeMalformed, "grants"},
-		{"one more than allowed", `{"grants":[` + items(fit+1) + `]}`, ingress.CodeMalformed, "grants"},
-		{"unknown field", `{"grants":[` + one + `],"x":1}`, ingress.CodeMalformed, "x"},
-		{"unknown field first", `{"x":1,"grants":[` + one + `]}`, ingress.CodeMalformed, "x"},
-		{"case differs", `{"Grants":[` + one + `]}`, ingress.CodeMalformed, "Grants"},
-		{"duplicate grants", `{"grants":[` + one + `],"grants":[` + two + `]}`, ingress.CodeMalformed, "grants"},
-		{"bad second item", `{"grants":[` + one + `,` + withRain(`0`) + `]}`, ingress.CodeMalformed, "grants[1]"},
-		{"item not object", `{"grants":[` + one + `,1]}`, ingress.CodeMalformed, "grants[1]"},
-		{"trailing comma in array", `{"grants":[` + one + `,]}`, ingress.CodeMalformed, ""},
-		{"missing comma in array", `{"grants":[` + one + two + `]}`, ingress.CodeMalformed, ""},
-		{"unclosed array", `{"grants":[` + one, ingress.CodeMalformed, ""},
-		{"unclosed object", `{"grants":[` + one + `]`, ingress.CodeMalformed, ""},
-		{"trailing comma in object", `{"grants":[` + one + `],}`, ingress.CodeMalformed, ""},
-		{"trailing data", `{"grants":[` + one + `]} {}`, ingress.CodeMalformed, ""},
-		{"too large", `{"grants":[` + one + `]}` + strings.Repeat(" ", ingress.ListBodyBytesMax), ingress.CodeTooLarge, ""},
+		{"empty body", ``, errcode.CodeMalformed, ""},
+		{"bare array", `[` + one + `]`, errcode.CodeMalformed, ""},
+		{"bare grant", one, errcode.CodeMalformed, "app_id"},
+		{"empty object", `{}`, errcode.CodeMalformed, "grants"},
+		{"empty array", `{"grants":[]}`, errcode.CodeMalformed, "grants"},
+		{"null grants", `{"grants":null}`, errcode.CodeMalformed, "grants"},
+		{"object grants", `{"grants":{}}`, errcode.CodeMalformed, "grants"},
+		{"one more than allowed", `{"grants":[` + items(fit+1) + `]}`, errcode.CodeMalformed, "grants"},
+		{"unknown field", `{"grants":[` + one + `],"x":1}`, errcode.CodeMalformed, "x"},
+		{"unknown field first", `{"x":1,"grants":[` + one + `]}`, errcode.CodeMalformed, "x"},
+		{"case differs", `{"Grants":[` + one + `]}`, errcode.CodeMalformed, "Grants"},
+		{"duplicate grants", `{"grants":[` + one + `],"grants":[` + two + `]}`, errcode.CodeMalformed, "grants"},
+		{"bad second item", `{"grants":[` + one + `,` + withRain(`0`) + `]}`, errcode.CodeMalformed, "grants[1]"},
+		{"item not object", `{"grants":[` + one + `,1]}`, errcode.CodeMalformed, "grants[1]"},
+		{"trailing comma in array", `{"grants":[` + one + `,]}`, errcode.CodeMalformed, ""},
+		{"missing comma in array", `{"grants":[` + one + two + `]}`, errcode.CodeMalformed, ""},
+		{"unclosed array", `{"grants":[` + one, errcode.CodeMalformed, ""},
+		{"unclosed object", `{"grants":[` + one + `]`, errcode.CodeMalformed, ""},
+		{"trailing comma in object", `{"grants":[` + one + `],}`, errcode.CodeMalformed, ""},
+		{"trailing data", `{"grants":[` + one + `]} {}`, errcode.CodeMalformed, ""},
+		{"too large", `{"grants":[` + one + `]}` + strings.Repeat(" ", ingress.ListBodyBytesMax), errcode.CodeTooLarge, ""},
 	}
 	for _, tt := range invalid {
 		got, err := ingress.ParseGrantBatch([]byte(tt.body))
@@ -509,28 +430,28 @@ func TestParseTokens(t *testing.T) {
 	invalid := []struct {
 		name    string
 		body    string
-		code    ingress.Code
+		code    errcode.Code
 		mention string
 	}{
-		{"empty body", ``, ingress.CodeMalformed, ""},
-		{"bare array", `["a"]`, ingress.CodeMalformed, ""},
-		{"empty object", `{}`, ingress.CodeMalformed, "tokens"},
-		{"empty array", `{"tokens":[]}`, ingress.CodeMalformed, "tokens"},
-		{"string not array", `{"tokens":"a"}`, ingress.CodeMalformed, "tokens"},
-		{"too many", tokens(ingress.TokensPerRequestMax+1, "t"), ingress.CodeMalformed, "tokens"},
-		{"too long", tokens(1, maxTok+"A"), ingress.CodeMalformed, "tokens[0]"},
-		{"too long after unescaping", `{"tokens":["` + strings.Repeat(`\u0041`, ingress.TokenBytesMax+1) + `"]}`, ingress.CodeMalformed, "tokens[0]"},
-		{"number item", `{"tokens":["a",1]}`, ingress.CodeMalformed, "tokens[1]"},
-		{"null item", `{"tokens":[null]}`, ingress.CodeMalformed, "tokens[0]"},
-		{"invalid escape", `{"tokens":["a","\z"]}`, ingress.CodeMalformed, "tokens[1]"},
-		{"lone surrogate", `{"tokens":["\udfff"]}`, ingress.CodeMalformed, "tokens[0]"},
-		{"raw control character", "{\"tokens\":[\"a\x1f\"]}", ingress.CodeMalformed, "tokens[0]"},
-		{"invalid utf-8", "{\"tokens\":[\"a\xfe\"]}", ingress.CodeMalformed, "tokens[0]"},
-		{"unknown field", `{"tokens":["a"],"b":1}`, ingress.CodeMalformed, "b"},
-		{"duplicate field", `{"tokens":["a"],"tokens":["b"]}`, ingress.CodeMalformed, "tokens"},
-		{"trailing comma", `{"tokens":["a",]}`, ingress.CodeMalformed, ""},
-		{"trailing data", `{"tokens":["a"]}]`, ingress.CodeMalformed, ""},
-		{"too large", tokens(1, strings.Repeat("A", ingress.ListBodyBytesMax)), ingress.CodeTooLarge, ""},
+		{"empty body", ``, errcode.CodeMalformed, ""},
+		{"bare array", `["a"]`, errcode.CodeMalformed, ""},
+		{"empty object", `{}`, errcode.CodeMalformed, "tokens"},
+		{"empty array", `{"tokens":[]}`, errcode.CodeMalformed, "tokens"},
+		{"string not array", `{"tokens":"a"}`, errcode.CodeMalformed, "tokens"},
+		{"too many", tokens(ingress.TokensPerRequestMax+1, "t"), errcode.CodeMalformed, "tokens"},
+		{"too long", tokens(1, maxTok+"A"), errcode.CodeMalformed, "tokens[0]"},
+		{"too long after unescaping", `{"tokens":["` + strings.Repeat(`\u0041`, ingress.TokenBytesMax+1) + `"]}`, errcode.CodeMalformed, "tokens[0]"},
+		{"number item", `{"tokens":["a",1]}`, errcode.CodeMalformed, "tokens[1]"},
+		{"null item", `{"tokens":[null]}`, errcode.CodeMalformed, "tokens[0]"},
+		{"invalid escape", `{"tokens":["a","\z"]}`, errcode.CodeMalformed, "tokens[1]"},
+		{"lone surrogate", `{"tokens":["\udfff"]}`, errcode.CodeMalformed, "tokens[0]"},
+		{"raw control character", "{\"tokens\":[\"a\x1f\"]}", errcode.CodeMalformed, "tokens[0]"},
+		{"invalid utf-8", "{\"tokens\":[\"a\xfe\"]}", errcode.CodeMalformed, "tokens[0]"},
+		{"unknown field", `{"tokens":["a"],"b":1}`, errcode.CodeMalformed, "b"},
+		{"duplicate field", `{"tokens":["a"],"tokens":["b"]}`, errcode.CodeMalformed, "tokens"},
+		{"trailing comma", `{"tokens":["a",]}`, errcode.CodeMalformed, ""},
+		{"trailing data", `{"tokens":["a"]}]`, errcode.CodeMalformed, ""},
+		{"too large", tokens(1, strings.Repeat("A", ingress.ListBodyBytesMax)), errcode.CodeTooLarge, ""},
 	}
 	for _, tt := range invalid {
 		got, err := ingress.ParseTokens([]byte(tt.body))
@@ -667,8 +588,8 @@ func TestAppendJSONString(t *testing.T) {
 		{"\xe2\x82", `"\ufffd\ufffd"`},
 	}
 	for _, tt := range exact {
-		if got := string(ingress.AppendJSONString(nil, tt.in)); got != tt.want {
-			t.Errorf("AppendJSONString(%q) = %s, want %s", tt.in, got, tt.want)
+		if got := string(errcode.AppendJSONString(nil, tt.in)); got != tt.want {
+			t.Errorf("errcode.AppendJSONString(%q) = %s, want %s", tt.in, got, tt.want)
 		}
 	}
 	for _, tt := range exact {
@@ -676,18 +597,18 @@ func TestAppendJSONString(t *testing.T) {
 	}
 }
 
-// checkJSONString checks that AppendJSONString(s) is valid JSON that
+// checkJSONString checks that errcode.AppendJSONString(s) is valid JSON that
 // encoding/json decodes to what it decodes its own encoding of s to (they
 // differ from s only where s is not valid UTF-8).
 func checkJSONString(t *testing.T, s string) {
 	t.Helper()
-	out := ingress.AppendJSONString(nil, s)
+	out := errcode.AppendJSONString(nil, s)
 	if !utf8.Valid(out) {
-		t.Fatalf("AppendJSONString(%q) = %q, not valid UTF-8", s, out)
+		t.Fatalf("errcode.AppendJSONString(%q) = %q, not valid UTF-8", s, out)
 	}
 	var got string
 	if err := stdDecode(out, &got); err != nil {
-		t.Fatalf("AppendJSONString(%q) = %s, not a valid JSON string: %v", s, out, err)
+		t.Fatalf("errcode.AppendJSONString(%q) = %s, not a valid JSON string: %v", s, out, err)
 	}
 	stdOut, err := json.Marshal(s)
 	if err != nil {
@@ -698,7 +619,7 @@ func checkJSONString(t *testing.T, s string) {
 		t.Fatal(err)
 	}
 	if got != want {
-		t.Fatalf("AppendJSONString(%q) = %s, decodes to %q, want %q", s, out, got, want)
+		t.Fatalf("errcode.AppendJSONString(%q) = %s, decodes to %q, want %q", s, out, got, want)
 	}
 }
 

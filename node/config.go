@@ -14,7 +14,7 @@ import (
 	"redrain/adminauth"
 	"redrain/campaign"
 	"redrain/configstore"
-	"redrain/ingress"
+	"redrain/errcode"
 	"redrain/ledger"
 	"redrain/metrics"
 	"redrain/protect"
@@ -143,9 +143,9 @@ func (n *Node) authenticate(ctx *fasthttp.RequestCtx) (string, error) {
 	var ae *adminauth.Error
 	switch {
 	case errors.As(err, &ae):
-		return "", ingress.Errorf(ingress.CodeUnauthorized, "%s: %s", ae.Reason, ae.Msg)
+		return "", errcode.Errorf(errcode.CodeUnauthorized, "%s: %s", ae.Reason, ae.Msg)
 	case err != nil:
-		return "", ingress.Errorf(ingress.CodeUnavailable, "cannot check the signature now: %v", err)
+		return "", errcode.Errorf(errcode.CodeUnavailable, "cannot check the signature now: %v", err)
 	}
 	return id, nil
 }
@@ -175,7 +175,7 @@ func (b *budgetAdmin) SetTotal(ctx context.Context, id string, asset ledger.Asse
 func (b *budgetAdmin) View(ctx context.Context, id string) (any, error) {
 	v, err := actors.ReadBudgetView(ctx, b.tikv, b.redis, id, b.openIssued()[id])
 	if errors.Is(err, actors.ErrNoBudget) {
-		return nil, ingress.Errorf(ingress.CodeNotFound, "no budget %q", id)
+		return nil, errcode.Errorf(errcode.CodeNotFound, "no budget %q", id)
 	}
 	return v, err
 }

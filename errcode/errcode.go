@@ -1,6 +1,17 @@
-package ingress
+// Package errcode is the table of client-visible error codes: every
+// failure a client of the HTTP API (public or admin) can see has one stable
+// code, one HTTP status and one answer to "may I retry?", and is written as
+// {"code": "...", "message": "..."}. It holds no business rule and decides
+// nothing by an error's text.
+package errcode
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/valyala/fasthttp"
+)
 
 // Code is a stable, client-visible error code. Clients switch on it, so a
 // code is never renamed or reused for another meaning; add a new one instead.
@@ -131,8 +142,103 @@ func AppendError(dst []byte, e *Error) []byte {
 		e = &Error{Code: CodeInternal, Message: "internal error"}
 	}
 	dst = append(dst, `{"code":`...)
-	dst = AppendJSONString(dst, string(e.Code))
+	dst = AppendJSON(dst, string(e.Code))
 	dst = append(dst, `,"message":`...)
-	dst = AppendJSONString(dst, e.Message)
+	dst = AppendJSON(dst, e.Message)
 	return append(dst, '}')
+}
+
+// AppendJSONString appends s to dst as a quoted JSON string. It escapes '"',
+// '\\', control characters below U+0020 and U+2028/U+2029 (which break
+// JavaScript parsers), and writes each byte of invalid UTF-8 as U+FFFD, as
+// encoding/json does, so the output is always valid JSON and valid UTF-8.
+func AppendJSONString(dst []byte, s string) []byte {
+	return AppendJSON(dst, s)
+}
+
+// AppendJSON is AppendJSONString for text held in a string or a []byte
+// (tokens), without converting one to the other.
+func AppendJSON[S string | []byte](dst []byte, s S) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	run := 0 // Start of the bytes not yet copied.
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[run:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			run = i
+			continue
+		}
+		// At most UTFMax bytes are converted, which the compiler does on
+		// the stack when S is []byte and not at all when S is string.
+		r, size := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))]))
+		switch {
+		case r == utf8.RuneError && size == 1:
+			dst = append(dst, s[run:i]...)
+			dst = append(dst, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			dst = append(dst, s[run:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xf])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		run = i
+	}
+	dst = append(dst, s[run:]...)
+	return append(dst, '"')
+}
+
+// Write answers err as the table says: an *Error keeps its code, anything
+// else is internal; a retryable code gets Retry-After: 1.
+func Write(ctx *fasthttp.RequestCtx, err error) {
+	e := As(err)
+	if e.Code.Retryable() {
+		ctx.Response.Header.Set("Retry-After", "1")
+	}
+	WriteJSON(ctx, e.Code.Status(), AppendError(nil, e))
+}
+
+// As returns err's *Error, or an internal one wrapping it.
+func As(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return Errorf(CodeInternal, "%v", err)
+}
+
+// MethodNotAllowed answers 405 with the allowed methods.
+func MethodNotAllowed(ctx *fasthttp.RequestCtx, allow string) {
+	ctx.Response.Header.Set("Allow", allow)
+	Write(ctx, Errorf(CodeMethodNotAllowed, "use %s", allow))
+}
+
+// WriteJSON answers a JSON body with status.
+func WriteJSON(ctx *fasthttp.RequestCtx, status int, body []byte) {
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(body)
 }

@@ -1,0 +1,80 @@
+package layout
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// Libraries that do I/O or belong to one layer, by import path prefix.
+var (
+	actorLibs   = []string{"github.com/asynkron/protoactor-go"}
+	networkLibs = []string{"net/http", "github.com/valyala/fasthttp", "google.golang.org/grpc"}
+	storageLibs = []string{"github.com/IBM/sarama", "github.com/twmb/franz-go", "github.com/tikv/client-go", "github.com/redis/go-redis", "github.com/alicebob/miniredis"}
+)
+
+// rule says what a package must never import, directly or through others.
+type rule struct {
+	pkg     string
+	never   []string // import path prefixes
+	stdOnly bool     // only the standard library
+	why     string
+}
+
+var rules = []rule{
+	{pkg: "redrain/ledger", never: concat(actorLibs, networkLibs, storageLibs), why: "the pure money core"},
+	{pkg: "redrain/tokens", stdOnly: true, why: "the token format imports only the standard library"},
+	{pkg: "redrain/protect", never: concat(networkLibs, storageLibs, actorLibs), why: "the guard does no I/O"},
+	// The grant path reaches net/http only through the storage clients.
+	{pkg: "redrain/grant", never: concat([]string{"github.com/valyala/fasthttp"}, actorLibs, []string{"redrain/ingress", "redrain/admin", "redrain/actors"}), why: "the grant domain reads no HTTP and hosts no actor"},
+	{pkg: "redrain/errcode", never: []string{"redrain/"}, why: "the error table holds no business rule"},
+	{pkg: "redrain/admin", never: []string{"redrain/ingress"}, why: "admin routes are served by the ingress, not built on it"},
+	{pkg: "redrain/adminauth", never: []string{"github.com/valyala/fasthttp"}, why: "signatures do not depend on the server's HTTP library"},
+	{pkg: "redrain/bench", never: []string{"redrain/actors", "redrain/admin", "redrain/campaign", "redrain/cluster", "redrain/configstore", "redrain/grant", "redrain/ingress", "redrain/ledger", "redrain/node", "redrain/reconcile", "redrain/storage", "redrain/tokens"}, why: "the load generator is a client of the HTTP API only"},
+}
+
+func concat(lists ...[]string) []string {
+	var out []string
+	for _, l := range lists {
+		out = append(out, l...)
+	}
+	return out
+}
+
+// TestImportRules lists every package's transitive imports with the go
+// tool and checks each rule.
+func TestImportRules(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Deps}} {{.}}{{end}}`, "redrain/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	deps := map[string][]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		deps[f[0]] = f[1:]
+	}
+	for _, r := range rules {
+		ds, ok := deps[r.pkg]
+		if !ok {
+			t.Errorf("rule for %s: no such package", r.pkg)
+			continue
+		}
+		for _, d := range ds {
+			if r.stdOnly && !isStd(d) {
+				t.Errorf("%s imports %s: %s", r.pkg, d, r.why)
+			}
+			for _, p := range r.never {
+				if d == p || strings.HasPrefix(d, strings.TrimSuffix(p, "/")+"/") {
+					t.Errorf("%s imports %s: %s", r.pkg, d, r.why)
+				}
+			}
+		}
+	}
+}
+
+// isStd reports whether an import path is the standard library's: its
+// first element has no dot, and it is not this module's.
+func isStd(path string) bool {
+	first, _, _ := strings.Cut(path, "/")
+	return !strings.Contains(first, ".") && first != "redrain"
+}
