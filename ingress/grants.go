@@ -10,28 +10,48 @@ import (
 	"redrain/storage"
 )
 
-// grantOne answers POST /v1/grants.
-func (s *Server) grantOne(ctx *fasthttp.RequestCtx) {
-	req, err := ParseGrantRequest(ctx.PostBody())
-	if err != nil {
-		writeError(ctx, err)
+// grantRun answers POST /v1/grants requests that a connection pipelined
+// together (or one alone): those the guard admits go to admission as one
+// batch, and each gets its own answer, a packet or an error.
+func (s *Server) grantRun(ctxs []*fasthttp.RequestCtx) {
+	reqs := make([]GrantRequest, len(ctxs))
+	ok := make([]bool, len(ctxs))
+	admitted := make([]grant.Request, 0, len(ctxs))
+	now := time.Now()
+	for i, ctx := range ctxs {
+		req, err := ParseGrantRequest(ctx.PostBody())
+		if err != nil {
+			writeError(ctx, err)
+			continue
+		}
+		if !s.ready(ctx) {
+			continue
+		}
+		if e, wait := s.refusal(&req, now); e != nil { // guard.go
+			writeRefusal(ctx, e, wait)
+			continue
+		}
+		reqs[i], ok[i] = req, true
+		admitted = append(admitted, grantRequest(&req))
+	}
+	if len(admitted) == 0 {
 		return
 	}
-	if !s.ready(ctx) {
-		return
+	res := make([]grant.Result, len(admitted))
+	s.Grants.Admit(admitted, res)
+	j := 0
+	for i, ctx := range ctxs {
+		if !ok[i] {
+			continue
+		}
+		resp, e := s.answer(&reqs[i], &res[j])
+		j++
+		if e != nil {
+			writeError(ctx, e)
+			continue
+		}
+		writeJSON(ctx, fasthttp.StatusOK, AppendGrantResponse(nil, &resp))
 	}
-	if e, wait := s.refusal(&req, time.Now()); e != nil { // guard.go
-		writeRefusal(ctx, e, wait)
-		return
-	}
-	var res [1]grant.Result
-	s.Grants.Admit([]grant.Request{grantRequest(&req)}, res[:])
-	resp, e := s.answer(&req, &res[0])
-	if e != nil {
-		writeError(ctx, e)
-		return
-	}
-	writeJSON(ctx, fasthttp.StatusOK, AppendGrantResponse(nil, &resp))
 }
 
 // grantBatch answers POST /v1/grants/batch: every item the guard admits

@@ -3,8 +3,6 @@ package ingress
 import (
 	"bytes"
 	"context"
-	"errors"
-	"net"
 	"strconv"
 	"sync"
 	"time"
@@ -55,63 +53,12 @@ type Server struct {
 	Guard *protect.Guard
 
 	mu       sync.Mutex
-	srv      *fasthttp.Server
-	shutdown bool // Shutdown ran: a later Serve returns at once
+	set      *connSet // the connections being served (conn.go)
+	shutdown bool     // Shutdown ran: a later Serve returns at once
 }
 
 // requestTimeout bounds one request's work.
 const requestTimeout = 30 * time.Second
-
-// Serve answers on ln until Shutdown.
-func (s *Server) Serve(ln net.Listener) error {
-	srv := &fasthttp.Server{
-		Handler: s.handle,
-		Name:    "redrain",
-		// Per-route limits are the parsers'; this is the largest of them.
-		MaxRequestBodySize: ListBodyBytesMax,
-		// Measured while planning: with pipelined clients a 64 KiB write
-		// buffer raised the loopback ceiling ~10x over the default.
-		WriteBufferSize: 64 << 10,
-		ReadBufferSize:  16 << 10,
-		ReadTimeout:     time.Minute,
-		WriteTimeout:    time.Minute,
-		IdleTimeout:     2 * time.Minute,
-		// Connections served at once; past it new ones are refused with
-		// 503 by fasthttp. Grants in flight have their own, smaller bound
-		// (grant.InFlightMaxDefault), answered `shed`.
-		Concurrency:                   1 << 16,
-		NoDefaultServerHeader:         true,
-		NoDefaultContentType:          true,
-		DisableHeaderNamesNormalizing: false,
-		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
-			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
-				writeError(ctx, errTooLarge(ListBodyBytesMax+1, ListBodyBytesMax))
-				return
-			}
-			writeError(ctx, errcode.Errorf(errcode.CodeMalformed, "unreadable HTTP request: %v", err))
-		},
-	}
-	s.mu.Lock()
-	if s.shutdown {
-		s.mu.Unlock()
-		return ln.Close()
-	}
-	s.srv = srv
-	s.mu.Unlock()
-	return srv.Serve(ln)
-}
-
-// Shutdown stops accepting and waits for requests in flight.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.shutdown = true
-	srv := s.srv
-	s.mu.Unlock()
-	if srv == nil {
-		return nil
-	}
-	return srv.ShutdownWithContext(ctx)
-}
 
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	path := ctx.Path()
@@ -122,7 +69,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			methodNotAllowed(ctx, "POST")
 			return
 		}
-		s.grantOne(ctx)
+		s.grantRun([]*fasthttp.RequestCtx{ctx})
 	case bytes.Equal(path, []byte("/v1/grants/batch")):
 		if !post {
 			methodNotAllowed(ctx, "POST")
