@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"redrain/campaign"
 	"redrain/grant"
@@ -60,6 +62,11 @@ func newFixture(t testing.TB, parts int32, total int64, inFlightMax int) *fixtur
 // newFixtureOwner is newFixture with owner saying whether the admission owns
 // every shard (decides limits in process).
 func newFixtureOwner(t testing.TB, parts int32, total int64, inFlightMax int, owner bool) *fixture {
+	return newFixtureTimed(t, parts, total, inFlightMax, owner, storage.DefaultWriterTiming)
+}
+
+// newFixtureTimed is newFixtureOwner with the grant writer's timing.
+func newFixtureTimed(t testing.TB, parts int32, total int64, inFlightMax int, owner bool, timing storage.WriterTiming) *fixture {
 	t.Helper()
 	rs, err := storage.OpenRedis(storagetest.Redis(t), 4)
 	if err != nil {
@@ -69,7 +76,7 @@ func newFixtureOwner(t testing.TB, parts int32, total int64, inFlightMax int, ow
 	pipe := storage.NewPipeliner(rs.Client, 2)
 	t.Cleanup(pipe.Close)
 	k := storagetest.Kafka(t, "", parts)
-	gw, err := storage.NewGrantWriter(k.Brokers, parts)
+	gw, err := storage.NewGrantWriterTimed(k.Brokers, parts, timing)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,5 +375,75 @@ func TestOwnerClaims(t *testing.T) {
 	}
 	if keys, err := f.redis.Client.Keys(context.Background(), "rr:*").Result(); err != nil || len(keys) != 0 {
 		t.Errorf("an owner left Redis keys %v (%v), want none", keys, err)
+	}
+}
+
+// TestBrokerPausedPastTheWriteDeadline pauses the broker (it swallows
+// produce requests) for longer than the writer's deadline: grants in flight
+// are answered unavailable, never issued; a retry meanwhile is told the
+// grant is in progress (its record might still have landed), not given a
+// second packet; what was answered is on the stream once; and the budget
+// counts the uncertain amounts as issued, so it never overspends.
+func TestBrokerPausedPastTheWriteDeadline(t *testing.T) {
+	timing := storage.WriterTiming{Ack: 150 * time.Millisecond, Net: 150 * time.Millisecond, Retries: 1, Backoff: 20 * time.Millisecond}
+	const total = 1 << 40
+	f := newFixtureTimed(t, 1, total, 0, true, timing)
+	before := admit(f, demoRequests("a", "b"))
+	for i, r := range before {
+		if r.Outcome != grant.Issued {
+			t.Fatalf("grant %d before the pause = %v, want issued", i, r.Outcome)
+		}
+	}
+	kc := f.kafka.EmbeddedCluster()
+	var paused atomic.Bool
+	paused.Store(true)
+	kc.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		kc.KeepControl()
+		return nil, nil, paused.Load() // swallowed: no answer, nothing appended
+	})
+	during := admit(f, demoRequests("c", "d"))
+	for i, r := range during {
+		if r.Outcome != grant.Unavailable || r.Err == nil {
+			t.Fatalf("grant %d during the pause = %v (%v), want unavailable", i, r.Outcome, r.Err)
+		}
+	}
+	if r := admit(f, demoRequests("c"))[0]; r.Outcome != grant.InProgress {
+		t.Errorf("retry during the claim = %v, want in_progress", r.Outcome)
+	}
+	paused.Store(false)
+	after := admit(f, demoRequests("e"))[0]
+	if after.Outcome != grant.Issued {
+		t.Fatalf("grant after the pause = %v (%v), want issued", after.Outcome, after.Err)
+	}
+	f.adm.Close(context.Background())
+
+	streamed := map[uint64]int64{}
+	var streamedSum int64
+	for _, rec := range records(t, f) {
+		for _, g := range rec {
+			if _, dup := streamed[g.ActID]; dup {
+				t.Errorf("act %d on the stream twice", g.ActID)
+			}
+			streamed[g.ActID] = g.Amount
+			streamedSum += g.Amount
+		}
+	}
+	for _, r := range append(before, after) {
+		if streamed[r.Grant.ActID] != r.Grant.Amount {
+			t.Errorf("answered grant of act %d (%d) is not on the stream (%d)", r.Grant.ActID, r.Grant.Amount, streamed[r.Grant.ActID])
+		}
+	}
+	var issued int64
+	for _, l := range f.budget.Leases() {
+		issued += l.Issued
+	}
+	if err := f.budget.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if issued < streamedSum || f.budget.Remaining()+issued != total {
+		t.Errorf("leases issued %d, stream %d, remaining %d: want issued >= stream and remaining + issued = %d", issued, streamedSum, f.budget.Remaining(), int64(total))
+	}
+	if len(streamed) != 3 {
+		t.Errorf("%d users on the stream, want 3 (a, b, e)", len(streamed))
 	}
 }

@@ -173,6 +173,9 @@ var stageNames = [stageCount]string{"claim", "lease", "stream"}
 // New builds an admission with one shard per grant-topic partition and an
 // empty catalog: it grants once SetCatalog publishes activities.
 func New(cfg Config) *Admission {
+	if storage.WriteDeadline >= pendingMarkTTL {
+		panic("grant: a claim would expire while its record may still land")
+	}
 	a := &Admission{
 		log: cfg.Log, salt: cfg.Campaign.Config.DrawSalt, resolver: cfg.Resolver, redis: cfg.Redis,
 		stream: cfg.Stream, clock: cfg.Clock, leaseSrc: cfg.Leases, node: cfg.Node, incarnation: cfg.Incarnation,

@@ -16,8 +16,8 @@ import (
 
 // pendingMarkTTL bounds how long a claim whose record may or may not have
 // landed blocks its user: after it, a retry issues again (the same token,
-// by determinism). It outlives storage.WriteDeadline, so a claim never
-// expires while its record may still land.
+// by determinism). It outlives storage.WriteDeadline (checked in New), so
+// a claim never expires while its record may still land.
 const pendingMarkTTL = 30 * time.Second
 
 // batchTimeout bounds a batch's Redis round trip and lease waits.

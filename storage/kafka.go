@@ -60,6 +60,10 @@ func StartBroker(dir string, port int, partitions int32) (*Kafka, error) {
 	return k, nil
 }
 
+// EmbeddedCluster is the in-process broker (nil with real brokers), for
+// tests that inject broker faults.
+func (k *Kafka) EmbeddedCluster() *kfake.Cluster { return k.embedded }
+
 // Embedded reports whether the broker runs in this process.
 func (k *Kafka) Embedded() bool { return k.embedded != nil }
 

@@ -37,20 +37,28 @@ type GrantWriter struct {
 	closed bool
 }
 
-// Producer timing. One attempt is bounded by the broker's ack timeout and
-// the socket timeouts; retries are bounded in count. Worst case for one
-// record: (produceRetriesMax+1) attempts × (dial + write + read) plus the
-// back-offs, well under WriteDeadline.
-const (
-	produceAckTimeout   = 2 * time.Second
-	produceNetTimeout   = 2 * time.Second
-	produceRetriesMax   = 2
-	produceRetryBackoff = 200 * time.Millisecond
-)
+// WriterTiming bounds a produce. One attempt is bounded by the broker's
+// ack timeout and the socket timeouts; retries are bounded in count.
+type WriterTiming struct {
+	Ack     time.Duration // the broker's wait for in-sync replicas
+	Net     time.Duration // dial and write; a read waits Net + Ack
+	Retries int
+	Backoff time.Duration
+}
+
+// DefaultWriterTiming is what nodes use: a record may still land up to
+// ~24 s after Append started it (WriteDeadline), inside the grant path's
+// 30 s claims.
+var DefaultWriterTiming = WriterTiming{Ack: 2 * time.Second, Net: 2 * time.Second, Retries: 2, Backoff: 200 * time.Millisecond}
 
 // WriteDeadline bounds how long a record may still land after Append
-// started it: every grant-path claim outlives it.
-const WriteDeadline = (produceRetriesMax+1)*(3*produceNetTimeout+produceAckTimeout) + produceRetriesMax*produceRetryBackoff
+// started it: every attempt's dial, write and read plus the back-offs.
+func (t WriterTiming) WriteDeadline() time.Duration {
+	return time.Duration(t.Retries+1)*(3*t.Net+t.Ack) + time.Duration(t.Retries)*t.Backoff
+}
+
+// WriteDeadline is DefaultWriterTiming's: every grant-path claim outlives it.
+var WriteDeadline = DefaultWriterTiming.WriteDeadline()
 
 // recordBatch is the grants of one record and who waits for them.
 type recordBatch struct {
@@ -58,8 +66,14 @@ type recordBatch struct {
 }
 
 // NewGrantWriter starts an idempotent producer of the grant topic with
-// partitions partitions.
+// partitions partitions and DefaultWriterTiming.
 func NewGrantWriter(brokers []string, partitions int32) (*GrantWriter, error) {
+	return NewGrantWriterTimed(brokers, partitions, DefaultWriterTiming)
+}
+
+// NewGrantWriterTimed is NewGrantWriter with its produce timing (tests of
+// broker failures shorten it).
+func NewGrantWriterTimed(brokers []string, partitions int32, t WriterTiming) (*GrantWriter, error) {
 	cfg := SaramaConfig("redrain-grants")
 	cfg.Producer.RequiredAcks = sarama.WaitForAll
 	cfg.Producer.Idempotent = true
@@ -68,12 +82,12 @@ func NewGrantWriter(brokers []string, partitions int32) (*GrantWriter, error) {
 	cfg.Producer.Return.Errors = true
 	cfg.Producer.Partitioner = sarama.NewManualPartitioner
 	cfg.Producer.MaxMessageBytes = 4 << 20
-	cfg.Producer.Timeout = produceAckTimeout
-	cfg.Producer.Retry.Max = produceRetriesMax
-	cfg.Producer.Retry.Backoff = produceRetryBackoff
-	cfg.Net.DialTimeout = produceNetTimeout
-	cfg.Net.ReadTimeout = produceNetTimeout + produceAckTimeout
-	cfg.Net.WriteTimeout = produceNetTimeout
+	cfg.Producer.Timeout = t.Ack
+	cfg.Producer.Retry.Max = t.Retries
+	cfg.Producer.Retry.Backoff = t.Backoff
+	cfg.Net.DialTimeout = t.Net
+	cfg.Net.ReadTimeout = t.Net + t.Ack
+	cfg.Net.WriteTimeout = t.Net
 	p, err := sarama.NewAsyncProducer(brokers, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%w: kafka producer: %v", ErrUnavailable, err)
