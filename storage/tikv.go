@@ -83,7 +83,12 @@ func (t *TiKV) Update(ctx context.Context, fn func(txn *transaction.KVTxn) error
 		_ = txn.Rollback()
 		return err
 	}
-	if err := txn.Commit(ctx); err != nil {
+	// Once started, a commit runs to its end: a caller's deadline that cut
+	// it short would leave its outcome undetermined (the primary may or
+	// may not have committed), and the embedded test cluster was seen to
+	// answer epoch_not_match for good after such a cut (a node under CPU
+	// starvation, a 5 s deadline). client-go bounds the commit itself.
+	if err := txn.Commit(context.WithoutCancel(ctx)); err != nil {
 		if tikverr.IsErrWriteConflict(err) || errors.Is(err, ErrConflict) {
 			return fmt.Errorf("%w: %v", ErrConflict, err)
 		}
