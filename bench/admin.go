@@ -24,6 +24,10 @@ type nodeStats struct {
 	Ready        bool  `json:"ready"`
 	// CPUSeconds is the node process's user+system CPU time so far.
 	CPUSeconds float64 `json:"cpu_seconds"`
+	// GrantRecords counts the grant-stream records the node wrote; Allocs
+	// the heap allocations of its process (booking's included).
+	GrantRecords int64 `json:"grant_records"`
+	Allocs       int64 `json:"allocs"`
 }
 
 // AuditResult is GET /admin/v1/audit: the node's check of the invariants

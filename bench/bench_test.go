@@ -1363,3 +1363,19 @@ func TestCompareCeilingInvalid(t *testing.T) {
 		t.Errorf("CompareCeiling(CeilingConfig{}) = %v, %v; want an error", rep, err)
 	}
 }
+
+// TestFillSendCPUPerGrant: the send window's node figures are differences
+// of the stats read before and after it, summed over targets, divided by
+// what they count per.
+func TestFillSendCPUPerGrant(t *testing.T) {
+	base := []nodeStats{{CPUSeconds: 1, GrantsIssued: 100, GrantRecords: 10, Allocs: 1000}, {CPUSeconds: 2, GrantsIssued: 0, GrantRecords: 0, Allocs: 0}}
+	after := []nodeStats{{CPUSeconds: 1.5, GrantsIssued: 400, GrantRecords: 13, Allocs: 5000}, {CPUSeconds: 2.5, GrantsIssued: 300, GrantRecords: 3, Allocs: 4000}}
+	rep := Report{Accepted: 800}
+	fillSendCPU(&rep, base, after, make([]error, 2))
+	if rep.SendCPUSeconds != 1 || rep.CPUPerAccepted != 1250*time.Microsecond {
+		t.Errorf("cpu %v, %v per grant; want 1s, 1.25ms", rep.SendCPUSeconds, rep.CPUPerAccepted)
+	}
+	if rep.GrantsPerRecord != 100 || rep.AllocsPerAccepted != 10 {
+		t.Errorf("grants per record %v, allocs per grant %v; want 100, 10", rep.GrantsPerRecord, rep.AllocsPerAccepted)
+	}
+}

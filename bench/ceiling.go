@@ -312,6 +312,10 @@ func (c *CeilingReport) WriteText(w io.Writer) {
 			cpu = fmt.Sprintf("node cpu %.2fs, %v per accepted grant",
 				cr.Node.SendCPUSeconds, cr.Node.CPUPerAccepted.Round(time.Microsecond/10))
 		}
+		if cr.Node.GrantsPerRecord > 0 {
+			cpu += fmt.Sprintf(", %.1f grants per record, %.1f allocations per accepted grant (node-wide)",
+				cr.Node.GrantsPerRecord, cr.Node.AllocsPerAccepted)
+		}
 		fmt.Fprintf(w, "                booked %d during the phase; %s\n", cr.Node.BookedTotal, cpu)
 		fmt.Fprintf(w, "round %d ratio   node/ceiling %.4f\n", i+1, cr.Ratio)
 	}

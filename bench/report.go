@@ -105,6 +105,12 @@ type Report struct {
 	// read, or when the target has none (the ceiling of CompareCeiling).
 	SendCPUSeconds float64       `json:"send_cpu_seconds"`
 	CPUPerAccepted time.Duration `json:"cpu_per_accepted_ns"`
+	// GrantsPerRecord is new grants per grant-stream record over the send
+	// window, and AllocsPerAccepted the targets' heap allocations (all of
+	// their work, booking's included) per accepted grant; 0 when the
+	// targets do not report them.
+	GrantsPerRecord   float64 `json:"grants_per_record"`
+	AllocsPerAccepted float64 `json:"allocs_per_accepted"`
 	// Drained reports whether booking_lag reached 0 on every target.
 	Drained bool `json:"drained"`
 
@@ -177,6 +183,10 @@ func (r *Report) WriteText(w io.Writer) {
 	if r.SendCPUSeconds > 0 {
 		fmt.Fprintf(w, "             %.1fs during the send window, %v per accepted grant\n",
 			r.SendCPUSeconds, r.CPUPerAccepted.Round(time.Microsecond/10))
+	}
+	if r.GrantsPerRecord > 0 || r.AllocsPerAccepted > 0 {
+		fmt.Fprintf(w, "             %.1f grants per stream record, %.1f allocations per accepted grant (node-wide)\n",
+			r.GrantsPerRecord, r.AllocsPerAccepted)
 	}
 	switch {
 	case r.Audit == nil:

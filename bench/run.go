@@ -187,6 +187,18 @@ func fillSendCPU(rep *Report, base, after []nodeStats, errs []error) {
 	if rep.Accepted > 0 {
 		rep.CPUPerAccepted = time.Duration(rep.SendCPUSeconds / float64(rep.Accepted) * 1e9)
 	}
+	var issued, records, allocs int64
+	for i := range after {
+		issued += after[i].GrantsIssued - base[i].GrantsIssued
+		records += after[i].GrantRecords - base[i].GrantRecords
+		allocs += after[i].Allocs - base[i].Allocs
+	}
+	if records > 0 {
+		rep.GrantsPerRecord = float64(issued) / float64(records)
+	}
+	if rep.Accepted > 0 && allocs > 0 {
+		rep.AllocsPerAccepted = float64(allocs) / float64(rep.Accepted)
+	}
 }
 
 // run is the state shared by the workers of one Run.

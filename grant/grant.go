@@ -148,6 +148,7 @@ type Admission struct {
 	owner       bool
 	claimed     atomic.Int64 // users with a claim in the in-process tables
 	lastBatch   atomic.Int64 // unix ns when a shard last started a batch
+	records     atomic.Int64 // grant-stream records written
 	closing     atomic.Bool
 	stop        chan struct{} // closed by Close
 	wg          sync.WaitGroup
@@ -307,6 +308,9 @@ const busyWindow = 100 * time.Millisecond
 func (a *Admission) Busy() bool {
 	return time.Now().UnixNano()-a.lastBatch.Load() < busyWindow.Nanoseconds()
 }
+
+// Records counts the grant-stream records this node wrote.
+func (a *Admission) Records() int64 { return a.records.Load() }
 
 // Issued counts the packets this node issued (new grants acknowledged).
 func (a *Admission) Issued() int64 { return a.outcomes[Issued].Load() }

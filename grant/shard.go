@@ -422,6 +422,7 @@ func (s *shard) issue(ctx context.Context, fresh []*item) {
 	definite := errors.Is(err, storage.ErrStreamClosed)
 	s.settle(taken, err == nil || !definite)
 	if records > 0 {
+		a.records.Add(int64(records))
 		a.perRecord.Observe(int64((len(taken) + records - 1) / records))
 	}
 	a.stageTime[stageStream].ObserveNs(time.Since(t0).Nanoseconds())

@@ -25,6 +25,8 @@ type Stats struct {
 	GrantsIssued, GrantsBooked, BookingLag int64
 	Ready                                  bool
 	CPUSeconds                             float64 // user + system CPU of the process so far
+	GrantRecords                           int64   // grant-stream records written
+	Allocs                                 int64   // heap allocations of the process so far
 }
 
 // Server is the fasthttp API of one node.
@@ -145,6 +147,10 @@ func (s *Server) admin(ctx *fasthttp.RequestCtx, path []byte) {
 		b = strconv.AppendBool(b, st.Ready)
 		b = append(b, `,"cpu_seconds":`...)
 		b = strconv.AppendFloat(b, st.CPUSeconds, 'f', 3, 64)
+		b = append(b, `,"grant_records":`...)
+		b = strconv.AppendInt(b, st.GrantRecords, 10)
+		b = append(b, `,"allocs":`...)
+		b = strconv.AppendInt(b, st.Allocs, 10)
 		writeJSON(ctx, fasthttp.StatusOK, append(b, '}'))
 	case bytes.Equal(path, []byte("/admin/v1/cluster")):
 		if !get {

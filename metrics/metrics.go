@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	rtmetrics "runtime/metrics"
 	"sort"
 	"strings"
 	"sync"
@@ -189,6 +190,16 @@ func (r *Registry) WriteText(w io.Writer) {
 			e.write(w, name, e.labels)
 		}
 	}
+}
+
+// HeapAllocs returns the heap allocations (objects) of the process so far.
+func HeapAllocs() int64 {
+	s := []rtmetrics.Sample{{Name: "/gc/heap/allocs:objects"}}
+	rtmetrics.Read(s)
+	if s[0].Value.Kind() != rtmetrics.KindUint64 {
+		return 0
+	}
+	return int64(s[0].Value.Uint64())
 }
 
 // ProcessCPUSeconds returns the user and system CPU time this process has

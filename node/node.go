@@ -228,7 +228,8 @@ func Start(cfg Config) (n *Node, err error) {
 				lag = -1 // unknown: never "drained"
 			}
 			return ingress.Stats{GrantsIssued: n.grants.Issued(), GrantsBooked: n.booker.Booked.Load(),
-				BookingLag: lag, Ready: n.readyErr() == nil, CPUSeconds: metrics.ProcessCPUSeconds()}
+				BookingLag: lag, Ready: n.readyErr() == nil, CPUSeconds: metrics.ProcessCPUSeconds(),
+				GrantRecords: n.grants.Records(), Allocs: metrics.HeapAllocs()}
 		},
 		Cluster: n.clusterView,
 		Audit: func(ctx context.Context) ([]byte, error) {
