@@ -331,25 +331,7 @@ func (c *CeilingReport) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "node cpu        %.1fs, %v per booked grant (issue + book, backends in process included)\n",
 			c.NodeCPUSeconds, c.CPUPerGrant.Round(time.Microsecond/10))
 	}
-	if c.Audit == nil {
-		fmt.Fprintf(w, "audit           not run\n")
-	} else {
-		verdict := "ok"
-		if !c.Audit.OK {
-			verdict = "FAILED"
-		}
-		fmt.Fprintf(w, "audit           %s\n", verdict)
-		for _, ch := range c.Audit.Checks {
-			verdict := "ok"
-			if !ch.OK {
-				verdict = "FAILED"
-			}
-			fmt.Fprintf(w, "  %-24s %-6s %s\n", ch.Name, verdict, ch.Detail)
-		}
-	}
-	for _, p := range c.Problems {
-		fmt.Fprintf(w, "problem         %s\n", p)
-	}
+	writeAudit(w, "   ", c.Audit, c.Problems)
 }
 
 // WriteJSON writes the comparison as one indented JSON object; durations

@@ -188,25 +188,28 @@ func (r *Report) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "             %.1f grants per stream record, %.1f allocations per accepted grant (node-wide)\n",
 			r.GrantsPerRecord, r.AllocsPerAccepted)
 	}
-	switch {
-	case r.Audit == nil:
-		fmt.Fprintf(w, "audit        not run\n")
-	default:
-		verdict := "ok"
-		if !r.Audit.OK {
-			verdict = "FAILED"
+	writeAudit(w, "", r.Audit, r.Problems)
+}
+
+// writeAudit prints the audit's verdict and checks, then the problems,
+// with their labels padded by pad (to line up with the report's).
+func writeAudit(w io.Writer, pad string, a *AuditResult, problems []string) {
+	verdict := func(ok bool) string {
+		if ok {
+			return "ok"
 		}
-		fmt.Fprintf(w, "audit        %s\n", verdict)
-		for _, c := range r.Audit.Checks {
-			verdict := "ok"
-			if !c.OK {
-				verdict = "FAILED"
-			}
-			fmt.Fprintf(w, "  %-24s %-6s %s\n", c.Name, verdict, c.Detail)
+		return "FAILED"
+	}
+	if a == nil {
+		fmt.Fprintf(w, "audit        %snot run\n", pad)
+	} else {
+		fmt.Fprintf(w, "audit        %s%s\n", pad, verdict(a.OK))
+		for _, c := range a.Checks {
+			fmt.Fprintf(w, "  %-24s %-6s %s\n", c.Name, verdict(c.OK), c.Detail)
 		}
 	}
-	for _, p := range r.Problems {
-		fmt.Fprintf(w, "problem      %s\n", p)
+	for _, p := range problems {
+		fmt.Fprintf(w, "problem      %s%s\n", pad, p)
 	}
 }
 

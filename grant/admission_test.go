@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"redrain/campaign"
@@ -112,52 +111,18 @@ func admit(f *fixture, reqs []grant.Request) []grant.Result {
 	return res
 }
 
-// records reads every grant record of the topic.
+// records reads every grant record of the topic, checking that each grant
+// is in its user's shard.
 func records(t *testing.T, f *fixture) [][]ledger.Grant {
 	t.Helper()
-	client, err := sarama.NewClient(f.kafka.Brokers, storage.SaramaConfig("grant-test-reader"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	consumer, err := sarama.NewConsumerFromClient(client)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer consumer.Close()
 	var out [][]ledger.Grant
-	for p := range f.parts {
-		hwm, err := client.GetOffset(storage.GrantTopic, p, sarama.OffsetNewest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if hwm == 0 {
-			continue
-		}
-		pc, err := consumer.ConsumePartition(storage.GrantTopic, p, sarama.OffsetOldest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		deadline := time.After(30 * time.Second)
-		for done := false; !done; {
-			select {
-			case m := <-pc.Messages():
-				gs, err := ledger.DecodeGrantRecord(nil, m.Value)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, g := range gs {
-					if got := storage.PartitionOf(g.ActID, f.parts); got != p {
-						t.Errorf("act %d in partition %d, want %d", g.ActID, p, got)
-					}
-				}
-				out = append(out, gs)
-				done = m.Offset+1 >= hwm
-			case <-deadline:
-				t.Fatalf("partition %d: timed out reading to %d", p, hwm)
+	for _, r := range storagetest.ReadGrantTopic(t, f.kafka.Brokers, f.parts) {
+		for _, g := range r.Grants {
+			if got := storage.PartitionOf(g.ActID, f.parts); got != r.Partition {
+				t.Errorf("act %d in partition %d, want %d", g.ActID, r.Partition, got)
 			}
 		}
-		_ = pc.Close()
+		out = append(out, r.Grants)
 	}
 	return out
 }

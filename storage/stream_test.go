@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/IBM/sarama"
-
 	"redrain/ledger"
 	"redrain/storage"
 	"redrain/storage/storagetest"
@@ -42,91 +40,24 @@ func testGrant(actID uint64) ledger.Grant {
 	}
 }
 
-// streamRecord is one record of the grant topic as a consumer sees it.
-type streamRecord struct {
-	partition int32
-	offset    int64
-	grants    []ledger.Grant
-}
-
-// readGrantTopic reads every record of the grant topic with a plain sarama
-// consumer, up to each partition's high water mark, and decodes it.
-func readGrantTopic(t *testing.T, brokers []string, partitions int32) []streamRecord {
-	t.Helper()
-	client, err := sarama.NewClient(brokers, storage.SaramaConfig("redrain-test-reader"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	got, err := client.Partitions(storage.GrantTopic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != int(partitions) {
-		t.Fatalf("topic %s has %d partitions, want %d", storage.GrantTopic, len(got), partitions)
-	}
-	consumer, err := sarama.NewConsumerFromClient(client)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer consumer.Close()
-	var out []streamRecord
-	for p := range partitions {
-		hwm, err := client.GetOffset(storage.GrantTopic, p, sarama.OffsetNewest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if hwm == 0 {
-			continue
-		}
-		pc, err := consumer.ConsumePartition(storage.GrantTopic, p, sarama.OffsetOldest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		timeout := time.After(30 * time.Second)
-		for done := false; !done; {
-			select {
-			case m := <-pc.Messages():
-				gs, err := ledger.DecodeGrantRecord(nil, m.Value)
-				if err != nil {
-					t.Fatalf("partition %d offset %d: %v", p, m.Offset, err)
-				}
-				if want := string(storage.ShardKey(p)); string(m.Key) != want {
-					t.Errorf("partition %d offset %d: key %q, want the shard's %q", p, m.Offset, m.Key, want)
-				}
-				out = append(out, streamRecord{partition: m.Partition, offset: m.Offset, grants: gs})
-				done = m.Offset >= hwm-1
-			case err := <-pc.Errors():
-				t.Fatalf("partition %d: %v", p, err)
-			case <-timeout:
-				t.Fatalf("partition %d: records up to offset %d not read within 30s", p, hwm-1)
-			}
-		}
-		if err := pc.Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return out
-}
-
 // checkExactlyOnce checks that the records hold every grant of want exactly
 // once, unchanged, each in the partition PartitionOf names.
-func checkExactlyOnce(t *testing.T, records []streamRecord, want map[uint64]ledger.Grant, partitions int32) {
+func checkExactlyOnce(t *testing.T, records []storagetest.GrantRecord, want map[uint64]ledger.Grant, partitions int32) {
 	t.Helper()
 	seen := make(map[uint64]int, len(want))
 	for _, r := range records {
-		for _, g := range r.grants {
+		for _, g := range r.Grants {
 			seen[g.ActID]++
 			w, ok := want[g.ActID]
 			if !ok {
-				t.Errorf("partition %d offset %d: grant of act_id %d was never written", r.partition, r.offset, g.ActID)
+				t.Errorf("partition %d offset %d: grant of act_id %d was never written", r.Partition, r.Offset, g.ActID)
 				continue
 			}
 			if g != w {
 				t.Errorf("grant of act_id %d read back as %+v, want %+v", g.ActID, g, w)
 			}
-			if p := storage.PartitionOf(g.ActID, partitions); r.partition != p {
-				t.Errorf("grant of act_id %d in partition %d, want PartitionOf = %d", g.ActID, r.partition, p)
+			if p := storage.PartitionOf(g.ActID, partitions); r.Partition != p {
+				t.Errorf("grant of act_id %d in partition %d, want PartitionOf = %d", g.ActID, r.Partition, p)
 			}
 		}
 	}
@@ -174,14 +105,14 @@ func TestGrantWriterConcurrent(t *testing.T) {
 		return
 	}
 
-	records := readGrantTopic(t, k.Brokers, partitions)
+	records := storagetest.ReadGrantTopic(t, k.Brokers, partitions)
 	checkExactlyOnce(t, records, want, partitions)
 	t.Run("kcat", func(t *testing.T) { checkWithKcat(t, k.Brokers[0], partitions, records) })
 }
 
 // checkWithKcat reads the topic with librdkafka's kcat, a client that
 // shares no code with sarama or the broker.
-func checkWithKcat(t *testing.T, broker string, partitions int32, records []streamRecord) {
+func checkWithKcat(t *testing.T, broker string, partitions int32, records []storagetest.GrantRecord) {
 	kcat, err := exec.LookPath("kcat")
 	if err != nil {
 		t.Skip("kcat not on PATH (make test installs it)")
@@ -239,8 +170,8 @@ func checkWithKcat(t *testing.T, broker string, partitions int32, records []stre
 		t.Errorf("kcat -C read %d distinct records, sarama %d", len(seen), len(records))
 	}
 	for _, r := range records {
-		if seen[at{r.partition, r.offset}] != 1 {
-			t.Errorf("kcat -C saw partition %d offset %d %d times, want once", r.partition, r.offset, seen[at{r.partition, r.offset}])
+		if seen[at{r.Partition, r.Offset}] != 1 {
+			t.Errorf("kcat -C saw partition %d offset %d %d times, want once", r.Partition, r.Offset, seen[at{r.Partition, r.Offset}])
 		}
 	}
 }
@@ -275,7 +206,7 @@ func TestKafkaEmbeddedPersists(t *testing.T) {
 	for id := uint64(1000); id < 1000+8*25; id++ {
 		want[id] = testGrant(id)
 	}
-	before := readGrantTopic(t, k.Brokers, partitions)
+	before := storagetest.ReadGrantTopic(t, k.Brokers, partitions)
 	checkExactlyOnce(t, before, want, partitions)
 	k.Close()
 
@@ -287,7 +218,7 @@ func TestKafkaEmbeddedPersists(t *testing.T) {
 	if !k2.Embedded() {
 		t.Error("OpenKafka(nil, dir).Embedded() = false")
 	}
-	after := readGrantTopic(t, k2.Brokers, partitions)
+	after := storagetest.ReadGrantTopic(t, k2.Brokers, partitions)
 	checkExactlyOnce(t, after, want, partitions)
 	if len(after) != len(before) {
 		t.Errorf("%d records after the restart, %d before", len(after), len(before))
@@ -306,7 +237,7 @@ func TestKafkaEmbeddedPersists(t *testing.T) {
 		t.Fatal(err)
 	}
 	want[5000] = g
-	checkExactlyOnce(t, readGrantTopic(t, k2.Brokers, partitions), want, partitions)
+	checkExactlyOnce(t, storagetest.ReadGrantTopic(t, k2.Brokers, partitions), want, partitions)
 }
 
 func TestOpenKafkaUnreachable(t *testing.T) {
@@ -358,6 +289,6 @@ func TestGrantWriterAppendBatch(t *testing.T) {
 	if _, err := w.Append(1, batch[:1]); !errors.Is(err, storage.ErrStreamClosed) {
 		t.Errorf("Append after Close = %v, want ErrStreamClosed", err)
 	}
-	records := readGrantTopic(t, k.Brokers, partitions)
+	records := storagetest.ReadGrantTopic(t, k.Brokers, partitions)
 	checkExactlyOnce(t, records, want, partitions)
 }

@@ -14,8 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/redis/go-redis/v9"
 
+	"redrain/ledger"
 	"redrain/storage"
 )
 
@@ -106,4 +108,72 @@ func Kafka(t testing.TB, dir string, partitions int32) *storage.Kafka {
 	}
 	t.Cleanup(k.Close)
 	return k
+}
+
+// GrantRecord is one record of the grant topic as a consumer sees it.
+type GrantRecord struct {
+	Partition int32
+	Offset    int64
+	Grants    []ledger.Grant
+}
+
+// ReadGrantTopic reads every record of the grant topic with a plain sarama
+// consumer, up to each partition's high water mark, decodes it, and checks
+// that its key is its shard.
+func ReadGrantTopic(t testing.TB, brokers []string, partitions int32) []GrantRecord {
+	t.Helper()
+	client, err := sarama.NewClient(brokers, storage.SaramaConfig("redrain-test-reader"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	got, err := client.Partitions(storage.GrantTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != int(partitions) {
+		t.Fatalf("topic %s has %d partitions, want %d", storage.GrantTopic, len(got), partitions)
+	}
+	consumer, err := sarama.NewConsumerFromClient(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer consumer.Close()
+	var out []GrantRecord
+	for p := range partitions {
+		hwm, err := client.GetOffset(storage.GrantTopic, p, sarama.OffsetNewest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hwm == 0 {
+			continue
+		}
+		pc, err := consumer.ConsumePartition(storage.GrantTopic, p, sarama.OffsetOldest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		timeout := time.After(30 * time.Second)
+		for done := false; !done; {
+			select {
+			case m := <-pc.Messages():
+				gs, err := ledger.DecodeGrantRecord(nil, m.Value)
+				if err != nil {
+					t.Fatalf("partition %d offset %d: %v", p, m.Offset, err)
+				}
+				if want := string(storage.ShardKey(p)); string(m.Key) != want {
+					t.Errorf("partition %d offset %d: key %q, want the shard's %q", p, m.Offset, m.Key, want)
+				}
+				out = append(out, GrantRecord{Partition: m.Partition, Offset: m.Offset, Grants: gs})
+				done = m.Offset >= hwm-1
+			case err := <-pc.Errors():
+				t.Fatalf("partition %d: %v", p, err)
+			case <-timeout:
+				t.Fatalf("partition %d: records up to offset %d not read within 30s", p, hwm-1)
+			}
+		}
+		if err := pc.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
 }
