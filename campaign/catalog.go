@@ -124,7 +124,7 @@ func (c *Catalog) Budgets() map[string]ledger.Asset {
 }
 
 // SeedCatalog serves the campaign file's activities as version 1 each,
-// without a configuration store: for programs that embed an issuer, and
+// without a configuration store: for programs that embed a grant path, and
 // tests. Seeds with whitelists need them resolved first (Stage.ActIDs).
 func (c *Campaign) SeedCatalog() (*Catalog, error) {
 	cat := NewCatalog(0)

@@ -13,7 +13,7 @@ import (
 // refusal asks the server's guard (nil: none) about one grant request at
 // time now: the operator's switches first, then the shed and rate limits.
 // It returns the error to answer with and how long the client should wait,
-// or nil when the request may go on. It runs before the issuer, so a
+// or nil when the request may go on. It runs before admission, so a
 // refused request binds no user, claims no limit key and spends no budget.
 func (s *Server) refusal(req *GrantRequest, now time.Time) (*errcode.Error, time.Duration) {
 	g := s.Guard

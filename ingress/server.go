@@ -51,7 +51,7 @@ type Server struct {
 	// switches) once the request is authenticated; false = no such route.
 	Admin func(ctx *fasthttp.RequestCtx, keyID string) bool
 	// Guard applies the operator's switches, shed and rate limits to grant
-	// requests before the issuer sees them (guard.go); nil admits all.
+	// requests before admission sees them (guard.go); nil admits all.
 	Guard *protect.Guard
 
 	mu       sync.Mutex

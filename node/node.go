@@ -1,6 +1,6 @@
 // Package node assembles one `redrain serve` process from a Config: the
 // backends (embedded or real), the cluster member and its grains, the
-// booker, the issuer and the HTTP API; recovery before the node reports
+// booker, the grant admission and the HTTP API; recovery before the node reports
 // ready; and an orderly stop. It holds no business rules.
 package node
 
@@ -269,7 +269,7 @@ const placementWithin = 15 * time.Second
 // Until the member has seen its first topology, protoactor's identity
 // lookup finds no owner for a grain; and it swaps its placement table in
 // without a lock while a concurrent lookup reads it (a data race the race
-// detector reports on the first grain calls of the booker, the issuer's
+// detector reports on the first grain calls of the booker, the grant path's
 // lease fetch and recovery). The topology changes only when members come
 // or go, so once it is seen nothing at start touches the table again.
 // MemberList takes the lock the topology update holds while it swaps the

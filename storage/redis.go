@@ -175,11 +175,11 @@ func (p *Pipeliner) work() {
 	}
 }
 
-// Redis keys and values of the grant index. The issuer and booking each
+// Redis keys and values of the grant index. The grant path and booking each
 // own their key, so neither needs a compare-and-set (the embedded server
 // runs a fresh Lua VM per script call: ~5k calls/s against ~100k SETs).
 //
-//	rr:l:{limit_key} = "p" (being issued; expires) | "i:{award}:{amount}"   (issuer)
+//	rr:l:{limit_key} = "p" (being issued; expires) | "i:{award}:{amount}"   (grant shards)
 //	rr:k:{limit_key} = "b:{award}:{amount}"                                  (booking)
 //	rr:b:{app_id}:{user_id} = act_id                                        (binder)
 //	rr:a:{act_id} = "h": the id was handed out to a user (expires)           (binder)
