@@ -278,14 +278,8 @@ func (c *CeilingReport) Err() error {
 			errs = append(errs, fmt.Errorf("round %d: %d repeats were answered with a different token", i+1, n))
 		}
 	}
-	if c.Audit != nil && !c.Audit.OK {
-		var failed []string
-		for _, ch := range c.Audit.Checks {
-			if !ch.OK {
-				failed = append(failed, ch.Name)
-			}
-		}
-		errs = append(errs, fmt.Errorf("audit failed: %s", strings.Join(failed, ", ")))
+	if err := auditErr(c.Audit); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("bench: %w", errors.Join(errs...))

@@ -134,14 +134,8 @@ func (r *Report) Err() error {
 	if r.TokenMismatches > 0 {
 		errs = append(errs, fmt.Errorf("%d repeats were answered with a different token", r.TokenMismatches))
 	}
-	if r.Audit != nil && !r.Audit.OK {
-		var failed []string
-		for _, c := range r.Audit.Checks {
-			if !c.OK {
-				failed = append(failed, c.Name)
-			}
-		}
-		errs = append(errs, fmt.Errorf("audit failed: %s", strings.Join(failed, ", ")))
+	if err := auditErr(r.Audit); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("bench: %w", errors.Join(errs...))
@@ -189,6 +183,20 @@ func (r *Report) WriteText(w io.Writer) {
 			r.GrantsPerRecord, r.AllocsPerAccepted)
 	}
 	writeAudit(w, "", r.Audit, r.Problems)
+}
+
+// auditErr names the failed checks of an audit that ran and failed.
+func auditErr(a *AuditResult) error {
+	if a == nil || a.OK {
+		return nil
+	}
+	var failed []string
+	for _, c := range a.Checks {
+		if !c.OK {
+			failed = append(failed, c.Name)
+		}
+	}
+	return fmt.Errorf("audit failed: %s", strings.Join(failed, ", "))
 }
 
 // writeAudit prints the audit's verdict and checks, then the problems,
