@@ -1,30 +1,39 @@
-// Package actors holds redrain's grains and the booking pipeline that feeds
-// them: per-user account grains and per-budget grains placed on cluster
-// members by protoactor's identity lookup, and the sarama consumer group
-// whose booker posts grants as balanced batches into TiKV.
+// Package actors holds redrain's budget grains, placed on cluster members by
+// protoactor's identity lookup: each serializes the leases and folds of one
+// budget. (Users' accounts are owned by the node that books their
+// partition; see the booking package.)
 //
-// Grain memory is a cache. TiKV is the truth: every prepare carries the
-// record as the committing transaction read it, and every write is checked
-// against that read, so a stale grain (a restarted or paused one) can never
-// overwrite or double-book.
+// Grain memory is a cache. TiKV is the truth: every write is checked
+// against what the grain read, so a stale grain (a restarted or paused
+// one) can never overwrite.
 package actors
 
 import (
-	"encoding/binary"
-	"sync/atomic"
-
 	"errors"
 	"fmt"
-	"github.com/asynkron/protoactor-go/actor"
+	"log/slog"
+	"sync/atomic"
 
+	"github.com/asynkron/protoactor-go/actor"
+	pcluster "github.com/asynkron/protoactor-go/cluster"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"redrain/ledger"
+	"redrain/storage"
 )
 
 // GrainCounts are the grains of each kind alive on this member.
 type GrainCounts struct {
-	User, Budget atomic.Int64
+	Budget atomic.Int64
+}
+
+// Kinds returns the grain kinds a member hosts. counts (may be nil) follows
+// how many grains of each kind are alive here.
+func Kinds(log *slog.Logger, tikv *storage.TiKV, counts *GrainCounts) []*pcluster.Kind {
+	if counts == nil {
+		counts = &GrainCounts{}
+	}
+	return []*pcluster.Kind{newBudgetKind(log, tikv, &counts.Budget)}
 }
 
 // countGrains keeps n equal to the live actors built from the props.
@@ -44,7 +53,6 @@ func countGrains(n *atomic.Int64) actor.PropsOption {
 
 // Grain kinds.
 const (
-	KindUser   = "user"
 	KindBudget = "budget"
 )
 
@@ -52,7 +60,6 @@ const (
 // binary encodings (the ledger codecs), so grains work across members
 // without generated code. The first byte is the message type.
 const (
-	msgPrepare    byte = 1
 	msgTakeLease  byte = 2
 	msgCloseLease byte = 3
 	msgReply      byte = 100
@@ -137,67 +144,4 @@ func replyPayload(res any, err error) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %w", ErrGrain, f)
 	}
 	return nil, fmt.Errorf("%w: unknown answer type %d", ErrGrain, bv.Value[0])
-}
-
-// prepare is the user grain's request: book grants onto the account that
-// TiKV held when the booking transaction started (stored, nil if none).
-type prepare struct {
-	stored []byte
-	grants []ledger.Grant
-}
-
-func encodePrepare(p *prepare) *wrapperspb.BytesValue {
-	b := []byte{msgPrepare}
-	b = binary.AppendUvarint(b, uint64(len(p.stored)))
-	b = append(b, p.stored...)
-	b = ledger.AppendGrantRecord(b, p.grants)
-	return &wrapperspb.BytesValue{Value: b}
-}
-
-func decodePrepare(b []byte) (*prepare, error) {
-	n, k := binary.Uvarint(b)
-	if k <= 0 || n > uint64(len(b)-k) {
-		return nil, fmt.Errorf("%w: prepare", ledger.ErrCorrupt)
-	}
-	p := &prepare{}
-	if n > 0 {
-		p.stored = b[k : k+int(n)]
-	}
-	var err error
-	p.grants, err = ledger.DecodeGrantRecord(nil, b[k+int(n):])
-	return p, err
-}
-
-// Outcome of one grant in a prepare.
-const (
-	outcomeDuplicate  byte = 0 // its limit key was already booked
-	outcomeBooked     byte = 1
-	outcomeAttributed byte = 2 // booked earlier by redeem; now its lease is known
-)
-
-// prepared is the user grain's answer: the new record (nil when nothing
-// changed) and one outcome per grant, in order.
-type prepared struct {
-	record   []byte
-	outcomes []byte
-}
-
-func encodePrepared(p *prepared) *wrapperspb.BytesValue {
-	b := []byte{msgReply}
-	b = binary.AppendUvarint(b, uint64(len(p.record)))
-	b = append(b, p.record...)
-	b = append(b, p.outcomes...)
-	return &wrapperspb.BytesValue{Value: b}
-}
-
-func decodePrepared(b []byte, grants int) (*prepared, error) {
-	n, k := binary.Uvarint(b)
-	if k <= 0 || n > uint64(len(b)-k) || len(b)-k-int(n) != grants {
-		return nil, fmt.Errorf("%w: prepared", ledger.ErrCorrupt)
-	}
-	p := &prepared{outcomes: b[k+int(n):]}
-	if n > 0 {
-		p.record = b[k : k+int(n)]
-	}
-	return p, nil
 }

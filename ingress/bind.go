@@ -10,6 +10,7 @@ import (
 	"github.com/tikv/client-go/v2/txnkv/transaction"
 	"github.com/valyala/fasthttp"
 
+	"redrain/booking"
 	"redrain/errcode"
 	"redrain/ledger"
 	"redrain/storage"
@@ -126,11 +127,15 @@ func (b *Binder) handedOut(ctx context.Context, actID uint64) (bool, error) {
 	var exists bool
 	var next uint64
 	err := b.tikv.Update(ctx, func(txn *transaction.KVTxn) error {
-		m, err := storage.BatchGet(ctx, txn, [][]byte{storage.AccountKey(actID), storage.ActAllocKey})
+		accounts, err := booking.ReadAccounts(ctx, txn, b.parts, []uint64{actID})
 		if err != nil {
 			return err
 		}
-		exists = m[string(storage.AccountKey(actID))] != nil
+		exists = accounts[actID] != nil
+		m, err := storage.BatchGet(ctx, txn, [][]byte{storage.ActAllocKey})
+		if err != nil {
+			return err
+		}
 		if raw := m[string(storage.ActAllocKey)]; raw != nil {
 			var ok bool
 			if next, ok = storage.ParseActIDValue(raw); !ok {
@@ -162,23 +167,23 @@ func (b *Binder) handedOut(ctx context.Context, actID uint64) (bool, error) {
 	return v == storage.ActMarkHandedOut, nil
 }
 
-// bindDurable writes the binding to TiKV: the index key and the account's
-// Apps in one transaction, conditional on what it read (a concurrent
-// booking of the account, or a bind of the same user, makes one of them
-// conflict and this one retry). It returns the act_id the index holds
-// afterwards: actID, or the one an earlier bind recorded, in which case
-// nothing was written.
+// bindDurable writes the binding to TiKV: the index key and the identity
+// on the account (a journal of its partition, see booking.BindInTxn) in one
+// transaction, conditional on what it read (a concurrent booking of the
+// partition, or a bind of the same user, makes one of them conflict and
+// this one retry). It returns the act_id the index holds afterwards:
+// actID, or the one an earlier bind recorded, in which case nothing was
+// written.
 func (b *Binder) bindDurable(ctx context.Context, app uint32, user string, actID uint64) (uint64, error) {
-	indexKey, acctKey := storage.BindKey(app, user), storage.AccountKey(actID)
+	indexKey := storage.BindKey(app, user)
 	var bound uint64
 	var err error
 	for attempt := 0; attempt < bindAttemptsMax; attempt++ {
 		err = b.tikv.Update(ctx, func(txn *transaction.KVTxn) error {
-			m, err := storage.BatchGet(ctx, txn, [][]byte{indexKey, acctKey})
+			raw, err := storage.Get(ctx, txn, indexKey)
 			if err != nil {
 				return err
 			}
-			raw := m[string(indexKey)]
 			if raw != nil {
 				var ok bool
 				if bound, ok = storage.ParseActIDValue(raw); !ok || bound == 0 {
@@ -191,23 +196,8 @@ func (b *Binder) bindDurable(ctx context.Context, app uint32, user string, actID
 				return err
 			}
 			bound = actID
-			acct := &ledger.Account{ActID: actID}
-			if rec := m[string(acctKey)]; rec != nil {
-				if acct, err = ledger.UnmarshalAccount(rec); err != nil {
-					return fmt.Errorf("account %d: %w", actID, err)
-				}
-				if acct.ActID != actID {
-					return fmt.Errorf("%w: account record %s holds act %d", ledger.ErrInvariant, acctKey, acct.ActID)
-				}
-			}
-			if !acct.Bind(ledger.AppUser{AppID: app, UserID: user}) {
-				return nil // booking recorded it already
-			}
-			acct.Version++
-			if err := acct.Check(); err != nil {
-				return err
-			}
-			return txn.Set(acctKey, ledger.MarshalAccount(nil, acct))
+			_, err = booking.BindInTxn(ctx, txn, b.parts, app, user, actID)
+			return err
 		})
 		if !errors.Is(err, storage.ErrConflict) {
 			break

@@ -45,6 +45,7 @@ type Binder struct {
 	redis *storage.Pipeliner
 	seed  maphash.Seed
 	owner bool
+	parts int32 // the grant topic's partitions, which hold the accounts
 
 	shards [bindShards]bindShard
 
@@ -66,9 +67,9 @@ type bindShard struct {
 }
 
 // NewBinder builds a binder; owner says it decides every binding in
-// process (see Binder).
-func NewBinder(tikv *storage.TiKV, redis *storage.Pipeliner, owner bool) *Binder {
-	b := &Binder{tikv: tikv, redis: redis, seed: maphash.MakeSeed(), owner: owner}
+// process (see Binder); parts is the grant topic's partition count.
+func NewBinder(tikv *storage.TiKV, redis *storage.Pipeliner, owner bool, parts int32) *Binder {
+	b := &Binder{tikv: tikv, redis: redis, seed: maphash.MakeSeed(), owner: owner, parts: parts}
 	for i := range b.shards {
 		b.shards[i].m = make(map[bindKey]uint64)
 	}

@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tikv/client-go/v2/txnkv/transaction"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/pprofhandler"
 
@@ -226,18 +225,13 @@ func (s *Server) wallet(ctx *fasthttp.RequestCtx, idText []byte) {
 	}
 	c, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
-	var raw []byte
-	err = s.TiKV.Update(c, func(txn *transaction.KVTxn) error {
-		var err error
-		raw, err = storage.Get(c, txn, storage.AccountKey(actID))
-		return err
-	})
+	accounts, err := s.Tokens.book.Accounts(c, []uint64{actID})
 	if err != nil {
 		writeError(ctx, unavailable(err))
 		return
 	}
-	acct := &ledger.Account{ActID: actID}
-	if raw == nil {
+	acct := accounts[actID]
+	if acct == nil {
 		// No bookings yet: known if the id was ever handed out.
 		next, err := ActIDsAllocated(c, s.TiKV)
 		if err != nil {
@@ -248,9 +242,7 @@ func (s *Server) wallet(ctx *fasthttp.RequestCtx, idText []byte) {
 			writeError(ctx, errcode.Errorf(errcode.CodeNotFound, "no account %d", actID))
 			return
 		}
-	} else if acct, err = ledger.UnmarshalAccount(raw); err != nil {
-		writeError(ctx, errcode.Errorf(errcode.CodeInternal, "account %d: %v", actID, err))
-		return
+		acct = &ledger.Account{ActID: actID}
 	}
 	b := []byte(`{"act_id":`)
 	b = strconv.AppendUint(b, actID, 10)

@@ -18,6 +18,9 @@ import (
 // asynchronous delay is never visible where money leaves.
 type BookNow interface {
 	Book(ctx context.Context, grants []ledger.Grant) ([]byte, error)
+	// Accounts returns committed accounts (absent: none yet), from the
+	// owner of their partition or the store.
+	Accounts(ctx context.Context, ids []uint64) (map[uint64]*ledger.Account, error)
 }
 
 // Tokens answers token status and redeem.
@@ -156,32 +159,20 @@ func (t *Tokens) resolve(ctx context.Context, raw [][]byte) ([]*tokenState, erro
 	if len(check) == 0 {
 		return states, nil
 	}
-	// Redis is an index: what it does not show booked is checked in TiKV.
-	keys := make([][]byte, 0, len(check))
+	// Redis is an index: what it does not show booked is checked in the
+	// ledger.
+	ids := make([]uint64, 0, len(check))
 	for _, s := range check {
-		keys = append(keys, storage.AccountKey(s.claims.ActID))
+		ids = append(ids, s.claims.ActID)
 	}
-	var accounts map[string][]byte
-	err := t.tikv.Update(ctx, func(txn *transaction.KVTxn) error {
-		var err error
-		accounts, err = storage.BatchGet(ctx, txn, keys)
-		return err
-	})
+	accounts, err := t.book.Accounts(ctx, ids)
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	decoded := map[string]*ledger.Account{}
-	for i, s := range check {
-		raw := accounts[string(keys[i])]
-		if raw == nil {
-			continue
-		}
-		a := decoded[string(keys[i])]
+	for _, s := range check {
+		a := accounts[s.claims.ActID]
 		if a == nil {
-			if a, err = ledger.UnmarshalAccount(raw); err != nil {
-				return nil, errcode.Errorf(errcode.CodeInternal, "account %d: %v", s.claims.ActID, err)
-			}
-			decoded[string(keys[i])] = a
+			continue
 		}
 		if e, ok := a.Entry(s.claims.LimitKey()); ok {
 			if e.OutTradeNo == s.claims.OutTradeNo {

@@ -117,6 +117,14 @@ func (d *decoder) grant(g *Grant, version byte) {
 			d.fail("key format")
 		}
 	}
+	d.grantFields(g)
+	if d.err == nil && g.Amount <= 0 {
+		d.fail("amount not positive")
+	}
+}
+
+// grantFields decodes a grant's fields after its key format.
+func (d *decoder) grantFields(g *Grant) {
 	app := d.uvarint("app_id")
 	if app > 1<<32-1 {
 		d.fail("app_id range")
@@ -138,9 +146,6 @@ func (d *decoder) grant(g *Grant, version byte) {
 	g.LeaseID = d.uvarint("lease_id")
 	g.OpenTime = d.varint("open_time")
 	g.IssuedAt = d.varint("issued_at")
-	if d.err == nil && g.Amount <= 0 {
-		d.fail("amount not positive")
-	}
 }
 
 // AppendGrantRecord appends one Kafka record value holding grants, as a

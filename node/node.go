@@ -26,6 +26,7 @@ import (
 	"redrain/actors"
 	"redrain/admin"
 	"redrain/adminauth"
+	"redrain/booking"
 	"redrain/campaign"
 	"redrain/cluster"
 	"redrain/configstore"
@@ -73,7 +74,7 @@ type Node struct {
 	pipe     *storage.Pipeliner
 	stream   *storage.GrantWriter
 	member   *cluster.Member
-	booker   *actors.Booker
+	booker   *booking.Booker
 	grants   *grant.Admission
 	binder   *ingress.Binder
 	config   *configstore.Store
@@ -152,14 +153,18 @@ func Start(cfg Config) (n *Node, err error) {
 	}
 	n.pipe = storage.NewPipeliner(n.redis.Client, 8)
 	clock := time.Now
-	n.booker = actors.NewBooker(actors.BookerConfig{Log: n.log, TiKV: n.tikv, Redis: n.pipe,
-		Brokers: n.kafka.Brokers, Partitions: cfg.Partitions, Metrics: n.Metrics, Clock: clock})
+	n.booker = booking.New(booking.Config{Log: n.log, TiKV: n.tikv, Redis: n.pipe,
+		// Nodes that claim limits in Redis answer repeats from its booked
+		// marks; an owner of its shards learns "booked" from OnBooked.
+		Marks:   !n.kafka.Embedded(),
+		Brokers: n.kafka.Brokers, Partitions: cfg.Partitions, Metrics: n.Metrics, Clock: clock,
+		Owner: fmt.Sprintf("%s/%d", n.ID, n.Incarnation)})
 	host, port, err := splitHostPort(cfg.ClusterAddr)
 	if err != nil {
 		return nil, fmt.Errorf("node: cluster address %q: %w", cfg.ClusterAddr, err)
 	}
 	cc := cluster.Config{Host: host, ManagePort: port, Seeds: cfg.Seeds, Etcd: cfg.Etcd,
-		Kinds: actors.Kinds(n.log, n.tikv, clock, &n.grains), Logger: n.log.With("component", "cluster")}
+		Kinds: actors.Kinds(n.log, n.tikv, &n.grains), Logger: n.log.With("component", "cluster")}
 	if len(cfg.Etcd) > 0 {
 		cc.ManagePort, cc.Port = 0, port
 	}
@@ -175,15 +180,14 @@ func Start(cfg Config) (n *Node, err error) {
 	// it is pointed at this member before anything calls a grain. Nodes in
 	// one process therefore run one at a time.
 	*pcluster.DefaultGrainCallConfig(n.member.Cluster) = *pcluster.NewGrainCallOptions(n.member.Cluster)
-	if err := awaitPlacement(n.member.Cluster, actors.KindUser, actors.KindBudget); err != nil {
+	if err := awaitPlacement(n.member.Cluster, actors.KindBudget); err != nil {
 		return nil, err
 	}
-	n.booker.Attach(n.member.Cluster)
 	if n.stream, err = storage.NewGrantWriter(n.kafka.Brokers, cfg.Partitions); err != nil {
 		return nil, err
 	}
 	budgets := actors.NewBudgets(n.member.Cluster, n.tikv)
-	n.binder = ingress.NewBinder(n.tikv, n.pipe, n.kafka.Embedded())
+	n.binder = ingress.NewBinder(n.tikv, n.pipe, n.kafka.Embedded(), cfg.Partitions)
 	n.grants = grant.New(grant.Config{Log: n.log, Campaign: n.Campaign, Resolver: n.binder,
 		Redis: n.pipe, Stream: n.stream, Leases: budgets, Node: n.ID,
 		Incarnation: n.Incarnation, Metrics: n.Metrics, Clock: clock,
@@ -422,7 +426,7 @@ func (n *Node) refreshLag() (int64, error) {
 		}
 		n.lagClient = c
 	}
-	lag, err := actors.LagOf(n.lagClient)
+	lag, err := booking.LagOf(context.Background(), n.lagClient, n.tikv)
 	if err != nil {
 		return 0, err
 	}

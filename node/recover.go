@@ -16,6 +16,7 @@ import (
 
 	"redrain/actors"
 	"redrain/adminauth"
+	"redrain/booking"
 	"redrain/grant"
 	"redrain/ledger"
 	"redrain/storage"
@@ -54,31 +55,26 @@ func (n *Node) recoverOnce(ctx context.Context) error {
 		return fmt.Errorf("kafka: %w", err)
 	}
 	defer client.Close()
-	target, err := actors.HighWaterMarks(client)
+	target, err := booking.HighWaterMarks(client)
 	if err != nil {
 		return err
 	}
-	// On a topic that holds no record the booking group may not exist yet
-	// (it is created when the booker joins), and asking for its offsets
-	// fails: there is nothing to wait for.
-	empty := true
-	for p, t := range target {
-		oldest, err := client.GetOffset(storage.GrantTopic, p, sarama.OffsetOldest)
-		if err != nil {
+	// The store holds each partition's booked offset, written with its
+	// journal: booking has drained when it reached what the topic held.
+	oldest := make(map[int32]int64, len(target))
+	for p := range target {
+		if oldest[p], err = client.GetOffset(storage.GrantTopic, p, sarama.OffsetOldest); err != nil {
 			return fmt.Errorf("%w: offset: %v", storage.ErrUnavailable, err)
 		}
-		if t > oldest {
-			empty = false
-		}
 	}
-	for !empty {
-		done, err := actors.Committed(client)
+	for {
+		booked, err := booking.Booked(ctx, n.tikv, int32(len(target)))
 		if err != nil {
 			return err
 		}
 		behind := int64(0)
 		for p, t := range target {
-			behind += max(t-done[p], 0)
+			behind += max(t-max(booked[p], oldest[p]), 0)
 		}
 		if behind == 0 {
 			break
@@ -126,11 +122,7 @@ func (n *Node) restoreOwner(ctx context.Context) error {
 	start := time.Now()
 	var batch []grant.Booked
 	total, bindings := 0, 0
-	err := n.tikv.Scan(ctx, storage.AccountPrefix, storage.PrefixEnd(storage.AccountPrefix), func(_, v []byte) (bool, error) {
-		a, err := ledger.UnmarshalAccount(v)
-		if err != nil {
-			return false, err
-		}
+	err := booking.ScanAccounts(ctx, n.tikv, func(a *ledger.Account) (bool, error) {
 		for _, u := range a.Apps {
 			n.binder.Restore(u.AppID, u.UserID, a.ActID)
 			bindings++
@@ -252,11 +244,7 @@ func (n *Node) rebuildRedis(ctx context.Context, epoch string) error {
 		return nil
 	}
 	bindings, marks := 0, 0
-	err := n.tikv.Scan(ctx, storage.AccountPrefix, storage.PrefixEnd(storage.AccountPrefix), func(_, v []byte) (bool, error) {
-		a, err := ledger.UnmarshalAccount(v)
-		if err != nil {
-			return false, err
-		}
+	err := booking.ScanAccounts(ctx, n.tikv, func(a *ledger.Account) (bool, error) {
 		// The account also records the app identities bound to it.
 		for _, u := range a.Apps {
 			bindings++

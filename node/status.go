@@ -36,7 +36,7 @@ func statusKey(id string) string { return "rr:node:" + id }
 func (n *Node) status() nodeStatus {
 	st := nodeStatus{ID: n.ID, HTTP: n.Addr(), Membership: n.member.Manage, MemberID: n.member.ID,
 		Partitions: n.booker.Claims(), Updated: time.Now().UTC(),
-		Grains: map[string]int64{actors.KindUser: n.grains.User.Load(), actors.KindBudget: n.grains.Budget.Load()},
+		Grains: map[string]int64{actors.KindBudget: n.grains.Budget.Load()},
 		Leases: n.grants.OpenLeases()}
 	if st.Partitions == nil {
 		st.Partitions = []int32{}

@@ -9,11 +9,50 @@ import (
 
 // Key layout in TiKV; see DESIGN.md. Every key starts with "rr/".
 
-// AccountKey is a user's account record.
-func AccountKey(actID uint64) []byte { return fmt.Appendf(nil, "rr/acct/%016x", actID) }
+// A partition's accounts (the users whose grants go to one grant topic
+// partition) are a state, a journal and pages; see the booking package.
 
-// AccountPrefix bounds the scan of all accounts.
-var AccountPrefix = []byte("rr/acct/")
+// PartKey holds a partition's ledger.PartState.
+func PartKey(part int32) []byte { return fmt.Appendf(nil, "rr/part/%04x", part) }
+
+// PartPrefix bounds the scan of every partition's state.
+var PartPrefix = []byte("rr/part/")
+
+// ParsePartKey reads the partition of a PartKey.
+func ParsePartKey(k []byte) (int32, bool) {
+	rest, ok := bytes.CutPrefix(k, PartPrefix)
+	if !ok || len(rest) != 4 {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(string(rest), 16, 16)
+	if err != nil {
+		return 0, false
+	}
+	return int32(v), true
+}
+
+// JournalKey holds one ledger.Journal of a partition.
+func JournalKey(part int32, seq uint64) []byte {
+	return fmt.Appendf(nil, "rr/jrnl/%04x/%016x", part, seq)
+}
+
+// JournalPrefix bounds the scan of a partition's journal.
+func JournalPrefix(part int32) []byte { return fmt.Appendf(nil, "rr/jrnl/%04x/", part) }
+
+// PageUsers is the span of act_ids one page covers (act_ids are dense, and
+// a partition holds about one in every partition count of them).
+const PageUsers = 1024
+
+// PageOf is the page of an act_id within its partition.
+func PageOf(actID uint64) uint64 { return actID / PageUsers }
+
+// PageKey holds one ledger.Page of a partition.
+func PageKey(part int32, page uint64) []byte {
+	return fmt.Appendf(nil, "rr/page/%04x/%012x", part, page)
+}
+
+// PagePrefix bounds the scan of a partition's pages.
+func PagePrefix(part int32) []byte { return fmt.Appendf(nil, "rr/page/%04x/", part) }
 
 // ActAllocKey holds the next unallocated act_id.
 var ActAllocKey = []byte("rr/alloc/act")

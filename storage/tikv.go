@@ -97,6 +97,16 @@ func (t *TiKV) Update(ctx context.Context, fn func(txn *transaction.KVTxn) error
 	return nil
 }
 
+// View runs fn in a read-only snapshot transaction.
+func (t *TiKV) View(fn func(txn *transaction.KVTxn) error) error {
+	txn, err := t.Store.Begin()
+	if err != nil {
+		return fmt.Errorf("%w: begin: %v", ErrUnavailable, err)
+	}
+	defer txn.Rollback()
+	return fn(txn)
+}
+
 // Get reads one key in txn; a missing key is (nil, nil).
 func Get(ctx context.Context, txn *transaction.KVTxn, key []byte) ([]byte, error) {
 	v, err := txn.Get(ctx, key)
@@ -125,12 +135,7 @@ func BatchGet(ctx context.Context, txn *transaction.KVTxn, keys [][]byte) (map[s
 // Scan calls fn for every key in [start, end) in order, in a read-only
 // snapshot, until fn returns false.
 func (t *TiKV) Scan(ctx context.Context, start, end []byte, fn func(key, value []byte) (bool, error)) error {
-	txn, err := t.Store.Begin()
-	if err != nil {
-		return fmt.Errorf("%w: begin: %v", ErrUnavailable, err)
-	}
-	defer txn.Rollback()
-	return ScanTxn(txn, start, end, fn)
+	return t.View(func(txn *transaction.KVTxn) error { return ScanTxn(txn, start, end, fn) })
 }
 
 // ScanTxn is Scan inside an open transaction.

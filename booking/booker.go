@@ -1,0 +1,817 @@
+package booking
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/redis/go-redis/v9"
+	"github.com/tikv/client-go/v2/txnkv/transaction"
+
+	"redrain/ledger"
+	"redrain/metrics"
+	"redrain/storage"
+)
+
+// Group is the consumer group of every node's booking.
+const Group = "redrain-booking"
+
+// bookBatchMax bounds the grants one unit applies and one transaction
+// commits.
+const bookBatchMax = 4096
+
+// While the grant path is busy, booking sleeps bookYieldRatio times the
+// time it committed since its last pause, at most bookYieldMax at once.
+const (
+	bookYieldRatio = 3
+	bookYieldMax   = 500 * time.Millisecond
+)
+
+// Booker books the grant topic: it owns the accounts of the partitions the
+// consumer group gives it, and commits every owned partition's units in
+// shared transactions.
+type Booker struct {
+	log   *slog.Logger
+	tikv  *storage.TiKV
+	redis *storage.Pipeliner
+	marks bool
+	clock func() time.Time
+	parts int32
+	owner string
+
+	Booked    *metrics.Counter // grants newly booked
+	Conflicts *metrics.Counter
+	Batches   *metrics.Counter
+	BatchTime *metrics.Histogram
+	Keys      *metrics.Counter // keys written by booking transactions
+	Pages     *metrics.Counter // pages written by checkpoints
+	Yielded   *metrics.Counter // nanoseconds booking paused for the grant path
+
+	brokers  []string
+	onBooked atomic.Pointer[func([]ledger.Grant)]
+	busy     atomic.Pointer[func() bool]
+	commits  chan *unit
+
+	mu     sync.Mutex
+	owned  map[int32]*owned
+	broken error
+}
+
+// owned is a partition this node books now.
+type owned struct {
+	p    *part
+	gone chan struct{} // closed when its goroutine stopped
+}
+
+// Config wires a booker.
+type Config struct {
+	Log   *slog.Logger
+	TiKV  *storage.TiKV
+	Redis *storage.Pipeliner
+	// Marks writes each booked grant's Redis mark (rr:k:{limit}): nodes
+	// that claim limits in Redis answer repeats from it.
+	Marks      bool
+	Brokers    []string
+	Partitions int32
+	Metrics    *metrics.Registry
+	Clock      func() time.Time
+	Owner      string // node id and incarnation, recorded with each epoch
+}
+
+// New builds a booker; Run starts it.
+func New(cfg Config) *Booker {
+	m := cfg.Metrics
+	return &Booker{
+		log: cfg.Log, tikv: cfg.TiKV, redis: cfg.Redis, marks: cfg.Marks, clock: cfg.Clock,
+		parts: cfg.Partitions, owner: cfg.Owner, brokers: cfg.Brokers,
+		commits:   make(chan *unit, max(cfg.Partitions, 1)*pipelineDepth),
+		owned:     map[int32]*owned{},
+		Booked:    m.Counter("redrain_grants_booked_total", "Grants booked into the ledger by this node."),
+		Conflicts: m.Counter("redrain_booking_conflicts_total", "Booking transactions retried after a write conflict."),
+		Yielded:   m.Counter("redrain_booking_yielded_nanoseconds_total", "Time booking paused to let a busy grant path run first."),
+		Batches:   m.Counter("redrain_booking_batches_total", "Booking transactions committed."),
+		BatchTime: m.Histogram("redrain_booking_batch_seconds", "Time to commit one booking transaction.", metrics.LatencyBounds),
+		Keys:      m.Counter("redrain_booking_keys_written_total", "Keys written by booking transactions (journals, pages, partition states, hot details)."),
+		Pages:     m.Counter("redrain_booking_pages_written_total", "Account pages written by checkpoints."),
+	}
+}
+
+// Broken reports the error that stopped booking, if any.
+func (b *Booker) Broken() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.broken
+}
+
+// Claims returns the partitions this node books now.
+func (b *Booker) Claims() []int32 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Sorted(maps.Keys(b.owned))
+}
+
+// YieldWhile makes booking give way while busy() says the grant path is
+// busy (see bookYieldRatio).
+func (b *Booker) YieldWhile(busy func() bool) { b.busy.Store(&busy) }
+
+// OnBooked sets f to be called with the grants of every committed unit that
+// it newly booked or attributed. f must not block.
+func (b *Booker) OnBooked(f func([]ledger.Grant)) { b.onBooked.Store(&f) }
+
+// Run consumes the grant topic as a member of the booking group until ctx
+// ends.
+func (b *Booker) Run(ctx context.Context) error {
+	cfg := storage.SaramaConfig("redrain-booker")
+	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
+	// The booked offset is in the store, written with each journal: Kafka's
+	// offsets only say where to start reading, so they commit lazily.
+	cfg.Consumer.Offsets.AutoCommit.Enable = true
+	cfg.Consumer.Offsets.AutoCommit.Interval = time.Second
+	cfg.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
+	cfg.Consumer.Group.Session.Timeout = 10 * time.Second
+	// After members die, a rebalance waits for them up to this long before
+	// the survivors (or restarted nodes) get their partitions.
+	cfg.Consumer.Group.Rebalance.Timeout = 15 * time.Second
+	cfg.Consumer.Group.Heartbeat.Interval = time.Second
+	cfg.Consumer.Fetch.Default = 4 << 20
+	cfg.Consumer.Return.Errors = false
+	group, err := sarama.NewConsumerGroup(b.brokers, Group, cfg)
+	if err != nil {
+		return fmt.Errorf("%w: consumer group: %v", storage.ErrUnavailable, err)
+	}
+	defer group.Close()
+	go b.commitLoop(ctx)
+	h := &handler{b: b}
+	for ctx.Err() == nil {
+		if err := group.Consume(ctx, []string{storage.GrantTopic}, h); err != nil && ctx.Err() == nil {
+			b.log.Warn("booking: consume", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	return nil
+}
+
+type handler struct{ b *Booker }
+
+func (h *handler) Setup(sarama.ConsumerGroupSession) error   { return nil }
+func (h *handler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+
+// ConsumeClaim owns one partition for the session: it takes the partition
+// over, then applies what arrives and what redeem asks, one unit at a time,
+// while earlier units commit.
+func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	b, ctx := h.b, sess.Context()
+	var p *part
+	for {
+		var err error
+		if p, err = b.takeOver(ctx, claim.Partition()); err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if isMoneyErr(err) {
+			b.stop(ctx, "partition does not load", claim.Partition(), err)
+			return nil
+		}
+		b.log.Warn("booking: taking partition over", "partition", claim.Partition(), "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	o := &owned{p: p, gone: make(chan struct{})}
+	p.gone = o.gone
+	b.mu.Lock()
+	b.owned[p.id] = o
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		if b.owned[p.id] == o {
+			delete(b.owned, p.id)
+		}
+		b.mu.Unlock()
+		close(o.gone)
+	}()
+	err := p.loop(ctx, sess, claim.Messages())
+	switch {
+	case err == nil || ctx.Err() != nil:
+	case errors.Is(err, errFenced):
+		b.log.Warn("booking: partition fenced; another node owns it now", "partition", p.id, "err", err)
+	default:
+		b.stop(ctx, "money invariant broken", p.id, err)
+	}
+	return nil
+}
+
+// loop is the partition's goroutine.
+func (p *part) loop(ctx context.Context, sess sarama.ConsumerGroupSession, msgs <-chan *sarama.ConsumerMessage) error {
+	tick := time.NewTicker(ckptEvery / 4)
+	defer tick.Stop()
+	grants := make([]ledger.Grant, 0, bookBatchMax)
+	for {
+		in, ops := msgs, p.ops
+		if len(p.pending) >= pipelineDepth {
+			in, ops = nil, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case r := <-p.results:
+			if err := p.settle(ctx, sess, r); err != nil {
+				return err
+			}
+		case r := <-p.reads:
+			p.read(r)
+		case req := <-ops:
+			u := p.newUnit()
+			u.req = req
+			if err := p.send(ctx, u); err != nil {
+				req.done <- err
+				return err
+			}
+		case <-tick.C:
+			if p.ckptDue() {
+				if err := p.send(ctx, p.newUnit()); err != nil {
+					return err
+				}
+			}
+		case m, ok := <-in:
+			if !ok {
+				return nil
+			}
+			var err error
+			if grants, err = p.gather(ctx, sess, m, in, grants[:0]); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// gather decodes what has arrived from m on, up to bookBatchMax grants, and
+// sends it as one unit. Records below the booked offset were booked by an
+// earlier owner and are skipped.
+func (p *part) gather(ctx context.Context, sess sarama.ConsumerGroupSession, m *sarama.ConsumerMessage, in <-chan *sarama.ConsumerMessage, grants []ledger.Grant) ([]ledger.Grant, error) {
+	var first, last *sarama.ConsumerMessage
+	var bad error
+	for {
+		if m.Offset >= p.next.Booked {
+			var err error
+			if grants, err = ledger.DecodeGrantRecord(grants, m.Value); err != nil {
+				bad = fmt.Errorf("undecodable grant record at offset %d: %w", m.Offset, err)
+				break
+			}
+			if first == nil {
+				first = m
+			}
+			last = m
+		} else if sess != nil {
+			sess.MarkMessage(m, "")
+		}
+		if len(grants) >= bookBatchMax {
+			break
+		}
+		var ok bool
+		select {
+		case m, ok = <-in:
+		default:
+		}
+		if !ok || m == nil {
+			break
+		}
+	}
+	// The records before an undecodable one hold acknowledged grants too:
+	// they are booked before the partition stops.
+	if last != nil {
+		u := p.newUnit()
+		u.grants = slices.Clone(grants)
+		u.from, u.to, u.last = first.Offset, last.Offset+1, last
+		if err := p.send(ctx, u); err != nil {
+			return grants, err
+		}
+	}
+	return grants, bad
+}
+
+// stop halts booking for good: the node reports it on /readyz, and it is
+// never retried with the same memory. It returns when the session ends.
+func (b *Booker) stop(ctx context.Context, why string, part int32, err error) {
+	b.mu.Lock()
+	b.broken = fmt.Errorf("%s at partition %d: %w", why, part, err)
+	b.mu.Unlock()
+	b.log.Error("booking stopped: "+why, "partition", part, "err", err)
+	<-ctx.Done()
+}
+
+// commitLoop commits the units of every owned partition: what is waiting
+// when a transaction ends goes into the next one (group commit across
+// partitions, no timer).
+func (b *Booker) commitLoop(ctx context.Context) {
+	failed := map[*part]uint64{}
+	var spent time.Duration
+	for {
+		var units []*unit
+		select {
+		case <-ctx.Done():
+			return
+		case u := <-b.commits:
+			units = append(units, u)
+		}
+		n := units[0].size()
+	fill:
+		for n < bookBatchMax {
+			select {
+			case u := <-b.commits:
+				units = append(units, u)
+				n += u.size()
+			default:
+				break fill
+			}
+		}
+		spent = b.yieldTo(ctx, spent)
+		start := time.Now()
+		b.commit(ctx, units, failed)
+		spent += time.Since(start)
+	}
+}
+
+func (u *unit) size() int {
+	if u.req != nil {
+		return len(u.req.grants)
+	}
+	return max(len(u.grants), 1)
+}
+
+// yieldTo lets the grant path run first while it is busy: booking sleeps
+// bookYieldRatio times what it spent since its last pause (at most
+// bookYieldMax), so during a burst it lags and drains after.
+func (b *Booker) yieldTo(ctx context.Context, spent time.Duration) time.Duration {
+	busy := b.busy.Load()
+	if busy == nil || spent <= 0 || !(*busy)() {
+		return spent
+	}
+	pause := min(spent*bookYieldRatio, bookYieldMax)
+	b.Yielded.Add(pause.Nanoseconds())
+	select {
+	case <-ctx.Done():
+	case <-time.After(pause):
+	}
+	return 0
+}
+
+// errMoved reports that a partition's journal grew elsewhere since its
+// owner last committed.
+var errMoved = errors.New("booking: partition written elsewhere")
+
+// errCheck aborts a transaction whose partitions failed their check.
+var errCheck = errors.New("booking: partition check failed")
+
+// commit writes units in one transaction. A partition whose stored state
+// is not what its units expect (fenced, or written elsewhere) has its
+// units failed and the others go on; a write conflict or an unavailable
+// store is retried; a broken money check fails them all.
+func (b *Booker) commit(ctx context.Context, units []*unit, failed map[*part]uint64) {
+	fail := func(u *unit, err error) {
+		if g, ok := failed[u.p]; !ok || u.gen > g {
+			failed[u.p] = u.gen
+		}
+		u.p.answer(result{u: u, err: err})
+	}
+	live := units[:0]
+	for _, u := range units {
+		if g, ok := failed[u.p]; ok && u.gen <= g {
+			u.p.answer(result{u: u, err: errMoved})
+			continue
+		}
+		live = append(live, u)
+	}
+	for attempt := 0; len(live) > 0 && ctx.Err() == nil; attempt++ {
+		start := time.Now()
+		var bad map[*part]error
+		keys := 0
+		err := b.tikv.Update(ctx, func(txn *transaction.KVTxn) error {
+			var err error
+			if bad, err = checkParts(ctx, txn, live); err != nil {
+				return err
+			}
+			if len(bad) > 0 {
+				return errCheck
+			}
+			keys, err = writeUnits(txn, live)
+			return err
+		})
+		switch {
+		case errors.Is(err, errCheck):
+			rest := live[:0]
+			for _, u := range live {
+				if e := bad[u.p]; e != nil {
+					fail(u, e)
+				} else {
+					rest = append(rest, u)
+				}
+			}
+			live = rest
+		case err == nil:
+			b.Batches.Inc()
+			b.BatchTime.ObserveNs(time.Since(start).Nanoseconds())
+			b.Keys.Add(int64(keys))
+			b.committed(ctx, live)
+			return
+		case isMoneyErr(err):
+			for _, u := range live {
+				fail(u, err)
+			}
+			return
+		default:
+			if errors.Is(err, storage.ErrConflict) {
+				b.Conflicts.Inc()
+			} else {
+				b.log.Warn("booking: commit failed; retrying", "err", err, "attempt", attempt)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(min(time.Duration(attempt+1)*20*time.Millisecond, time.Second)):
+			}
+		}
+	}
+}
+
+// checkParts reads the state of every partition units write and reports
+// those whose first unit does not find the epoch and journal seq it
+// expects.
+func checkParts(ctx context.Context, txn *transaction.KVTxn, units []*unit) (map[*part]error, error) {
+	firsts := map[*part]*unit{}
+	var keys [][]byte
+	for _, u := range units {
+		if firsts[u.p] == nil {
+			firsts[u.p] = u
+			keys = append(keys, storage.PartKey(u.p.id))
+		}
+	}
+	raw, err := storage.BatchGet(ctx, txn, keys)
+	if err != nil {
+		return nil, err
+	}
+	bad := map[*part]error{}
+	for p, u := range firsts {
+		s := &ledger.PartState{NextSeq: 1}
+		if v := raw[string(storage.PartKey(p.id))]; v != nil {
+			if s, err = ledger.DecodePartState(v); err != nil {
+				return nil, fmt.Errorf("partition %d state: %w", p.id, err)
+			}
+		}
+		switch {
+		case s.Epoch != u.epoch:
+			bad[p] = fmt.Errorf("%w: epoch %d, ours %d", errFenced, s.Epoch, u.epoch)
+		case s.NextSeq != u.first:
+			bad[p] = fmt.Errorf("%w: journal at %d, ours at %d", errMoved, s.NextSeq-1, u.first-1)
+		}
+	}
+	return bad, nil
+}
+
+// writeUnits writes units' journals, pages, partition states and one hot
+// detail per budget in txn, after checking that their postings balance.
+// It returns how many keys it wrote.
+func writeUnits(txn *transaction.KVTxn, units []*unit) (int, error) {
+	hot := map[string]*ledger.HotDetail{}
+	var postings ledger.Batch
+	states := map[int32]*ledger.PartState{}
+	keys := 0
+	set := func(k, v []byte) error {
+		keys++
+		return txn.Set(k, v)
+	}
+	for _, u := range units {
+		if u.journal != nil {
+			if err := set(storage.JournalKey(u.p.id, u.state.NextSeq-1), u.journal); err != nil {
+				return 0, err
+			}
+		}
+		for _, w := range u.pages {
+			if err := set(w.key, w.value); err != nil {
+				return 0, err
+			}
+		}
+		for i := range u.booked {
+			g := &u.booked[i]
+			if err := hotOf(hot, g).Add(g); err != nil {
+				return 0, err
+			}
+			postings = ledger.GrantPostings(postings, g)
+		}
+		for i := range u.attributed {
+			g := &u.attributed[i]
+			if err := hotOf(hot, g).Attribute(g); err != nil {
+				return 0, err
+			}
+		}
+		states[u.p.id] = &u.state
+	}
+	// Always on: a batch that does not balance is never written.
+	if err := postings.Check(); err != nil {
+		return 0, err
+	}
+	for id, s := range states {
+		if err := set(storage.PartKey(id), ledger.AppendPartState(nil, s)); err != nil {
+			return 0, err
+		}
+	}
+	seq := uint32(0)
+	for _, id := range slices.Sorted(maps.Keys(hot)) {
+		if err := set(storage.HotKey(id, txn.StartTS(), seq), ledger.MarshalHotDetail(nil, hot[id])); err != nil {
+			return 0, err
+		}
+		seq++
+	}
+	return keys, nil
+}
+
+func hotOf(hot map[string]*ledger.HotDetail, g *ledger.Grant) *ledger.HotDetail {
+	h := hot[g.BudgetID]
+	if h == nil {
+		h = &ledger.HotDetail{BudgetID: g.BudgetID}
+		hot[g.BudgetID] = h
+	}
+	return h
+}
+
+// committed reports committed units to their partitions, to OnBooked and
+// (on nodes that claim limits in Redis) to the booked marks.
+func (b *Booker) committed(ctx context.Context, units []*unit) {
+	var fresh []ledger.Grant
+	pages := 0
+	for _, u := range units {
+		fresh = append(fresh, u.booked...)
+		fresh = append(fresh, u.attributed...)
+		b.Booked.Add(int64(len(u.booked)))
+		pages += len(u.pages)
+		u.p.answer(result{u: u})
+	}
+	b.Pages.Add(int64(pages))
+	if len(fresh) == 0 {
+		return
+	}
+	if f := b.onBooked.Load(); f != nil {
+		(*f)(fresh)
+	}
+	if b.marks {
+		b.markBooked(ctx, fresh)
+	}
+}
+
+// answer hands a unit's result to its partition, unless the partition's
+// goroutine has stopped.
+func (p *part) answer(r result) {
+	select {
+	case p.results <- r:
+	case <-p.gone:
+	}
+}
+
+// markBooked records booked status in Redis for nodes that claim limits
+// there. It is an index: a failure loses nothing, so it is logged.
+func (b *Booker) markBooked(ctx context.Context, grants []ledger.Grant) {
+	cmds := make([]redis.Cmder, 0, len(grants))
+	for i := range grants {
+		g := &grants[i]
+		cmds = append(cmds, redis.NewStatusCmd(ctx, "set", storage.BookedMarkKey(g.LimitKey()),
+			storage.MarkValue(storage.MarkBooked, g.AwardType, g.Amount, g.AppID)))
+	}
+	if err := b.redis.Do(ctx, cmds...); err != nil {
+		b.log.Warn("booking: redis marks", "err", err)
+	}
+}
+
+// Book books grants at once (redeem), exactly once per limit key, and
+// returns one outcome per grant: through the owner of their partition when
+// it is this node, or else straight into the store, where the owner's next
+// commit finds the write and catches up.
+func (b *Booker) Book(ctx context.Context, grants []ledger.Grant) ([]byte, error) {
+	out := make([]byte, len(grants))
+	byPart := map[int32][]int{}
+	for i := range grants {
+		p := storage.PartitionOf(grants[i].ActID, b.parts)
+		byPart[p] = append(byPart[p], i)
+	}
+	for _, part := range slices.Sorted(maps.Keys(byPart)) {
+		idx := byPart[part]
+		sub := make([]ledger.Grant, len(idx))
+		for j, i := range idx {
+			sub[j] = grants[i]
+		}
+		outcomes, err := b.bookOwned(ctx, part, sub)
+		if errors.Is(err, errNotOwned) {
+			outcomes, err = b.bookElsewhere(ctx, part, sub)
+		}
+		if err != nil {
+			return nil, err
+		}
+		for j, i := range idx {
+			out[i] = outcomes[j]
+		}
+	}
+	return out, nil
+}
+
+var errNotOwned = errors.New("booking: partition not owned here")
+
+func (b *Booker) ownedPart(part int32) *owned {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.owned[part]
+}
+
+// bookOwned asks this node's owner of the partition to book grants.
+func (b *Booker) bookOwned(ctx context.Context, part int32, grants []ledger.Grant) ([]byte, error) {
+	o := b.ownedPart(part)
+	if o == nil {
+		return nil, errNotOwned
+	}
+	req := &opsReq{grants: grants, done: make(chan error, 1)}
+	select {
+	case o.p.ops <- req:
+	case <-o.gone:
+		return nil, errNotOwned
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case err := <-req.done:
+		if err != nil {
+			return nil, err
+		}
+		return req.outcomes, nil
+	case <-o.gone:
+		// It may have committed: booking again elsewhere is exact either way.
+		return nil, errNotOwned
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// bookElsewhere books grants straight into the store, as a journal of
+// their partition written by a node that does not own it.
+func (b *Booker) bookElsewhere(ctx context.Context, part int32, grants []ledger.Grant) ([]byte, error) {
+	var out []byte
+	var err error
+	for attempt := 0; attempt < 20; attempt++ {
+		err = b.tikv.Update(ctx, func(txn *transaction.KVTxn) error {
+			var e error
+			out, e = applyElsewhere(ctx, txn, b, part, grants)
+			return e
+		})
+		if !errors.Is(err, storage.ErrConflict) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Duration(attempt+1) * 5 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	b.Booked.Add(int64(countOutcome(out, BookedNow)))
+	return out, nil
+}
+
+func countOutcome(out []byte, o byte) int {
+	n := 0
+	for _, v := range out {
+		if v == o {
+			n++
+		}
+	}
+	return n
+}
+
+// applyElsewhere applies grants to their partition's accounts as the store
+// holds them and writes the journal in txn, as the owner would.
+func applyElsewhere(ctx context.Context, txn *transaction.KVTxn, b *Booker, id int32, grants []ledger.Grant) ([]byte, error) {
+	ids := make([]uint64, len(grants))
+	for i := range grants {
+		ids[i] = grants[i].ActID
+	}
+	v, err := readAccounts(ctx, txn, id, ids)
+	if err != nil {
+		return nil, err
+	}
+	p := &part{b: b, id: id, epoch: v.state.Epoch, accounts: v.accounts, pages: map[uint64]*pageMem{},
+		committed: *v.state, next: *v.state}
+	for id := range v.accounts {
+		p.addToPage(id)
+	}
+	u := p.newUnit()
+	u.grants = grants
+	if err := p.apply(u); err != nil {
+		return nil, err
+	}
+	if u.journal == nil {
+		return u.outcomes, nil
+	}
+	_, err = writeUnits(txn, []*unit{u})
+	return u.outcomes, err
+}
+
+// Accounts returns the committed accounts of ids: from this node's owners
+// of their partitions, or from the store for the others.
+func (b *Booker) Accounts(ctx context.Context, ids []uint64) (map[uint64]*ledger.Account, error) {
+	out := make(map[uint64]*ledger.Account, len(ids))
+	var rest []uint64
+	byPart := map[int32][]uint64{}
+	for _, id := range ids {
+		p := storage.PartitionOf(id, b.parts)
+		byPart[p] = append(byPart[p], id)
+	}
+	for part, pids := range byPart {
+		o := b.ownedPart(part)
+		if o == nil || !o.p.readFrom(ctx, o.gone, pids, out) {
+			rest = append(rest, pids...)
+		}
+	}
+	if len(rest) == 0 {
+		return out, nil
+	}
+	err := b.tikv.View(func(txn *transaction.KVTxn) error {
+		m, err := ReadAccounts(ctx, txn, b.parts, rest)
+		maps.Copy(out, m)
+		return err
+	})
+	return out, err
+}
+
+// readFrom asks the partition's goroutine for committed accounts.
+func (p *part) readFrom(ctx context.Context, gone chan struct{}, ids []uint64, out map[uint64]*ledger.Account) bool {
+	r := &readReq{ids: ids, out: map[uint64]*ledger.Account{}, done: make(chan struct{})}
+	select {
+	case p.reads <- r:
+	case <-gone:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+	select {
+	case <-r.done:
+		maps.Copy(out, r.out)
+		return true
+	case <-gone:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Partitions is the grant topic's partition count this booker was built
+// for.
+func (b *Booker) Partitions() int32 { return b.parts }
+
+// HighWaterMarks returns the next offset of every grant topic partition.
+func HighWaterMarks(client sarama.Client) (map[int32]int64, error) {
+	parts, err := client.Partitions(storage.GrantTopic)
+	if err != nil {
+		return nil, fmt.Errorf("%w: partitions: %v", storage.ErrUnavailable, err)
+	}
+	out := make(map[int32]int64, len(parts))
+	for _, p := range parts {
+		if out[p], err = client.GetOffset(storage.GrantTopic, p, sarama.OffsetNewest); err != nil {
+			return nil, fmt.Errorf("%w: offset: %v", storage.ErrUnavailable, err)
+		}
+	}
+	return out, nil
+}
+
+// LagOf returns, per partition, the grant records in Kafka that the store
+// does not hold booked yet (a partition's booked offset is written with
+// its journal, so this is exact; Kafka's group offsets lag behind it).
+func LagOf(ctx context.Context, client sarama.Client, tikv *storage.TiKV) (map[int32]int64, error) {
+	hwm, err := HighWaterMarks(client)
+	if err != nil {
+		return nil, err
+	}
+	booked, err := Booked(ctx, tikv, int32(len(hwm)))
+	if err != nil {
+		return nil, err
+	}
+	lag := make(map[int32]int64, len(hwm))
+	for p, h := range hwm {
+		oldest, err := client.GetOffset(storage.GrantTopic, p, sarama.OffsetOldest)
+		if err != nil {
+			return nil, fmt.Errorf("%w: offset: %v", storage.ErrUnavailable, err)
+		}
+		lag[p] = max(h-max(booked[p], oldest), 0)
+	}
+	return lag, nil
+}

@@ -1,0 +1,550 @@
+package booking
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/tikv/client-go/v2/txnkv/transaction"
+
+	"redrain/ledger"
+	"redrain/storage"
+)
+
+// Outcomes of booking one grant.
+const (
+	BookedBefore byte = 0 // its limit key was already booked: nothing changed
+	BookedNow    byte = 1
+	BookedAttrib byte = 2 // booked earlier by redeem; now its lease is known
+)
+
+// How often an owner checkpoints its dirty pages: after ckptJournals
+// journals or ckptEvery, whichever comes first. A reader that is not the
+// owner replays at most that much journal on top of a page.
+const (
+	ckptJournals = 16
+	ckptEvery    = time.Second
+)
+
+// pipelineDepth bounds the units of one partition applied in memory and
+// not yet committed: the next batch is decoded and applied while the
+// previous one commits.
+const pipelineDepth = 2
+
+// errFenced reports that another node took the partition over.
+var errFenced = errors.New("booking: partition taken over by another owner")
+
+// part is one partition's accounts on the node that books the partition.
+// Only the partition's goroutine touches it. Accounts are never changed in
+// place: a unit replaces each account it changes with a changed copy and
+// keeps the one it replaced, so uncommitted units roll back exactly.
+type part struct {
+	b        *Booker
+	id       int32
+	epoch    uint64
+	accounts map[uint64]*ledger.Account
+	pages    map[uint64]*pageMem
+
+	committed ledger.PartState // as the store holds it after our last known commit
+	next      ledger.PartState // after every applied unit
+	pending   []*unit          // applied and sent to the committer, oldest first
+	gen       uint64           // bumped whenever pending units are dropped
+
+	results chan result
+	ops     chan *opsReq
+	reads   chan *readReq
+	gone    chan struct{} // closed when the partition's goroutine stopped
+
+	sinceCkpt int // journals applied since the last checkpoint was sent
+	lastCkpt  time.Time
+}
+
+type pageMem struct {
+	ids     []uint64 // act_ids of the page's accounts, sorted
+	dirtyAt uint64   // seq of the newest journal not checkpointed (0: clean)
+}
+
+// unit is one change of a partition: applied in memory, then committed.
+type unit struct {
+	p     *part
+	gen   uint64
+	epoch uint64
+	first uint64           // the store's NextSeq this unit expects before it
+	state ledger.PartState // the partition's state after it
+
+	journal []byte // encoded journal, nil when it booked nothing
+	pages   []pageWrite
+	ckpt    uint64 // the journal seq the pages reflect
+
+	booked, attributed []ledger.Grant
+	prev               map[uint64]*ledger.Account // accounts it replaced (nil: absent)
+
+	// Its inputs, applied again after a failure.
+	grants   []ledger.Grant
+	from, to int64
+	last     *sarama.ConsumerMessage
+	req      *opsReq
+	outcomes []byte
+}
+
+type pageWrite struct {
+	key, value []byte
+}
+
+type result struct {
+	u   *unit
+	err error
+}
+
+// opsReq asks a partition's owner to book grants at once (redeem).
+type opsReq struct {
+	grants   []ledger.Grant
+	outcomes []byte
+	done     chan error
+}
+
+// readReq asks a partition's owner for committed accounts.
+type readReq struct {
+	ids  []uint64
+	out  map[uint64]*ledger.Account
+	done chan struct{}
+}
+
+// takeOver makes this node the partition's owner: it bumps the epoch (which
+// fences the previous owner) and loads every account of the partition.
+func (b *Booker) takeOver(ctx context.Context, id int32) (*part, error) {
+	var v *view
+	err := b.tikv.Update(ctx, func(txn *transaction.KVTxn) error {
+		var err error
+		if v, err = loadPartition(ctx, txn, id); err != nil {
+			return err
+		}
+		v.state.Epoch++
+		v.state.Owner = b.owner
+		return txn.Set(storage.PartKey(id), ledger.AppendPartState(nil, v.state))
+	})
+	if err != nil {
+		return nil, err
+	}
+	p := &part{b: b, id: id, epoch: v.state.Epoch, accounts: v.accounts, pages: map[uint64]*pageMem{},
+		committed: *v.state, next: *v.state,
+		results: make(chan result, pipelineDepth+1), ops: make(chan *opsReq), reads: make(chan *readReq),
+		lastCkpt: b.clock()}
+	for id := range v.accounts {
+		p.addToPage(id)
+	}
+	// What the journals after the checkpoint changed is in no page yet.
+	for k, seq := range v.touched {
+		p.pages[k].dirtyAt = seq
+	}
+	b.log.Info("booking: took partition over", "partition", id, "epoch", p.epoch,
+		"accounts", len(v.accounts), "booked_offset", v.state.Booked, "journal", v.state.NextSeq-1)
+	return p, nil
+}
+
+func (p *part) addToPage(id uint64) {
+	k := storage.PageOf(id)
+	pg := p.pages[k]
+	if pg == nil {
+		pg = &pageMem{}
+		p.pages[k] = pg
+	}
+	if i, found := slices.BinarySearch(pg.ids, id); !found {
+		pg.ids = slices.Insert(pg.ids, i, id)
+	}
+}
+
+func (p *part) dropFromPage(id uint64) {
+	pg := p.pages[storage.PageOf(id)]
+	if i, found := slices.BinarySearch(pg.ids, id); found {
+		pg.ids = slices.Delete(pg.ids, i, i+1)
+	}
+}
+
+func (p *part) newUnit() *unit {
+	return &unit{p: p, gen: p.gen, epoch: p.epoch, first: p.next.NextSeq, prev: map[uint64]*ledger.Account{}}
+}
+
+// touch returns the account of id that unit u may change: a copy of the
+// current one (or a new one), which replaces it.
+func (p *part) touch(u *unit, id uint64) *ledger.Account {
+	cur := p.accounts[id]
+	if _, done := u.prev[id]; done {
+		return cur
+	}
+	u.prev[id] = cur
+	var a *ledger.Account
+	if cur == nil {
+		a = &ledger.Account{ActID: id}
+		p.addToPage(id)
+	} else {
+		a = cur.Clone()
+	}
+	p.accounts[id] = a
+	return a
+}
+
+// apply applies u's inputs in memory and fills its journal, state and
+// outcomes. It fails only on a broken money invariant, after undoing u.
+func (p *part) apply(u *unit) error {
+	now := p.b.clock().UnixMilli()
+	j := ledger.Journal{BookedAt: now, From: u.from, To: u.to}
+	gs := u.grants
+	if u.req != nil {
+		gs = u.req.grants
+	}
+	u.outcomes = make([]byte, len(gs))
+	changed := map[uint64]bool{}
+	for i := range gs {
+		g := &gs[i]
+		a := p.touch(u, g.ActID)
+		op := ledger.Op{Kind: ledger.OpBook, Grant: *g}
+		ok, err := op.Apply(a, now)
+		if err == nil && !ok && g.LeaseID != 0 {
+			op.Kind = ledger.OpAttribute
+			ok, err = op.Apply(a, now)
+		}
+		if err != nil {
+			p.undo(u)
+			return fmt.Errorf("partition %d act %d: %w", p.id, g.ActID, err)
+		}
+		if !ok {
+			continue
+		}
+		changed[g.ActID] = true
+		j.Ops = append(j.Ops, op)
+		if op.Kind == ledger.OpBook {
+			u.outcomes[i] = BookedNow
+			u.booked = append(u.booked, *g)
+		} else {
+			u.outcomes[i] = BookedAttrib
+			u.attributed = append(u.attributed, *g)
+		}
+	}
+	for id := range changed {
+		p.accounts[id].Version++
+	}
+	// Accounts it looked at and left unchanged keep the committed copy.
+	for id, prev := range u.prev {
+		if !changed[id] {
+			p.restore(id, prev)
+			delete(u.prev, id)
+		}
+	}
+	if err := p.checkDeltas(u); err != nil {
+		p.undo(u)
+		return err
+	}
+	if len(j.Ops) > 0 {
+		j.Seq = p.next.NextSeq
+		p.next.NextSeq++
+		u.journal = ledger.AppendJournal(nil, &j)
+		p.sinceCkpt++
+		for id := range changed {
+			p.pages[storage.PageOf(id)].dirtyAt = j.Seq
+		}
+	}
+	if u.to > p.next.Booked {
+		p.next.Booked = u.to
+	}
+	u.state = p.next
+	return nil
+}
+
+// checkDeltas is the second computation of a unit's money: the change of
+// every balance it made, summed per asset from the accounts, must equal
+// the grants it booked, summed from the grants.
+func (p *part) checkDeltas(u *unit) error {
+	byGrants := map[ledger.Asset]int64{}
+	for i := range u.booked {
+		s, err := ledger.Add(byGrants[u.booked[i].Asset], u.booked[i].Amount)
+		if err != nil {
+			return err
+		}
+		byGrants[u.booked[i].Asset] = s
+	}
+	byAccounts := map[ledger.Asset]int64{}
+	for id, prev := range u.prev {
+		for _, bal := range p.accounts[id].Balances {
+			byAccounts[bal.Asset] += bal.Amount
+		}
+		if prev != nil {
+			for _, bal := range prev.Balances {
+				byAccounts[bal.Asset] -= bal.Amount
+			}
+		}
+	}
+	for asset, d := range byAccounts {
+		if d != byGrants[asset] {
+			return fmt.Errorf("%w: partition %d: balances moved %d %s, booked grants sum to %d", ledger.ErrUnbalanced, p.id, d, asset, byGrants[asset])
+		}
+		delete(byGrants, asset)
+	}
+	for asset, s := range byGrants {
+		if s != 0 {
+			return fmt.Errorf("%w: partition %d: grants of %d %s moved no balance", ledger.ErrUnbalanced, p.id, s, asset)
+		}
+	}
+	return nil
+}
+
+func (p *part) restore(id uint64, prev *ledger.Account) {
+	if prev == nil {
+		delete(p.accounts, id)
+		p.dropFromPage(id)
+		return
+	}
+	p.accounts[id] = prev
+}
+
+// undo puts back every account u replaced.
+func (p *part) undo(u *unit) {
+	for id, prev := range u.prev {
+		p.restore(id, prev)
+	}
+	u.prev = nil
+}
+
+// checkpoint attaches to u the pages changed since the last checkpoint, as
+// they are after u.
+func (p *part) checkpoint(u *unit) {
+	seq := p.next.NextSeq - 1
+	for k, pg := range p.pages {
+		if pg.dirtyAt == 0 {
+			continue
+		}
+		page := ledger.Page{Seq: seq, Accounts: make([]*ledger.Account, 0, len(pg.ids))}
+		for _, id := range pg.ids {
+			page.Accounts = append(page.Accounts, p.accounts[id])
+		}
+		u.pages = append(u.pages, pageWrite{key: storage.PageKey(p.id, k), value: ledger.AppendPage(nil, &page)})
+	}
+	u.ckpt = seq
+	p.next.CkptSeq = seq
+	u.state = p.next
+	p.sinceCkpt = 0
+	p.lastCkpt = p.b.clock()
+}
+
+// ckptDue reports whether the next unit should carry a checkpoint.
+func (p *part) ckptDue() bool {
+	return p.next.NextSeq-1 > p.next.CkptSeq &&
+		(p.sinceCkpt >= ckptJournals || p.b.clock().Sub(p.lastCkpt) >= ckptEvery)
+}
+
+// send applies u and hands it to the committer; a broken money invariant
+// stops the partition.
+func (p *part) send(ctx context.Context, u *unit) error {
+	if err := p.apply(u); err != nil {
+		return err
+	}
+	if p.ckptDue() {
+		p.checkpoint(u)
+	}
+	if u.journal == nil && u.pages == nil && u.state.Booked == p.committed.Booked && len(p.pending) == 0 {
+		// Nothing to write (every grant a duplicate of a stored offset).
+		p.finish(u)
+		return nil
+	}
+	p.pending = append(p.pending, u)
+	select {
+	case p.b.commits <- u:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// settle takes the committer's answer for a unit.
+func (p *part) settle(ctx context.Context, sess sarama.ConsumerGroupSession, r result) error {
+	if r.u.gen != p.gen {
+		return nil // dropped by an earlier failure; its inputs were applied again
+	}
+	if r.err != nil {
+		return p.recover(ctx, r.err)
+	}
+	if len(p.pending) == 0 || p.pending[0] != r.u {
+		return fmt.Errorf("booking: partition %d committed out of order", p.id)
+	}
+	p.pending = p.pending[1:]
+	p.committed = r.u.state
+	if r.u.ckpt > 0 {
+		for _, pg := range p.pages {
+			if pg.dirtyAt <= r.u.ckpt {
+				pg.dirtyAt = 0
+			}
+		}
+	}
+	if r.u.last != nil && sess != nil {
+		sess.MarkMessage(r.u.last, "")
+	}
+	p.finish(r.u)
+	return nil
+}
+
+// finish answers a unit's waiter.
+func (p *part) finish(u *unit) {
+	u.prev = nil
+	if u.req != nil {
+		u.req.outcomes = u.outcomes
+		u.req.done <- nil
+	}
+}
+
+// recover handles a failed commit: money errors stop the partition, a
+// newer epoch ends its ownership; otherwise a write made elsewhere (redeem
+// or bind on a node that does not own the partition) is read from the
+// journal and every uncommitted input is applied again on top of it.
+func (p *part) recover(ctx context.Context, cause error) error {
+	inputs := p.pending
+	for i := len(inputs) - 1; i >= 0; i-- {
+		p.undo(inputs[i])
+	}
+	p.pending, p.next = nil, p.committed
+	p.gen++
+	err := cause
+	if !isMoneyErr(cause) && !errors.Is(cause, errFenced) {
+		err = p.catchUp(ctx, cause)
+	}
+	if err != nil {
+		for _, u := range inputs {
+			if u.req != nil {
+				u.req.done <- err
+			}
+		}
+		return err
+	}
+	for _, old := range inputs {
+		u := p.newUnit()
+		u.grants, u.from, u.to, u.last, u.req = old.grants, old.from, old.to, old.last, old.req
+		if err := p.send(ctx, u); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// catchUp applies the journals written elsewhere since the last commit,
+// retrying while the store is unavailable.
+func (p *part) catchUp(ctx context.Context, cause error) error {
+	for attempt := 0; ; attempt++ {
+		foreign, state, err := p.readForeign(ctx)
+		if err == nil {
+			for _, j := range foreign {
+				if err := p.replayForeign(j); err != nil {
+					return err
+				}
+			}
+			p.committed, p.next = *state, *state
+			p.b.log.Info("booking: caught up with writes made elsewhere", "partition", p.id, "journals", len(foreign), "cause", cause)
+			return nil
+		}
+		if errors.Is(err, errFenced) || isMoneyErr(err) || ctx.Err() != nil {
+			return err
+		}
+		p.b.log.Warn("booking: reading the partition's journal", "partition", p.id, "err", err, "attempt", attempt)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(min(time.Duration(attempt+1)*50*time.Millisecond, time.Second)):
+		}
+	}
+}
+
+// readForeign reads the partition's state and the journals after our last
+// commit.
+func (p *part) readForeign(ctx context.Context) ([]*ledger.Journal, *ledger.PartState, error) {
+	var foreign []*ledger.Journal
+	var state *ledger.PartState
+	err := p.b.tikv.View(func(txn *transaction.KVTxn) error {
+		var err error
+		if state, err = readPartState(ctx, txn, p.id); err != nil {
+			return err
+		}
+		if state.Epoch != p.epoch {
+			return fmt.Errorf("%w: epoch %d, ours %d", errFenced, state.Epoch, p.epoch)
+		}
+		if state.Booked != p.committed.Booked {
+			return fmt.Errorf("%w: partition %d booked offset moved from %d to %d under our epoch %d", errFenced, p.id, p.committed.Booked, state.Booked, p.epoch)
+		}
+		start, end := storage.JournalKey(p.id, p.committed.NextSeq), storage.JournalKey(p.id, state.NextSeq)
+		return storage.ScanTxn(txn, start, end, func(_, raw []byte) (bool, error) {
+			j, err := ledger.DecodeJournal(raw)
+			if err != nil {
+				return false, err
+			}
+			foreign = append(foreign, j)
+			return true, nil
+		})
+	})
+	return foreign, state, err
+}
+
+// replayForeign applies a journal another writer committed.
+func (p *part) replayForeign(j *ledger.Journal) error {
+	if j.Seq != p.next.NextSeq {
+		return fmt.Errorf("%w: partition %d journal %d where %d was due", ledger.ErrCorrupt, p.id, j.Seq, p.next.NextSeq)
+	}
+	bumped := map[uint64]bool{}
+	for i := range j.Ops {
+		op := &j.Ops[i]
+		id := op.Grant.ActID
+		a := p.accounts[id]
+		if a == nil {
+			a = &ledger.Account{ActID: id}
+			p.addToPage(id)
+		} else if !bumped[id] {
+			a = a.Clone()
+		}
+		p.accounts[id] = a
+		changed, err := op.Apply(a, j.BookedAt)
+		if err != nil {
+			return err
+		}
+		if !changed {
+			return fmt.Errorf("%w: partition %d journal %d op %d changes nothing on replay", ledger.ErrCorrupt, p.id, j.Seq, i)
+		}
+		if !bumped[id] {
+			bumped[id] = true
+			a.Version++
+		}
+		p.pages[storage.PageOf(id)].dirtyAt = j.Seq
+	}
+	p.next.NextSeq++
+	p.sinceCkpt++
+	return nil
+}
+
+// read answers committed accounts: an account a pending unit replaced is
+// read as that unit found it.
+func (p *part) read(r *readReq) {
+	for _, id := range r.ids {
+		a := p.accounts[id]
+		for _, u := range p.pending {
+			if prev, ok := u.prev[id]; ok {
+				a = prev
+				break
+			}
+		}
+		if a != nil {
+			// Readers get their own copy: an account's entry index is
+			// built lazily on read.
+			r.out[id] = a.Clone()
+		}
+	}
+	close(r.done)
+}
+
+// isMoneyErr reports a broken money invariant: never retried with the same
+// memory.
+func isMoneyErr(err error) bool {
+	for _, e := range []error{ledger.ErrInvariant, ledger.ErrCorrupt, ledger.ErrOverflow, ledger.ErrUnbalanced} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
