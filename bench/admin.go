@@ -28,6 +28,10 @@ type nodeStats struct {
 	// the heap allocations of its process (booking's included).
 	GrantRecords int64 `json:"grant_records"`
 	Allocs       int64 `json:"allocs"`
+	// BookingKeys counts the keys booking transactions wrote, and
+	// BookingTxns those transactions.
+	BookingKeys int64 `json:"booking_keys"`
+	BookingTxns int64 `json:"booking_txns"`
 }
 
 // AuditResult is GET /admin/v1/audit: the node's check of the invariants
@@ -125,17 +129,24 @@ func (a *admin) audit(ctx context.Context, timeout time.Duration) (*AuditResult,
 type bookedCounter struct {
 	base []int64 // grants_booked per target before the run.
 	last []int64 // The latest grants_booked read per target.
-	// cpuBase and cpuLast are the targets' CPU seconds, read alongside.
-	cpuBase, cpuLast []float64
+	// cpuBase and cpuLast are the targets' CPU seconds, read alongside,
+	// and the others the keys and transactions booking wrote.
+	cpuBase, cpuLast   []float64
+	keysBase, keysLast []int64
+	txnsBase, txnsLast []int64
 }
 
 func newBookedCounter(base []nodeStats) *bookedCounter {
-	c := &bookedCounter{base: make([]int64, len(base)), last: make([]int64, len(base)),
-		cpuBase: make([]float64, len(base)), cpuLast: make([]float64, len(base))}
+	n := len(base)
+	c := &bookedCounter{base: make([]int64, n), last: make([]int64, n),
+		cpuBase: make([]float64, n), cpuLast: make([]float64, n),
+		keysBase: make([]int64, n), keysLast: make([]int64, n), txnsBase: make([]int64, n), txnsLast: make([]int64, n)}
 	for i, s := range base {
 		c.base[i] = s.GrantsBooked
 		c.last[i] = s.GrantsBooked
 		c.cpuBase[i], c.cpuLast[i] = s.CPUSeconds, s.CPUSeconds
+		c.keysBase[i], c.keysLast[i] = s.BookingKeys, s.BookingKeys
+		c.txnsBase[i], c.txnsLast[i] = s.BookingTxns, s.BookingTxns
 	}
 	return c
 }
@@ -150,12 +161,20 @@ func (c *bookedCounter) update(stats []nodeStats, errs []error) {
 		if errs[i] == nil {
 			c.last[i] = stats[i].GrantsBooked
 			c.cpuLast[i] = stats[i].CPUSeconds
+			c.keysLast[i] = stats[i].BookingKeys
+			c.txnsLast[i] = stats[i].BookingTxns
 		}
 	}
 }
 
 // total returns the grants booked since the baseline, summed over targets.
 func (c *bookedCounter) total() int64 { return sinceBase(c.base, c.last) }
+
+// writes returns the keys and transactions booking wrote since the
+// baseline, summed over targets.
+func (c *bookedCounter) writes() (keys, txns int64) {
+	return sinceBase(c.keysBase, c.keysLast), sinceBase(c.txnsBase, c.txnsLast)
+}
 
 // sinceBase sums, over targets, how far each counter moved from its
 // baseline. A target whose counter fell below its baseline restarted, and

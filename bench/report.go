@@ -111,6 +111,12 @@ type Report struct {
 	// targets do not report them.
 	GrantsPerRecord   float64 `json:"grants_per_record"`
 	AllocsPerAccepted float64 `json:"allocs_per_accepted"`
+	// KeysPerBooked is the keys booking transactions wrote per booked
+	// grant, and GrantsPerTxn the grants booked per transaction, from the
+	// run's start until booking drained; 0 when the targets do not report
+	// them.
+	KeysPerBooked float64 `json:"keys_per_booked"`
+	GrantsPerTxn  float64 `json:"grants_per_txn"`
 	// Drained reports whether booking_lag reached 0 on every target.
 	Drained bool `json:"drained"`
 
@@ -181,6 +187,10 @@ func (r *Report) WriteText(w io.Writer) {
 	if r.GrantsPerRecord > 0 || r.AllocsPerAccepted > 0 {
 		fmt.Fprintf(w, "             %.1f grants per stream record, %.1f allocations per accepted grant (node-wide)\n",
 			r.GrantsPerRecord, r.AllocsPerAccepted)
+	}
+	if r.KeysPerBooked > 0 {
+		fmt.Fprintf(w, "             %.4f keys written per booked grant, %.0f grants per booking transaction\n",
+			r.KeysPerBooked, r.GrantsPerTxn)
 	}
 	writeAudit(w, "", r.Audit, r.Problems)
 }

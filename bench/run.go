@@ -109,6 +109,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.NodeCPUSeconds = booked.cpu()
 	if rep.BookedTotal > 0 {
 		rep.CPUPerGrant = time.Duration(rep.NodeCPUSeconds / float64(rep.BookedTotal) * 1e9)
+		if keys, txns := booked.writes(); keys > 0 && txns > 0 {
+			rep.KeysPerBooked = float64(keys) / float64(rep.BookedTotal)
+			rep.GrantsPerTxn = float64(rep.BookedTotal) / float64(txns)
+		}
 	}
 	if d := (rep.Duration + rep.DrainTime).Seconds(); d > 0 {
 		rep.BookedPerSec = float64(rep.BookedTotal) / d

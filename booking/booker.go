@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -204,7 +205,7 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 		b.mu.Unlock()
 		close(o.gone)
 	}()
-	err := p.loop(ctx, sess, claim.Messages())
+	err := p.run(ctx, sess, claim.Messages())
 	switch {
 	case err == nil || ctx.Err() != nil:
 	case errors.Is(err, errFenced):
@@ -213,6 +214,19 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 		b.stop(ctx, "money invariant broken", p.id, err)
 	}
 	return nil
+}
+
+// run runs the partition's loop; a panic in it stops the partition like
+// a broken money invariant (its memory can no longer be trusted), with the
+// stack logged.
+func (p *part) run(ctx context.Context, sess sarama.ConsumerGroupSession, msgs <-chan *sarama.ConsumerMessage) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.b.log.Error("booking: partition panicked", "partition", p.id, "panic", r, "stack", string(debug.Stack()))
+			err = fmt.Errorf("booking: partition %d panicked: %v", p.id, r)
+		}
+	}()
+	return p.loop(ctx, sess, msgs)
 }
 
 // loop is the partition's goroutine.
@@ -242,7 +256,7 @@ func (p *part) loop(ctx context.Context, sess sarama.ConsumerGroupSession, msgs 
 				return err
 			}
 		case <-tick.C:
-			if p.ckptDue() {
+			if len(p.pending) < pipelineDepth && p.ckptDue() {
 				if err := p.send(ctx, p.newUnit()); err != nil {
 					return err
 				}
@@ -486,6 +500,8 @@ func checkParts(ctx context.Context, txn *transaction.KVTxn, units []*unit) (map
 // It returns how many keys it wrote.
 func writeUnits(txn *transaction.KVTxn, units []*unit) (int, error) {
 	hot := map[string]*ledger.HotDetail{}
+	assetOf := map[string]ledger.Asset{}
+	moved := map[ledger.Asset]int64{} // on the accounts, as the partitions computed it
 	var postings ledger.Batch
 	states := map[int32]*ledger.PartState{}
 	keys := 0
@@ -509,7 +525,11 @@ func writeUnits(txn *transaction.KVTxn, units []*unit) (int, error) {
 			if err := hotOf(hot, g).Add(g); err != nil {
 				return 0, err
 			}
+			assetOf[g.BudgetID] = g.Asset
 			postings = ledger.GrantPostings(postings, g)
+		}
+		for asset, d := range u.deltas {
+			moved[asset] += d
 		}
 		for i := range u.attributed {
 			g := &u.attributed[i]
@@ -519,9 +539,26 @@ func writeUnits(txn *transaction.KVTxn, units []*unit) (int, error) {
 		}
 		states[u.p.id] = &u.state
 	}
-	// Always on: a batch that does not balance is never written.
+	// Always on: a batch that does not balance is never written. Two
+	// independent sums: what the accounts' balances moved against what
+	// the budgets' hot accounts are debited, per asset.
 	if err := postings.Check(); err != nil {
 		return 0, err
+	}
+	debited := map[ledger.Asset]int64{}
+	for id, h := range hot {
+		debited[assetOf[id]] += h.Amount
+	}
+	for _, asset := range slices.Sorted(maps.Keys(moved)) {
+		if moved[asset] != debited[asset] {
+			return 0, fmt.Errorf("%w: accounts moved %d %s, budgets debited %d", ledger.ErrUnbalanced, moved[asset], asset, debited[asset])
+		}
+		delete(debited, asset)
+	}
+	for asset, d := range debited {
+		if d != 0 {
+			return 0, fmt.Errorf("%w: budgets debited %d %s that no account received", ledger.ErrUnbalanced, d, asset)
+		}
 	}
 	for id, s := range states {
 		if err := set(storage.PartKey(id), ledger.AppendPartState(nil, s)); err != nil {
@@ -581,16 +618,18 @@ func (p *part) answer(r result) {
 }
 
 // markBooked records booked status in Redis for nodes that claim limits
-// there. It is an index: a failure loses nothing, so it is logged.
+// there, in one command per commit. It is an index: a failure loses
+// nothing, so it is logged.
 func (b *Booker) markBooked(ctx context.Context, grants []ledger.Grant) {
-	cmds := make([]redis.Cmder, 0, len(grants))
+	args := make([]any, 0, 1+2*len(grants))
+	args = append(args, "mset")
 	for i := range grants {
 		g := &grants[i]
-		cmds = append(cmds, redis.NewStatusCmd(ctx, "set", storage.BookedMarkKey(g.LimitKey()),
-			storage.MarkValue(storage.MarkBooked, g.AwardType, g.Amount, g.AppID)))
+		args = append(args, storage.BookedMarkKey(g.LimitKey()), storage.MarkValue(storage.MarkBooked, g.AwardType, g.Amount, g.AppID))
 	}
-	if err := b.redis.Do(ctx, cmds...); err != nil {
-		b.log.Warn("booking: redis marks", "err", err)
+	cmd := redis.NewStatusCmd(ctx, args...)
+	if err := b.redis.Do(ctx, cmd); err != nil || cmd.Err() != nil {
+		b.log.Warn("booking: redis marks", "err", errors.Join(err, cmd.Err()))
 	}
 }
 

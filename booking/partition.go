@@ -34,6 +34,12 @@ const (
 // previous one commits.
 const pipelineDepth = 2
 
+// resultsMax bounds the answers a partition can have outstanding: its
+// pending units, and as many dropped ones after a failure. Channels of
+// this size never fill, so the committer never waits on a partition that
+// waits on it.
+const resultsMax = 4 * pipelineDepth
+
 // errFenced reports that another node took the partition over.
 var errFenced = errors.New("booking: partition taken over by another owner")
 
@@ -81,6 +87,10 @@ type unit struct {
 
 	booked, attributed []ledger.Grant
 	prev               map[uint64]*ledger.Account // accounts it replaced (nil: absent)
+	// deltas is what the unit moved on its accounts' balances, per asset,
+	// computed from the accounts (not from the grants): the committer
+	// compares it with the budgets' debits.
+	deltas map[ledger.Asset]int64
 
 	// Its inputs, applied again after a failure.
 	grants   []ledger.Grant
@@ -131,7 +141,7 @@ func (b *Booker) takeOver(ctx context.Context, id int32) (*part, error) {
 	}
 	p := &part{b: b, id: id, epoch: v.state.Epoch, accounts: v.accounts, pages: map[uint64]*pageMem{},
 		committed: *v.state, next: *v.state,
-		results: make(chan result, pipelineDepth+1), ops: make(chan *opsReq), reads: make(chan *readReq),
+		results: make(chan result, resultsMax), ops: make(chan *opsReq), reads: make(chan *readReq),
 		lastCkpt: b.clock()}
 	for id := range v.accounts {
 		p.addToPage(id)
@@ -277,6 +287,7 @@ func (p *part) checkDeltas(u *unit) error {
 			}
 		}
 	}
+	u.deltas = byAccounts
 	for asset, d := range byAccounts {
 		if d != byGrants[asset] {
 			return fmt.Errorf("%w: partition %d: balances moved %d %s, booked grants sum to %d", ledger.ErrUnbalanced, p.id, d, asset, byGrants[asset])

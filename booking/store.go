@@ -243,7 +243,7 @@ func ScanAccounts(ctx context.Context, tikv *storage.TiKV, fn func(*ledger.Accou
 	var parts []int32
 	err := tikv.View(func(txn *transaction.KVTxn) error {
 		var err error
-		parts, err = partitionsIn(txn)
+		parts, err = PartitionsIn(txn)
 		return err
 	})
 	if err != nil {
@@ -253,7 +253,7 @@ func ScanAccounts(ctx context.Context, tikv *storage.TiKV, fn func(*ledger.Accou
 		more := true
 		err := tikv.View(func(txn *transaction.KVTxn) error {
 			var err error
-			more, err = scanPartition(ctx, txn, p, fn)
+			more, err = ScanPartition(ctx, txn, p, fn)
 			return err
 		})
 		if err != nil || !more {
@@ -263,22 +263,10 @@ func ScanAccounts(ctx context.Context, tikv *storage.TiKV, fn func(*ledger.Accou
 	return nil
 }
 
-// ScanAccountsTxn is ScanAccounts in one snapshot, txn.
-func ScanAccountsTxn(ctx context.Context, txn *transaction.KVTxn, fn func(*ledger.Account) (bool, error)) error {
-	parts, err := partitionsIn(txn)
-	if err != nil {
-		return err
-	}
-	for _, p := range parts {
-		more, err := scanPartition(ctx, txn, p, fn)
-		if err != nil || !more {
-			return err
-		}
-	}
-	return nil
-}
-
-func scanPartition(ctx context.Context, txn *transaction.KVTxn, p int32, fn func(*ledger.Account) (bool, error)) (bool, error) {
+// ScanPartition calls fn with every account of partition p as txn's
+// snapshot holds it, in act_id order, and reports whether fn asked for
+// more.
+func ScanPartition(ctx context.Context, txn *transaction.KVTxn, p int32, fn func(*ledger.Account) (bool, error)) (bool, error) {
 	v, err := loadPartition(ctx, txn, p)
 	if err != nil {
 		return false, err
@@ -292,9 +280,9 @@ func scanPartition(ctx context.Context, txn *transaction.KVTxn, p int32, fn func
 	return true, nil
 }
 
-// partitionsIn lists the partitions that have a state: every write of
+// PartitionsIn lists the partitions that have a state: every write of
 // accounts writes its partition's state.
-func partitionsIn(txn *transaction.KVTxn) ([]int32, error) {
+func PartitionsIn(txn *transaction.KVTxn) ([]int32, error) {
 	var parts []int32
 	err := storage.ScanTxn(txn, storage.PartPrefix, storage.PrefixEnd(storage.PartPrefix), func(k, _ []byte) (bool, error) {
 		p, ok := storage.ParsePartKey(k)

@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/tikv/client-go/v2/txnkv/transaction"
 
+	"redrain/booking"
 	"redrain/campaign"
 	"redrain/errcode"
 	"redrain/grant"
@@ -65,7 +66,7 @@ func newTestServer(t *testing.T, guard *protect.Guard) *testServer {
 		t.Fatal(err)
 	}
 	reg := &metrics.Registry{}
-	binder := NewBinder(kv, pipe, false)
+	binder := NewBinder(kv, pipe, false, 1)
 	is := grant.New(grant.Config{Log: slog.New(slog.DiscardHandler), Campaign: camp, Resolver: binder,
 		Redis: pipe, Stream: gw, Leases: granttest.NewBudget(1 << 40), Node: "n-test", Incarnation: 1,
 		Metrics: reg, Clock: time.Now})
@@ -186,10 +187,8 @@ func (ts *testServer) durable(t *testing.T, app uint32, user string, act uint64)
 		if raw != nil {
 			bound, _ = storage.ParseActIDValue(raw)
 		}
-		if raw, err = storage.Get(ctx, txn, storage.AccountKey(act)); err != nil || raw == nil {
-			return err
-		}
-		acct, err = ledger.UnmarshalAccount(raw)
+		accounts, err := booking.ReadAccounts(ctx, txn, 1, []uint64{act})
+		acct = accounts[act]
 		return err
 	})
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 // ids, and sends Redis nothing (it is given no pipeliner: a Redis call
 // would panic).
 func TestOwnerBinderRaces(t *testing.T) {
-	b := NewBinder(storagetest.TiKV(t, ""), nil, true)
+	b := NewBinder(storagetest.TiKV(t, ""), nil, true, 8)
 	ctx := context.Background()
 	const racers, users = 8, 500
 	got := make([][]uint64, racers)

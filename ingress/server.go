@@ -26,6 +26,7 @@ type Stats struct {
 	CPUSeconds                             float64 // user + system CPU of the process so far
 	GrantRecords                           int64   // grant-stream records written
 	Allocs                                 int64   // heap allocations of the process so far
+	BookingKeys, BookingTxns               int64   // keys booking transactions wrote; those transactions
 }
 
 // Server is the fasthttp API of one node.
@@ -150,6 +151,10 @@ func (s *Server) admin(ctx *fasthttp.RequestCtx, path []byte) {
 		b = strconv.AppendInt(b, st.GrantRecords, 10)
 		b = append(b, `,"allocs":`...)
 		b = strconv.AppendInt(b, st.Allocs, 10)
+		b = append(b, `,"booking_keys":`...)
+		b = strconv.AppendInt(b, st.BookingKeys, 10)
+		b = append(b, `,"booking_txns":`...)
+		b = strconv.AppendInt(b, st.BookingTxns, 10)
 		writeJSON(ctx, fasthttp.StatusOK, append(b, '}'))
 	case bytes.Equal(path, []byte("/admin/v1/cluster")):
 		if !get {

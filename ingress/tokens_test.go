@@ -2,47 +2,35 @@ package ingress
 
 import (
 	"context"
+	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/tikv/client-go/v2/txnkv/transaction"
 
+	"redrain/booking"
 	"redrain/ledger"
+	"redrain/metrics"
 	"redrain/storage"
 	"redrain/tokens"
 )
 
-// accountBooker books grants into their users' account records in TiKV
-// with the ledger's own rules, as the booker's transaction leaves them (no
-// budget details: this test audits no budget), and keeps what it was asked.
+// accountBooker books through a booking.Booker that owns no partition (its
+// grants go straight into the store, as on a node that does not book their
+// partition) and keeps what it was asked.
 type accountBooker struct {
-	kv     *storage.TiKV
+	*booking.Booker
 	booked []ledger.Grant
+}
+
+func newAccountBooker(kv *storage.TiKV) *accountBooker {
+	return &accountBooker{Booker: booking.New(booking.Config{Log: slog.Default(), TiKV: kv,
+		Partitions: storage.GrantPartitionsDefault, Metrics: &metrics.Registry{}, Clock: time.Now})}
 }
 
 func (b *accountBooker) Book(ctx context.Context, gs []ledger.Grant) ([]byte, error) {
 	b.booked = append(b.booked, gs...)
-	return nil, b.kv.Update(ctx, func(txn *transaction.KVTxn) error {
-		for i := range gs {
-			a := &ledger.Account{ActID: gs[i].ActID}
-			raw, err := storage.Get(ctx, txn, storage.AccountKey(gs[i].ActID))
-			if err != nil {
-				return err
-			}
-			if raw != nil {
-				if a, err = ledger.UnmarshalAccount(raw); err != nil {
-					return err
-				}
-			}
-			if _, err := a.Book(&gs[i], 1); err != nil {
-				return err
-			}
-			a.Version++
-			if err := txn.Set(storage.AccountKey(a.ActID), ledger.MarshalAccount(nil, a)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	return b.Booker.Book(ctx, gs)
 }
 
 // TestLegacyTokens: a version 1 token, sealed before keys named the
@@ -52,7 +40,7 @@ func (b *accountBooker) Book(ctx context.Context, gs []ledger.Grant) ([]byte, er
 func TestLegacyTokens(t *testing.T) {
 	ctx := context.Background()
 	ts := newTestServer(t, nil)
-	booker := &accountBooker{kv: ts.kv}
+	booker := newAccountBooker(ts.kv)
 	tk := NewTokens(ts.camp, ts.grants.Catalog, ts.pipe, ts.kv, booker)
 	claims := tokens.Claims{AppID: 1, ActID: 77, ActivityID: "demo", SceneID: "rain", RainID: 1,
 		AwardType: "cash", Stage: tokens.StageFormal, Amount: 145, Legacy: true}
@@ -92,14 +80,14 @@ func TestLegacyTokens(t *testing.T) {
 		t.Errorf("redeemed grant = %+v (limit key %s, out_trade_no %s), want a Legacy cash grant under %s, %s, lease 0",
 			g, g.LimitKey(), g.OutTradeNo(), legacyLimit, wantOTN)
 	}
-	err := ts.kv.Update(ctx, func(txn *transaction.KVTxn) error {
-		raw, err := storage.Get(ctx, txn, storage.AccountKey(77))
+	err := ts.kv.View(func(txn *transaction.KVTxn) error {
+		accounts, err := booking.ReadAccounts(ctx, txn, storage.GrantPartitionsDefault, []uint64{77})
 		if err != nil {
 			return err
 		}
-		a, err := ledger.UnmarshalAccount(raw)
-		if err != nil {
-			return err
+		a := accounts[77]
+		if a == nil {
+			t.Fatal("account 77 not booked")
 		}
 		if e, ok := a.Entry(legacyLimit); !ok || e.OutTradeNo != wantOTN || len(a.Entries) != 1 {
 			t.Errorf("account 77 = %+v, want one entry under %s", a.Entries, legacyLimit)

@@ -233,7 +233,8 @@ func Start(cfg Config) (n *Node, err error) {
 			}
 			return ingress.Stats{GrantsIssued: n.grants.Issued(), GrantsBooked: n.booker.Booked.Load(),
 				BookingLag: lag, Ready: n.readyErr() == nil, CPUSeconds: metrics.ProcessCPUSeconds(),
-				GrantRecords: n.grants.Records(), Allocs: metrics.HeapAllocs()}
+				GrantRecords: n.grants.Records(), Allocs: metrics.HeapAllocs(),
+				BookingKeys: n.booker.Keys.Load(), BookingTxns: n.booker.Batches.Load()}
 		},
 		Cluster: n.clusterView,
 		Audit: func(ctx context.Context) ([]byte, error) {

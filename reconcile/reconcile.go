@@ -230,7 +230,11 @@ func Run(ctx context.Context, kv *storage.TiKV) (*Report, error) {
 	// Accounts.
 	seen := map[[16]byte]struct{}{}
 	var entries int64
-	err = booking.ScanAccountsTxn(ctx, txn, func(a *ledger.Account) (bool, error) {
+	parts, err := booking.PartitionsIn(txn)
+	if err != nil {
+		return nil, err
+	}
+	onAccount := func(a *ledger.Account) (bool, error) {
 		if err := ctx.Err(); err != nil {
 			return false, err
 		}
@@ -260,13 +264,16 @@ func Run(ctx context.Context, kv *storage.TiKV) (*Report, error) {
 			}
 		}
 		return true, nil
-	})
-	if isMoneyErr(err) {
-		// A journal or page that does not decode, or whose replay breaks
-		// an account's invariants, is a finding, not an outage.
-		postings.fail("accounts: %v", err)
-	} else if err != nil {
-		return nil, err
+	}
+	for _, p := range parts {
+		_, err := booking.ScanPartition(ctx, txn, p, onAccount)
+		if isMoneyErr(err) {
+			// A journal or page that does not decode, or whose replay
+			// breaks an account's invariants, is a finding, not an outage.
+			postings.fail("accounts of partition %d: %v", p, err)
+		} else if err != nil {
+			return nil, err
+		}
 	}
 	r.Entries = int(entries)
 	if entries != bookedCountTotal {

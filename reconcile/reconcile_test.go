@@ -203,7 +203,7 @@ func TestViolations(t *testing.T) {
 			return putAll(txn, a)
 		},
 		// The reason is the ledger's; the record's key is reconcile's.
-		fail: map[string][]string{postings: {`account "rr/acct/0000000000000003"`, "31", "30"}},
+		fail: map[string][]string{postings: {"partition 3 page 0", "act 3", "31", "30"}},
 		ok:   []string{noOverspend, conservation, matchesTokens},
 	}, {
 		name: "extra hot detail",

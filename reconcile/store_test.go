@@ -98,7 +98,7 @@ func book(t testing.TB, kv *storage.TiKV, lease uint64, acts ...uint64) {
 			if err := h.Add(&g); err != nil {
 				return err
 			}
-			if err := txn.Set(storage.AccountKey(act), ledger.MarshalAccount(nil, a)); err != nil {
+			if err := putAccount(txn, a); err != nil {
 				return err
 			}
 		}
@@ -123,7 +123,7 @@ func putAll(txn *transaction.KVTxn, recs ...any) error {
 		case *ledger.Lease:
 			err = txn.Set(storage.LeaseKey(r.BudgetID, r.ID), ledger.MarshalLease(nil, r))
 		case *ledger.Account:
-			err = txn.Set(storage.AccountKey(r.ActID), ledger.MarshalAccount(nil, r))
+			err = putAccount(txn, r)
 		default:
 			err = fmt.Errorf("putAll: %T", r)
 		}
@@ -161,11 +161,30 @@ func getLease(ctx context.Context, t testing.TB, txn *transaction.KVTxn, id uint
 	return l
 }
 
+// partOf is the partition a test stores an account in: each its own, so
+// that a corrupt account (whose page does not decode) hides no other.
+func partOf(act uint64) int32 { return int32(act % (1 << 15)) }
+
+// putAccount stores a as booking's checkpoint would: alone in a page of
+// its own partition, whose state says the journal is empty.
+func putAccount(txn *transaction.KVTxn, a *ledger.Account) error {
+	p := partOf(a.ActID)
+	page := ledger.AppendPage(nil, &ledger.Page{Accounts: []*ledger.Account{a}})
+	if err := txn.Set(storage.PageKey(p, storage.PageOf(a.ActID)), page); err != nil {
+		return err
+	}
+	return txn.Set(storage.PartKey(p), ledger.AppendPartState(nil, &ledger.PartState{NextSeq: 1}))
+}
+
 func getAccount(ctx context.Context, t testing.TB, txn *transaction.KVTxn, act uint64) *ledger.Account {
 	t.Helper()
-	a, err := ledger.UnmarshalAccount(getRaw(ctx, t, txn, storage.AccountKey(act)))
+	page, err := ledger.DecodePage(getRaw(ctx, t, txn, storage.PageKey(partOf(act), storage.PageOf(act))))
 	if err != nil {
 		t.Fatal(err)
+	}
+	a := page.Find(act)
+	if a == nil {
+		t.Fatalf("no account %d", act)
 	}
 	return a
 }

@@ -12,11 +12,19 @@ import (
 // A partition's accounts (the users whose grants go to one grant topic
 // partition) are a state, a journal and pages; see the booking package.
 
-// PartKey holds a partition's ledger.PartState.
-func PartKey(part int32) []byte { return fmt.Appendf(nil, "rr/part/%04x", part) }
+// PartKey holds a partition's ledger.PartState. It sorts before every
+// other key a booking transaction writes ("rr/hot/", "rr/jrnl/",
+// "rr/page/"): client-go commits the batch holding the transaction's first
+// key (its primary) before it answers and the others in the background, so
+// the states (and the small hot details after them) are committed when the
+// commit returns, and the next transaction's read of a state never meets a
+// lock it must resolve (measured: the embedded store's lock resolution,
+// which scans its whole region, took 16% of booking's CPU when the states
+// sorted last).
+func PartKey(part int32) []byte { return fmt.Appendf(nil, "rr/book/%04x", part) }
 
 // PartPrefix bounds the scan of every partition's state.
-var PartPrefix = []byte("rr/part/")
+var PartPrefix = []byte("rr/book/")
 
 // ParsePartKey reads the partition of a PartKey.
 func ParsePartKey(k []byte) (int32, bool) {

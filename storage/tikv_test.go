@@ -250,8 +250,8 @@ func TestTiKVEmbeddedPersists(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	put(t, kv, string(storage.AccountKey(1)), "acct-1", string(storage.BudgetKey("b/1")), "budget")
-	put(t, kv, string(storage.AccountKey(1)), "acct-1-v2") // a second version
+	put(t, kv, string(storage.PartKey(1)), "acct-1", string(storage.BudgetKey("b/1")), "budget")
+	put(t, kv, string(storage.PartKey(1)), "acct-1-v2") // a second version
 	if err := kv.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +261,7 @@ func TestTiKVEmbeddedPersists(t *testing.T) {
 		t.Fatalf("OpenTiKV on the same dir: %v", err)
 	}
 	defer kv2.Close()
-	if v := get(t, kv2, string(storage.AccountKey(1))); string(v) != "acct-1-v2" {
+	if v := get(t, kv2, string(storage.PartKey(1))); string(v) != "acct-1-v2" {
 		t.Fatalf("after reopen, account = %q, want acct-1-v2", v)
 	}
 	if v := get(t, kv2, string(storage.BudgetKey("b/1"))); string(v) != "budget" {
@@ -270,16 +270,16 @@ func TestTiKVEmbeddedPersists(t *testing.T) {
 	// Writes after the reopen are ordered after the old ones: a new
 	// read-modify-write sees the latest value.
 	err = kv2.Update(context.Background(), func(txn *transaction.KVTxn) error {
-		v, err := storage.Get(context.Background(), txn, storage.AccountKey(1))
+		v, err := storage.Get(context.Background(), txn, storage.PartKey(1))
 		if err != nil {
 			return err
 		}
-		return txn.Set(storage.AccountKey(1), append(v, "+v3"...))
+		return txn.Set(storage.PartKey(1), append(v, "+v3"...))
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v := get(t, kv2, string(storage.AccountKey(1))); string(v) != "acct-1-v2+v3" {
+	if v := get(t, kv2, string(storage.PartKey(1))); string(v) != "acct-1-v2+v3" {
 		t.Fatalf("after reopen and update, account = %q, want acct-1-v2+v3", v)
 	}
 	var keys []string
