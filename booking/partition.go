@@ -25,8 +25,8 @@ const (
 // journals or ckptEvery, whichever comes first. A reader that is not the
 // owner replays at most that much journal on top of a page.
 const (
-	ckptJournals = 16
-	ckptEvery    = time.Second
+	ckptJournals = 64
+	ckptEvery    = 5 * time.Second
 )
 
 // pipelineDepth bounds the units of one partition applied in memory and
