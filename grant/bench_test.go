@@ -4,11 +4,10 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
-	"time"
 
 	"redrain/grant"
+	"redrain/grant/granttest"
 )
 
 // BenchmarkAdmit admits batches of 100 new users from 8 requests at once
@@ -22,7 +21,7 @@ func BenchmarkAdmit(b *testing.B) {
 			const batch, callers = 100, 8
 			var next atomic.Int64
 			b.ReportAllocs()
-			cpu0 := processCPU()
+			cpu0 := granttest.ProcessCPU()
 			b.ResetTimer()
 			var wg sync.WaitGroup
 			per := max(b.N/(batch*callers), 1)
@@ -48,17 +47,8 @@ func BenchmarkAdmit(b *testing.B) {
 			wg.Wait()
 			b.StopTimer()
 			grants := float64(per * batch * callers)
-			b.ReportMetric(float64(processCPU()-cpu0)/grants, "cpu-ns/grant")
+			b.ReportMetric(float64(granttest.ProcessCPU()-cpu0)/grants, "cpu-ns/grant")
 			b.ReportMetric(grants/b.Elapsed().Seconds(), "grants/s")
 		})
 	}
-}
-
-// processCPU is the process's user and system CPU time.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
