@@ -56,7 +56,9 @@ func (t *claimTable) rain(rainKey string) *rainClaims {
 	r := t.rains[rainKey]
 	if r == nil {
 		r = &rainClaims{awardIndex: map[string]uint8{}, users: map[uint64]claim{}}
-		t.rains[rainKey] = r
+		// A copy: rainKey is part of a request's keys (one string for
+		// all of them), which the table must not keep alive.
+		t.rains[strings.Clone(rainKey)] = r
 	}
 	return r
 }
