@@ -25,7 +25,8 @@ import (
 // and allocs/op are per grant (the clients' included: they reuse their
 // buffers). "cpu-ns/grant" is the process's CPU per grant, the broker's
 // included; "client-cpu-ns/grant" what the clients' threads spent building
-// requests and reading answers; "server-cpu-ns/grant" the difference.
+// requests and reading answers; "server-cpu-ns/grant" the difference;
+// "grants/record" how many grants shared a grant-stream record.
 func BenchmarkGrantBatch(b *testing.B) {
 	ts := newServerOn(b, protect.NewGuard(nil), true, 8)
 	addr := strings.TrimPrefix(ts.url, "http://")
@@ -33,7 +34,7 @@ func BenchmarkGrantBatch(b *testing.B) {
 	per := max(b.N/(batch*conns), 1)
 	var next, clientCPU atomic.Int64
 	b.ReportAllocs()
-	cpu0 := granttest.ProcessCPU()
+	cpu0, records0 := granttest.ProcessCPU(), ts.grants.Records()
 	b.ResetTimer()
 	var wg sync.WaitGroup
 	for range conns {
@@ -78,6 +79,7 @@ func BenchmarkGrantBatch(b *testing.B) {
 	b.ReportMetric(float64(clientCPU.Load())/grants, "client-cpu-ns/grant")
 	b.ReportMetric((cpu-float64(clientCPU.Load()))/grants, "server-cpu-ns/grant")
 	b.ReportMetric(grants/b.Elapsed().Seconds(), "grants/s")
+	b.ReportMetric(grants/float64(ts.grants.Records()-records0), "grants/record")
 }
 
 // appendBatchBody appends a batch request of n users numbered from first.
