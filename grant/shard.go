@@ -366,7 +366,9 @@ func (s *shard) issue(ctx context.Context, fresh []*item) {
 	a := s.a
 	t0 := time.Now()
 	for _, it := range fresh {
-		it.award = it.child.PickAward(ledger.DrawSeed(a.salt, it.limitKey))
+		if it.award = it.child.OnlyAward(); it.award == nil { // no hash for a seed PickAward ignores
+			it.award = it.child.PickAward(ledger.DrawSeed(a.salt, it.limitKey))
+		}
 	}
 	// Reserve per budget, once per batch. An award whose budget cannot pay
 	// falls back along its chain (acyclic by validation, so this ends): to
