@@ -9,7 +9,7 @@ import (
 type claimState uint8
 
 const (
-	claimPending claimState = iota + 1 // being issued, or its record may have landed (until the deadline)
+	claimPending claimState = iota + 1 // its record may have landed (until the deadline); a batch being issued writes none (shard.claimIssued)
 	claimIssued                        // acknowledged on the stream
 	claimBooked                        // booked (or restored from the store)
 	claimNoAward                       // every award fell back to "no award"
