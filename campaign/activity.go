@@ -223,8 +223,8 @@ func (r *Rain) Open(now time.Time) bool {
 
 // PickAward chooses an award by weight from seed.
 func (c *Child) PickAward(seed uint64) *ChildAward {
-	if len(c.Awards) == 1 {
-		return c.Awards[0]
+	if w := c.OnlyAward(); w != nil {
+		return w
 	}
 	x := uint64(ledger.Draw(seed^0x5bd1e995, 0, int64(c.weightTotal-1)))
 	for _, w := range c.Awards {
@@ -234,6 +234,15 @@ func (c *Child) PickAward(seed uint64) *ChildAward {
 		x -= uint64(w.Weight)
 	}
 	return c.Awards[len(c.Awards)-1]
+}
+
+// OnlyAward returns the child's award when it has one, which PickAward
+// picks whatever the seed (so a caller can skip deriving one), or nil.
+func (c *Child) OnlyAward() *ChildAward {
+	if len(c.Awards) == 1 {
+		return c.Awards[0]
+	}
+	return nil
 }
 
 // Award returns the child's award of type t, or nil.

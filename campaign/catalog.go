@@ -69,7 +69,11 @@ func (p *Published) For(actID uint64) *Version {
 // RainState reports whether any served version has the rain, and whether
 // one has it open at now: what can be refused before a user is known.
 func (p *Published) RainState(sceneID string, rainID uint64, now time.Time) (known, open bool) {
-	for _, v := range p.Versions() {
+	// Not Versions: its slice escapes, and this runs once per grant.
+	for _, v := range [...]*Version{p.Live, p.Canary} {
+		if v == nil {
+			continue
+		}
 		if r := v.Rain(sceneID, rainID); r != nil {
 			known = true
 			open = open || r.Open(now)

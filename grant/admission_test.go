@@ -168,6 +168,34 @@ func testAdmitBatchOneRecordPerShard(t *testing.T, owner bool) {
 	}
 }
 
+// TestAdmitDrawsFromTheKeys: each grant's award and amount are the draws
+// of its limit and idempotency keys as ledger.Grant derives them (what a
+// retry on any node recomputes), however admission builds the keys.
+func TestAdmitDrawsFromTheKeys(t *testing.T) {
+	f := newFixtureOwner(t, 4, 1<<50, 0, true)
+	camp, err := campaign.Compile(campaign.Demo())
+	if err != nil {
+		t.Fatal(err)
+	}
+	salt := camp.Config.DrawSalt
+	var users []string
+	for i := range 300 {
+		users = append(users, fmt.Sprintf("d%d", i))
+	}
+	for i, r := range admit(f, demoRequests(users...)) {
+		g := &r.Grant
+		if r.Outcome != grant.Issued {
+			t.Fatalf("grant %d = %v, want issued", i, r.Outcome)
+		}
+		child := f.adm.Catalog().Activity(g.ActivityID).For(g.ActID).ChildFor(g.ActID)
+		w := child.PickAward(ledger.DrawSeed(salt, g.LimitKey()))
+		lo, hi := w.Range(0) // a budget of 2^50: nothing spent to speak of
+		if want := ledger.Draw(ledger.DrawSeed(salt, g.IdempotencyKey()), lo, hi); g.AwardType != w.Type || g.Amount != want {
+			t.Errorf("grant %d = %s %d, want %s %d", i, g.AwardType, g.Amount, w.Type, want)
+		}
+	}
+}
+
 // TestAdmitDuplicatesInOneBatch sends the same user three times in one
 // request and concurrently from many requests: one packet, every answer
 // identical, one grant on the stream.

@@ -4,17 +4,17 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
-	"time"
 
 	"redrain/grant"
+	"redrain/grant/granttest"
 )
 
 // BenchmarkAdmit admits batches of 100 new users from 8 requests at once
 // through an owner's 8 shards and the embedded broker, as a node's batch
 // route does: ns/op and allocs/op are per grant, and "cpu-ns/grant" is the
-// process's CPU per grant (the broker's included).
+// process's CPU per grant (the broker's included), "grants/record" how
+// many grants shared a grant-stream record.
 func BenchmarkAdmit(b *testing.B) {
 	for _, owner := range []bool{false, true} {
 		b.Run(fmt.Sprintf("owner=%v", owner), func(b *testing.B) {
@@ -22,7 +22,7 @@ func BenchmarkAdmit(b *testing.B) {
 			const batch, callers = 100, 8
 			var next atomic.Int64
 			b.ReportAllocs()
-			cpu0 := processCPU()
+			cpu0, records0 := granttest.ProcessCPU(), f.adm.Records()
 			b.ResetTimer()
 			var wg sync.WaitGroup
 			per := max(b.N/(batch*callers), 1)
@@ -48,17 +48,9 @@ func BenchmarkAdmit(b *testing.B) {
 			wg.Wait()
 			b.StopTimer()
 			grants := float64(per * batch * callers)
-			b.ReportMetric(float64(processCPU()-cpu0)/grants, "cpu-ns/grant")
+			b.ReportMetric(float64(granttest.ProcessCPU()-cpu0)/grants, "cpu-ns/grant")
 			b.ReportMetric(grants/b.Elapsed().Seconds(), "grants/s")
+			b.ReportMetric(grants/float64(f.adm.Records()-records0), "grants/record")
 		})
 	}
-}
-
-// processCPU is the process's user and system CPU time.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -9,7 +9,7 @@ import (
 type claimState uint8
 
 const (
-	claimPending claimState = iota + 1 // being issued, or its record may have landed (until the deadline)
+	claimPending claimState = iota + 1 // its record may have landed (until the deadline); a batch being issued writes none (shard.claimIssued)
 	claimIssued                        // acknowledged on the stream
 	claimBooked                        // booked (or restored from the store)
 	claimNoAward                       // every award fell back to "no award"
@@ -56,7 +56,9 @@ func (t *claimTable) rain(rainKey string) *rainClaims {
 	r := t.rains[rainKey]
 	if r == nil {
 		r = &rainClaims{awardIndex: map[string]uint8{}, users: map[uint64]claim{}}
-		t.rains[rainKey] = r
+		// A copy: rainKey is part of a request's keys (one string for
+		// all of them), which the table must not keep alive.
+		t.rains[strings.Clone(rainKey)] = r
 	}
 	return r
 }

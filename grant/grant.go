@@ -32,6 +32,7 @@ import (
 	"redrain/ledger"
 	"redrain/metrics"
 	"redrain/storage"
+	"redrain/tokens"
 )
 
 // Outcome is what happened to one grant request. Business outcomes are
@@ -143,6 +144,7 @@ type Admission struct {
 	leases sync.Map
 
 	shards      []*shard
+	scratch     sync.Pool    // of *admitScratch
 	inFlight    atomic.Int64 // Invariant: <= inFlightMax after every admit's check
 	inFlightMax int64
 	owner       bool
@@ -415,12 +417,11 @@ func (a *Admission) Admit(reqs []Request, res []Result) {
 	}
 	now := a.clock()
 	cat := a.catalog.Load()
+	sc := a.getScratch(len(reqs))
+	defer a.putScratch(sc)
 	// Refuse a rain no served version has, or has open, before binding: a
 	// bad request must not hand out an act_id.
-	pubs := make([]*campaign.Published, len(reqs))
-	var apps []uint32
-	var users []string
-	var bind []int
+	pubs, apps, users, bind := sc.pubs, sc.apps, sc.users, sc.bind
 	for i := range reqs {
 		r := &reqs[i]
 		pub := cat.Activity(r.ActivityID)
@@ -439,15 +440,17 @@ func (a *Admission) Admit(reqs []Request, res []Result) {
 		pubs[i] = pub
 		apps, users, bind = append(apps, r.AppID), append(users, r.UserID), append(bind, i)
 	}
+	sc.apps, sc.users, sc.bind = apps, users, bind
 	if len(bind) == 0 {
 		a.count(res)
 		return
 	}
-	ids := make([]uint64, len(bind))
+	ids := append(sc.ids, make([]uint64, len(bind))...)
+	sc.ids = ids
 	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
 	bindErr := a.resolver.ResolveMany(ctx, apps, users, ids)
 	cancel()
-	items := make([]item, 0, len(bind))
+	items, keys := sc.items, sc.keys
 	for j, i := range bind {
 		r := &reqs[i]
 		actID := ids[j]
@@ -474,22 +477,70 @@ func (a *Admission) Admit(reqs []Request, res []Result) {
 			res[i] = Result{Outcome: NotEligible}
 			continue
 		}
-		it := item{res: &res[i], child: child, g: ledger.Grant{
+		items = append(items, item{res: &res[i], child: child, g: ledger.Grant{
 			AppID: r.AppID, ActID: actID, UserID: r.UserID, ActivityID: ver.ID,
 			SceneID: r.SceneID, RainID: r.RainID, Stage: child.Stage, OpenTime: rain.Start.UnixMilli(),
-		}}
-		it.limitKey = it.g.LimitKey()
-		items = append(items, it)
+		}})
+		// A new grant is never Legacy: its limit key is the current one
+		// (ledger.Grant.LimitKey), built with the others in one buffer.
+		g := &items[len(items)-1].g
+		keys = tokens.AppendLimitKey(keys, g.ActID, g.ActivityID, g.SceneID, g.RainID, g.Stage)
+		sc.keyEnds = append(sc.keyEnds, len(keys))
 	}
+	sc.items, sc.keys = items, keys
 	if len(items) > 0 {
-		a.enqueue(items)
+		// One string for the request's limit keys, not one per grant.
+		all, start := string(keys), 0
+		for k, end := range sc.keyEnds {
+			items[k].limitKey, start = all[start:end], end
+		}
+		a.enqueue(items, sc)
 	}
 	a.count(res)
 }
 
+// admitScratch is what one Admit needs besides its answers, reused across
+// requests: a batch of 100 grants allocated ~35 KB of it each time. It
+// goes back to the pool only after every item was answered, so no shard
+// holds an item of it then.
+type admitScratch struct {
+	pubs    []*campaign.Published
+	apps    []uint32
+	users   []string
+	bind    []int
+	ids     []uint64
+	items   []item
+	keys    []byte // the items' limit keys, back to back
+	keyEnds []int
+	byShard [][]*item // per shard, the items it takes
+}
+
+func (a *Admission) getScratch(n int) *admitScratch {
+	sc, _ := a.scratch.Get().(*admitScratch)
+	if sc == nil {
+		sc = &admitScratch{byShard: make([][]*item, len(a.shards))}
+	}
+	sc.pubs = append(sc.pubs, make([]*campaign.Published, n)...)
+	return sc
+}
+
+// putScratch empties sc (dropping what it points to) and pools it.
+func (a *Admission) putScratch(sc *admitScratch) {
+	clear(sc.pubs)
+	clear(sc.users)
+	clear(sc.items)
+	for p := range sc.byShard {
+		clear(sc.byShard[p])
+		sc.byShard[p] = sc.byShard[p][:0]
+	}
+	sc.pubs, sc.apps, sc.users, sc.bind, sc.ids = sc.pubs[:0], sc.apps[:0], sc.users[:0], sc.bind[:0], sc.ids[:0]
+	sc.items, sc.keys, sc.keyEnds = sc.items[:0], sc.keys[:0], sc.keyEnds[:0]
+	a.scratch.Put(sc)
+}
+
 // enqueue hands items to their shards (one lock per shard per request) and
 // waits until every one is answered.
-func (a *Admission) enqueue(items []item) {
+func (a *Admission) enqueue(items []item, sc *admitScratch) {
 	n := int64(len(items))
 	if a.inFlight.Add(n) > a.inFlightMax {
 		a.inFlight.Add(-n)
@@ -503,7 +554,7 @@ func (a *Admission) enqueue(items []item) {
 	t.left.Store(n)
 	// Group by shard so that each shard's queue is locked once; a shard's
 	// items stay in request order.
-	byShard := make(map[int32][]*item, min(len(items), len(a.shards)))
+	byShard := sc.byShard
 	for i := range items {
 		it := &items[i]
 		it.t = t
@@ -511,7 +562,9 @@ func (a *Admission) enqueue(items []item) {
 		byShard[p] = append(byShard[p], it)
 	}
 	for p, its := range byShard {
-		a.shards[p].push(its)
+		if len(its) > 0 {
+			a.shards[p].push(its)
+		}
 	}
 	<-t.done
 	a.inFlight.Add(-n)

@@ -46,6 +46,14 @@ type testServer struct {
 
 func newTestServer(t *testing.T, guard *protect.Guard) *testServer {
 	t.Helper()
+	return newServerOn(t, guard, false, 1)
+}
+
+// newServerOn is newTestServer on parts grant-topic partitions; an owner
+// decides limits and bindings in process, as a node on the embedded
+// broker does.
+func newServerOn(t testing.TB, guard *protect.Guard, owner bool, parts int32) *testServer {
+	t.Helper()
 	kv := storagetest.TiKV(t, "")
 	addr := storagetest.Redis(t)
 	rs, err := storage.OpenRedis(addr, 8)
@@ -55,8 +63,8 @@ func newTestServer(t *testing.T, guard *protect.Guard) *testServer {
 	t.Cleanup(rs.Close)
 	pipe := storage.NewPipeliner(rs.Client, 2)
 	t.Cleanup(pipe.Close)
-	k := storagetest.Kafka(t, "", 1)
-	gw, err := storage.NewGrantWriter(k.Brokers, 1)
+	k := storagetest.Kafka(t, "", parts)
+	gw, err := storage.NewGrantWriter(k.Brokers, parts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,10 +74,10 @@ func newTestServer(t *testing.T, guard *protect.Guard) *testServer {
 		t.Fatal(err)
 	}
 	reg := &metrics.Registry{}
-	binder := NewBinder(kv, pipe, false, 1)
+	binder := NewBinder(kv, pipe, owner, parts)
 	is := grant.New(grant.Config{Log: slog.New(slog.DiscardHandler), Campaign: camp, Resolver: binder,
 		Redis: pipe, Stream: gw, Leases: granttest.NewBudget(1 << 40), Node: "n-test", Incarnation: 1,
-		Metrics: reg, Clock: time.Now})
+		Metrics: reg, Clock: time.Now, Owner: owner})
 	t.Cleanup(func() { is.Close(context.Background()) })
 	cat, err := camp.SeedCatalog()
 	if err != nil {
@@ -187,7 +195,7 @@ func (ts *testServer) durable(t *testing.T, app uint32, user string, act uint64)
 		if raw != nil {
 			bound, _ = storage.ParseActIDValue(raw)
 		}
-		accounts, err := booking.ReadAccounts(ctx, txn, 1, []uint64{act})
+		accounts, err := booking.ReadAccounts(ctx, txn, ts.binder.parts, []uint64{act})
 		acct = accounts[act]
 		return err
 	})

@@ -77,10 +77,9 @@ func NewBinder(tikv *storage.TiKV, redis *storage.Pipeliner, owner bool, parts i
 }
 
 func (b *Binder) shard(k bindKey) *bindShard {
-	var h maphash.Hash
-	h.SetSeed(b.seed)
-	h.WriteString(k.user)
-	return &b.shards[(h.Sum64()^uint64(k.app))%bindShards]
+	// maphash.String: what a Hash with this seed sums for k.user, without
+	// zeroing a Hash's buffer per identity (2% of a batch's CPU).
+	return &b.shards[(maphash.String(b.seed, k.user)^uint64(k.app))%bindShards]
 }
 
 // Resolve returns the user's act_id, binding a new one if needed.
@@ -104,16 +103,21 @@ func (b *Binder) Resolve(ctx context.Context, app uint32, user string) (uint64, 
 // the returned error says why.
 func (b *Binder) ResolveMany(ctx context.Context, apps []uint32, users []string, ids []uint64) error {
 	var miss []int
+	var missShards []*bindShard
 	for i := range apps {
 		k := bindKey{apps[i], users[i]}
 		s := b.shard(k)
 		s.mu.Lock()
 		id, ok := s.m[k]
 		s.mu.Unlock()
-		if ok {
+		switch {
+		case ok:
 			ids[i] = id
-		} else {
-			miss = append(miss, i)
+		case miss == nil: // sized once: a request of new users misses on every one
+			miss, missShards = make([]int, 1, len(apps)-i), make([]*bindShard, 1, len(apps)-i)
+			miss[0], missShards[0] = i, s
+		default:
+			miss, missShards = append(miss, i), append(missShards, s)
 		}
 	}
 	if len(miss) == 0 {
@@ -128,7 +132,7 @@ func (b *Binder) ResolveMany(ctx context.Context, apps []uint32, users []string,
 		// the same user inserted first (then its id wins and ours burns).
 		for j, i := range miss {
 			k := bindKey{apps[i], users[i]}
-			sh := b.shard(k)
+			sh := missShards[j]
 			sh.mu.Lock()
 			id, ok := sh.m[k]
 			if !ok {

@@ -54,6 +54,7 @@ type Server struct {
 	// requests before admission sees them (guard.go); nil admits all.
 	Guard *protect.Guard
 
+	scratch  sync.Pool // of *grantScratch (grants.go)
 	mu       sync.Mutex
 	set      *connSet // the connections being served (conn.go)
 	shutdown bool     // Shutdown ran: a later Serve returns at once

@@ -90,11 +90,21 @@ func ParseGrantRequest(body []byte) (GrantRequest, error) {
 // string of their own, so keeping one request's UserID does not keep the
 // whole batch alive.
 func ParseGrantBatch(body []byte) ([]GrantRequest, error) {
+	gs, err := appendGrantBatch(nil, body)
+	if err != nil {
+		return nil, err
+	}
+	return gs, nil
+}
+
+// appendGrantBatch is ParseGrantBatch appending to gs, so that a caller can
+// reuse one slice from request to request; on error gs holds what was
+// parsed before it.
+func appendGrantBatch(gs []GrantRequest, body []byte) ([]GrantRequest, error) {
 	if len(body) > ListBodyBytesMax {
-		return nil, errTooLarge(len(body), ListBodyBytesMax)
+		return gs, errTooLarge(len(body), ListBodyBytesMax)
 	}
 	s := scanner{buf: body}
-	var gs []GrantRequest
 	err := s.list("grants", GrantsPerBatchMax, func(i int) *errcode.Error {
 		g, err := s.grant()
 		if err != nil {
@@ -104,7 +114,7 @@ func ParseGrantBatch(body []byte) ([]GrantRequest, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return gs, err
 	}
 	return gs, nil
 }
@@ -666,6 +676,12 @@ func AppendGrantResponse(dst []byte, r *GrantResponse) []byte {
 	dst = errcode.AppendJSON(dst, r.Token)
 	dst = append(dst, `,"out_trade_no":`...)
 	dst = errcode.AppendJSON(dst, r.OutTradeNo)
+	return appendGrantResponseTail(dst, r)
+}
+
+// appendGrantResponseTail appends the fields of r after out_trade_no and
+// closes the object.
+func appendGrantResponseTail(dst []byte, r *GrantResponse) []byte {
 	dst = append(dst, `,"act_id":`...)
 	dst = strconv.AppendUint(dst, r.ActID, 10)
 	dst = append(dst, `,"award_type":`...)

@@ -202,16 +202,27 @@ type Claims struct {
 // activities on the same scene and rain are two packets.
 func IdempotencyKey(actID uint64, activityID, sceneID string, rainID uint64, awardType string, stage Stage) string {
 	var buf [idempotencyKeyLenMax]byte
-	b := appendKeyPrefix(buf[:0], false, actID, activityID, sceneID, rainID)
-	return string(appendKeySuffix(b, awardType, stage))
+	return string(AppendIdempotencyKey(buf[:0], actID, activityID, sceneID, rainID, awardType, stage))
+}
+
+// AppendIdempotencyKey appends IdempotencyKey's key to dst, so that a
+// caller deriving many keys can build them in one buffer.
+func AppendIdempotencyKey(dst []byte, actID uint64, activityID, sceneID string, rainID uint64, awardType string, stage Stage) []byte {
+	b := appendKeyPrefix(dst, false, actID, activityID, sceneID, rainID)
+	return appendKeySuffix(b, awardType, stage)
 }
 
 // LimitKey returns "{act_id}_{activity_id}_{scene_id}_{rain_id}_{stage}",
 // the per-user limit: one packet per activity and rain whatever the award.
 func LimitKey(actID uint64, activityID, sceneID string, rainID uint64, stage Stage) string {
 	var buf [idempotencyKeyLenMax]byte
-	b := appendKeyPrefix(buf[:0], false, actID, activityID, sceneID, rainID)
-	return string(append(b, stage.String()...))
+	return string(AppendLimitKey(buf[:0], actID, activityID, sceneID, rainID, stage))
+}
+
+// AppendLimitKey appends LimitKey's key to dst.
+func AppendLimitKey(dst []byte, actID uint64, activityID, sceneID string, rainID uint64, stage Stage) []byte {
+	b := appendKeyPrefix(dst, false, actID, activityID, sceneID, rainID)
+	return append(b, stage.String()...)
 }
 
 // LegacyIdempotencyKey returns "{act_id}_{scene_id}_{rain_id}_{award_type}_{stage}",
@@ -444,14 +455,26 @@ func (s *scratch) siv(r *Ring, i int, header, plaintext []byte) []byte {
 // unknown: Open would refuse such a token, and campaign validation keeps
 // them out, so meeting one is a programming error.
 func (r *Ring) Seal(dst []byte, c *Claims) []byte {
-	checkClaims(c)
-	otn := outTradeNoSum(c)
-	var otnHex [2 * otnLen]byte
-	hex.Encode(otnHex[:], otn[:])
+	dst, otnHex := r.SealTo(dst, c)
 	if c.OutTradeNo != string(otnHex[:]) { // compares without allocating
 		c.OutTradeNo = string(otnHex[:])
 	}
 	c.KeyID = r.keys[r.active].id
+	return dst
+}
+
+// OutTradeNoText is an out_trade_no's 32 hex characters.
+type OutTradeNoText [2 * otnLen]byte
+
+// SealTo appends the token of c to dst exactly as Seal does and returns
+// the trade number it sealed, but leaves c unchanged: a caller that writes
+// the token and the trade number into one buffer (a grant's answer)
+// allocates nothing. It panics where Seal does.
+func (r *Ring) SealTo(dst []byte, c *Claims) ([]byte, OutTradeNoText) {
+	checkClaims(c)
+	otn := outTradeNoSum(c)
+	var otnHex OutTradeNoText
+	hex.Encode(otnHex[:], otn[:])
 
 	s := r.scratch.Get().(*scratch)
 	pt := appendPlaintext(s.pt[:0], c, &otn)
@@ -461,7 +484,7 @@ func (r *Ring) Seal(dst []byte, c *Claims) []byte {
 	}
 	dst = r.seal(dst, s, r.active, version, pt)
 	r.scratch.Put(s)
-	return dst
+	return dst, otnHex
 }
 
 // seal appends the token of plaintext pt under the ring's key i and the
