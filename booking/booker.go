@@ -515,6 +515,11 @@ func writeUnits(txn *transaction.KVTxn, units []*unit) (int, error) {
 				return 0, err
 			}
 		}
+		for _, w := range u.chunks {
+			if err := set(w.key, w.value); err != nil {
+				return 0, err
+			}
+		}
 		for _, w := range u.pages {
 			if err := set(w.key, w.value); err != nil {
 				return 0, err

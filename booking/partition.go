@@ -82,6 +82,7 @@ type unit struct {
 	state ledger.PartState // the partition's state after it
 
 	journal []byte // encoded journal, nil when it booked nothing
+	chunks  []pageWrite // history chunks its bookings archived
 	pages   []pageWrite
 	ckpt    uint64 // the journal seq the pages reflect
 
@@ -223,6 +224,9 @@ func (p *part) apply(u *unit) error {
 		}
 		if !ok {
 			continue
+		}
+		if n, entries, sealed := a.TakeSealed(); sealed {
+			u.chunks = append(u.chunks, pageWrite{key: storage.HistKey(a.ActID, n), value: ledger.AppendChunk(nil, a.ActID, n, entries)})
 		}
 		changed[g.ActID] = true
 		j.Ops = append(j.Ops, op)
@@ -518,6 +522,7 @@ func (p *part) replayForeign(j *ledger.Journal) error {
 		if !changed {
 			return fmt.Errorf("%w: partition %d journal %d op %d changes nothing on replay", ledger.ErrCorrupt, p.id, j.Seq, i)
 		}
+		a.TakeSealed() // its writer stored the chunk
 		if !bumped[id] {
 			bumped[id] = true
 			a.Version++

@@ -105,6 +105,7 @@ func (v *view) replay(j *ledger.Journal, w want) error {
 		if !changed {
 			return fmt.Errorf("%w: partition %d journal %d op %d changes nothing on replay", ledger.ErrCorrupt, v.part, j.Seq, i)
 		}
+		a.TakeSealed() // its writer stored the chunk
 		if !bumped[id] {
 			bumped[id] = true
 			a.Version++
@@ -154,10 +155,32 @@ func loadPartition(ctx context.Context, txn *transaction.KVTxn, part int32) (*vi
 	if err != nil {
 		return nil, err
 	}
+	if err := v.loadArchivedKeys(ctx, txn); err != nil {
+		return nil, err
+	}
 	if err := v.applyJournal(txn, nil); err != nil {
 		return nil, err
 	}
 	return v, nil
+}
+
+// loadArchivedKeys gives every account of the view that has history chunks
+// the limit keys they hold (booking and replay must know them all). Only
+// users with more than a hundred or so entries have any.
+func (v *view) loadArchivedKeys(ctx context.Context, txn *transaction.KVTxn) error {
+	for _, a := range v.accounts {
+		if a.ArchivedKeysLoaded() {
+			continue
+		}
+		archived, err := Archived(ctx, txn, a)
+		if err != nil {
+			return err
+		}
+		if err := a.SetArchivedKeys(archived); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func parsePageKey(k []byte, prefix int) (uint64, bool) {
@@ -209,6 +232,9 @@ func readAccounts(ctx context.Context, txn *transaction.KVTxn, part int32, ids [
 				return nil, err
 			}
 		}
+	}
+	if err := v.loadArchivedKeys(ctx, txn); err != nil {
+		return nil, err
 	}
 	if err := v.applyJournal(txn, w); err != nil {
 		return nil, err
@@ -347,4 +373,76 @@ func BindInTxn(ctx context.Context, txn *transaction.KVTxn, parts int32, app uin
 		return false, err
 	}
 	return true, txn.Set(storage.PartKey(part), ledger.AppendPartState(nil, v.state))
+}
+
+// Archived reads the archived entries of a, oldest first, in txn, and
+// checks that its history chunks are whole and match the account's count
+// of them.
+func Archived(ctx context.Context, txn *transaction.KVTxn, a *ledger.Account) ([]ledger.Entry, error) {
+	if a.Archived == 0 {
+		return nil, nil
+	}
+	chunks := a.Archived / ledger.ChunkEntries
+	keys := make([][]byte, chunks)
+	for n := range chunks {
+		keys[n] = storage.HistKey(a.ActID, n)
+	}
+	raw, err := storage.BatchGet(ctx, txn, keys)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ledger.Entry, 0, a.Archived)
+	for n := range chunks {
+		v := raw[string(keys[n])]
+		if v == nil {
+			return nil, fmt.Errorf("%w: act %d: history chunk %d missing", ledger.ErrCorrupt, a.ActID, n)
+		}
+		act, got, entries, err := ledger.DecodeChunk(v)
+		if err != nil {
+			return nil, fmt.Errorf("act %d history chunk %d: %w", a.ActID, n, err)
+		}
+		if act != a.ActID || got != n {
+			return nil, fmt.Errorf("%w: history chunk %d of act %d holds chunk %d of act %d", ledger.ErrCorrupt, n, a.ActID, got, act)
+		}
+		out = append(out, entries...)
+	}
+	return out, nil
+}
+
+// EntryOf finds the entry under limitKey in a, reading its history chunks
+// when it is not among the recent ones.
+func EntryOf(ctx context.Context, tikv *storage.TiKV, a *ledger.Account, limitKey string) (ledger.Entry, bool, error) {
+	if e, ok := a.Entry(limitKey); ok || a.Archived == 0 {
+		return e, ok, nil
+	}
+	var archived []ledger.Entry
+	err := tikv.View(func(txn *transaction.KVTxn) error {
+		var err error
+		archived, err = Archived(ctx, txn, a)
+		return err
+	})
+	if err != nil {
+		return ledger.Entry{}, false, err
+	}
+	for _, e := range archived {
+		if e.LimitKey == limitKey {
+			return e, true, nil
+		}
+	}
+	return ledger.Entry{}, false, nil
+}
+
+// AllEntries returns every entry of a, archived ones first, in booking
+// order.
+func AllEntries(ctx context.Context, tikv *storage.TiKV, a *ledger.Account) ([]ledger.Entry, error) {
+	if a.Archived == 0 {
+		return a.Entries, nil
+	}
+	var out []ledger.Entry
+	err := tikv.View(func(txn *transaction.KVTxn) error {
+		var err error
+		out, err = Archived(ctx, txn, a)
+		return err
+	})
+	return append(out, a.Entries...), err
 }

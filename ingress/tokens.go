@@ -7,6 +7,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/tikv/client-go/v2/txnkv/transaction"
 
+	"redrain/booking"
 	"redrain/campaign"
 	"redrain/errcode"
 	"redrain/ledger"
@@ -174,7 +175,11 @@ func (t *Tokens) resolve(ctx context.Context, raw [][]byte) ([]*tokenState, erro
 		if a == nil {
 			continue
 		}
-		if e, ok := a.Entry(s.claims.LimitKey()); ok {
+		e, ok, err := booking.EntryOf(ctx, t.tikv, a, s.claims.LimitKey())
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		if ok {
 			if e.OutTradeNo == s.claims.OutTradeNo {
 				s.result.Status = "booked"
 			} else {

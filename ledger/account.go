@@ -25,21 +25,209 @@ type Balance struct {
 	Amount int64
 }
 
+// A user's entries are kept in booking order: the newest in the account
+// itself (Entries), older ones in immutable history chunks of ChunkEntries
+// each (chunk i holds entries [i*ChunkEntries, (i+1)*ChunkEntries)), written
+// once by the booking that filled them. The account record keeps of its
+// archived entries only their count and sum per asset, so it stops
+// growing, and booking a user with thousands of entries copies, checks and
+// encodes about what a new user's takes. Booking (the only writer that
+// must know every limit key) loads the hashes of the archived limit keys
+// from the chunks when it loads such an account (SetArchivedKeys).
+const (
+	ChunkEntries = 32
+	// entriesKept is how many recent entries trigger archival of the
+	// oldest ChunkEntries.
+	entriesKept = 2 * ChunkEntries
+)
+
 // Account is a user's book: everything booking needs to post grants exactly
-// once, kept as one TiKV value so that booking writes one key per user.
+// once.
 type Account struct {
 	ActID   uint64
 	Version uint64 // Invariant: grows by one with every committed change
 	// Balances are sorted by asset.
-	// Invariant: each equals the sum of the entries in its asset.
+	// Invariant: each equals the sum of the entries in its asset, archived
+	// ones included.
 	Balances []Balance
-	Entries  []Entry
+	// Entries are the recent entries, oldest first.
+	Entries []Entry
+	// Archived counts the entries in history chunks (a multiple of
+	// ChunkEntries); ArchivedSums are their sums per asset, sorted by
+	// asset.
+	Archived     uint64
+	ArchivedSums []Balance
+	// archivedKeys are the LimitKeyHash of the archived entries, in memory
+	// only (not in the record), once loaded; never changed in place
+	// (copies of an account share them).
+	archivedKeys keyRuns
 	// Apps are the app identities bound to this account, sorted by app id
 	// then user id. The account is where a binding made by a grant becomes
 	// durable (one key per new user instead of two); Redis's binding index
 	// is rebuilt from it.
 	Apps    []AppUser
 	byLimit map[string]int // index of Entries by LimitKey, built lazily
+	// sealed is the chunk the last Book archived, until TakeSealed.
+	sealed []Entry
+}
+
+// LimitKeyHash is the hash of a limit key that an account keeps for each
+// archived entry (FNV-1a, 64 bits: stable across processes and versions).
+func LimitKeyHash(limitKey string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(limitKey); i++ {
+		h ^= uint64(limitKey[i])
+		h *= 1099511628211
+	}
+	return h
+}
+
+// Booked reports whether an entry under limitKey is recent or archived (the
+// archived keys must be loaded). A match in the archived hashes is taken as
+// booked: two limit keys of one user whose 64-bit hashes collide (about
+// n²/2⁶⁵ for n entries) would refuse the second packet, never pay it twice.
+func (a *Account) Booked(limitKey string) (bool, error) {
+	if _, ok := a.Entry(limitKey); ok {
+		return true, nil
+	}
+	if !a.ArchivedKeysLoaded() {
+		return false, fmt.Errorf("%w: act %d: the keys of its %d archived entries are not loaded", ErrInvariant, a.ActID, a.Archived)
+	}
+	return a.archivedHas(limitKey), nil
+}
+
+func (a *Account) archivedHas(limitKey string) bool { return a.archivedKeys.has(LimitKeyHash(limitKey)) }
+
+// ArchivedKeysLoaded reports whether the account knows every archived
+// limit key (none archived, or SetArchivedKeys done).
+func (a *Account) ArchivedKeysLoaded() bool { return uint64(a.archivedKeys.len()) == a.Archived }
+
+// keyRuns is a set of hashes as sorted runs of decreasing length, each at
+// least twice the next (a binary counter of merges): adding a chunk's keys
+// merges only runs no longer than the new one, so archiving costs
+// O(log n) amortized per key and a lookup O(log² n), and a copy of an
+// account shares every run (runs are never changed once built).
+type keyRuns [][]uint64
+
+func (r keyRuns) has(k uint64) bool {
+	for _, run := range r {
+		if _, found := slices.BinarySearch(run, k); found {
+			return true
+		}
+	}
+	return false
+}
+
+func (r keyRuns) len() int {
+	n := 0
+	for _, run := range r {
+		n += len(run)
+	}
+	return n
+}
+
+// with returns the set with keys added (keys is sorted and owned by it).
+func (r keyRuns) with(keys []uint64) keyRuns {
+	out := slices.Clone(r)
+	for len(out) > 0 && len(out[len(out)-1]) <= 2*len(keys) {
+		last := out[len(out)-1]
+		merged := make([]uint64, 0, len(last)+len(keys))
+		i, j := 0, 0
+		for i < len(last) && j < len(keys) {
+			if last[i] <= keys[j] {
+				merged = append(merged, last[i])
+				i++
+			} else {
+				merged = append(merged, keys[j])
+				j++
+			}
+		}
+		merged = append(append(merged, last[i:]...), keys[j:]...)
+		keys, out = merged, out[:len(out)-1]
+	}
+	return append(out, keys)
+}
+
+// SetArchivedKeys loads the limit keys of the archived entries, read from
+// the account's history chunks, and checks they are the ones it counts.
+func (a *Account) SetArchivedKeys(archived []Entry) error {
+	if uint64(len(archived)) != a.Archived {
+		return fmt.Errorf("%w: act %d: history holds %d entries, the account counts %d", ErrInvariant, a.ActID, len(archived), a.Archived)
+	}
+	keys := make([]uint64, len(archived))
+	for i := range archived {
+		keys[i] = LimitKeyHash(archived[i].LimitKey)
+	}
+	slices.Sort(keys)
+	var runs keyRuns
+	if len(keys) > 0 {
+		runs = keyRuns{keys}
+	}
+	for _, e := range a.Entries {
+		if runs.has(LimitKeyHash(e.LimitKey)) {
+			return fmt.Errorf("%w: act %d: limit key %s booked twice", ErrInvariant, a.ActID, e.LimitKey)
+		}
+	}
+	a.archivedKeys = runs
+	return nil
+}
+
+// archive moves the oldest ChunkEntries recent entries into a sealed chunk
+// once entriesKept are recent, unless one of them still awaits attribution
+// (lease 0: the chunk is immutable, the entry would change). It is
+// deterministic, so replaying the same bookings archives the same chunks.
+func (a *Account) archive() error {
+	if len(a.Entries) < entriesKept {
+		return nil
+	}
+	for _, e := range a.Entries[:ChunkEntries] {
+		if e.LeaseID == 0 {
+			return nil
+		}
+	}
+	chunk := slices.Clone(a.Entries[:ChunkEntries])
+	sums := slices.Clone(a.ArchivedSums)
+	keys := make([]uint64, 0, ChunkEntries)
+	for _, e := range chunk {
+		var err error
+		if sums, err = addBalance(sums, e.Asset, e.Amount); err != nil {
+			return err
+		}
+		keys = append(keys, LimitKeyHash(e.LimitKey))
+	}
+	slices.Sort(keys)
+	a.Entries = slices.Clone(a.Entries[ChunkEntries:])
+	a.ArchivedSums, a.archivedKeys = sums, a.archivedKeys.with(keys)
+	a.Archived += ChunkEntries
+	a.byLimit = nil
+	a.sealed = chunk
+	return nil
+}
+
+// TakeSealed returns the chunk the last Book archived, if any, with its
+// number, and forgets it: booking writes it once, with the booking.
+func (a *Account) TakeSealed() (n uint64, entries []Entry, ok bool) {
+	if a.sealed == nil {
+		return 0, nil, false
+	}
+	entries, a.sealed = a.sealed, nil
+	return a.Archived/ChunkEntries - 1, entries, true
+}
+
+// addBalance adds amount to asset's balance in a sorted list.
+func addBalance(list []Balance, asset Asset, amount int64) ([]Balance, error) {
+	i, ok := slices.BinarySearchFunc(list, asset, func(b Balance, t Asset) int {
+		return cmpString(string(b.Asset), string(t))
+	})
+	if !ok {
+		list = slices.Insert(list, i, Balance{Asset: asset})
+	}
+	sum, err := Add(list[i].Amount, amount)
+	if err != nil {
+		return nil, err
+	}
+	list[i].Amount = sum
+	return list, nil
 }
 
 // AppUser is one app's identity of a user.
@@ -68,19 +256,40 @@ func (a *Account) Bind(u AppUser) bool {
 	return true
 }
 
-// Entry returns the entry booked under limitKey, if any.
+// entriesScanned is how many recent entries Entry searches one by one
+// before it builds an index: every account holds fewer once archival runs,
+// and a copy then costs no map.
+const entriesScanned = 2 * entriesKept
+
+// Entry returns the recent entry booked under limitKey, if any.
 func (a *Account) Entry(limitKey string) (Entry, bool) {
+	i := a.entryIndex(limitKey)
+	if i < 0 {
+		return Entry{}, false
+	}
+	return a.Entries[i], true
+}
+
+// entryIndex is the index in Entries of limitKey's entry, or -1.
+func (a *Account) entryIndex(limitKey string) int {
+	if len(a.Entries) <= entriesScanned {
+		for i := range a.Entries {
+			if a.Entries[i].LimitKey == limitKey {
+				return i
+			}
+		}
+		return -1
+	}
 	if a.byLimit == nil {
 		a.byLimit = make(map[string]int, len(a.Entries))
 		for i := range a.Entries {
 			a.byLimit[a.Entries[i].LimitKey] = i
 		}
 	}
-	i, ok := a.byLimit[limitKey]
-	if !ok {
-		return Entry{}, false
+	if i, ok := a.byLimit[limitKey]; ok {
+		return i
 	}
-	return a.Entries[i], true
+	return -1
 }
 
 // Balance returns the balance in asset.
@@ -130,8 +339,8 @@ func (a *Account) Book(g *Grant, now int64) (bool, error) {
 		return false, err
 	}
 	key := g.LimitKey()
-	if _, dup := a.Entry(key); dup {
-		return false, nil
+	if dup, err := a.Booked(key); dup || err != nil {
+		return false, err
 	}
 	if _, err := Add(a.Balance(g.Asset), g.Amount); err != nil {
 		return false, err
@@ -143,8 +352,10 @@ func (a *Account) Book(g *Grant, now int64) (bool, error) {
 		LimitKey: key, OutTradeNo: outTradeNo(g), AwardType: g.AwardType,
 		Asset: g.Asset, Amount: g.Amount, BookedAt: now, LeaseID: g.LeaseID,
 	})
-	a.byLimit[key] = len(a.Entries) - 1
-	return true, nil
+	if a.byLimit != nil {
+		a.byLimit[key] = len(a.Entries) - 1
+	}
+	return true, a.archive()
 }
 
 // Attribute records that the grant's stream event paid, from g.LeaseID, for
@@ -152,11 +363,10 @@ func (a *Account) Book(g *Grant, now int64) (bool, error) {
 // reports whether it changed the entry; the caller moves the amount from
 // lease 0 to g.LeaseID in the budget's hot detail.
 func (a *Account) Attribute(g *Grant) bool {
-	key := g.LimitKey()
-	if _, ok := a.Entry(key); !ok {
+	i := a.entryIndex(g.LimitKey())
+	if i < 0 {
 		return false
 	}
-	i := a.byLimit[key]
 	// Only the same packet can be attributed: a different amount or asset
 	// is left alone, and reconcile reports the lease whose issued and booked
 	// then disagree.
@@ -172,9 +382,18 @@ func (a *Account) Attribute(g *Grant) bool {
 // (invariants 2 and 5).
 func (a *Account) Check() error {
 	sums := make(map[Asset]int64, len(a.Balances))
+	if a.Archived%ChunkEntries != 0 {
+		return fmt.Errorf("%w: act %d: %d archived entries, not whole chunks", ErrInvariant, a.ActID, a.Archived)
+	}
+	for i, b := range a.ArchivedSums {
+		if i > 0 && a.ArchivedSums[i-1].Asset >= b.Asset {
+			return fmt.Errorf("%w: act %d: archived sums not sorted", ErrInvariant, a.ActID)
+		}
+		sums[b.Asset] = b.Amount
+	}
 	seen := make(map[string]struct{}, len(a.Entries))
 	for _, e := range a.Entries {
-		if _, dup := seen[e.LimitKey]; dup {
+		if _, dup := seen[e.LimitKey]; dup || a.archivedHas(e.LimitKey) {
 			return fmt.Errorf("%w: act %d: limit key %s booked twice", ErrInvariant, a.ActID, e.LimitKey)
 		}
 		seen[e.LimitKey] = struct{}{}
@@ -212,11 +431,14 @@ func (a *Account) Check() error {
 // Clone returns a deep copy, so that a prepared change can be dropped.
 func (a *Account) Clone() *Account {
 	c := &Account{ActID: a.ActID, Version: a.Version,
-		Balances: slices.Clone(a.Balances), Entries: slices.Clone(a.Entries), Apps: slices.Clone(a.Apps)}
+		Balances: slices.Clone(a.Balances), Entries: slices.Clone(a.Entries), Apps: slices.Clone(a.Apps),
+		Archived: a.Archived, ArchivedSums: slices.Clone(a.ArchivedSums), archivedKeys: a.archivedKeys}
 	return c
 }
 
-const accountVersion = 1
+// Account record versions: version 2 appends the archived entries' count
+// and sums; a version 1 record has none archived.
+const accountVersion1, accountVersion = 1, 2
 
 // MarshalAccount appends the encoding of a.
 func MarshalAccount(dst []byte, a *Account) []byte {
@@ -229,19 +451,19 @@ func MarshalAccount(dst []byte, a *Account) []byte {
 		dst = appendVarint(dst, b.Amount)
 	}
 	dst = appendUvarint(dst, uint64(len(a.Entries)))
-	for _, e := range a.Entries {
-		dst = appendString(dst, e.LimitKey)
-		dst = appendString(dst, e.OutTradeNo)
-		dst = appendString(dst, e.AwardType)
-		dst = appendString(dst, string(e.Asset))
-		dst = appendVarint(dst, e.Amount)
-		dst = appendVarint(dst, e.BookedAt)
-		dst = appendUvarint(dst, e.LeaseID)
+	for i := range a.Entries {
+		dst = appendEntry(dst, &a.Entries[i])
 	}
 	dst = appendUvarint(dst, uint64(len(a.Apps)))
 	for _, u := range a.Apps {
 		dst = appendUvarint(dst, uint64(u.AppID))
 		dst = appendString(dst, u.UserID)
+	}
+	dst = appendUvarint(dst, a.Archived)
+	dst = appendUvarint(dst, uint64(len(a.ArchivedSums)))
+	for _, b := range a.ArchivedSums {
+		dst = appendString(dst, string(b.Asset))
+		dst = appendVarint(dst, b.Amount)
 	}
 	return dst
 }
@@ -249,7 +471,8 @@ func MarshalAccount(dst []byte, a *Account) []byte {
 // UnmarshalAccount decodes an account and checks its invariants.
 func UnmarshalAccount(src []byte) (*Account, error) {
 	d := decoder{b: src}
-	if v := d.byte1("version"); d.err == nil && v != accountVersion {
+	v := d.byte1("version")
+	if d.err == nil && v != accountVersion && v != accountVersion1 {
 		return nil, fmt.Errorf("%w: account version %d", ErrCorrupt, v)
 	}
 	a := &Account{ActID: d.uvarint("act_id"), Version: d.uvarint("version")}
@@ -259,11 +482,7 @@ func UnmarshalAccount(src []byte) (*Account, error) {
 	}
 	ne := d.count("entries")
 	for i := 0; i < ne && d.err == nil; i++ {
-		a.Entries = append(a.Entries, Entry{
-			LimitKey: d.string("limit_key"), OutTradeNo: d.string("out_trade_no"),
-			AwardType: d.string("award_type"), Asset: Asset(d.string("asset")),
-			Amount: d.varint("amount"), BookedAt: d.varint("booked_at"), LeaseID: d.uvarint("lease_id"),
-		})
+		a.Entries = append(a.Entries, d.entry())
 	}
 	na := d.count("apps")
 	for i := 0; i < na && d.err == nil; i++ {
@@ -273,6 +492,13 @@ func UnmarshalAccount(src []byte) (*Account, error) {
 		}
 		a.Apps = append(a.Apps, AppUser{AppID: uint32(app), UserID: d.string("user_id")})
 	}
+	if v == accountVersion {
+		a.Archived = d.uvarint("archived")
+		ns := d.count("archived sums")
+		for i := 0; i < ns && d.err == nil; i++ {
+			a.ArchivedSums = append(a.ArchivedSums, Balance{Asset: Asset(d.string("asset")), Amount: d.varint("archived sum")})
+		}
+	}
 	if err := d.end(); err != nil {
 		return nil, err
 	}
@@ -280,4 +506,64 @@ func UnmarshalAccount(src []byte) (*Account, error) {
 		return nil, err
 	}
 	return a, nil
+}
+
+const chunkVersion = 1
+
+// AppendChunk appends the encoding of history chunk n of an account.
+func AppendChunk(dst []byte, actID, n uint64, entries []Entry) []byte {
+	dst = append(dst, chunkVersion)
+	dst = appendUvarint(dst, actID)
+	dst = appendUvarint(dst, n)
+	dst = appendUvarint(dst, uint64(len(entries)))
+	for i := range entries {
+		dst = appendEntry(dst, &entries[i])
+	}
+	return dst
+}
+
+// DecodeChunk decodes what AppendChunk wrote; it must hold ChunkEntries
+// positive entries with distinct limit keys.
+func DecodeChunk(src []byte) (actID, n uint64, entries []Entry, err error) {
+	d := decoder{b: src}
+	if v := d.byte1("version"); d.err == nil && v != chunkVersion {
+		return 0, 0, nil, fmt.Errorf("%w: chunk version %d", ErrCorrupt, v)
+	}
+	actID, n = d.uvarint("act_id"), d.uvarint("chunk")
+	count := d.count("entries")
+	if d.err == nil && count != ChunkEntries {
+		d.fail("chunk size")
+	}
+	for i := 0; i < count && d.err == nil; i++ {
+		entries = append(entries, d.entry())
+	}
+	if err := d.end(); err != nil {
+		return 0, 0, nil, err
+	}
+	seen := make(map[string]bool, len(entries))
+	for _, e := range entries {
+		if e.Amount <= 0 || seen[e.LimitKey] {
+			return 0, 0, nil, fmt.Errorf("%w: chunk %d of act %d: entry %s", ErrCorrupt, n, actID, e.LimitKey)
+		}
+		seen[e.LimitKey] = true
+	}
+	return actID, n, entries, nil
+}
+
+func appendEntry(dst []byte, e *Entry) []byte {
+	dst = appendString(dst, e.LimitKey)
+	dst = appendString(dst, e.OutTradeNo)
+	dst = appendString(dst, e.AwardType)
+	dst = appendString(dst, string(e.Asset))
+	dst = appendVarint(dst, e.Amount)
+	dst = appendVarint(dst, e.BookedAt)
+	return appendUvarint(dst, e.LeaseID)
+}
+
+func (d *decoder) entry() Entry {
+	return Entry{
+		LimitKey: d.string("limit_key"), OutTradeNo: d.string("out_trade_no"),
+		AwardType: d.string("award_type"), Asset: Asset(d.string("asset")),
+		Amount: d.varint("amount"), BookedAt: d.varint("booked_at"), LeaseID: d.uvarint("lease_id"),
+	}
 }

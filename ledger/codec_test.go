@@ -368,7 +368,7 @@ func TestUnmarshalAccountRejects(t *testing.T) {
 		want error
 	}{
 		{"empty", nil, ledger.ErrCorrupt},
-		{"version 2", append([]byte{2}, enc[1:]...), ledger.ErrCorrupt},
+		{"version 3", append([]byte{3}, enc[1:]...), ledger.ErrCorrupt},
 		{"padded act id", append([]byte{1, 0xaa, 0x00}, enc[2:]...), ledger.ErrCorrupt},
 		{"balance count beyond bytes", []byte{1, 0, 0, 9}, ledger.ErrCorrupt},
 		{"tampered balance", ledger.MarshalAccount(nil, tampered), ledger.ErrInvariant},

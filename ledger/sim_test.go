@@ -95,6 +95,7 @@ type sim struct {
 	granted int64            // Σ acknowledged grants
 
 	store    map[uint64]simStored       // TiKV accounts
+	history  map[uint64][]ledger.Entry  // TiKV history chunks, per account, in order
 	grains   map[uint64]*ledger.Account // user grains' cached accounts
 	details  [][]byte                   // TiKV hot details not folded yet, encoded, in the order written
 	unfolded int64                      // Σ their amounts
@@ -117,7 +118,7 @@ type sim struct {
 func newSim(t *testing.T, seed int64) *sim {
 	s := &sim{
 		t: t, seed: seed, rng: rand.New(rand.NewPCG(uint64(seed), 0x5eed)),
-		marks: map[string]int64{}, store: map[uint64]simStored{}, grains: map[uint64]*ledger.Account{},
+		marks: map[string]int64{}, store: map[uint64]simStored{}, history: map[uint64][]ledger.Entry{}, grains: map[uint64]*ledger.Account{},
 		postings: map[string]int64{}, bookedLease: map[uint64]int64{}, checked: map[uint64]*ledger.Account{},
 	}
 	// From a budget that runs dry early (and then lives on returned lease
@@ -332,6 +333,7 @@ func (s *sim) bookGrants(gs []ledger.Grant, faults bool) bool {
 		act     uint64
 		read    uint64
 		account *ledger.Account
+		chunks  [][]ledger.Entry // archived by this batch, written with it
 	}
 	var prep []prepared
 	var batch ledger.Batch
@@ -339,10 +341,17 @@ func (s *sim) bookGrants(gs []ledger.Grant, faults bool) bool {
 	for _, act := range acts {
 		cached := s.grain(act)
 		a := cached.Clone()
+		var chunks [][]ledger.Entry
 		for _, g := range byAct[act] {
 			booked, err := a.Book(&g, int64(s.step))
 			if err != nil {
 				s.fatalf("Book(%+v): %v", g, err)
+			}
+			if n, chunk, ok := a.TakeSealed(); ok {
+				if want := uint64(len(s.history[act])/ledger.ChunkEntries + len(chunks)); n != want {
+					s.fatalf("act %d: sealed chunk %d, want %d", act, n, want)
+				}
+				chunks = append(chunks, chunk)
 			}
 			if _, seen := s.marks[g.LimitKey()]; !seen {
 				s.fatalf("booked %s, which has no limit mark", g.LimitKey())
@@ -363,7 +372,7 @@ func (s *sim) bookGrants(gs []ledger.Grant, faults bool) bool {
 		if err := a.Check(); err != nil {
 			s.fatalf("prepared account: %v", err)
 		}
-		prep = append(prep, prepared{act, cached.Version, a})
+		prep = append(prep, prepared{act, cached.Version, a, chunks})
 	}
 	if err := batch.Check(); err != nil {
 		s.fatalf("booking batch: %v", err)
@@ -379,6 +388,9 @@ func (s *sim) bookGrants(gs []ledger.Grant, faults bool) bool {
 		}
 		p.account.Version++
 		s.store[p.act] = simStored{p.account.Version, ledger.MarshalAccount(nil, p.account)}
+		for _, c := range p.chunks {
+			s.history[p.act] = append(s.history[p.act], c...)
+		}
 		s.grains[p.act] = p.account
 	}
 	if len(detail.Leases) > 0 {
@@ -414,6 +426,9 @@ func (s *sim) grain(act uint64) *ledger.Account {
 	a, err := ledger.UnmarshalAccount(st.value)
 	if err != nil {
 		s.fatalf("act %d: UnmarshalAccount: %v", act, err)
+	}
+	if err := a.SetArchivedKeys(s.history[act]); err != nil {
+		s.fatalf("act %d: SetArchivedKeys: %v", act, err)
 	}
 	if a.Version != st.version || a.ActID != act {
 		s.fatalf("act %d: loaded act %d version %d, stored version %d", act, a.ActID, a.Version, st.version)
@@ -697,7 +712,7 @@ func (s *sim) checkAccounts(full bool) (balances, entries int64) {
 			s.fatalf("act %d: balance %d, postings %d", act, bal, p)
 		}
 		balances += bal
-		entries += int64(len(a.Entries))
+		entries += int64(a.Archived) + int64(len(a.Entries))
 		if !full && s.checked[act] == a {
 			continue
 		}

@@ -127,7 +127,11 @@ func (n *Node) restoreOwner(ctx context.Context) error {
 			n.binder.Restore(u.AppID, u.UserID, a.ActID)
 			bindings++
 		}
-		for _, e := range a.Entries {
+		entries, err := booking.AllEntries(ctx, n.tikv, a)
+		if err != nil {
+			return false, err
+		}
+		for _, e := range entries {
 			batch = append(batch, grant.Booked{ActID: a.ActID, LimitKey: e.LimitKey, AwardType: e.AwardType, Amount: e.Amount})
 		}
 		if len(batch) >= 1<<16 {
@@ -252,7 +256,11 @@ func (n *Node) rebuildRedis(ctx context.Context, epoch string) error {
 				return false, err
 			}
 		}
-		for _, e := range a.Entries {
+		entries, err := booking.AllEntries(ctx, n.tikv, a)
+		if err != nil {
+			return false, err
+		}
+		for _, e := range entries {
 			marks++
 			if err := add(redis.NewStatusCmd(ctx, "set", storage.LimitMarkKey(e.LimitKey),
 				storage.MarkValue(storage.MarkIssued, e.AwardType, e.Amount, 0))); err != nil {

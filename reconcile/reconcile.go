@@ -242,7 +242,26 @@ func Run(ctx context.Context, kv *storage.TiKV) (*Report, error) {
 		for _, b := range a.Balances {
 			add(b.Asset, b.Amount)
 		}
-		for _, e := range a.Entries {
+		all := a.Entries
+		if a.Archived > 0 {
+			archived, err := booking.Archived(ctx, txn, a)
+			if isMoneyErr(err) {
+				postings.fail("act %d: %v", a.ActID, err)
+				return true, nil
+			} else if err != nil {
+				return false, err
+			}
+			checkArchived(postings, a, archived)
+			all = append(archived, a.Entries...)
+			limits := make(map[string]bool, len(all))
+			for _, e := range all {
+				if limits[e.LimitKey] {
+					once.fail("act %d: limit key %s booked twice", a.ActID, e.LimitKey)
+				}
+				limits[e.LimitKey] = true
+			}
+		}
+		for _, e := range all {
 			entries++
 			if e.LeaseID == 0 {
 				r.PendingAttribution++
@@ -359,4 +378,28 @@ func isMoneyErr(err error) bool {
 		}
 	}
 	return false
+}
+
+// checkArchived compares an account's history chunks with what the account
+// keeps of them: the count and the sums per asset.
+func checkArchived(c *Check, a *ledger.Account, archived []ledger.Entry) {
+	if uint64(len(archived)) != a.Archived {
+		c.fail("act %d: %d archived entries in its history, the account counts %d", a.ActID, len(archived), a.Archived)
+		return
+	}
+	sums := map[ledger.Asset]int64{}
+	for _, e := range archived {
+		sums[e.Asset] += e.Amount
+	}
+	for _, b := range a.ArchivedSums {
+		if sums[b.Asset] != b.Amount {
+			c.fail("act %d: archived %s sum %d, its history holds %d", a.ActID, b.Asset, b.Amount, sums[b.Asset])
+		}
+		delete(sums, b.Asset)
+	}
+	for asset, s := range sums {
+		if s != 0 {
+			c.fail("act %d: history holds %d %s the account does not count", a.ActID, s, asset)
+		}
+	}
 }

@@ -59,6 +59,10 @@ func PageKey(part int32, page uint64) []byte {
 	return fmt.Appendf(nil, "rr/page/%04x/%012x", part, page)
 }
 
+// HistKey holds history chunk n of an account's entries (ledger.AppendChunk):
+// written once, by the booking that archived it.
+func HistKey(actID, n uint64) []byte { return fmt.Appendf(nil, "rr/hist/%016x/%08x", actID, n) }
+
 // PagePrefix bounds the scan of a partition's pages.
 func PagePrefix(part int32) []byte { return fmt.Appendf(nil, "rr/page/%04x/", part) }
 
