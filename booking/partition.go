@@ -81,7 +81,7 @@ type unit struct {
 	first uint64           // the store's NextSeq this unit expects before it
 	state ledger.PartState // the partition's state after it
 
-	journal []byte // encoded journal, nil when it booked nothing
+	journal []byte      // encoded journal, nil when it booked nothing
 	chunks  []pageWrite // history chunks its bookings archived
 	pages   []pageWrite
 	ckpt    uint64 // the journal seq the pages reflect

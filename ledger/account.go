@@ -96,7 +96,9 @@ func (a *Account) Booked(limitKey string) (bool, error) {
 	return a.archivedHas(limitKey), nil
 }
 
-func (a *Account) archivedHas(limitKey string) bool { return a.archivedKeys.has(LimitKeyHash(limitKey)) }
+func (a *Account) archivedHas(limitKey string) bool {
+	return a.archivedKeys.has(LimitKeyHash(limitKey))
+}
 
 // ArchivedKeysLoaded reports whether the account knows every archived
 // limit key (none archived, or SetArchivedKeys done).
