@@ -81,6 +81,29 @@ func (h *Histogram) ObserveNs(ns int64) {
 	h.sumNs.Add(ns)
 }
 
+// ObserveNsN records n observations of ns nanoseconds each.
+func (h *Histogram) ObserveNsN(ns, n int64) {
+	s := float64(ns) / 1e9
+	i := sort.SearchFloat64s(h.bounds, s)
+	h.counts[i].Add(n)
+	h.sumNs.Add(ns * n)
+}
+
+// Buckets returns the histogram's upper bounds (seconds, or counts) and
+// the cumulative count of observations at or below each, +Inf last.
+func (h *Histogram) Buckets() (bounds []float64, cumulative []int64) {
+	cumulative = make([]int64, len(h.counts))
+	var sum int64
+	for i := range h.counts {
+		sum += h.counts[i].Load()
+		cumulative[i] = sum
+	}
+	return h.bounds, cumulative
+}
+
+// IssueBounds are buckets for the time from a grant's issue to its booking.
+var IssueBounds = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60, 120}
+
 // Labels renders label pairs ("k", "v", ...) in the text format.
 func Labels(kv ...string) string {
 	if len(kv) == 0 {

@@ -56,7 +56,12 @@ type Config struct {
 	// ClusterAddr is this member's membership address (host:port); the
 	// default 127.0.0.1:0 picks a port (fine for one member).
 	ClusterAddr string
-	Log         *slog.Logger
+	// BookingLagMax is how old the oldest unbooked grant may get while
+	// booking still gives way to a busy grant path (0: booking.DefaultLagMax;
+	// negative: never give way). Larger favours bursts accepted, smaller
+	// grants booked soon.
+	BookingLagMax time.Duration
+	Log           *slog.Logger
 }
 
 // Node is a running redrain process.
@@ -158,7 +163,7 @@ func Start(cfg Config) (n *Node, err error) {
 		// marks; an owner of its shards learns "booked" from OnBooked.
 		Marks:   !n.kafka.Embedded(),
 		Brokers: n.kafka.Brokers, Partitions: cfg.Partitions, Metrics: n.Metrics, Clock: clock,
-		Owner: fmt.Sprintf("%s/%d", n.ID, n.Incarnation)})
+		Owner: fmt.Sprintf("%s/%d", n.ID, n.Incarnation), LagMax: cfg.BookingLagMax})
 	host, port, err := splitHostPort(cfg.ClusterAddr)
 	if err != nil {
 		return nil, fmt.Errorf("node: cluster address %q: %w", cfg.ClusterAddr, err)

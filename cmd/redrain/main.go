@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"redrain/bench"
+	"redrain/booking"
 	"redrain/node"
 	"redrain/reconcile"
 	"redrain/storage"
@@ -109,15 +110,20 @@ func serve(args []string) error {
 	seeds := fs.String("cluster-seeds", "", "membership addresses (host:port) of the other cluster members, comma-separated")
 	clusterAddr := fs.String("cluster-addr", "127.0.0.1:0", "this member's membership address (host:port) that other members list in --cluster-seeds")
 	clusterEtcd := fs.String("cluster-etcd", "", "etcd endpoints (host:port,...) for membership instead of --cluster-seeds; --cluster-addr is then the remoting address other members dial (default: automanaged)")
+	lagMax := fs.Duration("booking-lag-max", booking.DefaultLagMax, "while the grant path is busy, booking gives way to it until its oldest unbooked grant is this old (larger: more grants accepted in a burst, booked later; 0 or negative: booking never gives way)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	_ = fs.Parse(args)
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
+	if *lagMax == 0 {
+		*lagMax = -1 // zero: never give way
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	n, err := node.Start(node.Config{DataDir: b.dataDir, HTTP: *httpAddr, Kafka: list(b.kafka), PD: list(b.pd),
-		Redis: b.redis, ConfigFile: *config, Partitions: int32(*partitions), Seeds: list(*seeds), Etcd: list(*clusterEtcd), ClusterAddr: *clusterAddr, Log: log})
+		Redis: b.redis, ConfigFile: *config, Partitions: int32(*partitions), Seeds: list(*seeds), Etcd: list(*clusterEtcd), ClusterAddr: *clusterAddr,
+		BookingLagMax: *lagMax, Log: log})
 	if err != nil {
 		return err
 	}
