@@ -381,10 +381,14 @@ func (b *Booker) commitLoop(ctx context.Context) {
 }
 
 // oldestIssue is the earliest issued_at (unix ms) of the stream grants in
-// units, 0 when they hold none.
+// units, 0 when they hold none; a redeem waiting among them counts as
+// infinitely old (it is never paused for the grant path).
 func oldestIssue(units []*unit) int64 {
 	var oldest int64
 	for _, u := range units {
+		if u.req != nil {
+			return 1
+		}
 		for i := range u.grants {
 			if at := u.grants[i].IssuedAt; at > 0 && (oldest == 0 || at < oldest) {
 				oldest = at
