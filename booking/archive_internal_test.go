@@ -23,7 +23,9 @@ func ownerOn(t *testing.T, kv *storage.TiKV, name string) *part {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	b := New(Config{Log: slog.New(slog.DiscardHandler), TiKV: kv, Partitions: 1, Metrics: &metrics.Registry{}, Clock: time.Now, Owner: name})
-	go b.commitLoop(ctx)
+	for _, ch := range b.commits {
+		go b.commitLoop(ctx, ch)
+	}
 	p, err := b.takeOver(ctx, 0)
 	if err != nil {
 		t.Fatal(err)

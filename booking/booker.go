@@ -29,6 +29,12 @@ const Group = "redrain-booking"
 // commits.
 const bookBatchMax = 4096
 
+// committers is how many transactions a node commits at once: each commits
+// the units of its share of the partitions (p % committers), so that while
+// one waits on the store another prepares or commits. Their keys never
+// overlap (hot details are keyed by start timestamp).
+const committers = 2
+
 // While the grant path is busy, booking sleeps bookYieldRatio times the
 // time it committed since its last pause, at most bookYieldMax at once,
 // unless the oldest grant it is about to commit was issued more than
@@ -73,7 +79,9 @@ type Booker struct {
 	brokers  []string
 	onBooked atomic.Pointer[func([]ledger.Grant)]
 	busy     atomic.Pointer[func() bool]
-	commits  chan *unit
+	// commits are the committers' queues; partition p sends its units to
+	// commits[p % committers].
+	commits []chan *unit
 
 	mu     sync.Mutex
 	owned  map[int32]*owned
@@ -108,10 +116,14 @@ type Config struct {
 // New builds a booker; Run starts it.
 func New(cfg Config) *Booker {
 	m := cfg.Metrics
+	commits := make([]chan *unit, committers)
+	for i := range commits {
+		commits[i] = make(chan *unit, max(cfg.Partitions, 1)*resultsMax)
+	}
 	return &Booker{
-		log: cfg.Log, tikv: cfg.TiKV, redis: cfg.Redis, marks: cfg.Marks, clock: cfg.Clock,
+		commits: commits,
+		log:     cfg.Log, tikv: cfg.TiKV, redis: cfg.Redis, marks: cfg.Marks, clock: cfg.Clock,
 		parts: cfg.Partitions, owner: cfg.Owner, brokers: cfg.Brokers, lagMax: cmp.Or(cfg.LagMax, DefaultLagMax),
-		commits:       make(chan *unit, max(cfg.Partitions, 1)*pipelineDepth),
 		owned:         map[int32]*owned{},
 		Booked:        m.Counter("redrain_grants_booked_total", "Grants booked into the ledger by this node."),
 		Conflicts:     m.Counter("redrain_booking_conflicts_total", "Booking transactions retried after a write conflict."),
@@ -168,7 +180,9 @@ func (b *Booker) Run(ctx context.Context) error {
 		return fmt.Errorf("%w: consumer group: %v", storage.ErrUnavailable, err)
 	}
 	defer group.Close()
-	go b.commitLoop(ctx)
+	for _, ch := range b.commits {
+		go b.commitLoop(ctx, ch)
+	}
 	h := &handler{b: b}
 	for ctx.Err() == nil {
 		if err := group.Consume(ctx, []string{storage.GrantTopic}, h); err != nil && ctx.Err() == nil {
@@ -351,7 +365,7 @@ func (b *Booker) stop(ctx context.Context, why string, part int32, err error) {
 // commitLoop commits the units of every owned partition: what is waiting
 // when a transaction ends goes into the next one (group commit across
 // partitions, no timer).
-func (b *Booker) commitLoop(ctx context.Context) {
+func (b *Booker) commitLoop(ctx context.Context, commits <-chan *unit) {
 	failed := map[*part]uint64{}
 	var spent time.Duration
 	for {
@@ -359,14 +373,14 @@ func (b *Booker) commitLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case u := <-b.commits:
+		case u := <-commits:
 			units = append(units, u)
 		}
 		n := units[0].size()
 	fill:
 		for n < bookBatchMax {
 			select {
-			case u := <-b.commits:
+			case u := <-commits:
 				units = append(units, u)
 				n += u.size()
 			default:

@@ -366,7 +366,7 @@ func (p *part) send(ctx context.Context, u *unit) error {
 	}
 	p.pending = append(p.pending, u)
 	select {
-	case p.b.commits <- u:
+	case p.b.commits[int(p.id)%len(p.b.commits)] <- u:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
