@@ -170,24 +170,31 @@ func (h *handler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
 // over, then applies what arrives and what redeem asks, one unit at a time,
 // while earlier units commit.
 func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
-	b, ctx := h.b, sess.Context()
+	h.b.own(sess.Context(), sess, claim.Partition(), claim.Messages())
+	return nil
+}
+
+// own takes partition id over and books what msgs delivers until ctx ends,
+// the partition is fenced, or a money invariant stops it. sess marks
+// booked messages (nil: nothing to mark, as in tests that feed msgs).
+func (b *Booker) own(ctx context.Context, sess sarama.ConsumerGroupSession, id int32, msgs <-chan *sarama.ConsumerMessage) {
 	var p *part
 	for {
 		var err error
-		if p, err = b.takeOver(ctx, claim.Partition()); err == nil {
+		if p, err = b.takeOver(ctx, id); err == nil {
 			break
 		}
 		if ctx.Err() != nil {
-			return nil
+			return
 		}
 		if isMoneyErr(err) {
-			b.stop(ctx, "partition does not load", claim.Partition(), err)
-			return nil
+			b.stop(ctx, "partition does not load", id, err)
+			return
 		}
-		b.log.Warn("booking: taking partition over", "partition", claim.Partition(), "err", err)
+		b.log.Warn("booking: taking partition over", "partition", id, "err", err)
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
@@ -204,7 +211,7 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 		b.mu.Unlock()
 		close(o.gone)
 	}()
-	err := p.loop(ctx, sess, claim.Messages())
+	err := p.loop(ctx, sess, msgs)
 	switch {
 	case err == nil || ctx.Err() != nil:
 	case errors.Is(err, errFenced):
@@ -212,7 +219,6 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 	default:
 		b.stop(ctx, "money invariant broken", p.id, err)
 	}
-	return nil
 }
 
 // loop is the partition's goroutine.
