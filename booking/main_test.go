@@ -203,3 +203,19 @@ func userIn(f *bookingtest.Fixture, part int32) uint64 {
 		}
 	}
 }
+
+// journals decodes a partition's journals from seq from on.
+func journals(t testing.TB, f *bookingtest.Fixture, part int32, from uint64) []*ledger.Journal {
+	t.Helper()
+	var out []*ledger.Journal
+	start, end := storage.JournalKey(part, from), storage.PrefixEnd(storage.JournalPrefix(part))
+	err := f.KV.Scan(context.Background(), start, end, func(_, raw []byte) (bool, error) {
+		j, err := ledger.DecodeJournal(raw)
+		out = append(out, j)
+		return err == nil, err
+	})
+	if err != nil {
+		t.Fatalf("partition %d journals: %v", part, err)
+	}
+	return out
+}
