@@ -109,9 +109,8 @@ func (o *owner) stop() {
 	o.wg.Wait()
 }
 
-// feedRaw hands part's goroutine one record and waits until it has handled
-// it; it returns the record's offset.
-func (o *owner) feedRaw(part int32, value []byte) int64 {
+// push hands part's goroutine one record; it returns the record's offset.
+func (o *owner) push(part int32, value []byte) int64 {
 	o.t.Helper()
 	off := o.next[part]
 	m := &sarama.ConsumerMessage{Topic: storage.GrantTopic, Partition: part, Offset: off, Value: value}
@@ -121,6 +120,14 @@ func (o *owner) feedRaw(part int32, value []byte) int64 {
 		o.t.Fatalf("partition %d did not take offset %d within %v", part, off, within)
 	}
 	o.next[part]++
+	return off
+}
+
+// feedRaw pushes one record and waits until part's goroutine has handled
+// it.
+func (o *owner) feedRaw(part int32, value []byte) int64 {
+	o.t.Helper()
+	off := o.push(part, value)
 	o.sync(part)
 	return off
 }
