@@ -68,6 +68,9 @@ type Booker struct {
 type owned struct {
 	p    *part
 	gone chan struct{} // closed when its goroutine stopped
+	// err is why a broken money invariant stopped it, set before gone is
+	// closed; nil when it gave the partition up.
+	err error
 }
 
 // Config wires a booker.
@@ -203,13 +206,16 @@ func (b *Booker) own(ctx context.Context, sess sarama.ConsumerGroupSession, id i
 	b.mu.Lock()
 	b.owned[p.id] = o
 	b.mu.Unlock()
+	stopped := false
 	defer func() {
 		b.mu.Lock()
 		if b.owned[p.id] == o {
 			delete(b.owned, p.id)
 		}
 		b.mu.Unlock()
-		close(o.gone)
+		if !stopped {
+			close(o.gone)
+		}
 	}()
 	err := p.loop(ctx, sess, msgs)
 	switch {
@@ -217,6 +223,12 @@ func (b *Booker) own(ctx context.Context, sess sarama.ConsumerGroupSession, id i
 	case errors.Is(err, errFenced):
 		b.log.Warn("booking: partition fenced; another node owns it now", "partition", p.id, "err", err)
 	default:
+		// The partition stays claimed until the session ends, but nothing
+		// serves it: a redeem of its users gets the error at once rather
+		// than waiting on the stopped goroutine.
+		o.err = fmt.Errorf("booking stopped at partition %d: %w", p.id, err)
+		stopped = true
+		close(o.gone)
 		b.stop(ctx, "money invariant broken", p.id, err)
 	}
 }
@@ -649,6 +661,9 @@ func (b *Booker) bookOwned(ctx context.Context, part int32, grants []ledger.Gran
 	select {
 	case o.p.ops <- req:
 	case <-o.gone:
+		if o.err != nil {
+			return nil, o.err
+		}
 		return nil, errNotOwned
 	case <-ctx.Done():
 		return nil, ctx.Err()

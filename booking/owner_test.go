@@ -2,8 +2,10 @@ package booking_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"testing"
 
@@ -308,4 +310,38 @@ func TestKeysPerBookedGrant(t *testing.T) {
 		t.Fatalf("%d keys written for %d grants booked: %.4f per grant, want at most 0.05", keys, booked, ratio)
 	}
 	f.Audit(all)
+}
+
+// TestMoneyInvariantStopsPartition: a record whose booking would overflow a
+// balance stops the partition: Broken says why, nothing of the record is
+// written (not its good grants either), a redeem of the partition's users
+// is refused instead of waiting, and the records before it stay booked.
+func TestMoneyInvariantStopsPartition(t *testing.T) {
+	f := newFixture(t, 1, 1_000_000)
+	l := f.Lease(f.Budget, 100_000)
+	users := usersOf(f, 3)
+	good := grantsFor(f, users, 1, l)
+	o := newBooker(t, f, "a/1", nil, nil)
+	oo := startOwner(t, f, o, false, 0)
+	oo.feed(0, good)
+	oo.waitBooked()
+	before, offset := ledgerState(t, f), booked(t, f)[0]
+
+	bad := []ledger.Grant{f.Grant(users[1], 2, l, 5), f.Grant(users[0], 2, l, math.MaxInt64)}
+	oo.push(0, ledger.AppendGrantRecord(nil, bad))
+	if err := waitBroken(t, o); !errors.Is(err, ledger.ErrOverflow) {
+		t.Fatalf("Broken() = %v, want ErrOverflow", err)
+	}
+	if after := ledgerState(t, f); !maps.Equal(after, before) {
+		t.Fatal("the refused record changed the ledger")
+	}
+	if got := booked(t, f)[0]; got != offset {
+		t.Fatalf("booked offset %d after the refused record, want %d", got, offset)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	if _, err := o.Book(ctx, []ledger.Grant{f.Grant(users[2], 3, nil, 1)}); err == nil || ctx.Err() != nil {
+		t.Fatalf("Book on a stopped booker: %v (waited: %v), want its broken invariant at once", err, ctx.Err())
+	}
+	f.Audit(good)
 }
