@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"sync"
 	"testing"
 
 	"redrain/booking"
@@ -344,4 +345,92 @@ func TestMoneyInvariantStopsPartition(t *testing.T) {
 		t.Fatalf("Book on a stopped booker: %v (waited: %v), want its broken invariant at once", err, ctx.Err())
 	}
 	f.Audit(good)
+}
+
+// TestOwnerUnderConcurrentRedeems: while two partitions' owner books a
+// stream of records, redeems of the same grants run at once, some through
+// the owner and some through a booker that owns nothing (each of those
+// makes the owner's next commit catch up). Whatever the interleaving,
+// every grant is booked exactly once, under its lease once its stream event
+// is booked, and the counters of the two bookers add up to the grants.
+func TestOwnerUnderConcurrentRedeems(t *testing.T) {
+	const parts, users, rains = 2, 60, 12
+	f := newFixture(t, parts, 100_000_000)
+	l := f.Lease(f.Budget, 10_000_000)
+	byPart := make([][]uint64, parts)
+	for p := range int32(parts) {
+		for range users {
+			byPart[p] = append(byPart[p], userIn(f, p))
+		}
+	}
+	o := newBooker(t, f, "owner/1", nil, nil)
+	oo := startOwner(t, f, o, false, 0, 1)
+	e := newBooker(t, f, "elsewhere/1", nil, nil)
+
+	var records [][]ledger.Grant // per rain and partition, in feeding order
+	var all []ledger.Grant
+	for rain := range uint64(rains) {
+		for p := range parts {
+			gs := grantsFor(f, byPart[p], rain+1, l)
+			records = append(records, gs)
+			all = append(all, gs...)
+		}
+	}
+	redeemOf := func(g ledger.Grant) ledger.Grant {
+		g.LeaseID, g.UserID = 0, ""
+		return g
+	}
+	// Each record races with redeems of a third of its grants, in batches
+	// of five, alternately elsewhere and through the owner.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	errs := make(chan error, len(records))
+	redeemed := []map[byte]int{{}, {}} // outcomes elsewhere, through the owner
+	for i, gs := range records {
+		w := i % 2
+		wg.Go(func() {
+			var batch []ledger.Grant
+			for j := i % 3; j < len(gs); j += 3 {
+				batch = append(batch, redeemOf(gs[j]))
+				if len(batch) < 5 && j+3 < len(gs) {
+					continue
+				}
+				out, err := []*booking.Booker{e, o}[w].Book(context.Background(), batch)
+				if err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				for _, x := range out {
+					redeemed[w][x]++
+				}
+				mu.Unlock()
+				batch = batch[:0]
+			}
+		})
+		oo.feed(int32(i%parts), gs)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("redeem: %v", err)
+	}
+	oo.waitBooked()
+	if err := o.Broken(); err != nil {
+		t.Fatalf("Broken() = %v", err)
+	}
+	t.Logf("redeem outcomes elsewhere %v, through the owner %v; owner committed %d transactions",
+		redeemed[0], redeemed[1], o.Batches.Load())
+	if got := o.Booked.Load() + e.Booked.Load(); got != int64(len(all)) {
+		t.Fatalf("owner booked %d and elsewhere %d: %d, want %d", o.Booked.Load(), e.Booked.Load(), got, len(all))
+	}
+	if redeemed[0][booking.BookedNow]+redeemed[1][booking.BookedNow] == 0 {
+		t.Fatal("no redeem came before its stream event: the race was not exercised")
+	}
+	f.Audit(all)
+	fromOwner, err := o.Accounts(context.Background(), f.Users)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accountsEqual(t, "store against owner", f.Accounts(f.Users), fromOwner)
 }
