@@ -260,6 +260,9 @@ func (p *part) loop(ctx context.Context, sess sarama.ConsumerGroupSession, msgs 
 				return err
 			}
 		case <-tick.C:
+			if err := p.refresh(ctx); err != nil {
+				return err
+			}
 			if p.ckptDue() {
 				if err := p.send(ctx, p.newUnit()); err != nil {
 					return err

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/tikv/client-go/v2/txnkv/transaction"
+
 	"redrain/booking"
 	"redrain/booking/bookingtest"
 	"redrain/ledger"
@@ -433,4 +435,73 @@ func TestOwnerUnderConcurrentRedeems(t *testing.T) {
 		t.Fatal(err)
 	}
 	accountsEqual(t, "store against owner", f.Accounts(f.Users), fromOwner)
+}
+
+// TestIdleOwnerSeesWritesElsewhere: a redeem and a bind written by other
+// nodes while the partition's owner has nothing to book reach the owner's
+// memory (which Booker.Accounts answers from, for wallets and token
+// status) without waiting for its next record, and its next record books
+// on top of them.
+func TestIdleOwnerSeesWritesElsewhere(t *testing.T) {
+	f := newFixture(t, 1, 1_000_000)
+	l := f.Lease(f.Budget, 100_000)
+	users := usersOf(f, 4)
+	r0 := grantsFor(f, users, 1, l)
+	o := newBooker(t, f, "owner/1", nil, nil)
+	oo := startOwner(t, f, o, false, 0)
+	oo.feed(0, r0)
+	oo.waitBooked()
+	// Idle for good: even its checkpoint is written.
+	eventually(t, within, "the owner checkpoints its journal", func() error {
+		if s := partState(t, f, 0); s.CkptSeq != s.NextSeq-1 {
+			return fmt.Errorf("checkpoint at %d, journal at %d", s.CkptSeq, s.NextSeq-1)
+		}
+		return nil
+	})
+
+	e := newBooker(t, f, "elsewhere/1", nil, nil)
+	redeem := f.Grant(users[0], 2, nil, 31)
+	wantOutcomes(t, book(t, e, []ledger.Grant{redeem}), booking.BookedNow)
+	bind := func(actID uint64) bool {
+		t.Helper()
+		var fresh bool
+		err := f.KV.Update(context.Background(), func(txn *transaction.KVTxn) error {
+			var err error
+			fresh, err = booking.BindInTxn(context.Background(), txn, f.Parts, 9, fmt.Sprintf("open-%d", actID), actID)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("BindInTxn(%d): %v", actID, err)
+		}
+		return fresh
+	}
+	newcomer := f.User()
+	if !bind(users[1]) || bind(users[1]) || !bind(newcomer) {
+		t.Fatal("BindInTxn: want new, then known, then new")
+	}
+	ids := []uint64{users[0], users[1], newcomer}
+	eventually(t, within, "the owner's accounts show the writes made elsewhere", func() error {
+		got, err := o.Accounts(context.Background(), ids)
+		if err != nil {
+			return err
+		}
+		if _, ok := got[users[0]].Entry(redeem.LimitKey()); !ok {
+			return fmt.Errorf("user %d: redeemed %s missing", users[0], redeem.LimitKey())
+		}
+		for _, id := range ids[1:] {
+			if a := got[id]; a == nil || !slices.Contains(a.Apps, ledger.AppUser{AppID: 9, UserID: fmt.Sprintf("open-%d", id)}) {
+				return fmt.Errorf("user %d: bind missing from %+v", id, a)
+			}
+		}
+		return nil
+	})
+	r1 := grantsFor(f, append(users, newcomer), 3, l)
+	oo.feed(0, r1)
+	oo.waitBooked()
+	fromOwner, err := o.Accounts(context.Background(), f.Users)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accountsEqual(t, "store against owner", f.Accounts(f.Users), fromOwner)
+	f.Audit(append(append(slices.Clone(r0), r1...), redeem))
 }

@@ -454,6 +454,34 @@ func (p *part) catchUp(ctx context.Context, cause error) error {
 	}
 }
 
+// refresh catches an idle partition up with writes made elsewhere. A
+// partition with units in flight finds them when those commit; an idle one
+// would otherwise keep answering Booker.Accounts (wallets, token status)
+// without a redeem or bind another node committed, for as long as no
+// record arrives. One read of the partition's state per tick.
+func (p *part) refresh(ctx context.Context) error {
+	if len(p.pending) > 0 {
+		return nil
+	}
+	var s *ledger.PartState
+	err := p.b.tikv.View(func(txn *transaction.KVTxn) error {
+		var err error
+		s, err = readPartState(ctx, txn, p.id)
+		return err
+	})
+	if err != nil {
+		if isMoneyErr(err) {
+			return err
+		}
+		p.b.log.Warn("booking: reading the partition's state", "partition", p.id, "err", err)
+		return nil // the next tick tries again
+	}
+	if s.Epoch == p.epoch && s.NextSeq == p.committed.NextSeq {
+		return nil
+	}
+	return p.catchUp(ctx, errMoved)
+}
+
 // readForeign reads the partition's state and the journals after our last
 // commit.
 func (p *part) readForeign(ctx context.Context) ([]*ledger.Journal, *ledger.PartState, error) {
