@@ -265,6 +265,17 @@ func TestCheckpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	accountsEqual(t, "scan against owner", scanned, fromOwner)
+	clear(scanned)
+	err = f.KV.View(func(txn *transaction.KVTxn) error {
+		return booking.ScanAccountsTxn(context.Background(), txn, func(a *ledger.Account) (bool, error) {
+			scanned[a.ActID] = a
+			return true, nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	accountsEqual(t, "scan in one snapshot against owner", scanned, fromOwner)
 
 	oo.stop()
 	n := newBooker(t, f, "b/1", nil, nil)
@@ -504,4 +515,74 @@ func TestIdleOwnerSeesWritesElsewhere(t *testing.T) {
 	}
 	accountsEqual(t, "store against owner", f.Accounts(f.Users), fromOwner)
 	f.Audit(append(append(slices.Clone(r0), r1...), redeem))
+}
+
+// TestFencedPartitionLeavesOthersCommitting: units of two partitions wait
+// for one shared transaction when another node takes one of the partitions
+// over. The fenced partition's units are dropped and the other's commit.
+func TestFencedPartitionLeavesOthersCommitting(t *testing.T) {
+	f := newFixture(t, 2, 1_000_000)
+	l := f.Lease(f.Budget, 100_000)
+	var r0, r1 []ledger.Grant
+	for range 5 {
+		r0 = append(r0, f.Grant(userIn(f, 0), 1, l, 10))
+		r1 = append(r1, f.Grant(userIn(f, 1), 1, l, 20))
+	}
+	a := newBooker(t, f, "node-a/1", nil, nil)
+	oa := startOwner(t, f, a, true, 0, 1)
+	oa.feed(0, r0)
+	oa.feed(1, r1)
+	b := newBooker(t, f, "node-b/1", nil, nil)
+	ob := startOwner(t, f, b, false, 0)
+	oa.startCommits()
+	eventually(t, within, "A keeps partition 1 only, booked", func() error {
+		if c := a.Claims(); !slices.Equal(c, []int32{1}) {
+			return fmt.Errorf("A claims %v", c)
+		}
+		if got := booked(t, f); got[0] != 0 || got[1] != 1 {
+			return fmt.Errorf("booked offsets %v", got)
+		}
+		return nil
+	})
+	if got := a.Booked.Load(); got != int64(len(r1)) {
+		t.Fatalf("A booked %d, want %d", got, len(r1))
+	}
+	if s := partState(t, f, 0); s.NextSeq != 1 || s.Owner != "node-b/1" {
+		t.Fatalf("partition 0 after A was fenced: %+v", s)
+	}
+	ob.feed(0, r0)
+	ob.waitBooked()
+	f.Audit(append(slices.Clone(r0), r1...))
+}
+
+// TestCorruptPartitionDoesNotLoad: a page that fails the money checks stops
+// the take-over of its partition as a broken invariant.
+func TestCorruptPartitionDoesNotLoad(t *testing.T) {
+	f := newFixture(t, 1, 1_000_000)
+	l := f.Lease(f.Budget, 100_000)
+	u := f.User()
+	b := newBooker(t, f, "a/1", nil, nil)
+	wantOutcomes(t, book(t, b, []ledger.Grant{f.Grant(u, 1, l, 10)}), booking.BookedNow)
+	acct := f.Account(u)
+	acct.Balances[0].Amount++
+	page := ledger.Page{Seq: partState(t, f, 0).NextSeq - 1, Accounts: []*ledger.Account{acct}}
+	bookingtest.Put(t, f.KV, storage.PageKey(0, storage.PageOf(u)), ledger.AppendPage(nil, &page))
+	before := bookingtest.Snapshot(t, f.KV, "rr/")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.Own(ctx, 0, nil)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	if err := waitBroken(t, b); !errors.Is(err, ledger.ErrInvariant) {
+		t.Fatalf("Broken() = %v, want ErrInvariant", err)
+	}
+	if c := b.Claims(); len(c) != 0 {
+		t.Fatalf("claims %v after a failed take-over", c)
+	}
+	if after := bookingtest.Snapshot(t, f.KV, "rr/"); !maps.Equal(after, before) {
+		t.Fatal("a failed take-over wrote to the store")
+	}
 }
