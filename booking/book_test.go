@@ -37,12 +37,23 @@ func eachPath(t *testing.T, test func(t *testing.T, own func(*bookingtest.Fixtur
 	})
 }
 
+// onPath is a fixture of parts partitions with one lease, and a booker
+// that books by the path own sets up.
+func onPath(t *testing.T, own func(*bookingtest.Fixture, *booking.Booker), parts int32, total int64) (*bookingtest.Fixture, *ledger.Lease, *booking.Booker) {
+	t.Helper()
+	f := newFixture(t, parts, total)
+	l := f.Lease(f.Budget, total/10)
+	b := newBooker(t, f, "a", nil, nil)
+	own(f, b)
+	return f, l, b
+}
+
 // TestBookExactlyOnce: a batch books once; its redelivery books nothing and
 // leaves journals, hot details and accounts as they were.
 func TestBookExactlyOnce(t *testing.T) {
 	eachPath(t, func(t *testing.T, own func(*bookingtest.Fixture, *booking.Booker)) {
-		f := newFixture(t, 4, 10_000_000)
-		leases := []*ledger.Lease{f.Lease(f.Budget, 1_000_000), f.Lease(f.Budget, 1_000_000)}
+		f, l, b := onPath(t, own, 4, 10_000_000)
+		leases := []*ledger.Lease{l, f.Lease(f.Budget, 1_000_000)}
 		var batch []ledger.Grant
 		for range 40 {
 			u := f.User()
@@ -50,8 +61,6 @@ func TestBookExactlyOnce(t *testing.T) {
 				batch = append(batch, f.Grant(u, rain, leases[rain%2], amountOf(u, rain)))
 			}
 		}
-		b := newBooker(t, f, "a", nil, nil)
-		own(f, b)
 
 		wantOutcomes(t, book(t, b, batch), booking.BookedNow)
 		if got := b.Booked.Load(); got != int64(len(batch)) {
@@ -84,10 +93,7 @@ func TestBookExactlyOnce(t *testing.T) {
 // within a batch and across batches.
 func TestBookDuplicatesInOneBatch(t *testing.T) {
 	eachPath(t, func(t *testing.T, own func(*bookingtest.Fixture, *booking.Booker)) {
-		f := newFixture(t, 2, 1_000_000)
-		l := f.Lease(f.Budget, 100_000)
-		b := newBooker(t, f, "a", nil, nil)
-		own(f, b)
+		f, l, b := onPath(t, own, 2, 1_000_000)
 
 		u1, u2, u3 := f.User(), f.User(), f.User()
 		same := f.Grant(u1, 1, l, 120)
@@ -157,14 +163,9 @@ func TestBookedMarksInRedis(t *testing.T) {
 // checks the money after each.
 func TestAccountsEqualPostings(t *testing.T) {
 	eachPath(t, func(t *testing.T, own func(*bookingtest.Fixture, *booking.Booker)) {
-		f := newFixture(t, 3, 5_000_000)
+		f, l, b := onPath(t, own, 3, 5_000_000)
 		second := f.AddBudget(3_000_000)
-		leases := []*ledger.Lease{
-			f.Lease(f.Budget, 400_000), f.Lease(f.Budget, 400_000),
-			f.Lease(second, 400_000), f.Lease(second, 100),
-		}
-		b := newBooker(t, f, "a", nil, nil)
-		own(f, b)
+		leases := []*ledger.Lease{l, f.Lease(f.Budget, 400_000), f.Lease(second, 400_000), f.Lease(second, 100)}
 		users := make([]uint64, 25)
 		for i := range users {
 			users[i] = f.User()
@@ -195,10 +196,7 @@ func TestAccountsEqualPostings(t *testing.T) {
 // conflicts are retried and each limit key is booked exactly once.
 func TestConcurrentBookOverlappingUsers(t *testing.T) {
 	eachPath(t, func(t *testing.T, own func(*bookingtest.Fixture, *booking.Booker)) {
-		f := newFixture(t, 4, 10_000_000)
-		l := f.Lease(f.Budget, 1_000_000)
-		b := newBooker(t, f, "a", nil, nil)
-		own(f, b)
+		f, l, b := onPath(t, own, 4, 10_000_000)
 		users := make([]uint64, 12)
 		for i := range users {
 			users[i] = f.User()
@@ -270,10 +268,7 @@ func TestConcurrentBookOverlappingUsers(t *testing.T) {
 // duplicates.
 func TestRedeemAttribution(t *testing.T) {
 	eachPath(t, func(t *testing.T, own func(*bookingtest.Fixture, *booking.Booker)) {
-		f := newFixture(t, 2, 1_000_000)
-		l := f.Lease(f.Budget, 100_000)
-		b := newBooker(t, f, "a", nil, nil)
-		own(f, b)
+		f, l, b := onPath(t, own, 2, 1_000_000)
 		u := f.User()
 		event := f.Grant(u, 1, l, 250)
 		redeem := event
@@ -340,10 +335,7 @@ func legacyRecord(gs []ledger.Grant) []byte {
 // attribution, and a batch may mix both key formats.
 func TestBookLegacyGrants(t *testing.T) {
 	eachPath(t, func(t *testing.T, own func(*bookingtest.Fixture, *booking.Booker)) {
-		f := newFixture(t, 2, 1_000_000)
-		l := f.Lease(f.Budget, 100_000)
-		b := newBooker(t, f, "a", nil, nil)
-		own(f, b)
+		f, l, b := onPath(t, own, 2, 1_000_000)
 		decode := func(raw []byte) []ledger.Grant {
 			t.Helper()
 			gs, err := ledger.DecodeGrantRecord(nil, raw)
@@ -406,16 +398,8 @@ func TestBookLegacyGrants(t *testing.T) {
 // reported as such at once, not retried; nothing of it is written.
 func TestBookStopsOnCorruptAccount(t *testing.T) {
 	f := newFixture(t, 1, 1_000_000)
-	l := f.Lease(f.Budget, 100_000)
 	b := newBooker(t, f, "a", nil, nil)
-	u := f.User()
-	wantOutcomes(t, book(t, b, []ledger.Grant{f.Grant(u, 1, l, 10)}), booking.BookedNow)
-
-	// A page whose account's balance no longer equals its entries.
-	acct := f.Account(u)
-	acct.Balances[0].Amount++
-	page := ledger.Page{Seq: partState(t, f, 0).NextSeq - 1, Accounts: []*ledger.Account{acct}}
-	bookingtest.Put(t, f.KV, storage.PageKey(0, storage.PageOf(u)), ledger.AppendPage(nil, &page))
+	u, l := corruptAccount(t, f, b)
 	before := bookingtest.Snapshot(t, f.KV, "rr/")
 	_, err := b.Book(context.Background(), []ledger.Grant{f.Grant(u, 2, l, 10)})
 	if !errors.Is(err, ledger.ErrInvariant) {
@@ -441,4 +425,18 @@ func TestBookStopsOnCorruptAccount(t *testing.T) {
 		t.Fatal("a Book refused for an overflow wrote to the store")
 	}
 	f2.Audit([]ledger.Grant{first})
+}
+
+// corruptAccount books a grant to a new user of partition 0 through b, then
+// writes the user's page with a balance that no longer equals its entries.
+func corruptAccount(t *testing.T, f *bookingtest.Fixture, b *booking.Booker) (uint64, *ledger.Lease) {
+	t.Helper()
+	l := f.Lease(f.Budget, 100_000)
+	u := userIn(f, 0)
+	wantOutcomes(t, book(t, b, []ledger.Grant{f.Grant(u, 1, l, 10)}), booking.BookedNow)
+	acct := f.Account(u)
+	acct.Balances[0].Amount++
+	page := ledger.Page{Seq: partState(t, f, 0).NextSeq - 1, Accounts: []*ledger.Account{acct}}
+	bookingtest.Put(t, f.KV, storage.PageKey(0, storage.PageOf(u)), ledger.AppendPage(nil, &page))
+	return u, l
 }

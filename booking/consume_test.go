@@ -312,3 +312,60 @@ func TestConsumeStopsOnMoneyInvariant(t *testing.T) {
 	}
 	f.Audit([]ledger.Grant{first})
 }
+
+// TestRebalanceBetweenBookers: two nodes' bookers in the booking group
+// while grants keep coming: a second booker joins (partitions move to it,
+// taken over from the first) and the first one leaves (the second takes
+// its partitions over). Every grant is booked once, and the two bookers'
+// counts add up to the grants.
+func TestRebalanceBetweenBookers(t *testing.T) {
+	const partitions = 4
+	k := storagetest.Kafka(t, "", partitions)
+	client := saramaClient(t, k)
+	f := newFixture(t, partitions, 100_000_000)
+	l := f.Lease(f.Budget, 10_000_000)
+	var all []ledger.Grant
+	step := func(what string, users int, rain uint64) {
+		t.Helper()
+		var gs []ledger.Grant
+		for range users {
+			u := f.User()
+			gs = append(gs, f.Grant(u, rain, l, amountOf(u, rain)))
+		}
+		produce(t, k, partitions, gs)
+		all = append(all, gs...)
+		eventually(t, 2*within, what, func() error {
+			if err := drained(t, client, f.KV); err != nil {
+				return err
+			}
+			return allBooked(f, all)
+		})
+	}
+	b1 := newBooker(t, f, "node-a/1", nil, k.Brokers)
+	stop1 := runBooker(t, b1)
+	step("the first booker books", 40, 1)
+
+	b2 := newBooker(t, f, "node-b/1", nil, k.Brokers)
+	runBooker(t, b2)
+	eventually(t, 2*within, "the second booker gets partitions", func() error {
+		if len(b2.Claims()) == 0 {
+			return errors.New("b2 claims nothing yet")
+		}
+		return nil
+	})
+	step("both book", 40, 2)
+	stop1()
+	step("the second booker books everything", 40, 3)
+	if len(b2.Claims()) != partitions {
+		t.Fatalf("b2 claims %v after b1 left", b2.Claims())
+	}
+	for _, b := range []*booking.Booker{b1, b2} {
+		if err := b.Broken(); err != nil {
+			t.Fatalf("Broken() = %v", err)
+		}
+	}
+	if got := b1.Booked.Load() + b2.Booked.Load(); got != int64(len(all)) {
+		t.Fatalf("bookers booked %d + %d, want %d", b1.Booked.Load(), b2.Booked.Load(), len(all))
+	}
+	f.Audit(all)
+}

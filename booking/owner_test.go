@@ -35,6 +35,22 @@ func usersOf(f *bookingtest.Fixture, n int) []uint64 {
 	return us
 }
 
+// bookedOwner is a fixture of one partition with one lease, whose owner
+// (its committer running) has booked one record of a grant to each of n
+// users.
+func bookedOwner(t *testing.T, n int) (*bookingtest.Fixture, *ledger.Lease, []uint64, []ledger.Grant, *booking.Booker, *owner) {
+	t.Helper()
+	f := newFixture(t, 1, 1_000_000)
+	l := f.Lease(f.Budget, 100_000)
+	users := usersOf(f, n)
+	r0 := grantsFor(f, users, 1, l)
+	o := newBooker(t, f, "owner/1", nil, nil)
+	oo := startOwner(t, f, o, false, 0)
+	oo.feed(0, r0)
+	oo.waitBooked()
+	return f, l, users, r0, o, oo
+}
+
 // TestFencedOwnerWritesNothing: owner A has two units applied but not
 // committed when B takes the partition over (a newer epoch). A's commits
 // fail fenced: A rolls back, gives the partition up and writes nothing. A
@@ -331,14 +347,7 @@ func TestKeysPerBookedGrant(t *testing.T) {
 // written (not its good grants either), a redeem of the partition's users
 // is refused instead of waiting, and the records before it stay booked.
 func TestMoneyInvariantStopsPartition(t *testing.T) {
-	f := newFixture(t, 1, 1_000_000)
-	l := f.Lease(f.Budget, 100_000)
-	users := usersOf(f, 3)
-	good := grantsFor(f, users, 1, l)
-	o := newBooker(t, f, "a/1", nil, nil)
-	oo := startOwner(t, f, o, false, 0)
-	oo.feed(0, good)
-	oo.waitBooked()
+	f, l, users, good, o, oo := bookedOwner(t, 3)
 	before, offset := ledgerState(t, f), booked(t, f)[0]
 
 	bad := []ledger.Grant{f.Grant(users[1], 2, l, 5), f.Grant(users[0], 2, l, math.MaxInt64)}
@@ -454,14 +463,7 @@ func TestOwnerUnderConcurrentRedeems(t *testing.T) {
 // status) without waiting for its next record, and its next record books
 // on top of them.
 func TestIdleOwnerSeesWritesElsewhere(t *testing.T) {
-	f := newFixture(t, 1, 1_000_000)
-	l := f.Lease(f.Budget, 100_000)
-	users := usersOf(f, 4)
-	r0 := grantsFor(f, users, 1, l)
-	o := newBooker(t, f, "owner/1", nil, nil)
-	oo := startOwner(t, f, o, false, 0)
-	oo.feed(0, r0)
-	oo.waitBooked()
+	f, l, users, r0, o, oo := bookedOwner(t, 4)
 	// Idle for good: even its checkpoint is written.
 	eventually(t, within, "the owner checkpoints its journal", func() error {
 		if s := partState(t, f, 0); s.CkptSeq != s.NextSeq-1 {
@@ -559,14 +561,8 @@ func TestFencedPartitionLeavesOthersCommitting(t *testing.T) {
 // the take-over of its partition as a broken invariant.
 func TestCorruptPartitionDoesNotLoad(t *testing.T) {
 	f := newFixture(t, 1, 1_000_000)
-	l := f.Lease(f.Budget, 100_000)
-	u := f.User()
 	b := newBooker(t, f, "a/1", nil, nil)
-	wantOutcomes(t, book(t, b, []ledger.Grant{f.Grant(u, 1, l, 10)}), booking.BookedNow)
-	acct := f.Account(u)
-	acct.Balances[0].Amount++
-	page := ledger.Page{Seq: partState(t, f, 0).NextSeq - 1, Accounts: []*ledger.Account{acct}}
-	bookingtest.Put(t, f.KV, storage.PageKey(0, storage.PageOf(u)), ledger.AppendPage(nil, &page))
+	corruptAccount(t, f, b)
 	before := bookingtest.Snapshot(t, f.KV, "rr/")
 
 	ctx, cancel := context.WithCancel(context.Background())
