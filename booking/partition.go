@@ -495,8 +495,14 @@ func (p *part) readForeign(ctx context.Context) ([]*ledger.Journal, *ledger.Part
 		if state.Epoch != p.epoch {
 			return fmt.Errorf("%w: epoch %d, ours %d", errFenced, state.Epoch, p.epoch)
 		}
-		if state.Booked != p.committed.Booked {
-			return fmt.Errorf("%w: partition %d booked offset moved from %d to %d under our epoch %d", errFenced, p.id, p.committed.Booked, state.Booked, p.epoch)
+		// Under our epoch only we move the booked offset: ahead of what we
+		// know, it is a transaction of ours that committed although its
+		// commit reported an error (an undetermined result), and its
+		// journals are replayed like foreign ones (its inputs then book
+		// nothing again). Giving the partition up as fenced would leave it
+		// unbooked until the group's next rebalance.
+		if state.Booked < p.committed.Booked {
+			return fmt.Errorf("%w: partition %d booked offset moved back from %d to %d under our epoch %d", errFenced, p.id, p.committed.Booked, state.Booked, p.epoch)
 		}
 		start, end := storage.JournalKey(p.id, p.committed.NextSeq), storage.JournalKey(p.id, state.NextSeq)
 		return storage.ScanTxn(txn, start, end, func(_, raw []byte) (bool, error) {

@@ -1,0 +1,78 @@
+package booking
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/tikv/client-go/v2/txnkv/transaction"
+
+	"redrain/ledger"
+	"redrain/metrics"
+	"redrain/storage/storagetest"
+	"redrain/tokens"
+)
+
+// TestOwnCommitThatLandedIsNotFencing: a unit's transaction committed, but
+// its commit answered an error (an undetermined result: the reply was
+// lost), so the committer's retry found the journal grown and failed the
+// unit as moved. Catching up then finds the booked offset moved under the
+// owner's own epoch, which only the owner's own writes do: it adopts them
+// and keeps the partition, instead of giving it up as fenced (the consumer
+// group would not hand it to anyone before the next rebalance).
+func TestOwnCommitThatLandedIsNotFencing(t *testing.T) {
+	ctx := context.Background()
+	kv := storagetest.TiKV(t, "")
+	b := New(Config{Log: slog.New(slog.DiscardHandler), TiKV: kv, Partitions: 1,
+		Metrics: &metrics.Registry{}, Clock: time.Now, Owner: "a/1"})
+	p, err := b.takeOver(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.gone = make(chan struct{})
+	grants := func(rain uint64) []ledger.Grant {
+		var gs []ledger.Grant
+		for u := uint64(1); u <= 3; u++ {
+			gs = append(gs, ledger.Grant{AppID: 7, ActID: u, UserID: fmt.Sprint(u), ActivityID: "a", SceneID: "s",
+				RainID: rain, Stage: tokens.StageFormal, AwardType: "cash", Asset: ledger.AssetCash, Amount: 10,
+				BudgetID: "b", LeaseID: 1})
+		}
+		return gs
+	}
+	u := p.newUnit()
+	u.grants, u.from, u.to = grants(1), 0, 1
+	if err := p.send(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	<-b.commits
+	// It lands; its answer is lost; the retry's check fails it as moved.
+	if err := kv.Update(ctx, func(txn *transaction.KVTxn) error { _, err := writeUnits(txn, []*unit{u}); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.settle(ctx, nil, result{u: u, err: errMoved}); err != nil {
+		t.Fatalf("settling a moved unit whose own commit landed: %v, want the partition kept", err)
+	}
+	if p.committed.NextSeq != 2 || p.committed.Booked != 1 || len(p.pending) != 0 {
+		t.Fatalf("after catching up: committed %+v, %d pending", p.committed, len(p.pending))
+	}
+	for id := uint64(1); id <= 3; id++ {
+		if a := p.accounts[id]; a == nil || a.Balance(ledger.AssetCash) != 10 || a.Version != 1 {
+			t.Fatalf("account %d after catching up: %+v", id, a)
+		}
+	}
+	// The partition goes on booking.
+	u2 := p.newUnit()
+	u2.grants, u2.from, u2.to = grants(2), 1, 2
+	if err := p.send(ctx, u2); err != nil {
+		t.Fatal(err)
+	}
+	b.commit(ctx, []*unit{<-b.commits}, map[*part]uint64{})
+	if err := p.settle(ctx, nil, <-p.results); err != nil {
+		t.Fatal(err)
+	}
+	if p.committed.NextSeq != 3 || p.committed.Booked != 2 {
+		t.Fatalf("after the next unit: committed %+v", p.committed)
+	}
+}
