@@ -142,7 +142,17 @@ func TestBookedMarksInRedis(t *testing.T) {
 	dup.AwardType, dup.Amount = "coupon", 7
 	wantOutcomes(t, book(t, b, batch), booking.BookedNow)
 	book(t, b, []ledger.Grant{dup})
-	for _, g := range batch {
+	// A redeem, then its stream event (attributed); a legacy grant, marked
+	// under its legacy limit key.
+	event := f.Grant(f.User(), 1, l, 250)
+	redeem := event
+	redeem.LeaseID, redeem.UserID = 0, ""
+	wantOutcomes(t, book(t, b, []ledger.Grant{redeem}), booking.BookedNow)
+	wantOutcomes(t, book(t, b, []ledger.Grant{event}), booking.BookedAttrib)
+	legacy := f.Grant(f.User(), 1, l, 120)
+	legacy.Legacy = true
+	wantOutcomes(t, book(t, b, []ledger.Grant{legacy}), booking.BookedNow)
+	for _, g := range append(batch, event, legacy) {
 		key := storage.BookedMarkKey(g.LimitKey())
 		want := storage.MarkValue(storage.MarkBooked, g.AwardType, g.Amount, g.AppID)
 		// Marks are written after the commit is answered.
