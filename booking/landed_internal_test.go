@@ -76,3 +76,75 @@ func TestOwnCommitThatLandedIsNotFencing(t *testing.T) {
 		t.Fatalf("after the next unit: committed %+v", p.committed)
 	}
 }
+
+// TestCommitterNeverWaitsOnAPartition: the committer answers a partition
+// while the partition's goroutine may be blocked sending it units (the
+// channel full of other partitions' units), so answering must never block:
+// the results of the worst case fit, three units in flight (two and a
+// timed checkpoint) failed by a write elsewhere, one read, and the three
+// sent again committed before the other two failures are read.
+func TestCommitterNeverWaitsOnAPartition(t *testing.T) {
+	ctx := context.Background()
+	kv := storagetest.TiKV(t, "")
+	b := New(Config{Log: slog.New(slog.DiscardHandler), TiKV: kv, Partitions: 1,
+		Metrics: &metrics.Registry{}, Clock: time.Now, Owner: "a/1"})
+	p, err := b.takeOver(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.gone = make(chan struct{})
+	grant := func(act, rain uint64) ledger.Grant {
+		return ledger.Grant{AppID: 7, ActID: act, ActivityID: "a", SceneID: "s", RainID: rain,
+			Stage: tokens.StageFormal, AwardType: "cash", Asset: ledger.AssetCash, Amount: 10, BudgetID: "b", LeaseID: 1}
+	}
+	var inFlight []*unit
+	for i := range int64(pipelineDepth + 1) {
+		u := p.newUnit()
+		u.grants, u.from, u.to = []ledger.Grant{grant(uint64(i+1), 1)}, i, i+1
+		if err := p.send(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		inFlight = append(inFlight, <-b.commits)
+	}
+	elsewhere := []ledger.Grant{grant(9, 1)}
+	elsewhere[0].LeaseID = 0
+	if _, err := b.bookElsewhere(ctx, 0, elsewhere); err != nil {
+		t.Fatal(err)
+	}
+	failed := map[*part]uint64{}
+	b.commit(ctx, inFlight, failed)
+	resent := make(chan []*unit)
+	go func() {
+		var again []*unit
+		for range inFlight {
+			again = append(again, <-b.commits)
+		}
+		resent <- again
+	}()
+	if err := p.settle(ctx, nil, <-p.results); err != nil { // the first failure: caught up, sent again
+		t.Fatal(err)
+	}
+	again := <-resent
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.commit(ctx, again, failed)
+	}()
+	select {
+	case <-done:
+	case <-time.After(45 * time.Second):
+		close(p.gone) // lets the committer go
+		<-done
+		t.Fatalf("the committer waited on the partition's results (capacity %d)", cap(p.results))
+	}
+	// The partition reads what was answered: two stale failures, then its
+	// units committed.
+	for range len(inFlight) - 1 + len(again) {
+		if err := p.settle(ctx, nil, <-p.results); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p.committed.Booked != int64(len(inFlight)) || len(p.pending) != 0 {
+		t.Fatalf("committed %+v with %d pending, want every unit committed", p.committed, len(p.pending))
+	}
+}

@@ -34,6 +34,15 @@ const (
 // previous one commits.
 const pipelineDepth = 2
 
+// resultsMax bounds the commit results a partition has not read yet, so
+// that the committer never waits on a partition (whose goroutine may be
+// waiting to send the committer units, behind other partitions' units: a
+// deadlock of every partition). A partition has at most pipelineDepth+1
+// units in flight (the last a timed checkpoint); when a write elsewhere
+// fails them, reading the first failure sends them all again, and those
+// may be answered before the other stale failures are read.
+const resultsMax = 2 * (pipelineDepth + 1)
+
 // errFenced reports that another node took the partition over.
 var errFenced = errors.New("booking: partition taken over by another owner")
 
@@ -131,7 +140,7 @@ func (b *Booker) takeOver(ctx context.Context, id int32) (*part, error) {
 	}
 	p := &part{b: b, id: id, epoch: v.state.Epoch, accounts: v.accounts, pages: map[uint64]*pageMem{},
 		committed: *v.state, next: *v.state,
-		results: make(chan result, pipelineDepth+1), ops: make(chan *opsReq), reads: make(chan *readReq),
+		results: make(chan result, resultsMax), ops: make(chan *opsReq), reads: make(chan *readReq),
 		lastCkpt: b.clock()}
 	for id := range v.accounts {
 		p.addToPage(id)
