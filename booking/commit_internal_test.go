@@ -24,20 +24,11 @@ import (
 // group would not hand it to anyone before the next rebalance).
 func TestOwnCommitThatLandedIsNotFencing(t *testing.T) {
 	ctx := context.Background()
-	kv := storagetest.TiKV(t, "")
-	b := New(Config{Log: slog.New(slog.DiscardHandler), TiKV: kv, Partitions: 1,
-		Metrics: &metrics.Registry{}, Clock: time.Now, Owner: "a/1"})
-	p, err := b.takeOver(ctx, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.gone = make(chan struct{})
+	b, p := soleOwner(t)
 	grants := func(rain uint64) []ledger.Grant {
 		var gs []ledger.Grant
 		for u := uint64(1); u <= 3; u++ {
-			gs = append(gs, ledger.Grant{AppID: 7, ActID: u, UserID: fmt.Sprint(u), ActivityID: "a", SceneID: "s",
-				RainID: rain, Stage: tokens.StageFormal, AwardType: "cash", Asset: ledger.AssetCash, Amount: 10,
-				BudgetID: "b", LeaseID: 1})
+			gs = append(gs, testGrant(u, rain))
 		}
 		return gs
 	}
@@ -48,7 +39,7 @@ func TestOwnCommitThatLandedIsNotFencing(t *testing.T) {
 	}
 	<-b.commits
 	// It lands; its answer is lost; the retry's check fails it as moved.
-	if err := kv.Update(ctx, func(txn *transaction.KVTxn) error { _, err := writeUnits(txn, []*unit{u}); return err }); err != nil {
+	if err := b.tikv.Update(ctx, func(txn *transaction.KVTxn) error { _, err := writeUnits(txn, []*unit{u}); return err }); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.settle(ctx, nil, result{u: u, err: errMoved}); err != nil {
@@ -85,28 +76,17 @@ func TestOwnCommitThatLandedIsNotFencing(t *testing.T) {
 // sent again committed before the other two failures are read.
 func TestCommitterNeverWaitsOnAPartition(t *testing.T) {
 	ctx := context.Background()
-	kv := storagetest.TiKV(t, "")
-	b := New(Config{Log: slog.New(slog.DiscardHandler), TiKV: kv, Partitions: 1,
-		Metrics: &metrics.Registry{}, Clock: time.Now, Owner: "a/1"})
-	p, err := b.takeOver(ctx, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.gone = make(chan struct{})
-	grant := func(act, rain uint64) ledger.Grant {
-		return ledger.Grant{AppID: 7, ActID: act, ActivityID: "a", SceneID: "s", RainID: rain,
-			Stage: tokens.StageFormal, AwardType: "cash", Asset: ledger.AssetCash, Amount: 10, BudgetID: "b", LeaseID: 1}
-	}
+	b, p := soleOwner(t)
 	var inFlight []*unit
 	for i := range int64(pipelineDepth + 1) {
 		u := p.newUnit()
-		u.grants, u.from, u.to = []ledger.Grant{grant(uint64(i+1), 1)}, i, i+1
+		u.grants, u.from, u.to = []ledger.Grant{testGrant(uint64(i+1), 1)}, i, i+1
 		if err := p.send(ctx, u); err != nil {
 			t.Fatal(err)
 		}
 		inFlight = append(inFlight, <-b.commits)
 	}
-	elsewhere := []ledger.Grant{grant(9, 1)}
+	elsewhere := []ledger.Grant{testGrant(9, 1)}
 	elsewhere[0].LeaseID = 0
 	if _, err := b.bookElsewhere(ctx, 0, elsewhere); err != nil {
 		t.Fatal(err)
@@ -147,4 +127,24 @@ func TestCommitterNeverWaitsOnAPartition(t *testing.T) {
 	if p.committed.Booked != int64(len(inFlight)) || len(p.pending) != 0 {
 		t.Fatalf("committed %+v with %d pending, want every unit committed", p.committed, len(p.pending))
 	}
+}
+
+// soleOwner is a booker of one partition on its own store that has taken
+// the partition over; the test drives the partition by hand.
+func soleOwner(t *testing.T) (*Booker, *part) {
+	t.Helper()
+	b := New(Config{Log: slog.New(slog.DiscardHandler), TiKV: storagetest.TiKV(t, ""), Partitions: 1,
+		Metrics: &metrics.Registry{}, Clock: time.Now, Owner: "a/1"})
+	p, err := b.takeOver(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.gone = make(chan struct{})
+	return b, p
+}
+
+// testGrant is a grant of 10 cash to act under lease 1.
+func testGrant(act, rain uint64) ledger.Grant {
+	return ledger.Grant{AppID: 7, ActID: act, UserID: fmt.Sprint(act), ActivityID: "a", SceneID: "s", RainID: rain,
+		Stage: tokens.StageFormal, AwardType: "cash", Asset: ledger.AssetCash, Amount: 10, BudgetID: "b", LeaseID: 1}
 }
