@@ -26,14 +26,14 @@ var testLog = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level
 // Each test has its own store: a partition's state (its epoch, journal and
 // booked offset) is per store, and an offset booked by one test's broker
 // means nothing on another's.
-func newFixture(t *testing.T, parts int32, total int64) *bookingtest.Fixture {
+func newFixture(t testing.TB, parts int32, total int64) *bookingtest.Fixture {
 	t.Helper()
 	return bookingtest.New(t, storagetest.TiKV(t, ""), parts, total)
 }
 
 // newBooker builds a booker of the fixture's store; it books straight into
 // the store until it owns partitions. redis may be nil (no marks).
-func newBooker(t *testing.T, f *bookingtest.Fixture, name string, redis *storage.Pipeliner, brokers []string) *booking.Booker {
+func newBooker(t testing.TB, f *bookingtest.Fixture, name string, redis *storage.Pipeliner, brokers []string) *booking.Booker {
 	t.Helper()
 	return booking.New(booking.Config{Log: testLog, TiKV: f.KV, Redis: redis, Marks: redis != nil,
 		Brokers: brokers, Partitions: f.Parts, Metrics: &metrics.Registry{}, Clock: time.Now, Owner: name})
