@@ -32,7 +32,7 @@ func TestBudgetLeases(t *testing.T) {
 	for w := range workers {
 		wg.Go(func() {
 			for {
-				l, err := env.budgets.TakeLease(f.budget, want, "node-a", uint64(w))
+				l, err := env.budgets.TakeLease(f.Budget, want, "node-a", uint64(w))
 				if err != nil {
 					errs <- err
 					return
@@ -59,7 +59,7 @@ func TestBudgetLeases(t *testing.T) {
 			t.Fatalf("lease id %d: zero or repeated", l.ID)
 		}
 		ids[l.ID] = true
-		if l.Amount <= 0 || l.Amount > want || l.BudgetID != f.budget || l.Closed {
+		if l.Amount <= 0 || l.Amount > want || l.BudgetID != f.Budget || l.Closed {
 			t.Fatalf("lease %+v", l)
 		}
 		sum += l.Amount
@@ -67,82 +67,82 @@ func TestBudgetLeases(t *testing.T) {
 	if sum != total {
 		t.Fatalf("leases sum to %d, want the whole total %d", sum, total)
 	}
-	bud := budget(t, f.budget)
+	bud := budget(t, f.Budget)
 	if bud.Leased != total || bud.Remaining() != 0 || bud.NextLease != uint64(len(leases))+1 {
 		t.Fatalf("budget after leasing = %+v, want leased %d, next lease %d", bud, total, len(leases)+1)
 	}
-	open, err := actors.OpenLeases(context.Background(), env.tikv, f.budget)
+	open, err := actors.OpenLeases(context.Background(), env.tikv, f.Budget)
 	if err != nil || len(open) != len(leases) {
 		t.Fatalf("OpenLeases = %d leases, %v, want %d", len(open), err, len(leases))
 	}
-	if l, err := env.budgets.TakeLease(f.budget, 1, "node-a", 1); l != nil || err != nil {
+	if l, err := env.budgets.TakeLease(f.Budget, 1, "node-a", 1); l != nil || err != nil {
 		t.Fatalf("TakeLease on an exhausted budget = %+v, %v, want nil, nil", l, err)
 	}
 
 	// Close one lease with part of it issued: the rest returns.
 	l := leases[0]
 	issued := l.Amount / 3
-	if err := env.budgets.CloseLease(f.budget, l.ID, issued, 2); err != nil {
+	if err := env.budgets.CloseLease(f.Budget, l.ID, issued, 2); err != nil {
 		t.Fatalf("CloseLease: %v", err)
 	}
-	after := budget(t, f.budget)
+	after := budget(t, f.Budget)
 	if got := after.Remaining() - bud.Remaining(); got != l.Amount-issued {
 		t.Fatalf("Remaining grew by %d, want %d", got, l.Amount-issued)
 	}
-	closed, err := ledger.UnmarshalLease(get(t, storage.LeaseKey(f.budget, l.ID)))
+	closed, err := ledger.UnmarshalLease(get(t, storage.LeaseKey(f.Budget, l.ID)))
 	if err != nil || !closed.Closed || closed.Issued != issued || closed.IssuedCount != 2 {
 		t.Fatalf("closed lease = %+v, %v", closed, err)
 	}
 
 	// A retried close (even one with other figures) is a no-op.
-	budgetRaw, leaseRaw := get(t, storage.BudgetKey(f.budget)), get(t, storage.LeaseKey(f.budget, l.ID))
-	if err := env.budgets.CloseLease(f.budget, l.ID, 0, 0); err != nil {
+	budgetRaw, leaseRaw := get(t, storage.BudgetKey(f.Budget)), get(t, storage.LeaseKey(f.Budget, l.ID))
+	if err := env.budgets.CloseLease(f.Budget, l.ID, 0, 0); err != nil {
 		t.Fatalf("second CloseLease: %v", err)
 	}
-	if string(get(t, storage.BudgetKey(f.budget))) != string(budgetRaw) ||
-		string(get(t, storage.LeaseKey(f.budget, l.ID))) != string(leaseRaw) {
+	if string(get(t, storage.BudgetKey(f.Budget))) != string(budgetRaw) ||
+		string(get(t, storage.LeaseKey(f.Budget, l.ID))) != string(leaseRaw) {
 		t.Fatal("second CloseLease changed the budget or the lease")
 	}
 
 	// Closing with more issued than leased is refused and changes nothing.
 	l2 := leases[1]
-	lease2Raw := get(t, storage.LeaseKey(f.budget, l2.ID))
-	err = env.budgets.CloseLease(f.budget, l2.ID, l2.Amount+1, 1)
+	lease2Raw := get(t, storage.LeaseKey(f.Budget, l2.ID))
+	err = env.budgets.CloseLease(f.Budget, l2.ID, l2.Amount+1, 1)
 	if err == nil {
 		t.Fatal("CloseLease with issued > amount succeeded")
 	}
 	if !errors.Is(err, ledger.ErrInvariant) {
 		t.Fatalf("CloseLease with issued > amount: %v, want ErrInvariant", err)
 	}
-	if string(get(t, storage.BudgetKey(f.budget))) != string(budgetRaw) ||
-		string(get(t, storage.LeaseKey(f.budget, l2.ID))) != string(lease2Raw) {
+	if string(get(t, storage.BudgetKey(f.Budget))) != string(budgetRaw) ||
+		string(get(t, storage.LeaseKey(f.Budget, l2.ID))) != string(lease2Raw) {
 		t.Fatal("refused CloseLease changed the budget or the lease")
 	}
-	if err := env.budgets.CloseLease(f.budget, 1<<40, 0, 0); err == nil {
+	if err := env.budgets.CloseLease(f.Budget, 1<<40, 0, 0); err == nil {
 		t.Fatal("CloseLease of a lease never taken succeeded")
 	}
 
 	// What was returned can be leased again, under a new id.
-	again, err := env.budgets.TakeLease(f.budget, total, "node-b", 1)
+	again, err := env.budgets.TakeLease(f.Budget, total, "node-b", 1)
 	if err != nil || again == nil || again.Amount != l.Amount-issued || ids[again.ID] {
 		t.Fatalf("TakeLease after a return = %+v, %v, want %d under a new id", again, err, l.Amount-issued)
 	}
 	// Ensuring an existing budget (a restarted node) leaves it and its
 	// funding as they are.
-	beforeEnsure, fundRaw := get(t, storage.BudgetKey(f.budget)), get(t, storage.FundKey(string(f.asset)))
+	beforeEnsure, fundRaw := get(t, storage.BudgetKey(f.Budget)), get(t, storage.FundKey(string(f.Asset)))
 	created, err := actors.EnsureBudget(context.Background(), env.tikv,
-		&ledger.Budget{ID: f.budget, Asset: f.asset, Total: 5 * total})
+		&ledger.Budget{ID: f.Budget, Asset: f.Asset, Total: 5 * total})
 	if err != nil || created {
 		t.Fatalf("EnsureBudget of an existing budget = %v, %v, want false, nil", created, err)
 	}
-	if string(get(t, storage.BudgetKey(f.budget))) != string(beforeEnsure) ||
-		string(get(t, storage.FundKey(string(f.asset)))) != string(fundRaw) {
+	if string(get(t, storage.BudgetKey(f.Budget))) != string(beforeEnsure) ||
+		string(get(t, storage.FundKey(string(f.Asset)))) != string(fundRaw) {
 		t.Fatal("EnsureBudget changed an existing budget or its funding")
 	}
-	final := budget(t, f.budget)
+	final := budget(t, f.Budget)
 	// Budget conservation: total = remaining + open lease amounts + closed issued.
 	var out int64
-	open, err = actors.OpenLeases(context.Background(), env.tikv, f.budget)
+	open, err = actors.OpenLeases(context.Background(), env.tikv, f.Budget)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,20 +160,20 @@ func TestBudgetLeases(t *testing.T) {
 func TestTakeLeaseBudgetFraction(t *testing.T) {
 	f := newFixture(t, 1000)
 	for i, want := range []struct{ amount, out int64 }{{300, 300}, {300, 600}, {300, 900}, {100, 1000}} {
-		l := f.lease(f.budget, 300)
+		l := f.Lease(f.Budget, 300)
 		if l.Amount != want.amount || l.BudgetOut != want.out || l.BudgetTotal != 1000 {
 			t.Fatalf("lease %d: %+v, want amount %d, budget out %d of 1000", i, l, want.amount, want.out)
 		}
-		stored, err := ledger.UnmarshalLease(get(t, storage.LeaseKey(f.budget, l.ID)))
+		stored, err := ledger.UnmarshalLease(get(t, storage.LeaseKey(f.Budget, l.ID)))
 		if err != nil || stored.BudgetOut != 0 || stored.BudgetTotal != 0 || stored.Amount != l.Amount {
 			t.Fatalf("stored lease %+v, %v: want the lease without budget figures", stored, err)
 		}
 	}
 	// Returning part of a lease lowers what is out.
-	if err := env.budgets.CloseLease(f.budget, 1, 100, 1); err != nil {
+	if err := env.budgets.CloseLease(f.Budget, 1, 100, 1); err != nil {
 		t.Fatal(err)
 	}
-	if l := f.lease(f.budget, 50); l.BudgetOut != 850 || l.BudgetTotal != 1000 {
+	if l := f.Lease(f.Budget, 50); l.BudgetOut != 850 || l.BudgetTotal != 1000 {
 		t.Fatalf("lease after a return: %+v, want budget out 850 of 1000", l)
 	}
 }

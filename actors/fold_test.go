@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"redrain/actors"
+	"redrain/booking"
 	"redrain/ledger"
 	"redrain/storage"
 	"redrain/storage/storagetest"
@@ -72,15 +73,15 @@ func sumOf(grants ...ledger.Grant) int64 {
 func TestFoldAndBudgetView(t *testing.T) {
 	const total = 1_000_000
 	f := newFixture(t, total)
-	b, _ := newBooker(t, nil, 0)
+	b := newBooker(t)
 	folder, rc, pipe := newFolder(t)
 	ctx := context.Background()
-	la, lb := f.lease(f.budget, 100_000), f.lease(f.budget, 50_000)
+	la, lb := f.Lease(f.Budget, 100_000), f.Lease(f.Budget, 50_000)
 
-	v := view(t, pipe, f.budget, nil)
+	v := view(t, pipe, f.Budget, nil)
 	want := figures{total: total, available: total - 150_000, leased: 150_000, outstanding: 150_000, openLeases: 2,
 		openAmount: 150_000, unspent: 150_000, ledger: total, actual: total}
-	if got := figuresOf(v); got != want || v.Cached != nil || v.ID != f.budget || v.Asset != string(f.asset) {
+	if got := figuresOf(v); got != want || v.Cached != nil || v.ID != f.Budget || v.Asset != string(f.Asset) {
 		t.Fatalf("fresh view %+v (cached %v), want %+v", got, v.Cached, want)
 	}
 
@@ -89,12 +90,12 @@ func TestFoldAndBudgetView(t *testing.T) {
 	for batch := range 3 {
 		var gs []ledger.Grant
 		for range 5 {
-			u := f.user()
-			gs = append(gs, f.grant(u, 1, la, amountOf(u, 1)), f.grant(u, 2, lb, amountOf(u, 2)))
+			u := f.User()
+			gs = append(gs, f.Grant(u, 1, la, amountOf(u, 1)), f.Grant(u, 2, lb, amountOf(u, 2)))
 		}
-		wantOutcomes(t, book(t, b, gs), actors.BookedNow)
+		wantOutcomes(t, book(t, b, gs), booking.BookedNow)
 		booked = append(booked, gs...)
-		f.audit(booked)
+		f.Audit(booked)
 		_ = batch
 	}
 	var onA, onB []ledger.Grant
@@ -109,7 +110,7 @@ func TestFoldAndBudgetView(t *testing.T) {
 	// Lease A's holder acknowledged 500 more than was booked (in Kafka);
 	// lease B's reports nothing (its booked figure counts).
 	reports := map[uint64]actors.LeaseIssued{la.ID: {Amount: bookedA + 500, Count: int64(len(onA)) + 2}}
-	v = view(t, pipe, f.budget, reports)
+	v = view(t, pipe, f.Budget, reports)
 	want.issued, want.booked, want.inFlight = bookedA+bookedB+500, bookedA+bookedB, 500
 	want.unspent = 150_000 - want.issued
 	want.actual, want.unfolded = total-want.booked, 3
@@ -119,19 +120,19 @@ func TestFoldAndBudgetView(t *testing.T) {
 
 	// Fold: the ledger view catches up with the actual balance, which the
 	// cache now holds; booked per lease is unchanged.
-	byLease := bookedByLease(t, f.budget)
-	fold, err := folder.FoldAll(ctx, f.budget)
+	byLease := bookedByLease(t, f.Budget)
+	fold, err := folder.FoldAll(ctx, f.Budget)
 	if err != nil || fold.Details != 3 || fold.Amount != want.booked || fold.Count != int64(len(booked)) {
 		t.Fatalf("FoldAll = %+v, %v, want 3 details of %d in %d grants", fold, err, want.booked, len(booked))
 	}
-	if got := bookedByLease(t, f.budget); fmt.Sprint(got) != fmt.Sprint(byLease) {
+	if got := bookedByLease(t, f.Budget); fmt.Sprint(got) != fmt.Sprint(byLease) {
 		t.Fatalf("BookedByLease after the fold = %v, want %v", got, byLease)
 	}
-	if n := hotDetails(t, f.budget); n != 0 {
+	if n := hotDetails(t, f.Budget); n != 0 {
 		t.Fatalf("%d details left after the fold", n)
 	}
-	f.audit(booked)
-	v = view(t, pipe, f.budget, reports)
+	f.Audit(booked)
+	v = view(t, pipe, f.Budget, reports)
 	want.ledger, want.unfolded = want.actual, 0
 	if got := figuresOf(v); got != want {
 		t.Fatalf("view after the fold %+v, want %+v", got, want)
@@ -139,23 +140,23 @@ func TestFoldAndBudgetView(t *testing.T) {
 	if v.Cached == nil || v.Cached.Actual != want.actual || v.Cached.AgeMs < 0 {
 		t.Fatalf("cached view %+v, want actual %d", v.Cached, want.actual)
 	}
-	raw, err := rc.Get(ctx, actors.HotCacheKey(f.budget)).Result()
+	raw, err := rc.Get(ctx, actors.HotCacheKey(f.Budget)).Result()
 	if err != nil || !strings.HasPrefix(raw, strconv.FormatInt(want.actual, 10)+":") {
-		t.Fatalf("redis %s = %q, %v", actors.HotCacheKey(f.budget), raw, err)
+		t.Fatalf("redis %s = %q, %v", actors.HotCacheKey(f.Budget), raw, err)
 	}
-	if bud := budget(t, f.budget); bud.Folded != want.booked || bud.FoldedCount != int64(len(booked)) {
+	if bud := budget(t, f.Budget); bud.Folded != want.booked || bud.FoldedCount != int64(len(booked)) {
 		t.Fatalf("budget after the fold %+v", bud)
 	}
 
 	// A redeem books under lease 0 and is folded there; its stream event
 	// then moves it to lease A, folded on its own.
-	u := f.user()
-	event := f.grant(u, 1, la, 333)
+	u := f.User()
+	event := f.Grant(u, 1, la, 333)
 	redeem := event
 	redeem.LeaseID, redeem.UserID = 0, ""
-	wantOutcomes(t, book(t, b, []ledger.Grant{redeem}), actors.BookedNow)
+	wantOutcomes(t, book(t, b, []ledger.Grant{redeem}), booking.BookedNow)
 	reports[la.ID] = actors.LeaseIssued{Amount: bookedA + 500 + 333}
-	v = view(t, pipe, f.budget, reports)
+	v = view(t, pipe, f.Budget, reports)
 	want.booked += 333
 	want.issued += 333 // reported by A's holder
 	want.unspent -= 333
@@ -163,50 +164,50 @@ func TestFoldAndBudgetView(t *testing.T) {
 	if got := figuresOf(v); got != want {
 		t.Fatalf("view after a redeem %+v, want %+v", got, want)
 	}
-	if _, err := folder.FoldAll(ctx, f.budget); err != nil {
+	if _, err := folder.FoldAll(ctx, f.Budget); err != nil {
 		t.Fatal(err)
 	}
 	want.ledger, want.unfolded = want.actual, 0
-	if got := figuresOf(view(t, pipe, f.budget, reports)); got != want {
+	if got := figuresOf(view(t, pipe, f.Budget, reports)); got != want {
 		t.Fatalf("view after folding a redeem %+v, want %+v", got, want)
 	}
-	if bud := budget(t, f.budget); bud.FoldedUnattributed != 333 || bud.FoldedUnattributedCount != 1 {
+	if bud := budget(t, f.Budget); bud.FoldedUnattributed != 333 || bud.FoldedUnattributedCount != 1 {
 		t.Fatalf("budget after folding a redeem %+v, want 333 unattributed", bud)
 	}
 	// Without the holder's report, the redeemed grant still counts as
 	// issued: every booked grant was.
-	if got := view(t, pipe, f.budget, nil); got.Issued != want.booked || got.InFlight != 0 {
+	if got := view(t, pipe, f.Budget, nil); got.Issued != want.booked || got.InFlight != 0 {
 		t.Fatalf("view without reports: issued %d, in flight %d, want %d, 0", got.Issued, got.InFlight, want.booked)
 	}
-	wantOutcomes(t, book(t, b, []ledger.Grant{event}), actors.BookedAttrib)
+	wantOutcomes(t, book(t, b, []ledger.Grant{event}), booking.BookedAttrib)
 	booked = append(booked, event)
-	if _, err := folder.FoldAll(ctx, f.budget); err != nil {
+	if _, err := folder.FoldAll(ctx, f.Budget); err != nil {
 		t.Fatal(err)
 	}
 	want.unattributed = 0
-	if got := figuresOf(view(t, pipe, f.budget, reports)); got != want {
+	if got := figuresOf(view(t, pipe, f.Budget, reports)); got != want {
 		t.Fatalf("view after folding the attribution %+v, want %+v", got, want)
 	}
 	onA = append(onA, event)
 	bookedA += 333
-	if l := lease(t, f.budget, la.ID); l.Booked != bookedA || l.BookedCount != int64(len(onA)) {
+	if l := lease(t, f.Budget, la.ID); l.Booked != bookedA || l.BookedCount != int64(len(onA)) {
 		t.Fatalf("lease A after folds %+v, want booked %d in %d", l, bookedA, len(onA))
 	}
-	f.audit(booked)
+	f.Audit(booked)
 
 	// Closing with less issued than folds booked under the lease is refused.
-	if err := env.budgets.CloseLease(f.budget, la.ID, bookedA-1, int64(len(onA))); !errors.Is(err, ledger.ErrInvariant) {
+	if err := env.budgets.CloseLease(f.Budget, la.ID, bookedA-1, int64(len(onA))); !errors.Is(err, ledger.ErrInvariant) {
 		t.Fatalf("CloseLease under booked = %v, want ErrInvariant", err)
 	}
 	// Lease B closes with issued = booked (as recovery closes): its rest
 	// returns; lease A closes with its 500 in flight counted issued.
-	if err := env.budgets.CloseLease(f.budget, lb.ID, bookedB, int64(len(onB))); err != nil {
+	if err := env.budgets.CloseLease(f.Budget, lb.ID, bookedB, int64(len(onB))); err != nil {
 		t.Fatal(err)
 	}
-	if err := env.budgets.CloseLease(f.budget, la.ID, bookedA+500, int64(len(onA))+2); err != nil {
+	if err := env.budgets.CloseLease(f.Budget, la.ID, bookedA+500, int64(len(onA))+2); err != nil {
 		t.Fatal(err)
 	}
-	v = view(t, pipe, f.budget, nil)
+	v = view(t, pipe, f.Budget, nil)
 	want = figures{total: total, available: total - bookedA - 500 - bookedB, leased: 150_000,
 		returned: 150_000 - bookedA - 500 - bookedB, outstanding: bookedA + 500 + bookedB,
 		issued: bookedA + 500 + bookedB, booked: bookedA + bookedB, inFlight: 500,
@@ -214,7 +215,7 @@ func TestFoldAndBudgetView(t *testing.T) {
 	if got := figuresOf(v); got != want {
 		t.Fatalf("view after closing both leases %+v, want %+v", got, want)
 	}
-	f.audit(booked)
+	f.Audit(booked)
 }
 
 func lease(t *testing.T, budgetID string, id uint64) *ledger.Lease {
@@ -231,40 +232,40 @@ func lease(t *testing.T, budgetID string, id uint64) *ledger.Lease {
 func TestFoldBatches(t *testing.T) {
 	const details = 300 // more than one fold's bound (256)
 	f := newFixture(t, 1_000_000)
-	l := f.lease(f.budget, 10_000)
+	l := f.Lease(f.Budget, 10_000)
 	// Details written behind booking's back (no accounts): only the fold's
 	// arithmetic is checked here, not the fixture's money.
 	for i := range details {
-		h := &ledger.HotDetail{BudgetID: f.budget, Amount: 2, Count: 1, Leases: []ledger.LeaseUse{{LeaseID: l.ID, Amount: 2, Count: 1}}}
-		put(t, storage.HotKey(f.budget, uint64(1000+i), 0), ledger.MarshalHotDetail(nil, h))
+		h := &ledger.HotDetail{BudgetID: f.Budget, Amount: 2, Count: 1, Leases: []ledger.LeaseUse{{LeaseID: l.ID, Amount: 2, Count: 1}}}
+		put(t, storage.HotKey(f.Budget, uint64(1000+i), 0), ledger.MarshalHotDetail(nil, h))
 	}
-	first, err := env.budgets.Fold(f.budget)
+	first, err := env.budgets.Fold(f.Budget)
 	if err != nil || first.Details != 256 || !first.More || first.Amount != 512 || first.Folded != 512 {
 		t.Fatalf("first Fold = %+v, %v, want 256 details and more", first, err)
 	}
-	second, err := env.budgets.Fold(f.budget)
+	second, err := env.budgets.Fold(f.Budget)
 	if err != nil || second.Details != details-256 || second.More || second.Folded != 2*details || second.Total != 1_000_000 {
 		t.Fatalf("second Fold = %+v, %v, want %d details and no more", second, err, details-256)
 	}
-	empty, err := env.budgets.Fold(f.budget)
+	empty, err := env.budgets.Fold(f.Budget)
 	if err != nil || empty.Details != 0 || empty.More || empty.Folded != 2*details {
 		t.Fatalf("Fold of nothing = %+v, %v", empty, err)
 	}
-	if got := lease(t, f.budget, l.ID); got.Booked != 2*details || got.BookedCount != details {
+	if got := lease(t, f.Budget, l.ID); got.Booked != 2*details || got.BookedCount != details {
 		t.Fatalf("lease after folds %+v, want booked %d", got, 2*details)
 	}
-	if n := hotDetails(t, f.budget); n != 0 {
+	if n := hotDetails(t, f.Budget); n != 0 {
 		t.Fatalf("%d details left", n)
 	}
 	// A detail that books more under the lease than it holds stops the
 	// fold with a broken invariant and changes nothing.
-	h := &ledger.HotDetail{BudgetID: f.budget, Amount: 10_000, Count: 1, Leases: []ledger.LeaseUse{{LeaseID: l.ID, Amount: 10_000, Count: 1}}}
-	put(t, storage.HotKey(f.budget, 5000, 0), ledger.MarshalHotDetail(nil, h))
-	before := get(t, storage.BudgetKey(f.budget))
-	if _, err := env.budgets.Fold(f.budget); !errors.Is(err, ledger.ErrInvariant) {
+	h := &ledger.HotDetail{BudgetID: f.Budget, Amount: 10_000, Count: 1, Leases: []ledger.LeaseUse{{LeaseID: l.ID, Amount: 10_000, Count: 1}}}
+	put(t, storage.HotKey(f.Budget, 5000, 0), ledger.MarshalHotDetail(nil, h))
+	before := get(t, storage.BudgetKey(f.Budget))
+	if _, err := env.budgets.Fold(f.Budget); !errors.Is(err, ledger.ErrInvariant) {
 		t.Fatalf("Fold over the lease's amount = %v, want ErrInvariant", err)
 	}
-	if string(get(t, storage.BudgetKey(f.budget))) != string(before) || hotDetails(t, f.budget) != 1 {
+	if string(get(t, storage.BudgetKey(f.Budget))) != string(before) || hotDetails(t, f.Budget) != 1 {
 		t.Fatal("a refused fold changed the budget or deleted the detail")
 	}
 }
@@ -273,31 +274,31 @@ func TestFoldBatches(t *testing.T) {
 // while booking goes on fold every detail exactly once.
 func TestFoldersOnSeveralNodes(t *testing.T) {
 	f := newFixture(t, 10_000_000)
-	second := f.addBudget(10_000_000)
-	la, lb := f.lease(f.budget, 1_000_000), f.lease(second, 1_000_000)
-	b, _ := newBooker(t, nil, 0)
+	second := f.AddBudget(10_000_000)
+	la, lb := f.Lease(f.Budget, 1_000_000), f.Lease(second, 1_000_000)
+	b := newBooker(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	var pipes []*storage.Pipeliner
 	for range 3 {
 		fo, _, p := newFolder(t)
 		pipes = append(pipes, p)
-		wg.Go(func() { fo.Run(ctx, func() []string { return []string{f.budget, second} }) })
+		wg.Go(func() { fo.Run(ctx, func() []string { return []string{f.Budget, second} }) })
 	}
 	var booked []ledger.Grant
 	for range 20 {
 		var gs []ledger.Grant
 		for range 4 {
-			u := f.user()
-			g := f.grant(u, 1, la, amountOf(u, 1))
-			g2 := f.grant(u, 2, lb, amountOf(u, 2))
+			u := f.User()
+			g := f.Grant(u, 1, la, amountOf(u, 1))
+			g2 := f.Grant(u, 2, lb, amountOf(u, 2))
 			gs = append(gs, g, g2)
 		}
-		wantOutcomes(t, book(t, b, gs), actors.BookedNow)
+		wantOutcomes(t, book(t, b, gs), booking.BookedNow)
 		booked = append(booked, gs...)
 	}
 	eventually(t, 30*time.Second, "folders fold every detail", func() error {
-		for _, id := range []string{f.budget, second} {
+		for _, id := range []string{f.Budget, second} {
 			if n := hotDetails(t, id); n != 0 {
 				return fmt.Errorf("budget %s: %d details unfolded", id, n)
 			}
@@ -313,30 +314,30 @@ func TestFoldersOnSeveralNodes(t *testing.T) {
 	})
 	cancel()
 	wg.Wait()
-	f.audit(booked)
-	for _, id := range []string{f.budget, second} {
+	f.Audit(booked)
+	for _, id := range []string{f.Budget, second} {
 		v := view(t, pipes[0], id, nil)
 		if v.Ledger != v.Actual || v.Booked != v.Issued || v.Total-v.Booked != v.Actual {
 			t.Fatalf("budget %s after folding: %+v", id, v)
 		}
 	}
-	views, err := actors.ReadBudgetViews(context.Background(), env.tikv, pipes[1], strings.TrimSuffix(f.budget, "0"), nil)
-	if err != nil || len(views) != 2 || views[0].ID != f.budget || views[1].ID != second || !views[0].OK || !views[1].OK {
-		t.Fatalf("ReadBudgetViews(%q) = %+v, %v, want both budgets, ok", strings.TrimSuffix(f.budget, "0"), views, err)
+	views, err := actors.ReadBudgetViews(context.Background(), env.tikv, pipes[1], strings.TrimSuffix(f.Budget, "0"), nil)
+	if err != nil || len(views) != 2 || views[0].ID != f.Budget || views[1].ID != second || !views[0].OK || !views[1].OK {
+		t.Fatalf("ReadBudgetViews(%q) = %+v, %v, want both budgets, ok", strings.TrimSuffix(f.Budget, "0"), views, err)
 	}
 }
 
 // TestBudgetViewProblems: a view says which identity a store breaks.
 func TestBudgetViewProblems(t *testing.T) {
 	f := newFixture(t, 100_000)
-	l := f.lease(f.budget, 10_000)
+	l := f.Lease(f.Budget, 10_000)
 	ctx := context.Background()
 	if _, err := actors.ReadBudgetView(ctx, env.tikv, nil, "no/such-budget", nil); !errors.Is(err, actors.ErrNoBudget) {
 		t.Fatalf("ReadBudgetView of a missing budget = %v, want ErrNoBudget", err)
 	}
 	problems := func(issued map[uint64]actors.LeaseIssued) []string {
 		t.Helper()
-		v, err := actors.ReadBudgetView(ctx, env.tikv, nil, f.budget, issued)
+		v, err := actors.ReadBudgetView(ctx, env.tikv, nil, f.Budget, issued)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -352,14 +353,14 @@ func TestBudgetViewProblems(t *testing.T) {
 	}
 	// A lease record that lost what a fold booked under it: the ledger's
 	// sums no longer add up lease by lease.
-	put(t, storage.HotKey(f.budget, 1, 0), ledger.MarshalHotDetail(nil, &ledger.HotDetail{BudgetID: f.budget, Amount: 70, Count: 1,
+	put(t, storage.HotKey(f.Budget, 1, 0), ledger.MarshalHotDetail(nil, &ledger.HotDetail{BudgetID: f.Budget, Amount: 70, Count: 1,
 		Leases: []ledger.LeaseUse{{LeaseID: l.ID, Amount: 70, Count: 1}}}))
-	if _, err := env.budgets.Fold(f.budget); err != nil {
+	if _, err := env.budgets.Fold(f.Budget); err != nil {
 		t.Fatal(err)
 	}
-	tampered := lease(t, f.budget, l.ID)
+	tampered := lease(t, f.Budget, l.ID)
 	tampered.Booked, tampered.BookedCount = 0, 0
-	put(t, storage.LeaseKey(f.budget, l.ID), ledger.MarshalLease(nil, tampered))
+	put(t, storage.LeaseKey(f.Budget, l.ID), ledger.MarshalLease(nil, tampered))
 	// Issued, counted from what leases booked, falls short of booked too.
 	if p := problems(nil); len(p) != 2 || !strings.Contains(p[0], "in flight -70 with in flight < 0") ||
 		!strings.Contains(p[1], "actual 99930 != total 100000 - booked 0 lease by lease") {

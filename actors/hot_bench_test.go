@@ -2,8 +2,6 @@ package actors_test
 
 import (
 	"context"
-	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,68 +10,6 @@ import (
 	"redrain/ledger"
 	"redrain/storage"
 )
-
-// benchBatch and benchBookers: each op books benchBookers batches of
-// benchBatch grants at once (as that many partitions would), every grant
-// to a new user.
-const benchBatch, benchBookers = 128, 4
-
-// BenchmarkBookHotBudget compares booking when every grant debits ONE
-// budget with the same grants spread over 64 budgets. Booking writes one
-// unaggregated hot detail per budget per batch and never reads the budget,
-// so concurrent batches do not conflict on a hot budget; spreading only
-// adds detail keys to each transaction.
-//
-//	go test ./actors -run '^$' -bench BookHotBudget -benchtime 40x
-func BenchmarkBookHotBudget(b *testing.B) {
-	for _, budgets := range []int{1, 64} {
-		b.Run(fmt.Sprintf("budgets=%d", budgets), func(b *testing.B) {
-			f := newFixture(b, 1<<50)
-			ids := []string{f.budget}
-			for len(ids) < budgets {
-				ids = append(ids, f.addBudget(1<<50))
-			}
-			leases := make([]*ledger.Lease, len(ids))
-			for i, id := range ids {
-				leases[i] = f.lease(id, 1<<40)
-			}
-			bookers := make([]interface {
-				Book(context.Context, []ledger.Grant) ([]byte, error)
-			}, benchBookers)
-			for i := range bookers {
-				bk, _ := newBooker(b, nil, 0)
-				bookers[i] = bk
-			}
-			batches := func() [][]ledger.Grant {
-				out := make([][]ledger.Grant, benchBookers)
-				for i := range out {
-					for j := range benchBatch {
-						u := f.user()
-						out[i] = append(out[i], f.grant(u, 1, leases[j%len(leases)], amountOf(u, 1)))
-					}
-				}
-				return out
-			}
-			b.ReportAllocs()
-			start := time.Now()
-			grants := 0
-			for b.Loop() {
-				work := batches()
-				var wg sync.WaitGroup
-				for i, bk := range bookers {
-					wg.Go(func() {
-						if _, err := bk.Book(context.Background(), work[i]); err != nil {
-							b.Error(err)
-						}
-					})
-				}
-				wg.Wait()
-				grants += benchBookers * benchBatch
-			}
-			b.ReportMetric(float64(grants)/time.Since(start).Seconds(), "grants/s")
-		})
-	}
-}
 
 // BenchmarkFold folds backlogs of one fold transaction's size (256 details
 // over 8 leases) through the budget's grain.
@@ -84,7 +20,7 @@ func BenchmarkFold(b *testing.B) {
 	f := newFixture(b, 1<<50)
 	var ls []*ledger.Lease
 	for range leases {
-		ls = append(ls, f.lease(f.budget, 1<<40))
+		ls = append(ls, f.Lease(f.Budget, 1<<40))
 	}
 	ts := uint64(1)
 	b.ReportAllocs()
@@ -95,9 +31,9 @@ func BenchmarkFold(b *testing.B) {
 		err := env.tikv.Update(context.Background(), func(txn *transaction.KVTxn) error {
 			for i := range perOp {
 				l := ls[i%leases]
-				h := &ledger.HotDetail{BudgetID: f.budget, Amount: 100, Count: 3,
+				h := &ledger.HotDetail{BudgetID: f.Budget, Amount: 100, Count: 3,
 					Leases: []ledger.LeaseUse{{LeaseID: l.ID, Amount: 100, Count: 3}}}
-				if err := txn.Set(storage.HotKey(f.budget, ts, 0), ledger.MarshalHotDetail(nil, h)); err != nil {
+				if err := txn.Set(storage.HotKey(f.Budget, ts, 0), ledger.MarshalHotDetail(nil, h)); err != nil {
 					return err
 				}
 				ts++
@@ -109,7 +45,7 @@ func BenchmarkFold(b *testing.B) {
 		}
 		b.StartTimer()
 		start := time.Now()
-		r, err := env.budgets.Fold(f.budget)
+		r, err := env.budgets.Fold(f.Budget)
 		spent += time.Since(start)
 		if err != nil || r.Details != perOp || r.More {
 			b.Fatalf("Fold = %+v, %v, want %d details", r, err, perOp)

@@ -92,6 +92,9 @@ type Booker struct {
 type owned struct {
 	p    *part
 	gone chan struct{} // closed when its goroutine stopped
+	// err is why a broken money invariant stopped it, set before gone is
+	// closed; nil when it gave the partition up.
+	err error
 }
 
 // Config wires a booker.
@@ -205,24 +208,31 @@ func (h *handler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
 // over, then applies what arrives and what redeem asks, one unit at a time,
 // while earlier units commit.
 func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
-	b, ctx := h.b, sess.Context()
+	h.b.own(sess.Context(), sess, claim.Partition(), claim.Messages())
+	return nil
+}
+
+// own takes partition id over and books what msgs delivers until ctx ends,
+// the partition is fenced, or a money invariant stops it. sess marks
+// booked messages (nil: nothing to mark, as in tests that feed msgs).
+func (b *Booker) own(ctx context.Context, sess sarama.ConsumerGroupSession, id int32, msgs <-chan *sarama.ConsumerMessage) {
 	var p *part
 	for {
 		var err error
-		if p, err = b.takeOver(ctx, claim.Partition()); err == nil {
+		if p, err = b.takeOver(ctx, id); err == nil {
 			break
 		}
 		if ctx.Err() != nil {
-			return nil
+			return
 		}
 		if isMoneyErr(err) {
-			b.stop(ctx, "partition does not load", claim.Partition(), err)
-			return nil
+			b.stop(ctx, "partition does not load", id, err)
+			return
 		}
-		b.log.Warn("booking: taking partition over", "partition", claim.Partition(), "err", err)
+		b.log.Warn("booking: taking partition over", "partition", id, "err", err)
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
@@ -231,23 +241,31 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 	b.mu.Lock()
 	b.owned[p.id] = o
 	b.mu.Unlock()
+	stopped := false
 	defer func() {
 		b.mu.Lock()
 		if b.owned[p.id] == o {
 			delete(b.owned, p.id)
 		}
 		b.mu.Unlock()
-		close(o.gone)
+		if !stopped {
+			close(o.gone)
+		}
 	}()
-	err := p.run(ctx, sess, claim.Messages())
+	err := p.run(ctx, sess, msgs)
 	switch {
 	case err == nil || ctx.Err() != nil:
 	case errors.Is(err, errFenced):
 		b.log.Warn("booking: partition fenced; another node owns it now", "partition", p.id, "err", err)
 	default:
+		// The partition stays claimed until the session ends, but nothing
+		// serves it: a redeem of its users gets the error at once rather
+		// than waiting on the stopped goroutine.
+		o.err = fmt.Errorf("booking stopped at partition %d: %w", p.id, err)
+		stopped = true
+		close(o.gone)
 		b.stop(ctx, "money invariant broken", p.id, err)
 	}
-	return nil
 }
 
 // run runs the partition's loop; a panic in it stops the partition like
@@ -290,6 +308,9 @@ func (p *part) loop(ctx context.Context, sess sarama.ConsumerGroupSession, msgs 
 				return err
 			}
 		case <-tick.C:
+			if err := p.refresh(ctx); err != nil {
+				return err
+			}
 			if len(p.pending) < pipelineDepth && p.ckptDue() {
 				if err := p.send(ctx, p.newUnit()); err != nil {
 					return err
@@ -669,6 +690,12 @@ func (b *Booker) committed(ctx context.Context, units []*unit) {
 		u.p.answer(result{u: u})
 	}
 	b.Pages.Add(int64(pages))
+	b.report(ctx, fresh)
+}
+
+// report hands newly booked or attributed grants to OnBooked and (on nodes
+// that claim limits in Redis) to the booked marks.
+func (b *Booker) report(ctx context.Context, fresh []ledger.Grant) {
 	if len(fresh) == 0 {
 		return
 	}
@@ -754,6 +781,9 @@ func (b *Booker) bookOwned(ctx context.Context, part int32, grants []ledger.Gran
 	select {
 	case o.p.ops <- req:
 	case <-o.gone:
+		if o.err != nil {
+			return nil, o.err
+		}
 		return nil, errNotOwned
 	case <-ctx.Done():
 		return nil, ctx.Err()

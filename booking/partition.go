@@ -34,11 +34,14 @@ const (
 // previous one commits.
 const pipelineDepth = 2
 
-// resultsMax bounds the answers a partition can have outstanding: its
-// pending units, and as many dropped ones after a failure. Channels of
-// this size never fill, so the committer never waits on a partition that
-// waits on it.
-const resultsMax = 4 * pipelineDepth
+// resultsMax bounds the commit results a partition has not read yet, so
+// that the committer never waits on a partition (whose goroutine may be
+// waiting to send the committer units, behind other partitions' units: a
+// deadlock of every partition). A partition has at most pipelineDepth+1
+// units in flight (the last a timed checkpoint); when a write elsewhere
+// fails them, reading the first failure sends them all again, and those
+// may be answered before the other stale failures are read.
+const resultsMax = 2 * (pipelineDepth + 1)
 
 // errFenced reports that another node took the partition over.
 var errFenced = errors.New("booking: partition taken over by another owner")
@@ -448,11 +451,20 @@ func (p *part) catchUp(ctx context.Context, cause error) error {
 	for attempt := 0; ; attempt++ {
 		foreign, state, err := p.readForeign(ctx)
 		if err == nil {
+			var fresh []ledger.Grant
 			for _, j := range foreign {
 				if err := p.replayForeign(j); err != nil {
 					return err
 				}
+				for i := range j.Ops {
+					if op := &j.Ops[i]; op.Kind == ledger.OpBook || op.Kind == ledger.OpAttribute {
+						fresh = append(fresh, op.Grant)
+					}
+				}
 			}
+			// What another node booked into the partition is news to the
+			// grant path here, as this node's own bookings are.
+			p.b.report(ctx, fresh)
 			p.committed, p.next = *state, *state
 			p.b.log.Info("booking: caught up with writes made elsewhere", "partition", p.id, "journals", len(foreign), "cause", cause)
 			return nil
@@ -469,6 +481,34 @@ func (p *part) catchUp(ctx context.Context, cause error) error {
 	}
 }
 
+// refresh catches an idle partition up with writes made elsewhere. A
+// partition with units in flight finds them when those commit; an idle one
+// would otherwise keep answering Booker.Accounts (wallets, token status)
+// without a redeem or bind another node committed, for as long as no
+// record arrives. One read of the partition's state per tick.
+func (p *part) refresh(ctx context.Context) error {
+	if len(p.pending) > 0 {
+		return nil
+	}
+	var s *ledger.PartState
+	err := p.b.tikv.View(func(txn *transaction.KVTxn) error {
+		var err error
+		s, err = readPartState(ctx, txn, p.id)
+		return err
+	})
+	if err != nil {
+		if isMoneyErr(err) {
+			return err
+		}
+		p.b.log.Warn("booking: reading the partition's state", "partition", p.id, "err", err)
+		return nil // the next tick tries again
+	}
+	if s.Epoch == p.epoch && s.NextSeq == p.committed.NextSeq {
+		return nil
+	}
+	return p.catchUp(ctx, errMoved)
+}
+
 // readForeign reads the partition's state and the journals after our last
 // commit.
 func (p *part) readForeign(ctx context.Context) ([]*ledger.Journal, *ledger.PartState, error) {
@@ -482,8 +522,14 @@ func (p *part) readForeign(ctx context.Context) ([]*ledger.Journal, *ledger.Part
 		if state.Epoch != p.epoch {
 			return fmt.Errorf("%w: epoch %d, ours %d", errFenced, state.Epoch, p.epoch)
 		}
-		if state.Booked != p.committed.Booked {
-			return fmt.Errorf("%w: partition %d booked offset moved from %d to %d under our epoch %d", errFenced, p.id, p.committed.Booked, state.Booked, p.epoch)
+		// Under our epoch only we move the booked offset: ahead of what we
+		// know, it is a transaction of ours that committed although its
+		// commit reported an error (an undetermined result), and its
+		// journals are replayed like foreign ones (its inputs then book
+		// nothing again). Giving the partition up as fenced would leave it
+		// unbooked until the group's next rebalance.
+		if state.Booked < p.committed.Booked {
+			return fmt.Errorf("%w: partition %d booked offset moved back from %d to %d under our epoch %d", errFenced, p.id, p.committed.Booked, state.Booked, p.epoch)
 		}
 		start, end := storage.JournalKey(p.id, p.committed.NextSeq), storage.JournalKey(p.id, state.NextSeq)
 		return storage.ScanTxn(txn, start, end, func(_, raw []byte) (bool, error) {

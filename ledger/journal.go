@@ -101,7 +101,13 @@ func DecodeJournal(src []byte) (*Journal, error) {
 	n := d.count("ops")
 	j.Ops = make([]Op, n)
 	for i := 0; i < n && d.err == nil; i++ {
-		j.Ops[i].Kind = d.byte1("op kind")
+		// An unknown kind is refused here, not first when the journal is
+		// replayed: a reader skips the ops of accounts it does not read.
+		switch j.Ops[i].Kind = d.byte1("op kind"); j.Ops[i].Kind {
+		case OpBook, OpAttribute, OpBind:
+		default:
+			d.fail("op kind")
+		}
 		d.grantAny(&j.Ops[i].Grant)
 	}
 	if err := d.end(); err != nil {

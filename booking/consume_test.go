@@ -1,0 +1,371 @@
+package booking_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"redrain/booking"
+	"redrain/booking/bookingtest"
+	"redrain/ledger"
+	"redrain/storage"
+	"redrain/storage/storagetest"
+)
+
+// runBooker runs b.Run until the test ends or the returned stop is called.
+func runBooker(t *testing.T, b *booking.Booker) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(within):
+				t.Error("Run did not return after its context ended")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func saramaClient(t *testing.T, k *storage.Kafka) sarama.Client {
+	t.Helper()
+	c, err := sarama.NewClient(k.Brokers, storage.SaramaConfig("booking-test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// produce writes grants through the grant path's writer, a record per
+// shard, the shards at once.
+func produce(t *testing.T, k *storage.Kafka, partitions int32, grants []ledger.Grant) {
+	t.Helper()
+	w, err := storage.NewGrantWriter(k.Brokers, partitions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byShard := make([][]ledger.Grant, partitions)
+	for _, g := range grants {
+		p := w.Partition(g.ActID)
+		byShard[p] = append(byShard[p], g)
+	}
+	errs := make(chan error, partitions)
+	var wg sync.WaitGroup
+	for p, gs := range byShard {
+		if len(gs) == 0 {
+			continue
+		}
+		wg.Go(func() {
+			_, err := w.Append(int32(p), gs)
+			errs <- err
+		})
+	}
+	wg.Wait()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("GrantWriter.Append: %v", err)
+		}
+	}
+}
+
+// drained reports nil once the store holds every record of the topic
+// booked.
+func drained(t *testing.T, client sarama.Client, kv *storage.TiKV) error {
+	lag, err := booking.LagOf(context.Background(), client, kv)
+	if err != nil {
+		return err
+	}
+	for p, n := range lag {
+		if n != 0 {
+			return fmt.Errorf("partition %d lags %d records (lag %v)", p, n, lag)
+		}
+	}
+	return nil
+}
+
+// allBooked reports nil once every grant's limit key is in its account.
+func allBooked(f *bookingtest.Fixture, grants []ledger.Grant) error {
+	ids := make([]uint64, len(grants))
+	for i := range grants {
+		ids[i] = grants[i].ActID
+	}
+	accounts := f.Accounts(ids)
+	for _, g := range grants {
+		a := accounts[g.ActID]
+		if a == nil {
+			return fmt.Errorf("user %d has no account yet", g.ActID)
+		}
+		if _, ok := a.Entry(g.LimitKey()); !ok {
+			return fmt.Errorf("%s not booked yet", g.LimitKey())
+		}
+	}
+	return nil
+}
+
+// TestConsumeExactlyOnceAcrossRestart runs the booking group against the
+// embedded broker: a first booker books everything produced and stops; a
+// new booker (another owner) then finds every record again (the group's
+// offsets were lost), more grants, and duplicates of the first ones. Every
+// grant is booked once, the store's booked offsets reach the topic's high
+// water marks, and the money audits.
+func TestConsumeExactlyOnceAcrossRestart(t *testing.T) {
+	const partitions = 4
+	k := storagetest.Kafka(t, "", partitions)
+	client := saramaClient(t, k)
+	f := newFixture(t, partitions, 10_000_000)
+	leases := []*ledger.Lease{f.Lease(f.Budget, 1_000_000), f.Lease(f.Budget, 1_000_000)}
+	grantsOf := func(users int) []ledger.Grant {
+		var gs []ledger.Grant
+		for range users {
+			u := f.User()
+			for rain := uint64(1); rain <= 3; rain++ {
+				gs = append(gs, f.Grant(u, rain, leases[u%2], amountOf(u, rain)))
+			}
+		}
+		return gs
+	}
+	first := grantsOf(60)
+	produce(t, k, partitions, first)
+
+	b1 := newBooker(t, f, "node-a/1", nil, k.Brokers)
+	stop1 := runBooker(t, b1)
+	eventually(t, within, "first booker drains the topic", func() error {
+		if err := drained(t, client, f.KV); err != nil {
+			return err
+		}
+		return allBooked(f, first)
+	})
+	stop1()
+	if got := b1.Booked.Load(); got != int64(len(first)) {
+		t.Fatalf("first booker booked %d, want %d", got, len(first))
+	}
+	if err := b1.Broken(); err != nil {
+		t.Fatalf("Broken() = %v", err)
+	}
+	f.Audit(first)
+	stopped := map[int32]*ledger.PartState{}
+	for p := range int32(partitions) {
+		stopped[p] = partState(t, f, p)
+	}
+
+	// A restart that lost the group's offsets (they commit lazily): every
+	// record comes again, and only the store's booked offset stops it
+	// being booked twice.
+	admin, err := sarama.NewClusterAdminFromClient(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "delete the booking group's offsets", func() error {
+		return admin.DeleteConsumerGroup(booking.Group)
+	})
+	// Then more grants, and the issuers send every first grant again.
+	more := grantsOf(40)
+	produce(t, k, partitions, append(append([]ledger.Grant{}, more...), first...))
+
+	b2 := newBooker(t, f, "node-b/1", nil, k.Brokers)
+	runBooker(t, b2)
+	eventually(t, within, "new booker drains the topic", func() error {
+		if err := drained(t, client, f.KV); err != nil {
+			return err
+		}
+		return allBooked(f, more)
+	})
+	if got := b2.Booked.Load(); got != int64(len(more)) {
+		t.Fatalf("new booker booked %d grants, want the %d new ones", got, len(more))
+	}
+	if err := b2.Broken(); err != nil {
+		t.Fatalf("Broken() = %v", err)
+	}
+	hwm, err := booking.HighWaterMarks(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := booked(t, f); !maps.Equal(got, hwm) {
+		t.Fatalf("booked offsets %v, want the high water marks %v", got, hwm)
+	}
+	for p := range int32(partitions) {
+		if s := partState(t, f, p); s.Owner != "node-b/1" || s.Epoch <= stopped[p].Epoch {
+			t.Fatalf("partition %d state %+v after the new owner, want owner node-b/1 past epoch %d", p, s, stopped[p].Epoch)
+		}
+		// The new owner skipped the records below the booked offset it
+		// found: none of its journals books one of them again.
+		for _, j := range journals(t, f, p, stopped[p].NextSeq) {
+			if j.From < stopped[p].Booked {
+				t.Fatalf("partition %d journal %d books offsets [%d, %d), below the booked offset %d it found",
+					p, j.Seq, j.From, j.To, stopped[p].Booked)
+			}
+		}
+	}
+	f.Audit(append(first, more...))
+}
+
+// sendRaw appends records as they are, one per value, to partition 0.
+func sendRaw(t *testing.T, k *storage.Kafka, values ...[]byte) {
+	t.Helper()
+	cfg := storage.SaramaConfig("booking-test-raw")
+	cfg.Producer.Return.Successes = true
+	cfg.Producer.RequiredAcks = sarama.WaitForAll
+	cfg.Producer.Partitioner = sarama.NewManualPartitioner
+	p, err := sarama.NewSyncProducer(k.Brokers, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	msgs := make([]*sarama.ProducerMessage, len(values))
+	for i, v := range values {
+		msgs[i] = &sarama.ProducerMessage{Topic: storage.GrantTopic, Partition: 0, Value: sarama.ByteEncoder(v)}
+	}
+	if err := p.SendMessages(msgs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitBroken waits until booking stops and returns why.
+func waitBroken(t *testing.T, b *booking.Booker) error {
+	t.Helper()
+	eventually(t, within, "booking stops", func() error {
+		if b.Broken() == nil {
+			return errors.New("Broken() = nil")
+		}
+		return nil
+	})
+	return b.Broken()
+}
+
+// TestConsumeStopsOnUndecodableRecord: a record that cannot be decoded
+// stops its partition; the records before it are booked, the ones after it
+// are not, and the store's booked offset stops at it.
+func TestConsumeStopsOnUndecodableRecord(t *testing.T) {
+	k := storagetest.Kafka(t, "", 1)
+	f := newFixture(t, 1, 1_000_000)
+	l := f.Lease(f.Budget, 100_000)
+	before := []ledger.Grant{f.Grant(f.User(), 1, l, 11), f.Grant(f.User(), 1, l, 12)}
+	after := []ledger.Grant{f.Grant(f.User(), 1, l, 13)}
+	bad := ledger.AppendGrantRecord(nil, after)
+	bad = bad[:len(bad)-1] // truncated
+	if _, err := ledger.DecodeGrantRecord(nil, bad); err == nil {
+		t.Fatal("the truncated record decodes")
+	}
+	// One produce request: the booker most likely fetches all three at once.
+	sendRaw(t, k, ledger.AppendGrantRecord(nil, before), bad, ledger.AppendGrantRecord(nil, after))
+
+	b := newBooker(t, f, "a", nil, k.Brokers)
+	runBooker(t, b)
+	if err := waitBroken(t, b); !errors.Is(err, ledger.ErrCorrupt) {
+		t.Fatalf("Broken() = %v, want ErrCorrupt", err)
+	}
+	eventually(t, within, "records before the broken one booked", func() error { return allBooked(f, before) })
+	if a := f.Account(after[0].ActID); a != nil {
+		t.Fatalf("a grant after the broken record was booked: %+v", a)
+	}
+	if got := booked(t, f)[0]; got != 1 {
+		t.Fatalf("booked offset %d, want 1 (the broken record at 1 is not)", got)
+	}
+	f.Audit(before)
+}
+
+// TestConsumeStopsOnMoneyInvariant: a decodable record whose booking would
+// break a money invariant (a balance overflow) stops its partition instead
+// of being retried forever, and nothing of it is written.
+func TestConsumeStopsOnMoneyInvariant(t *testing.T) {
+	k := storagetest.Kafka(t, "", 1)
+	f := newFixture(t, 1, 1_000_000)
+	l := f.Lease(f.Budget, 100_000)
+	u := f.User()
+	first := f.Grant(u, 1, l, 10)
+	huge := f.Grant(u, 2, l, math.MaxInt64)
+	later := f.Grant(f.User(), 1, l, 5)
+	b := newBooker(t, f, "a", nil, k.Brokers)
+	wantOutcomes(t, book(t, b, []ledger.Grant{first}), booking.BookedNow)
+	sendRaw(t, k, ledger.AppendGrantRecord(nil, []ledger.Grant{huge}), ledger.AppendGrantRecord(nil, []ledger.Grant{later}))
+
+	runBooker(t, b)
+	if err := waitBroken(t, b); !errors.Is(err, ledger.ErrOverflow) {
+		t.Fatalf("Broken() = %v, want ErrOverflow", err)
+	}
+	if a := f.Account(later.ActID); a != nil {
+		t.Fatalf("a grant after the broken record was booked: %+v", a)
+	}
+	if got := booked(t, f)[0]; got != 0 {
+		t.Fatalf("booked offset %d, want 0", got)
+	}
+	f.Audit([]ledger.Grant{first})
+}
+
+// TestRebalanceBetweenBookers: two nodes' bookers in the booking group
+// while grants keep coming: a second booker joins (partitions move to it,
+// taken over from the first) and the first one leaves (the second takes
+// its partitions over). Every grant is booked once, and the two bookers'
+// counts add up to the grants.
+func TestRebalanceBetweenBookers(t *testing.T) {
+	const partitions = 4
+	k := storagetest.Kafka(t, "", partitions)
+	client := saramaClient(t, k)
+	f := newFixture(t, partitions, 100_000_000)
+	l := f.Lease(f.Budget, 10_000_000)
+	var all []ledger.Grant
+	step := func(what string, users int, rain uint64) {
+		t.Helper()
+		var gs []ledger.Grant
+		for range users {
+			u := f.User()
+			gs = append(gs, f.Grant(u, rain, l, amountOf(u, rain)))
+		}
+		produce(t, k, partitions, gs)
+		all = append(all, gs...)
+		eventually(t, 2*within, what, func() error {
+			if err := drained(t, client, f.KV); err != nil {
+				return err
+			}
+			return allBooked(f, all)
+		})
+	}
+	b1 := newBooker(t, f, "node-a/1", nil, k.Brokers)
+	stop1 := runBooker(t, b1)
+	step("the first booker books", 40, 1)
+
+	b2 := newBooker(t, f, "node-b/1", nil, k.Brokers)
+	runBooker(t, b2)
+	eventually(t, 2*within, "the second booker gets partitions", func() error {
+		if len(b2.Claims()) == 0 {
+			return errors.New("b2 claims nothing yet")
+		}
+		return nil
+	})
+	step("both book", 40, 2)
+	stop1()
+	step("the second booker books everything", 40, 3)
+	if len(b2.Claims()) != partitions {
+		t.Fatalf("b2 claims %v after b1 left", b2.Claims())
+	}
+	for _, b := range []*booking.Booker{b1, b2} {
+		if err := b.Broken(); err != nil {
+			t.Fatalf("Broken() = %v", err)
+		}
+	}
+	if got := b1.Booked.Load() + b2.Booked.Load(); got != int64(len(all)) {
+		t.Fatalf("bookers booked %d + %d, want %d", b1.Booked.Load(), b2.Booked.Load(), len(all))
+	}
+	f.Audit(all)
+}

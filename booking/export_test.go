@@ -1,0 +1,36 @@
+package booking
+
+import (
+	"context"
+
+	"github.com/IBM/sarama"
+
+	"redrain/ledger"
+)
+
+// Hooks for the external tests, which drive partitions without a consumer
+// group.
+
+// Own takes partition id over and books what msgs delivers, as the
+// consumer group's claim of it would, until ctx ends.
+func (b *Booker) Own(ctx context.Context, id int32, msgs <-chan *sarama.ConsumerMessage) {
+	b.own(ctx, nil, id, msgs)
+}
+
+// CommitLoop runs the committers that Run starts, until ctx ends.
+func (b *Booker) CommitLoop(ctx context.Context) {
+	for _, ch := range b.commits[1:] {
+		go b.commitLoop(ctx, ch)
+	}
+	b.commitLoop(ctx, b.commits[0])
+}
+
+// Sync returns once the goroutine of the owned partition id has handled
+// everything sent to it before (false: not owned here).
+func (b *Booker) Sync(ctx context.Context, id int32) bool {
+	o := b.ownedPart(id)
+	return o != nil && o.p.readFrom(ctx, o.gone, nil, map[uint64]*ledger.Account{})
+}
+
+// CkptJournals is how many journals an owner writes between checkpoints.
+const CkptJournals = ckptJournals
