@@ -561,17 +561,8 @@ func (p *part) replayForeign(j *ledger.Journal) error {
 			a = a.Clone()
 		}
 		p.accounts[id] = a
-		changed, err := op.Apply(a, j.BookedAt)
-		if err != nil {
+		if err := replayOp(p.id, j, i, a, bumped); err != nil {
 			return err
-		}
-		if !changed {
-			return fmt.Errorf("%w: partition %d journal %d op %d changes nothing on replay", ledger.ErrCorrupt, p.id, j.Seq, i)
-		}
-		a.TakeSealed() // its writer stored the chunk
-		if !bumped[id] {
-			bumped[id] = true
-			a.Version++
 		}
 		p.pages[storage.PageOf(id)].dirtyAt = j.Seq
 	}

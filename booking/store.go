@@ -98,17 +98,8 @@ func (v *view) replay(j *ledger.Journal, w want) error {
 			a = &ledger.Account{ActID: id}
 			v.accounts[id] = a
 		}
-		changed, err := op.Apply(a, j.BookedAt)
-		if err != nil {
-			return fmt.Errorf("partition %d journal %d: %w", v.part, j.Seq, err)
-		}
-		if !changed {
-			return fmt.Errorf("%w: partition %d journal %d op %d changes nothing on replay", ledger.ErrCorrupt, v.part, j.Seq, i)
-		}
-		a.TakeSealed() // its writer stored the chunk
-		if !bumped[id] {
-			bumped[id] = true
-			a.Version++
+		if err := replayOp(v.part, j, i, a, bumped); err != nil {
+			return err
 		}
 		v.touched[storage.PageOf(id)] = j.Seq
 	}
@@ -445,4 +436,23 @@ func AllEntries(ctx context.Context, tikv *storage.TiKV, a *ledger.Account) ([]l
 		return err
 	})
 	return append(out, a.Entries...), err
+}
+
+// replayOp applies op i of journal j, which its writer committed, to a: it
+// must change a as it did then (else the journal is corrupt). Each account
+// a journal changes gets one version (bumped tracks them).
+func replayOp(part int32, j *ledger.Journal, i int, a *ledger.Account, bumped map[uint64]bool) error {
+	changed, err := j.Ops[i].Apply(a, j.BookedAt)
+	if err != nil {
+		return fmt.Errorf("partition %d journal %d: %w", part, j.Seq, err)
+	}
+	if !changed {
+		return fmt.Errorf("%w: partition %d journal %d op %d changes nothing on replay", ledger.ErrCorrupt, part, j.Seq, i)
+	}
+	a.TakeSealed() // its writer stored the chunk
+	if !bumped[a.ActID] {
+		bumped[a.ActID] = true
+		a.Version++
+	}
+	return nil
 }

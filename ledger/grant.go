@@ -109,17 +109,22 @@ func (d *decoder) grant(g *Grant, version byte) {
 	if version == grantRecordVersionLegacy {
 		g.Legacy = true
 	} else {
-		switch d.byte1("key format") {
-		case grantKeysActivity:
-		case grantKeysLegacy:
-			g.Legacy = true
-		default:
-			d.fail("key format")
-		}
+		d.keyFormat(g)
 	}
 	d.grantFields(g)
 	if d.err == nil && g.Amount <= 0 {
 		d.fail("amount not positive")
+	}
+}
+
+// keyFormat decodes a version 2 grant's key-format byte.
+func (d *decoder) keyFormat(g *Grant) {
+	switch d.byte1("key format") {
+	case grantKeysActivity:
+	case grantKeysLegacy:
+		g.Legacy = true
+	default:
+		d.fail("key format")
 	}
 }
 

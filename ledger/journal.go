@@ -123,13 +123,7 @@ func DecodeJournal(src []byte) (*Journal, error) {
 // amount, so the positive-amount check of records does not apply here;
 // Apply checks what each kind needs.
 func (d *decoder) grantAny(g *Grant) {
-	switch d.byte1("key format") {
-	case grantKeysActivity:
-	case grantKeysLegacy:
-		g.Legacy = true
-	default:
-		d.fail("key format")
-	}
+	d.keyFormat(g)
 	d.grantFields(g)
 }
 
