@@ -7,8 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
+
 	"redrain/booking/bookingtest"
+	"redrain/grant/granttest"
 	"redrain/ledger"
+	"redrain/storage"
 	"redrain/storage/storagetest"
 )
 
@@ -66,4 +70,64 @@ func BenchmarkBookHotBudget(b *testing.B) {
 			b.ReportMetric(float64(grants)/time.Since(start).Seconds(), "grants/s")
 		})
 	}
+}
+
+// BenchmarkOwnerBooks measures booking alone as a partition's owner does
+// it: records of 1,000 grants to new users fed to two partitions' owners,
+// committed by the node's committers into the embedded store, until the
+// store holds them booked. cpu-ns/grant is the process's CPU (the embedded
+// store's included) per booked grant; keys/grant and grants/txn are what
+// `redrain bench` prints for a node.
+//
+//	go test ./booking -run '^$' -bench OwnerBooks -benchtime 200000x
+func BenchmarkOwnerBooks(b *testing.B) {
+	const parts, perRecord = 2, 1000
+	f := bookingtest.New(b, storagetest.TiKV(b, ""), parts, 1<<50)
+	l := f.Lease(f.Budget, 1<<40)
+	bk := newBooker(b, f, "bench", nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	msgs := make([]chan *sarama.ConsumerMessage, parts)
+	for p := range msgs {
+		msgs[p] = make(chan *sarama.ConsumerMessage, 64)
+		go bk.Own(ctx, int32(p), msgs[p])
+	}
+	go bk.CommitLoop(ctx)
+	bookingtest.Eventually(b, within, "partitions owned", func() error {
+		if len(bk.Claims()) != parts {
+			return fmt.Errorf("owns %v", bk.Claims())
+		}
+		return nil
+	})
+	// The records, encoded before the clock starts.
+	var records [parts][][]byte
+	for p := range int32(parts) {
+		for n := 0; n < b.N/parts; n += perRecord {
+			gs := make([]ledger.Grant, 0, perRecord)
+			for range min(perRecord, b.N/parts-n) {
+				u := userIn(f, p)
+				gs = append(gs, f.Grant(u, 1, l, amountOf(u, 1)))
+			}
+			records[p] = append(records[p], ledger.AppendGrantRecord(nil, gs))
+		}
+	}
+	b.ReportAllocs()
+	cpu0 := granttest.ProcessCPU()
+	b.ResetTimer()
+	for p := range parts {
+		go func() {
+			for off, v := range records[p] {
+				msgs[p] <- &sarama.ConsumerMessage{Topic: storage.GrantTopic, Partition: int32(p), Offset: int64(off), Value: v}
+			}
+		}()
+	}
+	want := int64(b.N / parts * parts)
+	for bk.Booked.Load() < want {
+		time.Sleep(time.Millisecond)
+	}
+	b.StopTimer()
+	booked := float64(bk.Booked.Load())
+	b.ReportMetric(float64(granttest.ProcessCPU()-cpu0)/booked, "cpu-ns/grant")
+	b.ReportMetric(float64(bk.Keys.Load())/booked, "keys/grant")
+	b.ReportMetric(booked/float64(bk.Batches.Load()), "grants/txn")
 }
