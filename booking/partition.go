@@ -29,6 +29,15 @@ const (
 	ckptEvery    = 5 * time.Second
 )
 
+// journalBytesPerOp is what an encoded journal op takes, about (a grant of
+// the demo campaign: 79 bytes), so that a journal's buffer is allocated
+// once.
+const journalBytesPerOp = 96
+
+// accountBytes is what an encoded account with one entry takes, about
+// (117 bytes for the demo campaign's), for a page's buffer.
+const accountBytes = 128
+
 // pipelineDepth bounds the units of one partition applied in memory and
 // not yet committed: the next batch is decoded and applied while the
 // previous one commits.
@@ -205,12 +214,13 @@ func (p *part) touch(u *unit, id uint64) *ledger.Account {
 // outcomes. It fails only on a broken money invariant, after undoing u.
 func (p *part) apply(u *unit) error {
 	now := p.b.clock().UnixMilli()
-	j := ledger.Journal{BookedAt: now, From: u.from, To: u.to}
 	gs := u.grants
 	if u.req != nil {
 		gs = u.req.grants
 	}
+	j := ledger.Journal{BookedAt: now, From: u.from, To: u.to, Ops: make([]ledger.Op, 0, len(gs))}
 	u.outcomes = make([]byte, len(gs))
+	u.booked = make([]ledger.Grant, 0, len(gs))
 	changed := map[uint64]bool{}
 	for i := range gs {
 		g := &gs[i]
@@ -258,7 +268,7 @@ func (p *part) apply(u *unit) error {
 	if len(j.Ops) > 0 {
 		j.Seq = p.next.NextSeq
 		p.next.NextSeq++
-		u.journal = ledger.AppendJournal(nil, &j)
+		u.journal = ledger.AppendJournal(make([]byte, 0, journalBytesPerOp*len(j.Ops)+32), &j)
 		p.sinceCkpt++
 		for id := range changed {
 			p.pages[storage.PageOf(id)].dirtyAt = j.Seq
@@ -338,7 +348,8 @@ func (p *part) checkpoint(u *unit) {
 		for _, id := range pg.ids {
 			page.Accounts = append(page.Accounts, p.accounts[id])
 		}
-		u.pages = append(u.pages, pageWrite{key: storage.PageKey(p.id, k), value: ledger.AppendPage(nil, &page)})
+		buf := make([]byte, 0, accountBytes*len(page.Accounts)+16)
+		u.pages = append(u.pages, pageWrite{key: storage.PageKey(p.id, k), value: ledger.AppendPage(buf, &page)})
 	}
 	u.ckpt = seq
 	p.next.CkptSeq = seq
