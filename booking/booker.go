@@ -609,8 +609,8 @@ func writeUnits(txn *transaction.KVTxn, units []*unit) (int, error) {
 			assetOf[g.BudgetID] = g.Asset
 			postings = ledger.GrantPostings(postings, g)
 		}
-		for asset, d := range u.deltas {
-			moved[asset] += d
+		for _, d := range u.deltas {
+			moved[d.Asset] += d.Amount
 		}
 		for i := range u.attributed {
 			g := &u.attributed[i]

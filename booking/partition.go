@@ -103,7 +103,7 @@ type unit struct {
 	// deltas is what the unit moved on its accounts' balances, per asset,
 	// computed from the accounts (not from the grants): the committer
 	// compares it with the budgets' debits.
-	deltas map[ledger.Asset]int64
+	deltas assetSums
 
 	// Its inputs, applied again after a failure.
 	grants   []ledger.Grant
@@ -282,41 +282,63 @@ func (p *part) apply(u *unit) error {
 }
 
 // checkDeltas is the second computation of a unit's money: the change of
-// every balance it made, summed per asset from the accounts, must equal
-// the grants it booked, summed from the grants.
+// every balance it made, summed per asset from the accounts (each
+// account's after minus before), must equal the grants it booked, summed
+// from the grants. A unit holds few assets, so the sums are short lists.
 func (p *part) checkDeltas(u *unit) error {
-	byGrants := map[ledger.Asset]int64{}
+	var byGrants, byAccounts assetSums
 	for i := range u.booked {
-		s, err := ledger.Add(byGrants[u.booked[i].Asset], u.booked[i].Amount)
-		if err != nil {
+		if err := byGrants.add(u.booked[i].Asset, u.booked[i].Amount); err != nil {
 			return err
 		}
-		byGrants[u.booked[i].Asset] = s
 	}
-	byAccounts := map[ledger.Asset]int64{}
 	for id, prev := range u.prev {
 		for _, bal := range p.accounts[id].Balances {
-			byAccounts[bal.Asset] += bal.Amount
-		}
-		if prev != nil {
-			for _, bal := range prev.Balances {
-				byAccounts[bal.Asset] -= bal.Amount
+			d := bal.Amount
+			if prev != nil {
+				d -= prev.Balance(bal.Asset)
+			}
+			if err := byAccounts.add(bal.Asset, d); err != nil {
+				return err
 			}
 		}
 	}
 	u.deltas = byAccounts
-	for asset, d := range byAccounts {
-		if d != byGrants[asset] {
-			return fmt.Errorf("%w: partition %d: balances moved %d %s, booked grants sum to %d", ledger.ErrUnbalanced, p.id, d, asset, byGrants[asset])
+	for _, a := range byAccounts {
+		if g := byGrants.of(a.Asset); a.Amount != g {
+			return fmt.Errorf("%w: partition %d: balances moved %d %s, booked grants sum to %d", ledger.ErrUnbalanced, p.id, a.Amount, a.Asset, g)
 		}
-		delete(byGrants, asset)
 	}
-	for asset, s := range byGrants {
-		if s != 0 {
-			return fmt.Errorf("%w: partition %d: grants of %d %s moved no balance", ledger.ErrUnbalanced, p.id, s, asset)
+	for _, g := range byGrants {
+		if g.Amount != 0 && byAccounts.of(g.Asset) == 0 {
+			return fmt.Errorf("%w: partition %d: grants of %d %s moved no balance", ledger.ErrUnbalanced, p.id, g.Amount, g.Asset)
 		}
 	}
 	return nil
+}
+
+// assetSums are sums per asset, in the order the assets came.
+type assetSums []ledger.Balance
+
+func (s *assetSums) add(asset ledger.Asset, v int64) error {
+	for i := range *s {
+		if (*s)[i].Asset == asset {
+			sum, err := ledger.Add((*s)[i].Amount, v)
+			(*s)[i].Amount = sum
+			return err
+		}
+	}
+	*s = append(*s, ledger.Balance{Asset: asset, Amount: v})
+	return nil
+}
+
+func (s assetSums) of(asset ledger.Asset) int64 {
+	for _, b := range s {
+		if b.Asset == asset {
+			return b.Amount
+		}
+	}
+	return 0
 }
 
 func (p *part) restore(id uint64, prev *ledger.Account) {
