@@ -41,7 +41,7 @@ e2e:
 # Micro-benchmarks of the hot paths. For whole-node figures run a node
 # (make run) and then: $(BIN) bench --target http://127.0.0.1:8080
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./ledger/ ./tokens/ ./ingress/ ./bench/
+	$(GO) test -run '^$$' -bench . -benchmem ./ledger/ ./tokens/ ./ingress/ ./bench/ ./booking/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
