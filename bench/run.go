@@ -107,6 +107,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	rep.BookedTotal = booked.total()
 	rep.NodeCPUSeconds = booked.cpu()
+	rep.IssueToBooked = booked.issueToBooked()
 	if rep.BookedTotal > 0 {
 		rep.CPUPerGrant = time.Duration(rep.NodeCPUSeconds / float64(rep.BookedTotal) * 1e9)
 		if keys, txns := booked.writes(); keys > 0 && txns > 0 {
@@ -178,9 +179,10 @@ func (r *run) send(ctx context.Context, adm *admin, base []nodeStats) (canceled 
 	}
 }
 
-// fillSendCPU sets rep's node CPU over the send window from the targets'
-// stats read before it (base) and after it. It leaves them 0 when a
-// target's stats could not be read, rather than report a part as the whole.
+// fillSendCPU sets rep's node figures over the send window (CPU, grants
+// issued and booked, records, allocations) from the targets' stats read
+// before it (base) and after it. It leaves them 0 when a target's stats
+// could not be read, rather than report a part as the whole.
 func fillSendCPU(rep *Report, base, after []nodeStats, errs []error) {
 	if errors.Join(errs...) != nil {
 		return
@@ -196,6 +198,10 @@ func fillSendCPU(rep *Report, base, after []nodeStats, errs []error) {
 		issued += after[i].GrantsIssued - base[i].GrantsIssued
 		records += after[i].GrantRecords - base[i].GrantRecords
 		allocs += after[i].Allocs - base[i].Allocs
+	}
+	rep.IssuedInWindow, rep.BookedInWindow = issued, c.total()
+	if issued > 0 {
+		rep.BookedInWindowShare = float64(rep.BookedInWindow) / float64(issued)
 	}
 	if records > 0 {
 		rep.GrantsPerRecord = float64(issued) / float64(records)
