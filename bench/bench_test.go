@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -676,6 +677,7 @@ type fakeCluster struct {
 	badBatch    int64
 	stuck       bool
 	ready       bool
+	statsFail   int                  // The next statsFail stats requests fail with a 503.
 	onGrant     func(requests int64) // Called after each grant request, outside the lock.
 	// admin verifies the admin requests, with the development key.
 	admin *adminauth.Verifier
@@ -902,6 +904,11 @@ func (n *fakeNode) stats(ctx *fasthttp.RequestCtx) {
 	c := n.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.statsFail > 0 {
+		c.statsFail--
+		writeJSON(ctx, 503, map[string]string{"code": "unavailable", "message": "busy"})
+		return
+	}
 	if !c.stuck {
 		k := (len(c.pending) + 1) / 2
 		for _, user := range c.pending[:k] {
@@ -1476,6 +1483,33 @@ func TestBucketsSince(t *testing.T) {
 	} {
 		if got := bucketsSince(tc.base, tc.last); got != nil {
 			t.Errorf("%s: bucketsSince = %+v, want nil", tc.name, got)
+		}
+	}
+}
+
+// TestStatsAfterWindow: the stats that close a send window are read again
+// while a target fails to answer them, a bounded number of times.
+func TestStatsAfterWindow(t *testing.T) {
+	c, urls := newFakeCluster(t, 1)
+	targets := []target{}
+	for _, u := range urls {
+		tg, err := parseTarget(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		targets = append(targets, tg)
+	}
+	adm := newAdmin(targets, adminauth.MustParseKey(adminauth.DevKey))
+	for _, tc := range []struct {
+		fail int
+		ok   bool
+	}{{0, true}, {statsAfterWindowTries - 1, true}, {statsAfterWindowTries, false}} {
+		c.mu.Lock()
+		c.statsFail = tc.fail
+		c.mu.Unlock()
+		_, errs := statsAfterWindow(context.Background(), adm)
+		if ok := errors.Join(errs...) == nil; ok != tc.ok {
+			t.Errorf("after %d failed reads: errors %v, want ok %v", tc.fail, errs, tc.ok)
 		}
 	}
 }

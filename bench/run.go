@@ -83,8 +83,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			rep.Duration.Round(time.Millisecond), context.Cause(ctx)))
 	} else {
 		// The drain's first poll would read the same; this one is kept
-		// apart for the CPU of the send window alone.
-		stats, errs := adm.statsAll(ctx, statsTimeout)
+		// apart for the figures of the send window alone.
+		stats, errs := statsAfterWindow(ctx, adm)
 		fillSendCPU(rep, base, stats, errs)
 		rep.Drained, err = drain(ctx, adm, booked, r.end, cfg.DrainTimeout)
 		rep.DrainTime = time.Since(r.end)
@@ -177,6 +177,26 @@ func (r *run) send(ctx context.Context, adm *admin, base []nodeStats) (canceled 
 		close(progressDone)
 		progress.Wait()
 	}
+}
+
+// statsAfterWindowTries bounds the reads of statsAfterWindow. A node that
+// has just taken a burst may not answer its stats within statsTimeout (seen
+// at 35k grants/s paced, 60 s); a few more tries, each at most
+// statsTimeout later, move the window's end by less than the rate's
+// variation, where giving up would lose the window's figures.
+const statsAfterWindowTries = 5
+
+// statsAfterWindow reads every target's stats once the send window is
+// over, trying again (all targets, so that they stay of one moment) while
+// one fails, up to statsAfterWindowTries times.
+func statsAfterWindow(ctx context.Context, adm *admin) (stats []nodeStats, errs []error) {
+	for range statsAfterWindowTries {
+		stats, errs = adm.statsAll(ctx, statsTimeout)
+		if errors.Join(errs...) == nil || ctx.Err() != nil {
+			break
+		}
+	}
+	return stats, errs
 }
 
 // fillSendCPU sets rep's node figures over the send window (CPU, grants
