@@ -32,6 +32,9 @@ type nodeStats struct {
 	// BookingTxns those transactions.
 	BookingKeys int64 `json:"booking_keys"`
 	BookingTxns int64 `json:"booking_txns"`
+	// IssueToBooked is the node's histogram of the time from a grant's
+	// issue to its booking, since it started; nil when it has none.
+	IssueToBooked *buckets `json:"issue_to_booked_seconds"`
 }
 
 // AuditResult is GET /admin/v1/audit: the node's check of the invariants
@@ -134,21 +137,32 @@ type bookedCounter struct {
 	cpuBase, cpuLast   []float64
 	keysBase, keysLast []int64
 	txnsBase, txnsLast []int64
+	// issueBase and issueLast are the targets' issue-to-booked histograms.
+	issueBase, issueLast []*buckets
 }
 
 func newBookedCounter(base []nodeStats) *bookedCounter {
 	n := len(base)
 	c := &bookedCounter{base: make([]int64, n), last: make([]int64, n),
 		cpuBase: make([]float64, n), cpuLast: make([]float64, n),
-		keysBase: make([]int64, n), keysLast: make([]int64, n), txnsBase: make([]int64, n), txnsLast: make([]int64, n)}
+		keysBase: make([]int64, n), keysLast: make([]int64, n), txnsBase: make([]int64, n), txnsLast: make([]int64, n),
+		issueBase: make([]*buckets, n), issueLast: make([]*buckets, n)}
 	for i, s := range base {
 		c.base[i] = s.GrantsBooked
 		c.last[i] = s.GrantsBooked
 		c.cpuBase[i], c.cpuLast[i] = s.CPUSeconds, s.CPUSeconds
 		c.keysBase[i], c.keysLast[i] = s.BookingKeys, s.BookingKeys
 		c.txnsBase[i], c.txnsLast[i] = s.BookingTxns, s.BookingTxns
+		c.issueBase[i], c.issueLast[i] = s.IssueToBooked, s.IssueToBooked
 	}
 	return c
+}
+
+// issueToBooked returns the percentiles of the time from issue to booking
+// of the grants the targets booked since the baseline, or nil when a
+// target does not report it or nothing was booked.
+func (c *bookedCounter) issueToBooked() *Quantiles {
+	return quantilesOf(bucketsSince(c.issueBase, c.issueLast))
 }
 
 // cpu returns the CPU seconds the targets used since the baseline.
@@ -163,6 +177,7 @@ func (c *bookedCounter) update(stats []nodeStats, errs []error) {
 			c.cpuLast[i] = stats[i].CPUSeconds
 			c.keysLast[i] = stats[i].BookingKeys
 			c.txnsLast[i] = stats[i].BookingTxns
+			c.issueLast[i] = stats[i].IssueToBooked
 		}
 	}
 }

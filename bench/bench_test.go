@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -676,6 +677,7 @@ type fakeCluster struct {
 	badBatch    int64
 	stuck       bool
 	ready       bool
+	statsFail   int                  // The next statsFail stats requests fail with a 503.
 	onGrant     func(requests int64) // Called after each grant request, outside the lock.
 	// admin verifies the admin requests, with the development key.
 	admin *adminauth.Verifier
@@ -698,8 +700,13 @@ type fakeCluster struct {
 
 type fakeNode struct {
 	c      *fakeCluster
+	issued int64   // New grants this node answered; under c.mu.
 	booked int64   // Under c.mu.
 	cpu    float64 // CPU seconds, a quarter more at each stats read; under c.mu.
+	// slow counts the grants booked in the second bucket of the node's
+	// issue-to-booked histogram (bounds 0.1 s and 1 s): every fourth stats
+	// read books into it, the others into the first; under c.mu.
+	slow, reads int64
 }
 
 // fakeGrant is a grant request, or one item of a batch.
@@ -787,7 +794,9 @@ func (n *fakeNode) grant(ctx *fasthttp.RequestCtx) {
 	c.requests++
 	c.grants++
 	requests := c.requests
+	issued := c.issued
 	status, answer := c.grantLocked(req, err, requests)
+	n.issued += c.issued - issued
 	c.mu.Unlock()
 	if answer == nil {
 		ctx.SetStatusCode(status)
@@ -812,6 +821,7 @@ func (n *fakeNode) grantBatch(ctx *fasthttp.RequestCtx) {
 	size := int64(len(req.Grants))
 	c.grants += size
 	requests := c.requests
+	issued := c.issued
 	var status int
 	var answer any
 	switch {
@@ -844,6 +854,7 @@ func (n *fakeNode) grantBatch(ctx *fasthttp.RequestCtx) {
 		}
 		status, answer = 200, map[string]any{"results": results}
 	}
+	n.issued += c.issued - issued
 	c.mu.Unlock()
 	writeJSON(ctx, status, answer)
 	if c.onGrant != nil {
@@ -893,6 +904,11 @@ func (n *fakeNode) stats(ctx *fasthttp.RequestCtx) {
 	c := n.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.statsFail > 0 {
+		c.statsFail--
+		writeJSON(ctx, 503, map[string]string{"code": "unavailable", "message": "busy"})
+		return
+	}
 	if !c.stuck {
 		k := (len(c.pending) + 1) / 2
 		for _, user := range c.pending[:k] {
@@ -900,10 +916,15 @@ func (n *fakeNode) stats(ctx *fasthttp.RequestCtx) {
 		}
 		c.pending = c.pending[k:]
 		n.booked += int64(k)
+		if n.reads++; n.reads%4 == 0 {
+			n.slow += int64(k)
+		}
 	}
 	n.cpu += 0.25
-	writeJSON(ctx, 200, map[string]any{"grants_issued": c.issued, "grants_booked": n.booked,
-		"booking_lag": len(c.pending), "ready": c.ready, "cpu_seconds": n.cpu})
+	writeJSON(ctx, 200, map[string]any{"grants_issued": n.issued, "grants_booked": n.booked,
+		"booking_lag": len(c.pending), "ready": c.ready, "cpu_seconds": n.cpu,
+		"issue_to_booked_seconds": map[string]any{"bounds": []float64{0.1, 1},
+			"cumulative": []int64{n.booked - n.slow, n.booked, n.booked}}})
 }
 
 func (n *fakeNode) audit(ctx *fasthttp.RequestCtx) {
@@ -972,7 +993,8 @@ func TestRun(t *testing.T) {
 
 	var text bytes.Buffer
 	rep.WriteText(&text)
-	for _, want := range []string{"offered      ", "budget_exhausted=", "latency      p50=", "audit        ok", "issued_equals_booked"} {
+	for _, want := range []string{"offered      ", "budget_exhausted=", "latency      p50=", "audit        ok", "issued_equals_booked",
+		"during the send window: ", "issue→booked p50="} {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("WriteText lacks %q:\n%s", want, text.String())
 		}
@@ -983,7 +1005,8 @@ func TestRun(t *testing.T) {
 	}
 	var back Report
 	if err := json.Unmarshal(js.Bytes(), &back); err != nil || back.Offered != rep.Offered ||
-		back.LatencyP99 != rep.LatencyP99 || back.Audit == nil || back.Errors["budget_exhausted"] != c.rejected {
+		back.LatencyP99 != rep.LatencyP99 || back.Audit == nil || back.Errors["budget_exhausted"] != c.rejected ||
+		back.IssueToBooked == nil || *back.IssueToBooked != *rep.IssueToBooked || back.BookedInWindow != rep.BookedInWindow {
 		t.Errorf("WriteJSON round trip: %v, %+v\n%s", err, back, js.String())
 	}
 	t.Logf("report:\n%s", text.String())
@@ -1069,6 +1092,21 @@ func checkCounts(t *testing.T, c *fakeCluster, rep *Report, wantErrors map[strin
 	}
 	if !rep.Drained || rep.DrainTime <= 0 || len(rep.Problems) != 0 || rep.Err() != nil {
 		t.Errorf("drained %v after %v, problems %q, Err() = %v", rep.Drained, rep.DrainTime, rep.Problems, rep.Err())
+	}
+	// The nodes' histograms hold only the grants of this run, so the
+	// report's percentiles are those of the buckets summed over nodes.
+	var slow int64
+	for _, n := range c.nodes {
+		slow += n.slow
+	}
+	want := quantilesOf(&buckets{Bounds: []float64{0.1, 1}, Cumulative: []int64{c.issued - slow, c.issued, c.issued}})
+	if q := rep.IssueToBooked; q == nil || want == nil || *q != *want || q.Count != c.issued {
+		t.Errorf("issue to booked %+v, want %+v over the %d grants issued", q, want, c.issued)
+	}
+	if rep.IssuedInWindow != c.issued || rep.BookedInWindow <= 0 || rep.BookedInWindow > c.issued ||
+		rep.BookedInWindowShare != float64(rep.BookedInWindow)/float64(c.issued) {
+		t.Errorf("booked %d of %d issued in the window (%v), the nodes issued %d",
+			rep.BookedInWindow, rep.IssuedInWindow, rep.BookedInWindowShare, c.issued)
 	}
 	if a := rep.Audit; a == nil || !a.OK || len(a.Checks) != 2 || a.Checks[0] != (AuditCheck{"no_overspend", true, "spent within budget"}) ||
 		a.Checks[1].Name != "issued_equals_booked" || !a.Checks[1].OK {
@@ -1368,8 +1406,10 @@ func TestCompareCeilingInvalid(t *testing.T) {
 // of the stats read before and after it, summed over targets, divided by
 // what they count per.
 func TestFillSendCPUPerGrant(t *testing.T) {
-	base := []nodeStats{{CPUSeconds: 1, GrantsIssued: 100, GrantRecords: 10, Allocs: 1000}, {CPUSeconds: 2, GrantsIssued: 0, GrantRecords: 0, Allocs: 0}}
-	after := []nodeStats{{CPUSeconds: 1.5, GrantsIssued: 400, GrantRecords: 13, Allocs: 5000}, {CPUSeconds: 2.5, GrantsIssued: 300, GrantRecords: 3, Allocs: 4000}}
+	base := []nodeStats{{CPUSeconds: 1, GrantsIssued: 100, GrantsBooked: 50, GrantRecords: 10, Allocs: 1000},
+		{CPUSeconds: 2, GrantsIssued: 0, GrantsBooked: 0, GrantRecords: 0, Allocs: 0}}
+	after := []nodeStats{{CPUSeconds: 1.5, GrantsIssued: 400, GrantsBooked: 350, GrantRecords: 13, Allocs: 5000},
+		{CPUSeconds: 2.5, GrantsIssued: 300, GrantsBooked: 240, GrantRecords: 3, Allocs: 4000}}
 	rep := Report{Accepted: 800}
 	fillSendCPU(&rep, base, after, make([]error, 2))
 	if rep.SendCPUSeconds != 1 || rep.CPUPerAccepted != 1250*time.Microsecond {
@@ -1377,5 +1417,99 @@ func TestFillSendCPUPerGrant(t *testing.T) {
 	}
 	if rep.GrantsPerRecord != 100 || rep.AllocsPerAccepted != 10 {
 		t.Errorf("grants per record %v, allocs per grant %v; want 100, 10", rep.GrantsPerRecord, rep.AllocsPerAccepted)
+	}
+	if rep.IssuedInWindow != 600 || rep.BookedInWindow != 540 || rep.BookedInWindowShare != 0.9 {
+		t.Errorf("booked %d of %d issued in the window (%v), want 540 of 600 (0.9)",
+			rep.BookedInWindow, rep.IssuedInWindow, rep.BookedInWindowShare)
+	}
+}
+
+// TestBucketsQuantile: percentiles interpolate linearly within the bucket
+// that holds them, the first bucket starting at 0; one in the +Inf bucket
+// is the highest bound and says so.
+func TestBucketsQuantile(t *testing.T) {
+	bounds := []float64{0.1, 0.5, 1}
+	for _, tc := range []struct {
+		cumulative []int64
+		q          float64
+		want       float64
+		beyond, ok bool
+	}{
+		{[]int64{100, 100, 100, 100}, 0.5, 0.05, false, true},
+		{[]int64{100, 100, 100, 100}, 0.99, 0.099, false, true},
+		{[]int64{100, 100, 100, 100}, 1, 0.1, false, true},
+		{[]int64{0, 100, 100, 100}, 0.5, 0.3, false, true},
+		{[]int64{50, 50, 100, 100}, 0.5, 0.1, false, true},   // The rank is the first bucket's whole count.
+		{[]int64{50, 50, 100, 100}, 0.75, 0.75, false, true}, // Halfway into (0.5, 1], the second bucket empty.
+		{[]int64{90, 98, 98, 100}, 0.99, 1, true, true},
+		{[]int64{0, 0, 0, 0}, 0.5, 0, false, false},
+	} {
+		b := &buckets{Bounds: bounds, Cumulative: tc.cumulative}
+		got, beyond, ok := b.quantile(tc.q)
+		if math.Abs(got-tc.want) > 1e-9 || beyond != tc.beyond || ok != tc.ok {
+			t.Errorf("quantile(%v) of %v = %v, %v, %v; want %v, %v, %v",
+				tc.q, tc.cumulative, got, beyond, ok, tc.want, tc.beyond, tc.ok)
+		}
+	}
+	q := quantilesOf(&buckets{Bounds: bounds, Cumulative: []int64{0, 0, 1, 3}})
+	if want := (Quantiles{Count: 3, P50: time.Second, P99: time.Second, P50Beyond: true, P99Beyond: true}); q == nil || *q != want {
+		t.Errorf("quantilesOf beyond the bounds = %+v, want %+v", q, want)
+	}
+	if s := q.String(); s != "p50=>1s p99=>1s over 3 grants" {
+		t.Errorf("String() = %q", s)
+	}
+}
+
+// TestBucketsSince: the run's histogram is each target's growth from its
+// baseline, summed; a target that restarted counts from zero, and
+// targets without a histogram or with other bounds give none.
+func TestBucketsSince(t *testing.T) {
+	bounds := []float64{0.1, 1}
+	h := func(c ...int64) *buckets { return &buckets{Bounds: bounds, Cumulative: c} }
+	got := bucketsSince([]*buckets{h(1, 2, 3), h(10, 20, 30)}, []*buckets{h(5, 7, 9), h(2, 3, 4)})
+	if want := h(4+2, 5+3, 6+4); got == nil || !slices.Equal(got.Cumulative, want.Cumulative) || !slices.Equal(got.Bounds, bounds) {
+		t.Errorf("bucketsSince = %+v, want %+v", got, want)
+	}
+	other := &buckets{Bounds: []float64{0.2, 1}, Cumulative: []int64{1, 2, 3}}
+	for _, tc := range []struct {
+		name       string
+		base, last []*buckets
+	}{
+		{"no histogram", []*buckets{nil}, []*buckets{nil}},
+		{"not at the baseline", []*buckets{nil}, []*buckets{h(1, 2, 3)}},
+		{"malformed", []*buckets{h(1, 2)}, []*buckets{h(1, 2)}},
+		{"bounds changed", []*buckets{h(1, 2, 3)}, []*buckets{other}},
+		{"bounds differ between targets", []*buckets{h(1, 2, 3), other}, []*buckets{h(1, 2, 3), other}},
+	} {
+		if got := bucketsSince(tc.base, tc.last); got != nil {
+			t.Errorf("%s: bucketsSince = %+v, want nil", tc.name, got)
+		}
+	}
+}
+
+// TestStatsAfterWindow: the stats that close a send window are read again
+// while a target fails to answer them, a bounded number of times.
+func TestStatsAfterWindow(t *testing.T) {
+	c, urls := newFakeCluster(t, 1)
+	targets := []target{}
+	for _, u := range urls {
+		tg, err := parseTarget(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		targets = append(targets, tg)
+	}
+	adm := newAdmin(targets, adminauth.MustParseKey(adminauth.DevKey))
+	for _, tc := range []struct {
+		fail int
+		ok   bool
+	}{{0, true}, {statsAfterWindowTries - 1, true}, {statsAfterWindowTries, false}} {
+		c.mu.Lock()
+		c.statsFail = tc.fail
+		c.mu.Unlock()
+		_, errs := statsAfterWindow(context.Background(), adm)
+		if ok := errors.Join(errs...) == nil; ok != tc.ok {
+			t.Errorf("after %d failed reads: errors %v, want ok %v", tc.fail, errs, tc.ok)
+		}
 	}
 }

@@ -171,7 +171,7 @@ func CompareCeiling(ctx context.Context, cfg CeilingConfig) (*CeilingReport, err
 			// The node's stats after the phase: its CPU over a node phase,
 			// or what it did in the background during a ceiling phase.
 			if before != nil {
-				after, errs := adm.statsAll(ctx, statsTimeout)
+				after, errs := statsAfterWindow(ctx, adm)
 				if err := errors.Join(errs...); err != nil {
 					if ctx.Err() == nil {
 						rep.Problems = append(rep.Problems, fmt.Sprintf("round %d %s: stats after: %v", round+1, name, err))

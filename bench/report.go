@@ -117,6 +117,22 @@ type Report struct {
 	// them.
 	KeysPerBooked float64 `json:"keys_per_booked"`
 	GrantsPerTxn  float64 `json:"grants_per_txn"`
+	// IssuedInWindow is the new grants the targets acknowledged over the
+	// send window (grants_issued; Accepted also counts repeats, which issue
+	// nothing), and BookedInWindow the grants they booked over it, both
+	// from the stats read before the first request and once the last
+	// answer was in. BookedInWindowShare is BookedInWindow /
+	// IssuedInWindow: at a sustained rate, how well booking keeps up (the
+	// grants of the window's last moments cannot be booked yet). All 0
+	// when the stats could not be read.
+	IssuedInWindow      int64   `json:"issued_in_window"`
+	BookedInWindow      int64   `json:"booked_in_window"`
+	BookedInWindowShare float64 `json:"booked_in_window_share"`
+	// IssueToBooked is the time from a grant's issue to its booking over
+	// the grants the targets booked from the start of the run until the
+	// drain ended, interpolated in the nodes' histogram buckets; nil when
+	// the targets do not report it (or booked nothing).
+	IssueToBooked *Quantiles `json:"issue_to_booked,omitempty"`
 	// Drained reports whether booking_lag reached 0 on every target.
 	Drained bool `json:"drained"`
 
@@ -176,6 +192,13 @@ func (r *Report) WriteText(w io.Writer) {
 	}
 	fmt.Fprintf(w, "booked       %d (%.0f/s over run and drain), %s after %v\n",
 		r.BookedTotal, r.BookedPerSec, drained, r.DrainTime.Round(time.Millisecond))
+	if r.IssuedInWindow > 0 {
+		fmt.Fprintf(w, "             %d during the send window: %.3f of the %d new grants issued in it\n",
+			r.BookedInWindow, r.BookedInWindowShare, r.IssuedInWindow)
+	}
+	if r.IssueToBooked != nil {
+		fmt.Fprintf(w, "issue→booked %s (node histogram, interpolated)\n", r.IssueToBooked)
+	}
 	if r.NodeCPUSeconds > 0 {
 		fmt.Fprintf(w, "node cpu     %.1fs, %v per booked grant (issue + book, backends in process included)\n",
 			r.NodeCPUSeconds, r.CPUPerGrant.Round(time.Microsecond/10))

@@ -83,8 +83,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			rep.Duration.Round(time.Millisecond), context.Cause(ctx)))
 	} else {
 		// The drain's first poll would read the same; this one is kept
-		// apart for the CPU of the send window alone.
-		stats, errs := adm.statsAll(ctx, statsTimeout)
+		// apart for the figures of the send window alone.
+		stats, errs := statsAfterWindow(ctx, adm)
 		fillSendCPU(rep, base, stats, errs)
 		rep.Drained, err = drain(ctx, adm, booked, r.end, cfg.DrainTimeout)
 		rep.DrainTime = time.Since(r.end)
@@ -107,6 +107,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	rep.BookedTotal = booked.total()
 	rep.NodeCPUSeconds = booked.cpu()
+	rep.IssueToBooked = booked.issueToBooked()
 	if rep.BookedTotal > 0 {
 		rep.CPUPerGrant = time.Duration(rep.NodeCPUSeconds / float64(rep.BookedTotal) * 1e9)
 		if keys, txns := booked.writes(); keys > 0 && txns > 0 {
@@ -178,9 +179,30 @@ func (r *run) send(ctx context.Context, adm *admin, base []nodeStats) (canceled 
 	}
 }
 
-// fillSendCPU sets rep's node CPU over the send window from the targets'
-// stats read before it (base) and after it. It leaves them 0 when a
-// target's stats could not be read, rather than report a part as the whole.
+// statsAfterWindowTries bounds the reads of statsAfterWindow. A node that
+// has just taken a burst may not answer its stats within statsTimeout (seen
+// at 35k grants/s paced, 60 s); a few more tries, each at most
+// statsTimeout later, move the window's end by less than the rate's
+// variation, where giving up would lose the window's figures.
+const statsAfterWindowTries = 5
+
+// statsAfterWindow reads every target's stats once the send window is
+// over, trying again (all targets, so that they stay of one moment) while
+// one fails, up to statsAfterWindowTries times.
+func statsAfterWindow(ctx context.Context, adm *admin) (stats []nodeStats, errs []error) {
+	for range statsAfterWindowTries {
+		stats, errs = adm.statsAll(ctx, statsTimeout)
+		if errors.Join(errs...) == nil || ctx.Err() != nil {
+			break
+		}
+	}
+	return stats, errs
+}
+
+// fillSendCPU sets rep's node figures over the send window (CPU, grants
+// issued and booked, records, allocations) from the targets' stats read
+// before it (base) and after it. It leaves them 0 when a target's stats
+// could not be read, rather than report a part as the whole.
 func fillSendCPU(rep *Report, base, after []nodeStats, errs []error) {
 	if errors.Join(errs...) != nil {
 		return
@@ -196,6 +218,10 @@ func fillSendCPU(rep *Report, base, after []nodeStats, errs []error) {
 		issued += after[i].GrantsIssued - base[i].GrantsIssued
 		records += after[i].GrantRecords - base[i].GrantRecords
 		allocs += after[i].Allocs - base[i].Allocs
+	}
+	rep.IssuedInWindow, rep.BookedInWindow = issued, c.total()
+	if issued > 0 {
+		rep.BookedInWindowShare = float64(rep.BookedInWindow) / float64(issued)
 	}
 	if records > 0 {
 		rep.GrantsPerRecord = float64(issued) / float64(records)

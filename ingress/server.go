@@ -27,6 +27,13 @@ type Stats struct {
 	GrantRecords                           int64   // grant-stream records written
 	Allocs                                 int64   // heap allocations of the process so far
 	BookingKeys, BookingTxns               int64   // keys booking transactions wrote; those transactions
+	// IssueToBookedBounds are the upper bounds (seconds) of the buckets of
+	// the time from a grant's issue to its booking, and IssueToBooked the
+	// count of grants booked at or below each since the node started,
+	// cumulative, the +Inf bucket last (metrics.Histogram.Buckets). Both
+	// nil when the node does not measure it.
+	IssueToBookedBounds []float64
+	IssueToBooked       []int64
 }
 
 // Server is the fasthttp API of one node.
@@ -137,26 +144,7 @@ func (s *Server) admin(ctx *fasthttp.RequestCtx, path []byte) {
 			methodNotAllowed(ctx, "GET")
 			return
 		}
-		st := s.Stats()
-		b := []byte(`{"grants_issued":`)
-		b = strconv.AppendInt(b, st.GrantsIssued, 10)
-		b = append(b, `,"grants_booked":`...)
-		b = strconv.AppendInt(b, st.GrantsBooked, 10)
-		b = append(b, `,"booking_lag":`...)
-		b = strconv.AppendInt(b, st.BookingLag, 10)
-		b = append(b, `,"ready":`...)
-		b = strconv.AppendBool(b, st.Ready)
-		b = append(b, `,"cpu_seconds":`...)
-		b = strconv.AppendFloat(b, st.CPUSeconds, 'f', 3, 64)
-		b = append(b, `,"grant_records":`...)
-		b = strconv.AppendInt(b, st.GrantRecords, 10)
-		b = append(b, `,"allocs":`...)
-		b = strconv.AppendInt(b, st.Allocs, 10)
-		b = append(b, `,"booking_keys":`...)
-		b = strconv.AppendInt(b, st.BookingKeys, 10)
-		b = append(b, `,"booking_txns":`...)
-		b = strconv.AppendInt(b, st.BookingTxns, 10)
-		writeJSON(ctx, fasthttp.StatusOK, append(b, '}'))
+		writeJSON(ctx, fasthttp.StatusOK, appendStats(nil, s.Stats()))
 	case bytes.Equal(path, []byte("/admin/v1/cluster")):
 		if !get {
 			methodNotAllowed(ctx, "GET")
@@ -274,4 +262,47 @@ func methodNotAllowed(ctx *fasthttp.RequestCtx, allow string) { errcode.MethodNo
 
 func writeJSON(ctx *fasthttp.RequestCtx, status int, body []byte) {
 	errcode.WriteJSON(ctx, status, body)
+}
+
+// appendStats appends st as the JSON object of GET /admin/v1/stats to b.
+// The issue-to-booked histogram is
+// "issue_to_booked_seconds":{"bounds":[...],"cumulative":[...]}, with one
+// more cumulative count than bounds (+Inf), and left out when st has none.
+func appendStats(b []byte, st Stats) []byte {
+	b = append(b, `{"grants_issued":`...)
+	b = strconv.AppendInt(b, st.GrantsIssued, 10)
+	b = append(b, `,"grants_booked":`...)
+	b = strconv.AppendInt(b, st.GrantsBooked, 10)
+	b = append(b, `,"booking_lag":`...)
+	b = strconv.AppendInt(b, st.BookingLag, 10)
+	b = append(b, `,"ready":`...)
+	b = strconv.AppendBool(b, st.Ready)
+	b = append(b, `,"cpu_seconds":`...)
+	b = strconv.AppendFloat(b, st.CPUSeconds, 'f', 3, 64)
+	b = append(b, `,"grant_records":`...)
+	b = strconv.AppendInt(b, st.GrantRecords, 10)
+	b = append(b, `,"allocs":`...)
+	b = strconv.AppendInt(b, st.Allocs, 10)
+	b = append(b, `,"booking_keys":`...)
+	b = strconv.AppendInt(b, st.BookingKeys, 10)
+	b = append(b, `,"booking_txns":`...)
+	b = strconv.AppendInt(b, st.BookingTxns, 10)
+	if len(st.IssueToBookedBounds) > 0 && len(st.IssueToBooked) == len(st.IssueToBookedBounds)+1 {
+		b = append(b, `,"issue_to_booked_seconds":{"bounds":[`...)
+		for i, v := range st.IssueToBookedBounds {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendFloat(b, v, 'g', -1, 64)
+		}
+		b = append(b, `],"cumulative":[`...)
+		for i, n := range st.IssueToBooked {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendInt(b, n, 10)
+		}
+		b = append(b, "]}"...)
+	}
+	return append(b, '}')
 }

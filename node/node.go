@@ -236,10 +236,14 @@ func Start(cfg Config) (n *Node, err error) {
 			if err != nil {
 				lag = -1 // unknown: never "drained"
 			}
-			return ingress.Stats{GrantsIssued: n.grants.Issued(), GrantsBooked: n.booker.Booked.Load(),
+			st := ingress.Stats{GrantsIssued: n.grants.Issued(), GrantsBooked: n.booker.Booked.Load(),
 				BookingLag: lag, Ready: n.readyErr() == nil, CPUSeconds: metrics.ProcessCPUSeconds(),
 				GrantRecords: n.grants.Records(), Allocs: metrics.HeapAllocs(),
 				BookingKeys: n.booker.Keys.Load(), BookingTxns: n.booker.Batches.Load()}
+			if h := n.booker.IssueToBooked; h != nil {
+				st.IssueToBookedBounds, st.IssueToBooked = h.Buckets()
+			}
+			return st
 		},
 		Cluster: n.clusterView,
 		Audit: func(ctx context.Context) ([]byte, error) {
