@@ -157,9 +157,7 @@ func TestConsumeExactlyOnceAcrossRestart(t *testing.T) {
 		return allBooked(f, first)
 	})
 	stop1()
-	if got := b1.Booked.Load(); got != int64(len(first)) {
-		t.Fatalf("first booker booked %d, want %d", got, len(first))
-	}
+	counted(t, "first booker booked", b1.Booked.Load, int64(len(first)))
 	if err := b1.Broken(); err != nil {
 		t.Fatalf("Broken() = %v", err)
 	}
@@ -191,9 +189,7 @@ func TestConsumeExactlyOnceAcrossRestart(t *testing.T) {
 		}
 		return allBooked(f, more)
 	})
-	if got := b2.Booked.Load(); got != int64(len(more)) {
-		t.Fatalf("new booker booked %d grants, want the %d new ones", got, len(more))
-	}
+	counted(t, "new booker booked (the new grants only)", b2.Booked.Load, int64(len(more)))
 	if err := b2.Broken(); err != nil {
 		t.Fatalf("Broken() = %v", err)
 	}
@@ -364,8 +360,6 @@ func TestRebalanceBetweenBookers(t *testing.T) {
 			t.Fatalf("Broken() = %v", err)
 		}
 	}
-	if got := b1.Booked.Load() + b2.Booked.Load(); got != int64(len(all)) {
-		t.Fatalf("bookers booked %d + %d, want %d", b1.Booked.Load(), b2.Booked.Load(), len(all))
-	}
+	counted(t, "bookers booked", func() int64 { return b1.Booked.Load() + b2.Booked.Load() }, int64(len(all)))
 	f.Audit(all)
 }

@@ -226,3 +226,15 @@ func journals(t testing.TB, f *bookingtest.Fixture, part int32, from uint64) []*
 	}
 	return out
 }
+
+// counted waits until count() reaches want: a booker counts what it booked
+// just after the commit that the store already shows.
+func counted(t testing.TB, what string, count func() int64, want int64) {
+	t.Helper()
+	eventually(t, within, what, func() error {
+		if got := count(); got != want {
+			return fmt.Errorf("%s: %d, want %d", what, got, want)
+		}
+		return nil
+	})
+}

@@ -104,9 +104,7 @@ func TestFencedOwnerWritesNothing(t *testing.T) {
 	ob.feed(0, r1)
 	ob.feed(0, r0)
 	ob.waitBooked()
-	if got := b.Booked.Load(); got != int64(len(r0)+len(r1)) {
-		t.Fatalf("B booked %d, want %d", got, len(r0)+len(r1))
-	}
+	counted(t, "B booked", b.Booked.Load, int64(len(r0)+len(r1)))
 	if s := partState(t, f, 0); s.Epoch != taken.Epoch || s.Owner != "node-b/1" || s.Booked != 3 {
 		t.Fatalf("state after B booked: %+v", s)
 	}
@@ -149,9 +147,7 @@ func TestOwnerCatchesUpWithWritesElsewhere(t *testing.T) {
 	if err := o.Broken(); err != nil {
 		t.Fatalf("Broken() = %v", err)
 	}
-	if got, want := o.Booked.Load(), int64(len(r0)+len(r1)-2); got != want {
-		t.Fatalf("owner booked %d, want %d (two were redeemed elsewhere first)", got, want)
-	}
+	counted(t, "owner booked (two were redeemed elsewhere first)", o.Booked.Load, int64(len(r0)+len(r1)-2))
 	if o.Batches.Load() == 0 {
 		t.Fatal("the owner committed nothing")
 	}
@@ -342,12 +338,7 @@ func TestKeysPerBookedGrant(t *testing.T) {
 	}
 	oo.waitBooked()
 	// The counters move just after the commit that the store shows.
-	eventually(t, within, "booked counted", func() error {
-		if n := o.Booked.Load(); n != int64(len(all)) {
-			return fmt.Errorf("booked %d, want %d", n, len(all))
-		}
-		return nil
-	})
+	counted(t, "booked", o.Booked.Load, int64(len(all)))
 	booked, keys := o.Booked.Load(), o.Keys.Load()
 	t.Logf("%d keys for %d grants (%d pages, %d transactions)", keys, booked, o.Pages.Load(), o.Batches.Load())
 	if ratio := float64(keys) / float64(booked); keys == 0 || ratio > 0.05 {
@@ -457,9 +448,7 @@ func TestOwnerUnderConcurrentRedeems(t *testing.T) {
 	}
 	t.Logf("redeem outcomes elsewhere %v, through the owner %v; owner committed %d transactions",
 		redeemed[0], redeemed[1], o.Batches.Load())
-	if got := o.Booked.Load() + e.Booked.Load(); got != int64(len(all)) {
-		t.Fatalf("owner booked %d and elsewhere %d: %d, want %d", o.Booked.Load(), e.Booked.Load(), got, len(all))
-	}
+	counted(t, "booked by the owner and elsewhere", func() int64 { return o.Booked.Load() + e.Booked.Load() }, int64(len(all)))
 	if redeemed[0][booking.BookedNow]+redeemed[1][booking.BookedNow] == 0 {
 		t.Fatal("no redeem came before its stream event: the race was not exercised")
 	}
@@ -560,9 +549,7 @@ func TestFencedPartitionLeavesOthersCommitting(t *testing.T) {
 		}
 		return nil
 	})
-	if got := a.Booked.Load(); got != int64(len(r1)) {
-		t.Fatalf("A booked %d, want %d", got, len(r1))
-	}
+	counted(t, "A booked", a.Booked.Load, int64(len(r1)))
 	if s := partState(t, f, 0); s.NextSeq != 1 || s.Owner != "node-b/1" {
 		t.Fatalf("partition 0 after A was fenced: %+v", s)
 	}
