@@ -408,7 +408,7 @@ func (b *Booker) commitLoop(ctx context.Context, commits <-chan *unit) {
 				break fill
 			}
 		}
-		units, n = b.linger(ctx, commits, units, n)
+		units = b.linger(ctx, commits, units, n)
 		spent = b.yieldTo(ctx, spent, oldestIssue(units))
 		start := time.Now()
 		b.commit(ctx, units, failed)
@@ -426,11 +426,12 @@ const (
 	commitLinger = 5 * time.Millisecond
 )
 
-// linger adds to units what arrives within commitLinger, while they hold
-// fewer than lingerGrants grants and no redeem.
-func (b *Booker) linger(ctx context.Context, commits <-chan *unit, units []*unit, n int) ([]*unit, int) {
+// linger adds to units (holding n grants) what arrives within
+// commitLinger, while they hold fewer than lingerGrants grants and no
+// redeem.
+func (b *Booker) linger(ctx context.Context, commits <-chan *unit, units []*unit, n int) []*unit {
 	if n >= lingerGrants || oldestIssue(units) == 1 {
-		return units, n
+		return units
 	}
 	t := time.NewTimer(commitLinger)
 	defer t.Stop()
@@ -440,15 +441,15 @@ func (b *Booker) linger(ctx context.Context, commits <-chan *unit, units []*unit
 			units = append(units, u)
 			n += u.size()
 			if u.req != nil {
-				return units, n
+				return units
 			}
 		case <-t.C:
-			return units, n
+			return units
 		case <-ctx.Done():
-			return units, n
+			return units
 		}
 	}
-	return units, n
+	return units
 }
 
 // oldestIssue is the earliest issued_at (unix ms) of the stream grants in
