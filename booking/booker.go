@@ -638,22 +638,23 @@ func writeUnits(txn *transaction.KVTxn, units []*unit) (int, error) {
 				return 0, err
 			}
 		}
-		for i := range u.booked {
-			g := &u.booked[i]
-			if err := hotOf(hot, g).Add(g); err != nil {
-				return 0, err
+		for i := range u.ops {
+			g := &u.ops[i].Grant
+			switch u.ops[i].Kind {
+			case ledger.OpBook:
+				if err := hotOf(hot, g).Add(g); err != nil {
+					return 0, err
+				}
+				assetOf[g.BudgetID] = g.Asset
+				postings = ledger.GrantPostings(postings, g)
+			case ledger.OpAttribute:
+				if err := hotOf(hot, g).Attribute(g); err != nil {
+					return 0, err
+				}
 			}
-			assetOf[g.BudgetID] = g.Asset
-			postings = ledger.GrantPostings(postings, g)
 		}
 		for _, d := range u.deltas {
 			moved[d.Asset] += d.Amount
-		}
-		for i := range u.attributed {
-			g := &u.attributed[i]
-			if err := hotOf(hot, g).Attribute(g); err != nil {
-				return 0, err
-			}
 		}
 		states[u.p.id] = &u.state
 	}
@@ -709,25 +710,38 @@ func (b *Booker) committed(ctx context.Context, units []*unit) {
 	pages := 0
 	now := b.clock().UnixMilli()
 	for _, u := range units {
-		fresh = append(fresh, u.booked...)
-		fresh = append(fresh, u.attributed...)
-		b.Booked.Add(int64(len(u.booked)))
-		// Grants of one record share their issued_at: one observation per
-		// run of them.
-		for i := 0; i < len(u.booked); {
-			at, n := u.booked[i].IssuedAt, int64(0)
-			for ; i < len(u.booked) && u.booked[i].IssuedAt == at; i++ {
-				n++
-			}
-			if u.req == nil && at > 0 {
-				b.IssueToBooked.ObserveNsN(max(now-at, 0)*int64(time.Millisecond), n)
-			}
+		fresh = opGrants(fresh, u.ops)
+		b.Booked.Add(int64(u.booked))
+		if u.req == nil {
+			b.observeIssue(now, u.ops)
 		}
 		pages += len(u.pages)
 		u.p.answer(result{u: u})
 	}
 	b.Pages.Add(int64(pages))
 	b.report(ctx, fresh)
+}
+
+// observeIssue records issue→booked for the grants ops booked: grants of
+// one record share their issued_at, so one observation per run of them.
+func (b *Booker) observeIssue(now int64, ops []ledger.Op) {
+	var at, n int64
+	flush := func() {
+		if n > 0 && at > 0 {
+			b.IssueToBooked.ObserveNsN(max(now-at, 0)*int64(time.Millisecond), n)
+		}
+	}
+	for i := range ops {
+		if ops[i].Kind != ledger.OpBook {
+			continue
+		}
+		if t := ops[i].Grant.IssuedAt; t != at {
+			flush()
+			at, n = t, 0
+		}
+		n++
+	}
+	flush()
 }
 
 // report hands newly booked or attributed grants to OnBooked and (on nodes
@@ -951,10 +965,6 @@ func (p *part) readFrom(ctx context.Context, gone chan struct{}, ids []uint64, o
 		return false
 	}
 }
-
-// Partitions is the grant topic's partition count this booker was built
-// for.
-func (b *Booker) Partitions() int32 { return b.parts }
 
 // HighWaterMarks returns the next offset of every grant topic partition.
 func HighWaterMarks(client sarama.Client) (map[int32]int64, error) {

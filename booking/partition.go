@@ -100,8 +100,11 @@ type unit struct {
 	ckpt    uint64   // the journal seq the pages reflect
 	pageIDs []uint64 // the pages it writes
 
-	booked, attributed []ledger.Grant
-	prev               map[uint64]*ledger.Account // accounts it replaced (nil: absent)
+	// ops are its journal's ops (what it booked and attributed, in order);
+	// booked counts its OpBook ones.
+	ops    []ledger.Op
+	booked int
+	prev   map[uint64]*ledger.Account // accounts it replaced (nil: absent)
 	// deltas is what the unit moved on its accounts' balances, per asset,
 	// computed from the accounts (not from the grants): the committer
 	// compares it with the budgets' debits.
@@ -222,7 +225,6 @@ func (p *part) apply(u *unit) error {
 	}
 	j := ledger.Journal{BookedAt: now, From: u.from, To: u.to, Ops: make([]ledger.Op, 0, len(gs))}
 	u.outcomes = make([]byte, len(gs))
-	u.booked = make([]ledger.Grant, 0, len(gs))
 	changed := map[uint64]bool{}
 	for i := range gs {
 		g := &gs[i]
@@ -247,12 +249,12 @@ func (p *part) apply(u *unit) error {
 		j.Ops = append(j.Ops, op)
 		if op.Kind == ledger.OpBook {
 			u.outcomes[i] = BookedNow
-			u.booked = append(u.booked, *g)
+			u.booked++
 		} else {
 			u.outcomes[i] = BookedAttrib
-			u.attributed = append(u.attributed, *g)
 		}
 	}
+	u.ops = j.Ops
 	for id := range changed {
 		p.accounts[id].Version++
 	}
@@ -289,9 +291,11 @@ func (p *part) apply(u *unit) error {
 // from the grants. A unit holds few assets, so the sums are short lists.
 func (p *part) checkDeltas(u *unit) error {
 	var byGrants, byAccounts assetSums
-	for i := range u.booked {
-		if err := byGrants.add(u.booked[i].Asset, u.booked[i].Amount); err != nil {
-			return err
+	for i := range u.ops {
+		if g := &u.ops[i].Grant; u.ops[i].Kind == ledger.OpBook {
+			if err := byGrants.add(g.Asset, g.Amount); err != nil {
+				return err
+			}
 		}
 	}
 	for id, prev := range u.prev {
@@ -521,11 +525,7 @@ func (p *part) catchUp(ctx context.Context, cause error) error {
 				if err := p.replayForeign(j); err != nil {
 					return err
 				}
-				for i := range j.Ops {
-					if op := &j.Ops[i]; op.Kind == ledger.OpBook || op.Kind == ledger.OpAttribute {
-						fresh = append(fresh, op.Grant)
-					}
-				}
+				fresh = opGrants(fresh, j.Ops)
 			}
 			// What another node booked into the partition is news to the
 			// grant path here, as this node's own bookings are.
@@ -665,4 +665,15 @@ func isMoneyErr(err error) bool {
 		}
 	}
 	return false
+}
+
+// opGrants appends the grants that ops booked or attributed (binds carry
+// none).
+func opGrants(dst []ledger.Grant, ops []ledger.Op) []ledger.Grant {
+	for i := range ops {
+		if k := ops[i].Kind; k == ledger.OpBook || k == ledger.OpAttribute {
+			dst = append(dst, ops[i].Grant)
+		}
+	}
+	return dst
 }
