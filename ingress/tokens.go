@@ -35,9 +35,10 @@ type Tokens struct {
 
 // NewTokens builds the token service.
 // catalog is what the node serves now (an award's asset and budget are
-// looked up there).
-func NewTokens(camp *campaign.Campaign, catalog func() *campaign.Catalog, redis *storage.Pipeliner, tikv *storage.TiKV, book BookNow) *Tokens {
-	return &Tokens{camp: camp, catalog: catalog, redis: redis, tikv: tikv, book: book}
+// looked up there); marks is the Redis of booking's booked marks, nil
+// where booking writes none (a node that owns its shards).
+func NewTokens(camp *campaign.Campaign, catalog func() *campaign.Catalog, marks *storage.Pipeliner, tikv *storage.TiKV, book BookNow) *Tokens {
+	return &Tokens{camp: camp, catalog: catalog, redis: marks, tikv: tikv, book: book}
 }
 
 // tokenState is one presented token on its way to a result.
@@ -104,8 +105,9 @@ func results(states []*tokenState) []TokenResult {
 	return out
 }
 
-// resolve opens every token and finds its status: Redis marks first, then
-// the account in TiKV for those Redis does not show booked.
+// resolve opens every token and finds its status: Redis's booked marks
+// first where booking writes them (nodes that claim limits in Redis), then
+// the ledger (the partition's owner, or the store) for the rest.
 func (t *Tokens) resolve(ctx context.Context, raw [][]byte) ([]*tokenState, error) {
 	states := make([]*tokenState, len(raw))
 	var cmds []redis.Cmder
@@ -141,6 +143,10 @@ func (t *Tokens) resolve(ctx context.Context, raw [][]byte) ([]*tokenState, erro
 	if len(valid) == 0 {
 		return states, nil
 	}
+	if t.redis == nil {
+		// No booked marks (a node that owns its shards): the owner knows.
+		return states, t.resolveBooked(ctx, valid)
+	}
 	if err := t.redis.Do(ctx, cmds...); err != nil {
 		return nil, unavailable(err)
 	}
@@ -157,18 +163,24 @@ func (t *Tokens) resolve(ctx context.Context, raw [][]byte) ([]*tokenState, erro
 		}
 		check = append(check, s)
 	}
-	if len(check) == 0 {
-		return states, nil
-	}
 	// Redis is an index: what it does not show booked is checked in the
 	// ledger.
+	return states, t.resolveBooked(ctx, check)
+}
+
+// resolveBooked marks booked the tokens whose packet the ledger holds (or
+// invalid, when another packet holds the user's limit for the rain).
+func (t *Tokens) resolveBooked(ctx context.Context, check []*tokenState) error {
+	if len(check) == 0 {
+		return nil
+	}
 	ids := make([]uint64, 0, len(check))
 	for _, s := range check {
 		ids = append(ids, s.claims.ActID)
 	}
 	accounts, err := t.book.Accounts(ctx, ids)
 	if err != nil {
-		return nil, unavailable(err)
+		return unavailable(err)
 	}
 	for _, s := range check {
 		a := accounts[s.claims.ActID]
@@ -177,7 +189,7 @@ func (t *Tokens) resolve(ctx context.Context, raw [][]byte) ([]*tokenState, erro
 		}
 		e, ok, err := booking.EntryOf(ctx, t.tikv, a, s.claims.LimitKey())
 		if err != nil {
-			return nil, unavailable(err)
+			return unavailable(err)
 		}
 		if ok {
 			if e.OutTradeNo == s.claims.OutTradeNo {
@@ -188,7 +200,7 @@ func (t *Tokens) resolve(ctx context.Context, raw [][]byte) ([]*tokenState, erro
 			}
 		}
 	}
-	return states, nil
+	return nil
 }
 
 // grantOf rebuilds the grant a token stands for, as redeem books it: lease

@@ -118,6 +118,15 @@ func TestLegacyTokens(t *testing.T) {
 		t.Errorf("status of a legacy token with a legacy booked mark = %+v, want booked", r)
 	}
 
+	// Without booked marks (a node that owns its shards) status asks the
+	// ledger alone: the redeemed legacy token is booked, the token whose
+	// only evidence is a Redis mark is not.
+	owner := NewTokens(ts.camp, ts.grants.Catalog, nil, ts.kv, booker)
+	got, err := owner.Status(ctx, [][]byte{legacy, tok78})
+	if err != nil || len(got) != 2 || got[0].Status != "booked" || got[1].Status != "issued" {
+		t.Errorf("status without marks = %+v, %v; want booked then issued", got, err)
+	}
+
 	// An altered version 1 token is invalid and books nothing.
 	altered := []byte(string(legacy))
 	altered[len(altered)/2] ^= 1

@@ -225,8 +225,14 @@ func Start(cfg Config) (n *Node, err error) {
 		}
 		return 0
 	})
+	// Booking writes booked marks only where limits are claimed in Redis;
+	// an owner's token status asks booking.
+	var marks *storage.Pipeliner
+	if !n.kafka.Embedded() {
+		marks = n.pipe
+	}
 	n.server = &ingress.Server{Grants: n.grants, Binder: n.binder, Campaign: n.Campaign, TiKV: n.tikv, Metrics: n.Metrics,
-		Tokens:       ingress.NewTokens(n.Campaign, n.grants.Catalog, n.pipe, n.tikv, n.booker),
+		Tokens:       ingress.NewTokens(n.Campaign, n.grants.Catalog, marks, n.tikv, n.booker),
 		Authenticate: n.authenticate,
 		Guard:        n.guard,
 		Admin:        n.admin.Serve,
