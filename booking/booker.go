@@ -409,7 +409,9 @@ func (b *Booker) commitLoop(ctx context.Context, commits <-chan *unit) {
 			}
 		}
 		units = b.linger(ctx, commits, units, n)
-		spent = b.yieldTo(ctx, spent, oldestIssue(units))
+		if !hasRedeem(units) { // a redeem is never paused for the grant path
+			spent = b.yieldTo(ctx, spent, oldestIssue(units))
+		}
 		start := time.Now()
 		b.commit(ctx, units, failed)
 		spent += time.Since(start)
@@ -430,7 +432,7 @@ const (
 // commitLinger, while they hold fewer than lingerGrants grants and no
 // redeem.
 func (b *Booker) linger(ctx context.Context, commits <-chan *unit, units []*unit, n int) []*unit {
-	if n >= lingerGrants || oldestIssue(units) == 1 {
+	if n >= lingerGrants || hasRedeem(units) {
 		return units
 	}
 	t := time.NewTimer(commitLinger)
@@ -452,15 +454,21 @@ func (b *Booker) linger(ctx context.Context, commits <-chan *unit, units []*unit
 	return units
 }
 
+// hasRedeem reports whether a redeem waits among units.
+func hasRedeem(units []*unit) bool {
+	for _, u := range units {
+		if u.req != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // oldestIssue is the earliest issued_at (unix ms) of the stream grants in
-// units, 0 when they hold none; a redeem waiting among them counts as
-// infinitely old (it is never paused for the grant path).
+// units, 0 when they hold none.
 func oldestIssue(units []*unit) int64 {
 	var oldest int64
 	for _, u := range units {
-		if u.req != nil {
-			return 1
-		}
 		for i := range u.grants {
 			if at := u.grants[i].IssuedAt; at > 0 && (oldest == 0 || at < oldest) {
 				oldest = at
