@@ -42,8 +42,11 @@ type Server struct {
 	Binder   *Binder
 	Campaign *campaign.Campaign // token keys
 	Tokens   *Tokens
-	TiKV     *storage.TiKV
-	Metrics  *metrics.Registry
+	// Ledger answers committed accounts (the wallet): booking's owner of
+	// their partition, or the store.
+	Ledger  BookNow
+	TiKV    *storage.TiKV
+	Metrics *metrics.Registry
 	// Ready returns nil when the node serves; otherwise why not.
 	Ready func() error
 	Stats func() Stats
@@ -219,7 +222,7 @@ func (s *Server) wallet(ctx *fasthttp.RequestCtx, idText []byte) {
 	}
 	c, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
-	accounts, err := s.Tokens.book.Accounts(c, []uint64{actID})
+	accounts, err := s.Ledger.Accounts(c, []uint64{actID})
 	if err != nil {
 		writeError(ctx, unavailable(err))
 		return

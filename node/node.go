@@ -233,6 +233,7 @@ func Start(cfg Config) (n *Node, err error) {
 	}
 	n.server = &ingress.Server{Grants: n.grants, Binder: n.binder, Campaign: n.Campaign, TiKV: n.tikv, Metrics: n.Metrics,
 		Tokens:       ingress.NewTokens(n.Campaign, n.grants.Catalog, marks, n.tikv, n.booker),
+		Ledger:       n.booker,
 		Authenticate: n.authenticate,
 		Guard:        n.guard,
 		Admin:        n.admin.Serve,
