@@ -64,6 +64,7 @@ type Booker struct {
 	parts  int32
 	owner  string
 	lagMax time.Duration
+	wait   time.Duration // Config.UncleanWait
 
 	Booked    *metrics.Counter // grants newly booked
 	Conflicts *metrics.Counter
@@ -79,6 +80,10 @@ type Booker struct {
 	brokers  []string
 	onBooked atomic.Pointer[func([]ledger.Grant)]
 	busy     atomic.Pointer[func() bool]
+	sessions Sessions // nil: nobody listens
+	// tail returns the end of a grant topic partition (its high-water
+	// mark); nil (tests that feed partitions by hand): 0.
+	tail func(p int32) (int64, error)
 	// commits are the committers' queues; partition p sends its units to
 	// commits[p % committers].
 	commits []chan *unit
@@ -90,8 +95,9 @@ type Booker struct {
 
 // owned is a partition this node books now.
 type owned struct {
-	p    *part
-	gone chan struct{} // closed when its goroutine stopped
+	p      *part
+	tenure *Tenure
+	gone   chan struct{} // closed when its goroutine stopped
 	// err is why a broken money invariant stopped it, set before gone is
 	// closed; nil when it gave the partition up.
 	err error
@@ -114,6 +120,12 @@ type Config struct {
 	// gives way to a busy grant path (0: DefaultLagMax; negative: it never
 	// gives way).
 	LagMax time.Duration
+	// UncleanWait is how long a node that takes a partition over from an
+	// owner that did not release it (killed, paused, cut off) waits before
+	// it reads the topic's end and tells Sessions: a record that owner
+	// started may land until then. 0 when no other process can have
+	// owned the partition (a node alone on its embedded broker).
+	UncleanWait time.Duration
 }
 
 // New builds a booker; Run starts it.
@@ -126,7 +138,7 @@ func New(cfg Config) *Booker {
 	return &Booker{
 		commits: commits,
 		log:     cfg.Log, tikv: cfg.TiKV, redis: cfg.Redis, marks: cfg.Marks, clock: cfg.Clock,
-		parts: cfg.Partitions, owner: cfg.Owner, brokers: cfg.Brokers, lagMax: cmp.Or(cfg.LagMax, DefaultLagMax),
+		parts: cfg.Partitions, owner: cfg.Owner, brokers: cfg.Brokers, lagMax: cmp.Or(cfg.LagMax, DefaultLagMax), wait: cfg.UncleanWait,
 		owned:         map[int32]*owned{},
 		Booked:        m.Counter("redrain_grants_booked_total", "Grants booked into the ledger by this node."),
 		Conflicts:     m.Counter("redrain_booking_conflicts_total", "Booking transactions retried after a write conflict."),
@@ -183,9 +195,22 @@ func (b *Booker) Run(ctx context.Context) error {
 		return fmt.Errorf("%w: consumer group: %v", storage.ErrUnavailable, err)
 	}
 	defer group.Close()
+	client, err := sarama.NewClient(b.brokers, storage.SaramaConfig("redrain-booker-tail"))
+	if err != nil {
+		return fmt.Errorf("%w: kafka client: %v", storage.ErrUnavailable, err)
+	}
+	defer client.Close()
+	b.tail = func(p int32) (int64, error) {
+		off, err := client.GetOffset(storage.GrantTopic, p, sarama.OffsetNewest)
+		if err != nil {
+			return 0, fmt.Errorf("%w: offset: %v", storage.ErrUnavailable, err)
+		}
+		return off, nil
+	}
 	for _, ch := range b.commits {
 		go b.commitLoop(ctx, ch)
 	}
+	go b.confirmLoop(ctx)
 	h := &handler{b: b}
 	for ctx.Err() == nil {
 		if err := group.Consume(ctx, []string{storage.GrantTopic}, h); err != nil && ctx.Err() == nil {
@@ -219,7 +244,10 @@ func (b *Booker) own(ctx context.Context, sess sarama.ConsumerGroupSession, id i
 	var p *part
 	for {
 		var err error
+		at := monoNow()
 		if p, err = b.takeOver(ctx, id); err == nil {
+			p.tenure = &Tenure{Partition: id, epoch: p.epoch}
+			p.tenure.confirm(at)
 			break
 		}
 		if ctx.Err() != nil {
@@ -236,13 +264,24 @@ func (b *Booker) own(ctx context.Context, sess sarama.ConsumerGroupSession, id i
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	o := &owned{p: p, gone: make(chan struct{})}
+	o := &owned{p: p, tenure: p.tenure, gone: make(chan struct{})}
 	p.gone = o.gone
 	b.mu.Lock()
 	b.owned[p.id] = o
 	b.mu.Unlock()
 	stopped := false
 	defer func() {
+		p.tenure.ended.Store(true)
+		if p.told && b.sessions != nil {
+			b.sessions.Lost(p.tenure)
+		}
+		if !stopped {
+			// The grant path decides nothing for the partition here any
+			// more and none of its records can still land: the next owner
+			// need not wait.
+			p.awaitPending(releaseTimeout)
+			b.release(p)
+		}
 		b.mu.Lock()
 		if b.owned[p.id] == o {
 			delete(b.owned, p.id)
@@ -252,6 +291,7 @@ func (b *Booker) own(ctx context.Context, sess sarama.ConsumerGroupSession, id i
 			close(o.gone)
 		}
 	}()
+	p.tellOwned()
 	err := p.run(ctx, sess, msgs)
 	switch {
 	case err == nil || ctx.Err() != nil:
@@ -308,6 +348,7 @@ func (p *part) loop(ctx context.Context, sess sarama.ConsumerGroupSession, msgs 
 				return err
 			}
 		case <-tick.C:
+			p.tellOwned()
 			if err := p.refresh(ctx); err != nil {
 				return err
 			}

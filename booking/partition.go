@@ -79,6 +79,44 @@ type part struct {
 	sinceCkpt int // journals applied since the last checkpoint started
 	lastCkpt  time.Time
 	round     *ckptRound // a checkpoint under way, nil if none
+
+	tenure *Tenure
+	// target is the topic's end read once the previous owner's records can
+	// no longer land (at targetAt, monoNow's clock), -1 until then.
+	target   int64
+	targetAt int64
+	told     bool // Sessions.Owned was called
+}
+
+// tellOwned tells the sessions listener that the partition is this node's
+// once the store holds everything up to target.
+func (p *part) tellOwned() {
+	if p.told {
+		return
+	}
+	if p.target < 0 {
+		if monoNow() < p.targetAt {
+			return
+		}
+		p.target = 0
+		if p.b.tail != nil {
+			end, err := p.b.tail(p.id)
+			if err != nil {
+				p.target = -1
+				p.b.log.Warn("booking: reading the partition's end; retrying", "partition", p.id, "err", err)
+				return
+			}
+			p.target = end
+		}
+	}
+	if p.committed.Booked < p.target {
+		return
+	}
+	p.told = true
+	if s := p.b.sessions; s != nil {
+		p.b.log.Info("booking: partition booked to its end; its grants are decided here", "partition", p.id, "offset", p.committed.Booked)
+		s.Owned(p.tenure)
+	}
 }
 
 type pageMem struct {
@@ -145,13 +183,16 @@ type readReq struct {
 // fences the previous owner) and loads every account of the partition.
 func (b *Booker) takeOver(ctx context.Context, id int32) (*part, error) {
 	var v *view
+	var released bool
 	err := b.tikv.Update(ctx, func(txn *transaction.KVTxn) error {
 		var err error
 		if v, err = loadPartition(ctx, txn, id); err != nil {
 			return err
 		}
+		released = v.state.Epoch == 0 || v.state.Released
 		v.state.Epoch++
 		v.state.Owner = b.owner
+		v.state.Released = false
 		return txn.Set(storage.PartKey(id), ledger.AppendPartState(nil, v.state))
 	})
 	if err != nil {
@@ -160,7 +201,10 @@ func (b *Booker) takeOver(ctx context.Context, id int32) (*part, error) {
 	p := &part{b: b, id: id, epoch: v.state.Epoch, accounts: v.accounts, pages: map[uint64]*pageMem{},
 		committed: *v.state, next: *v.state,
 		results: make(chan result, resultsMax), ops: make(chan *opsReq), reads: make(chan *readReq),
-		lastCkpt: b.clock()}
+		lastCkpt: b.clock(), target: -1, targetAt: monoNow()}
+	if !released {
+		p.targetAt += int64(b.wait)
+	}
 	for id := range v.accounts {
 		p.addToPage(id)
 	}
@@ -168,7 +212,7 @@ func (b *Booker) takeOver(ctx context.Context, id int32) (*part, error) {
 	for k, seq := range v.touched {
 		p.pages[k].dirtyAt = seq
 	}
-	b.log.Info("booking: took partition over", "partition", id, "epoch", p.epoch,
+	b.log.Info("booking: took partition over", "partition", id, "epoch", p.epoch, "released", released,
 		"accounts", len(v.accounts), "booked_offset", v.state.Booked, "journal", v.state.NextSeq-1)
 	return p, nil
 }
@@ -458,6 +502,7 @@ func (p *part) settle(ctx context.Context, sess sarama.ConsumerGroupSession, r r
 	}
 	p.pending = p.pending[1:]
 	p.committed = r.u.state
+	p.tellOwned()
 	for _, k := range r.u.pageIDs {
 		// Written as it was at u.ckpt: clean unless changed since.
 		if pg := p.pages[k]; pg != nil && pg.dirtyAt <= r.u.ckpt {

@@ -365,8 +365,22 @@ func startMember(c *pcluster.Cluster) (err error) {
 
 // Stop leaves the cluster.
 func (m *Member) Stop() {
-	m.Cluster.Shutdown(true)
+	m.shutdown()
 	m.release()
+}
+
+// shutdown stops protoactor's cluster and remoting. Its remoting can
+// panic there ("send on closed channel"): an endpoint reader whose stream
+// failed (a peer paused or killed) closes its disconnect channel without
+// removing it from the map that the endpoint manager's stop sends to. The
+// rest of its shutdown is then skipped; the process is stopping anyway.
+func (m *Member) shutdown() {
+	defer func() {
+		if r := recover(); r != nil {
+			slog.Warn("cluster: protoactor panicked while shutting down remoting", "panic", r)
+		}
+	}()
+	m.Cluster.Shutdown(true)
 }
 
 // release closes what Start opened besides the actor system.

@@ -44,22 +44,45 @@ func (r *seqResolver) ResolveMany(_ context.Context, apps []uint32, users []stri
 }
 
 type fixture struct {
-	adm    *grant.Admission
+	adm    *grant.Admission // where the test sends its grants
+	owner  *grant.Admission // the owner of every shard (adm itself, or the node adm forwards to)
 	budget *granttest.Budget
 	kafka  *storage.Kafka
 	parts  int32
 	reg    *metrics.Registry
-	redis  *storage.Redis
+	// What built the admissions, for tests that build more.
+	stream  *storage.GrantWriter
+	camp    *campaign.Campaign
+	catalog *campaign.Catalog
 }
 
-// newFixture runs an admission against redis-server, the embedded broker
-// and a budget in memory, serving the demo campaign.
+// close stops the admission the test sends to and the owner.
+func (f *fixture) close() {
+	f.adm.Close(context.Background())
+	f.owner.Close(context.Background())
+}
+
+// peersOf forwards batches to owner in process, as a node's peers do over
+// the actor cluster.
+type peersOf struct{ owner *grant.Admission }
+
+func (p peersOf) Owner(context.Context, int32) (string, error) { return "owner", nil }
+func (p peersOf) Forward(_ context.Context, addr string, body []byte) ([]byte, error) {
+	if addr != "owner" {
+		return nil, fmt.Errorf("no node at %q", addr)
+	}
+	return p.owner.Serve(body), nil
+}
+
+// newFixture runs an admission against the embedded broker and a budget in
+// memory, serving the demo campaign; it owns no shard and forwards every
+// batch to another admission that owns them all.
 func newFixture(t testing.TB, parts int32, total int64, inFlightMax int) *fixture {
 	return newFixtureOwner(t, parts, total, inFlightMax, false)
 }
 
-// newFixtureOwner is newFixture with owner saying whether the admission owns
-// every shard (decides limits in process).
+// newFixtureOwner is newFixture with owner saying whether the admission
+// the test sends to owns every shard itself.
 func newFixtureOwner(t testing.TB, parts int32, total int64, inFlightMax int, owner bool) *fixture {
 	return newFixtureTimed(t, parts, total, inFlightMax, owner, storage.DefaultWriterTiming)
 }
@@ -67,13 +90,6 @@ func newFixtureOwner(t testing.TB, parts int32, total int64, inFlightMax int, ow
 // newFixtureTimed is newFixtureOwner with the grant writer's timing.
 func newFixtureTimed(t testing.TB, parts int32, total int64, inFlightMax int, owner bool, timing storage.WriterTiming) *fixture {
 	t.Helper()
-	rs, err := storage.OpenRedis(storagetest.Redis(t), 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(rs.Close)
-	pipe := storage.NewPipeliner(rs.Client, 2)
-	t.Cleanup(pipe.Close)
 	k := storagetest.Kafka(t, "", parts)
 	gw, err := storage.NewGrantWriterTimed(k.Brokers, parts, timing)
 	if err != nil {
@@ -88,12 +104,24 @@ func newFixtureTimed(t testing.TB, parts int32, total int64, inFlightMax int, ow
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{budget: granttest.NewBudget(total), kafka: k, parts: parts, reg: &metrics.Registry{}, redis: rs}
-	f.adm = grant.New(grant.Config{Log: slog.New(slog.DiscardHandler), Campaign: camp,
-		Resolver: &seqResolver{ids: map[string]uint64{}}, Redis: pipe, Stream: gw, Leases: f.budget,
-		Node: "n-test", Incarnation: 1, Metrics: f.reg, Clock: time.Now, InFlightMax: inFlightMax, Owner: owner})
-	f.adm.SetCatalog(cat)
-	t.Cleanup(func() { f.adm.Close(context.Background()) })
+	f := &fixture{budget: granttest.NewBudget(total), kafka: k, parts: parts, reg: &metrics.Registry{}, stream: gw, camp: camp, catalog: cat}
+	resolver := &seqResolver{ids: map[string]uint64{}}
+	ownerReg := f.reg
+	if !owner {
+		ownerReg = &metrics.Registry{}
+	}
+	f.owner = grant.New(grant.Config{Log: slog.New(slog.DiscardHandler), Campaign: camp,
+		Resolver: resolver, Stream: gw, Leases: f.budget,
+		Node: "n-test", Incarnation: 1, Metrics: ownerReg, Clock: time.Now, InFlightMax: inFlightMax, Owner: true})
+	f.owner.SetCatalog(cat)
+	f.adm = f.owner
+	if !owner {
+		f.adm = grant.New(grant.Config{Log: slog.New(slog.DiscardHandler), Campaign: camp,
+			Resolver: resolver, Stream: gw, Leases: granttest.NewBudget(0), Peers: peersOf{f.owner}, Self: "front",
+			Node: "n-front", Incarnation: 1, Metrics: f.reg, Clock: time.Now, InFlightMax: inFlightMax})
+		f.adm.SetCatalog(cat)
+	}
+	t.Cleanup(f.close)
 	return f
 }
 
@@ -134,10 +162,11 @@ func TestAdmitBatchOneRecordPerShard(t *testing.T) {
 	forEachMode(t, testAdmitBatchOneRecordPerShard)
 }
 
-// forEachMode runs test with limits decided in Redis and in process.
+// forEachMode runs test against the owner of every shard, and against a
+// node that forwards every batch to it.
 func forEachMode(t *testing.T, test func(t *testing.T, owner bool)) {
-	t.Run("redis", func(t *testing.T) { test(t, false) })
 	t.Run("owner", func(t *testing.T) { test(t, true) })
+	t.Run("forwarded", func(t *testing.T) { test(t, false) })
 }
 
 func testAdmitBatchOneRecordPerShard(t *testing.T, owner bool) {
@@ -276,7 +305,7 @@ func testAdmitBudgetAddsUp(t *testing.T, owner bool) {
 		})
 	}
 	wg.Wait()
-	f.adm.Close(context.Background())
+	f.close()
 	if err := f.budget.Check(); err != nil {
 		t.Fatal(err)
 	}
@@ -335,8 +364,7 @@ func TestAdmitRefusesBeforeShards(t *testing.T) {
 }
 
 // TestOwnerClaims: an owner answers "booked" once booking says so, keeps a
-// restored packet (from the store, at start) as the user's only one, and
-// needs no Redis command for any of it.
+// restored packet (from the store, at start) as the user's only one.
 func TestOwnerClaims(t *testing.T) {
 	f := newFixtureOwner(t, 2, 1<<40, 0, true)
 	first := admit(f, demoRequests("a", "b"))
@@ -365,9 +393,6 @@ func TestOwnerClaims(t *testing.T) {
 	}
 	if n := f.adm.Issued(); n != 2 {
 		t.Errorf("Issued() = %d, want 2", n)
-	}
-	if keys, err := f.redis.Client.Keys(context.Background(), "rr:*").Result(); err != nil || len(keys) != 0 {
-		t.Errorf("an owner left Redis keys %v (%v), want none", keys, err)
 	}
 }
 

@@ -7,15 +7,18 @@
 // A shard is a partition of the grant topic; a user (act_id) belongs to
 // one. Each shard has one goroutine that takes everything that arrived
 // while its previous batch waited for its Kafka acknowledgement (no timer)
-// and does once per batch what a grant needs: one clock read, one Redis
-// round trip for the limit claims (with the marks of the previous batch in
-// front of them), one lease take and settle per budget, one record, one
-// acknowledgement wait. Nothing on this path starts a goroutine, hops a
-// channel or takes a shared lock once per grant; callers pay one hand-off
-// per request.
+// and does once per batch what a grant needs: one clock read, the limit
+// claims in its own table (no I/O), one lease take and settle per budget,
+// one record, one acknowledgement wait. Nothing on this path starts a
+// goroutine, hops a channel or takes a shared lock once per grant; callers
+// pay one hand-off per request.
+//
+// One node decides each shard's users: the node whose booking owns the
+// partition (Own, Disown). The others forward their batches for the shard
+// to it, one message per batch (Peers, Serve).
 //
 // The package must never write to TiKV on the grant path, make a Redis call
-// per grant, or answer a grant before its record is acknowledged.
+// on it, or answer a grant before its record is acknowledged.
 package grant
 
 import (
@@ -97,7 +100,6 @@ type Config struct {
 	Log         *slog.Logger
 	Campaign    *campaign.Campaign // draw salt
 	Resolver    Resolver
-	Redis       *storage.Pipeliner
 	Stream      *storage.GrantWriter
 	Leases      LeaseSource
 	Node        string // this node's id
@@ -108,12 +110,16 @@ type Config struct {
 	// node; past it requests are refused Shed at once (default
 	// InFlightMaxDefault).
 	InFlightMax int
-	// Owner says this node owns every shard for its whole life (its
-	// broker is embedded, so no other node consumes the grant topic): it
-	// then decides every user's limit in process, exactly, with no Redis
-	// command, after Restore. Otherwise Redis decides (one round trip per
-	// batch) until shard ownership follows the booking group.
+	// Owner says this node owns every shard for its whole life, from the
+	// start (tests; Restore fills the claims). Otherwise a shard is
+	// decided here only between Own and Disown, and forwarded to its
+	// owner through Peers the rest of the time.
 	Owner bool
+	// Peers reaches the owners of the shards this node does not own (nil:
+	// their grants are answered unavailable); Self is this node's own
+	// forwarding address, as Peers.Owner names it.
+	Peers Peers
+	Self  string
 }
 
 // InFlightMaxDefault is the default bound on grants in flight per node:
@@ -129,7 +135,8 @@ type Admission struct {
 	log         *slog.Logger
 	salt        string
 	resolver    Resolver
-	redis       *storage.Pipeliner
+	peers       Peers
+	self        string
 	stream      *storage.GrantWriter
 	clock       func() time.Time
 	catalog     atomic.Pointer[campaign.Catalog]
@@ -147,13 +154,16 @@ type Admission struct {
 	scratch     sync.Pool    // of *admitScratch
 	inFlight    atomic.Int64 // Invariant: <= inFlightMax after every admit's check
 	inFlightMax int64
-	owner       bool
 	claimed     atomic.Int64 // users with a claim in the in-process tables
+	deciding    atomic.Int32 // shards owned here and restored
 	lastBatch   atomic.Int64 // unix ns when a shard last started a batch
 	records     atomic.Int64 // grant-stream records written
-	closing     atomic.Bool
-	stop        chan struct{} // closed by Close
-	wg          sync.WaitGroup
+	// Grants forwarded to their shard's owner, and grants decided here for
+	// other nodes.
+	forwardedOut, forwardedIn *metrics.Counter
+	closing                   atomic.Bool
+	stop                      chan struct{} // closed by Close
+	wg                        sync.WaitGroup
 
 	outcomes    [outcomeCount]*metrics.Counter
 	latency     *metrics.Histogram
@@ -168,10 +178,11 @@ const (
 	stageClaim = iota
 	stageLease
 	stageStream
+	stageForward
 	stageCount
 )
 
-var stageNames = [stageCount]string{"claim", "lease", "stream"}
+var stageNames = [stageCount]string{"claim", "lease", "stream", "forward"}
 
 // New builds an admission with one shard per grant-topic partition and an
 // empty catalog: it grants once SetCatalog publishes activities.
@@ -180,9 +191,9 @@ func New(cfg Config) *Admission {
 		panic("grant: a claim would expire while its record may still land")
 	}
 	a := &Admission{
-		log: cfg.Log, salt: cfg.Campaign.Config.DrawSalt, resolver: cfg.Resolver, redis: cfg.Redis,
+		log: cfg.Log, salt: cfg.Campaign.Config.DrawSalt, resolver: cfg.Resolver, peers: cfg.Peers, self: cfg.Self,
 		stream: cfg.Stream, clock: cfg.Clock, leaseSrc: cfg.Leases, node: cfg.Node, incarnation: cfg.Incarnation,
-		inFlightMax: int64(cfg.InFlightMax), owner: cfg.Owner, stop: make(chan struct{}),
+		inFlightMax: int64(cfg.InFlightMax), stop: make(chan struct{}),
 	}
 	if a.inFlightMax <= 0 {
 		a.inFlightMax = InFlightMaxDefault
@@ -199,18 +210,21 @@ func New(cfg Config) *Admission {
 		a.stageTime[i] = reg.Histogram("redrain_grant_stage_seconds", "Time a shard batch spends in each stage of the grant path.", metrics.LatencyBounds, "stage", name)
 	}
 	a.inFlightMet = reg.Gauge("redrain_grants_in_flight", "Grants admitted and not yet answered on this node.")
+	a.forwardedOut = reg.Counter("redrain_grants_forwarded_total", "Grants sent to the node that owns their shard.")
+	a.forwardedIn = reg.Counter("redrain_grants_decided_for_peers_total", "Grants other nodes forwarded here, the owner of their shard.")
 	n := cfg.Stream.Partitions()
 	a.shards = make([]*shard, n)
+	if cfg.Owner {
+		a.deciding.Store(n)
+	}
 	for i := range a.shards {
 		a.shards[i] = newShard(a, int32(i), cfg.Owner)
 		a.wg.Add(1)
 		go a.shards[i].run()
 	}
-	if cfg.Owner {
-		reg.GaugeFunc("redrain_grant_claims", "Users with a packet claim held in process (per rain and stage).", a.claimed.Load)
-		a.wg.Add(1)
-		go a.sweep()
-	}
+	reg.GaugeFunc("redrain_grant_claims", "Users with a packet claim held in process (per rain and stage).", a.claimed.Load)
+	a.wg.Add(1)
+	go a.sweep()
 	return a
 }
 
@@ -225,9 +239,9 @@ type Booked struct {
 
 // MarkBooked records booked packets in the owning shards' claims, so that
 // repeats answer "booked". It queues them and returns at once: booking
-// never waits for a shard. A node that does not own its shards ignores it.
+// never waits for a shard. A shard not owned here drops them.
 func (a *Admission) MarkBooked(gs []Booked) {
-	if !a.owner || len(gs) == 0 {
+	if len(gs) == 0 {
 		return
 	}
 	byShard := make([][]Booked, len(a.shards))
@@ -253,6 +267,78 @@ func (a *Admission) Restore(gs []Booked) {
 	}
 }
 
+// Own makes this node decide shard p's users while t is valid. Until load
+// has returned every packet the store holds for the partition (retried
+// until it does, or Disown), the shard answers its grants unavailable.
+// Own returns at once; the restore runs on its own goroutine.
+func (a *Admission) Own(p int32, t Tenure, load func(ctx context.Context) ([]Booked, error)) {
+	s := a.shards[p]
+	epoch := s.ownEpoch.Add(1)
+	current := func() bool { return s.ownEpoch.Load() == epoch && !a.closing.Load() }
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		s.call(func() {
+			if current() {
+				s.dropTable()
+				s.table, s.tenure, s.restoring = newClaimTable(), t, true
+			}
+		})
+		start := time.Now()
+		for attempt := 1; current(); attempt++ {
+			ctx, cancel := context.WithCancel(context.Background())
+			gs, err := load(ctx)
+			cancel()
+			if err == nil {
+				s.call(func() {
+					if current() {
+						s.booked(gs)
+						s.restoring = false
+						a.deciding.Add(1)
+					}
+				})
+				a.log.Info("grant: shard owned here", "shard", p, "packets", len(gs), "took", time.Since(start).Round(time.Millisecond))
+				return
+			}
+			a.log.Warn("grant: restoring a shard's claims; retrying", "shard", p, "attempt", attempt, "err", err)
+			select {
+			case <-a.stop:
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+}
+
+// Disown stops this node deciding shard p's users, and returns once the
+// shard's current batch is answered: later ones are forwarded to the owner.
+func (a *Admission) Disown(p int32) {
+	s := a.shards[p]
+	s.ownEpoch.Add(1)
+	s.call(s.dropTable)
+}
+
+// Deciding counts the shards this node decides now (owned and restored).
+func (a *Admission) Deciding() int { return int(a.deciding.Load()) }
+
+// Shards is how many shards there are (the grant topic's partitions).
+func (a *Admission) Shards() int { return len(a.shards) }
+
+// dropTable forgets the shard's claims (the next owner restores them).
+func (s *shard) dropTable() {
+	if s.table != nil && !s.restoring {
+		s.a.deciding.Add(-1)
+	}
+	if s.table != nil {
+		var n int64
+		for _, r := range s.table.rains {
+			n += int64(len(r.users))
+		}
+		s.a.claimed.Add(-n)
+	}
+	s.table, s.tenure, s.restoring = nil, nil, false
+}
+
 // sweepEvery is how often the owner looks for rains whose claims can go.
 const sweepEvery = 30 * time.Second
 
@@ -272,7 +358,11 @@ func (a *Admission) sweep() {
 		cat := a.catalog.Load()
 		isOpen := func(rainKey string) bool { return rainOpen(cat, rainKey, now) }
 		for _, s := range a.shards {
-			s.call(func() { a.claimed.Add(-s.table.sweep(now, isOpen)) })
+			s.call(func() {
+				if s.table != nil {
+					a.claimed.Add(-s.table.sweep(now, isOpen))
+				}
+			})
 		}
 	}
 }
@@ -375,11 +465,13 @@ var errClosed = errors.New("grant: the node is stopping")
 
 // item is one grant request on its way through a shard.
 type item struct {
-	g        ledger.Grant
-	child    *campaign.Child
-	limitKey string
-	res      *Result
-	t        *ticket
+	g         ledger.Grant
+	child     *campaign.Child
+	limitKey  string
+	req       *Request // what the client asked (forwarded as it is)
+	res       *Result
+	t         *ticket
+	forwarded bool // another node sent it here, the shard's owner
 	// Set by the shard while it decides the batch.
 	lead  *item // an earlier item of the same batch with the same limit key
 	award *campaign.ChildAward
@@ -407,12 +499,19 @@ func (t *ticket) finish(n int64) {
 // user when the rain itself is unknown or closed.
 func (a *Admission) Admit(reqs []Request, res []Result) {
 	start := time.Now()
-	defer func() { a.latency.ObserveNs(time.Since(start).Nanoseconds()) }()
+	a.admit(reqs, res, nil)
+	a.count(res)
+	a.latency.ObserveNs(time.Since(start).Nanoseconds())
+}
+
+// admit is Admit; with ids (a batch another node forwarded, its users
+// bound there) it binds nothing, and a shard not owned here answers
+// ErrNotOwner instead of forwarding again.
+func (a *Admission) admit(reqs []Request, res []Result, ids []uint64) {
 	if a.closing.Load() {
 		for i := range res {
 			res[i] = Result{Outcome: Unavailable, Err: errClosed}
 		}
-		a.count(res)
 		return
 	}
 	now := a.clock()
@@ -442,18 +541,24 @@ func (a *Admission) Admit(reqs []Request, res []Result) {
 	}
 	sc.apps, sc.users, sc.bind = apps, users, bind
 	if len(bind) == 0 {
-		a.count(res)
 		return
 	}
-	ids := append(sc.ids, make([]uint64, len(bind))...)
-	sc.ids = ids
-	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
-	bindErr := a.resolver.ResolveMany(ctx, apps, users, ids)
-	cancel()
+	forwarded := ids != nil
+	var bindErr error
+	if forwarded {
+		for _, i := range bind {
+			sc.ids = append(sc.ids, ids[i])
+		}
+	} else {
+		sc.ids = append(sc.ids, make([]uint64, len(bind))...)
+		ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+		bindErr = a.resolver.ResolveMany(ctx, apps, users, sc.ids)
+		cancel()
+	}
 	items, keys := sc.items, sc.keys
 	for j, i := range bind {
 		r := &reqs[i]
-		actID := ids[j]
+		actID := sc.ids[j]
 		if actID == 0 {
 			res[i] = Result{Outcome: Unavailable, Err: bindErr}
 			continue
@@ -477,7 +582,7 @@ func (a *Admission) Admit(reqs []Request, res []Result) {
 			res[i] = Result{Outcome: NotEligible}
 			continue
 		}
-		items = append(items, item{res: &res[i], child: child, g: ledger.Grant{
+		items = append(items, item{res: &res[i], req: r, forwarded: forwarded, child: child, g: ledger.Grant{
 			AppID: r.AppID, ActID: actID, UserID: r.UserID, ActivityID: ver.ID,
 			SceneID: r.SceneID, RainID: r.RainID, Stage: child.Stage, OpenTime: rain.Start.UnixMilli(),
 		}})
@@ -496,7 +601,6 @@ func (a *Admission) Admit(reqs []Request, res []Result) {
 		}
 		a.enqueue(items, sc)
 	}
-	a.count(res)
 }
 
 // admitScratch is what one Admit needs besides its answers, reused across

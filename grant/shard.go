@@ -3,11 +3,9 @@ package grant
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"redrain/ledger"
 	"redrain/storage"
@@ -20,7 +18,7 @@ import (
 // a claim never expires while its record may still land.
 const pendingMarkTTL = 30 * time.Second
 
-// batchTimeout bounds a batch's Redis round trip and lease waits.
+// batchTimeout bounds a batch's lease waits.
 const batchTimeout = 10 * time.Second
 
 // shard admits the grants of one grant-topic partition. Its queue is the
@@ -37,22 +35,31 @@ type shard struct {
 	bookedQ []Booked      // packets booking posted, for the claim table (owner only)
 	exited  chan struct{} // closed when the goroutine returns
 
+	// ownEpoch grows with every Own and Disown of the shard: a restore
+	// started under an older one applies nothing.
+	ownEpoch atomic.Uint64
+
 	// Owned by the shard's goroutine.
 	//
 	// table is the in-process per-user limit when this node owns the
-	// shard (nil: Redis decides).
-	table *claimTable
-	//
-	// marks are the issued marks and unclaims of earlier batches not yet in
-	// Redis. They go in front of the next batch's claims in the same
-	// pipeline (one connection, in order), so a duplicate in the next batch
-	// sees its predecessor's mark; an idle shard flushes them alone.
-	marks   []redis.Cmder
-	leads   map[string]*item
-	grants  []ledger.Grant
-	amounts []int64
-	leases  []*activeLease
-	errs    []error
+	// shard (nil: another node decides, and batches are forwarded to it).
+	// tenure is booking's hold on the partition (nil: owned for life);
+	// while restoring, the table is being filled from the store and
+	// decides nothing yet.
+	table     *claimTable
+	tenure    Tenure
+	restoring bool
+	// remote is the forwarding address of the shard's owner as last read
+	// from the store ("" unknown), at remoteAt.
+	remote   string
+	remoteAt time.Time
+	body     []byte   // a forwarded batch, reused
+	answers  []Result // its answers, reused
+	leads    map[string]*item
+	grants   []ledger.Grant
+	amounts  []int64
+	leases   []*activeLease
+	errs     []error
 	// Reused by every batch; they point into requests' items only while
 	// the batch is decided (cleared when it ends).
 	leadItems, fresh, pending, taken []*item
@@ -85,13 +92,14 @@ func (s *shard) pushBooked(gs []Booked) {
 	s.wakeUp()
 }
 
-// drainBooked applies the queued booked packets to the claim table.
+// drainBooked applies the queued booked packets to the claim table (none
+// when the shard is not owned here: its owner has them).
 func (s *shard) drainBooked() {
 	s.mu.Lock()
 	gs := s.bookedQ
 	s.bookedQ = nil
 	s.mu.Unlock()
-	if len(gs) > 0 {
+	if len(gs) > 0 && s.table != nil {
 		s.booked(gs)
 	}
 }
@@ -156,9 +164,6 @@ func (s *shard) run() {
 			s.process(batch)
 			clear(batch)
 		}
-		if len(s.marks) > 0 {
-			s.flushMarks()
-		}
 		if s.a.closing.Load() {
 			s.mu.Lock()
 			if len(s.queue) == 0 {
@@ -172,37 +177,30 @@ func (s *shard) run() {
 	}
 }
 
-// flushMarks sends the marks of earlier batches on their own (the shard
-// is idle). Marks that fail stay for the next round trip.
-func (s *shard) flushMarks() {
-	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
-	defer cancel()
-	if err := s.a.redis.Do(ctx, s.marks...); err != nil {
-		s.a.log.Warn("grant: marks not written; retrying with the next batch", "shard", s.id, "marks", len(s.marks), "err", err)
-		return
-	}
-	s.keepFailedMarks(len(s.marks))
-}
-
-// keepFailedMarks drops the first n marks that Redis applied and keeps
-// those it refused, for the next round trip.
-func (s *shard) keepFailedMarks(n int) {
-	kept := s.marks[:0] // in place: a write never passes the read
-	for _, c := range s.marks[:n] {
-		if c.Err() != nil {
-			s.a.log.Warn("grant: mark not written; retrying", "shard", s.id, "cmd", c.Args(), "err", c.Err())
-			kept = append(kept, c)
-		}
-	}
-	s.marks = append(kept, s.marks[n:]...)
-}
-
-// process decides one batch: claims, draws and leases, one record, the
-// answers, and the marks that the next round trip writes.
+// process decides one batch: claims, draws and leases, one record and
+// the answers; or, when another node owns the shard, forwards it there.
 func (s *shard) process(batch []*item) {
 	a := s.a
 	a.batchSize.Observe(int64(len(batch)))
 	a.lastBatch.Store(time.Now().UnixNano())
+	switch {
+	case s.table == nil && s.a.peers != nil:
+		s.forward(batch)
+		s.finish(batch)
+		return
+	case s.table == nil, s.restoring, s.tenure != nil && !s.tenure.Valid():
+		// Not owned here (and no peers to ask), still restoring, or a
+		// tenure booking has not confirmed lately: another node may
+		// decide these users now.
+		for _, it := range batch {
+			*it.res = Result{Outcome: Unavailable, Err: errMoving}
+			if it.forwarded && s.table == nil {
+				it.res.Err = ErrNotOwner
+			}
+		}
+		s.finish(batch)
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
 
@@ -219,17 +217,7 @@ func (s *shard) process(batch []*item) {
 		leads = append(leads, it)
 	}
 
-	var fresh []*item
-	if s.table != nil {
-		fresh = s.claimInProcess(leads)
-	} else {
-		var ok bool
-		if fresh, ok = s.claimInRedis(ctx, leads); !ok {
-			s.finish(batch)
-			return
-		}
-	}
-	if len(fresh) > 0 {
+	if fresh := s.claimInProcess(leads); len(fresh) > 0 {
 		s.issue(ctx, fresh)
 		clear(fresh)
 	}
@@ -275,74 +263,6 @@ func (s *shard) claimInProcess(leads []*item) []*item {
 	a.stageTime[stageClaim].ObserveNs(time.Since(t0).Nanoseconds())
 	s.fresh = fresh
 	return fresh
-}
-
-// claimInRedis decides the leads in one Redis round trip: earlier marks,
-// then per grant the booked mark and the claim of the per-user limit (one
-// packet per user and rain, whatever award). It returns the new grants,
-// and false when Redis failed (every lead is then answered Unavailable).
-func (s *shard) claimInRedis(ctx context.Context, leads []*item) ([]*item, bool) {
-	a := s.a
-	t0 := time.Now()
-	nMarks := len(s.marks)
-	cmds := append(make([]redis.Cmder, 0, nMarks+2*len(leads)), s.marks...)
-	for _, it := range leads {
-		cmds = append(cmds,
-			redis.NewStringCmd(ctx, "get", storage.BookedMarkKey(it.limitKey)),
-			redis.NewStringCmd(ctx, "set", storage.LimitMarkKey(it.limitKey), storage.MarkPending, "nx", "get", "px", pendingMarkTTL.Milliseconds()))
-	}
-	if err := a.redis.Do(ctx, cmds...); err != nil {
-		for _, it := range leads {
-			*it.res = Result{Outcome: Unavailable, Err: err}
-		}
-		return nil, false
-	}
-	s.keepFailedMarks(nMarks)
-	a.stageTime[stageClaim].ObserveNs(time.Since(t0).Nanoseconds())
-	fresh := s.fresh[:0]
-	defer func() { s.fresh = fresh }()
-	for j, it := range leads {
-		booked := cmds[nMarks+2*j].(*redis.StringCmd)
-		claim := cmds[nMarks+2*j+1].(*redis.StringCmd)
-		if s.repeat(it, booked, claim) {
-			continue
-		}
-		fresh = append(fresh, it)
-	}
-	return fresh, true
-}
-
-// repeat decides a lead from its booked mark and its claim's previous
-// value, and reports whether it is decided (anything but a new grant).
-func (s *shard) repeat(it *item, booked, claim *redis.StringCmd) bool {
-	if v, err := booked.Result(); err == nil {
-		if _, award, amount, app, ok := storage.ParseMark(v); ok {
-			s.setAward(it, award, amount, app)
-			*it.res = Result{Outcome: Repeat, Grant: it.g, Booked: true}
-			return true
-		}
-	}
-	prev, err := claim.Result()
-	switch {
-	case errors.Is(err, redis.Nil):
-		return false
-	case err != nil:
-		*it.res = Result{Outcome: Unavailable, Err: fmt.Errorf("%w: redis: %v", storage.ErrUnavailable, err)}
-	case prev == storage.MarkPending:
-		*it.res = Result{Outcome: InProgress}
-	default:
-		_, award, amount, app, ok := storage.ParseMark(prev)
-		switch {
-		case !ok:
-			*it.res = Result{Outcome: Unavailable, Err: fmt.Errorf("%w: unreadable grant mark %q", storage.ErrUnavailable, prev)}
-		case award == storage.MarkNoAward:
-			*it.res = Result{Outcome: NoAward, Grant: it.g}
-		default:
-			s.setAward(it, award, amount, app)
-			*it.res = Result{Outcome: Repeat, Grant: it.g}
-		}
-	}
-	return true
 }
 
 // setAward fills in a repeat's award from its mark, and the app of the
@@ -448,9 +368,7 @@ func (s *shard) issue(ctx context.Context, fresh []*item) {
 		it.g.LeaseID, it.g.IssuedAt = it.lease.id, issuedAt
 		s.grants = append(s.grants, it.g)
 		taken = append(taken, it)
-		if s.table != nil {
-			s.claimIssued(it)
-		}
+		s.claimIssued(it)
 	}
 	if len(taken) == 0 {
 		return
@@ -467,9 +385,6 @@ func (s *shard) issue(ctx context.Context, fresh []*item) {
 		switch {
 		case err == nil:
 			*it.res = Result{Outcome: Issued, Grant: it.g}
-			if s.table == nil {
-				s.marks = append(s.marks, issuedMark(it, it.g.AwardType, it.g.Amount))
-			}
 		case definite:
 			// Nothing was sent: the reservation and the claim go back.
 			*it.res = Result{Outcome: Unavailable, Err: err}
@@ -534,26 +449,21 @@ func (s *shard) settle(taken []*item, issued bool) {
 	}
 }
 
-// claimIssued sets an owner's claim of a grant whose record is about to be
+// claimIssued sets the claim of a grant whose record is about to be
 // written to issued, before the acknowledgement, and a failure then sets
 // it back (unclaim, uncertain). Nobody sees it early: only this goroutine
 // reads the table, and it waits for the acknowledgement first. Written
 // now, while the batch's claims are in cache, it costs no cache miss after
-// the wait (~6% of BenchmarkAdmit's CPU). Redis marks, which other nodes
-// read, are written only after the acknowledgement (issue).
+// the wait (~6% of BenchmarkAdmit's CPU).
 func (s *shard) claimIssued(it *item) {
 	it.rc.users[it.g.ActID] = claim{state: claimIssued, amount: it.g.Amount, app: it.g.AppID, award: it.rc.awardOf(it.g.AwardType)}
 }
 
 // noAward records that the user's packet for the rain is used up with
-// nothing issued. In Redis the mark is all there is: if Redis loses it, a
-// retry draws again.
+// nothing issued. Only the claim table holds it: after a restart (or a
+// move of the shard) a retry draws again.
 func (s *shard) noAward(it *item) {
-	if s.table != nil {
-		it.rc.users[it.g.ActID] = claim{state: claimNoAward}
-		return
-	}
-	s.marks = append(s.marks, issuedMark(it, storage.MarkNoAward, 0))
+	it.rc.users[it.g.ActID] = claim{state: claimNoAward}
 }
 
 // uncertain keeps the claim of a grant whose record may have landed until
@@ -561,27 +471,14 @@ func (s *shard) noAward(it *item) {
 // before then is answered grant_in_progress; after it, the same packet is
 // issued again and booking keeps one.
 func (s *shard) uncertain(it *item) {
-	if s.table != nil {
-		it.rc.users[it.g.ActID] = claim{state: claimPending, amount: s.a.clock().Add(pendingMarkTTL).UnixMilli()}
-	}
-	// In Redis the pending mark expires by itself.
-}
-
-func issuedMark(it *item, award string, amount int64) redis.Cmder {
-	return redis.NewStatusCmd(context.Background(), "set", storage.LimitMarkKey(it.limitKey),
-		storage.MarkValue(storage.MarkIssued, award, amount, it.g.AppID))
+	it.rc.users[it.g.ActID] = claim{state: claimPending, amount: s.a.clock().Add(pendingMarkTTL).UnixMilli()}
 }
 
 // unclaim gives back the claim of a grant that failed before its record
-// was sent. In Redis only this grant wrote the pending mark, and nothing
-// else changes it.
+// was sent.
 func (s *shard) unclaim(it *item) {
-	if s.table != nil {
-		delete(it.rc.users, it.g.ActID)
-		s.a.claimed.Add(-1)
-		return
-	}
-	s.marks = append(s.marks, redis.NewIntCmd(context.Background(), "del", storage.LimitMarkKey(it.limitKey)))
+	delete(it.rc.users, it.g.ActID)
+	s.a.claimed.Add(-1)
 }
 
 // booked records packets that booking posted (or that the store holds, at

@@ -76,8 +76,8 @@ func newServerOn(t testing.TB, guard *protect.Guard, owner bool, parts int32) *t
 	reg := &metrics.Registry{}
 	binder := NewBinder(kv, pipe, owner, parts)
 	is := grant.New(grant.Config{Log: slog.New(slog.DiscardHandler), Campaign: camp, Resolver: binder,
-		Redis: pipe, Stream: gw, Leases: granttest.NewBudget(1 << 40), Node: "n-test", Incarnation: 1,
-		Metrics: reg, Clock: time.Now, Owner: owner})
+		Stream: gw, Leases: granttest.NewBudget(1 << 40), Node: "n-test", Incarnation: 1,
+		Metrics: reg, Clock: time.Now, Owner: true})
 	t.Cleanup(func() { is.Close(context.Background()) })
 	cat, err := camp.SeedCatalog()
 	if err != nil {

@@ -1,10 +1,10 @@
 package ingress
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 
 	"redrain/errcode"
@@ -36,14 +36,18 @@ func (ts *testServer) refusedGrant(t *testing.T, user string, want errcode.Code,
 	}
 }
 
-// limitMarks counts the limit keys claimed in Redis.
-func (ts *testServer) limitMarks(t *testing.T) int {
+// claims reads how many users hold a packet claim in the grant path.
+func (ts *testServer) claims(t *testing.T) string {
 	t.Helper()
-	keys, err := ts.rdb.Keys(context.Background(), storage.LimitMarkKey("*")).Result()
-	if err != nil {
-		t.Fatal(err)
+	var b strings.Builder
+	ts.srv.Metrics.WriteText(&b)
+	for line := range strings.Lines(b.String()) {
+		if v, ok := strings.CutPrefix(line, "redrain_grant_claims "); ok {
+			return strings.TrimSpace(v)
+		}
 	}
-	return len(keys)
+	t.Fatal("no redrain_grant_claims metric")
+	return ""
 }
 
 func TestGuardRefusesGrants(t *testing.T) {
@@ -69,8 +73,8 @@ func TestGuardRefusesGrants(t *testing.T) {
 	if n := ts.grants.Issued(); n != 2 {
 		t.Fatalf("grants issued = %d, want 2: refused requests spend no budget", n)
 	}
-	if n := ts.limitMarks(t); n != 2 {
-		t.Fatalf("%d limit keys claimed in Redis, want the 2 admitted grants'", n)
+	if n := ts.claims(t); n != "2" {
+		t.Fatalf("%s users claimed a packet, want the 2 admitted grants'", n)
 	}
 }
 

@@ -195,3 +195,16 @@ func outTradeNo(g *Grant) string { return tokens.OutTradeNo(g.IdempotencyKey()) 
 
 // OutTradeNo is the grant's trade number, derived from its idempotency key.
 func (g *Grant) OutTradeNo() string { return outTradeNo(g) }
+
+// DecodeGrant decodes one grant that AppendGrant wrote at the front of src,
+// whatever its amount (a "no award" answer carries none), and returns how
+// many bytes it took.
+func DecodeGrant(src []byte) (Grant, int, error) {
+	d := decoder{b: src}
+	var g Grant
+	d.grantAny(&g)
+	if d.err != nil {
+		return Grant{}, 0, d.err
+	}
+	return g, len(src) - len(d.b), nil
+}

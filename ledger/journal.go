@@ -141,9 +141,18 @@ type PartState struct {
 	// CkptSeq is how far every page of the partition reflects the journal:
 	// an account is its page plus the journals after max(CkptSeq, page.Seq).
 	CkptSeq uint64
+	// Released says the epoch's owner gave the partition up cleanly: it
+	// decides none of its grants any more and none of its records can
+	// still land, so the next owner need not wait for them.
+	Released bool
 }
 
-const partStateVersion = 1
+// Partition state versions: 2 added Released (a version 1 state is not
+// released).
+const (
+	partStateVersion   = 2
+	partStateVersionV1 = 1
+)
 
 // AppendPartState appends the encoding of s.
 func AppendPartState(dst []byte, s *PartState) []byte {
@@ -152,17 +161,32 @@ func AppendPartState(dst []byte, s *PartState) []byte {
 	dst = appendString(dst, s.Owner)
 	dst = appendUvarint(dst, s.NextSeq)
 	dst = appendVarint(dst, s.Booked)
-	return appendUvarint(dst, s.CkptSeq)
+	dst = appendUvarint(dst, s.CkptSeq)
+	released := byte(0)
+	if s.Released {
+		released = 1
+	}
+	return append(dst, released)
 }
 
-// DecodePartState decodes what AppendPartState wrote.
+// DecodePartState decodes what AppendPartState wrote, or a version 1 state.
 func DecodePartState(src []byte) (*PartState, error) {
 	d := decoder{b: src}
-	if v := d.byte1("version"); d.err == nil && v != partStateVersion {
+	v := d.byte1("version")
+	if d.err == nil && v != partStateVersion && v != partStateVersionV1 {
 		return nil, fmt.Errorf("%w: partition state version %d", ErrCorrupt, v)
 	}
 	s := &PartState{Epoch: d.uvarint("epoch"), Owner: d.string("owner"), NextSeq: d.uvarint("next_seq"),
 		Booked: d.varint("booked"), CkptSeq: d.uvarint("ckpt_seq")}
+	if v == partStateVersion {
+		switch d.byte1("released") {
+		case 0:
+		case 1:
+			s.Released = true
+		default:
+			d.fail("released")
+		}
+	}
 	if err := d.end(); err != nil {
 		return nil, err
 	}

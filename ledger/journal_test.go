@@ -84,6 +84,7 @@ func TestPartStateRoundTrip(t *testing.T) {
 	for _, s := range []*ledger.PartState{
 		{NextSeq: 1},
 		{Epoch: 3, Owner: "node-a/7", NextSeq: 18, Booked: 4096, CkptSeq: 16},
+		{Epoch: 4, Owner: "node-b/8@127.0.0.1:4100", NextSeq: 19, Booked: 4097, CkptSeq: 16, Released: true},
 		{Epoch: math.MaxUint64, Owner: strings.Repeat("o", 1024), NextSeq: math.MaxUint64, Booked: math.MaxInt64, CkptSeq: math.MaxUint64 - 1},
 	} {
 		enc := ledger.AppendPartState(nil, s)
@@ -107,8 +108,15 @@ func TestPartStateRoundTrip(t *testing.T) {
 			t.Errorf("DecodePartState(AppendPartState(%+v)) = %+v, %v, want ErrCorrupt", s, got, err)
 		}
 	}
-	if _, err := ledger.DecodePartState([]byte{2, 0, 0, 1, 0, 0}); !errors.Is(err, ledger.ErrCorrupt) {
-		t.Errorf("DecodePartState(version 2) = %v, want ErrCorrupt", err)
+	if _, err := ledger.DecodePartState([]byte{3, 0, 0, 1, 0, 0, 0}); !errors.Is(err, ledger.ErrCorrupt) {
+		t.Errorf("DecodePartState(version 3) = %v, want ErrCorrupt", err)
+	}
+	if _, err := ledger.DecodePartState([]byte{2, 0, 0, 1, 0, 0, 2}); !errors.Is(err, ledger.ErrCorrupt) {
+		t.Errorf("DecodePartState(released = 2) = %v, want ErrCorrupt", err)
+	}
+	// A state written before Released existed (version 1) is not released.
+	if got, err := ledger.DecodePartState([]byte{1, 3, 0, 18, 0x80, 0x40, 16}); err != nil || *got != (ledger.PartState{Epoch: 3, NextSeq: 18, Booked: 4096, CkptSeq: 16}) {
+		t.Errorf("DecodePartState(version 1) = %+v, %v", got, err)
 	}
 }
 

@@ -158,12 +158,6 @@ func Start(cfg Config) (n *Node, err error) {
 	}
 	n.pipe = storage.NewPipeliner(n.redis.Client, 8)
 	clock := time.Now
-	n.booker = booking.New(booking.Config{Log: n.log, TiKV: n.tikv, Redis: n.pipe,
-		// Nodes that claim limits in Redis answer repeats from its booked
-		// marks; an owner of its shards learns "booked" from OnBooked.
-		Marks:   !n.kafka.Embedded(),
-		Brokers: n.kafka.Brokers, Partitions: cfg.Partitions, Metrics: n.Metrics, Clock: clock,
-		Owner: fmt.Sprintf("%s/%d", n.ID, n.Incarnation), LagMax: cfg.BookingLagMax})
 	host, port, err := splitHostPort(cfg.ClusterAddr)
 	if err != nil {
 		return nil, fmt.Errorf("node: cluster address %q: %w", cfg.ClusterAddr, err)
@@ -191,14 +185,33 @@ func Start(cfg Config) (n *Node, err error) {
 	if n.stream, err = storage.NewGrantWriter(n.kafka.Brokers, cfg.Partitions); err != nil {
 		return nil, err
 	}
+	// Booking records this member's remoting address with each partition
+	// it takes over: the other nodes forward that partition's grants there.
+	self := n.member.System.Address()
+	// A partition taken from an owner that did not release it waits until
+	// that owner's last records can have landed: it stopped deciding within
+	// TenureGrace, and a record lands within WriteDeadline of its start.
+	// Alone on an embedded broker, no other process ever owned one.
+	wait := booking.TenureGrace + storage.WriteDeadline
+	if n.kafka.Embedded() {
+		wait = 0
+	}
+	n.booker = booking.New(booking.Config{Log: n.log, TiKV: n.tikv, Redis: n.pipe,
+		Brokers: n.kafka.Brokers, Partitions: cfg.Partitions, Metrics: n.Metrics, Clock: clock,
+		Owner: ownerName(n.ID, n.Incarnation, self), LagMax: cfg.BookingLagMax, UncleanWait: wait})
 	budgets := actors.NewBudgets(n.member.Cluster, n.tikv)
 	n.binder = ingress.NewBinder(n.tikv, n.pipe, n.kafka.Embedded(), cfg.Partitions)
+	// A shard is decided by the node whose booking owns its partition
+	// (sessions), once that booking caught up with the partition; the other
+	// nodes forward their batches for it there (peers).
 	n.grants = grant.New(grant.Config{Log: n.log, Campaign: n.Campaign, Resolver: n.binder,
-		Redis: n.pipe, Stream: n.stream, Leases: budgets, Node: n.ID,
+		Stream: n.stream, Leases: budgets, Node: n.ID,
 		Incarnation: n.Incarnation, Metrics: n.Metrics, Clock: clock,
-		// On the embedded broker no other node consumes the grant topic:
-		// this node owns every shard for its whole life.
-		Owner: n.kafka.Embedded()})
+		Peers: peers{n}, Self: self})
+	if err := n.spawnForwarding(); err != nil {
+		return nil, err
+	}
+	n.booker.Watch(sessions{n})
 	n.booker.YieldWhile(n.grants.Busy)
 	n.booker.OnBooked(func(gs []ledger.Grant) {
 		out := make([]grant.Booked, len(gs))
@@ -225,14 +238,8 @@ func Start(cfg Config) (n *Node, err error) {
 		}
 		return 0
 	})
-	// Booking writes booked marks only where limits are claimed in Redis;
-	// an owner's token status asks booking.
-	var marks *storage.Pipeliner
-	if !n.kafka.Embedded() {
-		marks = n.pipe
-	}
 	n.server = &ingress.Server{Grants: n.grants, Binder: n.binder, Campaign: n.Campaign, TiKV: n.tikv, Metrics: n.Metrics,
-		Tokens:       ingress.NewTokens(n.Campaign, n.grants.Catalog, marks, n.tikv, n.booker),
+		Tokens:       ingress.NewTokens(n.Campaign, n.grants.Catalog, nil, n.tikv, n.booker),
 		Ledger:       n.booker,
 		Authenticate: n.authenticate,
 		Guard:        n.guard,
@@ -346,6 +353,10 @@ func (n *Node) readyErr() error {
 	}
 	if !n.ready.Load() {
 		return errors.New("recovering: booking the grant backlog and rebuilding indexes")
+	}
+	if n.kafka.Embedded() && n.grants.Deciding() < n.grants.Shards() {
+		// Alone on its broker, the node decides every shard itself.
+		return fmt.Errorf("restoring claims: %d of %d shards decided here", n.grants.Deciding(), n.grants.Shards())
 	}
 	if n.member.Evicted() {
 		// The others dropped this member (e.g. after a pause with the etcd

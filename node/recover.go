@@ -17,7 +17,6 @@ import (
 	"redrain/actors"
 	"redrain/adminauth"
 	"redrain/booking"
-	"redrain/grant"
 	"redrain/ledger"
 	"redrain/storage"
 )
@@ -87,8 +86,8 @@ func (n *Node) recoverOnce(ctx context.Context) error {
 		}
 	}
 	if n.kafka.Embedded() {
-		if err := n.restoreOwner(ctx); err != nil {
-			return fmt.Errorf("restore claims and bindings: %w", err)
+		if err := n.restoreBindings(ctx); err != nil {
+			return fmt.Errorf("restore bindings: %w", err)
 		}
 	}
 	storeEpoch, err := n.storeEpoch(ctx)
@@ -112,40 +111,25 @@ func (n *Node) recoverOnce(ctx context.Context) error {
 	return n.closeOrphanLeases(ctx)
 }
 
-// restoreOwner loads every booked packet into the grant path's claim
-// tables and every binding into the binder of a node that owns its shards
-// (see grant.Config.Owner): booking has drained, so the store holds every
-// packet ever acknowledged, and every binding a grant or a bind made
-// durable, and both become exact. The explicit binding index goes last,
-// so that it wins over an account's app list (as in rebuildRedis).
-func (n *Node) restoreOwner(ctx context.Context) error {
+// restoreBindings loads every binding into the binder of a node alone on
+// its broker, which binds new users in process: booking has drained, so
+// the store holds every binding a grant or a bind made durable. The
+// explicit binding index goes last, so that it wins over an account's app
+// list (as in rebuildRedis). (Each shard's claims are restored when
+// booking hands it its partition: sessions.)
+func (n *Node) restoreBindings(ctx context.Context) error {
 	start := time.Now()
-	var batch []grant.Booked
-	total, bindings := 0, 0
+	bindings := 0
 	err := booking.ScanAccounts(ctx, n.tikv, func(a *ledger.Account) (bool, error) {
 		for _, u := range a.Apps {
 			n.binder.Restore(u.AppID, u.UserID, a.ActID)
 			bindings++
-		}
-		entries, err := booking.AllEntries(ctx, n.tikv, a)
-		if err != nil {
-			return false, err
-		}
-		for _, e := range entries {
-			batch = append(batch, grant.Booked{ActID: a.ActID, LimitKey: e.LimitKey, AwardType: e.AwardType, Amount: e.Amount})
-		}
-		if len(batch) >= 1<<16 {
-			n.grants.Restore(batch)
-			total += len(batch)
-			batch = nil
 		}
 		return true, nil
 	})
 	if err != nil {
 		return err
 	}
-	n.grants.Restore(batch)
-	total += len(batch)
 	err = n.scanBindIndex(ctx, func(app uint32, user string, act uint64) error {
 		n.binder.Restore(app, user, act)
 		bindings++
@@ -154,7 +138,7 @@ func (n *Node) restoreOwner(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.log.Info("recovery: claims and bindings restored from the store", "packets", total, "bindings", bindings, "took", time.Since(start).Round(time.Millisecond))
+	n.log.Info("recovery: bindings restored from the store", "bindings", bindings, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -192,8 +176,8 @@ func (n *Node) storeEpoch(ctx context.Context) (string, error) {
 	return epoch, err
 }
 
-// rebuildRedis deletes every redrain key in Redis but admin nonces, writes every binding
-// (accounts' Apps, then the explicit binding index) and booked mark from
+// rebuildRedis deletes every redrain key in Redis but admin nonces, writes
+// every binding (accounts' Apps, then the explicit binding index) from
 // TiKV, then the epoch key that says Redis is whole.
 func (n *Node) rebuildRedis(ctx context.Context, epoch string) error {
 	start := time.Now()
@@ -247,27 +231,12 @@ func (n *Node) rebuildRedis(ctx context.Context, epoch string) error {
 		}
 		return nil
 	}
-	bindings, marks := 0, 0
+	bindings := 0
 	err := booking.ScanAccounts(ctx, n.tikv, func(a *ledger.Account) (bool, error) {
 		// The account also records the app identities bound to it.
 		for _, u := range a.Apps {
 			bindings++
 			if err := add(redis.NewStatusCmd(ctx, "set", storage.BindMarkKey(u.AppID, u.UserID), strconv.FormatUint(a.ActID, 10))); err != nil {
-				return false, err
-			}
-		}
-		entries, err := booking.AllEntries(ctx, n.tikv, a)
-		if err != nil {
-			return false, err
-		}
-		for _, e := range entries {
-			marks++
-			if err := add(redis.NewStatusCmd(ctx, "set", storage.LimitMarkKey(e.LimitKey),
-				storage.MarkValue(storage.MarkIssued, e.AwardType, e.Amount, 0))); err != nil {
-				return false, err
-			}
-			if err := add(redis.NewStatusCmd(ctx, "set", storage.BookedMarkKey(e.LimitKey),
-				storage.MarkValue(storage.MarkBooked, e.AwardType, e.Amount, 0))); err != nil {
 				return false, err
 			}
 		}
@@ -301,7 +270,7 @@ func (n *Node) rebuildRedis(ctx context.Context, epoch string) error {
 	if err := flush(); err != nil {
 		return err
 	}
-	n.log.Info("recovery: redis index rebuilt from tikv", "cleared", cleared, "bindings", bindings, "explicit_bindings", explicit, "marks", marks, "took", time.Since(start).Round(time.Millisecond))
+	n.log.Info("recovery: redis index rebuilt from tikv", "cleared", cleared, "bindings", bindings, "explicit_bindings", explicit, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

@@ -1,0 +1,385 @@
+package grant
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"redrain/ledger"
+)
+
+// Peers carries batches to the nodes that own the shards this node does
+// not: in a cluster one node decides each shard's users (the node whose
+// booking owns the partition), and the others forward their batches for
+// it, one message per batch.
+type Peers interface {
+	// Owner returns the forwarding address of shard p's owner as the store
+	// names it ("" when none does yet).
+	Owner(ctx context.Context, p int32) (string, error)
+	// Forward sends a batch (AppendForward's encoding) to the node at addr
+	// and returns its answer (Serve's).
+	Forward(ctx context.Context, addr string, body []byte) ([]byte, error)
+}
+
+// Tenure is a node's hold on a shard's partition, as booking keeps it: the
+// shard decides its users only while Valid.
+type Tenure interface{ Valid() bool }
+
+// ErrNotOwner answers a forwarded grant on a node that does not own its
+// shard (any more): the sender asks the store for the owner again.
+var ErrNotOwner = errors.New("grant: this node does not own the user's shard")
+
+// errMoving answers grants whose shard has no owner that decides them now:
+// booking is moving the partition, or its new owner is still catching up.
+var errMoving = errors.New("grant: the user's shard is moving between nodes; retry")
+
+// forwardTimeout bounds one forwarded batch. An owner answers in
+// milliseconds; one that died is found out this long after, and the batch
+// is answered unavailable (a retry that reaches the owner later gets the
+// same packet).
+const forwardTimeout = 5 * time.Second
+
+// ownerRefreshMin spaces a shard's reads of its owner from the store.
+const ownerRefreshMin = 50 * time.Millisecond
+
+// Wire format of a forwarded batch, version 1:
+//
+//	request: 1, partition uvarint, count uvarint, then per grant: app_id
+//	  uvarint, act_id uvarint, user_id, activity_id, scene_id (uvarint
+//	  length and bytes each), rain_id uvarint
+//	answer:  1, count uvarint, then per grant: outcome byte, flags byte
+//	  (flagBooked, flagNotOwner, flagGrant, flagErr), the grant
+//	  (ledger.AppendGrant) when flagGrant, the error text when flagErr
+const forwardVersion = 1
+
+const (
+	flagBooked = 1 << iota
+	flagNotOwner
+	flagGrant
+	flagErr
+)
+
+// forwardMax bounds the grants of one forwarded batch: a shard never takes
+// more than the node admits at once.
+const forwardMax = InFlightMaxDefault * 4
+
+// AppendForward appends the encoding of a batch of grants for partition p:
+// reqs[i] for the act_id ids[i].
+func AppendForward(dst []byte, p int32, reqs []Request, ids []uint64) []byte {
+	dst = append(dst, forwardVersion)
+	dst = binary.AppendUvarint(dst, uint64(p))
+	dst = binary.AppendUvarint(dst, uint64(len(reqs)))
+	for i := range reqs {
+		dst = appendForwardItem(dst, &reqs[i], ids[i])
+	}
+	return dst
+}
+
+func appendForwardItem(dst []byte, r *Request, actID uint64) []byte {
+	dst = binary.AppendUvarint(dst, uint64(r.AppID))
+	dst = binary.AppendUvarint(dst, actID)
+	dst = appendStr(dst, r.UserID)
+	dst = appendStr(dst, r.ActivityID)
+	dst = appendStr(dst, r.SceneID)
+	return binary.AppendUvarint(dst, r.RainID)
+}
+
+func appendStr(dst []byte, s string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(s)))
+	return append(dst, s...)
+}
+
+// reader reads the forwarding wire format; the first failure sticks.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) fail(what string) {
+	if r.err == nil {
+		r.err = fmt.Errorf("grant: forwarded batch: bad %s", what)
+	}
+}
+
+func (r *reader) uvarint(what string) uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail(what)
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) byte1(what string) byte {
+	if r.err != nil {
+		return 0
+	}
+	if len(r.b) == 0 {
+		r.fail(what)
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *reader) str(what string) string {
+	n := r.uvarint(what)
+	if r.err != nil {
+		return ""
+	}
+	if n > uint64(len(r.b)) {
+		r.fail(what)
+		return ""
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}
+
+func (r *reader) count(what string) int {
+	n := r.uvarint(what)
+	if n > forwardMax {
+		r.fail(what)
+		return 0
+	}
+	return int(n)
+}
+
+// DecodeForward decodes AppendForward's encoding.
+func DecodeForward(src []byte) (p int32, reqs []Request, ids []uint64, err error) {
+	r := reader{b: src}
+	if v := r.byte1("version"); r.err == nil && v != forwardVersion {
+		return 0, nil, nil, fmt.Errorf("grant: forwarded batch version %d", v)
+	}
+	part := r.uvarint("partition")
+	if part > 1<<31-1 {
+		r.fail("partition")
+	}
+	n := r.count("count")
+	if r.err == nil {
+		reqs, ids = make([]Request, 0, n), make([]uint64, 0, n)
+	}
+	for i := 0; i < n && r.err == nil; i++ {
+		app := r.uvarint("app_id")
+		if app > 1<<32-1 {
+			r.fail("app_id")
+		}
+		id := r.uvarint("act_id")
+		req := Request{AppID: uint32(app), UserID: r.str("user_id"), ActivityID: r.str("activity_id"), SceneID: r.str("scene_id"), RainID: r.uvarint("rain_id")}
+		if id == 0 {
+			r.fail("act_id")
+		}
+		reqs, ids = append(reqs, req), append(ids, id)
+	}
+	if r.err == nil && len(r.b) != 0 {
+		r.fail("length")
+	}
+	if r.err != nil {
+		return 0, nil, nil, r.err
+	}
+	return int32(part), reqs, ids, nil
+}
+
+// AppendAnswers appends the encoding of a forwarded batch's answers.
+func AppendAnswers(dst []byte, res []Result) []byte {
+	dst = append(dst, forwardVersion)
+	dst = binary.AppendUvarint(dst, uint64(len(res)))
+	for i := range res {
+		r := &res[i]
+		var flags byte
+		if r.Booked {
+			flags |= flagBooked
+		}
+		if errors.Is(r.Err, ErrNotOwner) {
+			flags |= flagNotOwner
+		}
+		grant := r.Outcome == Issued || r.Outcome == Repeat || r.Outcome == NoAward
+		if grant {
+			flags |= flagGrant
+		}
+		if r.Err != nil && flags&flagNotOwner == 0 {
+			flags |= flagErr
+		}
+		dst = append(dst, byte(r.Outcome), flags)
+		if grant {
+			dst = ledger.AppendGrant(dst, &r.Grant)
+		}
+		if flags&flagErr != 0 {
+			dst = appendStr(dst, r.Err.Error())
+		}
+	}
+	return dst
+}
+
+// remoteError is an error an owner answered for a forwarded grant.
+type remoteError struct{ text string }
+
+func (e *remoteError) Error() string { return e.text }
+
+// DecodeAnswers decodes AppendAnswers's encoding into res, which must have
+// as many entries as the batch had grants.
+func DecodeAnswers(src []byte, res []Result) error {
+	r := reader{b: src}
+	if v := r.byte1("version"); r.err == nil && v != forwardVersion {
+		return fmt.Errorf("grant: forwarded answers version %d", v)
+	}
+	if n := r.count("count"); r.err == nil && n != len(res) {
+		return fmt.Errorf("grant: %d forwarded answers for %d grants", n, len(res))
+	}
+	for i := 0; i < len(res) && r.err == nil; i++ {
+		o, flags := Outcome(r.byte1("outcome")), r.byte1("flags")
+		if o >= outcomeCount {
+			r.fail("outcome")
+		}
+		res[i] = Result{Outcome: o, Booked: flags&flagBooked != 0}
+		if flags&flagGrant != 0 && r.err == nil {
+			g, n, err := ledger.DecodeGrant(r.b)
+			if err != nil {
+				return fmt.Errorf("grant: forwarded answer: %w", err)
+			}
+			res[i].Grant, r.b = g, r.b[n:]
+		}
+		switch {
+		case flags&flagNotOwner != 0:
+			res[i].Err = ErrNotOwner
+		case flags&flagErr != 0:
+			res[i].Err = &remoteError{text: r.str("error")}
+		}
+	}
+	if r.err == nil && len(r.b) != 0 {
+		r.fail("length")
+	}
+	return r.err
+}
+
+// Serve decides a batch that another node forwarded to this one (the
+// owner of its shard) and returns the answers: the same as this node gives
+// its own clients. Grants of a shard this node does not own are answered
+// ErrNotOwner, never forwarded again.
+func (a *Admission) Serve(body []byte) []byte {
+	_, reqs, ids, err := DecodeForward(body)
+	if err != nil {
+		a.log.Warn("grant: unreadable forwarded batch", "err", err)
+		return nil
+	}
+	res := make([]Result, len(reqs))
+	a.admit(reqs, res, ids)
+	a.forwardedIn.Add(int64(len(reqs)))
+	return AppendAnswers(nil, res)
+}
+
+// forward sends the batch's grants to their shard's owner and fills in
+// its answers. Grants forwarded to this node are answered ErrNotOwner.
+func (s *shard) forward(batch []*item) {
+	a := s.a
+	out := s.fresh[:0]
+	defer func() { clear(out); s.fresh = out[:0] }()
+	for _, it := range batch {
+		if it.forwarded {
+			*it.res = Result{Outcome: Unavailable, Err: ErrNotOwner}
+			continue
+		}
+		out = append(out, it)
+	}
+	if len(out) == 0 {
+		return
+	}
+	t0 := time.Now()
+	defer func() { a.stageTime[stageForward].ObserveNs(time.Since(t0).Nanoseconds()) }()
+	a.forwardedOut.Add(int64(len(out)))
+	// A second try after the owner moved (it answered "not owner", or did
+	// not answer): the store names the new one.
+	for try := 0; ; try++ {
+		addr, err := s.owner(try > 0)
+		switch {
+		case err != nil:
+			answerAll(out, Result{Outcome: Unavailable, Err: err})
+			return
+		case addr == "" || addr == a.self:
+			// Nobody owns the shard yet, or this node does and has not
+			// caught up (it would decide it itself).
+			answerAll(out, Result{Outcome: Unavailable, Err: errMoving})
+			return
+		}
+		s.body = s.body[:0]
+		s.body = append(s.body, forwardVersion)
+		s.body = binary.AppendUvarint(s.body, uint64(s.id))
+		s.body = binary.AppendUvarint(s.body, uint64(len(out)))
+		for _, it := range out {
+			s.body = appendForwardItem(s.body, it.req, it.g.ActID)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
+		reply, err := a.peers.Forward(ctx, addr, s.body)
+		cancel()
+		if err == nil {
+			s.answers = append(s.answers[:0], make([]Result, len(out))...)
+			err = DecodeAnswers(reply, s.answers)
+		}
+		if err != nil {
+			s.remote = ""
+			if try == 0 {
+				continue
+			}
+			answerAll(out, Result{Outcome: Unavailable, Err: fmt.Errorf("grant: forwarding to the shard's owner %s: %w", addr, err)})
+			return
+		}
+		moved := false
+		for i, it := range out {
+			*it.res = s.answers[i]
+			moved = moved || errors.Is(s.answers[i].Err, ErrNotOwner)
+		}
+		clear(s.answers)
+		if !moved {
+			return
+		}
+		s.remote = ""
+		if try > 0 {
+			for _, it := range out {
+				if errors.Is(it.res.Err, ErrNotOwner) {
+					*it.res = Result{Outcome: Unavailable, Err: errMoving}
+				}
+			}
+			return
+		}
+		kept := out[:0]
+		for _, it := range out {
+			if errors.Is(it.res.Err, ErrNotOwner) {
+				kept = append(kept, it)
+			}
+		}
+		out = kept
+	}
+}
+
+// owner returns the shard owner's address: the one known, or (when fresh
+// or none is known) the store's, read at most every ownerRefreshMin.
+func (s *shard) owner(fresh bool) (string, error) {
+	if s.remote != "" && !fresh {
+		return s.remote, nil
+	}
+	if !fresh && time.Since(s.remoteAt) < ownerRefreshMin {
+		return s.remote, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
+	defer cancel()
+	addr, err := s.a.peers.Owner(ctx, s.id)
+	s.remoteAt = time.Now()
+	if err != nil {
+		return "", fmt.Errorf("grant: finding the shard's owner: %w", err)
+	}
+	s.remote = addr
+	return addr, nil
+}
+
+func answerAll(its []*item, r Result) {
+	for _, it := range its {
+		*it.res = r
+	}
+}
