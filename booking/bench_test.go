@@ -1,14 +1,17 @@
 package booking_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/IBM/sarama"
 
+	"redrain/booking"
 	"redrain/booking/bookingtest"
 	"redrain/grant/granttest"
 	"redrain/ledger"
@@ -77,7 +80,10 @@ func BenchmarkBookHotBudget(b *testing.B) {
 // committed by the node's committers into the embedded store, until the
 // store holds them booked. cpu-ns/grant is the process's CPU (the embedded
 // store's included) per booked grant; keys/grant and grants/txn are what
-// `redrain bench` prints for a node.
+// `redrain bench` prints for a node. jrnl-B/grant is the journal bytes
+// written per booked grant and page-B/account what a checkpoint page of
+// the booked accounts takes per account (measured after the clock stops:
+// a run this short writes few pages).
 //
 //	go test ./booking -run '^$' -bench OwnerBooks -benchtime 200000x
 func BenchmarkOwnerBooks(b *testing.B) {
@@ -101,11 +107,13 @@ func BenchmarkOwnerBooks(b *testing.B) {
 	})
 	// The records, encoded before the clock starts.
 	var records [parts][][]byte
+	var users []uint64
 	for p := range int32(parts) {
 		for n := 0; n < b.N/parts; n += perRecord {
 			gs := make([]ledger.Grant, 0, perRecord)
 			for range min(perRecord, b.N/parts-n) {
 				u := userIn(f, p)
+				users = append(users, u)
 				gs = append(gs, f.Grant(u, 1, l, amountOf(u, 1)))
 			}
 			records[p] = append(records[p], ledger.AppendGrantRecord(nil, gs))
@@ -133,4 +141,43 @@ func BenchmarkOwnerBooks(b *testing.B) {
 	b.ReportMetric(float64(granttest.ProcessCPU()-cpu0)/booked, "cpu-ns/grant")
 	b.ReportMetric(float64(bk.Keys.Load())/booked, "keys/grant")
 	b.ReportMetric(booked/float64(bk.Batches.Load()), "grants/txn")
+	b.ReportMetric(float64(journalBytes(b, f, parts))/booked, "jrnl-B/grant")
+	pageBytes, accounts := pageBytesOf(b, bk, parts, users)
+	b.ReportMetric(float64(pageBytes)/float64(accounts), "page-B/account")
+}
+
+// journalBytes sums the encoded journals of partitions [0, parts).
+func journalBytes(b *testing.B, f *bookingtest.Fixture, parts int32) int {
+	n := 0
+	for p := range parts {
+		prefix := storage.JournalPrefix(p)
+		err := f.KV.Scan(context.Background(), prefix, storage.PrefixEnd(prefix), func(_, raw []byte) (bool, error) {
+			n += len(raw)
+			return true, nil
+		})
+		if err != nil {
+			b.Fatalf("partition %d journals: %v", p, err)
+		}
+	}
+	return n
+}
+
+// pageBytesOf encodes the owner's accounts of ids as checkpoint pages
+// would hold them and returns their bytes and the accounts they hold.
+func pageBytesOf(b *testing.B, bk *booking.Booker, parts int32, ids []uint64) (bytes, accounts int) {
+	got, err := bk.Accounts(context.Background(), ids)
+	if err != nil {
+		b.Fatalf("accounts: %v", err)
+	}
+	pages := map[[2]uint64][]*ledger.Account{}
+	for id, a := range got {
+		k := [2]uint64{uint64(storage.PartitionOf(id, parts)), storage.PageOf(id)}
+		pages[k] = append(pages[k], a)
+	}
+	for _, as := range pages {
+		slices.SortFunc(as, func(x, y *ledger.Account) int { return cmp.Compare(x.ActID, y.ActID) })
+		bytes += len(ledger.AppendPage(nil, &ledger.Page{Seq: 1, Accounts: as}))
+		accounts += len(as)
+	}
+	return bytes, accounts
 }

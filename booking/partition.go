@@ -29,14 +29,15 @@ const (
 	ckptEvery    = 5 * time.Second
 )
 
-// journalBytesPerOp is what an encoded journal op takes, about (a grant of
-// the demo campaign: 79 bytes), so that a journal's buffer is allocated
-// once.
-const journalBytesPerOp = 96
+// journalBytesPerOp is what an encoded journal op takes, about (a grant to
+// a new user in BenchmarkOwnerBooks: 18 bytes, 13 of them the app's user
+// id; the journal's string and shape tables are few bytes more), so that a
+// journal's buffer is allocated once.
+const journalBytesPerOp = 32
 
-// accountBytes is what an encoded account with one entry takes, about
-// (117 bytes for the demo campaign's), for a page's buffer.
-const accountBytes = 128
+// accountBytes is what an account with one entry takes in a page, about
+// (48 bytes in BenchmarkOwnerBooks), for a page's buffer.
+const accountBytes = 64
 
 // pipelineDepth bounds the units of one partition applied in memory and
 // not yet committed: the next batch is decoded and applied while the

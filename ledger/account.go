@@ -456,11 +456,7 @@ func MarshalAccount(dst []byte, a *Account) []byte {
 	for i := range a.Entries {
 		dst = appendEntry(dst, &a.Entries[i])
 	}
-	dst = appendUvarint(dst, uint64(len(a.Apps)))
-	for _, u := range a.Apps {
-		dst = appendUvarint(dst, uint64(u.AppID))
-		dst = appendString(dst, u.UserID)
-	}
+	dst = appendApps(dst, a.Apps)
 	dst = appendUvarint(dst, a.Archived)
 	dst = appendUvarint(dst, uint64(len(a.ArchivedSums)))
 	for _, b := range a.ArchivedSums {
@@ -486,14 +482,7 @@ func UnmarshalAccount(src []byte) (*Account, error) {
 	for i := 0; i < ne && d.err == nil; i++ {
 		a.Entries = append(a.Entries, d.entry())
 	}
-	na := d.count("apps")
-	for i := 0; i < na && d.err == nil; i++ {
-		app := d.uvarint("app_id")
-		if app > 1<<32-1 {
-			d.fail("app_id range")
-		}
-		a.Apps = append(a.Apps, AppUser{AppID: uint32(app), UserID: d.string("user_id")})
-	}
+	a.Apps = d.apps()
 	if v == accountVersion {
 		a.Archived = d.uvarint("archived")
 		ns := d.count("archived sums")
@@ -550,6 +539,24 @@ func DecodeChunk(src []byte) (actID, n uint64, entries []Entry, err error) {
 		seen[e.LimitKey] = true
 	}
 	return actID, n, entries, nil
+}
+
+func appendApps(dst []byte, apps []AppUser) []byte {
+	dst = appendUvarint(dst, uint64(len(apps)))
+	for _, u := range apps {
+		dst = appendUvarint(dst, uint64(u.AppID))
+		dst = appendString(dst, u.UserID)
+	}
+	return dst
+}
+
+func (d *decoder) apps() []AppUser {
+	n := d.count("apps")
+	var apps []AppUser
+	for i := 0; i < n && d.err == nil; i++ {
+		apps = append(apps, AppUser{AppID: d.appID(), UserID: d.string("user_id")})
+	}
+	return apps
 }
 
 func appendEntry(dst []byte, e *Entry) []byte {

@@ -83,3 +83,72 @@ func BenchmarkDecodeGrantRecord(b *testing.B) {
 		}
 	}
 }
+
+// benchJournal is a journal of n bookings to new users under one lease, as
+// a partition's owner writes one.
+func benchJournal(n int) *ledger.Journal {
+	j := &ledger.Journal{Seq: 1, BookedAt: 1_700_000_001_000, From: 0, To: int64(n)}
+	for i := range n {
+		g := grant(uint64(1<<20+2*i), "lobby", 1, tokens.StageFormal, "cash", int64(1+i%500))
+		g.UserID = fmt.Sprintf("user-%d", g.ActID)
+		g.IssuedAt += int64(i / 10)
+		j.Ops = append(j.Ops, ledger.Op{Kind: ledger.OpBook, Grant: g})
+	}
+	return j
+}
+
+// benchPage is a page of n accounts holding one booked grant each.
+func benchPage(b *testing.B, n int) *ledger.Page {
+	p := &ledger.Page{Seq: 1}
+	for _, op := range benchJournal(n).Ops {
+		a := &ledger.Account{ActID: op.Grant.ActID, Version: 1}
+		if _, err := op.Apply(a, 1_700_000_001_000); err != nil {
+			b.Fatal(err)
+		}
+		p.Accounts = append(p.Accounts, a)
+	}
+	return p
+}
+
+// BenchmarkJournalCodec encodes and decodes a journal of 2,500 bookings in
+// the current format (v2) and the one before it (v1, appendJournalV1).
+func BenchmarkJournalCodec(b *testing.B) {
+	const n = 2500
+	benchCodec(b, benchJournal(n), n, "bytes/grant", appendJournalV1, ledger.AppendJournal,
+		func(raw []byte) error { _, err := ledger.DecodeJournal(raw); return err })
+}
+
+// BenchmarkPageCodec encodes and decodes a page of 512 accounts with one
+// entry each (a page of a partition of two, after one rain) in both
+// formats.
+func BenchmarkPageCodec(b *testing.B) {
+	const n = 512
+	benchCodec(b, benchPage(b, n), n, "bytes/account", appendPageV1, ledger.AppendPage,
+		func(raw []byte) error { _, err := ledger.DecodePage(raw); return err })
+}
+
+// benchCodec runs append and decode of v in each format; unit is the
+// value's size per one of its n grants or accounts.
+func benchCodec[V any](b *testing.B, v V, n int, unit string, v1, v2 func([]byte, V) []byte, decode func([]byte) error) {
+	for _, f := range []struct {
+		name string
+		enc  func([]byte, V) []byte
+	}{{"v1", v1}, {"v2", v2}} {
+		raw := f.enc(nil, v)
+		b.Run("append/"+f.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				f.enc(make([]byte, 0, len(raw)), v)
+			}
+			b.ReportMetric(float64(len(raw))/float64(n), unit)
+		})
+		b.Run("decode/"+f.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := decode(raw); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

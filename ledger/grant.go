@@ -130,20 +130,13 @@ func (d *decoder) keyFormat(g *Grant) {
 
 // grantFields decodes a grant's fields after its key format.
 func (d *decoder) grantFields(g *Grant) {
-	app := d.uvarint("app_id")
-	if app > 1<<32-1 {
-		d.fail("app_id range")
-	}
-	g.AppID = uint32(app)
+	g.AppID = d.appID()
 	g.ActID = d.uvarint("act_id")
 	g.UserID = d.string("user_id")
 	g.ActivityID = d.string("activity_id")
 	g.SceneID = d.string("scene_id")
 	g.RainID = d.uvarint("rain_id")
-	g.Stage = tokens.Stage(d.byte1("stage"))
-	if g.Stage > tokens.StageInternal {
-		d.fail("stage")
-	}
+	g.Stage = d.stage()
 	g.AwardType = d.string("award_type")
 	g.Asset = Asset(d.string("asset"))
 	g.Amount = d.varint("amount")
@@ -151,6 +144,22 @@ func (d *decoder) grantFields(g *Grant) {
 	g.LeaseID = d.uvarint("lease_id")
 	g.OpenTime = d.varint("open_time")
 	g.IssuedAt = d.varint("issued_at")
+}
+
+func (d *decoder) appID() uint32 {
+	app := d.uvarint("app_id")
+	if app > 1<<32-1 {
+		d.fail("app_id range")
+	}
+	return uint32(app)
+}
+
+func (d *decoder) stage() tokens.Stage {
+	s := tokens.Stage(d.byte1("stage"))
+	if s > tokens.StageInternal {
+		d.fail("stage")
+	}
+	return s
 }
 
 // AppendGrantRecord appends one Kafka record value holding grants, as a

@@ -1,8 +1,12 @@
 package ledger
 
 import (
+	"encoding/hex"
 	"fmt"
 	"slices"
+	"strconv"
+
+	"redrain/tokens"
 )
 
 // A partition's accounts are kept by the node that books the partition (its
@@ -74,41 +78,122 @@ type Journal struct {
 	Ops      []Op
 }
 
-const journalVersion = 1
+// Journal versions. Version 1 encoded each op's whole grant (AppendGrant:
+// ~80 bytes a grant, its strings repeated in every op). Version 2 writes
+// what the grants of one journal share once, at its head: a string table
+// (activity, scene, award, asset and budget ids) and a table of grant
+// shapes (every field but the account, the app's user id, the amount and
+// the issue time), each referenced by index; an op then holds its kind and
+// shape, its act_id and issue time as deltas from the previous op's, its
+// user id and amount (~18 bytes for the demo campaign). Journals are never
+// rewritten, so version 1 ones stay readable.
+const journalVersion1, journalVersion = 1, 2
 
-// AppendJournal appends the encoding of j.
+// grantShape is what the grants of one journal mostly share.
+type grantShape struct {
+	legacy                                   bool
+	appID                                    uint32
+	activityID, sceneID, awardType, budgetID string
+	asset                                    Asset
+	rainID, leaseID                          uint64
+	stage                                    tokens.Stage
+	openTime                                 int64
+}
+
+func shapeOf(g *Grant) grantShape {
+	return grantShape{legacy: g.Legacy, appID: g.AppID, activityID: g.ActivityID, sceneID: g.SceneID,
+		awardType: g.AwardType, budgetID: g.BudgetID, asset: g.Asset, rainID: g.RainID, leaseID: g.LeaseID,
+		stage: g.Stage, openTime: g.OpenTime}
+}
+
+// opKindBits: an op's kind and shape index share one uvarint,
+// shape<<opKindBits | kind.
+const opKindBits = 2
+
+// AppendJournal appends the encoding of j (version 2).
 func AppendJournal(dst []byte, j *Journal) []byte {
+	// Shapes in the order of first use; consecutive ops mostly share one,
+	// so the previous op's is compared before the map is asked.
+	var (
+		shapes  []grantShape
+		byShape map[grantShape]uint64
+		last    grantShape
+		lastIdx uint64
+	)
+	idx := make([]uint64, len(j.Ops))
+	for i := range j.Ops {
+		sh := shapeOf(&j.Ops[i].Grant)
+		if len(shapes) == 0 || sh != last {
+			n, ok := byShape[sh]
+			if !ok {
+				if byShape == nil {
+					byShape = make(map[grantShape]uint64)
+				}
+				n = uint64(len(shapes))
+				byShape[sh] = n
+				shapes = append(shapes, sh)
+			}
+			last, lastIdx = sh, n
+		}
+		idx[i] = lastIdx
+	}
+	var strs strTable
+	var shapeBytes []byte
+	for i := range shapes {
+		sh := &shapes[i]
+		keys := grantKeysActivity
+		if sh.legacy {
+			keys = grantKeysLegacy
+		}
+		shapeBytes = append(shapeBytes, keys)
+		shapeBytes = appendUvarint(shapeBytes, uint64(sh.appID))
+		shapeBytes = appendUvarint(shapeBytes, strs.ref(sh.activityID))
+		shapeBytes = appendUvarint(shapeBytes, strs.ref(sh.sceneID))
+		shapeBytes = appendUvarint(shapeBytes, sh.rainID)
+		shapeBytes = append(shapeBytes, byte(sh.stage))
+		shapeBytes = appendUvarint(shapeBytes, strs.ref(sh.awardType))
+		shapeBytes = appendUvarint(shapeBytes, strs.ref(string(sh.asset)))
+		shapeBytes = appendUvarint(shapeBytes, strs.ref(sh.budgetID))
+		shapeBytes = appendUvarint(shapeBytes, sh.leaseID)
+		shapeBytes = appendVarint(shapeBytes, sh.openTime)
+	}
+
 	dst = append(dst, journalVersion)
 	dst = appendUvarint(dst, j.Seq)
 	dst = appendVarint(dst, j.BookedAt)
 	dst = appendVarint(dst, j.From)
 	dst = appendVarint(dst, j.To)
+	dst = appendStrTable(dst, strs.list)
+	dst = appendUvarint(dst, uint64(len(shapes)))
+	dst = append(dst, shapeBytes...)
 	dst = appendUvarint(dst, uint64(len(j.Ops)))
+	var act uint64
+	issued := j.BookedAt
 	for i := range j.Ops {
-		dst = append(dst, j.Ops[i].Kind)
-		dst = AppendGrant(dst, &j.Ops[i].Grant)
+		op := &j.Ops[i]
+		g := &op.Grant
+		dst = appendUvarint(dst, idx[i]<<opKindBits|uint64(op.Kind))
+		dst = appendVarint(dst, int64(g.ActID-act))
+		dst = appendString(dst, g.UserID)
+		dst = appendVarint(dst, g.Amount)
+		dst = appendVarint(dst, int64(uint64(g.IssuedAt)-uint64(issued)))
+		act, issued = g.ActID, g.IssuedAt
 	}
 	return dst
 }
 
-// DecodeJournal decodes what AppendJournal wrote.
+// DecodeJournal decodes what AppendJournal writes, or a version 1 journal.
 func DecodeJournal(src []byte) (*Journal, error) {
 	d := decoder{b: src}
-	if v := d.byte1("version"); d.err == nil && v != journalVersion {
+	v := d.byte1("version")
+	if d.err == nil && v != journalVersion && v != journalVersion1 {
 		return nil, fmt.Errorf("%w: journal version %d", ErrCorrupt, v)
 	}
 	j := &Journal{Seq: d.uvarint("seq"), BookedAt: d.varint("booked_at"), From: d.varint("from"), To: d.varint("to")}
-	n := d.count("ops")
-	j.Ops = make([]Op, n)
-	for i := 0; i < n && d.err == nil; i++ {
-		// An unknown kind is refused here, not first when the journal is
-		// replayed: a reader skips the ops of accounts it does not read.
-		switch j.Ops[i].Kind = d.byte1("op kind"); j.Ops[i].Kind {
-		case OpBook, OpAttribute, OpBind:
-		default:
-			d.fail("op kind")
-		}
-		d.grantAny(&j.Ops[i].Grant)
+	if v == journalVersion1 {
+		d.opsV1(j)
+	} else {
+		d.ops(j)
 	}
 	if err := d.end(); err != nil {
 		return nil, err
@@ -117,6 +202,86 @@ func DecodeJournal(src []byte) (*Journal, error) {
 		return nil, fmt.Errorf("%w: journal seq %d offsets [%d, %d)", ErrCorrupt, j.Seq, j.From, j.To)
 	}
 	return j, nil
+}
+
+// ops decodes the tables and ops of a version 2 journal.
+func (d *decoder) ops(j *Journal) {
+	strs := d.strTable("journal strings")
+	ns := d.count("shapes")
+	shapes := make([]grantShape, 0, ns)
+	seen := make(map[grantShape]struct{}, ns)
+	for i := 0; i < ns && d.err == nil; i++ {
+		var g Grant
+		d.keyFormat(&g)
+		g.AppID = d.appID()
+		g.ActivityID = d.strRef(&strs, "activity_id")
+		g.SceneID = d.strRef(&strs, "scene_id")
+		g.RainID = d.uvarint("rain_id")
+		g.Stage = d.stage()
+		g.AwardType = d.strRef(&strs, "award_type")
+		g.Asset = Asset(d.strRef(&strs, "asset"))
+		g.BudgetID = d.strRef(&strs, "budget_id")
+		g.LeaseID = d.uvarint("lease_id")
+		g.OpenTime = d.varint("open_time")
+		sh := shapeOf(&g)
+		if _, dup := seen[sh]; dup {
+			d.fail("shape duplicate")
+		}
+		seen[sh] = struct{}{}
+		shapes = append(shapes, sh)
+	}
+	d.strTableEnd(&strs, "journal strings")
+	n := d.count("ops")
+	j.Ops = make([]Op, n)
+	var act uint64
+	issued := j.BookedAt
+	used := 0 // shapes referenced so far, in the order of first use
+	for i := 0; i < n && d.err == nil; i++ {
+		op := &j.Ops[i]
+		ks := d.uvarint("op kind")
+		// An unknown kind is refused here, not first when the journal is
+		// replayed: a reader skips the ops of accounts it does not read.
+		switch op.Kind = byte(ks & (1<<opKindBits - 1)); op.Kind {
+		case OpBook, OpAttribute, OpBind:
+		default:
+			d.fail("op kind")
+		}
+		si := ks >> opKindBits
+		if d.err != nil || si > uint64(used) || si >= uint64(len(shapes)) {
+			d.fail("op shape")
+			break
+		}
+		if si == uint64(used) {
+			used++
+		}
+		sh := &shapes[si]
+		g := &op.Grant
+		*g = Grant{Legacy: sh.legacy, AppID: sh.appID, ActivityID: sh.activityID, SceneID: sh.sceneID,
+			RainID: sh.rainID, Stage: sh.stage, AwardType: sh.awardType, Asset: sh.asset,
+			BudgetID: sh.budgetID, LeaseID: sh.leaseID, OpenTime: sh.openTime}
+		g.ActID = act + uint64(d.varint("act_id"))
+		g.UserID = d.string("user_id")
+		g.Amount = d.varint("amount")
+		g.IssuedAt = int64(uint64(issued) + uint64(d.varint("issued_at")))
+		act, issued = g.ActID, g.IssuedAt
+	}
+	if d.err == nil && used != len(shapes) {
+		d.fail("shapes unused")
+	}
+}
+
+// opsV1 decodes the ops of a version 1 journal: whole grants.
+func (d *decoder) opsV1(j *Journal) {
+	n := d.count("ops")
+	j.Ops = make([]Op, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		switch j.Ops[i].Kind = d.byte1("op kind"); j.Ops[i].Kind {
+		case OpBook, OpAttribute, OpBind:
+		default:
+			d.fail("op kind")
+		}
+		d.grantAny(&j.Ops[i].Grant)
+	}
 }
 
 // grantAny decodes a grant as AppendGrant wrote it. A bind's grant has no
@@ -203,29 +368,208 @@ type Page struct {
 	Accounts []*Account // Invariant: sorted by ActID, unique
 }
 
-const pageVersion = 1
+// Page versions. Version 1 held each account as MarshalAccount encodes it,
+// behind its length (~130 bytes for an account with one entry of the demo
+// campaign). Version 2 writes the page's strings once, at its head (assets,
+// award types, and limit keys without their "{act_id}_" prefix: the
+// accounts of one rain share the rest), and references them by index; an
+// act_id is a delta from the previous account's, an out_trade_no in its
+// usual form (32 lowercase hex digits) its 16 bytes, a booking time a delta
+// from the previous entry's (~50 bytes for the same account). Version 1
+// pages stay readable until their next checkpoint rewrites them.
+const pageVersion1, pageVersion = 1, 2
 
-// AppendPage appends the encoding of p.
+// Flags of an entry in a version 2 page.
+const (
+	entryKeyAct   byte = 1 << iota // the limit key is "{act_id}_" + the string referenced
+	entryTradeHex                  // the out_trade_no is hex of the 16 bytes that follow
+	entryFlagsAll = entryKeyAct | entryTradeHex
+)
+
+// tradeNoBytes is how many bytes the usual out_trade_no encodes.
+const tradeNoBytes = 16
+
+// AppendPage appends the encoding of p (version 2).
 func AppendPage(dst []byte, p *Page) []byte {
+	var strs strTable
+	// The accounts are encoded first, for the strings they reference.
+	body := make([]byte, 0, 64*len(p.Accounts)+8)
+	body = appendUvarint(body, uint64(len(p.Accounts)))
+	var act uint64
+	var bookedAt int64
+	var prefix []byte
+	for _, a := range p.Accounts {
+		body = appendUvarint(body, a.ActID-act)
+		act = a.ActID
+		body = appendUvarint(body, a.Version)
+		body = appendBalances(body, &strs, a.Balances)
+		body = appendUvarint(body, uint64(len(a.Entries)))
+		prefix = strconv.AppendUint(prefix[:0], a.ActID, 10)
+		prefix = append(prefix, '_')
+		for i := range a.Entries {
+			e := &a.Entries[i]
+			key, flags := e.LimitKey, byte(0)
+			if len(key) > len(prefix) && key[:len(prefix)] == string(prefix) {
+				key, flags = key[len(prefix):], entryKeyAct
+			}
+			if isTradeHex(e.OutTradeNo) {
+				flags |= entryTradeHex
+			}
+			body = append(body, flags)
+			body = appendUvarint(body, strs.refIn(slotKey, key))
+			if flags&entryTradeHex != 0 {
+				body, _ = hex.AppendDecode(body, []byte(e.OutTradeNo))
+			} else {
+				body = appendString(body, e.OutTradeNo)
+			}
+			body = appendUvarint(body, strs.refIn(slotAward, e.AwardType))
+			body = appendUvarint(body, strs.refIn(slotAsset, string(e.Asset)))
+			body = appendVarint(body, e.Amount)
+			body = appendVarint(body, int64(uint64(e.BookedAt)-uint64(bookedAt)))
+			bookedAt = e.BookedAt
+			body = appendUvarint(body, e.LeaseID)
+		}
+		body = appendApps(body, a.Apps)
+		body = appendUvarint(body, a.Archived)
+		body = appendBalances(body, &strs, a.ArchivedSums)
+	}
 	dst = append(dst, pageVersion)
 	dst = appendUvarint(dst, p.Seq)
-	dst = appendUvarint(dst, uint64(len(p.Accounts)))
-	var rec []byte
-	for _, a := range p.Accounts {
-		rec = MarshalAccount(rec[:0], a)
-		dst = appendUvarint(dst, uint64(len(rec)))
-		dst = append(dst, rec...)
+	dst = appendStrTable(dst, strs.list)
+	return append(dst, body...)
+}
+
+func appendBalances(dst []byte, strs *strTable, bs []Balance) []byte {
+	dst = appendUvarint(dst, uint64(len(bs)))
+	for _, b := range bs {
+		dst = appendUvarint(dst, strs.refIn(slotAsset, string(b.Asset)))
+		dst = appendVarint(dst, b.Amount)
 	}
 	return dst
 }
 
-// DecodePage decodes what AppendPage wrote and checks every account.
+// isTradeHex reports whether s is an out_trade_no as tokens.OutTradeNo
+// makes it: 32 lowercase hex digits.
+func isTradeHex(s string) bool {
+	if len(s) != 2*tradeNoBytes {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// DecodePage decodes what AppendPage writes, or a version 1 page, and
+// checks every account.
 func DecodePage(src []byte) (*Page, error) {
 	d := decoder{b: src}
-	if v := d.byte1("version"); d.err == nil && v != pageVersion {
+	v := d.byte1("version")
+	if d.err == nil && v != pageVersion && v != pageVersion1 {
 		return nil, fmt.Errorf("%w: page version %d", ErrCorrupt, v)
 	}
 	p := &Page{Seq: d.uvarint("seq")}
+	var err error
+	if v == pageVersion1 {
+		err = d.accountsV1(p)
+	} else {
+		err = d.accounts(p)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := d.end(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// accounts decodes the string table and accounts of a version 2 page.
+func (d *decoder) accounts(p *Page) error {
+	strs := d.strTable("page strings")
+	n := d.count("accounts")
+	p.Accounts = make([]*Account, 0, n)
+	var act uint64
+	var bookedAt int64
+	var prefix []byte
+	for i := 0; i < n && d.err == nil; i++ {
+		delta := d.uvarint("act_id")
+		if i > 0 && (delta == 0 || act+delta < act) {
+			return fmt.Errorf("%w: page accounts not sorted", ErrCorrupt)
+		}
+		act += delta
+		a := &Account{ActID: act, Version: d.uvarint("version")}
+		a.Balances = d.balances(&strs, "balances")
+		ne := d.count("entries")
+		if ne > 0 {
+			a.Entries = make([]Entry, 0, ne)
+			prefix = strconv.AppendUint(prefix[:0], act, 10)
+			prefix = append(prefix, '_')
+		}
+		for k := 0; k < ne && d.err == nil; k++ {
+			var e Entry
+			flags := d.byte1("entry flags")
+			if flags&^entryFlagsAll != 0 {
+				d.fail("entry flags")
+			}
+			key := d.strRef(&strs, "limit_key")
+			switch {
+			case flags&entryKeyAct != 0:
+				e.LimitKey = string(prefix) + key
+			case len(key) > len(prefix) && key[:len(prefix)] == string(prefix):
+				d.fail("limit_key prefix") // AppendPage would have taken it off
+			default:
+				e.LimitKey = key
+			}
+			if flags&entryTradeHex != 0 {
+				if len(d.b) < tradeNoBytes {
+					d.fail("out_trade_no")
+					break
+				}
+				e.OutTradeNo = hex.EncodeToString(d.b[:tradeNoBytes])
+				d.b = d.b[tradeNoBytes:]
+			} else if e.OutTradeNo = d.string("out_trade_no"); isTradeHex(e.OutTradeNo) {
+				d.fail("out_trade_no form") // AppendPage would have written its bytes
+			}
+			e.AwardType = d.strRef(&strs, "award_type")
+			e.Asset = Asset(d.strRef(&strs, "asset"))
+			e.Amount = d.varint("amount")
+			e.BookedAt = int64(uint64(bookedAt) + uint64(d.varint("booked_at")))
+			bookedAt = e.BookedAt
+			e.LeaseID = d.uvarint("lease_id")
+			a.Entries = append(a.Entries, e)
+		}
+		a.Apps = d.apps()
+		a.Archived = d.uvarint("archived")
+		a.ArchivedSums = d.balances(&strs, "archived sums")
+		if d.err != nil {
+			break
+		}
+		if err := a.Check(); err != nil {
+			return err
+		}
+		p.Accounts = append(p.Accounts, a)
+	}
+	d.strTableEnd(&strs, "page strings")
+	return nil
+}
+
+func (d *decoder) balances(strs *strRefs, what string) []Balance {
+	n := d.count(what)
+	if n == 0 {
+		return nil
+	}
+	bs := make([]Balance, 0, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		bs = append(bs, Balance{Asset: Asset(d.strRef(strs, what+" asset")), Amount: d.varint(what)})
+	}
+	return bs
+}
+
+// accountsV1 decodes the accounts of a version 1 page.
+func (d *decoder) accountsV1(p *Page) error {
 	n := d.count("accounts")
 	p.Accounts = make([]*Account, 0, n)
 	for i := 0; i < n && d.err == nil; i++ {
@@ -235,18 +579,15 @@ func DecodePage(src []byte) (*Page, error) {
 		}
 		a, err := UnmarshalAccount(d.b[:size])
 		if err != nil {
-			return nil, err
+			return err
 		}
 		d.b = d.b[size:]
 		if k := len(p.Accounts); k > 0 && p.Accounts[k-1].ActID >= a.ActID {
-			return nil, fmt.Errorf("%w: page accounts not sorted", ErrCorrupt)
+			return fmt.Errorf("%w: page accounts not sorted", ErrCorrupt)
 		}
 		p.Accounts = append(p.Accounts, a)
 	}
-	if err := d.end(); err != nil {
-		return nil, err
-	}
-	return p, nil
+	return nil
 }
 
 // Find returns the page's account of actID, or nil.

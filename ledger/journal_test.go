@@ -2,6 +2,8 @@ package ledger_test
 
 import (
 	"bytes"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"math"
 	"slices"
@@ -9,6 +11,7 @@ import (
 	"testing"
 
 	"redrain/ledger"
+	"redrain/tokens"
 )
 
 // sampleJournals covers every op kind and every field at ordinary and
@@ -62,20 +65,191 @@ func TestDecodeJournalRefusesCorrupt(t *testing.T) {
 		return ledger.AppendJournal(nil, &j)
 	}
 	good := enc(func(*ledger.Journal) {})
+	// The key-format byte of the op's shape: the first byte that differs
+	// when the grant is a legacy one.
+	legacy := enc(func(j *ledger.Journal) { j.Ops[0].Grant.Legacy = true })
+	keyAt := slices.IndexFunc(good, func(byte) bool { return false })
+	for i := range good {
+		if good[i] != legacy[i] {
+			keyAt = i
+			break
+		}
+	}
+	keyFormat2 := slices.Clone(good)
+	keyFormat2[keyAt] = 2
 	for name, b := range map[string][]byte{
 		"empty":             nil,
 		"version 0":         append([]byte{0}, good[1:]...),
-		"version 2":         append([]byte{2}, good[1:]...),
+		"version 3":         append([]byte{3}, good[1:]...),
 		"seq 0":             enc(func(j *ledger.Journal) { j.Seq = 0 }),
 		"offsets backwards": enc(func(j *ledger.Journal) { j.From, j.To = 12, 11 }),
 		"op kind 0":         enc(func(j *ledger.Journal) { j.Ops[0].Kind = 0 }),
 		"op kind 4":         enc(func(j *ledger.Journal) { j.Ops[0].Kind = 4 }),
-		"key format 2":      bytes.Replace(good, []byte{ledger.OpBook, 0}, []byte{ledger.OpBook, 2}, 1),
-		"padded seq":        append([]byte{1, 0x82, 0x00}, good[2:]...),
-		"op count past end": append(good[:len(good)-len(ledger.AppendGrant(nil, &valid.Ops[0].Grant))-2], 0x7f),
+		"key format 2":      keyFormat2,
+		"padded seq":        append([]byte{2, 0x82, 0x00}, good[2:]...),
+		"v1 key format 2":   bytes.Replace(appendJournalV1(nil, valid), []byte{ledger.OpBook, 0}, []byte{ledger.OpBook, 2}, 1),
+		"v1 op count past end": append(appendJournalV1(nil, &ledger.Journal{Seq: 2, BookedAt: valid.BookedAt, From: 10, To: 12}),
+			0x7f),
 	} {
 		if _, err := ledger.DecodeJournal(b); !errors.Is(err, ledger.ErrCorrupt) {
 			t.Errorf("DecodeJournal(%s: %x) = %v, want ErrCorrupt", name, b, err)
+		}
+	}
+}
+
+// A version 2 journal built by hand (seq 1, booked at 0, offsets [0, 0)),
+// for what AppendJournal never writes.
+func journalV2(strs []string, shapes [][]byte, ops [][]byte) []byte {
+	b := []byte{2, 1, 0, 0, 0, byte(len(strs))}
+	for _, s := range strs {
+		b = append(append(b, byte(len(s))), s...)
+	}
+	b = append(b, byte(len(shapes)))
+	for _, sh := range shapes {
+		b = append(b, sh...)
+	}
+	b = append(b, byte(len(ops)))
+	for _, op := range ops {
+		b = append(b, op...)
+	}
+	return b
+}
+
+// shapeV2 is a shape of app 7, rain 1, stage formal, lease 3, open time 0
+// whose five strings are refs (activity, scene, award, asset, budget).
+func shapeV2(refs ...byte) []byte {
+	return []byte{0, 7, refs[0], refs[1], 1, byte(tokens.StageFormal), refs[2], refs[3], refs[4], 3, 0}
+}
+
+// opV2 books 5 fen to act 1 (user "u") under shape sh.
+func opV2(sh byte) []byte { return []byte{sh<<2 | ledger.OpBook, 2, 1, 'u', 10, 0} }
+
+func TestDecodeJournalRefusesNonCanonicalTables(t *testing.T) {
+	strs := []string{"a", "s", "cash", "coin", "b"}
+	if j, err := ledger.DecodeJournal(journalV2(strs, [][]byte{shapeV2(0, 1, 2, 3, 4)}, [][]byte{opV2(0)})); err != nil ||
+		len(j.Ops) != 1 || j.Ops[0].Grant.ActID != 1 || j.Ops[0].Grant.BudgetID != "b" || j.Ops[0].Grant.Amount != 5 {
+		t.Fatalf("DecodeJournal(a hand-built journal) = %+v, %v", j, err)
+	}
+	for name, b := range map[string][]byte{
+		"string twice":       journalV2([]string{"a", "a"}, [][]byte{shapeV2(0, 1, 0, 0, 0)}, [][]byte{opV2(0)}),
+		"string unused":      journalV2(append(strs, "x"), [][]byte{shapeV2(0, 1, 2, 3, 4)}, [][]byte{opV2(0)}),
+		"strings out of use": journalV2(strs, [][]byte{shapeV2(1, 0, 2, 3, 4)}, [][]byte{opV2(0)}),
+		"string past table":  journalV2(strs, [][]byte{shapeV2(0, 1, 2, 3, 5)}, [][]byte{opV2(0)}),
+		"shape twice":        journalV2(strs, [][]byte{shapeV2(0, 1, 2, 3, 4), shapeV2(0, 1, 2, 3, 4)}, [][]byte{opV2(0), opV2(1)}),
+		"shape unused":       journalV2(strs, [][]byte{shapeV2(0, 1, 2, 3, 4), shapeV2(0, 1, 2, 4, 3)}, [][]byte{opV2(0)}),
+		"shapes out of use":  journalV2(strs, [][]byte{shapeV2(0, 1, 2, 3, 4), shapeV2(0, 1, 2, 4, 3)}, [][]byte{opV2(1), opV2(0)}),
+		"shape past table":   journalV2(strs, [][]byte{shapeV2(0, 1, 2, 3, 4)}, [][]byte{opV2(0), opV2(1)}),
+		"stage past internal": journalV2(strs, [][]byte{func() []byte {
+			sh := shapeV2(0, 1, 2, 3, 4)
+			sh[5] = byte(tokens.StageInternal) + 1
+			return sh
+		}()}, [][]byte{opV2(0)}),
+	} {
+		if _, err := ledger.DecodeJournal(b); !errors.Is(err, ledger.ErrCorrupt) {
+			t.Errorf("DecodeJournal(%s: %x) = %v, want ErrCorrupt", name, b, err)
+		}
+	}
+}
+
+// appendJournalV1 is AppendJournal as it was before version 2: each op's
+// whole grant.
+func appendJournalV1(dst []byte, j *ledger.Journal) []byte {
+	dst = append(dst, 1)
+	dst = binary.AppendUvarint(dst, j.Seq)
+	dst = binary.AppendVarint(dst, j.BookedAt)
+	dst = binary.AppendVarint(dst, j.From)
+	dst = binary.AppendVarint(dst, j.To)
+	dst = binary.AppendUvarint(dst, uint64(len(j.Ops)))
+	for i := range j.Ops {
+		dst = append(dst, j.Ops[i].Kind)
+		dst = ledger.AppendGrant(dst, &j.Ops[i].Grant)
+	}
+	return dst
+}
+
+// appendPageV1 is AppendPage as it was before version 2: each account as
+// MarshalAccount encodes it, behind its length.
+func appendPageV1(dst []byte, p *ledger.Page) []byte {
+	dst = append(dst, 1)
+	dst = binary.AppendUvarint(dst, p.Seq)
+	dst = binary.AppendUvarint(dst, uint64(len(p.Accounts)))
+	var rec []byte
+	for _, a := range p.Accounts {
+		rec = ledger.MarshalAccount(rec[:0], a)
+		dst = binary.AppendUvarint(dst, uint64(len(rec)))
+		dst = append(dst, rec...)
+	}
+	return dst
+}
+
+// goldenJournal and goldenPage are goldenJournalV1Value() and samplePage
+// as the version 1 encoders wrote them (before version 2), kept as bytes
+// so that a change to the version 1 decoders, or to the helpers above,
+// cannot pass unseen.
+const (
+	goldenJournalV1 = "0105e8a7abfef9621418030100070102753106737072696e67056c6f626279010004636173680463617368b0010b737072696e672d636173680380a0abfef962f6a1abfef9620201072a0375343206737072696e67056c6f626279010004636173680463617368a2020b737072696e672d636173680380a0abfef962f6a1abfef96203000905076f70656e2d69640000000000000000000000"
+	goldenPageV1    = "010903080201000000000000b103022a11030463617368c8010a636f696e3a616c7068610209636f696e3a7a657461feffffffffffffffff01051834325f737072696e675f6c6f6262795f315f666f726d616c203835306162303730376566656132653530356333373033386531356137316434046361736809636f696e3a7a6574610ad00f031834325f737072696e675f6c6f6262795f325f666f726d616c20303630653131353230373530326538656637666139613362333530663038626304636173680463617368b001d20f031834325f737072696e675f6c6f6262795f335f666f726d616c20363461313733303535316161343632623361633336316563346464343431363404636173680a636f696e3a616c70686102d40f031834325f737072696e675f6c6f6262795f345f666f726d616c2062353335353231313235656432613130366536306462623931666235396137660463617368046361736818d60f031834325f737072696e675f6c6f6262795f355f666f726d616c203433643734343333643138663430393636323961383634393331663136303231046361736809636f696e3a7a657461f4ffffffffffffffff01d80f030000000b022b010000010301750000"
+)
+
+func goldenJournalV1Value() *ledger.Journal {
+	g := grant(1, "lobby", 1, tokens.StageFormal, "cash", 88)
+	g4 := grant(42, "lobby", 1, tokens.StageFormal, "cash", 145)
+	g4.Legacy = true
+	return &ledger.Journal{Seq: 5, BookedAt: 1_700_000_000_500, From: 10, To: 12, Ops: []ledger.Op{
+		{Kind: ledger.OpBook, Grant: g}, {Kind: ledger.OpAttribute, Grant: g4},
+		{Kind: ledger.OpBind, Grant: ledger.Grant{AppID: 9, ActID: 5, UserID: "open-id"}}}}
+}
+
+// Journals and pages in the store written before version 2 stay readable,
+// and what they decode to is written again as version 2.
+func TestVersion1StillDecodes(t *testing.T) {
+	raw, _ := hex.DecodeString(goldenJournalV1)
+	if want := appendJournalV1(nil, goldenJournalV1Value()); !bytes.Equal(raw, want) {
+		t.Fatalf("appendJournalV1 = %x, want the golden %x", want, raw)
+	}
+	js := append(sampleJournals(), goldenJournalV1Value())
+	for _, j := range js {
+		v1 := appendJournalV1(nil, j)
+		got, err := ledger.DecodeJournal(v1)
+		if err != nil || !journalsEqual(got, j) {
+			t.Fatalf("DecodeJournal(version 1 %x) = %+v, %v, want %+v", v1, got, err, j)
+		}
+		v2 := ledger.AppendJournal(nil, got)
+		if v2[0] != 2 || (len(j.Ops) > 1 && len(v2) >= len(v1)) {
+			t.Errorf("journal %d: version 2 takes %d bytes (version byte %d), version 1 %d", j.Seq, len(v2), v2[0], len(v1))
+		}
+		checkTruncations(t, "version 1 journal", v1, func(b []byte) error { _, err := ledger.DecodeJournal(b); return err })
+	}
+
+	raw, _ = hex.DecodeString(goldenPageV1)
+	p := samplePage(t)
+	if want := appendPageV1(nil, p); !bytes.Equal(raw, want) {
+		t.Fatalf("appendPageV1 = %x, want the golden %x", want, raw)
+	}
+	for _, p := range []*ledger.Page{{Seq: 1}, p} {
+		v1 := appendPageV1(nil, p)
+		got, err := ledger.DecodePage(v1)
+		if err != nil {
+			t.Fatalf("DecodePage(version 1 %x): %v", v1, err)
+		}
+		checkPage(t, got, p)
+		v2 := ledger.AppendPage(nil, got)
+		if v2[0] != 2 || (len(p.Accounts) > 0 && len(v2) >= len(v1)) {
+			t.Errorf("page: version 2 takes %d bytes (version byte %d), version 1 %d", len(v2), v2[0], len(v1))
+		}
+		checkTruncations(t, "version 1 page", v1, func(b []byte) error { _, err := ledger.DecodePage(b); return err })
+	}
+}
+
+// checkPage fails unless got holds want's accounts.
+func checkPage(t *testing.T, got, want *ledger.Page) {
+	t.Helper()
+	if got.Seq != want.Seq || len(got.Accounts) != len(want.Accounts) {
+		t.Fatalf("page = %+v, want %+v", got, want)
+	}
+	for i, a := range want.Accounts {
+		if !bytes.Equal(ledger.MarshalAccount(nil, got.Accounts[i]), ledger.MarshalAccount(nil, a)) {
+			t.Fatalf("page account %d = %+v, want %+v", i, got.Accounts[i], a)
 		}
 	}
 }
@@ -129,20 +303,13 @@ func samplePage(t testing.TB) *ledger.Page {
 }
 
 func TestPageRoundTrip(t *testing.T) {
-	for _, p := range []*ledger.Page{{Seq: 1}, {Seq: math.MaxUint64, Accounts: []*ledger.Account{{}}}, samplePage(t)} {
+	for _, p := range []*ledger.Page{{Seq: 1}, {Seq: math.MaxUint64, Accounts: []*ledger.Account{{}}}, samplePage(t), oddPage(t)} {
 		enc := ledger.AppendPage(nil, p)
 		got, err := ledger.DecodePage(enc)
 		if err != nil {
 			t.Fatalf("DecodePage(AppendPage(%+v)): %v", p, err)
 		}
-		if got.Seq != p.Seq || len(got.Accounts) != len(p.Accounts) {
-			t.Fatalf("DecodePage(AppendPage(%+v)) = %+v", p, got)
-		}
-		for i, a := range p.Accounts {
-			if !bytes.Equal(ledger.MarshalAccount(nil, got.Accounts[i]), ledger.MarshalAccount(nil, a)) {
-				t.Fatalf("page account %d = %+v, want %+v", i, got.Accounts[i], a)
-			}
-		}
+		checkPage(t, got, p)
 		if re := ledger.AppendPage(nil, got); !bytes.Equal(re, enc) {
 			t.Errorf("re-encoding page: %x, want %x", re, enc)
 		}
@@ -160,6 +327,39 @@ func TestPageRoundTrip(t *testing.T) {
 	}
 }
 
+// oddPage holds entries whose limit keys and out_trade_nos are not in the
+// forms version 2 shortens, an account with an archived chunk, and act_ids
+// at both ends of their range.
+func oddPage(t testing.TB) *ledger.Page {
+	a := &ledger.Account{ActID: 0, Version: 1}
+	a.Entries = []ledger.Entry{
+		{LimitKey: "legacy", OutTradeNo: strings.Repeat("A", 32), AwardType: "cash", Asset: "cash", Amount: 1, BookedAt: math.MinInt64},
+		{LimitKey: "0_", OutTradeNo: strings.Repeat("f", 31), AwardType: "", Asset: "", Amount: 2, BookedAt: math.MaxInt64, LeaseID: math.MaxUint64},
+		{LimitKey: "00_x", OutTradeNo: "", AwardType: "cash", Asset: "cash", Amount: math.MaxInt64 - 2},
+		{LimitKey: "0_x", OutTradeNo: strings.Repeat("g", 32), Asset: "cash", Amount: 1},
+	}
+	a.Balances = []ledger.Balance{{Asset: "", Amount: 2}, {Asset: "cash", Amount: math.MaxInt64}}
+	if err := a.Check(); err != nil {
+		t.Fatalf("oddPage: %v", err)
+	}
+	b := &ledger.Account{ActID: 7, Version: 3}
+	var gs []ledger.Grant
+	for i := range ledger.ChunkEntries * 2 {
+		g := grant(7, "lobby", uint64(i+1), tokens.StageFormal, "cash", 1)
+		gs = append(gs, g)
+	}
+	for i := range gs {
+		if ok, err := b.Book(&gs[i], int64(i)); !ok || err != nil {
+			t.Fatalf("Book: %v, %v", ok, err)
+		}
+	}
+	if b.Archived == 0 {
+		t.Fatal("oddPage: nothing archived")
+	}
+	c := &ledger.Account{ActID: math.MaxUint64}
+	return &ledger.Page{Seq: 3, Accounts: []*ledger.Account{a, b, c}}
+}
+
 func TestDecodePageRefusesCorrupt(t *testing.T) {
 	p := samplePage(t)
 	unsorted := &ledger.Page{Seq: 1, Accounts: []*ledger.Account{p.Accounts[2], p.Accounts[1]}}
@@ -168,17 +368,22 @@ func TestDecodePageRefusesCorrupt(t *testing.T) {
 		if _, err := ledger.DecodePage(ledger.AppendPage(nil, pg)); !errors.Is(err, ledger.ErrCorrupt) {
 			t.Errorf("DecodePage(%s) = %v, want ErrCorrupt", name, err)
 		}
+		if _, err := ledger.DecodePage(appendPageV1(nil, pg)); !errors.Is(err, ledger.ErrCorrupt) {
+			t.Errorf("DecodePage(version 1 %s) = %v, want ErrCorrupt", name, err)
+		}
 	}
 	good := ledger.AppendPage(nil, p)
-	if _, err := ledger.DecodePage(append([]byte{2}, good[1:]...)); !errors.Is(err, ledger.ErrCorrupt) {
-		t.Errorf("DecodePage(version 2) = %v, want ErrCorrupt", err)
+	if _, err := ledger.DecodePage(append([]byte{3}, good[1:]...)); !errors.Is(err, ledger.ErrCorrupt) {
+		t.Errorf("DecodePage(version 3) = %v, want ErrCorrupt", err)
 	}
-	// An account's length that takes in the next account's first byte.
+	// A version 1 account's length that takes in the next account's first
+	// byte.
+	v1 := appendPageV1(nil, p)
 	first := ledger.MarshalAccount(nil, p.Accounts[0])
-	if good[3] != byte(len(first)) {
-		t.Fatalf("page layout: %x", good)
+	if v1[3] != byte(len(first)) {
+		t.Fatalf("page layout: %x", v1)
 	}
-	long := slices.Clone(good)
+	long := slices.Clone(v1)
 	long[3]++
 	if _, err := ledger.DecodePage(long); !errors.Is(err, ledger.ErrCorrupt) {
 		t.Errorf("DecodePage(account length one too long) = %v, want ErrCorrupt", err)
@@ -186,16 +391,74 @@ func TestDecodePageRefusesCorrupt(t *testing.T) {
 	// An account that fails its money checks is a broken invariant.
 	bad := sampleAccount(t)
 	bad.Balances[0].Amount++
-	if _, err := ledger.DecodePage(ledger.AppendPage(nil, &ledger.Page{Seq: 1, Accounts: []*ledger.Account{bad}})); !errors.Is(err, ledger.ErrInvariant) {
-		t.Errorf("DecodePage(an account whose balance is not its entries) = %v, want ErrInvariant", err)
+	for name, enc := range map[string]func([]byte, *ledger.Page) []byte{"": ledger.AppendPage, "version 1 ": appendPageV1} {
+		if _, err := ledger.DecodePage(enc(nil, &ledger.Page{Seq: 1, Accounts: []*ledger.Account{bad}})); !errors.Is(err, ledger.ErrInvariant) {
+			t.Errorf("DecodePage(%san account whose balance is not its entries) = %v, want ErrInvariant", name, err)
+		}
+	}
+}
+
+// pageV2 is a version 2 page built by hand (seq 1): its strings, then
+// its accounts.
+func pageV2(strs []string, accounts ...[]byte) []byte {
+	b := []byte{2, 1, byte(len(strs))}
+	for _, s := range strs {
+		b = append(append(b, byte(len(s))), s...)
+	}
+	b = append(b, byte(len(accounts)))
+	for _, a := range accounts {
+		b = append(b, a...)
+	}
+	return b
+}
+
+// accountV2 is an account of a hand-built page: act_id delta, version 1,
+// a balance of 3 in string 0 and one entry (a booking of 3 in string 0,
+// award string 0, at time 0 under lease 1, after e's flags, limit key and
+// out_trade_no), no apps, nothing archived.
+func accountV2(delta byte, e []byte) []byte {
+	b := append([]byte{delta, 1, 1, 0, 6, 1}, e...)
+	return append(b, 0, 0, 6, 0, 1, 0, 0, 0)
+}
+
+func TestDecodePageRefusesNonCanonical(t *testing.T) {
+	hex16 := bytes.Repeat([]byte{0xab}, 16)
+	entry := func(flags, key byte, otn []byte) []byte { return append([]byte{flags, key}, otn...) }
+	text := func(s string) []byte { return append([]byte{byte(len(s))}, s...) }
+	strs := []string{"cash", "r"}
+	if p, err := ledger.DecodePage(pageV2(strs, accountV2(5, entry(3, 1, hex16)))); err != nil ||
+		p.Accounts[0].Entries[0].LimitKey != "5_r" || p.Accounts[0].Entries[0].OutTradeNo != strings.Repeat("ab", 16) {
+		t.Fatalf("DecodePage(a hand-built page) = %+v, %v", p, err)
+	}
+	emptyAccount := []byte{0, 1, 0, 0, 0, 0, 0} // act_id delta 0
+	for name, b := range map[string][]byte{
+		"limit key with its act prefix": pageV2([]string{"cash", "5_r"}, accountV2(5, entry(2, 1, hex16))),
+		"out_trade_no in hex as text":   pageV2(strs, accountV2(5, entry(1, 1, text(strings.Repeat("ab", 16))))),
+		"unknown entry flag":            pageV2(strs, accountV2(5, entry(7, 1, hex16))),
+		"out_trade_no bytes cut short":  pageV2(strs, accountV2(5, entry(3, 1, hex16[:15]))),
+		"string twice":                  pageV2([]string{"cash", "r", "r"}, accountV2(5, entry(3, 1, hex16))),
+		"string unused":                 pageV2([]string{"cash", "r", "x"}, accountV2(5, entry(3, 1, hex16))),
+		"strings out of use":            pageV2([]string{"cash", "x", "r"}, accountV2(5, entry(3, 2, hex16))),
+		"string past table":             pageV2(strs, accountV2(5, entry(3, 2, hex16))),
+		"the same act_id twice":         pageV2(strs, accountV2(5, entry(3, 1, hex16)), emptyAccount),
+	} {
+		if _, err := ledger.DecodePage(b); !errors.Is(err, ledger.ErrCorrupt) {
+			t.Errorf("DecodePage(%s: %x) = %v, want ErrCorrupt", name, b, err)
+		}
+	}
+	emptyAccount[0] = 1
+	if _, err := ledger.DecodePage(pageV2(strs, accountV2(5, entry(3, 1, hex16)), emptyAccount)); err != nil {
+		t.Errorf("DecodePage(two accounts): %v", err)
 	}
 }
 
 func FuzzDecodeJournal(f *testing.F) {
-	for _, j := range sampleJournals() {
+	for _, j := range append(sampleJournals(), goldenJournalV1Value()) {
 		f.Add(ledger.AppendJournal(nil, j))
+		f.Add(appendJournalV1(nil, j))
 	}
 	f.Add([]byte{1, 1, 0, 0, 0, 1, 9, 0})
+	f.Add(journalV2([]string{"a", "s", "cash", "coin", "b"}, [][]byte{shapeV2(0, 1, 2, 3, 4)}, [][]byte{opV2(0)}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		j, err := ledger.DecodeJournal(b)
 		if err != nil {
@@ -212,8 +475,14 @@ func FuzzDecodeJournal(f *testing.F) {
 				t.Fatalf("DecodeJournal(%x) accepted op kind %d", b, op.Kind)
 			}
 		}
-		if re := ledger.AppendJournal(nil, j); !bytes.Equal(re, b) {
+		// A version 2 journal has one encoding; a version 1 one is written
+		// again as version 2, which decodes to the same journal.
+		re := ledger.AppendJournal(nil, j)
+		if b[0] == 2 && !bytes.Equal(re, b) {
 			t.Fatalf("DecodeJournal(%x) re-encodes to %x", b, re)
+		}
+		if back, err := ledger.DecodeJournal(re); err != nil || !journalsEqual(back, j) {
+			t.Fatalf("DecodeJournal(%x) = %+v, re-encoded to %x, which decodes to %+v, %v", b, j, re, back, err)
 		}
 	})
 }
@@ -242,7 +511,10 @@ func FuzzDecodePartState(f *testing.F) {
 func FuzzDecodePage(f *testing.F) {
 	f.Add(ledger.AppendPage(nil, &ledger.Page{Seq: 1}))
 	f.Add(ledger.AppendPage(nil, samplePage(f)))
+	f.Add(ledger.AppendPage(nil, oddPage(f)))
+	f.Add(appendPageV1(nil, samplePage(f)))
 	f.Add([]byte{1, 1, 1, 1, 0})
+	f.Add(pageV2([]string{"cash", "r"}, accountV2(5, append([]byte{3, 1}, bytes.Repeat([]byte{0xab}, 16)...))))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := ledger.DecodePage(b)
 		if err != nil {
@@ -259,8 +531,14 @@ func FuzzDecodePage(f *testing.F) {
 				t.Fatalf("DecodePage(%x) accepted accounts out of order", b)
 			}
 		}
-		if re := ledger.AppendPage(nil, p); !bytes.Equal(re, b) {
+		re := ledger.AppendPage(nil, p)
+		if b[0] == 2 && !bytes.Equal(re, b) {
 			t.Fatalf("DecodePage(%x) re-encodes to %x", b, re)
 		}
+		back, err := ledger.DecodePage(re)
+		if err != nil {
+			t.Fatalf("DecodePage(%x) re-encoded to %x: %v", b, re, err)
+		}
+		checkPage(t, back, p)
 	})
 }
