@@ -43,7 +43,7 @@ func BenchmarkBookHotBudget(b *testing.B) {
 			for i, id := range ids {
 				leases[i] = f.Lease(id, 1<<40)
 			}
-			bk := newBooker(b, f, "bench", nil, nil)
+			bk := newBooker(b, f, "bench", nil)
 			batches := func() [][]ledger.Grant {
 				out := make([][]ledger.Grant, benchParts)
 				for p := range out {
@@ -90,7 +90,7 @@ func BenchmarkOwnerBooks(b *testing.B) {
 	const parts, perRecord = 2, 1000
 	f := bookingtest.New(b, storagetest.TiKV(b, ""), parts, 1<<50)
 	l := f.Lease(f.Budget, 1<<40)
-	bk := newBooker(b, f, "bench", nil, nil)
+	bk := newBooker(b, f, "bench", nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	msgs := make([]chan *sarama.ConsumerMessage, parts)

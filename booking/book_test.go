@@ -11,8 +11,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/redis/go-redis/v9"
-
 	"redrain/booking"
 	"redrain/booking/bookingtest"
 	"redrain/ledger"
@@ -43,7 +41,7 @@ func onPath(t *testing.T, own func(*bookingtest.Fixture, *booking.Booker), parts
 	t.Helper()
 	f := newFixture(t, parts, total)
 	l := f.Lease(f.Budget, total/10)
-	b := newBooker(t, f, "a", nil, nil)
+	b := newBooker(t, f, "a", nil)
 	own(f, b)
 	return f, l, b
 }
@@ -120,53 +118,6 @@ func TestBookDuplicatesInOneBatch(t *testing.T) {
 			t.Fatalf("entry of limit key %s = %+v, want the first award", first.LimitKey(), e)
 		}
 	})
-}
-
-// TestBookedMarksInRedis: grants an owner books leave `b:{award}:{amount}`
-// under their limit key in a real redis-server; duplicates do not
-// overwrite it.
-func TestBookedMarksInRedis(t *testing.T) {
-	f := newFixture(t, 2, 1_000_000)
-	l := f.Lease(f.Budget, 100_000)
-	rc, pipe := newRedis(t)
-	b := newBooker(t, f, "a", pipe, nil)
-	startOwner(t, f, b, false, 0, 1)
-	ctx := context.Background()
-
-	var batch []ledger.Grant
-	for range 10 {
-		u := f.User()
-		batch = append(batch, f.Grant(u, 1, l, amountOf(u, 1)), f.Grant(u, 2, l, amountOf(u, 2)))
-	}
-	dup := batch[0]
-	dup.AwardType, dup.Amount = "coupon", 7
-	wantOutcomes(t, book(t, b, batch), booking.BookedNow)
-	book(t, b, []ledger.Grant{dup})
-	// A redeem, then its stream event (attributed); a legacy grant, marked
-	// under its legacy limit key.
-	event := f.Grant(f.User(), 1, l, 250)
-	redeem := event
-	redeem.LeaseID, redeem.UserID = 0, ""
-	wantOutcomes(t, book(t, b, []ledger.Grant{redeem}), booking.BookedNow)
-	wantOutcomes(t, book(t, b, []ledger.Grant{event}), booking.BookedAttrib)
-	legacy := f.Grant(f.User(), 1, l, 120)
-	legacy.Legacy = true
-	wantOutcomes(t, book(t, b, []ledger.Grant{legacy}), booking.BookedNow)
-	for _, g := range append(batch, event, legacy) {
-		key := storage.BookedMarkKey(g.LimitKey())
-		want := storage.MarkValue(storage.MarkBooked, g.AwardType, g.Amount, g.AppID)
-		// Marks are written after the commit is answered.
-		eventually(t, within, "booked mark "+key, func() error {
-			if v, err := rc.Get(ctx, key).Result(); err != nil || v != want {
-				return fmt.Errorf("GET %s = %q, %v, want %q", key, v, err, want)
-			}
-			return nil
-		})
-	}
-	never := f.Grant(f.User(), 1, l, 5)
-	if err := rc.Get(ctx, storage.BookedMarkKey(never.LimitKey())).Err(); !errors.Is(err, redis.Nil) {
-		t.Fatalf("GET mark of a grant never booked: %v, want redis.Nil", err)
-	}
 }
 
 // TestAccountsEqualPostings books several batches over two budgets and
@@ -408,7 +359,7 @@ func TestBookLegacyGrants(t *testing.T) {
 // reported as such at once, not retried; nothing of it is written.
 func TestBookStopsOnCorruptAccount(t *testing.T) {
 	f := newFixture(t, 1, 1_000_000)
-	b := newBooker(t, f, "a", nil, nil)
+	b := newBooker(t, f, "a", nil)
 	u, l := corruptAccount(t, f, b)
 	before := bookingtest.Snapshot(t, f.KV, "rr/")
 	_, err := b.Book(context.Background(), []ledger.Grant{f.Grant(u, 2, l, 10)})
@@ -421,7 +372,7 @@ func TestBookStopsOnCorruptAccount(t *testing.T) {
 
 	// A balance that would overflow is refused the same way.
 	f2 := newFixture(t, 1, 1_000_000)
-	b2 := newBooker(t, f2, "a", nil, nil)
+	b2 := newBooker(t, f2, "a", nil)
 	l2 := f2.Lease(f2.Budget, 100_000)
 	u2 := f2.User()
 	first := f2.Grant(u2, 1, l2, 10)

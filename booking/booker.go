@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/redis/go-redis/v9"
 	"github.com/tikv/client-go/v2/txnkv/transaction"
 
 	"redrain/ledger"
@@ -58,8 +57,6 @@ const DefaultLagMax = time.Second
 type Booker struct {
 	log    *slog.Logger
 	tikv   *storage.TiKV
-	redis  *storage.Pipeliner
-	marks  bool
 	clock  func() time.Time
 	parts  int32
 	owner  string
@@ -105,12 +102,8 @@ type owned struct {
 
 // Config wires a booker.
 type Config struct {
-	Log   *slog.Logger
-	TiKV  *storage.TiKV
-	Redis *storage.Pipeliner
-	// Marks writes each booked grant's Redis mark (rr:k:{limit}): nodes
-	// that claim limits in Redis answer repeats from it.
-	Marks      bool
+	Log        *slog.Logger
+	TiKV       *storage.TiKV
 	Brokers    []string
 	Partitions int32
 	Metrics    *metrics.Registry
@@ -137,7 +130,7 @@ func New(cfg Config) *Booker {
 	}
 	return &Booker{
 		commits: commits,
-		log:     cfg.Log, tikv: cfg.TiKV, redis: cfg.Redis, marks: cfg.Marks, clock: cfg.Clock,
+		log:     cfg.Log, tikv: cfg.TiKV, clock: cfg.Clock,
 		parts: cfg.Partitions, owner: cfg.Owner, brokers: cfg.Brokers, lagMax: cmp.Or(cfg.LagMax, DefaultLagMax), wait: cfg.UncleanWait,
 		owned:         map[int32]*owned{},
 		Booked:        m.Counter("redrain_grants_booked_total", "Grants booked into the ledger by this node."),
@@ -752,8 +745,7 @@ func hotOf(hot map[string]*ledger.HotDetail, g *ledger.Grant) *ledger.HotDetail 
 	return h
 }
 
-// committed reports committed units to their partitions, to OnBooked and
-// (on nodes that claim limits in Redis) to the booked marks.
+// committed reports committed units to their partitions and to OnBooked.
 func (b *Booker) committed(ctx context.Context, units []*unit) {
 	var fresh []ledger.Grant
 	pages := 0
@@ -768,7 +760,7 @@ func (b *Booker) committed(ctx context.Context, units []*unit) {
 		u.p.answer(result{u: u})
 	}
 	b.Pages.Add(int64(pages))
-	b.report(ctx, fresh)
+	b.report(fresh)
 }
 
 // observeIssue records issue→booked for the grants ops booked: grants of
@@ -793,17 +785,13 @@ func (b *Booker) observeIssue(now int64, ops []ledger.Op) {
 	flush()
 }
 
-// report hands newly booked or attributed grants to OnBooked and (on nodes
-// that claim limits in Redis) to the booked marks.
-func (b *Booker) report(ctx context.Context, fresh []ledger.Grant) {
+// report hands newly booked or attributed grants to OnBooked.
+func (b *Booker) report(fresh []ledger.Grant) {
 	if len(fresh) == 0 {
 		return
 	}
 	if f := b.onBooked.Load(); f != nil {
 		(*f)(fresh)
-	}
-	if b.marks {
-		b.markBooked(ctx, fresh)
 	}
 }
 
@@ -813,22 +801,6 @@ func (p *part) answer(r result) {
 	select {
 	case p.results <- r:
 	case <-p.gone:
-	}
-}
-
-// markBooked records booked status in Redis for nodes that claim limits
-// there, in one command per commit. It is an index: a failure loses
-// nothing, so it is logged.
-func (b *Booker) markBooked(ctx context.Context, grants []ledger.Grant) {
-	args := make([]any, 0, 1+2*len(grants))
-	args = append(args, "mset")
-	for i := range grants {
-		g := &grants[i]
-		args = append(args, storage.BookedMarkKey(g.LimitKey()), storage.MarkValue(storage.MarkBooked, g.AwardType, g.Amount, g.AppID))
-	}
-	cmd := redis.NewStatusCmd(ctx, args...)
-	if err := b.redis.Do(ctx, cmd); err != nil || cmd.Err() != nil {
-		b.log.Warn("booking: redis marks", "err", errors.Join(err, cmd.Err()))
 	}
 }
 

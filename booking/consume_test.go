@@ -148,7 +148,7 @@ func TestConsumeExactlyOnceAcrossRestart(t *testing.T) {
 	first := grantsOf(60)
 	produce(t, k, partitions, first)
 
-	b1 := newBooker(t, f, "node-a/1", nil, k.Brokers)
+	b1 := newBooker(t, f, "node-a/1", k.Brokers)
 	stop1 := runBooker(t, b1)
 	eventually(t, within, "first booker drains the topic", func() error {
 		if err := drained(t, client, f.KV); err != nil {
@@ -181,7 +181,7 @@ func TestConsumeExactlyOnceAcrossRestart(t *testing.T) {
 	more := grantsOf(40)
 	produce(t, k, partitions, append(append([]ledger.Grant{}, more...), first...))
 
-	b2 := newBooker(t, f, "node-b/1", nil, k.Brokers)
+	b2 := newBooker(t, f, "node-b/1", k.Brokers)
 	runBooker(t, b2)
 	eventually(t, within, "new booker drains the topic", func() error {
 		if err := drained(t, client, f.KV); err != nil {
@@ -266,7 +266,7 @@ func TestConsumeStopsOnUndecodableRecord(t *testing.T) {
 	// One produce request: the booker most likely fetches all three at once.
 	sendRaw(t, k, ledger.AppendGrantRecord(nil, before), bad, ledger.AppendGrantRecord(nil, after))
 
-	b := newBooker(t, f, "a", nil, k.Brokers)
+	b := newBooker(t, f, "a", k.Brokers)
 	runBooker(t, b)
 	if err := waitBroken(t, b); !errors.Is(err, ledger.ErrCorrupt) {
 		t.Fatalf("Broken() = %v, want ErrCorrupt", err)
@@ -292,7 +292,7 @@ func TestConsumeStopsOnMoneyInvariant(t *testing.T) {
 	first := f.Grant(u, 1, l, 10)
 	huge := f.Grant(u, 2, l, math.MaxInt64)
 	later := f.Grant(f.User(), 1, l, 5)
-	b := newBooker(t, f, "a", nil, k.Brokers)
+	b := newBooker(t, f, "a", k.Brokers)
 	wantOutcomes(t, book(t, b, []ledger.Grant{first}), booking.BookedNow)
 	sendRaw(t, k, ledger.AppendGrantRecord(nil, []ledger.Grant{huge}), ledger.AppendGrantRecord(nil, []ledger.Grant{later}))
 
@@ -337,11 +337,11 @@ func TestRebalanceBetweenBookers(t *testing.T) {
 			return allBooked(f, all)
 		})
 	}
-	b1 := newBooker(t, f, "node-a/1", nil, k.Brokers)
+	b1 := newBooker(t, f, "node-a/1", k.Brokers)
 	stop1 := runBooker(t, b1)
 	step("the first booker books", 40, 1)
 
-	b2 := newBooker(t, f, "node-b/1", nil, k.Brokers)
+	b2 := newBooker(t, f, "node-b/1", k.Brokers)
 	runBooker(t, b2)
 	eventually(t, 2*within, "the second booker gets partitions", func() error {
 		if len(b2.Claims()) == 0 {

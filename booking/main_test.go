@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/redis/go-redis/v9"
 
 	"redrain/booking"
 	"redrain/booking/bookingtest"
@@ -32,21 +31,11 @@ func newFixture(t testing.TB, parts int32, total int64) *bookingtest.Fixture {
 }
 
 // newBooker builds a booker of the fixture's store; it books straight into
-// the store until it owns partitions. redis may be nil (no marks).
-func newBooker(t testing.TB, f *bookingtest.Fixture, name string, redis *storage.Pipeliner, brokers []string) *booking.Booker {
+// the store until it owns partitions.
+func newBooker(t testing.TB, f *bookingtest.Fixture, name string, brokers []string) *booking.Booker {
 	t.Helper()
-	return booking.New(booking.Config{Log: testLog, TiKV: f.KV, Redis: redis, Marks: redis != nil,
+	return booking.New(booking.Config{Log: testLog, TiKV: f.KV,
 		Brokers: brokers, Partitions: f.Parts, Metrics: &metrics.Registry{}, Clock: time.Now, Owner: name})
-}
-
-// newRedis starts a redis-server for booked marks.
-func newRedis(t *testing.T) (*redis.Client, *storage.Pipeliner) {
-	t.Helper()
-	rc := redis.NewClient(&redis.Options{Addr: storagetest.Redis(t)})
-	t.Cleanup(func() { _ = rc.Close() })
-	p := storage.NewPipeliner(rc, 2)
-	t.Cleanup(p.Close)
-	return rc, p
 }
 
 var (

@@ -44,7 +44,7 @@ func bookedOwner(t *testing.T, n int) (*bookingtest.Fixture, *ledger.Lease, []ui
 	l := f.Lease(f.Budget, 100_000)
 	users := usersOf(f, n)
 	r0 := grantsFor(f, users, 1, l)
-	o := newBooker(t, f, "owner/1", nil, nil)
+	o := newBooker(t, f, "owner/1", nil)
 	oo := startOwner(t, f, o, false, 0)
 	oo.feed(0, r0)
 	oo.waitBooked()
@@ -63,7 +63,7 @@ func TestFencedOwnerWritesNothing(t *testing.T) {
 	r0, r1 := grantsFor(f, users[:10], 1, l), grantsFor(f, users[10:], 1, l)
 	redeem := f.Grant(users[0], 2, nil, 77)
 
-	a := newBooker(t, f, "node-a/1", nil, nil)
+	a := newBooker(t, f, "node-a/1", nil)
 	oa := startOwner(t, f, a, true, 0)
 	oa.feed(0, r0)
 	oa.feed(0, r1)
@@ -71,7 +71,7 @@ func TestFencedOwnerWritesNothing(t *testing.T) {
 		t.Fatalf("state after A took over: %+v", s)
 	}
 
-	b := newBooker(t, f, "node-b/1", nil, nil)
+	b := newBooker(t, f, "node-b/1", nil)
 	ob := startOwner(t, f, b, false, 0)
 	taken := partState(t, f, 0)
 	if taken.Epoch != 2 || taken.Owner != "node-b/1" || taken.NextSeq != 1 || taken.Booked != 0 {
@@ -129,12 +129,12 @@ func TestOwnerCatchesUpWithWritesElsewhere(t *testing.T) {
 	}
 	onlyRedeemed := f.Grant(f.User(), 1, nil, 99) // no stream event yet
 
-	o := newBooker(t, f, "owner/1", nil, nil)
+	o := newBooker(t, f, "owner/1", nil)
 	oo := startOwner(t, f, o, true, 0)
 	oo.feed(0, r0)
 	oo.feed(0, r1)
 
-	e := newBooker(t, f, "elsewhere/1", nil, nil)
+	e := newBooker(t, f, "elsewhere/1", nil)
 	redeems := []ledger.Grant{asRedeem(r0[3]), asRedeem(r1[5]), onlyRedeemed}
 	wantOutcomes(t, book(t, e, redeems), booking.BookedNow)
 	foreign := partState(t, f, 0)
@@ -218,7 +218,7 @@ func TestCheckpoints(t *testing.T) {
 	for _, u := range users {
 		pages[storage.PageOf(u)] = true
 	}
-	o := newBooker(t, f, "a/1", nil, nil)
+	o := newBooker(t, f, "a/1", nil)
 	oo := startOwner(t, f, o, false, 0)
 	records := 3*booking.CkptJournals + 5
 	var all []ledger.Grant
@@ -300,7 +300,7 @@ func TestCheckpoints(t *testing.T) {
 	accountsEqual(t, "scan in one snapshot against owner", scanned, fromOwner)
 
 	oo.stop()
-	n := newBooker(t, f, "b/1", nil, nil)
+	n := newBooker(t, f, "b/1", nil)
 	on := startOwner(t, f, n, false, 0)
 	fromNew, err := n.Accounts(context.Background(), f.Users)
 	if err != nil {
@@ -322,7 +322,7 @@ func TestKeysPerBookedGrant(t *testing.T) {
 	const parts, batches, batch = 2, 20, 1000
 	f := newFixture(t, parts, 1<<40)
 	l := f.Lease(f.Budget, 1<<30)
-	o := newBooker(t, f, "a/1", nil, nil)
+	o := newBooker(t, f, "a/1", nil)
 	oo := startOwner(t, f, o, false, 0, 1)
 	var all []ledger.Grant
 	for p := range int32(parts) {
@@ -390,9 +390,9 @@ func TestOwnerUnderConcurrentRedeems(t *testing.T) {
 			byPart[p] = append(byPart[p], userIn(f, p))
 		}
 	}
-	o := newBooker(t, f, "owner/1", nil, nil)
+	o := newBooker(t, f, "owner/1", nil)
 	oo := startOwner(t, f, o, false, 0, 1)
-	e := newBooker(t, f, "elsewhere/1", nil, nil)
+	e := newBooker(t, f, "elsewhere/1", nil)
 
 	var records [][]ledger.Grant // per rain and partition, in feeding order
 	var all []ledger.Grant
@@ -475,7 +475,7 @@ func TestIdleOwnerSeesWritesElsewhere(t *testing.T) {
 		return nil
 	})
 
-	e := newBooker(t, f, "elsewhere/1", nil, nil)
+	e := newBooker(t, f, "elsewhere/1", nil)
 	redeem := f.Grant(users[0], 2, nil, 31)
 	wantOutcomes(t, book(t, e, []ledger.Grant{redeem}), booking.BookedNow)
 	bind := func(actID uint64) bool {
@@ -533,11 +533,11 @@ func TestFencedPartitionLeavesOthersCommitting(t *testing.T) {
 		r0 = append(r0, f.Grant(userIn(f, 0), 1, l, 10))
 		r1 = append(r1, f.Grant(userIn(f, 1), 1, l, 20))
 	}
-	a := newBooker(t, f, "node-a/1", nil, nil)
+	a := newBooker(t, f, "node-a/1", nil)
 	oa := startOwner(t, f, a, true, 0, 1)
 	oa.feed(0, r0)
 	oa.feed(1, r1)
-	b := newBooker(t, f, "node-b/1", nil, nil)
+	b := newBooker(t, f, "node-b/1", nil)
 	ob := startOwner(t, f, b, false, 0)
 	oa.startCommits()
 	eventually(t, within, "A keeps partition 1 only, booked", func() error {
@@ -562,7 +562,7 @@ func TestFencedPartitionLeavesOthersCommitting(t *testing.T) {
 // the take-over of its partition as a broken invariant.
 func TestCorruptPartitionDoesNotLoad(t *testing.T) {
 	f := newFixture(t, 1, 1_000_000)
-	b := newBooker(t, f, "a/1", nil, nil)
+	b := newBooker(t, f, "a/1", nil)
 	corruptAccount(t, f, b)
 	before := bookingtest.Snapshot(t, f.KV, "rr/")
 

@@ -575,7 +575,7 @@ func (p *part) catchUp(ctx context.Context, cause error) error {
 			}
 			// What another node booked into the partition is news to the
 			// grant path here, as this node's own bookings are.
-			p.b.report(ctx, fresh)
+			p.b.report(fresh)
 			p.committed, p.next = *state, *state
 			p.b.log.Info("booking: caught up with writes made elsewhere", "partition", p.id, "journals", len(foreign), "cause", cause)
 			return nil

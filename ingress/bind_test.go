@@ -84,7 +84,7 @@ func newServerOn(t testing.TB, guard *protect.Guard, owner bool, parts int32) *t
 		t.Fatal(err)
 	}
 	is.SetCatalog(cat)
-	srv := &Server{Grants: is, Binder: binder, Campaign: camp, Tokens: NewTokens(camp, is.Catalog, pipe, kv, nil), TiKV: kv, Metrics: reg, Guard: guard,
+	srv := &Server{Grants: is, Binder: binder, Campaign: camp, Tokens: NewTokens(camp, is.Catalog, kv, nil), TiKV: kv, Metrics: reg, Guard: guard,
 		Ready: func() error { return nil }}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/tikv/client-go/v2/txnkv/transaction"
 
 	"redrain/booking"
@@ -28,17 +27,15 @@ type BookNow interface {
 type Tokens struct {
 	camp    *campaign.Campaign
 	catalog func() *campaign.Catalog
-	redis   *storage.Pipeliner
 	tikv    *storage.TiKV
 	book    BookNow
 }
 
-// NewTokens builds the token service.
-// catalog is what the node serves now (an award's asset and budget are
-// looked up there); marks is the Redis of booking's booked marks, nil
-// where booking writes none (a node that owns its shards).
-func NewTokens(camp *campaign.Campaign, catalog func() *campaign.Catalog, marks *storage.Pipeliner, tikv *storage.TiKV, book BookNow) *Tokens {
-	return &Tokens{camp: camp, catalog: catalog, redis: marks, tikv: tikv, book: book}
+// NewTokens builds the token service. catalog is what the node serves now
+// (an award's asset and budget are looked up there); book answers what the
+// ledger holds (the partition's owner, or the store).
+func NewTokens(camp *campaign.Campaign, catalog func() *campaign.Catalog, tikv *storage.TiKV, book BookNow) *Tokens {
+	return &Tokens{camp: camp, catalog: catalog, tikv: tikv, book: book}
 }
 
 // tokenState is one presented token on its way to a result.
@@ -105,12 +102,10 @@ func results(states []*tokenState) []TokenResult {
 	return out
 }
 
-// resolve opens every token and finds its status: Redis's booked marks
-// first where booking writes them (nodes that claim limits in Redis), then
-// the ledger (the partition's owner, or the store) for the rest.
+// resolve opens every token and finds its status in the ledger (the
+// partition's owner, or the store).
 func (t *Tokens) resolve(ctx context.Context, raw [][]byte) ([]*tokenState, error) {
 	states := make([]*tokenState, len(raw))
-	var cmds []redis.Cmder
 	var valid []*tokenState
 	for i, r := range raw {
 		s := &tokenState{}
@@ -137,35 +132,8 @@ func (t *Tokens) resolve(ctx context.Context, raw [][]byte) ([]*tokenState, erro
 			continue
 		}
 		kept = append(kept, s)
-		cmds = append(cmds, redis.NewStringCmd(ctx, "get", storage.BookedMarkKey(s.claims.LimitKey())))
 	}
-	valid = kept
-	if len(valid) == 0 {
-		return states, nil
-	}
-	if t.redis == nil {
-		// No booked marks (a node that owns its shards): the owner knows.
-		return states, t.resolveBooked(ctx, valid)
-	}
-	if err := t.redis.Do(ctx, cmds...); err != nil {
-		return nil, unavailable(err)
-	}
-	var check []*tokenState
-	for i, s := range valid {
-		v, err := cmds[i].(*redis.StringCmd).Result()
-		if err == nil {
-			if st, award, amount, _, ok := storage.ParseMark(v); ok && st == storage.MarkBooked && award == s.claims.AwardType && amount == s.claims.Amount {
-				s.result.Status = "booked"
-				continue
-			}
-		} else if !errors.Is(err, redis.Nil) {
-			return nil, unavailable(err)
-		}
-		check = append(check, s)
-	}
-	// Redis is an index: what it does not show booked is checked in the
-	// ledger.
-	return states, t.resolveBooked(ctx, check)
+	return states, t.resolveBooked(ctx, kept)
 }
 
 // resolveBooked marks booked the tokens whose packet the ledger holds (or

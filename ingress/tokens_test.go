@@ -41,7 +41,7 @@ func TestLegacyTokens(t *testing.T) {
 	ctx := context.Background()
 	ts := newTestServer(t, nil)
 	booker := newAccountBooker(ts.kv)
-	tk := NewTokens(ts.camp, ts.grants.Catalog, ts.pipe, ts.kv, booker)
+	tk := NewTokens(ts.camp, ts.grants.Catalog, ts.kv, booker)
 	claims := tokens.Claims{AppID: 1, ActID: 77, ActivityID: "demo", SceneID: "rain", RainID: 1,
 		AwardType: "cash", Stage: tokens.StageFormal, Amount: 145, Legacy: true}
 	legacy := ts.camp.Ring.Seal(nil, &claims)
@@ -107,24 +107,14 @@ func TestLegacyTokens(t *testing.T) {
 		t.Errorf("status of the current token of the same packet = %+v, want issued under another out_trade_no", r)
 	}
 
-	// A booked mark under the legacy key answers booked without TiKV.
+	// Status asks the ledger: the redeemed legacy token is booked, another
+	// user's legacy token is not.
 	other := claims
 	other.ActID = 78
 	tok78 := ts.camp.Ring.Seal(nil, &other)
-	if err := ts.rdb.Set(ctx, storage.BookedMarkKey("78_rain_1_formal"), storage.MarkValue(storage.MarkBooked, "cash", 145, 1), 0).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if r := status(tok78); r.Status != "booked" {
-		t.Errorf("status of a legacy token with a legacy booked mark = %+v, want booked", r)
-	}
-
-	// Without booked marks (a node that owns its shards) status asks the
-	// ledger alone: the redeemed legacy token is booked, the token whose
-	// only evidence is a Redis mark is not.
-	owner := NewTokens(ts.camp, ts.grants.Catalog, nil, ts.kv, booker)
-	got, err := owner.Status(ctx, [][]byte{legacy, tok78})
+	got, err := tk.Status(ctx, [][]byte{legacy, tok78})
 	if err != nil || len(got) != 2 || got[0].Status != "booked" || got[1].Status != "issued" {
-		t.Errorf("status without marks = %+v, %v; want booked then issued", got, err)
+		t.Errorf("status = %+v, %v; want booked then issued", got, err)
 	}
 
 	// An altered version 1 token is invalid and books nothing.

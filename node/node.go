@@ -196,7 +196,7 @@ func Start(cfg Config) (n *Node, err error) {
 	if n.kafka.Embedded() {
 		wait = 0
 	}
-	n.booker = booking.New(booking.Config{Log: n.log, TiKV: n.tikv, Redis: n.pipe,
+	n.booker = booking.New(booking.Config{Log: n.log, TiKV: n.tikv,
 		Brokers: n.kafka.Brokers, Partitions: cfg.Partitions, Metrics: n.Metrics, Clock: clock,
 		Owner: ownerName(n.ID, n.Incarnation, self), LagMax: cfg.BookingLagMax, UncleanWait: wait})
 	budgets := actors.NewBudgets(n.member.Cluster, n.tikv)
@@ -239,7 +239,7 @@ func Start(cfg Config) (n *Node, err error) {
 		return 0
 	})
 	n.server = &ingress.Server{Grants: n.grants, Binder: n.binder, Campaign: n.Campaign, TiKV: n.tikv, Metrics: n.Metrics,
-		Tokens:       ingress.NewTokens(n.Campaign, n.grants.Catalog, nil, n.tikv, n.booker),
+		Tokens:       ingress.NewTokens(n.Campaign, n.grants.Catalog, n.tikv, n.booker),
 		Ledger:       n.booker,
 		Authenticate: n.authenticate,
 		Guard:        n.guard,

@@ -314,12 +314,14 @@ func TestForeignRedis(t *testing.T) {
 	rdb := redisClient(t, addr)
 	const ghost = "u-ghost"
 	stale := map[string]string{
-		storage.RedisEpochKey:                                        "0123456789abcdef",
-		storage.LimitMarkKey(limitKey(777)):                          storage.MarkValue(storage.MarkIssued, "cash", 5, 0),
-		storage.BookedMarkKey(limitKey(777)):                         storage.MarkValue(storage.MarkBooked, "cash", 5, 0),
-		storage.BookedMarkKey(limitKey(1)):                           storage.MarkValue(storage.MarkBooked, "cash", 9, 0),
-		storage.BindMarkKey(1, ghost):                                "777",
-		storage.LimitMarkKey(fmt.Sprintf("%d_demo_rain_1_gray", 42)): storage.MarkPending,
+		storage.RedisEpochKey: "0123456789abcdef",
+		// Limit and booked marks as nodes wrote them before shards were
+		// owned.
+		"rr:l:" + limitKey(777):       "i:cash:5",
+		"rr:k:" + limitKey(777):       "b:cash:5",
+		"rr:k:" + limitKey(1):         "b:cash:9",
+		storage.BindMarkKey(1, ghost): "777",
+		"rr:l:42_demo_rain_1_gray":    "p",
 	}
 	for k, v := range stale {
 		if err := rdb.Set(ctx, k, v, 0).Err(); err != nil {

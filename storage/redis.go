@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -175,25 +174,11 @@ func (p *Pipeliner) work() {
 	}
 }
 
-// Redis keys and values of the grant index. The grant path and booking each
-// own their key, so neither needs a compare-and-set (the embedded server
-// runs a fresh Lua VM per script call: ~5k calls/s against ~100k SETs).
+// Redis keys of the binding index (the binder owns them; no script or
+// compare-and-set is needed):
 //
-//	rr:l:{limit_key} = "p" (being issued; expires) | "i:{award}:{amount}"   (grant shards)
-//	rr:k:{limit_key} = "b:{award}:{amount}"                                  (booking)
 //	rr:b:{app_id}:{user_id} = act_id                                        (binder)
 //	rr:a:{act_id} = "h": the id was handed out to a user (expires)           (binder)
-const (
-	MarkPending = "p"
-	MarkIssued  = 'i'
-	MarkBooked  = 'b'
-)
-
-// LimitMarkKey is the Redis key of a per-user limit key's issue mark.
-func LimitMarkKey(limitKey string) string { return "rr:l:" + limitKey }
-
-// BookedMarkKey is the Redis key of a per-user limit key's booked mark.
-func BookedMarkKey(limitKey string) string { return "rr:k:" + limitKey }
 
 // BindMarkKey is the Redis key of an app user's act_id.
 func BindMarkKey(appID uint32, userID string) string {
@@ -211,45 +196,3 @@ func ActMarkKey(actID uint64) string { return "rr:a:" + strconv.FormatUint(actID
 
 // ActMarkHandedOut is the value of an ActMarkKey.
 const ActMarkHandedOut = "h"
-
-// MarkValue renders an issued or booked mark: "{state}:{award}:{amount}",
-// and "@{app}" after it when app (the app_id of the grant that set it) is
-// known, so that a repeat through another bound app identity answers the
-// identical token.
-func MarkValue(state byte, award string, amount int64, app uint32) string {
-	v := string(state) + ":" + award + ":" + strconv.FormatInt(amount, 10)
-	if app != 0 {
-		v += "@" + strconv.FormatUint(uint64(app), 10)
-	}
-	return v
-}
-
-// ParseMark reads a mark written by MarkValue; app is 0 when the mark does
-// not name one (marks rebuilt from account entries).
-//
-// The award MarkNoAward with amount 0 records a grant that ended in "no
-// award" (every fallback exhausted).
-func ParseMark(v string) (state byte, award string, amount int64, app uint32, ok bool) {
-	if len(v) < 4 || v[1] != ':' || (v[0] != MarkIssued && v[0] != MarkBooked) {
-		return 0, "", 0, 0, false
-	}
-	rest := v[2:]
-	i := strings.LastIndexByte(rest, ':')
-	if i <= 0 {
-		return 0, "", 0, 0, false
-	}
-	num := rest[i+1:]
-	if at := strings.IndexByte(num, '@'); at >= 0 {
-		a, err := strconv.ParseUint(num[at+1:], 10, 32)
-		if err != nil || a == 0 {
-			return 0, "", 0, 0, false
-		}
-		app, num = uint32(a), num[:at]
-	}
-	amount, err := strconv.ParseInt(num, 10, 64)
-	award = rest[:i]
-	if err != nil || amount < 0 || (amount == 0) != (award == MarkNoAward) {
-		return 0, "", 0, 0, false
-	}
-	return v[0], award, amount, app, true
-}
