@@ -268,10 +268,11 @@ func (b *Booker) own(ctx context.Context, sess sarama.ConsumerGroupSession, id i
 		if p.told && b.sessions != nil {
 			b.sessions.Lost(p.tenure)
 		}
-		if !stopped {
+		if !stopped && p.target >= 0 {
 			// The grant path decides nothing for the partition here any
-			// more and none of its records can still land: the next owner
-			// need not wait.
+			// more and none of its records can still land, nor can an
+			// earlier owner's (the wait for them is over: target was read
+			// after it): the next owner need not wait.
 			p.awaitPending(releaseTimeout)
 			b.release(p)
 		}

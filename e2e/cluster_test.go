@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -97,6 +99,14 @@ func newRig(t *testing.T, users, rains int) *rig {
 		t.Skip("end-to-end test")
 	}
 	r := &rig{t: t, dir: t.TempDir(), bin: binary(t), ans: newAnswered()}
+	if os.Getenv("REDRAIN_E2E_KEEP") != "" { // keep the logs and data for a post-mortem
+		dir, err := os.MkdirTemp("", "redrain-e2e-keep-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.dir = dir
+		t.Logf("keeping the rig's data and logs in %s", dir)
+	}
 	cfg := filepath.Join(r.dir, "campaign.json")
 	if err := os.WriteFile(cfg, []byte(campaignJSON(rains)), 0o644); err != nil {
 		t.Fatal(err)
@@ -180,6 +190,42 @@ func (r *rig) bookedWithin(via *node, toks []string, at []time.Time) time.Durati
 	return worst
 }
 
+// sameOnEveryNode asks every node again for n of the answered grants: each
+// node answers the packet first answered, booked, whether it owns the
+// user's shard or forwards the grant to the node that does.
+func (r *rig) sameOnEveryNode(n int) {
+	t := r.t
+	r.ans.mu.Lock()
+	keys := slices.Sorted(maps.Keys(r.ans.byKey))
+	first := maps.Clone(r.ans.byKey)
+	r.ans.mu.Unlock()
+	bad := 0
+	for _, key := range keys[:min(n, len(keys))] {
+		user, rain, _ := strings.Cut(key, "/")
+		var rn int
+		fmt.Sscan(rain, &rn)
+		for i, nd := range r.nodes {
+			var g grantResp
+			code, last := 0, ""
+			for try := 0; try < 50; try++ {
+				c, body, err := post(nd.url("/v1/grants"), grantBody(user, "e2e", rn))
+				last = string(body)
+				if err == nil && json.Unmarshal(body, &g) == nil && c != 503 {
+					code = c
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if want := first[key]; code != 200 || g.Token != want.Token || g.Amount != want.Amount || g.Status != "booked" {
+				t.Errorf("grant %s again through node %d: %d %s, want the booked packet %+v", key, i, code, last, want)
+				if bad++; bad == 10 {
+					return
+				}
+			}
+		}
+	}
+}
+
 // report logs the grant failures seen and how long they lasted.
 func (r *rig) report(what string, failedAt time.Time, bookingDelay time.Duration) {
 	r.ans.mu.Lock()
@@ -234,6 +280,7 @@ func (r *rig) verify(done chan struct{}) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	r.sameOnEveryNode(300)
 	for _, n := range r.nodes {
 		_ = n.cmd.Process.Signal(syscall.SIGTERM)
 	}

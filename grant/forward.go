@@ -305,6 +305,10 @@ func (s *shard) forward(batch []*item) {
 		case addr == "" || addr == a.self:
 			// Nobody owns the shard yet, or this node does and has not
 			// caught up (it would decide it itself).
+			// Not cached: the store names the next owner only once it took
+			// the partition over (the owner named here gives it up first).
+			a.log.Debug("grant: shard without an owner that decides it", "shard", s.id, "owner", addr, "try", try)
+			s.remote = ""
 			answerAll(out, Result{Outcome: Unavailable, Err: errMoving})
 			return
 		}
@@ -341,6 +345,7 @@ func (s *shard) forward(batch []*item) {
 		}
 		s.remote = ""
 		if try > 0 {
+			a.log.Debug("grant: the shard's owner in the store answers that it is not", "shard", s.id, "owner", addr)
 			for _, it := range out {
 				if errors.Is(it.res.Err, ErrNotOwner) {
 					*it.res = Result{Outcome: Unavailable, Err: errMoving}
