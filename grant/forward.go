@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"redrain/ledger"
+	"redrain/tokens"
 )
 
 // Peers carries batches to the nodes that own the shards this node does
@@ -44,15 +45,26 @@ const forwardTimeout = 5 * time.Second
 // ownerRefreshMin spaces a shard's reads of its owner from the store.
 const ownerRefreshMin = 50 * time.Millisecond
 
-// Wire format of a forwarded batch, version 1:
+// Wire format of a forwarded batch, version 2 (a node answers another
+// version unavailable, so nodes of different versions only refuse each
+// other's batches):
 //
-//	request: 1, partition uvarint, count uvarint, then per grant: app_id
-//	  uvarint, act_id uvarint, user_id, activity_id, scene_id (uvarint
-//	  length and bytes each), rain_id uvarint
-//	answer:  1, count uvarint, then per grant: outcome byte, flags byte
-//	  (flagBooked, flagNotOwner, flagGrant, flagErr), the grant
-//	  (ledger.AppendGrant) when flagGrant, the error text when flagErr
-const forwardVersion = 1
+//	request: 2, partition uvarint, then the strings the grants share (count
+//	  uvarint, then each as uvarint length and bytes: activity and scene
+//	  ids), then count uvarint and per grant: app_id uvarint, act_id
+//	  uvarint, user_id (length and bytes), activity and scene as indexes
+//	  into the strings, rain_id uvarint
+//	answer:  2, the strings the answers share (award types, assets,
+//	  budget ids), count uvarint, then per grant: outcome byte, flags byte
+//	  (flagBooked, flagNotOwner, flagGrant, flagErr); with flagGrant what
+//	  the owner decided: app_id uvarint, stage byte, award, asset and
+//	  budget as string indexes, amount varint, lease_id uvarint, open_time
+//	  and issued_at varint; with flagErr the error text
+//
+// The rest of a grant (act_id, the user, activity, scene and rain) is the
+// sender's own. A decoder copies a message into one string and slices
+// every string field out of it: one allocation per batch.
+const forwardVersion = 2
 
 const (
 	flagBooked = 1 << iota
@@ -61,29 +73,73 @@ const (
 	flagErr
 )
 
-// forwardMax bounds the grants of one forwarded batch: a shard never takes
-// more than the node admits at once.
+// forwardMax bounds the grants of one forwarded batch, and its strings: a
+// shard never takes more than the node admits at once.
 const forwardMax = InFlightMaxDefault * 4
 
-// AppendForward appends the encoding of a batch of grants for partition p:
-// reqs[i] for the act_id ids[i].
-func AppendForward(dst []byte, p int32, reqs []Request, ids []uint64) []byte {
-	dst = append(dst, forwardVersion)
-	dst = binary.AppendUvarint(dst, uint64(p))
-	dst = binary.AppendUvarint(dst, uint64(len(reqs)))
-	for i := range reqs {
-		dst = appendForwardItem(dst, &reqs[i], ids[i])
+// strTable numbers the distinct strings of one message in order of first
+// use.
+type strTable struct {
+	index map[string]uint64
+	list  []string
+}
+
+func (t *strTable) reset() {
+	if t.index == nil {
+		t.index = map[string]uint64{}
+	}
+	clear(t.index)
+	clear(t.list)
+	t.list = t.list[:0]
+}
+
+func (t *strTable) of(s string) uint64 {
+	if i, ok := t.index[s]; ok {
+		return i
+	}
+	i := uint64(len(t.list))
+	t.index[s] = i
+	t.list = append(t.list, s)
+	return i
+}
+
+func (t *strTable) appendTo(dst []byte) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(t.list)))
+	for _, s := range t.list {
+		dst = appendStr(dst, s)
 	}
 	return dst
 }
 
-func appendForwardItem(dst []byte, r *Request, actID uint64) []byte {
-	dst = binary.AppendUvarint(dst, uint64(r.AppID))
-	dst = binary.AppendUvarint(dst, actID)
-	dst = appendStr(dst, r.UserID)
-	dst = appendStr(dst, r.ActivityID)
-	dst = appendStr(dst, r.SceneID)
-	return binary.AppendUvarint(dst, r.RainID)
+// AppendForward appends the encoding of a batch of grants for partition p:
+// reqs[i] for the act_id ids[i].
+func AppendForward(dst []byte, p int32, reqs []Request, ids []uint64) []byte {
+	var t strTable
+	t.reset()
+	return appendForward(dst, &t, p, len(reqs), func(i int) (*Request, uint64) { return &reqs[i], ids[i] })
+}
+
+// appendForward encodes n grants, the i-th being at(i).
+func appendForward(dst []byte, t *strTable, p int32, n int, at func(int) (*Request, uint64)) []byte {
+	for i := range n {
+		r, _ := at(i)
+		t.of(r.ActivityID)
+		t.of(r.SceneID)
+	}
+	dst = append(dst, forwardVersion)
+	dst = binary.AppendUvarint(dst, uint64(p))
+	dst = t.appendTo(dst)
+	dst = binary.AppendUvarint(dst, uint64(n))
+	for i := range n {
+		r, actID := at(i)
+		dst = binary.AppendUvarint(dst, uint64(r.AppID))
+		dst = binary.AppendUvarint(dst, actID)
+		dst = appendStr(dst, r.UserID)
+		dst = binary.AppendUvarint(dst, t.of(r.ActivityID))
+		dst = binary.AppendUvarint(dst, t.of(r.SceneID))
+		dst = binary.AppendUvarint(dst, r.RainID)
+	}
+	return dst
 }
 
 func appendStr(dst []byte, s string) []byte {
@@ -92,10 +148,14 @@ func appendStr(dst []byte, s string) []byte {
 }
 
 // reader reads the forwarding wire format; the first failure sticks.
+// Strings are slices of all, one copy of the whole message.
 type reader struct {
-	b   []byte
+	all string
+	off int
 	err error
 }
+
+func newReader(src []byte) *reader { return &reader{all: string(src)} }
 
 func (r *reader) fail(what string) {
 	if r.err == nil {
@@ -103,29 +163,46 @@ func (r *reader) fail(what string) {
 	}
 }
 
+func (r *reader) rest() int { return len(r.all) - r.off }
+
 func (r *reader) uvarint(what string) uint64 {
 	if r.err != nil {
 		return 0
 	}
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.fail(what)
-		return 0
+	var v uint64
+	for shift := uint(0); ; shift += 7 {
+		if r.off >= len(r.all) || shift > 63 {
+			r.fail(what)
+			return 0
+		}
+		c := r.all[r.off]
+		r.off++
+		if shift == 63 && c > 1 {
+			r.fail(what)
+			return 0
+		}
+		v |= uint64(c&0x7f) << shift
+		if c < 0x80 {
+			return v
+		}
 	}
-	r.b = r.b[n:]
-	return v
+}
+
+func (r *reader) varint(what string) int64 {
+	u := r.uvarint(what)
+	return int64(u>>1) ^ -int64(u&1)
 }
 
 func (r *reader) byte1(what string) byte {
 	if r.err != nil {
 		return 0
 	}
-	if len(r.b) == 0 {
+	if r.off >= len(r.all) {
 		r.fail(what)
 		return 0
 	}
-	c := r.b[0]
-	r.b = r.b[1:]
+	c := r.all[r.off]
+	r.off++
 	return c
 }
 
@@ -134,12 +211,12 @@ func (r *reader) str(what string) string {
 	if r.err != nil {
 		return ""
 	}
-	if n > uint64(len(r.b)) {
+	if n > uint64(r.rest()) {
 		r.fail(what)
 		return ""
 	}
-	s := string(r.b[:n])
-	r.b = r.b[n:]
+	s := r.all[r.off : r.off+int(n)]
+	r.off += int(n)
 	return s
 }
 
@@ -152,17 +229,51 @@ func (r *reader) count(what string) int {
 	return int(n)
 }
 
+// table reads a message's string table.
+func (r *reader) table() []string {
+	n := r.count("string count")
+	if r.err != nil || n > r.rest() { // each string takes a byte at least
+		r.fail("string count")
+		return nil
+	}
+	t := make([]string, 0, n)
+	for range n {
+		t = append(t, r.str("string"))
+	}
+	return t
+}
+
+func (r *reader) ref(t []string, what string) string {
+	i := r.uvarint(what)
+	if r.err != nil {
+		return ""
+	}
+	if i >= uint64(len(t)) {
+		r.fail(what)
+		return ""
+	}
+	return t[i]
+}
+
+func (r *reader) version() {
+	if v := r.byte1("version"); r.err == nil && v != forwardVersion {
+		r.err = fmt.Errorf("grant: forwarded message version %d, want %d", v, forwardVersion)
+	}
+}
+
 // DecodeForward decodes AppendForward's encoding.
 func DecodeForward(src []byte) (p int32, reqs []Request, ids []uint64, err error) {
-	r := reader{b: src}
-	if v := r.byte1("version"); r.err == nil && v != forwardVersion {
-		return 0, nil, nil, fmt.Errorf("grant: forwarded batch version %d", v)
-	}
+	r := newReader(src)
+	r.version()
 	part := r.uvarint("partition")
 	if part > 1<<31-1 {
 		r.fail("partition")
 	}
+	t := r.table()
 	n := r.count("count")
+	if r.err == nil && n > r.rest() {
+		r.fail("count")
+	}
 	if r.err == nil {
 		reqs, ids = make([]Request, 0, n), make([]uint64, 0, n)
 	}
@@ -172,13 +283,13 @@ func DecodeForward(src []byte) (p int32, reqs []Request, ids []uint64, err error
 			r.fail("app_id")
 		}
 		id := r.uvarint("act_id")
-		req := Request{AppID: uint32(app), UserID: r.str("user_id"), ActivityID: r.str("activity_id"), SceneID: r.str("scene_id"), RainID: r.uvarint("rain_id")}
+		req := Request{AppID: uint32(app), UserID: r.str("user_id"), ActivityID: r.ref(t, "activity_id"), SceneID: r.ref(t, "scene_id"), RainID: r.uvarint("rain_id")}
 		if id == 0 {
 			r.fail("act_id")
 		}
 		reqs, ids = append(reqs, req), append(ids, id)
 	}
-	if r.err == nil && len(r.b) != 0 {
+	if r.err == nil && r.rest() != 0 {
 		r.fail("length")
 	}
 	if r.err != nil {
@@ -189,7 +300,18 @@ func DecodeForward(src []byte) (p int32, reqs []Request, ids []uint64, err error
 
 // AppendAnswers appends the encoding of a forwarded batch's answers.
 func AppendAnswers(dst []byte, res []Result) []byte {
+	var t strTable
+	t.reset()
+	grant := func(r *Result) bool { return r.Outcome == Issued || r.Outcome == Repeat || r.Outcome == NoAward }
+	for i := range res {
+		if g := &res[i].Grant; grant(&res[i]) {
+			t.of(g.AwardType)
+			t.of(string(g.Asset))
+			t.of(g.BudgetID)
+		}
+	}
 	dst = append(dst, forwardVersion)
+	dst = t.appendTo(dst)
 	dst = binary.AppendUvarint(dst, uint64(len(res)))
 	for i := range res {
 		r := &res[i]
@@ -200,16 +322,24 @@ func AppendAnswers(dst []byte, res []Result) []byte {
 		if errors.Is(r.Err, ErrNotOwner) {
 			flags |= flagNotOwner
 		}
-		grant := r.Outcome == Issued || r.Outcome == Repeat || r.Outcome == NoAward
-		if grant {
+		if grant(r) {
 			flags |= flagGrant
 		}
 		if r.Err != nil && flags&flagNotOwner == 0 {
 			flags |= flagErr
 		}
 		dst = append(dst, byte(r.Outcome), flags)
-		if grant {
-			dst = ledger.AppendGrant(dst, &r.Grant)
+		if flags&flagGrant != 0 {
+			g := &r.Grant
+			dst = binary.AppendUvarint(dst, uint64(g.AppID))
+			dst = append(dst, byte(g.Stage))
+			dst = binary.AppendUvarint(dst, t.of(g.AwardType))
+			dst = binary.AppendUvarint(dst, t.of(string(g.Asset)))
+			dst = binary.AppendUvarint(dst, t.of(g.BudgetID))
+			dst = binary.AppendVarint(dst, g.Amount)
+			dst = binary.AppendUvarint(dst, g.LeaseID)
+			dst = binary.AppendVarint(dst, g.OpenTime)
+			dst = binary.AppendVarint(dst, g.IssuedAt)
 		}
 		if flags&flagErr != 0 {
 			dst = appendStr(dst, r.Err.Error())
@@ -223,13 +353,13 @@ type remoteError struct{ text string }
 
 func (e *remoteError) Error() string { return e.text }
 
-// DecodeAnswers decodes AppendAnswers's encoding into res, which must have
-// as many entries as the batch had grants.
+// DecodeAnswers decodes AppendAnswers's encoding into res, which has one
+// entry per grant of the batch, each holding the grant as the sender built
+// it (Result.Grant): the owner's decisions are written over it.
 func DecodeAnswers(src []byte, res []Result) error {
-	r := reader{b: src}
-	if v := r.byte1("version"); r.err == nil && v != forwardVersion {
-		return fmt.Errorf("grant: forwarded answers version %d", v)
-	}
+	r := newReader(src)
+	r.version()
+	t := r.table()
 	if n := r.count("count"); r.err == nil && n != len(res) {
 		return fmt.Errorf("grant: %d forwarded answers for %d grants", n, len(res))
 	}
@@ -238,13 +368,22 @@ func DecodeAnswers(src []byte, res []Result) error {
 		if o >= outcomeCount {
 			r.fail("outcome")
 		}
+		g := res[i].Grant
 		res[i] = Result{Outcome: o, Booked: flags&flagBooked != 0}
-		if flags&flagGrant != 0 && r.err == nil {
-			g, n, err := ledger.DecodeGrant(r.b)
-			if err != nil {
-				return fmt.Errorf("grant: forwarded answer: %w", err)
+		if flags&flagGrant != 0 {
+			app := r.uvarint("app_id")
+			if app > 1<<32-1 {
+				r.fail("app_id")
 			}
-			res[i].Grant, r.b = g, r.b[n:]
+			g.AppID = uint32(app)
+			g.Stage = tokens.Stage(r.byte1("stage"))
+			if g.Stage > tokens.StageInternal {
+				r.fail("stage")
+			}
+			g.AwardType, g.Asset, g.BudgetID = r.ref(t, "award"), ledger.Asset(r.ref(t, "asset")), r.ref(t, "budget")
+			g.Amount, g.LeaseID = r.varint("amount"), r.uvarint("lease_id")
+			g.OpenTime, g.IssuedAt = r.varint("open_time"), r.varint("issued_at")
+			res[i].Grant = g
 		}
 		switch {
 		case flags&flagNotOwner != 0:
@@ -253,7 +392,7 @@ func DecodeAnswers(src []byte, res []Result) error {
 			res[i].Err = &remoteError{text: r.str("error")}
 		}
 	}
-	if r.err == nil && len(r.b) != 0 {
+	if r.err == nil && r.rest() != 0 {
 		r.fail("length")
 	}
 	return r.err
@@ -312,18 +451,16 @@ func (s *shard) forward(batch []*item) {
 			answerAll(out, Result{Outcome: Unavailable, Err: errMoving})
 			return
 		}
-		s.body = s.body[:0]
-		s.body = append(s.body, forwardVersion)
-		s.body = binary.AppendUvarint(s.body, uint64(s.id))
-		s.body = binary.AppendUvarint(s.body, uint64(len(out)))
-		for _, it := range out {
-			s.body = appendForwardItem(s.body, it.req, it.g.ActID)
-		}
+		s.strs.reset()
+		s.body = appendForward(s.body[:0], &s.strs, s.id, len(out), func(i int) (*Request, uint64) { return out[i].req, out[i].g.ActID })
 		ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
 		reply, err := a.peers.Forward(ctx, addr, s.body)
 		cancel()
 		if err == nil {
-			s.answers = append(s.answers[:0], make([]Result, len(out))...)
+			s.answers = s.answers[:0]
+			for _, it := range out {
+				s.answers = append(s.answers, Result{Grant: it.g})
+			}
 			err = DecodeAnswers(reply, s.answers)
 		}
 		if err != nil {

@@ -14,6 +14,7 @@ import (
 	"redrain/grant"
 	"redrain/ledger"
 	"redrain/metrics"
+	"redrain/tokens"
 )
 
 // TestForwardCodecRoundTrip: a batch and its answers cross the wire
@@ -35,7 +36,7 @@ func TestForwardCodecRoundTrip(t *testing.T) {
 		}
 	}
 
-	g := ledger.Grant{AppID: 7, ActID: 42, UserID: "u-1", ActivityID: "newyear", SceneID: "lobby", RainID: 3,
+	g := ledger.Grant{AppID: 7, ActID: 42, UserID: "u-1", ActivityID: "newyear", SceneID: "lobby", RainID: 3, Stage: tokens.StageGray,
 		AwardType: "cash", Asset: "CNY", Amount: 88, BudgetID: "b1", LeaseID: 9, OpenTime: 1000, IssuedAt: 2000}
 	res := []grant.Result{
 		{Outcome: grant.Issued, Grant: g},
@@ -46,7 +47,15 @@ func TestForwardCodecRoundTrip(t *testing.T) {
 		{Outcome: grant.BudgetExhausted},
 	}
 	wire := grant.AppendAnswers(nil, res)
+	// The sender holds each grant as it built it; the answer carries what
+	// the owner decided.
 	got := make([]grant.Result, len(res))
+	for i := range res {
+		b := res[i].Grant
+		b.AppID, b.Stage, b.AwardType, b.Asset, b.BudgetID = 0, 0, "", "", ""
+		b.Amount, b.LeaseID, b.OpenTime, b.IssuedAt = 0, 0, 0, 0
+		got[i].Grant = b
+	}
 	if err := grant.DecodeAnswers(wire, got); err != nil {
 		t.Fatal(err)
 	}

@@ -54,6 +54,7 @@ type shard struct {
 	remote   string
 	remoteAt time.Time
 	body     []byte   // a forwarded batch, reused
+	strs     strTable // its strings, reused
 	answers  []Result // its answers, reused
 	leads    map[string]*item
 	grants   []ledger.Grant
