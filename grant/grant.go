@@ -272,6 +272,9 @@ func (a *Admission) Restore(gs []Booked) {
 // until it does, or Disown), the shard answers its grants unavailable.
 // Own returns at once; the restore runs on its own goroutine.
 func (a *Admission) Own(p int32, t Tenure, load func(ctx context.Context) ([]Booked, error)) {
+	if a.closing.Load() {
+		return // stopping: booking's report comes too late to matter
+	}
 	s := a.shards[p]
 	epoch := s.ownEpoch.Add(1)
 	current := func() bool { return s.ownEpoch.Load() == epoch && !a.closing.Load() }
