@@ -70,12 +70,18 @@ type Booker struct {
 	Keys      *metrics.Counter // keys written by booking transactions
 	Pages     *metrics.Counter // pages written by checkpoints
 	Yielded   *metrics.Counter // nanoseconds booking paused for the grant path
+	// OwnerReads and OwnerReadsMissed count Accounts' reads of a partition
+	// owned elsewhere answered by its owner, and those that went to the
+	// store after the owner could not answer.
+	OwnerReads       *metrics.Counter
+	OwnerReadsMissed *metrics.Counter
 	// IssueToBooked is the time from each grant's issue (its record's
 	// issued_at) to the commit that booked it.
 	IssueToBooked *metrics.Histogram
 
 	brokers  []string
 	onBooked atomic.Pointer[func([]ledger.Grant)]
+	owners   atomic.Pointer[Owners] // nil: reads of partitions owned elsewhere go to the store
 	busy     atomic.Pointer[func() bool]
 	sessions Sessions // nil: nobody listens
 	// tail returns the end of a grant topic partition (its high-water
@@ -132,15 +138,17 @@ func New(cfg Config) *Booker {
 		commits: commits,
 		log:     cfg.Log, tikv: cfg.TiKV, clock: cfg.Clock,
 		parts: cfg.Partitions, owner: cfg.Owner, brokers: cfg.Brokers, lagMax: cmp.Or(cfg.LagMax, DefaultLagMax), wait: cfg.UncleanWait,
-		owned:         map[int32]*owned{},
-		Booked:        m.Counter("redrain_grants_booked_total", "Grants booked into the ledger by this node."),
-		Conflicts:     m.Counter("redrain_booking_conflicts_total", "Booking transactions retried after a write conflict."),
-		Yielded:       m.Counter("redrain_booking_yielded_nanoseconds_total", "Time booking paused to let a busy grant path run first."),
-		Batches:       m.Counter("redrain_booking_batches_total", "Booking transactions committed."),
-		BatchTime:     m.Histogram("redrain_booking_batch_seconds", "Time to commit one booking transaction.", metrics.LatencyBounds),
-		Keys:          m.Counter("redrain_booking_keys_written_total", "Keys written by booking transactions (journals, pages, partition states, hot details)."),
-		Pages:         m.Counter("redrain_booking_pages_written_total", "Account pages written by checkpoints."),
-		IssueToBooked: m.Histogram("redrain_grant_issue_to_booked_seconds", "Time from a grant's issue to the commit that booked it.", metrics.IssueBounds),
+		owned:            map[int32]*owned{},
+		Booked:           m.Counter("redrain_grants_booked_total", "Grants booked into the ledger by this node."),
+		Conflicts:        m.Counter("redrain_booking_conflicts_total", "Booking transactions retried after a write conflict."),
+		Yielded:          m.Counter("redrain_booking_yielded_nanoseconds_total", "Time booking paused to let a busy grant path run first."),
+		Batches:          m.Counter("redrain_booking_batches_total", "Booking transactions committed."),
+		BatchTime:        m.Histogram("redrain_booking_batch_seconds", "Time to commit one booking transaction.", metrics.LatencyBounds),
+		Keys:             m.Counter("redrain_booking_keys_written_total", "Keys written by booking transactions (journals, pages, partition states, hot details)."),
+		Pages:            m.Counter("redrain_booking_pages_written_total", "Account pages written by checkpoints."),
+		OwnerReads:       m.Counter("redrain_booking_owner_reads_total", "Reads of accounts owned by another node answered by that node."),
+		OwnerReadsMissed: m.Counter("redrain_booking_owner_reads_missed_total", "Reads of accounts owned by another node that went to the store because the owner could not answer."),
+		IssueToBooked:    m.Histogram("redrain_grant_issue_to_booked_seconds", "Time from a grant's issue to the commit that booked it.", metrics.IssueBounds),
 	}
 }
 
@@ -635,11 +643,9 @@ func checkParts(ctx context.Context, txn *transaction.KVTxn, units []*unit) (map
 	}
 	bad := map[*part]error{}
 	for p, u := range firsts {
-		s := &ledger.PartState{NextSeq: 1}
-		if v := raw[string(storage.PartKey(p.id))]; v != nil {
-			if s, err = ledger.DecodePartState(v); err != nil {
-				return nil, fmt.Errorf("partition %d state: %w", p.id, err)
-			}
+		s, err := partStateOf(p.id, raw[string(storage.PartKey(p.id))])
+		if err != nil {
+			return nil, err
 		}
 		switch {
 		case s.Epoch != u.epoch:
@@ -941,23 +947,35 @@ func applyElsewhere(ctx context.Context, txn *transaction.KVTxn, b *Booker, id i
 }
 
 // Accounts returns the committed accounts of ids: from this node's owners
-// of their partitions, or from the store for the others.
+// of their partitions, from the owners on other nodes (ReadThrough), or
+// from the store for the others. None is older than the store's as the
+// call found it. An account read through another node does not know the
+// limit keys of its archived entries (Booked on it errors; EntryOf and
+// AllEntries read its chunks): loading them would read every chunk of a
+// heavy user on each read, which is what asking the owner avoids.
 func (b *Booker) Accounts(ctx context.Context, ids []uint64) (map[uint64]*ledger.Account, error) {
 	out := make(map[uint64]*ledger.Account, len(ids))
-	var rest []uint64
 	byPart := map[int32][]uint64{}
 	for _, id := range ids {
 		p := storage.PartitionOf(id, b.parts)
 		byPart[p] = append(byPart[p], id)
 	}
+	var foreign []int32
 	for part, pids := range byPart {
 		o := b.ownedPart(part)
-		if o == nil || !o.p.readFrom(ctx, o.gone, pids, out) {
-			rest = append(rest, pids...)
+		if o == nil || o.p.readFrom(ctx, o.gone, &readReq{ids: pids}, out) != readServed {
+			foreign = append(foreign, part)
 		}
 	}
-	if len(rest) == 0 {
+	if o := b.owners.Load(); o != nil && len(foreign) > 0 {
+		foreign = b.readThrough(ctx, *o, foreign, byPart, out)
+	}
+	if len(foreign) == 0 {
 		return out, nil
+	}
+	var rest []uint64
+	for _, part := range foreign {
+		rest = append(rest, byPart[part]...)
 	}
 	err := b.tikv.View(func(txn *transaction.KVTxn) error {
 		m, err := ReadAccounts(ctx, txn, b.parts, rest)
@@ -967,24 +985,30 @@ func (b *Booker) Accounts(ctx context.Context, ids []uint64) (map[uint64]*ledger
 	return out, err
 }
 
-// readFrom asks the partition's goroutine for committed accounts.
-func (p *part) readFrom(ctx context.Context, gone chan struct{}, ids []uint64, out map[uint64]*ledger.Account) bool {
-	r := &readReq{ids: ids, out: map[uint64]*ledger.Account{}, done: make(chan struct{})}
+// readFrom asks the partition's goroutine for committed accounts (r.ids),
+// copied into out, and returns readServed; otherwise the status the
+// goroutine answered (r.at set), or readNotOwner when the partition is
+// gone or ctx ended first.
+func (p *part) readFrom(ctx context.Context, gone chan struct{}, r *readReq, out map[uint64]*ledger.Account) byte {
+	r.out, r.done = map[uint64]*ledger.Account{}, make(chan struct{})
 	select {
 	case p.reads <- r:
 	case <-gone:
-		return false
+		return readNotOwner
 	case <-ctx.Done():
-		return false
+		return readNotOwner
 	}
 	select {
 	case <-r.done:
+		if r.at != nil && r.status != readServed {
+			return r.status
+		}
 		maps.Copy(out, r.out)
-		return true
+		return readServed
 	case <-gone:
-		return false
+		return readNotOwner
 	case <-ctx.Done():
-		return false
+		return readNotOwner
 	}
 }
 

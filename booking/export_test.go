@@ -29,7 +29,7 @@ func (b *Booker) CommitLoop(ctx context.Context) {
 // everything sent to it before (false: not owned here).
 func (b *Booker) Sync(ctx context.Context, id int32) bool {
 	o := b.ownedPart(id)
-	return o != nil && o.p.readFrom(ctx, o.gone, nil, map[uint64]*ledger.Account{})
+	return o != nil && o.p.readFrom(ctx, o.gone, &readReq{}, map[uint64]*ledger.Account{}) == readServed
 }
 
 // CkptJournals is how many journals an owner writes between checkpoints.

@@ -52,7 +52,7 @@ const within = 45 * time.Second
 // goroutine grant records at consecutive offsets, as a consumer group
 // claim would.
 type owner struct {
-	t      *testing.T
+	t      testing.TB
 	f      *bookingtest.Fixture
 	b      *booking.Booker
 	ctx    context.Context
@@ -65,7 +65,7 @@ type owner struct {
 
 // startOwner makes b own the given partitions. Its committer runs at once
 // unless paused; then startCommits starts it.
-func startOwner(t *testing.T, f *bookingtest.Fixture, b *booking.Booker, paused bool, parts ...int32) *owner {
+func startOwner(t testing.TB, f *bookingtest.Fixture, b *booking.Booker, paused bool, parts ...int32) *owner {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	o := &owner{t: t, f: f, b: b, ctx: ctx, cancel: cancel, msgs: map[int32]chan *sarama.ConsumerMessage{}, next: map[int32]int64{}}

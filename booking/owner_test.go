@@ -38,7 +38,7 @@ func usersOf(f *bookingtest.Fixture, n int) []uint64 {
 // bookedOwner is a fixture of one partition with one lease, whose owner
 // (its committer running) has booked one record of a grant to each of n
 // users.
-func bookedOwner(t *testing.T, n int) (*bookingtest.Fixture, *ledger.Lease, []uint64, []ledger.Grant, *booking.Booker, *owner) {
+func bookedOwner(t testing.TB, n int) (*bookingtest.Fixture, *ledger.Lease, []uint64, []ledger.Grant, *booking.Booker, *owner) {
 	t.Helper()
 	f := newFixture(t, 1, 1_000_000)
 	l := f.Lease(f.Budget, 100_000)

@@ -175,9 +175,14 @@ type opsReq struct {
 
 // readReq asks a partition's owner for committed accounts.
 type readReq struct {
-	ids  []uint64
-	out  map[uint64]*ledger.Account
-	done chan struct{}
+	ids []uint64
+	out map[uint64]*ledger.Account
+	// at, when set, is the partition's state as a reader on another node
+	// read it from the store: the owner answers only if its committed
+	// accounts are at least that new, and sets status.
+	at     *ledger.PartState
+	status byte
+	done   chan struct{}
 }
 
 // takeOver makes this node the partition's owner: it bumps the epoch (which
@@ -685,6 +690,24 @@ func (p *part) replayForeign(j *ledger.Journal) error {
 // read answers committed accounts: an account a pending unit replaced is
 // read as that unit found it.
 func (p *part) read(r *readReq) {
+	if r.at != nil {
+		// A later epoch took over at least the state the reader saw (the
+		// journal seq only grows); within its epoch, the committed seq must
+		// have reached the reader's, or a journal written elsewhere is not
+		// in memory yet (refresh or the next commit catches up).
+		switch {
+		case p.epoch > r.at.Epoch || p.epoch == r.at.Epoch && p.committed.NextSeq >= r.at.NextSeq:
+			r.status = readServed
+		case p.epoch < r.at.Epoch:
+			r.status = readNotOwner
+		default:
+			r.status = readBehind
+		}
+		if r.status != readServed {
+			close(r.done)
+			return
+		}
+	}
 	for _, id := range r.ids {
 		a := p.accounts[id]
 		for _, u := range p.pending {

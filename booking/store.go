@@ -34,6 +34,12 @@ func readPartState(ctx context.Context, txn *transaction.KVTxn, part int32) (*le
 	if err != nil {
 		return nil, err
 	}
+	return partStateOf(part, raw)
+}
+
+// partStateOf decodes partition part's stored state (raw nil: never
+// written).
+func partStateOf(part int32, raw []byte) (*ledger.PartState, error) {
 	if raw == nil {
 		return &ledger.PartState{NextSeq: 1}, nil
 	}

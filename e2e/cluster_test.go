@@ -253,6 +253,11 @@ func (r *rig) verify(done chan struct{}) {
 	if bad := allBooked(t, r.nodes[2], r.ans); len(bad) > 0 {
 		t.Errorf("%d answered tokens not booked after draining, e.g. %v", len(bad), bad[:min(5, len(bad))])
 	}
+	// Node 2 books only some partitions: the others' token statuses were
+	// read through their owners.
+	if n := metricValue(t, r.nodes[2], "redrain_booking_owner_reads_total"); n == 0 {
+		t.Errorf("node 2 read no token status through another node")
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var view struct {

@@ -327,6 +327,26 @@ func tokenCall(t *testing.T, n *node, op string, toks []string) []tokenResult {
 	return res.Results
 }
 
+// metricValue reads an unlabelled series of n's /metrics.
+func metricValue(t *testing.T, n *node, name string) int64 {
+	t.Helper()
+	resp, err := http.Get(n.url("/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			var x int64
+			fmt.Sscan(v, &x)
+			return x
+		}
+	}
+	t.Fatalf("no %s in /metrics", name)
+	return 0
+}
+
 func stats(t *testing.T, n *node) (lag int64) {
 	resp, err := adminGet(n.url("/admin/v1/stats"))
 	if err != nil {

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -133,23 +131,7 @@ func TestCampaignStages(t *testing.T) {
 	// change runs an admin command that changes the configuration and
 	// waits until the node serves it: every change bumps the store's
 	// change counter, which the node reports in redrain_config_seq.
-	seq := func() int64 {
-		resp, err := http.Get(n.url("/metrics"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		for _, line := range strings.Split(string(body), "\n") {
-			if v, ok := strings.CutPrefix(line, "redrain_config_seq "); ok {
-				var n int64
-				fmt.Sscan(v, &n)
-				return n
-			}
-		}
-		t.Fatal("no redrain_config_seq in /metrics")
-		return 0
-	}
+	seq := func() int64 { return metricValue(t, n, "redrain_config_seq") }
 	change := func(args ...string) {
 		t.Helper()
 		before := seq()

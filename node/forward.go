@@ -16,9 +16,13 @@ import (
 	"redrain/ledger"
 )
 
-// forwardActor is the name of every node's actor that decides batches of
-// grants other nodes forward to it, the owner of their shard.
-const forwardActor = "redrain-grants"
+// Names of every node's actors that serve other nodes: forwardActor
+// decides batches of grants forwarded to it, the owner of their shard;
+// readActor answers reads of accounts of partitions it owns.
+const (
+	forwardActor = "redrain-grants"
+	readActor    = "redrain-reads"
+)
 
 // ownerName is what booking records as a partition's owner: the node, its
 // incarnation, and where its forwarding actor listens (the member's
@@ -37,11 +41,29 @@ func ownerAddr(owner string) string {
 	return addr
 }
 
-// spawnForwarding starts this node's forwarding actor. Each batch is
-// decided on its own goroutine (it waits for its record's acknowledgement),
-// so the actor takes the next one at once; the answer goes straight to the
-// sender's future.
-func (n *Node) spawnForwarding() error {
+// ownerReadServeMax bounds how long the owner spends on one read: its
+// reader gives up at about the same time and reads the store.
+const ownerReadServeMax = 2 * time.Second
+
+// spawnServing starts this node's actors that serve other nodes: grant
+// batches (grant.Serve) and account reads (booking.ServeRead).
+func (n *Node) spawnServing() error {
+	if err := n.spawnServer(forwardActor, n.grants.Serve); err != nil {
+		return err
+	}
+	return n.spawnServer(readActor, func(body []byte) []byte {
+		ctx, cancel := context.WithTimeout(context.Background(), ownerReadServeMax)
+		defer cancel()
+		return n.booker.ServeRead(ctx, body)
+	})
+}
+
+// spawnServer starts the actor name that answers each message's bytes
+// with serve's. Each message is decided on its own goroutine (a batch
+// waits for its record's acknowledgement, a read for the partition's
+// goroutine), so the actor takes the next one at once; the answer goes
+// straight to the sender's future.
+func (n *Node) spawnServer(name string, serve func([]byte) []byte) error {
 	root := n.member.System.Root
 	props := actor.PropsFromFunc(func(c actor.Context) {
 		bv, ok := c.Message().(*wrapperspb.BytesValue)
@@ -53,13 +75,33 @@ func (n *Node) spawnForwarding() error {
 			return
 		}
 		body := bv.Value
-		go func() { root.Send(sender, &wrapperspb.BytesValue{Value: n.grants.Serve(body)}) }()
+		go func() { root.Send(sender, &wrapperspb.BytesValue{Value: serve(body)}) }()
 	})
-	_, err := root.SpawnNamed(props, forwardActor)
-	if err != nil {
-		return fmt.Errorf("node: forwarding actor: %w", err)
+	if _, err := root.SpawnNamed(props, name); err != nil {
+		return fmt.Errorf("node: actor %s: %w", name, err)
 	}
 	return nil
+}
+
+// ask sends body to the actor name at addr and waits for its answer until
+// ctx's deadline (a second without one).
+func (n *Node) ask(ctx context.Context, addr, name string, body []byte) ([]byte, error) {
+	timeout := time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	res, err := n.member.System.Root.RequestFuture(actor.NewPID(addr, name), &wrapperspb.BytesValue{Value: body}, timeout).Result()
+	if err != nil {
+		return nil, err
+	}
+	bv, ok := res.(*wrapperspb.BytesValue)
+	if !ok {
+		return nil, fmt.Errorf("node: %s answered with %T", name, res)
+	}
+	if len(bv.Value) == 0 {
+		return nil, fmt.Errorf("node: %s at %s could not read the message", name, addr)
+	}
+	return bv.Value, nil
 }
 
 // peers reaches the owners of shards over the actor cluster's remoting.
@@ -77,22 +119,23 @@ func (p peers) Owner(ctx context.Context, part int32) (string, error) {
 // Forward sends one batch to the forwarding actor at addr and waits for
 // its answer until ctx's deadline.
 func (p peers) Forward(ctx context.Context, addr string, body []byte) ([]byte, error) {
-	timeout := time.Second
-	if d, ok := ctx.Deadline(); ok {
-		timeout = time.Until(d)
+	return p.n.ask(ctx, addr, forwardActor, body)
+}
+
+// owners carries booking's reads of partitions owned elsewhere to their
+// owners' forwarding actors (booking.Owners).
+type owners struct{ n *Node }
+
+// errNoOwnerAddr: booking names as a partition's owner this member or no
+// reachable address; the read goes to the store.
+var errNoOwnerAddr = errors.New("node: the partition's owner has no other address to read from")
+
+func (o owners) Read(ctx context.Context, owner string, req []byte) ([]byte, error) {
+	addr := ownerAddr(owner)
+	if addr == "" || addr == o.n.member.System.Address() {
+		return nil, errNoOwnerAddr
 	}
-	res, err := p.n.member.System.Root.RequestFuture(actor.NewPID(addr, forwardActor), &wrapperspb.BytesValue{Value: body}, timeout).Result()
-	if err != nil {
-		return nil, err
-	}
-	bv, ok := res.(*wrapperspb.BytesValue)
-	if !ok {
-		return nil, fmt.Errorf("node: forwarded batch answered with %T", res)
-	}
-	if len(bv.Value) == 0 {
-		return nil, errors.New("node: the owner could not read the forwarded batch")
-	}
-	return bv.Value, nil
+	return o.n.ask(ctx, addr, readActor, req)
 }
 
 // sessions hands the partitions booking gains and loses to the grant

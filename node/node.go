@@ -208,10 +208,13 @@ func Start(cfg Config) (n *Node, err error) {
 		Stream: n.stream, Leases: budgets, Node: n.ID,
 		Incarnation: n.Incarnation, Metrics: n.Metrics, Clock: clock,
 		Peers: peers{n}, Self: self})
-	if err := n.spawnForwarding(); err != nil {
+	if err := n.spawnServing(); err != nil {
 		return nil, err
 	}
 	n.booker.Watch(sessions{n})
+	// Reads of accounts of partitions owned elsewhere (token status, the
+	// wallet) ask their owner, and read the store when it cannot answer.
+	n.booker.ReadThrough(owners{n})
 	n.booker.YieldWhile(n.grants.Busy)
 	n.booker.OnBooked(func(gs []ledger.Grant) {
 		out := make([]grant.Booked, len(gs))
