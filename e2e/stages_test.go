@@ -132,10 +132,13 @@ func TestCampaignStages(t *testing.T) {
 	// waits until the node serves it: every change bumps the store's
 	// change counter, which the node reports in redrain_config_seq.
 	seq := func() int64 { return metricValue(t, n, "redrain_config_seq") }
-	change := func(args ...string) {
+	// Every command that changes the store goes through change (apply
+	// too, though it changes nothing served), or a later change could see
+	// the counter move for an earlier one and return too soon.
+	change := func(args ...string) []byte {
 		t.Helper()
 		before := seq()
-		admin(args...)
+		out := admin(args...)
 		deadline := time.Now().Add(10 * time.Second)
 		for seq() <= before {
 			if time.Now().After(deadline) {
@@ -143,10 +146,11 @@ func TestCampaignStages(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+		return out
 	}
 
 	// 1. Staff only.
-	v1 := version(admin("apply", stagedSpring(t, dir, 50, "internal")))
+	v1 := version(change("apply", stagedSpring(t, dir, 50, "internal")))
 	change("publish", "spring", "--version", v1)
 	if r := bench("staff-", 50); r.Accepted == 0 || r.Accepted+r.Errors["no_award"] != r.Offered {
 		t.Errorf("staff under v1: %+v, want every grant answered", r)
@@ -157,7 +161,7 @@ func TestCampaignStages(t *testing.T) {
 	budgetsOK("v1")
 
 	// 2. Gray: 5% of everyone.
-	v2 := version(admin("apply", stagedSpring(t, dir, 50, "internal", "gray")))
+	v2 := version(change("apply", stagedSpring(t, dir, 50, "internal", "gray")))
 	change("publish", "spring", "--version", v2)
 	// The bench offers every user once, then repeats only users it was
 	// granted to: each refused user counts once in not_eligible.
@@ -168,7 +172,7 @@ func TestCampaignStages(t *testing.T) {
 	budgetsOK("v2")
 
 	// 3. Formal: everyone.
-	v3 := version(admin("apply", stagedSpring(t, dir, 50, "internal", "gray", "formal")))
+	v3 := version(change("apply", stagedSpring(t, dir, 50, "internal", "gray", "formal")))
 	change("publish", "spring", "--version", v3)
 	if r := bench("pub-", 2000); r.Errors["not_eligible"] != 0 || r.Accepted+r.Errors["no_award"] != r.Offered {
 		t.Errorf("public under v3: %+v, want every grant answered", r)

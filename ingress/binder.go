@@ -29,9 +29,9 @@ const bindCacheMax = 1 << 20
 
 const bindShards = 64
 
-// Binder resolves an app's user to its act_id: the process cache, then one
-// Redis SET NX GET of a new id from the node's block, so that two nodes
-// seeing a new user at once agree. The binding becomes
+// Binder resolves an app's user to its act_id: the process cache, then a
+// Redis SET NX GET of a new id from the node's block (bindScript: one
+// command per batch), so that two nodes seeing a new user at once agree. The binding becomes
 // durable in TiKV with the user's first booking (the grant event carries
 // it); Redis is rebuilt from TiKV if it loses it. Bind (bind.go) binds
 // another app identity to an existing account explicitly, durably at once.
@@ -94,10 +94,10 @@ func (b *Binder) Resolve(ctx context.Context, app uint32, user string) (uint64, 
 
 // ResolveMany sets ids[i] to the act_id of (apps[i], users[i]), binding
 // new ones: known identities cost a map lookup. An owner binds a new user
-// with a map insert. Otherwise every miss of the call shares one pipelined
-// Redis round trip (SET NX GET of a fresh id from the node's block; and a
-// second one for the ids that new users won), so a batch of new users
-// costs two round trips, not one per user; a user bound before but
+// with a map insert. Otherwise every miss of the call shares one Redis
+// command (bindScript: SET NX GET of a fresh id from the node's block, and
+// the handed-out mark of each id won), so a batch of new users costs one
+// round trip, not one per user; a user bound before but
 // missing from this process's cache burns one id: ids stay unique, with
 // gaps. An identity that could not be resolved keeps ids[i] == 0 and
 // the returned error says why.
@@ -144,41 +144,89 @@ func (b *Binder) ResolveMany(ctx context.Context, apps []uint32, users []string,
 		}
 		return nil
 	}
-	sets := make([]redis.Cmder, len(miss))
-	for j, i := range miss {
-		sets[j] = redis.NewStringCmd(ctx, "set", storage.BindMarkKey(apps[i], users[i]), strconv.FormatUint(cands[j], 10), "nx", "get")
-	}
-	if err := b.redis.Do(ctx, sets...); err != nil {
+	got, err := b.bindInRedis(ctx, apps, users, miss, cands)
+	if err != nil {
 		return err
 	}
-	var marks []redis.Cmder
 	var firstErr error
 	for j, i := range miss {
-		v, err := sets[j].(*redis.StringCmd).Result()
-		switch {
-		case errors.Is(err, redis.Nil):
-			// Ours: marked handed out below, so that POST /v1/accounts/bind
-			// can target it before its first booking (see actMarkTTL).
-			ids[i] = cands[j]
-			marks = append(marks, redis.NewStatusCmd(ctx, "set", storage.ActMarkKey(cands[j]), storage.ActMarkHandedOut, "px", actMarkTTL.Milliseconds()))
-		case err != nil:
-			firstErr = cmp.Or(firstErr, fmt.Errorf("%w: redis: %v", storage.ErrUnavailable, err))
+		v := got[j]
+		if v == cands[j] {
+			ids[i] = v // ours; the script marked it handed out
+		} else if ids[i] = v; v == 0 {
+			firstErr = cmp.Or(firstErr, fmt.Errorf("%w: binding of app %d user %q unreadable", storage.ErrUnavailable, apps[i], users[i]))
 			continue
-		default:
-			id, perr := strconv.ParseUint(v, 10, 64)
-			if perr != nil || id == 0 {
-				firstErr = cmp.Or(firstErr, fmt.Errorf("%w: binding of app %d user %q = %q", storage.ErrUnavailable, apps[i], users[i], v))
-				continue
-			}
-			ids[i] = id
 		}
 		b.remember(apps[i], users[i], ids[i])
 	}
-	if len(marks) > 0 {
-		// A lost mark only delays binds to the id until its first booking.
-		_ = b.redis.Do(ctx, marks...)
-	}
 	return firstErr
+}
+
+// bindScript binds each identity key KEYS[i] (i ≤ n, n = #KEYS/2) to the
+// fresh id ARGV[i] unless it holds one already, marks each id it bound
+// handed out (KEYS[n+i] = ARGV[n+1], expiring after ARGV[n+2] ms), and
+// answers per identity the id it holds now: ARGV[i], or the one bound
+// before. A batch of new users is one command (and one atomic step: a
+// binding never lacks its mark).
+const bindScript = `
+local n = #KEYS / 2
+local out = {}
+for i = 1, n do
+  local v = redis.call('SET', KEYS[i], ARGV[i], 'NX', 'GET')
+  if v then
+    out[i] = v
+  else
+    redis.call('SET', KEYS[n + i], ARGV[n + 1], 'PX', ARGV[n + 2])
+    out[i] = ARGV[i]
+  end
+end
+return out
+`
+
+// bindScriptHash is bindScript's SHA-1, by which EVALSHA runs it.
+var bindScriptHash = redis.NewScript(bindScript).Hash()
+
+// bindInRedis runs bindScript for the identities miss with candidate ids
+// cands, and returns the id each holds (0: an answer that is no id).
+func (b *Binder) bindInRedis(ctx context.Context, apps []uint32, users []string, miss []int, cands []uint64) ([]uint64, error) {
+	n := len(miss)
+	args := make([]any, 3, 3+3*n+2)
+	args[0], args[1], args[2] = "evalsha", bindScriptHash, 2*n
+	for _, i := range miss {
+		args = append(args, storage.BindMarkKey(apps[i], users[i]))
+	}
+	for _, id := range cands {
+		args = append(args, storage.ActMarkKey(id))
+	}
+	for _, id := range cands {
+		args = append(args, strconv.FormatUint(id, 10))
+	}
+	args = append(args, storage.ActMarkHandedOut, actMarkTTL.Milliseconds())
+	cmd := redis.NewStringSliceCmd(ctx, args...)
+	if err := b.redis.Do(ctx, cmd); err != nil {
+		return nil, fmt.Errorf("%w: redis: %v", storage.ErrUnavailable, err)
+	}
+	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		// The server does not know the script yet (new, restarted or
+		// flushed): send it whole once; later batches find it by hash.
+		args[0], args[1] = "eval", bindScript
+		cmd = redis.NewStringSliceCmd(ctx, args...)
+		if err := b.redis.Do(ctx, cmd); err != nil {
+			return nil, fmt.Errorf("%w: redis: %v", storage.ErrUnavailable, err)
+		}
+	}
+	vals, err := cmd.Result()
+	if err != nil {
+		return nil, fmt.Errorf("%w: redis: %v", storage.ErrUnavailable, err)
+	}
+	if len(vals) != n {
+		return nil, fmt.Errorf("%w: redis bound %d identities of %d", storage.ErrUnavailable, len(vals), n)
+	}
+	out := make([]uint64, n)
+	for j, v := range vals {
+		out[j], _ = strconv.ParseUint(v, 10, 64)
+	}
+	return out, nil
 }
 
 // actMarkTTL is how long an act_id's handed-out mark (storage.ActMarkKey)

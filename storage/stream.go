@@ -31,6 +31,7 @@ var ErrStreamClosed = errors.New("storage: grant stream closed")
 type GrantWriter struct {
 	producer sarama.AsyncProducer
 	parts    int32
+	keys     [][]byte // ShardKey of each partition
 	wg       sync.WaitGroup
 
 	mu     sync.RWMutex
@@ -92,7 +93,10 @@ func NewGrantWriterTimed(brokers []string, partitions int32, t WriterTiming) (*G
 	if err != nil {
 		return nil, fmt.Errorf("%w: kafka producer: %v", ErrUnavailable, err)
 	}
-	w := &GrantWriter{producer: p, parts: partitions}
+	w := &GrantWriter{producer: p, parts: partitions, keys: make([][]byte, partitions)}
+	for i := range w.keys {
+		w.keys[i] = ShardKey(int32(i))
+	}
 	w.wg.Add(2)
 	go w.successes()
 	go w.failures()
@@ -131,15 +135,22 @@ func (w *GrantWriter) Append(part int32, grants []ledger.Grant) (int, error) {
 		return 0, fmt.Errorf("storage: partition %d of %d", part, w.parts)
 	}
 	var waits []chan error
+	var bufs []*[]byte
 	for len(grants) > 0 {
 		n := min(len(grants), ledger.GrantsPerRecordMax)
 		b := &recordBatch{done: make(chan error, 1)}
 		waits = append(waits, b.done)
+		buf, _ := recordBufs.Get().(*[]byte)
+		if buf == nil {
+			buf = new([]byte)
+		}
+		*buf = ledger.AppendGrantRecord((*buf)[:0], grants[:n])
+		bufs = append(bufs, buf)
 		w.producer.Input() <- &sarama.ProducerMessage{
 			Topic:     GrantTopic,
 			Partition: part,
-			Key:       sarama.ByteEncoder(ShardKey(part)),
-			Value:     sarama.ByteEncoder(ledger.AppendGrantRecord(nil, grants[:n])),
+			Key:       sarama.ByteEncoder(w.keys[part]),
+			Value:     sarama.ByteEncoder(*buf),
 			Metadata:  b,
 		}
 		grants = grants[n:]
@@ -149,8 +160,23 @@ func (w *GrantWriter) Append(part int32, grants []ledger.Grant) (int, error) {
 	for _, c := range waits {
 		err = errors.Join(err, <-c)
 	}
+	// Each record was acknowledged or failed for good: the producer holds
+	// none of the values any more.
+	for _, buf := range bufs {
+		if cap(*buf) <= recordBufMax {
+			recordBufs.Put(buf)
+		}
+	}
 	return len(waits), err
 }
+
+// recordBufs holds record values for reuse, so a shard's next record is
+// encoded into memory of the right size instead of growing from nothing.
+var recordBufs sync.Pool
+
+// recordBufMax bounds the values kept for reuse (a record of the most
+// grants a record holds fits).
+const recordBufMax = 1 << 20
 
 func (w *GrantWriter) successes() {
 	defer w.wg.Done()

@@ -1,0 +1,210 @@
+package ingress
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"redrain/storage"
+	"redrain/storage/storagetest"
+)
+
+// commandCalls reads how many times redis-server ran cmd (INFO
+// commandstats).
+func commandCalls(t *testing.T, rdb *redis.Client, cmd string) int {
+	t.Helper()
+	info, err := rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if rest, ok := strings.CutPrefix(line, "cmdstat_"+cmd+":calls="); ok {
+			n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+			return n
+		}
+	}
+	return 0
+}
+
+// TestRedisBindersAgree: binders of three nodes (one store, one
+// redis-server, not owners) resolve the same new users at once, each in
+// its own order and batches: every identity gets one act_id on every
+// node, different identities different ids, each id bound is marked
+// handed out with an expiry, and a batch costs Redis one command however
+// many new users it holds. A flushed server (script cache lost) still
+// binds.
+func TestRedisBindersAgree(t *testing.T) {
+	kv := storagetest.TiKV(t, "")
+	addr := storagetest.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx := context.Background()
+	const nodes, users, batch = 3, 600, 100
+	binders := make([]*Binder, nodes)
+	for i := range binders {
+		pipe := storage.NewPipeliner(rdb, 2)
+		t.Cleanup(pipe.Close)
+		binders[i] = NewBinder(kv, pipe, false, 8)
+	}
+	// Warm the script cache so the count below is of EVALSHA alone.
+	if _, err := binders[0].bindInRedis(ctx, []uint32{9}, []string{"warm"}, []int{0}, []uint64{1 << 40}); err != nil {
+		t.Fatal(err)
+	}
+	before := commandCalls(t, rdb, "evalsha") + commandCalls(t, rdb, "eval")
+	beforeSets := commandCalls(t, rdb, "set")
+	got := make([][]uint64, nodes)
+	var wg sync.WaitGroup
+	for n := range nodes {
+		got[n] = make([]uint64, users)
+		wg.Go(func() {
+			for start := 0; start < users; start += batch {
+				apps := make([]uint32, batch)
+				names := make([]string, batch)
+				idx := make([]int, batch)
+				for j := range batch {
+					// Node n walks the batch from its own offset.
+					i := start + (j+n*batch/nodes)%batch
+					apps[j], names[j], idx[j] = 1, fmt.Sprintf("u%d", i), i
+				}
+				ids := make([]uint64, batch)
+				if err := binders[n].ResolveMany(ctx, apps, names, ids); err != nil {
+					t.Error(err)
+					return
+				}
+				for j, i := range idx {
+					got[n][i] = ids[j]
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	seen := map[uint64]int{}
+	for i := range users {
+		for n := 1; n < nodes; n++ {
+			if got[n][i] != got[0][i] {
+				t.Fatalf("user %d bound to %d on node 0 and %d on node %d", i, got[0][i], got[n][i], n)
+			}
+		}
+		id := got[0][i]
+		if prev, dup := seen[id]; dup || id == 0 {
+			t.Fatalf("users %d and %d share act_id %d", prev, i, id)
+		}
+		seen[id] = i
+		if v, err := rdb.Get(ctx, storage.ActMarkKey(id)).Result(); err != nil || v != storage.ActMarkHandedOut {
+			t.Fatalf("act_id %d of user %d: mark %q, %v", id, i, v, err)
+		}
+		if ttl := rdb.PTTL(ctx, storage.ActMarkKey(id)).Val(); ttl <= 0 {
+			t.Fatalf("act_id %d's mark does not expire (%v)", id, ttl)
+		}
+	}
+	calls := commandCalls(t, rdb, "evalsha") + commandCalls(t, rdb, "eval") - before
+	if want := nodes * users / batch; calls != want {
+		t.Errorf("%d script runs for %d batches of new users, want one each", calls, want)
+	}
+	// SETs inside a script are counted too: two per new user on its
+	// first node (bind and mark), one on the others (the bind that found
+	// it bound); no SET came from outside a script.
+	if sets := commandCalls(t, rdb, "set") - beforeSets; sets != users*(nodes+1) {
+		t.Errorf("%d SETs for %d users on %d nodes, want %d (all from the script)", sets, users, nodes, users*(nodes+1))
+	}
+
+	// A flushed server knows no script: the binder sends it whole.
+	if err := rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	pipe := storage.NewPipeliner(rdb, 1)
+	t.Cleanup(pipe.Close)
+	fresh := NewBinder(kv, pipe, false, 8)
+	id, err := fresh.Resolve(ctx, 2, "after-flush")
+	if err != nil || id == 0 {
+		t.Fatalf("Resolve after FLUSHALL = %d, %v", id, err)
+	}
+	if again, err := binders[1].Resolve(ctx, 2, "after-flush"); err != nil || again != id {
+		t.Fatalf("another node resolves the user as %d, %v; want %d", again, err, id)
+	}
+}
+
+// redisCPU is the server's CPU time so far (INFO cpu), in nanoseconds.
+func redisCPU(b testing.TB, rdb *redis.Client) float64 {
+	info, err := rdb.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\n") {
+		for _, k := range []string{"used_cpu_sys:", "used_cpu_user:"} {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), k); ok {
+				f, _ := strconv.ParseFloat(v, 64)
+				total += f
+			}
+		}
+	}
+	return total * 1e9
+}
+
+// BenchmarkBindNewUsers binds batches of 100 new users in redis-server:
+// the script (one EVALSHA per batch) against what it replaced, a SET NX
+// GET per user and a SET of each mark, pipelined in two round trips. It
+// reports the server's CPU per new user (INFO cpu) and the allocations of
+// the client side.
+func BenchmarkBindNewUsers(b *testing.B) {
+	addr := storagetest.Redis(b)
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	b.Cleanup(func() { _ = rdb.Close() })
+	pipe := storage.NewPipeliner(rdb, 2)
+	b.Cleanup(pipe.Close)
+	bd := &Binder{redis: pipe}
+	const batch = 100
+	ctx := context.Background()
+	next := uint64(1)
+	users := func() ([]uint32, []string, []int, []uint64) {
+		apps, names, miss, cands := make([]uint32, batch), make([]string, batch), make([]int, batch), make([]uint64, batch)
+		for j := range batch {
+			apps[j], names[j], miss[j], cands[j] = 1, "user-"+strconv.FormatUint(next, 10), j, next
+			next++
+		}
+		return apps, names, miss, cands
+	}
+	run := func(b *testing.B, bind func(apps []uint32, names []string, miss []int, cands []uint64) error) {
+		b.ReportAllocs()
+		start := redisCPU(b, rdb)
+		for b.Loop() {
+			if err := bind(users()); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric((redisCPU(b, rdb)-start)/float64(b.N*batch), "redis-cpu-ns/user")
+	}
+	b.Run("script", func(b *testing.B) {
+		run(b, func(apps []uint32, names []string, miss []int, cands []uint64) error {
+			_, err := bd.bindInRedis(ctx, apps, names, miss, cands)
+			return err
+		})
+	})
+	b.Run("pipelined", func(b *testing.B) {
+		run(b, func(apps []uint32, names []string, miss []int, cands []uint64) error {
+			sets := make([]redis.Cmder, batch)
+			for j := range batch {
+				sets[j] = redis.NewStringCmd(ctx, "set", storage.BindMarkKey(apps[j], names[j]), strconv.FormatUint(cands[j], 10), "nx", "get")
+			}
+			if err := pipe.Do(ctx, sets...); err != nil {
+				return err
+			}
+			marks := make([]redis.Cmder, 0, batch)
+			for j := range batch {
+				if err := sets[j].Err(); err == redis.Nil {
+					marks = append(marks, redis.NewStatusCmd(ctx, "set", storage.ActMarkKey(cands[j]), storage.ActMarkHandedOut, "px", actMarkTTL.Milliseconds()))
+				}
+			}
+			return pipe.Do(ctx, marks...)
+		})
+	})
+}
