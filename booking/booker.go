@@ -465,10 +465,12 @@ func (b *Booker) commitLoop(ctx context.Context, commits <-chan *unit) {
 // commitLinger for more units first: at a low steady rate the units that
 // wait when a transaction ends are small, and each transaction's fixed
 // cost (its partition states, hot details, the store's two phases) fell
-// on ~40 grants at 15k grants/s. A redeem among them never waits.
+// on ~45 grants at 5k grants/s with a 5 ms wait; 50 ms makes it ~127 and
+// costs ~60 ms of issue→booked, far inside its 1 s budget
+// (BENCHMARKS.md, Commit linger). A redeem among them never waits.
 const (
 	lingerGrants = 1024
-	commitLinger = 5 * time.Millisecond
+	commitLinger = 50 * time.Millisecond
 )
 
 // linger adds to units (holding n grants) what arrives within
