@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# dev-cluster.sh BIN N [bench flags...]: start a fresh `BIN dev` stack
+# (TiKV test cluster and broker in one process, redis-server) and N nodes
+# on it (HTTP 127.0.0.1:9111.., cluster 127.0.0.1:9211..), wait until every
+# node is ready, run BIN bench against all of them with the flags given,
+# print the CPU seconds each process used from the bench's start to its
+# end (nodes, the dev process, redis-server), then stop everything and
+# remove the data. For three nodes against one, alternate N=3 and N=1.
+set -euo pipefail
+bin=$1 n=$2
+shift 2
+dir=$(mktemp -d)
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	rm -rf "$dir"
+}
+trap cleanup EXIT
+"$bin" dev --data-dir "$dir/dev" >"$dir/dev.flags" 2>"$dir/dev.log" &
+dev=$!
+pids+=("$dev")
+for _ in $(seq 1 120); do [ -s "$dir/dev.flags" ] && break; sleep 0.5; done
+flags=$(head -1 "$dir/dev.flags")
+[ -n "$flags" ] || { echo "dev stack did not start:" >&2; tail -20 "$dir/dev.log" >&2; exit 1; }
+targets=()
+for i in $(seq 1 "$n"); do
+	seeds=()
+	for j in $(seq 1 "$n"); do [ "$j" = "$i" ] || seeds+=("127.0.0.1:92$((10 + j))"); done
+	seedflag=()
+	[ "${#seeds[@]}" -gt 0 ] && seedflag=(--cluster-seeds "$(IFS=,; echo "${seeds[*]}")")
+	# shellcheck disable=SC2086
+	"$bin" serve $flags --data-dir "$dir/n$i" --http "127.0.0.1:91$((10 + i))" \
+		--cluster-addr "127.0.0.1:92$((10 + i))" "${seedflag[@]}" >"$dir/n$i.log" 2>&1 &
+	pids+=("$!")
+	targets+=("http://127.0.0.1:91$((10 + i))")
+done
+for i in $(seq 1 "$n"); do
+	for _ in $(seq 1 240); do
+		curl -fs "127.0.0.1:91$((10 + i))/readyz" | grep -q '"ready"' && break
+		sleep 0.5
+	done
+	curl -fs "127.0.0.1:91$((10 + i))/readyz" | grep -q '"ready"' || { echo "node $i not ready after 120 s:" >&2; tail -20 "$dir/n$i.log" >&2; exit 1; }
+done
+redis=$(pgrep -f "redis-server.*$(echo "$flags" | sed 's/.*--redis=[^:]*:\([0-9]*\).*/\1/')" | head -1 || true)
+cpu() { # seconds of CPU of pid $1 so far
+	awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+snapshot() {
+	local out=()
+	for p in "${pids[@]}" $redis; do out+=("$(cpu "$p")"); done
+	echo "${out[@]}"
+}
+before=($(snapshot))
+"$bin" bench --target "$(IFS=,; echo "${targets[*]}")" "$@"
+after=($(snapshot))
+names=(dev)
+for i in $(seq 1 "$n"); do names+=("node$i"); done
+[ -n "$redis" ] && names+=(redis-server)
+total_nodes=0
+for k in "${!names[@]}"; do
+	used=$(awk -v a="${after[$k]}" -v b="${before[$k]}" 'BEGIN { printf "%.2f", a - b }')
+	echo "cpu ${names[$k]} ${used}s"
+	case ${names[$k]} in node*) total_nodes=$(awk -v t="$total_nodes" -v u="$used" 'BEGIN { print t + u }') ;; esac
+done
+echo "cpu nodes ${total_nodes}s"
