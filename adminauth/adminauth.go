@@ -90,6 +90,9 @@ const (
 // sign with it: never use it in production.
 const DevKey = "dev:3f2b3c8001b1b31dbb502863b8879303ac4327849ed5ec79e57afa59474e7e84"
 
+// IsDevKey reports whether k signs with DevKey's secret, whatever its id.
+func IsDevKey(k Key) bool { return hmac.Equal(k.Secret, MustParseKey(DevKey).Secret) }
+
 // ErrKeyInvalid reports a key that cannot be parsed or used.
 var ErrKeyInvalid = errors.New("adminauth: invalid key")
 

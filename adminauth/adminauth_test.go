@@ -450,3 +450,17 @@ func referenceSignature(secret []byte, r *request) string {
 		r.header[adminauth.HeaderTimestamp], r.header[adminauth.HeaderNonce], hex.EncodeToString(sum[:])}, "\n")))
 	return hex.EncodeToString(m.Sum(nil))
 }
+
+// TestIsDevKey: the development key is recognised by its secret under any
+// id; another secret is not it.
+func TestIsDevKey(t *testing.T) {
+	secret := strings.SplitN(adminauth.DevKey, ":", 2)[1]
+	for _, s := range []string{adminauth.DevKey, "ops:" + secret, "x:" + strings.ToUpper(secret)} {
+		if !adminauth.IsDevKey(adminauth.MustParseKey(s)) {
+			t.Errorf("IsDevKey(%s...) = false", s[:8])
+		}
+	}
+	if adminauth.IsDevKey(adminauth.MustParseKey("ops:" + strings.Repeat("5a", 32))) {
+		t.Error("IsDevKey of another secret = true")
+	}
+}

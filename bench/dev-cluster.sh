@@ -5,7 +5,8 @@
 # node is ready, run BIN bench against all of them with the flags given,
 # print the CPU seconds each process used from the bench's start to its
 # end (nodes, the dev process, redis-server), then stop everything and
-# remove the data. For three nodes against one, alternate N=3 and N=1.
+# remove the data. The nodes serve the demo activity under keys made for
+# the run. For three nodes against one, alternate N=3 and N=1.
 set -euo pipefail
 bin=$1 n=$2
 shift 2
@@ -23,6 +24,17 @@ pids+=("$dev")
 for _ in $(seq 1 120); do [ -s "$dir/dev.flags" ] && break; sleep 0.5; done
 flags=$(head -1 "$dir/dev.flags")
 [ -n "$flags" ] || { echo "dev stack did not start:" >&2; tail -20 "$dir/dev.log" >&2; exit 1; }
+# Nodes on real backends refuse public keys: the demo activity with keys
+# of this run's own; the bench signs its admin calls with the admin key.
+REDRAIN_ADMIN_KEY=$("$bin" keygen --id bench)
+export REDRAIN_ADMIN_KEY
+cat >"$dir/campaign.json" <<JSON
+{"activities": [{"id": "demo", "rains": [{"scene_id": "rain", "rain_id": 1, "always_open": true, "start": "2026-01-01T00:00:00Z"}],
+  "awards": [{"type": "cash", "kind": "money", "min": 1, "max": 200}],
+  "stages": [{"stage": "formal", "budgets": {"cash": 1000000000000}}]}],
+ "token_keys": ["$("$bin" keygen --id 1)"], "active_token_key": 1, "draw_salt": "demo",
+ "admin_keys": ["$REDRAIN_ADMIN_KEY"]}
+JSON
 targets=()
 for i in $(seq 1 "$n"); do
 	seeds=()
@@ -30,7 +42,7 @@ for i in $(seq 1 "$n"); do
 	seedflag=()
 	[ "${#seeds[@]}" -gt 0 ] && seedflag=(--cluster-seeds "$(IFS=,; echo "${seeds[*]}")")
 	# shellcheck disable=SC2086
-	"$bin" serve $flags --data-dir "$dir/n$i" --http "127.0.0.1:91$((10 + i))" \
+	"$bin" serve $flags --config "$dir/campaign.json" --data-dir "$dir/n$i" --http "127.0.0.1:91$((10 + i))" \
 		--cluster-addr "127.0.0.1:92$((10 + i))" "${seedflag[@]}" >"$dir/n$i.log" 2>&1 &
 	pids+=("$!")
 	targets+=("http://127.0.0.1:91$((10 + i))")

@@ -62,6 +62,16 @@ type Award struct {
 	Fallback string `json:"fallback,omitempty"`
 }
 
+// MaxAmount is the largest amount the award can draw: its range's or a
+// threshold's maximum.
+func (a *Award) MaxAmount() int64 {
+	m := a.Max
+	for _, t := range a.Thresholds {
+		m = max(m, t.Max)
+	}
+	return m
+}
+
 // Threshold is a draw range that applies from Spent percent of the budget.
 type Threshold struct {
 	Spent int   `json:"spent_percent"` // 1..99

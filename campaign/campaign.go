@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"redrain/tokens"
@@ -61,6 +62,32 @@ func DemoActivity() Activity {
 // demoKeyHex is the development token key of the demo campaign. It is
 // public: never use it for a real campaign.
 const demoKeyHex = "7265647261696e2d64656d6f2d6b65792d6e6f742d666f722d70726f64756374696f6e"
+
+// publicTokenSecrets are token key secrets anyone can read: the demo
+// campaign's and those of the files in examples/ (a test keeps them in
+// step). Whoever holds a token key can seal tokens that redeem books.
+var publicTokenSecrets = []string{
+	demoKeyHex,
+	"5e1f0c9a7d3b2a6e8f4c1d0b9a8e7f6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a", // examples/campaign.json, key 2
+	"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", // examples/campaign.json, key 1
+}
+
+// PublicTokenKeys returns the entries of c.TokenKeys whose secret is
+// public (publicTokenSecrets), as "key ID" descriptions. A node on real
+// backends refuses to start with any.
+func (c *Config) PublicTokenKeys() []string {
+	var out []string
+	for i, s := range c.TokenKeys {
+		id, secret, _ := strings.Cut(s, ":")
+		for _, pub := range publicTokenSecrets {
+			if strings.EqualFold(secret, pub) {
+				out = append(out, fmt.Sprintf("token_keys[%d] (id %s)", i, id))
+				break
+			}
+		}
+	}
+	return out
+}
 
 // Load reads and validates a config file; unknown fields are errors.
 func Load(path string) (*Campaign, error) {

@@ -111,6 +111,26 @@ func (c *Catalog) Award(activity string, stage tokens.Stage, t string) *ChildAwa
 	return nil
 }
 
+// AwardMax returns the largest amount that any served version's award t
+// of the activity's stage can draw (Award.MaxAmount); false when no served
+// version offers it.
+func (c *Catalog) AwardMax(activity string, stage tokens.Stage, t string) (int64, bool) {
+	p := c.activities[activity]
+	if p == nil {
+		return 0, false
+	}
+	var m int64
+	found := false
+	for _, v := range p.Versions() {
+		if ch := v.Child(stage); ch != nil {
+			if w := ch.Award(t); w != nil {
+				m, found = max(m, w.MaxAmount()), true
+			}
+		}
+	}
+	return m, found
+}
+
 // Budgets lists every budget the served versions draw from, with the
 // asset it holds.
 func (c *Catalog) Budgets() map[string]ledger.Asset {

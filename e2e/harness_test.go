@@ -51,9 +51,18 @@ func campaignJSON(rains int) string {
   ],
   "token_keys": ["1:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"],
   "active_token_key": 1,
-  "draw_salt": "e2e"
-}`, strings.Join(rs, ","), smallBudget)
+  "draw_salt": "e2e",
+  "admin_keys": [%q]
+}`, strings.Join(rs, ","), smallBudget, testAdminKey)
 }
+
+// testAdminKey is the admin key of the nodes these tests start (a node on
+// real backends refuses to start without one of its own). The commands
+// the tests run (admin, bench) sign with it through $REDRAIN_ADMIN_KEY,
+// which init sets for them.
+const testAdminKey = "e2e:7a1c3e5f70929b4d6f81a3c5e7092b4d6f81a3c5e70921b4d6f8a1c3e5f70929"
+
+func init() { os.Setenv("REDRAIN_ADMIN_KEY", testAdminKey) }
 
 type node struct {
 	t       *testing.T
@@ -148,9 +157,8 @@ type grantResp struct {
 
 var client = &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: workers * 2}}
 
-// adminSigner signs the admin requests with the development key, the key a
-// node started without admin keys accepts.
-var adminSigner = &adminauth.Signer{Key: adminauth.MustParseKey(adminauth.DevKey)}
+// adminSigner signs the admin requests with the test nodes' admin key.
+var adminSigner = &adminauth.Signer{Key: adminauth.MustParseKey(testAdminKey)}
 
 // adminGet sends a signed GET of an admin route through client.
 func adminGet(url string) (*http.Response, error) {

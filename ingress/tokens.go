@@ -3,6 +3,7 @@ package ingress
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/tikv/client-go/v2/txnkv/transaction"
 
@@ -29,6 +30,11 @@ type Tokens struct {
 	catalog func() *campaign.Catalog
 	tikv    *storage.TiKV
 	book    BookNow
+	// StoredAwardMax bounds the amount of a token whose award no served
+	// version offers (after a rollback): the largest amount that any stored
+	// version of the activity offers it (false: none does). Nil: such
+	// tokens are invalid.
+	StoredAwardMax func(ctx context.Context, activity string, stage tokens.Stage, award string) (int64, bool, error)
 }
 
 // NewTokens builds the token service. catalog is what the node serves now
@@ -131,9 +137,40 @@ func (t *Tokens) resolve(ctx context.Context, raw [][]byte) ([]*tokenState, erro
 			s.result = TokenResult{Status: "invalid", Error: "the token's activity or award has no budget"}
 			continue
 		}
+		if msg, err := t.checkAmount(ctx, &s.claims); err != nil {
+			return nil, err
+		} else if msg != "" {
+			s.result = TokenResult{Status: "invalid", Error: msg}
+			continue
+		}
 		kept = append(kept, s)
 	}
 	return states, t.resolveBooked(ctx, kept)
+}
+
+// checkAmount returns why c's amount cannot be booked ("" when it can):
+// above the most that any version of its activity offers for its award
+// (the served versions, else the stored ones), or not positive. Whoever
+// holds a token key can seal any amount; this bounds what a forged token
+// books to what a real grant could have drawn.
+func (t *Tokens) checkAmount(ctx context.Context, c *tokens.Claims) (string, error) {
+	if c.Amount <= 0 {
+		return fmt.Sprintf("amount %d is not positive", c.Amount), nil
+	}
+	m, ok := t.catalog().AwardMax(c.ActivityID, c.Stage, c.AwardType)
+	if !ok && t.StoredAwardMax != nil {
+		var err error
+		if m, ok, err = t.StoredAwardMax(ctx, c.ActivityID, c.Stage, c.AwardType); err != nil {
+			return "", unavailable(err)
+		}
+	}
+	switch {
+	case !ok:
+		return "no version of the activity offers the token's award", nil
+	case c.Amount > m:
+		return fmt.Sprintf("amount %d is above the award's maximum %d", c.Amount, m), nil
+	}
+	return "", nil
 }
 
 // resolveBooked marks booked the tokens whose packet the ledger holds (or

@@ -3,6 +3,7 @@ package ingress
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -123,5 +124,56 @@ func TestLegacyTokens(t *testing.T) {
 	res, err := tk.Redeem(ctx, [][]byte{altered})
 	if err != nil || len(res) != 1 || res[0].Status != "invalid" || len(booker.booked) != 1 {
 		t.Errorf("redeem of an altered legacy token = %+v, %v (booked %d), want invalid and nothing booked", res, err, len(booker.booked))
+	}
+}
+
+// TestRedeemBoundsTheAmount: a token that holds more than its award can
+// draw (the demo's cash is 1..200 fen), a non-positive amount, or an award
+// no version offers, is invalid to status and redeem and books nothing,
+// however authentic (whoever holds a token key can seal any claims); the
+// award's maximum itself books.
+func TestRedeemBoundsTheAmount(t *testing.T) {
+	ctx := context.Background()
+	ts := newTestServer(t, nil)
+	booker := newAccountBooker(ts.kv)
+	tk := NewTokens(ts.camp, ts.grants.Catalog, ts.kv, booker)
+	seal := func(actID uint64, award string, amount int64) []byte {
+		c := tokens.Claims{AppID: 1, ActID: actID, ActivityID: "demo", SceneID: "rain", RainID: 1,
+			AwardType: award, Stage: tokens.StageFormal, Amount: amount}
+		return ts.camp.Ring.Seal(nil, &c)
+	}
+	for _, c := range []struct {
+		name  string
+		token []byte
+		want  string
+	}{
+		{"above the maximum", seal(90, "cash", 201), "amount 201 is above the award's maximum 200"},
+		{"a million yuan", seal(91, "cash", 100_000_000), "above the award's maximum 200"},
+		{"zero", seal(92, "cash", 0), "amount 0 is not positive"},
+		{"negative", seal(93, "cash", -5), "not positive"},
+	} {
+		for _, op := range []func(context.Context, [][]byte) ([]TokenResult, error){tk.Status, tk.Redeem} {
+			res, err := op(ctx, [][]byte{c.token})
+			if err != nil || len(res) != 1 || res[0].Status != "invalid" || !strings.Contains(res[0].Error, c.want) {
+				t.Fatalf("%s: %+v, %v; want invalid: %s", c.name, res, err, c.want)
+			}
+		}
+	}
+	if len(booker.booked) != 0 {
+		t.Fatalf("booking was asked %d grants for tokens above the maximum", len(booker.booked))
+	}
+	res, err := tk.Redeem(ctx, [][]byte{seal(94, "cash", 200)})
+	if err != nil || len(res) != 1 || res[0].Status != "booked" {
+		t.Fatalf("redeem at the maximum = %+v, %v; want booked", res, err)
+	}
+
+	// An award no served version offers ("gift" here) is invalid when no
+	// stored version can be asked (a node asks its configuration store:
+	// node/stages_test.go).
+	if res, err := tk.Status(ctx, [][]byte{seal(95, "gift", 50)}); err != nil || res[0].Status != "invalid" {
+		t.Fatalf("status of a token of an award nobody offers = %+v, %v; want invalid", res, err)
+	}
+	if len(booker.booked) != 1 {
+		t.Fatalf("booking was asked %d grants, want the one at the maximum", len(booker.booked))
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"redrain/metrics"
 	"redrain/protect"
 	"redrain/storage"
+	"redrain/tokens"
 )
 
 // configPollEvery is how often a node asks the configuration store whether
@@ -38,7 +39,7 @@ func (n *Node) startConfig(ctx context.Context) error {
 		Log:           n.log}
 	keys := n.Campaign.Config.AdminKeys
 	if len(keys) == 0 {
-		n.log.Warn("no admin_keys configured: the admin API accepts the public development key")
+		// Only on embedded defaults: checkKeys refused this elsewhere.
 		keys = []string{adminauth.DevKey}
 	}
 	ring, err := adminauth.ParseKeys(keys)
@@ -132,6 +133,39 @@ func (n *Node) applyConfig(snap *configstore.Snapshot) error {
 	}
 	n.grants.SetCatalog(cat)
 	return nil
+}
+
+// storedAwardMax is the largest amount that any version of activity in
+// the configuration store offers for award in stage (false: none offers
+// it). Redeem asks it only for tokens whose award no served version offers
+// (after a rollback); it reads and compiles every version, so it is not for
+// a hot path.
+func (n *Node) storedAwardMax(ctx context.Context, activity string, stage tokens.Stage, award string) (int64, bool, error) {
+	infos, err := n.config.Versions(ctx, activity)
+	if errors.Is(err, configstore.ErrNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	var m int64
+	found := false
+	for _, info := range infos {
+		v, err := n.config.Version(ctx, activity, info.Version)
+		if err != nil {
+			return 0, false, err
+		}
+		cv, err := admin.Compile(v)
+		if err != nil {
+			continue // never served here; it offers nothing
+		}
+		if ch := cv.Child(stage); ch != nil {
+			if w := ch.Award(award); w != nil {
+				m, found = max(m, w.MaxAmount()), true
+			}
+		}
+	}
+	return m, found, nil
 }
 
 // authenticate checks an admin request's signature.

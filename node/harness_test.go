@@ -8,12 +8,15 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"redrain/adminauth"
+	"redrain/campaign"
 	"redrain/node"
 	"redrain/reconcile"
 )
@@ -55,7 +58,7 @@ func (w *testLog) Write(p []byte) (int, error) {
 // The node is stopped when the test ends if the test did not stop it.
 func startNode(t *testing.T, dir, redisAddr string) *node.Node {
 	t.Helper()
-	n, err := node.Start(node.Config{DataDir: dir, HTTP: "127.0.0.1:0", Redis: redisAddr, Log: newTestLog(t)})
+	n, err := node.Start(node.Config{DataDir: dir, HTTP: "127.0.0.1:0", Redis: redisAddr, ConfigFile: configFile(t), Log: newTestLog(t)})
 	if err != nil {
 		t.Fatalf("node.Start(%s): %v", dir, err)
 	}
@@ -82,9 +85,37 @@ func stopNode(t *testing.T, n *node.Node) {
 
 var httpClient = &http.Client{Timeout: 30 * time.Second}
 
-// adminSigner signs the admin requests with the development key, the key a
-// node started without admin keys accepts.
-var adminSigner = &adminauth.Signer{Key: adminauth.MustParseKey(adminauth.DevKey)}
+// testAdminKey and testTokenKey are the keys of the campaign file the test
+// nodes load (configFile): secrets of these tests, not the public ones a
+// node on a real backend (their redis-server) refuses.
+const (
+	testAdminKey = "test:5f0dd8a1c3e2b4978a6c1e0f2d3b4a5968778695a4b3c2d1e0f1a2b3c4d5e6f7"
+	testTokenKey = "1:8e2c6a4f1b3d5e7092a4c6e8f0b2d4f6a8c0e2f4b6d8fa1c3e5a7c9e1b3d5f70"
+)
+
+// configFile writes the demo campaign with the test keys into a file of
+// the test's and returns its path.
+func configFile(t testing.TB) string { return configFileWith(t, func(*campaign.Config) {}) }
+
+// configFileWith is configFile with the config changed by edit first.
+func configFileWith(t testing.TB, edit func(c *campaign.Config)) string {
+	t.Helper()
+	c := campaign.Demo()
+	c.TokenKeys, c.AdminKeys = []string{testTokenKey}, []string{testAdminKey}
+	edit(c)
+	raw, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "campaign.json")
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// adminSigner signs the admin requests with the test nodes' admin key.
+var adminSigner = &adminauth.Signer{Key: adminauth.MustParseKey(testAdminKey)}
 
 func get(t *testing.T, n *node.Node, path string) (int, []byte) {
 	t.Helper()

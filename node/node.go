@@ -137,6 +137,9 @@ func Start(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := n.checkKeys(n.Campaign.Config); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
@@ -241,8 +244,10 @@ func Start(cfg Config) (n *Node, err error) {
 		}
 		return 0
 	})
+	toks := ingress.NewTokens(n.Campaign, n.grants.Catalog, n.tikv, n.booker)
+	toks.StoredAwardMax = n.storedAwardMax
 	n.server = &ingress.Server{Grants: n.grants, Binder: n.binder, Campaign: n.Campaign, TiKV: n.tikv, Metrics: n.Metrics,
-		Tokens:       ingress.NewTokens(n.Campaign, n.grants.Catalog, n.tikv, n.booker),
+		Tokens:       toks,
 		Ledger:       n.booker,
 		Authenticate: n.authenticate,
 		Guard:        n.guard,

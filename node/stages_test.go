@@ -12,19 +12,16 @@ import (
 	"time"
 
 	"redrain/adminauth"
+	"redrain/campaign"
 	"redrain/node"
 	"redrain/storage/storagetest"
+	"redrain/tokens"
 )
 
-// adminClient signs with the development key every node accepts when its
-// campaign file names no admin keys.
+// adminClient signs with the test nodes' admin key.
 func adminClient(t *testing.T, n *node.Node) *adminauth.Client {
 	t.Helper()
-	key, err := adminauth.ParseKey(adminauth.DevKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &adminauth.Client{Target: "http://" + n.Addr(), Signer: &adminauth.Signer{Key: key}, HTTP: httpClient}
+	return &adminauth.Client{Target: "http://" + n.Addr(), Signer: adminSigner, HTTP: httpClient}
 }
 
 // springStages is examples/spring.json with only the given stages.
@@ -290,6 +287,25 @@ func TestStagesByPublishing(t *testing.T) {
 		if r.Status != "issued" && r.Status != "booked" {
 			t.Errorf("token %d of version 3 after rollback: %s", i, r.Status)
 		}
+	}
+	// Only version 3 (stored, no longer served) offers formal awards: it
+	// bounds a formal token's amount. Sealed with the node's token key, as
+	// whoever stole it could: spring's cash draws at most 888 fen.
+	ring, err := campaign.Compile(&campaign.Config{TokenKeys: []string{testTokenKey}, ActiveTokenKey: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := func(amount int64) string {
+		c := tokens.Claims{AppID: 1, ActID: 1 << 40, ActivityID: "spring", SceneID: "lobby", RainID: 4,
+			AwardType: "cash", Stage: tokens.StageFormal, Amount: amount}
+		return string(ring.Ring.Seal(nil, &c))
+	}
+	req.Tokens = []string{forged(888), forged(889)}
+	if err := post(n, "/v1/tokens/status", req, &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Results) != 2 || res.Results[0].Status != "issued" || res.Results[1].Status != "invalid" {
+		t.Errorf("formal cash tokens of 888 and 889 fen after rollback: %+v, want issued and invalid", res.Results)
 	}
 	waitDrained(t, n)
 	budgetsAddUp(t, c, "after rollback")

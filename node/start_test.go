@@ -1,10 +1,16 @@
 package node_test
 
 import (
+	"errors"
 	"net"
+	"os"
+	"strings"
 	"testing"
 
+	"redrain/adminauth"
+	"redrain/campaign"
 	"redrain/node"
+	"redrain/storage/storagetest"
 )
 
 // TestStartFails: a node that cannot start returns an error (it does not
@@ -20,7 +26,7 @@ func TestStartFails(t *testing.T) {
 	}
 	redisAddr := closed.Addr().String()
 	closed.Close()
-	if n, err := node.Start(node.Config{DataDir: dir, HTTP: "127.0.0.1:0", Redis: redisAddr, Log: newTestLog(t)}); err == nil {
+	if n, err := node.Start(node.Config{DataDir: dir, HTTP: "127.0.0.1:0", Redis: redisAddr, ConfigFile: configFile(t), Log: newTestLog(t)}); err == nil {
 		stopNode(t, n)
 		t.Fatalf("Start with Redis at %s (nothing listening) succeeded", redisAddr)
 	}
@@ -38,5 +44,46 @@ func TestStartFails(t *testing.T) {
 
 	// Everything was released: the data dir opens again.
 	n := startNode(t, dir, "")
+	stopNode(t, n)
+}
+
+// TestRefusesPublicKeysOnRealBackends: a node with a real Redis refuses to
+// start with no admin keys, with the public development admin key, or with
+// a public token key (the demo campaign's without --config, an example
+// file's), says which, and writes nothing into its data dir; with keys of
+// its own it starts. On embedded defaults the demo keys still serve.
+func TestRefusesPublicKeysOnRealBackends(t *testing.T) {
+	redisAddr := storagetest.Redis(t)
+	file := func(edit func(c *campaign.Config)) string { return configFileWith(t, edit) }
+	for _, c := range []struct {
+		name, config, want string
+	}{
+		{"no --config", "", "token_keys[0] (id 1) is a public token key"},
+		{"no admin keys", file(func(c *campaign.Config) { c.AdminKeys = nil }), "no admin_keys"},
+		{"the development admin key", file(func(c *campaign.Config) {
+			c.AdminKeys = []string{"ops:" + strings.SplitN(adminauth.DevKey, ":", 2)[1]}
+		}), "admin_keys[0] (id ops) is the public development key"},
+		{"an example's token key", file(func(c *campaign.Config) {
+			c.TokenKeys = append(c.TokenKeys, "2:5E1F0C9A7D3B2A6E8F4C1D0B9A8E7F6C5D4E3F2A1B0C9D8E7F6A5B4C3D2E1F0A")
+		}), "token_keys[1] (id 2) is a public token key"},
+	} {
+		dir := t.TempDir()
+		n, err := node.Start(node.Config{DataDir: dir, HTTP: "127.0.0.1:0", Redis: redisAddr, ConfigFile: c.config, Log: newTestLog(t)})
+		if err == nil {
+			stopNode(t, n)
+			t.Fatalf("%s: a node on a real Redis started", c.name)
+		}
+		if !errors.Is(err, node.ErrPublicKeys) || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "--redis") {
+			t.Fatalf("%s: Start = %v, want ErrPublicKeys naming --redis and %q", c.name, err, c.want)
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			t.Fatalf("%s: the refused node wrote %d entries into its data dir", c.name, len(entries))
+		}
+	}
+	// Embedded defaults keep the demo keys.
+	n, err := node.Start(node.Config{DataDir: t.TempDir(), HTTP: "127.0.0.1:0", Log: newTestLog(t)})
+	if err != nil {
+		t.Fatalf("embedded node with the demo keys: %v", err)
+	}
 	stopNode(t, n)
 }

@@ -32,6 +32,7 @@ commands:
   bench      drive a node or cluster with grants and audit the result
   dev        run the backends several nodes share (development only)
   admin      signed admin API calls: activities, budgets, switches, stats
+  keygen     print a fresh secret key for admin_keys or token_keys
 
 Run 'redrain <command> -h' for its flags.
 `
@@ -53,6 +54,8 @@ func main() {
 		err = devCmd(os.Args[2:])
 	case "admin":
 		err = adminCmd(os.Args[2:])
+	case "keygen":
+		err = keygenCmd(os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return

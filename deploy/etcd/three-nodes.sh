@@ -67,13 +67,29 @@ waitfor "backends" 120 test -s "$dir/dev.flags"
 flags=$(cat "$dir/dev.flags")
 echo "backends: $flags"
 
+# Nodes on real backends refuse public keys: a campaign file (the demo
+# activity) with keys made for this directory, kept across runs; the
+# admin key signs `redrain admin` and bench through $REDRAIN_ADMIN_KEY.
+if [ ! -s "$dir/campaign.json" ]; then
+	cat >"$dir/campaign.json" <<JSON
+{"activities": [{"id": "demo", "rains": [{"scene_id": "rain", "rain_id": 1, "always_open": true, "start": "2026-01-01T00:00:00Z"}],
+  "awards": [{"type": "cash", "kind": "money", "min": 1, "max": 200}],
+  "stages": [{"stage": "formal", "budgets": {"cash": 1000000000000}}]}],
+ "token_keys": ["$("$bin" keygen --id 1)"], "active_token_key": 1, "draw_salt": "demo",
+ "admin_keys": ["$("$bin" keygen --id ops)"]}
+JSON
+	chmod 600 "$dir/campaign.json"
+fi
+REDRAIN_ADMIN_KEY=$(sed -n 's/.*"admin_keys": \["\([^"]*\)".*/\1/p' "$dir/campaign.json")
+export REDRAIN_ADMIN_KEY
+
 # Three nodes. With --cluster-etcd, --cluster-addr is the remoting address
 # each node registers in etcd for the others to dial. The first starts
 # alone: nodes started together on a fresh store race to create the
 # campaign's budgets and the loser exits with a write conflict.
 serve() {
 	# shellcheck disable=SC2086 # $flags is several flags
-	"$bin" serve $flags --data-dir "$dir/n$1" --http "127.0.0.1:910$1" \
+	"$bin" serve $flags --config "$dir/campaign.json" --data-dir "$dir/n$1" --http "127.0.0.1:910$1" \
 		--cluster-addr "127.0.0.1:920$1" --cluster-etcd "$endpoints" \
 		>"$dir/n$1.log" 2>&1 &
 	pids+=($!)
@@ -88,9 +104,9 @@ done
 
 echo "nodes: http://127.0.0.1:9101 http://127.0.0.1:9102 http://127.0.0.1:9103"
 echo "members as node n1 sees them:"
-# Admin requests are signed: the key is $REDRAIN_ADMIN_KEY, else the public
-# development key the nodes accept when they are given none.
+# Admin requests are signed with $REDRAIN_ADMIN_KEY (set above).
 "$bin" admin --target http://127.0.0.1:9101 cluster | grep -o '"id": "[^"]*@[^"]*"' || true
+echo "admin key (for $bin admin and bench): export REDRAIN_ADMIN_KEY=$REDRAIN_ADMIN_KEY"
 echo "try: $bin bench --target http://127.0.0.1:9101,http://127.0.0.1:9102,http://127.0.0.1:9103 --users 100000"
 echo "Ctrl-C stops everything (logs and data stay in $dir)."
 wait
