@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -178,8 +181,8 @@ func (s *Server) serveConn(cn *conn, set *connSet) {
 			// request that closes the connection.
 			last = ctx.Request.Header.ConnectionClose() || br.Buffered() == 0
 		}
-		s.serveBatch(ctxs[:n])
-		closeAfter := n > 0 && ctxs[n-1].Request.Header.ConnectionClose()
+		// After a panic the connection closes once it answered what it read.
+		closeAfter := s.serveBatch(ctxs[:n]) || n > 0 && ctxs[n-1].Request.Header.ConnectionClose()
 		if c.SetWriteDeadline(time.Now().Add(writeTimeout)) != nil {
 			return
 		}
@@ -247,11 +250,11 @@ func writeReadError(bw *bufio.Writer, err error) {
 
 // serveBatch answers requests read together: each run of consecutive
 // single-grant requests is admitted as one batch, every other request is
-// handled alone, in order.
-func (s *Server) serveBatch(ctxs []*fasthttp.RequestCtx) {
+// handled alone, in order. It reports whether a handler panicked.
+func (s *Server) serveBatch(ctxs []*fasthttp.RequestCtx) (panicked bool) {
 	for i := 0; i < len(ctxs); {
 		if !isSingleGrant(ctxs[i]) {
-			s.handle(ctxs[i])
+			panicked = s.recovering(ctxs[i:i+1], func() { s.handle(ctxs[i]) }) || panicked
 			i++
 			continue
 		}
@@ -259,9 +262,45 @@ func (s *Server) serveBatch(ctxs []*fasthttp.RequestCtx) {
 		for j < len(ctxs) && isSingleGrant(ctxs[j]) {
 			j++
 		}
-		s.grantRun(ctxs[i:j])
+		panicked = s.recovering(ctxs[i:j], func() { s.grantRun(ctxs[i:j]) }) || panicked
 		i = j
 	}
+	return panicked
+}
+
+// recovering runs serve, which answers ctxs. A panic in it is logged with
+// its stack and counted (redrain_http_panics_total), and every one of
+// ctxs is answered 500 internal instead of whatever it held: the node goes
+// on serving. A grant among them may have been issued; its retry answers
+// the same packet, as after any uncertain failure.
+func (s *Server) recovering(ctxs []*fasthttp.RequestCtx, serve func()) (panicked bool) {
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		panicked = true
+		s.panicsOnce.Do(func() {
+			if s.Metrics != nil {
+				s.panics = s.Metrics.Counter("redrain_http_panics_total", "HTTP requests whose handler panicked (answered 500 internal; the node went on).")
+			}
+		})
+		if s.panics != nil {
+			s.panics.Add(int64(len(ctxs)))
+		}
+		log := s.Log
+		if log == nil {
+			log = slog.Default()
+		}
+		log.Error("handler panicked: answered 500", "path", string(ctxs[0].Path()), "requests", len(ctxs),
+			"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		for _, ctx := range ctxs {
+			ctx.Response.Reset()
+			writeError(ctx, errcode.Errorf(errcode.CodeInternal, "internal error (logged)"))
+		}
+	}()
+	serve()
+	return false
 }
 
 func isSingleGrant(ctx *fasthttp.RequestCtx) bool {

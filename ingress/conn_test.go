@@ -120,3 +120,33 @@ func TestConnectionLimits(t *testing.T) {
 		t.Error("Connection: close was not answered with a closing response")
 	}
 }
+
+// TestHandlerPanicIsAnswered: a handler that panics (here /readyz) is
+// answered 500 internal, counted, and its connection closes after the
+// answers it owed; requests pipelined before it are answered as usual and
+// the server goes on serving new connections.
+func TestHandlerPanicIsAnswered(t *testing.T) {
+	ts := newTestServer(t, nil)
+	ts.srv.Ready = func() error { panic("boom") }
+	answers := pipeline(t, ts.url, []string{
+		"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n",
+	})
+	if answers[0].StatusCode != http.StatusOK {
+		t.Errorf("healthz before the panic = %d", answers[0].StatusCode)
+	}
+	body, _ := io.ReadAll(answers[1].Body)
+	if answers[1].StatusCode != http.StatusInternalServerError || !strings.Contains(string(body), `"internal"`) || !answers[1].Close {
+		t.Errorf("the panicking request = %d %s (close %v), want 500 internal and the connection closed", answers[1].StatusCode, body, answers[1].Close)
+	}
+	var text bytes.Buffer
+	ts.srv.Metrics.WriteText(&text)
+	if !strings.Contains(text.String(), "redrain_http_panics_total 1\n") {
+		t.Errorf("metrics do not count the panic:\n%s", text.String())
+	}
+	resp, err := http.Get(ts.url + "/healthz")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("healthz after the panic: %v %v", resp, err)
+	}
+	resp.Body.Close()
+}

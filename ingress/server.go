@@ -3,6 +3,7 @@ package ingress
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"strconv"
 	"sync"
 	"time"
@@ -63,6 +64,11 @@ type Server struct {
 	// Guard applies the operator's switches, shed and rate limits to grant
 	// requests before admission sees them (guard.go); nil admits all.
 	Guard *protect.Guard
+	// Log gets the panics a handler recovered from (nil: slog.Default()).
+	Log *slog.Logger
+
+	panicsOnce sync.Once
+	panics     *metrics.Counter // redrain_http_panics_total; nil without Metrics
 
 	scratch  sync.Pool // of *grantScratch (grants.go)
 	mu       sync.Mutex

@@ -251,6 +251,7 @@ func Start(cfg Config) (n *Node, err error) {
 		Ledger:       n.booker,
 		Authenticate: n.authenticate,
 		Guard:        n.guard,
+		Log:          n.log,
 		Admin:        n.admin.Serve,
 		Ready:        n.readyErr,
 		Stats: func() ingress.Stats {
