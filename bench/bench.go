@@ -75,6 +75,11 @@ type Config struct {
 	// (http or https, no path). Each gets Conns connections, and every
 	// connection gets the same share of the load.
 	Targets []string
+	// AdminTargets are the nodes' operations listeners (--admin-http),
+	// where the admin requests (stats, audit, activities) go: one per
+	// target, in the same order. Empty: the targets themselves (nodes that
+	// serve both on one listener).
+	AdminTargets []string
 	// Users is the number of distinct users, 1..UsersMax (default 10000).
 	Users int
 	// Duration is how long requests are sent (default 10s).
@@ -207,6 +212,14 @@ func (c *Config) validate() ([]target, error) {
 			return nil, fmt.Errorf("bench: target %q: %w", s, err)
 		}
 		targets[i] = t
+	}
+	if len(c.AdminTargets) != 0 && len(c.AdminTargets) != len(c.Targets) {
+		return nil, fmt.Errorf("bench: %d admin targets for %d targets, want one each (or none)", len(c.AdminTargets), len(c.Targets))
+	}
+	for _, s := range c.AdminTargets {
+		if _, err := parseTarget(s); err != nil {
+			return nil, fmt.Errorf("bench: admin target %q: %w", s, err)
+		}
 	}
 	switch {
 	case c.Users < 1 || c.Users > UsersMax:

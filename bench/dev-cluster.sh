@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # dev-cluster.sh BIN N [bench flags...]: start a fresh `BIN dev` stack
 # (TiKV test cluster and broker in one process, redis-server) and N nodes
-# on it (HTTP 127.0.0.1:9111.., cluster 127.0.0.1:9211..), wait until every
+# on it (HTTP 127.0.0.1:9111.., operations 127.0.0.1:9311.., cluster
+# 127.0.0.1:9211..), wait until every
 # node is ready, run BIN bench against all of them with the flags given,
 # print the CPU seconds each process used from the bench's start to its
 # end (nodes, the dev process, redis-server), then stop everything and
@@ -36,6 +37,7 @@ cat >"$dir/campaign.json" <<JSON
  "admin_keys": ["$REDRAIN_ADMIN_KEY"]}
 JSON
 targets=()
+admins=()
 for i in $(seq 1 "$n"); do
 	seeds=()
 	for j in $(seq 1 "$n"); do [ "$j" = "$i" ] || seeds+=("127.0.0.1:92$((10 + j))"); done
@@ -43,9 +45,11 @@ for i in $(seq 1 "$n"); do
 	[ "${#seeds[@]}" -gt 0 ] && seedflag=(--cluster-seeds "$(IFS=,; echo "${seeds[*]}")")
 	# shellcheck disable=SC2086
 	"$bin" serve $flags --config "$dir/campaign.json" --data-dir "$dir/n$i" --http "127.0.0.1:91$((10 + i))" \
+		--admin-http "127.0.0.1:93$((10 + i))" \
 		--cluster-addr "127.0.0.1:92$((10 + i))" "${seedflag[@]}" >"$dir/n$i.log" 2>&1 &
 	pids+=("$!")
 	targets+=("http://127.0.0.1:91$((10 + i))")
+	admins+=("http://127.0.0.1:93$((10 + i))")
 done
 for i in $(seq 1 "$n"); do
 	for _ in $(seq 1 240); do
@@ -64,7 +68,7 @@ snapshot() {
 	echo "${out[@]}"
 }
 before=($(snapshot))
-"$bin" bench --target "$(IFS=,; echo "${targets[*]}")" "$@"
+"$bin" bench --target "$(IFS=,; echo "${targets[*]}")" --admin-target "$(IFS=,; echo "${admins[*]}")" "$@"
 after=($(snapshot))
 names=(dev)
 for i in $(seq 1 "$n"); do names+=("node$i"); done

@@ -78,7 +78,7 @@ func CompareHot(ctx context.Context, cfg HotConfig) (*HotReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &adminauth.Client{Target: targets[0].base, Signer: &adminauth.Signer{Key: key}}
+	c := &adminauth.Client{Target: adminTargetsOf(base, targets)[0].base, Signer: &adminauth.Signer{Key: key}}
 	for _, a := range []struct {
 		id string
 		n  int

@@ -136,7 +136,20 @@ func newAdminFor(cfg Config, targets []target) (*admin, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newAdmin(targets, key), nil
+	return newAdmin(adminTargetsOf(cfg, targets), key), nil
+}
+
+// adminTargetsOf returns where the admin requests of targets go: cfg's
+// AdminTargets (validated by withDefaults), else the targets themselves.
+func adminTargetsOf(cfg Config, targets []target) []target {
+	if len(cfg.AdminTargets) == 0 {
+		return targets
+	}
+	out := make([]target, len(cfg.AdminTargets))
+	for i, s := range cfg.AdminTargets {
+		out[i], _ = parseTarget(s)
+	}
+	return out
 }
 
 // send runs the workers for one send window: until cfg.Duration has passed

@@ -266,7 +266,7 @@ func (r *rig) verify(done chan struct{}) {
 				Ready bool
 			}
 		}
-		if resp, err := adminGet(r.nodes[0].url("/admin/v1/cluster")); err == nil {
+		if resp, err := adminGet(r.nodes[0].adminURL("/admin/v1/cluster")); err == nil {
 			_ = json.NewDecoder(resp.Body).Decode(&view)
 			resp.Body.Close()
 		}

@@ -65,26 +65,28 @@ const testAdminKey = "e2e:7a1c3e5f70929b4d6f81a3c5e7092b4d6f81a3c5e70921b4d6f8a1
 func init() { os.Setenv("REDRAIN_ADMIN_KEY", testAdminKey) }
 
 type node struct {
-	t       *testing.T
-	bin     string
-	dir     string
-	cfg     string
-	args    []string // more serve flags (backends, cluster)
-	addr    string   // HTTP; chosen on first start, kept across restarts
-	cmd     *exec.Cmd
-	logPath string
+	t    *testing.T
+	bin  string
+	dir  string
+	cfg  string
+	args []string // more serve flags (backends, cluster)
+	addr string   // HTTP; chosen on first start, kept across restarts
+	// adminAddr is the operations listener (--admin-http), likewise.
+	adminAddr string
+	cmd       *exec.Cmd
+	logPath   string
 }
 
 func (n *node) start() {
 	n.t.Helper()
 	if n.addr == "" {
-		n.addr = freeAddr(n.t)
+		n.addr, n.adminAddr = freeAddr(n.t), freeAddr(n.t)
 	}
 	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		n.t.Fatal(err)
 	}
-	n.cmd = exec.Command(n.bin, append([]string{"serve", "--data-dir", n.dir, "--http", n.addr, "--config", n.cfg, "--log-level", "warn"}, n.args...)...)
+	n.cmd = exec.Command(n.bin, append([]string{"serve", "--data-dir", n.dir, "--http", n.addr, "--admin-http", n.adminAddr, "--config", n.cfg, "--log-level", "warn"}, n.args...)...)
 	n.cmd.Stdout, n.cmd.Stderr = logf, logf
 	if err := n.cmd.Start(); err != nil {
 		n.t.Fatal(err)
@@ -107,6 +109,9 @@ func (n *node) start() {
 }
 
 func (n *node) url(p string) string { return "http://" + n.addr + p }
+
+// adminURL is p on the node's operations listener (admin API, /metrics).
+func (n *node) adminURL(p string) string { return "http://" + n.adminAddr + p }
 
 var (
 	portsMu    sync.Mutex
@@ -338,7 +343,7 @@ func tokenCall(t *testing.T, n *node, op string, toks []string) []tokenResult {
 // metricValue reads an unlabelled series of n's /metrics.
 func metricValue(t *testing.T, n *node, name string) int64 {
 	t.Helper()
-	resp, err := http.Get(n.url("/metrics"))
+	resp, err := http.Get(n.adminURL("/metrics"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,7 +361,7 @@ func metricValue(t *testing.T, n *node, name string) int64 {
 }
 
 func stats(t *testing.T, n *node) (lag int64) {
-	resp, err := adminGet(n.url("/admin/v1/stats"))
+	resp, err := adminGet(n.adminURL("/admin/v1/stats"))
 	if err != nil {
 		t.Fatal(err)
 	}

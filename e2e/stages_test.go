@@ -95,9 +95,9 @@ func TestCampaignStages(t *testing.T) {
 		}
 	})
 	n.start()
-	target := "http://" + n.addr
+	target, adminTarget := "http://"+n.addr, "http://"+n.adminAddr
 	admin := func(args ...string) []byte {
-		return run(t, bin, append([]string{"admin", "--target", target}, args...)...)
+		return run(t, bin, append([]string{"admin", "--target", adminTarget}, args...)...)
 	}
 	version := func(out []byte) string {
 		// "spring: version 3"
@@ -109,7 +109,7 @@ func TestCampaignStages(t *testing.T) {
 	}
 	bench := func(prefix string, users int) benchReport {
 		t.Helper()
-		out := run(t, bin, "bench", "--target", target, "--activity", "spring", "--scene", "lobby", "--rain", "1",
+		out := run(t, bin, "bench", "--target", target, "--admin-target", adminTarget, "--activity", "spring", "--scene", "lobby", "--rain", "1",
 			"--users", fmt.Sprint(users), "--user-prefix", prefix, "--duration", "2s", "--conns", "8", "--pipeline", "4",
 			"--repeat", "0.2", "--json")
 		var r benchReport
@@ -188,7 +188,7 @@ func TestCampaignStages(t *testing.T) {
 
 	// 5. The hot-account comparison runs end to end (its figures are
 	// measured, not asserted: see DESIGN.md).
-	out := run(t, bin, "bench", "--target", target, "--compare-hot", "16", "--rounds", "1", "--users", "2000",
+	out := run(t, bin, "bench", "--target", target, "--admin-target", adminTarget, "--compare-hot", "16", "--rounds", "1", "--users", "2000",
 		"--duration", "2s", "--conns", "8", "--pipeline", "4")
 	if !bytes.Contains(out, []byte("ratio")) {
 		t.Errorf("compare-hot printed:\n%s", out)

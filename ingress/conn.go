@@ -253,13 +253,13 @@ func writeReadError(bw *bufio.Writer, err error) {
 // handled alone, in order. It reports whether a handler panicked.
 func (s *Server) serveBatch(ctxs []*fasthttp.RequestCtx) (panicked bool) {
 	for i := 0; i < len(ctxs); {
-		if !isSingleGrant(ctxs[i]) {
+		if !s.isSingleGrant(ctxs[i]) {
 			panicked = s.recovering(ctxs[i:i+1], func() { s.handle(ctxs[i]) }) || panicked
 			i++
 			continue
 		}
 		j := i + 1
-		for j < len(ctxs) && isSingleGrant(ctxs[j]) {
+		for j < len(ctxs) && s.isSingleGrant(ctxs[j]) {
 			j++
 		}
 		panicked = s.recovering(ctxs[i:j], func() { s.grantRun(ctxs[i:j]) }) || panicked
@@ -303,8 +303,10 @@ func (s *Server) recovering(ctxs []*fasthttp.RequestCtx, serve func()) (panicked
 	return false
 }
 
-func isSingleGrant(ctx *fasthttp.RequestCtx) bool {
-	return ctx.IsPost() && string(ctx.Path()) == "/v1/grants"
+// isSingleGrant reports whether ctx is a grant this listener admits (the
+// operations listener answers it 404 through handle).
+func (s *Server) isSingleGrant(ctx *fasthttp.RequestCtx) bool {
+	return s.Plane != PlaneOps && ctx.IsPost() && string(ctx.Path()) == "/v1/grants"
 }
 
 // Shutdown stops accepting, closes idle connections, and waits until the

@@ -66,6 +66,8 @@ type Server struct {
 	Guard *protect.Guard
 	// Log gets the panics a handler recovered from (nil: slog.Default()).
 	Log *slog.Logger
+	// Plane is which routes this listener serves (PlaneAll: every one).
+	Plane Plane
 
 	panicsOnce sync.Once
 	panics     *metrics.Counter // redrain_http_panics_total; nil without Metrics
@@ -76,6 +78,24 @@ type Server struct {
 	shutdown bool     // Shutdown ran: a later Serve returns at once
 }
 
+// Plane says which routes a listener serves: a node with an operations
+// listener (--admin-http) serves the API on one (PlaneAPI) and the
+// operations routes on the other (PlaneOps); /healthz and /readyz are on
+// both. A route of the other plane is answered 404 not_found.
+type Plane uint8
+
+const (
+	PlaneAll Plane = iota // the API and the operations routes (embedded demo)
+	PlaneAPI              // /v1/*
+	PlaneOps              // /admin/v1/*, /metrics, /debug/pprof/
+)
+
+// opsRoute reports whether path is an operations route.
+func opsRoute(path []byte) bool {
+	return bytes.HasPrefix(path, []byte("/admin/")) || bytes.Equal(path, []byte("/metrics")) ||
+		bytes.HasPrefix(path, []byte("/debug/"))
+}
+
 // requestTimeout bounds one request's work.
 const requestTimeout = 30 * time.Second
 
@@ -83,6 +103,10 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	path := ctx.Path()
 	post, get := ctx.IsPost(), ctx.IsGet()
 	switch {
+	case s.Plane == PlaneAPI && opsRoute(path):
+		writeError(ctx, errcode.Errorf(errcode.CodeNotFound, "no route %s %s on the API listener (operations routes are on the node's --admin-http listener)", ctx.Method(), path))
+	case s.Plane == PlaneOps && bytes.HasPrefix(path, []byte("/v1/")):
+		writeError(ctx, errcode.Errorf(errcode.CodeNotFound, "no route %s %s on the operations listener (the API is on the node's --http listener)", ctx.Method(), path))
 	case bytes.Equal(path, []byte("/v1/grants")):
 		if !post {
 			methodNotAllowed(ctx, "POST")

@@ -42,7 +42,7 @@ func bind(t *testing.T, n *node.Node, app uint32, user string, act uint64, wantS
 func postCode(t *testing.T, n *node.Node, path string, in any) (int, string) {
 	t.Helper()
 	raw, _ := json.Marshal(in)
-	resp, err := httpClient.Post("http://"+n.Addr()+path, "application/json", bytes.NewReader(raw))
+	resp, err := httpClient.Post(urlOf(n, path), "application/json", bytes.NewReader(raw))
 	if err != nil {
 		t.Fatalf("POST %s: %v", path, err)
 	}

@@ -58,7 +58,7 @@ func (w *testLog) Write(p []byte) (int, error) {
 // The node is stopped when the test ends if the test did not stop it.
 func startNode(t *testing.T, dir, redisAddr string) *node.Node {
 	t.Helper()
-	n, err := node.Start(node.Config{DataDir: dir, HTTP: "127.0.0.1:0", Redis: redisAddr, ConfigFile: configFile(t), Log: newTestLog(t)})
+	n, err := node.Start(node.Config{DataDir: dir, HTTP: "127.0.0.1:0", AdminHTTP: "127.0.0.1:0", Redis: redisAddr, ConfigFile: configFile(t), Log: newTestLog(t)})
 	if err != nil {
 		t.Fatalf("node.Start(%s): %v", dir, err)
 	}
@@ -117,9 +117,20 @@ func configFileWith(t testing.TB, edit func(c *campaign.Config)) string {
 // adminSigner signs the admin requests with the test nodes' admin key.
 var adminSigner = &adminauth.Signer{Key: adminauth.MustParseKey(testAdminKey)}
 
+// urlOf is path's URL on n: on its operations listener for the admin API,
+// /metrics and /debug/, else on its API listener.
+func urlOf(n *node.Node, path string) string {
+	for _, p := range []string{"/admin/", "/metrics", "/debug/"} {
+		if strings.HasPrefix(path, p) {
+			return "http://" + n.AdminAddr() + path
+		}
+	}
+	return "http://" + n.Addr() + path
+}
+
 func get(t *testing.T, n *node.Node, path string) (int, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, "http://"+n.Addr()+path, nil)
+	req, err := http.NewRequest(http.MethodGet, urlOf(n, path), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +158,7 @@ func post(n *node.Node, path string, in, out any) error {
 	if err != nil {
 		return err
 	}
-	resp, err := httpClient.Post("http://"+n.Addr()+path, "application/json", bytes.NewReader(raw))
+	resp, err := httpClient.Post(urlOf(n, path), "application/json", bytes.NewReader(raw))
 	if err != nil {
 		return fmt.Errorf("POST %s: %w", path, err)
 	}

@@ -32,6 +32,20 @@ func realBackends(cfg Config) string {
 // keys anyone can read.
 var ErrPublicKeys = errors.New("node: public keys on real backends")
 
+// ErrOpsPlane is the error of a node on real backends whose operations
+// routes would share the API's listener.
+var ErrOpsPlane = errors.New("node: no operations listener on real backends")
+
+// checkOpsPlane refuses a node on real backends without --admin-http: the
+// admin API, /metrics and /debug/pprof/ must not be reachable where the
+// apps' traffic arrives.
+func (n *Node) checkOpsPlane() error {
+	if on := realBackends(n.cfg); on != "" && n.cfg.AdminHTTP == "" {
+		return fmt.Errorf("%w: this node uses %s; give the admin API, /metrics and /debug/pprof/ a listener of their own with --admin-http (for example 127.0.0.1:8081, or an address only operators reach)", ErrOpsPlane, on)
+	}
+	return nil
+}
+
 // checkKeys refuses public keys on a node that uses real backends: no
 // admin_keys (the node would accept the public development key), the
 // development key itself, or a public token key (the demo campaign's,

@@ -41,8 +41,12 @@ import (
 
 // Config is everything `redrain serve` takes.
 type Config struct {
-	DataDir    string   // embedded backends' data and the node id; default ./data
-	HTTP       string   // listen address; default :8080
+	DataDir string // embedded backends' data and the node id; default ./data
+	HTTP    string // listen address; default :8080
+	// AdminHTTP is the operations listener's address: /admin/v1/*,
+	// /metrics and /debug/pprof/ move there from HTTP. Empty: both on HTTP,
+	// which only a node on embedded defaults may do.
+	AdminHTTP  string
 	Kafka      []string // brokers; empty = embedded
 	PD         []string // TiKV PD endpoints; empty = embedded
 	Redis      string   // address; empty = embedded
@@ -89,6 +93,10 @@ type Node struct {
 	guard    *protect.Guard
 	server   *ingress.Server
 	listener net.Listener
+	// opsServer and opsListener serve the operations routes apart from the
+	// API (Config.AdminHTTP); nil without.
+	opsServer   *ingress.Server
+	opsListener net.Listener
 
 	ready        atomic.Bool
 	lag          atomic.Int64
@@ -105,6 +113,15 @@ type Node struct {
 // Addr is the HTTP listen address.
 func (n *Node) Addr() string { return n.listener.Addr().String() }
 
+// AdminAddr is where the operations routes are served: the operations
+// listener, or Addr without one.
+func (n *Node) AdminAddr() string {
+	if n.opsListener != nil {
+		return n.opsListener.Addr().String()
+	}
+	return n.Addr()
+}
+
 // Start brings a node up. It returns once the API listens; the node reports
 // ready on /readyz when recovery has finished.
 func Start(cfg Config) (n *Node, err error) {
@@ -120,7 +137,7 @@ func Start(cfg Config) (n *Node, err error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	n = &Node{cfg: cfg, log: cfg.Log, Metrics: &metrics.Registry{}, Incarnation: uint64(time.Now().UnixNano()), served: make(chan error, 1)}
+	n = &Node{cfg: cfg, log: cfg.Log, Metrics: &metrics.Registry{}, Incarnation: uint64(time.Now().UnixNano()), served: make(chan error, 2)}
 	// The error returns below set the named result n to nil before this
 	// runs, so it stops what was started through its own reference.
 	started := n
@@ -138,6 +155,9 @@ func Start(cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	if err := n.checkKeys(n.Campaign.Config); err != nil {
+		return nil, err
+	}
+	if err := n.checkOpsPlane(); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
@@ -246,36 +266,47 @@ func Start(cfg Config) (n *Node, err error) {
 	})
 	toks := ingress.NewTokens(n.Campaign, n.grants.Catalog, n.tikv, n.booker)
 	toks.StoredAwardMax = n.storedAwardMax
-	n.server = &ingress.Server{Grants: n.grants, Binder: n.binder, Campaign: n.Campaign, TiKV: n.tikv, Metrics: n.Metrics,
-		Tokens:       toks,
-		Ledger:       n.booker,
-		Authenticate: n.authenticate,
-		Guard:        n.guard,
-		Log:          n.log,
-		Admin:        n.admin.Serve,
-		Ready:        n.readyErr,
-		Stats: func() ingress.Stats {
-			lag, err := n.refreshLag()
-			if err != nil {
-				lag = -1 // unknown: never "drained"
-			}
-			st := ingress.Stats{GrantsIssued: n.grants.Issued(), GrantsBooked: n.booker.Booked.Load(),
-				BookingLag: lag, Ready: n.readyErr() == nil, CPUSeconds: metrics.ProcessCPUSeconds(),
-				GrantRecords: n.grants.Records(), Allocs: metrics.HeapAllocs(),
-				BookingKeys: n.booker.Keys.Load(), BookingTxns: n.booker.Batches.Load()}
-			if h := n.booker.IssueToBooked; h != nil {
-				st.IssueToBookedBounds, st.IssueToBooked = h.Buckets()
-			}
-			return st
-		},
-		Cluster: n.clusterView,
-		Audit: func(ctx context.Context) ([]byte, error) {
-			r, err := reconcile.Run(ctx, n.tikv)
-			if err != nil {
-				return nil, err
-			}
-			return r.JSON(), nil
-		},
+	newServer := func(plane ingress.Plane) *ingress.Server {
+		return &ingress.Server{Plane: plane, Grants: n.grants, Binder: n.binder, Campaign: n.Campaign, TiKV: n.tikv, Metrics: n.Metrics,
+			Tokens:       toks,
+			Ledger:       n.booker,
+			Authenticate: n.authenticate,
+			Guard:        n.guard,
+			Log:          n.log,
+			Admin:        n.admin.Serve,
+			Ready:        n.readyErr,
+			Stats: func() ingress.Stats {
+				lag, err := n.refreshLag()
+				if err != nil {
+					lag = -1 // unknown: never "drained"
+				}
+				st := ingress.Stats{GrantsIssued: n.grants.Issued(), GrantsBooked: n.booker.Booked.Load(),
+					BookingLag: lag, Ready: n.readyErr() == nil, CPUSeconds: metrics.ProcessCPUSeconds(),
+					GrantRecords: n.grants.Records(), Allocs: metrics.HeapAllocs(),
+					BookingKeys: n.booker.Keys.Load(), BookingTxns: n.booker.Batches.Load()}
+				if h := n.booker.IssueToBooked; h != nil {
+					st.IssueToBookedBounds, st.IssueToBooked = h.Buckets()
+				}
+				return st
+			},
+			Cluster: n.clusterView,
+			Audit: func(ctx context.Context) ([]byte, error) {
+				r, err := reconcile.Run(ctx, n.tikv)
+				if err != nil {
+					return nil, err
+				}
+				return r.JSON(), nil
+			},
+		}
+	}
+	if cfg.AdminHTTP == "" {
+		n.server = newServer(ingress.PlaneAll)
+	} else {
+		n.server, n.opsServer = newServer(ingress.PlaneAPI), newServer(ingress.PlaneOps)
+		if n.opsListener, err = net.Listen("tcp", cfg.AdminHTTP); err != nil {
+			return nil, fmt.Errorf("node: admin http: %w", err)
+		}
+		go func() { n.served <- n.opsServer.Serve(n.opsListener) }()
 	}
 	if n.listener, err = net.Listen("tcp", cfg.HTTP); err != nil {
 		return nil, fmt.Errorf("node: http: %w", err)
@@ -292,7 +323,7 @@ func Start(cfg Config) (n *Node, err error) {
 	go func() { defer n.bg.Done(); _ = n.booker.Run(ctx) }()
 	go func() { defer n.bg.Done(); n.watchLag(ctx) }()
 	go func() { defer n.bg.Done(); n.recover(ctx) }()
-	n.log.Info("node started", "http", n.Addr(), "data_dir", cfg.DataDir,
+	n.log.Info("node started", "http", n.Addr(), "admin_http", n.AdminAddr(), "data_dir", cfg.DataDir,
 		"kafka", describe(n.kafka.Brokers, n.kafka.Embedded()), "redis", describe([]string{n.redis.Addr}, n.redis.Embedded()),
 		"tikv", describe(cfg.PD, n.tikv.Embedded), "cluster", n.member.Manage)
 	if !n.kafka.Embedded() && n.redis.Embedded() {
@@ -378,7 +409,8 @@ func (n *Node) readyErr() error {
 	return nil
 }
 
-// Served returns the HTTP server's exit.
+// Served returns the exit of an HTTP server (the API's or the operations
+// listener's).
 func (n *Node) Served() <-chan error { return n.served }
 
 // Stop shuts the node down in order: no new requests, leases returned,
@@ -387,6 +419,11 @@ func (n *Node) Stop(ctx context.Context) {
 	n.stopped.Do(func() {
 		if n.server != nil {
 			_ = n.server.Shutdown(ctx)
+		}
+		if n.opsServer != nil {
+			_ = n.opsServer.Shutdown(ctx)
+		} else if n.opsListener != nil {
+			_ = n.opsListener.Close()
 		}
 		if n.grants != nil {
 			n.grants.Close(ctx)

@@ -21,7 +21,7 @@ import (
 // adminClient signs with the test nodes' admin key.
 func adminClient(t *testing.T, n *node.Node) *adminauth.Client {
 	t.Helper()
-	return &adminauth.Client{Target: "http://" + n.Addr(), Signer: adminSigner, HTTP: httpClient}
+	return &adminauth.Client{Target: "http://" + n.AdminAddr(), Signer: adminSigner, HTTP: httpClient}
 }
 
 // springStages is examples/spring.json with only the given stages.
@@ -411,7 +411,7 @@ func TestAdminRefusesBadRequests(t *testing.T) {
 			t.Fatal(err)
 		}
 		edit(h)
-		req, _ := http.NewRequest(method, "http://"+n.Addr()+path, strings.NewReader(string(body)))
+		req, _ := http.NewRequest(method, urlOf(n, path), strings.NewReader(string(body)))
 		req.Header = h
 		resp, err := httpClient.Do(req)
 		if err != nil {
@@ -449,7 +449,7 @@ func TestAdminRefusesBadRequests(t *testing.T) {
 		{path, `{"version":2}`},
 		{"/admin/v1/activities/demo/publish", string(body)},
 	} {
-		req, _ := http.NewRequest("POST", "http://"+n.Addr()+alt.path, strings.NewReader(alt.body))
+		req, _ := http.NewRequest("POST", urlOf(n, alt.path), strings.NewReader(alt.body))
 		req.Header = h.Clone()
 		resp, err := httpClient.Do(req)
 		if err != nil {
@@ -463,7 +463,7 @@ func TestAdminRefusesBadRequests(t *testing.T) {
 	// A replay of a request that was accepted once.
 	h, _ = c.Signer.Headers("GET", "/admin/v1/stats", "", nil)
 	for i, want := range []int{200, 401} {
-		req, _ := http.NewRequest("GET", "http://"+n.Addr()+"/admin/v1/stats", nil)
+		req, _ := http.NewRequest("GET", urlOf(n, "/admin/v1/stats"), nil)
 		req.Header = h.Clone()
 		resp, err := httpClient.Do(req)
 		if err != nil {

@@ -3,6 +3,7 @@ package node_test
 import (
 	"errors"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -26,7 +27,7 @@ func TestStartFails(t *testing.T) {
 	}
 	redisAddr := closed.Addr().String()
 	closed.Close()
-	if n, err := node.Start(node.Config{DataDir: dir, HTTP: "127.0.0.1:0", Redis: redisAddr, ConfigFile: configFile(t), Log: newTestLog(t)}); err == nil {
+	if n, err := node.Start(node.Config{DataDir: dir, HTTP: "127.0.0.1:0", AdminHTTP: "127.0.0.1:0", Redis: redisAddr, ConfigFile: configFile(t), Log: newTestLog(t)}); err == nil {
 		stopNode(t, n)
 		t.Fatalf("Start with Redis at %s (nothing listening) succeeded", redisAddr)
 	}
@@ -68,7 +69,7 @@ func TestRefusesPublicKeysOnRealBackends(t *testing.T) {
 		}), "token_keys[1] (id 2) is a public token key"},
 	} {
 		dir := t.TempDir()
-		n, err := node.Start(node.Config{DataDir: dir, HTTP: "127.0.0.1:0", Redis: redisAddr, ConfigFile: c.config, Log: newTestLog(t)})
+		n, err := node.Start(node.Config{DataDir: dir, HTTP: "127.0.0.1:0", AdminHTTP: "127.0.0.1:0", Redis: redisAddr, ConfigFile: c.config, Log: newTestLog(t)})
 		if err == nil {
 			stopNode(t, n)
 			t.Fatalf("%s: a node on a real Redis started", c.name)
@@ -86,4 +87,56 @@ func TestRefusesPublicKeysOnRealBackends(t *testing.T) {
 		t.Fatalf("embedded node with the demo keys: %v", err)
 	}
 	stopNode(t, n)
+}
+
+// TestOperationsListenerApart: with --admin-http the admin API, /metrics
+// and /debug/pprof/ answer only there and the API only on --http (each
+// answers the other's routes 404 not_found); /readyz is on both. A node on
+// a real backend without --admin-http refuses to start and says why.
+func TestOperationsListenerApart(t *testing.T) {
+	redisAddr := storagetest.Redis(t)
+	_, err := node.Start(node.Config{DataDir: t.TempDir(), HTTP: "127.0.0.1:0", Redis: redisAddr, ConfigFile: configFile(t), Log: newTestLog(t)})
+	if !errors.Is(err, node.ErrOpsPlane) || !strings.Contains(err.Error(), "--admin-http") {
+		t.Fatalf("Start on a real Redis without --admin-http = %v, want ErrOpsPlane", err)
+	}
+	n := startNode(t, t.TempDir(), redisAddr)
+	if n.AdminAddr() == n.Addr() {
+		t.Fatalf("the operations listener is the API's (%s)", n.Addr())
+	}
+	status := func(addr, method, path, body string) int {
+		t.Helper()
+		req, _ := http.NewRequest(method, "http://"+addr+path, strings.NewReader(body))
+		if strings.HasPrefix(path, "/admin/") {
+			if err := adminSigner.Sign(req, []byte(body)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s%s: %v", method, addr, path, err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	grant := `{"app_id":1,"user_id":"ops-1","activity_id":"demo","scene_id":"rain","rain_id":1}`
+	for _, c := range []struct {
+		addr, method, path, body string
+		want                     int
+	}{
+		{n.Addr(), "POST", "/v1/grants", grant, 200},
+		{n.Addr(), "GET", "/readyz", "", 200},
+		{n.Addr(), "GET", "/metrics", "", 404},
+		{n.Addr(), "GET", "/admin/v1/stats", "", 404},
+		{n.Addr(), "GET", "/debug/pprof/cmdline", "", 404},
+		{n.AdminAddr(), "GET", "/metrics", "", 200},
+		{n.AdminAddr(), "GET", "/admin/v1/stats", "", 200},
+		{n.AdminAddr(), "GET", "/debug/pprof/cmdline", "", 200},
+		{n.AdminAddr(), "GET", "/readyz", "", 200},
+		{n.AdminAddr(), "POST", "/v1/grants", grant, 404},
+		{n.AdminAddr(), "GET", "/v1/wallet/1", "", 404},
+	} {
+		if got := status(c.addr, c.method, c.path, c.body); got != c.want {
+			t.Errorf("%s %s on %s = %d, want %d", c.method, c.path, map[bool]string{true: "the API listener", false: "the operations listener"}[c.addr == n.Addr()], got, c.want)
+		}
+	}
 }

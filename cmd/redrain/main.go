@@ -108,6 +108,7 @@ func serve(args []string) error {
 	var b backendFlags
 	b.register(fs)
 	httpAddr := fs.String("http", ":8080", "HTTP listen address")
+	adminHTTP := fs.String("admin-http", "", "operations listen address: the admin API, /metrics and /debug/pprof/ (default: on --http, which only a node on embedded defaults may do)")
 	config := fs.String("config", "", "campaign config file (default: the built-in demo campaign)")
 	partitions := fs.Int("partitions", storage.GrantPartitionsDefault, "partitions of the grant topic when it is created")
 	seeds := fs.String("cluster-seeds", "", "membership addresses (host:port) of the other cluster members, comma-separated")
@@ -124,7 +125,7 @@ func serve(args []string) error {
 		*lagMax = -1 // zero: never give way
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	n, err := node.Start(node.Config{DataDir: b.dataDir, HTTP: *httpAddr, Kafka: list(b.kafka), PD: list(b.pd),
+	n, err := node.Start(node.Config{DataDir: b.dataDir, HTTP: *httpAddr, AdminHTTP: *adminHTTP, Kafka: list(b.kafka), PD: list(b.pd),
 		Redis: b.redis, ConfigFile: *config, Partitions: int32(*partitions), Seeds: list(*seeds), Etcd: list(*clusterEtcd), ClusterAddr: *clusterAddr,
 		BookingLagMax: *lagMax, Log: log})
 	if err != nil {
@@ -176,6 +177,7 @@ func reconcileCmd(args []string) error {
 func benchCmd(args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
 	targets := fs.String("target", "http://127.0.0.1:8080", "node base URLs, comma-separated")
+	adminTargets := fs.String("admin-target", "", "the nodes' operations listeners (--admin-http), comma-separated, one per --target in the same order, for the stats and audit requests (default: the targets)")
 	users := fs.Int("users", 10000, "distinct users")
 	duration := fs.Duration("duration", 10*time.Second, "how long to offer load")
 	rate := fs.Int("rate", 0, "grants/s to offer over all targets; 0 = flat out")
@@ -202,7 +204,7 @@ func benchCmd(args []string) error {
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
 	cfg := bench.Config{
-		Targets: list(*targets), Users: *users, Duration: *duration, Rate: *rate, Conns: *conns,
+		Targets: list(*targets), AdminTargets: list(*adminTargets), Users: *users, Duration: *duration, Rate: *rate, Conns: *conns,
 		Pipeline: *pipeline, Batch: *batch, RepeatRatio: *repeat, AppID: uint32(*app), ActivityID: *activity,
 		SceneID: *scene, RainID: *rain, UserPrefix: *prefix, DrainTimeout: *drain, Audit: *audit,
 		AdminKey: adminKeyOr(*adminKey, os.Getenv), Progress: os.Stderr,

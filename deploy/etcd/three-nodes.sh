@@ -90,6 +90,7 @@ export REDRAIN_ADMIN_KEY
 serve() {
 	# shellcheck disable=SC2086 # $flags is several flags
 	"$bin" serve $flags --config "$dir/campaign.json" --data-dir "$dir/n$1" --http "127.0.0.1:910$1" \
+		--admin-http "127.0.0.1:930$1" \
 		--cluster-addr "127.0.0.1:920$1" --cluster-etcd "$endpoints" \
 		>"$dir/n$1.log" 2>&1 &
 	pids+=($!)
@@ -102,11 +103,11 @@ for i in 2 3; do
 	waitfor "ready node n$i" 180 curl -fsS "http://127.0.0.1:910$i/readyz"
 done
 
-echo "nodes: http://127.0.0.1:9101 http://127.0.0.1:9102 http://127.0.0.1:9103"
+echo "nodes: http://127.0.0.1:9101 http://127.0.0.1:9102 http://127.0.0.1:9103 (operations: 9301-9303)"
 echo "members as node n1 sees them:"
 # Admin requests are signed with $REDRAIN_ADMIN_KEY (set above).
-"$bin" admin --target http://127.0.0.1:9101 cluster | grep -o '"id": "[^"]*@[^"]*"' || true
+"$bin" admin --target http://127.0.0.1:9301 cluster | grep -o '"id": "[^"]*@[^"]*"' || true
 echo "admin key (for $bin admin and bench): export REDRAIN_ADMIN_KEY=$REDRAIN_ADMIN_KEY"
-echo "try: $bin bench --target http://127.0.0.1:9101,http://127.0.0.1:9102,http://127.0.0.1:9103 --users 100000"
+echo "try: $bin bench --target http://127.0.0.1:9101,http://127.0.0.1:9102,http://127.0.0.1:9103 --admin-target http://127.0.0.1:9301,http://127.0.0.1:9302,http://127.0.0.1:9303 --users 100000"
 echo "Ctrl-C stops everything (logs and data stay in $dir)."
 wait
