@@ -176,6 +176,9 @@ func Start(cfg Config) (n *Node, err error) {
 	if n.kafka, err = storage.OpenKafka(cfg.Kafka, cfg.DataDir, cfg.Partitions); err != nil {
 		return nil, err
 	}
+	if n.kafka.Durability != "" {
+		n.log.Warn("kafka: " + n.kafka.Durability)
+	}
 	if n.redis, err = storage.OpenRedis(cfg.Redis, 32); err != nil {
 		return nil, err
 	}

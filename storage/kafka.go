@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -22,7 +23,22 @@ const GrantPartitionsDefault = 8
 type Kafka struct {
 	Brokers  []string
 	embedded *kfake.Cluster
+	// Durability says, with real brokers too few to replicate the grant
+	// topic as a production cluster must, what a broker's loss can lose
+	// ("" when the topic is replicated as wanted, or embedded).
+	Durability string
 }
+
+// The grant topic's durability on a real cluster: an acknowledged grant
+// (RequiredAcks all) is on at least grantMinISR replicas of grantReplicas.
+const (
+	grantReplicas = 3
+	grantMinISR   = 2
+)
+
+// ErrTopicDurability is the error of a grant topic replicated less than a
+// cluster of its size allows.
+var ErrTopicDurability = errors.New("storage: grant topic durability")
 
 // OpenKafka connects to brokers, or when brokers is empty starts the
 // embedded broker persisted under dir, and makes sure the grant topic
@@ -36,7 +52,56 @@ func OpenKafka(brokers []string, dir string, partitions int32) (*Kafka, error) {
 	if err := k.ensureTopic(partitions); err != nil {
 		return nil, err
 	}
+	if err := k.checkDurability(); err != nil {
+		return nil, err
+	}
 	return k, nil
+}
+
+// checkDurability reads the grant topic's replication factor (its least
+// replicated partition) and min.insync.replicas. On a cluster of at least
+// grantReplicas brokers, less than grantReplicas and grantMinISR is an
+// error (an acknowledged grant could die with one broker); on a smaller
+// cluster it sets Durability for the node to log.
+func (k *Kafka) checkDurability() error {
+	admin, err := sarama.NewClusterAdmin(k.Brokers, SaramaConfig("redrain-admin"))
+	if err != nil {
+		return fmt.Errorf("%w: kafka %v: %v", ErrUnavailable, k.Brokers, err)
+	}
+	defer admin.Close()
+	brokers, _, err := admin.DescribeCluster()
+	if err != nil {
+		return fmt.Errorf("%w: describe kafka cluster: %v", ErrUnavailable, err)
+	}
+	metas, err := admin.DescribeTopics([]string{GrantTopic})
+	if err != nil || len(metas) != 1 || metas[0].Err != sarama.ErrNoError {
+		return fmt.Errorf("%w: describe topic %s: %v", ErrUnavailable, GrantTopic, err)
+	}
+	rf := -1
+	for _, p := range metas[0].Partitions {
+		if rf < 0 || len(p.Replicas) < rf {
+			rf = len(p.Replicas)
+		}
+	}
+	entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: GrantTopic, ConfigNames: []string{"min.insync.replicas"}})
+	if err != nil {
+		return fmt.Errorf("%w: describe config of %s: %v", ErrUnavailable, GrantTopic, err)
+	}
+	minISR := 1
+	for _, e := range entries {
+		if e.Name == "min.insync.replicas" {
+			fmt.Sscan(e.Value, &minISR)
+		}
+	}
+	switch {
+	case len(brokers) >= grantReplicas && (rf < grantReplicas || minISR < grantMinISR):
+		return fmt.Errorf("%w: topic %s has replication factor %d and min.insync.replicas %d on a cluster of %d brokers; want at least %d and %d, so that an acknowledged grant survives a broker's loss (alter the topic: kafka-reassign-partitions, kafka-configs --alter --add-config min.insync.replicas=%d)",
+			ErrTopicDurability, GrantTopic, rf, minISR, len(brokers), grantReplicas, grantMinISR, grantMinISR)
+	case rf < grantReplicas || minISR < grantMinISR:
+		k.Durability = fmt.Sprintf("topic %s has replication factor %d and min.insync.replicas %d on a cluster of %d brokers: losing a broker can lose acknowledged grants (production needs %d brokers, %d in sync)",
+			GrantTopic, rf, minISR, len(brokers), grantReplicas, grantMinISR)
+	}
+	return nil
 }
 
 // StartBroker starts the embedded broker on 127.0.0.1:port (0 = any) with
@@ -73,7 +138,16 @@ func (k *Kafka) ensureTopic(partitions int32) error {
 		return fmt.Errorf("%w: kafka %v: %v", ErrUnavailable, k.Brokers, err)
 	}
 	defer admin.Close()
-	err = admin.CreateTopic(GrantTopic, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: -1}, false)
+	// Replicated on up to grantReplicas brokers, acknowledged by
+	// grantMinISR of them (the embedded broker is one: 1 and 1).
+	brokers, _, err := admin.DescribeCluster()
+	if err != nil {
+		return fmt.Errorf("%w: describe kafka cluster: %v", ErrUnavailable, err)
+	}
+	rf := int16(min(grantReplicas, max(len(brokers), 1)))
+	minISR := strconv.Itoa(int(max(1, min(rf-1, grantMinISR))))
+	err = admin.CreateTopic(GrantTopic, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: rf,
+		ConfigEntries: map[string]*string{"min.insync.replicas": &minISR}}, false)
 	var te *sarama.TopicError
 	if err != nil && !(errors.As(err, &te) && te.Err == sarama.ErrTopicAlreadyExists) && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
 		return fmt.Errorf("%w: create topic %s: %v", ErrUnavailable, GrantTopic, err)
