@@ -64,15 +64,11 @@ func OpenKafka(brokers []string, dir string, partitions int32) (*Kafka, error) {
 // error (an acknowledged grant could die with one broker); on a smaller
 // cluster it sets Durability for the node to log.
 func (k *Kafka) checkDurability() error {
-	admin, err := sarama.NewClusterAdmin(k.Brokers, SaramaConfig("redrain-admin"))
+	admin, brokers, err := k.admin()
 	if err != nil {
-		return fmt.Errorf("%w: kafka %v: %v", ErrUnavailable, k.Brokers, err)
+		return err
 	}
 	defer admin.Close()
-	brokers, _, err := admin.DescribeCluster()
-	if err != nil {
-		return fmt.Errorf("%w: describe kafka cluster: %v", ErrUnavailable, err)
-	}
 	metas, err := admin.DescribeTopics([]string{GrantTopic})
 	if err != nil || len(metas) != 1 || metas[0].Err != sarama.ErrNoError {
 		return fmt.Errorf("%w: describe topic %s: %v", ErrUnavailable, GrantTopic, err)
@@ -132,18 +128,29 @@ func (k *Kafka) EmbeddedCluster() *kfake.Cluster { return k.embedded }
 // Embedded reports whether the broker runs in this process.
 func (k *Kafka) Embedded() bool { return k.embedded != nil }
 
-func (k *Kafka) ensureTopic(partitions int32) error {
+// admin connects an admin client and lists the cluster's brokers; the
+// caller closes the client.
+func (k *Kafka) admin() (sarama.ClusterAdmin, []*sarama.Broker, error) {
 	admin, err := sarama.NewClusterAdmin(k.Brokers, SaramaConfig("redrain-admin"))
 	if err != nil {
-		return fmt.Errorf("%w: kafka %v: %v", ErrUnavailable, k.Brokers, err)
+		return nil, nil, fmt.Errorf("%w: kafka %v: %v", ErrUnavailable, k.Brokers, err)
+	}
+	brokers, _, err := admin.DescribeCluster()
+	if err != nil {
+		admin.Close()
+		return nil, nil, fmt.Errorf("%w: describe kafka cluster: %v", ErrUnavailable, err)
+	}
+	return admin, brokers, nil
+}
+
+func (k *Kafka) ensureTopic(partitions int32) error {
+	admin, brokers, err := k.admin()
+	if err != nil {
+		return err
 	}
 	defer admin.Close()
 	// Replicated on up to grantReplicas brokers, acknowledged by
 	// grantMinISR of them (the embedded broker is one: 1 and 1).
-	brokers, _, err := admin.DescribeCluster()
-	if err != nil {
-		return fmt.Errorf("%w: describe kafka cluster: %v", ErrUnavailable, err)
-	}
 	rf := int16(min(grantReplicas, max(len(brokers), 1)))
 	minISR := strconv.Itoa(int(max(1, min(rf-1, grantMinISR))))
 	err = admin.CreateTopic(GrantTopic, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: rf,
