@@ -24,26 +24,27 @@ type Code string
 // codes; Status maps each to its HTTP status and Retryable says whether the
 // same request may succeed later.
 const (
-	CodeMalformed        Code = "malformed_request"  // 400: bad JSON, wrong types, unknown or duplicate fields, missing required fields
-	CodeTooLarge         Code = "request_too_large"  // 413
-	CodeUnknownActivity  Code = "unknown_activity"   // 404
-	CodeUnknownRain      Code = "unknown_rain"       // 404
-	CodeNotEligible      Code = "not_eligible"       // 403: the activity is not published to this user, or no stage admits them
-	CodeUnauthorized     Code = "unauthorized"       // 401: admin request unsigned, altered, expired or replayed
-	CodeInvalidConfig    Code = "invalid_config"     // 422: an activity version that does not validate
-	CodeConflict         Code = "conflict"           // 409: the configuration changed meanwhile; retry
-	CodeRainClosed       Code = "rain_closed"        // 409
-	CodeBudgetExhausted  Code = "budget_exhausted"   // 409
-	CodeGrantInProgress  Code = "grant_in_progress"  // 409, retryable
-	CodeInvalidToken     Code = "invalid_token"      // 400
-	CodeNotFound         Code = "not_found"          // 404 (unknown route / resource)
-	CodeMethodNotAllowed Code = "method_not_allowed" // 405
-	CodeUnavailable      Code = "unavailable"        // 503, retryable (backend down, not ready)
-	CodeInternal         Code = "internal"           // 500
-	CodeAlreadyBound     Code = "already_bound"      // 409: the app user is bound to another act_id
-	CodeRateLimited      Code = "rate_limited"       // 429, retryable (Retry-After: until a token is back)
-	CodeShed             Code = "shed"               // 503, retryable: refused by the operator's shed percentage
-	CodeRainSwitchedOff  Code = "rain_switched_off"  // 503, retryable: the operator switched the rain or activity off
+	CodeMalformed         Code = "malformed_request"   // 400: bad JSON, wrong types, unknown or duplicate fields, missing required fields
+	CodeTooLarge          Code = "request_too_large"   // 413
+	CodeUnknownActivity   Code = "unknown_activity"    // 404
+	CodeUnknownRain       Code = "unknown_rain"        // 404
+	CodeNotEligible       Code = "not_eligible"        // 403: the activity is not published to this user, or no stage admits them
+	CodeUnauthorized      Code = "unauthorized"        // 401: admin request unsigned, altered, expired or replayed
+	CodeInvalidConfig     Code = "invalid_config"      // 422: an activity version that does not validate
+	CodeConflict          Code = "conflict"            // 409: the configuration changed meanwhile; retry
+	CodeRainClosed        Code = "rain_closed"         // 409
+	CodeBudgetExhausted   Code = "budget_exhausted"    // 409
+	CodeGrantInProgress   Code = "grant_in_progress"   // 409, retryable
+	CodeInvalidToken      Code = "invalid_token"       // 400
+	CodeNotFound          Code = "not_found"           // 404 (unknown route / resource)
+	CodeMethodNotAllowed  Code = "method_not_allowed"  // 405
+	CodeUnavailable       Code = "unavailable"         // 503, retryable (backend down, not ready)
+	CodeInternal          Code = "internal"            // 500
+	CodeAlreadyBound      Code = "already_bound"       // 409: the app user is bound to another act_id
+	CodeTooManyIdentities Code = "too_many_identities" // 409: the account holds as many app identities as it may
+	CodeRateLimited       Code = "rate_limited"        // 429, retryable (Retry-After: until a token is back)
+	CodeShed              Code = "shed"                // 503, retryable: refused by the operator's shed percentage
+	CodeRainSwitchedOff   Code = "rain_switched_off"   // 503, retryable: the operator switched the rain or activity off
 )
 
 // meta is the one table behind Status and Retryable. A code that is not in
@@ -81,7 +82,7 @@ func (c Code) meta() (status int, retryable bool) {
 		return 405, false
 	case CodeUnavailable:
 		return 503, true
-	case CodeAlreadyBound:
+	case CodeAlreadyBound, CodeTooManyIdentities:
 		return 409, false
 	case CodeRateLimited:
 		return 429, true

@@ -27,6 +27,7 @@ func TestCodeStatus(t *testing.T) {
 		{CodeUnavailable, 503, true},
 		{CodeInternal, 500, false},
 		{CodeAlreadyBound, 409, false},
+		{CodeTooManyIdentities, 409, false},
 		{CodeRateLimited, 429, true},
 		{CodeShed, 503, true},
 		{CodeRainSwitchedOff, 503, true},

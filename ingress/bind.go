@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/tikv/client-go/v2/txnkv/transaction"
@@ -44,12 +47,23 @@ func (b *Binder) Bind(ctx context.Context, app uint32, user string, actID uint64
 	if app == 0 || user == "" || actID == 0 {
 		return "", errcode.Errorf(errcode.CodeMalformed, "bind: app_id, user_id and act_id are required")
 	}
-	known, err := b.handedOut(ctx, actID)
+	now := time.Now
+	if b.now != nil {
+		now = b.now
+	}
+	if !b.binds.allow(actID, now()) {
+		return "", errcode.Errorf(errcode.CodeRateLimited, "binds to act_id %d: at most %d a second to one account (%d at once) and %d a second on this node", actID, bindsPerAccountPerSecondMax, bindsPerAccountBurst, bindsPerSecondMax)
+	}
+	known, account, err := b.handedOut(ctx, actID)
 	if err != nil {
 		return "", unavailable(err)
 	}
 	if !known {
 		return "", errcode.Errorf(errcode.CodeNotFound, "no account %d", actID)
+	}
+	if account != nil && len(account.Apps) >= AccountIdentitiesMax &&
+		!slices.Contains(account.Apps, ledger.AppUser{AppID: app, UserID: user}) {
+		return "", errcode.Errorf(errcode.CodeTooManyIdentities, "act_id %d holds %d app identities, the most an account may", actID, len(account.Apps))
 	}
 	key := storage.BindMarkKey(app, user)
 	status, bound, err := b.claimBinding(ctx, app, user, actID)
@@ -123,15 +137,15 @@ func (b *Binder) claimBinding(ctx context.Context, app uint32, user string, actI
 // (its mark in Redis; see actMarkTTL). An id merely allocated to some
 // node's block is not enough: that node may still hand it to a new user,
 // who would then share the account with the identity bound here.
-func (b *Binder) handedOut(ctx context.Context, actID uint64) (bool, error) {
-	var exists bool
+func (b *Binder) handedOut(ctx context.Context, actID uint64) (bool, *ledger.Account, error) {
+	var account *ledger.Account
 	var next uint64
 	err := b.tikv.Update(ctx, func(txn *transaction.KVTxn) error {
 		accounts, err := booking.ReadAccounts(ctx, txn, b.parts, []uint64{actID})
 		if err != nil {
 			return err
 		}
-		exists = accounts[actID] != nil
+		account = accounts[actID]
 		m, err := storage.BatchGet(ctx, txn, [][]byte{storage.ActAllocKey})
 		if err != nil {
 			return err
@@ -144,27 +158,107 @@ func (b *Binder) handedOut(ctx context.Context, actID uint64) (bool, error) {
 		}
 		return nil
 	})
-	if err != nil || exists {
-		return exists, err
+	if err != nil || account != nil {
+		return account != nil, account, err
 	}
 	if actID >= next {
-		return false, nil
+		return false, nil, nil
 	}
 	if b.owner {
-		return b.handedOutHere(actID), nil
+		return b.handedOutHere(actID), nil, nil
 	}
 	get := redis.NewStringCmd(ctx, "get", storage.ActMarkKey(actID))
 	if err := b.redis.Do(ctx, get); err != nil {
-		return false, err
+		return false, nil, err
 	}
 	v, err := get.Result()
 	switch {
 	case errors.Is(err, redis.Nil):
-		return false, nil
+		return false, nil, nil
 	case err != nil:
-		return false, fmt.Errorf("%w: redis: %v", storage.ErrUnavailable, err)
+		return false, nil, fmt.Errorf("%w: redis: %v", storage.ErrUnavailable, err)
 	}
-	return v == storage.ActMarkHandedOut, nil
+	return v == storage.ActMarkHandedOut, nil, nil
+}
+
+// AccountIdentitiesMax bounds the app identities an explicit bind adds to
+// one account: each makes its record longer, and a flood of binds to one
+// account could otherwise push it past the store's value limit and stall
+// booking of its whole partition. Grants of identities bound on the grant
+// path (one each) do not count against it.
+const AccountIdentitiesMax = 16
+
+// Binds are rate-limited per node by token buckets: bindsPerSecondMax in
+// all (as much burst), and bindsPerAccountPerSecondMax to one account with
+// a burst of bindsPerAccountBurst, so an account gains at most a few
+// identities a second from one node whatever is sent.
+const (
+	bindsPerSecondMax           = 1000
+	bindsPerAccountPerSecondMax = 2
+	bindsPerAccountBurst        = 8
+	// bindBucketsMax bounds the accounts the limiter tracks; past it, the
+	// buckets that refilled are dropped (a full bucket is no bucket).
+	bindBucketsMax = 1 << 16
+)
+
+// bucket is a token bucket: tokens at last.
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// take refills b at rate per second up to burst and takes a token if one
+// is there.
+func (b *bucket) take(now time.Time, rate, burst float64) bool {
+	if b.last.IsZero() {
+		b.tokens = burst
+	} else {
+		b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// bindLimiter holds the node's bind buckets.
+type bindLimiter struct {
+	mu        sync.Mutex
+	all       bucket
+	byAccount map[uint64]*bucket
+}
+
+// allow takes a token for a bind to actID at now, from the node's bucket
+// and the account's, unless either is empty.
+func (l *bindLimiter) allow(actID uint64, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.byAccount == nil {
+		l.byAccount = map[uint64]*bucket{}
+	}
+	if len(l.byAccount) >= bindBucketsMax {
+		full := time.Duration(float64(time.Second) * bindsPerAccountBurst / bindsPerAccountPerSecondMax)
+		for id, b := range l.byAccount {
+			if now.Sub(b.last) >= full {
+				delete(l.byAccount, id)
+			}
+		}
+	}
+	a := l.byAccount[actID]
+	if a == nil {
+		a = &bucket{}
+		l.byAccount[actID] = a
+	}
+	if !a.take(now, bindsPerAccountPerSecondMax, bindsPerAccountBurst) {
+		return false
+	}
+	if !l.all.take(now, bindsPerSecondMax, bindsPerSecondMax) {
+		a.tokens++ // not spent: the node refused it
+		return false
+	}
+	return true
 }
 
 // bindDurable writes the binding to TiKV: the index key and the identity
@@ -239,6 +333,9 @@ func (s *Server) bind(ctx *fasthttp.RequestCtx) {
 	defer cancel()
 	status, err := s.Binder.Bind(c, req.AppID, req.UserID, req.ActID)
 	if err != nil {
+		if errors.Is(err, errcode.CodeRateLimited) {
+			setRetryAfter(ctx, time.Second)
+		}
 		writeError(ctx, err)
 		return
 	}

@@ -359,3 +359,41 @@ func TestBadRainBindsNobody(t *testing.T) {
 		t.Fatalf("a refused grant bound the user to act %s", v)
 	}
 }
+
+// TestBindFloodIsBounded: binds to one account beyond its burst are
+// refused 429 rate_limited with a Retry-After and bind nothing; with time
+// passing, an account takes identities up to AccountIdentitiesMax, then
+// refuses another 409 too_many_identities (binding nothing), while a
+// repeat of a bound identity still answers already_bound_same.
+func TestBindFloodIsBounded(t *testing.T) {
+	ts := newTestServer(t, nil)
+	act := ts.grant(t, 1, "owner").ActID
+	var clock time.Time = time.Unix(1_900_000_000, 0)
+	ts.binder.now = func() time.Time { return clock }
+	for i := range bindsPerAccountBurst {
+		ts.bindOK(t, 2, fmt.Sprintf("burst-%d", i), act, BindStatusBound)
+	}
+	code, retry, raw := ts.post(t, "/v1/accounts/bind", bindBody(2, "one-too-many", act))
+	if code != http.StatusTooManyRequests || retry == "" || !bytes.Contains(raw, []byte(`"code":"rate_limited"`)) {
+		t.Fatalf("bind past the burst = %d (Retry-After %q) %s, want 429 rate_limited", code, retry, raw)
+	}
+	if got := ts.redisGet(t, storage.BindMarkKey(2, "one-too-many")); got != "" {
+		t.Fatalf("a refused bind set %s = %q", storage.BindMarkKey(2, "one-too-many"), got)
+	}
+	// One more identity per half second, up to the cap (the grant's
+	// identity is not on the record: nothing books in this harness).
+	for i := bindsPerAccountBurst; i < AccountIdentitiesMax; i++ {
+		clock = clock.Add(time.Second / bindsPerAccountPerSecondMax)
+		ts.bindOK(t, 3, fmt.Sprintf("later-%d", i), act, BindStatusBound)
+	}
+	clock = clock.Add(time.Minute)
+	ts.bindFails(t, bindBody(4, "past-the-cap", act), errcode.CodeTooManyIdentities)
+	if got := ts.redisGet(t, storage.BindMarkKey(4, "past-the-cap")); got != "" {
+		t.Fatalf("a bind past the cap set %s = %q", storage.BindMarkKey(4, "past-the-cap"), got)
+	}
+	ts.bindOK(t, 2, "burst-0", act, BindStatusSame)
+	_, acct := ts.durable(t, 2, "burst-0", act)
+	if len(acct.Apps) != AccountIdentitiesMax {
+		t.Fatalf("the account holds %d identities, want %d", len(acct.Apps), AccountIdentitiesMax)
+	}
+}

@@ -48,6 +48,8 @@ type Binder struct {
 	parts int32 // the grant topic's partitions, which hold the accounts
 
 	shards [bindShards]bindShard
+	binds  bindLimiter      // explicit binds (bind.go)
+	now    func() time.Time // the bind limiter's clock; nil: time.Now
 
 	allocMu   sync.Mutex
 	next, end uint64 // the node's current block [next, end)

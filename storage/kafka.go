@@ -79,15 +79,9 @@ func (k *Kafka) checkDurability() error {
 			rf = len(p.Replicas)
 		}
 	}
-	entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: GrantTopic, ConfigNames: []string{"min.insync.replicas"}})
+	minISR, err := minInsyncReplicas(admin)
 	if err != nil {
 		return fmt.Errorf("%w: describe config of %s: %v", ErrUnavailable, GrantTopic, err)
-	}
-	minISR := 1
-	for _, e := range entries {
-		if e.Name == "min.insync.replicas" {
-			fmt.Sscan(e.Value, &minISR)
-		}
 	}
 	switch {
 	case len(brokers) >= grantReplicas && (rf < grantReplicas || minISR < grantMinISR):
@@ -127,6 +121,30 @@ func (k *Kafka) EmbeddedCluster() *kfake.Cluster { return k.embedded }
 
 // Embedded reports whether the broker runs in this process.
 func (k *Kafka) Embedded() bool { return k.embedded != nil }
+
+// minInsyncReplicas reads the grant topic's min.insync.replicas (1 when
+// the broker reports none).
+func minInsyncReplicas(admin sarama.ClusterAdmin) (int, error) {
+	res, err := admin.DescribeConfigs([]*sarama.ConfigResource{{Type: sarama.TopicResource, Name: GrantTopic,
+		ConfigNames: []string{"min.insync.replicas"}}}, sarama.DescribeConfigsOptions{})
+	if err != nil {
+		return 0, err
+	}
+	n := 1
+	for _, r := range res {
+		if r.ErrorCode != sarama.ErrNoError {
+			return 0, fmt.Errorf("%v: %s", r.ErrorCode, r.ErrorMsg)
+		}
+		for _, e := range r.Configs {
+			if e.Name == "min.insync.replicas" {
+				if _, err := fmt.Sscan(e.Value, &n); err != nil {
+					return 0, fmt.Errorf("min.insync.replicas %q: %v", e.Value, err)
+				}
+			}
+		}
+	}
+	return n, nil
+}
 
 // admin connects an admin client and lists the cluster's brokers; the
 // caller closes the client.

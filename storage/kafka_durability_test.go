@@ -2,6 +2,7 @@ package storage
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -23,16 +24,11 @@ func topicDurability(t *testing.T, brokers []string) (rf int, minISR string) {
 		t.Fatal(err)
 	}
 	rf = len(metas[0].Partitions[0].Replicas)
-	entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: GrantTopic, ConfigNames: []string{"min.insync.replicas"}})
+	n, err := minInsyncReplicas(admin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range entries {
-		if e.Name == "min.insync.replicas" {
-			minISR = e.Value
-		}
-	}
-	return rf, minISR
+	return rf, strconv.Itoa(n)
 }
 
 // TestGrantTopicDurability: on a cluster of three brokers the grant topic
