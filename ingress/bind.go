@@ -113,23 +113,17 @@ func (b *Binder) claimBinding(ctx context.Context, app uint32, user string, actI
 		sh.m[k] = actID
 		return BindStatusBound, actID, nil
 	}
-	key := storage.BindMarkKey(app, user)
-	set := redis.NewStringCmd(ctx, "set", key, strconv.FormatUint(actID, 10), "nx", "get")
-	if err := b.redis.Do(ctx, set); err != nil {
-		return "", 0, unavailable(err)
-	}
-	prev, err := set.Result()
+	// The grant path's script: it binds nothing while Redis lacks its index.
+	ids, fresh, err := b.bindInRedis(ctx, []uint32{app}, []string{user}, []int{0}, []uint64{actID})
 	switch {
-	case errors.Is(err, redis.Nil):
-		return BindStatusBound, actID, nil
 	case err != nil:
 		return "", 0, unavailable(err)
+	case ids[0] == 0:
+		return "", 0, errcode.Errorf(errcode.CodeInternal, "binding %s unreadable", storage.BindMarkKey(app, user))
+	case fresh[0]:
+		return BindStatusBound, actID, nil
 	}
-	bound, perr := strconv.ParseUint(prev, 10, 64)
-	if perr != nil {
-		return "", 0, errcode.Errorf(errcode.CodeInternal, "binding %s = %q", key, prev)
-	}
-	return BindStatusSame, bound, nil
+	return BindStatusSame, ids[0], nil
 }
 
 // handedOut reports whether actID belongs to an account: it has a record

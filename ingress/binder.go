@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -146,16 +147,15 @@ func (b *Binder) ResolveMany(ctx context.Context, apps []uint32, users []string,
 		}
 		return nil
 	}
-	got, err := b.bindInRedis(ctx, apps, users, miss, cands)
+	// Ours or not, each gets the id the user holds (the script marked ours
+	// handed out).
+	got, _, err := b.bindInRedis(ctx, apps, users, miss, cands)
 	if err != nil {
 		return err
 	}
 	var firstErr error
 	for j, i := range miss {
-		v := got[j]
-		if v == cands[j] {
-			ids[i] = v // ours; the script marked it handed out
-		} else if ids[i] = v; v == 0 {
+		if ids[i] = got[j]; ids[i] == 0 {
 			firstErr = cmp.Or(firstErr, fmt.Errorf("%w: binding of app %d user %q unreadable", storage.ErrUnavailable, apps[i], users[i]))
 			continue
 		}
@@ -164,22 +164,30 @@ func (b *Binder) ResolveMany(ctx context.Context, apps []uint32, users []string,
 	return firstErr
 }
 
-// bindScript binds each identity key KEYS[i] (i ≤ n, n = #KEYS/2) to the
-// fresh id ARGV[i] unless it holds one already, marks each id it bound
-// handed out (KEYS[n+i] = ARGV[n+1], expiring after ARGV[n+2] ms), and
-// answers per identity the id it holds now: ARGV[i], or the one bound
-// before. A batch of new users is one command (and one atomic step: a
-// binding never lacks its mark).
+// bindScript binds identities while Redis holds the whole index: KEYS[1]
+// is the epoch key (storage.RedisEpochKey), which a rebuild writes last;
+// without it the script binds nothing and errors NOINDEX, so a Redis that
+// lost its data (flushed, restarted empty) never hands a known user a
+// second act_id before the rebuild restored it. Then, for n = (#KEYS-1)/2,
+// it binds each identity key KEYS[1+i] to the fresh id ARGV[i] unless it
+// holds one already, marks each id it bound handed out (KEYS[1+n+i] =
+// ARGV[n+1], expiring after ARGV[n+2] ms), and answers per identity
+// "+ARGV[i]" for a new binding or the id bound before. A batch of new
+// users is one command and one atomic step (a binding never lacks its
+// mark).
 const bindScript = `
-local n = #KEYS / 2
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.error_reply('NOINDEX redis lost its index (no ' .. KEYS[1] .. '): bindings wait for the rebuild')
+end
+local n = (#KEYS - 1) / 2
 local out = {}
 for i = 1, n do
-  local v = redis.call('SET', KEYS[i], ARGV[i], 'NX', 'GET')
+  local v = redis.call('SET', KEYS[1 + i], ARGV[i], 'NX', 'GET')
   if v then
     out[i] = v
   else
-    redis.call('SET', KEYS[n + i], ARGV[n + 1], 'PX', ARGV[n + 2])
-    out[i] = ARGV[i]
+    redis.call('SET', KEYS[1 + n + i], ARGV[n + 1], 'PX', ARGV[n + 2])
+    out[i] = '+' .. ARGV[i]
   end
 end
 return out
@@ -188,12 +196,17 @@ return out
 // bindScriptHash is bindScript's SHA-1, by which EVALSHA runs it.
 var bindScriptHash = redis.NewScript(bindScript).Hash()
 
+// ErrIndexLost is the error of a bind while Redis lacks its epoch key (it
+// lost its data and is not rebuilt yet): nothing was bound.
+var ErrIndexLost = errors.New("ingress: redis lost its binding index")
+
 // bindInRedis runs bindScript for the identities miss with candidate ids
-// cands, and returns the id each holds (0: an answer that is no id).
-func (b *Binder) bindInRedis(ctx context.Context, apps []uint32, users []string, miss []int, cands []uint64) ([]uint64, error) {
+// cands, and returns the id each holds (0: an answer that is no id) and
+// whether the script bound it now.
+func (b *Binder) bindInRedis(ctx context.Context, apps []uint32, users []string, miss []int, cands []uint64) ([]uint64, []bool, error) {
 	n := len(miss)
-	args := make([]any, 3, 3+3*n+2)
-	args[0], args[1], args[2] = "evalsha", bindScriptHash, 2*n
+	args := make([]any, 4, 4+3*n+2)
+	args[0], args[1], args[2], args[3] = "evalsha", bindScriptHash, 1+2*n, storage.RedisEpochKey
 	for _, i := range miss {
 		args = append(args, storage.BindMarkKey(apps[i], users[i]))
 	}
@@ -206,7 +219,7 @@ func (b *Binder) bindInRedis(ctx context.Context, apps []uint32, users []string,
 	args = append(args, storage.ActMarkHandedOut, actMarkTTL.Milliseconds())
 	cmd := redis.NewStringSliceCmd(ctx, args...)
 	if err := b.redis.Do(ctx, cmd); err != nil {
-		return nil, fmt.Errorf("%w: redis: %v", storage.ErrUnavailable, err)
+		return nil, nil, fmt.Errorf("%w: redis: %v", storage.ErrUnavailable, err)
 	}
 	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
 		// The server does not know the script yet (new, restarted or
@@ -214,21 +227,25 @@ func (b *Binder) bindInRedis(ctx context.Context, apps []uint32, users []string,
 		args[0], args[1] = "eval", bindScript
 		cmd = redis.NewStringSliceCmd(ctx, args...)
 		if err := b.redis.Do(ctx, cmd); err != nil {
-			return nil, fmt.Errorf("%w: redis: %v", storage.ErrUnavailable, err)
+			return nil, nil, fmt.Errorf("%w: redis: %v", storage.ErrUnavailable, err)
 		}
 	}
 	vals, err := cmd.Result()
+	if redis.HasErrorPrefix(err, "NOINDEX") {
+		return nil, nil, fmt.Errorf("%w: %w: %v", storage.ErrUnavailable, ErrIndexLost, err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: redis: %v", storage.ErrUnavailable, err)
+		return nil, nil, fmt.Errorf("%w: redis: %v", storage.ErrUnavailable, err)
 	}
 	if len(vals) != n {
-		return nil, fmt.Errorf("%w: redis bound %d identities of %d", storage.ErrUnavailable, len(vals), n)
+		return nil, nil, fmt.Errorf("%w: redis bound %d identities of %d", storage.ErrUnavailable, len(vals), n)
 	}
-	out := make([]uint64, n)
+	ids, fresh := make([]uint64, n), make([]bool, n)
 	for j, v := range vals {
-		out[j], _ = strconv.ParseUint(v, 10, 64)
+		v, fresh[j] = strings.CutPrefix(v, "+")
+		ids[j], _ = strconv.ParseUint(v, 10, 64)
 	}
-	return out, nil
+	return ids, fresh, nil
 }
 
 // actMarkTTL is how long an act_id's handed-out mark (storage.ActMarkKey)

@@ -2,6 +2,7 @@ package ingress
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -36,8 +37,8 @@ func commandCalls(t *testing.T, rdb *redis.Client, cmd string) int {
 // its own order and batches: every identity gets one act_id on every
 // node, different identities different ids, each id bound is marked
 // handed out with an expiry, and a batch costs Redis one command however
-// many new users it holds. A flushed server (script cache lost) still
-// binds.
+// many new users it holds. A flushed server (index and scripts lost)
+// binds nothing until its epoch key is back.
 func TestRedisBindersAgree(t *testing.T) {
 	kv := storagetest.TiKV(t, "")
 	addr := storagetest.Redis(t)
@@ -52,7 +53,10 @@ func TestRedisBindersAgree(t *testing.T) {
 		binders[i] = NewBinder(kv, pipe, false, 8)
 	}
 	// Warm the script cache so the count below is of EVALSHA alone.
-	if _, err := binders[0].bindInRedis(ctx, []uint32{9}, []string{"warm"}, []int{0}, []uint64{1 << 40}); err != nil {
+	if err := rdb.Set(ctx, storage.RedisEpochKey, "test", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := binders[0].bindInRedis(ctx, []uint32{9}, []string{"warm"}, []int{0}, []uint64{1 << 40}); err != nil {
 		t.Fatal(err)
 	}
 	before := commandCalls(t, rdb, "evalsha") + commandCalls(t, rdb, "eval")
@@ -116,16 +120,32 @@ func TestRedisBindersAgree(t *testing.T) {
 		t.Errorf("%d SETs for %d users on %d nodes, want %d (all from the script)", sets, users, nodes, users*(nodes+1))
 	}
 
-	// A flushed server knows no script: the binder sends it whole.
+	// A flushed server lost the index: a binder that does not know a user
+	// binds nothing (it would be a second account for a known one) until
+	// the epoch key is back; a user it knows resolves from its memory.
 	if err := rdb.FlushAll(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
 	pipe := storage.NewPipeliner(rdb, 1)
 	t.Cleanup(pipe.Close)
 	fresh := NewBinder(kv, pipe, false, 8)
+	if id, err := fresh.Resolve(ctx, 1, "u7"); !errors.Is(err, ErrIndexLost) || !errors.Is(err, storage.ErrUnavailable) || id != 0 {
+		t.Fatalf("Resolve of a known user after FLUSHALL = %d, %v; want ErrIndexLost", id, err)
+	}
+	if n := rdb.DBSize(ctx).Val(); n != 0 {
+		t.Fatalf("a bind without the index wrote %d keys", n)
+	}
+	if id, err := binders[0].Resolve(ctx, 1, "u7"); err != nil || id != got[0][7] {
+		t.Fatalf("a binder that knows u7 resolves it as %d, %v; want %d", id, err, got[0][7])
+	}
+	// (A rebuild would restore the bindings first; this one sets the key.)
+	if err := rdb.Set(ctx, storage.RedisEpochKey, "test", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The server knows no script after the flush: the binder sends it whole.
 	id, err := fresh.Resolve(ctx, 2, "after-flush")
 	if err != nil || id == 0 {
-		t.Fatalf("Resolve after FLUSHALL = %d, %v", id, err)
+		t.Fatalf("Resolve after FLUSHALL and the epoch = %d, %v", id, err)
 	}
 	if again, err := binders[1].Resolve(ctx, 2, "after-flush"); err != nil || again != id {
 		t.Fatalf("another node resolves the user as %d, %v; want %d", again, err, id)
@@ -162,6 +182,9 @@ func BenchmarkBindNewUsers(b *testing.B) {
 	pipe := storage.NewPipeliner(rdb, 2)
 	b.Cleanup(pipe.Close)
 	bd := &Binder{redis: pipe}
+	if err := rdb.Set(context.Background(), storage.RedisEpochKey, "bench", 0).Err(); err != nil {
+		b.Fatal(err)
+	}
 	const batch = 100
 	ctx := context.Background()
 	next := uint64(1)
@@ -185,7 +208,7 @@ func BenchmarkBindNewUsers(b *testing.B) {
 	}
 	b.Run("script", func(b *testing.B) {
 		run(b, func(apps []uint32, names []string, miss []int, cands []uint64) error {
-			_, err := bd.bindInRedis(ctx, apps, names, miss, cands)
+			_, _, err := bd.bindInRedis(ctx, apps, names, miss, cands)
 			return err
 		})
 	})

@@ -316,7 +316,9 @@ func Start(cfg Config) (n *Node, err error) {
 	}
 	go func() { n.served <- n.server.Serve(n.listener) }()
 
-	n.bg.Add(6)
+	indexLost := n.Metrics.Gauge("redrain_redis_index_lost", "1 while Redis lost its binding index and the node rebuilds it (new users are refused meanwhile).")
+	n.bg.Add(7)
+	go func() { defer n.bg.Done(); n.watchIndex(ctx, indexLost) }()
 	go func() { defer n.bg.Done(); n.watcher.Run(ctx) }()
 	go func() { defer n.bg.Done(); n.publishStatus(ctx) }()
 	go func() {

@@ -18,6 +18,7 @@ import (
 	"redrain/adminauth"
 	"redrain/booking"
 	"redrain/ledger"
+	"redrain/metrics"
 	"redrain/storage"
 )
 
@@ -49,6 +50,41 @@ func (n *Node) recover(ctx context.Context) {
 }
 
 func (n *Node) recoverOnce(ctx context.Context) error {
+	if err := n.awaitBooked(ctx); err != nil {
+		return err
+	}
+	if n.kafka.Embedded() {
+		if err := n.restoreBindings(ctx); err != nil {
+			return fmt.Errorf("restore bindings: %w", err)
+		}
+	}
+	storeEpoch, err := n.storeEpoch(ctx)
+	if err != nil {
+		return err
+	}
+	redisEpoch, err := n.redis.Client.Get(ctx, storage.RedisEpochKey).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		if err := n.rebuildRedis(ctx, storeEpoch, false); err != nil {
+			return fmt.Errorf("rebuild redis: %w", err)
+		}
+	case err == nil && redisEpoch != storeEpoch:
+		n.log.Warn("recovery: redis indexes another store; clearing its redrain keys", "redis_epoch", redisEpoch, "store_epoch", storeEpoch)
+		if err := n.rebuildRedis(ctx, storeEpoch, true); err != nil {
+			return fmt.Errorf("rebuild redis: %w", err)
+		}
+	case err != nil:
+		return fmt.Errorf("redis: %w", err)
+	default:
+		n.log.Info("recovery: redis index present", "epoch", redisEpoch)
+	}
+	return n.closeOrphanLeases(ctx)
+}
+
+// awaitBooked returns once booking (of every node) has booked the grant
+// topic up to where it ended when awaitBooked began: every grant answered
+// before then is in the store, with the binding it used.
+func (n *Node) awaitBooked(ctx context.Context) error {
 	client, err := sarama.NewClient(n.kafka.Brokers, storage.SaramaConfig("redrain-recovery"))
 	if err != nil {
 		return fmt.Errorf("kafka: %w", err)
@@ -85,30 +121,81 @@ func (n *Node) recoverOnce(ctx context.Context) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	if n.kafka.Embedded() {
-		if err := n.restoreBindings(ctx); err != nil {
-			return fmt.Errorf("restore bindings: %w", err)
+	return nil
+}
+
+// indexCheckEvery is how often a ready node checks that Redis still holds
+// its binding index (the epoch key).
+const indexCheckEvery = time.Second
+
+// watchIndex rebuilds the Redis binding index when Redis loses it while
+// the node runs (flushed, or restarted without its data). Until the
+// rebuild sets the epoch key again, every binder refuses to bind a user
+// it does not know (the bind script's NOINDEX): a known user never gets a
+// second account, and new users are answered unavailable meanwhile. The
+// rebuild waits for the records in flight to land (storage.WriteDeadline)
+// and for booking to book the topic to its end, so that the store holds
+// every binding an answered grant used; it deletes nothing (nothing binds
+// meanwhile), so several nodes may rebuild at once.
+func (n *Node) watchIndex(ctx context.Context, lost *metrics.Gauge) {
+	t := time.NewTicker(indexCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
+		if !n.ready.Load() {
+			continue // recovery rebuilds it
+		}
+		err := n.redis.Client.Get(ctx, storage.RedisEpochKey).Err()
+		if !errors.Is(err, redis.Nil) {
+			continue // present, or Redis down (binders fail on their own)
+		}
+		lost.Set(1)
+		n.log.Error("redis lost its binding index (no epoch key): new users are refused until it is rebuilt from the store")
+		start := time.Now()
+		for attempt := 1; ctx.Err() == nil; attempt++ {
+			err := n.restoreIndex(ctx)
+			if err == nil {
+				break
+			}
+			n.log.Warn("redis index rebuild failed; retrying", "attempt", attempt, "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+		lost.Set(0)
+		n.log.Info("redis binding index rebuilt while serving", "took", time.Since(start).Round(time.Millisecond))
 	}
-	storeEpoch, err := n.storeEpoch(ctx)
+}
+
+// restoreIndex is watchIndex's rebuild (see there).
+func (n *Node) restoreIndex(ctx context.Context) error {
+	// Records of grants resolved before the loss may still land; a node
+	// alone on the embedded broker binds in process and wrote them all.
+	wait := storage.WriteDeadline
+	if n.kafka.Embedded() {
+		wait = 0
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(wait):
+	}
+	if err := n.awaitBooked(ctx); err != nil {
+		return err
+	}
+	epoch, err := n.storeEpoch(ctx)
 	if err != nil {
 		return err
 	}
-	redisEpoch, err := n.redis.Client.Get(ctx, storage.RedisEpochKey).Result()
-	switch {
-	case errors.Is(err, redis.Nil), err == nil && redisEpoch != storeEpoch:
-		if err == nil {
-			n.log.Warn("recovery: redis indexes another store; clearing its redrain keys", "redis_epoch", redisEpoch, "store_epoch", storeEpoch)
-		}
-		if err := n.rebuildRedis(ctx, storeEpoch); err != nil {
-			return fmt.Errorf("rebuild redis: %w", err)
-		}
-	case err != nil:
-		return fmt.Errorf("redis: %w", err)
-	default:
-		n.log.Info("recovery: redis index present", "epoch", redisEpoch)
+	if err := n.redis.Client.Get(ctx, storage.RedisEpochKey).Err(); err == nil {
+		return nil // another node rebuilt it meanwhile
 	}
-	return n.closeOrphanLeases(ctx)
+	return n.rebuildRedis(ctx, epoch, false)
 }
 
 // restoreBindings loads every binding into the binder of a node alone on
@@ -176,12 +263,25 @@ func (n *Node) storeEpoch(ctx context.Context) (string, error) {
 	return epoch, err
 }
 
-// rebuildRedis deletes every redrain key in Redis but admin nonces, writes
-// every binding (accounts' Apps, then the explicit binding index) from
-// TiKV, then the epoch key that says Redis is whole.
-func (n *Node) rebuildRedis(ctx context.Context, epoch string) error {
+// rebuildRedis writes every binding (accounts' Apps, then the explicit
+// binding index) from TiKV, then the epoch key that says Redis is whole.
+// With clear (Redis indexes another store) it first deletes every redrain
+// key but admin nonces; without (Redis lost its data), it deletes nothing:
+// while the epoch key is missing no binder writes a binding, so nothing a
+// live node wrote is lost, and nodes rebuilding at once write the same.
+func (n *Node) rebuildRedis(ctx context.Context, epoch string, clear bool) error {
 	start := time.Now()
 	cleared := 0
+	if clear {
+		if err := n.clearRedis(ctx, &cleared); err != nil {
+			return err
+		}
+	}
+	return n.writeIndex(ctx, epoch, start, cleared)
+}
+
+// clearRedis deletes every redrain key but admin nonces, counting them.
+func (n *Node) clearRedis(ctx context.Context, cleared *int) error {
 	iter := n.redis.Client.Scan(ctx, 0, "rr:*", 1000).Iterator()
 	var stale []string
 	for iter.Next(ctx) {
@@ -195,7 +295,7 @@ func (n *Node) rebuildRedis(ctx context.Context, epoch string) error {
 			if err := n.redis.Client.Unlink(ctx, stale...).Err(); err != nil {
 				return err
 			}
-			cleared += len(stale)
+			*cleared += len(stale)
 			stale = stale[:0]
 		}
 	}
@@ -206,8 +306,14 @@ func (n *Node) rebuildRedis(ctx context.Context, epoch string) error {
 		if err := n.redis.Client.Unlink(ctx, stale...).Err(); err != nil {
 			return err
 		}
-		cleared += len(stale)
+		*cleared += len(stale)
 	}
+	return nil
+}
+
+// writeIndex writes every binding from TiKV, then the epoch key (see
+// rebuildRedis).
+func (n *Node) writeIndex(ctx context.Context, epoch string, start time.Time, cleared int) error {
 	var cmds []redis.Cmder
 	flush := func() error {
 		if len(cmds) == 0 {
