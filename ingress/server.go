@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net/http/pprof"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 	"github.com/valyala/fasthttp/pprofhandler"
 
 	"redrain/campaign"
@@ -96,6 +98,9 @@ func opsRoute(path []byte) bool {
 		bytes.HasPrefix(path, []byte("/debug/"))
 }
 
+// pprofIndex serves net/http/pprof's index of profiles.
+var pprofIndex = fasthttpadaptor.NewFastHTTPHandlerFunc(pprof.Index)
+
 // requestTimeout bounds one request's work.
 const requestTimeout = 30 * time.Second
 
@@ -150,6 +155,12 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetContentType("text/plain; version=0.0.4")
 		s.Metrics.WriteText(ctx)
 	case bytes.HasPrefix(path, []byte("/debug/pprof/")):
+		if bytes.Equal(path, []byte("/debug/pprof/")) {
+			// pprofhandler answers a path ending in / 404; the index is
+			// net/http/pprof's.
+			pprofIndex(ctx)
+			return
+		}
 		pprofhandler.PprofHandler(ctx)
 	case bytes.HasPrefix(path, []byte("/admin/v1/")):
 		s.admin(ctx, path)

@@ -131,6 +131,8 @@ func TestOperationsListenerApart(t *testing.T) {
 		{n.AdminAddr(), "GET", "/metrics", "", 200},
 		{n.AdminAddr(), "GET", "/admin/v1/stats", "", 200},
 		{n.AdminAddr(), "GET", "/debug/pprof/cmdline", "", 200},
+		{n.AdminAddr(), "GET", "/debug/pprof/", "", 200},
+		{n.Addr(), "GET", "/debug/pprof/", "", 404},
 		{n.AdminAddr(), "GET", "/readyz", "", 200},
 		{n.AdminAddr(), "POST", "/v1/grants", grant, 404},
 		{n.AdminAddr(), "GET", "/v1/wallet/1", "", 404},
