@@ -160,6 +160,26 @@ func (c *Client) Budgets(ctx context.Context, activity string) (json.RawMessage,
 	return out, err
 }
 
+// PathParked lists the parked grant records (GET) and parks one (POST).
+const PathParked = "/admin/v1/parked"
+
+// Park asks the node to set aside the grant record at offset of partition
+// part, which booking cannot read, so that the partition goes on; reason
+// is kept with it.
+func (c *Client) Park(ctx context.Context, part int32, offset int64, reason string) (json.RawMessage, error) {
+	if reason == "" {
+		return nil, errors.New("park: a reason is required")
+	}
+	body := struct {
+		Partition int32  `json:"partition"`
+		Offset    int64  `json:"offset"`
+		Reason    string `json:"reason"`
+	}{part, offset, reason}
+	var out json.RawMessage
+	err := c.Do(ctx, http.MethodPost, PathParked, nil, body, &out)
+	return out, err
+}
+
 // Get returns the JSON answer of GET path (already escaped).
 func (c *Client) Get(ctx context.Context, path string) (json.RawMessage, error) {
 	var out json.RawMessage

@@ -94,6 +94,9 @@ type Booker struct {
 	mu     sync.Mutex
 	owned  map[int32]*owned
 	broken error
+	// stuck holds, per partition, why it waits at a record it cannot read
+	// (until an operator parks it).
+	stuck map[int32]error
 }
 
 // owned is a partition this node books now.
@@ -156,7 +159,28 @@ func New(cfg Config) *Booker {
 func (b *Booker) Broken() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.broken
+	if b.broken != nil {
+		return b.broken
+	}
+	for _, part := range slices.Sorted(maps.Keys(b.stuck)) {
+		return fmt.Errorf("partition %d stuck (park the record to go on: redrain admin park): %w", part, b.stuck[part])
+	}
+	return nil
+}
+
+// setStuck records why part waits at a record, or that it does not (nil).
+func (b *Booker) setStuck(part int32, why error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if why == nil {
+		delete(b.stuck, part)
+		return
+	}
+	if b.stuck == nil {
+		b.stuck = map[int32]error{}
+	}
+	b.stuck[part] = why
+	b.log.Error("booking: partition stuck at a record it cannot read; park it to go on", "partition", part, "err", why)
 }
 
 // Claims returns the partitions this node books now.
@@ -272,6 +296,7 @@ func (b *Booker) own(ctx context.Context, sess sarama.ConsumerGroupSession, id i
 	b.mu.Unlock()
 	stopped := false
 	defer func() {
+		b.setStuck(p.id, nil) // the next owner meets the record again
 		p.tenure.ended.Store(true)
 		if p.told && b.sessions != nil {
 			b.sessions.Lost(p.tenure)
@@ -333,6 +358,9 @@ func (p *part) loop(ctx context.Context, sess sarama.ConsumerGroupSession, msgs 
 		if len(p.pending) >= pipelineDepth {
 			in, ops = nil, nil
 		}
+		if p.stuck != nil {
+			in = nil
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -353,6 +381,14 @@ func (p *part) loop(ctx context.Context, sess sarama.ConsumerGroupSession, msgs 
 			p.tellOwned()
 			if err := p.refresh(ctx); err != nil {
 				return err
+			}
+			if m := p.stuck; m != nil && len(p.pending) < pipelineDepth && p.parked(ctx, m.Offset) {
+				p.stuck = nil
+				p.b.setStuck(p.id, nil)
+				var err error
+				if grants, err = p.gather(ctx, sess, m, msgs, grants[:0]); err != nil {
+					return err
+				}
 			}
 			if len(p.pending) < pipelineDepth && p.ckptDue() {
 				if err := p.send(ctx, p.newUnit()); err != nil {
@@ -381,8 +417,14 @@ func (p *part) gather(ctx context.Context, sess sarama.ConsumerGroupSession, m *
 		if m.Offset >= p.next.Booked {
 			var err error
 			if grants, err = ledger.DecodeGrantRecord(grants, m.Value); err != nil {
-				bad = fmt.Errorf("undecodable grant record at offset %d: %w", m.Offset, err)
-				break
+				if !p.parked(ctx, m.Offset) {
+					// Stuck: nothing after it is booked until an operator
+					// parks it (Park); the loop asks again every tick.
+					p.stuck = m
+					bad = fmt.Errorf("undecodable grant record at offset %d: %w", m.Offset, err)
+					break
+				}
+				p.b.log.Warn("booking: skipped a parked record", "partition", p.id, "offset", m.Offset)
 			}
 			if first == nil {
 				first = m
@@ -404,7 +446,7 @@ func (p *part) gather(ctx context.Context, sess sarama.ConsumerGroupSession, m *
 		}
 	}
 	// The records before an undecodable one hold acknowledged grants too:
-	// they are booked before the partition stops.
+	// they are booked before the partition waits.
 	if last != nil {
 		u := p.newUnit()
 		u.grants = slices.Clone(grants)
@@ -413,7 +455,10 @@ func (p *part) gather(ctx context.Context, sess sarama.ConsumerGroupSession, m *
 			return grants, err
 		}
 	}
-	return grants, bad
+	if bad != nil {
+		p.b.setStuck(p.id, bad)
+	}
+	return grants, nil
 }
 
 // stop halts booking for good: the node reports it on /readyz, and it is

@@ -1,11 +1,13 @@
 package booking_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"math"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"redrain/booking"
 	"redrain/booking/bookingtest"
 	"redrain/ledger"
+	"redrain/reconcile"
 	"redrain/storage"
 	"redrain/storage/storagetest"
 )
@@ -251,7 +254,10 @@ func waitBroken(t *testing.T, b *booking.Booker) error {
 
 // TestConsumeStopsOnUndecodableRecord: a record that cannot be decoded
 // stops its partition; the records before it are booked, the ones after it
-// are not, and the store's booked offset stops at it.
+// are not, and the store's booked offset stops at it. Parked by an
+// operator (a decodable record is refused), it is skipped within a tick:
+// the records after it are booked, the booker is whole again, and the
+// parked record keeps its bytes, who parked it and why.
 func TestConsumeStopsOnUndecodableRecord(t *testing.T) {
 	k := storagetest.Kafka(t, "", 1)
 	f := newFixture(t, 1, 1_000_000)
@@ -279,6 +285,37 @@ func TestConsumeStopsOnUndecodableRecord(t *testing.T) {
 		t.Fatalf("booked offset %d, want 1 (the broken record at 1 is not)", got)
 	}
 	f.Audit(before)
+
+	ctx := context.Background()
+	good := booking.Parked{Partition: 0, Offset: 0, By: "ops", Value: ledger.AppendGrantRecord(nil, before)}
+	if _, err := booking.Park(ctx, f.KV, good); !errors.Is(err, booking.ErrNotPoisoned) {
+		t.Fatalf("Park of a decodable record = %v, want ErrNotPoisoned", err)
+	}
+	park := booking.Parked{Partition: 0, Offset: 1, By: "ops", At: 1_800_000_000_000, Reason: "truncated by a test", Value: bad}
+	if created, err := booking.Park(ctx, f.KV, park); err != nil || !created {
+		t.Fatalf("Park = %v, %v", created, err)
+	}
+	if created, err := booking.Park(ctx, f.KV, park); err != nil || created {
+		t.Fatalf("Park again = %v, %v; want kept, not created", created, err)
+	}
+	eventually(t, within, "the record after the parked one booked", func() error {
+		if got := booked(t, f)[0]; got != 3 {
+			return fmt.Errorf("booked offset %d, want 3", got)
+		}
+		return allBooked(f, after)
+	})
+	if err := b.Broken(); err != nil {
+		t.Fatalf("Broken() after parking = %v, want nil", err)
+	}
+	list, err := booking.ParkedRecords(ctx, f.KV)
+	if err != nil || len(list) != 1 || list[0].Offset != 1 || list[0].By != "ops" || list[0].Reason != park.Reason ||
+		!bytes.Equal(list[0].Value, bad) || list[0].Error == "" {
+		t.Fatalf("ParkedRecords = %+v, %v", list, err)
+	}
+	if r, err := reconcile.Run(ctx, f.KV); err != nil || len(r.Parked) != 1 || r.Parked[0].Offset != 1 || r.Parked[0].Reason != park.Reason {
+		t.Fatalf("the audit's parked records = %+v, %v", r, err)
+	}
+	f.Audit(append(slices.Clone(before), after...))
 }
 
 // TestConsumeStopsOnMoneyInvariant: a decodable record whose booking would

@@ -61,8 +61,11 @@ var errFenced = errors.New("booking: partition taken over by another owner")
 // place: a unit replaces each account it changes with a changed copy and
 // keeps the one it replaced, so uncommitted units roll back exactly.
 type part struct {
-	b        *Booker
-	id       int32
+	b  *Booker
+	id int32
+	// stuck is a record booking cannot read, not parked yet: the partition
+	// takes no record after it until Park sets it aside.
+	stuck    *sarama.ConsumerMessage
 	epoch    uint64
 	accounts map[uint64]*ledger.Account
 	pages    map[uint64]*pageMem

@@ -28,6 +28,7 @@ func TestCodeStatus(t *testing.T) {
 		{CodeInternal, 500, false},
 		{CodeAlreadyBound, 409, false},
 		{CodeTooManyIdentities, 409, false},
+		{CodeRecordReadable, 409, false},
 		{CodeRateLimited, 429, true},
 		{CodeShed, 503, true},
 		{CodeRainSwitchedOff, 503, true},

@@ -22,6 +22,7 @@ import (
 
 	"github.com/IBM/sarama"
 	pcluster "github.com/asynkron/protoactor-go/cluster"
+	"github.com/valyala/fasthttp"
 
 	"redrain/actors"
 	"redrain/admin"
@@ -276,8 +277,10 @@ func Start(cfg Config) (n *Node, err error) {
 			Authenticate: n.authenticate,
 			Guard:        n.guard,
 			Log:          n.log,
-			Admin:        n.admin.Serve,
-			Ready:        n.readyErr,
+			Admin: func(ctx *fasthttp.RequestCtx, keyID string) bool {
+				return n.serveParked(ctx, keyID) || n.admin.Serve(ctx, keyID)
+			},
+			Ready: n.readyErr,
 			Stats: func() ingress.Stats {
 				lag, err := n.refreshLag()
 				if err != nil {

@@ -39,6 +39,15 @@ func ParsePartKey(k []byte) (int32, bool) {
 	return int32(v), true
 }
 
+// ParkedKey holds a grant record an operator parked: booking skips it
+// (booking.Park).
+func ParkedKey(part int32, offset int64) []byte {
+	return fmt.Appendf(nil, "rr/parked/%04x/%016x", part, offset)
+}
+
+// ParkedPrefix bounds the scan of every parked record.
+var ParkedPrefix = []byte("rr/parked/")
+
 // JournalKey holds one ledger.Journal of a partition.
 func JournalKey(part int32, seq uint64) []byte {
 	return fmt.Appendf(nil, "rr/jrnl/%04x/%016x", part, seq)

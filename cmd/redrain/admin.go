@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -30,6 +31,12 @@ commands:
   budget BUDGET_ID           one budget (ids look like spring/formal/cash)
   switches [set FILE|-]      show the switches, or replace them with FILE's JSON
   stats | audit | cluster    the node's stats, the audit report, the cluster view
+  park PARTITION OFFSET --reason TEXT
+                             set aside the grant record booking cannot read at
+                             that offset, so that its partition goes on (kept,
+                             with the key id, time and reason; a readable record
+                             is refused)
+  parked                     the parked records
 
 --key defaults to $REDRAIN_ADMIN_KEY, else the public development key.
 Exit status: 1 when the node answers an error, 2 on bad usage or no answer.
@@ -102,11 +109,12 @@ func (a *adminRun) run(ctx context.Context, cmd string, args []string) int {
 	publish := fs.Bool("publish", false, "apply: publish each new version to all")
 	whitelist := fs.String("whitelist", "", "publish: app_id:user_id entries, comma-separated")
 	whitelistFile := fs.String("whitelist-file", "", "publish: file of app_id:user_id entries, one a line")
+	reason := fs.String("reason", "", "park: why the record is set aside (required)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return 2
 	}
-	err = a.dispatch(ctx, cmd, pos, *version, *publish, *whitelist, *whitelistFile)
+	err = a.dispatch(ctx, cmd, pos, *version, *publish, *whitelist, *whitelistFile, *reason)
 	var api *adminauth.APIError
 	switch {
 	case err == nil:
@@ -141,9 +149,9 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-func (a *adminRun) dispatch(ctx context.Context, cmd string, pos []string, version int64, publish bool, whitelist, whitelistFile string) error {
+func (a *adminRun) dispatch(ctx context.Context, cmd string, pos []string, version int64, publish bool, whitelist, whitelistFile, reason string) error {
 	want := map[string]int{"apply": 1, "list": 0, "get": 1, "publish": 1, "rollback": 1, "budgets": 1,
-		"budget": 1, "stats": 0, "audit": 0, "cluster": 0}
+		"budget": 1, "stats": 0, "audit": 0, "cluster": 0, "park": 2, "parked": 0}
 	n, known := want[cmd]
 	if cmd == "switches" {
 		known, n = true, len(pos)
@@ -160,6 +168,9 @@ func (a *adminRun) dispatch(ctx context.Context, cmd string, pos []string, versi
 		return errUsage
 	case (cmd == "publish" || cmd == "rollback") && version < 1:
 		fmt.Fprintf(a.stderr, "redrain admin %s: --version N (N >= 1) is required\n", cmd)
+		return errUsage
+	case cmd == "park" && reason == "":
+		fmt.Fprintf(a.stderr, "redrain admin park: --reason TEXT is required\n")
 		return errUsage
 	}
 	switch cmd {
@@ -202,7 +213,15 @@ func (a *adminRun) dispatch(ctx context.Context, cmd string, pos []string, versi
 			return err
 		}
 		return a.print(a.c.SetSwitches(ctx, body))
-	default: // stats, audit, cluster
+	case "park":
+		part, perr := strconv.ParseInt(pos[0], 10, 32)
+		offset, oerr := strconv.ParseInt(pos[1], 10, 64)
+		if perr != nil || oerr != nil || part < 0 || offset < 0 {
+			fmt.Fprintf(a.stderr, "redrain admin park: PARTITION and OFFSET are numbers >= 0, not %q\n", pos)
+			return errUsage
+		}
+		return a.print(a.c.Park(ctx, int32(part), offset, reason))
+	default: // stats, audit, cluster, parked
 		return a.print(a.c.Get(ctx, "/admin/v1/"+cmd))
 	}
 }
