@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -69,6 +70,11 @@ func newAdmin(targets []target, key adminauth.Key) *admin {
 	}
 }
 
+// errAdminRefused marks an admin answer that waiting cannot change: no
+// such route at that address (not the node's operations listener), or the
+// key refused.
+var errAdminRefused = errors.New("bench: the admin request was refused")
+
 // get fetches path from t within timeout (or ctx's deadline, if sooner) and
 // decodes its JSON body into v. Any status but 200 is an error.
 func (a *admin) get(ctx context.Context, t target, path string, timeout time.Duration, v any) error {
@@ -94,8 +100,16 @@ func (a *admin) get(ctx context.Context, t target, path string, timeout time.Dur
 	if err := a.client.DoTimeout(req, resp, timeout); err != nil {
 		return fmt.Errorf("GET %s%s: %w", t.base, path, err)
 	}
-	if resp.StatusCode() != fasthttp.StatusOK {
-		return fmt.Errorf("GET %s%s: status %d: %.200s", t.base, path, resp.StatusCode(), resp.Body())
+	switch code := resp.StatusCode(); code {
+	case fasthttp.StatusOK:
+	case fasthttp.StatusNotFound:
+		return fmt.Errorf("%w: GET %s%s: status %d: %.200s (a node with --admin-http serves its admin routes there: give it as --admin-target)",
+			errAdminRefused, t.base, path, code, resp.Body())
+	case fasthttp.StatusUnauthorized:
+		return fmt.Errorf("%w: GET %s%s: status %d: %.200s (sign with the node's admin key: --admin-key or $REDRAIN_ADMIN_KEY)",
+			errAdminRefused, t.base, path, code, resp.Body())
+	default:
+		return fmt.Errorf("GET %s%s: status %d: %.200s", t.base, path, code, resp.Body())
 	}
 	if err := json.Unmarshal(resp.Body(), v); err != nil {
 		return fmt.Errorf("GET %s%s: %w", t.base, path, err)

@@ -10,6 +10,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"slices"
 	"strings"
@@ -1186,17 +1188,41 @@ func TestRunNotReady(t *testing.T) {
 	}
 }
 
+// TestRunWrongAdminKey: stats refused for the key end the wait for ready
+// at once (the ready timeout here is far longer than the test's context),
+// naming the refusal and what to change.
 func TestRunWrongAdminKey(t *testing.T) {
 	c, urls := newFakeCluster(t, 1)
 	other := "dev:" + strings.Repeat("ab", 32)
-	rep, err := Run(context.Background(), Config{Targets: urls, AdminKey: other, ReadyTimeout: 300 * time.Millisecond})
-	if err == nil || !strings.Contains(err.Error(), "status 401") || !strings.Contains(err.Error(), "bad_signature") || rep != nil {
-		t.Errorf("Run with another key = %v, %v; want the stats refused as bad_signature", rep, err)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, Config{Targets: urls, AdminKey: other, ReadyTimeout: time.Hour})
+	if err == nil || !strings.Contains(err.Error(), "status 401") || !strings.Contains(err.Error(), "bad_signature") ||
+		!strings.Contains(err.Error(), "--admin-key") || ctx.Err() != nil || rep != nil {
+		t.Errorf("Run with another key = %v, %v; want the stats refused as bad_signature at once", rep, err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.requests != 0 {
 		t.Errorf("%d grant requests sent though the stats were refused", c.requests)
+	}
+}
+
+// TestRunAdminRoutesElsewhere: a target whose admin routes answer 404 (a
+// node with an operations listener, reached on its API address) ends the
+// wait at once with the hint to pass --admin-target.
+func TestRunAdminRoutesElsewhere(t *testing.T) {
+	_, urls := newFakeCluster(t, 1)
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = w.Write([]byte(`{"code":"not_found","message":"no route on the API listener"}`))
+	}))
+	defer api.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, Config{Targets: urls, AdminTargets: []string{api.URL}, ReadyTimeout: time.Hour})
+	if err == nil || !strings.Contains(err.Error(), "status 404") || !strings.Contains(err.Error(), "--admin-target") || ctx.Err() != nil || rep != nil {
+		t.Errorf("Run with admin routes elsewhere = %v, %v; want the 404 and the hint at once", rep, err)
 	}
 }
 

@@ -702,6 +702,11 @@ func poll(ctx context.Context, adm *admin, deadline time.Time,
 		if ok {
 			return stats, nil
 		}
+		for _, e := range errs {
+			if errors.Is(e, errAdminRefused) {
+				return nil, e // waiting changes nothing
+			}
+		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w (%w)", err, context.Cause(ctx))
 		}
