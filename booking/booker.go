@@ -162,10 +162,11 @@ func (b *Booker) Broken() error {
 	if b.broken != nil {
 		return b.broken
 	}
-	for _, part := range slices.Sorted(maps.Keys(b.stuck)) {
-		return fmt.Errorf("partition %d stuck (park the record to go on: redrain admin park): %w", part, b.stuck[part])
+	if len(b.stuck) == 0 {
+		return nil
 	}
-	return nil
+	part := slices.Min(slices.Collect(maps.Keys(b.stuck)))
+	return fmt.Errorf("partition %d stuck (park the record to go on: redrain admin park): %w", part, b.stuck[part])
 }
 
 // setStuck records why part waits at a record, or that it does not (nil).

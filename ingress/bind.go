@@ -222,6 +222,7 @@ type bindLimiter struct {
 	mu        sync.Mutex
 	all       bucket
 	byAccount map[uint64]*bucket
+	swept     time.Time // the last sweep of refilled buckets
 }
 
 // allow takes a token for a bind to actID at now, from the node's bucket
@@ -232,8 +233,12 @@ func (l *bindLimiter) allow(actID uint64, now time.Time) bool {
 	if l.byAccount == nil {
 		l.byAccount = map[uint64]*bucket{}
 	}
-	if len(l.byAccount) >= bindBucketsMax {
-		full := time.Duration(float64(time.Second) * bindsPerAccountBurst / bindsPerAccountPerSecondMax)
+	// A full map is swept at most once per refill time (a bucket untouched
+	// that long is full again), so binds to ever new accounts do not scan
+	// it on every call.
+	full := time.Duration(float64(time.Second) * bindsPerAccountBurst / bindsPerAccountPerSecondMax)
+	if len(l.byAccount) >= bindBucketsMax && now.Sub(l.swept) >= full {
+		l.swept = now
 		for id, b := range l.byAccount {
 			if now.Sub(b.last) >= full {
 				delete(l.byAccount, id)

@@ -273,15 +273,22 @@ func (n *Node) rebuildRedis(ctx context.Context, epoch string, clear bool) error
 	start := time.Now()
 	cleared := 0
 	if clear {
-		if err := n.clearRedis(ctx, &cleared); err != nil {
+		var err error
+		if cleared, err = n.clearRedis(ctx); err != nil {
 			return err
 		}
 	}
-	return n.writeIndex(ctx, epoch, start, cleared)
+	bindings, explicit, err := n.writeIndex(ctx, epoch)
+	if err != nil {
+		return err
+	}
+	n.log.Info("recovery: redis index rebuilt from tikv", "cleared", cleared, "bindings", bindings, "explicit_bindings", explicit, "took", time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
-// clearRedis deletes every redrain key but admin nonces, counting them.
-func (n *Node) clearRedis(ctx context.Context, cleared *int) error {
+// clearRedis deletes every redrain key but admin nonces and returns how
+// many it deleted.
+func (n *Node) clearRedis(ctx context.Context) (cleared int, err error) {
 	iter := n.redis.Client.Scan(ctx, 0, "rr:*", 1000).Iterator()
 	var stale []string
 	for iter.Next(ctx) {
@@ -293,27 +300,28 @@ func (n *Node) clearRedis(ctx context.Context, cleared *int) error {
 		stale = append(stale, iter.Val())
 		if len(stale) == 1000 {
 			if err := n.redis.Client.Unlink(ctx, stale...).Err(); err != nil {
-				return err
+				return cleared, err
 			}
-			*cleared += len(stale)
+			cleared += len(stale)
 			stale = stale[:0]
 		}
 	}
 	if err := iter.Err(); err != nil {
-		return err
+		return cleared, err
 	}
 	if len(stale) > 0 {
 		if err := n.redis.Client.Unlink(ctx, stale...).Err(); err != nil {
-			return err
+			return cleared, err
 		}
-		*cleared += len(stale)
+		cleared += len(stale)
 	}
-	return nil
+	return cleared, nil
 }
 
 // writeIndex writes every binding from TiKV, then the epoch key (see
-// rebuildRedis).
-func (n *Node) writeIndex(ctx context.Context, epoch string, start time.Time, cleared int) error {
+// rebuildRedis), and returns how many bindings of accounts and of the
+// explicit index it wrote.
+func (n *Node) writeIndex(ctx context.Context, epoch string) (bindings, explicit int, err error) {
 	var cmds []redis.Cmder
 	flush := func() error {
 		if len(cmds) == 0 {
@@ -337,8 +345,7 @@ func (n *Node) writeIndex(ctx context.Context, epoch string, start time.Time, cl
 		}
 		return nil
 	}
-	bindings := 0
-	err := booking.ScanAccounts(ctx, n.tikv, func(a *ledger.Account) (bool, error) {
+	err = booking.ScanAccounts(ctx, n.tikv, func(a *ledger.Account) (bool, error) {
 		// The account also records the app identities bound to it.
 		for _, u := range a.Apps {
 			bindings++
@@ -349,35 +356,33 @@ func (n *Node) writeIndex(ctx context.Context, epoch string, start time.Time, cl
 		return true, nil
 	})
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
 	// Explicit bindings (POST /v1/accounts/bind) are in their account's
 	// Apps too, written in the same transaction, so the scan above restored
 	// them already. Their index is written again after it: should an
 	// account's Apps ever name a user whose index binds it elsewhere, the
 	// index (the conditional, unique record) is what grants follow.
-	explicit := 0
 	err = n.scanBindIndex(ctx, func(app uint32, user string, act uint64) error {
 		explicit++
 		return add(redis.NewStatusCmd(ctx, "set", storage.BindMarkKey(app, user), strconv.FormatUint(act, 10)))
 	})
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
 	// The epoch says the index is whole, so it goes alone after every
 	// other write succeeded: in the same pipeline it could land while a
 	// mark before it failed, and the next start would trust a partial index.
 	if err := flush(); err != nil {
-		return err
+		return 0, 0, err
 	}
 	if err := add(redis.NewStatusCmd(ctx, "set", storage.RedisEpochKey, epoch)); err != nil {
-		return err
+		return 0, 0, err
 	}
 	if err := flush(); err != nil {
-		return err
+		return 0, 0, err
 	}
-	n.log.Info("recovery: redis index rebuilt from tikv", "cleared", cleared, "bindings", bindings, "explicit_bindings", explicit, "took", time.Since(start).Round(time.Millisecond))
-	return nil
+	return bindings, explicit, nil
 }
 
 // closeOrphanLeases closes the leases an earlier incarnation of this node
