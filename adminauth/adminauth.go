@@ -3,7 +3,8 @@
 // runs before it answers an admin request, the nonce stores that refuse
 // replays, and the Client behind `redrain admin`, which signs every
 // request it sends. Every in-repo caller of the admin API signs with a
-// Signer.
+// Signer. The client API (/v1/...) is signed with the same scheme under
+// app keys (apps.go: app keys, HashNonces, bind consent).
 //
 // It is HTTP-library agnostic on the verifying side: Verify takes the
 // method, the raw path, the raw query, a header lookup and the body, so the

@@ -4,9 +4,10 @@
 // drain and runs the audit, and reports all of it as text or JSON.
 //
 // It talks to the nodes only through their HTTP API (POST /v1/grants or
-// POST /v1/grants/batch, GET /admin/v1/stats, GET /admin/v1/audit, the
-// admin requests signed with Config.AdminKey), like any client, and must never reach into a node's storage or import the
-// packages that implement it.
+// POST /v1/grants/batch, signed with Config.AppKey when it is set;
+// GET /admin/v1/stats and GET /admin/v1/audit, signed with
+// Config.AdminKey), like any client, and must never reach into a node's
+// storage or import the packages that implement it.
 //
 // A workload is a Config passed to Run; cmd/redrain only binds flags to the
 // Config's fields. Comparisons run the same load in alternating phases of
@@ -135,6 +136,14 @@ type Config struct {
 	// AdminKey signs the admin requests (stats and audit), written ID:HEX
 	// (default adminauth.DevKey, the public development key).
 	AdminKey string
+	// AppKey signs every grant request (/v1/...) with a fresh nonce: a key
+	// of the nodes' "app_keys" for app AppID, written APP:HEX or
+	// APP.LABEL:HEX (adminauth.ParseAppKeys). A key that does not parse or
+	// signs for another app fails the run before anything is sent. Empty
+	// sends the grant requests unsigned, which only a node without app
+	// keys (the embedded demo) accepts. A node that answers a grant 401
+	// unauthorized or 403 forbidden ends the run at once (Run).
+	AppKey string
 	// Audit runs GET /admin/v1/audit on the first target once booking has
 	// drained. The zero value is false: the audit is not run.
 	Audit bool
@@ -256,6 +265,9 @@ func (c *Config) validate() ([]target, error) {
 	if _, err := adminauth.ParseKey(c.AdminKey); err != nil {
 		return nil, fmt.Errorf("bench: admin key: %w", err)
 	}
+	if _, err := c.appSigner(); err != nil {
+		return nil, err
+	}
 	if err := checkID(c.ActivityID); err != nil {
 		return nil, fmt.Errorf("bench: activity id %q: %w", c.ActivityID, err)
 	}
@@ -275,6 +287,26 @@ func (c *Config) validate() ([]target, error) {
 		}
 	}
 	return targets, nil
+}
+
+// appSigner returns the signer of the grant requests, or nil when
+// c.AppKey is empty (they go unsigned). It fails on a key that does not
+// parse, whose id names no app, or that signs for another app than
+// c.AppID: a node would refuse every grant signed with it.
+func (c *Config) appSigner() (*adminauth.Signer, error) {
+	if c.AppKey == "" {
+		return nil, nil
+	}
+	key, app, err := adminauth.ParseAppKey(c.AppKey)
+	if err != nil {
+		return nil, fmt.Errorf("bench: app key: %w", err)
+	}
+	if app != c.AppID {
+		return nil, fmt.Errorf("bench: app key %q signs for app %d, but the grants are for app_id %d: "+
+			"a node refuses a grant signed by another app (403 forbidden); pass --app %d, or a key of app %d",
+			key.ID, app, c.AppID, app, c.AppID)
+	}
+	return &adminauth.Signer{Key: key}, nil
 }
 
 // The body of a batch request is batchHead, grant request bodies separated

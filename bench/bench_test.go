@@ -252,6 +252,13 @@ func TestConfigValidate(t *testing.T) {
 		{"request timeout", ok(Config{RequestTimeout: -1}), "request timeout"},
 		{"activity control", ok(Config{ActivityID: "de\nmo"}), "activity id"},
 		{"admin key", ok(Config{AdminKey: "dev:00"}), "admin key"},
+		{"app key", ok(Config{AppKey: testAppKey}), ""},
+		{"app key with label", ok(Config{AppID: 7, AppKey: testAppKey7}), ""},
+		{"app key short", ok(Config{AppKey: "1:00"}), "bench: app key: adminauth: invalid key"},
+		{"app key names no app", ok(Config{AppKey: "ops:" + strings.Repeat("00", 32)}), `id "ops" does not name an app`},
+		{"app key zero app", ok(Config{AppKey: "0:" + strings.Repeat("00", 32)}), `id "0" does not name an app`},
+		{"app key other app", ok(Config{AppKey: testAppKey7}), "signs for app 7, but the grants are for app_id 1"},
+		{"app key other app than AppID", ok(Config{AppID: 7, AppKey: testAppKey}), "pass --app 1, or a key of app 7"},
 		{"scene too long", ok(Config{SceneID: strings.Repeat("s", 65)}), "scene id"},
 		{"user prefix too long", ok(Config{UserPrefix: strings.Repeat("u", 60), Users: 100000}), "user prefix"},
 		{"user prefix not utf-8", ok(Config{UserPrefix: "\xff"}), "user prefix"},
@@ -686,6 +693,15 @@ type fakeCluster struct {
 	onGrant     func(requests int64) // Called after each grant request, outside the lock.
 	// admin verifies the admin requests, with the development key.
 	admin *adminauth.Verifier
+	// apps, when not nil, verifies the grant requests as a node with app
+	// keys does (see newAppVerifier): one that does not verify (unsigned,
+	// altered, replayed) is answered 401 unauthorized and counted in
+	// unauthorized, one that does in signed; a grant for another app than
+	// the signer's is answered 403 forbidden (in a batch, a forbidden
+	// item), and so is every grant when forbidAll is set (a node that
+	// takes the key for another app).
+	apps      *adminauth.Verifier
+	forbidAll bool
 
 	mu       sync.Mutex
 	tokens   map[string]string
@@ -701,6 +717,28 @@ type fakeCluster struct {
 	// were answered badly, the smallest and largest batch, and how often a
 	// batch held a user twice.
 	batches, failedWhole, badWhole, batchMin, batchMax, usersTwice int64
+	// Grant requests that verified, that did not (never counted in
+	// requests), and grants answered forbidden.
+	signed, unauthorized, forbidden int64
+}
+
+// Test app keys: two of app 1 (the second with the same id as the first
+// and another secret) and one of app 7.
+const (
+	testAppKey      = "1:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+	testAppKeyWrong = "1:abababababababababababababababababababababababababababababababab"
+	testAppKey7     = "7.2027:ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100"
+)
+
+// newAppVerifier returns the verifier of a node whose app_keys are keys,
+// set up as a node sets up its own.
+func newAppVerifier(t *testing.T, keys ...string) *adminauth.Verifier {
+	t.Helper()
+	parsed, err := adminauth.ParseAppKeys(keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &adminauth.Verifier{Keys: parsed, Nonces: adminauth.NewHashNonces(2 * time.Minute), Window: adminauth.AppWindowDefault}
 }
 
 type fakeNode struct {
@@ -770,11 +808,28 @@ func (n *fakeNode) handle(ctx *fasthttp.RequestCtx) {
 			return
 		}
 	}
+	var app uint32 // The signer's app; 0 when the node has no app keys.
+	if bytes.HasPrefix(ctx.Path(), []byte("/v1/")) && n.c.apps != nil {
+		keyID, err := n.c.apps.Verify(ctx, ctx.Method(), ctx.URI().PathOriginal(), ctx.URI().QueryString(),
+			ctx.Request.Header.Peek, ctx.PostBody())
+		n.c.mu.Lock()
+		if err != nil {
+			n.c.unauthorized++
+		} else {
+			n.c.signed++
+		}
+		n.c.mu.Unlock()
+		if err != nil {
+			writeJSON(ctx, 401, map[string]string{"code": "unauthorized", "message": err.Error()})
+			return
+		}
+		app, _ = adminauth.AppOfKey(keyID)
+	}
 	switch path := string(ctx.Path()); {
 	case path == "/v1/grants" && ctx.IsPost():
-		n.grant(ctx)
+		n.grant(ctx, app)
 	case path == "/v1/grants/batch" && ctx.IsPost():
-		n.grantBatch(ctx)
+		n.grantBatch(ctx, app)
 	case path == "/admin/v1/stats" && ctx.IsGet():
 		n.stats(ctx)
 	case path == "/admin/v1/audit" && ctx.IsGet():
@@ -791,7 +846,22 @@ func decodeStrict(body []byte, v any) error {
 	return dec.Decode(v)
 }
 
-func (n *fakeNode) grant(ctx *fasthttp.RequestCtx) {
+// forbiddenLocked reports whether the node refuses g, signed by app (0:
+// the node has no app keys), as for another app; it counts it.
+func (c *fakeCluster) forbiddenLocked(g fakeGrant, app uint32) bool {
+	if app == 0 || (!c.forbidAll && g.AppID == app) {
+		return false
+	}
+	c.forbidden++
+	return true
+}
+
+func forbiddenAnswer(g fakeGrant, app uint32) map[string]string {
+	return map[string]string{"code": "forbidden",
+		"message": fmt.Sprintf("app_id %d: this request is signed by app %d, which acts only for its own users", g.AppID, app)}
+}
+
+func (n *fakeNode) grant(ctx *fasthttp.RequestCtx, app uint32) {
 	c := n.c
 	var req fakeGrant
 	err := decodeStrict(ctx.PostBody(), &req)
@@ -800,7 +870,13 @@ func (n *fakeNode) grant(ctx *fasthttp.RequestCtx) {
 	c.grants++
 	requests := c.requests
 	issued := c.issued
-	status, answer := c.grantLocked(req, err, requests)
+	var status int
+	var answer any
+	if err == nil && c.forbiddenLocked(req, app) {
+		status, answer = 403, forbiddenAnswer(req, app)
+	} else {
+		status, answer = c.grantLocked(req, err, requests)
+	}
 	n.issued += c.issued - issued
 	c.mu.Unlock()
 	if answer == nil {
@@ -814,7 +890,7 @@ func (n *fakeNode) grant(ctx *fasthttp.RequestCtx) {
 	}
 }
 
-func (n *fakeNode) grantBatch(ctx *fasthttp.RequestCtx) {
+func (n *fakeNode) grantBatch(ctx *fasthttp.RequestCtx, app uint32) {
 	c := n.c
 	var req struct {
 		Grants []fakeGrant `json:"grants"`
@@ -851,6 +927,10 @@ func (n *fakeNode) grantBatch(ctx *fasthttp.RequestCtx) {
 				c.usersTwice++
 			}
 			users[g.UserID] = true
+			if c.forbiddenLocked(g, app) {
+				results[i] = forbiddenAnswer(g, app)
+				continue
+			}
 			_, item := c.grantLocked(g, nil, requests)
 			if item == nil {
 				item = map[string]string{"code": "unavailable", "message": "backend down"}
@@ -1226,6 +1306,187 @@ func TestRunAdminRoutesElsewhere(t *testing.T) {
 	}
 }
 
+// TestRunSigned: against nodes that take only signed grant requests, each
+// refused unless it verifies with a fresh nonce, a run with the app key
+// gets every request through, single and batch.
+func TestRunSigned(t *testing.T) {
+	for _, batch := range []int{1, 10} {
+		t.Run(fmt.Sprintf("batch=%d", batch), func(t *testing.T) {
+			c, urls := newFakeCluster(t, 2)
+			c.apps = newAppVerifier(t, testAppKey, testAppKey7)
+			rep, err := Run(context.Background(), Config{Targets: urls, Users: 2000, Duration: time.Second,
+				Rate: 4000, Conns: 2, Pipeline: 4, Batch: batch, RepeatRatio: 0.2, UserPrefix: c.prefix,
+				DrainTimeout: 10 * time.Second, Audit: true, Seed: 1, AppKey: testAppKey})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if c.signed == 0 || c.signed != c.requests || c.unauthorized != 0 || c.forbidden != 0 || rep.Requests != c.requests {
+				t.Errorf("the nodes verified %d of %d requests (%d refused unauthorized, %d grants forbidden), the bench sent %d",
+					c.signed, c.requests, c.unauthorized, c.forbidden, rep.Requests)
+			}
+			wantErrors := map[string]int64{"budget_exhausted": c.rejected, "http_503": c.failed}
+			if batch > 1 {
+				wantErrors = map[string]int64{"budget_exhausted": c.rejected, "unavailable": c.failed}
+			}
+			checkCounts(t, c, rep, wantErrors)
+		})
+	}
+}
+
+// TestRunRefused: a node that refuses the grant requests, 401 or 403,
+// ends the send window at once (the run's duration is an hour), with the
+// answer and what to change; nothing is drained or audited.
+func TestRunRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		key       string
+		batch     int
+		forbidAll bool
+		code      string // The refused grants' error code.
+		want      []string
+	}{
+		{name: "unsigned", code: "unauthorized",
+			want: []string{"/v1/grants: status 401", "unsigned", "takes only signed grant requests", "--app-key or $REDRAIN_APP_KEY"}},
+		{name: "unsigned batch", batch: 10, code: "unauthorized",
+			want: []string{"/v1/grants/batch: status 401", "unsigned", "--app-key or $REDRAIN_APP_KEY"}},
+		{name: "wrong secret", key: testAppKeyWrong, code: "unauthorized",
+			want: []string{"status 401", "bad_signature", `refused the signature of app key "1"`, "--app-key or $REDRAIN_APP_KEY"}},
+		{name: "forbidden", key: testAppKey, forbidAll: true, code: "forbidden",
+			want: []string{"status 403", "signed by app 1", "does not let this app key (--app-key or $REDRAIN_APP_KEY) grant for app_id 1", "--app"}},
+		{name: "forbidden items", key: testAppKey, batch: 10, forbidAll: true, code: "forbidden",
+			want: []string{"/v1/grants/batch: status 200", `"code":"forbidden"`, "grant for app_id 1", "--app"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, urls := newFakeCluster(t, 1)
+			c.apps = newAppVerifier(t, testAppKey)
+			c.forbidAll = tc.forbidAll
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			rep, err := Run(ctx, Config{Targets: urls, Users: 2000, Duration: time.Hour, Conns: 2, Pipeline: 4, Batch: tc.batch,
+				UserPrefix: c.prefix, Audit: true, AppKey: tc.key})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ctx.Err() != nil || rep.Duration > 30*time.Second {
+				t.Fatalf("the run went on for %v after the first refusal", rep.Duration)
+			}
+			runErr := rep.Err()
+			for _, want := range tc.want {
+				if runErr == nil || !strings.Contains(runErr.Error(), want) {
+					t.Errorf("Err() = %v, want it to contain %q", runErr, want)
+				}
+			}
+			if len(rep.Problems) != 1 || rep.Drained || rep.Audit != nil {
+				t.Errorf("problems %q, drained %v, audit %v; want the refusal only, neither drained nor audited", rep.Problems, rep.Drained, rep.Audit)
+			}
+			if rep.Offered == 0 || rep.Accepted != 0 || rep.Errors[tc.code] != rep.Offered {
+				t.Errorf("offered %d, accepted %d, errors %v; want all refused as %s", rep.Offered, rep.Accepted, rep.Errors, tc.code)
+			}
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if c.issued != 0 {
+				t.Errorf("the node issued %d grants", c.issued)
+			}
+		})
+	}
+}
+
+// TestRunAppKeyInvalid: a key that cannot sign for the run's app fails the
+// run before anything is sent.
+func TestRunAppKeyInvalid(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		key  string
+		want string
+	}{
+		{"other app", testAppKey7, `app key "7.2027" signs for app 7, but the grants are for app_id 1`},
+		{"names no app", "ops:" + strings.Repeat("ab", 32), `id "ops" does not name an app`},
+		{"short secret", "1:abab", "secret has 2 bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, urls := newFakeCluster(t, 1)
+			c.apps = newAppVerifier(t, testAppKey, testAppKey7)
+			rep, err := Run(context.Background(), Config{Targets: urls, AppKey: tc.key})
+			if err == nil || !strings.Contains(err.Error(), tc.want) || rep != nil {
+				t.Errorf("Run = %v, %v; want an error containing %q", rep, err, tc.want)
+			}
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if c.signed+c.unauthorized != 0 {
+				t.Errorf("%d grant requests sent", c.signed+c.unauthorized)
+			}
+		})
+	}
+}
+
+// TestAwaitServedSigned: the probe of CompareHot signs each of its tries
+// anew (the node here refuses a replayed nonce, and serves the activity
+// from the third try on), and ends at once when it is refused unsigned.
+func TestAwaitServedSigned(t *testing.T) {
+	v := newAppVerifier(t, testAppKey)
+	var mu sync.Mutex
+	var tries int
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body bytes.Buffer
+		_, _ = body.ReadFrom(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		if _, err := v.Verify(r.Context(), []byte(r.Method), []byte(r.URL.EscapedPath()), []byte(r.URL.RawQuery),
+			func(n string) []byte { return []byte(r.Header.Get(n)) }, body.Bytes()); err != nil {
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprintf(w, `{"code":"unauthorized","message":%q}`, err.Error())
+			return
+		}
+		mu.Lock()
+		tries++
+		n := tries
+		mu.Unlock()
+		if n < 3 {
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = w.Write([]byte(`{"code":"unknown_activity","message":"not yet"}`))
+			return
+		}
+		_, _ = w.Write([]byte(`{"token":"t","status":"issued"}`))
+	}))
+	defer srv.Close()
+	signer, err := (&Config{AppID: 1, AppKey: testAppKey}).appSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = awaitServed(context.Background(), srv.URL, 1, HotOneActivity, signer)
+	mu.Lock()
+	n := tries
+	mu.Unlock()
+	if err != nil || n != 3 {
+		t.Errorf("awaitServed signed = %v after %d verified tries, want nil after 3", err, n)
+	}
+	start := time.Now()
+	err = awaitServed(context.Background(), srv.URL, 1, HotOneActivity, nil)
+	if err == nil || !strings.Contains(err.Error(), "status 401") || !strings.Contains(err.Error(), "--app-key or $REDRAIN_APP_KEY") ||
+		time.Since(start) > 10*time.Second {
+		t.Errorf("awaitServed unsigned = %v after %v, want the 401 and the hint at once", err, time.Since(start))
+	}
+}
+
+// TestCompareCeilingRefused: a node phase whose requests are refused ends
+// the comparison there, with the hint.
+func TestCompareCeilingRefused(t *testing.T) {
+	c, urls := newFakeCluster(t, 1)
+	c.apps = newAppVerifier(t, testAppKey)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, err := CompareCeiling(ctx, CeilingConfig{Rounds: 3, Run: Config{Targets: urls, Users: 2000, Duration: 300 * time.Millisecond,
+		Conns: 2, Pipeline: 4, UserPrefix: c.prefix, Audit: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rep.Err(); err == nil || !strings.Contains(err.Error(), "round 1 node: grant requests refused") ||
+		!strings.Contains(err.Error(), "--app-key or $REDRAIN_APP_KEY") || len(rep.Rounds) != 1 || rep.Drained || rep.Audit != nil {
+		t.Errorf("Err() = %v with %d rounds, drained %v, audit %v; want the refusal after round 1, no drain", err, len(rep.Rounds), rep.Drained, rep.Audit)
+	}
+}
+
 func TestRunInvalid(t *testing.T) {
 	if rep, err := Run(context.Background(), Config{}); err == nil || rep != nil {
 		t.Errorf("Run(Config{}) = %v, %v; want an error", rep, err)
@@ -1333,6 +1594,11 @@ func TestCompareCeiling(t *testing.T) {
 				Seed:         1,
 				Progress:     &progress,
 			}}
+			if batch > 1 {
+				// Signed: the node checks every request, the ceiling none.
+				c.apps = newAppVerifier(t, testAppKey)
+				cfg.Run.AppKey = testAppKey
+			}
 			rep, err := CompareCeiling(context.Background(), cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -1340,6 +1606,9 @@ func TestCompareCeiling(t *testing.T) {
 			c.mu.Lock()
 			defer c.mu.Unlock()
 
+			if c.apps != nil && (c.signed == 0 || c.signed != c.requests || c.unauthorized != 0) {
+				t.Errorf("the node verified %d of %d requests, refused %d", c.signed, c.requests, c.unauthorized)
+			}
 			if len(rep.Rounds) != 2 {
 				t.Fatalf("%d rounds, want 2", len(rep.Rounds))
 			}

@@ -77,9 +77,13 @@ type CeilingReport struct {
 
 // CompareCeiling starts the ceiling, waits for every target to be ready,
 // and runs the rounds, then drains booking and runs the audit (if
-// cfg.Run.Audit) as Run does. Like Run, it fails only on an invalid cfg, a
-// ceiling that cannot listen, or targets that are not ready; after that it
-// returns a report, with what went wrong in its Problems.
+// cfg.Run.Audit) as Run does. The requests of both phases are signed alike
+// (cfg.Run.AppKey), so that the bench's own cost is the same in both; the
+// ceiling does not check them. A node phase whose requests a target
+// refuses (see Run) ends the comparison there, without a drain. Like Run,
+// it fails only on an invalid cfg, a ceiling that cannot listen, or
+// targets that are not ready; after that it returns a report, with what
+// went wrong in its Problems.
 func CompareCeiling(ctx context.Context, cfg CeilingConfig) (*CeilingReport, error) {
 	if cfg.Rounds == 0 {
 		cfg.Rounds = 2
@@ -128,8 +132,9 @@ func CompareCeiling(ctx context.Context, cfg CeilingConfig) (*CeilingReport, err
 	rep := &CeilingReport{}
 	var first []nodeStats // Stats before the first node phase.
 	var firstStart, lastEnd time.Time
+	refused := false // A target refused the grant requests: see Run.
 	for round := range cfg.Rounds {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || refused {
 			break
 		}
 		var cr CeilingRound
@@ -163,6 +168,7 @@ func CompareCeiling(ctx context.Context, cfg CeilingConfig) (*CeilingReport, err
 				}
 				phaseRep = sendPhase(ctx, r, progressAdm, before, seed)
 				cr.Node = phaseRep
+				refused = r.refusal() != nil
 				if first == nil && before != nil {
 					first, firstStart = before, r.start
 				}
@@ -190,7 +196,7 @@ func CompareCeiling(ctx context.Context, cfg CeilingConfig) (*CeilingReport, err
 			for _, p := range phaseRep.Problems {
 				rep.Problems = append(rep.Problems, fmt.Sprintf("round %d %s: %s", round+1, name, p))
 			}
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || refused {
 				break
 			}
 		}
@@ -218,6 +224,9 @@ func CompareCeiling(ctx context.Context, cfg CeilingConfig) (*CeilingReport, err
 	switch {
 	case ctx.Err() != nil:
 		rep.Problems = append(rep.Problems, fmt.Sprintf("canceled: %v; booking not drained", context.Cause(ctx)))
+		return rep, nil
+	case refused:
+		rep.Problems = append(rep.Problems, "the grant requests were refused; booking not drained")
 		return rep, nil
 	case first == nil:
 		rep.Problems = append(rep.Problems, "booking not drained: no node phase had stats to count from")
@@ -259,6 +268,9 @@ func sendPhase(ctx context.Context, r *run, adm *admin, base []nodeStats, seed u
 	stopProgress()
 	rep.Duration = r.end.Sub(r.start)
 	r.fill(rep)
+	if err := r.refusal(); err != nil {
+		rep.Problems = append(rep.Problems, err.Error())
+	}
 	if canceled {
 		rep.Problems = append(rep.Problems, fmt.Sprintf("canceled %v into the phase: %v",
 			rep.Duration.Round(time.Millisecond), context.Cause(ctx)))

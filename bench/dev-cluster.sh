@@ -26,15 +26,17 @@ for _ in $(seq 1 120); do [ -s "$dir/dev.flags" ] && break; sleep 0.5; done
 flags=$(head -1 "$dir/dev.flags")
 [ -n "$flags" ] || { echo "dev stack did not start:" >&2; tail -20 "$dir/dev.log" >&2; exit 1; }
 # Nodes on real backends refuse public keys: the demo activity with keys
-# of this run's own; the bench signs its admin calls with the admin key.
+# of this run's own; the bench signs its admin calls with the admin key
+# and its grants with app 1's key.
 REDRAIN_ADMIN_KEY=$("$bin" keygen --id bench)
-export REDRAIN_ADMIN_KEY
+REDRAIN_APP_KEY=$("$bin" keygen --id 1)
+export REDRAIN_ADMIN_KEY REDRAIN_APP_KEY
 cat >"$dir/campaign.json" <<JSON
 {"activities": [{"id": "demo", "rains": [{"scene_id": "rain", "rain_id": 1, "always_open": true, "start": "2026-01-01T00:00:00Z"}],
   "awards": [{"type": "cash", "kind": "money", "min": 1, "max": 200}],
   "stages": [{"stage": "formal", "budgets": {"cash": 1000000000000}}]}],
  "token_keys": ["$("$bin" keygen --id 1)"], "active_token_key": 1, "draw_salt": "demo",
- "admin_keys": ["$REDRAIN_ADMIN_KEY"]}
+ "admin_keys": ["$REDRAIN_ADMIN_KEY"], "app_keys": ["$REDRAIN_APP_KEY"]}
 JSON
 targets=()
 admins=()

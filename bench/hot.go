@@ -78,6 +78,10 @@ func CompareHot(ctx context.Context, cfg HotConfig) (*HotReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	signer, err := base.appSigner() // validated by withDefaults
+	if err != nil {
+		return nil, err
+	}
 	c := &adminauth.Client{Target: adminTargetsOf(base, targets)[0].base, Signer: &adminauth.Signer{Key: key}}
 	for _, a := range []struct {
 		id string
@@ -91,7 +95,7 @@ func CompareHot(ctx context.Context, cfg HotConfig) (*HotReport, error) {
 			return nil, fmt.Errorf("bench: publish %s: %w", a.id, err)
 		}
 		for _, t := range targets {
-			if err := awaitServed(ctx, t.base, base.AppID, a.id); err != nil {
+			if err := awaitServed(ctx, t.base, base.AppID, a.id, signer); err != nil {
 				return nil, err
 			}
 		}
@@ -131,8 +135,10 @@ func CompareHot(ctx context.Context, cfg HotConfig) (*HotReport, error) {
 }
 
 // awaitServed polls a grant for a probe user until the target serves the
-// activity (nodes pick a publish up within a second).
-func awaitServed(ctx context.Context, base string, app uint32, activity string) error {
+// activity (nodes pick a publish up within a second). Each request is
+// signed by signer, unless it is nil. An answer that refuses the request
+// itself (401 unauthorized, 403 forbidden) ends the wait at once.
+func awaitServed(ctx context.Context, base string, app uint32, activity string, signer *adminauth.Signer) error {
 	deadline := time.Now().Add(30 * time.Second)
 	body := fmt.Sprintf(`{"app_id":%d,"user_id":"bench-probe","activity_id":%q,"scene_id":"hot","rain_id":1}`, app, activity)
 	for {
@@ -140,12 +146,28 @@ func awaitServed(ctx context.Context, base string, app uint32, activity string) 
 		if err != nil {
 			return err
 		}
+		if signer != nil {
+			if err := signer.Sign(req, []byte(body)); err != nil {
+				return err
+			}
+		}
 		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
+			answer, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			switch resp.StatusCode {
+			case http.StatusOK:
 				return nil
+			case http.StatusUnauthorized, http.StatusForbidden:
+				var e struct {
+					Code string `json:"code"`
+				}
+				_ = json.Unmarshal(answer, &e)
+				if resp.StatusCode == http.StatusUnauthorized || e.Code == codeForbidden {
+					return fmt.Errorf("bench: grant requests refused: POST %s/v1/grants: status %d: %.200s: %s",
+						base, resp.StatusCode, answer, refusalHint(signer, app, e.Code))
+				}
 			}
 		}
 		if time.Now().After(deadline) {

@@ -43,6 +43,13 @@ const (
 // when ctx is canceled or booking does not drain: these are listed in the
 // report's Problems, and Report.Err returns them.
 //
+// Every grant request is signed with cfg.AppKey when it is set. A target
+// that answers one 401 unauthorized (unsigned, or a key it does not take)
+// or 403 forbidden (the key's app may not grant for that app_id) would
+// refuse them all: the send window then ends at once, booking is neither drained
+// nor audited, and the report's Problems say what to change (--app-key or
+// $REDRAIN_APP_KEY, or --app).
+//
 // With cfg.Progress set, a line like
 //
 //	t=3s offered=12034/s accepted=11900/s booked=11000/s lag=900 p99=4.1ms errors=0
@@ -78,10 +85,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	r.fill(rep)
 
 	booked := newBookedCounter(base)
-	if canceled {
+	refused := r.refusal()
+	switch {
+	case refused != nil:
+		rep.Problems = append(rep.Problems, refused.Error())
+	case canceled:
 		rep.Problems = append(rep.Problems, fmt.Sprintf("canceled %v into the run: %v",
 			rep.Duration.Round(time.Millisecond), context.Cause(ctx)))
-	} else {
+	default:
 		// The drain's first poll would read the same; this one is kept
 		// apart for the figures of the send window alone.
 		stats, errs := statsAfterWindow(ctx, adm)
@@ -95,7 +106,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	stopProgress()
 
 	switch {
-	case !cfg.Audit || ctx.Err() != nil:
+	case !cfg.Audit || ctx.Err() != nil || refused != nil:
 	case !rep.Drained:
 		rep.Problems = append(rep.Problems, "audit not run: booking did not drain")
 	default:
@@ -152,10 +163,11 @@ func adminTargetsOf(cfg Config, targets []target) []target {
 	return out
 }
 
-// send runs the workers for one send window: until cfg.Duration has passed
-// or ctx is canceled (canceled is then true), and then until every worker
-// has returned; it sets r.start and r.end. With cfg.Progress set it starts
-// the progress line, which goes on until stopProgress is called. adm reads
+// send runs the workers for one send window: until cfg.Duration has passed,
+// ctx is canceled (canceled is then true) or a target refused the
+// requests (r.refusal), and then until every worker has returned; it sets
+// r.start and r.end. With cfg.Progress set it starts the progress line,
+// which goes on until stopProgress is called. adm reads
 // the targets' stats for that line, from the baseline base; it is nil when
 // the targets have no stats (the ceiling of CompareCeiling).
 func (r *run) send(ctx context.Context, adm *admin, base []nodeStats) (canceled bool, stopProgress func()) {
@@ -181,6 +193,8 @@ func (r *run) send(ctx context.Context, adm *admin, base []nodeStats) (canceled 
 	case <-ctx.Done():
 		window.Stop()
 		canceled = true
+	case <-r.refusedCh:
+		window.Stop()
 	}
 	r.end = time.Now()
 	r.stopped.Store(true)
@@ -252,8 +266,16 @@ type run struct {
 	bodyHead  []byte // The grant request body up to the user's number.
 	bodyTail  []byte // The rest of it; a batch request joins such bodies.
 	tokenSeed maphash.Seed
-	seed      uint64 // Each worker's random source is seeded with it and the worker's index.
+	seed      uint64            // Each worker's random source is seeded with it and the worker's index.
+	signer    *adminauth.Signer // Signs each request; nil sends them unsigned.
 	workers   []*worker
+
+	// refused is set, and refusedCh closed, by the first answer that says
+	// a target refuses the run's requests (refuse); refusedErr, written
+	// before refusedCh is closed, says why.
+	refused    atomic.Bool
+	refusedCh  chan struct{}
+	refusedErr error
 
 	start   time.Time     // When the send window opened.
 	end     time.Time     // When it closed; set before the workers are told to stop.
@@ -267,6 +289,7 @@ type run struct {
 type worker struct {
 	client *fasthttp.PipelineClient // Shared with the connection's other workers.
 	uri    string                   // The target's grant or batch grant URL.
+	path   string                   // uri's path, as sent: what the signature covers.
 
 	offered, accepted       atomic.Int64
 	repeats, repeatsBooked  atomic.Int64
@@ -286,6 +309,8 @@ type worker struct {
 	items  []grantFields
 }
 
+// newRun returns the run of cfg, whose defaults have been applied and
+// validated, against targets.
 func newRun(cfg Config, targets []target, seed uint64) *run {
 	r := &run{
 		cfg:       cfg,
@@ -293,7 +318,9 @@ func newRun(cfg Config, targets []target, seed uint64) *run {
 		tokenSeed: maphash.MakeSeed(),
 		seed:      seed,
 		stopCh:    make(chan struct{}),
+		refusedCh: make(chan struct{}),
 	}
+	r.signer, _ = cfg.appSigner() // validated by withDefaults
 	if cfg.Rate > 0 {
 		r.pacer = newPacer(float64(cfg.Rate) / float64(cfg.Batch))
 	}
@@ -322,6 +349,7 @@ func newRun(cfg Config, targets []target, seed uint64) *run {
 				w := &worker{
 					client: client,
 					uri:    t.base + path,
+					path:   path,
 					errors: make(map[string]int64),
 					offers: make([]offer, 0, cfg.Batch),
 				}
@@ -374,6 +402,13 @@ func (r *run) work(w *worker, rng *rand.Rand) {
 		body = r.appendRequest(w, rng, body[:0])
 		// DoDeadline takes the body over, so it is set anew each time.
 		req.SetBody(body)
+		if r.signer != nil {
+			// A fresh nonce each time: a node refuses a replayed one.
+			if err := signPost(r.signer, req, w.path, body); err != nil {
+				r.refuse(err) // Not reached: the key was validated.
+				return
+			}
+		}
 		grants := int64(len(w.offers))
 		w.offered.Add(grants)
 		sent := time.Now()
@@ -425,16 +460,84 @@ func (r *run) appendGrant(b []byte, user uint32) []byte {
 	return append(b, r.bodyTail...)
 }
 
+// signPost sets on req the four headers that sign a POST of body to path.
+func signPost(s *adminauth.Signer, req *fasthttp.Request, path string, body []byte) error {
+	h, err := s.Headers(fasthttp.MethodPost, path, "", body)
+	if err != nil {
+		return err
+	}
+	for name, v := range h {
+		req.Header.Set(name, v[0])
+	}
+	return nil
+}
+
+// Error codes of an answer that refuses the run's requests rather than a
+// grant: every other request would get the same.
+const (
+	codeUnauthorized = "unauthorized"
+	codeForbidden    = "forbidden"
+)
+
+// refuse ends the send window because of err, unless a refusal already
+// did.
+func (r *run) refuse(err error) {
+	if r.refused.CompareAndSwap(false, true) {
+		r.refusedErr = err
+		close(r.refusedCh)
+	}
+}
+
+// refusal returns why a target refused the run's requests, or nil. Call it
+// once send has returned.
+func (r *run) refusal() error {
+	if !r.refused.Load() {
+		return nil
+	}
+	return r.refusedErr
+}
+
+// refuseAnswer ends the send window for an answer with status and code
+// that refuses every request of the run, with what to change.
+func (r *run) refuseAnswer(w *worker, status int, code string, body []byte) {
+	if r.refused.Load() {
+		return // Only the first is reported; the others are counted.
+	}
+	r.refuse(fmt.Errorf("grant requests refused: POST %s: status %d: %.200s: %s",
+		w.uri, status, body, refusalHint(r.signer, r.cfg.AppID, code)))
+}
+
+// refusalHint says what to change when a node refused, with code, a grant
+// request for app signed by signer (nil: unsigned).
+func refusalHint(signer *adminauth.Signer, app uint32, code string) string {
+	switch {
+	case code == codeForbidden:
+		return fmt.Sprintf("the node does not let this app key (--app-key or $REDRAIN_APP_KEY) grant for app_id %d: "+
+			"pass a key of the node's app_keys for app %d, or with --app the app the key signs for", app, app)
+	case signer == nil:
+		return fmt.Sprintf("the node takes only signed grant requests: pass a key of its app_keys for app %d (%d:HEX) "+
+			"with --app-key or $REDRAIN_APP_KEY", app, app)
+	default:
+		return fmt.Sprintf("the node refused the signature of app key %q: pass a key of its app_keys for app %d "+
+			"with --app-key or $REDRAIN_APP_KEY (and keep the clock within a minute of the node's)", signer.Key.ID, app)
+	}
+}
+
 // answer counts the response to w's request, grant by grant.
 func (r *run) answer(w *worker, resp *fasthttp.Response) {
 	var f grantFields
 	if status := resp.StatusCode(); status != fasthttp.StatusOK {
 		// The request failed as a whole, and so did each of its grants.
 		grants := int64(len(w.offers))
+		var code string
 		if parseGrantFields(resp.Body(), &f) && len(f.code) > 0 {
-			w.fail(string(f.code), grants)
+			code = string(f.code)
+			w.fail(code, grants)
 		} else {
 			w.fail("http_"+strconv.Itoa(status), grants)
+		}
+		if status == fasthttp.StatusUnauthorized || code == codeUnauthorized || code == codeForbidden {
+			r.refuseAnswer(w, status, code, resp.Body())
 		}
 		return
 	}
@@ -456,6 +559,9 @@ func (r *run) answer(w *worker, resp *fasthttp.Response) {
 	for i := range items {
 		if code := items[i].code; len(code) > 0 {
 			w.fail(string(code), 1)
+			if string(code) == codeForbidden {
+				r.refuseAnswer(w, fasthttp.StatusOK, codeForbidden, resp.Body())
+			}
 			continue
 		}
 		r.answerGrant(w, &items[i], w.offers[i])

@@ -35,6 +35,11 @@ type Config struct {
 	// AdminKeys are "ID:HEX" secrets that sign admin requests; none means
 	// the public development key (the node warns).
 	AdminKeys []string `json:"admin_keys,omitempty"`
+	// AppKeys are "APP:HEX" (or "APP.LABEL:HEX") secrets with which client
+	// apps sign /v1 requests, the key id naming the app it signs for
+	// (adminauth: app keys); none means unsigned requests for any app
+	// (embedded demo only: a node on real backends refuses to start).
+	AppKeys []string `json:"app_keys,omitempty"`
 }
 
 // Demo is the built-in campaign: activity "demo", scene "rain", rain 1,

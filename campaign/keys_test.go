@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"redrain/adminauth"
 )
 
 // TestExampleKeysArePublic: every token key of the example campaign files
@@ -56,7 +58,10 @@ func TestKubernetesExampleLoads(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the Kubernetes example's campaign file: %v\n%s", err, file)
 	}
-	if len(c.Config.AdminKeys) == 0 || len(c.Config.PublicTokenKeys()) != 0 {
-		t.Fatalf("the Kubernetes example has admin keys %v and public token keys %v", c.Config.AdminKeys, c.Config.PublicTokenKeys())
+	if len(c.Config.AdminKeys) == 0 || len(c.Config.AppKeys) == 0 || len(c.Config.PublicTokenKeys()) != 0 {
+		t.Fatalf("the Kubernetes example has admin keys %v, app keys %v and public token keys %v", c.Config.AdminKeys, c.Config.AppKeys, c.Config.PublicTokenKeys())
+	}
+	if _, err := adminauth.ParseAppKeys(c.Config.AppKeys); err != nil {
+		t.Fatalf("the Kubernetes example's app keys: %v", err)
 	}
 }

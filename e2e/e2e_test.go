@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -160,7 +159,7 @@ func TestNodeEndToEnd(t *testing.T) {
 			break
 		}
 		checked++
-		resp, err := http.Get(n.url(fmt.Sprintf("/v1/wallet/%d", act)))
+		resp, err := appGet(n.url(fmt.Sprintf("/v1/wallet/%d", act)))
 		if err != nil {
 			t.Fatal(err)
 		}

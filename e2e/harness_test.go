@@ -52,8 +52,9 @@ func campaignJSON(rains int) string {
   "token_keys": ["1:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"],
   "active_token_key": 1,
   "draw_salt": "e2e",
-  "admin_keys": [%q]
-}`, strings.Join(rs, ","), smallBudget, testAdminKey)
+  "admin_keys": [%q],
+  "app_keys": [%q]
+}`, strings.Join(rs, ","), smallBudget, testAdminKey, testAppKey)
 }
 
 // testAdminKey is the admin key of the nodes these tests start (a node on
@@ -62,7 +63,14 @@ func campaignJSON(rains int) string {
 // which init sets for them.
 const testAdminKey = "e2e:7a1c3e5f70929b4d6f81a3c5e7092b4d6f81a3c5e70921b4d6f8a1c3e5f70929"
 
-func init() { os.Setenv("REDRAIN_ADMIN_KEY", testAdminKey) }
+// testAppKey is the key of app 1, the app of every grant these tests
+// make; they sign with it (appSigner), bench through $REDRAIN_APP_KEY.
+const testAppKey = "1:3e5f70929b4d6f81a3c5e7092b4d6f81a3c5e70921b4d6f8a1c3e5f709297a1c"
+
+func init() {
+	os.Setenv("REDRAIN_ADMIN_KEY", testAdminKey)
+	os.Setenv("REDRAIN_APP_KEY", testAppKey)
+}
 
 type node struct {
 	t    *testing.T
@@ -166,19 +174,37 @@ var client = &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
 var adminSigner = &adminauth.Signer{Key: adminauth.MustParseKey(testAdminKey)}
 
 // adminGet sends a signed GET of an admin route through client.
-func adminGet(url string) (*http.Response, error) {
+func adminGet(url string) (*http.Response, error) { return signedGet(adminSigner, url) }
+
+// signedGet sends a GET signed by s through client.
+func signedGet(s *adminauth.Signer, url string) (*http.Response, error) {
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}
-	if err := adminSigner.Sign(req, nil); err != nil {
+	if err := s.Sign(req, nil); err != nil {
 		return nil, err
 	}
 	return client.Do(req)
 }
 
+// appSigner signs the /v1 requests of these tests as app 1.
+var appSigner = &adminauth.Signer{Key: adminauth.MustParseKey(testAppKey)}
+
+// appGet sends a GET of a /v1 route signed as app 1.
+func appGet(url string) (*http.Response, error) { return signedGet(appSigner, url) }
+
+// post sends body to a /v1 route, signed as app 1.
 func post(url string, body string) (int, []byte, error) {
-	resp, err := client.Post(url, "application/json", strings.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if err := appSigner.Sign(req, []byte(body)); err != nil {
+		return 0, nil, err
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -29,7 +29,8 @@ const (
 	CodeUnknownActivity   Code = "unknown_activity"    // 404
 	CodeUnknownRain       Code = "unknown_rain"        // 404
 	CodeNotEligible       Code = "not_eligible"        // 403: the activity is not published to this user, or no stage admits them
-	CodeUnauthorized      Code = "unauthorized"        // 401: admin request unsigned, altered, expired or replayed
+	CodeUnauthorized      Code = "unauthorized"        // 401: admin or app request unsigned, altered, expired or replayed
+	CodeForbidden         Code = "forbidden"           // 403: the signing app does not reach this user, token or account
 	CodeInvalidConfig     Code = "invalid_config"      // 422: an activity version that does not validate
 	CodeConflict          Code = "conflict"            // 409: the configuration changed meanwhile; retry
 	CodeRainClosed        Code = "rain_closed"         // 409
@@ -61,7 +62,7 @@ func (c Code) meta() (status int, retryable bool) {
 		return 404, false
 	case CodeUnknownRain:
 		return 404, false
-	case CodeNotEligible:
+	case CodeNotEligible, CodeForbidden:
 		return 403, false
 	case CodeUnauthorized:
 		return 401, false

@@ -32,6 +32,7 @@ func TestCodeStatus(t *testing.T) {
 		{CodeRateLimited, 429, true},
 		{CodeShed, 503, true},
 		{CodeRainSwitchedOff, 503, true},
+		{CodeForbidden, 403, false},
 		{Code("no_such_code"), 500, false},
 	}
 	for _, tt := range tests {

@@ -14,23 +14,54 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"redrain/adminauth"
 	"redrain/grant/granttest"
 	"redrain/protect"
 )
 
-// BenchmarkGrantBatch sends POST /v1/grants/batch of 100 new users on 8
-// loopback connections at once to an owner node's API (8 shards, the
-// embedded broker, the guard on its default switches, no booking): parsing,
-// the guard, binding, admission, token sealing and the JSON answer. ns/op
-// and allocs/op are per grant (the clients' included: they reuse their
-// buffers). "cpu-ns/grant" is the process's CPU per grant, the broker's
-// included; "client-cpu-ns/grant" what the clients' threads spent building
-// requests and reading answers; "server-cpu-ns/grant" the difference;
-// "grants/record" how many grants shared a grant-stream record.
+// BenchmarkGrantBatch sends POST /v1/grants/batch of 100 new users (or,
+// "single", POST /v1/grants of one) on 8 loopback connections at once to
+// an owner node's API (8 shards, the embedded broker, the guard on its
+// default switches, no booking): parsing, the guard, binding, admission,
+// token sealing and the JSON answer; "signed" with app keys, every
+// request signed by its app and verified (apps.go), "unsigned" without.
+// ns/op and allocs/op are per grant (the clients' included: they reuse
+// their buffers). "cpu-ns/grant" is the process's CPU per grant, the
+// broker's included; "client-cpu-ns/grant" what the clients' threads spent
+// building (and signing) requests and reading answers;
+// "server-cpu-ns/grant" the difference; "grants/record" how many grants
+// shared a grant-stream record.
 func BenchmarkGrantBatch(b *testing.B) {
-	ts := newServerOn(b, protect.NewGuard(nil), true, 8)
+	for _, batch := range []int{100, 1} {
+		for _, signed := range []bool{false, true} {
+			name := fmt.Sprintf("batch=%d/unsigned", batch)
+			if signed {
+				name = fmt.Sprintf("batch=%d/signed", batch)
+			}
+			b.Run(name, func(b *testing.B) { benchmarkGrants(b, batch, signed) })
+		}
+	}
+}
+
+func benchmarkGrants(b *testing.B, batch int, signed bool) {
+	var configure []func(*Server)
+	signer := appSigner(b, 0)
+	if signed {
+		keys, err := adminauth.ParseAppKeys(appKeys)
+		if err != nil {
+			b.Fatal(err)
+		}
+		configure = append(configure, func(s *Server) {
+			s.Apps = &adminauth.Verifier{Keys: keys, Window: adminauth.AppWindowDefault, Nonces: adminauth.NewHashNonces(2 * adminauth.AppWindowDefault)}
+		})
+	}
+	ts := newServerOn(b, protect.NewGuard(nil), true, 8, configure...)
 	addr := strings.TrimPrefix(ts.url, "http://")
-	const batch, conns = 100, 8
+	path := "/v1/grants/batch"
+	if batch == 1 {
+		path = "/v1/grants"
+	}
+	const conns = 8
 	var next, clientCPU atomic.Int64 // next: grants handed to the clients so far
 	b.ReportAllocs()
 	cpu0, records0 := granttest.ProcessCPU(), ts.grants.Records()
@@ -51,15 +82,30 @@ func BenchmarkGrantBatch(b *testing.B) {
 			br := bufio.NewReaderSize(c, 64<<10)
 			var body, req, answer []byte
 			for {
-				// b.N grants in all, in batches of 100 (the last shorter),
-				// so that ns/op and allocs/op are per grant whatever b.N.
-				first := next.Add(batch) - batch
+				// b.N grants in all, in batches (the last shorter), so
+				// that ns/op and allocs/op are per grant whatever b.N.
+				first := next.Add(int64(batch)) - int64(batch)
 				if first >= int64(b.N) {
 					return
 				}
-				n := int(min(batch, int64(b.N)-first))
-				body = appendBatchBody(body[:0], first, n)
-				req = append(req[:0], "POST /v1/grants/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "...)
+				n := int(min(int64(batch), int64(b.N)-first))
+				if batch == 1 {
+					body = appendGrantBody(body[:0], first)
+				} else {
+					body = appendBatchBody(body[:0], first, n)
+				}
+				req = append(append(append(req[:0], "POST "...), path...), " HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"...)
+				if signed {
+					h, err := signer.Headers("POST", path, "", body)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					for k, v := range h {
+						req = append(append(append(append(req, k...), ": "...), v[0]...), "\r\n"...)
+					}
+				}
+				req = append(req, "Content-Length: "...)
 				req = strconv.AppendInt(req, int64(len(body)), 10)
 				req = append(append(req, "\r\n\r\n"...), body...)
 				if _, err := c.Write(req); err != nil {
@@ -88,6 +134,13 @@ func BenchmarkGrantBatch(b *testing.B) {
 	b.ReportMetric(grants/float64(ts.grants.Records()-records0), "grants/record")
 }
 
+// appendGrantBody appends a single grant request of user number i.
+func appendGrantBody(dst []byte, i int64) []byte {
+	dst = append(dst, `{"app_id":1,"user_id":"h`...)
+	dst = strconv.AppendInt(dst, i, 10)
+	return append(dst, `","activity_id":"demo","scene_id":"rain","rain_id":1}`...)
+}
+
 // appendBatchBody appends a batch request of n users numbered from first.
 func appendBatchBody(dst []byte, first int64, n int) []byte {
 	dst = append(dst, `{"grants":[`...)
@@ -95,9 +148,7 @@ func appendBatchBody(dst []byte, first int64, n int) []byte {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = append(dst, `{"app_id":1,"user_id":"h`...)
-		dst = strconv.AppendInt(dst, first+i, 10)
-		dst = append(dst, `","activity_id":"demo","scene_id":"rain","rain_id":1}`...)
+		dst = appendGrantBody(dst, first+i)
 	}
 	return append(dst, "]}"...)
 }

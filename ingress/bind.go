@@ -43,7 +43,11 @@ const bindAttemptsMax = 10
 // could strand a grant issued meanwhile under actID while the user's next
 // grant bound a new id. Until then the binding is as durable as a grant
 // path binding: booking a grant of this user records it in the account.
-func (b *Binder) Bind(ctx context.Context, app uint32, user string, actID uint64) (string, error) {
+//
+// reach, unless nil, is asked whether the caller may join the account as
+// it is on record (nil: no record yet) before anything is written; its
+// error is the answer.
+func (b *Binder) Bind(ctx context.Context, app uint32, user string, actID uint64, reach func(*ledger.Account) error) (string, error) {
 	if app == 0 || user == "" || actID == 0 {
 		return "", errcode.Errorf(errcode.CodeMalformed, "bind: app_id, user_id and act_id are required")
 	}
@@ -60,6 +64,11 @@ func (b *Binder) Bind(ctx context.Context, app uint32, user string, actID uint64
 	}
 	if !known {
 		return "", errcode.Errorf(errcode.CodeNotFound, "no account %d", actID)
+	}
+	if reach != nil {
+		if err := reach(account); err != nil {
+			return "", err
+		}
 	}
 	if account != nil && len(account.Apps) >= AccountIdentitiesMax &&
 		!slices.Contains(account.Apps, ledger.AppUser{AppID: app, UserID: user}) {
@@ -320,9 +329,17 @@ func (b *Binder) forget(app uint32, user string) {
 
 // bind answers POST /v1/accounts/bind.
 func (s *Server) bind(ctx *fasthttp.RequestCtx) {
+	app, ok := s.appOf(ctx)
+	if !ok {
+		return
+	}
 	req, err := ParseBindRequest(ctx.PostBody())
 	if err != nil {
 		writeError(ctx, err)
+		return
+	}
+	if app != 0 && req.AppID != app {
+		writeError(ctx, errOtherApp(app, req.AppID))
 		return
 	}
 	if !s.ready(ctx) {
@@ -330,7 +347,7 @@ func (s *Server) bind(ctx *fasthttp.RequestCtx) {
 	}
 	c, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
-	status, err := s.Binder.Bind(c, req.AppID, req.UserID, req.ActID)
+	status, err := s.Binder.Bind(c, req.AppID, req.UserID, req.ActID, s.bindReach(app, &req))
 	if err != nil {
 		if errors.Is(err, errcode.CodeRateLimited) {
 			setRetryAfter(ctx, time.Second)

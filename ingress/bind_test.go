@@ -51,8 +51,8 @@ func newTestServer(t *testing.T, guard *protect.Guard) *testServer {
 
 // newServerOn is newTestServer on parts grant-topic partitions; an owner
 // decides limits and bindings in process, as a node on the embedded
-// broker does.
-func newServerOn(t testing.TB, guard *protect.Guard, owner bool, parts int32) *testServer {
+// broker does. Each of configure changes the server before it serves.
+func newServerOn(t testing.TB, guard *protect.Guard, owner bool, parts int32, configure ...func(*Server)) *testServer {
 	t.Helper()
 	kv := storagetest.TiKV(t, "")
 	addr := storagetest.Redis(t)
@@ -90,6 +90,9 @@ func newServerOn(t testing.TB, guard *protect.Guard, owner bool, parts int32) *t
 	is.SetCatalog(cat)
 	srv := &Server{Grants: is, Binder: binder, Campaign: camp, Tokens: NewTokens(camp, is.Catalog, kv, nil), TiKV: kv, Metrics: reg, Guard: guard,
 		Ready: func() error { return nil }}
+	for _, c := range configure {
+		c(srv)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

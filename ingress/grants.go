@@ -20,9 +20,17 @@ func (s *Server) grantRun(ctxs []*fasthttp.RequestCtx) {
 	admitted := sc.admitted
 	now := time.Now()
 	for i, ctx := range ctxs {
+		app, signed := s.appOf(ctx) // apps.go
+		if !signed {
+			continue
+		}
 		req, err := ParseGrantRequest(ctx.PostBody())
 		if err != nil {
 			writeError(ctx, err)
+			continue
+		}
+		if app != 0 && req.AppID != app {
+			writeError(ctx, errOtherApp(app, req.AppID))
 			continue
 		}
 		if !s.ready(ctx) {
@@ -59,8 +67,14 @@ func (s *Server) grantRun(ctxs []*fasthttp.RequestCtx) {
 
 // grantBatch answers POST /v1/grants/batch: every item the guard admits
 // goes to admission together (one hand-off per shard), and each item
-// answers like a single grant (a result or an error object).
+// answers like a single grant (a result or an error object). The batch is
+// signed once; an item for another app than the signer's is refused on
+// its own (forbidden).
 func (s *Server) grantBatch(ctx *fasthttp.RequestCtx) {
+	app, signed := s.appOf(ctx) // apps.go
+	if !signed {
+		return
+	}
 	sc := s.getGrantScratch(0)
 	defer s.putGrantScratch(sc)
 	reqs, err := appendGrantBatch(sc.reqs, ctx.PostBody())
@@ -77,6 +91,10 @@ func (s *Server) grantBatch(ctx *fasthttp.RequestCtx) {
 	admitted := sc.admitted
 	now, wait := time.Now(), time.Duration(0)
 	for i := range reqs {
+		if app != 0 && reqs[i].AppID != app {
+			refused[i] = errOtherApp(app, reqs[i].AppID)
+			continue
+		}
 		if e, w := s.refusal(&reqs[i], now); e != nil { // guard.go: answered per item
 			refused[i], wait = e, max(wait, w)
 			continue

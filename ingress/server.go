@@ -13,6 +13,7 @@ import (
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 	"github.com/valyala/fasthttp/pprofhandler"
 
+	"redrain/adminauth"
 	"redrain/campaign"
 	"redrain/errcode"
 	"redrain/grant"
@@ -57,6 +58,10 @@ type Server struct {
 	Audit func(ctx context.Context) ([]byte, error)
 	// Cluster returns the cluster view (members, nodes, partitions) as JSON.
 	Cluster func(ctx context.Context) ([]byte, error)
+	// Apps checks the signatures of /v1 requests under the app keys
+	// (apps.go); nil: no app keys, every request is accepted unsigned and
+	// may act for any app (the embedded demo).
+	Apps *adminauth.Verifier
 	// Authenticate checks an admin request's signature and returns the key
 	// id that signed it; every /admin/v1/ route is refused without it.
 	Authenticate func(ctx *fasthttp.RequestCtx) (keyID string, err error)
@@ -232,6 +237,10 @@ func (s *Server) ready(ctx *fasthttp.RequestCtx) bool {
 }
 
 func (s *Server) tokens(ctx *fasthttp.RequestCtx, redeem bool) {
+	app, ok := s.appOf(ctx)
+	if !ok {
+		return
+	}
 	raw, err := ParseTokens(ctx.PostBody())
 	if err != nil {
 		writeError(ctx, err)
@@ -244,9 +253,9 @@ func (s *Server) tokens(ctx *fasthttp.RequestCtx, redeem bool) {
 	defer cancel()
 	var rs []TokenResult
 	if redeem {
-		rs, err = s.Tokens.Redeem(c, raw)
+		rs, err = s.Tokens.Redeem(c, raw, app)
 	} else {
-		rs, err = s.Tokens.Status(c, raw)
+		rs, err = s.Tokens.Status(c, raw, app)
 	}
 	if err != nil {
 		writeError(ctx, err)
@@ -256,6 +265,10 @@ func (s *Server) tokens(ctx *fasthttp.RequestCtx, redeem bool) {
 }
 
 func (s *Server) wallet(ctx *fasthttp.RequestCtx, idText []byte) {
+	app, ok := s.appOf(ctx)
+	if !ok {
+		return
+	}
 	actID, err := strconv.ParseUint(string(idText), 10, 64)
 	if err != nil || actID == 0 {
 		writeError(ctx, errcode.Errorf(errcode.CodeMalformed, "act_id %q: want a positive integer", idText))
@@ -269,6 +282,12 @@ func (s *Server) wallet(ctx *fasthttp.RequestCtx, idText []byte) {
 		return
 	}
 	acct := accounts[actID]
+	// An account with no record holds nothing to show: its empty wallet
+	// says only that the id was handed out.
+	if app != 0 && acct != nil && !holdsApp(acct, app) {
+		writeError(ctx, errNotReached(actID, app, acct))
+		return
+	}
 	if acct == nil {
 		// No bookings yet: known if the id was ever handed out.
 		next, err := ActIDsAllocated(c, s.TiKV)

@@ -52,8 +52,10 @@ type tokenState struct {
 }
 
 // Status reports issued, booked or invalid for each token, changing nothing.
-func (t *Tokens) Status(ctx context.Context, raw [][]byte) ([]TokenResult, error) {
-	states, err := t.resolve(ctx, raw)
+// With app not 0 (the app that signed the request), a token sealed for
+// another app is invalid.
+func (t *Tokens) Status(ctx context.Context, raw [][]byte, app uint32) ([]TokenResult, error) {
+	states, err := t.resolve(ctx, raw, app)
 	if err != nil {
 		return nil, err
 	}
@@ -61,9 +63,10 @@ func (t *Tokens) Status(ctx context.Context, raw [][]byte) ([]TokenResult, error
 }
 
 // Redeem books every valid, not yet booked token now (idempotently) and
-// reports each token's status afterwards. Invalid tokens touch nothing.
-func (t *Tokens) Redeem(ctx context.Context, raw [][]byte) ([]TokenResult, error) {
-	states, err := t.resolve(ctx, raw)
+// reports each token's status afterwards. Invalid tokens touch nothing;
+// with app not 0, neither do tokens sealed for another app.
+func (t *Tokens) Redeem(ctx context.Context, raw [][]byte, app uint32) ([]TokenResult, error) {
+	states, err := t.resolve(ctx, raw, app)
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +93,7 @@ func (t *Tokens) Redeem(ctx context.Context, raw [][]byte) ([]TokenResult, error
 	}
 	// Report what the store now holds rather than assume: a token whose
 	// limit key another packet took meanwhile is reported invalid.
-	after, err := t.resolve(ctx, again)
+	after, err := t.resolve(ctx, again, app)
 	if err != nil {
 		return nil, err
 	}
@@ -109,8 +112,9 @@ func results(states []*tokenState) []TokenResult {
 }
 
 // resolve opens every token and finds its status in the ledger (the
-// partition's owner, or the store).
-func (t *Tokens) resolve(ctx context.Context, raw [][]byte) ([]*tokenState, error) {
+// partition's owner, or the store). A token of an app other than app (not
+// 0) is invalid: an app reaches only its own users' packets.
+func (t *Tokens) resolve(ctx context.Context, raw [][]byte, app uint32) ([]*tokenState, error) {
 	states := make([]*tokenState, len(raw))
 	var valid []*tokenState
 	for i, r := range raw {
@@ -119,6 +123,10 @@ func (t *Tokens) resolve(ctx context.Context, raw [][]byte) ([]*tokenState, erro
 		c, err := t.camp.Ring.Open(r)
 		if err != nil {
 			s.result = TokenResult{Status: "invalid", Error: tokenError(err)}
+			continue
+		}
+		if app != 0 && c.AppID != app {
+			s.result = TokenResult{Status: "invalid", Error: fmt.Sprintf("the token is app %d's; this request is signed by app %d", c.AppID, app)}
 			continue
 		}
 		s.claims, s.grant = c, t.grantOf(&c)

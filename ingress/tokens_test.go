@@ -25,8 +25,13 @@ type accountBooker struct {
 }
 
 func newAccountBooker(kv *storage.TiKV) *accountBooker {
+	return newAccountBookerOn(kv, storage.GrantPartitionsDefault)
+}
+
+// newAccountBookerOn is newAccountBooker for a topic of parts partitions.
+func newAccountBookerOn(kv *storage.TiKV, parts int32) *accountBooker {
 	return &accountBooker{Booker: booking.New(booking.Config{Log: slog.Default(), TiKV: kv,
-		Partitions: storage.GrantPartitionsDefault, Metrics: &metrics.Registry{}, Clock: time.Now})}
+		Partitions: parts, Metrics: &metrics.Registry{}, Clock: time.Now})}
 }
 
 func (b *accountBooker) Book(ctx context.Context, gs []ledger.Grant) ([]byte, error) {
@@ -56,7 +61,7 @@ func TestLegacyTokens(t *testing.T) {
 	}
 	status := func(tok []byte) TokenResult {
 		t.Helper()
-		res, err := tk.Status(ctx, [][]byte{tok})
+		res, err := tk.Status(ctx, [][]byte{tok}, 0)
 		if err != nil || len(res) != 1 {
 			t.Fatalf("Status = %+v, %v", res, err)
 		}
@@ -68,7 +73,7 @@ func TestLegacyTokens(t *testing.T) {
 
 	// Redeem hands booking a Legacy grant, and books it once.
 	for round := range 2 {
-		res, err := tk.Redeem(ctx, [][]byte{legacy})
+		res, err := tk.Redeem(ctx, [][]byte{legacy}, 0)
 		if err != nil || len(res) != 1 || res[0].Status != "booked" || res[0].OutTradeNo != wantOTN {
 			t.Fatalf("redeem %d of the legacy token = %+v, %v, want booked %s", round, res, err, wantOTN)
 		}
@@ -113,7 +118,7 @@ func TestLegacyTokens(t *testing.T) {
 	other := claims
 	other.ActID = 78
 	tok78 := ts.camp.Ring.Seal(nil, &other)
-	got, err := tk.Status(ctx, [][]byte{legacy, tok78})
+	got, err := tk.Status(ctx, [][]byte{legacy, tok78}, 0)
 	if err != nil || len(got) != 2 || got[0].Status != "booked" || got[1].Status != "issued" {
 		t.Errorf("status = %+v, %v; want booked then issued", got, err)
 	}
@@ -121,7 +126,7 @@ func TestLegacyTokens(t *testing.T) {
 	// An altered version 1 token is invalid and books nothing.
 	altered := []byte(string(legacy))
 	altered[len(altered)/2] ^= 1
-	res, err := tk.Redeem(ctx, [][]byte{altered})
+	res, err := tk.Redeem(ctx, [][]byte{altered}, 0)
 	if err != nil || len(res) != 1 || res[0].Status != "invalid" || len(booker.booked) != 1 {
 		t.Errorf("redeem of an altered legacy token = %+v, %v (booked %d), want invalid and nothing booked", res, err, len(booker.booked))
 	}
@@ -152,8 +157,8 @@ func TestRedeemBoundsTheAmount(t *testing.T) {
 		{"zero", seal(92, "cash", 0), "amount 0 is not positive"},
 		{"negative", seal(93, "cash", -5), "not positive"},
 	} {
-		for _, op := range []func(context.Context, [][]byte) ([]TokenResult, error){tk.Status, tk.Redeem} {
-			res, err := op(ctx, [][]byte{c.token})
+		for _, op := range []func(context.Context, [][]byte, uint32) ([]TokenResult, error){tk.Status, tk.Redeem} {
+			res, err := op(ctx, [][]byte{c.token}, 0)
 			if err != nil || len(res) != 1 || res[0].Status != "invalid" || !strings.Contains(res[0].Error, c.want) {
 				t.Fatalf("%s: %+v, %v; want invalid: %s", c.name, res, err, c.want)
 			}
@@ -162,7 +167,7 @@ func TestRedeemBoundsTheAmount(t *testing.T) {
 	if len(booker.booked) != 0 {
 		t.Fatalf("booking was asked %d grants for tokens above the maximum", len(booker.booked))
 	}
-	res, err := tk.Redeem(ctx, [][]byte{seal(94, "cash", 200)})
+	res, err := tk.Redeem(ctx, [][]byte{seal(94, "cash", 200)}, 0)
 	if err != nil || len(res) != 1 || res[0].Status != "booked" {
 		t.Fatalf("redeem at the maximum = %+v, %v; want booked", res, err)
 	}
@@ -170,7 +175,7 @@ func TestRedeemBoundsTheAmount(t *testing.T) {
 	// An award no served version offers ("gift" here) is invalid when no
 	// stored version can be asked (a node asks its configuration store:
 	// node/stages_test.go).
-	if res, err := tk.Status(ctx, [][]byte{seal(95, "gift", 50)}); err != nil || res[0].Status != "invalid" {
+	if res, err := tk.Status(ctx, [][]byte{seal(95, "gift", 50)}, 0); err != nil || res[0].Status != "invalid" {
 		t.Fatalf("status of a token of an award nobody offers = %+v, %v; want invalid", res, err)
 	}
 	if len(booker.booked) != 1 {

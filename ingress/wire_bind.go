@@ -3,9 +3,11 @@ package ingress
 // The wire form of POST /v1/accounts/bind, under the rules of wire.go.
 
 import (
-	"redrain/errcode"
 	"strconv"
 	"unicode/utf8"
+
+	"redrain/adminauth"
+	"redrain/errcode"
 )
 
 // BindRequest asks to bind the app user (AppID, UserID) to the unified
@@ -15,17 +17,31 @@ type BindRequest struct {
 	AppID  uint32 // Invariant: >= 1.
 	UserID string // Invariant: as GrantRequest.UserID.
 	ActID  uint64 // Invariant: >= 1.
+	// Consent is the consent of an app the account holds, for a bind that
+	// links another app's user to it (adminauth: bind consent); nil when
+	// the request carries none.
+	Consent *adminauth.Consent
 }
 
-// The fields of a bind object, in the order "missing field" reports them.
-var bindFieldNames = []string{"app_id", "user_id", "act_id"}
+// The fields of a bind object, in the order "missing field" reports them:
+// the first bindFieldsRequired are required.
+var bindFieldNames = []string{"app_id", "user_id", "act_id", "consent"}
 
-// ParseBindRequest parses {"app_id": 2, "user_id": "b-7", "act_id": 17}.
+const bindFieldsRequired = 3
+
+// The fields of a consent object, all required.
+var consentFieldNames = []string{"key", "expires", "signature"}
+
+// ParseBindRequest parses {"app_id": 2, "user_id": "b-7", "act_id": 17},
+// with an optional "consent": {"key": "1", "expires": 1798761600000,
+// "signature": "9f86..."}.
 //
-// All three fields are required, in any order, each once; app_id is an
+// The first three fields are required, in any order, each once; app_id is an
 // integer in 1..2^32-1, act_id in 1..2^64-1, user_id follows IDLenMax, all
 // under the rules of ParseGrantRequest (plain integers, unknown and
-// duplicate fields refused, nothing after the object). Every error is an
+// duplicate fields refused, nothing after the object). A consent has all
+// three of its fields: key and signature strings under IDLenMax, expires
+// a positive integer (unix milliseconds). Every error is an
 // *errcode.Error: errcode.CodeTooLarge past BodyBytesMax, else errcode.CodeMalformed naming the
 // field.
 func ParseBindRequest(body []byte) (BindRequest, error) {
@@ -37,7 +53,7 @@ func ParseBindRequest(body []byte) (BindRequest, error) {
 	s.skipSpace()
 	var text [IDLenMax + utf8.UTFMax]byte
 	var user []byte
-	err := s.object(bindFieldNames, func(f int) *errcode.Error {
+	err := s.object(bindFieldNames, bindFieldsRequired, func(f int) *errcode.Error {
 		var err *errcode.Error
 		var v uint64
 		switch f {
@@ -46,8 +62,10 @@ func ParseBindRequest(body []byte) (BindRequest, error) {
 			r.AppID = uint32(v)
 		case 1:
 			user, err = s.id(text[:0], bindFieldNames[f])
-		default:
+		case 2:
 			r.ActID, err = s.positiveInt(bindFieldNames[f], 1<<64-1)
+		default:
+			r.Consent, err = s.consent()
 		}
 		return err
 	})
@@ -61,11 +79,39 @@ func ParseBindRequest(body []byte) (BindRequest, error) {
 	return r, nil
 }
 
-// object parses one object at the cursor whose fields are exactly names
-// (each required, each once, in any order), calling value with the index of
-// each field and the cursor on its value; value must leave the cursor after
-// the value. The cursor ends after the '}'.
-func (s *scanner) object(names []string, value func(f int) *errcode.Error) *errcode.Error {
+// consent parses a consent object at the cursor.
+func (s *scanner) consent() (*adminauth.Consent, *errcode.Error) {
+	var c adminauth.Consent
+	var scratch [IDLenMax + utf8.UTFMax]byte
+	err := s.object(consentFieldNames, len(consentFieldNames), func(f int) *errcode.Error {
+		name := "consent." + consentFieldNames[f]
+		switch f {
+		case 0, 2:
+			v, err := s.id(scratch[:0], name)
+			if f == 0 {
+				c.KeyID = string(v)
+			} else {
+				c.Signature = string(v)
+			}
+			return err
+		default:
+			v, err := s.positiveInt(name, 1<<63-1)
+			c.Expires = int64(v)
+			return err
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// object parses one object at the cursor whose fields are names (the
+// first required of them required, each at most once, in any order),
+// calling value with the index of each field and the cursor on its value;
+// value must leave the cursor after the value. The cursor ends after the
+// '}'.
+func (s *scanner) object(names []string, required int, value func(f int) *errcode.Error) *errcode.Error {
 	if !s.consume('{') {
 		return s.syntaxError("'{'")
 	}
@@ -97,7 +143,7 @@ func (s *scanner) object(names []string, value func(f int) *errcode.Error) *errc
 			return err
 		}
 	}
-	for f, name := range names {
+	for f, name := range names[:required] {
 		if seen&(1<<f) == 0 {
 			return errcode.Errorf(errcode.CodeMalformed, "missing field %q", name)
 		}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"redrain/adminauth"
 	"redrain/errcode"
 	"redrain/ingress"
 )
@@ -28,9 +29,22 @@ func TestParseBindRequest(t *testing.T) {
 			t.Errorf("ParseBindRequest(%s) = %+v, %v; want %+v", tt.body, got, err, tt.want)
 		}
 	}
+	sig := strings.Repeat("ab", 32)
+	withConsent := `{"app_id":2,"user_id":"b-7","act_id":17,"consent":{"signature":"` + sig + `","key":"1.k2","expires":1798761600000}}`
+	got, err := ingress.ParseBindRequest([]byte(withConsent))
+	if err != nil || got.Consent == nil || *got.Consent != (adminauth.Consent{KeyID: "1.k2", Expires: 1798761600000, Signature: sig}) ||
+		got.AppID != 2 || got.UserID != "b-7" || got.ActID != 17 {
+		t.Errorf("ParseBindRequest(%s) = %+v (consent %+v), %v", withConsent, got, got.Consent, err)
+	}
 	bad := []struct {
 		name, body, wantInMessage string
 	}{
+		{"consent missing a field", `{"app_id":2,"user_id":"b","act_id":17,"consent":{"key":"1","expires":5}}`, `missing field "signature"`},
+		{"consent unknown field", `{"app_id":2,"user_id":"b","act_id":17,"consent":{"key":"1","expires":5,"signature":"a","x":1}}`, `unknown field "x"`},
+		{"consent expires quoted", `{"app_id":2,"user_id":"b","act_id":17,"consent":{"key":"1","expires":"5","signature":"a"}}`, `field "consent.expires": want a positive integer`},
+		{"consent not an object", `{"app_id":2,"user_id":"b","act_id":17,"consent":"yes"}`, "want '{'"},
+		{"consent twice", `{"app_id":2,"user_id":"b","act_id":17,"consent":{"key":"1","expires":5,"signature":"a"},"consent":{"key":"1","expires":5,"signature":"a"}}`, `duplicate field "consent"`},
+		{"consent without act_id", `{"app_id":2,"user_id":"b","consent":{"key":"1","expires":5,"signature":"a"}}`, `missing field "act_id"`},
 		{"empty", ``, "empty body"},
 		{"not an object", `[]`, "want '{'"},
 		{"act_id zero", `{"app_id":2,"user_id":"b","act_id":0}`, `field "act_id": want a positive integer`},

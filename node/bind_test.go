@@ -17,9 +17,16 @@ import (
 )
 
 type bindRequest struct {
-	AppID  uint32 `json:"app_id"`
-	UserID string `json:"user_id"`
-	ActID  uint64 `json:"act_id"`
+	AppID   uint32   `json:"app_id"`
+	UserID  string   `json:"user_id"`
+	ActID   uint64   `json:"act_id"`
+	Consent *consent `json:"consent,omitempty"`
+}
+
+// consentedBind is the bind of app's user to act with the consent of app
+// by, which act holds.
+func consentedBind(app uint32, user string, act uint64, by uint32) bindRequest {
+	return bindRequest{app, user, act, consentOf(by, app, user, act)}
 }
 
 type bindAnswer struct {
@@ -27,13 +34,15 @@ type bindAnswer struct {
 	Status string `json:"status"`
 }
 
-func bind(t *testing.T, n *node.Node, app uint32, user string, act uint64, wantStatus string) {
+// bind binds app's user to act with the consent of app by, which act
+// holds.
+func bind(t *testing.T, n *node.Node, app uint32, user string, act uint64, by uint32, wantStatus string) {
 	t.Helper()
 	var got bindAnswer
-	if err := post(n, "/v1/accounts/bind", bindRequest{app, user, act}, &got); err != nil {
+	if err := post(n, "/v1/accounts/bind", consentedBind(app, user, act, by), &got); err != nil {
 		t.Fatal(err)
 	}
-	if want := (bindAnswer{bindRequest{app, user, act}, wantStatus}); got != want {
+	if want := (bindAnswer{bindRequest{AppID: app, UserID: user, ActID: act}, wantStatus}); got != want {
 		t.Fatalf("bind = %+v, want %+v", got, want)
 	}
 }
@@ -88,16 +97,17 @@ func TestBindAcrossApps(t *testing.T) {
 	n1 := startNode(t, dir, addr)
 	a := grantOf(t, n1, 1, "a")
 	act := a.ActID
-	bind(t, n1, 2, "b", act, "bound")
+	waitBooked(t, n1, 1) // a's identity on the account's record: app 1 may consent
+	bind(t, n1, 2, "b", act, 1, "bound")
 	b := grantOf(t, n1, 2, "b")
 	if b.ActID != act || b.OutTradeNo != a.OutTradeNo || b.AwardType != a.AwardType || b.Amount != a.Amount {
 		t.Fatalf("grant to (2, b) = %+v, want (1, a)'s packet %+v", b, a)
 	}
 	c := grantOf(t, n1, 3, "c")
-	if code, ec := postCode(t, n1, "/v1/accounts/bind", bindRequest{3, "c", act}); code != http.StatusConflict || ec != "already_bound" {
+	if code, ec := postCode(t, n1, "/v1/accounts/bind", consentedBind(3, "c", act, 1)); code != http.StatusConflict || ec != "already_bound" {
 		t.Fatalf("bind (3, c) to %d = %d %s, want 409 already_bound", act, code, ec)
 	}
-	bind(t, n1, 4, "d", act, "bound") // a user with no grant yet
+	bind(t, n1, 4, "d", act, 1, "bound") // a user with no grant yet
 	waitBooked(t, n1, 2)
 	if s := getStats(t, n1); s.GrantsIssued != 2 {
 		t.Fatalf("stats = %+v, want 2 grants issued (a's and c's)", s)
@@ -139,7 +149,7 @@ func TestBindAcrossApps(t *testing.T) {
 	if d.ActID != act || d.OutTradeNo != a.OutTradeNo || d.Amount != a.Amount || d.Status != "booked" {
 		t.Fatalf("grant to (4, d) after the rebuild = %+v, want (1, a)'s booked packet %+v", d, a)
 	}
-	if code, ec := postCode(t, n2, "/v1/accounts/bind", bindRequest{2, "b", c.ActID}); code != http.StatusConflict || ec != "already_bound" {
+	if code, ec := postCode(t, n2, "/v1/accounts/bind", consentedBind(2, "b", c.ActID, 3)); code != http.StatusConflict || ec != "already_bound" {
 		t.Fatalf("bind (2, b) to %d after the rebuild = %d %s, want 409 already_bound", c.ActID, code, ec)
 	}
 	if s := getStats(t, n2); s.GrantsIssued != 0 {

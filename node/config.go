@@ -47,6 +47,17 @@ func (n *Node) startConfig(ctx context.Context) error {
 		return fmt.Errorf("node: admin_keys: %w", err)
 	}
 	n.verifier = &adminauth.Verifier{Keys: ring, Nonces: &adminauth.RedisNonces{Client: n.redis.Client}}
+	if len(n.Campaign.Config.AppKeys) > 0 {
+		apps, err := adminauth.ParseAppKeys(n.Campaign.Config.AppKeys)
+		if err != nil {
+			return fmt.Errorf("node: app_keys: %w", err)
+		}
+		n.apps = &adminauth.Verifier{Keys: apps, Window: adminauth.AppWindowDefault,
+			Nonces: adminauth.NewHashNonces(2 * adminauth.AppWindowDefault)}
+	} else {
+		// Only on embedded defaults: checkKeys refused this elsewhere.
+		n.log.Warn("no app_keys: /v1 accepts unsigned requests and any client may act for any app (embedded demo only)")
+	}
 	if err := n.seed(ctx); err != nil {
 		// The store may be down: the cached copy still serves.
 		n.log.Warn("config: seeding activities failed", "err", err)

@@ -83,8 +83,6 @@ func stopNode(t *testing.T, n *node.Node) {
 	n.Stop(ctx) // idempotent
 }
 
-var httpClient = &http.Client{Timeout: 30 * time.Second}
-
 // testAdminKey and testTokenKey are the keys of the campaign file the test
 // nodes load (configFile): secrets of these tests, not the public ones a
 // node on a real backend (their redis-server) refuses.
@@ -101,7 +99,7 @@ func configFile(t testing.TB) string { return configFileWith(t, func(*campaign.C
 func configFileWith(t testing.TB, edit func(c *campaign.Config)) string {
 	t.Helper()
 	c := campaign.Demo()
-	c.TokenKeys, c.AdminKeys = []string{testTokenKey}, []string{testAdminKey}
+	c.TokenKeys, c.AdminKeys, c.AppKeys = []string{testTokenKey}, []string{testAdminKey}, testAppKeys()
 	edit(c)
 	raw, err := json.Marshal(c)
 	if err != nil {

@@ -48,7 +48,8 @@ func (n *Node) checkOpsPlane() error {
 
 // checkKeys refuses public keys on a node that uses real backends: no
 // admin_keys (the node would accept the public development key), the
-// development key itself, or a public token key (the demo campaign's,
+// development key itself, no app_keys (unsigned client requests), or a
+// public token key (the demo campaign's,
 // which a node without --config uses, or an example file's). Whoever holds
 // the admin key runs the admin API; whoever holds a token key seals tokens
 // that redeem books. On embedded defaults it only logs that the keys are
@@ -62,6 +63,9 @@ func (n *Node) checkKeys(c *campaign.Config) error {
 		if k, err := adminauth.ParseKey(s); err == nil && adminauth.IsDevKey(k) {
 			problems = append(problems, fmt.Sprintf("admin_keys[%d] (id %s) is the public development key", i, k.ID))
 		}
+	}
+	if len(c.AppKeys) == 0 {
+		problems = append(problems, "no app_keys (/v1 would accept unsigned requests, any client acting for any app)")
 	}
 	for _, k := range c.PublicTokenKeys() {
 		problems = append(problems, k+" is a public token key (the demo campaign's or an example file's)")

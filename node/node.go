@@ -91,6 +91,7 @@ type Node struct {
 	watcher  *configstore.Watcher
 	admin    *admin.API
 	verifier *adminauth.Verifier
+	apps     *adminauth.Verifier // nil: /v1 unsigned (no app_keys)
 	guard    *protect.Guard
 	server   *ingress.Server
 	listener net.Listener
@@ -274,9 +275,9 @@ func Start(cfg Config) (n *Node, err error) {
 		return &ingress.Server{Plane: plane, Grants: n.grants, Binder: n.binder, Campaign: n.Campaign, TiKV: n.tikv, Metrics: n.Metrics,
 			Tokens:       toks,
 			Ledger:       n.booker,
-			Authenticate: n.authenticate,
-			Guard:        n.guard,
-			Log:          n.log,
+			Authenticate: n.authenticate, Apps: n.apps,
+			Guard: n.guard,
+			Log:   n.log,
 			Admin: func(ctx *fasthttp.RequestCtx, keyID string) bool {
 				return n.serveParked(ctx, keyID) || n.admin.Serve(ctx, keyID)
 			},

@@ -49,8 +49,8 @@ func TestStartFails(t *testing.T) {
 }
 
 // TestRefusesPublicKeysOnRealBackends: a node with a real Redis refuses to
-// start with no admin keys, with the public development admin key, or with
-// a public token key (the demo campaign's without --config, an example
+// start with no admin keys, with the public development admin key, with no
+// app keys (unsigned client requests), or with a public token key (the demo campaign's without --config, an example
 // file's), says which, and writes nothing into its data dir; with keys of
 // its own it starts. On embedded defaults the demo keys still serve.
 func TestRefusesPublicKeysOnRealBackends(t *testing.T) {
@@ -61,6 +61,7 @@ func TestRefusesPublicKeysOnRealBackends(t *testing.T) {
 	}{
 		{"no --config", "", "token_keys[0] (id 1) is a public token key"},
 		{"no admin keys", file(func(c *campaign.Config) { c.AdminKeys = nil }), "no admin_keys"},
+		{"no app keys", file(func(c *campaign.Config) { c.AppKeys = nil }), "no app_keys"},
 		{"the development admin key", file(func(c *campaign.Config) {
 			c.AdminKeys = []string{"ops:" + strings.SplitN(adminauth.DevKey, ":", 2)[1]}
 		}), "admin_keys[0] (id ops) is the public development key"},

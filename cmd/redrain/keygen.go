@@ -12,7 +12,9 @@ const keygenUsage = `usage: redrain keygen [--id ID] [--bytes N]
 
 Prints a fresh secret key "ID:HEX" (N random bytes, 32 by default) for the
 campaign config file: "admin_keys" (ids of letters, digits and ._-) sign
-admin requests; "token_keys" (ids 0-65535) seal and open tokens. A node on
+admin requests; "app_keys" (ids APP or APP.LABEL, APP the app id, such as
+--id 7 or --id 7.2027) sign an app's client requests (redrain sign, bench
+--app-key); "token_keys" (ids 0-65535) seal and open tokens. A node on
 real backends (--kafka, --pd, --redis or cluster members) refuses to start
 with no admin key, the public development admin key or a public token key.
 

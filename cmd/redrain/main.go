@@ -1,7 +1,7 @@
 // Command redrain issues red packets and books them into a double-entry
-// ledger. Subcommands: serve, reconcile, bench, dev, admin. This file only
-// binds flags; the work is in packages node, reconcile, bench and
-// adminauth.
+// ledger. Subcommands: serve, reconcile, bench, dev, admin, keygen, sign.
+// This file only binds flags; the work is in packages node, reconcile,
+// bench and adminauth.
 package main
 
 import (
@@ -29,10 +29,11 @@ const usage = `usage: redrain <command> [flags]
 commands:
   serve      run a node (embedded Kafka, TiKV and Redis unless pointed at servers)
   reconcile  audit the store of record against every invariant
-  bench      drive a node or cluster with grants and audit the result
+  bench      drive a node or cluster with grants (signed with --app-key) and audit the result
   dev        run the backends several nodes share (development only)
   admin      signed admin API calls: activities, budgets, switches, stats
-  keygen     print a fresh secret key for admin_keys or token_keys
+  keygen     print a fresh secret key for admin_keys, app_keys or token_keys
+  sign       print the signature headers of one client API (/v1) request, or a bind consent
 
 Run 'redrain <command> -h' for its flags.
 `
@@ -56,6 +57,8 @@ func main() {
 		err = adminCmd(os.Args[2:])
 	case "keygen":
 		err = keygenCmd(os.Args[2:])
+	case "sign":
+		err = signCmd(os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
@@ -174,8 +177,31 @@ func reconcileCmd(args []string) error {
 	return nil
 }
 
+const benchUsage = `usage: redrain bench [flags]
+
+Offers grants to the nodes of --target for --duration, waits for booking to
+drain, runs the audit and reports it all.
+
+Every grant request (/v1/grants, /v1/grants/batch) is signed with --app-key
+(default $REDRAIN_APP_KEY): a key "APP:HEX" or "APP.LABEL:HEX" of the nodes'
+app_keys for the app of --app. A key for another app is refused before
+anything is sent. Without a key the requests go unsigned, which only a node
+without app_keys (the embedded demo) accepts; a node that answers 401
+unauthorized or 403 forbidden ends the run at once with what to change.
+The stats and audit requests are signed with --admin-key (default
+$REDRAIN_ADMIN_KEY, else the public development key).
+
+  redrain bench --target http://127.0.0.1:8080 --app 7 --app-key "$REDRAIN_APP_KEY" --rate 20000
+
+Flags:
+`
+
 func benchCmd(args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), benchUsage)
+		fs.PrintDefaults()
+	}
 	targets := fs.String("target", "http://127.0.0.1:8080", "node base URLs, comma-separated")
 	adminTargets := fs.String("admin-target", "", "the nodes' operations listeners (--admin-http), comma-separated, one per --target in the same order, for the stats and audit requests (default: the targets)")
 	users := fs.Int("users", 10000, "distinct users")
@@ -188,7 +214,7 @@ func benchCmd(args []string) error {
 	activity := fs.String("activity", "demo", "activity id")
 	scene := fs.String("scene", "rain", "scene id")
 	rain := fs.Uint64("rain", 1, "rain id")
-	app := fs.Uint("app", 1, "app id")
+	app := fs.Uint("app", 1, "app id of every grant; --app-key must be a key of this app")
 	prefix := fs.String("user-prefix", "", "user id prefix (default: a fresh random one per run)")
 	drain := fs.Duration("drain-timeout", 120*time.Second, "how long to wait for booking to catch up")
 	audit := fs.Bool("audit", true, "run the audit after booking drained")
@@ -197,6 +223,8 @@ func benchCmd(args []string) error {
 	ceiling := fs.Bool("ceiling", false, "alternate the load between the targets and an empty fasthttp handler the bench serves on 127.0.0.1 (the ingress ceiling), and print both accepted rates and their ratio per round; booking drains and the audit runs after the last node phase")
 	rounds := fs.Int("rounds", 2, "with --compare-hot or --ceiling: how many times each phase runs, alternating")
 	adminKey := fs.String("admin-key", "", "admin key ID:HEX that signs the stats and audit requests (default $REDRAIN_ADMIN_KEY, else the development key)")
+	appKey := fs.String("app-key", "", "app key APP:HEX (or APP.LABEL:HEX) of the nodes' app_keys for the app of --app, that signs every grant request "+
+		"(default $REDRAIN_APP_KEY; neither: unsigned, which only a node without app_keys accepts)")
 	_ = fs.Parse(args)
 	if *repeat == 0 {
 		*repeat = -1 // bench.Config reads 0 as "the default"
@@ -207,7 +235,7 @@ func benchCmd(args []string) error {
 		Targets: list(*targets), AdminTargets: list(*adminTargets), Users: *users, Duration: *duration, Rate: *rate, Conns: *conns,
 		Pipeline: *pipeline, Batch: *batch, RepeatRatio: *repeat, AppID: uint32(*app), ActivityID: *activity,
 		SceneID: *scene, RainID: *rain, UserPrefix: *prefix, DrainTimeout: *drain, Audit: *audit,
-		AdminKey: adminKeyOr(*adminKey, os.Getenv), Progress: os.Stderr,
+		AdminKey: adminKeyOr(*adminKey, os.Getenv), AppKey: appKeyOr(*appKey, os.Getenv), Progress: os.Stderr,
 	}
 	if *hot > 0 && *ceiling {
 		return errors.New("--compare-hot and --ceiling are two comparisons: choose one")

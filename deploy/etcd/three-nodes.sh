@@ -69,19 +69,25 @@ echo "backends: $flags"
 
 # Nodes on real backends refuse public keys: a campaign file (the demo
 # activity) with keys made for this directory, kept across runs; the
-# admin key signs `redrain admin` and bench through $REDRAIN_ADMIN_KEY.
+# admin key signs `redrain admin` and bench through $REDRAIN_ADMIN_KEY,
+# app 1's key the bench's grants through $REDRAIN_APP_KEY.
 if [ ! -s "$dir/campaign.json" ]; then
 	cat >"$dir/campaign.json" <<JSON
 {"activities": [{"id": "demo", "rains": [{"scene_id": "rain", "rain_id": 1, "always_open": true, "start": "2026-01-01T00:00:00Z"}],
   "awards": [{"type": "cash", "kind": "money", "min": 1, "max": 200}],
   "stages": [{"stage": "formal", "budgets": {"cash": 1000000000000}}]}],
  "token_keys": ["$("$bin" keygen --id 1)"], "active_token_key": 1, "draw_salt": "demo",
- "admin_keys": ["$("$bin" keygen --id ops)"]}
+ "admin_keys": ["$("$bin" keygen --id ops)"], "app_keys": ["$("$bin" keygen --id 1)"]}
 JSON
 	chmod 600 "$dir/campaign.json"
 fi
 REDRAIN_ADMIN_KEY=$(sed -n 's/.*"admin_keys": \["\([^"]*\)".*/\1/p' "$dir/campaign.json")
-export REDRAIN_ADMIN_KEY
+REDRAIN_APP_KEY=$(sed -n 's/.*"app_keys": \["\([^"]*\)".*/\1/p' "$dir/campaign.json")
+if [ -z "$REDRAIN_APP_KEY" ]; then
+	echo "$dir/campaign.json has no app_keys (made by an older version): remove it to have it made again" >&2
+	exit 1
+fi
+export REDRAIN_ADMIN_KEY REDRAIN_APP_KEY
 
 # Three nodes. With --cluster-etcd, --cluster-addr is the remoting address
 # each node registers in etcd for the others to dial. The first starts
@@ -108,6 +114,7 @@ echo "members as node n1 sees them:"
 # Admin requests are signed with $REDRAIN_ADMIN_KEY (set above).
 "$bin" admin --target http://127.0.0.1:9301 cluster | grep -o '"id": "[^"]*@[^"]*"' || true
 echo "admin key (for $bin admin and bench): export REDRAIN_ADMIN_KEY=$REDRAIN_ADMIN_KEY"
+echo "app 1's key (for bench and $bin sign): export REDRAIN_APP_KEY=$REDRAIN_APP_KEY"
 echo "try: $bin bench --target http://127.0.0.1:9101,http://127.0.0.1:9102,http://127.0.0.1:9103 --admin-target http://127.0.0.1:9301,http://127.0.0.1:9302,http://127.0.0.1:9303 --users 100000"
 echo "Ctrl-C stops everything (logs and data stay in $dir)."
 wait
