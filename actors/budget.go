@@ -58,6 +58,8 @@ func (g *budgetGrain) Receive(ctx actor.Context) {
 		reply, err = g.takeLease(m.Value[1:])
 	case msgCloseLease:
 		reply, err = g.closeLease(m.Value[1:])
+	case msgRenewLease:
+		reply, err = g.renewLease(m.Value[1:])
 	case msgFold:
 		reply, err = g.fold(m.Value[1:])
 	default:
@@ -89,6 +91,7 @@ func (g *budgetGrain) takeLease(b []byte) (*wrapperspb.BytesValue, error) {
 		if lease == nil {
 			return nil
 		}
+		lease.Expires = time.Now().Add(ledger.LeaseTTL).UnixMilli()
 		bud.Version++
 		if err := bud.Check(); err != nil {
 			return err
@@ -107,6 +110,45 @@ func (g *budgetGrain) takeLease(b []byte) (*wrapperspb.BytesValue, error) {
 	reply := appendStr([]byte{msgReply}, string(ledger.MarshalLease(nil, lease)))
 	reply = binary.AppendVarint(reply, lease.BudgetOut)
 	return message(binary.AppendVarint(reply, lease.BudgetTotal)), nil
+}
+
+// renewLease: budget id, lease id, owner, incarnation → the lease's new
+// expiry (unix ms), or a failure wrapping ledger.ErrLeaseExpired when it
+// can no longer be spent.
+func (g *budgetGrain) renewLease(b []byte) (*wrapperspb.BytesValue, error) {
+	d := wireDecoder{b: b}
+	id, leaseID, owner, inc := d.str(), d.uvarint(), d.str(), d.uvarint()
+	if d.err != nil {
+		return nil, d.err
+	}
+	var expires int64
+	err := g.tikv.Update(context.Background(), func(txn *transaction.KVTxn) error {
+		l, err := loadLease(txn, id, leaseID)
+		if err != nil {
+			return err
+		}
+		if err := l.Renew(owner, inc, time.Now().UnixMilli(), ledger.LeaseTTL.Milliseconds()); err != nil {
+			return err
+		}
+		expires = l.Expires
+		return txn.Set(storage.LeaseKey(id, leaseID), ledger.MarshalLease(nil, l))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return message(binary.AppendVarint([]byte{msgReply}, expires)), nil
+}
+
+// loadLease reads a lease in txn; a missing one is an invariant error.
+func loadLease(txn *transaction.KVTxn, id string, leaseID uint64) (*ledger.Lease, error) {
+	raw, err := storage.Get(context.Background(), txn, storage.LeaseKey(id, leaseID))
+	if err != nil {
+		return nil, err
+	}
+	if raw == nil {
+		return nil, fmt.Errorf("%w: lease %s/%d not found", ledger.ErrInvariant, id, leaseID)
+	}
+	return ledger.UnmarshalLease(raw)
 }
 
 // closeLease: budget id, lease id, issued, count → nothing.
@@ -131,14 +173,7 @@ func closeLeaseTxn(ctx context.Context, kv *storage.TiKV, id string, leaseID uin
 		if err != nil {
 			return err
 		}
-		raw, err := storage.Get(ctx, txn, storage.LeaseKey(id, leaseID))
-		if err != nil {
-			return err
-		}
-		if raw == nil {
-			return fmt.Errorf("%w: lease %s/%d not found", ledger.ErrInvariant, id, leaseID)
-		}
-		l, err := ledger.UnmarshalLease(raw)
+		l, err := loadLease(txn, id, leaseID)
 		if err != nil {
 			return err
 		}
@@ -355,6 +390,28 @@ func (bs *Budgets) TakeLease(budgetID string, want int64, owner string, incarnat
 	}
 	l.BudgetOut, l.BudgetTotal = out, total
 	return l, nil
+}
+
+// RenewLease extends an open lease of owner's incarnation by
+// ledger.LeaseTTL and returns its new expiry (unix ms, the grain's clock).
+// An error wrapping ledger.ErrLeaseExpired says the lease must not be
+// spent any more (expired, closed or another holder's).
+func (bs *Budgets) RenewLease(budgetID string, leaseID uint64, owner string, incarnation uint64) (int64, error) {
+	req := []byte{msgRenewLease}
+	req = appendStr(req, budgetID)
+	req = binary.AppendUvarint(req, leaseID)
+	req = appendStr(req, owner)
+	req = binary.AppendUvarint(req, incarnation)
+	payload, err := replyPayload(bs.cluster.Request(budgetID, KindBudget, &wrapperspb.BytesValue{Value: req}))
+	if err != nil {
+		return 0, err
+	}
+	d := wireDecoder{b: payload}
+	expires := d.varint()
+	if d.err != nil || len(d.b) != 0 {
+		return 0, fmt.Errorf("%w: renew lease reply", ledger.ErrCorrupt)
+	}
+	return expires, nil
 }
 
 // CloseLease closes a lease with what was issued under it. The budget

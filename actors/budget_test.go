@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tikv/client-go/v2/txnkv/transaction"
 
@@ -315,4 +316,50 @@ func TestSetBudgetTotal(t *testing.T) {
 		t.Fatalf("after concurrent sets: budget %+v, funding %d", b, fund())
 	}
 	audit("concurrent sets")
+}
+
+// TestLeaseRenewal: a lease taken through the grain expires a TTL after
+// the take; its holder's renewal moves the expiry on; the grain refuses to
+// renew it for another holder, once it expired, or once it is closed.
+func TestLeaseRenewal(t *testing.T) {
+	f := newFixture(t, 1000)
+	before := time.Now().UnixMilli()
+	l, err := env.budgets.TakeLease(f.Budget, 100, "node-r", 7)
+	if err != nil || l == nil {
+		t.Fatal(l, err)
+	}
+	ttl := ledger.LeaseTTL.Milliseconds()
+	if l.Expires < before+ttl || l.Expires > time.Now().UnixMilli()+ttl {
+		t.Fatalf("lease expires at %d, want a TTL (%d ms) after the take at %d", l.Expires, ttl, before)
+	}
+	time.Sleep(5 * time.Millisecond)
+	exp, err := env.budgets.RenewLease(f.Budget, l.ID, "node-r", 7)
+	if err != nil || exp <= l.Expires {
+		t.Fatalf("renewal = %d, %v; want an expiry after %d", exp, err, l.Expires)
+	}
+	stored, err := ledger.UnmarshalLease(get(t, storage.LeaseKey(f.Budget, l.ID)))
+	if err != nil || stored.Expires != exp {
+		t.Fatalf("stored lease %+v, %v: want expiry %d", stored, err, exp)
+	}
+	for _, c := range []struct {
+		name  string
+		owner string
+		inc   uint64
+	}{{"another node", "node-s", 7}, {"another incarnation", "node-r", 8}} {
+		if _, err := env.budgets.RenewLease(f.Budget, l.ID, c.owner, c.inc); !errors.Is(err, ledger.ErrLeaseExpired) {
+			t.Fatalf("renewal by %s = %v, want ErrLeaseExpired", c.name, err)
+		}
+	}
+	// Expired in the store (its holder stopped renewing long ago).
+	stored.Expires = time.Now().UnixMilli() - 1
+	put(t, storage.LeaseKey(f.Budget, l.ID), ledger.MarshalLease(nil, stored))
+	if _, err := env.budgets.RenewLease(f.Budget, l.ID, "node-r", 7); !errors.Is(err, ledger.ErrLeaseExpired) {
+		t.Fatalf("renewal of an expired lease = %v, want ErrLeaseExpired", err)
+	}
+	if err := env.budgets.CloseLease(f.Budget, l.ID, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.budgets.RenewLease(f.Budget, l.ID, "node-r", 7); !errors.Is(err, ledger.ErrLeaseExpired) {
+		t.Fatalf("renewal of a closed lease = %v, want ErrLeaseExpired", err)
+	}
 }

@@ -62,6 +62,7 @@ const (
 const (
 	msgTakeLease  byte = 2
 	msgCloseLease byte = 3
+	msgRenewLease byte = 5
 	msgReply      byte = 100
 	msgFailure    byte = 101
 )
@@ -83,11 +84,14 @@ func message(parts ...[]byte) *wrapperspb.BytesValue {
 	return &wrapperspb.BytesValue{Value: b}
 }
 
-// moneyErrs are the ledger's money classes, in the order their index is
+// moneyErrs are the ledger's error classes, in the order their index is
 // sent after msgFailure (0 is an operational failure). A class must cross
 // the wire: without it the booker cannot tell a broken invariant, which
-// stops booking, from a timeout, which it retries.
-var moneyErrs = [...]error{1: ledger.ErrInvariant, 2: ledger.ErrCorrupt, 3: ledger.ErrOverflow, 4: ledger.ErrUnbalanced}
+// stops booking, from a timeout, which it retries, nor a lease holder an
+// expired lease, which it stops spending, from an unreachable grain. All
+// but ErrLeaseExpired are money invariants (isMoneyErr).
+var moneyErrs = [...]error{1: ledger.ErrInvariant, 2: ledger.ErrCorrupt, 3: ledger.ErrOverflow, 4: ledger.ErrUnbalanced,
+	5: ledger.ErrLeaseExpired}
 
 func failure(err error) *wrapperspb.BytesValue {
 	class := byte(0)
@@ -104,7 +108,7 @@ func failure(err error) *wrapperspb.BytesValue {
 // memory.
 func isMoneyErr(err error) bool {
 	for _, e := range moneyErrs {
-		if e != nil && errors.Is(err, e) {
+		if e != nil && e != ledger.ErrLeaseExpired && errors.Is(err, e) {
 			return true
 		}
 	}

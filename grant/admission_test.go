@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -84,11 +85,12 @@ func newFixture(t testing.TB, parts int32, total int64, inFlightMax int) *fixtur
 // newFixtureOwner is newFixture with owner saying whether the admission
 // the test sends to owns every shard itself.
 func newFixtureOwner(t testing.TB, parts int32, total int64, inFlightMax int, owner bool) *fixture {
-	return newFixtureTimed(t, parts, total, inFlightMax, owner, storage.DefaultWriterTiming)
+	return newFixtureTimed(t, parts, total, inFlightMax, owner, storage.DefaultWriterTiming, time.Now)
 }
 
-// newFixtureTimed is newFixtureOwner with the grant writer's timing.
-func newFixtureTimed(t testing.TB, parts int32, total int64, inFlightMax int, owner bool, timing storage.WriterTiming) *fixture {
+// newFixtureTimed is newFixtureOwner with the grant writer's timing and
+// the clock of the admissions and the budget grain.
+func newFixtureTimed(t testing.TB, parts int32, total int64, inFlightMax int, owner bool, timing storage.WriterTiming, clock func() time.Time) *fixture {
 	t.Helper()
 	k := storagetest.Kafka(t, "", parts)
 	gw, err := storage.NewGrantWriterTimed(k.Brokers, parts, timing)
@@ -105,6 +107,7 @@ func newFixtureTimed(t testing.TB, parts int32, total int64, inFlightMax int, ow
 		t.Fatal(err)
 	}
 	f := &fixture{budget: granttest.NewBudget(total), kafka: k, parts: parts, reg: &metrics.Registry{}, stream: gw, camp: camp, catalog: cat}
+	f.budget.Now = clock
 	resolver := &seqResolver{ids: map[string]uint64{}}
 	ownerReg := f.reg
 	if !owner {
@@ -112,13 +115,13 @@ func newFixtureTimed(t testing.TB, parts int32, total int64, inFlightMax int, ow
 	}
 	f.owner = grant.New(grant.Config{Log: slog.New(slog.DiscardHandler), Campaign: camp,
 		Resolver: resolver, Stream: gw, Leases: f.budget,
-		Node: "n-test", Incarnation: 1, Metrics: ownerReg, Clock: time.Now, InFlightMax: inFlightMax, Owner: true})
+		Node: "n-test", Incarnation: 1, Metrics: ownerReg, Clock: clock, InFlightMax: inFlightMax, Owner: true})
 	f.owner.SetCatalog(cat)
 	f.adm = f.owner
 	if !owner {
 		f.adm = grant.New(grant.Config{Log: slog.New(slog.DiscardHandler), Campaign: camp,
 			Resolver: resolver, Stream: gw, Leases: granttest.NewBudget(0), Peers: peersOf{f.owner}, Self: "front",
-			Node: "n-front", Incarnation: 1, Metrics: f.reg, Clock: time.Now, InFlightMax: inFlightMax})
+			Node: "n-front", Incarnation: 1, Metrics: f.reg, Clock: clock, InFlightMax: inFlightMax})
 		f.adm.SetCatalog(cat)
 	}
 	t.Cleanup(f.close)
@@ -405,7 +408,7 @@ func TestOwnerClaims(t *testing.T) {
 func TestBrokerPausedPastTheWriteDeadline(t *testing.T) {
 	timing := storage.WriterTiming{Ack: 150 * time.Millisecond, Net: 150 * time.Millisecond, Retries: 1, Backoff: 20 * time.Millisecond}
 	const total = 1 << 40
-	f := newFixtureTimed(t, 1, total, 0, true, timing)
+	f := newFixtureTimed(t, 1, total, 0, true, timing, time.Now)
 	before := admit(f, demoRequests("a", "b"))
 	for i, r := range before {
 		if r.Outcome != grant.Issued {
@@ -463,5 +466,63 @@ func TestBrokerPausedPastTheWriteDeadline(t *testing.T) {
 	}
 	if len(streamed) != 3 {
 		t.Errorf("%d users on the stream, want 3 (a, b, e)", len(streamed))
+	}
+}
+
+// TestPausedPastTheLease: a node paused between taking a grant's amount
+// from its lease and the record's acknowledgement, for longer than the
+// lease lives, does not answer the grant as issued (another node may
+// reclaim the lease by then): it is unavailable, counted as a late
+// acknowledgement, its record stays on the stream for booking to judge,
+// and its amount counts as issued under the lease, which the grain no
+// longer renews and the holder closes.
+func TestPausedPastTheLease(t *testing.T) {
+	var mu sync.Mutex
+	now := time.UnixMilli(1_800_000_000_000)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	pause := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	const total = 1 << 40
+	f := newFixtureTimed(t, 1, total, 0, true, storage.DefaultWriterTiming, clock)
+	if r := admit(f, demoRequests("a"))[0]; r.Outcome != grant.Issued {
+		t.Fatalf("grant before the pause = %v (%v), want issued", r.Outcome, r.Err)
+	}
+	kc := f.kafka.EmbeddedCluster()
+	var once sync.Once
+	kc.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		kc.KeepControl()
+		once.Do(func() { pause(ledger.LeaseTTL) }) // the node sleeps while its record is in flight
+		return nil, nil, false
+	})
+	late := admit(f, demoRequests("b"))[0]
+	if late.Outcome != grant.Unavailable || !strings.Contains(fmt.Sprint(late.Err), "lease expired") {
+		t.Fatalf("grant acknowledged after the lease expired = %v (%v), want unavailable", late.Outcome, late.Err)
+	}
+	var text strings.Builder
+	f.reg.WriteText(&text)
+	if !strings.Contains(text.String(), "\nredrain_grant_late_acks_total 1\n") {
+		t.Fatalf("want redrain_grant_late_acks_total 1 in\n%s", text.String())
+	}
+	// A new grant takes a new lease (the old one is past its bound).
+	if r := admit(f, demoRequests("c"))[0]; r.Outcome != grant.Issued {
+		t.Fatalf("grant after the pause = %v (%v), want issued", r.Outcome, r.Err)
+	}
+	f.adm.Close(context.Background())
+	var users int
+	for _, rec := range records(t, f) {
+		users += len(rec)
+	}
+	if users != 3 {
+		t.Fatalf("%d grants on the stream, want 3 (a, b's landed record, c)", users)
+	}
+	leases := f.budget.Leases()
+	if len(leases) < 2 {
+		t.Fatalf("%d leases taken, want a new one after the pause", len(leases))
+	}
+	first := leases[1]
+	if !first.Closed || first.IssuedCount != 2 {
+		t.Fatalf("the expired lease = %+v, want closed with a's and b's grants issued", first)
+	}
+	if err := f.budget.Check(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -36,6 +36,10 @@ var ErrNotOwner = errors.New("grant: this node does not own the user's shard")
 // booking is moving the partition, or its new owner is still catching up.
 var errMoving = errors.New("grant: the user's shard is moving between nodes; retry")
 
+// errLeaseExpired answers a grant whose record was acknowledged after its
+// budget lease expired on this node (see leaseSafety).
+var errLeaseExpired = errors.New("grant: the budget lease expired before the grant was acknowledged; retry")
+
 // forwardTimeout bounds one forwarded batch. An owner answers in
 // milliseconds; one that died is found out this long after, and the batch
 // is answered unavailable (a retry that reaches the owner later gets the

@@ -158,6 +158,9 @@ type Admission struct {
 	deciding    atomic.Int32 // shards owned here and restored
 	lastBatch   atomic.Int64 // unix ns when a shard last started a batch
 	records     atomic.Int64 // grant-stream records written
+	// lateAcks counts grants whose record was acknowledged after their
+	// lease's expiry as this node sees it (not answered as issued).
+	lateAcks *metrics.Counter
 	// Grants forwarded to their shard's owner, and grants decided here for
 	// other nodes.
 	forwardedOut, forwardedIn *metrics.Counter
@@ -217,6 +220,7 @@ func New(cfg Config) *Admission {
 	if cfg.Owner {
 		a.deciding.Store(n)
 	}
+	a.lateAcks = reg.Counter("redrain_grant_late_acks_total", "Grants whose record was acknowledged after their budget lease expired as this node sees it: answered unavailable, not issued.")
 	for i := range a.shards {
 		a.shards[i] = newShard(a, int32(i), cfg.Owner)
 		a.wg.Add(1)

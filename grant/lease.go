@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,9 @@ import (
 // LeaseSource hands out and takes back budget leases (the budget grains).
 type LeaseSource interface {
 	TakeLease(budgetID string, want int64, owner string, incarnation uint64) (*ledger.Lease, error)
+	// RenewLease extends an open lease by ledger.LeaseTTL; an error
+	// wrapping ledger.ErrLeaseExpired says it must not be spent any more.
+	RenewLease(budgetID string, leaseID uint64, owner string, incarnation uint64) (expires int64, err error)
 	CloseLease(budgetID string, leaseID uint64, issued, count int64) error
 	// OpenLeasesOf lists the budget's open leases taken by owner's incarnation.
 	OpenLeasesOf(budgetID, owner string, incarnation uint64) ([]*ledger.Lease, error)
@@ -25,6 +29,21 @@ var errExhausted = errors.New("grant: budget exhausted")
 // exhaustedRetry is how long a node believes a budget exhausted before it
 // asks again (leases returned by other nodes may refill it).
 const exhaustedRetry = time.Second
+
+// A lease is fenced by time: its holder answers a grant under it only if
+// the grant's record was acknowledged before the lease's expiry as the
+// holder estimates it, the local time it sent the take or last renewal
+// plus ledger.LeaseTTL (the grain set the expiry after it received that
+// request), less leaseSafety. It takes no new grant from a lease within
+// leaseSpendMargin of that, so a batch has time for its acknowledgement.
+// A node that renews no more (paused, cut off, gone) stops answering under
+// its leases on its own; ledger.LeaseReclaimGrace after the expiry other
+// nodes may reclaim them, knowing that every grant answered under them is
+// in the stream by then.
+const (
+	leaseSafety      = time.Second
+	leaseSpendMargin = 2 * time.Second
+)
 
 // leaseHolder spends one budget on this node from leases: taking an amount
 // is a mutex and a subtraction. The next lease is fetched in the background
@@ -52,10 +71,18 @@ type leaseHolder struct {
 	// lost (a timeout while the grain committed it) leaves a lease of this
 	// incarnation that is not known: closeAll closes it with nothing issued.
 	known map[uint64]bool
+	// using are the leases not closed yet (current, next, retired with
+	// grants in flight): those renewLoop renews.
+	using []*activeLease
 	// spent is the budget's share leased out, in basis points, as the
 	// budget grain reported it with the newest lease: what draw
 	// thresholds read.
 	spent atomic.Int64
+	// stop ends the renewal loop (closeAll); renewed is told of each pass
+	// (tests).
+	stop     chan struct{}
+	stopOnce sync.Once
+	renewed  func()
 }
 
 // OpenLease is what a node has issued so far under one of its open leases
@@ -103,13 +130,87 @@ type activeLease struct {
 	inflight                    int
 	retired, closed             bool
 	takenAt                     time.Time
+	// liveUntil (unix ns, the holder's clock) is the last instant a grant
+	// under the lease may be answered: see leaseSafety. Renewals move it;
+	// the shard reads it after the acknowledgement, without the lock.
+	liveUntil atomic.Int64
 }
+
+// setLive sets l's live bound from the time the take or renewal that set
+// its expiry was sent.
+func (l *activeLease) setLive(sent time.Time) {
+	l.liveUntil.Store(sent.Add(ledger.LeaseTTL - leaseSafety).UnixNano())
+}
+
+// liveAt reports whether a grant under l acknowledged at t may be answered.
+func (l *activeLease) liveAt(t time.Time) bool { return t.UnixNano() < l.liveUntil.Load() }
+
+// spendableAt reports whether l may take a new grant at t.
+func (l *activeLease) spendableAt(t time.Time) bool { return l.liveAt(t.Add(leaseSpendMargin)) }
 
 func newLeaseHolder(log *slog.Logger, budgetID string, src LeaseSource, owner string, inc uint64, sizeMin, sizeMax int64, clock func() time.Time) *leaseHolder {
 	h := &leaseHolder{log: log, budgetID: budgetID, src: src, owner: owner, incarnation: inc,
-		size: sizeMin, sizeMax: max(sizeMax, sizeMin), clock: clock, known: map[uint64]bool{}}
+		size: sizeMin, sizeMax: max(sizeMax, sizeMin), clock: clock, known: map[uint64]bool{}, stop: make(chan struct{})}
 	h.closed = sync.NewCond(&h.mu)
+	go h.renewLoop()
 	return h
+}
+
+// renewLoop renews the holder's open leases every ledger.LeaseRenewEvery
+// until closeAll: one request per lease per pass, whatever the grants.
+func (h *leaseHolder) renewLoop() {
+	t := time.NewTicker(ledger.LeaseRenewEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-t.C:
+		}
+		h.renewOnce()
+		if h.renewed != nil {
+			h.renewed()
+		}
+	}
+}
+
+// renewOnce renews every lease the holder still uses (current, next, or
+// retired with grants in flight). One the grain refuses (expired, closed)
+// is retired at once; one it cannot reach keeps its bound and runs out.
+func (h *leaseHolder) renewOnce() {
+	h.mu.Lock()
+	var live []*activeLease
+	live = append(live, h.using...)
+	h.mu.Unlock()
+	for _, l := range live {
+		sent := h.clock()
+		_, err := h.src.RenewLease(h.budgetID, l.id, h.owner, h.incarnation)
+		switch {
+		case err == nil:
+			l.setLive(sent)
+		case errors.Is(err, ledger.ErrLeaseExpired):
+			h.log.Warn("lease can no longer be renewed: no more grants under it", "budget", h.budgetID, "lease", l.id, "err", err)
+			l.liveUntil.Store(0)
+			h.mu.Lock()
+			h.dropLocked(l)
+			h.mu.Unlock()
+		default:
+			h.log.Warn("lease renewal failed; retrying", "budget", h.budgetID, "lease", l.id, "err", err)
+		}
+	}
+}
+
+// dropLocked stops taking grants from l (it is retired like a spent one).
+func (h *leaseHolder) dropLocked(l *activeLease) {
+	switch l {
+	case h.cur:
+		h.cur = nil
+	case h.next:
+		h.next = nil
+	default:
+		return
+	}
+	h.retireLocked(l)
 }
 
 // take reserves amount from the current lease, fetching leases as needed.
@@ -134,7 +235,7 @@ func (h *leaseHolder) takeBatch(ctx context.Context, amounts []int64, leases []*
 // waits for a lease fetch.
 func (h *leaseHolder) takeLocked(ctx context.Context, amount int64) (*activeLease, error) {
 	for {
-		if l := h.cur; l != nil && l.amount-l.reserved >= amount {
+		if l := h.cur; l != nil && l.amount-l.reserved >= amount && l.spendableAt(h.clock()) {
 			l.reserved += amount
 			l.inflight++
 			if l.amount-l.reserved < l.amount/2 && h.next == nil && h.fetching == nil {
@@ -148,6 +249,10 @@ func (h *leaseHolder) takeLocked(ctx context.Context, amount int64) (*activeLeas
 		}
 		if h.next != nil {
 			h.cur, h.next = h.next, nil
+			if !h.cur.spendableAt(h.clock()) {
+				h.retireLocked(h.cur)
+				h.cur = nil
+			}
 			continue
 		}
 		if h.clock().Before(h.exhaustedUntil) {
@@ -212,6 +317,9 @@ func (h *leaseHolder) closeLocked(l *activeLease) {
 		return
 	}
 	l.closed = true
+	if i := slices.Index(h.using, l); i >= 0 {
+		h.using = slices.Delete(h.using, i, i+1)
+	}
 	issued, count := l.acked, l.ackedCount
 	h.closing++
 	go func() {
@@ -239,6 +347,7 @@ func (h *leaseHolder) fetchLocked() {
 	h.fetching = done
 	want := h.size
 	go func() {
+		sent := h.clock()
 		lease, err := h.src.TakeLease(h.budgetID, want, h.owner, h.incarnation)
 		h.mu.Lock()
 		defer h.mu.Unlock()
@@ -254,6 +363,8 @@ func (h *leaseHolder) fetchLocked() {
 			h.known[lease.ID] = true
 			h.spent.Store(leaseSpentBP(lease))
 			l := &activeLease{id: lease.ID, amount: lease.Amount, takenAt: h.clock()}
+			l.setLive(sent)
+			h.using = append(h.using, l)
 			if lease.Amount < want {
 				// The budget's tail: after it, the budget is exhausted.
 				h.exhaustedUntil = h.clock().Add(exhaustedRetry)
@@ -270,6 +381,7 @@ func (h *leaseHolder) fetchLocked() {
 // closeAll retires every lease and waits until their unspent parts are
 // returned (grants still in flight settle first).
 func (h *leaseHolder) closeAll(ctx context.Context) {
+	h.stopOnce.Do(func() { close(h.stop) })
 	h.mu.Lock()
 	for h.fetching != nil {
 		wait := h.fetching

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"redrain/grant/granttest"
+	"redrain/ledger"
 )
 
 func newMemBudget(total int64) *granttest.Budget { return granttest.NewBudget(total) }
@@ -151,5 +152,86 @@ func TestLeaseHolderClosesLeaseWhoseReplyWasLost(t *testing.T) {
 	}
 	if got, want := src.Remaining(), int64(10_000-10-1000); got != want {
 		t.Errorf("remaining %d, want %d (only the other node's lease and the 10 issued out)", got, want)
+	}
+}
+
+// fakeClock is a clock tests move by hand.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// TestLeaseExpiry: a lease is spent only while its holder can still
+// answer under it; renewals keep it spendable past its first expiry; a
+// lease the grain will not renew (it expired there) is dropped and closed
+// at what was acknowledged; and a holder that stops renewing stops
+// spending on its own.
+func TestLeaseExpiry(t *testing.T) {
+	clock := &fakeClock{t: time.UnixMilli(1_800_000_000_000)}
+	src := newMemBudget(1_000_000)
+	src.Now = clock.now
+	h := newLeaseHolder(slog.Default(), "b", src, "n1", 1, 1000, 1000, clock.now)
+	defer h.closeAll(context.Background())
+	ctx := context.Background()
+	take := func() *activeLease {
+		t.Helper()
+		l, err := h.take(ctx, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.settle(l, 10, true)
+		return l
+	}
+	first := take()
+	if !first.liveAt(clock.now()) {
+		t.Fatal("a fresh lease is not live")
+	}
+	// Renewed halfway: still spent after its first expiry would be near.
+	clock.add(ledger.LeaseTTL / 2)
+	h.renewOnce()
+	clock.add(ledger.LeaseTTL/2 + time.Second)
+	if l := take(); l != first {
+		t.Fatalf("after a renewal the holder moved from lease %d to %d", first.id, l.id)
+	}
+	// No renewal: within leaseSpendMargin of its bound the lease is retired
+	// and a new one taken; past the bound a grant under it is not answered.
+	clock.add(ledger.LeaseTTL - leaseSafety - leaseSpendMargin)
+	second := take()
+	if second == first {
+		t.Fatal("a lease near its expiry was still spent")
+	}
+	if first.liveAt(clock.now().Add(leaseSpendMargin)) {
+		t.Fatal("the old lease is live past its bound")
+	}
+	// The grain refuses the renewal of an expired lease: the holder drops
+	// it and closes it at what it acknowledged.
+	src.Expire(second.id)
+	h.renewOnce()
+	if second.liveAt(clock.now()) {
+		t.Fatal("a lease whose renewal was refused is still live")
+	}
+	third := take()
+	if third == second {
+		t.Fatal("a lease whose renewal was refused was still spent")
+	}
+	waitFor(t, func() bool { l := src.Leases()[second.id]; return l.Closed && l.Issued == 10 })
+	waitFor(t, func() bool { l := src.Leases()[first.id]; return l.Closed && l.Issued == 20 })
+	check(t, src)
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -382,8 +382,18 @@ func (s *shard) issue(ctx context.Context, fresh []*item) {
 		a.perRecord.Observe(int64((len(taken) + records - 1) / records))
 	}
 	a.stageTime[stageStream].ObserveNs(time.Since(t0).Nanoseconds())
+	ackedAt := a.clock()
 	for _, it := range taken {
 		switch {
+		case err == nil && !it.lease.liveAt(ackedAt):
+			// Acknowledged after the lease's expiry as this node sees it
+			// (a pause, a renewal that failed): another node may reclaim
+			// the lease, so the grant is not answered under it. Its record
+			// landed: booking books it unless the lease was fenced first,
+			// and a retry finds the packet or draws again.
+			*it.res = Result{Outcome: Unavailable, Err: errLeaseExpired}
+			a.lateAcks.Add(1)
+			s.uncertain(it)
 		case err == nil:
 			*it.res = Result{Outcome: Issued, Grant: it.g}
 		case definite:

@@ -2,8 +2,10 @@ package ledger
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"slices"
+	"time"
 )
 
 // Budget is what a child activity may spend on one award. Nodes spend it
@@ -229,12 +231,52 @@ type Lease struct {
 	// Invariant: 0 <= Booked <= Amount; closed: Booked <= Issued and
 	// BookedCount <= IssuedCount.
 	Booked, BookedCount int64
+	// Expires is when the lease stops being spendable, in unix
+	// milliseconds of the budget grain's clock: its holder renews it
+	// (Renew) while it spends, answers no grant under it past its own
+	// estimate of this time, and once it is LeaseReclaimGrace past, any
+	// node may fence and close the lease at what was booked under it. 0:
+	// a lease taken before leases expired; it never does.
+	Expires int64
 
 	// BudgetOut and BudgetTotal are the budget's Leased-Returned and Total
 	// right after this lease was taken, for draw thresholds. They are set by
 	// TakeLease and carried to the lease holder, never persisted (a decoded
 	// lease has zeros).
 	BudgetOut, BudgetTotal int64
+}
+
+// LeaseTTL is how long a lease stays spendable after it is taken or
+// renewed; its holder renews it every LeaseRenewEvery.
+const (
+	LeaseTTL        = 10 * time.Second
+	LeaseRenewEvery = LeaseTTL / 4
+	// LeaseReclaimGrace is how long after its expiry a lease may be
+	// reclaimed: more than the clock skew between nodes and a grant
+	// record's acknowledgement in flight, so that every grant its holder
+	// answered is in the stream before the fence is drawn.
+	LeaseReclaimGrace = LeaseTTL
+)
+
+// ErrLeaseExpired is the error of a renewal that came too late: the lease
+// expired (or was closed, or is another holder's) and must not be spent.
+var ErrLeaseExpired = errors.New("ledger: lease expired")
+
+// Renew extends an open lease of owner's incarnation to now+ttl (unix
+// ms). A closed lease, another holder's, or one already expired at now
+// cannot be renewed (ErrLeaseExpired): its holder retires it.
+func (l *Lease) Renew(owner string, incarnation uint64, now, ttl int64) error {
+	switch {
+	case l.Closed:
+		return fmt.Errorf("%w: lease %s/%d is closed", ErrLeaseExpired, l.BudgetID, l.ID)
+	case l.Owner != owner || l.Incarnation != incarnation:
+		return fmt.Errorf("%w: lease %s/%d is held by %s incarnation %d, not %s incarnation %d",
+			ErrLeaseExpired, l.BudgetID, l.ID, l.Owner, l.Incarnation, owner, incarnation)
+	case l.Expires != 0 && l.Expires <= now:
+		return fmt.Errorf("%w: lease %s/%d expired %d ms ago", ErrLeaseExpired, l.BudgetID, l.ID, now-l.Expires)
+	}
+	l.Expires = now + ttl
+	return nil
 }
 
 // Check verifies the lease's own invariants.
@@ -321,10 +363,11 @@ func (h *HotDetail) use(lease uint64, amount, count int64) {
 // Record versions. Version 2 of budgets and leases appends the fold's
 // figures (a budget's FoldedUnattributed, a lease's Booked); version 1
 // records, written before folding existed, decode with zeros there.
+// Version 3 of leases appends Expires (0 in older ones: no expiry).
 const (
-	budgetVersion1, budgetVersion = 1, 2
-	leaseVersion1, leaseVersion   = 1, 2
-	hotVersion                    = 1
+	budgetVersion1, budgetVersion              = 1, 2
+	leaseVersion1, leaseVersion2, leaseVersion = 1, 2, 3
+	hotVersion                                 = 1
 )
 
 // MarshalBudget appends the encoding of b.
@@ -380,14 +423,15 @@ func MarshalLease(dst []byte, l *Lease) []byte {
 	dst = appendVarint(dst, l.Issued)
 	dst = appendVarint(dst, l.IssuedCount)
 	dst = appendVarint(dst, l.Booked)
-	return appendVarint(dst, l.BookedCount)
+	dst = appendVarint(dst, l.BookedCount)
+	return appendVarint(dst, l.Expires)
 }
 
 // UnmarshalLease decodes a lease and checks its invariants.
 func UnmarshalLease(src []byte) (*Lease, error) {
 	d := decoder{b: src}
 	v := d.byte1("version")
-	if d.err == nil && v != leaseVersion && v != leaseVersion1 {
+	if d.err == nil && v != leaseVersion && v != leaseVersion2 && v != leaseVersion1 {
 		return nil, fmt.Errorf("%w: lease version %d", ErrCorrupt, v)
 	}
 	l := &Lease{BudgetID: d.string("budget_id"), ID: d.uvarint("id"), Amount: d.varint("amount"),
@@ -400,8 +444,11 @@ func UnmarshalLease(src []byte) (*Lease, error) {
 		d.fail("closed")
 	}
 	l.Issued, l.IssuedCount = d.varint("issued"), d.varint("issued_count")
-	if v == leaseVersion {
+	if v >= leaseVersion2 {
 		l.Booked, l.BookedCount = d.varint("booked"), d.varint("booked_count")
+	}
+	if v >= leaseVersion {
+		l.Expires = d.varint("expires")
 	}
 	if err := d.end(); err != nil {
 		return nil, err

@@ -414,6 +414,7 @@ func TestLeaseRoundTrip(t *testing.T) {
 		{BudgetID: "b", ID: math.MaxUint64, Amount: math.MaxInt64, Owner: "", Incarnation: math.MaxUint64,
 			Closed: true, Issued: math.MaxInt64, IssuedCount: math.MaxInt64},
 		{BudgetID: "b", Amount: 1, Closed: true},
+		{BudgetID: "b", ID: 7, Amount: 9, Owner: "n", Incarnation: 3, Expires: 1_798_761_600_000},
 	} {
 		enc := ledger.MarshalLease(nil, l)
 		got, err := ledger.UnmarshalLease(enc)
@@ -427,7 +428,7 @@ func TestLeaseRoundTrip(t *testing.T) {
 	}
 
 	open := ledger.MarshalLease(nil, &ledger.Lease{BudgetID: "b", ID: 1, Amount: 10, Owner: "n"})
-	closedAt := len(open) - 5 // closed, issued, issued_count, booked, booked_count (all 0)
+	closedAt := len(open) - 6 // closed, issued, issued_count, booked, booked_count, expires (all 0)
 	badClosed := slices.Clone(open)
 	badClosed[closedAt] = 2
 	for _, tc := range []struct {
@@ -447,10 +448,11 @@ func TestLeaseRoundTrip(t *testing.T) {
 		{"booked count negative", ledger.MarshalLease(nil, &ledger.Lease{BudgetID: "b", Amount: 5, BookedCount: -1}), ledger.ErrInvariant},
 		{"closed booked over issued", ledger.MarshalLease(nil, &ledger.Lease{BudgetID: "b", Amount: 5, Closed: true, Issued: 3, IssuedCount: 1, Booked: 4, BookedCount: 1}), ledger.ErrInvariant},
 		{"closed booked count over issued", ledger.MarshalLease(nil, &ledger.Lease{BudgetID: "b", Amount: 5, Closed: true, Issued: 3, IssuedCount: 1, Booked: 3, BookedCount: 2}), ledger.ErrInvariant},
-		{"version 3", append([]byte{3}, open[1:]...), ledger.ErrCorrupt},
-		// A version 1 record has no booked figures: version 1 with them is
-		// trailing bytes.
+		{"version 4", append([]byte{4}, open[1:]...), ledger.ErrCorrupt},
+		// A version 1 record has no booked figures, a version 2 one no
+		// expiry: with them they are trailing bytes.
 		{"version 1 with booked", append([]byte{1}, open[1:]...), ledger.ErrCorrupt},
+		{"version 2 with expiry", append([]byte{2}, open[1:]...), ledger.ErrCorrupt},
 	} {
 		got, err := ledger.UnmarshalLease(tc.b)
 		if !errors.Is(err, tc.want) || got != nil {
@@ -488,8 +490,8 @@ func TestRecordsBeforeFolding(t *testing.T) {
 	if err != nil || *l != wantL {
 		t.Fatalf("UnmarshalLease(version 1) = %+v, %v, want %+v", l, err, wantL)
 	}
-	if enc := ledger.MarshalLease(nil, l); enc[0] != 2 || !bytes.Equal(enc[1:len(enc)-2], leaseV1[1:]) || !bytes.Equal(enc[len(enc)-2:], []byte{0, 0}) {
-		t.Errorf("MarshalLease of a version 1 lease = %x, want version 2 with zero booked", enc)
+	if enc := ledger.MarshalLease(nil, l); enc[0] != 3 || !bytes.Equal(enc[1:len(enc)-3], leaseV1[1:]) || !bytes.Equal(enc[len(enc)-3:], []byte{0, 0, 0}) {
+		t.Errorf("MarshalLease of a version 1 lease = %x, want version 3 with zero booked and no expiry", enc)
 	}
 	checkTruncations(t, "lease v1", leaseV1, func(b []byte) error { _, err := ledger.UnmarshalLease(b); return err })
 }

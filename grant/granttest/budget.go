@@ -5,7 +5,9 @@ package granttest
 
 import (
 	"errors"
+	"fmt"
 	"sync"
+	"time"
 
 	"redrain/ledger"
 )
@@ -17,6 +19,17 @@ type Budget struct {
 	b      ledger.Budget
 	leases map[uint64]*ledger.Lease
 	fail   bool
+	// Now is the grain's clock of lease expiries; nil means time.Now.
+	Now func() time.Time
+	// Renewals counts RenewLease calls.
+	Renewals int
+}
+
+func (m *Budget) now() int64 {
+	if m.Now != nil {
+		return m.Now().UnixMilli()
+	}
+	return time.Now().UnixMilli()
 }
 
 // NewBudget returns a cash budget of total.
@@ -40,9 +53,40 @@ func (m *Budget) TakeLease(id string, want int64, owner string, inc uint64) (*le
 	}
 	l := m.b.TakeLease(want, owner, inc)
 	if l != nil {
+		l.Expires = m.now() + ledger.LeaseTTL.Milliseconds()
 		m.leases[l.ID] = l
+		c := *l
+		return &c, nil
 	}
-	return l, nil
+	return nil, nil
+}
+
+// RenewLease extends an open lease as the budget grain does.
+func (m *Budget) RenewLease(id string, leaseID uint64, owner string, inc uint64) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.Renewals++
+	if m.fail {
+		return 0, errors.New("budget grain unreachable")
+	}
+	l := m.leases[leaseID]
+	if l == nil {
+		return 0, fmt.Errorf("%w: no lease %d", ledger.ErrInvariant, leaseID)
+	}
+	if err := l.Renew(owner, inc, m.now(), ledger.LeaseTTL.Milliseconds()); err != nil {
+		return 0, err
+	}
+	return l.Expires, nil
+}
+
+// Expire makes lease id expired now, as if its holder had stopped renewing
+// it a while ago.
+func (m *Budget) Expire(leaseID uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if l := m.leases[leaseID]; l != nil {
+		l.Expires = m.now() - 1
+	}
 }
 
 // CloseLease closes a lease with what was issued under it.
