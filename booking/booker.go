@@ -79,6 +79,9 @@ type Booker struct {
 	// issued_at) to the commit that booked it.
 	IssueToBooked *metrics.Histogram
 
+	// fencedGrants counts grants refused under fenced leases.
+	fencedGrants *metrics.Counter
+
 	brokers  []string
 	onBooked atomic.Pointer[func([]ledger.Grant)]
 	owners   atomic.Pointer[Owners] // nil: reads of partitions owned elsewhere go to the store
@@ -152,6 +155,7 @@ func New(cfg Config) *Booker {
 		OwnerReads:       m.Counter("redrain_booking_owner_reads_total", "Reads of accounts owned by another node answered by that node."),
 		OwnerReadsMissed: m.Counter("redrain_booking_owner_reads_missed_total", "Reads of accounts owned by another node that went to the store because the owner could not answer."),
 		IssueToBooked:    m.Histogram("redrain_grant_issue_to_booked_seconds", "Time from a grant's issue to the commit that booked it.", metrics.IssueBounds),
+		fencedGrants:     m.Counter("redrain_booking_fenced_grants_total", "Grants booking refused because their budget lease was fenced (reclaimed): written by a holder after its lease expired, never answered."),
 	}
 }
 
@@ -414,9 +418,11 @@ func (p *part) loop(ctx context.Context, sess sarama.ConsumerGroupSession, msgs 
 func (p *part) gather(ctx context.Context, sess sarama.ConsumerGroupSession, m *sarama.ConsumerMessage, in <-chan *sarama.ConsumerMessage, grants []ledger.Grant) ([]ledger.Grant, error) {
 	var first, last *sarama.ConsumerMessage
 	var bad error
+	var refused []pageWrite
 	for {
 		if m.Offset >= p.next.Booked {
 			var err error
+			n0 := len(grants)
 			if grants, err = ledger.DecodeGrantRecord(grants, m.Value); err != nil {
 				if !p.parked(ctx, m.Offset) {
 					// Stuck: nothing after it is booked until an operator
@@ -427,6 +433,7 @@ func (p *part) gather(ctx context.Context, sess sarama.ConsumerGroupSession, m *
 				}
 				p.b.log.Warn("booking: skipped a parked record", "partition", p.id, "offset", m.Offset)
 			}
+			grants = p.refuseFenced(grants, n0, m.Offset, &refused)
 			if first == nil {
 				first = m
 			}
@@ -451,7 +458,7 @@ func (p *part) gather(ctx context.Context, sess sarama.ConsumerGroupSession, m *
 	if last != nil {
 		u := p.newUnit()
 		u.grants = slices.Clone(grants)
-		u.from, u.to, u.last = first.Offset, last.Offset+1, last
+		u.from, u.to, u.last, u.refused = first.Offset, last.Offset+1, last, refused
 		if err := p.send(ctx, u); err != nil {
 			return grants, err
 		}
@@ -730,6 +737,11 @@ func writeUnits(txn *transaction.KVTxn, units []*unit) (int, error) {
 				return 0, err
 			}
 		}
+		for _, w := range u.refused {
+			if err := set(w.key, w.value); err != nil {
+				return 0, err
+			}
+		}
 		for _, w := range u.pages {
 			if err := set(w.key, w.value); err != nil {
 				return 0, err
@@ -891,6 +903,37 @@ func (b *Booker) Book(ctx context.Context, grants []ledger.Grant) ([]byte, error
 }
 
 var errNotOwned = errors.New("booking: partition not owned here")
+
+// ErrNotOwned is Fence's error on a node that does not book the partition.
+var ErrNotOwned = errNotOwned
+
+// Fence fences a lease on partition part, which this node books: from
+// max(f.From, the next offset it books) on, the partition refuses and
+// reports the lease's grants (a fence drawn earlier holds instead). It
+// returns the fence that holds once the partition's state holds it in the
+// store; ErrNotOwned when the partition is not booked here.
+func (b *Booker) Fence(ctx context.Context, part int32, f ledger.Fence) (ledger.Fence, error) {
+	o := b.ownedPart(part)
+	if o == nil {
+		return ledger.Fence{}, errNotOwned
+	}
+	req := &opsReq{done: make(chan error, 1), fence: &f}
+	select {
+	case o.p.ops <- req:
+	case <-o.gone:
+		return ledger.Fence{}, errNotOwned
+	case <-ctx.Done():
+		return ledger.Fence{}, ctx.Err()
+	}
+	select {
+	case err := <-req.done:
+		return f, err
+	case <-o.gone:
+		return ledger.Fence{}, errNotOwned
+	case <-ctx.Done():
+		return ledger.Fence{}, ctx.Err()
+	}
+}
 
 func (b *Booker) ownedPart(part int32) *owned {
 	b.mu.Lock()

@@ -84,6 +84,11 @@ type part struct {
 	lastCkpt  time.Time
 	round     *ckptRound // a checkpoint under way, nil if none
 
+	// fences are the partition's lease fences by budget and lease: what
+	// the store's state holds and what this owner drew since (kept across
+	// a reset of next to what the store holds).
+	fences map[fenceKey]ledger.Fence
+
 	tenure *Tenure
 	// target is the topic's end read once the previous owner's records can
 	// no longer land (at targetAt, monoNow's clock), -1 until then.
@@ -123,6 +128,76 @@ func (p *part) tellOwned() {
 	}
 }
 
+// fenceKey names a lease.
+type fenceKey struct {
+	budget string
+	lease  uint64
+}
+
+// loadFences takes the fences of a state read from the store, adding
+// those this owner drew that it does not hold yet.
+func (p *part) loadFences(s *ledger.PartState) {
+	if p.fences == nil {
+		p.fences = map[fenceKey]ledger.Fence{}
+	}
+	for _, f := range s.Fences {
+		p.fences[fenceKey{f.BudgetID, f.LeaseID}] = f
+	}
+	for _, f := range p.fences {
+		s.AddFence(f)
+	}
+}
+
+// fenced reports whether a grant in the record at offset is under a
+// fenced lease, refused.
+func (p *part) fenced(g *ledger.Grant, offset int64) bool {
+	if len(p.fences) == 0 || g.LeaseID == 0 {
+		return false
+	}
+	f, ok := p.fences[fenceKey{g.BudgetID, g.LeaseID}]
+	return ok && offset >= f.From
+}
+
+// refuseFenced removes from grants[n0:] (the record at offset) the grants
+// under fenced leases, reports them and appends the record of them to
+// refused, to be kept with the unit.
+func (p *part) refuseFenced(grants []ledger.Grant, n0 int, offset int64, refused *[]pageWrite) []ledger.Grant {
+	if len(p.fences) == 0 {
+		return grants
+	}
+	var out []ledger.Grant
+	kept := grants[:n0]
+	for _, g := range grants[n0:] {
+		if p.fenced(&g, offset) {
+			out = append(out, g)
+			continue
+		}
+		kept = append(kept, g)
+	}
+	if len(out) == 0 {
+		return grants
+	}
+	var sum int64
+	for _, g := range out {
+		sum += g.Amount
+	}
+	p.b.fencedGrants.Add(int64(len(out)))
+	p.b.log.Warn("booking: refused grants under a fenced lease (their holder wrote them after the lease was reclaimed; they were never answered)",
+		"partition", p.id, "offset", offset, "grants", len(out), "amount", sum, "budget", out[0].BudgetID, "lease", out[0].LeaseID)
+	*refused = append(*refused, pageWrite{key: storage.FencedKey(p.id, offset), value: ledger.AppendGrantRecord(nil, out)})
+	return kept
+}
+
+// drawFence adds a fence of f's lease from max(f.From, the next offset
+// to book) to the partition's next state, unless one holds already, and
+// returns the fence that holds.
+func (p *part) drawFence(f ledger.Fence) ledger.Fence {
+	f.From = max(f.From, p.next.Booked)
+	held := p.next.AddFence(f)
+	p.loadFences(&p.next)
+	return held
+}
+
 type pageMem struct {
 	ids     []uint64 // act_ids of the page's accounts, sorted
 	dirtyAt uint64   // seq of the newest journal not checkpointed (0: clean)
@@ -153,7 +228,10 @@ type unit struct {
 	deltas assetSums
 
 	// Its inputs, applied again after a failure.
-	grants   []ledger.Grant
+	grants []ledger.Grant
+	// refused are the records of grants it refused under fenced leases,
+	// kept in the store with the unit (storage.FencedKey).
+	refused  []pageWrite
 	from, to int64
 	last     *sarama.ConsumerMessage
 	req      *opsReq
@@ -174,6 +252,10 @@ type opsReq struct {
 	grants   []ledger.Grant
 	outcomes []byte
 	done     chan error
+	// fence, when set, asks the owner to fence a lease (Booker.Fence):
+	// the unit carries no grants, its state the fence, and fence is set to
+	// the fence that holds once it is committed.
+	fence *ledger.Fence
 }
 
 // readReq asks a partition's owner for committed accounts.
@@ -211,6 +293,7 @@ func (b *Booker) takeOver(ctx context.Context, id int32) (*part, error) {
 		committed: *v.state, next: *v.state,
 		results: make(chan result, resultsMax), ops: make(chan *opsReq), reads: make(chan *readReq),
 		lastCkpt: b.clock(), target: -1, targetAt: monoNow()}
+	p.loadFences(&p.next)
 	if !released {
 		p.targetAt += int64(b.wait)
 	}
@@ -275,6 +358,9 @@ func (p *part) apply(u *unit) error {
 	gs := u.grants
 	if u.req != nil {
 		gs = u.req.grants
+		if u.req.fence != nil {
+			*u.req.fence = p.drawFence(*u.req.fence)
+		}
 	}
 	j := ledger.Journal{BookedAt: now, From: u.from, To: u.to, Ops: make([]ledger.Op, 0, len(gs))}
 	u.outcomes = make([]byte, len(gs))
@@ -484,7 +570,8 @@ func (p *part) send(ctx context.Context, u *unit) error {
 	if p.ckptDue() {
 		p.checkpoint(u)
 	}
-	if u.journal == nil && u.pages == nil && u.state.Booked == p.committed.Booked && len(p.pending) == 0 {
+	if u.journal == nil && u.pages == nil && u.state.Booked == p.committed.Booked && len(p.pending) == 0 &&
+		(u.req == nil || u.req.fence == nil) && len(u.refused) == 0 {
 		// Nothing to write (every grant a duplicate of a stored offset).
 		p.finish(u)
 		return nil
@@ -544,6 +631,7 @@ func (p *part) recover(ctx context.Context, cause error) error {
 		p.undo(inputs[i])
 	}
 	p.pending, p.next = nil, p.committed
+	p.loadFences(&p.next)
 	p.gen++
 	p.round = nil // its pages are still dirty: the next round writes them
 	err := cause
@@ -560,7 +648,7 @@ func (p *part) recover(ctx context.Context, cause error) error {
 	}
 	for _, old := range inputs {
 		u := p.newUnit()
-		u.grants, u.from, u.to, u.last, u.req = old.grants, old.from, old.to, old.last, old.req
+		u.grants, u.from, u.to, u.last, u.req, u.refused = old.grants, old.from, old.to, old.last, old.req, old.refused
 		if err := p.send(ctx, u); err != nil {
 			return err
 		}
@@ -585,6 +673,7 @@ func (p *part) catchUp(ctx context.Context, cause error) error {
 			// grant path here, as this node's own bookings are.
 			p.b.report(fresh)
 			p.committed, p.next = *state, *state
+			p.loadFences(&p.next)
 			p.b.log.Info("booking: caught up with writes made elsewhere", "partition", p.id, "journals", len(foreign), "cause", cause)
 			return nil
 		}

@@ -1,10 +1,12 @@
 package ledger
 
 import (
+	"cmp"
 	"encoding/hex"
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	"redrain/tokens"
 )
@@ -310,12 +312,45 @@ type PartState struct {
 	// decides none of its grants any more and none of its records can
 	// still land, so the next owner need not wait for them.
 	Released bool
+	// Fences are the budget leases whose grants this partition books only
+	// below an offset (a reclaimed lease: see Fence), sorted by budget and
+	// lease.
+	Fences []Fence
+}
+
+// Fence says that a partition books a lease's grants only from records
+// below From: any node may reclaim a lease LeaseReclaimGrace past its
+// expiry, and its grants in later records, written by a holder that was
+// paused or cut off, were never answered and are refused (and reported)
+// so that the lease closes at exactly what was booked under it.
+type Fence struct {
+	BudgetID string
+	LeaseID  uint64
+	From     int64 // the first grant topic offset whose grants under the lease are refused
+	At       int64 // when it was drawn (unix ms)
+}
+
+// cmpFence orders fences by budget and lease.
+func cmpFence(a, b Fence) int {
+	return cmp.Or(strings.Compare(a.BudgetID, b.BudgetID), cmp.Compare(a.LeaseID, b.LeaseID))
+}
+
+// AddFence adds f unless the state holds a fence of its lease already,
+// and returns the fence that holds.
+func (s *PartState) AddFence(f Fence) Fence {
+	i, found := slices.BinarySearchFunc(s.Fences, f, cmpFence)
+	if found {
+		return s.Fences[i]
+	}
+	s.Fences = slices.Insert(slices.Clone(s.Fences), i, f)
+	return f
 }
 
 // Partition state versions: 2 added Released (a version 1 state is not
-// released).
+// released), 3 Fences.
 const (
-	partStateVersion   = 2
+	partStateVersion   = 3
+	partStateVersionV2 = 2
 	partStateVersionV1 = 1
 )
 
@@ -331,25 +366,43 @@ func AppendPartState(dst []byte, s *PartState) []byte {
 	if s.Released {
 		released = 1
 	}
-	return append(dst, released)
+	dst = append(dst, released)
+	dst = appendUvarint(dst, uint64(len(s.Fences)))
+	for _, f := range s.Fences {
+		dst = appendString(dst, f.BudgetID)
+		dst = appendUvarint(dst, f.LeaseID)
+		dst = appendVarint(dst, f.From)
+		dst = appendVarint(dst, f.At)
+	}
+	return dst
 }
 
 // DecodePartState decodes what AppendPartState wrote, or a version 1 state.
 func DecodePartState(src []byte) (*PartState, error) {
 	d := decoder{b: src}
 	v := d.byte1("version")
-	if d.err == nil && v != partStateVersion && v != partStateVersionV1 {
+	if d.err == nil && v != partStateVersion && v != partStateVersionV2 && v != partStateVersionV1 {
 		return nil, fmt.Errorf("%w: partition state version %d", ErrCorrupt, v)
 	}
 	s := &PartState{Epoch: d.uvarint("epoch"), Owner: d.string("owner"), NextSeq: d.uvarint("next_seq"),
 		Booked: d.varint("booked"), CkptSeq: d.uvarint("ckpt_seq")}
-	if v == partStateVersion {
+	if v >= partStateVersionV2 {
 		switch d.byte1("released") {
 		case 0:
 		case 1:
 			s.Released = true
 		default:
 			d.fail("released")
+		}
+	}
+	if v >= partStateVersion {
+		n := d.uvarint("fences")
+		for i := uint64(0); i < n && d.err == nil; i++ {
+			f := Fence{BudgetID: d.string("fence_budget"), LeaseID: d.uvarint("fence_lease"), From: d.varint("fence_from"), At: d.varint("fence_at")}
+			if d.err == nil && (f.LeaseID == 0 || f.From < 0 || len(s.Fences) > 0 && cmpFence(s.Fences[len(s.Fences)-1], f) >= 0) {
+				d.fail("fences")
+			}
+			s.Fences = append(s.Fences, f)
 		}
 	}
 	if err := d.end(); err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"math"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -260,10 +261,12 @@ func TestPartStateRoundTrip(t *testing.T) {
 		{Epoch: 3, Owner: "node-a/7", NextSeq: 18, Booked: 4096, CkptSeq: 16},
 		{Epoch: 4, Owner: "node-b/8@127.0.0.1:4100", NextSeq: 19, Booked: 4097, CkptSeq: 16, Released: true},
 		{Epoch: math.MaxUint64, Owner: strings.Repeat("o", 1024), NextSeq: math.MaxUint64, Booked: math.MaxInt64, CkptSeq: math.MaxUint64 - 1},
+		{Epoch: 5, NextSeq: 20, Booked: 5000, Fences: []ledger.Fence{{BudgetID: "a/formal/cash", LeaseID: 3, From: 4000, At: 1_800_000_000_000},
+			{BudgetID: "a/formal/cash", LeaseID: 9, From: 4999}, {BudgetID: "b/formal/cash", LeaseID: 1, From: 0}}},
 	} {
 		enc := ledger.AppendPartState(nil, s)
 		got, err := ledger.DecodePartState(enc)
-		if err != nil || *got != *s {
+		if err != nil || !reflect.DeepEqual(got, s) {
 			t.Fatalf("DecodePartState(AppendPartState(%+v)) = %+v, %v", s, got, err)
 		}
 		if re := ledger.AppendPartState(nil, got); !bytes.Equal(re, enc) {
@@ -276,20 +279,29 @@ func TestPartStateRoundTrip(t *testing.T) {
 		{NextSeq: 5, CkptSeq: 5}, // a checkpoint past the journal
 		{NextSeq: 5, CkptSeq: 9},
 		{NextSeq: 1, Booked: -1}, // a negative offset
-		{NextSeq: 1, Owner: strings.Repeat("o", 1025)}, // past the string bound
+		{NextSeq: 1, Owner: strings.Repeat("o", 1025)},                                                 // past the string bound
+		{NextSeq: 1, Fences: []ledger.Fence{{BudgetID: "b", LeaseID: 2}, {BudgetID: "b", LeaseID: 1}}}, // out of order
+		{NextSeq: 1, Fences: []ledger.Fence{{BudgetID: "b", LeaseID: 2}, {BudgetID: "b", LeaseID: 2}}}, // twice
+		{NextSeq: 1, Fences: []ledger.Fence{{BudgetID: "b", LeaseID: 0}}},                              // lease 0
+		{NextSeq: 1, Fences: []ledger.Fence{{BudgetID: "b", LeaseID: 1, From: -1}}},                    // a negative offset
 	} {
 		if got, err := ledger.DecodePartState(ledger.AppendPartState(nil, s)); !errors.Is(err, ledger.ErrCorrupt) {
 			t.Errorf("DecodePartState(AppendPartState(%+v)) = %+v, %v, want ErrCorrupt", s, got, err)
 		}
 	}
-	if _, err := ledger.DecodePartState([]byte{3, 0, 0, 1, 0, 0, 0}); !errors.Is(err, ledger.ErrCorrupt) {
-		t.Errorf("DecodePartState(version 3) = %v, want ErrCorrupt", err)
+	if _, err := ledger.DecodePartState([]byte{4, 0, 0, 1, 0, 0, 0, 0}); !errors.Is(err, ledger.ErrCorrupt) {
+		t.Errorf("DecodePartState(version 4) = %v, want ErrCorrupt", err)
+	}
+	// A version 2 state has no fences.
+	if got, err := ledger.DecodePartState([]byte{2, 3, 0, 18, 0x80, 0x40, 16, 1}); err != nil ||
+		!reflect.DeepEqual(got, &ledger.PartState{Epoch: 3, NextSeq: 18, Booked: 4096, CkptSeq: 16, Released: true}) {
+		t.Errorf("DecodePartState(version 2) = %+v, %v", got, err)
 	}
 	if _, err := ledger.DecodePartState([]byte{2, 0, 0, 1, 0, 0, 2}); !errors.Is(err, ledger.ErrCorrupt) {
 		t.Errorf("DecodePartState(released = 2) = %v, want ErrCorrupt", err)
 	}
 	// A state written before Released existed (version 1) is not released.
-	if got, err := ledger.DecodePartState([]byte{1, 3, 0, 18, 0x80, 0x40, 16}); err != nil || *got != (ledger.PartState{Epoch: 3, NextSeq: 18, Booked: 4096, CkptSeq: 16}) {
+	if got, err := ledger.DecodePartState([]byte{1, 3, 0, 18, 0x80, 0x40, 16}); err != nil || !reflect.DeepEqual(got, &ledger.PartState{Epoch: 3, NextSeq: 18, Booked: 4096, CkptSeq: 16}) {
 		t.Errorf("DecodePartState(version 1) = %+v, %v", got, err)
 	}
 }

@@ -46,9 +46,13 @@ func ownerAddr(owner string) string {
 const ownerReadServeMax = 2 * time.Second
 
 // spawnServing starts this node's actors that serve other nodes: grant
-// batches (grant.Serve) and account reads (booking.ServeRead).
+// batches (grant.Serve), lease fences (reclaim.go) and account reads
+// (booking.ServeRead).
 func (n *Node) spawnServing() error {
 	if err := n.spawnServer(forwardActor, n.grants.Serve); err != nil {
+		return err
+	}
+	if err := n.spawnServer(fenceActor, n.serveFence); err != nil { // reclaim.go
 		return err
 	}
 	return n.spawnServer(readActor, func(body []byte) []byte {

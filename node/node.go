@@ -92,9 +92,11 @@ type Node struct {
 	admin    *admin.API
 	verifier *adminauth.Verifier
 	apps     *adminauth.Verifier // nil: /v1 unsigned (no app_keys)
-	guard    *protect.Guard
-	server   *ingress.Server
-	listener net.Listener
+	// reclaimed counts the leases this node reclaimed (reclaim.go).
+	reclaimed *metrics.Counter
+	guard     *protect.Guard
+	server    *ingress.Server
+	listener  net.Listener
 	// opsServer and opsListener serve the operations routes apart from the
 	// API (Config.AdminHTTP); nil without.
 	opsServer   *ingress.Server
@@ -321,7 +323,8 @@ func Start(cfg Config) (n *Node, err error) {
 	go func() { n.served <- n.server.Serve(n.listener) }()
 
 	indexLost := n.Metrics.Gauge("redrain_redis_index_lost", "1 while Redis lost its binding index and the node rebuilds it (new users are refused meanwhile).")
-	n.bg.Add(7)
+	n.reclaimed = n.Metrics.Counter("redrain_leases_reclaimed_total", "Budget leases this node reclaimed after their holder stopped renewing them (closed at what was booked under them).")
+	n.bg.Add(8)
 	go func() { defer n.bg.Done(); n.watchIndex(ctx, indexLost) }()
 	go func() { defer n.bg.Done(); n.watcher.Run(ctx) }()
 	go func() { defer n.bg.Done(); n.publishStatus(ctx) }()
@@ -332,6 +335,7 @@ func Start(cfg Config) (n *Node, err error) {
 	go func() { defer n.bg.Done(); _ = n.booker.Run(ctx) }()
 	go func() { defer n.bg.Done(); n.watchLag(ctx) }()
 	go func() { defer n.bg.Done(); n.recover(ctx) }()
+	go func() { defer n.bg.Done(); n.reclaimLoop(ctx) }()
 	n.log.Info("node started", "http", n.Addr(), "admin_http", n.AdminAddr(), "data_dir", cfg.DataDir,
 		"kafka", describe(n.kafka.Brokers, n.kafka.Embedded()), "redis", describe([]string{n.redis.Addr}, n.redis.Embedded()),
 		"tikv", describe(cfg.PD, n.tikv.Embedded), "cluster", n.member.Manage)

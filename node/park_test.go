@@ -10,6 +10,7 @@ import (
 
 	"github.com/IBM/sarama"
 
+	"redrain/node"
 	"redrain/storage"
 	"redrain/storage/storagetest"
 )
@@ -21,14 +22,7 @@ import (
 // an offset with no record, is refused.
 func TestParkThroughAdmin(t *testing.T) {
 	n := startNode(t, t.TempDir(), storagetest.Redis(t))
-	cfg := storage.SaramaConfig("park-test")
-	cfg.Producer.Return.Successes = true
-	cfg.Producer.RequiredAcks = sarama.WaitForAll
-	cfg.Producer.Partitioner = sarama.NewManualPartitioner
-	p, err := sarama.NewSyncProducer(n.Brokers(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := grantProducer(t, n)
 	_, offset, err := p.SendMessage(&sarama.ProducerMessage{Topic: storage.GrantTopic, Partition: 0, Value: sarama.ByteEncoder("not a grant record")})
 	p.Close()
 	if err != nil {
@@ -93,3 +87,18 @@ func TestParkThroughAdmin(t *testing.T) {
 }
 
 func jsonInt(v int64) string { b, _ := json.Marshal(v); return string(b) }
+
+// grantProducer writes records straight into n's grant topic, to the
+// partition each message names.
+func grantProducer(t *testing.T, n *node.Node) sarama.SyncProducer {
+	t.Helper()
+	cfg := storage.SaramaConfig("node-test")
+	cfg.Producer.Return.Successes = true
+	cfg.Producer.RequiredAcks = sarama.WaitForAll
+	cfg.Producer.Partitioner = sarama.NewManualPartitioner
+	p, err := sarama.NewSyncProducer(n.Brokers(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

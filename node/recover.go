@@ -26,9 +26,11 @@ import (
 //  1. booking drains the grant topic up to where it ended when the node
 //     started, so every grant ever acknowledged is in TiKV;
 //  2. if Redis lost its data (no epoch key) the index is rebuilt from TiKV;
-//  3. leases that an earlier incarnation of this node left open (it died)
-//     are closed with issued = what booking posted under them (folded or
-//     not), returning the rest of each to its budget.
+//  3. leases without expiry that an earlier incarnation of this node left
+//     open (it died) are closed with issued = what booking posted under
+//     them (folded or not), returning the rest of each to its budget;
+//     expiring leases are reclaimed once expired, with a fence, by any
+//     node (reclaim.go).
 func (n *Node) recover(ctx context.Context) {
 	for attempt := 1; ctx.Err() == nil; attempt++ {
 		start := time.Now()
@@ -385,8 +387,19 @@ func (n *Node) writeIndex(ctx context.Context, epoch string) (bindings, explicit
 	return bindings, explicit, nil
 }
 
-// closeOrphanLeases closes the leases an earlier incarnation of this node
-// left open. Booking has drained, so what it posted under a lease is all
+// storedBudgets lists the id of every budget in the store.
+func (n *Node) storedBudgets(ctx context.Context) ([]string, error) {
+	var ids []string
+	err := n.tikv.Scan(ctx, storage.BudgetPrefix, storage.PrefixEnd(storage.BudgetPrefix), func(k, _ []byte) (bool, error) {
+		ids = append(ids, string(k[len(storage.BudgetPrefix):]))
+		return true, nil
+	})
+	return ids, err
+}
+
+// closeOrphanLeases closes the leases without expiry (taken before leases
+// expired) that an earlier incarnation of this node left open; expiring
+// ones are reclaimed once expired (reclaim.go). Booking has drained, so what it posted under a lease is all
 // that lease issued: what folds moved into the lease record plus its uses
 // in the details not folded yet, read from one snapshot (BookedByLease). A
 // fold between that read and the close moves amounts from the details to
@@ -394,11 +407,7 @@ func (n *Node) writeIndex(ctx context.Context, epoch string) (bindings, explicit
 func (n *Node) closeOrphanLeases(ctx context.Context) error {
 	// Every budget in the store, not only the campaign's: a budget that a
 	// changed config no longer names may still hold this node's leases.
-	var ids []string
-	err := n.tikv.Scan(ctx, storage.BudgetPrefix, storage.PrefixEnd(storage.BudgetPrefix), func(k, _ []byte) (bool, error) {
-		ids = append(ids, string(k[len(storage.BudgetPrefix):]))
-		return true, nil
-	})
+	ids, err := n.storedBudgets(ctx)
 	if err != nil {
 		return err
 	}
@@ -410,7 +419,11 @@ func (n *Node) closeOrphanLeases(ctx context.Context) error {
 		}
 		var booked map[uint64]ledger.LeaseUse
 		for _, l := range open {
-			if l.Owner != n.ID || l.Incarnation == n.Incarnation {
+			// A lease that expires is reclaimed once it has, with a fence
+			// (reclaim.go): the earlier incarnation may still be alive
+			// somewhere (a pause, a copy of this data dir) and answering
+			// under it until then.
+			if l.Owner != n.ID || l.Incarnation == n.Incarnation || l.Expires != 0 {
 				continue
 			}
 			if booked == nil {

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -71,6 +72,20 @@ type Report struct {
 	// no account. They fail no check of their own; a parked record that
 	// held issued grants shows in budget_conservation.
 	Parked []booking.Parked `json:"parked"`
+	// Fenced are the grants booking refused because their lease had been
+	// reclaimed (ledger.Fence): written by a holder after its lease
+	// expired, never answered, in no account and in no lease's issued.
+	Fenced []Fenced `json:"fenced"`
+}
+
+// Fenced is one record's grants that booking refused under fenced leases.
+type Fenced struct {
+	Partition int32 `json:"partition"`
+	Offset    int64 `json:"offset"`
+	Grants    int   `json:"grants"`
+	Amount    int64 `json:"amount"`
+	// Leases are the budget/lease of each refused grant, deduplicated.
+	Leases []string `json:"leases"`
 }
 
 // Run audits the store as of one snapshot.
@@ -338,8 +353,39 @@ func Run(ctx context.Context, kv *storage.TiKV) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	err = scan(storage.FencedPrefix, storage.PrefixEnd(storage.FencedPrefix), func(k, v []byte) (bool, error) {
+		f, err := fencedOf(k, v)
+		if err != nil {
+			return false, err
+		}
+		r.Fenced = append(r.Fenced, f)
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
 	sort.Slice(r.Budgets, func(i, j int) bool { return r.Budgets[i].ID < r.Budgets[j].ID })
 	return r, nil
+}
+
+// fencedOf decodes one record of refused grants (storage.FencedKey).
+func fencedOf(k, v []byte) (Fenced, error) {
+	var f Fenced
+	if _, err := fmt.Sscanf(string(k[len(storage.FencedPrefix):]), "%04x/%016x", &f.Partition, &f.Offset); err != nil {
+		return f, fmt.Errorf("%w: fenced key %q: %v", ledger.ErrCorrupt, k, err)
+	}
+	gs, err := ledger.DecodeGrantRecord(nil, v)
+	if err != nil {
+		return f, fmt.Errorf("fenced record %s: %w", k, err)
+	}
+	f.Grants = len(gs)
+	for _, g := range gs {
+		f.Amount += g.Amount
+		if l := fmt.Sprintf("%s/%d", g.BudgetID, g.LeaseID); !slices.Contains(f.Leases, l) {
+			f.Leases = append(f.Leases, l)
+		}
+	}
+	return f, nil
 }
 
 // outTradeNo re-derives an entry's trade number from its limit key and
@@ -388,6 +434,10 @@ func (r *Report) WriteText(w io.Writer) {
 	for _, p := range r.Parked {
 		fmt.Fprintf(w, "  parked record: partition %d offset %d (%d bytes, %s) by %s at %s: %s\n", p.Partition, p.Offset,
 			len(p.Value), p.Error, p.By, time.UnixMilli(p.At).UTC().Format(time.RFC3339), p.Reason)
+	}
+	for _, f := range r.Fenced {
+		fmt.Fprintf(w, "  refused under a reclaimed lease: partition %d offset %d: %d grants, amount %d (leases %s)\n",
+			f.Partition, f.Offset, f.Grants, f.Amount, strings.Join(f.Leases, ", "))
 	}
 }
 

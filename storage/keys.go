@@ -48,6 +48,16 @@ func ParkedKey(part int32, offset int64) []byte {
 // ParkedPrefix bounds the scan of every parked record.
 var ParkedPrefix = []byte("rr/parked/")
 
+// FencedKey holds the grants of the record at offset of part that booking
+// refused because their lease was fenced (ledger.Fence): the record's
+// grants under fenced leases, as a grant record.
+func FencedKey(part int32, offset int64) []byte {
+	return fmt.Appendf(nil, "rr/fenced/%04x/%016x", part, offset)
+}
+
+// FencedPrefix bounds the scan of every refused grant.
+var FencedPrefix = []byte("rr/fenced/")
+
 // JournalKey holds one ledger.Journal of a partition.
 func JournalKey(part int32, seq uint64) []byte {
 	return fmt.Appendf(nil, "rr/jrnl/%04x/%016x", part, seq)
