@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -9,11 +10,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // stack is `redrain dev` running as its own process.
@@ -92,13 +96,49 @@ type rig struct {
 	nodes []*node
 	jobs  []string
 	ans   *answered
+	// gone are the nodes killed for good: verify leaves them out.
+	gone map[*node]bool
+	// fault, faultAt and bookingDelay are what report was told, for the
+	// catalogue row verify writes.
+	fault        string
+	faultAt      time.Time
+	bookingDelay time.Duration
+	// notes are what a test measured of its own recovery, for the row.
+	notes []string
+}
+
+// faultNow forgets the failures seen before the fault (the cluster's own
+// start) and returns the fault's time.
+func (r *rig) faultNow() time.Time {
+	r.ans.resetErrors()
+	return time.Now()
+}
+
+// live returns the nodes not killed for good.
+func (r *rig) live() []*node {
+	var out []*node
+	for _, n := range r.nodes {
+		if !r.gone[n] {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// sumMetric adds a counter up over the live nodes.
+func (r *rig) sumMetric(name string) int64 {
+	var sum int64
+	for _, n := range r.live() {
+		sum += metricValue(r.t, n, name)
+	}
+	return sum
 }
 
 func newRig(t *testing.T, users, rains int) *rig {
 	if testing.Short() {
 		t.Skip("end-to-end test")
 	}
-	r := &rig{t: t, dir: t.TempDir(), bin: binary(t), ans: newAnswered()}
+	r := &rig{t: t, dir: t.TempDir(), bin: binary(t), ans: newAnswered(), gone: map[*node]bool{}}
 	if os.Getenv("REDRAIN_E2E_KEEP") != "" { // keep the logs and data for a post-mortem
 		dir, err := os.MkdirTemp("", "redrain-e2e-keep-")
 		if err != nil {
@@ -204,7 +244,7 @@ func (r *rig) sameOnEveryNode(n int) {
 		user, rain, _ := strings.Cut(key, "/")
 		var rn int
 		fmt.Sscan(rain, &rn)
-		for i, nd := range r.nodes {
+		for i, nd := range r.live() {
 			var g grantResp
 			code, last := 0, ""
 			for try := 0; try < 50; try++ {
@@ -228,6 +268,7 @@ func (r *rig) sameOnEveryNode(n int) {
 
 // report logs the grant failures seen and how long they lasted.
 func (r *rig) report(what string, failedAt time.Time, bookingDelay time.Duration) {
+	r.fault, r.faultAt, r.bookingDelay = what, failedAt, bookingDelay
 	r.ans.mu.Lock()
 	defer r.ans.mu.Unlock()
 	window, first := time.Duration(0), time.Duration(0)
@@ -241,22 +282,26 @@ func (r *rig) report(what string, failedAt time.Time, bookingDelay time.Duration
 }
 
 // verify waits for every job and for booking, checks every answered token
-// is booked and the cluster view lists three ready nodes, stops the nodes
-// cleanly and audits the shared store through PD.
+// is booked and the cluster view lists the live nodes ready, stops them
+// cleanly and audits the shared store through PD. It writes the fault's
+// row of the catalogue (catalogueRow).
 func (r *rig) verify(done chan struct{}) {
 	t := r.t
 	<-done
 	if r.ans.count() != len(r.jobs) {
 		t.Fatalf("%d of %d grants answered", r.ans.count(), len(r.jobs))
 	}
-	waitDrained(t, r.nodes[0])
-	if bad := allBooked(t, r.nodes[2], r.ans); len(bad) > 0 {
+	live := r.live()
+	waitDrained(t, live[0])
+	last := live[len(live)-1]
+	bad := allBooked(t, last, r.ans)
+	if len(bad) > 0 {
 		t.Errorf("%d answered tokens not booked after draining, e.g. %v", len(bad), bad[:min(5, len(bad))])
 	}
-	// Node 2 books only some partitions: the others' token statuses were
-	// read through their owners.
-	if n := metricValue(t, r.nodes[2], "redrain_booking_owner_reads_total"); n == 0 {
-		t.Errorf("node 2 read no token status through another node")
+	// That node books only some partitions: the others' token statuses
+	// were read through their owners.
+	if n := metricValue(t, last, "redrain_booking_owner_reads_total"); n == 0 {
+		t.Errorf("node %s read no token status through another node", last.dir)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -266,7 +311,7 @@ func (r *rig) verify(done chan struct{}) {
 				Ready bool
 			}
 		}
-		if resp, err := adminGet(r.nodes[0].adminURL("/admin/v1/cluster")); err == nil {
+		if resp, err := adminGet(live[0].adminURL("/admin/v1/cluster")); err == nil {
 			_ = json.NewDecoder(resp.Body).Decode(&view)
 			resp.Body.Close()
 		}
@@ -276,20 +321,21 @@ func (r *rig) verify(done chan struct{}) {
 				ready++
 			}
 		}
-		if ready == 3 {
+		if ready == len(live) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Errorf("cluster view lists %d ready nodes, want 3: %+v", ready, view.Nodes)
+			t.Errorf("cluster view lists %d ready nodes, want %d: %+v", ready, len(live), view.Nodes)
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	r.sameOnEveryNode(300)
-	for _, n := range r.nodes {
+	fenced, reclaimed := r.sumMetric("redrain_booking_fenced_grants_total"), r.sumMetric("redrain_leases_reclaimed_total")
+	for _, n := range live {
 		_ = n.cmd.Process.Signal(syscall.SIGTERM)
 	}
-	for _, n := range r.nodes {
+	for _, n := range live {
 		waitExit(t, n)
 	}
 	out, err := exec.Command(r.bin, "reconcile", "--pd", flagValue(r.st.flags, "pd"), "--json").Output()
@@ -299,6 +345,10 @@ func (r *rig) verify(done chan struct{}) {
 	var rep struct {
 		OK      bool
 		Entries int
+		Checks  []struct {
+			Name string
+			OK   bool
+		}
 		Budgets []struct {
 			ID         string
 			Issued     int64
@@ -309,13 +359,51 @@ func (r *rig) verify(done chan struct{}) {
 	if err := json.Unmarshal(out, &rep); err != nil || !rep.OK {
 		t.Fatalf("reconcile ok=%v err=%v\n%s", rep.OK, err, out)
 	}
-	if rep.Entries < len(r.jobs) {
-		t.Errorf("store holds %d bookings, want at least the %d answered", rep.Entries, len(r.jobs))
+	if rep.Entries != len(r.jobs) {
+		t.Errorf("store holds %d bookings, want one for each of the %d jobs", rep.Entries, len(r.jobs))
 	}
+	var stranded int64
 	for _, b := range rep.Budgets {
+		stranded += b.LeasedOpen
 		if b.LeasedOpen != 0 || b.Issued != b.Booked {
 			t.Errorf("budget %s after clean stops: open leases %d, issued %d, booked %d", b.ID, b.LeasedOpen, b.Issued, b.Booked)
 		}
+	}
+	r.catalogueRow(len(bad), rep.Entries-len(r.jobs), stranded, fenced, reclaimed)
+}
+
+// catalogueRow logs the fault's row of the fault catalogue (DESIGN.md,
+// "Fault catalogue") and appends it to $REDRAIN_FAULTS_OUT when set:
+// grants answered (of those asked), answered tokens booked, lost
+// (answered, not booked), doubled (bookings beyond one per answered
+// grant: the store's entries less the jobs, each job one packet), budget
+// stranded in open leases after the clean stop, grants refused under
+// reclaimed leases and leases reclaimed, and recovery: how long after the
+// fault requests failed (and were retried elsewhere).
+func (r *rig) catalogueRow(lost, doubled int, stranded, fenced, reclaimed int64) {
+	r.ans.mu.Lock()
+	errs, window := r.ans.errs, time.Duration(0)
+	if errs > 0 {
+		window = r.ans.errLast.Sub(r.faultAt)
+	}
+	answered := len(r.ans.byKey)
+	r.ans.mu.Unlock()
+	recovery := fmt.Sprintf("requests failed for %v after it (%d retried elsewhere); grants answered just before it booked within %v",
+		window.Round(100*time.Millisecond), errs, r.bookingDelay.Round(100*time.Millisecond))
+	for _, n := range r.notes {
+		recovery += "; " + n
+	}
+	row := fmt.Sprintf("| %s | %d of %d | %d | %d | %d | %d | %d | %d | %s |",
+		r.fault, answered, len(r.jobs), answered-lost, lost, doubled, stranded, fenced, reclaimed, recovery)
+	r.t.Logf("fault catalogue row:\n%s", row)
+	if path := os.Getenv("REDRAIN_FAULTS_OUT"); path != "" {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			r.t.Errorf("REDRAIN_FAULTS_OUT: %v", err)
+			return
+		}
+		defer f.Close()
+		fmt.Fprintln(f, row)
 	}
 }
 
@@ -327,43 +415,152 @@ func TestClusterNodeDeath(t *testing.T) {
 	done := r.grantUntil(1.0 / 3)
 	toks, at := r.lastAnswered(300)
 	victim := r.nodes[1]
-	killedAt := time.Now()
+	killedAt := r.faultNow()
 	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	delay := r.bookedWithin(r.nodes[0], toks, at)
 	victim.start()
 	t.Logf("the killed node was serving again %v after the kill", time.Since(killedAt).Round(time.Millisecond))
+	r.notes = append(r.notes, fmt.Sprintf("the node served again %v after it", time.Since(killedAt).Round(100*time.Millisecond)))
 	<-done // every grant answered, so the report covers them all
-	r.report("killing a node with -9", killedAt, delay)
+	r.report("a node killed with -9, restarted on its data", killedAt, delay)
 	r.verify(done)
 }
 
 // TestClusterNodePause stops one node with SIGSTOP for longer than the
-// membership and consumer-group timeouts, then resumes it: the paused node's
-// stale grains and booking session can neither overwrite nor double-book.
+// membership and consumer-group timeouts and than its leases live (their
+// TTL and the reclaim grace), then resumes it: the paused node's stale
+// grains and booking session can neither overwrite nor double-book, the
+// other nodes reclaim its leases while it sleeps, and once awake it
+// answers nothing under them.
 func TestClusterNodePause(t *testing.T) {
 	r := newRig(t, 8000, 3)
 	done := r.grantUntil(1.0 / 3)
 	toks, at := r.lastAnswered(300)
 	victim := r.nodes[1]
-	pausedAt := time.Now()
+	pausedAt := r.faultNow()
 	if err := victim.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("paused %s with %d of %d grants answered", victim.dir, r.ans.count(), len(r.jobs))
 	delay := r.bookedWithin(r.nodes[0], toks, at)
-	// Longer than the booking group's 10 s session timeout and the
-	// membership TTL, counted from the pause.
-	for time.Since(pausedAt) < 15*time.Second {
-		time.Sleep(100 * time.Millisecond)
+	// Its leases expire 10 s after their last renewal and may be
+	// reclaimed 10 s later; the others look every 5-10 s, once booking
+	// of its partitions moved to them (10 s session timeout).
+	var reclaimed int64
+	for time.Since(pausedAt) < 60*time.Second {
+		if reclaimed = metricValue(t, r.nodes[0], "redrain_leases_reclaimed_total") + metricValue(t, r.nodes[2], "redrain_leases_reclaimed_total"); reclaimed > 0 && time.Since(pausedAt) > 15*time.Second {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
-	t.Logf("resuming it with %d of %d grants answered", r.ans.count(), len(r.jobs))
+	if reclaimed == 0 {
+		t.Errorf("no lease of the paused node reclaimed %v after the pause", time.Since(pausedAt).Round(time.Second))
+	}
+	t.Logf("resuming it %v after the pause, %d leases reclaimed, with %d of %d grants answered",
+		time.Since(pausedAt).Round(time.Millisecond), reclaimed, r.ans.count(), len(r.jobs))
+	r.notes = append(r.notes, fmt.Sprintf("its leases reclaimed and the node resumed %v after it", time.Since(pausedAt).Round(100*time.Millisecond)))
 	if err := victim.cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	<-done
-	r.report("pausing a node for 15 s", pausedAt, delay)
+	r.report("a node paused past its leases' expiry (SIGSTOP until the others reclaimed them), then resumed", pausedAt, delay)
+	r.verify(done)
+}
+
+// TestClusterNodeGone kills one of three nodes with -9 mid-rain and never
+// starts it again: the other two answer everything, book every answered
+// grant, and reclaim its leases, so no budget stays stranded.
+func TestClusterNodeGone(t *testing.T) {
+	r := newRig(t, 8000, 3)
+	done := r.grantUntil(1.0 / 3)
+	toks, at := r.lastAnswered(300)
+	victim := r.nodes[1]
+	killedAt := r.faultNow()
+	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitExit(t, victim)
+	r.gone[victim] = true
+	delay := r.bookedWithin(r.nodes[0], toks, at)
+	<-done
+	for deadline := time.Now().Add(90 * time.Second); r.sumMetric("redrain_leases_reclaimed_total") == 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the gone node's leases were not reclaimed within %v of its death", time.Since(killedAt).Round(time.Second))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Logf("its leases reclaimed %v after the kill", time.Since(killedAt).Round(time.Millisecond))
+	r.notes = append(r.notes, fmt.Sprintf("its leases reclaimed %v after it", time.Since(killedAt).Round(100*time.Millisecond)))
+	r.report("a node killed with -9 that never returns", killedAt, delay)
+	r.verify(done)
+}
+
+// TestClusterRedisLost kills Redis with -9 mid-rain, with three nodes
+// serving, and starts an empty one on its port: the nodes see the index
+// gone, refuse new users until it is rebuilt from the store, and no user
+// gets a second account or a second packet (a repeat answers the first).
+func TestClusterRedisLost(t *testing.T) {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Skip("needs redis-server (make test-deps)")
+	}
+	r := newRig(t, 8000, 3)
+	addr := flagValue(r.st.flags, "redis")
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	info, err := c.Info(context.Background(), "server").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok {
+			pid, _ = strconv.Atoi(v)
+		}
+	}
+	if pid <= 0 {
+		t.Fatalf("no process_id in INFO server:\n%s", info)
+	}
+	done := r.grantUntil(1.0 / 3)
+	toks, at := r.lastAnswered(300)
+	lostAt := r.faultNow()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := strings.Cut(addr, ":")
+	fresh := exec.Command("redis-server", "--bind", "127.0.0.1", "--port", port, "--dir", t.TempDir(),
+		"--save", "", "--appendonly", "no", "--protected-mode", "no")
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if err := fresh.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		if c.Ping(context.Background()).Err() == nil {
+			break
+		}
+		_ = fresh.Process.Kill()
+		_ = fresh.Wait()
+		if time.Now().After(deadline) {
+			t.Fatalf("no redis-server answers on %s again", addr)
+		}
+		fresh = exec.Command(fresh.Path, fresh.Args[1:]...)
+	}
+	t.Cleanup(func() { _ = fresh.Process.Kill(); _ = fresh.Wait() })
+	t.Logf("redis lost and started empty %v after the kill", time.Since(lostAt).Round(time.Millisecond))
+	delay := r.bookedWithin(r.nodes[0], toks, at)
+	<-done
+	// New users wait until the index is rebuilt: after the records of
+	// grants resolved before the loss can have landed, and booked.
+	for deadline := time.Now().Add(2 * time.Minute); r.sumMetric("redrain_redis_index_lost") != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the nodes did not rebuild the Redis index within %v of its loss", time.Since(lostAt).Round(time.Second))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("every node serves new users again %v after the loss", time.Since(lostAt).Round(time.Millisecond))
+	r.notes = append(r.notes, fmt.Sprintf("new users refused until the index was rebuilt, %v after it", time.Since(lostAt).Round(100*time.Millisecond)))
+	r.report("Redis killed with -9 and started empty, three nodes serving", lostAt, delay)
 	r.verify(done)
 }
 
@@ -374,7 +571,7 @@ func TestClusterStackRestart(t *testing.T) {
 	r := newRig(t, 8000, 3)
 	done := r.grantUntil(1.0 / 3)
 	toks, at := r.lastAnswered(300)
-	crashedAt := time.Now()
+	crashedAt := r.faultNow()
 	for _, n := range r.nodes {
 		_ = n.cmd.Process.Signal(syscall.SIGKILL)
 	}
@@ -388,8 +585,9 @@ func TestClusterStackRestart(t *testing.T) {
 		n.start()
 	}
 	t.Logf("whole stack serving again %v after the crash", time.Since(crashedAt).Round(time.Millisecond))
+	r.notes = append(r.notes, fmt.Sprintf("all serving again %v after it", time.Since(crashedAt).Round(100*time.Millisecond)))
 	delay := r.bookedWithin(r.nodes[0], toks, at)
 	<-done
-	r.report("crashing the whole stack", crashedAt, delay)
+	r.report("the whole stack (3 nodes, broker, store, Redis) killed with -9, restarted", crashedAt, delay)
 	r.verify(done)
 }

@@ -263,6 +263,15 @@ func (a *answered) failed(code string) {
 	a.errs++
 }
 
+// resetErrors forgets the failures seen so far (before a fault, the
+// cluster's start), so that those after it are counted alone.
+func (a *answered) resetErrors() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.errs, a.errFirst, a.errLast = 0, time.Time{}, time.Time{}
+	clear(a.errCodes)
+}
+
 func (a *answered) count() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
