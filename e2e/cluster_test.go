@@ -107,6 +107,33 @@ type rig struct {
 	notes []string
 }
 
+// awaitRecovery polls ok until it holds (failing the test after within)
+// and notes for the catalogue row what recovered and when, after since.
+func (r *rig) awaitRecovery(what string, since time.Time, within time.Duration, ok func() bool) {
+	r.t.Helper()
+	for deadline := time.Now().Add(within); !ok(); {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("not recovered within %v of the fault: %s", within, what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	note := fmt.Sprintf("%s, %v after it", what, time.Since(since).Round(100*time.Millisecond))
+	r.t.Log(note)
+	r.notes = append(r.notes, note)
+}
+
+// midRain starts a rig of three nodes granting 8,000 users x 3 rains and
+// returns once a third is answered: the channel closed when every grant
+// is, the 300 latest answered tokens and when, and the fault's time (the
+// caller injects it at once).
+func midRain(t *testing.T) (r *rig, done chan struct{}, toks []string, at []time.Time, faultAt time.Time) {
+	t.Helper()
+	r = newRig(t, 8000, 3)
+	done = r.grantUntil(1.0 / 3)
+	toks, at = r.lastAnswered(300)
+	return r, done, toks, at, r.faultNow()
+}
+
 // faultNow forgets the failures seen before the fault (the cluster's own
 // start) and returns the fault's time.
 func (r *rig) faultNow() time.Time {
@@ -411,11 +438,8 @@ func (r *rig) catalogueRow(lost, doubled int, stranded, fenced, reclaimed int64)
 // restarts it on its data dir and addresses: every grant answered with a
 // token is booked exactly once and the audit passes.
 func TestClusterNodeDeath(t *testing.T) {
-	r := newRig(t, 8000, 3)
-	done := r.grantUntil(1.0 / 3)
-	toks, at := r.lastAnswered(300)
+	r, done, toks, at, killedAt := midRain(t)
 	victim := r.nodes[1]
-	killedAt := r.faultNow()
 	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -435,11 +459,8 @@ func TestClusterNodeDeath(t *testing.T) {
 // other nodes reclaim its leases while it sleeps, and once awake it
 // answers nothing under them.
 func TestClusterNodePause(t *testing.T) {
-	r := newRig(t, 8000, 3)
-	done := r.grantUntil(1.0 / 3)
-	toks, at := r.lastAnswered(300)
+	r, done, toks, at, pausedAt := midRain(t)
 	victim := r.nodes[1]
-	pausedAt := r.faultNow()
 	if err := victim.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
@@ -448,19 +469,9 @@ func TestClusterNodePause(t *testing.T) {
 	// Its leases expire 10 s after their last renewal and may be
 	// reclaimed 10 s later; the others look every 5-10 s, once booking
 	// of its partitions moved to them (10 s session timeout).
-	var reclaimed int64
-	for time.Since(pausedAt) < 60*time.Second {
-		if reclaimed = metricValue(t, r.nodes[0], "redrain_leases_reclaimed_total") + metricValue(t, r.nodes[2], "redrain_leases_reclaimed_total"); reclaimed > 0 && time.Since(pausedAt) > 15*time.Second {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if reclaimed == 0 {
-		t.Errorf("no lease of the paused node reclaimed %v after the pause", time.Since(pausedAt).Round(time.Second))
-	}
-	t.Logf("resuming it %v after the pause, %d leases reclaimed, with %d of %d grants answered",
-		time.Since(pausedAt).Round(time.Millisecond), reclaimed, r.ans.count(), len(r.jobs))
-	r.notes = append(r.notes, fmt.Sprintf("its leases reclaimed and the node resumed %v after it", time.Since(pausedAt).Round(100*time.Millisecond)))
+	r.awaitRecovery("its leases reclaimed by the others and the node resumed", pausedAt, time.Minute, func() bool {
+		return metricValue(t, r.nodes[0], "redrain_leases_reclaimed_total")+metricValue(t, r.nodes[2], "redrain_leases_reclaimed_total") > 0
+	})
 	if err := victim.cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
@@ -473,11 +484,8 @@ func TestClusterNodePause(t *testing.T) {
 // starts it again: the other two answer everything, book every answered
 // grant, and reclaim its leases, so no budget stays stranded.
 func TestClusterNodeGone(t *testing.T) {
-	r := newRig(t, 8000, 3)
-	done := r.grantUntil(1.0 / 3)
-	toks, at := r.lastAnswered(300)
+	r, done, toks, at, killedAt := midRain(t)
 	victim := r.nodes[1]
-	killedAt := r.faultNow()
 	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -485,14 +493,7 @@ func TestClusterNodeGone(t *testing.T) {
 	r.gone[victim] = true
 	delay := r.bookedWithin(r.nodes[0], toks, at)
 	<-done
-	for deadline := time.Now().Add(90 * time.Second); r.sumMetric("redrain_leases_reclaimed_total") == 0; {
-		if time.Now().After(deadline) {
-			t.Fatalf("the gone node's leases were not reclaimed within %v of its death", time.Since(killedAt).Round(time.Second))
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	t.Logf("its leases reclaimed %v after the kill", time.Since(killedAt).Round(time.Millisecond))
-	r.notes = append(r.notes, fmt.Sprintf("its leases reclaimed %v after it", time.Since(killedAt).Round(100*time.Millisecond)))
+	r.awaitRecovery("its leases reclaimed", killedAt, 90*time.Second, func() bool { return r.sumMetric("redrain_leases_reclaimed_total") > 0 })
 	r.report("a node killed with -9 that never returns", killedAt, delay)
 	r.verify(done)
 }
@@ -505,7 +506,7 @@ func TestClusterRedisLost(t *testing.T) {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Skip("needs redis-server (make test-deps)")
 	}
-	r := newRig(t, 8000, 3)
+	r, done, toks, at, lostAt := midRain(t)
 	addr := flagValue(r.st.flags, "redis")
 	c := redis.NewClient(&redis.Options{Addr: addr})
 	defer c.Close()
@@ -522,9 +523,6 @@ func TestClusterRedisLost(t *testing.T) {
 	if pid <= 0 {
 		t.Fatalf("no process_id in INFO server:\n%s", info)
 	}
-	done := r.grantUntil(1.0 / 3)
-	toks, at := r.lastAnswered(300)
-	lostAt := r.faultNow()
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -552,14 +550,7 @@ func TestClusterRedisLost(t *testing.T) {
 	<-done
 	// New users wait until the index is rebuilt: after the records of
 	// grants resolved before the loss can have landed, and booked.
-	for deadline := time.Now().Add(2 * time.Minute); r.sumMetric("redrain_redis_index_lost") != 0; {
-		if time.Now().After(deadline) {
-			t.Fatalf("the nodes did not rebuild the Redis index within %v of its loss", time.Since(lostAt).Round(time.Second))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Logf("every node serves new users again %v after the loss", time.Since(lostAt).Round(time.Millisecond))
-	r.notes = append(r.notes, fmt.Sprintf("new users refused until the index was rebuilt, %v after it", time.Since(lostAt).Round(100*time.Millisecond)))
+	r.awaitRecovery("new users refused until the index was rebuilt", lostAt, 2*time.Minute, func() bool { return r.sumMetric("redrain_redis_index_lost") == 0 })
 	r.report("Redis killed with -9 and started empty, three nodes serving", lostAt, delay)
 	r.verify(done)
 }
@@ -568,10 +559,7 @@ func TestClusterRedisLost(t *testing.T) {
 // nodes and the development stack) and starts it all again on the same
 // data: nothing acknowledged is lost.
 func TestClusterStackRestart(t *testing.T) {
-	r := newRig(t, 8000, 3)
-	done := r.grantUntil(1.0 / 3)
-	toks, at := r.lastAnswered(300)
-	crashedAt := r.faultNow()
+	r, done, toks, at, crashedAt := midRain(t)
 	for _, n := range r.nodes {
 		_ = n.cmd.Process.Signal(syscall.SIGKILL)
 	}

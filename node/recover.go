@@ -26,11 +26,11 @@ import (
 //  1. booking drains the grant topic up to where it ended when the node
 //     started, so every grant ever acknowledged is in TiKV;
 //  2. if Redis lost its data (no epoch key) the index is rebuilt from TiKV;
-//  3. leases without expiry that an earlier incarnation of this node left
-//     open (it died) are closed with issued = what booking posted under
-//     them (folded or not), returning the rest of each to its budget;
-//     expiring leases are reclaimed once expired, with a fence, by any
-//     node (reclaim.go).
+//  3. leases that an earlier incarnation of this node left open (it died)
+//     are closed with issued = what booking posted under them (folded or
+//     not), returning the rest of each to its budget: on shared backends
+//     only those without expiry, since expiring ones are reclaimed once
+//     expired, with a fence, by any node (reclaim.go).
 func (n *Node) recover(ctx context.Context) {
 	for attempt := 1; ctx.Err() == nil; attempt++ {
 		start := time.Now()
@@ -397,9 +397,10 @@ func (n *Node) storedBudgets(ctx context.Context) ([]string, error) {
 	return ids, err
 }
 
-// closeOrphanLeases closes the leases without expiry (taken before leases
-// expired) that an earlier incarnation of this node left open; expiring
-// ones are reclaimed once expired (reclaim.go). Booking has drained, so what it posted under a lease is all
+// closeOrphanLeases closes the leases that an earlier incarnation of this
+// node left open: on shared backends only those without expiry (taken
+// before leases expired; expiring ones are reclaimed once expired,
+// reclaim.go), on the embedded broker all of them. Booking has drained, so what it posted under a lease is all
 // that lease issued: what folds moved into the lease record plus its uses
 // in the details not folded yet, read from one snapshot (BookedByLease). A
 // fold between that read and the close moves amounts from the details to
@@ -419,11 +420,12 @@ func (n *Node) closeOrphanLeases(ctx context.Context) error {
 		}
 		var booked map[uint64]ledger.LeaseUse
 		for _, l := range open {
-			// A lease that expires is reclaimed once it has, with a fence
-			// (reclaim.go): the earlier incarnation may still be alive
-			// somewhere (a pause, a copy of this data dir) and answering
-			// under it until then.
-			if l.Owner != n.ID || l.Incarnation == n.Incarnation || l.Expires != 0 {
+			// On shared backends a lease that expires is reclaimed once it
+			// has, with a fence (reclaim.go): the earlier incarnation may
+			// still be alive somewhere (a pause, a copy of this data dir)
+			// and answering under it until then. On the embedded broker
+			// nobody but this process writes the topic.
+			if l.Owner != n.ID || l.Incarnation == n.Incarnation || l.Expires != 0 && !n.kafka.Embedded() {
 				continue
 			}
 			if booked == nil {
