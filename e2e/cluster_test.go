@@ -555,6 +555,44 @@ func TestClusterRedisLost(t *testing.T) {
 	r.verify(done)
 }
 
+// TestClusterDuplicateNodeID starts a fourth process with a copy of a
+// serving node's id (a copied data dir) mid-rain: it refuses to start and
+// says why, and the three nodes serve on untouched.
+func TestClusterDuplicateNodeID(t *testing.T) {
+	r, done, toks, at, startedAt := midRain(t)
+	orig := r.nodes[1]
+	dir := filepath.Join(r.dir, "copy")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	id, err := os.ReadFile(filepath.Join(orig.dir, "node-id"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "node-id"), id, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dup := exec.Command(r.bin, append([]string{"serve", "--data-dir", dir, "--http", freeAddr(t), "--admin-http", freeAddr(t),
+		"--config", orig.cfg, "--log-level", "warn", "--cluster-addr", freeAddr(t), "--cluster-seeds", r.nodes[0].args[len(r.nodes[0].args)-1]},
+		r.st.flags...)...)
+	out := make(chan []byte, 1)
+	go func() { b, _ := dup.CombinedOutput(); out <- b }()
+	select {
+	case b := <-out:
+		if dup.ProcessState.Success() || !strings.Contains(string(b), "duplicate node id") || !strings.Contains(string(b), orig.addr) {
+			t.Fatalf("the duplicate exited %v: %s; want a refusal naming %s", dup.ProcessState, b, orig.addr)
+		}
+		r.notes = append(r.notes, fmt.Sprintf("the duplicate refused to start %v after it", time.Since(startedAt).Round(100*time.Millisecond)))
+	case <-time.After(60 * time.Second):
+		_ = dup.Process.Kill()
+		t.Fatalf("a process with node %s's id still runs after 60 s", strings.TrimSpace(string(id)))
+	}
+	delay := r.bookedWithin(r.nodes[0], toks, at)
+	<-done
+	r.report("a fourth process started with a serving node's id (a copied data dir)", startedAt, delay)
+	r.verify(done)
+}
+
 // TestClusterStackRestart kills everything with -9 mid-rain (the three
 // nodes and the development stack) and starts it all again on the same
 // data: nothing acknowledged is lost.

@@ -94,6 +94,9 @@ type Node struct {
 	apps     *adminauth.Verifier // nil: /v1 unsigned (no app_keys)
 	// reclaimed counts the leases this node reclaimed (reclaim.go).
 	reclaimed *metrics.Counter
+	// duplicate is set once another live process publishes this node's id
+	// (status.go): the node is not ready from then on.
+	duplicate atomic.Pointer[error]
 	guard     *protect.Guard
 	server    *ingress.Server
 	listener  net.Listener
@@ -187,6 +190,9 @@ func Start(cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	n.pipe = storage.NewPipeliner(n.redis.Client, 8)
+	if err := n.checkDuplicate(ctx); err != nil {
+		return nil, err
+	}
 	clock := time.Now
 	host, port, err := splitHostPort(cfg.ClusterAddr)
 	if err != nil {
@@ -404,6 +410,9 @@ func describe(addrs []string, embedded bool) string {
 }
 
 func (n *Node) readyErr() error {
+	if d := n.duplicate.Load(); d != nil {
+		return *d
+	}
 	if err := n.booker.Broken(); err != nil {
 		return fmt.Errorf("booking stopped: %w", err)
 	}

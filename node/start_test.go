@@ -5,8 +5,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"redrain/adminauth"
 	"redrain/campaign"
@@ -142,4 +144,36 @@ func TestOperationsListenerApart(t *testing.T) {
 			t.Errorf("%s %s on %s = %d, want %d", c.method, c.path, map[bool]string{true: "the API listener", false: "the operations listener"}[c.addr == n.Addr()], got, c.want)
 		}
 	}
+}
+
+// TestDuplicateNodeID: a second process with a node's id (a copied data
+// dir) on the same shared Redis refuses to start and says why, while the
+// first serves on; once the first is gone, a node with its id starts
+// (after telling a crashed incarnation from a live one).
+func TestDuplicateNodeID(t *testing.T) {
+	redisAddr := storagetest.Redis(t)
+	dir1, dir2 := t.TempDir(), t.TempDir()
+	n1 := startNode(t, dir1, redisAddr)
+	id, err := os.ReadFile(filepath.Join(dir1, "node-id"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir2, "node-id"), id, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // n1 published its status
+	n2, err := node.Start(node.Config{DataDir: dir2, HTTP: "127.0.0.1:0", AdminHTTP: "127.0.0.1:0", Redis: redisAddr, ConfigFile: configFile(t), Log: newTestLog(t)})
+	if err == nil {
+		stopNode(t, n2)
+		t.Fatal("a second node with the same id started")
+	}
+	if !errors.Is(err, node.ErrDuplicateNode) || !strings.Contains(err.Error(), n1.Addr()) {
+		t.Fatalf("Start with a duplicate id = %v, want ErrDuplicateNode naming %s", err, n1.Addr())
+	}
+	if code, _ := get(t, n1, "/readyz"); code != http.StatusOK {
+		t.Fatalf("the first node is not ready after the duplicate was refused: %d", code)
+	}
+	stopNode(t, n1)
+	n3 := startNode(t, dir2, redisAddr)
+	stopNode(t, n3)
 }

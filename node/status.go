@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"sort"
 	"time"
 
@@ -16,14 +18,17 @@ const statusTTL = 5 * time.Second
 
 // nodeStatus is what each node publishes about itself every second.
 type nodeStatus struct {
-	ID         string           `json:"id"`
-	HTTP       string           `json:"http"`
-	Membership string           `json:"membership"` // --cluster-addr
-	MemberID   string           `json:"member_id"`  // protoactor's id of this member
-	Ready      bool             `json:"ready"`
-	Reason     string           `json:"reason,omitempty"` // why not ready
-	Partitions []int32          `json:"partitions"`       // grant topic partitions this node books
-	Grains     map[string]int64 `json:"grains"`           // live grains here, by kind
+	ID string `json:"id"`
+	// Incarnation is the process's start (unix ns): two processes that
+	// publish one id with two incarnations are a duplicate node id.
+	Incarnation uint64           `json:"incarnation"`
+	HTTP        string           `json:"http"`
+	Membership  string           `json:"membership"` // --cluster-addr
+	MemberID    string           `json:"member_id"`  // protoactor's id of this member
+	Ready       bool             `json:"ready"`
+	Reason      string           `json:"reason,omitempty"` // why not ready
+	Partitions  []int32          `json:"partitions"`       // grant topic partitions this node books
+	Grains      map[string]int64 `json:"grains"`           // live grains here, by kind
 	// Leases is what this node issued under each lease it holds open, by
 	// budget (budget figures read it: a budget record learns a lease's
 	// issued amount only when the lease closes).
@@ -34,7 +39,7 @@ type nodeStatus struct {
 func statusKey(id string) string { return "rr:node:" + id }
 
 func (n *Node) status() nodeStatus {
-	st := nodeStatus{ID: n.ID, HTTP: n.Addr(), Membership: n.member.Manage, MemberID: n.member.ID,
+	st := nodeStatus{ID: n.ID, Incarnation: n.Incarnation, HTTP: n.Addr(), Membership: n.member.Manage, MemberID: n.member.ID,
 		Partitions: n.booker.Claims(), Updated: time.Now().UTC(),
 		Grains: map[string]int64{actors.KindBudget: n.grains.Budget.Load()},
 		Leases: n.grants.OpenLeases()}
@@ -50,13 +55,27 @@ func (n *Node) status() nodeStatus {
 }
 
 // publishStatus writes this node's status to the shared Redis every second.
+// A status of another incarnation written since its last one is another
+// live process with this node's id: the node then stops serving (not
+// ready) and says why, since leases and booking's owner names assume one
+// process per id.
 func (n *Node) publishStatus(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	var last time.Time
 	for {
-		b, _ := json.Marshal(n.status())
+		if other, ok := n.otherIncarnation(ctx, last); ok && n.duplicate.Load() == nil {
+			err := fmt.Errorf("%w: another process (http %s, started %s) publishes node id %s too; each node needs a data dir of its own",
+				ErrDuplicateNode, other.HTTP, time.Unix(0, int64(other.Incarnation)).UTC().Format(time.RFC3339), n.ID)
+			n.duplicate.Store(&err)
+			n.log.Error("duplicate node id: this node stops serving", "err", err)
+		}
+		st := n.status()
+		b, _ := json.Marshal(st)
 		if err := n.redis.Client.Set(ctx, statusKey(n.ID), b, statusTTL).Err(); err != nil && ctx.Err() == nil {
 			n.log.Debug("status not published", "err", err)
+		} else {
+			last = st.Updated
 		}
 		select {
 		case <-ctx.Done():
@@ -64,6 +83,45 @@ func (n *Node) publishStatus(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// ErrDuplicateNode is the error of a node whose id another live process
+// uses (a copied data dir).
+var ErrDuplicateNode = errors.New("node: duplicate node id")
+
+// otherIncarnation returns the status another incarnation of this node id
+// published after since (zero: ever, within statusTTL).
+func (n *Node) otherIncarnation(ctx context.Context, since time.Time) (nodeStatus, bool) {
+	raw, err := n.redis.Client.Get(ctx, statusKey(n.ID)).Bytes()
+	if err != nil {
+		return nodeStatus{}, false
+	}
+	var st nodeStatus
+	if json.Unmarshal(raw, &st) != nil || st.Incarnation == n.Incarnation || st.Incarnation == 0 || !st.Updated.After(since) {
+		return nodeStatus{}, false
+	}
+	return st, true
+}
+
+// checkDuplicate refuses to start while another live process publishes
+// this node's id. A status of an earlier incarnation is one that crashed
+// a moment ago unless it is written again: the check waits out one
+// publishing period to tell.
+func (n *Node) checkDuplicate(ctx context.Context) error {
+	first, ok := n.otherIncarnation(ctx, time.Time{})
+	if !ok {
+		return nil
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(2 * time.Second):
+	}
+	if other, ok := n.otherIncarnation(ctx, first.Updated); ok {
+		return fmt.Errorf("%w: a live process (http %s, started %s) is node %s; each node needs a data dir of its own",
+			ErrDuplicateNode, other.HTTP, time.Unix(0, int64(other.Incarnation)).UTC().Format(time.RFC3339), n.ID)
+	}
+	return nil
 }
 
 // clusterView is GET /admin/v1/cluster.
