@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,11 +26,15 @@ import (
 type stack struct {
 	cmd   *exec.Cmd
 	flags []string
+	// control is the stack's fault-injection listener (redrain dev
+	// --control).
+	control string
 }
 
 func startStack(t *testing.T, bin, dir string) *stack {
 	t.Helper()
-	cmd := exec.Command(bin, "dev", "--data-dir", dir)
+	control := freeAddr(t)
+	cmd := exec.Command(bin, "dev", "--data-dir", dir, "--control", control)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +60,7 @@ func startStack(t *testing.T, bin, dir string) *stack {
 		if !ok {
 			t.Fatalf("redrain dev printed no flags; log:\n%s", tail(logf.Name()))
 		}
-		s := &stack{cmd: cmd, flags: strings.Fields(l)}
+		s := &stack{cmd: cmd, flags: strings.Fields(l), control: control}
 		t.Cleanup(func() { s.stop(t) })
 		return s
 	case <-time.After(60 * time.Second):
@@ -590,6 +596,47 @@ func TestClusterDuplicateNodeID(t *testing.T) {
 	delay := r.bookedWithin(r.nodes[0], toks, at)
 	<-done
 	r.report("a fourth process started with a serving node's id (a copied data dir)", startedAt, delay)
+	r.verify(done)
+}
+
+// restartPart has the stack stop one of its parts (broker, tikv) for down
+// and start it again, and returns once it is back.
+func (s *stack) restartPart(t *testing.T, part string, down time.Duration) {
+	t.Helper()
+	resp, err := http.Post(fmt.Sprintf("http://%s/%s/restart?down=%s", s.control, part, down), "", nil)
+	if err != nil {
+		t.Fatalf("restart %s: %v", part, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("restart %s: %d %s", part, resp.StatusCode, body)
+	}
+}
+
+// TestClusterBrokerRestart kills the broker mid-rain, with three nodes
+// serving, and starts it again on its data 3 s later: grants fail
+// meanwhile and are retried, and every answered one is booked once.
+func TestClusterBrokerRestart(t *testing.T) {
+	partDown(t, "broker", 3*time.Second, "the broker killed mid-rain and restarted on its data 3 s later")
+}
+
+// TestClusterTiKVDown stops the store (PD and TiKV) for 20 s mid-rain,
+// with three nodes serving: grants go on while leases last (the grant
+// path writes no store key), booking waits and catches up, and every
+// answered grant is booked once.
+func TestClusterTiKVDown(t *testing.T) {
+	partDown(t, "tikv", 20*time.Second, "the store (PD and TiKV) down for 20 s mid-rain")
+}
+
+// partDown has the stack stop part for down mid-rain and verifies.
+func partDown(t *testing.T, part string, down time.Duration, fault string) {
+	r, done, toks, at, downAt := midRain(t)
+	r.st.restartPart(t, part, down)
+	r.notes = append(r.notes, fmt.Sprintf("%s back %v after it", part, time.Since(downAt).Round(100*time.Millisecond)))
+	delay := r.bookedWithin(r.nodes[0], toks, at)
+	<-done
+	r.report(fault, downAt, delay)
 	r.verify(done)
 }
 

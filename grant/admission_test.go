@@ -454,15 +454,25 @@ func TestBrokerPausedPastTheWriteDeadline(t *testing.T) {
 			t.Errorf("answered grant of act %d (%d) is not on the stream (%d)", r.Grant.ActID, r.Grant.Amount, streamed[r.Grant.ActID])
 		}
 	}
-	var issued int64
+	// The lease of the grants whose write failed without proof stays open
+	// (it is reclaimed at what was booked once its records can no longer
+	// land): nothing is given back on a guess.
+	var issued, held int64
+	open := 0
 	for _, l := range f.budget.Leases() {
-		issued += l.Issued
+		if l.Closed {
+			issued += l.Issued
+		} else {
+			held += l.Amount
+			open++
+		}
 	}
 	if err := f.budget.Check(); err != nil {
 		t.Fatal(err)
 	}
-	if issued < streamedSum || f.budget.Remaining()+issued != total {
-		t.Errorf("leases issued %d, stream %d, remaining %d: want issued >= stream and remaining + issued = %d", issued, streamedSum, f.budget.Remaining(), int64(total))
+	if open == 0 || issued+held < streamedSum || f.budget.Remaining()+issued+held != total {
+		t.Errorf("leases issued %d, %d open holding %d, stream %d, remaining %d: want a lease left open, issued + held >= stream and remaining + issued + held = %d",
+			issued, open, held, streamedSum, f.budget.Remaining(), int64(total))
 	}
 	if len(streamed) != 3 {
 		t.Errorf("%d users on the stream, want 3 (a, b, e)", len(streamed))
@@ -474,8 +484,8 @@ func TestBrokerPausedPastTheWriteDeadline(t *testing.T) {
 // lease lives, does not answer the grant as issued (another node may
 // reclaim the lease by then): it is unavailable, counted as a late
 // acknowledgement, its record stays on the stream for booking to judge,
-// and its amount counts as issued under the lease, which the grain no
-// longer renews and the holder closes.
+// and the lease is left open for the reclaim (its holder cannot tell what
+// booking will count under it).
 func TestPausedPastTheLease(t *testing.T) {
 	var mu sync.Mutex
 	now := time.UnixMilli(1_800_000_000_000)
@@ -518,9 +528,11 @@ func TestPausedPastTheLease(t *testing.T) {
 	if len(leases) < 2 {
 		t.Fatalf("%d leases taken, want a new one after the pause", len(leases))
 	}
-	first := leases[1]
-	if !first.Closed || first.IssuedCount != 2 {
-		t.Fatalf("the expired lease = %+v, want closed with a's and b's grants issued", first)
+	// b's record landed after the lease's bound: its holder does not know
+	// whether booking will take it (another node may have fenced the
+	// lease), so it leaves the lease to be reclaimed at what was booked.
+	if first := leases[1]; first.Closed {
+		t.Fatalf("the lease with a late acknowledgement = %+v, want it left open for the reclaim", first)
 	}
 	if err := f.budget.Check(); err != nil {
 		t.Fatal(err)

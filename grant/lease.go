@@ -129,7 +129,14 @@ type activeLease struct {
 	reserved, acked, ackedCount int64
 	inflight                    int
 	retired, closed             bool
-	takenAt                     time.Time
+	// uncertain: a grant under it may or may not be in the stream (its
+	// write failed without proof it did not land, or was acknowledged
+	// after the lease's bound). Its holder then never closes it: what it
+	// issued is known only once booking has passed every place such a
+	// record can land, so the lease expires and is reclaimed at what was
+	// booked under it (node/reclaim.go).
+	uncertain bool
+	takenAt   time.Time
 	// liveUntil (unix ns, the holder's clock) is the last instant a grant
 	// under the lease may be answered: see leaseSafety. Renewals move it;
 	// the shard reads it after the acknowledgement, without the lock.
@@ -311,7 +318,19 @@ func (h *leaseHolder) retireLocked(l *activeLease) {
 	}
 }
 
-// closeLocked returns the lease's unspent part to the budget.
+// markUncertain marks leases under which a grant may or may not have
+// landed (see activeLease.uncertain).
+func (h *leaseHolder) markUncertain(l *activeLease) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	l.uncertain = true
+	// No more grants under it: the sooner it is left, the sooner it
+	// expires and is reclaimed.
+	h.dropLocked(l)
+}
+
+// closeLocked returns the lease's unspent part to the budget; a lease
+// with an uncertain grant is left to expire and be reclaimed instead.
 func (h *leaseHolder) closeLocked(l *activeLease) {
 	if l.closed {
 		return
@@ -319,6 +338,11 @@ func (h *leaseHolder) closeLocked(l *activeLease) {
 	l.closed = true
 	if i := slices.Index(h.using, l); i >= 0 {
 		h.using = slices.Delete(h.using, i, i+1)
+	}
+	if l.uncertain {
+		h.log.Info("lease left to expire and be reclaimed at what was booked under it: a grant under it may or may not have landed",
+			"budget", h.budgetID, "lease", l.id, "acknowledged", l.acked)
+		return
 	}
 	issued, count := l.acked, l.ackedCount
 	h.closing++

@@ -383,7 +383,12 @@ func (s *shard) issue(ctx context.Context, fresh []*item) {
 	}
 	a.stageTime[stageStream].ObserveNs(time.Since(t0).Nanoseconds())
 	ackedAt := a.clock()
+	var unsure *activeLease // the last lease marked uncertain: batches hold few
 	for _, it := range taken {
+		if (err != nil && !definite || err == nil && !it.lease.liveAt(ackedAt)) && it.lease != unsure {
+			it.h.markUncertain(it.lease)
+			unsure = it.lease
+		}
 		switch {
 		case err == nil && !it.lease.liveAt(ackedAt):
 			// Acknowledged after the lease's expiry as this node sees it

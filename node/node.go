@@ -436,7 +436,8 @@ func (n *Node) readyErr() error {
 func (n *Node) Served() <-chan error { return n.served }
 
 // Stop shuts the node down in order: no new requests, leases returned,
-// grants flushed to Kafka, booking stopped, backends closed.
+// grants flushed to Kafka, leases left open with uncertain grants closed at
+// what was booked under them, booking stopped, backends closed.
 func (n *Node) Stop(ctx context.Context) {
 	n.stopped.Do(func() {
 		if n.server != nil {
@@ -452,6 +453,9 @@ func (n *Node) Stop(ctx context.Context) {
 		}
 		if n.stream != nil {
 			_ = n.stream.Close()
+		}
+		if n.grants != nil && n.stream != nil {
+			n.settleOwnLeases(ctx) // reclaim.go: while booking still runs
 		}
 		if n.cancel != nil {
 			n.cancel()

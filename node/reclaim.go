@@ -134,6 +134,47 @@ func (n *Node) reclaim(ctx context.Context, client sarama.Client, l *ledger.Leas
 	return nil
 }
 
+// settleOwnLeases closes, at what was booked under them, the leases this
+// incarnation still holds open once its grant path and stream are closed:
+// those its holders left because a grant under them may or may not have
+// landed (grant: activeLease.uncertain). Nothing more can land now, so
+// booking up to the topic's end settles them; a failure leaves them to
+// the reclaim of the other nodes (or of this node's next start).
+func (n *Node) settleOwnLeases(ctx context.Context) {
+	ids, err := n.storedBudgets(ctx)
+	if err != nil {
+		n.log.Warn("settling open leases: listing budgets", "err", err)
+		return
+	}
+	var mine []*ledger.Lease
+	for _, id := range ids {
+		open, err := actors.OpenLeases(ctx, n.tikv, id)
+		if err != nil {
+			n.log.Warn("settling open leases", "budget", id, "err", err)
+			return
+		}
+		for _, l := range open {
+			if l.Owner == n.ID && l.Incarnation == n.Incarnation {
+				mine = append(mine, l)
+			}
+		}
+	}
+	if len(mine) == 0 {
+		return
+	}
+	client, err := sarama.NewClient(n.kafka.Brokers, storage.SaramaConfig("redrain-settle"))
+	if err != nil {
+		n.log.Warn("settling open leases: kafka client; the reclaim will", "err", err)
+		return
+	}
+	defer client.Close()
+	for _, l := range mine {
+		if err := n.reclaim(ctx, client, l); err != nil {
+			n.log.Warn("settling an open lease failed; the reclaim will", "budget", l.BudgetID, "lease", l.ID, "err", err)
+		}
+	}
+}
+
 // fence fences a lease on partition p: here when this node books p, else
 // through the fenceActor of the node that does.
 func (n *Node) fence(ctx context.Context, p int32, f ledger.Fence) (ledger.Fence, error) {

@@ -10,6 +10,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -80,6 +82,33 @@ func main() {
 type exitError int
 
 func (e exitError) Error() string { return fmt.Sprintf("exit %d", int(e)) }
+
+// devControl is `redrain dev --control`: POST /broker/restart?down=D and
+// POST /tikv/restart?down=D stop that part, wait D (at most 5 min) and
+// start it again on its ports and data, answering once it is back.
+func devControl(s *devstack.Stack, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	restart := func(part string, do func(time.Duration) error) {
+		mux.HandleFunc("POST /"+part+"/restart", func(w http.ResponseWriter, r *http.Request) {
+			down, err := time.ParseDuration(r.URL.Query().Get("down"))
+			if err != nil || down < 0 || down > 5*time.Minute {
+				http.Error(w, `{"code":"malformed_request","message":"down: want a duration from 0s to 5m, such as 20s"}`, http.StatusBadRequest)
+				return
+			}
+			log.Warn("fault injection: stopping "+part, "down", down)
+			if err := do(down); err != nil {
+				log.Error("fault injection: "+part+" did not come back", "err", err)
+				http.Error(w, fmt.Sprintf(`{"code":"internal","message":%q}`, err.Error()), http.StatusInternalServerError)
+				return
+			}
+			log.Warn("fault injection: " + part + " back")
+			fmt.Fprintf(w, `{"restarted":%q,"down":%q}`+"\n", part, down)
+		})
+	}
+	restart("broker", s.RestartBroker)
+	restart("tikv", s.RestartTiKV)
+	return mux
+}
 
 // backendFlags are the flags serve and reconcile share.
 type backendFlags struct {
@@ -291,11 +320,29 @@ func devCmd(args []string) error {
 	fs := flag.NewFlagSet("dev", flag.ExitOnError)
 	dataDir := fs.String("data-dir", "./dev-data", "directory of the stack's data (and its chosen ports)")
 	partitions := fs.Int("partitions", storage.GrantPartitionsDefault, "partitions of the grant topic when it is created")
+	control := fs.String("control", "", "loopback address of a fault-injection listener (failure tests): POST /broker/restart?down=5s, POST /tikv/restart?down=20s")
 	_ = fs.Parse(args)
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	var ctl net.Listener
+	if *control != "" {
+		if host, _, err := net.SplitHostPort(*control); err != nil || !net.ParseIP(host).IsLoopback() {
+			return fmt.Errorf("--control %q: want a loopback address such as 127.0.0.1:9400 (it restarts the backends, unauthenticated)", *control)
+		}
+		l, err := net.Listen("tcp", *control)
+		if err != nil {
+			return fmt.Errorf("--control: %w", err)
+		}
+		ctl = l
+	}
 	s, err := devstack.Start(devstack.Config{DataDir: *dataDir, Partitions: int32(*partitions), Log: log})
 	if err != nil {
 		return err
+	}
+	if ctl != nil {
+		srv := &http.Server{Handler: devControl(s, log), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = srv.Serve(ctl) }()
+		defer srv.Close()
+		log.Info("fault-injection listener", "addr", ctl.Addr().String())
 	}
 	log.Info("development stack running (NOT FOR PRODUCTION); start nodes with the flags on stdout",
 		"data_dir", *dataDir, "redis", s.RedisKind)

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -48,6 +49,8 @@ type Ports struct {
 // Stack is a running development stack.
 type Stack struct {
 	Ports     Ports
+	cfg       Config
+	mu        sync.Mutex // guards kafka and tikv across restarts
 	kafka     *storage.Kafka
 	tikv      *tikvdev.Server
 	redisCmd  *exec.Cmd
@@ -70,7 +73,7 @@ func Start(cfg Config) (s *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s = &Stack{Ports: ports}
+	s = &Stack{Ports: ports, cfg: cfg}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -90,6 +93,40 @@ func Start(cfg Config) (s *Stack, err error) {
 
 func addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 
+// RestartBroker stops the broker, waits down and starts it again on its
+// port from its data (a broker crash, for failure tests): clients see
+// their connections fail meanwhile.
+func (s *Stack) RestartBroker(down time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.kafka.Close()
+	time.Sleep(down)
+	k, err := storage.StartBroker(s.cfg.DataDir, s.Ports.Kafka, s.cfg.Partitions)
+	if err != nil {
+		return fmt.Errorf("devstack: broker restart: %w", err)
+	}
+	s.kafka = k
+	return nil
+}
+
+// RestartTiKV stops the TiKV-protocol server, waits down and starts it
+// again on its addresses from its data (the store down, for failure
+// tests): clients see their requests fail meanwhile.
+func (s *Stack) RestartTiKV(down time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.tikv.Close(); err != nil {
+		return fmt.Errorf("devstack: tikv stop: %w", err)
+	}
+	time.Sleep(down)
+	t, err := tikvdev.Start(filepath.Join(s.cfg.DataDir, "tikv"), addr(s.Ports.PD))
+	if err != nil {
+		return fmt.Errorf("devstack: tikv restart: %w", err)
+	}
+	s.tikv = t
+	return nil
+}
+
 // Flags are the `redrain serve` flags that point a node at this stack.
 func (s *Stack) Flags() string {
 	return fmt.Sprintf("--kafka=%s --pd=%s --redis=%s", addr(s.Ports.Kafka), s.tikv.PDAddr(), addr(s.Ports.Redis))
@@ -97,6 +134,8 @@ func (s *Stack) Flags() string {
 
 // Close stops every part.
 func (s *Stack) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.redisCmd != nil && s.redisCmd.Process != nil {
 		// SIGTERM lets redis-server flush its append-only file.
 		_ = s.redisCmd.Process.Signal(os.Interrupt)

@@ -4,11 +4,14 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tikv/client-go/v2/txnkv/transaction"
 
+	"redrain/ledger"
 	"redrain/storage"
 	"redrain/storage/devstack"
+	"redrain/storage/storagetest"
 )
 
 // flag returns the value of --name=value in a flags line.
@@ -86,5 +89,73 @@ func TestStackServesAndRestarts(t *testing.T) {
 		if v, err := r.Client.Get(ctx, "rr:test").Result(); err != nil || v != "v1" {
 			t.Errorf("after restart redis rr:test = %q, %v; want v1 (append-only file)", v, err)
 		}
+	}
+}
+
+// TestPartsRestart: the broker and the TiKV server restart in place (for
+// failure tests) while clients stay open: the clients' writes before the
+// restart are read after it, through the same clients.
+func TestPartsRestart(t *testing.T) {
+	ctx := context.Background()
+	s, err := devstack.Start(devstack.Config{DataDir: t.TempDir(), Partitions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	flags := s.Flags()
+	kv, err := storage.OpenTiKV([]string{flag(t, flags, "pd")}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kv.Close()
+	if err := kv.Update(ctx, func(txn *transaction.KVTxn) error { return txn.Set([]byte("rr/test"), []byte("v1")) }); err != nil {
+		t.Fatal(err)
+	}
+	gw, err := storage.NewGrantWriter([]string{flag(t, flags, "kafka")}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close()
+	g := ledger.Grant{AppID: 1, ActID: 1, UserID: "u", ActivityID: "a", SceneID: "s", RainID: 1, AwardType: "cash",
+		Asset: ledger.AssetCash, Amount: 5, BudgetID: "a/formal/cash", LeaseID: 1}
+	if _, err := gw.Append(0, []ledger.Grant{g}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RestartBroker(500 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RestartTiKV(500 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		err := kv.View(func(txn *transaction.KVTxn) error {
+			var err error
+			got, err = storage.Get(ctx, txn, []byte("rr/test"))
+			return err
+		})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("read after the TiKV restart: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if string(got) != "v1" {
+		t.Fatalf("after the restart rr/test = %q, want v1", got)
+	}
+	var appendErr error
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if _, appendErr = gw.Append(0, []ledger.Grant{g}); appendErr == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if appendErr != nil {
+		t.Fatalf("append after the broker restart: %v", appendErr)
+	}
+	recs := storagetest.ReadGrantTopic(t, []string{flag(t, flags, "kafka")}, 2)
+	if len(recs) != 2 {
+		t.Fatalf("%d records on the topic after the restart, want 2 (one before, one after)", len(recs))
 	}
 }
