@@ -365,6 +365,20 @@ func (r *rig) verify(done chan struct{}) {
 	}
 	r.sameOnEveryNode(300)
 	fenced, reclaimed := r.sumMetric("redrain_booking_fenced_grants_total"), r.sumMetric("redrain_leases_reclaimed_total")
+	entries, stranded := r.stopAndAudit()
+	if entries != len(r.jobs) {
+		t.Errorf("store holds %d bookings, want one for each of the %d jobs", entries, len(r.jobs))
+	}
+	r.catalogueRow(len(bad), entries-len(r.jobs), stranded, fenced, reclaimed)
+}
+
+// stopAndAudit stops the live nodes cleanly and audits the shared store
+// through PD: every check must pass, and no lease may stay open. It
+// returns the bookings the store holds and the budget left in open
+// leases.
+func (r *rig) stopAndAudit() (entries int, stranded int64) {
+	t := r.t
+	live := r.live()
 	for _, n := range live {
 		_ = n.cmd.Process.Signal(syscall.SIGTERM)
 	}
@@ -378,10 +392,6 @@ func (r *rig) verify(done chan struct{}) {
 	var rep struct {
 		OK      bool
 		Entries int
-		Checks  []struct {
-			Name string
-			OK   bool
-		}
 		Budgets []struct {
 			ID         string
 			Issued     int64
@@ -392,17 +402,13 @@ func (r *rig) verify(done chan struct{}) {
 	if err := json.Unmarshal(out, &rep); err != nil || !rep.OK {
 		t.Fatalf("reconcile ok=%v err=%v\n%s", rep.OK, err, out)
 	}
-	if rep.Entries != len(r.jobs) {
-		t.Errorf("store holds %d bookings, want one for each of the %d jobs", rep.Entries, len(r.jobs))
-	}
-	var stranded int64
 	for _, b := range rep.Budgets {
 		stranded += b.LeasedOpen
 		if b.LeasedOpen != 0 || b.Issued != b.Booked {
 			t.Errorf("budget %s after clean stops: open leases %d, issued %d, booked %d", b.ID, b.LeasedOpen, b.Issued, b.Booked)
 		}
 	}
-	r.catalogueRow(len(bad), rep.Entries-len(r.jobs), stranded, fenced, reclaimed)
+	return rep.Entries, stranded
 }
 
 // catalogueRow logs the fault's row of the fault catalogue (DESIGN.md,
@@ -428,6 +434,12 @@ func (r *rig) catalogueRow(lost, doubled int, stranded, fenced, reclaimed int64)
 	}
 	row := fmt.Sprintf("| %s | %d of %d | %d | %d | %d | %d | %d | %d | %s |",
 		r.fault, answered, len(r.jobs), answered-lost, lost, doubled, stranded, fenced, reclaimed, recovery)
+	r.writeRow(row)
+}
+
+// writeRow logs a row of the fault catalogue and appends it to
+// $REDRAIN_FAULTS_OUT when set.
+func (r *rig) writeRow(row string) {
 	r.t.Logf("fault catalogue row:\n%s", row)
 	if path := os.Getenv("REDRAIN_FAULTS_OUT"); path != "" {
 		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -663,4 +675,77 @@ func TestClusterStackRestart(t *testing.T) {
 	<-done
 	r.report("the whole stack (3 nodes, broker, store, Redis) killed with -9, restarted", crashedAt, delay)
 	r.verify(done)
+}
+
+// overloadReport is what TestClusterOverload reads of bench's report.
+type overloadReport struct {
+	Offered         int64            `json:"offered"`
+	Accepted        int64            `json:"accepted"`
+	Repeats         int64            `json:"repeats"`
+	TokenMismatches int64            `json:"token_mismatches"`
+	Errors          map[string]int64 `json:"errors"`
+	AcceptedPerSec  float64          `json:"accepted_per_sec"`
+	OfferedPerSec   float64          `json:"offered_per_sec"`
+	BookedTotal     int64            `json:"booked_total"`
+	DrainTime       time.Duration    `json:"drain_time_ns"`
+	Drained         bool             `json:"drained"`
+	LatencyP99      time.Duration    `json:"latency_p99_ns"`
+	Audit           *struct {
+		OK bool `json:"ok"`
+	} `json:"audit"`
+}
+
+// TestClusterOverload offers three nodes twice the grants a second they
+// accept flat out (measured first, for 5 s) for 60 s: whatever they cannot
+// take is refused with a retryable error, no user is answered two
+// packets, every answered grant is booked, and booking catches up after.
+func TestClusterOverload(t *testing.T) {
+	r := newRig(t, 1, 1) // the nodes; bench drives them
+	var targets, admins []string
+	for _, n := range r.nodes {
+		targets, admins = append(targets, "http://"+n.addr), append(admins, n.adminURL(""))
+	}
+	bench := func(args ...string) overloadReport {
+		t.Helper()
+		out := run(t, r.bin, append([]string{"bench", "--target", strings.Join(targets, ","), "--admin-target", strings.Join(admins, ","),
+			"--activity", "e2e", "--scene", "rain", "--rain", "1", "--batch", "100", "--conns", "4", "--pipeline", "2", "--json"}, args...)...)
+		var rep overloadReport
+		if err := json.Unmarshal(out, &rep); err != nil {
+			t.Fatalf("bench report %s: %v", out, err)
+		}
+		if rep.Audit == nil || !rep.Audit.OK || !rep.Drained || rep.TokenMismatches != 0 {
+			t.Fatalf("bench %v: audit, drain or repeats failed: %s", args, out)
+		}
+		return rep
+	}
+	// Until every node decides its shards (a fresh cluster's first tens
+	// of seconds), the nodes refuse most grants: warm up first.
+	for deadline := time.Now().Add(3 * time.Minute); ; {
+		warm := bench("--duration", "3s", "--users", "500000", "--user-prefix", fmt.Sprintf("warm-%d-", time.Now().UnixNano()))
+		if warm.Accepted == warm.Offered && warm.Accepted > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the nodes still refuse grants: %+v", warm.Errors)
+		}
+	}
+	probe := bench("--duration", "5s", "--users", "500000", "--user-prefix", "probe-")
+	rate := int(2 * probe.AcceptedPerSec)
+	t.Logf("flat out the nodes accepted %.0f grants/s (refused %v); offering %d/s for 60 s", probe.AcceptedPerSec, probe.Errors, rate)
+	startedAt := time.Now()
+	// Enough requests in flight that the client can offer twice what the
+	// nodes take (bench waits for an answer before it reuses a slot).
+	over := bench("--rate", fmt.Sprint(rate), "--duration", "60s", "--users", fmt.Sprint(rate*70+10000), "--user-prefix", "over-",
+		"--conns", "16", "--pipeline", "16")
+	fresh := over.Accepted - over.Repeats
+	lost := max(0, fresh-over.BookedTotal)
+	if lost != 0 {
+		t.Errorf("%d new grants answered but not booked (booked %d)", lost, over.BookedTotal)
+	}
+	fenced, reclaimed := r.sumMetric("redrain_booking_fenced_grants_total"), r.sumMetric("redrain_leases_reclaimed_total")
+	_, stranded := r.stopAndAudit()
+	refused := fmt.Sprint(over.Errors)
+	r.writeRow(fmt.Sprintf("| twice the maximum rate (%d grants/s, the nodes' flat-out %.0f/s doubled) offered for 60 s | %d of %d (%.0f/s; refused: %s) | %d | %d | 0 (%d repeats, same token) | %d | %d | %d | booking drained %v after the window; request p99 %v (%v after the start) |",
+		rate, probe.AcceptedPerSec, over.Accepted, over.Offered, over.AcceptedPerSec, refused, over.BookedTotal, lost, over.Repeats,
+		stranded, fenced, reclaimed, over.DrainTime.Round(100*time.Millisecond), over.LatencyP99.Round(time.Millisecond), time.Since(startedAt).Round(time.Second)))
 }
