@@ -168,12 +168,30 @@ func (n *Node) settleOwnLeases(ctx context.Context) {
 		return
 	}
 	defer client.Close()
+	// Other nodes may be stopping too (a partition between owners): try
+	// again for a while, within the stop's deadline.
+	deadline := time.Now().Add(settleWithin)
 	for _, l := range mine {
-		if err := n.reclaim(ctx, client, l); err != nil {
-			n.log.Warn("settling an open lease failed; the reclaim will", "budget", l.BudgetID, "lease", l.ID, "err", err)
+		for {
+			err := n.reclaim(ctx, client, l)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				n.log.Warn("settling an open lease failed; the reclaim will", "budget", l.BudgetID, "lease", l.ID, "err", err)
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(500 * time.Millisecond):
+			}
 		}
 	}
 }
+
+// settleWithin bounds how long a stopping node tries to settle its open
+// leases.
+const settleWithin = 20 * time.Second
 
 // fence fences a lease on partition p: here when this node books p, else
 // through the fenceActor of the node that does.

@@ -173,7 +173,13 @@ func TestDuplicateNodeID(t *testing.T) {
 	if code, _ := get(t, n1, "/readyz"); code != http.StatusOK {
 		t.Fatalf("the first node is not ready after the duplicate was refused: %d", code)
 	}
+	// n1 is gone but its last status is still in Redis: a node with its
+	// id starts and stays ready (a crashed incarnation is no duplicate).
 	stopNode(t, n1)
 	n3 := startNode(t, dir2, redisAddr)
+	time.Sleep(3 * time.Second)
+	if code, body := get(t, n3, "/readyz"); code != http.StatusOK {
+		t.Fatalf("a node started after its id's last process stopped is not ready: %d %s", code, body)
+	}
 	stopNode(t, n3)
 }

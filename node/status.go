@@ -55,27 +55,29 @@ func (n *Node) status() nodeStatus {
 }
 
 // publishStatus writes this node's status to the shared Redis every second.
-// A status of another incarnation written since its last one is another
+// A status of another incarnation found where it wrote its own is another
 // live process with this node's id: the node then stops serving (not
 // ready) and says why, since leases and booking's owner names assume one
 // process per id.
 func (n *Node) publishStatus(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	var last time.Time
+	// Once this node has written the key, finding another incarnation in
+	// it means another process wrote it since: a live duplicate (before
+	// that, the key may hold a crashed incarnation's last status).
+	wrote := false
 	for {
-		if other, ok := n.otherIncarnation(ctx, last); ok && n.duplicate.Load() == nil {
+		if other, ok := n.otherIncarnation(ctx, time.Time{}); ok && wrote && n.duplicate.Load() == nil {
 			err := fmt.Errorf("%w: another process (http %s, started %s) publishes node id %s too; each node needs a data dir of its own",
 				ErrDuplicateNode, other.HTTP, time.Unix(0, int64(other.Incarnation)).UTC().Format(time.RFC3339), n.ID)
 			n.duplicate.Store(&err)
 			n.log.Error("duplicate node id: this node stops serving", "err", err)
 		}
-		st := n.status()
-		b, _ := json.Marshal(st)
+		b, _ := json.Marshal(n.status())
 		if err := n.redis.Client.Set(ctx, statusKey(n.ID), b, statusTTL).Err(); err != nil && ctx.Err() == nil {
 			n.log.Debug("status not published", "err", err)
 		} else {
-			last = st.Updated
+			wrote = true
 		}
 		select {
 		case <-ctx.Done():
