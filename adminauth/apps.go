@@ -105,7 +105,6 @@ type HashNonces struct {
 	seed  maphash.Seed
 	gens  [3]map[uint64]struct{} // gens[0] the newest
 	start time.Time              // when gens[0] began
-	held  int
 }
 
 // NewHashNonces returns a store that remembers each nonce for at least ttl.
@@ -141,11 +140,10 @@ func (h *HashNonces) Claim(_ context.Context, keyID, nonce string, ttl time.Dura
 	if limit <= 0 {
 		limit = HashNoncesMaxDefault
 	}
-	if h.held >= limit {
-		return false, fmt.Errorf("%w: %d nonces held, the most this node keeps", ErrNoncesFull, h.held)
+	if held := h.lenLocked(); held >= limit {
+		return false, fmt.Errorf("%w: %d nonces held, the most this node keeps", ErrNoncesFull, held)
 	}
 	h.gens[0][sum] = struct{}{}
-	h.held++
 	return true, nil
 }
 
@@ -158,7 +156,6 @@ func (h *HashNonces) rotate(t time.Time) {
 			h.start = t
 			break
 		}
-		h.held -= len(h.gens[2])
 		h.gens[2], h.gens[1], h.gens[0] = h.gens[1], h.gens[0], make(map[uint64]struct{}, len(h.gens[0]))
 		h.start = h.start.Add(h.Span)
 	}
@@ -168,8 +165,10 @@ func (h *HashNonces) rotate(t time.Time) {
 func (h *HashNonces) Len() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.held
+	return h.lenLocked()
 }
+
+func (h *HashNonces) lenLocked() int { return len(h.gens[0]) + len(h.gens[1]) + len(h.gens[2]) }
 
 // # Bind consent
 //

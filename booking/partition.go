@@ -84,11 +84,6 @@ type part struct {
 	lastCkpt  time.Time
 	round     *ckptRound // a checkpoint under way, nil if none
 
-	// fences are the partition's lease fences by budget and lease: what
-	// the store's state holds and what this owner drew since (kept across
-	// a reset of next to what the store holds).
-	fences map[fenceKey]ledger.Fence
-
 	tenure *Tenure
 	// target is the topic's end read once the previous owner's records can
 	// no longer land (at targetAt, monoNow's clock), -1 until then.
@@ -128,33 +123,15 @@ func (p *part) tellOwned() {
 	}
 }
 
-// fenceKey names a lease.
-type fenceKey struct {
-	budget string
-	lease  uint64
-}
-
-// loadFences takes the fences of a state read from the store, adding
-// those this owner drew that it does not hold yet.
-func (p *part) loadFences(s *ledger.PartState) {
-	if p.fences == nil {
-		p.fences = map[fenceKey]ledger.Fence{}
-	}
-	for _, f := range s.Fences {
-		p.fences[fenceKey{f.BudgetID, f.LeaseID}] = f
-	}
-	for _, f := range p.fences {
-		s.AddFence(f)
-	}
-}
-
 // fenced reports whether a grant in the record at offset is under a
-// fenced lease, refused.
+// lease the partition fenced at or before offset. Fences are in next, the
+// state after every applied unit: a reset of next to what the store holds
+// re-applies the uncommitted units, fence requests among them.
 func (p *part) fenced(g *ledger.Grant, offset int64) bool {
-	if len(p.fences) == 0 || g.LeaseID == 0 {
+	if g.LeaseID == 0 {
 		return false
 	}
-	f, ok := p.fences[fenceKey{g.BudgetID, g.LeaseID}]
+	f, ok := p.next.FenceOf(g.BudgetID, g.LeaseID)
 	return ok && offset >= f.From
 }
 
@@ -162,7 +139,7 @@ func (p *part) fenced(g *ledger.Grant, offset int64) bool {
 // under fenced leases, reports them and appends the record of them to
 // refused, to be kept with the unit.
 func (p *part) refuseFenced(grants []ledger.Grant, n0 int, offset int64, refused *[]pageWrite) []ledger.Grant {
-	if len(p.fences) == 0 {
+	if len(p.next.Fences) == 0 {
 		return grants
 	}
 	var out []ledger.Grant
@@ -193,9 +170,7 @@ func (p *part) refuseFenced(grants []ledger.Grant, n0 int, offset int64, refused
 // returns the fence that holds.
 func (p *part) drawFence(f ledger.Fence) ledger.Fence {
 	f.From = max(f.From, p.next.Booked)
-	held := p.next.AddFence(f)
-	p.loadFences(&p.next)
-	return held
+	return p.next.AddFence(f)
 }
 
 type pageMem struct {
@@ -293,7 +268,6 @@ func (b *Booker) takeOver(ctx context.Context, id int32) (*part, error) {
 		committed: *v.state, next: *v.state,
 		results: make(chan result, resultsMax), ops: make(chan *opsReq), reads: make(chan *readReq),
 		lastCkpt: b.clock(), target: -1, targetAt: monoNow()}
-	p.loadFences(&p.next)
 	if !released {
 		p.targetAt += int64(b.wait)
 	}
@@ -631,7 +605,6 @@ func (p *part) recover(ctx context.Context, cause error) error {
 		p.undo(inputs[i])
 	}
 	p.pending, p.next = nil, p.committed
-	p.loadFences(&p.next)
 	p.gen++
 	p.round = nil // its pages are still dirty: the next round writes them
 	err := cause
@@ -673,7 +646,6 @@ func (p *part) catchUp(ctx context.Context, cause error) error {
 			// grant path here, as this node's own bookings are.
 			p.b.report(fresh)
 			p.committed, p.next = *state, *state
-			p.loadFences(&p.next)
 			p.b.log.Info("booking: caught up with writes made elsewhere", "partition", p.id, "journals", len(foreign), "cause", cause)
 			return nil
 		}

@@ -78,11 +78,9 @@ type leaseHolder struct {
 	// budget grain reported it with the newest lease: what draw
 	// thresholds read.
 	spent atomic.Int64
-	// stop ends the renewal loop (closeAll); renewed is told of each pass
-	// (tests).
+	// stop ends the renewal loop (closeAll).
 	stop     chan struct{}
 	stopOnce sync.Once
-	renewed  func()
 }
 
 // OpenLease is what a node has issued so far under one of its open leases
@@ -175,9 +173,6 @@ func (h *leaseHolder) renewLoop() {
 		case <-t.C:
 		}
 		h.renewOnce()
-		if h.renewed != nil {
-			h.renewed()
-		}
 	}
 }
 

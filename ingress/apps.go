@@ -46,14 +46,11 @@ func (s *Server) appOf(ctx *fasthttp.RequestCtx) (uint32, bool) {
 	defer cancel()
 	keyID, err := s.Apps.Verify(c, ctx.Method(), ctx.Request.URI().PathOriginal(), ctx.URI().QueryString(),
 		ctx.Request.Header.Peek, ctx.PostBody())
-	var ae *adminauth.Error
-	switch {
-	case errors.As(err, &ae):
-		writeError(ctx, errcode.Errorf(errcode.CodeUnauthorized, "%s: %s", ae.Reason, ae.Msg))
-		return 0, false
-	case err != nil:
-		writeError(ctx, errcode.Errorf(errcode.CodeUnavailable, "cannot check the signature now: %v", err))
-		ctx.Response.Header.Set("Retry-After", "1")
+	if e := AuthFailure(err); e != nil {
+		if e.Code.Retryable() {
+			ctx.Response.Header.Set("Retry-After", "1")
+		}
+		writeError(ctx, e)
 		return 0, false
 	}
 	app, ok := adminauth.AppOfKey(keyID)
@@ -62,6 +59,20 @@ func (s *Server) appOf(ctx *fasthttp.RequestCtx) (uint32, bool) {
 		return 0, false
 	}
 	return app, true
+}
+
+// AuthFailure is the answer to a request whose signature check (admin or
+// app) returned err: 401 unauthorized for an *adminauth.Error, 503
+// unavailable when the nonce store could not answer, nil for nil.
+func AuthFailure(err error) *errcode.Error {
+	var ae *adminauth.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ae):
+		return errcode.Errorf(errcode.CodeUnauthorized, "%s: %s", ae.Reason, ae.Msg)
+	}
+	return errcode.Errorf(errcode.CodeUnavailable, "cannot check the signature now: %v", err)
 }
 
 // errOtherApp is the answer to a grant or bind for another app's user.

@@ -335,6 +335,15 @@ func cmpFence(a, b Fence) int {
 	return cmp.Or(strings.Compare(a.BudgetID, b.BudgetID), cmp.Compare(a.LeaseID, b.LeaseID))
 }
 
+// FenceOf returns the fence of a lease, if the state holds one.
+func (s *PartState) FenceOf(budgetID string, leaseID uint64) (Fence, bool) {
+	i, found := slices.BinarySearchFunc(s.Fences, Fence{BudgetID: budgetID, LeaseID: leaseID}, cmpFence)
+	if !found {
+		return Fence{}, false
+	}
+	return s.Fences[i], true
+}
+
 // AddFence adds f unless the state holds a fence of its lease already,
 // and returns the fence that holds.
 func (s *PartState) AddFence(f Fence) Fence {

@@ -15,6 +15,7 @@ import (
 	"redrain/campaign"
 	"redrain/configstore"
 	"redrain/errcode"
+	"redrain/ingress"
 	"redrain/ledger"
 	"redrain/metrics"
 	"redrain/protect"
@@ -185,12 +186,8 @@ func (n *Node) authenticate(ctx *fasthttp.RequestCtx) (string, error) {
 	defer cancel()
 	id, err := n.verifier.Verify(c, ctx.Method(), ctx.Request.URI().PathOriginal(), ctx.URI().QueryString(),
 		func(name string) []byte { return ctx.Request.Header.Peek(name) }, ctx.PostBody())
-	var ae *adminauth.Error
-	switch {
-	case errors.As(err, &ae):
-		return "", errcode.Errorf(errcode.CodeUnauthorized, "%s: %s", ae.Reason, ae.Msg)
-	case err != nil:
-		return "", errcode.Errorf(errcode.CodeUnavailable, "cannot check the signature now: %v", err)
+	if e := ingress.AuthFailure(err); e != nil {
+		return "", e
 	}
 	return id, nil
 }

@@ -78,23 +78,17 @@ func (n *Node) reclaimLoop(ctx context.Context) {
 // reclaimExpired reclaims every open lease of every stored budget that
 // expired more than ledger.LeaseReclaimGrace ago.
 func (n *Node) reclaimExpired(ctx context.Context, client sarama.Client) error {
-	ids, err := n.storedBudgets(ctx)
+	now := time.Now().UnixMilli()
+	expired, err := n.openLeases(ctx, func(l *ledger.Lease) bool {
+		return l.Expires != 0 && now >= l.Expires+ledger.LeaseReclaimGrace.Milliseconds()
+	})
 	if err != nil {
 		return err
 	}
 	var errs []error
-	for _, id := range ids {
-		open, err := actors.OpenLeases(ctx, n.tikv, id)
-		if err != nil {
-			return err
-		}
-		for _, l := range open {
-			if l.Expires == 0 || time.Now().UnixMilli() < l.Expires+ledger.LeaseReclaimGrace.Milliseconds() {
-				continue
-			}
-			if err := n.reclaim(ctx, client, l); err != nil {
-				errs = append(errs, fmt.Errorf("lease %s/%d: %w", l.BudgetID, l.ID, err))
-			}
+	for _, l := range expired {
+		if err := n.reclaim(ctx, client, l); err != nil {
+			errs = append(errs, fmt.Errorf("lease %s/%d: %w", l.BudgetID, l.ID, err))
 		}
 	}
 	return errors.Join(errs...)
@@ -141,23 +135,10 @@ func (n *Node) reclaim(ctx context.Context, client sarama.Client, l *ledger.Leas
 // booking up to the topic's end settles them; a failure leaves them to
 // the reclaim of the other nodes (or of this node's next start).
 func (n *Node) settleOwnLeases(ctx context.Context) {
-	ids, err := n.storedBudgets(ctx)
+	mine, err := n.openLeases(ctx, func(l *ledger.Lease) bool { return l.Owner == n.ID && l.Incarnation == n.Incarnation })
 	if err != nil {
-		n.log.Warn("settling open leases: listing budgets", "err", err)
+		n.log.Warn("settling open leases: listing them; the reclaim will", "err", err)
 		return
-	}
-	var mine []*ledger.Lease
-	for _, id := range ids {
-		open, err := actors.OpenLeases(ctx, n.tikv, id)
-		if err != nil {
-			n.log.Warn("settling open leases", "budget", id, "err", err)
-			return
-		}
-		for _, l := range open {
-			if l.Owner == n.ID && l.Incarnation == n.Incarnation {
-				mine = append(mine, l)
-			}
-		}
 	}
 	if len(mine) == 0 {
 		return

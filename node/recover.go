@@ -387,14 +387,31 @@ func (n *Node) writeIndex(ctx context.Context, epoch string) (bindings, explicit
 	return bindings, explicit, nil
 }
 
-// storedBudgets lists the id of every budget in the store.
-func (n *Node) storedBudgets(ctx context.Context) ([]string, error) {
+// openLeases returns the open leases that keep accepts, of every budget
+// in the store (not only the campaign's: a budget that a changed config no
+// longer names may still hold leases).
+func (n *Node) openLeases(ctx context.Context, keep func(*ledger.Lease) bool) ([]*ledger.Lease, error) {
 	var ids []string
 	err := n.tikv.Scan(ctx, storage.BudgetPrefix, storage.PrefixEnd(storage.BudgetPrefix), func(k, _ []byte) (bool, error) {
 		ids = append(ids, string(k[len(storage.BudgetPrefix):]))
 		return true, nil
 	})
-	return ids, err
+	if err != nil {
+		return nil, err
+	}
+	var out []*ledger.Lease
+	for _, id := range ids {
+		open, err := actors.OpenLeases(ctx, n.tikv, id)
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range open {
+			if keep(l) {
+				out = append(out, l)
+			}
+		}
+	}
+	return out, nil
 }
 
 // closeOrphanLeases closes the leases that an earlier incarnation of this
@@ -406,40 +423,31 @@ func (n *Node) storedBudgets(ctx context.Context) ([]string, error) {
 // fold between that read and the close moves amounts from the details to
 // the lease without changing their sum.
 func (n *Node) closeOrphanLeases(ctx context.Context) error {
-	// Every budget in the store, not only the campaign's: a budget that a
-	// changed config no longer names may still hold this node's leases.
-	ids, err := n.storedBudgets(ctx)
+	// On shared backends a lease that expires is reclaimed once it has,
+	// with a fence (reclaim.go): the earlier incarnation may still be alive
+	// somewhere (a pause, a copy of this data dir) and answering under it
+	// until then. On the embedded broker nobody but this process writes
+	// the topic.
+	orphans, err := n.openLeases(ctx, func(l *ledger.Lease) bool {
+		return l.Owner == n.ID && l.Incarnation != n.Incarnation && (l.Expires == 0 || n.kafka.Embedded())
+	})
 	if err != nil {
 		return err
 	}
 	budgets := actors.NewBudgets(n.member.Cluster, n.tikv)
-	for _, id := range ids {
-		open, err := actors.OpenLeases(ctx, n.tikv, id)
-		if err != nil {
-			return err
+	booked := map[string]map[uint64]ledger.LeaseUse{} // by budget, read once each
+	for _, l := range orphans {
+		if booked[l.BudgetID] == nil {
+			if booked[l.BudgetID], err = actors.BookedByLease(ctx, n.tikv, l.BudgetID); err != nil {
+				return err
+			}
 		}
-		var booked map[uint64]ledger.LeaseUse
-		for _, l := range open {
-			// On shared backends a lease that expires is reclaimed once it
-			// has, with a fence (reclaim.go): the earlier incarnation may
-			// still be alive somewhere (a pause, a copy of this data dir)
-			// and answering under it until then. On the embedded broker
-			// nobody but this process writes the topic.
-			if l.Owner != n.ID || l.Incarnation == n.Incarnation || l.Expires != 0 && !n.kafka.Embedded() {
-				continue
-			}
-			if booked == nil {
-				if booked, err = actors.BookedByLease(ctx, n.tikv, id); err != nil {
-					return err
-				}
-			}
-			u := booked[l.ID]
-			if err := budgets.CloseLease(id, l.ID, u.Amount, u.Count); err != nil {
-				return fmt.Errorf("close orphan lease %s/%d: %w", id, l.ID, err)
-			}
-			n.log.Info("recovery: closed lease of an earlier incarnation", "budget", id, "lease", l.ID,
-				"amount", l.Amount, "issued", u.Amount, "returned", l.Amount-u.Amount)
+		u := booked[l.BudgetID][l.ID]
+		if err := budgets.CloseLease(l.BudgetID, l.ID, u.Amount, u.Count); err != nil {
+			return fmt.Errorf("close orphan lease %s/%d: %w", l.BudgetID, l.ID, err)
 		}
+		n.log.Info("recovery: closed lease of an earlier incarnation", "budget", l.BudgetID, "lease", l.ID,
+			"amount", l.Amount, "issued", u.Amount, "returned", l.Amount-u.Amount)
 	}
 	return nil
 }

@@ -16,7 +16,8 @@ admin requests; "app_keys" (ids APP or APP.LABEL, APP the app id, such as
 --id 7 or --id 7.2027) sign an app's client requests (redrain sign, bench
 --app-key); "token_keys" (ids 0-65535) seal and open tokens. A node on
 real backends (--kafka, --pd, --redis or cluster members) refuses to start
-with no admin key, the public development admin key or a public token key.
+with no admin key, no app key, the public development admin key or a
+public token key.
 
 Flags:
 `
