@@ -1,11 +1,13 @@
-# redrain: make run | make test | make bench | make lint | make fuzz
+# redrain: make run | make test | make sim | make bench | make lint | make fuzz
 GO        ?= go
 BIN       := bin/redrain
 FUZZTIME  ?= 20s
 DATA_DIR  ?= ./data
 HTTP      ?= :8080
+SEEDS     ?= 1000
+SEED      ?=
 
-.PHONY: run build test test-deps unit e2e bench lint fuzz clean
+.PHONY: run build test test-deps unit sim e2e bench lint fuzz clean
 
 # A complete node on embedded defaults: Kafka-protocol broker, TiKV test
 # cluster and Redis protocol server in process, data under $(DATA_DIR).
@@ -16,9 +18,10 @@ build:
 	$(GO) build -o $(BIN) ./cmd/redrain
 
 # Everything CI runs: formatting and vet, unit and integration tests under
-# the race detector (against a real redis-server), then the end-to-end test
-# (a real node process killed with -9 mid-rain and restarted).
-test: test-deps lint unit e2e
+# the race detector (against a real redis-server), the simulation of the
+# whole pipeline under faults (SEEDS seeds), then the end-to-end tests (real
+# node processes killed, paused and cut off mid-rain).
+test: test-deps lint unit sim e2e
 
 # Installs what the tests need when it is missing.
 test-deps:
@@ -34,6 +37,16 @@ test-deps:
 
 unit:
 	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v /e2e)
+
+# The whole grant and booking pipeline simulated under faults, one seed
+# after another in virtual time (1,000 seeds in ~20 s on two cores).
+# `make sim SEEDS=N` runs more; `make sim SEED=N` replays one with its log.
+sim:
+ifeq ($(SEED),)
+	sim/seeds.sh $(SEEDS) $(GO)
+else
+	$(GO) test -count=1 -timeout 30m -run TestSimulation ./sim/ -sim.seed=$(SEED) -v
+endif
 
 e2e:
 	$(GO) test -count=1 -timeout 30m -v ./e2e/

@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	pcluster "github.com/asynkron/protoactor-go/cluster"
-	"github.com/tikv/client-go/v2/txnkv/transaction"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"redrain/ledger"
@@ -38,11 +38,14 @@ func (g *budgetGrain) Receive(ctx actor.Context) {
 	if !ok {
 		return
 	}
-	if len(m.Value) == 0 {
-		ctx.Respond(failure(fmt.Errorf("budget grain: empty message")))
-		return
+	ctx.Respond(g.handle(m.Value))
+}
+
+// handle answers one request: a reply, or a failure that says why.
+func (g *budgetGrain) handle(m []byte) (reply *wrapperspb.BytesValue) {
+	if len(m) == 0 {
+		return failure(fmt.Errorf("budget grain: empty message"))
 	}
-	var reply *wrapperspb.BytesValue
 	var err error
 	// A panic is logged with its stack and fails the request; the grain
 	// keeps no memory (every operation reads the budget in its transaction),
@@ -50,26 +53,26 @@ func (g *budgetGrain) Receive(ctx actor.Context) {
 	defer func() {
 		if r := recover(); r != nil {
 			g.log.Error("budget grain panic", "panic", r, "stack", string(debug.Stack()))
-			ctx.Respond(failure(fmt.Errorf("budget grain panic: %v", r)))
+			reply = failure(fmt.Errorf("budget grain panic: %v", r))
 		}
 	}()
-	switch m.Value[0] {
+	switch m[0] {
 	case msgTakeLease:
-		reply, err = g.takeLease(m.Value[1:])
+		reply, err = g.takeLease(m[1:])
 	case msgCloseLease:
-		reply, err = g.closeLease(m.Value[1:])
+		reply, err = g.closeLease(m[1:])
 	case msgRenewLease:
-		reply, err = g.renewLease(m.Value[1:])
+		reply, err = g.renewLease(m[1:])
 	case msgFold:
-		reply, err = g.fold(m.Value[1:])
+		reply, err = g.fold(m[1:])
 	default:
-		err = fmt.Errorf("budget grain: unknown message %d", m.Value[0])
+		err = fmt.Errorf("budget grain: unknown message %d", m[0])
 	}
 	if err != nil {
 		g.log.Warn("budget grain", "err", err)
 		reply = failure(err)
 	}
-	ctx.Respond(reply)
+	return reply
 }
 
 // takeLease: budget id, amount wanted, owner, incarnation → empty when
@@ -82,7 +85,7 @@ func (g *budgetGrain) takeLease(b []byte) (*wrapperspb.BytesValue, error) {
 		return nil, d.err
 	}
 	var lease *ledger.Lease
-	err := g.tikv.Update(context.Background(), func(txn *transaction.KVTxn) error {
+	err := g.tikv.Update(context.Background(), func(txn storage.Txn) error {
 		bud, err := loadBudget(txn, id)
 		if err != nil {
 			return err
@@ -122,7 +125,7 @@ func (g *budgetGrain) renewLease(b []byte) (*wrapperspb.BytesValue, error) {
 		return nil, d.err
 	}
 	var expires int64
-	err := g.tikv.Update(context.Background(), func(txn *transaction.KVTxn) error {
+	err := g.tikv.Update(context.Background(), func(txn storage.Txn) error {
 		l, err := loadLease(txn, id, leaseID)
 		if err != nil {
 			return err
@@ -140,7 +143,7 @@ func (g *budgetGrain) renewLease(b []byte) (*wrapperspb.BytesValue, error) {
 }
 
 // loadLease reads a lease in txn; a missing one is an invariant error.
-func loadLease(txn *transaction.KVTxn, id string, leaseID uint64) (*ledger.Lease, error) {
+func loadLease(txn storage.Txn, id string, leaseID uint64) (*ledger.Lease, error) {
 	raw, err := storage.Get(context.Background(), txn, storage.LeaseKey(id, leaseID))
 	if err != nil {
 		return nil, err
@@ -168,7 +171,7 @@ func (g *budgetGrain) closeLease(b []byte) (*wrapperspb.BytesValue, error) {
 // one transaction conditional on both records. A closed lease is left
 // alone (a retried close).
 func closeLeaseTxn(ctx context.Context, kv *storage.TiKV, id string, leaseID uint64, issued, count int64) error {
-	return kv.Update(ctx, func(txn *transaction.KVTxn) error {
+	return kv.Update(ctx, func(txn storage.Txn) error {
 		bud, err := loadBudget(txn, id)
 		if err != nil {
 			return err
@@ -191,7 +194,7 @@ func closeLeaseTxn(ctx context.Context, kv *storage.TiKV, id string, leaseID uin
 	})
 }
 
-func loadBudget(txn *transaction.KVTxn, id string) (*ledger.Budget, error) {
+func loadBudget(txn storage.Txn, id string) (*ledger.Budget, error) {
 	raw, err := storage.Get(context.Background(), txn, storage.BudgetKey(id))
 	if err != nil {
 		return nil, err
@@ -205,7 +208,7 @@ func loadBudget(txn *transaction.KVTxn, id string) (*ledger.Budget, error) {
 // EnsureBudget creates a budget with its funding postings if it does not
 // exist yet. An existing budget is left as it is.
 func EnsureBudget(ctx context.Context, tikv *storage.TiKV, b *ledger.Budget) (created bool, err error) {
-	err = tikv.Update(ctx, func(txn *transaction.KVTxn) error {
+	err = tikv.Update(ctx, func(txn storage.Txn) error {
 		raw, err := storage.Get(ctx, txn, storage.BudgetKey(b.ID))
 		if err != nil || raw != nil {
 			return err
@@ -222,7 +225,7 @@ func EnsureBudget(ctx context.Context, tikv *storage.TiKV, b *ledger.Budget) (cr
 // fundBudget posts delta from the asset's funding account to the budget's
 // account (a negative delta takes it back) in txn: the funding account's
 // balance is the only stored side, the budget account's is Total - booked.
-func fundBudget(ctx context.Context, txn *transaction.KVTxn, asset ledger.Asset, budgetID string, delta int64) error {
+func fundBudget(ctx context.Context, txn storage.Txn, asset ledger.Asset, budgetID string, delta int64) error {
 	if err := ledger.FundingPostings(&ledger.Budget{ID: budgetID, Asset: asset, Total: delta}).Check(); err != nil {
 		return err
 	}
@@ -269,7 +272,7 @@ func SetBudgetTotal(ctx context.Context, tikv *storage.TiKV, id string, asset le
 }
 
 func setBudgetTotalOnce(ctx context.Context, tikv *storage.TiKV, id string, asset ledger.Asset, total int64) (applied int64, err error) {
-	err = tikv.Update(ctx, func(txn *transaction.KVTxn) error {
+	err = tikv.Update(ctx, func(txn storage.Txn) error {
 		raw, err := storage.Get(ctx, txn, storage.BudgetKey(id))
 		if err != nil {
 			return err
@@ -359,8 +362,14 @@ func appendStr(b []byte, s string) []byte {
 
 // Budgets is the client side of budget grains.
 type Budgets struct {
-	cluster *pcluster.Cluster
+	// request sends one request to a budget's grain and returns its answer.
+	request func(budgetID string, req []byte) (any, error)
 	tikv    *storage.TiKV // for closes when the grain cannot be reached
+}
+
+// call sends req to the budget's grain and returns its reply's payload.
+func (bs *Budgets) call(budgetID string, req []byte) ([]byte, error) {
+	return replyPayload(bs.request(budgetID, req))
 }
 
 // TakeLease asks the budget's grain for a lease of up to want; nil when the
@@ -371,7 +380,7 @@ func (bs *Budgets) TakeLease(budgetID string, want int64, owner string, incarnat
 	req = binary.AppendVarint(req, want)
 	req = appendStr(req, owner)
 	req = binary.AppendUvarint(req, incarnation)
-	payload, err := replyPayload(bs.cluster.Request(budgetID, KindBudget, &wrapperspb.BytesValue{Value: req}))
+	payload, err := bs.call(budgetID, req)
 	if err != nil {
 		return nil, err
 	}
@@ -402,7 +411,7 @@ func (bs *Budgets) RenewLease(budgetID string, leaseID uint64, owner string, inc
 	req = binary.AppendUvarint(req, leaseID)
 	req = appendStr(req, owner)
 	req = binary.AppendUvarint(req, incarnation)
-	payload, err := replyPayload(bs.cluster.Request(budgetID, KindBudget, &wrapperspb.BytesValue{Value: req}))
+	payload, err := bs.call(budgetID, req)
 	if err != nil {
 		return 0, err
 	}
@@ -425,7 +434,7 @@ func (bs *Budgets) CloseLease(budgetID string, leaseID uint64, issued, count int
 	req = binary.AppendUvarint(req, leaseID)
 	req = binary.AppendVarint(req, issued)
 	req = binary.AppendVarint(req, count)
-	_, err := replyPayload(bs.cluster.Request(budgetID, KindBudget, &wrapperspb.BytesValue{Value: req}))
+	_, err := bs.call(budgetID, req)
 	if err == nil || isMoneyErr(err) || bs.tikv == nil {
 		return err
 	}
@@ -447,11 +456,11 @@ func (bs *Budgets) CloseLease(budgetID string, leaseID uint64, issued, count int
 // all). Lease 0 holds redeemed grants not yet attributed, folded or not.
 // Leases with nothing booked are absent.
 func BookedByLease(ctx context.Context, tikv *storage.TiKV, budgetID string) (map[uint64]ledger.LeaseUse, error) {
-	txn, err := tikv.Store.Begin()
+	txn, release, err := tikv.Snapshot()
 	if err != nil {
-		return nil, fmt.Errorf("%w: begin: %v", storage.ErrUnavailable, err)
+		return nil, err
 	}
-	defer txn.Rollback()
+	defer release()
 	bud, err := loadBudget(txn, budgetID)
 	if err != nil {
 		return nil, err
@@ -490,7 +499,7 @@ type hotSums struct {
 }
 
 // scanHot sums a budget's unfolded hot details in txn.
-func scanHot(txn *transaction.KVTxn, budgetID string) (*hotSums, error) {
+func scanHot(txn storage.Txn, budgetID string) (*hotSums, error) {
 	s := &hotSums{perLease: map[uint64]ledger.LeaseUse{}}
 	p := storage.HotPrefix(budgetID)
 	err := storage.ScanTxn(txn, p, storage.PrefixEnd(p), func(_, v []byte) (bool, error) {
@@ -536,6 +545,33 @@ func OpenLeases(ctx context.Context, tikv *storage.TiKV, budgetID string) ([]*le
 	return out, err
 }
 
+// OpenLeasesWhere lists the open leases that keep accepts, of every budget
+// in the store (not only the campaign's: a budget that a changed config no
+// longer names may still hold leases).
+func OpenLeasesWhere(ctx context.Context, tikv *storage.TiKV, keep func(*ledger.Lease) bool) ([]*ledger.Lease, error) {
+	var ids []string
+	err := tikv.Scan(ctx, storage.BudgetPrefix, storage.PrefixEnd(storage.BudgetPrefix), func(k, _ []byte) (bool, error) {
+		ids = append(ids, string(k[len(storage.BudgetPrefix):]))
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []*ledger.Lease
+	for _, id := range ids {
+		open, err := OpenLeases(ctx, tikv, id)
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range open {
+			if keep(l) {
+				out = append(out, l)
+			}
+		}
+	}
+	return out, nil
+}
+
 // OpenLeasesOf lists the budget's open leases of owner's incarnation.
 func (bs *Budgets) OpenLeasesOf(budgetID, owner string, incarnation uint64) ([]*ledger.Lease, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -555,5 +591,28 @@ func (bs *Budgets) OpenLeasesOf(budgetID, owner string, incarnation uint64) ([]*
 
 // NewBudgets returns the client of the budget grains.
 func NewBudgets(c *pcluster.Cluster, kv *storage.TiKV) *Budgets {
-	return &Budgets{cluster: c, tikv: kv}
+	return &Budgets{tikv: kv, request: func(budgetID string, req []byte) (any, error) {
+		return c.Request(budgetID, KindBudget, &wrapperspb.BytesValue{Value: req})
+	}}
+}
+
+// NewLocalBudgets is Budgets without the actor cluster (the simulation):
+// each budget's requests run one at a time, like a grain's mailbox, on the
+// grain's own handlers in the caller's goroutine.
+func NewLocalBudgets(log *slog.Logger, kv *storage.TiKV) *Budgets {
+	g := &budgetGrain{log: log, tikv: kv}
+	var mu sync.Mutex
+	mailboxes := map[string]chan struct{}{} // a token each: the grain's turn
+	return &Budgets{tikv: kv, request: func(budgetID string, req []byte) (any, error) {
+		mu.Lock()
+		box := mailboxes[budgetID]
+		if box == nil {
+			box = make(chan struct{}, 1)
+			mailboxes[budgetID] = box
+		}
+		mu.Unlock()
+		box <- struct{}{}
+		defer func() { <-box }()
+		return g.handle(req), nil
+	}}
 }

@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tikv/client-go/v2/txnkv/transaction"
-
 	"redrain/actors"
 	"redrain/ledger"
 	"redrain/reconcile"
@@ -200,7 +198,7 @@ func TestSetBudgetTotal(t *testing.T) {
 	read := func() *ledger.Budget {
 		t.Helper()
 		var b *ledger.Budget
-		err := kv.Update(ctx, func(txn *transaction.KVTxn) error {
+		err := kv.Update(ctx, func(txn storage.Txn) error {
 			raw, err := storage.Get(ctx, txn, storage.BudgetKey("spring/cash"))
 			if err != nil || raw == nil {
 				return fmt.Errorf("budget: %v (found %v)", err, raw != nil)
@@ -216,7 +214,7 @@ func TestSetBudgetTotal(t *testing.T) {
 	fund := func() int64 {
 		t.Helper()
 		var bal int64
-		err := kv.Update(ctx, func(txn *transaction.KVTxn) error {
+		err := kv.Update(ctx, func(txn storage.Txn) error {
 			raw, err := storage.Get(ctx, txn, storage.FundKey("cash"))
 			if len(raw) == 8 {
 				bal = int64(binary.BigEndian.Uint64(raw))
@@ -246,7 +244,7 @@ func TestSetBudgetTotal(t *testing.T) {
 		{name: "raise after clamping", total: 7_000, applied: 7_000},
 	} {
 		if step.prepare != nil {
-			err := kv.Update(ctx, func(txn *transaction.KVTxn) error {
+			err := kv.Update(ctx, func(txn storage.Txn) error {
 				b := read()
 				next := b.NextLease
 				step.prepare(b)

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/tikv/client-go/v2/txnkv/transaction"
 
 	"redrain/ledger"
 	"redrain/storage"
@@ -77,7 +76,7 @@ type HotCached struct {
 // was booked under them); rdb (may be nil) is read for the cached balance.
 // A budget the store does not hold is ErrNoBudget.
 func ReadBudgetView(ctx context.Context, kv *storage.TiKV, rdb *storage.Pipeliner, id string, openIssued map[uint64]LeaseIssued) (*BudgetView, error) {
-	views, err := readViews(ctx, kv, rdb, func(txn *transaction.KVTxn) ([]*ledger.Budget, error) {
+	views, err := readViews(ctx, kv, rdb, func(txn storage.Txn) ([]*ledger.Budget, error) {
 		raw, err := storage.Get(ctx, txn, storage.BudgetKey(id))
 		if err != nil {
 			return nil, err
@@ -101,7 +100,7 @@ func ReadBudgetView(ctx context.Context, kv *storage.TiKV, rdb *storage.Pipeline
 // prefix ("" for all), in id order, from one snapshot. openIssued holds the
 // holders' reports by budget id, then lease id (may be nil).
 func ReadBudgetViews(ctx context.Context, kv *storage.TiKV, rdb *storage.Pipeliner, prefix string, openIssued map[string]map[uint64]LeaseIssued) ([]*BudgetView, error) {
-	return readViews(ctx, kv, rdb, func(txn *transaction.KVTxn) ([]*ledger.Budget, error) {
+	return readViews(ctx, kv, rdb, func(txn storage.Txn) ([]*ledger.Budget, error) {
 		var out []*ledger.Budget
 		p := append(storage.BudgetPrefix[:len(storage.BudgetPrefix):len(storage.BudgetPrefix)], prefix...)
 		err := storage.ScanTxn(txn, p, storage.PrefixEnd(p), func(k, v []byte) (bool, error) {
@@ -120,12 +119,12 @@ func ReadBudgetViews(ctx context.Context, kv *storage.TiKV, rdb *storage.Pipelin
 // details in one snapshot (a transaction that only reads and is rolled
 // back), then their cached balances in one Redis round trip.
 func readViews(ctx context.Context, kv *storage.TiKV, rdb *storage.Pipeliner,
-	list func(*transaction.KVTxn) ([]*ledger.Budget, error), reported func(string) map[uint64]LeaseIssued) ([]*BudgetView, error) {
-	txn, err := kv.Store.Begin()
+	list func(storage.Txn) ([]*ledger.Budget, error), reported func(string) map[uint64]LeaseIssued) ([]*BudgetView, error) {
+	txn, release, err := kv.Snapshot()
 	if err != nil {
-		return nil, fmt.Errorf("%w: begin: %v", storage.ErrUnavailable, err)
+		return nil, err
 	}
-	defer txn.Rollback()
+	defer release()
 	budgets, err := list(txn)
 	if err != nil {
 		return nil, err
@@ -151,7 +150,7 @@ func readViews(ctx context.Context, kv *storage.TiKV, rdb *storage.Pipeliner,
 }
 
 // readView computes one budget's view in txn and checks its identities.
-func readView(txn *transaction.KVTxn, b *ledger.Budget, reported map[uint64]LeaseIssued) (*BudgetView, error) {
+func readView(txn storage.Txn, b *ledger.Budget, reported map[uint64]LeaseIssued) (*BudgetView, error) {
 	hot, err := scanHot(txn, b.ID)
 	if err != nil {
 		return nil, err

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/tikv/client-go/v2/txnkv/transaction"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"redrain/ledger"
@@ -81,7 +80,7 @@ const foldConflictRetryMax = 3
 // writes new detail keys only.
 func foldTxn(ctx context.Context, kv *storage.TiKV, id string) (Fold, error) {
 	var f Fold
-	err := kv.Update(ctx, func(txn *transaction.KVTxn) error {
+	err := kv.Update(ctx, func(txn storage.Txn) error {
 		f = Fold{}
 		bud, err := loadBudget(txn, id)
 		if err != nil {
@@ -141,7 +140,7 @@ func foldTxn(ctx context.Context, kv *storage.TiKV, id string) (Fold, error) {
 
 // namedLeases reads, in txn, the leases that details book under (lease 0,
 // unattributed, is no record). A missing one is left out: Fold refuses it.
-func namedLeases(ctx context.Context, txn *transaction.KVTxn, id string, details []*ledger.HotDetail) (map[uint64]*ledger.Lease, error) {
+func namedLeases(ctx context.Context, txn storage.Txn, id string, details []*ledger.HotDetail) (map[uint64]*ledger.Lease, error) {
 	seen := map[uint64]bool{}
 	var keys [][]byte
 	for _, h := range details {
@@ -206,7 +205,7 @@ func decodeFold(b []byte) (Fold, error) {
 // up to foldBatchMax of its oldest hot details.
 func (bs *Budgets) Fold(budgetID string) (Fold, error) {
 	req := appendStr([]byte{msgFold}, budgetID)
-	payload, err := replyPayload(bs.cluster.Request(budgetID, KindBudget, &wrapperspb.BytesValue{Value: req}))
+	payload, err := bs.call(budgetID, req)
 	if err != nil {
 		return Fold{}, err
 	}

@@ -7,8 +7,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/tikv/client-go/v2/txnkv/transaction"
-
 	"redrain/ledger"
 	"redrain/storage"
 	"redrain/storage/storagetest"
@@ -25,7 +23,7 @@ func TestConcurrentFoldTxns(t *testing.T) {
 	if _, err := EnsureBudget(ctx, kv, &ledger.Budget{ID: id, Asset: ledger.AssetCash, Total: 1_000_000}); err != nil {
 		t.Fatal(err)
 	}
-	err := kv.Update(ctx, func(txn *transaction.KVTxn) error {
+	err := kv.Update(ctx, func(txn storage.Txn) error {
 		b, err := loadBudget(txn, id)
 		if err != nil {
 			return err
@@ -52,7 +50,7 @@ func TestConcurrentFoldTxns(t *testing.T) {
 		for i := range details {
 			amount := int64(1 + i%7)
 			h := &ledger.HotDetail{BudgetID: id, Amount: amount, Count: 1, Leases: []ledger.LeaseUse{{LeaseID: 1, Amount: amount, Count: 1}}}
-			err := kv.Update(ctx, func(txn *transaction.KVTxn) error {
+			err := kv.Update(ctx, func(txn storage.Txn) error {
 				return txn.Set(storage.HotKey(id, txn.StartTS(), 0), ledger.MarshalHotDetail(nil, h))
 			})
 			if err != nil {
@@ -101,7 +99,7 @@ func TestConcurrentFoldTxns(t *testing.T) {
 	}
 	var b *ledger.Budget
 	var l *ledger.Lease
-	err = kv.Update(ctx, func(txn *transaction.KVTxn) error {
+	err = kv.Update(ctx, func(txn storage.Txn) error {
 		var err error
 		if b, err = loadBudget(txn, id); err != nil {
 			return err

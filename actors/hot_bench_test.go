@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tikv/client-go/v2/txnkv/transaction"
-
 	"redrain/ledger"
 	"redrain/storage"
 )
@@ -28,7 +26,7 @@ func BenchmarkFold(b *testing.B) {
 	details := 0
 	for b.Loop() {
 		b.StopTimer()
-		err := env.tikv.Update(context.Background(), func(txn *transaction.KVTxn) error {
+		err := env.tikv.Update(context.Background(), func(txn storage.Txn) error {
 			for i := range perOp {
 				l := ls[i%leases]
 				h := &ledger.HotDetail{BudgetID: f.Budget, Amount: 100, Count: 3,

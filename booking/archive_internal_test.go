@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tikv/client-go/v2/txnkv/transaction"
-
 	"redrain/ledger"
 	"redrain/metrics"
 	"redrain/storage"
@@ -111,7 +109,7 @@ func TestHistoryAcrossOwners(t *testing.T) {
 	if out := bookUnit(t, second, []ledger.Grant{heavyGrant(act, 1), heavyGrant(act, 201)}); out[0] != BookedBefore || out[1] != BookedNow {
 		t.Fatalf("repeat of an archived rain and a new one: outcomes %v, want [%d %d]", out, BookedBefore, BookedNow)
 	}
-	err := kv.View(func(txn *transaction.KVTxn) error {
+	err := kv.View(func(txn storage.Txn) error {
 		got, err := ReadAccounts(context.Background(), txn, 1, []uint64{act})
 		if err != nil {
 			return err

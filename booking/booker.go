@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/tikv/client-go/v2/txnkv/transaction"
 
 	"redrain/ledger"
 	"redrain/metrics"
@@ -83,6 +82,7 @@ type Booker struct {
 	fencedGrants *metrics.Counter
 
 	brokers  []string
+	group    sarama.ConsumerGroup // Config.Group
 	onBooked atomic.Pointer[func([]ledger.Grant)]
 	owners   atomic.Pointer[Owners] // nil: reads of partitions owned elsewhere go to the store
 	busy     atomic.Pointer[func() bool]
@@ -125,6 +125,10 @@ type Config struct {
 	// gives way to a busy grant path (0: DefaultLagMax; negative: it never
 	// gives way).
 	LagMax time.Duration
+	// Group and Tail stand in for the Kafka consumer group and the
+	// topic's end (the simulation's log); nil: sarama on Brokers.
+	Group sarama.ConsumerGroup
+	Tail  func(part int32) (int64, error)
 	// UncleanWait is how long a node that takes a partition over from an
 	// owner that did not release it (killed, paused, cut off) waits before
 	// it reads the topic's end and tells Sessions: a record that owner
@@ -144,6 +148,7 @@ func New(cfg Config) *Booker {
 		commits: commits,
 		log:     cfg.Log, tikv: cfg.TiKV, clock: cfg.Clock,
 		parts: cfg.Partitions, owner: cfg.Owner, brokers: cfg.Brokers, lagMax: cmp.Or(cfg.LagMax, DefaultLagMax), wait: cfg.UncleanWait,
+		group: cfg.Group, tail: cfg.Tail,
 		owned:            map[int32]*owned{},
 		Booked:           m.Counter("redrain_grants_booked_total", "Grants booked into the ledger by this node."),
 		Conflicts:        m.Counter("redrain_booking_conflicts_total", "Booking transactions retried after a write conflict."),
@@ -206,36 +211,14 @@ func (b *Booker) OnBooked(f func([]ledger.Grant)) { b.onBooked.Store(&f) }
 // Run consumes the grant topic as a member of the booking group until ctx
 // ends.
 func (b *Booker) Run(ctx context.Context) error {
-	cfg := storage.SaramaConfig("redrain-booker")
-	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
-	// The booked offset is in the store, written with each journal: Kafka's
-	// offsets only say where to start reading, so they commit lazily.
-	cfg.Consumer.Offsets.AutoCommit.Enable = true
-	cfg.Consumer.Offsets.AutoCommit.Interval = time.Second
-	cfg.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
-	cfg.Consumer.Group.Session.Timeout = 10 * time.Second
-	// After members die, a rebalance waits for them up to this long before
-	// the survivors (or restarted nodes) get their partitions.
-	cfg.Consumer.Group.Rebalance.Timeout = 15 * time.Second
-	cfg.Consumer.Group.Heartbeat.Interval = time.Second
-	cfg.Consumer.Fetch.Default = 4 << 20
-	cfg.Consumer.Return.Errors = false
-	group, err := sarama.NewConsumerGroup(b.brokers, Group, cfg)
-	if err != nil {
-		return fmt.Errorf("%w: consumer group: %v", storage.ErrUnavailable, err)
-	}
-	defer group.Close()
-	client, err := sarama.NewClient(b.brokers, storage.SaramaConfig("redrain-booker-tail"))
-	if err != nil {
-		return fmt.Errorf("%w: kafka client: %v", storage.ErrUnavailable, err)
-	}
-	defer client.Close()
-	b.tail = func(p int32) (int64, error) {
-		off, err := client.GetOffset(storage.GrantTopic, p, sarama.OffsetNewest)
-		if err != nil {
-			return 0, fmt.Errorf("%w: offset: %v", storage.ErrUnavailable, err)
+	group := b.group
+	if group == nil {
+		var closeAll func()
+		var err error
+		if group, closeAll, err = b.kafkaGroup(); err != nil {
+			return err
 		}
-		return off, nil
+		defer closeAll()
 	}
 	for _, ch := range b.commits {
 		go b.commitLoop(ctx, ch)
@@ -252,6 +235,42 @@ func (b *Booker) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// kafkaGroup joins the booking group on the brokers and reads the topic's
+// end through a client of its own.
+func (b *Booker) kafkaGroup() (sarama.ConsumerGroup, func(), error) {
+	cfg := storage.SaramaConfig("redrain-booker")
+	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
+	// The booked offset is in the store, written with each journal: Kafka's
+	// offsets only say where to start reading, so they commit lazily.
+	cfg.Consumer.Offsets.AutoCommit.Enable = true
+	cfg.Consumer.Offsets.AutoCommit.Interval = time.Second
+	cfg.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
+	cfg.Consumer.Group.Session.Timeout = 10 * time.Second
+	// After members die, a rebalance waits for them up to this long before
+	// the survivors (or restarted nodes) get their partitions.
+	cfg.Consumer.Group.Rebalance.Timeout = 15 * time.Second
+	cfg.Consumer.Group.Heartbeat.Interval = time.Second
+	cfg.Consumer.Fetch.Default = 4 << 20
+	cfg.Consumer.Return.Errors = false
+	group, err := sarama.NewConsumerGroup(b.brokers, Group, cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: consumer group: %v", storage.ErrUnavailable, err)
+	}
+	client, err := sarama.NewClient(b.brokers, storage.SaramaConfig("redrain-booker-tail"))
+	if err != nil {
+		group.Close()
+		return nil, nil, fmt.Errorf("%w: kafka client: %v", storage.ErrUnavailable, err)
+	}
+	b.tail = func(p int32) (int64, error) {
+		off, err := client.GetOffset(storage.GrantTopic, p, sarama.OffsetNewest)
+		if err != nil {
+			return 0, fmt.Errorf("%w: offset: %v", storage.ErrUnavailable, err)
+		}
+		return off, nil
+	}
+	return group, func() { client.Close(); group.Close() }, nil
 }
 
 type handler struct{ b *Booker }
@@ -633,7 +652,7 @@ func (b *Booker) commit(ctx context.Context, units []*unit, failed map[*part]uin
 		start := time.Now()
 		var bad map[*part]error
 		keys := 0
-		err := b.tikv.Update(ctx, func(txn *transaction.KVTxn) error {
+		err := b.tikv.Update(ctx, func(txn storage.Txn) error {
 			var err error
 			if bad, err = checkParts(ctx, txn, live); err != nil {
 				return err
@@ -683,7 +702,7 @@ func (b *Booker) commit(ctx context.Context, units []*unit, failed map[*part]uin
 // checkParts reads the state of every partition units write and reports
 // those whose first unit does not find the epoch and journal seq it
 // expects.
-func checkParts(ctx context.Context, txn *transaction.KVTxn, units []*unit) (map[*part]error, error) {
+func checkParts(ctx context.Context, txn storage.Txn, units []*unit) (map[*part]error, error) {
 	firsts := map[*part]*unit{}
 	var keys [][]byte
 	for _, u := range units {
@@ -715,7 +734,7 @@ func checkParts(ctx context.Context, txn *transaction.KVTxn, units []*unit) (map
 // writeUnits writes units' journals, pages, partition states and one hot
 // detail per budget in txn, after checking that their postings balance.
 // It returns how many keys it wrote.
-func writeUnits(txn *transaction.KVTxn, units []*unit) (int, error) {
+func writeUnits(txn storage.Txn, units []*unit) (int, error) {
 	hot := map[string]*ledger.HotDetail{}
 	assetOf := map[string]ledger.Asset{}
 	moved := map[ledger.Asset]int64{} // on the accounts, as the partitions computed it
@@ -978,7 +997,7 @@ func (b *Booker) bookElsewhere(ctx context.Context, part int32, grants []ledger.
 	var out []byte
 	var err error
 	for attempt := 0; attempt < 20; attempt++ {
-		err = b.tikv.Update(ctx, func(txn *transaction.KVTxn) error {
+		err = b.tikv.Update(ctx, func(txn storage.Txn) error {
 			var e error
 			out, e = applyElsewhere(ctx, txn, b, part, grants)
 			return e
@@ -1011,7 +1030,7 @@ func countOutcome(out []byte, o byte) int {
 
 // applyElsewhere applies grants to their partition's accounts as the store
 // holds them and writes the journal in txn, as the owner would.
-func applyElsewhere(ctx context.Context, txn *transaction.KVTxn, b *Booker, id int32, grants []ledger.Grant) ([]byte, error) {
+func applyElsewhere(ctx context.Context, txn storage.Txn, b *Booker, id int32, grants []ledger.Grant) ([]byte, error) {
 	ids := make([]uint64, len(grants))
 	for i := range grants {
 		ids[i] = grants[i].ActID
@@ -1068,7 +1087,7 @@ func (b *Booker) Accounts(ctx context.Context, ids []uint64) (map[uint64]*ledger
 	for _, part := range foreign {
 		rest = append(rest, byPart[part]...)
 	}
-	err := b.tikv.View(func(txn *transaction.KVTxn) error {
+	err := b.tikv.View(func(txn storage.Txn) error {
 		m, err := ReadAccounts(ctx, txn, b.parts, rest)
 		maps.Copy(out, m)
 		return err

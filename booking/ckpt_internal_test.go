@@ -4,8 +4,6 @@ import (
 	"context"
 	"testing"
 
-	"github.com/tikv/client-go/v2/txnkv/transaction"
-
 	"redrain/ledger"
 	"redrain/storage"
 	"redrain/storage/storagetest"
@@ -51,7 +49,7 @@ func TestCheckpointSpreadOverUnits(t *testing.T) {
 		ids = append(ids, id)
 	}
 	var stored map[uint64]*ledger.Account
-	err := kv.View(func(txn *transaction.KVTxn) error {
+	err := kv.View(func(txn storage.Txn) error {
 		var err error
 		stored, err = ReadAccounts(context.Background(), txn, 1, ids)
 		return err

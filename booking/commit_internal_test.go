@@ -7,10 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tikv/client-go/v2/txnkv/transaction"
-
 	"redrain/ledger"
 	"redrain/metrics"
+	"redrain/storage"
 	"redrain/storage/storagetest"
 	"redrain/tokens"
 )
@@ -39,7 +38,7 @@ func TestOwnCommitThatLandedIsNotFencing(t *testing.T) {
 	}
 	<-b.commits[0]
 	// It lands; its answer is lost; the retry's check fails it as moved.
-	if err := b.tikv.Update(ctx, func(txn *transaction.KVTxn) error { _, err := writeUnits(txn, []*unit{u}); return err }); err != nil {
+	if err := b.tikv.Update(ctx, func(txn storage.Txn) error { _, err := writeUnits(txn, []*unit{u}); return err }); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.settle(ctx, nil, result{u: u, err: errMoved}); err != nil {

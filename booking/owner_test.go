@@ -10,8 +10,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/tikv/client-go/v2/txnkv/transaction"
-
 	"redrain/booking"
 	"redrain/booking/bookingtest"
 	"redrain/ledger"
@@ -278,7 +276,7 @@ func TestCheckpoints(t *testing.T) {
 	}
 	accountsEqual(t, "scan against owner", scanned, fromOwner)
 	clear(scanned)
-	err = f.KV.View(func(txn *transaction.KVTxn) error {
+	err = f.KV.View(func(txn storage.Txn) error {
 		parts, err := booking.PartitionsIn(txn)
 		if err != nil {
 			return err
@@ -481,7 +479,7 @@ func TestIdleOwnerSeesWritesElsewhere(t *testing.T) {
 	bind := func(actID uint64) bool {
 		t.Helper()
 		var fresh bool
-		err := f.KV.Update(context.Background(), func(txn *transaction.KVTxn) error {
+		err := f.KV.Update(context.Background(), func(txn storage.Txn) error {
 			var err error
 			fresh, err = booking.BindInTxn(context.Background(), txn, f.Parts, 9, fmt.Sprintf("open-%d", actID), actID)
 			return err

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tikv/client-go/v2/txnkv/transaction"
-
 	"redrain/ledger"
 	"redrain/storage"
 )
@@ -103,7 +101,7 @@ func (b *Booker) partStates(ctx context.Context, parts []int32) (map[int32]*ledg
 		keys[i] = storage.PartKey(p)
 	}
 	out := make(map[int32]*ledger.PartState, len(parts))
-	err := b.tikv.View(func(txn *transaction.KVTxn) error {
+	err := b.tikv.View(func(txn storage.Txn) error {
 		raw, err := storage.BatchGet(ctx, txn, keys)
 		if err != nil {
 			return err

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/tikv/client-go/v2/txnkv/transaction"
-
 	"redrain/ledger"
 	"redrain/storage"
 )
@@ -49,7 +47,7 @@ func Park(ctx context.Context, kv *storage.TiKV, p Parked) (bool, error) {
 	}
 	key := storage.ParkedKey(p.Partition, p.Offset)
 	created := false
-	err = kv.Update(ctx, func(txn *transaction.KVTxn) error {
+	err = kv.Update(ctx, func(txn storage.Txn) error {
 		prev, err := storage.Get(ctx, txn, key)
 		if err != nil || prev != nil {
 			return err
@@ -63,7 +61,7 @@ func Park(ctx context.Context, kv *storage.TiKV, p Parked) (bool, error) {
 // isParked reports whether the record at offset of part is parked.
 func isParked(ctx context.Context, kv *storage.TiKV, part int32, offset int64) (bool, error) {
 	var found bool
-	err := kv.View(func(txn *transaction.KVTxn) error {
+	err := kv.View(func(txn storage.Txn) error {
 		v, err := storage.Get(ctx, txn, storage.ParkedKey(part, offset))
 		found = v != nil
 		return err
@@ -74,7 +72,7 @@ func isParked(ctx context.Context, kv *storage.TiKV, part int32, offset int64) (
 // ParkedRecords lists every parked record, by partition and offset.
 func ParkedRecords(ctx context.Context, kv *storage.TiKV) ([]Parked, error) {
 	var out []Parked
-	err := kv.View(func(txn *transaction.KVTxn) error {
+	err := kv.View(func(txn storage.Txn) error {
 		return storage.ScanTxn(txn, storage.ParkedPrefix, storage.PrefixEnd(storage.ParkedPrefix), func(k, v []byte) (bool, error) {
 			var p Parked
 			if err := json.Unmarshal(v, &p); err != nil {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/tikv/client-go/v2/txnkv/transaction"
 
 	"redrain/ledger"
 	"redrain/storage"
@@ -250,7 +249,7 @@ type readReq struct {
 func (b *Booker) takeOver(ctx context.Context, id int32) (*part, error) {
 	var v *view
 	var released bool
-	err := b.tikv.Update(ctx, func(txn *transaction.KVTxn) error {
+	err := b.tikv.Update(ctx, func(txn storage.Txn) error {
 		var err error
 		if v, err = loadPartition(ctx, txn, id); err != nil {
 			return err
@@ -671,7 +670,7 @@ func (p *part) refresh(ctx context.Context) error {
 		return nil
 	}
 	var s *ledger.PartState
-	err := p.b.tikv.View(func(txn *transaction.KVTxn) error {
+	err := p.b.tikv.View(func(txn storage.Txn) error {
 		var err error
 		s, err = readPartState(ctx, txn, p.id)
 		return err
@@ -694,7 +693,7 @@ func (p *part) refresh(ctx context.Context) error {
 func (p *part) readForeign(ctx context.Context) ([]*ledger.Journal, *ledger.PartState, error) {
 	var foreign []*ledger.Journal
 	var state *ledger.PartState
-	err := p.b.tikv.View(func(txn *transaction.KVTxn) error {
+	err := p.b.tikv.View(func(txn storage.Txn) error {
 		var err error
 		if state, err = readPartState(ctx, txn, p.id); err != nil {
 			return err

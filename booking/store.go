@@ -21,15 +21,13 @@ import (
 	"maps"
 	"slices"
 
-	"github.com/tikv/client-go/v2/txnkv/transaction"
-
 	"redrain/ledger"
 	"redrain/storage"
 )
 
 // readPartState reads a partition's state; a partition nobody wrote yet
 // has an empty one (epoch 0, journal starting at 1).
-func readPartState(ctx context.Context, txn *transaction.KVTxn, part int32) (*ledger.PartState, error) {
+func readPartState(ctx context.Context, txn storage.Txn, part int32) (*ledger.PartState, error) {
 	raw, err := storage.Get(ctx, txn, storage.PartKey(part))
 	if err != nil {
 		return nil, err
@@ -65,7 +63,7 @@ type want func(actID uint64) bool
 
 // applyJournal applies the journals after the checkpoint to the accounts
 // w tracks; a journal a page already reflects is skipped for that page.
-func (v *view) applyJournal(txn *transaction.KVTxn, w want) error {
+func (v *view) applyJournal(txn storage.Txn, w want) error {
 	start := storage.JournalKey(v.part, v.state.CkptSeq+1)
 	end := storage.JournalKey(v.part, v.state.NextSeq)
 	next := v.state.CkptSeq + 1
@@ -135,7 +133,7 @@ func newView(part int32, s *ledger.PartState) *view {
 }
 
 // loadPartition reads every account of a partition in txn.
-func loadPartition(ctx context.Context, txn *transaction.KVTxn, part int32) (*view, error) {
+func loadPartition(ctx context.Context, txn storage.Txn, part int32) (*view, error) {
 	s, err := readPartState(ctx, txn, part)
 	if err != nil {
 		return nil, err
@@ -164,7 +162,7 @@ func loadPartition(ctx context.Context, txn *transaction.KVTxn, part int32) (*vi
 // loadArchivedKeys gives every account of the view that has history chunks
 // the limit keys they hold (booking and replay must know them all). Only
 // users with more than a hundred or so entries have any.
-func (v *view) loadArchivedKeys(ctx context.Context, txn *transaction.KVTxn) error {
+func (v *view) loadArchivedKeys(ctx context.Context, txn storage.Txn) error {
 	for _, a := range v.accounts {
 		if a.ArchivedKeysLoaded() {
 			continue
@@ -201,7 +199,7 @@ func parsePageKey(k []byte, prefix int) (uint64, bool) {
 
 // readAccounts reads the accounts of ids (of partition part) in txn: their
 // pages, then the journal after the checkpoint.
-func readAccounts(ctx context.Context, txn *transaction.KVTxn, part int32, ids []uint64) (*view, error) {
+func readAccounts(ctx context.Context, txn storage.Txn, part int32, ids []uint64) (*view, error) {
 	s, err := readPartState(ctx, txn, part)
 	if err != nil {
 		return nil, err
@@ -242,7 +240,7 @@ func readAccounts(ctx context.Context, txn *transaction.KVTxn, part int32, ids [
 // ReadAccounts returns the accounts of ids as the store holds them, read in
 // txn; an id without an account is absent from the map. parts is the grant
 // topic's partition count.
-func ReadAccounts(ctx context.Context, txn *transaction.KVTxn, parts int32, ids []uint64) (map[uint64]*ledger.Account, error) {
+func ReadAccounts(ctx context.Context, txn storage.Txn, parts int32, ids []uint64) (map[uint64]*ledger.Account, error) {
 	byPart := map[int32][]uint64{}
 	for _, id := range ids {
 		p := storage.PartitionOf(id, parts)
@@ -264,7 +262,7 @@ func ReadAccounts(ctx context.Context, txn *transaction.KVTxn, parts int32, ids 
 // partition, until fn returns false or an error.
 func ScanAccounts(ctx context.Context, tikv *storage.TiKV, fn func(*ledger.Account) (bool, error)) error {
 	var parts []int32
-	err := tikv.View(func(txn *transaction.KVTxn) error {
+	err := tikv.View(func(txn storage.Txn) error {
 		var err error
 		parts, err = PartitionsIn(txn)
 		return err
@@ -274,7 +272,7 @@ func ScanAccounts(ctx context.Context, tikv *storage.TiKV, fn func(*ledger.Accou
 	}
 	for _, p := range parts {
 		more := true
-		err := tikv.View(func(txn *transaction.KVTxn) error {
+		err := tikv.View(func(txn storage.Txn) error {
 			var err error
 			more, err = ScanPartition(ctx, txn, p, fn)
 			return err
@@ -289,7 +287,7 @@ func ScanAccounts(ctx context.Context, tikv *storage.TiKV, fn func(*ledger.Accou
 // ScanPartition calls fn with every account of partition p as txn's
 // snapshot holds it, in act_id order, and reports whether fn asked for
 // more.
-func ScanPartition(ctx context.Context, txn *transaction.KVTxn, p int32, fn func(*ledger.Account) (bool, error)) (bool, error) {
+func ScanPartition(ctx context.Context, txn storage.Txn, p int32, fn func(*ledger.Account) (bool, error)) (bool, error) {
 	v, err := loadPartition(ctx, txn, p)
 	if err != nil {
 		return false, err
@@ -305,7 +303,7 @@ func ScanPartition(ctx context.Context, txn *transaction.KVTxn, p int32, fn func
 
 // PartitionsIn lists the partitions that have a state: every write of
 // accounts writes its partition's state.
-func PartitionsIn(txn *transaction.KVTxn) ([]int32, error) {
+func PartitionsIn(txn storage.Txn) ([]int32, error) {
 	var parts []int32
 	err := storage.ScanTxn(txn, storage.PartPrefix, storage.PrefixEnd(storage.PartPrefix), func(k, _ []byte) (bool, error) {
 		p, ok := storage.ParsePartKey(k)
@@ -322,7 +320,7 @@ func PartitionsIn(txn *transaction.KVTxn) ([]int32, error) {
 // store holds it (0 for a partition nothing was booked from).
 func Booked(ctx context.Context, tikv *storage.TiKV, parts int32) (map[int32]int64, error) {
 	out := make(map[int32]int64, parts)
-	err := tikv.View(func(txn *transaction.KVTxn) error {
+	err := tikv.View(func(txn storage.Txn) error {
 		keys := make([][]byte, parts)
 		for p := range parts {
 			keys[p] = storage.PartKey(p)
@@ -349,7 +347,7 @@ func Booked(ctx context.Context, tikv *storage.TiKV, parts int32) (map[int32]int
 // BindInTxn records an app identity on the account of actID in txn, as a
 // journal of the account's partition (see Booker.Book for writes made
 // where the partition is not owned), and reports whether it was new.
-func BindInTxn(ctx context.Context, txn *transaction.KVTxn, parts int32, app uint32, user string, actID uint64) (bool, error) {
+func BindInTxn(ctx context.Context, txn storage.Txn, parts int32, app uint32, user string, actID uint64) (bool, error) {
 	part := storage.PartitionOf(actID, parts)
 	v, err := readAccounts(ctx, txn, part, []uint64{actID})
 	if err != nil {
@@ -375,7 +373,7 @@ func BindInTxn(ctx context.Context, txn *transaction.KVTxn, parts int32, app uin
 // Archived reads the archived entries of a, oldest first, in txn, and
 // checks that its history chunks are whole and match the account's count
 // of them.
-func Archived(ctx context.Context, txn *transaction.KVTxn, a *ledger.Account) ([]ledger.Entry, error) {
+func Archived(ctx context.Context, txn storage.Txn, a *ledger.Account) ([]ledger.Entry, error) {
 	if a.Archived == 0 {
 		return nil, nil
 	}
@@ -413,7 +411,7 @@ func EntryOf(ctx context.Context, tikv *storage.TiKV, a *ledger.Account, limitKe
 		return e, ok, nil
 	}
 	var archived []ledger.Entry
-	err := tikv.View(func(txn *transaction.KVTxn) error {
+	err := tikv.View(func(txn storage.Txn) error {
 		var err error
 		archived, err = Archived(ctx, txn, a)
 		return err
@@ -436,12 +434,31 @@ func AllEntries(ctx context.Context, tikv *storage.TiKV, a *ledger.Account) ([]l
 		return a.Entries, nil
 	}
 	var out []ledger.Entry
-	err := tikv.View(func(txn *transaction.KVTxn) error {
+	err := tikv.View(func(txn storage.Txn) error {
 		var err error
 		out, err = Archived(ctx, txn, a)
 		return err
 	})
 	return append(out, a.Entries...), err
+}
+
+// PacketsIn calls fn with every entry the store holds for partition p's
+// users, archived ones included: what a shard's new owner restores its
+// claims from.
+func PacketsIn(ctx context.Context, tikv *storage.TiKV, p int32, fn func(actID uint64, e ledger.Entry)) error {
+	return tikv.View(func(txn storage.Txn) error {
+		_, err := ScanPartition(ctx, txn, p, func(a *ledger.Account) (bool, error) {
+			entries, err := AllEntries(ctx, tikv, a)
+			if err != nil {
+				return false, err
+			}
+			for _, e := range entries {
+				fn(a.ActID, e)
+			}
+			return true, nil
+		})
+		return err
+	})
 }
 
 // replayOp applies op i of journal j, which its writer committed, to a: it

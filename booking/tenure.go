@@ -6,8 +6,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tikv/client-go/v2/txnkv/transaction"
-
 	"redrain/ledger"
 	"redrain/storage"
 )
@@ -110,7 +108,7 @@ func (b *Booker) confirmTenures(ctx context.Context) {
 		return
 	}
 	at := monoNow()
-	err := b.tikv.View(func(txn *transaction.KVTxn) error {
+	err := b.tikv.View(func(txn storage.Txn) error {
 		for _, t := range tenures {
 			s, err := readPartState(ctx, txn, t.Partition)
 			if err != nil {
@@ -140,7 +138,7 @@ func (b *Booker) release(p *part) {
 	defer cancel()
 	var err error
 	for attempt := 0; attempt < 5 && ctx.Err() == nil; attempt++ {
-		err = b.tikv.Update(ctx, func(txn *transaction.KVTxn) error {
+		err = b.tikv.Update(ctx, func(txn storage.Txn) error {
 			s, err := readPartState(ctx, txn, p.id)
 			if err != nil || s.Epoch != p.epoch {
 				return err
@@ -179,7 +177,7 @@ func (p *part) awaitPending(d time.Duration) {
 // Config.
 func PartOwner(ctx context.Context, tikv *storage.TiKV, p int32) (string, error) {
 	var owner string
-	err := tikv.View(func(txn *transaction.KVTxn) error {
+	err := tikv.View(func(txn storage.Txn) error {
 		s, err := readPartState(ctx, txn, p)
 		if err == nil {
 			owner = s.Owner

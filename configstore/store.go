@@ -31,8 +31,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tikv/client-go/v2/txnkv/transaction"
-
 	"redrain/storage"
 )
 
@@ -177,7 +175,7 @@ func (s *Store) Put(ctx context.Context, activity string, body []byte, by, note 
 		return 0, err
 	}
 	var version uint64
-	err = s.mutate(ctx, func(txn *transaction.KVTxn) error {
+	err = s.mutate(ctx, func(txn storage.Txn) error {
 		h, err := getHead(ctx, txn, activity)
 		if errors.Is(err, ErrNotFound) {
 			h, err = &Head{Activity: activity}, nil
@@ -277,7 +275,7 @@ func (s *Store) Rollback(ctx context.Context, activity string, v uint64, by stri
 // checks that v exists, lets change edit the head and records its action.
 func (s *Store) setLive(ctx context.Context, activity string, v uint64, by string, change func(*Head) (string, error)) (*Head, error) {
 	var head *Head
-	err := s.mutate(ctx, func(txn *transaction.KVTxn) error {
+	err := s.mutate(ctx, func(txn storage.Txn) error {
 		h, err := getHead(ctx, txn, activity)
 		if err != nil {
 			return err
@@ -306,7 +304,7 @@ func (s *Store) PutSwitches(ctx context.Context, body []byte, by string) error {
 	if err != nil {
 		return err
 	}
-	err = s.mutate(ctx, func(txn *transaction.KVTxn) error {
+	err = s.mutate(ctx, func(txn storage.Txn) error {
 		v, err := json.Marshal(&switchesRecord{Body: canon, At: s.now(), By: by})
 		if err != nil {
 			return err
@@ -322,7 +320,7 @@ func (s *Store) PutSwitches(ctx context.Context, body []byte, by string) error {
 // Switches returns the switches document; ErrNotFound if never put.
 func (s *Store) Switches(ctx context.Context) ([]byte, error) {
 	var body []byte
-	err := s.read(func(txn *transaction.KVTxn) error {
+	err := s.read(func(txn storage.Txn) error {
 		r, err := getSwitches(ctx, txn)
 		if err != nil {
 			return err
@@ -342,7 +340,7 @@ func (s *Store) Version(ctx context.Context, activity string, v uint64) (*Versio
 		return nil, err
 	}
 	var out *Version
-	err := s.read(func(txn *transaction.KVTxn) error {
+	err := s.read(func(txn storage.Txn) error {
 		var err error
 		out, err = getVersion(ctx, txn, activity, v)
 		return err
@@ -356,7 +354,7 @@ func (s *Store) Versions(ctx context.Context, activity string) ([]VersionInfo, e
 		return nil, err
 	}
 	var out []VersionInfo
-	err := s.read(func(txn *transaction.KVTxn) error {
+	err := s.read(func(txn storage.Txn) error {
 		h, err := getHead(ctx, txn, activity)
 		if err != nil {
 			return err
@@ -388,7 +386,7 @@ func (s *Store) Head(ctx context.Context, activity string) (*Head, error) {
 		return nil, err
 	}
 	var h *Head
-	err := s.read(func(txn *transaction.KVTxn) error {
+	err := s.read(func(txn storage.Txn) error {
 		var err error
 		h, err = getHead(ctx, txn, activity)
 		return err
@@ -399,7 +397,7 @@ func (s *Store) Head(ctx context.Context, activity string) (*Head, error) {
 // List returns every activity's head, ordered by activity id.
 func (s *Store) List(ctx context.Context) ([]*Head, error) {
 	var heads []*Head
-	err := s.read(func(txn *transaction.KVTxn) error {
+	err := s.read(func(txn storage.Txn) error {
 		var err error
 		heads, err = listHeads(ctx, txn)
 		return err
@@ -410,7 +408,7 @@ func (s *Store) List(ctx context.Context) ([]*Head, error) {
 // Seq returns the change counter: it grows by one with every mutation.
 func (s *Store) Seq(ctx context.Context) (uint64, error) {
 	var seq uint64
-	err := s.read(func(txn *transaction.KVTxn) error {
+	err := s.read(func(txn storage.Txn) error {
 		var err error
 		seq, err = getSeq(ctx, txn)
 		return err
@@ -442,7 +440,7 @@ type ActivitySnapshot struct {
 // and with Seq.
 func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
 	snap := &Snapshot{}
-	err := s.read(func(txn *transaction.KVTxn) error {
+	err := s.read(func(txn storage.Txn) error {
 		var err error
 		if snap.Seq, err = getSeq(ctx, txn); err != nil {
 			return err
@@ -505,10 +503,10 @@ func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
 // mutate runs fn and the seq bump in one transaction, retrying a lost
 // write conflict up to mutateAttemptsMax times with jittered backoff. An
 // error from fn rolls back and is returned at once.
-func (s *Store) mutate(ctx context.Context, fn func(txn *transaction.KVTxn) error) error {
+func (s *Store) mutate(ctx context.Context, fn func(txn storage.Txn) error) error {
 	backoff := retryBackoffMin
 	for attempt := 1; ; attempt++ {
-		err := s.kv.Update(ctx, func(txn *transaction.KVTxn) error {
+		err := s.kv.Update(ctx, func(txn storage.Txn) error {
 			if err := fn(txn); err != nil {
 				return err
 			}
@@ -537,16 +535,16 @@ func (s *Store) mutate(ctx context.Context, fn func(txn *transaction.KVTxn) erro
 
 // read runs fn in a transaction that only reads and is rolled back, so
 // everything fn reads is one snapshot.
-func (s *Store) read(fn func(txn *transaction.KVTxn) error) error {
-	txn, err := s.kv.Store.Begin()
+func (s *Store) read(fn func(txn storage.Txn) error) error {
+	txn, release, err := s.kv.Snapshot()
 	if err != nil {
-		return fmt.Errorf("configstore: %w: begin: %v", storage.ErrUnavailable, err)
+		return err
 	}
-	defer txn.Rollback()
+	defer release()
 	return fn(txn)
 }
 
-func getSeq(ctx context.Context, txn *transaction.KVTxn) (uint64, error) {
+func getSeq(ctx context.Context, txn storage.Txn) (uint64, error) {
 	v, err := storage.Get(ctx, txn, storage.CfgSeqKey)
 	if err != nil || v == nil {
 		return 0, err
@@ -558,7 +556,7 @@ func getSeq(ctx context.Context, txn *transaction.KVTxn) (uint64, error) {
 	return seq, nil
 }
 
-func getHead(ctx context.Context, txn *transaction.KVTxn, activity string) (*Head, error) {
+func getHead(ctx context.Context, txn storage.Txn, activity string) (*Head, error) {
 	key := storage.CfgHeadKey(activity)
 	v, err := storage.Get(ctx, txn, key)
 	if err != nil {
@@ -583,7 +581,7 @@ func decodeHead(key []byte, activity string, v []byte) (*Head, error) {
 
 // putHead writes h after asserting its invariants: a head that breaks one
 // is a bug in this package and must not reach the store.
-func putHead(txn *transaction.KVTxn, h *Head) error {
+func putHead(txn storage.Txn, h *Head) error {
 	if err := h.check(h.Activity); err != nil {
 		return err
 	}
@@ -594,7 +592,7 @@ func putHead(txn *transaction.KVTxn, h *Head) error {
 	return txn.Set(storage.CfgHeadKey(h.Activity), v)
 }
 
-func getVersion(ctx context.Context, txn *transaction.KVTxn, activity string, version uint64) (*Version, error) {
+func getVersion(ctx context.Context, txn storage.Txn, activity string, version uint64) (*Version, error) {
 	key := storage.CfgVersionKey(activity, version)
 	v, err := storage.Get(ctx, txn, key)
 	if err != nil {
@@ -617,7 +615,7 @@ func decodeVersion(key, v []byte) (*Version, error) {
 	return out, nil
 }
 
-func getSwitches(ctx context.Context, txn *transaction.KVTxn) (*switchesRecord, error) {
+func getSwitches(ctx context.Context, txn storage.Txn) (*switchesRecord, error) {
 	v, err := storage.Get(ctx, txn, storage.CfgSwitchesKey)
 	if err != nil || v == nil {
 		return nil, err
@@ -633,7 +631,7 @@ func getSwitches(ctx context.Context, txn *transaction.KVTxn) (*switchesRecord, 
 // order differs: "a-/head" sorts before "a/head"). Versions sit between
 // heads (rr/cfg/act/{a}/head, rr/cfg/act/{a}/v/...), so after each head it
 // seeks past the rest of that activity instead of reading every version.
-func listHeads(ctx context.Context, txn *transaction.KVTxn) ([]*Head, error) {
+func listHeads(ctx context.Context, txn storage.Txn) ([]*Head, error) {
 	var heads []*Head
 	start, end := storage.CfgActivityPrefix, storage.PrefixEnd(storage.CfgActivityPrefix)
 	for {

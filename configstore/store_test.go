@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tikv/client-go/v2/txnkv/transaction"
-
 	"redrain/storage"
 	"redrain/storage/storagetest"
 )
@@ -46,11 +44,11 @@ func newTestStore(t *testing.T) (*Store, *storage.TiKV) {
 func raw(t *testing.T, kv *storage.TiKV, key []byte) []byte {
 	t.Helper()
 	var v []byte
-	txn, err := kv.Store.Begin()
+	txn, release, err := kv.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer txn.Rollback()
+	defer release()
 	v, err = storage.Get(context.Background(), txn, key)
 	if err != nil {
 		t.Fatal(err)
@@ -563,7 +561,7 @@ func TestCorruptHeadChangesNothing(t *testing.T) {
 	ctx := context.Background()
 	mustPut(t, s, "act", `{"v":1}`)
 	bad := []byte(`{"activity":"act","latest":1,"live":2,"history":[]}`)
-	err := kv.Update(ctx, func(txn *transaction.KVTxn) error { return txn.Set(storage.CfgHeadKey("act"), bad) })
+	err := kv.Update(ctx, func(txn storage.Txn) error { return txn.Set(storage.CfgHeadKey("act"), bad) })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -95,12 +95,27 @@ type Resolver interface {
 	ResolveMany(ctx context.Context, apps []uint32, users []string, ids []uint64) error
 }
 
+// Stream is the grant topic as the grant path writes it
+// (storage.GrantWriter; the simulation's log).
+type Stream interface {
+	// Partitions is the topic's partition count: one shard each.
+	Partitions() int32
+	// Partition is the partition of a user's grants.
+	Partition(actID uint64) int32
+	// Append writes a shard's grants to its partition and waits for the
+	// acknowledgement, returning the records written. An error wrapping
+	// storage.ErrStreamClosed means nothing was sent; any other error
+	// leaves it unknown whether the grants landed (until
+	// storage.WriteDeadline after the call began).
+	Append(part int32, grants []ledger.Grant) (records int, err error)
+}
+
 // Config wires an Admission.
 type Config struct {
 	Log         *slog.Logger
 	Campaign    *campaign.Campaign // draw salt
 	Resolver    Resolver
-	Stream      *storage.GrantWriter
+	Stream      Stream
 	Leases      LeaseSource
 	Node        string // this node's id
 	Incarnation uint64 // this process's start
@@ -137,7 +152,7 @@ type Admission struct {
 	resolver    Resolver
 	peers       Peers
 	self        string
-	stream      *storage.GrantWriter
+	stream      Stream
 	clock       func() time.Time
 	catalog     atomic.Pointer[campaign.Catalog]
 	leaseSrc    LeaseSource
@@ -239,6 +254,16 @@ type Booked struct {
 	AwardType string
 	Amount    int64
 	AppID     uint32 // 0 when unknown (restored from an account entry)
+}
+
+// BookedOf is what the claim tables keep of grants booking posted.
+func BookedOf(gs []ledger.Grant) []Booked {
+	out := make([]Booked, len(gs))
+	for i := range gs {
+		g := &gs[i]
+		out[i] = Booked{ActID: g.ActID, LimitKey: g.LimitKey(), AwardType: g.AwardType, Amount: g.Amount, AppID: g.AppID}
+	}
+	return out
 }
 
 // MarkBooked records booked packets in the owning shards' claims, so that
@@ -443,9 +468,13 @@ func (a *Admission) holder(w *campaign.ChildAward) *leaseHolder {
 	lo := max(min(m*256, w.Total/64)/m*m, m)
 	hi := max(min(m*65536, w.Total/16)/m*m, lo)
 	// A holder that loses the race to be stored was never used: it holds
-	// no lease.
-	h, _ := a.leases.LoadOrStore(w.BudgetID,
+	// no lease, and its renewals never start (the simulation found the
+	// goroutine of such a holder left running for good).
+	h, loaded := a.leases.LoadOrStore(w.BudgetID,
 		newLeaseHolder(a.log, w.BudgetID, a.leaseSrc, a.node, a.incarnation, lo, hi, a.clock))
+	if !loaded {
+		go h.(*leaseHolder).renewLoop()
+	}
 	return h.(*leaseHolder)
 }
 

@@ -157,12 +157,11 @@ func newLeaseHolder(log *slog.Logger, budgetID string, src LeaseSource, owner st
 	h := &leaseHolder{log: log, budgetID: budgetID, src: src, owner: owner, incarnation: inc,
 		size: sizeMin, sizeMax: max(sizeMax, sizeMin), clock: clock, known: map[uint64]bool{}, stop: make(chan struct{})}
 	h.closed = sync.NewCond(&h.mu)
-	go h.renewLoop()
 	return h
 }
 
 // renewLoop renews the holder's open leases every ledger.LeaseRenewEvery
-// until closeAll: one request per lease per pass, whatever the grants.
+// until closeAll (started once the holder is stored, Admission.holder): one request per lease per pass, whatever the grants.
 func (h *leaseHolder) renewLoop() {
 	t := time.NewTicker(ledger.LeaseRenewEvery)
 	defer t.Stop()

@@ -376,12 +376,11 @@ func (s *shard) issue(ctx context.Context, fresh []*item) {
 	}
 	records, err := a.stream.Append(s.id, s.grants)
 	definite := errors.Is(err, storage.ErrStreamClosed)
-	s.settle(taken, err == nil || !definite)
-	if records > 0 {
-		a.records.Add(int64(records))
-		a.perRecord.Observe(int64((len(taken) + records - 1) / records))
-	}
-	a.stageTime[stageStream].ObserveNs(time.Since(t0).Nanoseconds())
+	// A lease under which a grant may or may not have landed is marked
+	// before the batch settles: settling a retired lease closes it, and a
+	// holder must never close an uncertain lease at what it counted as
+	// issued (the simulation found seeds where it did: closed at issued,
+	// a grant that never landed counted in it for good).
 	ackedAt := a.clock()
 	var unsure *activeLease // the last lease marked uncertain: batches hold few
 	for _, it := range taken {
@@ -389,6 +388,14 @@ func (s *shard) issue(ctx context.Context, fresh []*item) {
 			it.h.markUncertain(it.lease)
 			unsure = it.lease
 		}
+	}
+	s.settle(taken, err == nil || !definite)
+	if records > 0 {
+		a.records.Add(int64(records))
+		a.perRecord.Observe(int64((len(taken) + records - 1) / records))
+	}
+	a.stageTime[stageStream].ObserveNs(time.Since(t0).Nanoseconds())
+	for _, it := range taken {
 		switch {
 		case err == nil && !it.lease.liveAt(ackedAt):
 			// Acknowledged after the lease's expiry as this node sees it

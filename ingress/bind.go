@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/tikv/client-go/v2/txnkv/transaction"
 	"github.com/valyala/fasthttp"
 
 	"redrain/booking"
@@ -143,7 +142,7 @@ func (b *Binder) claimBinding(ctx context.Context, app uint32, user string, actI
 func (b *Binder) handedOut(ctx context.Context, actID uint64) (bool, *ledger.Account, error) {
 	var account *ledger.Account
 	var next uint64
-	err := b.tikv.Update(ctx, func(txn *transaction.KVTxn) error {
+	err := b.tikv.Update(ctx, func(txn storage.Txn) error {
 		accounts, err := booking.ReadAccounts(ctx, txn, b.parts, []uint64{actID})
 		if err != nil {
 			return err
@@ -281,7 +280,7 @@ func (b *Binder) bindDurable(ctx context.Context, app uint32, user string, actID
 	var bound uint64
 	var err error
 	for attempt := 0; attempt < bindAttemptsMax; attempt++ {
-		err = b.tikv.Update(ctx, func(txn *transaction.KVTxn) error {
+		err = b.tikv.Update(ctx, func(txn storage.Txn) error {
 			raw, err := storage.Get(ctx, txn, indexKey)
 			if err != nil {
 				return err

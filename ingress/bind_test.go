@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/tikv/client-go/v2/txnkv/transaction"
 
 	"redrain/booking"
 	"redrain/campaign"
@@ -194,7 +193,7 @@ func (ts *testServer) durable(t *testing.T, app uint32, user string, act uint64)
 	ctx := context.Background()
 	var bound uint64
 	var acct *ledger.Account
-	err := ts.kv.Update(ctx, func(txn *transaction.KVTxn) error {
+	err := ts.kv.Update(ctx, func(txn storage.Txn) error {
 		raw, err := storage.Get(ctx, txn, storage.BindKey(app, user))
 		if err != nil {
 			return err

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/tikv/client-go/v2/txnkv/transaction"
 
 	"redrain/storage"
 )
@@ -262,7 +261,7 @@ func (b *Binder) allocateLocked(ctx context.Context) (uint64, error) {
 		var err error
 		// Two nodes taking a block at once conflict; the loser reads again.
 		for attempt := 0; attempt < 10; attempt++ {
-			if err = b.tikv.Update(ctx, func(txn *transaction.KVTxn) error {
+			if err = b.tikv.Update(ctx, func(txn storage.Txn) error {
 				raw, err := storage.Get(ctx, txn, storage.ActAllocKey)
 				if err != nil {
 					return err
@@ -330,7 +329,7 @@ func (b *Binder) Restore(app uint32, user string, actID uint64) {
 // ActIDsAllocated returns the first act_id never handed out by any node.
 func ActIDsAllocated(ctx context.Context, tikv *storage.TiKV) (uint64, error) {
 	var next uint64 = 1
-	err := tikv.Update(ctx, func(txn *transaction.KVTxn) error {
+	err := tikv.Update(ctx, func(txn storage.Txn) error {
 		raw, err := storage.Get(ctx, txn, storage.ActAllocKey)
 		if err != nil || raw == nil {
 			return err

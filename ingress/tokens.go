@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/tikv/client-go/v2/txnkv/transaction"
-
 	"redrain/booking"
 	"redrain/campaign"
 	"redrain/errcode"
@@ -247,7 +245,7 @@ func (t *Tokens) assetsFromBudgets(ctx context.Context, states []*tokenState) er
 		return nil
 	}
 	var budgets map[string][]byte
-	err := t.tikv.Update(ctx, func(txn *transaction.KVTxn) error {
+	err := t.tikv.Update(ctx, func(txn storage.Txn) error {
 		var err error
 		budgets, err = storage.BatchGet(ctx, txn, keys)
 		return err

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tikv/client-go/v2/txnkv/transaction"
-
 	"redrain/booking"
 	"redrain/ledger"
 	"redrain/metrics"
@@ -86,7 +84,7 @@ func TestLegacyTokens(t *testing.T) {
 		t.Errorf("redeemed grant = %+v (limit key %s, out_trade_no %s), want a Legacy cash grant under %s, %s, lease 0",
 			g, g.LimitKey(), g.OutTradeNo(), legacyLimit, wantOTN)
 	}
-	err := ts.kv.View(func(txn *transaction.KVTxn) error {
+	err := ts.kv.View(func(txn storage.Txn) error {
 		accounts, err := booking.ReadAccounts(ctx, txn, storage.GrantPartitionsDefault, []uint64{77})
 		if err != nil {
 			return err

@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/tikv/client-go/v2/txnkv/transaction"
-
 	"redrain/node"
 	"redrain/storage"
 	"redrain/storage/storagetest"
@@ -123,7 +121,7 @@ func TestBindAcrossApps(t *testing.T) {
 	// An index entry whose account's Apps lacks it (the bind transaction
 	// writes both, so only the index scan of the rebuild can restore it).
 	kv := openStore(t, dir)
-	if err := kv.Update(ctx, func(txn *transaction.KVTxn) error {
+	if err := kv.Update(ctx, func(txn storage.Txn) error {
 		return txn.Set(storage.BindKey(6, "f"), storage.ActIDValue(act))
 	}); err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"github.com/tikv/client-go/v2/txnkv/transaction"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"redrain/booking"
@@ -156,19 +155,8 @@ func (s sessions) Lost(t *booking.Tenure) { s.n.grants.Disown(t.Partition) }
 // bookedIn reads every packet the store holds for partition p's users.
 func (n *Node) bookedIn(ctx context.Context, p int32) ([]grant.Booked, error) {
 	var out []grant.Booked
-	err := n.tikv.View(func(txn *transaction.KVTxn) error {
-		out = out[:0]
-		_, err := booking.ScanPartition(ctx, txn, p, func(a *ledger.Account) (bool, error) {
-			entries, err := booking.AllEntries(ctx, n.tikv, a)
-			if err != nil {
-				return false, err
-			}
-			for _, e := range entries {
-				out = append(out, grant.Booked{ActID: a.ActID, LimitKey: e.LimitKey, AwardType: e.AwardType, Amount: e.Amount})
-			}
-			return true, nil
-		})
-		return err
+	err := booking.PacketsIn(ctx, n.tikv, p, func(actID uint64, e ledger.Entry) {
+		out = append(out, grant.Booked{ActID: actID, LimitKey: e.LimitKey, AwardType: e.AwardType, Amount: e.Amount})
 	})
 	return out, err
 }

@@ -36,6 +36,7 @@ import (
 	"redrain/ledger"
 	"redrain/metrics"
 	"redrain/protect"
+	"redrain/reclaim"
 	"redrain/reconcile"
 	"redrain/storage"
 )
@@ -92,8 +93,10 @@ type Node struct {
 	admin    *admin.API
 	verifier *adminauth.Verifier
 	apps     *adminauth.Verifier // nil: /v1 unsigned (no app_keys)
-	// reclaimed counts the leases this node reclaimed (reclaim.go).
+	// reclaimed counts the leases this node reclaimed; reclaimer reclaims
+	// them (reclaim.go).
 	reclaimed *metrics.Counter
+	reclaimer *reclaim.Reclaimer
 	// duplicate is set once another live process publishes this node's id
 	// (status.go): the node is not ready from then on.
 	duplicate atomic.Pointer[error]
@@ -252,14 +255,7 @@ func Start(cfg Config) (n *Node, err error) {
 	// wallet) ask their owner, and read the store when it cannot answer.
 	n.booker.ReadThrough(owners{n})
 	n.booker.YieldWhile(n.grants.Busy)
-	n.booker.OnBooked(func(gs []ledger.Grant) {
-		out := make([]grant.Booked, len(gs))
-		for i := range gs {
-			g := &gs[i]
-			out[i] = grant.Booked{ActID: g.ActID, LimitKey: g.LimitKey(), AwardType: g.AwardType, Amount: g.Amount, AppID: g.AppID}
-		}
-		n.grants.MarkBooked(out)
-	})
+	n.booker.OnBooked(func(gs []ledger.Grant) { n.grants.MarkBooked(grant.BookedOf(gs)) })
 	if err := n.startConfig(ctx); err != nil {
 		return nil, err
 	}
@@ -330,6 +326,7 @@ func Start(cfg Config) (n *Node, err error) {
 
 	indexLost := n.Metrics.Gauge("redrain_redis_index_lost", "1 while Redis lost its binding index and the node rebuilds it (new users are refused meanwhile).")
 	n.reclaimed = n.Metrics.Counter("redrain_leases_reclaimed_total", "Budget leases this node reclaimed after their holder stopped renewing them (closed at what was booked under them).")
+	n.reclaimer = n.newReclaimer()
 	n.bg.Add(8)
 	go func() { defer n.bg.Done(); n.watchIndex(ctx, indexLost) }()
 	go func() { defer n.bg.Done(); n.watcher.Run(ctx) }()
@@ -341,7 +338,7 @@ func Start(cfg Config) (n *Node, err error) {
 	go func() { defer n.bg.Done(); _ = n.booker.Run(ctx) }()
 	go func() { defer n.bg.Done(); n.watchLag(ctx) }()
 	go func() { defer n.bg.Done(); n.recover(ctx) }()
-	go func() { defer n.bg.Done(); n.reclaimLoop(ctx) }()
+	go func() { defer n.bg.Done(); n.reclaimer.Run(ctx) }()
 	n.log.Info("node started", "http", n.Addr(), "admin_http", n.AdminAddr(), "data_dir", cfg.DataDir,
 		"kafka", describe(n.kafka.Brokers, n.kafka.Embedded()), "redis", describe([]string{n.redis.Addr}, n.redis.Embedded()),
 		"tikv", describe(cfg.PD, n.tikv.Embedded), "cluster", n.member.Manage)
@@ -455,7 +452,9 @@ func (n *Node) Stop(ctx context.Context) {
 			_ = n.stream.Close()
 		}
 		if n.grants != nil && n.stream != nil {
-			n.settleOwnLeases(ctx) // reclaim.go: while booking still runs
+			if n.reclaimer != nil { // while booking still runs
+				n.reclaimer.Settle(ctx, n.ID, n.Incarnation)
+			}
 		}
 		if n.cancel != nil {
 			n.cancel()

@@ -5,180 +5,48 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"time"
 
 	"github.com/IBM/sarama"
 
 	"redrain/actors"
 	"redrain/booking"
 	"redrain/ledger"
+	"redrain/reclaim"
 	"redrain/storage"
 )
 
-// Leases of a node that renews them no more (gone, paused, cut off) are
-// reclaimed by any node, ledger.LeaseReclaimGrace after they expired:
-//
-//  1. the topic's end offsets are read: every grant the holder answered
-//     was acknowledged before the expiry, so it is below them;
-//  2. each partition's booking owner fences the lease from the larger of
-//     that offset and its own next one (booking.Fence, through the
-//     fenceActor of the node that books it): its grants in later records
-//     (the holder's, after it stopped renewing; never answered) are
-//     refused and reported;
-//  3. once every partition has booked up to its fence, what was booked
-//     under the lease is all it will ever have booked, and the lease
-//     closes at that through its budget grain.
-//
-// Every step is idempotent (a fence drawn holds; a closed lease stays
-// closed), so every node runs the loop and a round cut short is done again.
+// Leases of a node that renews them no more are reclaimed by any node
+// (package reclaim); a partition's fence is drawn where it is booked:
+// here, or through the fenceActor of the node that books it.
 
 // fenceActor fences leases on the partitions a node books.
 const fenceActor = "redrain-fences"
 
-const (
-	// reclaimEvery is how often a node looks for leases to reclaim (with
-	// up to as much again of jitter, so nodes do not all go at once).
-	reclaimEvery = 2 * ledger.LeaseRenewEvery
-	// reclaimBookedWithin bounds the wait for the partitions to book up to
-	// their fences in one round.
-	reclaimBookedWithin = 30 * time.Second
-	// fenceTimeout bounds one partition's fence.
-	fenceTimeout = 10 * time.Second
-)
-
-// reclaimLoop reclaims expired leases until ctx ends.
-func (n *Node) reclaimLoop(ctx context.Context) {
-	var client sarama.Client
-	defer func() {
-		if client != nil {
-			_ = client.Close()
-		}
-	}()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(reclaimEvery + rand.N(reclaimEvery)):
-		}
-		if client == nil {
-			c, err := sarama.NewClient(n.kafka.Brokers, storage.SaramaConfig("redrain-reclaim"))
-			if err != nil {
-				n.log.Warn("lease reclaim: kafka client", "err", err)
-				continue
-			}
-			client = c
-		}
-		if err := n.reclaimExpired(ctx, client); err != nil && ctx.Err() == nil {
-			n.log.Warn("lease reclaim: round cut short; retrying", "err", err)
-		}
-	}
+// newReclaimer is this node's reclaimer: the topic's ends through the
+// node's Kafka client for the lag, fences here or at the partition's
+// owner.
+func (n *Node) newReclaimer() *reclaim.Reclaimer {
+	return &reclaim.Reclaimer{Log: n.log, TiKV: n.tikv, Budgets: actors.NewBudgets(n.member.Cluster, n.tikv),
+		Parts: n.cfg.Partitions, Ends: n.topicEnds, Fence: n.fence, Reclaimed: n.reclaimed}
 }
 
-// reclaimExpired reclaims every open lease of every stored budget that
-// expired more than ledger.LeaseReclaimGrace ago.
-func (n *Node) reclaimExpired(ctx context.Context, client sarama.Client) error {
-	now := time.Now().UnixMilli()
-	expired, err := n.openLeases(ctx, func(l *ledger.Lease) bool {
-		return l.Expires != 0 && now >= l.Expires+ledger.LeaseReclaimGrace.Milliseconds()
-	})
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, l := range expired {
-		if err := n.reclaim(ctx, client, l); err != nil {
-			errs = append(errs, fmt.Errorf("lease %s/%d: %w", l.BudgetID, l.ID, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// reclaim fences l on every partition, waits until they booked up to
-// their fences, and closes l at what was booked under it.
-func (n *Node) reclaim(ctx context.Context, client sarama.Client, l *ledger.Lease) error {
-	ends, err := booking.HighWaterMarks(client)
-	if err != nil {
-		return err
-	}
-	at := time.Now().UnixMilli()
-	fences := make(map[int32]int64, len(ends))
-	for p, end := range ends {
-		f, err := n.fence(ctx, p, ledger.Fence{BudgetID: l.BudgetID, LeaseID: l.ID, From: end, At: at})
+// topicEnds reads the grant topic's end offsets.
+func (n *Node) topicEnds(context.Context) (map[int32]int64, error) {
+	n.lagMu.Lock()
+	defer n.lagMu.Unlock()
+	if n.lagClient == nil {
+		c, err := sarama.NewClient(n.kafka.Brokers, storage.SaramaConfig("redrain-lag"))
 		if err != nil {
-			return fmt.Errorf("fence on partition %d: %w", p, err)
+			return nil, fmt.Errorf("%w: kafka client: %v", storage.ErrUnavailable, err)
 		}
-		fences[p] = f.From
+		n.lagClient = c
 	}
-	if err := n.awaitBookedTo(ctx, fences); err != nil {
-		return err
-	}
-	booked, err := actors.BookedByLease(ctx, n.tikv, l.BudgetID)
-	if err != nil {
-		return err
-	}
-	u := booked[l.ID]
-	if err := actors.NewBudgets(n.member.Cluster, n.tikv).CloseLease(l.BudgetID, l.ID, u.Amount, u.Count); err != nil {
-		return fmt.Errorf("close: %w", err)
-	}
-	n.reclaimed.Inc()
-	n.log.Warn("lease reclaimed: its holder stopped renewing it; closed at what was booked under it",
-		"budget", l.BudgetID, "lease", l.ID, "holder", l.Owner, "incarnation", l.Incarnation,
-		"expired", time.UnixMilli(l.Expires).UTC().Format(time.RFC3339Nano), "amount", l.Amount, "booked", u.Amount, "returned", l.Amount-u.Amount)
-	return nil
+	return booking.HighWaterMarks(n.lagClient)
 }
-
-// settleOwnLeases closes, at what was booked under them, the leases this
-// incarnation still holds open once its grant path and stream are closed:
-// those its holders left because a grant under them may or may not have
-// landed (grant: activeLease.uncertain). Nothing more can land now, so
-// booking up to the topic's end settles them; a failure leaves them to
-// the reclaim of the other nodes (or of this node's next start).
-func (n *Node) settleOwnLeases(ctx context.Context) {
-	mine, err := n.openLeases(ctx, func(l *ledger.Lease) bool { return l.Owner == n.ID && l.Incarnation == n.Incarnation })
-	if err != nil {
-		n.log.Warn("settling open leases: listing them; the reclaim will", "err", err)
-		return
-	}
-	if len(mine) == 0 {
-		return
-	}
-	client, err := sarama.NewClient(n.kafka.Brokers, storage.SaramaConfig("redrain-settle"))
-	if err != nil {
-		n.log.Warn("settling open leases: kafka client; the reclaim will", "err", err)
-		return
-	}
-	defer client.Close()
-	// Other nodes may be stopping too (a partition between owners): try
-	// again for a while, within the stop's deadline.
-	deadline := time.Now().Add(settleWithin)
-	for _, l := range mine {
-		for {
-			err := n.reclaim(ctx, client, l)
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) || ctx.Err() != nil {
-				n.log.Warn("settling an open lease failed; the reclaim will", "budget", l.BudgetID, "lease", l.ID, "err", err)
-				break
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(500 * time.Millisecond):
-			}
-		}
-	}
-}
-
-// settleWithin bounds how long a stopping node tries to settle its open
-// leases.
-const settleWithin = 20 * time.Second
 
 // fence fences a lease on partition p: here when this node books p, else
 // through the fenceActor of the node that does.
 func (n *Node) fence(ctx context.Context, p int32, f ledger.Fence) (ledger.Fence, error) {
-	ctx, cancel := context.WithTimeout(ctx, fenceTimeout)
-	defer cancel()
 	held, err := n.booker.Fence(ctx, p, f)
 	if !errors.Is(err, booking.ErrNotOwned) {
 		return held, err
@@ -204,7 +72,7 @@ func (n *Node) serveFence(body []byte) []byte {
 	if err != nil {
 		return append([]byte{fenceFailed}, err.Error()...)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), fenceTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), reclaim.FenceTimeout)
 	defer cancel()
 	held, err := n.booker.Fence(ctx, p, f)
 	if err != nil {
@@ -271,34 +139,4 @@ func decodeFenceAnswer(b []byte, f ledger.Fence) (ledger.Fence, error) {
 	}
 	f.From = from
 	return f, nil
-}
-
-// awaitBookedTo returns once the store holds every partition booked up to
-// its offset in to, or fails after reclaimBookedWithin.
-func (n *Node) awaitBookedTo(ctx context.Context, to map[int32]int64) error {
-	deadline := time.Now().Add(reclaimBookedWithin)
-	for {
-		booked, err := booking.Booked(ctx, n.tikv, int32(len(to)))
-		if err == nil {
-			behind := -1
-			for p, off := range to {
-				if booked[p] < off {
-					behind = int(p)
-					break
-				}
-			}
-			if behind < 0 {
-				return nil
-			}
-			err = fmt.Errorf("partition %d booked to %d, its fence is at %d", behind, booked[int32(behind)], to[int32(behind)])
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not booked up to the fences within %v: %w", reclaimBookedWithin, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }

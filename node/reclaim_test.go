@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/tikv/client-go/v2/txnkv/transaction"
 
 	"redrain/booking"
 	"redrain/ledger"
@@ -34,7 +33,7 @@ func TestReclaimGoneLease(t *testing.T) {
 	// The gone node's lease: it stopped renewing a while ago, and expires
 	// for good (reclaimable) in about three seconds.
 	var gone ledger.Lease
-	err := kv.Update(ctx, func(txn *transaction.KVTxn) error {
+	err := kv.Update(ctx, func(txn storage.Txn) error {
 		raw, err := storage.Get(ctx, txn, storage.BudgetKey(demoBudget))
 		if err != nil {
 			return err
@@ -80,7 +79,7 @@ func TestReclaimGoneLease(t *testing.T) {
 	// Reclaimed: closed at what was booked under it.
 	var closed *ledger.Lease
 	for deadline := time.Now().Add(60 * time.Second); ; {
-		err := kv.View(func(txn *transaction.KVTxn) error {
+		err := kv.View(func(txn storage.Txn) error {
 			raw, err := storage.Get(ctx, txn, storage.LeaseKey(demoBudget, gone.ID))
 			if err == nil {
 				closed, err = ledger.UnmarshalLease(raw)

@@ -12,7 +12,6 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/redis/go-redis/v9"
-	"github.com/tikv/client-go/v2/txnkv/transaction"
 
 	"redrain/actors"
 	"redrain/adminauth"
@@ -246,7 +245,7 @@ func (n *Node) scanBindIndex(ctx context.Context, fn func(app uint32, user strin
 // storeEpoch returns the store's epoch id, creating it on first use.
 func (n *Node) storeEpoch(ctx context.Context) (string, error) {
 	var epoch string
-	err := n.tikv.Update(ctx, func(txn *transaction.KVTxn) error {
+	err := n.tikv.Update(ctx, func(txn storage.Txn) error {
 		raw, err := storage.Get(ctx, txn, storage.StoreEpochKey)
 		if err != nil {
 			return err
@@ -387,33 +386,6 @@ func (n *Node) writeIndex(ctx context.Context, epoch string) (bindings, explicit
 	return bindings, explicit, nil
 }
 
-// openLeases returns the open leases that keep accepts, of every budget
-// in the store (not only the campaign's: a budget that a changed config no
-// longer names may still hold leases).
-func (n *Node) openLeases(ctx context.Context, keep func(*ledger.Lease) bool) ([]*ledger.Lease, error) {
-	var ids []string
-	err := n.tikv.Scan(ctx, storage.BudgetPrefix, storage.PrefixEnd(storage.BudgetPrefix), func(k, _ []byte) (bool, error) {
-		ids = append(ids, string(k[len(storage.BudgetPrefix):]))
-		return true, nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	var out []*ledger.Lease
-	for _, id := range ids {
-		open, err := actors.OpenLeases(ctx, n.tikv, id)
-		if err != nil {
-			return nil, err
-		}
-		for _, l := range open {
-			if keep(l) {
-				out = append(out, l)
-			}
-		}
-	}
-	return out, nil
-}
-
 // closeOrphanLeases closes the leases that an earlier incarnation of this
 // node left open: on shared backends only those without expiry (taken
 // before leases expired; expiring ones are reclaimed once expired,
@@ -428,7 +400,7 @@ func (n *Node) closeOrphanLeases(ctx context.Context) error {
 	// somewhere (a pause, a copy of this data dir) and answering under it
 	// until then. On the embedded broker nobody but this process writes
 	// the topic.
-	orphans, err := n.openLeases(ctx, func(l *ledger.Lease) bool {
+	orphans, err := actors.OpenLeasesWhere(ctx, n.tikv, func(l *ledger.Lease) bool {
 		return l.Owner == n.ID && l.Incarnation != n.Incarnation && (l.Expires == 0 || n.kafka.Embedded())
 	})
 	if err != nil {

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/tikv/client-go/v2/txnkv/transaction"
 
 	"redrain/campaign"
 	"redrain/ledger"
@@ -181,7 +180,7 @@ func TestRecovery(t *testing.T) {
 	kv := openStore(t, dir)
 	requireAuditOK(t, kv)
 	var reopened, empty, foreign ledger.Lease
-	err = kv.Update(ctx, func(txn *transaction.KVTxn) error {
+	err = kv.Update(ctx, func(txn storage.Txn) error {
 		rawBudget, err := storage.Get(ctx, txn, storage.BudgetKey(demoBudget))
 		if err != nil {
 			return err

@@ -4,8 +4,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tikv/client-go/v2/txnkv/transaction"
-
 	"redrain/ledger"
 	"redrain/storage"
 	"redrain/storage/storagetest"
@@ -30,7 +28,7 @@ func TestArchivedHistory(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			kv := storagetest.TiKV(t, "")
 			writeHealthy(t, kv)
-			update(t, kv, func(txn *transaction.KVTxn) error {
+			update(t, kv, func(txn storage.Txn) error {
 				a := &ledger.Account{ActID: heavy}
 				h := &ledger.HotDetail{BudgetID: budgetID}
 				chunks := map[uint64][]ledger.Entry{}

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tikv/client-go/v2/txnkv/transaction"
-
 	"redrain/storage"
 )
 
@@ -95,7 +93,7 @@ func TestCommand(t *testing.T) {
 	}
 
 	withStore(t, dir, func(kv *storage.TiKV) {
-		update(t, kv, func(txn *transaction.KVTxn) error {
+		update(t, kv, func(txn storage.Txn) error {
 			ctx := t.Context()
 			b, l := getBudget(ctx, t, txn), getLease(ctx, t, txn, closedLease)
 			l.Issued -= 10

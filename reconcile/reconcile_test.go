@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tikv/client-go/v2/txnkv/transaction"
-
 	"redrain/ledger"
 	"redrain/reconcile"
 	"redrain/storage"
@@ -113,7 +111,7 @@ func TestFoldedStore(t *testing.T) {
 	}
 	fold := func(step string) {
 		t.Helper()
-		update(t, kv, func(txn *transaction.KVTxn) error { return foldAll(ctx, t, txn) })
+		update(t, kv, func(txn storage.Txn) error { return foldAll(ctx, t, txn) })
 		r := run(t, kv)
 		if !r.OK {
 			t.Fatalf("after %s:\n%s", step, text(r))
@@ -138,7 +136,7 @@ func TestFoldedStore(t *testing.T) {
 	book(t, kv, 0, 21)
 	attribute(t, kv, 21, openLease)
 	fold("folding a redeem with its attribution")
-	update(t, kv, func(txn *transaction.KVTxn) error {
+	update(t, kv, func(txn storage.Txn) error {
 		b, l := getBudget(ctx, t, txn), getLease(ctx, t, txn, openLease)
 		want := amountOf(6) + amountOf(7) + amountOf(8) + amountOf(20) + amountOf(21)
 		if l.Booked != want || l.BookedCount != 5 || b.FoldedUnattributed != 0 {
@@ -152,7 +150,7 @@ func TestFoldedStore(t *testing.T) {
 // under lease 0: the entry names the lease, the detail moves the amount.
 func attribute(t *testing.T, kv *storage.TiKV, act, lease uint64) {
 	t.Helper()
-	update(t, kv, func(txn *transaction.KVTxn) error {
+	update(t, kv, func(txn storage.Txn) error {
 		a := getAccount(context.Background(), t, txn, act)
 		g := grantOf(act, lease)
 		if !a.Attribute(&g) {
@@ -186,7 +184,7 @@ func TestViolations(t *testing.T) {
 	ctx := context.Background()
 	cases := []struct {
 		name    string
-		corrupt func(t *testing.T, txn *transaction.KVTxn) error
+		corrupt func(t *testing.T, txn storage.Txn) error
 		// fail are the checks that must fail, each with a violation that
 		// contains all the texts given; ok are checks that must still pass.
 		// Checks in neither may fail as a consequence.
@@ -197,7 +195,7 @@ func TestViolations(t *testing.T) {
 		// balances and entries are missing from the sums as well: double
 		// entry and the booking count fail with it.
 		name: "tampered balance",
-		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+		corrupt: func(t *testing.T, txn storage.Txn) error {
 			a := getAccount(ctx, t, txn, 3)
 			a.Balances[0].Amount++
 			return putAll(txn, a)
@@ -207,7 +205,7 @@ func TestViolations(t *testing.T) {
 		ok:   []string{noOverspend, conservation, matchesTokens},
 	}, {
 		name: "extra hot detail",
-		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+		corrupt: func(t *testing.T, txn storage.Txn) error {
 			h := &ledger.HotDetail{BudgetID: budgetID, Amount: 50, Count: 1,
 				Leases: []ledger.LeaseUse{{LeaseID: openLease, Amount: 50, Count: 1}}}
 			return txn.Set(storage.HotKey(budgetID, txn.StartTS(), 7), ledger.MarshalHotDetail(nil, h))
@@ -221,7 +219,7 @@ func TestViolations(t *testing.T) {
 		// A budget record that breaks its own invariant does not decode;
 		// the budget's hot account is then missing from the other checks.
 		name: "leased beyond total",
-		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+		corrupt: func(t *testing.T, txn storage.Txn) error {
 			b := getBudget(ctx, t, txn)
 			b.Total = b.Leased - b.Returned - 1
 			return putAll(txn, b)
@@ -230,7 +228,7 @@ func TestViolations(t *testing.T) {
 		ok:   []string{postings, matchesTokens},
 	}, {
 		name: "open lease overspent",
-		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+		corrupt: func(t *testing.T, txn storage.Txn) error {
 			// Booked under lease 2 beyond its amount, with the matching
 			// accounts: only the lease's bound is broken.
 			h := &ledger.HotDetail{BudgetID: budgetID}
@@ -254,7 +252,7 @@ func TestViolations(t *testing.T) {
 		ok:   []string{exactlyOnce, doubleEntry, conservation, postings, matchesTokens},
 	}, {
 		name: "closed lease issued differs from booked",
-		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+		corrupt: func(t *testing.T, txn storage.Txn) error {
 			// The budget stays consistent with the lease: only issued =
 			// booked is broken.
 			b, l := getBudget(ctx, t, txn), getLease(ctx, t, txn, closedLease)
@@ -266,7 +264,7 @@ func TestViolations(t *testing.T) {
 		ok:   []string{noOverspend, exactlyOnce, doubleEntry, postings, matchesTokens},
 	}, {
 		name: "budget total not conserved",
-		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+		corrupt: func(t *testing.T, txn storage.Txn) error {
 			b := getBudget(ctx, t, txn)
 			b.Returned -= 100 // the closed lease's unspent part half lost
 			return putAll(txn, b)
@@ -275,7 +273,7 @@ func TestViolations(t *testing.T) {
 		ok:   []string{noOverspend, exactlyOnce, doubleEntry, postings, matchesTokens},
 	}, {
 		name: "out_trade_no not derived from its key",
-		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+		corrupt: func(t *testing.T, txn storage.Txn) error {
 			a := getAccount(ctx, t, txn, 4)
 			a.Entries[0].OutTradeNo = tokens.OutTradeNo("forged")
 			return putAll(txn, a)
@@ -284,7 +282,7 @@ func TestViolations(t *testing.T) {
 		ok:   []string{noOverspend, exactlyOnce, doubleEntry, conservation, postings},
 	}, {
 		name: "legacy entry's out_trade_no not derived from its key",
-		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+		corrupt: func(t *testing.T, txn storage.Txn) error {
 			a := getAccount(ctx, t, txn, 2)
 			a.Entries[0].OutTradeNo = tokens.OutTradeNo("forged")
 			return putAll(txn, a)
@@ -295,7 +293,7 @@ func TestViolations(t *testing.T) {
 		// The key format of the entry decides: a legacy entry carrying the
 		// trade number of the same packet under the new keys is refused.
 		name: "legacy entry with the trade number of the new keys",
-		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+		corrupt: func(t *testing.T, txn storage.Txn) error {
 			a := getAccount(ctx, t, txn, 2)
 			a.Entries[0].OutTradeNo = tokens.OutTradeNo(tokens.IdempotencyKey(2, "demo", "rain", 1, "cash", tokens.StageFormal))
 			return putAll(txn, a)
@@ -305,7 +303,7 @@ func TestViolations(t *testing.T) {
 		ok: []string{noOverspend, exactlyOnce, doubleEntry, conservation, postings},
 	}, {
 		name: "malformed out_trade_no",
-		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+		corrupt: func(t *testing.T, txn storage.Txn) error {
 			a := getAccount(ctx, t, txn, 4)
 			a.Entries[0].OutTradeNo = "not-hex"
 			return putAll(txn, a)
@@ -314,7 +312,7 @@ func TestViolations(t *testing.T) {
 		ok:   []string{noOverspend, exactlyOnce, doubleEntry, conservation, postings},
 	}, {
 		name: "same out_trade_no in two accounts",
-		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+		corrupt: func(t *testing.T, txn storage.Txn) error {
 			a, b := getAccount(ctx, t, txn, 6), getAccount(ctx, t, txn, 7)
 			b.Entries[0].OutTradeNo = a.Entries[0].OutTradeNo
 			return putAll(txn, b)
@@ -326,7 +324,7 @@ func TestViolations(t *testing.T) {
 		ok: []string{noOverspend, doubleEntry, conservation, postings},
 	}, {
 		name: "booked under a lease that does not exist",
-		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+		corrupt: func(t *testing.T, txn storage.Txn) error {
 			// Move user 8's booking from lease 2 to lease 9 in its detail's
 			// place: a detail of its own, and lease 2's share taken back.
 			h := &ledger.HotDetail{BudgetID: budgetID, Amount: 0, Count: 0, Leases: []ledger.LeaseUse{
@@ -337,7 +335,7 @@ func TestViolations(t *testing.T) {
 		ok:   []string{noOverspend, exactlyOnce, doubleEntry, postings, matchesTokens},
 	}, {
 		name: "folded into the budget but not its leases",
-		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+		corrupt: func(t *testing.T, txn storage.Txn) error {
 			if err := foldAll(ctx, t, txn); err != nil {
 				return err
 			}
@@ -349,7 +347,7 @@ func TestViolations(t *testing.T) {
 		ok:   []string{noOverspend, exactlyOnce, doubleEntry, postings, matchesTokens},
 	}, {
 		name: "closed lease issued differs from folded booked",
-		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+		corrupt: func(t *testing.T, txn storage.Txn) error {
 			if err := foldAll(ctx, t, txn); err != nil {
 				return err
 			}
@@ -364,7 +362,7 @@ func TestViolations(t *testing.T) {
 		ok:   []string{noOverspend, exactlyOnce, doubleEntry, postings, matchesTokens},
 	}, {
 		name: "attribution without a redeemed entry",
-		corrupt: func(t *testing.T, txn *transaction.KVTxn) error {
+		corrupt: func(t *testing.T, txn storage.Txn) error {
 			g := grantOf(7, openLease)
 			h := &ledger.HotDetail{BudgetID: budgetID}
 			if err := h.Attribute(&g); err != nil {
@@ -380,7 +378,7 @@ func TestViolations(t *testing.T) {
 			t.Parallel()
 			kv := storagetest.TiKV(t, "")
 			writeHealthy(t, kv)
-			update(t, kv, func(txn *transaction.KVTxn) error { return tc.corrupt(t, txn) })
+			update(t, kv, func(txn storage.Txn) error { return tc.corrupt(t, txn) })
 			r := run(t, kv)
 			out := text(r)
 			if r.OK {
@@ -447,7 +445,7 @@ func TestViolationsShownBounded(t *testing.T) {
 	kv := storagetest.TiKV(t, "")
 	writeHealthy(t, kv)
 	const forged = 30
-	update(t, kv, func(txn *transaction.KVTxn) error {
+	update(t, kv, func(txn storage.Txn) error {
 		for act := uint64(1000); act < 1000+forged; act++ {
 			g := grantOf(act, openLease)
 			a := &ledger.Account{ActID: act}
@@ -486,7 +484,7 @@ func TestConsistentSnapshot(t *testing.T) {
 		for act := uint64(10_000); !stop.Load(); act++ {
 			// Take a lease.
 			var lease uint64
-			err := kv.Update(ctx, func(txn *transaction.KVTxn) error {
+			err := kv.Update(ctx, func(txn storage.Txn) error {
 				b, err := readBudget(ctx, txn)
 				if err != nil {
 					return err
@@ -498,7 +496,7 @@ func TestConsistentSnapshot(t *testing.T) {
 			})
 			if err == nil {
 				// Book one grant under it.
-				err = kv.Update(ctx, func(txn *transaction.KVTxn) error {
+				err = kv.Update(ctx, func(txn storage.Txn) error {
 					g := grantOf(act, lease)
 					g.Amount = liveAmount
 					a := &ledger.Account{ActID: act}
@@ -517,7 +515,7 @@ func TestConsistentSnapshot(t *testing.T) {
 			}
 			if err == nil {
 				// Close it with what was booked.
-				err = kv.Update(ctx, func(txn *transaction.KVTxn) error {
+				err = kv.Update(ctx, func(txn storage.Txn) error {
 					b, err := readBudget(ctx, txn)
 					if err != nil {
 						return err
@@ -560,10 +558,50 @@ func TestConsistentSnapshot(t *testing.T) {
 }
 
 // readBudget is getBudget for goroutines other than the test's.
-func readBudget(ctx context.Context, txn *transaction.KVTxn) (*ledger.Budget, error) {
+func readBudget(ctx context.Context, txn storage.Txn) (*ledger.Budget, error) {
 	raw, err := storage.Get(ctx, txn, storage.BudgetKey(budgetID))
 	if err != nil {
 		return nil, err
 	}
 	return ledger.UnmarshalBudget(raw)
+}
+
+// TestLiveAuditBookingBehind: while booking lags, a closed lease has booked
+// less than it issued. The live audit counts that as behind; the audit of
+// a drained store fails it; booking more than issued fails both.
+func TestLiveAuditBookingBehind(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	kv := storagetest.TiKV(t, "")
+	writeHealthy(t, kv)
+	// The closed lease issued one more grant of 10 than booking has booked
+	// so far (the budget consistent with it).
+	update(t, kv, func(txn storage.Txn) error {
+		b, l := getBudget(ctx, t, txn), getLease(ctx, t, txn, closedLease)
+		l.Issued += 10
+		l.IssuedCount++
+		b.Returned -= 10
+		return putAll(txn, b, l)
+	})
+	if r := run(t, kv); r.OK || check(t, r, conservation).OK {
+		t.Fatalf("the audit of a drained store passed a lease issued beyond what was booked:\n%s", text(r))
+	}
+	live, err := reconcile.RunLive(ctx, kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !live.OK || live.Behind != 10 || live.BehindCount != 1 {
+		t.Fatalf("live audit: ok %v, behind %d (%d grants), want ok, 10 (1):\n%s", live.OK, live.Behind, live.BehindCount, text(live))
+	}
+	// Booked beyond what was issued is never booking lagging.
+	update(t, kv, func(txn storage.Txn) error {
+		b, l := getBudget(ctx, t, txn), getLease(ctx, t, txn, closedLease)
+		l.Issued -= 30
+		l.IssuedCount--
+		b.Returned += 30
+		return putAll(txn, b, l)
+	})
+	if live, err = reconcile.RunLive(ctx, kv); err != nil || live.OK {
+		t.Fatalf("live audit passed a lease that booked more than it issued (%v):\n%s", err, text(live))
+	}
 }

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/tikv/client-go/v2/txnkv/transaction"
-
 	"redrain/actors"
 	"redrain/campaign"
 	"redrain/ledger"
@@ -54,7 +52,7 @@ func writeHealthy(t testing.TB, kv *storage.TiKV) {
 		t.Fatalf("EnsureBudget: %v", err)
 	}
 	// One transaction per step, as the budget grain and the booker write.
-	update(t, kv, func(txn *transaction.KVTxn) error {
+	update(t, kv, func(txn storage.Txn) error {
 		b := getBudget(ctx, t, txn)
 		l1 := b.TakeLease(10_000, "n-test", 1)
 		l2 := b.TakeLease(5_000, "n-test", 1)
@@ -66,7 +64,7 @@ func writeHealthy(t testing.TB, kv *storage.TiKV) {
 	})
 	book(t, kv, closedLease, 1, 2, 3, 4, 5)
 	book(t, kv, openLease, 6, 7, 8)
-	update(t, kv, func(txn *transaction.KVTxn) error {
+	update(t, kv, func(txn storage.Txn) error {
 		b := getBudget(ctx, t, txn)
 		l := getLease(ctx, t, txn, closedLease)
 		var issued int64
@@ -85,7 +83,7 @@ func writeHealthy(t testing.TB, kv *storage.TiKV) {
 // detail, in one transaction.
 func book(t testing.TB, kv *storage.TiKV, lease uint64, acts ...uint64) {
 	t.Helper()
-	update(t, kv, func(txn *transaction.KVTxn) error {
+	update(t, kv, func(txn storage.Txn) error {
 		h := &ledger.HotDetail{BudgetID: budgetID}
 		for _, act := range acts {
 			g := grantOf(act, lease)
@@ -106,7 +104,7 @@ func book(t testing.TB, kv *storage.TiKV, lease uint64, acts ...uint64) {
 	})
 }
 
-func update(t testing.TB, kv *storage.TiKV, fn func(txn *transaction.KVTxn) error) {
+func update(t testing.TB, kv *storage.TiKV, fn func(txn storage.Txn) error) {
 	t.Helper()
 	if err := kv.Update(context.Background(), fn); err != nil {
 		t.Fatalf("write the store: %v", err)
@@ -114,7 +112,7 @@ func update(t testing.TB, kv *storage.TiKV, fn func(txn *transaction.KVTxn) erro
 }
 
 // putAll writes budgets, leases, hot details and accounts.
-func putAll(txn *transaction.KVTxn, recs ...any) error {
+func putAll(txn storage.Txn, recs ...any) error {
 	for _, r := range recs {
 		var err error
 		switch r := r.(type) {
@@ -134,7 +132,7 @@ func putAll(txn *transaction.KVTxn, recs ...any) error {
 	return nil
 }
 
-func getRaw(ctx context.Context, t testing.TB, txn *transaction.KVTxn, key []byte) []byte {
+func getRaw(ctx context.Context, t testing.TB, txn storage.Txn, key []byte) []byte {
 	t.Helper()
 	raw, err := storage.Get(ctx, txn, key)
 	if err != nil || raw == nil {
@@ -143,7 +141,7 @@ func getRaw(ctx context.Context, t testing.TB, txn *transaction.KVTxn, key []byt
 	return raw
 }
 
-func getBudget(ctx context.Context, t testing.TB, txn *transaction.KVTxn) *ledger.Budget {
+func getBudget(ctx context.Context, t testing.TB, txn storage.Txn) *ledger.Budget {
 	t.Helper()
 	b, err := ledger.UnmarshalBudget(getRaw(ctx, t, txn, storage.BudgetKey(budgetID)))
 	if err != nil {
@@ -152,7 +150,7 @@ func getBudget(ctx context.Context, t testing.TB, txn *transaction.KVTxn) *ledge
 	return b
 }
 
-func getLease(ctx context.Context, t testing.TB, txn *transaction.KVTxn, id uint64) *ledger.Lease {
+func getLease(ctx context.Context, t testing.TB, txn storage.Txn, id uint64) *ledger.Lease {
 	t.Helper()
 	l, err := ledger.UnmarshalLease(getRaw(ctx, t, txn, storage.LeaseKey(budgetID, id)))
 	if err != nil {
@@ -167,7 +165,7 @@ func partOf(act uint64) int32 { return int32(act % (1 << 15)) }
 
 // putAccount stores a as booking's checkpoint would: alone in a page of
 // its own partition, whose state says the journal is empty.
-func putAccount(txn *transaction.KVTxn, a *ledger.Account) error {
+func putAccount(txn storage.Txn, a *ledger.Account) error {
 	p := partOf(a.ActID)
 	page := ledger.AppendPage(nil, &ledger.Page{Accounts: []*ledger.Account{a}})
 	if err := txn.Set(storage.PageKey(p, storage.PageOf(a.ActID)), page); err != nil {
@@ -176,7 +174,7 @@ func putAccount(txn *transaction.KVTxn, a *ledger.Account) error {
 	return txn.Set(storage.PartKey(p), ledger.AppendPartState(nil, &ledger.PartState{NextSeq: 1}))
 }
 
-func getAccount(ctx context.Context, t testing.TB, txn *transaction.KVTxn, act uint64) *ledger.Account {
+func getAccount(ctx context.Context, t testing.TB, txn storage.Txn, act uint64) *ledger.Account {
 	t.Helper()
 	page, err := ledger.DecodePage(getRaw(ctx, t, txn, storage.PageKey(partOf(act), storage.PageOf(act))))
 	if err != nil {
@@ -192,7 +190,7 @@ func getAccount(ctx context.Context, t testing.TB, txn *transaction.KVTxn, act u
 // foldAll folds every hot detail of the budget into it and its leases and
 // deletes them, in txn, with the ledger's rules (as a budget grain's fold
 // step does).
-func foldAll(ctx context.Context, t testing.TB, txn *transaction.KVTxn) error {
+func foldAll(ctx context.Context, t testing.TB, txn storage.Txn) error {
 	t.Helper()
 	b := getBudget(ctx, t, txn)
 	var details []*ledger.HotDetail

@@ -34,11 +34,43 @@ var (
 	ErrUnavailable = errors.New("storage: backend unavailable")
 )
 
-// TiKV is the store of record.
+// TiKV is the store of record: client-go's store (a PD cluster or the
+// embedded test cluster), or a store in memory (NewMemoryStore, for the
+// simulation) behind the same transactions.
 type TiKV struct {
-	Store    *tikv.KVStore
+	Store    *tikv.KVStore // nil for a store in memory
 	Embedded bool
+	kv       kvBackend
 	close    func() error
+}
+
+// Txn is one transaction on the store of record: its reads see the store
+// as of its start, its writes are buffered until Update commits them
+// (optimistically: a write conflict fails the commit).
+type Txn interface {
+	// Get reads one key; a missing key is (nil, nil).
+	Get(ctx context.Context, key []byte) ([]byte, error)
+	// BatchGet reads keys; missing keys are absent from the map.
+	BatchGet(ctx context.Context, keys [][]byte) (map[string][]byte, error)
+	Set(key, value []byte) error
+	Delete(key []byte) error
+	// Scan calls fn for every key in [start, end) in order until fn
+	// returns false.
+	Scan(start, end []byte, fn func(key, value []byte) (bool, error)) error
+	// StartTS is the transaction's start timestamp, unique per
+	// transaction.
+	StartTS() uint64
+}
+
+// kvBackend begins transactions; kvTxn commits or drops one. A commit
+// reports a lost conflict as ErrConflict and any other failure as
+// ErrUnavailable (the write may or may not have landed).
+type kvBackend interface{ begin() (kvTxn, error) }
+
+type kvTxn interface {
+	Txn
+	commit(ctx context.Context) error
+	rollback()
 }
 
 // OpenTiKV connects to PD endpoints, or when pd is empty opens client-go's
@@ -49,7 +81,7 @@ func OpenTiKV(pd []string, dir string) (*TiKV, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: tikv via pd %v: %v", ErrUnavailable, pd, err)
 		}
-		return &TiKV{Store: c.KVStore, close: c.Close}, nil
+		return &TiKV{Store: c.KVStore, kv: clientBackend{c.KVStore}, close: c.Close}, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("storage: %w", err)
@@ -66,7 +98,7 @@ func OpenTiKV(pd []string, dir string) (*TiKV, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: embedded tikv: %v", ErrUnavailable, err)
 	}
-	return &TiKV{Store: store, Embedded: true, close: store.Close}, nil
+	return &TiKV{Store: store, Embedded: true, kv: clientBackend{store}, close: store.Close}, nil
 }
 
 // Close releases the connection (and the embedded store).
@@ -74,13 +106,13 @@ func (t *TiKV) Close() error { return t.close() }
 
 // Update runs fn in an optimistic transaction and commits it. A write
 // conflict at commit is reported as ErrConflict.
-func (t *TiKV) Update(ctx context.Context, fn func(txn *transaction.KVTxn) error) error {
-	txn, err := t.Store.Begin()
+func (t *TiKV) Update(ctx context.Context, fn func(txn Txn) error) error {
+	txn, err := t.kv.begin()
 	if err != nil {
-		return fmt.Errorf("%w: begin: %v", ErrUnavailable, err)
+		return err
 	}
 	if err := fn(txn); err != nil {
-		_ = txn.Rollback()
+		txn.rollback()
 		return err
 	}
 	// Once started, a commit runs to its end: a caller's deadline that cut
@@ -88,28 +120,64 @@ func (t *TiKV) Update(ctx context.Context, fn func(txn *transaction.KVTxn) error
 	// may not have committed), and the embedded test cluster was seen to
 	// answer epoch_not_match for good after such a cut (a node under CPU
 	// starvation, a 5 s deadline). client-go bounds the commit itself.
-	if err := txn.Commit(context.WithoutCancel(ctx)); err != nil {
-		if tikverr.IsErrWriteConflict(err) || errors.Is(err, ErrConflict) {
-			return fmt.Errorf("%w: %v", ErrConflict, err)
-		}
-		return fmt.Errorf("%w: commit: %v", ErrUnavailable, err)
-	}
-	return nil
+	return txn.commit(context.WithoutCancel(ctx))
 }
 
 // View runs fn in a read-only snapshot transaction.
-func (t *TiKV) View(fn func(txn *transaction.KVTxn) error) error {
-	txn, err := t.Store.Begin()
+func (t *TiKV) View(fn func(txn Txn) error) error {
+	txn, err := t.kv.begin()
 	if err != nil {
-		return fmt.Errorf("%w: begin: %v", ErrUnavailable, err)
+		return err
 	}
-	defer txn.Rollback()
+	defer txn.rollback()
 	return fn(txn)
 }
 
+// Snapshot begins a transaction that only reads, for a caller that reads
+// across several calls; release drops it.
+func (t *TiKV) Snapshot() (txn Txn, release func(), err error) {
+	kt, err := t.kv.begin()
+	if err != nil {
+		return nil, nil, err
+	}
+	return kt, kt.rollback, nil
+}
+
 // Get reads one key in txn; a missing key is (nil, nil).
-func Get(ctx context.Context, txn *transaction.KVTxn, key []byte) ([]byte, error) {
-	v, err := txn.Get(ctx, key)
+func Get(ctx context.Context, txn Txn, key []byte) ([]byte, error) { return txn.Get(ctx, key) }
+
+// BatchGet reads keys in txn; missing keys are absent from the map.
+func BatchGet(ctx context.Context, txn Txn, keys [][]byte) (map[string][]byte, error) {
+	return txn.BatchGet(ctx, keys)
+}
+
+// Scan calls fn for every key in [start, end) in order, in a read-only
+// snapshot, until fn returns false.
+func (t *TiKV) Scan(ctx context.Context, start, end []byte, fn func(key, value []byte) (bool, error)) error {
+	return t.View(func(txn Txn) error { return txn.Scan(start, end, fn) })
+}
+
+// ScanTxn is Scan inside an open transaction.
+func ScanTxn(txn Txn, start, end []byte, fn func(key, value []byte) (bool, error)) error {
+	return txn.Scan(start, end, fn)
+}
+
+// clientBackend is client-go's store.
+type clientBackend struct{ store *tikv.KVStore }
+
+func (c clientBackend) begin() (kvTxn, error) {
+	txn, err := c.store.Begin()
+	if err != nil {
+		return nil, fmt.Errorf("%w: begin: %v", ErrUnavailable, err)
+	}
+	return clientTxn{txn}, nil
+}
+
+// clientTxn is one client-go transaction.
+type clientTxn struct{ txn *transaction.KVTxn }
+
+func (c clientTxn) Get(ctx context.Context, key []byte) ([]byte, error) {
+	v, err := c.txn.Get(ctx, key)
 	if tikverr.IsErrNotFound(err) {
 		return nil, nil
 	}
@@ -119,9 +187,8 @@ func Get(ctx context.Context, txn *transaction.KVTxn, key []byte) ([]byte, error
 	return v.Value, nil
 }
 
-// BatchGet reads keys in txn; missing keys are absent from the map.
-func BatchGet(ctx context.Context, txn *transaction.KVTxn, keys [][]byte) (map[string][]byte, error) {
-	m, err := txn.BatchGet(ctx, keys)
+func (c clientTxn) BatchGet(ctx context.Context, keys [][]byte) (map[string][]byte, error) {
+	m, err := c.txn.BatchGet(ctx, keys)
 	if err != nil {
 		return nil, fmt.Errorf("%w: batch get: %v", ErrUnavailable, err)
 	}
@@ -132,15 +199,13 @@ func BatchGet(ctx context.Context, txn *transaction.KVTxn, keys [][]byte) (map[s
 	return out, nil
 }
 
-// Scan calls fn for every key in [start, end) in order, in a read-only
-// snapshot, until fn returns false.
-func (t *TiKV) Scan(ctx context.Context, start, end []byte, fn func(key, value []byte) (bool, error)) error {
-	return t.View(func(txn *transaction.KVTxn) error { return ScanTxn(txn, start, end, fn) })
-}
+func (c clientTxn) Set(key, value []byte) error { return c.txn.Set(key, value) }
+func (c clientTxn) Delete(key []byte) error     { return c.txn.Delete(key) }
+func (c clientTxn) StartTS() uint64             { return c.txn.StartTS() }
+func (c clientTxn) rollback()                   { _ = c.txn.Rollback() }
 
-// ScanTxn is Scan inside an open transaction.
-func ScanTxn(txn *transaction.KVTxn, start, end []byte, fn func(key, value []byte) (bool, error)) error {
-	it, err := txn.Iter(start, end)
+func (c clientTxn) Scan(start, end []byte, fn func(key, value []byte) (bool, error)) error {
+	it, err := c.txn.Iter(start, end)
 	if err != nil {
 		return fmt.Errorf("%w: iter: %v", ErrUnavailable, err)
 	}
@@ -153,6 +218,16 @@ func ScanTxn(txn *transaction.KVTxn, start, end []byte, fn func(key, value []byt
 		if err := it.Next(); err != nil {
 			return fmt.Errorf("%w: iter: %v", ErrUnavailable, err)
 		}
+	}
+	return nil
+}
+
+func (c clientTxn) commit(ctx context.Context) error {
+	if err := c.txn.Commit(ctx); err != nil {
+		if tikverr.IsErrWriteConflict(err) || errors.Is(err, ErrConflict) {
+			return fmt.Errorf("%w: %v", ErrConflict, err)
+		}
+		return fmt.Errorf("%w: commit: %v", ErrUnavailable, err)
 	}
 	return nil
 }

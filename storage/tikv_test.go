@@ -8,8 +8,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/tikv/client-go/v2/txnkv/transaction"
-
 	"redrain/storage"
 	"redrain/storage/storagetest"
 )
@@ -17,7 +15,7 @@ import (
 // put writes key = value in its own transaction.
 func put(t *testing.T, kv *storage.TiKV, kvs ...string) {
 	t.Helper()
-	err := kv.Update(context.Background(), func(txn *transaction.KVTxn) error {
+	err := kv.Update(context.Background(), func(txn storage.Txn) error {
 		for i := 0; i < len(kvs); i += 2 {
 			if err := txn.Set([]byte(kvs[i]), []byte(kvs[i+1])); err != nil {
 				return err
@@ -34,7 +32,7 @@ func put(t *testing.T, kv *storage.TiKV, kvs ...string) {
 func get(t *testing.T, kv *storage.TiKV, key string) []byte {
 	t.Helper()
 	var v []byte
-	err := kv.Update(context.Background(), func(txn *transaction.KVTxn) error {
+	err := kv.Update(context.Background(), func(txn storage.Txn) error {
 		var err error
 		v, err = storage.Get(context.Background(), txn, []byte(key))
 		return err
@@ -55,7 +53,7 @@ func TestTiKVUpdateCommits(t *testing.T) {
 	if v := get(t, kv, "rr/test/a"); string(v) != "1" {
 		t.Fatalf("Get(rr/test/a) = %q, want 1", v)
 	}
-	err := kv.Update(ctx, func(txn *transaction.KVTxn) error {
+	err := kv.Update(ctx, func(txn storage.Txn) error {
 		m, err := storage.BatchGet(ctx, txn, [][]byte{[]byte("rr/test/a"), []byte("rr/test/b"), []byte("rr/test/none")})
 		if err != nil {
 			return err
@@ -71,7 +69,7 @@ func TestTiKVUpdateCommits(t *testing.T) {
 
 	// fn's error rolls back and is returned as is.
 	errMine := errors.New("mine")
-	err = kv.Update(ctx, func(txn *transaction.KVTxn) error {
+	err = kv.Update(ctx, func(txn storage.Txn) error {
 		if err := txn.Set([]byte("rr/test/a"), []byte("rolled back")); err != nil {
 			return err
 		}
@@ -85,7 +83,7 @@ func TestTiKVUpdateCommits(t *testing.T) {
 	}
 
 	// Delete commits too.
-	err = kv.Update(ctx, func(txn *transaction.KVTxn) error { return txn.Delete([]byte("rr/test/b")) })
+	err = kv.Update(ctx, func(txn storage.Txn) error { return txn.Delete([]byte("rr/test/b")) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +95,7 @@ func TestTiKVUpdateCommits(t *testing.T) {
 func TestTiKVGetMissing(t *testing.T) {
 	kv := storagetest.TiKV(t, "")
 	ctx := context.Background()
-	err := kv.Update(ctx, func(txn *transaction.KVTxn) error {
+	err := kv.Update(ctx, func(txn storage.Txn) error {
 		v, err := storage.Get(ctx, txn, []byte("rr/test/missing"))
 		if v != nil || err != nil {
 			t.Errorf("Get(missing) = %q, %v; want nil, nil", v, err)
@@ -124,7 +122,7 @@ func TestTiKVConflict(t *testing.T) {
 		err  error
 	}
 	run := func(name string, read chan<- string, proceed <-chan struct{}, done chan<- result) {
-		err := kv.Update(ctx, func(txn *transaction.KVTxn) error {
+		err := kv.Update(ctx, func(txn storage.Txn) error {
 			v, err := storage.Get(ctx, txn, []byte(key))
 			if err != nil {
 				return err
@@ -162,7 +160,7 @@ func TestTiKVConflict(t *testing.T) {
 	}
 	// The loser retries as the contract says, reads the winner's value, and
 	// commits.
-	err := kv.Update(ctx, func(txn *transaction.KVTxn) error {
+	err := kv.Update(ctx, func(txn storage.Txn) error {
 		v, err := storage.Get(ctx, txn, []byte(key))
 		if err != nil {
 			return err
@@ -269,7 +267,7 @@ func TestTiKVEmbeddedPersists(t *testing.T) {
 	}
 	// Writes after the reopen are ordered after the old ones: a new
 	// read-modify-write sees the latest value.
-	err = kv2.Update(context.Background(), func(txn *transaction.KVTxn) error {
+	err = kv2.Update(context.Background(), func(txn storage.Txn) error {
 		v, err := storage.Get(context.Background(), txn, storage.PartKey(1))
 		if err != nil {
 			return err

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tikv/client-go/v2/txnkv/transaction"
-
 	"redrain/actors"
 	"redrain/booking"
 	"redrain/ledger"
@@ -109,7 +107,7 @@ func AmountOf(actID, rain uint64) int64 { return int64(1 + (actID*31+rain*17)%50
 func (f *Fixture) Accounts(ids []uint64) map[uint64]*ledger.Account {
 	f.T.Helper()
 	var out map[uint64]*ledger.Account
-	err := f.KV.View(func(txn *transaction.KVTxn) error {
+	err := f.KV.View(func(txn storage.Txn) error {
 		var err error
 		out, err = booking.ReadAccounts(context.Background(), txn, f.Parts, ids)
 		return err
@@ -230,7 +228,7 @@ func (f *Fixture) Audit(expected []ledger.Grant) {
 func Get(t testing.TB, kv *storage.TiKV, key []byte) []byte {
 	t.Helper()
 	var v []byte
-	err := kv.View(func(txn *transaction.KVTxn) error {
+	err := kv.View(func(txn storage.Txn) error {
 		var err error
 		v, err = storage.Get(context.Background(), txn, key)
 		return err
@@ -244,7 +242,7 @@ func Get(t testing.TB, kv *storage.TiKV, key []byte) []byte {
 // Put writes one key unconditionally (a writer behind booking's back).
 func Put(t testing.TB, kv *storage.TiKV, key, value []byte) {
 	t.Helper()
-	if err := kv.Update(context.Background(), func(txn *transaction.KVTxn) error { return txn.Set(key, value) }); err != nil {
+	if err := kv.Update(context.Background(), func(txn storage.Txn) error { return txn.Set(key, value) }); err != nil {
 		t.Fatalf("put %q: %v", key, err)
 	}
 }

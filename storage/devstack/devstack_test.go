@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tikv/client-go/v2/txnkv/transaction"
-
 	"redrain/ledger"
 	"redrain/storage"
 	"redrain/storage/devstack"
@@ -41,7 +39,7 @@ func TestStackServesAndRestarts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := kv.Update(ctx, func(txn *transaction.KVTxn) error { return txn.Set([]byte("rr/test"), []byte("v1")) }); err != nil {
+	if err := kv.Update(ctx, func(txn storage.Txn) error { return txn.Set([]byte("rr/test"), []byte("v1")) }); err != nil {
 		t.Fatal(err)
 	}
 	_ = kv.Close()
@@ -74,7 +72,7 @@ func TestStackServesAndRestarts(t *testing.T) {
 	}
 	defer kv.Close()
 	var got []byte
-	if err := kv.Update(ctx, func(txn *transaction.KVTxn) error {
+	if err := kv.Update(ctx, func(txn storage.Txn) error {
 		got, err = storage.Get(ctx, txn, []byte("rr/test"))
 		return err
 	}); err != nil || string(got) != "v1" {
@@ -108,7 +106,7 @@ func TestPartsRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer kv.Close()
-	if err := kv.Update(ctx, func(txn *transaction.KVTxn) error { return txn.Set([]byte("rr/test"), []byte("v1")) }); err != nil {
+	if err := kv.Update(ctx, func(txn storage.Txn) error { return txn.Set([]byte("rr/test"), []byte("v1")) }); err != nil {
 		t.Fatal(err)
 	}
 	gw, err := storage.NewGrantWriter([]string{flag(t, flags, "kafka")}, 2)
@@ -129,7 +127,7 @@ func TestPartsRestart(t *testing.T) {
 	}
 	var got []byte
 	for deadline := time.Now().Add(30 * time.Second); ; {
-		err := kv.View(func(txn *transaction.KVTxn) error {
+		err := kv.View(func(txn storage.Txn) error {
 			var err error
 			got, err = storage.Get(ctx, txn, []byte("rr/test"))
 			return err

@@ -570,7 +570,7 @@ func TestStorageOpenTiKV(t *testing.T) {
 	if db.Embedded {
 		t.Fatal("OpenTiKV with PD endpoints returned the embedded store")
 	}
-	err = db.Update(ctx, func(txn *transaction.KVTxn) error {
+	err = db.Update(ctx, func(txn storage.Txn) error {
 		for _, k := range []string{"s/2", "s/1", "s/3"} {
 			if err := txn.Set([]byte(k), []byte("v"+k)); err != nil {
 				return err
@@ -581,7 +581,7 @@ func TestStorageOpenTiKV(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = db.Update(ctx, func(txn *transaction.KVTxn) error {
+	err = db.Update(ctx, func(txn storage.Txn) error {
 		v, err := storage.Get(ctx, txn, []byte("s/2"))
 		if err != nil {
 			return err
@@ -606,7 +606,7 @@ func TestStorageOpenTiKV(t *testing.T) {
 		t.Fatalf("Scan = %s, want s/1,s/2,s/3", got)
 	}
 	// A write that lost to a concurrent one is storage.ErrConflict.
-	err = db.Update(ctx, func(txn *transaction.KVTxn) error {
+	err = db.Update(ctx, func(txn storage.Txn) error {
 		if err := txn.Set([]byte("s/1"), []byte("b")); err != nil {
 			return err
 		}
