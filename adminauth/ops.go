@@ -164,7 +164,7 @@ func (c *Client) Budgets(ctx context.Context, activity string) (json.RawMessage,
 const PathParked = "/admin/v1/parked"
 
 // Park asks the node to set aside the grant record at offset of partition
-// part, which booking cannot read, so that the partition goes on; reason
+// part, which booking cannot read or book, so that the partition goes on; reason
 // is kept with it.
 func (c *Client) Park(ctx context.Context, part int32, offset int64, reason string) (json.RawMessage, error) {
 	if reason == "" {

@@ -1,6 +1,7 @@
 package booking
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -378,6 +379,16 @@ func (p *part) loop(ctx context.Context, sess sarama.ConsumerGroupSession, msgs 
 	defer tick.Stop()
 	grants := make([]ledger.Grant, 0, bookBatchMax)
 	for {
+		if p.stuck == nil && len(p.held) > 0 && len(p.pending) < pipelineDepth {
+			// Records taken after one that was parked since.
+			m := p.held[0]
+			p.held = p.held[1:]
+			var err error
+			if grants, err = p.gather(ctx, sess, m, msgs, grants[:0]); err != nil {
+				return err
+			}
+			continue
+		}
 		in, ops := msgs, p.ops
 		if len(p.pending) >= pipelineDepth {
 			in, ops = nil, nil
@@ -406,9 +417,15 @@ func (p *part) loop(ctx context.Context, sess sarama.ConsumerGroupSession, msgs 
 			if err := p.refresh(ctx); err != nil {
 				return err
 			}
+			if m := p.stuck; m != nil && p.stuckWhy != nil && !p.marked {
+				p.markStuck(ctx, m.Offset, p.stuckWhy)
+			}
 			if m := p.stuck; m != nil && len(p.pending) < pipelineDepth && p.parked(ctx, m.Offset) {
-				p.stuck = nil
+				p.stuck, p.stuckWhy, p.marked = nil, nil, false
 				p.b.setStuck(p.id, nil)
+				if _, err := ledger.DecodeGrantRecord(nil, m.Value); err == nil {
+					p.skip = m.Offset // parked for what its grants broke
+				}
 				var err error
 				if grants, err = p.gather(ctx, sess, m, msgs, grants[:0]); err != nil {
 					return err
@@ -431,32 +448,43 @@ func (p *part) loop(ctx context.Context, sess sarama.ConsumerGroupSession, msgs 
 	}
 }
 
-// gather decodes what has arrived from m on, up to bookBatchMax grants, and
-// sends it as one unit. Records below the booked offset were booked by an
-// earlier owner and are skipped.
+// gather decodes what has arrived from m on (records held back first),
+// up to bookBatchMax grants, and sends it as one unit. Records below the
+// booked offset were booked by an earlier owner and are skipped.
 func (p *part) gather(ctx context.Context, sess sarama.ConsumerGroupSession, m *sarama.ConsumerMessage, in <-chan *sarama.ConsumerMessage, grants []ledger.Grant) ([]ledger.Grant, error) {
 	var first, last *sarama.ConsumerMessage
 	var bad error
 	var refused []pageWrite
+	var recs []*sarama.ConsumerMessage // the records of the unit, in order
+	var ends []int                     // where each one's grants end in grants
 	for {
 		if m.Offset >= p.next.Booked {
 			var err error
 			n0 := len(grants)
-			if grants, err = ledger.DecodeGrantRecord(grants, m.Value); err != nil {
-				if !p.parked(ctx, m.Offset) {
-					// Stuck: nothing after it is booked until an operator
-					// parks it (Park); the loop asks again every tick.
-					p.stuck = m
-					bad = fmt.Errorf("undecodable grant record at offset %d: %w", m.Offset, err)
-					break
+			switch {
+			case m.Offset == p.skip:
+				p.b.log.Warn("booking: skipped a parked record (its grants broke a money check)", "partition", p.id, "offset", m.Offset)
+			default:
+				if grants, err = ledger.DecodeGrantRecord(grants, m.Value); err != nil {
+					if !p.parked(ctx, m.Offset) {
+						// Stuck: nothing after it is booked until an operator
+						// parks it (Park); the loop asks again every tick.
+						p.stuck = m
+						bad = fmt.Errorf("undecodable grant record at offset %d: %w", m.Offset, err)
+						break
+					}
+					p.b.log.Warn("booking: skipped a parked record", "partition", p.id, "offset", m.Offset)
 				}
-				p.b.log.Warn("booking: skipped a parked record", "partition", p.id, "offset", m.Offset)
+			}
+			if bad != nil {
+				break
 			}
 			grants = p.refuseFenced(grants, n0, m.Offset, &refused)
 			if first == nil {
 				first = m
 			}
 			last = m
+			recs, ends = append(recs, m), append(ends, len(grants))
 		} else if sess != nil {
 			sess.MarkMessage(m, "")
 		}
@@ -464,9 +492,13 @@ func (p *part) gather(ctx context.Context, sess sarama.ConsumerGroupSession, m *
 			break
 		}
 		var ok bool
-		select {
-		case m, ok = <-in:
-		default:
+		if len(p.held) > 0 {
+			m, ok, p.held = p.held[0], true, p.held[1:]
+		} else {
+			select {
+			case m, ok = <-in:
+			default:
+			}
 		}
 		if !ok || m == nil {
 			break
@@ -478,7 +510,12 @@ func (p *part) gather(ctx context.Context, sess sarama.ConsumerGroupSession, m *
 		u := p.newUnit()
 		u.grants = slices.Clone(grants)
 		u.from, u.to, u.last, u.refused = first.Offset, last.Offset+1, last, refused
-		if err := p.send(ctx, u); err != nil {
+		err := p.send(ctx, u)
+		var ge *grantError
+		if errors.As(err, &ge) {
+			return grants, p.holdAt(ctx, recs, ends, grants, refused, ge)
+		}
+		if err != nil {
 			return grants, err
 		}
 	}
@@ -486,6 +523,38 @@ func (p *part) gather(ctx context.Context, sess sarama.ConsumerGroupSession, m *
 		p.b.setStuck(p.id, bad)
 	}
 	return grants, nil
+}
+
+// holdAt handles a unit of records in which grant ge.index cannot be
+// booked (a broken money check, so a retry would break it again): the
+// records before that grant's record are booked, the partition waits at
+// that record as at an undecodable one, until an operator parks it, and
+// the records after it are held back for then. Nothing of the unit was
+// applied (apply rolls back on error).
+func (p *part) holdAt(ctx context.Context, recs []*sarama.ConsumerMessage, ends []int, grants []ledger.Grant, refused []pageWrite, ge *grantError) error {
+	k := 0
+	for k < len(ends)-1 && ends[k] <= ge.index {
+		k++
+	}
+	bad := recs[k]
+	if k > 0 {
+		u := p.newUnit()
+		u.grants = slices.Clone(grants[:ends[k-1]])
+		u.from, u.to, u.last = recs[0].Offset, bad.Offset, recs[k-1]
+		for _, r := range refused {
+			if bytes.Compare(r.key, storage.FencedKey(p.id, bad.Offset)) < 0 {
+				u.refused = append(u.refused, r)
+			}
+		}
+		if err := p.send(ctx, u); err != nil {
+			return err // the records before it break a check on their own: not theirs to hold
+		}
+	}
+	p.stuck, p.stuckWhy = bad, fmt.Errorf("grant record at offset %d breaks a money check: %w", bad.Offset, ge.err)
+	p.held = append(slices.Clone(recs[k+1:]), p.held...)
+	p.b.setStuck(p.id, p.stuckWhy)
+	p.markStuck(ctx, bad.Offset, p.stuckWhy)
+	return nil
 }
 
 // stop halts booking for good: the node reports it on /readyz, and it is

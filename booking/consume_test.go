@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -318,32 +319,77 @@ func TestConsumeStopsOnUndecodableRecord(t *testing.T) {
 	f.Audit(append(slices.Clone(before), after...))
 }
 
-// TestConsumeStopsOnMoneyInvariant: a decodable record whose booking would
-// break a money invariant (a balance overflow) stops its partition instead
-// of being retried forever, and nothing of it is written.
-func TestConsumeStopsOnMoneyInvariant(t *testing.T) {
+// TestConsumeHoldsARecordThatBreaksAMoneyCheck: a decodable record whose
+// booking would break a money invariant (a balance overflow) holds its
+// partition like an undecodable one: the records before it are booked,
+// nothing of it is, and once an operator parks it (which a decodable
+// record allows only while its partition waits at it) the records after
+// it are booked. The audit lists it with its amount.
+func TestConsumeHoldsARecordThatBreaksAMoneyCheck(t *testing.T) {
 	k := storagetest.Kafka(t, "", 1)
 	f := newFixture(t, 1, 1_000_000)
 	l := f.Lease(f.Budget, 100_000)
 	u := f.User()
 	first := f.Grant(u, 1, l, 10)
+	before := f.Grant(f.User(), 1, l, 7)
 	huge := f.Grant(u, 2, l, math.MaxInt64)
 	later := f.Grant(f.User(), 1, l, 5)
 	b := newBooker(t, f, "a", k.Brokers)
 	wantOutcomes(t, book(t, b, []ledger.Grant{first}), booking.BookedNow)
-	sendRaw(t, k, ledger.AppendGrantRecord(nil, []ledger.Grant{huge}), ledger.AppendGrantRecord(nil, []ledger.Grant{later}))
+	hugeRec := ledger.AppendGrantRecord(nil, []ledger.Grant{huge})
+	// One produce request: the booker most likely takes all three as one
+	// unit, and books the one before the bad record on its own.
+	sendRaw(t, k, ledger.AppendGrantRecord(nil, []ledger.Grant{before}), hugeRec, ledger.AppendGrantRecord(nil, []ledger.Grant{later}))
 
+	ctx := context.Background()
+	early := booking.Parked{Partition: 0, Offset: 1, By: "ops", Reason: "too early", Value: hugeRec}
+	if _, err := booking.Park(ctx, f.KV, early); !errors.Is(err, booking.ErrNotPoisoned) {
+		t.Fatalf("Park of a decodable record booking does not wait at = %v, want ErrNotPoisoned", err)
+	}
 	runBooker(t, b)
-	if err := waitBroken(t, b); !errors.Is(err, ledger.ErrOverflow) {
-		t.Fatalf("Broken() = %v, want ErrOverflow", err)
+	if err := waitBroken(t, b); !errors.Is(err, ledger.ErrOverflow) || !strings.Contains(err.Error(), "offset 1") {
+		t.Fatalf("Broken() = %v, want ErrOverflow at offset 1", err)
 	}
+	eventually(t, within, "the record before the bad one booked", func() error { return allBooked(f, []ledger.Grant{first, before}) })
 	if a := f.Account(later.ActID); a != nil {
-		t.Fatalf("a grant after the broken record was booked: %+v", a)
+		t.Fatalf("a grant after the bad record was booked: %+v", a)
 	}
-	if got := booked(t, f)[0]; got != 0 {
-		t.Fatalf("booked offset %d, want 0", got)
+	if got := booked(t, f)[0]; got != 1 {
+		t.Fatalf("booked offset %d, want 1 (the bad record at 1 is not)", got)
 	}
-	f.Audit([]ledger.Grant{first})
+	f.Audit([]ledger.Grant{first, before})
+
+	park := booking.Parked{Partition: 0, Offset: 1, By: "ops", At: 1_800_000_000_000, Reason: "overflows an account", Value: hugeRec}
+	var created bool
+	eventually(t, within, "the record parked", func() error {
+		var err error
+		created, err = booking.Park(ctx, f.KV, park) // once the owner recorded that it waits at it
+		return err
+	})
+	if !created {
+		t.Fatal("Park did not create the park record")
+	}
+	eventually(t, within, "the record after the parked one booked", func() error {
+		if got := booked(t, f)[0]; got != 3 {
+			return fmt.Errorf("booked offset %d, want 3", got)
+		}
+		return allBooked(f, []ledger.Grant{later})
+	})
+	if err := b.Broken(); err != nil {
+		t.Fatalf("Broken() after parking = %v, want nil", err)
+	}
+	if a := f.Account(u); a == nil || a.Balance(huge.Asset) != first.Amount {
+		t.Fatalf("the parked grant reached its account: %+v", a)
+	}
+	list, err := booking.ParkedRecords(ctx, f.KV)
+	if err != nil || len(list) != 1 || list[0].Offset != 1 || list[0].Grants != 1 || list[0].Amount != math.MaxInt64 ||
+		!strings.Contains(list[0].Error, "overflow") {
+		t.Fatalf("ParkedRecords = %+v, %v", list, err)
+	}
+	if r, err := reconcile.Run(ctx, f.KV); err != nil || len(r.Parked) != 1 || r.Parked[0].Amount != math.MaxInt64 {
+		t.Fatalf("the audit's parked records = %+v, %v", r, err)
+	}
+	f.Audit([]ledger.Grant{first, before, later})
 }
 
 // TestRebalanceBetweenBookers: two nodes' bookers in the booking group

@@ -11,8 +11,8 @@ import (
 	"redrain/storage"
 )
 
-// Parked is a grant record that booking cannot read, set aside by an
-// operator so that its partition goes on: booking skips its offset, and
+// Parked is a grant record that booking cannot read or book, set aside by
+// an operator so that its partition goes on: booking skips its offset, and
 // the record stays here, with who parked it, when and why, for the audit
 // and for a repair.
 type Parked struct {
@@ -21,41 +21,80 @@ type Parked struct {
 	By        string `json:"by"`     // the admin key id
 	At        int64  `json:"at"`     // unix ms
 	Reason    string `json:"reason"` // the operator's words
-	// Value is the record as the topic holds it; Error why it does not
-	// decode.
+	// Value is the record as the topic holds it; Error why booking cannot
+	// read it, or which money check its grants break.
 	Value []byte `json:"value"`
 	Error string `json:"error"`
+	// Grants and Amount are what the record holds when it decodes (its
+	// grants, in no account).
+	Grants int   `json:"grants,omitempty"`
+	Amount int64 `json:"amount,omitempty"`
 }
 
-// ErrNotPoisoned refuses to park a record that booking can read.
-var ErrNotPoisoned = errors.New("booking: the record decodes; only a record booking cannot read is parked")
+// ErrNotPoisoned refuses to park a record that booking can read and book.
+var ErrNotPoisoned = errors.New("booking: the record decodes and booking does not wait at it; only a record booking cannot read or book is parked")
+
+// stuckRecord is what the owner of a partition writes (storage.StuckKey)
+// when it waits at a record that decodes but whose grants break a money
+// check, so that any node parks it.
+type stuckRecord struct {
+	Offset int64  `json:"offset"`
+	Error  string `json:"error"`
+}
 
 // Park records p (its Value the record's bytes) so that booking skips its
 // offset: a partition stuck at it goes on within a tick. A record that
-// decodes is refused (ErrNotPoisoned): its grants were acknowledged and
-// must be booked. Parking an offset twice keeps the first and reports
-// false.
+// decodes is refused (ErrNotPoisoned) unless its partition waits at it
+// because its grants break a money check: otherwise its grants were
+// acknowledged and must be booked. Parking an offset twice keeps the first
+// and reports false.
 func Park(ctx context.Context, kv *storage.TiKV, p Parked) (bool, error) {
-	_, derr := ledger.DecodeGrantRecord(nil, p.Value)
-	if derr == nil {
-		return false, ErrNotPoisoned
-	}
-	p.Error = derr.Error()
-	raw, err := json.Marshal(p)
-	if err != nil {
-		return false, err
-	}
 	key := storage.ParkedKey(p.Partition, p.Offset)
 	created := false
-	err = kv.Update(ctx, func(txn storage.Txn) error {
+	err := kv.Update(ctx, func(txn storage.Txn) error {
+		gs, derr := ledger.DecodeGrantRecord(nil, p.Value)
+		if derr == nil {
+			raw, err := storage.Get(ctx, txn, storage.StuckKey(p.Partition))
+			if err != nil {
+				return err
+			}
+			var st stuckRecord
+			if raw == nil || json.Unmarshal(raw, &st) != nil || st.Offset != p.Offset {
+				return ErrNotPoisoned
+			}
+			p.Error, p.Grants = st.Error, len(gs)
+			for _, g := range gs {
+				p.Amount += g.Amount
+			}
+		} else {
+			p.Error = derr.Error()
+		}
 		prev, err := storage.Get(ctx, txn, key)
 		if err != nil || prev != nil {
+			return err
+		}
+		raw, err := json.Marshal(p)
+		if err != nil {
 			return err
 		}
 		created = true
 		return txn.Set(key, raw)
 	})
 	return created, err
+}
+
+// markStuck writes why the partition waits at the record at offset (see
+// stuckRecord); a failure is logged, and the loop writes it again while
+// it waits.
+func (p *part) markStuck(ctx context.Context, offset int64, why error) {
+	raw, err := json.Marshal(stuckRecord{Offset: offset, Error: why.Error()})
+	if err == nil {
+		err = p.b.tikv.Update(ctx, func(txn storage.Txn) error { return txn.Set(storage.StuckKey(p.id), raw) })
+	}
+	p.marked = err == nil
+	if err != nil {
+		p.b.log.Warn("booking: recording the record the partition waits at", "partition", p.id, "offset", offset, "err", err)
+	}
 }
 
 // isParked reports whether the record at offset of part is parked.

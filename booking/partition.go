@@ -62,9 +62,16 @@ var errFenced = errors.New("booking: partition taken over by another owner")
 type part struct {
 	b  *Booker
 	id int32
-	// stuck is a record booking cannot read, not parked yet: the partition
-	// takes no record after it until Park sets it aside.
+	// stuck is a record booking cannot read or book, not parked yet: the
+	// partition takes no record after it until Park sets it aside. held
+	// are records taken from the stream after it (booked once it is
+	// parked); skip is the offset of a parked record that decodes (its
+	// grants broke a money check), never booked.
 	stuck    *sarama.ConsumerMessage
+	held     []*sarama.ConsumerMessage
+	skip     int64
+	stuckWhy error // why, when stuck's grants break a money check
+	marked   bool  // the store names stuck and why (markStuck)
 	epoch    uint64
 	accounts map[uint64]*ledger.Account
 	pages    map[uint64]*pageMem
@@ -263,7 +270,7 @@ func (b *Booker) takeOver(ctx context.Context, id int32) (*part, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &part{b: b, id: id, epoch: v.state.Epoch, accounts: v.accounts, pages: map[uint64]*pageMem{},
+	p := &part{b: b, id: id, epoch: v.state.Epoch, accounts: v.accounts, pages: map[uint64]*pageMem{}, skip: -1,
 		committed: *v.state, next: *v.state,
 		results: make(chan result, resultsMax), ops: make(chan *opsReq), reads: make(chan *readReq),
 		lastCkpt: b.clock(), target: -1, targetAt: monoNow()}
@@ -349,7 +356,7 @@ func (p *part) apply(u *unit) error {
 		}
 		if err != nil {
 			p.undo(u)
-			return fmt.Errorf("partition %d act %d: %w", p.id, g.ActID, err)
+			return &grantError{index: i, err: fmt.Errorf("partition %d act %d: %w", p.id, g.ActID, err)}
 		}
 		if !ok {
 			continue
@@ -787,6 +794,16 @@ func (p *part) read(r *readReq) {
 	}
 	close(r.done)
 }
+
+// grantError is a grant of a unit that booking cannot book: its index in
+// the unit's grants, and why (a broken money invariant).
+type grantError struct {
+	index int
+	err   error
+}
+
+func (e *grantError) Error() string { return e.err.Error() }
+func (e *grantError) Unwrap() error { return e.err }
 
 // isMoneyErr reports a broken money invariant: never retried with the same
 // memory.

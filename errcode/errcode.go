@@ -43,7 +43,7 @@ const (
 	CodeInternal          Code = "internal"            // 500
 	CodeAlreadyBound      Code = "already_bound"       // 409: the app user is bound to another act_id
 	CodeTooManyIdentities Code = "too_many_identities" // 409: the account holds as many app identities as it may
-	CodeRecordReadable    Code = "record_readable"     // 409: park refused: booking can read the record, so its grants must be booked
+	CodeRecordReadable    Code = "record_readable"     // 409: park refused: booking can read the record and does not wait at it, so its grants must be booked
 	CodeRateLimited       Code = "rate_limited"        // 429, retryable (Retry-After: until a token is back)
 	CodeShed              Code = "shed"                // 503, retryable: refused by the operator's shed percentage
 	CodeRainSwitchedOff   Code = "rain_switched_off"   // 503, retryable: the operator switched the rain or activity off

@@ -455,8 +455,12 @@ func (r *Report) WriteText(w io.Writer) {
 			b.ID, b.Asset, b.Total, b.Remaining, b.LeasedOpen, b.Issued, b.Booked, b.BookedCount, b.Leases, b.OpenLeases)
 	}
 	for _, p := range r.Parked {
-		fmt.Fprintf(w, "  parked record: partition %d offset %d (%d bytes, %s) by %s at %s: %s\n", p.Partition, p.Offset,
-			len(p.Value), p.Error, p.By, time.UnixMilli(p.At).UTC().Format(time.RFC3339), p.Reason)
+		held := ""
+		if p.Grants > 0 {
+			held = fmt.Sprintf(", %d grants, amount %d, in no account", p.Grants, p.Amount)
+		}
+		fmt.Fprintf(w, "  parked record: partition %d offset %d (%d bytes, %s%s) by %s at %s: %s\n", p.Partition, p.Offset,
+			len(p.Value), p.Error, held, p.By, time.UnixMilli(p.At).UTC().Format(time.RFC3339), p.Reason)
 	}
 	for _, f := range r.Fenced {
 		fmt.Fprintf(w, "  refused under a reclaimed lease: partition %d offset %d: %d grants, amount %d (leases %s)\n",

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -575,6 +576,9 @@ func (p peers) Forward(ctx context.Context, addr string, body []byte) ([]byte, e
 	}
 	// The owner decides the batch on a goroutine of its own (as the
 	// remoting actor does); the sender waits until its deadline.
+	// The network carries a copy (the sender reuses its buffer once it
+	// stops waiting).
+	body = bytes.Clone(body)
 	// A message may be held up in the network (and overtaken by later
 	// ones), past the sender's deadline at times.
 	h := sha256.Sum256(body)

@@ -48,6 +48,10 @@ func ParkedKey(part int32, offset int64) []byte {
 // ParkedPrefix bounds the scan of every parked record.
 var ParkedPrefix = []byte("rr/parked/")
 
+// StuckKey holds the record a partition's owner waits at because its
+// grants break a money check (booking: Park accepts it though it decodes).
+func StuckKey(part int32) []byte { return fmt.Appendf(nil, "rr/stuck/%04x", part) }
+
 // FencedKey holds the grants of the record at offset of part that booking
 // refused because their lease was fenced (ledger.Fence): the record's
 // grants under fenced leases, as a grant record.

@@ -32,10 +32,10 @@ commands:
   switches [set FILE|-]      show the switches, or replace them with FILE's JSON
   stats | audit | cluster    the node's stats, the audit report, the cluster view
   park PARTITION OFFSET --reason TEXT
-                             set aside the grant record booking cannot read at
-                             that offset, so that its partition goes on (kept,
-                             with the key id, time and reason; a readable record
-                             is refused)
+                             set aside the grant record booking cannot read
+                             or book at that offset, so that its partition goes
+                             on (kept, with the key id, time and reason; a record
+                             booking reads and does not wait at is refused)
   parked                     the parked records
 
 --key defaults to $REDRAIN_ADMIN_KEY, else the public development key.
