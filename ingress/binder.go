@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -51,6 +52,10 @@ type Binder struct {
 	binds  bindLimiter      // explicit binds (bind.go)
 	now    func() time.Time // the bind limiter's clock; nil: time.Now
 
+	// confirmed is when the process cache stops being trusted (ns on
+	// monoBase's clock; 0: always trusted): see ConfirmIndex.
+	confirmed atomic.Int64
+
 	allocMu   sync.Mutex
 	next, end uint64 // the node's current block [next, end)
 	// first is the first act_id this process allocated (0: none yet): an
@@ -76,6 +81,46 @@ func NewBinder(tikv *storage.TiKV, redis *storage.Pipeliner, owner bool, parts i
 		b.shards[i].m = make(map[bindKey]uint64)
 	}
 	return b
+}
+
+// ConfirmIndex says that Redis held the binding index (of the same
+// generation as when the cache was filled) just now: the process cache may
+// answer until d from now. Until the first call the cache always may;
+// after it, a process paused past its confirmation (Redis may have lost
+// its index and another node bound a cached user anew meanwhile) asks
+// Redis until the index watcher confirms again, and drops its cache if
+// the index was rebuilt meanwhile (Index.Watch).
+func (b *Binder) ConfirmIndex(d time.Duration) {
+	b.confirmed.Store(int64(time.Since(monoBase) + d))
+}
+
+// cacheValid tells whether the process cache may answer (see ConfirmIndex;
+// an owner's map is the binding: always).
+func (b *Binder) cacheValid() bool {
+	c := b.confirmed.Load()
+	return b.owner || c == 0 || int64(time.Since(monoBase)) < c
+}
+
+// monoBase is the origin of the binder's monotonic clock.
+var monoBase = time.Now()
+
+// DropCache forgets every binding the process cache holds (a binder that
+// owns every shard keeps its map: it is the binding). A node calls it when
+// Redis lost its index: a cached binding whose user was never answered a
+// packet is in no store, so the rebuilt index lacks it, and another node
+// would bind the user anew; after the drop this node asks the rebuilt
+// index too. (The simulation found a user answered packets of two
+// accounts, one from a node's cache after the rebuild.)
+func (b *Binder) DropCache() {
+	if b.owner {
+		return
+	}
+	for i := range b.shards {
+		s := &b.shards[i]
+		s.mu.Lock()
+		clear(s.m)
+		s.mu.Unlock()
+	}
 }
 
 func (b *Binder) shard(k bindKey) *bindShard {
@@ -106,12 +151,14 @@ func (b *Binder) Resolve(ctx context.Context, app uint32, user string) (uint64, 
 func (b *Binder) ResolveMany(ctx context.Context, apps []uint32, users []string, ids []uint64) error {
 	var miss []int
 	var missShards []*bindShard
+	cached := b.cacheValid()
 	for i := range apps {
 		k := bindKey{apps[i], users[i]}
 		s := b.shard(k)
 		s.mu.Lock()
 		id, ok := s.m[k]
 		s.mu.Unlock()
+		ok = ok && cached
 		switch {
 		case ok:
 			ids[i] = id

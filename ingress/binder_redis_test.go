@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -230,4 +231,67 @@ func BenchmarkBindNewUsers(b *testing.B) {
 			return pipe.Do(ctx, marks...)
 		})
 	})
+}
+
+// TestBinderCacheAfterIndexLoss: a binding that only a node's cache and
+// Redis held (its user never answered a packet, so no store has it) is
+// gone after Redis lost its index and the index was rebuilt; another node
+// then binds the user anew. The node with the cached binding must not use
+// it: its index watcher drops the cache when it sees the index lost or
+// rebuilt, and a cache not confirmed lately (the node was paused past the
+// loss and the rebuild) is not trusted meanwhile. (Found by the
+// simulation: a user answered packets of two accounts.)
+func TestBinderCacheAfterIndexLoss(t *testing.T) {
+	kv := storagetest.TiKV(t, "")
+	rdb := redis.NewClient(&redis.Options{Addr: storagetest.Redis(t)})
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx := context.Background()
+	newBinder := func() *Binder {
+		pipe := storage.NewPipeliner(rdb, 2)
+		t.Cleanup(pipe.Close)
+		return NewBinder(kv, pipe, false, 8)
+	}
+	paused, other := newBinder(), newBinder()
+	if err := rdb.Set(ctx, storage.RedisEpochKey, "e1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	first, err := paused.Resolve(ctx, 1, "u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Redis loses everything and is rebuilt from a store that holds no
+	// binding of u; the other node binds u anew.
+	if err := rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Set(ctx, storage.RedisEpochKey, "e1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	second, err := other.Resolve(ctx, 1, "u")
+	if err != nil || second == first {
+		t.Fatalf("the other node bound u to %d (%v), want a new id (first %d)", second, err, first)
+	}
+	// A cache never confirmed is trusted (the behaviour of a binder no
+	// watcher keeps): this is the hazard.
+	if got, _ := paused.Resolve(ctx, 1, "u"); got != first {
+		t.Fatalf("an unwatched cache answered %d, want its %d", got, first)
+	}
+	// Confirmed once, then not again in time (the node was paused): it asks
+	// Redis, which holds the binding every node now uses.
+	paused.ConfirmIndex(time.Millisecond)
+	time.Sleep(5 * time.Millisecond)
+	if got, err := paused.Resolve(ctx, 1, "u"); err != nil || got != second {
+		t.Fatalf("a cache past its confirmation answered %d (%v), want Redis's %d", got, err, second)
+	}
+	// Dropped, it asks Redis too.
+	third := newBinder()
+	if _, err := third.Resolve(ctx, 2, "v"); err != nil {
+		t.Fatal(err)
+	}
+	third.DropCache()
+	for i := range third.shards {
+		if n := len(third.shards[i].m); n != 0 {
+			t.Fatalf("shard %d holds %d bindings after DropCache", i, n)
+		}
+	}
 }

@@ -97,6 +97,8 @@ type Node struct {
 	// them (reclaim.go).
 	reclaimed *metrics.Counter
 	reclaimer *reclaim.Reclaimer
+	// index keeps Redis's binding index whole (recover.go).
+	index *ingress.Index
 	// duplicate is set once another live process publishes this node's id
 	// (status.go): the node is not ready from then on.
 	duplicate atomic.Pointer[error]
@@ -193,6 +195,7 @@ func Start(cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	n.pipe = storage.NewPipeliner(n.redis.Client, 8)
+	n.index = &ingress.Index{Log: n.log, TiKV: n.tikv, Redis: n.redis.Client, Pipe: n.pipe, Drained: n.indexDrained}
 	if err := n.checkDuplicate(ctx); err != nil {
 		return nil, err
 	}
@@ -240,6 +243,7 @@ func Start(cfg Config) (n *Node, err error) {
 		Owner: ownerName(n.ID, n.Incarnation, self), LagMax: cfg.BookingLagMax, UncleanWait: wait})
 	budgets := actors.NewBudgets(n.member.Cluster, n.tikv)
 	n.binder = ingress.NewBinder(n.tikv, n.pipe, n.kafka.Embedded(), cfg.Partitions)
+	n.index.Binder = n.binder
 	// A shard is decided by the node whose booking owns its partition
 	// (sessions), once that booking caught up with the partition; the other
 	// nodes forward their batches for it there (peers).
@@ -328,7 +332,7 @@ func Start(cfg Config) (n *Node, err error) {
 	n.reclaimed = n.Metrics.Counter("redrain_leases_reclaimed_total", "Budget leases this node reclaimed after their holder stopped renewing them (closed at what was booked under them).")
 	n.reclaimer = n.newReclaimer()
 	n.bg.Add(8)
-	go func() { defer n.bg.Done(); n.watchIndex(ctx, indexLost) }()
+	go func() { defer n.bg.Done(); n.index.Watch(ctx, n.ready.Load, indexLost) }()
 	go func() { defer n.bg.Done(); n.watcher.Run(ctx) }()
 	go func() { defer n.bg.Done(); n.publishStatus(ctx) }()
 	go func() {

@@ -171,6 +171,9 @@ func run(t *testing.T, cfg Config, logOut io.Writer) (failures, events []string)
 			d := time.Duration(r.IntN(20_000)) * time.Millisecond
 			clients.Add(1)
 			go func() { defer clients.Done(); time.Sleep(d); w.storeDown.Store(false); w.event("store up") }()
+		case k < 96 && k >= 94:
+			w.redis.FlushAll()
+			w.event("redis flushed")
 		case k < 94 && len(names) > 1:
 			other := names[r.IntN(len(names))]
 			if other != name {

@@ -10,15 +10,21 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+
 	"redrain/actors"
 	"redrain/booking"
 	"redrain/campaign"
 	"redrain/grant"
+	"redrain/ingress"
 	"redrain/ledger"
 	"redrain/metrics"
 	"redrain/reclaim"
@@ -80,7 +86,8 @@ type World struct {
 	cat   *campaign.Catalog
 
 	storeDown atomic.Bool
-	net       sync.WaitGroup // messages on their way
+	redis     *miniredis.Miniredis // the binding index's Redis
+	net       sync.WaitGroup       // messages on their way
 
 	mu       sync.Mutex
 	nodes    map[string]*node // the current incarnation of each name
@@ -89,6 +96,7 @@ type World struct {
 	attempts map[string]int // per fault key: how often it was asked
 	landed   map[string][]landedGrant
 	packets  map[string]packet // limit key → the packet first answered
+	accounts map[string]uint64 // app/user → the act_id of its answered packets
 	answered int
 	failures []string
 	events   []string
@@ -114,10 +122,11 @@ type packet struct {
 func newWorld(cfg Config, logOut io.Writer) (*World, error) {
 	w := &World{cfg: cfg, parts: cfg.Parts, store: storage.NewMemoryStore(), topic: newTopic(cfg.Parts),
 		nodes: map[string]*node{}, cuts: map[[2]string]bool{}, attempts: map[string]int{},
-		landed: map[string][]landedGrant{}, packets: map[string]packet{},
+		landed: map[string][]landedGrant{}, packets: map[string]packet{}, accounts: map[string]uint64{},
 		log: slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	w.audit = w.store.Client(nil)
 	w.group = newGroup(w)
+	w.redis = miniredis.NewMiniRedis()
 	act := campaign.Activity{
 		ID:     "sim",
 		Rains:  []campaign.Rain{{SceneID: "rain", RainID: 1, AlwaysOpen: true, Start: time.Date(1999, 1, 1, 0, 0, 0, 0, time.UTC)}},
@@ -131,6 +140,15 @@ func newWorld(cfg Config, logOut io.Writer) (*World, error) {
 		return nil, err
 	}
 	if w.cat, err = w.camp.SeedCatalog(); err != nil {
+		return nil, err
+	}
+	// The first node's recovery finds Redis empty and writes the index of
+	// an empty store: its epoch.
+	epoch, err := ingress.StoreEpoch(context.Background(), w.audit)
+	if err != nil {
+		return nil, err
+	}
+	if err := w.redis.Set(storage.RedisEpochKey, epoch); err != nil {
 		return nil, err
 	}
 	for id, asset := range w.cat.Budgets() {
@@ -294,6 +312,8 @@ type node struct {
 
 	streamClosed atomic.Bool
 	kv           *storage.TiKV
+	rdb          *redis.Client
+	pipe         *storage.Pipeliner
 	adm          *grant.Admission
 	booker       *booking.Booker
 	reclaimer    *reclaim.Reclaimer
@@ -365,10 +385,24 @@ func (w *World) start(name string) *node {
 	log := w.log.With("node", n.owner)
 	n.kv = w.store.Client(func(op storage.KVOp) storage.KVOutcome { return w.kvFault(n, op) })
 	budgets := actors.NewLocalBudgets(log, n.kv)
+	// Redis over in-memory connections (a bubble has no sockets); a paused
+	// process's commands wait, a dead one's fail.
+	n.rdb = redis.NewClient(&redis.Options{Addr: "127.0.0.1:0", PoolSize: 4, MaxRetries: 1, DialTimeout: time.Second,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+		Dialer: func(context.Context, string, string) (net.Conn, error) {
+			if err := n.gate(); err != nil {
+				return nil, err
+			}
+			return w.redis.Dial()
+		}})
+	n.rdb.AddHook(gateHook{n})
+	n.pipe = storage.NewPipeliner(n.rdb, 2)
+	binder := ingress.NewBinder(n.kv, n.pipe, false, w.parts)
+	index := &ingress.Index{Log: log, TiKV: n.kv, Redis: n.rdb, Pipe: n.pipe, Drained: n.indexDrained, Binder: binder}
 	n.booker = booking.New(booking.Config{Log: log, TiKV: n.kv, Partitions: w.parts, Metrics: &metrics.Registry{},
 		Clock: clock, Owner: n.owner, Group: consumer{n}, Tail: n.tail,
 		UncleanWait: booking.TenureGrace + storage.WriteDeadline})
-	n.adm = grant.New(grant.Config{Log: log, Campaign: w.camp, Resolver: resolver{}, Stream: &writer{n},
+	n.adm = grant.New(grant.Config{Log: log, Campaign: w.camp, Resolver: binder, Stream: &writer{n},
 		Leases: budgets, Node: name, Incarnation: inc, Metrics: &metrics.Registry{}, Clock: clock,
 		Peers: peers{n}, Self: name})
 	n.adm.SetCatalog(w.cat)
@@ -378,9 +412,13 @@ func (w *World) start(name string) *node {
 	n.reclaimer = &reclaim.Reclaimer{Log: log, TiKV: n.kv, Budgets: budgets, Parts: w.parts,
 		Ends: n.ends, Fence: n.fence, Clock: clock,
 		Jitter: func(d time.Duration) time.Duration { return d / 2 }}
-	n.bg.Add(2)
+	n.bg.Add(3)
 	go func() { defer n.bg.Done(); _ = n.booker.Run(n.ctx) }()
 	go func() { defer n.bg.Done(); n.reclaimer.Run(n.ctx) }()
+	go func() {
+		defer n.bg.Done()
+		index.Watch(n.ctx, func() bool { return true }, (&metrics.Registry{}).Gauge("redrain_redis_index_lost", "sim"))
+	}()
 	w.event("start %s (clock %v)", n.owner, n.skew)
 	return n
 }
@@ -446,7 +484,12 @@ func (n *node) kill() {
 	n.w.event("kill %s", n.owner)
 	// Its goroutines end: every operation they try fails.
 	n.bg.Add(1)
-	go func() { defer n.bg.Done(); n.adm.Close(context.Background()) }()
+	go func() {
+		defer n.bg.Done()
+		n.adm.Close(context.Background())
+		n.pipe.Close()
+		_ = n.rdb.Close()
+	}()
 }
 
 // pause stops the process's operations until resume (SIGSTOP).
@@ -501,6 +544,13 @@ func (w *World) answer(n *node, res []grant.Result) {
 		}
 		w.answered++
 		g := r.Grant
+		who := fmt.Sprintf("%d/%s", g.AppID, g.UserID)
+		if act, ok := w.accounts[who]; ok && act != g.ActID {
+			w.failures = append(w.failures, fmt.Sprintf("%s answered user %s a packet of act %d; earlier answers were of act %d (a second account)",
+				n.owner, who, g.ActID, act))
+		} else if !ok {
+			w.accounts[who] = g.ActID
+		}
 		k := g.LimitKey()
 		p := packet{actID: g.ActID, award: g.AwardType, amount: g.Amount, node: n.owner}
 		if first, ok := w.packets[k]; ok {
@@ -537,23 +587,69 @@ func (n *node) stopRest() {
 	cancel()
 	n.cancel()
 	n.bg.Wait()
+	n.pipe.Close()
+	_ = n.rdb.Close()
 }
 
 func userName(u int) string { return fmt.Sprintf("u%d", u) }
 
-// resolver binds user "uN" to act_id N+1 on every node (the binder is not
-// simulated).
-type resolver struct{}
+// gateHook holds a process's Redis commands while it is paused and fails
+// them once it is dead.
+type gateHook struct{ n *node }
 
-func (resolver) ResolveMany(_ context.Context, _ []uint32, users []string, ids []uint64) error {
-	for i, u := range users {
-		var n uint64
-		if _, err := fmt.Sscanf(u, "u%d", &n); err != nil {
+func (h gateHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h gateHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if err := h.n.gateCtx(ctx); err != nil {
+			cmd.SetErr(err)
 			return err
 		}
-		ids[i] = n + 1
+		return next(ctx, cmd)
 	}
-	return nil
+}
+func (h gateHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if err := h.n.gateCtx(ctx); err != nil {
+			for _, c := range cmds {
+				c.SetErr(err)
+			}
+			return err
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// indexDrained is the binding index's Drained, as the node's: the records
+// in flight land within the write deadline, then booking books the topic
+// to its end as it is then.
+func (n *node) indexDrained(ctx context.Context) error {
+	sleepCtx(ctx, storage.WriteDeadline)
+	ends, err := n.ends(ctx)
+	if err != nil {
+		return err
+	}
+	for ctx.Err() == nil {
+		booked, err := booking.Booked(ctx, n.kv, n.w.parts)
+		if err == nil {
+			behind := false
+			for p, end := range ends {
+				behind = behind || booked[p] < end
+			}
+			if !behind {
+				return nil
+			}
+		}
+		sleepCtx(ctx, 200*time.Millisecond)
+	}
+	return ctx.Err()
+}
+
+// sleepCtx sleeps d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
 }
 
 // peers forwards a shard's batches to its owner over the simulated

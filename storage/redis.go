@@ -73,6 +73,11 @@ type Pipeliner struct {
 	// with and without it (noise bigger than the difference).
 	mu     sync.RWMutex
 	closed bool
+	// ops are reused pipeOps, each Pipeliner's own: a pool shared by every
+	// Pipeliner of the process would hand one's channels to another (the
+	// simulation runs each seed's in a synctest bubble of its own, where
+	// a channel made in another bubble is fatal).
+	ops sync.Pool
 }
 
 // ErrPipelinerClosed is returned by Do after Close. It wraps ErrUnavailable:
@@ -86,12 +91,11 @@ type pipeOp struct {
 	done chan struct{}
 }
 
-var pipeOpPool = sync.Pool{New: func() any { return &pipeOp{done: make(chan struct{}, 1)} }}
-
 // NewPipeliner starts workers goroutines, each with its own round trips in
 // flight. Queue depth is bounded: a full queue makes Do wait (back pressure).
 func NewPipeliner(client *redis.Client, workers int) *Pipeliner {
 	p := &Pipeliner{client: client, queue: make(chan *pipeOp, workers*pipelineMax)}
+	p.ops.New = func() any { return &pipeOp{done: make(chan struct{}, 1)} }
 	for range workers {
 		p.wg.Add(1)
 		go p.work()
@@ -103,12 +107,12 @@ func NewPipeliner(client *redis.Client, workers int) *Pipeliner {
 // Each command's own Err reports its result; Do fails only if ctx ends
 // before the commands are queued, or with ErrPipelinerClosed after Close.
 func (p *Pipeliner) Do(ctx context.Context, cmds ...redis.Cmder) error {
-	op := pipeOpPool.Get().(*pipeOp)
+	op := p.ops.Get().(*pipeOp)
 	op.cmds = cmds
 	p.mu.RLock()
 	if p.closed {
 		p.mu.RUnlock()
-		pipeOpPool.Put(op)
+		p.ops.Put(op)
 		return ErrPipelinerClosed
 	}
 	select {
@@ -117,13 +121,13 @@ func (p *Pipeliner) Do(ctx context.Context, cmds ...redis.Cmder) error {
 	case <-ctx.Done():
 		p.mu.RUnlock()
 		op.cmds = nil
-		pipeOpPool.Put(op)
+		p.ops.Put(op)
 		return ctx.Err()
 	}
 	// The worker always answers, so waiting without ctx keeps op reusable.
 	<-op.done
 	op.cmds = nil
-	pipeOpPool.Put(op)
+	p.ops.Put(op)
 	return nil
 }
 
