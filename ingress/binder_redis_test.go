@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -293,5 +294,46 @@ func TestBinderCacheAfterIndexLoss(t *testing.T) {
 		if n := len(third.shards[i].m); n != 0 {
 			t.Fatalf("shard %d holds %d bindings after DropCache", i, n)
 		}
+	}
+}
+
+// TestIndexRebuildWaitsFromTheLastLoss: a rebuild waits for the records
+// in flight from the loss it saw; if Redis loses its data again during
+// that wait (bindings made since another node's rebuild are gone, their
+// records still in flight), the rebuild writes no epoch and waits again.
+// (Found by the simulation: a rebuild that started waiting before a
+// second loss wrote an index without bindings whose grants landed after
+// it, and a user got a second account.)
+func TestIndexRebuildWaitsFromTheLastLoss(t *testing.T) {
+	kv := storagetest.TiKV(t, "")
+	rdb := redis.NewClient(&redis.Options{Addr: storagetest.Redis(t)})
+	t.Cleanup(func() { _ = rdb.Close() })
+	pipe := storage.NewPipeliner(rdb, 2)
+	t.Cleanup(pipe.Close)
+	ctx := context.Background()
+	lossDuringWait := true
+	x := &Index{Log: slog.New(slog.DiscardHandler), TiKV: kv, Redis: rdb, Pipe: pipe,
+		Drained: func(ctx context.Context) error {
+			if lossDuringWait {
+				return rdb.FlushAll(ctx).Err()
+			}
+			return nil
+		}}
+	if err := x.restore(ctx); !errors.Is(err, errLostAgain) {
+		t.Fatalf("restore with a loss during its wait = %v, want errLostAgain", err)
+	}
+	if n, _ := rdb.Exists(ctx, storage.RedisEpochKey).Result(); n != 0 {
+		t.Fatal("the epoch was written after a loss during the wait")
+	}
+	lossDuringWait = false
+	if err := x.restore(ctx); err != nil {
+		t.Fatal(err)
+	}
+	epoch, _ := StoreEpoch(ctx, kv)
+	if got, _ := rdb.Get(ctx, storage.RedisEpochKey).Result(); got != epoch {
+		t.Fatalf("epoch %q after the rebuild, want %q", got, epoch)
+	}
+	if keys, _ := rdb.Keys(ctx, lostTokenPrefix+"*").Result(); len(keys) != 0 {
+		t.Fatalf("rebuild tokens left behind: %v", keys)
 	}
 }

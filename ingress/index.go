@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -110,8 +111,26 @@ func (x *Index) Watch(ctx context.Context, ready func() bool, lost *metrics.Gaug
 	}
 }
 
-// restore is Watch's rebuild (see there).
+// errLostAgain: Redis lost its data again while a rebuild waited.
+var errLostAgain = errors.New("redis lost its data again while the rebuild waited for the records in flight; waiting again")
+
+// restore is Watch's rebuild (see there). The wait for the drain is
+// counted from the last loss: bindings made between another node's
+// rebuild and a later loss have records in flight for up to the write
+// deadline after that loss. So the wait leaves a token in Redis, and a
+// loss while it runs takes the token and starts the wait over; the epoch
+// is written only while the token is there (lostTokenEpoch), so a loss
+// during the rebuild's own writes fails it too.
 func (x *Index) restore(ctx context.Context) error {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return err
+	}
+	token := lostTokenPrefix + hex.EncodeToString(b[:])
+	if err := x.Redis.Set(ctx, token, "1", lostTokenTTL).Err(); err != nil {
+		return err
+	}
+	defer x.Redis.Del(context.WithoutCancel(ctx), token)
 	if err := x.Drained(ctx); err != nil {
 		return err
 	}
@@ -122,8 +141,20 @@ func (x *Index) restore(ctx context.Context) error {
 	if err := x.Redis.Get(ctx, storage.RedisEpochKey).Err(); err == nil {
 		return nil // another node rebuilt it meanwhile
 	}
-	return x.Rebuild(ctx, epoch, false)
+	return x.rebuild(ctx, epoch, false, token)
 }
+
+// A rebuild's token (see restore): it outlives any wait for the drain.
+const (
+	lostTokenPrefix = "rr:lost:"
+	lostTokenTTL    = 10 * time.Minute
+)
+
+// lostTokenEpoch sets the epoch (ARGV[1]) only while the rebuild's token
+// (KEYS[1]) is there.
+var lostTokenEpoch = redis.NewScript(`if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('SET', KEYS[2], ARGV[1])
+return 1`)
 
 // ScanBindIndex calls fn with every explicit binding in the store's index.
 func ScanBindIndex(ctx context.Context, kv *storage.TiKV, fn func(app uint32, user string, act uint64) error) error {
@@ -166,6 +197,12 @@ func StoreEpoch(ctx context.Context, kv *storage.TiKV) (string, error) {
 // while the epoch key is missing no binder writes a binding, so nothing a
 // live node wrote is lost, and nodes rebuilding at once write the same.
 func (x *Index) Rebuild(ctx context.Context, epoch string, clear bool) error {
+	return x.rebuild(ctx, epoch, clear, "")
+}
+
+// rebuild is Rebuild; with a token (restore's) it sets the epoch only
+// while the token is there.
+func (x *Index) rebuild(ctx context.Context, epoch string, clear bool, token string) error {
 	start := time.Now()
 	cleared := 0
 	if clear {
@@ -174,7 +211,7 @@ func (x *Index) Rebuild(ctx context.Context, epoch string, clear bool) error {
 			return err
 		}
 	}
-	bindings, explicit, err := x.write(ctx, epoch)
+	bindings, explicit, err := x.write(ctx, epoch, token)
 	if err != nil {
 		return err
 	}
@@ -215,9 +252,9 @@ func (x *Index) clear(ctx context.Context) (cleared int, err error) {
 }
 
 // write writes every binding from TiKV, then the epoch key (see
-// Rebuild), and returns how many bindings of accounts and of the
+// Rebuild; with a token, only while the token is there), and returns how many bindings of accounts and of the
 // explicit index it wrote.
-func (x *Index) write(ctx context.Context, epoch string) (bindings, explicit int, err error) {
+func (x *Index) write(ctx context.Context, epoch, token string) (bindings, explicit int, err error) {
 	var cmds []redis.Cmder
 	flush := func() error {
 		if len(cmds) == 0 {
@@ -281,6 +318,16 @@ func (x *Index) write(ctx context.Context, epoch string) (bindings, explicit int
 	}
 	if err := flush(); err != nil {
 		return 0, 0, err
+	}
+	if token != "" {
+		set, err := lostTokenEpoch.Run(ctx, x.Redis, []string{token, storage.RedisEpochKey}, epoch).Int()
+		if err != nil {
+			return 0, 0, err
+		}
+		if set == 0 {
+			return 0, 0, errLostAgain
+		}
+		return bindings, explicit, nil
 	}
 	if err := add(redis.NewStatusCmd(ctx, "set", storage.RedisEpochKey, epoch)); err != nil {
 		return 0, 0, err

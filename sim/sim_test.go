@@ -81,8 +81,10 @@ func play(t *testing.T, seed uint64) (cfg Config, failures, events []string, log
 // shows again within a few tries.
 func replay(t *testing.T, seed uint64) {
 	digests := map[[32]byte]int{}
+	var last []string
 	for try := 1; try <= *tries; try++ {
 		cfg, failures, events, logs := play(t, seed)
+		last = events
 		digest := sha256.Sum256([]byte(strings.Join(events, "\n")))
 		digests[digest]++
 		if len(failures) == 0 {
@@ -92,6 +94,7 @@ func replay(t *testing.T, seed uint64) {
 		t.Logf("events:\n%s", strings.Join(events, "\n"))
 		t.Fatalf("%v\nbroke %d invariants (try %d, trace digest %x):\n%s", cfg, len(failures), try, digest[:8], strings.Join(failures, "\n"))
 	}
+	t.Logf("events of the last try:\n%s", strings.Join(last, "\n"))
 	t.Logf("seed %d passed %d tries (%d distinct traces)", seed, *tries, len(digests))
 }
 
@@ -129,6 +132,7 @@ func run(t *testing.T, cfg Config, logOut io.Writer) (failures, events []string)
 				return
 			case <-time.After(time.Second):
 				w.group.expire(time.Now())
+				w.operate()
 			}
 		}
 	}()
@@ -174,6 +178,8 @@ func run(t *testing.T, cfg Config, logOut io.Writer) (failures, events []string)
 		case k < 96 && k >= 94:
 			w.redis.FlushAll()
 			w.event("redis flushed")
+		case k == 96:
+			w.poison(int32(r.IntN(int(cfg.Parts))))
 		case k < 94 && len(names) > 1:
 			other := names[r.IntN(len(names))]
 			if other != name {
@@ -371,6 +377,20 @@ func (w *World) final() {
 			w.fail("%s answered %d by %s, booked %d", k, p.amount, p.node, amount)
 		}
 	}
+	if !w.drained() {
+		w.fail("booking did not book the whole topic")
+	}
+	parked, err := booking.ParkedRecords(ctx, w.audit)
+	if err != nil {
+		w.fail("listing parked records: %v", err)
+	}
+	w.mu.Lock()
+	for k := range w.poisoned {
+		if !slices.ContainsFunc(parked, func(p booking.Parked) bool { return int64(p.Partition) == k[0] && p.Offset == k[1] }) {
+			w.failures = append(w.failures, fmt.Sprintf("the poisoned record at %d/%d was never parked", k[0], k[1]))
+		}
+	}
+	w.mu.Unlock()
 	open, err := actors.OpenLeasesWhere(ctx, w.audit, func(*ledger.Lease) bool { return true })
 	if err != nil {
 		w.fail("listing leases: %v", err)

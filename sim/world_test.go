@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -95,8 +96,9 @@ type World struct {
 	cuts     map[[2]string]bool
 	attempts map[string]int // per fault key: how often it was asked
 	landed   map[string][]landedGrant
-	packets  map[string]packet // limit key → the packet first answered
-	accounts map[string]uint64 // app/user → the act_id of its answered packets
+	packets  map[string]packet   // limit key → the packet first answered
+	accounts map[string]uint64   // app/user → the act_id of its answered packets
+	poisoned map[[2]int64][]byte // partition/offset → a record no node wrote
 	answered int
 	failures []string
 	events   []string
@@ -123,7 +125,8 @@ func newWorld(cfg Config, logOut io.Writer) (*World, error) {
 	w := &World{cfg: cfg, parts: cfg.Parts, store: storage.NewMemoryStore(), topic: newTopic(cfg.Parts),
 		nodes: map[string]*node{}, cuts: map[[2]string]bool{}, attempts: map[string]int{},
 		landed: map[string][]landedGrant{}, packets: map[string]packet{}, accounts: map[string]uint64{},
-		log: slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+		poisoned: map[[2]int64][]byte{},
+		log:      slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	w.audit = w.store.Client(nil)
 	w.group = newGroup(w)
 	w.redis = miniredis.NewMiniRedis()
@@ -737,5 +740,55 @@ func (w *World) restart(name string) {
 	w.mu.Unlock()
 	if n == nil || n.down() {
 		w.start(name)
+	}
+}
+
+// poison appends to partition p a record that decodes but that booking
+// cannot book (its grant's asset is unknown): a corrupt producer. Its
+// partition's owner holds at it until the operator parks it (operate).
+func (w *World) poison(p int32) {
+	act := uint64(1 << 40)
+	for storage.PartitionOf(act, w.parts) != p {
+		act++
+	}
+	g := ledger.Grant{ActID: act, AppID: 1, UserID: "poison", ActivityID: "sim", SceneID: "rain", RainID: 1,
+		AwardType: "cash", Asset: "bogus", BudgetID: "bogus", Amount: 1, LeaseID: 1, IssuedAt: time.Now().UnixMilli()}
+	rec := ledger.AppendGrantRecord(nil, []ledger.Grant{g})
+	w.mu.Lock()
+	off := w.topic.append(p, rec)
+	w.poisoned[[2]int64{int64(p), off}] = rec
+	w.mu.Unlock()
+	w.event("poisoned record at %d/%d", p, off)
+}
+
+// operate is the operator: a partition held at a record is parked with
+// `redrain admin park` (booking.Park) when the record is one a fault
+// poisoned; a partition held at any other record breaks an invariant.
+func (w *World) operate() {
+	ctx := context.Background()
+	for p := range w.parts {
+		var raw []byte
+		if err := w.audit.View(func(txn storage.Txn) (err error) {
+			raw, err = storage.Get(ctx, txn, storage.StuckKey(p))
+			return err
+		}); err != nil || raw == nil {
+			continue
+		}
+		var st struct{ Offset int64 }
+		if err := json.Unmarshal(raw, &st); err != nil {
+			w.fail("partition %d: stuck record %q: %v", p, raw, err)
+			continue
+		}
+		w.mu.Lock()
+		rec, ours := w.poisoned[[2]int64{int64(p), st.Offset}]
+		w.mu.Unlock()
+		if !ours {
+			w.fail("booking holds partition %d at offset %d, a record no fault poisoned: %s", p, st.Offset, raw)
+			continue
+		}
+		created, err := booking.Park(ctx, w.audit, booking.Parked{Partition: p, Offset: st.Offset, By: "sim", At: time.Now().UnixMilli(), Reason: "poisoned by the simulation", Value: rec})
+		if err == nil && created {
+			w.event("parked %d/%d", p, st.Offset)
+		}
 	}
 }
