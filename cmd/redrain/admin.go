@@ -9,17 +9,16 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
 	"redrain/adminauth"
 )
 
-const adminUsage = `usage: redrain admin [--target URL] [--key ID:HEX] [--timeout 5m] <command> [args]
-
-commands:
+var adminCommand = &command{name: "admin",
+	summary:  "signed admin API calls: activities, budgets, switches, stats, audit, parked records",
+	synopsis: "redrain admin [--target URL] [--key ID:HEX] [--timeout 5m] <command> [args]",
+	details: `Commands:
   apply FILE|- [--publish]   store each activity of FILE (one activity or {"activities":[...]})
                              as its next version; --publish then publishes it to all
   list                       activities: latest, live and canary versions
@@ -38,46 +37,53 @@ commands:
                              booking reads and does not wait at is refused)
   parked                     the parked records
 
---key defaults to $REDRAIN_ADMIN_KEY, else the public development key.
-Exit status: 1 when the node answers an error, 2 on bad usage or no answer.
-`
-
-func adminCmd(args []string) error {
-	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer cancel()
-	if code := runAdmin(ctx, args, os.Getenv, os.Stdin, os.Stdout, os.Stderr); code != 0 {
-		return exitError(code)
-	}
-	return nil
-}
+Flags may come before, between or after the arguments. --key defaults to
+$REDRAIN_ADMIN_KEY, else the public development key. Point --target at the
+node's operations listener (serve --admin-http).
+Exit status: 1 when the node answers an error, 2 on bad usage or no answer.`,
+	examples: `# store and publish a campaign's activities
+redrain admin --target http://127.0.0.1:9300 apply examples/spring.json --publish
+# a canary: version 2 to two users only
+redrain admin publish spring --version 2 --whitelist 1:staff-1,1:staff-2
+# the budgets, with the key from the environment
+REDRAIN_ADMIN_KEY=$(cat ops.key) REDRAIN_ADMIN_TARGET=http://10.0.0.5:9300 redrain admin budgets spring`}
 
 // runAdmin runs `redrain admin args` and returns the exit status.
-func runAdmin(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("admin", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, adminUsage) }
-	target := fs.String("target", "http://127.0.0.1:8080", "the node's base URL")
+func runAdmin(ctx context.Context, c *cli, args []string) int {
+	fs := adminCommand.flagSet()
+	target := fs.String("target", "http://127.0.0.1:8080", "the node's base URL: its operations listener (serve --admin-http)")
 	keyText := fs.String("key", "", "admin key ID:HEX (default $REDRAIN_ADMIN_KEY, else the development key)")
 	timeout := fs.Duration("timeout", 5*time.Minute, "bound on the whole command")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	var o adminOptions
+	fs.Int64Var(&o.version, "version", 0, "get, publish, rollback: version number")
+	fs.BoolVar(&o.publish, "publish", false, "apply: publish each new version to all")
+	fs.StringVar(&o.whitelist, "whitelist", "", "publish: app_id:user_id entries, comma-separated")
+	fs.StringVar(&o.whitelistFile, "whitelist-file", "", "publish: file of app_id:user_id entries, one a line")
+	fs.StringVar(&o.reason, "reason", "", "park: why the record is set aside (required)")
+	pos, err := parseInterleaved(fs, args)
+	if err = adminCommand.parsed(c, fs, err); err == nil {
+		err = adminCommand.setFromEnv(c, fs)
 	}
-	if fs.NArg() == 0 {
-		fmt.Fprint(stderr, adminUsage)
-		return 2
-	}
-	key, err := adminauth.ParseKey(adminKeyOr(*keyText, getenv))
 	if err != nil {
-		fmt.Fprintf(stderr, "error: --key: %v\n", err)
+		return c.exitCode(adminCommand.name, err)
+	}
+	if len(pos) == 0 {
+		adminCommand.writeUsage(c.stderr, fs)
+		fmt.Fprintf(c.stderr, "\nredrain admin: no command\n")
+		return 2
+	}
+	key, err := adminauth.ParseKey(adminKeyOr(*keyText, c.getenv))
+	if err != nil {
+		fmt.Fprintf(c.stderr, "error: --key: %v\n", err)
 		return 2
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	a := &adminRun{
 		c:     &adminauth.Client{Target: *target, Signer: &adminauth.Signer{Key: key}, HTTP: &http.Client{}},
-		stdin: stdin, stdout: stdout, stderr: stderr,
+		stdin: c.stdin, stdout: c.stdout, stderr: c.stderr,
 	}
-	return a.run(ctx, fs.Arg(0), fs.Args()[1:])
+	return a.run(ctx, pos[0], pos[1:], o)
 }
 
 // adminKeyOr returns flag when set, else $REDRAIN_ADMIN_KEY when set, else
@@ -102,19 +108,15 @@ type adminRun struct {
 // errUsage is a command line that names no valid command; usage was printed.
 var errUsage = errors.New("usage")
 
-func (a *adminRun) run(ctx context.Context, cmd string, args []string) int {
-	fs := flag.NewFlagSet("admin "+cmd, flag.ContinueOnError)
-	fs.SetOutput(a.stderr)
-	version := fs.Int64("version", 0, "version number")
-	publish := fs.Bool("publish", false, "apply: publish each new version to all")
-	whitelist := fs.String("whitelist", "", "publish: app_id:user_id entries, comma-separated")
-	whitelistFile := fs.String("whitelist-file", "", "publish: file of app_id:user_id entries, one a line")
-	reason := fs.String("reason", "", "park: why the record is set aside (required)")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return 2
-	}
-	err = a.dispatch(ctx, cmd, pos, *version, *publish, *whitelist, *whitelistFile, *reason)
+// adminOptions are the flags of the admin commands.
+type adminOptions struct {
+	version                          int64
+	publish                          bool
+	whitelist, whitelistFile, reason string
+}
+
+func (a *adminRun) run(ctx context.Context, cmd string, pos []string, o adminOptions) int {
+	err := a.dispatch(ctx, cmd, pos, o)
 	var api *adminauth.APIError
 	switch {
 	case err == nil:
@@ -149,7 +151,8 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-func (a *adminRun) dispatch(ctx context.Context, cmd string, pos []string, version int64, publish bool, whitelist, whitelistFile, reason string) error {
+func (a *adminRun) dispatch(ctx context.Context, cmd string, pos []string, o adminOptions) error {
+	version, reason := o.version, o.reason
 	want := map[string]int{"apply": 1, "list": 0, "get": 1, "publish": 1, "rollback": 1, "budgets": 1,
 		"budget": 1, "stats": 0, "audit": 0, "cluster": 0, "park": 2, "parked": 0}
 	n, known := want[cmd]
@@ -161,10 +164,10 @@ func (a *adminRun) dispatch(ctx context.Context, cmd string, pos []string, versi
 	}
 	switch {
 	case !known:
-		fmt.Fprintf(a.stderr, "redrain admin: unknown command %q\n\n%s", cmd, adminUsage)
+		fmt.Fprintf(a.stderr, "redrain admin: unknown command %q\nrun 'redrain admin -h' for usage\n", cmd)
 		return errUsage
 	case len(pos) != n:
-		fmt.Fprintf(a.stderr, "redrain admin %s: wrong arguments %q\n\n%s", cmd, pos, adminUsage)
+		fmt.Fprintf(a.stderr, "redrain admin %s: wrong arguments %q\nrun 'redrain admin -h' for usage\n", cmd, pos)
 		return errUsage
 	case (cmd == "publish" || cmd == "rollback") && version < 1:
 		fmt.Fprintf(a.stderr, "redrain admin %s: --version N (N >= 1) is required\n", cmd)
@@ -175,7 +178,7 @@ func (a *adminRun) dispatch(ctx context.Context, cmd string, pos []string, versi
 	}
 	switch cmd {
 	case "apply":
-		return a.apply(ctx, pos[0], publish)
+		return a.apply(ctx, pos[0], o.publish)
 	case "list":
 		raw, err := a.c.Get(ctx, adminauth.PathActivities)
 		if err != nil {
@@ -185,7 +188,7 @@ func (a *adminRun) dispatch(ctx context.Context, cmd string, pos []string, versi
 	case "get":
 		return a.print(a.c.Activity(ctx, pos[0], version))
 	case "publish":
-		list, err := a.whitelist(whitelist, whitelistFile)
+		list, err := a.whitelist(o.whitelist, o.whitelistFile)
 		if err != nil {
 			return err
 		}

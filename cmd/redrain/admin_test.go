@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -158,14 +157,8 @@ func TestAdminCommands(t *testing.T) {
 			default:
 				env = tc.env
 			}
-			var stdout, stderr strings.Builder
-			getenv := func(name string) string {
-				if name == "REDRAIN_ADMIN_KEY" {
-					return env
-				}
-				return ""
-			}
-			exit := runAdmin(context.Background(), args, getenv, strings.NewReader(tc.stdin), &stdout, &stderr)
+			c, stdout, stderr := testCLI(map[string]string{"REDRAIN_ADMIN_KEY": env}, tc.stdin)
+			exit := runAdmin(context.Background(), c, args)
 			srv.mu.Lock()
 			seen := srv.seen
 			srv.mu.Unlock()
@@ -186,15 +179,9 @@ func TestAdminCommands(t *testing.T) {
 }
 
 func TestAdminUnreachable(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	target := "http://" + ln.Addr().String()
-	ln.Close()
-	var stdout, stderr strings.Builder
-	exit := runAdmin(context.Background(), []string{"--target", target, "stats"}, func(string) string { return "" },
-		strings.NewReader(""), &stdout, &stderr)
+	target := deadAddr(t)
+	c, _, stderr := testCLI(nil, "")
+	exit := runAdmin(context.Background(), c, []string{"--target", target, "stats"})
 	if exit != 2 || !strings.Contains(stderr.String(), "error: adminauth: no answer: GET "+target+"/admin/v1/stats") {
 		t.Errorf("exit %d, stderr %q; want 2 and no answer", exit, stderr.String())
 	}

@@ -1,19 +1,22 @@
 // Command redrain issues red packets and books them into a double-entry
-// ledger. Subcommands: serve, reconcile, bench, dev, admin, keygen, sign.
-// This file only binds flags; the work is in packages node, reconcile,
+// ledger. Subcommands: serve, reconcile, bench, dev, admin, keygen, sign,
+// help, version. This file only binds flags (cli.go: usage, environment
+// variables, logging, version); the work is in packages node, reconcile,
 // bench and adminauth.
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -26,62 +29,167 @@ import (
 	"redrain/storage/devstack"
 )
 
-const usage = `usage: redrain <command> [flags]
+// The commands, in the order the top-level usage lists them.
+var (
+	serveCommand = &command{name: "serve",
+		summary: "run a node: the grant API, booking into the ledger and the admin API",
+		synopsis: "redrain serve [--data-dir ./data] [--http :8080] [--admin-http ADDR] [--config FILE]\n" +
+			"              [--kafka host:port,...] [--pd host:port,...] [--redis host:port] [flags]",
+		details: `With no flags it runs the demo campaign on embedded backends (a Kafka-protocol
+broker, a TiKV test cluster and a Redis server in process, their data under
+--data-dir). --kafka, --pd and --redis point it at real servers; a node on
+real backends or with cluster members needs --admin-http and a --config with
+keys of its own. It stops gracefully on SIGINT or SIGTERM and then exits 0;
+it exits 1 when it cannot start or when an HTTP listener fails.`,
+		examples: `# a complete node on embedded defaults: http://127.0.0.1:8080
+redrain serve
+# on real backends, the operations routes on a listener of their own, JSON logs
+redrain serve --config campaign.json --kafka k1:9092 --pd pd1:2379 --redis r1:6379 \
+  --admin-http 127.0.0.1:9300 --log-format json
+# the same from the environment (a flag on the command line wins)
+REDRAIN_SERVE_KAFKA=k1:9092 REDRAIN_SERVE_PD=pd1:2379 REDRAIN_SERVE_REDIS=r1:6379 \
+  REDRAIN_SERVE_ADMIN_HTTP=127.0.0.1:9300 redrain serve --config campaign.json`}
+	reconcileCommand = &command{name: "reconcile",
+		summary:  "audit the store of record against invariants 1-6; exit 1 on any violation",
+		synopsis: "redrain reconcile [--data-dir ./data | --pd host:port,...] [--json]",
+		details: `Checks no overspend, exactly once, double entry, budget conservation,
+balances equal postings and bookings match their tokens, and prints a report.
+With --data-dir the node must be stopped (it opens the embedded store).`,
+		examples: `# the embedded store of a stopped node
+redrain reconcile --data-dir ./data
+# a TiKV cluster, the report as JSON
+redrain reconcile --pd pd1:2379,pd2:2379 --json`}
+	benchCommand = &command{name: "bench",
+		summary:  "drive a node or cluster with grants, wait for booking to drain and audit the result",
+		synopsis: "redrain bench [--target URL,...] [--admin-target URL,...] [--users N] [--duration D] [--rate R] [flags]",
+		details: `Offers grants to the nodes of --target for --duration, waits for booking to
+drain, runs the audit and reports it all; exits 1 when the audit fails.
 
-commands:
-  serve      run a node (embedded Kafka, TiKV and Redis unless pointed at servers)
-  reconcile  audit the store of record against every invariant
-  bench      drive a node or cluster with grants (signed with --app-key) and audit the result
-  dev        run the backends several nodes share (development only)
-  admin      signed admin API calls: activities, budgets, switches, stats
-  keygen     print a fresh secret key for admin_keys, app_keys or token_keys
-  sign       print the signature headers of one client API (/v1) request, or a bind consent
+Every grant request (/v1/grants, /v1/grants/batch) is signed with --app-key
+(default $REDRAIN_APP_KEY): a key "APP:HEX" or "APP.LABEL:HEX" of the nodes'
+app_keys for the app of --app. A key for another app is refused before
+anything is sent. Without a key the requests go unsigned, which only a node
+without app_keys (the embedded demo) accepts; a node that answers 401
+unauthorized or 403 forbidden ends the run at once with what to change.
+The stats and audit requests are signed with --admin-key (default
+$REDRAIN_ADMIN_KEY, else the public development key).`,
+		examples: `# flat out for 10 s against the embedded demo
+redrain bench --target http://127.0.0.1:8080
+# paced, in batches of 100, signed for app 7
+redrain bench --target http://127.0.0.1:8080 --app 7 --app-key "$REDRAIN_APP_KEY" --rate 20000 --batch 100
+# the node against the ingress ceiling, alternating twice
+redrain bench --ceiling --batch 100 --conns 8 --pipeline 4 --users 400000 --duration 5s --rounds 2`}
+	devCommand = &command{name: "dev",
+		summary:  "run the backends several nodes share, on loopback ports (development only)",
+		synopsis: "redrain dev [--data-dir ./dev-data] [--control 127.0.0.1:PORT] [--log-format text|json]",
+		details: `Runs the Kafka-protocol broker, Redis and a TiKV-protocol development server
+on ports it keeps in --data-dir, prints the flags to hand to serve on stdout
+and runs until SIGINT or SIGTERM. --control serves fault injection:
+POST /broker/restart?down=3s and POST /tikv/restart?down=20s.`,
+		examples: `# the backends, then a node on them
+redrain dev --data-dir /tmp/dev > /tmp/dev.flags &
+redrain serve $(cat /tmp/dev.flags) --config campaign.json --data-dir /tmp/n1 --admin-http 127.0.0.1:9301
+# with fault injection: stop TiKV for 20 s
+redrain dev --control 127.0.0.1:9400 & curl -XPOST '127.0.0.1:9400/tikv/restart?down=20s'`}
+	helpCommand = &command{name: "help",
+		summary:  "show a command's usage, examples and flags",
+		synopsis: "redrain help [COMMAND]",
+		examples: "redrain help\nredrain help serve"}
+	versionCommand = &command{name: "version",
+		summary:  "print the version: release, commit and Go release",
+		synopsis: "redrain version\nredrain --version",
+		examples: "redrain --version\n# a release build names its version\ngo build -ldflags \"-X main.version=v1.4.0\" -o bin/redrain ./cmd/redrain"}
+	commands = []*command{serveCommand, reconcileCommand, benchCommand, devCommand, adminCommand, keygenCommand, signCommand,
+		helpCommand, versionCommand}
+)
 
-Run 'redrain <command> -h' for its flags.
-`
-
-func main() {
-	if len(os.Args) < 2 {
-		fmt.Fprint(os.Stderr, usage)
-		os.Exit(2)
+// writeTopUsage prints the command list.
+func writeTopUsage(w io.Writer) {
+	fmt.Fprint(w, "redrain issues red packets and books them into a double-entry ledger.\n\n"+
+		"Usage:\n  redrain <command> [flags]\n  redrain --version\n\nCommands:\n")
+	for _, cmd := range commands {
+		fmt.Fprintf(w, "  %-10s %s\n", cmd.name, cmd.summary)
 	}
-	var err error
-	switch os.Args[1] {
-	case "serve":
-		err = serve(os.Args[2:])
-	case "reconcile":
-		err = reconcileCmd(os.Args[2:])
-	case "bench":
-		err = benchCmd(os.Args[2:])
-	case "dev":
-		err = devCmd(os.Args[2:])
-	case "admin":
-		err = adminCmd(os.Args[2:])
-	case "keygen":
-		err = keygenCmd(os.Args[2:])
-	case "sign":
-		err = signCmd(os.Args[2:])
-	case "-h", "--help", "help":
-		fmt.Print(usage)
-		return
-	default:
-		fmt.Fprintf(os.Stderr, "redrain: unknown command %q\n\n%s", os.Args[1], usage)
-		os.Exit(2)
-	}
-	if err != nil {
-		var exit exitError
-		if errors.As(err, &exit) {
-			os.Exit(int(exit))
-		}
-		fmt.Fprintf(os.Stderr, "redrain %s: %v\n", os.Args[1], err)
-		os.Exit(1)
-	}
+	fmt.Fprint(w, "\nEvery flag can also be set by an environment variable: REDRAIN_, the command,\n"+
+		"'_' and the flag's name, upper-cased with '-' as '_' (serve's --admin-http:\n"+
+		"REDRAIN_SERVE_ADMIN_HTTP); a flag on the command line wins.\n\n"+
+		"Run 'redrain <command> -h' for its usage, examples and flags.\n")
 }
 
-// exitError is a quiet non-zero exit (the command already reported why).
-type exitError int
+func main() {
+	os.Exit(run(os.Args[1:], &cli{getenv: os.Getenv, stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}))
+}
 
-func (e exitError) Error() string { return fmt.Sprintf("exit %d", int(e)) }
+// run runs `redrain args` and returns the exit status.
+func run(args []string, c *cli) int {
+	if len(args) == 0 {
+		writeTopUsage(c.stderr)
+		return 2
+	}
+	name := args[0]
+	switch name {
+	case "-h", "-help", "--help":
+		writeTopUsage(c.stdout)
+		return 0
+	case "-version", "--version":
+		name = "version"
+	}
+	i := slices.IndexFunc(commands, func(cmd *command) bool { return cmd.name == name })
+	if i < 0 {
+		writeTopUsage(c.stderr)
+		fmt.Fprintf(c.stderr, "\nredrain: unknown command %q\n", name)
+		return 2
+	}
+	var err error
+	switch cmd, args := commands[i], args[1:]; cmd {
+	case serveCommand:
+		err = c.serve(args)
+	case reconcileCommand:
+		err = c.reconcile(args)
+	case benchCommand:
+		err = c.bench(args)
+	case devCommand:
+		err = c.dev(args)
+	case adminCommand:
+		ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer cancel()
+		return runAdmin(ctx, c, args)
+	case keygenCommand:
+		err = c.keygen(args)
+	case signCommand:
+		return runSign(c, args, time.Now)
+	case helpCommand:
+		err = c.help(args)
+	case versionCommand:
+		fs := cmd.flagSet()
+		if err = cmd.parse(c, fs, args); err == nil {
+			info, ok := debug.ReadBuildInfo()
+			fmt.Fprintln(c.stdout, versionText(version, info, ok))
+		}
+	}
+	return c.exitCode(name, err)
+}
+
+// help prints the usage of the command it names, or the command list.
+func (c *cli) help(args []string) error {
+	fs := helpCommand.flagSet()
+	if err := helpCommand.parse(c, fs, args); err != nil {
+		return err
+	}
+	switch fs.NArg() {
+	case 0:
+		writeTopUsage(c.stdout)
+		return nil
+	case 1:
+		// Every command answers -h with its usage on stdout.
+		if name := fs.Arg(0); slices.ContainsFunc(commands, func(cmd *command) bool { return cmd.name == name }) {
+			return exitError(run([]string{name, "-h"}, c))
+		}
+		return helpCommand.usageError(c, "unknown command %q", fs.Arg(0))
+	default:
+		return helpCommand.usageError(c, "one command at most, not %q", fs.Args())
+	}
+}
 
 // devControl is `redrain dev --control`: POST /broker/restart?down=D and
 // POST /tikv/restart?down=D stop that part, wait D (at most 5 min) and
@@ -116,10 +224,15 @@ type backendFlags struct {
 }
 
 func (b *backendFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&b.dataDir, "data-dir", "./data", "directory of the embedded backends' data")
+	b.registerStore(fs)
 	fs.StringVar(&b.kafka, "kafka", "", "Kafka brokers, comma-separated (default: embedded broker)")
-	fs.StringVar(&b.pd, "pd", "", "TiKV PD endpoints, comma-separated (default: embedded TiKV test cluster)")
 	fs.StringVar(&b.redis, "redis", "", "Redis address host:port (default: embedded server)")
+}
+
+// registerStore registers the flags of the store of record alone.
+func (b *backendFlags) registerStore(fs *flag.FlagSet) {
+	fs.StringVar(&b.dataDir, "data-dir", "./data", "directory of the embedded backends' data")
+	fs.StringVar(&b.pd, "pd", "", "TiKV PD endpoints, comma-separated (default: embedded TiKV test cluster)")
 }
 
 func list(s string) []string {
@@ -135,10 +248,12 @@ func list(s string) []string {
 	return out
 }
 
-func serve(args []string) error {
-	fs := flag.NewFlagSet("serve", flag.ExitOnError)
+func (c *cli) serve(args []string) error {
+	fs := serveCommand.flagSet()
 	var b backendFlags
 	b.register(fs)
+	var lf logFlags
+	lf.register(fs)
 	httpAddr := fs.String("http", ":8080", "HTTP listen address")
 	adminHTTP := fs.String("admin-http", "", "operations listen address: the admin API, /metrics and /debug/pprof/ (default: on --http, which only a node on embedded defaults may do)")
 	config := fs.String("config", "", "campaign config file (default: the built-in demo campaign)")
@@ -147,43 +262,56 @@ func serve(args []string) error {
 	clusterAddr := fs.String("cluster-addr", "127.0.0.1:0", "this member's membership address (host:port) that other members list in --cluster-seeds")
 	clusterEtcd := fs.String("cluster-etcd", "", "etcd endpoints (host:port,...) for membership instead of --cluster-seeds; --cluster-addr is then the remoting address other members dial (default: automanaged)")
 	lagMax := fs.Duration("booking-lag-max", booking.DefaultLagMax, "while the grant path is busy, booking gives way to it until its oldest unbooked grant is this old (larger: more grants accepted in a burst, booked later; 0 or negative: booking never gives way)")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	_ = fs.Parse(args)
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
+	if err := serveCommand.parse(c, fs, args); err != nil {
+		return err
 	}
 	if *lagMax == 0 {
 		*lagMax = -1 // zero: never give way
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	n, err := node.Start(node.Config{DataDir: b.dataDir, HTTP: *httpAddr, AdminHTTP: *adminHTTP, Kafka: list(b.kafka), PD: list(b.pd),
+	log := lf.logger(c.stderr)
+	start := c.start
+	if start == nil {
+		start = func(cfg node.Config) (servingNode, error) {
+			n, err := node.Start(cfg)
+			if err != nil {
+				return nil, err
+			}
+			return n, nil
+		}
+	}
+	n, err := start(node.Config{DataDir: b.dataDir, HTTP: *httpAddr, AdminHTTP: *adminHTTP, Kafka: list(b.kafka), PD: list(b.pd),
 		Redis: b.redis, ConfigFile: *config, Partitions: int32(*partitions), Seeds: list(*seeds), Etcd: list(*clusterEtcd), ClusterAddr: *clusterAddr,
 		BookingLagMax: *lagMax, Log: log})
 	if err != nil {
 		return err
 	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	sig, release := c.stopSignals()
+	defer release()
+	var failed error
 	select {
 	case s := <-sig:
 		log.Info("stopping", "signal", s.String())
 	case err := <-n.Served():
-		log.Error("http server stopped", "err", err)
+		// A listener failed: the node no longer answers there. Stop it and
+		// exit non-zero, so that a supervisor restarts it.
+		log.Error("http server stopped; stopping the node", "err", err)
+		failed = fmt.Errorf("http server stopped: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	n.Stop(ctx)
 	log.Info("stopped")
-	return nil
+	return failed
 }
 
-func reconcileCmd(args []string) error {
-	fs := flag.NewFlagSet("reconcile", flag.ExitOnError)
+func (c *cli) reconcile(args []string) error {
+	fs := reconcileCommand.flagSet()
 	var b backendFlags
-	b.register(fs)
+	b.registerStore(fs)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	_ = fs.Parse(args)
+	if err := reconcileCommand.parse(c, fs, args); err != nil {
+		return err
+	}
 	kv, err := storage.OpenTiKV(list(b.pd), b.dataDir)
 	if err != nil {
 		return err
@@ -196,9 +324,9 @@ func reconcileCmd(args []string) error {
 		return err
 	}
 	if *asJSON {
-		os.Stdout.Write(append(r.JSON(), '\n'))
+		c.stdout.Write(append(r.JSON(), '\n'))
 	} else {
-		r.WriteText(os.Stdout)
+		r.WriteText(c.stdout)
 	}
 	if !r.OK {
 		return exitError(1)
@@ -206,31 +334,8 @@ func reconcileCmd(args []string) error {
 	return nil
 }
 
-const benchUsage = `usage: redrain bench [flags]
-
-Offers grants to the nodes of --target for --duration, waits for booking to
-drain, runs the audit and reports it all.
-
-Every grant request (/v1/grants, /v1/grants/batch) is signed with --app-key
-(default $REDRAIN_APP_KEY): a key "APP:HEX" or "APP.LABEL:HEX" of the nodes'
-app_keys for the app of --app. A key for another app is refused before
-anything is sent. Without a key the requests go unsigned, which only a node
-without app_keys (the embedded demo) accepts; a node that answers 401
-unauthorized or 403 forbidden ends the run at once with what to change.
-The stats and audit requests are signed with --admin-key (default
-$REDRAIN_ADMIN_KEY, else the public development key).
-
-  redrain bench --target http://127.0.0.1:8080 --app 7 --app-key "$REDRAIN_APP_KEY" --rate 20000
-
-Flags:
-`
-
-func benchCmd(args []string) error {
-	fs := flag.NewFlagSet("bench", flag.ExitOnError)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), benchUsage)
-		fs.PrintDefaults()
-	}
+func (c *cli) bench(args []string) error {
+	fs := benchCommand.flagSet()
 	targets := fs.String("target", "http://127.0.0.1:8080", "node base URLs, comma-separated")
 	adminTargets := fs.String("admin-target", "", "the nodes' operations listeners (--admin-http), comma-separated, one per --target in the same order, for the stats and audit requests (default: the targets)")
 	users := fs.Int("users", 10000, "distinct users")
@@ -254,7 +359,9 @@ func benchCmd(args []string) error {
 	adminKey := fs.String("admin-key", "", "admin key ID:HEX that signs the stats and audit requests (default $REDRAIN_ADMIN_KEY, else the development key)")
 	appKey := fs.String("app-key", "", "app key APP:HEX (or APP.LABEL:HEX) of the nodes' app_keys for the app of --app, that signs every grant request "+
 		"(default $REDRAIN_APP_KEY; neither: unsigned, which only a node without app_keys accepts)")
-	_ = fs.Parse(args)
+	if err := benchCommand.parse(c, fs, args); err != nil {
+		return err
+	}
 	if *repeat == 0 {
 		*repeat = -1 // bench.Config reads 0 as "the default"
 	}
@@ -264,65 +371,63 @@ func benchCmd(args []string) error {
 		Targets: list(*targets), AdminTargets: list(*adminTargets), Users: *users, Duration: *duration, Rate: *rate, Conns: *conns,
 		Pipeline: *pipeline, Batch: *batch, RepeatRatio: *repeat, AppID: uint32(*app), ActivityID: *activity,
 		SceneID: *scene, RainID: *rain, UserPrefix: *prefix, DrainTimeout: *drain, Audit: *audit,
-		AdminKey: adminKeyOr(*adminKey, os.Getenv), AppKey: appKeyOr(*appKey, os.Getenv), Progress: os.Stderr,
+		AdminKey: adminKeyOr(*adminKey, c.getenv), AppKey: appKeyOr(*appKey, c.getenv), Progress: c.stderr,
 	}
 	if *hot > 0 && *ceiling {
-		return errors.New("--compare-hot and --ceiling are two comparisons: choose one")
+		return benchCommand.usageError(c, "--compare-hot and --ceiling are two comparisons: choose one")
 	}
 	if *ceiling {
-		c, err := bench.CompareCeiling(ctx, bench.CeilingConfig{Run: cfg, Rounds: *rounds})
+		r, err := bench.CompareCeiling(ctx, bench.CeilingConfig{Run: cfg, Rounds: *rounds})
 		if err != nil {
 			return err
 		}
-		if *asJSON {
-			if err := c.WriteJSON(os.Stdout); err != nil {
-				return err
-			}
-		} else {
-			c.WriteText(os.Stdout)
-		}
-		if err := c.Err(); err != nil {
-			fmt.Fprintf(os.Stderr, "redrain bench: %v\n", err)
-			return exitError(1)
-		}
-		return nil
+		return c.benchReport(r, r.Err, *asJSON)
 	}
 	if *hot > 0 {
-		h, err := bench.CompareHot(ctx, bench.HotConfig{Run: cfg, Budgets: *hot, Rounds: *rounds})
+		r, err := bench.CompareHot(ctx, bench.HotConfig{Run: cfg, Budgets: *hot, Rounds: *rounds})
 		if err != nil {
 			return err
 		}
-		if *asJSON {
-			return h.WriteJSON(os.Stdout)
-		}
-		h.WriteText(os.Stdout)
-		return nil
+		return c.benchReport(r, func() error { return nil }, *asJSON)
 	}
 	r, err := bench.Run(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		if err := r.WriteJSON(os.Stdout); err != nil {
+	return c.benchReport(r, r.Err, *asJSON)
+}
+
+// benchReport prints a bench report as text or JSON; a run that failed
+// (failed returns why) exits 1.
+func (c *cli) benchReport(r interface {
+	WriteText(io.Writer)
+	WriteJSON(io.Writer) error
+}, failed func() error, asJSON bool) error {
+	if asJSON {
+		if err := r.WriteJSON(c.stdout); err != nil {
 			return err
 		}
 	} else {
-		r.WriteText(os.Stdout)
+		r.WriteText(c.stdout)
 	}
-	if err := r.Err(); err != nil {
-		fmt.Fprintf(os.Stderr, "redrain bench: %v\n", err)
+	if err := failed(); err != nil {
+		fmt.Fprintf(c.stderr, "redrain bench: %v\n", err)
 		return exitError(1)
 	}
 	return nil
 }
 
-func devCmd(args []string) error {
-	fs := flag.NewFlagSet("dev", flag.ExitOnError)
+func (c *cli) dev(args []string) error {
+	fs := devCommand.flagSet()
 	dataDir := fs.String("data-dir", "./dev-data", "directory of the stack's data (and its chosen ports)")
 	partitions := fs.Int("partitions", storage.GrantPartitionsDefault, "partitions of the grant topic when it is created")
 	control := fs.String("control", "", "loopback address of a fault-injection listener (failure tests): POST /broker/restart?down=5s, POST /tikv/restart?down=20s")
-	_ = fs.Parse(args)
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	var lf logFlags
+	lf.register(fs)
+	if err := devCommand.parse(c, fs, args); err != nil {
+		return err
+	}
+	log := lf.logger(c.stderr)
 	var ctl net.Listener
 	if *control != "" {
 		if host, _, err := net.SplitHostPort(*control); err != nil || !net.ParseIP(host).IsLoopback() {
@@ -338,6 +443,8 @@ func devCmd(args []string) error {
 	if err != nil {
 		return err
 	}
+	sig, release := c.stopSignals()
+	defer release()
 	if ctl != nil {
 		srv := &http.Server{Handler: devControl(s, log), ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = srv.Serve(ctl) }()
@@ -346,9 +453,7 @@ func devCmd(args []string) error {
 	}
 	log.Info("development stack running (NOT FOR PRODUCTION); start nodes with the flags on stdout",
 		"data_dir", *dataDir, "redis", s.RedisKind)
-	fmt.Println(s.Flags())
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	fmt.Fprintln(c.stdout, s.Flags())
 	log.Info("stopping", "signal", (<-sig).String())
 	s.Close()
 	log.Info("stopped")

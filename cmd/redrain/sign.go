@@ -15,82 +15,66 @@ import (
 	"redrain/adminauth"
 )
 
-const signUsage = `usage: redrain sign [--key APP:HEX] METHOD URL [BODY|@FILE|-]
-       redrain sign consent [--key APP:HEX] --app N --user U --act-id A [--ttl 1h]
-
-Prints the four headers that sign one client API request (/v1/...) with an
+var signCommand = &command{name: "sign",
+	summary: "print the signature headers of one client API (/v1) request, or a bind consent",
+	synopsis: "redrain sign [--key APP:HEX] METHOD URL [BODY|@FILE|-]\n" +
+		"redrain sign consent [--key APP:HEX] --app N --user U --act-id A [--ttl 1h]",
+	details: `Prints the four headers that sign one client API request (/v1/...) with an
 app key, one "Name: value" a line, for curl -H @FILE. The signature covers
 METHOD, the path and query of URL exactly as they are sent (URL may also be
 the path and query alone, /v1/...), and the body byte for byte: BODY
 itself, the content of FILE (@FILE), stdin (-), or none when it is left
 out. Each run draws a fresh nonce and takes the time: send the request once
-(a node refuses a replayed nonce) and within a minute.
-
-  body='{"app_id":1,"user_id":"u-42","activity_id":"demo","scene_id":"rain","rain_id":1}'
-  redrain sign --key "$REDRAIN_APP_KEY" POST http://127.0.0.1:8080/v1/grants "$body" > h &&
-    curl -s -H @h -d "$body" http://127.0.0.1:8080/v1/grants
-
-Send a body from a file with curl --data-binary @FILE (curl -d @FILE drops
-the file's newlines, and the signature would no longer match).
+(a node refuses a replayed nonce) and within a minute. Send a body from a
+file with curl --data-binary @FILE (curl -d @FILE drops the file's
+newlines, and the signature would no longer match).
 
 "sign consent" prints the consent of the key's app (one whose user the
 account already holds) that app N's user U joins the account A (act_id):
 the JSON object that app N's bind request carries as its "consent" field,
-valid for --ttl (default 1h, at most 24h):
-
-  c=$(redrain sign consent --key "$APP7_KEY" --app 2 --user b-1 --act-id 17)
-  body='{"app_id":2,"user_id":"b-1","act_id":17,"consent":'"$c"'}'
-  redrain sign --key "$APP2_KEY" POST http://127.0.0.1:8080/v1/accounts/bind "$body" > h &&
-    curl -s -H @h -d "$body" http://127.0.0.1:8080/v1/accounts/bind
+valid for --ttl (default 1h, at most 24h).
 
 --key is an app key "APP:HEX" or "APP.LABEL:HEX" of the node's app_keys,
 APP the app it signs for (default $REDRAIN_APP_KEY; redrain keygen --id APP
-makes one). Exit status: 2 on bad usage, 1 when the body cannot be read.
-`
+makes one). Exit status: 2 on bad usage, 1 when the body cannot be read.`,
+	examples: `# sign a grant and send it with curl
+body='{"app_id":1,"user_id":"u-42","activity_id":"demo","scene_id":"rain","rain_id":1}'
+redrain sign --key "$REDRAIN_APP_KEY" POST http://127.0.0.1:8080/v1/grants "$body" > h &&
+  curl -s -H @h -d "$body" http://127.0.0.1:8080/v1/grants
+# app 7 consents that app 2's user b-1 joins account 17; app 2's bind carries it
+c=$(redrain sign consent --key "$APP7_KEY" --app 2 --user b-1 --act-id 17)
+body='{"app_id":2,"user_id":"b-1","act_id":17,"consent":'"$c"'}'
+redrain sign --key "$APP2_KEY" POST http://127.0.0.1:8080/v1/accounts/bind "$body" > h &&
+  curl -s -H @h -d "$body" http://127.0.0.1:8080/v1/accounts/bind`}
 
 // signMethods are the methods sign accepts, exactly as an HTTP client
 // sends them (methods are case-sensitive).
 var signMethods = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
-func signCmd(args []string) error {
-	if code := runSign(args, os.Getenv, os.Stdin, os.Stdout, os.Stderr, time.Now); code != 0 {
-		return exitError(code)
-	}
-	return nil
-}
-
 // runSign runs `redrain sign args` at the time now and returns the exit
 // status.
-func runSign(args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer, now func() time.Time) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, signUsage)
-		return 2
-	}
-	fs := flag.NewFlagSet("sign", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {} // -h prints signUsage to stdout; a bad flag gets a hint below.
+func runSign(c *cli, args []string, now func() time.Time) int {
+	fs := signCommand.flagSet()
 	keyText := fs.String("key", "", "app key APP:HEX or APP.LABEL:HEX (default $REDRAIN_APP_KEY)")
 	app := fs.Uint64("app", 0, "consent: the app whose user joins the account")
 	user := fs.String("user", "", "consent: that app's user id")
 	actID := fs.Uint64("act-id", 0, "consent: the account (act_id) the user joins")
 	ttl := fs.Duration("ttl", time.Hour, "consent: how long it is valid, at most 24h")
-	pos, err := parseSignArgs(fs, args)
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		fmt.Fprint(stdout, signUsage)
-		return 0
-	case err != nil: // The flag package printed it.
-		fmt.Fprintln(stderr, "run 'redrain sign -h' for usage")
+	if len(args) == 0 {
+		signCommand.writeUsage(c.stderr, fs)
 		return 2
 	}
+	pos, err := parseSignArgs(fs, args)
+	if err := signCommand.parsed(c, fs, err); err != nil {
+		return c.exitCode(signCommand.name, err)
+	}
 	usageErr := func(format string, args ...any) int {
-		fmt.Fprintf(stderr, "redrain sign: "+format+"\nrun 'redrain sign -h' for usage\n", args...)
-		return 2
+		return c.exitCode(signCommand.name, signCommand.usageError(c, format, args...))
 	}
 	consent := len(pos) > 0 && pos[0] == "consent"
 	if !consent {
 		var consentFlags []string
-		fs.Visit(func(f *flag.Flag) {
+		fs.Visit(func(f *flag.Flag) { // the command line only: variables are read below
 			if f.Name != "key" {
 				consentFlags = append(consentFlags, "--"+f.Name)
 			}
@@ -102,7 +86,10 @@ func runSign(args []string, getenv func(string) string, stdin io.Reader, stdout,
 			return usageErr("want METHOD URL [BODY|@FILE|-], not %d arguments %q", len(pos), pos)
 		}
 	}
-	text := appKeyOr(*keyText, getenv)
+	if err := signCommand.setFromEnv(c, fs); err != nil {
+		return c.exitCode(signCommand.name, err)
+	}
+	text := appKeyOr(*keyText, c.getenv)
 	if text == "" {
 		return usageErr("no key: pass --key APP:HEX or set $REDRAIN_APP_KEY to a key of the node's app_keys")
 	}
@@ -111,7 +98,7 @@ func runSign(args []string, getenv func(string) string, stdin io.Reader, stdout,
 		return usageErr("--key: %v", err)
 	}
 	if consent {
-		return signConsent(key, pos[1:], *app, *user, *actID, *ttl, now(), stdout, usageErr)
+		return signConsent(key, pos[1:], *app, *user, *actID, *ttl, now(), c.stdout, usageErr)
 	}
 
 	method, target := pos[0], pos[1]
@@ -129,14 +116,14 @@ func runSign(args []string, getenv func(string) string, stdin io.Reader, stdout,
 	if len(pos) == 3 {
 		switch arg := pos[2]; {
 		case arg == "-":
-			body, err = io.ReadAll(stdin)
+			body, err = io.ReadAll(c.stdin)
 		case strings.HasPrefix(arg, "@"):
 			body, err = os.ReadFile(arg[1:])
 		default:
 			body = []byte(arg)
 		}
 		if err != nil {
-			fmt.Fprintf(stderr, "redrain sign: body: %v\n", err)
+			fmt.Fprintf(c.stderr, "redrain sign: body: %v\n", err)
 			return 1
 		}
 	}
@@ -149,8 +136,8 @@ func runSign(args []string, getenv func(string) string, stdin io.Reader, stdout,
 	for _, name := range []string{adminauth.HeaderKey, adminauth.HeaderTimestamp, adminauth.HeaderNonce, adminauth.HeaderSignature} {
 		fmt.Fprintf(&out, "%s: %s\n", name, h.Get(name))
 	}
-	if _, err := io.WriteString(stdout, out.String()); err != nil {
-		fmt.Fprintf(stderr, "redrain sign: %v\n", err)
+	if _, err := io.WriteString(c.stdout, out.String()); err != nil {
+		fmt.Fprintf(c.stderr, "redrain sign: %v\n", err)
 		return 1
 	}
 	return 0

@@ -26,14 +26,8 @@ func signNow() time.Time { return signClock }
 
 // runSignTest runs `redrain sign args` with $REDRAIN_APP_KEY set to env.
 func runSignTest(args []string, env, stdin string) (exit int, stdout, stderr string) {
-	var out, errOut strings.Builder
-	getenv := func(name string) string {
-		if name == "REDRAIN_APP_KEY" {
-			return env
-		}
-		return ""
-	}
-	exit = runSign(args, getenv, strings.NewReader(stdin), &out, &errOut, signNow)
+	c, out, errOut := testCLI(map[string]string{"REDRAIN_APP_KEY": env}, stdin)
+	exit = runSign(c, args, signNow)
 	return exit, out.String(), errOut.String()
 }
 
@@ -237,8 +231,8 @@ func TestSignErrors(t *testing.T) {
 		stderr string // A part of stderr.
 	}{
 		{name: "help", args: []string{"-h"}, stdout: "redrain sign --key \"$REDRAIN_APP_KEY\" POST http://127.0.0.1:8080/v1/grants"},
-		{name: "consent help", args: []string{"consent", "--help"}, stdout: "usage: redrain sign [--key APP:HEX] METHOD URL"},
-		{name: "no arguments", args: nil, exit: 2, stderr: "usage: redrain sign"},
+		{name: "consent help", args: []string{"consent", "--help"}, stdout: "Usage:\n  redrain sign [--key APP:HEX] METHOD URL"},
+		{name: "no arguments", args: nil, exit: 2, stderr: "Usage:\n  redrain sign"},
 		{name: "no key", args: []string{"POST", url}, exit: 2, stderr: "no key: pass --key APP:HEX or set $REDRAIN_APP_KEY"},
 		{name: "consent no key", args: []string{"consent", "--app", "1", "--user", "u", "--act-id", "1"}, exit: 2,
 			stderr: "no key: pass --key APP:HEX or set $REDRAIN_APP_KEY"},
