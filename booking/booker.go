@@ -153,7 +153,7 @@ func New(cfg Config) *Booker {
 		owned:            map[int32]*owned{},
 		Booked:           m.Counter("redrain_grants_booked_total", "Grants booked into the ledger by this node."),
 		Conflicts:        m.Counter("redrain_booking_conflicts_total", "Booking transactions retried after a write conflict."),
-		Yielded:          m.Counter("redrain_booking_yielded_nanoseconds_total", "Time booking paused to let a busy grant path run first."),
+		Yielded:          m.SecondsCounter("redrain_booking_yielded_seconds_total", "Time booking paused to let a busy grant path run first."),
 		Batches:          m.Counter("redrain_booking_batches_total", "Booking transactions committed."),
 		BatchTime:        m.Histogram("redrain_booking_batch_seconds", "Time to commit one booking transaction.", metrics.LatencyBounds),
 		Keys:             m.Counter("redrain_booking_keys_written_total", "Keys written by booking transactions (journals, pages, partition states, hot details)."),

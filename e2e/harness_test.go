@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -386,9 +387,12 @@ func metricValue(t *testing.T, n *node, name string) int64 {
 	body, _ := io.ReadAll(resp.Body)
 	for _, line := range strings.Split(string(body), "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			var x int64
-			fmt.Sscan(v, &x)
-			return x
+			// The exposition writes large values as floats (1.5e+06).
+			x, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return int64(x)
 		}
 	}
 	t.Fatalf("no %s in /metrics", name)

@@ -79,6 +79,10 @@ type Server struct {
 	panicsOnce sync.Once
 	panics     *metrics.Counter // redrain_http_panics_total; nil without Metrics
 
+	metricsOnce  sync.Once
+	metricsH     fasthttp.RequestHandler // serves /metrics from Metrics
+	tikvMetricsH fasthttp.RequestHandler // serves /metrics/tikv
+
 	scratch  sync.Pool // of *grantScratch (grants.go)
 	mu       sync.Mutex
 	set      *connSet // the connections being served (conn.go)
@@ -97,10 +101,14 @@ const (
 	PlaneOps              // /admin/v1/*, /metrics, /debug/pprof/
 )
 
+func (s *Server) metricsHandlers() {
+	s.metricsH, s.tikvMetricsH = s.Metrics.Handler(), metrics.TiKVHandler()
+}
+
 // opsRoute reports whether path is an operations route.
 func opsRoute(path []byte) bool {
 	return bytes.HasPrefix(path, []byte("/admin/")) || bytes.Equal(path, []byte("/metrics")) ||
-		bytes.HasPrefix(path, []byte("/debug/"))
+		bytes.Equal(path, []byte("/metrics/tikv")) || bytes.HasPrefix(path, []byte("/debug/"))
 }
 
 // pprofIndex serves net/http/pprof's index of profiles.
@@ -157,8 +165,11 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		}
 		writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ready"}`))
 	case bytes.Equal(path, []byte("/metrics")):
-		ctx.SetContentType("text/plain; version=0.0.4")
-		s.Metrics.WriteText(ctx)
+		s.metricsOnce.Do(s.metricsHandlers)
+		s.metricsH(ctx)
+	case bytes.Equal(path, []byte("/metrics/tikv")):
+		s.metricsOnce.Do(s.metricsHandlers)
+		s.tikvMetricsH(ctx)
 	case bytes.HasPrefix(path, []byte("/debug/pprof/")):
 		if bytes.Equal(path, []byte("/debug/pprof/")) {
 			// pprofhandler answers a path ending in / 404; the index is

@@ -1,31 +1,46 @@
-// Package metrics is a small, allocation-free registry of counters, gauges
-// and histograms served in the Prometheus text format. The hot paths touch
-// only atomics; formatting happens when /metrics is scraped.
+// Package metrics holds a node's counters, gauges and histograms and
+// serves them with the Prometheus client library. The hot paths touch only
+// atomics (Counter, Gauge, Histogram); a Registry turns them into metrics
+// of the client library when /metrics is scraped (it is a
+// prometheus.Collector), so formatting, escaping and the exposition format
+// are the library's, and the process's Go runtime and process series join
+// them (Registry.Gatherer); the TiKV client's are served apart
+// (TiKVGatherer).
 package metrics
 
 import (
-	"fmt"
+	"bytes"
 	"io"
-	"math"
 	rtmetrics "runtime/metrics"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	tikvmetrics "github.com/tikv/client-go/v2/metrics"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 )
 
-// Registry holds named metrics in registration order.
+// Registry holds named metrics in registration order. Its zero value is
+// ready to use.
 type Registry struct {
 	mu      sync.Mutex
 	entries []entry
+	extra   []prometheus.Collector
+	reg     *prometheus.Registry // built on first use (own)
 }
 
 type entry struct {
-	name, help, kind string
-	labels           string // rendered `{k="v",...}` or ""
-	write            func(w io.Writer, name, labels string)
+	desc    *prometheus.Desc
+	collect func(ch chan<- prometheus.Metric, d *prometheus.Desc)
 }
 
 // Counter only grows.
@@ -104,49 +119,65 @@ func (h *Histogram) Buckets() (bounds []float64, cumulative []int64) {
 // IssueBounds are buckets for the time from a grant's issue to its booking.
 var IssueBounds = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60, 120}
 
-// Labels renders label pairs ("k", "v", ...) in the text format.
-func Labels(kv ...string) string {
+// labelsOf turns label pairs ("k", "v", ...) into constant labels.
+func labelsOf(kv []string) prometheus.Labels {
 	if len(kv) == 0 {
-		return ""
+		return nil
 	}
-	var b strings.Builder
-	b.WriteByte('{')
+	l := make(prometheus.Labels, len(kv)/2)
 	for i := 0; i+1 < len(kv); i += 2 {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		fmt.Fprintf(&b, "%s=%q", kv[i], kv[i+1])
+		l[kv[i]] = kv[i+1]
 	}
-	b.WriteByte('}')
-	return b.String()
+	return l
 }
 
-func (r *Registry) add(e entry) {
+func (r *Registry) add(name, help string, labels []string, collect func(chan<- prometheus.Metric, *prometheus.Desc)) {
 	r.mu.Lock()
-	r.entries = append(r.entries, e)
+	r.entries = append(r.entries, entry{desc: prometheus.NewDesc(name, help, nil, labelsOf(labels)), collect: collect})
 	r.mu.Unlock()
 }
 
-// Counter registers a counter.
+// Counter registers a counter; labels are constant pairs ("k", "v", ...),
+// one series per registration.
 func (r *Registry) Counter(name, help string, labels ...string) *Counter {
 	c := &Counter{}
-	r.add(entry{name: name, help: help, kind: "counter", labels: Labels(labels...),
-		write: func(w io.Writer, n, l string) { fmt.Fprintf(w, "%s%s %d\n", n, l, c.Load()) }})
+	r.add(name, help, labels, func(ch chan<- prometheus.Metric, d *prometheus.Desc) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(c.Load()))
+	})
+	return c
+}
+
+// SecondsCounter registers a counter fed in nanoseconds and exposed in
+// seconds (its name ends in _seconds_total).
+func (r *Registry) SecondsCounter(name, help string, labels ...string) *Counter {
+	c := &Counter{}
+	r.add(name, help, labels, func(ch chan<- prometheus.Metric, d *prometheus.Desc) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(c.Load())/1e9)
+	})
 	return c
 }
 
 // Gauge registers a gauge.
 func (r *Registry) Gauge(name, help string, labels ...string) *Gauge {
 	g := &Gauge{}
-	r.add(entry{name: name, help: help, kind: "gauge", labels: Labels(labels...),
-		write: func(w io.Writer, n, l string) { fmt.Fprintf(w, "%s%s %d\n", n, l, g.Load()) }})
+	r.add(name, help, labels, func(ch chan<- prometheus.Metric, d *prometheus.Desc) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(g.Load()))
+	})
 	return g
 }
 
 // GaugeFunc registers a gauge read at scrape time.
 func (r *Registry) GaugeFunc(name, help string, fn func() int64, labels ...string) {
-	r.add(entry{name: name, help: help, kind: "gauge", labels: Labels(labels...),
-		write: func(w io.Writer, n, l string) { fmt.Fprintf(w, "%s%s %d\n", n, l, fn()) }})
+	r.add(name, help, labels, func(ch chan<- prometheus.Metric, d *prometheus.Desc) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(fn()))
+	})
+}
+
+// FloatGaugeFunc registers a gauge read at scrape time, as a float.
+func (r *Registry) FloatGaugeFunc(name, help string, fn func() float64, labels ...string) {
+	r.add(name, help, labels, func(ch chan<- prometheus.Metric, d *prometheus.Desc) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, fn())
+	})
 }
 
 // Histogram registers a histogram over bounds (seconds, ascending), fed by
@@ -163,56 +194,115 @@ func (r *Registry) CountHistogram(name, help string, bounds []float64, labels ..
 
 func (r *Registry) histogram(name, help string, bounds []float64, scale float64, labels []string) *Histogram {
 	h := &Histogram{bounds: bounds, counts: make([]atomic.Int64, len(bounds)+1), scale: scale}
-	r.add(entry{name: name, help: help, kind: "histogram", labels: Labels(labels...),
-		write: func(w io.Writer, n, l string) {
-			var cum int64
-			inner := strings.TrimSuffix(strings.TrimPrefix(l, "{"), "}")
-			if inner != "" {
-				inner += ","
-			}
-			for i, b := range h.bounds {
-				cum += h.counts[i].Load()
-				fmt.Fprintf(w, "%s_bucket{%sle=\"%g\"} %d\n", n, inner, b, cum)
-			}
-			cum += h.counts[len(h.bounds)].Load()
-			fmt.Fprintf(w, "%s_bucket{%sle=\"+Inf\"} %d\n", n, inner, cum)
-			fmt.Fprintf(w, "%s_sum%s %s\n", n, l, formatFloat(float64(h.sumNs.Load())/h.scale))
-			fmt.Fprintf(w, "%s_count%s %d\n", n, l, cum)
-		}})
+	r.add(name, help, labels, func(ch chan<- prometheus.Metric, d *prometheus.Desc) {
+		_, cum := h.Buckets()
+		buckets := make(map[float64]uint64, len(h.bounds))
+		for i, b := range h.bounds {
+			buckets[b] = uint64(cum[i])
+		}
+		ch <- prometheus.MustNewConstHistogram(d, uint64(cum[len(cum)-1]), float64(h.sumNs.Load())/h.scale, buckets)
+	})
 	return h
 }
 
-func formatFloat(f float64) string {
-	if math.IsInf(f, 0) || math.IsNaN(f) {
-		return "0"
+// Register adds a collector of the client library (series whose set
+// changes at run time: one per budget, one per partition) to the
+// registry's own metrics.
+func (r *Registry) Register(c prometheus.Collector) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.extra = append(r.extra, c)
+	if r.reg != nil {
+		r.reg.MustRegister(c)
 	}
-	return fmt.Sprintf("%g", f)
 }
 
-// WriteText writes every metric in the Prometheus text exposition format,
-// with one HELP and TYPE line per metric name.
-func (r *Registry) WriteText(w io.Writer) {
+// Describe sends nothing: the registry is an unchecked collector (its
+// series are only known at scrape time; the library still checks their
+// consistency when it gathers them).
+func (r *Registry) Describe(chan<- *prometheus.Desc) {}
+
+// Collect sends the value of every registered metric now.
+func (r *Registry) Collect(ch chan<- prometheus.Metric) {
 	r.mu.Lock()
-	entries := append([]entry(nil), r.entries...)
+	entries := slices.Clone(r.entries)
 	r.mu.Unlock()
-	seen := map[string]bool{}
-	// Group series of one name together, as the format requires.
-	order := []string{}
-	byName := map[string][]entry{}
 	for _, e := range entries {
-		if !seen[e.name] {
-			seen[e.name] = true
-			order = append(order, e.name)
-		}
-		byName[e.name] = append(byName[e.name], e)
+		e.collect(ch, e.desc)
 	}
-	for _, name := range order {
-		es := byName[name]
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", name, es[0].help, name, es[0].kind)
-		for _, e := range es {
-			e.write(w, name, e.labels)
+}
+
+// own is the library registry of this registry's metrics and collectors.
+func (r *Registry) own() *prometheus.Registry {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.reg == nil {
+		r.reg = prometheus.NewPedanticRegistry()
+		r.reg.MustRegister(r)
+		for _, c := range r.extra {
+			r.reg.MustRegister(c)
 		}
 	}
+	return r.reg
+}
+
+// tikvPrefix starts the names of the TiKV client's series.
+const tikvPrefix = "tikv_client_go_"
+
+var registerTiKV sync.Once
+
+// filtered is the library's default registry (process-wide: shared by every
+// node of a process) with only the families keep accepts.
+func filtered(keep func(name string) bool) prometheus.Gatherer {
+	registerTiKV.Do(tikvmetrics.RegisterMetrics)
+	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		mfs, err := prometheus.DefaultGatherer.Gather()
+		return slices.DeleteFunc(mfs, func(mf *dto.MetricFamily) bool { return !keep(mf.GetName()) }), err
+	})
+}
+
+// Gatherer is what /metrics serves: this registry's metrics and the Go
+// runtime's (go_*) and the process's (process_*) series.
+func (r *Registry) Gatherer() prometheus.Gatherer {
+	return prometheus.Gatherers{r.own(), filtered(func(name string) bool { return !strings.HasPrefix(name, tikvPrefix) })}
+}
+
+// TiKVGatherer is what /metrics/tikv serves: the TiKV client's own series
+// (tikv_client_go_*), apart because their names are client-go's (dashboards
+// for TiKV use them as they are) and break Prometheus's naming lint
+// (counters without _total), which /metrics passes.
+func TiKVGatherer() prometheus.Gatherer {
+	return filtered(func(name string) bool { return strings.HasPrefix(name, tikvPrefix) })
+}
+
+func handlerFor(g prometheus.Gatherer) fasthttp.RequestHandler {
+	return fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(g, promhttp.HandlerOpts{
+		ErrorHandling:     promhttp.ContinueOnError,
+		EnableOpenMetrics: true,
+	}))
+}
+
+// Handler serves /metrics (the Prometheus text format, or OpenMetrics
+// when the scraper asks for it).
+func (r *Registry) Handler() fasthttp.RequestHandler { return handlerFor(r.Gatherer()) }
+
+// TiKVHandler serves /metrics/tikv.
+func TiKVHandler() fasthttp.RequestHandler { return handlerFor(TiKVGatherer()) }
+
+// WriteText writes the registry's own metrics (not the process-wide ones)
+// in the Prometheus text format, families sorted by name.
+func (r *Registry) WriteText(w io.Writer) error {
+	mfs, err := r.own().Gather()
+	var b bytes.Buffer
+	for _, mf := range mfs {
+		if _, werr := expfmt.MetricFamilyToText(&b, mf); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	if _, werr := w.Write(b.Bytes()); werr != nil && err == nil {
+		err = werr
+	}
+	return err
 }
 
 // HeapAllocs returns the heap allocations (objects) of the process so far.
@@ -233,10 +323,4 @@ func ProcessCPUSeconds() float64 {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
-}
-
-// FloatGaugeFunc registers a gauge read at scrape time, as a float.
-func (r *Registry) FloatGaugeFunc(name, help string, fn func() float64, labels ...string) {
-	r.add(entry{name: name, help: help, kind: "gauge", labels: Labels(labels...),
-		write: func(w io.Writer, n, l string) { fmt.Fprintf(w, "%s%s %s\n", n, l, formatFloat(fn())) }})
 }

@@ -2,7 +2,12 @@ package metrics_test
 
 import (
 	"bytes"
+	"math"
+	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 
 	"redrain/metrics"
 )
@@ -10,21 +15,28 @@ import (
 func TestWriteText(t *testing.T) {
 	var r metrics.Registry
 	ok := r.Counter("grants_total", "Grants by outcome.", "outcome", "ok")
-	bad := r.Counter("grants_total", "Grants by outcome.", "outcome", "bad")
+	bad := r.Counter("grants_total", "Grants by outcome.", "outcome", `a"b\c`)
 	lag := r.Gauge("lag", "Lag.")
 	h := r.Histogram("latency_seconds", "Latency.", []float64{0.001, 0.01}, "stage", "x")
+	paused := r.SecondsCounter("paused_seconds_total", "Paused.")
+	r.FloatGaugeFunc("ratio", "Ratio.", func() float64 { return math.Inf(1) })
 	ok.Add(3)
 	bad.Inc()
 	lag.Set(-2)
+	paused.Add(1_500_000_000)
 	for _, ns := range []int64{500_000, 2_000_000, 3_000_000, 50_000_000} {
 		h.ObserveNs(ns)
 	}
 	var b bytes.Buffer
-	r.WriteText(&b)
+	if err := r.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	// The client library's exposition: families by name, series by label,
+	// label values escaped, +Inf written as such.
 	want := `# HELP grants_total Grants by outcome.
 # TYPE grants_total counter
+grants_total{outcome="a\"b\\c"} 1
 grants_total{outcome="ok"} 3
-grants_total{outcome="bad"} 1
 # HELP lag Lag.
 # TYPE lag gauge
 lag -2
@@ -35,18 +47,50 @@ latency_seconds_bucket{stage="x",le="0.01"} 3
 latency_seconds_bucket{stage="x",le="+Inf"} 4
 latency_seconds_sum{stage="x"} 0.0555
 latency_seconds_count{stage="x"} 4
+# HELP paused_seconds_total Paused.
+# TYPE paused_seconds_total counter
+paused_seconds_total 1.5
+# HELP ratio Ratio.
+# TYPE ratio gauge
+ratio +Inf
 `
 	if got := b.String(); got != want {
 		t.Errorf("WriteText =\n%s\nwant\n%s", got, want)
 	}
 }
 
-func TestLabelsEscape(t *testing.T) {
-	if got, want := metrics.Labels("k", `a"b\c`), `{k="a\"b\\c"}`; got != want {
-		t.Errorf("Labels = %s, want %s", got, want)
+// TestHandlerServesProcessSeries: /metrics carries the registry's series
+// and the Go runtime's and the process's, with the process CPU a counter;
+// the TiKV client's are apart (TiKVHandler).
+func TestHandlerServesProcessSeries(t *testing.T) {
+	var r metrics.Registry
+	r.Counter("redrain_test_total", "Test.").Add(7)
+	r.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "redrain_test_dynamic", Help: "Dynamic."}, func() float64 { return 2 }))
+	var ctx fasthttp.RequestCtx
+	ctx.Request.SetRequestURI("/metrics")
+	r.Handler()(&ctx)
+	if code := ctx.Response.StatusCode(); code != 200 {
+		t.Fatalf("status %d: %s", code, ctx.Response.Body())
 	}
-	if got := metrics.Labels(); got != "" {
-		t.Errorf("Labels() = %q, want empty", got)
+	body := string(ctx.Response.Body())
+	for _, want := range []string{
+		"\nredrain_test_total 7\n",
+		"\nredrain_test_dynamic 2\n",
+		"# TYPE process_cpu_seconds_total counter\n",
+		"# TYPE go_goroutines gauge\n",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if strings.Contains(body, "tikv_client_go_") {
+		t.Errorf("/metrics carries the TiKV client's series")
+	}
+	ctx.Response.Reset()
+	metrics.TiKVHandler()(&ctx)
+	tikv := string(ctx.Response.Body())
+	if !strings.Contains(tikv, "# TYPE tikv_client_go_txn_cmd_duration_seconds histogram\n") || strings.Contains(tikv, "go_goroutines") {
+		t.Errorf("/metrics/tikv serves:\n%.2000s", tikv)
 	}
 }
 

@@ -67,7 +67,11 @@ type Config struct {
 	// negative: never give way). Larger favours bursts accepted, smaller
 	// grants booked soon.
 	BookingLagMax time.Duration
-	Log           *slog.Logger
+	// AuditEvery is how often the node audits the store live (invariants
+	// 1-6 while booking may lag; redrain_audit_* series); 0: only when
+	// asked (GET /admin/v1/audit). Each audit reads every account.
+	AuditEvery time.Duration
+	Log        *slog.Logger
 }
 
 // Node is a running redrain process.
@@ -96,6 +100,7 @@ type Node struct {
 	// reclaimed counts the leases this node reclaimed; reclaimer reclaims
 	// them (reclaim.go).
 	reclaimed *metrics.Counter
+	audits    *audits
 	reclaimer *reclaim.Reclaimer
 	// index keeps Redis's binding index whole (recover.go).
 	index *ingress.Index
@@ -264,7 +269,8 @@ func Start(cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	n.Metrics.GaugeFunc("redrain_booking_lag_records", "Grant records in Kafka not yet booked (all partitions).", n.lag.Load)
-	n.Metrics.FloatGaugeFunc("process_cpu_seconds_total", "User and system CPU time of the process.", metrics.ProcessCPUSeconds)
+	n.registerMetrics()
+	n.audits = newAudits(n.Metrics)
 	n.Metrics.GaugeFunc("redrain_booking_stopped", "1 when booking stopped on a broken money invariant or an unreadable record (see /readyz).", func() int64 {
 		if n.booker.Broken() != nil {
 			return 1
@@ -306,7 +312,7 @@ func Start(cfg Config) (n *Node, err error) {
 			},
 			Cluster: n.clusterView,
 			Audit: func(ctx context.Context) ([]byte, error) {
-				r, err := reconcile.Run(ctx, n.tikv)
+				r, err := n.audits.run(ctx, func(ctx context.Context) (*reconcile.Report, error) { return reconcile.Run(ctx, n.tikv) })
 				if err != nil {
 					return nil, err
 				}
@@ -343,6 +349,10 @@ func Start(cfg Config) (n *Node, err error) {
 	go func() { defer n.bg.Done(); n.watchLag(ctx) }()
 	go func() { defer n.bg.Done(); n.recover(ctx) }()
 	go func() { defer n.bg.Done(); n.reclaimer.Run(ctx) }()
+	if cfg.AuditEvery > 0 {
+		n.bg.Add(1)
+		go func() { defer n.bg.Done(); n.audits.every(ctx, cfg.AuditEvery, n.tikv, n.log) }()
+	}
 	n.log.Info("node started", "http", n.Addr(), "admin_http", n.AdminAddr(), "data_dir", cfg.DataDir,
 		"kafka", describe(n.kafka.Brokers, n.kafka.Embedded()), "redis", describe([]string{n.redis.Addr}, n.redis.Embedded()),
 		"tikv", describe(cfg.PD, n.tikv.Embedded), "cluster", n.member.Manage)

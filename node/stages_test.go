@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -77,9 +78,11 @@ func configSeq(t *testing.T, n *node.Node) int64 {
 	_, body := get(t, n, "/metrics")
 	for _, line := range strings.Split(string(body), "\n") {
 		if v, ok := strings.CutPrefix(line, "redrain_config_seq "); ok {
-			var seq int64
-			fmt.Sscan(v, &seq)
-			return seq
+			seq, err := strconv.ParseFloat(v, 64) // large values come as 1.5e+06
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return int64(seq)
 		}
 	}
 	t.Fatal("no redrain_config_seq in /metrics")

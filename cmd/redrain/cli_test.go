@@ -100,6 +100,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"help", "frobnicate"}, `redrain help: unknown command "frobnicate"`},
 		{[]string{"admin"}, "redrain admin: no command"},
 		{[]string{"keygen", "--bytes", "16"}, "redrain keygen: --bytes 16: at least 32"},
+		{[]string{"serve", "--audit-every", "-1s"}, "redrain serve: --audit-every -1s: a duration of 0 (off) or more"},
 	} {
 		exit, stdout, stderr := runTest(tc.args, nil)
 		if exit != 2 || stdout != "" || !strings.Contains(stderr, tc.stderr) {

@@ -261,12 +261,16 @@ func (c *cli) serve(args []string) error {
 	seeds := fs.String("cluster-seeds", "", "membership addresses (host:port) of the other cluster members, comma-separated")
 	clusterAddr := fs.String("cluster-addr", "127.0.0.1:0", "this member's membership address (host:port) that other members list in --cluster-seeds")
 	clusterEtcd := fs.String("cluster-etcd", "", "etcd endpoints (host:port,...) for membership instead of --cluster-seeds; --cluster-addr is then the remoting address other members dial (default: automanaged)")
+	auditEvery := fs.Duration("audit-every", 0, "audit the store live this often (the invariants of GET /admin/v1/audit; the last result per invariant in redrain_audit_check_ok); each audit reads every account, so one or two nodes of a cluster are enough; 0: only when asked")
 	lagMax := fs.Duration("booking-lag-max", booking.DefaultLagMax, "while the grant path is busy, booking gives way to it until its oldest unbooked grant is this old (larger: more grants accepted in a burst, booked later; 0 or negative: booking never gives way)")
 	if err := serveCommand.parse(c, fs, args); err != nil {
 		return err
 	}
 	if *lagMax == 0 {
 		*lagMax = -1 // zero: never give way
+	}
+	if *auditEvery < 0 {
+		return serveCommand.usageError(c, "--audit-every %v: a duration of 0 (off) or more", *auditEvery)
 	}
 	log := lf.logger(c.stderr)
 	start := c.start
@@ -281,7 +285,7 @@ func (c *cli) serve(args []string) error {
 	}
 	n, err := start(node.Config{DataDir: b.dataDir, HTTP: *httpAddr, AdminHTTP: *adminHTTP, Kafka: list(b.kafka), PD: list(b.pd),
 		Redis: b.redis, ConfigFile: *config, Partitions: int32(*partitions), Seeds: list(*seeds), Etcd: list(*clusterEtcd), ClusterAddr: *clusterAddr,
-		BookingLagMax: *lagMax, Log: log})
+		BookingLagMax: *lagMax, AuditEvery: *auditEvery, Log: log})
 	if err != nil {
 		return err
 	}
