@@ -56,7 +56,8 @@ const (
 	// the bench's per-user state (16 bytes a user) under 4 GiB.
 	UsersMax = 1 << 28
 	// WorkersMax bounds targets × Conns × Pipeline, the number of requests
-	// in flight and of worker goroutines, each with a 25 KiB histogram.
+	// in flight and of worker goroutines, each with a 25 KiB histogram
+	// (two under Rate: latency from schedule and service time).
 	WorkersMax = 1 << 14
 	// BatchMax bounds Config.Batch: the node's limit on the grants of one
 	// batch request (ingress.GrantsPerBatchMax).
@@ -154,6 +155,32 @@ type Config struct {
 	// Progress, when not nil, gets one line a second while the run and the
 	// drain go on; see Run.
 	Progress io.Writer
+
+	// Files Run writes once the run is over (created, or truncated, before
+	// anything is sent; empty: not written). CompareHot and CompareCeiling
+	// refuse them.
+	//
+	// HDRFile gets the latency distribution (Report.WriteHDR) in
+	// HdrHistogram's percentile distribution text format, in
+	// milliseconds, for HdrHistogram's plotter; under Rate the service
+	// times go beside it too, with ".service" before the extension
+	// (lat.hgrm, lat.service.hgrm).
+	HDRFile string
+	// SeriesFile gets the per-second series as JSON lines (see Second).
+	SeriesFile string
+	// PlotFile gets a self-contained HTML page that plots the series
+	// (throughput and latency percentiles over time) and the latency
+	// distribution (Report.WritePlot).
+	PlotFile string
+}
+
+// refuseFiles fails when c asks for the files only Run writes, for the
+// comparisons, whose phases would overwrite them.
+func (c *Config) refuseFiles(comparison string) error {
+	if c.HDRFile != "" || c.SeriesFile != "" || c.PlotFile != "" {
+		return fmt.Errorf("bench: the HDR, series and plot files are written by a plain run, not by %s", comparison)
+	}
+	return nil
 }
 
 // target is a parsed Config.Targets entry.

@@ -141,7 +141,7 @@ func TestPacerSpacing(t *testing.T) {
 	// a second holds exactly Rate slots.
 	var inSecond int
 	for k := 0; ; k++ {
-		slot := p.take(0)
+		slot := p.take()
 		if want := time.Duration(k) * time.Millisecond; slot != want {
 			t.Fatalf("take #%d = %v, want %v", k, slot, want)
 		}
@@ -155,24 +155,26 @@ func TestPacerSpacing(t *testing.T) {
 	}
 }
 
-func TestPacerLag(t *testing.T) {
+func TestPacerLate(t *testing.T) {
 	p := newPacer(1000)
 	for range 3 {
-		p.take(0)
+		p.take()
 	}
-	// A caller arriving after a stall gets a slot at most pacerLagMax old:
-	// the missed slots are dropped, not sent in a burst.
-	now := 5 * time.Second
-	if got, want := p.take(now), now-pacerLagMax; got != want {
-		t.Fatalf("take(%v) after a stall = %v, want %v", now, got, want)
+	// A caller late by seconds (a stall) still gets the next slot of the
+	// schedule, long past: nothing is dropped, and its latency will count
+	// from there.
+	if got, want := p.take(), 3*time.Millisecond; got != want {
+		t.Fatalf("take after a stall = %v, want %v", got, want)
 	}
-	// The slots up to now go at once, then the pace resumes.
-	var immediate int
-	for p.take(now) <= now {
-		immediate++
+	// The slots of the first 10 ms not taken yet.
+	if got := p.untaken(10 * time.Millisecond); got != 6 {
+		t.Errorf("untaken(10ms) = %d, want 6 (slots 4..9 ms)", got)
 	}
-	if want := int(pacerLagMax / time.Millisecond); immediate != want {
-		t.Errorf("%d slots sent at once after the stall, want %d", immediate, want)
+	if got := p.untaken(4*time.Millisecond + 1); got != 1 {
+		t.Errorf("untaken(4.000001ms) = %d, want 1", got)
+	}
+	if got := p.untaken(3 * time.Millisecond); got != 0 {
+		t.Errorf("untaken(3ms) = %d, want 0: slots 0..3 ms are taken", got)
 	}
 }
 
@@ -184,7 +186,7 @@ func TestPacerConcurrent(t *testing.T) {
 	for c := range callers {
 		wg.Go(func() {
 			for range takes {
-				slots[c] = append(slots[c], p.take(0))
+				slots[c] = append(slots[c], p.take())
 			}
 		})
 	}
@@ -1063,9 +1065,9 @@ func TestRun(t *testing.T) {
 		t.Errorf("offered %d in requests of %d, but the nodes saw %d requests (%d batches)",
 			rep.Offered, rep.Batch, c.requests, c.batches)
 	}
-	// The pacer hands out no more than Rate slots a second, plus the lag
-	// it may catch up on; this bound holds however slow the machine is.
-	if limit := int64(cfg.Rate) + int64(pacerLagMax.Seconds()*float64(cfg.Rate)) + 1; rep.Offered > limit || rep.Offered == 0 {
+	// The pacer hands out Rate slots a second and no more; this bound
+	// holds however slow the machine is.
+	if limit := int64(cfg.Rate) + 1; rep.Offered > limit || rep.Offered == 0 {
 		t.Errorf("offered %d in 1s at 3000/s, want 1..%d", rep.Offered, limit)
 	}
 	checkCounts(t, c, rep, map[string]int64{"budget_exhausted": c.rejected, "http_503": c.failed})
@@ -1127,7 +1129,7 @@ func TestRunBatch(t *testing.T) {
 	}
 	// Requests are paced at Rate/Batch a second.
 	reqRate := float64(cfg.Rate) / float64(cfg.Batch)
-	if limit := int64(reqRate) + int64(pacerLagMax.Seconds()*reqRate) + 1; c.batches > limit || c.batches < 10 {
+	if limit := int64(reqRate) + 1; c.batches > limit || c.batches < 10 {
 		t.Errorf("%d batch requests in 1s at %v/s, want 10..%d", c.batches, reqRate, limit)
 	}
 	// With Users well above the grants in flight there are always enough

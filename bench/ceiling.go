@@ -95,6 +95,9 @@ func CompareCeiling(ctx context.Context, cfg CeilingConfig) (*CeilingReport, err
 	if err != nil {
 		return nil, err
 	}
+	if err := cfg.Run.refuseFiles("the ceiling comparison"); err != nil {
+		return nil, err
+	}
 	// Every phase's users are checked now, before anything is sent.
 	phaseCfgs := make([]Config, 2*cfg.Rounds)
 	for i := range phaseCfgs {

@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/bits"
 	"sync/atomic"
+	"time"
 )
 
 // The histogram is log-linear: values below histLinearMax each have their
@@ -114,12 +115,25 @@ func (s *histSnapshot) quantile(q float64) uint64 {
 		if seen < rank {
 			continue
 		}
-		lower, width := histBounds(i)
-		v := lower + (width-1)/2
-		if s.max > 0 {
-			v = min(v, s.max)
-		}
-		return v
+		return s.value(i)
 	}
 	panic("bench: histogram total does not match its buckets")
+}
+
+// value returns what a value read back from bucket i is: the middle of
+// the bucket, capped at the largest value recorded when that is known.
+func (s *histSnapshot) value(i int) uint64 {
+	lower, width := histBounds(i)
+	v := lower + (width-1)/2
+	if s.max > 0 {
+		v = min(v, s.max)
+	}
+	return v
+}
+
+// summary returns the percentiles the report prints, of a snapshot of
+// latencies in µs.
+func (s *histSnapshot) summary() (p50, p99, p999, maxv time.Duration) {
+	us := func(v uint64) time.Duration { return time.Duration(v) * time.Microsecond }
+	return us(s.quantile(0.5)), us(s.quantile(0.99)), us(s.quantile(0.999)), us(s.max)
 }

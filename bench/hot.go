@@ -74,6 +74,9 @@ func CompareHot(ctx context.Context, cfg HotConfig) (*HotReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := cfg.Run.refuseFiles("the hot account comparison"); err != nil {
+		return nil, err
+	}
 	key, err := adminauth.ParseKey(base.AdminKey)
 	if err != nil {
 		return nil, err

@@ -5,21 +5,23 @@ import (
 	"time"
 )
 
-// pacerLagMax is how far behind its schedule the pacer may fall and still
-// catch up. Sleeping workers wake up to a millisecond or two late, and the
-// slots they missed are sent at once, so the offered rate stays on target;
-// but when the target is too slow for the rate (every worker is waiting for
-// a response), slots older than this are dropped rather than sent in a burst
-// once the target recovers, and the offered rate falls below Rate.
-const pacerLagMax = 10 * time.Millisecond
-
 // pacer spaces sends evenly for all workers together: slot k of the schedule
 // is at k·interval after the start of the run, and each send takes the next
 // free slot. A per-second budget was rejected because it sends a second's
 // worth of requests in a burst at the top of every second.
 //
-// The pacer reads no clock: callers pass the time since the start of the
-// run, so that tests can drive it.
+// The schedule never moves: a worker that takes a slot already past (the
+// target, the connection or the bench itself stalled, and every worker was
+// busy) sends at once, and its request's latency is counted from the slot,
+// not from the late send (see run.work). Dropping the missed slots instead
+// would hide the stall from the latencies, the requests queued behind it
+// never being sent (coordinated omission); so once the target recovers the
+// backlog goes out as fast as the workers can send it, as the users it
+// stands for would have kept arriving. When the target is too slow for the
+// rate all along, the backlog grows to the end of the window: the slots
+// left untaken are counted (Report.ScheduledNotSent).
+//
+// The pacer reads no clock, so that tests can drive it.
 type pacer struct {
 	interval time.Duration // Invariant: > 0.
 	next     atomic.Int64  // The next free slot, as a time.Duration since the start.
@@ -33,16 +35,19 @@ func newPacer(rate float64) *pacer {
 	return &pacer{interval: max(time.Duration(float64(time.Second)/rate+0.5), 1)}
 }
 
-// take reserves a slot for a send by a caller whose clock reads now, and
-// returns when the caller may send: the next free slot, or now-pacerLagMax
-// when the schedule has fallen further behind than that. The returned slot
-// may be later than now; the caller sleeps until then.
-func (p *pacer) take(now time.Duration) time.Duration {
-	for {
-		next := p.next.Load()
-		slot := max(time.Duration(next), now-pacerLagMax)
-		if p.next.CompareAndSwap(next, int64(slot+p.interval)) {
-			return slot
-		}
+// take reserves the next free slot for a send and returns it, as the time
+// since the start of the run. It may be later than the caller's clock (the
+// caller sleeps until then) or earlier (the caller is late: it sends at
+// once).
+func (p *pacer) take() time.Duration {
+	return time.Duration(p.next.Add(int64(p.interval)) - int64(p.interval))
+}
+
+// untaken returns how many slots before end no send has taken.
+func (p *pacer) untaken(end time.Duration) int64 {
+	next := time.Duration(p.next.Load())
+	if next >= end {
+		return 0
 	}
+	return int64((end - next + p.interval - 1) / p.interval)
 }

@@ -69,15 +69,42 @@ type Report struct {
 	// booking had caught up.
 	BookedPerSec float64 `json:"booked_per_sec"`
 
-	// Latencies run from sending a request until its response arrived,
-	// over every response, accepted or not (timeouts and transport errors
-	// have none). They are per request, not per grant: a batch request's
-	// latency is that of all its grants. Percentiles are exact to two
-	// significant digits and LatencyMax is exact.
+	// Latencies run from when a request was due until its response
+	// arrived, over every response, accepted or not (timeouts and
+	// transport errors have none). Under Config.Rate a request is due at
+	// its slot in the pacing schedule (LatencyFromSchedule), so a request
+	// sent late because the target, the connection or the bench stalled
+	// is charged the wait too, and a stall shows in the latencies of every
+	// request queued behind it, not of the one it held up alone; without a
+	// rate, at its send. They are per request, not per grant: a batch
+	// request's latency is that of all its grants. Percentiles are exact
+	// to two significant digits and LatencyMax is exact.
 	LatencyP50  time.Duration `json:"latency_p50_ns"`
 	LatencyP99  time.Duration `json:"latency_p99_ns"`
 	LatencyP999 time.Duration `json:"latency_p999_ns"`
 	LatencyMax  time.Duration `json:"latency_max_ns"`
+	// LatencyFromSchedule is true under Config.Rate: the latencies above
+	// run from each request's slot in the schedule.
+	LatencyFromSchedule bool `json:"latency_from_schedule"`
+	// The service times run from a request's actual send until its
+	// response arrived, over the same responses: under Config.Rate they
+	// leave out the time a request waited to be sent, and so hide stalls;
+	// without a rate they equal the latencies.
+	ServiceP50  time.Duration `json:"service_p50_ns"`
+	ServiceP99  time.Duration `json:"service_p99_ns"`
+	ServiceP999 time.Duration `json:"service_p999_ns"`
+	ServiceMax  time.Duration `json:"service_max_ns"`
+	// ScheduledNotSent counts, under Config.Rate, the grants of the slots
+	// of the send window that no request took: the run was that far behind
+	// its schedule when the window closed (the target or the bench could
+	// not keep up with the rate). Their wait is in no latency.
+	ScheduledNotSent int64 `json:"scheduled_not_sent"`
+	// latency and service are the distributions behind the percentiles
+	// (service is latency when not paced), for WriteHDR.
+	latency, service *histSnapshot
+	// Series is the per-second series, when Config asked for it (a series
+	// or a plot file); see Second.
+	Series []Second `json:"-"`
 
 	// BookedTotal is the sum over targets of the growth of grants_booked
 	// from before the run until the drain ended. It counts every grant the
@@ -179,13 +206,25 @@ func (r *Report) WriteText(w io.Writer) {
 	if r.TransportErrorFirst != "" {
 		fmt.Fprintf(w, "             first transport error: %s\n", r.TransportErrorFirst)
 	}
-	latency := "latency     "
+	latency, from := "latency     ", "from send to answer"
+	if r.LatencyFromSchedule {
+		from = "from schedule: each request's slot in the --rate schedule to its answer, waits to send included"
+	}
 	if r.Batch > 1 {
 		latency = fmt.Sprintf("latency (per request of %d grants)", r.Batch)
 	}
-	fmt.Fprintf(w, "%s p50=%s p99=%s p99.9=%s max=%s\n", latency,
+	fmt.Fprintf(w, "%s p50=%s p99=%s p99.9=%s max=%s (%s)\n", latency,
 		formatLatency(r.LatencyP50), formatLatency(r.LatencyP99),
-		formatLatency(r.LatencyP999), formatLatency(r.LatencyMax))
+		formatLatency(r.LatencyP999), formatLatency(r.LatencyMax), from)
+	if r.LatencyFromSchedule {
+		fmt.Fprintf(w, "service time p50=%s p99=%s p99.9=%s max=%s (from send: the actual send to the answer)\n",
+			formatLatency(r.ServiceP50), formatLatency(r.ServiceP99),
+			formatLatency(r.ServiceP999), formatLatency(r.ServiceMax))
+	}
+	if r.ScheduledNotSent > 0 {
+		fmt.Fprintf(w, "BEHIND       %d grants scheduled in the window were not sent: the run could not keep up with --rate\n",
+			r.ScheduledNotSent)
+	}
 	drained := "drained"
 	if !r.Drained {
 		drained = "NOT drained"
@@ -217,6 +256,31 @@ func (r *Report) WriteText(w io.Writer) {
 	}
 	writeAudit(w, "", r.Audit, r.Problems)
 }
+
+// WriteHDR writes the latency distribution behind LatencyP50 and the
+// others (from schedule under Config.Rate) in HdrHistogram's percentile
+// distribution text format, values in milliseconds: what
+// outputPercentileDistribution writes, and HdrHistogram's plotter reads.
+// A row's Value is the report's percentile at its level, so that the rows
+// agree with the printed figures. It fails on a Report that Run did not
+// make (one decoded from JSON has no distribution).
+func (r *Report) WriteHDR(w io.Writer) error {
+	if r.latency == nil {
+		return errNoDistribution
+	}
+	return r.latency.writeHDR(w)
+}
+
+// WriteServiceHDR is WriteHDR for the service times (from the actual
+// send), the same distribution as WriteHDR's when not paced.
+func (r *Report) WriteServiceHDR(w io.Writer) error {
+	if r.service == nil {
+		return errNoDistribution
+	}
+	return r.service.writeHDR(w)
+}
+
+var errNoDistribution = errors.New("bench: the report holds no latency distribution (only Run's reports do)")
 
 // auditErr names the failed checks of an audit that ran and failed.
 func auditErr(a *AuditResult) error {

@@ -59,9 +59,14 @@ const (
 // growth of grants_booked summed over targets over the last second; lag is
 // the largest booking_lag any target reports (each reports the cluster's);
 // p99 is over the responses of the last second (to requests, which hold
-// cfg.Batch grants each in batch mode); errors is the total number of
+// cfg.Batch grants each in batch mode), from schedule under cfg.Rate (see
+// Report.LatencyP50); errors is the total number of
 // grants not accepted so far. booked and lag are "?" when a target's
 // stats could not be read.
+//
+// The files of cfg.HDRFile, SeriesFile and PlotFile are created before
+// the wait for readiness (a path that cannot be created fails the run) and
+// written last; a write that fails is one of the report's Problems.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	cfg, targets, err := cfg.withDefaults()
 	if err != nil {
@@ -73,8 +78,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	defer adm.client.CloseIdleConnections()
+	out, err := createOutputs(cfg)
+	if err != nil {
+		return nil, err
+	}
 	base, err := waitReady(ctx, adm, cfg.ReadyTimeout)
 	if err != nil {
+		out.close(true)
 		return nil, err
 	}
 
@@ -129,6 +139,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if d := (rep.Duration + rep.DrainTime).Seconds(); d > 0 {
 		rep.BookedPerSec = float64(rep.BookedTotal) / d
 	}
+	rep.Series = r.series
+	rep.Problems = append(rep.Problems, out.write(rep)...)
 	return rep, nil
 }
 
@@ -166,9 +178,10 @@ func adminTargetsOf(cfg Config, targets []target) []target {
 // send runs the workers for one send window: until cfg.Duration has passed,
 // ctx is canceled (canceled is then true) or a target refused the
 // requests (r.refusal), and then until every worker has returned; it sets
-// r.start and r.end. With cfg.Progress set it starts the progress line,
-// which goes on until stopProgress is called. adm reads
-// the targets' stats for that line, from the baseline base; it is nil when
+// r.start and r.end. With cfg.Progress set, or the per-second series
+// wanted, it starts the monitor (the progress line and the series), which
+// goes on until stopProgress is called. adm reads the targets' stats for
+// them, from the baseline base; it is nil when
 // the targets have no stats (the ceiling of CompareCeiling).
 func (r *run) send(ctx context.Context, adm *admin, base []nodeStats) (canceled bool, stopProgress func()) {
 	var workers sync.WaitGroup
@@ -179,12 +192,12 @@ func (r *run) send(ctx context.Context, adm *admin, base []nodeStats) (canceled 
 	}
 	progressDone := make(chan struct{})
 	var progress sync.WaitGroup
-	if r.cfg.Progress != nil {
+	if r.cfg.Progress != nil || r.wantSeries {
 		var booked *bookedCounter
 		if adm != nil {
 			booked = newBookedCounter(base)
 		}
-		progress.Go(func() { r.progress(ctx, adm, booked, progressDone) })
+		progress.Go(func() { r.monitor(ctx, adm, booked, progressDone) })
 	}
 
 	window := time.NewTimer(r.cfg.Duration)
@@ -269,6 +282,11 @@ type run struct {
 	seed      uint64            // Each worker's random source is seeded with it and the worker's index.
 	signer    *adminauth.Signer // Signs each request; nil sends them unsigned.
 	workers   []*worker
+	// wantSeries is set when cfg asks for the per-second series (a series
+	// or a plot file); the monitor then appends to series, which is read
+	// once it has returned.
+	wantSeries bool
+	series     []Second
 
 	// refused is set, and refusedCh closed, by the first answer that says
 	// a target refuses the run's requests (refuse); refusedErr, written
@@ -294,11 +312,17 @@ type worker struct {
 	offered, accepted       atomic.Int64
 	repeats, repeatsBooked  atomic.Int64
 	tokenMismatches, failed atomic.Int64
-	// errors counts grants that failed, by code; only the worker touches
-	// it while it runs.
+	// errors counts grants that failed, by code, under mu: the worker
+	// writes it, the per-second series reads it.
+	mu             sync.Mutex
 	errors         map[string]int64
-	transportFirst string    // The first transport error, for the report.
-	hist           histogram // Latencies of requests, in µs.
+	transportFirst string // The first transport error, for the report.
+	// hist holds the latencies of requests in µs, from when each was due
+	// (its slot in the schedule under Rate, else its send) until its
+	// answer; service, only under Rate (else it would equal hist), from
+	// its actual send.
+	hist    histogram
+	service *histogram
 
 	// The request in flight, which only the worker touches: its grants in
 	// the order sent, and in batch mode the users it holds and the fields
@@ -321,6 +345,7 @@ func newRun(cfg Config, targets []target, seed uint64) *run {
 		refusedCh: make(chan struct{}),
 	}
 	r.signer, _ = cfg.appSigner() // validated by withDefaults
+	r.wantSeries = cfg.SeriesFile != "" || cfg.PlotFile != ""
 	if cfg.Rate > 0 {
 		r.pacer = newPacer(float64(cfg.Rate) / float64(cfg.Batch))
 	}
@@ -353,6 +378,9 @@ func newRun(cfg Config, targets []target, seed uint64) *run {
 					errors: make(map[string]int64),
 					offers: make([]offer, 0, cfg.Batch),
 				}
+				if r.pacer != nil {
+					w.service = new(histogram)
+				}
 				if cfg.Batch > 1 {
 					w.seen = make(map[uint32]struct{}, cfg.Batch)
 					w.items = make([]grantFields, 0, cfg.Batch)
@@ -384,14 +412,17 @@ func (r *run) work(w *worker, rng *rand.Rand) {
 	defer timer.Stop()
 
 	for !r.stopped.Load() {
+		// When the request is due, since r.start: its slot in the schedule
+		// under Rate (which may be past: the worker is late, see pacer),
+		// else when it is sent. Its latency runs from there.
+		var due time.Duration
 		if r.pacer != nil {
-			now := time.Since(r.start)
-			slot := r.pacer.take(now)
-			if slot >= r.cfg.Duration {
+			due = r.pacer.take()
+			if due >= r.cfg.Duration {
 				return // Every later slot is past the window too.
 			}
-			if slot > now {
-				timer.Reset(slot - now)
+			if now := time.Since(r.start); due > now {
+				timer.Reset(due - now)
 				select {
 				case <-timer.C:
 				case <-r.stopCh:
@@ -411,8 +442,12 @@ func (r *run) work(w *worker, rng *rand.Rand) {
 		}
 		grants := int64(len(w.offers))
 		w.offered.Add(grants)
-		sent := time.Now()
-		err := w.client.DoDeadline(req, resp, sent.Add(r.cfg.RequestTimeout))
+		sentAt := time.Now()
+		sent := sentAt.Sub(r.start)
+		if r.pacer == nil {
+			due = sent
+		}
+		err := w.client.DoDeadline(req, resp, sentAt.Add(r.cfg.RequestTimeout))
 		if err != nil {
 			if isTimeout(err) {
 				w.fail("timeout", grants)
@@ -430,7 +465,11 @@ func (r *run) work(w *worker, rng *rand.Rand) {
 			}
 			continue
 		}
-		w.hist.record(uint64(time.Since(sent) / time.Microsecond))
+		answered := time.Since(r.start)
+		w.hist.record(uint64((answered - due) / time.Microsecond))
+		if w.service != nil {
+			w.service.record(uint64((answered - sent) / time.Microsecond))
+		}
 		r.answer(w, resp)
 	}
 }
@@ -600,7 +639,9 @@ func (r *run) answerGrant(w *worker, f *grantFields, o offer) {
 
 // fail counts grants that failed with code.
 func (w *worker) fail(code string, grants int64) {
+	w.mu.Lock()
 	w.errors[code] += grants
+	w.mu.Unlock()
 	w.failed.Add(grants)
 }
 
@@ -614,7 +655,7 @@ func isTimeout(err error) bool {
 func (r *run) fill(rep *Report) {
 	rep.Batch = r.cfg.Batch
 	rep.Errors = make(map[string]int64)
-	hist := new(histSnapshot)
+	hist, service := new(histSnapshot), new(histSnapshot)
 	var transportFirst string
 	for _, w := range r.workers {
 		rep.Offered += w.offered.Load()
@@ -629,6 +670,15 @@ func (r *run) fill(rep *Report) {
 			transportFirst = w.transportFirst
 		}
 		hist.add(&w.hist)
+		if w.service != nil {
+			service.add(w.service)
+		}
+	}
+	if r.pacer == nil {
+		service = hist
+	} else {
+		rep.LatencyFromSchedule = true
+		rep.ScheduledNotSent = r.pacer.untaken(min(r.end.Sub(r.start), r.cfg.Duration)) * int64(r.cfg.Batch)
 	}
 	if transportFirst != "" {
 		rep.TransportErrorFirst = transportFirst
@@ -639,48 +689,75 @@ func (r *run) fill(rep *Report) {
 		rep.AcceptedPerSec = float64(rep.Accepted) / s
 		rep.RequestsPerSec = float64(rep.Requests) / s
 	}
-	rep.LatencyP50 = time.Duration(hist.quantile(0.5)) * time.Microsecond
-	rep.LatencyP99 = time.Duration(hist.quantile(0.99)) * time.Microsecond
-	rep.LatencyP999 = time.Duration(hist.quantile(0.999)) * time.Microsecond
-	rep.LatencyMax = time.Duration(hist.max) * time.Microsecond
+	rep.LatencyP50, rep.LatencyP99, rep.LatencyP999, rep.LatencyMax = hist.summary()
+	rep.ServiceP50, rep.ServiceP99, rep.ServiceP999, rep.ServiceMax = service.summary()
+	rep.latency, rep.service = hist, service
 }
 
-// sample is a reading of all workers' counters, for the progress line.
+// sample is a reading of all workers' counters, for the progress line and
+// the series.
 type sample struct {
 	at                        time.Time
+	stopped                   bool // The send window had closed.
 	offered, accepted, failed int64
-	hist                      *histSnapshot
+	errors                    map[string]int64
+	hist, service             *histSnapshot // service is nil when not paced.
 }
 
 func (r *run) sample() sample {
-	s := sample{at: time.Now(), hist: new(histSnapshot)}
+	s := sample{at: time.Now(), stopped: r.stopped.Load(), errors: make(map[string]int64), hist: new(histSnapshot)}
+	if r.pacer != nil {
+		s.service = new(histSnapshot)
+	}
 	for _, w := range r.workers {
 		s.offered += w.offered.Load()
 		s.accepted += w.accepted.Load()
 		s.failed += w.failed.Load()
+		w.mu.Lock()
+		for code, n := range w.errors {
+			s.errors[code] += n
+		}
+		w.mu.Unlock()
 		s.hist.add(&w.hist)
+		if w.service != nil {
+			s.service.add(w.service)
+		}
 	}
 	return s
 }
 
-// progress writes a line to cfg.Progress every second until done is
-// closed; see Run for what it says. Without adm (and booked) the line
-// leaves out booked and lag.
-func (r *run) progress(ctx context.Context, adm *admin, booked *bookedCounter, done <-chan struct{}) {
+// monitor writes a line to cfg.Progress every second until done is closed;
+// see Run for what it says. Without adm (and booked) the line leaves out
+// booked and lag. When r.series is wanted it also adds a Second to it each
+// second, and one for the part of a second left once done is closed
+// (unless nothing happened in a tail under 0.1 s), so that the series adds
+// up to the run.
+func (r *run) monitor(ctx context.Context, adm *admin, booked *bookedCounter, done <-chan struct{}) {
 	ticker := time.NewTicker(time.Second)
 	defer ticker.Stop()
-	prev := sample{at: r.start, hist: new(histSnapshot)}
+	prev := sample{at: r.start, errors: map[string]int64{}, hist: new(histSnapshot)}
+	if r.pacer != nil {
+		prev.service = new(histSnapshot)
+	}
 	var prevBooked int64
 	if adm != nil {
 		prevBooked = booked.total()
 	}
 	for {
+		last := false
 		select {
 		case <-done:
-			return
+			last = true
 		case <-ticker.C:
 		}
+		if last && !r.wantSeries {
+			return
+		}
 		cur := r.sample()
+		if last && cur.offered == prev.offered && cur.accepted == prev.accepted && cur.failed == prev.failed &&
+			cur.hist.total == prev.hist.total && time.Since(prev.at) < time.Second/10 {
+			return // A short tail where nothing happened; rates over it would be noise.
+		}
 		line := progressLine{
 			elapsed:  cur.at.Sub(r.start),
 			seconds:  cur.at.Sub(prev.at).Seconds(),
@@ -707,10 +784,19 @@ func (r *run) progress(ctx context.Context, adm *admin, booked *bookedCounter, d
 				line.lag = max(line.lag, s.BookingLag)
 			}
 		}
-		if interval := cur.hist.since(prev.hist); interval.total > 0 {
+		interval := cur.hist.since(prev.hist)
+		if interval.total > 0 {
 			line.p99 = time.Duration(interval.quantile(0.99)) * time.Microsecond
 		}
-		fmt.Fprintln(r.cfg.Progress, line.String())
+		if r.wantSeries {
+			r.series = append(r.series, newSecond(r.start, prev, cur, interval, line))
+		}
+		if last {
+			return
+		}
+		if r.cfg.Progress != nil {
+			fmt.Fprintln(r.cfg.Progress, line.String())
+		}
 		prev = cur
 	}
 }

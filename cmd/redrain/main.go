@@ -77,6 +77,8 @@ $REDRAIN_ADMIN_KEY, else the public development key).`,
 redrain bench --target http://127.0.0.1:8080
 # paced, in batches of 100, signed for app 7
 redrain bench --target http://127.0.0.1:8080 --app 7 --app-key "$REDRAIN_APP_KEY" --rate 20000 --batch 100
+# paced, with the latency distribution, a per-second series and their plot
+redrain bench --rate 5000 --duration 30s --hdr bench.hgrm --series bench.jsonl --plot bench.html
 # the node against the ingress ceiling, alternating twice
 redrain bench --ceiling --batch 100 --conns 8 --pipeline 4 --users 400000 --duration 5s --rounds 2`}
 	devCommand = &command{name: "dev",
@@ -344,7 +346,7 @@ func (c *cli) bench(args []string) error {
 	adminTargets := fs.String("admin-target", "", "the nodes' operations listeners (--admin-http), comma-separated, one per --target in the same order, for the stats and audit requests (default: the targets)")
 	users := fs.Int("users", 10000, "distinct users")
 	duration := fs.Duration("duration", 10*time.Second, "how long to offer load")
-	rate := fs.Int("rate", 0, "grants/s to offer over all targets; 0 = flat out")
+	rate := fs.Int("rate", 0, "grants/s to offer over all targets, on a fixed schedule; latency is then counted from each request's slot in it, waits to send included; 0 = flat out")
 	conns := fs.Int("conns", 64, "connections per target")
 	pipeline := fs.Int("pipeline", 16, "requests in flight per connection")
 	batch := fs.Int("batch", 0, "grants per request through POST /v1/grants/batch (0: one grant per POST /v1/grants)")
@@ -357,6 +359,9 @@ func (c *cli) bench(args []string) error {
 	drain := fs.Duration("drain-timeout", 120*time.Second, "how long to wait for booking to catch up")
 	audit := fs.Bool("audit", true, "run the audit after booking drained")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	hdr := fs.String("hdr", "", "write the latency distribution to this file in HdrHistogram's percentile format (.hgrm, ms); with --rate the service times go beside it (FILE.service.hgrm)")
+	series := fs.String("series", "", "write a per-second series to this file as JSON lines (rates, errors, booked, latency percentiles)")
+	plot := fs.String("plot", "", "write a self-contained HTML page plotting throughput and latency percentiles over time to this file")
 	hot := fs.Int("compare-hot", 0, "compare booking with every grant on one budget account against grants spread over this many (puts and publishes its own activities; --activity is ignored)")
 	ceiling := fs.Bool("ceiling", false, "alternate the load between the targets and an empty fasthttp handler the bench serves on 127.0.0.1 (the ingress ceiling), and print both accepted rates and their ratio per round; booking drains and the audit runs after the last node phase")
 	rounds := fs.Int("rounds", 2, "with --compare-hot or --ceiling: how many times each phase runs, alternating")
@@ -376,6 +381,7 @@ func (c *cli) bench(args []string) error {
 		Pipeline: *pipeline, Batch: *batch, RepeatRatio: *repeat, AppID: uint32(*app), ActivityID: *activity,
 		SceneID: *scene, RainID: *rain, UserPrefix: *prefix, DrainTimeout: *drain, Audit: *audit,
 		AdminKey: adminKeyOr(*adminKey, c.getenv), AppKey: appKeyOr(*appKey, c.getenv), Progress: c.stderr,
+		HDRFile: *hdr, SeriesFile: *series, PlotFile: *plot,
 	}
 	if *hot > 0 && *ceiling {
 		return benchCommand.usageError(c, "--compare-hot and --ceiling are two comparisons: choose one")
