@@ -8,6 +8,7 @@ require (
 	github.com/IBM/sarama v1.61.1
 	github.com/alicebob/miniredis/v2 v2.40.0
 	github.com/asynkron/protoactor-go v0.0.0-20240822202345-3c0e61ca19c9
+	github.com/chromedp/chromedp v0.23.1
 	github.com/labstack/echo v3.3.10+incompatible
 	github.com/pingcap/kvproto v0.0.0-20260331120830-0d407c8b3f6e
 	github.com/pingcap/log v1.1.1-0.20221110025148-ca232912c9f3
@@ -20,6 +21,11 @@ require (
 	go.uber.org/zap v1.26.0
 	google.golang.org/grpc v1.75.1
 	google.golang.org/protobuf v1.36.6
+)
+
+require (
+	github.com/chromedp/cdproto v0.160.1 // indirect
+	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
 )
 
 require (

@@ -60,6 +60,7 @@ type connSet struct {
 	ln      net.Listener
 	done    sync.WaitGroup
 	slots   chan struct{} // capacity connsMax
+	stop    chan struct{} // closed when the server shuts down: ends event streams
 }
 
 // Serve answers on ln until Shutdown.
@@ -69,7 +70,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Unlock()
 		return ln.Close()
 	}
-	s.set = &connSet{conns: map[*conn]struct{}{}, ln: ln, slots: make(chan struct{}, connsMax)}
+	s.set = &connSet{conns: map[*conn]struct{}{}, ln: ln, slots: make(chan struct{}, connsMax), stop: make(chan struct{})}
 	set := s.set
 	s.mu.Unlock()
 	var backoff time.Duration
@@ -183,7 +184,19 @@ func (s *Server) serveConn(cn *conn, set *connSet) {
 		}
 		// After a panic the connection closes once it answered what it read.
 		closeAfter := s.serveBatch(ctxs[:n]) || n > 0 && ctxs[n-1].Request.Header.ConnectionClose()
+		stream := takeStreams(ctxs[:n])
 		if c.SetWriteDeadline(time.Now().Add(writeTimeout)) != nil {
+			return
+		}
+		if stream != nil {
+			// Answer what came before it, then stream until the client or
+			// the server goes; the connection closes after it.
+			for _, ctx := range ctxs[:n-1] {
+				if ctx.Response.Write(bw) != nil {
+					return
+				}
+			}
+			runStream(c, bw, &ctxs[n-1].Response, stream, set.stop)
 			return
 		}
 		for i, ctx := range ctxs[:n] {
@@ -322,6 +335,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	set.mu.Lock()
+	if !set.closing {
+		close(set.stop)
+	}
 	set.closing = true
 	err := set.ln.Close()
 	for cn := range set.conns {
@@ -343,4 +359,58 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	return err
+}
+
+// Stream writes a response's body as it goes (server-sent events): it
+// writes to w and calls flush after each event, until stop is closed (the
+// server shuts down) or a write fails (the client went). The connection
+// closes after it.
+type Stream func(w io.Writer, flush func() error, stop <-chan struct{})
+
+// streamKey is the user value under which a handler leaves a Stream.
+type streamKey struct{}
+
+// SetStream makes ctx's answer a stream: its status and headers (set by the
+// handler) are written, then stream runs on the connection. Only the last
+// request a client pipelined may stream; earlier ones are answered 400.
+func SetStream(ctx *fasthttp.RequestCtx, stream Stream) { ctx.SetUserValue(streamKey{}, stream) }
+
+// takeStreams removes the streams handlers set on ctxs and returns the
+// last request's, answering any earlier one's 400.
+func takeStreams(ctxs []*fasthttp.RequestCtx) Stream {
+	var last Stream
+	for i, ctx := range ctxs {
+		st, ok := ctx.UserValue(streamKey{}).(Stream)
+		if !ok {
+			continue
+		}
+		ctx.RemoveUserValue(streamKey{})
+		if i == len(ctxs)-1 {
+			last = st
+			continue
+		}
+		ctx.Response.Reset()
+		writeError(ctx, errcode.Errorf(errcode.CodeMalformed, "an event stream must be the last request pipelined on its connection"))
+	}
+	return last
+}
+
+// streamWriteTimeout bounds writing one event.
+const streamWriteTimeout = 10 * time.Second
+
+// runStream writes resp's status line and headers, without a length (the
+// body ends when the connection closes), and runs stream.
+func runStream(c net.Conn, bw *bufio.Writer, resp *fasthttp.Response, stream Stream, stop <-chan struct{}) {
+	resp.SetConnectionClose()
+	resp.ResetBody()
+	resp.Header.SetContentLength(-2) // identity: the body ends with the connection
+	if resp.Header.Write(bw) != nil || bw.Flush() != nil {
+		return
+	}
+	stream(bw, func() error {
+		if err := c.SetWriteDeadline(time.Now().Add(streamWriteTimeout)); err != nil {
+			return err
+		}
+		return bw.Flush()
+	}, stop)
 }

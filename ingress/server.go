@@ -19,6 +19,7 @@ import (
 	"redrain/grant"
 	"redrain/ledger"
 	"redrain/metrics"
+	"redrain/metrics/promexport"
 	"redrain/protect"
 	"redrain/storage"
 )
@@ -51,6 +52,9 @@ type Server struct {
 	Ledger  BookNow
 	TiKV    *storage.TiKV
 	Metrics *metrics.Registry
+	// Exporter serves /metrics (Metrics and the node's collectors); nil:
+	// Metrics alone.
+	Exporter *promexport.Exporter
 	// Ready returns nil when the node serves; otherwise why not.
 	Ready func() error
 	Stats func() Stats
@@ -75,6 +79,10 @@ type Server struct {
 	Log *slog.Logger
 	// Plane is which routes this listener serves (PlaneAll: every one).
 	Plane Plane
+	// Dashboard serves /dashboard and /dashboard/* (the operators' live
+	// page, its assets and its event stream: SetStream) on the
+	// operations plane; nil: not found.
+	Dashboard fasthttp.RequestHandler
 
 	panicsOnce sync.Once
 	panics     *metrics.Counter // redrain_http_panics_total; nil without Metrics
@@ -98,17 +106,22 @@ type Plane uint8
 const (
 	PlaneAll Plane = iota // the API and the operations routes (embedded demo)
 	PlaneAPI              // /v1/*
-	PlaneOps              // /admin/v1/*, /metrics, /debug/pprof/
+	PlaneOps              // /admin/v1/*, /metrics, /debug/pprof/, /dashboard
 )
 
 func (s *Server) metricsHandlers() {
-	s.metricsH, s.tikvMetricsH = s.Metrics.Handler(), metrics.TiKVHandler()
+	e := s.Exporter
+	if e == nil {
+		e = promexport.New(s.Metrics)
+	}
+	s.metricsH, s.tikvMetricsH = e.Handler(), promexport.HandlerFor(promexport.TiKVGatherer())
 }
 
 // opsRoute reports whether path is an operations route.
 func opsRoute(path []byte) bool {
 	return bytes.HasPrefix(path, []byte("/admin/")) || bytes.Equal(path, []byte("/metrics")) ||
-		bytes.Equal(path, []byte("/metrics/tikv")) || bytes.HasPrefix(path, []byte("/debug/"))
+		bytes.Equal(path, []byte("/metrics/tikv")) || bytes.HasPrefix(path, []byte("/debug/")) ||
+		bytes.Equal(path, []byte("/dashboard")) || bytes.HasPrefix(path, []byte("/dashboard/"))
 }
 
 // pprofIndex serves net/http/pprof's index of profiles.
@@ -180,6 +193,8 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		pprofhandler.PprofHandler(ctx)
 	case bytes.HasPrefix(path, []byte("/admin/v1/")):
 		s.admin(ctx, path)
+	case s.Dashboard != nil && (bytes.Equal(path, []byte("/dashboard")) || bytes.HasPrefix(path, []byte("/dashboard/"))):
+		s.Dashboard(ctx)
 	default:
 		writeError(ctx, errcode.Errorf(errcode.CodeNotFound, "no route %s %s", ctx.Method(), path))
 	}

@@ -29,6 +29,7 @@ var rules = []rule{
 	{pkg: "redrain/grant", never: concat([]string{"github.com/valyala/fasthttp"}, actorLibs, []string{"redrain/ingress", "redrain/admin", "redrain/actors"}), why: "the grant domain reads no HTTP and hosts no actor"},
 	{pkg: "redrain/booking", never: concat([]string{"github.com/valyala/fasthttp"}, actorLibs, []string{"redrain/ingress", "redrain/admin", "redrain/actors", "redrain/grant"}), why: "booking owns partitions' accounts with plain goroutines, reads no HTTP, and does not decide grants"},
 	{pkg: "redrain/errcode", never: []string{"redrain/"}, why: "the error table holds no business rule"},
+	{pkg: "redrain/metrics", stdOnly: true, why: "the grant path, booking and the guard count through it: no HTTP or client library comes with it (metrics/promexport serves it)"},
 	{pkg: "redrain/admin", never: []string{"redrain/ingress"}, why: "admin routes are served by the ingress, not built on it"},
 	{pkg: "redrain/adminauth", never: []string{"github.com/valyala/fasthttp"}, why: "signatures do not depend on the server's HTTP library"},
 	{pkg: "redrain/reclaim", never: []string{"github.com/valyala/fasthttp", "redrain/ingress", "redrain/admin", "redrain/grant", "redrain/node"}, why: "the reclaim closes leases through booking and the budget grains, and serves no route"},

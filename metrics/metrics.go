@@ -1,32 +1,24 @@
-// Package metrics holds a node's counters, gauges and histograms and
-// serves them with the Prometheus client library. The hot paths touch only
-// atomics (Counter, Gauge, Histogram); a Registry turns them into metrics
-// of the client library when /metrics is scraped (it is a
-// prometheus.Collector), so formatting, escaping and the exposition format
-// are the library's, and the process's Go runtime and process series join
-// them (Registry.Gatherer); the TiKV client's are served apart
-// (TiKVGatherer).
+// Package metrics holds a node's counters, gauges and histograms. The hot
+// paths touch only atomics (Counter, Gauge, Histogram); a Registry reads
+// them when /metrics is scraped (Samples), and metrics/promexport serves
+// them with the Prometheus client library. This package imports the
+// standard library only, so that the grant path, booking and the guard,
+// which count, depend on no HTTP or client library.
 package metrics
 
 import (
-	"bytes"
+	"fmt"
 	"io"
+	"math"
 	rtmetrics "runtime/metrics"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	tikvmetrics "github.com/tikv/client-go/v2/metrics"
-	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttpadaptor"
 )
 
 // Registry holds named metrics in registration order. Its zero value is
@@ -34,13 +26,6 @@ import (
 type Registry struct {
 	mu      sync.Mutex
 	entries []entry
-	extra   []prometheus.Collector
-	reg     *prometheus.Registry // built on first use (own)
-}
-
-type entry struct {
-	desc    *prometheus.Desc
-	collect func(ch chan<- prometheus.Metric, d *prometheus.Desc)
 }
 
 // Counter only grows.
@@ -119,21 +104,50 @@ func (h *Histogram) Buckets() (bounds []float64, cumulative []int64) {
 // IssueBounds are buckets for the time from a grant's issue to its booking.
 var IssueBounds = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60, 120}
 
-// labelsOf turns label pairs ("k", "v", ...) into constant labels.
-func labelsOf(kv []string) prometheus.Labels {
-	if len(kv) == 0 {
-		return nil
-	}
-	l := make(prometheus.Labels, len(kv)/2)
-	for i := 0; i+1 < len(kv); i += 2 {
-		l[kv[i]] = kv[i+1]
-	}
-	return l
+// Kind is a metric's type in the exposition.
+type Kind string
+
+// Kinds.
+const (
+	KindCounter   Kind = "counter"
+	KindGauge     Kind = "gauge"
+	KindHistogram Kind = "histogram"
+)
+
+// Label is one constant label of a series.
+type Label struct{ Name, Value string }
+
+// Sample is one series' value now: Value for a counter or gauge; Bounds,
+// Cumulative (one per bound, then +Inf), Sum for a histogram.
+type Sample struct {
+	Name, Help string
+	Kind       Kind
+	Labels     []Label
+	Value      float64
+	Bounds     []float64
+	Cumulative []uint64
+	Sum        float64
 }
 
-func (r *Registry) add(name, help string, labels []string, collect func(chan<- prometheus.Metric, *prometheus.Desc)) {
+type entry struct {
+	name, help string
+	kind       Kind
+	labels     []Label
+	read       func(*Sample)
+}
+
+func labelsOf(kv []string) []Label {
+	var out []Label
+	for i := 0; i+1 < len(kv); i += 2 {
+		out = append(out, Label{kv[i], kv[i+1]})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (r *Registry) add(name, help string, kind Kind, labels []string, read func(*Sample)) {
 	r.mu.Lock()
-	r.entries = append(r.entries, entry{desc: prometheus.NewDesc(name, help, nil, labelsOf(labels)), collect: collect})
+	r.entries = append(r.entries, entry{name: name, help: help, kind: kind, labels: labelsOf(labels), read: read})
 	r.mu.Unlock()
 }
 
@@ -141,9 +155,7 @@ func (r *Registry) add(name, help string, labels []string, collect func(chan<- p
 // one series per registration.
 func (r *Registry) Counter(name, help string, labels ...string) *Counter {
 	c := &Counter{}
-	r.add(name, help, labels, func(ch chan<- prometheus.Metric, d *prometheus.Desc) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(c.Load()))
-	})
+	r.add(name, help, KindCounter, labels, func(s *Sample) { s.Value = float64(c.Load()) })
 	return c
 }
 
@@ -151,33 +163,25 @@ func (r *Registry) Counter(name, help string, labels ...string) *Counter {
 // seconds (its name ends in _seconds_total).
 func (r *Registry) SecondsCounter(name, help string, labels ...string) *Counter {
 	c := &Counter{}
-	r.add(name, help, labels, func(ch chan<- prometheus.Metric, d *prometheus.Desc) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(c.Load())/1e9)
-	})
+	r.add(name, help, KindCounter, labels, func(s *Sample) { s.Value = float64(c.Load()) / 1e9 })
 	return c
 }
 
 // Gauge registers a gauge.
 func (r *Registry) Gauge(name, help string, labels ...string) *Gauge {
 	g := &Gauge{}
-	r.add(name, help, labels, func(ch chan<- prometheus.Metric, d *prometheus.Desc) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(g.Load()))
-	})
+	r.add(name, help, KindGauge, labels, func(s *Sample) { s.Value = float64(g.Load()) })
 	return g
 }
 
 // GaugeFunc registers a gauge read at scrape time.
 func (r *Registry) GaugeFunc(name, help string, fn func() int64, labels ...string) {
-	r.add(name, help, labels, func(ch chan<- prometheus.Metric, d *prometheus.Desc) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(fn()))
-	})
+	r.add(name, help, KindGauge, labels, func(s *Sample) { s.Value = float64(fn()) })
 }
 
 // FloatGaugeFunc registers a gauge read at scrape time, as a float.
 func (r *Registry) FloatGaugeFunc(name, help string, fn func() float64, labels ...string) {
-	r.add(name, help, labels, func(ch chan<- prometheus.Metric, d *prometheus.Desc) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, fn())
-	})
+	r.add(name, help, KindGauge, labels, func(s *Sample) { s.Value = fn() })
 }
 
 // Histogram registers a histogram over bounds (seconds, ascending), fed by
@@ -194,115 +198,113 @@ func (r *Registry) CountHistogram(name, help string, bounds []float64, labels ..
 
 func (r *Registry) histogram(name, help string, bounds []float64, scale float64, labels []string) *Histogram {
 	h := &Histogram{bounds: bounds, counts: make([]atomic.Int64, len(bounds)+1), scale: scale}
-	r.add(name, help, labels, func(ch chan<- prometheus.Metric, d *prometheus.Desc) {
+	r.add(name, help, KindHistogram, labels, func(s *Sample) {
 		_, cum := h.Buckets()
-		buckets := make(map[float64]uint64, len(h.bounds))
-		for i, b := range h.bounds {
-			buckets[b] = uint64(cum[i])
+		s.Bounds, s.Cumulative = h.bounds, make([]uint64, len(cum))
+		for i, c := range cum {
+			s.Cumulative[i] = uint64(c)
 		}
-		ch <- prometheus.MustNewConstHistogram(d, uint64(cum[len(cum)-1]), float64(h.sumNs.Load())/h.scale, buckets)
+		s.Sum = float64(h.sumNs.Load()) / h.scale
 	})
 	return h
 }
 
-// Register adds a collector of the client library (series whose set
-// changes at run time: one per budget, one per partition) to the
-// registry's own metrics.
-func (r *Registry) Register(c prometheus.Collector) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.extra = append(r.extra, c)
-	if r.reg != nil {
-		r.reg.MustRegister(c)
-	}
-}
-
-// Describe sends nothing: the registry is an unchecked collector (its
-// series are only known at scrape time; the library still checks their
-// consistency when it gathers them).
-func (r *Registry) Describe(chan<- *prometheus.Desc) {}
-
-// Collect sends the value of every registered metric now.
-func (r *Registry) Collect(ch chan<- prometheus.Metric) {
+// Samples reads every registered series now, in registration order. The
+// exporter (metrics/promexport) turns them into the Prometheus client
+// library's metrics.
+func (r *Registry) Samples() []Sample {
 	r.mu.Lock()
 	entries := slices.Clone(r.entries)
 	r.mu.Unlock()
-	for _, e := range entries {
-		e.collect(ch, e.desc)
+	out := make([]Sample, len(entries))
+	for i, e := range entries {
+		out[i] = Sample{Name: e.name, Help: e.help, Kind: e.kind, Labels: e.labels}
+		e.read(&out[i])
 	}
+	return out
 }
 
-// own is the library registry of this registry's metrics and collectors.
-func (r *Registry) own() *prometheus.Registry {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.reg == nil {
-		r.reg = prometheus.NewPedanticRegistry()
-		r.reg.MustRegister(r)
-		for _, c := range r.extra {
-			r.reg.MustRegister(c)
-		}
-	}
-	return r.reg
-}
-
-// tikvPrefix starts the names of the TiKV client's series.
-const tikvPrefix = "tikv_client_go_"
-
-var registerTiKV sync.Once
-
-// filtered is the library's default registry (process-wide: shared by every
-// node of a process) with only the families keep accepts.
-func filtered(keep func(name string) bool) prometheus.Gatherer {
-	registerTiKV.Do(tikvmetrics.RegisterMetrics)
-	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
-		mfs, err := prometheus.DefaultGatherer.Gather()
-		return slices.DeleteFunc(mfs, func(mf *dto.MetricFamily) bool { return !keep(mf.GetName()) }), err
-	})
-}
-
-// Gatherer is what /metrics serves: this registry's metrics and the Go
-// runtime's (go_*) and the process's (process_*) series.
-func (r *Registry) Gatherer() prometheus.Gatherer {
-	return prometheus.Gatherers{r.own(), filtered(func(name string) bool { return !strings.HasPrefix(name, tikvPrefix) })}
-}
-
-// TiKVGatherer is what /metrics/tikv serves: the TiKV client's own series
-// (tikv_client_go_*), apart because their names are client-go's (dashboards
-// for TiKV use them as they are) and break Prometheus's naming lint
-// (counters without _total), which /metrics passes.
-func TiKVGatherer() prometheus.Gatherer {
-	return filtered(func(name string) bool { return strings.HasPrefix(name, tikvPrefix) })
-}
-
-func handlerFor(g prometheus.Gatherer) fasthttp.RequestHandler {
-	return fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(g, promhttp.HandlerOpts{
-		ErrorHandling:     promhttp.ContinueOnError,
-		EnableOpenMetrics: true,
-	}))
-}
-
-// Handler serves /metrics (the Prometheus text format, or OpenMetrics
-// when the scraper asks for it).
-func (r *Registry) Handler() fasthttp.RequestHandler { return handlerFor(r.Gatherer()) }
-
-// TiKVHandler serves /metrics/tikv.
-func TiKVHandler() fasthttp.RequestHandler { return handlerFor(TiKVGatherer()) }
-
-// WriteText writes the registry's own metrics (not the process-wide ones)
-// in the Prometheus text format, families sorted by name.
+// WriteText writes the registry's series in the Prometheus text format as
+// the client library writes them (families by name, series by labels;
+// promexport's test holds the two to the same bytes), for tests and
+// tools; /metrics is served by promexport.
 func (r *Registry) WriteText(w io.Writer) error {
-	mfs, err := r.own().Gather()
-	var b bytes.Buffer
-	for _, mf := range mfs {
-		if _, werr := expfmt.MetricFamilyToText(&b, mf); werr != nil && err == nil {
-			err = werr
+	samples := r.Samples()
+	sort.SliceStable(samples, func(i, j int) bool {
+		if samples[i].Name != samples[j].Name {
+			return samples[i].Name < samples[j].Name
 		}
+		return labelKey(samples[i].Labels) < labelKey(samples[j].Labels)
+	})
+	var b []byte
+	for i, s := range samples {
+		if i == 0 || samples[i-1].Name != s.Name {
+			b = fmt.Appendf(b, "# HELP %s %s\n# TYPE %s %s\n", s.Name, escapeHelp(s.Help), s.Name, s.Kind)
+		}
+		if s.Kind != KindHistogram {
+			b = appendSeries(b, s.Name, s.Labels, "", s.Value)
+			continue
+		}
+		for k, bound := range s.Bounds {
+			b = appendSeries(b, s.Name+"_bucket", s.Labels, formatFloat(bound), float64(s.Cumulative[k]))
+		}
+		total := float64(s.Cumulative[len(s.Cumulative)-1])
+		b = appendSeries(b, s.Name+"_bucket", s.Labels, "+Inf", total)
+		b = appendSeries(b, s.Name+"_sum", s.Labels, "", s.Sum)
+		b = appendSeries(b, s.Name+"_count", s.Labels, "", total)
 	}
-	if _, werr := w.Write(b.Bytes()); werr != nil && err == nil {
-		err = werr
-	}
+	_, err := w.Write(b)
 	return err
+}
+
+func labelKey(ls []Label) string {
+	var k strings.Builder
+	for _, l := range ls {
+		k.WriteString(l.Name + "\xff" + l.Value + "\xff")
+	}
+	return k.String()
+}
+
+func appendSeries(b []byte, name string, labels []Label, le string, v float64) []byte {
+	b = append(b, name...)
+	if len(labels) > 0 || le != "" {
+		b = append(b, '{')
+		for i, l := range labels {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(append(append(append(b, l.Name...), `="`...), escapeLabel(l.Value)...), '"')
+		}
+		if le != "" {
+			if len(labels) > 0 {
+				b = append(b, ',')
+			}
+			b = append(append(append(b, `le="`...), le...), '"')
+		}
+		b = append(b, '}')
+	}
+	return append(append(append(b, ' '), formatFloat(v)...), '\n')
+}
+
+var (
+	labelEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
+	helpEscaper  = strings.NewReplacer(`\`, `\\`, "\n", `\n`)
+)
+
+func escapeLabel(s string) string { return labelEscaper.Replace(s) }
+func escapeHelp(s string) string  { return helpEscaper.Replace(s) }
+
+// formatFloat writes a value as the exposition format does.
+func formatFloat(f float64) string {
+	switch {
+	case math.IsInf(f, 1):
+		return "+Inf"
+	case math.IsInf(f, -1):
+		return "-Inf"
+	case math.IsNaN(f):
+		return "NaN"
+	}
+	return strconv.FormatFloat(f, 'g', -1, 64)
 }
 
 // HeapAllocs returns the heap allocations (objects) of the process so far.

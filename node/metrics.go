@@ -11,6 +11,7 @@ import (
 
 	"redrain/actors"
 	"redrain/metrics"
+	"redrain/metrics/promexport"
 	"redrain/reconcile"
 	"redrain/storage"
 )
@@ -107,10 +108,10 @@ func (c partitionLagCollector) Collect(ch chan<- prometheus.Metric) {
 
 // registerMetrics adds the run-time series to the node's registry.
 func (n *Node) registerMetrics() {
-	n.Metrics.Register(&budgetCollector{read: func(ctx context.Context) ([]*actors.BudgetView, error) {
+	n.exporter.Register(&budgetCollector{read: func(ctx context.Context) ([]*actors.BudgetView, error) {
 		return actors.ReadBudgetViews(ctx, n.tikv, n.pipe, "", n.openIssued())
 	}})
-	n.Metrics.Register(partitionLagCollector{n})
+	n.exporter.Register(partitionLagCollector{n})
 }
 
 // The audit's results as series: what the last audit (periodic, or asked
@@ -138,12 +139,12 @@ type audits struct {
 	failures *metrics.Counter // audits that could not run (store unreachable)
 }
 
-func newAudits(reg *metrics.Registry) *audits {
+func newAudits(reg *metrics.Registry, e *promexport.Exporter) *audits {
 	a := &audits{
 		runs:     reg.Counter("redrain_audit_runs_total", "Audits of the store this node ran (periodic and asked for)."),
 		failures: reg.Counter("redrain_audit_errors_total", "Audits that could not run to their end (the store unreachable, a time-out)."),
 	}
-	reg.Register(a)
+	e.Register(a)
 	return a
 }
 

@@ -31,10 +31,12 @@ import (
 	"redrain/campaign"
 	"redrain/cluster"
 	"redrain/configstore"
+	"redrain/dashboard"
 	"redrain/grant"
 	"redrain/ingress"
 	"redrain/ledger"
 	"redrain/metrics"
+	"redrain/metrics/promexport"
 	"redrain/protect"
 	"redrain/reclaim"
 	"redrain/reconcile"
@@ -101,6 +103,7 @@ type Node struct {
 	// them (reclaim.go).
 	reclaimed *metrics.Counter
 	audits    *audits
+	exporter  *promexport.Exporter // serves Metrics and the collectors below
 	reclaimer *reclaim.Reclaimer
 	// index keeps Redis's binding index whole (recover.go).
 	index *ingress.Index
@@ -155,6 +158,7 @@ func Start(cfg Config) (n *Node, err error) {
 		cfg.Log = slog.Default()
 	}
 	n = &Node{cfg: cfg, log: cfg.Log, Metrics: &metrics.Registry{}, Incarnation: uint64(time.Now().UnixNano()), served: make(chan error, 2)}
+	n.exporter = promexport.New(n.Metrics)
 	// The error returns below set the named result n to nil before this
 	// runs, so it stops what was started through its own reference.
 	started := n
@@ -270,7 +274,7 @@ func Start(cfg Config) (n *Node, err error) {
 	}
 	n.Metrics.GaugeFunc("redrain_booking_lag_records", "Grant records in Kafka not yet booked (all partitions).", n.lag.Load)
 	n.registerMetrics()
-	n.audits = newAudits(n.Metrics)
+	n.audits = newAudits(n.Metrics, n.exporter)
 	n.Metrics.GaugeFunc("redrain_booking_stopped", "1 when booking stopped on a broken money invariant or an unreadable record (see /readyz).", func() int64 {
 		if n.booker.Broken() != nil {
 			return 1
@@ -283,15 +287,16 @@ func Start(cfg Config) (n *Node, err error) {
 		}
 		return 0
 	})
+	dash := dashboard.Handler(dashboard.NewHub(dashSource{n}), n.verifier)
 	toks := ingress.NewTokens(n.Campaign, n.grants.Catalog, n.tikv, n.booker)
 	toks.StoredAwardMax = n.storedAwardMax
 	newServer := func(plane ingress.Plane) *ingress.Server {
-		return &ingress.Server{Plane: plane, Grants: n.grants, Binder: n.binder, Campaign: n.Campaign, TiKV: n.tikv, Metrics: n.Metrics,
+		return &ingress.Server{Plane: plane, Grants: n.grants, Binder: n.binder, Campaign: n.Campaign, TiKV: n.tikv, Metrics: n.Metrics, Exporter: n.exporter,
 			Tokens:       toks,
 			Ledger:       n.booker,
 			Authenticate: n.authenticate, Apps: n.apps,
 			Guard: n.guard,
-			Log:   n.log,
+			Log:   n.log, Dashboard: dash,
 			Admin: func(ctx *fasthttp.RequestCtx, keyID string) bool {
 				return n.serveParked(ctx, keyID) || n.admin.Serve(ctx, keyID)
 			},

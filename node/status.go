@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"redrain/actors"
+	"redrain/dashboard"
 	"redrain/grant"
 )
 
@@ -32,8 +33,11 @@ type nodeStatus struct {
 	// Leases is what this node issued under each lease it holds open, by
 	// budget (budget figures read it: a budget record learns a lease's
 	// issued amount only when the lease closes).
-	Leases  map[string][]grant.OpenLease `json:"leases,omitempty"`
-	Updated time.Time                    `json:"updated"`
+	Leases map[string][]grant.OpenLease `json:"leases,omitempty"`
+	// Counters are what the node counted since it started (the
+	// dashboard's rates and percentiles).
+	Counters *dashboard.Counters `json:"counters,omitempty"`
+	Updated  time.Time           `json:"updated"`
 }
 
 func statusKey(id string) string { return "rr:node:" + id }
@@ -42,7 +46,7 @@ func (n *Node) status() nodeStatus {
 	st := nodeStatus{ID: n.ID, Incarnation: n.Incarnation, HTTP: n.Addr(), Membership: n.member.Manage, MemberID: n.member.ID,
 		Partitions: n.booker.Claims(), Updated: time.Now().UTC(),
 		Grains: map[string]int64{actors.KindBudget: n.grains.Budget.Load()},
-		Leases: n.grants.OpenLeases()}
+		Leases: n.grants.OpenLeases(), Counters: n.counters()}
 	if st.Partitions == nil {
 		st.Partitions = []int32{}
 	}
@@ -213,7 +217,7 @@ func (n *Node) clusterView(ctx context.Context) ([]byte, error) {
 	}
 	owner := map[int32]string{}
 	for _, st := range nodes {
-		st.Leases = nil // budget figures show them
+		st.Leases, st.Counters = nil, nil // budget figures and the dashboard show them
 		v.Nodes = append(v.Nodes, st)
 		for _, p := range st.Partitions {
 			owner[p] = st.ID

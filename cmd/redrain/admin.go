@@ -8,11 +8,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"redrain/adminauth"
+	"redrain/dashboard"
 )
 
 var adminCommand = &command{name: "admin",
@@ -36,6 +39,9 @@ var adminCommand = &command{name: "admin",
                              on (kept, with the key id, time and reason; a record
                              booking reads and does not wait at is refused)
   parked                     the parked records
+  dashboard [--ttl 12h]      print the URL of the node's live dashboard, with a
+                             ticket made with --key that opens it until --ttl
+                             from now (at most 24h); nothing is sent
 
 Flags may come before, between or after the arguments. --key defaults to
 $REDRAIN_ADMIN_KEY, else the public development key. Point --target at the
@@ -45,6 +51,8 @@ Exit status: 1 when the node answers an error, 2 on bad usage or no answer.`,
 redrain admin --target http://127.0.0.1:9300 apply examples/spring.json --publish
 # a canary: version 2 to two users only
 redrain admin publish spring --version 2 --whitelist 1:staff-1,1:staff-2
+# open the live dashboard of a node (its operations listener)
+redrain admin --target http://127.0.0.1:9300 dashboard
 # the budgets, with the key from the environment
 REDRAIN_ADMIN_KEY=$(cat ops.key) REDRAIN_ADMIN_TARGET=http://10.0.0.5:9300 redrain admin budgets spring`}
 
@@ -60,6 +68,7 @@ func runAdmin(ctx context.Context, c *cli, args []string) int {
 	fs.StringVar(&o.whitelist, "whitelist", "", "publish: app_id:user_id entries, comma-separated")
 	fs.StringVar(&o.whitelistFile, "whitelist-file", "", "publish: file of app_id:user_id entries, one a line")
 	fs.StringVar(&o.reason, "reason", "", "park: why the record is set aside (required)")
+	fs.DurationVar(&o.ttl, "ttl", 12*time.Hour, "dashboard: how long the ticket opens the dashboard (at most 24h)")
 	pos, err := parseInterleaved(fs, args)
 	if err = adminCommand.parsed(c, fs, err); err == nil {
 		err = adminCommand.setFromEnv(c, fs)
@@ -81,7 +90,7 @@ func runAdmin(ctx context.Context, c *cli, args []string) int {
 	defer cancel()
 	a := &adminRun{
 		c:     &adminauth.Client{Target: *target, Signer: &adminauth.Signer{Key: key}, HTTP: &http.Client{}},
-		stdin: c.stdin, stdout: c.stdout, stderr: c.stderr,
+		stdin: c.stdin, stdout: c.stdout, stderr: c.stderr, now: time.Now,
 	}
 	return a.run(ctx, pos[0], pos[1:], o)
 }
@@ -103,6 +112,7 @@ type adminRun struct {
 	c              *adminauth.Client
 	stdin          io.Reader
 	stdout, stderr io.Writer
+	now            func() time.Time
 }
 
 // errUsage is a command line that names no valid command; usage was printed.
@@ -113,6 +123,7 @@ type adminOptions struct {
 	version                          int64
 	publish                          bool
 	whitelist, whitelistFile, reason string
+	ttl                              time.Duration
 }
 
 func (a *adminRun) run(ctx context.Context, cmd string, pos []string, o adminOptions) int {
@@ -154,7 +165,7 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 func (a *adminRun) dispatch(ctx context.Context, cmd string, pos []string, o adminOptions) error {
 	version, reason := o.version, o.reason
 	want := map[string]int{"apply": 1, "list": 0, "get": 1, "publish": 1, "rollback": 1, "budgets": 1,
-		"budget": 1, "stats": 0, "audit": 0, "cluster": 0, "park": 2, "parked": 0}
+		"budget": 1, "stats": 0, "audit": 0, "cluster": 0, "park": 2, "parked": 0, "dashboard": 0}
 	n, known := want[cmd]
 	if cmd == "switches" {
 		known, n = true, len(pos)
@@ -174,6 +185,9 @@ func (a *adminRun) dispatch(ctx context.Context, cmd string, pos []string, o adm
 		return errUsage
 	case cmd == "park" && reason == "":
 		fmt.Fprintf(a.stderr, "redrain admin park: --reason TEXT is required\n")
+		return errUsage
+	case cmd == "dashboard" && (o.ttl <= 0 || o.ttl > adminauth.TicketTTLMax):
+		fmt.Fprintf(a.stderr, "redrain admin dashboard: --ttl %v: more than 0, at most %v\n", o.ttl, adminauth.TicketTTLMax)
 		return errUsage
 	}
 	switch cmd {
@@ -224,6 +238,11 @@ func (a *adminRun) dispatch(ctx context.Context, cmd string, pos []string, o adm
 			return errUsage
 		}
 		return a.print(a.c.Park(ctx, int32(part), offset, reason))
+	case "dashboard":
+		u := strings.TrimSuffix(a.c.Target, "/") + "/dashboard?ticket=" +
+			url.QueryEscape(adminauth.Ticket(a.c.Signer.Key, dashboard.TicketScope, a.now().Add(o.ttl)))
+		_, err := fmt.Fprintln(a.stdout, u)
+		return err
 	default: // stats, audit, cluster, parked
 		return a.print(a.c.Get(ctx, "/admin/v1/"+cmd))
 	}

@@ -6,13 +6,16 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"redrain/adminauth"
+	"redrain/dashboard"
 )
 
 const testKey = "ops:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
@@ -184,5 +187,33 @@ func TestAdminUnreachable(t *testing.T) {
 	exit := runAdmin(context.Background(), c, []string{"--target", target, "stats"})
 	if exit != 2 || !strings.Contains(stderr.String(), "error: adminauth: no answer: GET "+target+"/admin/v1/stats") {
 		t.Errorf("exit %d, stderr %q; want 2 and no answer", exit, stderr.String())
+	}
+}
+
+// TestAdminDashboard: the printed URL is the target's dashboard with a
+// ticket that the node's verifier accepts for the dashboard, within --ttl;
+// a --ttl past the maximum is a usage error.
+func TestAdminDashboard(t *testing.T) {
+	c, stdout, stderr := testCLI(nil, "")
+	exit := runAdmin(context.Background(), c, []string{"--target", "http://10.0.0.5:9300/", "--key", testKey, "dashboard", "--ttl", "2h"})
+	if exit != 0 || stderr.Len() != 0 {
+		t.Fatalf("exit %d, stderr %q", exit, stderr.String())
+	}
+	u, err := url.Parse(strings.TrimSpace(stdout.String()))
+	if err != nil || u.Scheme+"://"+u.Host+u.Path != "http://10.0.0.5:9300/dashboard" {
+		t.Fatalf("printed %q (%v)", stdout.String(), err)
+	}
+	key := adminauth.MustParseKey(testKey)
+	v := &adminauth.Verifier{Keys: map[string]adminauth.Key{key.ID: key}}
+	if id, err := v.VerifyTicket(dashboard.TicketScope, u.Query().Get("ticket")); err != nil || id != key.ID {
+		t.Errorf("ticket: %q, %v", id, err)
+	}
+	v.Now = func() time.Time { return time.Now().Add(2*time.Hour + time.Minute) }
+	if _, err := v.VerifyTicket(dashboard.TicketScope, u.Query().Get("ticket")); err == nil {
+		t.Error("the ticket outlives its --ttl")
+	}
+	c, _, stderr = testCLI(nil, "")
+	if exit := runAdmin(context.Background(), c, []string{"--key", testKey, "dashboard", "--ttl", "48h"}); exit != 2 || !strings.Contains(stderr.String(), "--ttl 48h0m0s: more than 0, at most 24h0m0s") {
+		t.Errorf("--ttl 48h: exit %d, stderr %q", exit, stderr.String())
 	}
 }
