@@ -157,8 +157,11 @@ type Source interface {
 }
 
 // Hub cadences: a frame a second; budgets read every other second; the
-// audit (every account is read) at most every AuditEvery.
+// audit (every account is read) at most every AuditEvery, and with at
+// least auditSpacing times its own duration between two, so that on a
+// large store it takes a bounded share of the node.
 const (
+	auditSpacing = 4
 	FrameEvery    = time.Second
 	budgetsEvery  = 2 * time.Second
 	AuditEvery    = 5 * time.Second
@@ -190,6 +193,7 @@ type Hub struct {
 	budgetErr string
 	audit     *Audit
 	auditAt   time.Time
+	auditTook time.Duration
 }
 
 type sample struct {
@@ -296,9 +300,11 @@ func (h *Hub) Frame(ctx context.Context) *Frame {
 	}
 	f.Budgets = append(f.Budgets, h.budgets...)
 
-	if now.Sub(h.auditAt) >= AuditEvery {
+	if now.Sub(h.auditAt) >= max(AuditEvery, auditSpacing*h.auditTook) {
 		h.auditAt = now
+		start := time.Now()
 		r, err := h.src.Audit(ctx)
+		h.auditTook = time.Since(start)
 		switch {
 		case err != nil && h.audit != nil:
 			a := *h.audit // keep the last result, say why it is old
