@@ -20,6 +20,7 @@ import (
 	"redrain/ledger"
 	"redrain/metrics"
 	"redrain/metrics/promexport"
+	"redrain/openapi"
 	"redrain/protect"
 	"redrain/storage"
 )
@@ -99,8 +100,9 @@ type Server struct {
 
 // Plane says which routes a listener serves: a node with an operations
 // listener (--admin-http) serves the API on one (PlaneAPI) and the
-// operations routes on the other (PlaneOps); /healthz and /readyz are on
-// both. A route of the other plane is answered 404 not_found.
+// operations routes on the other (PlaneOps); /healthz, /readyz and
+// /openapi.json are on both. A route of the other plane is answered 404
+// not_found.
 type Plane uint8
 
 const (
@@ -170,6 +172,12 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		s.wallet(ctx, path[len("/v1/wallet/"):])
 	case bytes.Equal(path, []byte("/healthz")):
 		writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ok"}`))
+	case bytes.Equal(path, []byte("/openapi.json")): // the API's document, public (package openapi)
+		if !get {
+			methodNotAllowed(ctx, "GET")
+			return
+		}
+		writeJSON(ctx, fasthttp.StatusOK, openapi.JSON())
 	case bytes.Equal(path, []byte("/readyz")):
 		if err := s.Ready(); err != nil {
 			b := append([]byte(`{"status":"not_ready","reason":`), errcode.AppendJSONString(nil, err.Error())...)

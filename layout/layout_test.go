@@ -31,6 +31,7 @@ var rules = []rule{
 	{pkg: "redrain/errcode", never: []string{"redrain/"}, why: "the error table holds no business rule"},
 	{pkg: "redrain/metrics", stdOnly: true, why: "the grant path, booking and the guard count through it: no HTTP or client library comes with it (metrics/promexport serves it)"},
 	{pkg: "redrain/admin", never: []string{"redrain/ingress"}, why: "admin routes are served by the ingress, not built on it"},
+	{pkg: "redrain/openapi", stdOnly: true, why: "the API's OpenAPI document: openapi.json embedded, no code (its validator is a test dependency)"},
 	{pkg: "redrain/adminauth", never: []string{"github.com/valyala/fasthttp"}, why: "signatures do not depend on the server's HTTP library"},
 	{pkg: "redrain/reclaim", never: []string{"github.com/valyala/fasthttp", "redrain/ingress", "redrain/admin", "redrain/grant", "redrain/node"}, why: "the reclaim closes leases through booking and the budget grains, and serves no route"},
 	{pkg: "redrain/bench", never: []string{"redrain/actors", "redrain/admin", "redrain/campaign", "redrain/cluster", "redrain/configstore", "redrain/grant", "redrain/ingress", "redrain/ledger", "redrain/node", "redrain/reconcile", "redrain/storage", "redrain/tokens"}, why: "the load generator is a client of the HTTP API only"},
