@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"redrain/adminauth"
-	"redrain/configstore"
 	"redrain/campaign"
+	"redrain/configstore"
 	"redrain/node"
 	"redrain/storage/storagetest"
 	"redrain/tokens"
