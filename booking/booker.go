@@ -21,7 +21,8 @@ import (
 	"redrain/storage"
 )
 
-// Group is the consumer group of every node's booking.
+// Group is the default name of the consumer group of every node's booking
+// (`serve --booking-group` names another: Config.GroupID).
 const Group = "redrain-booking"
 
 // bookBatchMax bounds the grants one unit applies and one transaction
@@ -83,6 +84,8 @@ type Booker struct {
 	fencedGrants *metrics.Counter
 
 	brokers  []string
+	topic    string               // Config.Topic
+	groupID  string               // Config.GroupID
 	group    sarama.ConsumerGroup // Config.Group
 	onBooked atomic.Pointer[func([]ledger.Grant)]
 	owners   atomic.Pointer[Owners] // nil: reads of partitions owned elsewhere go to the store
@@ -136,6 +139,11 @@ type Config struct {
 	// started may land until then. 0 when no other process can have
 	// owned the partition (a node alone on its embedded broker).
 	UncleanWait time.Duration
+	// Topic is the grant topic's name ("": storage.GrantTopic) and GroupID
+	// the consumer group's ("": Group); every node of a cluster names the
+	// same.
+	Topic   string
+	GroupID string
 }
 
 // New builds a booker; Run starts it.
@@ -149,6 +157,7 @@ func New(cfg Config) *Booker {
 		commits: commits,
 		log:     cfg.Log, tikv: cfg.TiKV, clock: cfg.Clock,
 		parts: cfg.Partitions, owner: cfg.Owner, brokers: cfg.Brokers, lagMax: cmp.Or(cfg.LagMax, DefaultLagMax), wait: cfg.UncleanWait,
+		topic: cmp.Or(cfg.Topic, storage.GrantTopic), groupID: cmp.Or(cfg.GroupID, Group),
 		group: cfg.Group, tail: cfg.Tail,
 		owned:            map[int32]*owned{},
 		Booked:           m.Counter("redrain_grants_booked_total", "Grants booked into the ledger by this node."),
@@ -221,13 +230,21 @@ func (b *Booker) Run(ctx context.Context) error {
 		}
 		defer closeAll()
 	}
+	// The committers outlive the partitions: a partition that stops (here,
+	// the node stopping) waits for the answers to the units it sent before
+	// it writes its release (awaitPending), as after a rebalance. Stopped
+	// with it, they left every partition waiting releaseTimeout and each
+	// stop took 5 s longer. They end once Consume has returned, which is
+	// after every partition's goroutine did.
+	commitCtx, stopCommits := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopCommits()
 	for _, ch := range b.commits {
-		go b.commitLoop(ctx, ch)
+		go b.commitLoop(commitCtx, ch)
 	}
 	go b.confirmLoop(ctx)
 	h := &handler{b: b}
 	for ctx.Err() == nil {
-		if err := group.Consume(ctx, []string{storage.GrantTopic}, h); err != nil && ctx.Err() == nil {
+		if err := group.Consume(ctx, []string{b.topic}, h); err != nil && ctx.Err() == nil {
 			b.log.Warn("booking: consume", "err", err)
 			select {
 			case <-ctx.Done():
@@ -255,7 +272,7 @@ func (b *Booker) kafkaGroup() (sarama.ConsumerGroup, func(), error) {
 	cfg.Consumer.Group.Heartbeat.Interval = time.Second
 	cfg.Consumer.Fetch.Default = 4 << 20
 	cfg.Consumer.Return.Errors = false
-	group, err := sarama.NewConsumerGroup(b.brokers, Group, cfg)
+	group, err := sarama.NewConsumerGroup(b.brokers, b.groupID, cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: consumer group: %v", storage.ErrUnavailable, err)
 	}
@@ -265,7 +282,7 @@ func (b *Booker) kafkaGroup() (sarama.ConsumerGroup, func(), error) {
 		return nil, nil, fmt.Errorf("%w: kafka client: %v", storage.ErrUnavailable, err)
 	}
 	b.tail = func(p int32) (int64, error) {
-		off, err := client.GetOffset(storage.GrantTopic, p, sarama.OffsetNewest)
+		off, err := client.GetOffset(b.topic, p, sarama.OffsetNewest)
 		if err != nil {
 			return 0, fmt.Errorf("%w: offset: %v", storage.ErrUnavailable, err)
 		}
@@ -1191,26 +1208,28 @@ func (p *part) readFrom(ctx context.Context, gone chan struct{}, r *readReq, out
 	}
 }
 
-// HighWaterMarks returns the next offset of every grant topic partition.
-func HighWaterMarks(client sarama.Client) (map[int32]int64, error) {
-	parts, err := client.Partitions(storage.GrantTopic)
+// HighWaterMarks returns the next offset of every partition of the grant
+// topic named topic.
+func HighWaterMarks(client sarama.Client, topic string) (map[int32]int64, error) {
+	parts, err := client.Partitions(topic)
 	if err != nil {
 		return nil, fmt.Errorf("%w: partitions: %v", storage.ErrUnavailable, err)
 	}
 	out := make(map[int32]int64, len(parts))
 	for _, p := range parts {
-		if out[p], err = client.GetOffset(storage.GrantTopic, p, sarama.OffsetNewest); err != nil {
+		if out[p], err = client.GetOffset(topic, p, sarama.OffsetNewest); err != nil {
 			return nil, fmt.Errorf("%w: offset: %v", storage.ErrUnavailable, err)
 		}
 	}
 	return out, nil
 }
 
-// LagOf returns, per partition, the grant records in Kafka that the store
-// does not hold booked yet (a partition's booked offset is written with
-// its journal, so this is exact; Kafka's group offsets lag behind it).
-func LagOf(ctx context.Context, client sarama.Client, tikv *storage.TiKV) (map[int32]int64, error) {
-	hwm, err := HighWaterMarks(client)
+// LagOf returns, per partition, the records of the grant topic named topic
+// that the store does not hold booked yet (a partition's booked offset is
+// written with its journal, so this is exact; Kafka's group offsets lag
+// behind it).
+func LagOf(ctx context.Context, client sarama.Client, topic string, tikv *storage.TiKV) (map[int32]int64, error) {
+	hwm, err := HighWaterMarks(client, topic)
 	if err != nil {
 		return nil, err
 	}
@@ -1220,7 +1239,7 @@ func LagOf(ctx context.Context, client sarama.Client, tikv *storage.TiKV) (map[i
 	}
 	lag := make(map[int32]int64, len(hwm))
 	for p, h := range hwm {
-		oldest, err := client.GetOffset(storage.GrantTopic, p, sarama.OffsetOldest)
+		oldest, err := client.GetOffset(topic, p, sarama.OffsetOldest)
 		if err != nil {
 			return nil, fmt.Errorf("%w: offset: %v", storage.ErrUnavailable, err)
 		}

@@ -96,7 +96,7 @@ func produce(t *testing.T, k *storage.Kafka, partitions int32, grants []ledger.G
 // drained reports nil once the store holds every record of the topic
 // booked.
 func drained(t *testing.T, client sarama.Client, kv *storage.TiKV) error {
-	lag, err := booking.LagOf(context.Background(), client, kv)
+	lag, err := booking.LagOf(context.Background(), client, storage.GrantTopic, kv)
 	if err != nil {
 		return err
 	}
@@ -197,7 +197,7 @@ func TestConsumeExactlyOnceAcrossRestart(t *testing.T) {
 	if err := b2.Broken(); err != nil {
 		t.Fatalf("Broken() = %v", err)
 	}
-	hwm, err := booking.HighWaterMarks(client)
+	hwm, err := booking.HighWaterMarks(client, storage.GrantTopic)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ type rule struct {
 var rules = []rule{
 	{pkg: "redrain/ledger", never: concat(actorLibs, networkLibs, storageLibs), why: "the pure money core"},
 	{pkg: "redrain/tokens", stdOnly: true, why: "the token format imports only the standard library"},
+	{pkg: "redrain/schema", stdOnly: true, why: "the published record schema: grant.proto embedded, no code"},
 	{pkg: "redrain/protect", never: concat(networkLibs, storageLibs, actorLibs), why: "the guard does no I/O"},
 	// The grant path reaches net/http only through the storage clients.
 	{pkg: "redrain/grant", never: concat([]string{"github.com/valyala/fasthttp"}, actorLibs, []string{"redrain/ingress", "redrain/admin", "redrain/actors"}), why: "the grant domain reads no HTTP and hosts no actor"},

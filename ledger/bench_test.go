@@ -152,3 +152,41 @@ func benchCodec[V any](b *testing.B, v V, n int, unit string, v1, v2 func([]byte
 		})
 	}
 }
+
+// BenchmarkGrantRecordCodec encodes and decodes one record of 100 grants of
+// 100 users (a shard's batch) as version 2 (the layout before protobuf,
+// appendGrantRecordV2) and version 3 (protobuf, AppendGrantRecord); with
+// -count N the two alternate.
+func BenchmarkGrantRecordCodec(b *testing.B) {
+	const n = 100
+	gs := benchGrants(n)
+	for i := range gs {
+		gs[i].ActID += uint64(i) * 7919
+	}
+	for _, f := range []struct {
+		name string
+		enc  func([]byte, []ledger.Grant) []byte
+	}{{"v2", appendGrantRecordV2}, {"v3", ledger.AppendGrantRecord}} {
+		raw := f.enc(nil, gs)
+		b.Run("append/"+f.name, func(b *testing.B) {
+			b.ReportAllocs()
+			buf := make([]byte, 0, len(raw))
+			for b.Loop() {
+				buf = f.enc(buf[:0], gs)
+			}
+			b.ReportMetric(float64(len(raw))/n, "bytes/grant")
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/grant")
+		})
+		b.Run("decode/"+f.name, func(b *testing.B) {
+			b.ReportAllocs()
+			var out []ledger.Grant
+			for b.Loop() {
+				var err error
+				if out, err = ledger.DecodeGrantRecord(out[:0], raw); err != nil || len(out) != n {
+					b.Fatalf("DecodeGrantRecord: %d, %v", len(out), err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/grant")
+		})
+	}
+}

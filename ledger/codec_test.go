@@ -78,7 +78,9 @@ func TestGrantRecordRoundTrip(t *testing.T) {
 		t.Errorf("DecodeGrantRecord(prefix, ...) = %+v, %v, want prefix then the grants", got, err)
 	}
 
-	checkTruncations(t, "grant record", ledger.AppendGrantRecord(nil, all), func(b []byte) error {
+	// A version 2 record (records on topics before version 3) refuses every
+	// truncation; version 3's are in TestGrantRecordProtoTruncated.
+	checkTruncations(t, "version 2 grant record", appendGrantRecordV2(nil, all), func(b []byte) error {
 		got, err := ledger.DecodeGrantRecord(slices.Clone(prefix), b)
 		if err != nil && !slices.Equal(got, prefix) {
 			t.Errorf("DecodeGrantRecord(%x) failed with %v but returned %d grants, want dst unchanged", b, err, len(got))
@@ -87,9 +89,27 @@ func TestGrantRecordRoundTrip(t *testing.T) {
 	})
 }
 
+// appendGrantRecordV2 appends a version 2 record, as nodes wrote them
+// before version 3.
+func appendGrantRecordV2(dst []byte, gs []ledger.Grant) []byte {
+	dst = binary.AppendUvarint(append(dst, 2), uint64(len(gs)))
+	for i := range gs {
+		dst = ledger.AppendGrant(dst, &gs[i])
+	}
+	return dst
+}
+
+// TestDecodeGrantRecordRejects: corrupt version 1 and 2 records, and
+// invalid grants in any version (version 3's own encoding faults are in
+// TestDecodeGrantRecordProtoRejects).
 func TestDecodeGrantRecordRejects(t *testing.T) {
 	valid := grant(1, "lobby", 1, tokens.StageFormal, "cash", 88)
 	record := func(mutate func(*ledger.Grant)) []byte {
+		g := valid
+		mutate(&g)
+		return appendGrantRecordV2(nil, []ledger.Grant{g})
+	}
+	recordV3 := func(mutate func(*ledger.Grant)) []byte {
 		g := valid
 		mutate(&g)
 		return ledger.AppendGrantRecord(nil, []ledger.Grant{g})
@@ -108,10 +128,7 @@ func TestDecodeGrantRecordRejects(t *testing.T) {
 	}
 	tail := []byte{0, 0, 2, 0, 0, 0, 0} // award, asset, amount 1, budget, lease, open, issued
 
-	tooMany := binary.AppendUvarint([]byte{2}, ledger.GrantsPerRecordMax+1)
-	for range ledger.GrantsPerRecordMax + 1 {
-		tooMany = ledger.AppendGrant(tooMany, &valid)
-	}
+	tooMany := appendGrantRecordV2(nil, slices.Repeat([]ledger.Grant{valid}, ledger.GrantsPerRecordMax+1))
 	longString := record(func(g *ledger.Grant) { g.SceneID = strings.Repeat("s", 1025) })
 
 	for _, tc := range []struct {
@@ -127,6 +144,11 @@ func TestDecodeGrantRecordRejects(t *testing.T) {
 		{"count beyond bytes, version 2", []byte{2, 5, 0}},
 		{"count beyond max", tooMany},
 		{"amount zero", record(func(g *ledger.Grant) { g.Amount = 0 })},
+		{"amount zero, version 3", recordV3(func(g *ledger.Grant) { g.Amount = 0 })},
+		{"amount negative, version 3", recordV3(func(g *ledger.Grant) { g.Amount = -1 })},
+		{"amount min, version 3", recordV3(func(g *ledger.Grant) { g.Amount = math.MinInt64 })},
+		{"stage out of range, version 3", recordV3(func(g *ledger.Grant) { g.Stage = tokens.StageInternal + 1 })},
+		{"string over 1024, version 3", recordV3(func(g *ledger.Grant) { g.SceneID = strings.Repeat("s", 1025) })},
 		{"amount negative", record(func(g *ledger.Grant) { g.Amount = -1 })},
 		{"amount min", record(func(g *ledger.Grant) { g.Amount = math.MinInt64 })},
 		{"stage out of range", record(func(g *ledger.Grant) { g.Stage = tokens.StageInternal + 1 })},
@@ -159,9 +181,11 @@ func TestDecodeGrantRecordRejects(t *testing.T) {
 		}
 	}
 	// Exactly the maximum is fine.
-	maxRec := ledger.AppendGrantRecord(nil, slices.Repeat([]ledger.Grant{valid}, ledger.GrantsPerRecordMax))
-	if got, err := ledger.DecodeGrantRecord(nil, maxRec); err != nil || len(got) != ledger.GrantsPerRecordMax {
-		t.Errorf("record of GrantsPerRecordMax grants: %d, %v", len(got), err)
+	for _, maxRec := range [][]byte{appendGrantRecordV2(nil, slices.Repeat([]ledger.Grant{valid}, ledger.GrantsPerRecordMax)),
+		ledger.AppendGrantRecord(nil, slices.Repeat([]ledger.Grant{valid}, ledger.GrantsPerRecordMax))} {
+		if got, err := ledger.DecodeGrantRecord(nil, maxRec); err != nil || len(got) != ledger.GrantsPerRecordMax {
+			t.Errorf("record of GrantsPerRecordMax grants, version %d: %d, %v", maxRec[0], len(got), err)
+		}
 	}
 }
 
@@ -169,6 +193,10 @@ func TestDecodeGrantRecordRejects(t *testing.T) {
 // keys named the activity: user 42's cash packet of activity newyear in
 // scene lobby, rain 1 (the packet of the tokens package's legacy token).
 const legacyRecord = "0101012a04752d3432076e657779656172056c6f626279010004636173680463617368a202136e6577796561722f666f726d616c2f63617368038080a2beec68a493a2beec68"
+
+// legacyRecordV3 is legacyRecord's grant in a version 3 record: protobuf
+// redrain.v1.GrantRecord, version 3, one grant of 82 bytes (0x52).
+const legacyRecordV3 = "080312520801102a1a04752d343222076e6577796561722a056c6f62627930014204636173684a04636173685091015a136e6577796561722f666f726d616c2f636173686003688080919fb63470d289919fb6347801"
 
 func legacyRecordGrant() ledger.Grant {
 	return ledger.Grant{AppID: 1, ActID: 42, UserID: "u-42", ActivityID: "newyear", SceneID: "lobby",
@@ -207,18 +235,29 @@ func TestGrantRecordLegacy(t *testing.T) {
 	if c := g.Claims(); !c.Legacy || c.LimitKey() != g.LimitKey() || c.IdempotencyKey() != g.IdempotencyKey() {
 		t.Errorf("legacy Claims() = %+v, want Legacy claims with the grant's keys", c)
 	}
-	// Re-encoded (as booking does for the user grains) it is a version 2
-	// record that still says legacy.
-	re := ledger.AppendGrantRecord(nil, gs)
-	if wantHex := "020101" + legacyRecord[4:]; hex.EncodeToString(re) != wantHex {
-		t.Errorf("re-encoded legacy record = %x, want %s", re, wantHex)
+	// Re-encoded (a fenced record, a version 1 journal) it still says
+	// legacy: as version 2 in its key-format byte, as version 3 in
+	// legacy_keys (field 15, the grant's last bytes 0x78 0x01).
+	re2 := appendGrantRecordV2(nil, gs)
+	if wantHex := "020101" + legacyRecord[4:]; hex.EncodeToString(re2) != wantHex {
+		t.Errorf("legacy record re-encoded as version 2 = %x, want %s", re2, wantHex)
 	}
-	if again, err := ledger.DecodeGrantRecord(nil, re); err != nil || len(again) != 1 || again[0] != want {
-		t.Errorf("decoding the re-encoded legacy record = %+v, %v, want [%+v]", again, err, want)
+	re := ledger.AppendGrantRecord(nil, gs)
+	if hex.EncodeToString(re) != legacyRecordV3 {
+		t.Errorf("legacy record re-encoded = %x, want %s", re, legacyRecordV3)
+	}
+	for _, b := range [][]byte{re2, re} {
+		if again, err := ledger.DecodeGrantRecord(nil, b); err != nil || len(again) != 1 || again[0] != want {
+			t.Errorf("decoding the re-encoded legacy record %x = %+v, %v, want [%+v]", b, again, err, want)
+		}
 	}
 	// The same packet issued now: keys name the activity.
 	cur := legacyRecordGrant()
-	if wantHex := "020100" + legacyRecord[4:]; hex.EncodeToString(ledger.AppendGrantRecord(nil, []ledger.Grant{cur})) != wantHex {
+	if wantHex := "020100" + legacyRecord[4:]; hex.EncodeToString(appendGrantRecordV2(nil, []ledger.Grant{cur})) != wantHex {
+		t.Errorf("version 2 record of a current grant = %x, want %s", appendGrantRecordV2(nil, []ledger.Grant{cur}), wantHex)
+	}
+	// Version 3: no legacy_keys field, a grant of 80 bytes (0x50).
+	if wantHex := "08031250" + strings.TrimSuffix(legacyRecordV3[8:], "7801"); hex.EncodeToString(ledger.AppendGrantRecord(nil, []ledger.Grant{cur})) != wantHex {
 		t.Errorf("record of a current grant = %x, want %s", ledger.AppendGrantRecord(nil, []ledger.Grant{cur}), wantHex)
 	}
 	if k := cur.LimitKey(); k != "42_newyear_lobby_1_formal" {
@@ -546,10 +585,36 @@ func TestHotDetailRoundTrip(t *testing.T) {
 	}
 }
 
+// decodeChecked decodes the grant record b for a fuzz target and fails
+// it on a result that breaks DecodeGrantRecord's contract: an error other
+// than ErrCorrupt or with grants, more than GrantsPerRecordMax grants, a
+// grant without a positive amount or with an unknown stage. ok says
+// whether b decoded.
+func decodeChecked(t *testing.T, b []byte) (gs []ledger.Grant, ok bool) {
+	t.Helper()
+	gs, err := ledger.DecodeGrantRecord(nil, b)
+	if err != nil {
+		if !errors.Is(err, ledger.ErrCorrupt) || len(gs) != 0 {
+			t.Fatalf("DecodeGrantRecord(%x) = %d grants, %v: want no grants and ErrCorrupt", b, len(gs), err)
+		}
+		return nil, false
+	}
+	if len(gs) > ledger.GrantsPerRecordMax {
+		t.Fatalf("DecodeGrantRecord(%x) accepted %d grants", b, len(gs))
+	}
+	for i := range gs {
+		if gs[i].Amount <= 0 || gs[i].Stage > tokens.StageInternal {
+			t.Fatalf("DecodeGrantRecord(%x) accepted grant %+v", b, gs[i])
+		}
+	}
+	return gs, true
+}
+
 func FuzzDecodeGrantRecord(f *testing.F) {
 	all := sampleGrants()
 	for n := range len(all) + 1 {
 		f.Add(ledger.AppendGrantRecord(nil, all[:n]))
+		f.Add(appendGrantRecordV2(nil, all[:n]))
 	}
 	f.Add([]byte{1, 0x81, 0x00})
 	f.Add([]byte{2, 0})
@@ -558,38 +623,33 @@ func FuzzDecodeGrantRecord(f *testing.F) {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		gs, err := ledger.DecodeGrantRecord(nil, b)
-		if err != nil {
-			if !errors.Is(err, ledger.ErrCorrupt) || len(gs) != 0 {
-				t.Fatalf("DecodeGrantRecord(%x) = %d grants, %v: want no grants and ErrCorrupt", b, len(gs), err)
-			}
+		gs, ok := decodeChecked(t, b)
+		if !ok {
 			return
 		}
-		if len(gs) > ledger.GrantsPerRecordMax {
-			t.Fatalf("DecodeGrantRecord(%x) accepted %d grants", b, len(gs))
-		}
-		for i := range gs {
-			if gs[i].Amount <= 0 || gs[i].Stage > tokens.StageInternal {
-				t.Fatalf("DecodeGrantRecord(%x) accepted grant %+v", b, gs[i])
-			}
-		}
 		re := ledger.AppendGrantRecord(nil, gs)
-		if b[0] == 1 {
-			// A version 1 record re-encodes as version 2, keeping its grants
-			// and their legacy keys.
-			again, err := ledger.DecodeGrantRecord(nil, re)
-			if err != nil || !slices.Equal(again, gs) {
-				t.Fatalf("DecodeGrantRecord(%x) re-encodes to %x, which decodes to %+v, %v", b, re, again, err)
-			}
+		switch b[0] {
+		case 1:
 			for i := range gs {
 				if !gs[i].Legacy {
 					t.Fatalf("DecodeGrantRecord(%x): grant %d of a version 1 record is not Legacy", b, i)
 				}
 			}
-			return
-		}
-		if !bytes.Equal(re, b) {
-			t.Fatalf("DecodeGrantRecord(%x) re-encodes to %x", b, re)
+			fallthrough
+		case 2:
+			// A version 1 or 2 record re-encodes as version 3, keeping its
+			// grants and their legacy keys; as version 2 to its own bytes.
+			again, err := ledger.DecodeGrantRecord(nil, re)
+			if err != nil || !slices.Equal(again, gs) {
+				t.Fatalf("DecodeGrantRecord(%x) re-encodes to %x, which decodes to %+v, %v", b, re, again, err)
+			}
+			if re2 := appendGrantRecordV2(nil, gs); b[0] == 2 && !bytes.Equal(re2, b) {
+				t.Fatalf("DecodeGrantRecord(%x) re-encodes as version 2 to %x", b, re2)
+			}
+		default:
+			if !bytes.Equal(re, b) {
+				t.Fatalf("DecodeGrantRecord(%x) re-encodes to %x", b, re)
+			}
 		}
 	})
 }

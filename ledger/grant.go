@@ -63,9 +63,12 @@ func (g *Grant) Claims() tokens.Claims {
 // Grant record versions. A version 1 record was written before keys named
 // the activity, and its grants decode as Legacy. A version 2 record carries
 // one key-format byte before each grant (grantKeys*): a legacy grant is
-// encoded again after the upgrade (booking hands decoded grants to the user
-// grains in this encoding, and a batch may mix both kinds), and must keep
-// its keys, or it would book a second time under the new ones.
+// encoded again after the upgrade (booking re-encodes decoded grants, and a
+// batch may mix both kinds), and must keep its keys, or it would book a
+// second time under the new ones. Version 3 is the same grants as protocol
+// buffers (grantproto.go, schema/grant.proto), the legacy flag a field of
+// each grant. Nodes write version 3; versions 1 and 2, already on topics and
+// in the store, decode for good.
 const (
 	grantRecordVersion       = 2
 	grantRecordVersionLegacy = 1
@@ -81,7 +84,8 @@ const (
 const GrantsPerRecordMax = 4096
 
 // AppendGrant appends the binary encoding of g as a version 2 record holds
-// it: its key format, then its fields.
+// it: its key format, then its fields (what version 1 journals hold, and
+// DecodeGrant reads).
 func AppendGrant(dst []byte, g *Grant) []byte {
 	keys := grantKeysActivity
 	if g.Legacy {
@@ -163,22 +167,36 @@ func (d *decoder) stage() tokens.Stage {
 }
 
 // AppendGrantRecord appends one Kafka record value holding grants, as a
-// version 2 record (Legacy grants included).
+// version 3 record (protocol buffers: message redrain.v1.GrantRecord of
+// schema/grant.proto; Legacy grants included).
 func AppendGrantRecord(dst []byte, gs []Grant) []byte {
-	dst = append(dst, grantRecordVersion)
-	dst = appendUvarint(dst, uint64(len(gs)))
-	for i := range gs {
-		dst = AppendGrant(dst, &gs[i])
-	}
-	return dst
+	return appendGrantRecordProto(dst, gs)
 }
 
-// DecodeGrantRecord decodes a record written by AppendGrantRecord, or a
-// version 1 record written before keys named the activity (its grants are
-// Legacy), appending its grants to dst. Any other version is ErrCorrupt. On
-// error it returns dst with its original length, so a caller cannot book
-// part of a corrupt record.
+// GrantRecordVersion returns the version of the grant record src (1, 2 or
+// 3) by its first byte, or 0 when it is none of them. It does not decode
+// the record.
+func GrantRecordVersion(src []byte) int {
+	switch {
+	case len(src) == 0:
+		return 0
+	case src[0] == grantRecordVersionLegacy, src[0] == grantRecordVersion:
+		return int(src[0])
+	case src[0] == tagVersionProto:
+		return grantRecordVersionProto
+	}
+	return 0
+}
+
+// DecodeGrantRecord decodes a record written by AppendGrantRecord (version
+// 3), a version 2 record, or a version 1 record written before keys named
+// the activity (its grants are Legacy), appending its grants to dst.
+// Anything else is ErrCorrupt. On error it returns dst with its original
+// length, so a caller cannot book part of a corrupt record.
 func DecodeGrantRecord(dst []Grant, src []byte) ([]Grant, error) {
+	if len(src) > 0 && src[0] == tagVersionProto {
+		return decodeGrantRecordProto(dst, src)
+	}
 	d := decoder{b: src}
 	dst0 := len(dst)
 	v := d.byte1("version")

@@ -64,6 +64,11 @@ type Config struct {
 	// ClusterAddr is this member's membership address (host:port); the
 	// default 127.0.0.1:0 picks a port (fine for one member).
 	ClusterAddr string
+	// GrantTopic names the grant topic (default storage.GrantTopic) and
+	// BookingGroup booking's consumer group (default booking.Group); every
+	// node of a cluster names the same.
+	GrantTopic   string
+	BookingGroup string
 	// BookingLagMax is how old the oldest unbooked grant may get while
 	// booking still gives way to a busy grant path (0: booking.DefaultLagMax;
 	// negative: never give way). Larger favours bursts accepted, smaller
@@ -154,6 +159,12 @@ func Start(cfg Config) (n *Node, err error) {
 	if cfg.Partitions <= 0 {
 		cfg.Partitions = storage.GrantPartitionsDefault
 	}
+	if cfg.GrantTopic == "" {
+		cfg.GrantTopic = storage.GrantTopic
+	}
+	if cfg.BookingGroup == "" {
+		cfg.BookingGroup = booking.Group
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -194,7 +205,7 @@ func Start(cfg Config) (n *Node, err error) {
 	if n.tikv, err = storage.OpenTiKV(cfg.PD, cfg.DataDir); err != nil {
 		return nil, err
 	}
-	if n.kafka, err = storage.OpenKafka(cfg.Kafka, cfg.DataDir, cfg.Partitions); err != nil {
+	if n.kafka, err = storage.OpenKafkaTopic(cfg.Kafka, cfg.DataDir, cfg.GrantTopic, cfg.Partitions); err != nil {
 		return nil, err
 	}
 	if n.kafka.Durability != "" {
@@ -233,7 +244,7 @@ func Start(cfg Config) (n *Node, err error) {
 	if err := awaitPlacement(n.member.Cluster, actors.KindBudget); err != nil {
 		return nil, err
 	}
-	if n.stream, err = storage.NewGrantWriter(n.kafka.Brokers, cfg.Partitions); err != nil {
+	if n.stream, err = storage.NewGrantWriterOn(n.kafka.Brokers, cfg.GrantTopic, cfg.Partitions, storage.DefaultWriterTiming); err != nil {
 		return nil, err
 	}
 	// Booking records this member's remoting address with each partition
@@ -248,7 +259,7 @@ func Start(cfg Config) (n *Node, err error) {
 		wait = 0
 	}
 	n.booker = booking.New(booking.Config{Log: n.log, TiKV: n.tikv,
-		Brokers: n.kafka.Brokers, Partitions: cfg.Partitions, Metrics: n.Metrics, Clock: clock,
+		Brokers: n.kafka.Brokers, Topic: cfg.GrantTopic, GroupID: cfg.BookingGroup, Partitions: cfg.Partitions, Metrics: n.Metrics, Clock: clock,
 		Owner: ownerName(n.ID, n.Incarnation, self), LagMax: cfg.BookingLagMax, UncleanWait: wait})
 	budgets := actors.NewBudgets(n.member.Cluster, n.tikv)
 	n.binder = ingress.NewBinder(n.tikv, n.pipe, n.kafka.Embedded(), cfg.Partitions)
@@ -547,7 +558,7 @@ func (n *Node) refreshLag() (int64, error) {
 		}
 		n.lagClient = c
 	}
-	lag, err := booking.LagOf(context.Background(), n.lagClient, n.tikv)
+	lag, err := booking.LagOf(context.Background(), n.lagClient, n.cfg.GrantTopic, n.tikv)
 	if err != nil {
 		return 0, err
 	}

@@ -82,7 +82,7 @@ func (n *Node) readRecord(ctx context.Context, part int32, offset int64) ([]byte
 		return nil, errcode.Errorf(errcode.CodeUnavailable, "kafka: %v", err)
 	}
 	defer consumer.Close()
-	pc, err := consumer.ConsumePartition(storage.GrantTopic, part, offset)
+	pc, err := consumer.ConsumePartition(n.cfg.GrantTopic, part, offset)
 	if errors.Is(err, sarama.ErrOffsetOutOfRange) {
 		return nil, errcode.Errorf(errcode.CodeNotFound, "partition %d has no record at offset %d", part, offset)
 	}

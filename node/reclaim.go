@@ -41,7 +41,7 @@ func (n *Node) topicEnds(context.Context) (map[int32]int64, error) {
 		}
 		n.lagClient = c
 	}
-	return booking.HighWaterMarks(n.lagClient)
+	return booking.HighWaterMarks(n.lagClient, n.cfg.GrantTopic)
 }
 
 // fence fences a lease on partition p: here when this node books p, else

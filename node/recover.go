@@ -103,7 +103,7 @@ func (n *Node) awaitBooked(ctx context.Context) error {
 		return fmt.Errorf("kafka: %w", err)
 	}
 	defer client.Close()
-	target, err := booking.HighWaterMarks(client)
+	target, err := booking.HighWaterMarks(client, n.cfg.GrantTopic)
 	if err != nil {
 		return err
 	}
@@ -111,7 +111,7 @@ func (n *Node) awaitBooked(ctx context.Context) error {
 	// journal: booking has drained when it reached what the topic held.
 	oldest := make(map[int32]int64, len(target))
 	for p := range target {
-		if oldest[p], err = client.GetOffset(storage.GrantTopic, p, sarama.OffsetOldest); err != nil {
+		if oldest[p], err = client.GetOffset(n.cfg.GrantTopic, p, sarama.OffsetOldest); err != nil {
 			return fmt.Errorf("%w: offset: %v", storage.ErrUnavailable, err)
 		}
 	}

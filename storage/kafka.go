@@ -12,7 +12,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
-// GrantTopic carries grant records, keyed by act_id over its partitions.
+// GrantTopic is the default name of the grant topic: it carries grant
+// records (ledger.AppendGrantRecord), each keyed by its shard (ShardKey),
+// users spread over its partitions by act_id (PartitionOf). `serve
+// --grant-topic` names another; Kafka.Topic is the one a process uses.
 const GrantTopic = "redrain.grants"
 
 // GrantPartitionsDefault is the partition count the topic is created with.
@@ -21,7 +24,10 @@ const GrantPartitionsDefault = 8
 // Kafka is the grant stream's broker: a real cluster, or franz-go's kfake
 // speaking the Kafka protocol in process with its log under a data dir.
 type Kafka struct {
-	Brokers  []string
+	Brokers []string
+	// Topic is the grant topic's name (GrantTopic unless OpenKafkaTopic
+	// named another).
+	Topic    string
 	embedded *kfake.Cluster
 	// Durability says, with real brokers too few to replicate the grant
 	// topic as a production cluster must, what a broker's loss can lose
@@ -45,10 +51,19 @@ var ErrTopicDurability = errors.New("storage: grant topic durability")
 // exists with partitions partitions. Topics are always created explicitly:
 // the embedded broker forgets auto-created topics on kill -9.
 func OpenKafka(brokers []string, dir string, partitions int32) (*Kafka, error) {
-	if len(brokers) == 0 {
-		return StartBroker(dir, 0, partitions)
+	return OpenKafkaTopic(brokers, dir, GrantTopic, partitions)
+}
+
+// OpenKafkaTopic is OpenKafka with the grant topic named topic ("":
+// GrantTopic).
+func OpenKafkaTopic(brokers []string, dir, topic string, partitions int32) (*Kafka, error) {
+	if topic == "" {
+		topic = GrantTopic
 	}
-	k := &Kafka{Brokers: brokers}
+	if len(brokers) == 0 {
+		return startBroker(dir, 0, topic, partitions)
+	}
+	k := &Kafka{Brokers: brokers, Topic: topic}
 	if err := k.ensureTopic(partitions); err != nil {
 		return nil, err
 	}
@@ -69,9 +84,9 @@ func (k *Kafka) checkDurability() error {
 		return err
 	}
 	defer admin.Close()
-	metas, err := admin.DescribeTopics([]string{GrantTopic})
+	metas, err := admin.DescribeTopics([]string{k.Topic})
 	if err != nil || len(metas) != 1 || metas[0].Err != sarama.ErrNoError {
-		return fmt.Errorf("%w: describe topic %s: %v", ErrUnavailable, GrantTopic, err)
+		return fmt.Errorf("%w: describe topic %s: %v", ErrUnavailable, k.Topic, err)
 	}
 	rf := -1
 	for _, p := range metas[0].Partitions {
@@ -79,17 +94,17 @@ func (k *Kafka) checkDurability() error {
 			rf = len(p.Replicas)
 		}
 	}
-	minISR, err := minInsyncReplicas(admin)
+	minISR, err := minInsyncReplicas(admin, k.Topic)
 	if err != nil {
-		return fmt.Errorf("%w: describe config of %s: %v", ErrUnavailable, GrantTopic, err)
+		return fmt.Errorf("%w: describe config of %s: %v", ErrUnavailable, k.Topic, err)
 	}
 	switch {
 	case len(brokers) >= grantReplicas && (rf < grantReplicas || minISR < grantMinISR):
 		return fmt.Errorf("%w: topic %s has replication factor %d and min.insync.replicas %d on a cluster of %d brokers; want at least %d and %d, so that an acknowledged grant survives a broker's loss (alter the topic: kafka-reassign-partitions, kafka-configs --alter --add-config min.insync.replicas=%d)",
-			ErrTopicDurability, GrantTopic, rf, minISR, len(brokers), grantReplicas, grantMinISR, grantMinISR)
+			ErrTopicDurability, k.Topic, rf, minISR, len(brokers), grantReplicas, grantMinISR, grantMinISR)
 	case rf < grantReplicas || minISR < grantMinISR:
 		k.Durability = fmt.Sprintf("topic %s has replication factor %d and min.insync.replicas %d on a cluster of %d brokers: losing a broker can lose acknowledged grants (production needs %d brokers, %d in sync)",
-			GrantTopic, rf, minISR, len(brokers), grantReplicas, grantMinISR)
+			k.Topic, rf, minISR, len(brokers), grantReplicas, grantMinISR)
 	}
 	return nil
 }
@@ -97,7 +112,11 @@ func (k *Kafka) checkDurability() error {
 // StartBroker starts the embedded broker on 127.0.0.1:port (0 = any) with
 // its log under dir/kafka, and creates the grant topic if needed.
 func StartBroker(dir string, port int, partitions int32) (*Kafka, error) {
-	k := &Kafka{}
+	return startBroker(dir, port, GrantTopic, partitions)
+}
+
+func startBroker(dir string, port int, topic string, partitions int32) (*Kafka, error) {
+	k := &Kafka{Topic: topic}
 	kdir := filepath.Join(dir, "kafka")
 	if err := os.MkdirAll(kdir, 0o755); err != nil {
 		return nil, fmt.Errorf("storage: %w", err)
@@ -122,10 +141,10 @@ func (k *Kafka) EmbeddedCluster() *kfake.Cluster { return k.embedded }
 // Embedded reports whether the broker runs in this process.
 func (k *Kafka) Embedded() bool { return k.embedded != nil }
 
-// minInsyncReplicas reads the grant topic's min.insync.replicas (1 when
-// the broker reports none).
-func minInsyncReplicas(admin sarama.ClusterAdmin) (int, error) {
-	res, err := admin.DescribeConfigs([]*sarama.ConfigResource{{Type: sarama.TopicResource, Name: GrantTopic,
+// minInsyncReplicas reads topic's min.insync.replicas (1 when the broker
+// reports none).
+func minInsyncReplicas(admin sarama.ClusterAdmin, topic string) (int, error) {
+	res, err := admin.DescribeConfigs([]*sarama.ConfigResource{{Type: sarama.TopicResource, Name: topic,
 		ConfigNames: []string{"min.insync.replicas"}}}, sarama.DescribeConfigsOptions{})
 	if err != nil {
 		return 0, err
@@ -171,11 +190,11 @@ func (k *Kafka) ensureTopic(partitions int32) error {
 	// grantMinISR of them (the embedded broker is one: 1 and 1).
 	rf := int16(min(grantReplicas, max(len(brokers), 1)))
 	minISR := strconv.Itoa(int(max(1, min(rf-1, grantMinISR))))
-	err = admin.CreateTopic(GrantTopic, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: rf,
+	err = admin.CreateTopic(k.Topic, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: rf,
 		ConfigEntries: map[string]*string{"min.insync.replicas": &minISR}}, false)
 	var te *sarama.TopicError
 	if err != nil && !(errors.As(err, &te) && te.Err == sarama.ErrTopicAlreadyExists) && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
-		return fmt.Errorf("%w: create topic %s: %v", ErrUnavailable, GrantTopic, err)
+		return fmt.Errorf("%w: create topic %s: %v", ErrUnavailable, k.Topic, err)
 	}
 	return nil
 }

@@ -24,7 +24,7 @@ func topicDurability(t *testing.T, brokers []string) (rf int, minISR string) {
 		t.Fatal(err)
 	}
 	rf = len(metas[0].Partitions[0].Replicas)
-	n, err := minInsyncReplicas(admin)
+	n, err := minInsyncReplicas(admin, GrantTopic)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,6 +30,7 @@ var ErrStreamClosed = errors.New("storage: grant stream closed")
 // landed or never will.
 type GrantWriter struct {
 	producer sarama.AsyncProducer
+	topic    string
 	parts    int32
 	keys     [][]byte // ShardKey of each partition
 	wg       sync.WaitGroup
@@ -75,6 +76,15 @@ func NewGrantWriter(brokers []string, partitions int32) (*GrantWriter, error) {
 // NewGrantWriterTimed is NewGrantWriter with its produce timing (tests of
 // broker failures shorten it).
 func NewGrantWriterTimed(brokers []string, partitions int32, t WriterTiming) (*GrantWriter, error) {
+	return NewGrantWriterOn(brokers, GrantTopic, partitions, t)
+}
+
+// NewGrantWriterOn is NewGrantWriterTimed on the grant topic named topic
+// ("": GrantTopic).
+func NewGrantWriterOn(brokers []string, topic string, partitions int32, t WriterTiming) (*GrantWriter, error) {
+	if topic == "" {
+		topic = GrantTopic
+	}
 	cfg := SaramaConfig("redrain-grants")
 	cfg.Producer.RequiredAcks = sarama.WaitForAll
 	cfg.Producer.Idempotent = true
@@ -93,7 +103,7 @@ func NewGrantWriterTimed(brokers []string, partitions int32, t WriterTiming) (*G
 	if err != nil {
 		return nil, fmt.Errorf("%w: kafka producer: %v", ErrUnavailable, err)
 	}
-	w := &GrantWriter{producer: p, parts: partitions, keys: make([][]byte, partitions)}
+	w := &GrantWriter{producer: p, topic: topic, parts: partitions, keys: make([][]byte, partitions)}
 	for i := range w.keys {
 		w.keys[i] = ShardKey(int32(i))
 	}
@@ -116,7 +126,8 @@ func PartitionOf(actID uint64, n int32) int32 {
 	return int32((x >> 32) % uint64(n))
 }
 
-// ShardKey is the record key of a shard's records.
+// ShardKey is the record key of a shard's records: the partition's number
+// in decimal, so that `kcat -K` shows whose users a record holds.
 func ShardKey(part int32) []byte { return strconv.AppendInt(nil, int64(part), 10) }
 
 // Append writes grants, all of partition part, as one record (or as few as
@@ -147,7 +158,7 @@ func (w *GrantWriter) Append(part int32, grants []ledger.Grant) (int, error) {
 		*buf = ledger.AppendGrantRecord((*buf)[:0], grants[:n])
 		bufs = append(bufs, buf)
 		w.producer.Input() <- &sarama.ProducerMessage{
-			Topic:     GrantTopic,
+			Topic:     w.topic,
 			Partition: part,
 			Key:       sarama.ByteEncoder(w.keys[part]),
 			Value:     sarama.ByteEncoder(*buf),

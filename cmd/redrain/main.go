@@ -1,6 +1,6 @@
 // Command redrain issues red packets and books them into a double-entry
-// ledger. Subcommands: serve, reconcile, bench, dev, admin, keygen, sign,
-// help, version. This file only binds flags (cli.go: usage, environment
+// ledger. Subcommands: serve, reconcile, bench, dev, admin, grants, keygen,
+// sign, help, version. This file only binds flags (cli.go: usage, environment
 // variables, logging, version); the work is in packages node, reconcile,
 // bench and adminauth.
 package main
@@ -101,7 +101,7 @@ redrain dev --control 127.0.0.1:9400 & curl -XPOST '127.0.0.1:9400/tikv/restart?
 		summary:  "print the version: release, commit and Go release",
 		synopsis: "redrain version\nredrain --version",
 		examples: "redrain --version\n# a release build names its version\ngo build -ldflags \"-X main.version=v1.4.0\" -o bin/redrain ./cmd/redrain"}
-	commands = []*command{serveCommand, reconcileCommand, benchCommand, devCommand, adminCommand, keygenCommand, signCommand,
+	commands = []*command{serveCommand, reconcileCommand, benchCommand, devCommand, adminCommand, grantsCommand, keygenCommand, signCommand,
 		helpCommand, versionCommand}
 )
 
@@ -156,6 +156,10 @@ func run(args []string, c *cli) int {
 		ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer cancel()
 		return runAdmin(ctx, c, args)
+	case grantsCommand:
+		ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer cancel()
+		err = c.grants(ctx, args)
 	case keygenCommand:
 		err = c.keygen(args)
 	case signCommand:
@@ -260,6 +264,8 @@ func (c *cli) serve(args []string) error {
 	adminHTTP := fs.String("admin-http", "", "operations listen address: the admin API, /metrics and /debug/pprof/ (default: on --http, which only a node on embedded defaults may do)")
 	config := fs.String("config", "", "campaign config file (default: the built-in demo campaign)")
 	partitions := fs.Int("partitions", storage.GrantPartitionsDefault, "partitions of the grant topic when it is created")
+	grantTopic := fs.String("grant-topic", storage.GrantTopic, "the grant topic's name (created when missing); every node of a cluster names the same")
+	bookingGroup := fs.String("booking-group", booking.Group, "booking's Kafka consumer group; every node of a cluster names the same")
 	seeds := fs.String("cluster-seeds", "", "membership addresses (host:port) of the other cluster members, comma-separated")
 	clusterAddr := fs.String("cluster-addr", "127.0.0.1:0", "this member's membership address (host:port) that other members list in --cluster-seeds")
 	clusterEtcd := fs.String("cluster-etcd", "", "etcd endpoints (host:port,...) for membership instead of --cluster-seeds; --cluster-addr is then the remoting address other members dial (default: automanaged)")
@@ -286,7 +292,7 @@ func (c *cli) serve(args []string) error {
 		}
 	}
 	n, err := start(node.Config{DataDir: b.dataDir, HTTP: *httpAddr, AdminHTTP: *adminHTTP, Kafka: list(b.kafka), PD: list(b.pd),
-		Redis: b.redis, ConfigFile: *config, Partitions: int32(*partitions), Seeds: list(*seeds), Etcd: list(*clusterEtcd), ClusterAddr: *clusterAddr,
+		Redis: b.redis, ConfigFile: *config, Partitions: int32(*partitions), GrantTopic: *grantTopic, BookingGroup: *bookingGroup, Seeds: list(*seeds), Etcd: list(*clusterEtcd), ClusterAddr: *clusterAddr,
 		BookingLagMax: *lagMax, AuditEvery: *auditEvery, Log: log})
 	if err != nil {
 		return err

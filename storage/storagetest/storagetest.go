@@ -122,17 +122,23 @@ type GrantRecord struct {
 // that its key is its shard.
 func ReadGrantTopic(t testing.TB, brokers []string, partitions int32) []GrantRecord {
 	t.Helper()
+	return ReadGrantTopicNamed(t, brokers, storage.GrantTopic, partitions)
+}
+
+// ReadGrantTopicNamed is ReadGrantTopic of the grant topic named topic.
+func ReadGrantTopicNamed(t testing.TB, brokers []string, topic string, partitions int32) []GrantRecord {
+	t.Helper()
 	client, err := sarama.NewClient(brokers, storage.SaramaConfig("redrain-test-reader"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer client.Close()
-	got, err := client.Partitions(storage.GrantTopic)
+	got, err := client.Partitions(topic)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != int(partitions) {
-		t.Fatalf("topic %s has %d partitions, want %d", storage.GrantTopic, len(got), partitions)
+		t.Fatalf("topic %s has %d partitions, want %d", topic, len(got), partitions)
 	}
 	consumer, err := sarama.NewConsumerFromClient(client)
 	if err != nil {
@@ -141,14 +147,14 @@ func ReadGrantTopic(t testing.TB, brokers []string, partitions int32) []GrantRec
 	defer consumer.Close()
 	var out []GrantRecord
 	for p := range partitions {
-		hwm, err := client.GetOffset(storage.GrantTopic, p, sarama.OffsetNewest)
+		hwm, err := client.GetOffset(topic, p, sarama.OffsetNewest)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if hwm == 0 {
 			continue
 		}
-		pc, err := consumer.ConsumePartition(storage.GrantTopic, p, sarama.OffsetOldest)
+		pc, err := consumer.ConsumePartition(topic, p, sarama.OffsetOldest)
 		if err != nil {
 			t.Fatal(err)
 		}
