@@ -161,7 +161,7 @@ type Source interface {
 // least auditSpacing times its own duration between two, so that on a
 // large store it takes a bounded share of the node.
 const (
-	auditSpacing = 4
+	auditSpacing  = 4
 	FrameEvery    = time.Second
 	budgetsEvery  = 2 * time.Second
 	AuditEvery    = 5 * time.Second
