@@ -25,6 +25,9 @@ import (
 	"github.com/asynkron/protoactor-go/remote"
 	"github.com/labstack/echo"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
 )
 
 // Provider names a membership provider.
@@ -98,6 +101,9 @@ type Member struct {
 	members  []*pcluster.Member // the latest topology; never modified
 	listed   bool               // this member has been in its own list
 	unlisted bool               // ... and has left it since (see Evicted)
+	// stopping is set once Stop runs: what protoactor then logs as an error
+	// about the member's own shutdown is expected (see quiet).
+	stopping atomic.Bool
 }
 
 // Start joins the cluster.
@@ -121,9 +127,10 @@ func Start(cfg Config) (*Member, error) {
 		}
 	}
 	// protoactor narrates membership and activation at INFO; keep WARN up.
-	logger := slog.New(minLevel{cfg.Logger.Handler(), slog.LevelWarn}).With("component", "protoactor")
+	m := &Member{Provider: cfg.Provider}
+	logger := slog.New(minLevel{quiet{cfg.Logger.Handler(), &m.stopping}, slog.LevelWarn}).With("component", "protoactor")
 	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger }))
-	m := &Member{System: system, ID: system.ID, Provider: cfg.Provider}
+	m.System, m.ID = system, system.ID
 
 	var provider pcluster.ClusterProvider
 	var err error
@@ -363,24 +370,63 @@ func startMember(c *pcluster.Cluster) (err error) {
 	return nil
 }
 
-// Stop leaves the cluster.
+// Stop leaves the cluster: the member is marked as left in gossip, the
+// membership provider drops it (the automanaged listener closes, the etcd
+// key is deleted, so the others drop it at once), the actor system and
+// placement stop, then remoting, within remoteStopWithin.
 func (m *Member) Stop() {
+	m.stopping.Store(true)
 	m.shutdown()
 	m.release()
 }
 
-// shutdown stops protoactor's cluster and remoting. Its remoting can
-// panic there ("send on closed channel"): an endpoint reader whose stream
-// failed (a peer paused or killed) closes its disconnect channel without
-// removing it from the map that the endpoint manager's stop sends to. The
-// rest of its shutdown is then skipped; the process is stopping anyway.
+// remoteStopWithin bounds remoting's graceful stop. gRPC's GracefulStop
+// waits for the streams that other members keep open to this one, and
+// before it the endpoint manager's stop waits for each endpoint writer's
+// message in progress: one still dialing a member that left sleeps 2 s
+// between attempts (protoactor gives the whole 10 s). Past the bound the
+// gRPC server is stopped, closing every stream, and Stop returns; what is
+// left of the graceful stop ends on its own, or with the process.
+const remoteStopWithin = time.Second
+
+// shutdown does what protoactor's graceful Cluster.Shutdown does, without
+// its fixed 2 s sleep "for ownership transfer" (redrain's grains keep
+// nothing that needs transferring: every grain trusts TiKV over its memory)
+// and with remoting's graceful stop bounded. Its remoting can panic there
+// ("send on closed channel"): an endpoint reader whose stream failed (a
+// peer paused or killed) closes its disconnect channel without removing it
+// from the map that the endpoint manager's stop sends to. The rest of its
+// shutdown is then skipped; the process is stopping anyway.
 func (m *Member) shutdown() {
 	defer func() {
 		if r := recover(); r != nil {
 			slog.Warn("cluster: protoactor panicked while shutting down remoting", "panic", r)
 		}
 	}()
-	m.Cluster.Shutdown(true)
+	c := m.Cluster
+	c.Gossip.SetState(pcluster.GracefullyLeftKey, &emptypb.Empty{})
+	c.ActorSystem.Shutdown()
+	_ = c.Config.ClusterProvider.Shutdown(true)
+	c.IdentityLookup.Shutdown()
+	c.Gossip.Shutdown()
+	graceful := make(chan any, 1)
+	go func() {
+		defer func() {
+			r := recover()
+			if r != nil {
+				slog.Warn("cluster: protoactor panicked while shutting down remoting", "panic", r)
+			}
+			graceful <- r
+		}()
+		c.Remote.Shutdown(true)
+	}()
+	t := time.NewTimer(remoteStopWithin)
+	defer t.Stop()
+	select {
+	case <-graceful:
+	case <-t.C:
+		c.Remote.Shutdown(false) // the gRPC server's Stop, which ends a GracefulStop
+	}
 }
 
 // release closes what Start opened besides the actor system.
@@ -412,4 +458,60 @@ func (m minLevel) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (m minLevel) WithGroup(name string) slog.Handler {
 	return minLevel{m.Handler.WithGroup(name), m.min}
+}
+
+// quiet lowers to DEBUG what protoactor logs as an error about the
+// member's own orderly stop, once Stop has begun (stopping): the records
+// of stopMessages, each only with its error. Nothing else is lowered, and
+// nothing before Stop.
+type quiet struct {
+	slog.Handler
+	stopping *atomic.Bool
+}
+
+// stopMessages are protoactor's error records that Stop itself causes, by
+// message, with the test of their "error" attribute.
+var stopMessages = map[string]func(error) bool{
+	// The automanaged provider's membership server returns when Stop
+	// closes it (cluster/clusterproviders/automanaged).
+	"Automanaged server stopping..!": func(err error) bool { return errors.Is(err, http.ErrServerClosed) },
+	// An endpoint writer's stream to another member ends when Stop closes
+	// this member's client connections (remote/endpoint_writer.go).
+	"EndpointWriter lost connection": func(err error) bool { return status.Code(err) == codes.Canceled },
+}
+
+func (q quiet) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level > slog.LevelDebug && q.stopping.Load() && benign(r) {
+		if !q.Handler.Enabled(ctx, slog.LevelDebug) {
+			return nil
+		}
+		r = r.Clone()
+		r.Level = slog.LevelDebug
+	}
+	return q.Handler.Handle(ctx, r)
+}
+
+// benign reports whether r is one of stopMessages.
+func benign(r slog.Record) bool {
+	match := stopMessages[r.Message]
+	if match == nil {
+		return false
+	}
+	ok := false
+	r.Attrs(func(a slog.Attr) bool {
+		if err, isErr := a.Value.Any().(error); isErr && a.Key == "error" {
+			ok = match(err)
+			return false
+		}
+		return true
+	})
+	return ok
+}
+
+func (q quiet) WithAttrs(as []slog.Attr) slog.Handler {
+	return quiet{q.Handler.WithAttrs(as), q.stopping}
+}
+
+func (q quiet) WithGroup(name string) slog.Handler {
+	return quiet{q.Handler.WithGroup(name), q.stopping}
 }

@@ -50,7 +50,17 @@ const (
 type conn struct {
 	c    net.Conn
 	idle atomic.Bool // waiting for a request: Shutdown may close it
+	// asked is set once the client sent its first request; until then,
+	// for freshWithin after accepted, Shutdown leaves the connection be.
+	asked    atomic.Bool
+	accepted time.Time
 }
+
+// freshWithin is how long Shutdown waits for the first request of a
+// connection accepted just before the listener closed: its client may
+// have written it already, and closing the connection unread would fail
+// a request that no node has seen (net/http's Shutdown waits 5 s).
+const freshWithin = 500 * time.Millisecond
 
 // connSet tracks the connections of a server, for Shutdown.
 type connSet struct {
@@ -98,7 +108,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			refuse(c)
 			continue
 		}
-		cn := &conn{c: c}
+		cn := &conn{c: c, accepted: time.Now()}
 		set.mu.Lock()
 		if set.closing {
 			set.mu.Unlock()
@@ -161,6 +171,7 @@ func (s *Server) serveConn(cn *conn, set *connSet) {
 			return
 		}
 		cn.idle.Store(false)
+		cn.asked.Store(true)
 		if c.SetReadDeadline(time.Now().Add(readTimeout)) != nil {
 			return
 		}
@@ -182,8 +193,11 @@ func (s *Server) serveConn(cn *conn, set *connSet) {
 			// request that closes the connection.
 			last = ctx.Request.Header.ConnectionClose() || br.Buffered() == 0
 		}
-		// After a panic the connection closes once it answered what it read.
-		closeAfter := s.serveBatch(ctxs[:n]) || n > 0 && ctxs[n-1].Request.Header.ConnectionClose()
+		// After a panic the connection closes once it answered what it read;
+		// and while the node drains before it stops, so that the client
+		// reconnects to a node that stays.
+		closeAfter := s.serveBatch(ctxs[:n]) || n > 0 && ctxs[n-1].Request.Header.ConnectionClose() ||
+			s.Draining != nil && s.Draining()
 		stream := takeStreams(ctxs[:n])
 		if c.SetWriteDeadline(time.Now().Add(writeTimeout)) != nil {
 			return
@@ -325,7 +339,9 @@ func (s *Server) isSingleGrant(ctx *fasthttp.RequestCtx) bool {
 // Shutdown stops accepting, closes idle connections, and waits until the
 // busy ones have answered what they read (or ctx ends, then closes them).
 // A connection marks itself idle before it looks at closing, and Shutdown
-// sets closing before it closes the idle ones, so one pass finds them all.
+// sets closing before it closes the idle ones, so one pass finds them all;
+// but a connection whose client has not sent its first request yet gets
+// freshWithin to send it, so the pass repeats until none is left.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.shutdown = true
@@ -340,25 +356,46 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	set.closing = true
 	err := set.ln.Close()
-	for cn := range set.conns {
-		if cn.idle.Load() {
-			_ = cn.c.Close()
-		}
-	}
 	set.mu.Unlock()
+	closeIdle := func() (fresh bool) {
+		set.mu.Lock()
+		defer set.mu.Unlock()
+		for cn := range set.conns {
+			switch {
+			case !cn.idle.Load():
+			case cn.asked.Load() || time.Since(cn.accepted) >= freshWithin:
+				_ = cn.c.Close()
+			default:
+				fresh = true
+			}
+		}
+		return fresh
+	}
+	fresh := closeIdle()
 	done := make(chan struct{})
 	go func() { set.done.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		set.mu.Lock()
-		for cn := range set.conns {
-			_ = cn.c.Close()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var again <-chan time.Time
+		if fresh {
+			again = tick.C
 		}
-		set.mu.Unlock()
-		<-done
+		select {
+		case <-done:
+			return err
+		case <-again:
+			fresh = closeIdle()
+		case <-ctx.Done():
+			set.mu.Lock()
+			for cn := range set.conns {
+				_ = cn.c.Close()
+			}
+			set.mu.Unlock()
+			<-done
+			return err
+		}
 	}
-	return err
 }
 
 // Stream writes a response's body as it goes (server-sent events): it

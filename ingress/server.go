@@ -84,6 +84,11 @@ type Server struct {
 	// page, its assets and its event stream: SetStream) on the
 	// operations plane; nil: not found.
 	Dashboard fasthttp.RequestHandler
+	// Draining, when set and true, makes /readyz answer 503 while every
+	// route still serves (each connection closes after its answers, so
+	// that clients reconnect elsewhere): the node is stopping, and load
+	// balancers are to stop sending before its listener closes.
+	Draining func() bool
 
 	panicsOnce sync.Once
 	panics     *metrics.Counter // redrain_http_panics_total; nil without Metrics
@@ -179,6 +184,10 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		}
 		writeJSON(ctx, fasthttp.StatusOK, openapi.JSON())
 	case bytes.Equal(path, []byte("/readyz")):
+		if s.Draining != nil && s.Draining() {
+			writeJSON(ctx, fasthttp.StatusServiceUnavailable, []byte(`{"status":"not_ready","reason":"stopping: draining before the listener closes"}`))
+			return
+		}
 		if err := s.Ready(); err != nil {
 			b := append([]byte(`{"status":"not_ready","reason":`), errcode.AppendJSONString(nil, err.Error())...)
 			writeJSON(ctx, fasthttp.StatusServiceUnavailable, append(b, '}'))

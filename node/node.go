@@ -78,7 +78,11 @@ type Config struct {
 	// 1-6 while booking may lag; redrain_audit_* series); 0: only when
 	// asked (GET /admin/v1/audit). Each audit reads every account.
 	AuditEvery time.Duration
-	Log        *slog.Logger
+	// StopGrace is how long Stop keeps serving after /readyz turned 503,
+	// before the listeners close, so that load balancers stop sending
+	// first (each connection closes after its answers meanwhile). 0: none.
+	StopGrace time.Duration
+	Log       *slog.Logger
 }
 
 // Node is a running redrain process.
@@ -124,6 +128,7 @@ type Node struct {
 	opsListener net.Listener
 
 	ready        atomic.Bool
+	draining     atomic.Bool // Stop began: /readyz answers 503 (stop.go)
 	lag          atomic.Int64
 	partitionLag atomic.Pointer[map[int32]int64]
 	lagMu        sync.Mutex
@@ -311,7 +316,8 @@ func Start(cfg Config) (n *Node, err error) {
 			Admin: func(ctx *fasthttp.RequestCtx, keyID string) bool {
 				return n.serveParked(ctx, keyID) || n.admin.Serve(ctx, keyID)
 			},
-			Ready: n.readyErr,
+			Ready:    n.readyErr,
+			Draining: n.draining.Load,
 			Stats: func() ingress.Stats {
 				lag, err := n.refreshLag()
 				if err != nil {
@@ -461,57 +467,6 @@ func (n *Node) readyErr() error {
 // Served returns the exit of an HTTP server (the API's or the operations
 // listener's).
 func (n *Node) Served() <-chan error { return n.served }
-
-// Stop shuts the node down in order: no new requests, leases returned,
-// grants flushed to Kafka, leases left open with uncertain grants closed at
-// what was booked under them, booking stopped, backends closed.
-func (n *Node) Stop(ctx context.Context) {
-	n.stopped.Do(func() {
-		if n.server != nil {
-			_ = n.server.Shutdown(ctx)
-		}
-		if n.opsServer != nil {
-			_ = n.opsServer.Shutdown(ctx)
-		} else if n.opsListener != nil {
-			_ = n.opsListener.Close()
-		}
-		if n.grants != nil {
-			n.grants.Close(ctx)
-		}
-		if n.stream != nil {
-			_ = n.stream.Close()
-		}
-		if n.grants != nil && n.stream != nil {
-			if n.reclaimer != nil { // while booking still runs
-				n.reclaimer.Settle(ctx, n.ID, n.Incarnation)
-			}
-		}
-		if n.cancel != nil {
-			n.cancel()
-		}
-		n.bg.Wait()
-		n.lagMu.Lock()
-		if n.lagClient != nil {
-			_ = n.lagClient.Close()
-		}
-		n.lagMu.Unlock()
-		if n.member != nil {
-			n.member.Stop()
-		}
-		if n.pipe != nil {
-			n.pipe.Close()
-		}
-		if n.redis != nil {
-			n.redis.Close()
-		}
-		if n.kafka != nil {
-			n.kafka.Close()
-		}
-		if n.tikv != nil {
-			_ = n.tikv.Close()
-		}
-	})
-}
 
 // nodeID reads the node's id from its data dir, creating it on first start.
 func nodeID(dir string) (string, error) {

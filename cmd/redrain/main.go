@@ -39,8 +39,11 @@ var (
 broker, a TiKV test cluster and a Redis server in process, their data under
 --data-dir). --kafka, --pd and --redis point it at real servers; a node on
 real backends or with cluster members needs --admin-http and a --config with
-keys of its own. It stops gracefully on SIGINT or SIGTERM and then exits 0;
-it exits 1 when it cannot start or when an HTTP listener fails.`,
+keys of its own. It stops gracefully on SIGINT or SIGTERM and then exits 0:
+/readyz answers 503 at once while it serves on for --stop-grace, then its
+listeners close, open leases are settled and it leaves the cluster (an idle
+node in about a second). It exits 1 when it cannot start or when an HTTP
+listener fails.`,
 		examples: `# a complete node on embedded defaults: http://127.0.0.1:8080
 redrain serve
 # on real backends, the operations routes on a listener of their own, JSON logs
@@ -270,6 +273,7 @@ func (c *cli) serve(args []string) error {
 	clusterAddr := fs.String("cluster-addr", "127.0.0.1:0", "this member's membership address (host:port) that other members list in --cluster-seeds")
 	clusterEtcd := fs.String("cluster-etcd", "", "etcd endpoints (host:port,...) for membership instead of --cluster-seeds; --cluster-addr is then the remoting address other members dial (default: automanaged)")
 	auditEvery := fs.Duration("audit-every", 0, "audit the store live this often (the invariants of GET /admin/v1/audit; the last result per invariant in redrain_audit_check_ok); each audit reads every account, so one or two nodes of a cluster are enough; 0: only when asked")
+	stopGrace := fs.Duration("stop-grace", time.Second, "on SIGTERM, how long /readyz answers 503 while the node still serves, before its listeners close (load balancers stop sending meanwhile); 0: none")
 	lagMax := fs.Duration("booking-lag-max", booking.DefaultLagMax, "while the grant path is busy, booking gives way to it until its oldest unbooked grant is this old (larger: more grants accepted in a burst, booked later; 0 or negative: booking never gives way)")
 	if err := serveCommand.parse(c, fs, args); err != nil {
 		return err
@@ -293,7 +297,7 @@ func (c *cli) serve(args []string) error {
 	}
 	n, err := start(node.Config{DataDir: b.dataDir, HTTP: *httpAddr, AdminHTTP: *adminHTTP, Kafka: list(b.kafka), PD: list(b.pd),
 		Redis: b.redis, ConfigFile: *config, Partitions: int32(*partitions), GrantTopic: *grantTopic, BookingGroup: *bookingGroup, Seeds: list(*seeds), Etcd: list(*clusterEtcd), ClusterAddr: *clusterAddr,
-		BookingLagMax: *lagMax, AuditEvery: *auditEvery, Log: log})
+		BookingLagMax: *lagMax, AuditEvery: *auditEvery, StopGrace: *stopGrace, Log: log})
 	if err != nil {
 		return err
 	}
