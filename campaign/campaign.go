@@ -95,18 +95,92 @@ func (c *Config) PublicTokenKeys() []string {
 }
 
 // Load reads and validates a config file; unknown fields are errors.
-func Load(path string) (*Campaign, error) {
+func Load(path string) (*Campaign, error) { return LoadWithKeys(path, "") }
+
+// Keys are the campaign's secrets in a file of their own (`serve --keys`,
+// e.g. a Kubernetes Secret beside a ConfigMap of activities): the fields
+// of Config that are keys, with the same JSON names. A field given here
+// must be absent from the config file.
+type Keys struct {
+	TokenKeys      []string `json:"token_keys,omitempty"`
+	ActiveTokenKey uint16   `json:"active_token_key,omitempty"`
+	DrawSalt       string   `json:"draw_salt,omitempty"`
+	AdminKeys      []string `json:"admin_keys,omitempty"`
+	AppKeys        []string `json:"app_keys,omitempty"`
+}
+
+// LoadWithKeys reads the config file at path and, unless keysPath is
+// empty, the Keys file at keysPath (no other fields), merges the keys into
+// the config (MergeKeys) and validates the result.
+func LoadWithKeys(path, keysPath string) (*Campaign, error) {
+	var c Config
+	if err := decodeFile(path, &c); err != nil {
+		return nil, err
+	}
+	if keysPath != "" {
+		var k Keys
+		if err := decodeFile(keysPath, &k); err != nil {
+			return nil, err
+		}
+		if err := c.MergeKeys(&k); err != nil {
+			return nil, fmt.Errorf("%w: %s and %s: %v", ErrInvalid, path, keysPath, err)
+		}
+	}
+	return Compile(&c)
+}
+
+// MergeKeys sets c's secrets from k; a field set in both is an error.
+func (c *Config) MergeKeys(k *Keys) error {
+	var both []string
+	if len(k.TokenKeys) > 0 {
+		if len(c.TokenKeys) > 0 {
+			both = append(both, "token_keys")
+		}
+		c.TokenKeys = k.TokenKeys
+	}
+	if k.ActiveTokenKey != 0 {
+		if c.ActiveTokenKey != 0 {
+			both = append(both, "active_token_key")
+		}
+		c.ActiveTokenKey = k.ActiveTokenKey
+	}
+	if k.DrawSalt != "" {
+		if c.DrawSalt != "" {
+			both = append(both, "draw_salt")
+		}
+		c.DrawSalt = k.DrawSalt
+	}
+	if len(k.AdminKeys) > 0 {
+		if len(c.AdminKeys) > 0 {
+			both = append(both, "admin_keys")
+		}
+		c.AdminKeys = k.AdminKeys
+	}
+	if len(k.AppKeys) > 0 {
+		if len(c.AppKeys) > 0 {
+			both = append(both, "app_keys")
+		}
+		c.AppKeys = k.AppKeys
+	}
+	if len(both) > 0 {
+		return fmt.Errorf("%s in both the config and the keys file", strings.Join(both, ", "))
+	}
+	return nil
+}
+
+// decodeFile decodes the JSON file at path into v; unknown fields are
+// errors.
+func decodeFile(path string, v any) error {
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("campaign: %w", err)
+		return fmt.Errorf("campaign: %w", err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
-	var c Config
-	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, path, err)
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrInvalid, path, err)
 	}
-	return Compile(&c)
+	return nil
 }
 
 // Campaign is a validated node config: the token key ring, the draw salt

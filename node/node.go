@@ -55,6 +55,7 @@ type Config struct {
 	PD         []string // TiKV PD endpoints; empty = embedded
 	Redis      string   // address; empty = embedded
 	ConfigFile string   // campaign config; empty = the demo campaign
+	KeysFile   string   // the campaign's keys (campaign.Keys) apart from ConfigFile; empty: in it
 	Partitions int32    // of the grant topic when it is created
 	Seeds      []string // cluster membership addresses of other members
 	// Etcd are etcd endpoints for membership instead of Seeds (protoactor's
@@ -183,9 +184,12 @@ func Start(cfg Config) (n *Node, err error) {
 			started.Stop(context.Background())
 		}
 	}()
-	if cfg.ConfigFile != "" {
-		n.Campaign, err = campaign.Load(cfg.ConfigFile)
-	} else {
+	switch {
+	case cfg.ConfigFile != "":
+		n.Campaign, err = campaign.LoadWithKeys(cfg.ConfigFile, cfg.KeysFile)
+	case cfg.KeysFile != "":
+		err = errors.New("node: a keys file (--keys) goes with a campaign file (--config)")
+	default:
 		n.Campaign, err = campaign.Compile(campaign.Demo())
 	}
 	if err != nil {

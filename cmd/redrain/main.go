@@ -266,6 +266,7 @@ func (c *cli) serve(args []string) error {
 	httpAddr := fs.String("http", ":8080", "HTTP listen address")
 	adminHTTP := fs.String("admin-http", "", "operations listen address: the admin API, /metrics and /debug/pprof/ (default: on --http, which only a node on embedded defaults may do)")
 	config := fs.String("config", "", "campaign config file (default: the built-in demo campaign)")
+	keysFile := fs.String("keys", "", "the campaign's keys (token_keys, active_token_key, draw_salt, admin_keys, app_keys) from a JSON file of their own, such as a mounted Kubernetes Secret; the --config file then leaves them out")
 	partitions := fs.Int("partitions", storage.GrantPartitionsDefault, "partitions of the grant topic when it is created")
 	grantTopic := fs.String("grant-topic", storage.GrantTopic, "the grant topic's name (created when missing); every node of a cluster names the same")
 	bookingGroup := fs.String("booking-group", booking.Group, "booking's Kafka consumer group; every node of a cluster names the same")
@@ -296,7 +297,7 @@ func (c *cli) serve(args []string) error {
 		}
 	}
 	n, err := start(node.Config{DataDir: b.dataDir, HTTP: *httpAddr, AdminHTTP: *adminHTTP, Kafka: list(b.kafka), PD: list(b.pd),
-		Redis: b.redis, ConfigFile: *config, Partitions: int32(*partitions), GrantTopic: *grantTopic, BookingGroup: *bookingGroup, Seeds: list(*seeds), Etcd: list(*clusterEtcd), ClusterAddr: *clusterAddr,
+		Redis: b.redis, ConfigFile: *config, KeysFile: *keysFile, Partitions: int32(*partitions), GrantTopic: *grantTopic, BookingGroup: *bookingGroup, Seeds: list(*seeds), Etcd: list(*clusterEtcd), ClusterAddr: *clusterAddr,
 		BookingLagMax: *lagMax, AuditEvery: *auditEvery, StopGrace: *stopGrace, Log: log})
 	if err != nil {
 		return err
