@@ -122,7 +122,7 @@ func (b *Binder) claimBinding(ctx context.Context, app uint32, user string, actI
 		return BindStatusBound, actID, nil
 	}
 	// The grant path's script: it binds nothing while Redis lacks its index.
-	ids, fresh, err := b.bindInRedis(ctx, []uint32{app}, []string{user}, []int{0}, []uint64{actID})
+	ids, fresh, err := b.bindInRedis(ctx, []uint32{app}, []string{user}, []int32{0}, []uint64{actID})
 	switch {
 	case err != nil:
 		return "", 0, unavailable(err)
@@ -311,11 +311,16 @@ func (b *Binder) remember(app uint32, user string, actID uint64) {
 	k := bindKey{app, user}
 	s := b.shard(k)
 	s.mu.Lock()
+	b.rememberLocked(s, k, actID)
+	s.mu.Unlock()
+}
+
+// rememberLocked caches a binding in s, whose lock the caller holds.
+func (b *Binder) rememberLocked(s *bindShard, k bindKey, actID uint64) {
 	if !b.owner && len(s.m) >= bindCacheMax/bindShards {
 		clear(s.m) // a cache: the next lookups go to Redis
 	}
 	s.m[k] = actID
-	s.mu.Unlock()
 }
 
 func (b *Binder) forget(app uint32, user string) {

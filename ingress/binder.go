@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -123,10 +124,12 @@ func (b *Binder) DropCache() {
 	}
 }
 
-func (b *Binder) shard(k bindKey) *bindShard {
+func (b *Binder) shard(k bindKey) *bindShard { return &b.shards[b.shardIndex(k)] }
+
+func (b *Binder) shardIndex(k bindKey) int {
 	// maphash.String: what a Hash with this seed sums for k.user, without
 	// zeroing a Hash's buffer per identity (2% of a batch's CPU).
-	return &b.shards[(maphash.String(b.seed, k.user)^uint64(k.app))%bindShards]
+	return int((maphash.String(b.seed, k.user) ^ uint64(k.app)) % bindShards)
 }
 
 // Resolve returns the user's act_id, binding a new one if needed.
@@ -140,35 +143,38 @@ func (b *Binder) Resolve(ctx context.Context, app uint32, user string) (uint64, 
 }
 
 // ResolveMany sets ids[i] to the act_id of (apps[i], users[i]), binding
-// new ones: known identities cost a map lookup. An owner binds a new user
-// with a map insert. Otherwise every miss of the call shares one Redis
-// command (bindScript: SET NX GET of a fresh id from the node's block, and
-// the handed-out mark of each id won), so a batch of new users costs one
-// round trip, not one per user; a user bound before but
-// missing from this process's cache burns one id: ids stay unique, with
-// gaps. An identity that could not be resolved keeps ids[i] == 0 and
-// the returned error says why.
+// new ones: known identities cost a map lookup. The identities are taken
+// shard by shard of the binder's map, so that each shard's lock is taken
+// once per call, not once per identity. An owner binds a new user with a
+// map insert. Otherwise every miss of the call shares one Redis command
+// (bindScript: SET NX GET of a fresh id from the node's block, and the
+// handed-out mark of each id won), so a batch of new users costs one
+// round trip, not one per user; a user bound before but missing from this
+// process's cache burns one id: ids stay unique, with gaps. An identity
+// that could not be resolved keeps ids[i] == 0 and the returned error
+// says why.
 func (b *Binder) ResolveMany(ctx context.Context, apps []uint32, users []string, ids []uint64) error {
-	var miss []int
-	var missShards []*bindShard
+	var orderBuf [256]int32
+	var shardBuf [256]uint8
+	order, shardOf := b.byShard(apps, users, orderBuf[:0], shardBuf[:0])
 	cached := b.cacheValid()
-	for i := range apps {
-		k := bindKey{apps[i], users[i]}
-		s := b.shard(k)
+	var miss []int32 // in shard order, as order is
+	eachShard(order, shardOf, func(s *bindShard, group []int32) {
 		s.mu.Lock()
-		id, ok := s.m[k]
-		s.mu.Unlock()
-		ok = ok && cached
-		switch {
-		case ok:
-			ids[i] = id
-		case miss == nil: // sized once: a request of new users misses on every one
-			miss, missShards = make([]int, 1, len(apps)-i), make([]*bindShard, 1, len(apps)-i)
-			miss[0], missShards[0] = i, s
-		default:
-			miss, missShards = append(miss, i), append(missShards, s)
+		for _, i := range group {
+			id, ok := s.m[bindKey{apps[i], users[i]}]
+			switch {
+			case ok && cached:
+				ids[i] = id
+			case miss == nil: // sized once: a request of new users misses on every one
+				miss = make([]int32, 1, len(order))
+				miss[0] = i
+			default:
+				miss = append(miss, i)
+			}
 		}
-	}
+		s.mu.Unlock()
+	}, b)
 	if len(miss) == 0 {
 		return nil
 	}
@@ -176,38 +182,94 @@ func (b *Binder) ResolveMany(ctx context.Context, apps []uint32, users []string,
 	if err != nil {
 		return err
 	}
+	// New ids go out in request order (the n-th new identity of a call
+	// gets the n-th id), whatever the shards' order.
+	inOrder := slices.Clone(miss)
+	slices.Sort(inOrder)
 	if b.owner {
+		rank := make([]int32, len(order))
+		for r, i := range inOrder {
+			rank[i] = int32(r)
+		}
 		// The map is the binding: insert unless a concurrent request for
 		// the same user inserted first (then its id wins and ours burns).
-		for j, i := range miss {
-			k := bindKey{apps[i], users[i]}
-			sh := missShards[j]
-			sh.mu.Lock()
-			id, ok := sh.m[k]
-			if !ok {
-				id = cands[j]
-				sh.m[k] = id
+		eachShard(miss, shardOf, func(s *bindShard, group []int32) {
+			s.mu.Lock()
+			for _, i := range group {
+				k := bindKey{apps[i], users[i]}
+				id, ok := s.m[k]
+				if !ok {
+					id = cands[rank[i]]
+					s.m[k] = id
+				}
+				ids[i] = id
 			}
-			sh.mu.Unlock()
-			ids[i] = id
-		}
+			s.mu.Unlock()
+		}, b)
 		return nil
 	}
 	// Ours or not, each gets the id the user holds (the script marked ours
 	// handed out).
-	got, _, err := b.bindInRedis(ctx, apps, users, miss, cands)
+	got, _, err := b.bindInRedis(ctx, apps, users, inOrder, cands)
 	if err != nil {
 		return err
 	}
 	var firstErr error
-	for j, i := range miss {
+	for j, i := range inOrder {
 		if ids[i] = got[j]; ids[i] == 0 {
 			firstErr = cmp.Or(firstErr, fmt.Errorf("%w: binding of app %d user %q unreadable", storage.ErrUnavailable, apps[i], users[i]))
-			continue
 		}
-		b.remember(apps[i], users[i], ids[i])
 	}
+	eachShard(miss, shardOf, func(s *bindShard, group []int32) {
+		s.mu.Lock()
+		for _, i := range group {
+			if ids[i] != 0 {
+				b.rememberLocked(s, bindKey{apps[i], users[i]}, ids[i])
+			}
+		}
+		s.mu.Unlock()
+	}, b)
 	return firstErr
+}
+
+// byShard returns the indexes of the identities ordered by binder shard
+// (a counting sort: stable within a shard) and each identity's shard,
+// in the buffers given when they are large enough.
+func (b *Binder) byShard(apps []uint32, users []string, order []int32, shardOf []uint8) ([]int32, []uint8) {
+	n := len(apps)
+	if cap(order) < n {
+		order, shardOf = make([]int32, 0, n), make([]uint8, 0, n)
+	}
+	order, shardOf = order[:n], shardOf[:n]
+	var starts [bindShards + 1]int32
+	for i := range apps {
+		sh := uint8(b.shardIndex(bindKey{apps[i], users[i]}))
+		shardOf[i] = sh
+		starts[sh+1]++
+	}
+	for k := 1; k <= bindShards; k++ {
+		starts[k] += starts[k-1]
+	}
+	for i := range apps {
+		sh := shardOf[i]
+		order[starts[sh]] = int32(i)
+		starts[sh]++
+	}
+	return order, shardOf
+}
+
+// eachShard calls fn with each run of idx (grouped by shard, as byShard
+// orders them) that falls in one shard.
+func eachShard(idx []int32, shardOf []uint8, fn func(s *bindShard, group []int32), b *Binder) {
+	for start := 0; start < len(idx); {
+		sh := shardOf[idx[start]]
+		end := start + 1
+		for end < len(idx) && shardOf[idx[end]] == sh {
+			end++
+		}
+		fn(&b.shards[sh], idx[start:end])
+		start = end
+	}
 }
 
 // bindScript binds identities while Redis holds the whole index: KEYS[1]
@@ -249,7 +311,7 @@ var ErrIndexLost = errors.New("ingress: redis lost its binding index")
 // bindInRedis runs bindScript for the identities miss with candidate ids
 // cands, and returns the id each holds (0: an answer that is no id) and
 // whether the script bound it now.
-func (b *Binder) bindInRedis(ctx context.Context, apps []uint32, users []string, miss []int, cands []uint64) ([]uint64, []bool, error) {
+func (b *Binder) bindInRedis(ctx context.Context, apps []uint32, users []string, miss []int32, cands []uint64) ([]uint64, []bool, error) {
 	n := len(miss)
 	args := make([]any, 4, 4+3*n+2)
 	args[0], args[1], args[2], args[3] = "evalsha", bindScriptHash, 1+2*n, storage.RedisEpochKey

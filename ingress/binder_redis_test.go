@@ -58,7 +58,7 @@ func TestRedisBindersAgree(t *testing.T) {
 	if err := rdb.Set(ctx, storage.RedisEpochKey, "test", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := binders[0].bindInRedis(ctx, []uint32{9}, []string{"warm"}, []int{0}, []uint64{1 << 40}); err != nil {
+	if _, _, err := binders[0].bindInRedis(ctx, []uint32{9}, []string{"warm"}, []int32{0}, []uint64{1 << 40}); err != nil {
 		t.Fatal(err)
 	}
 	before := commandCalls(t, rdb, "evalsha") + commandCalls(t, rdb, "eval")
@@ -190,15 +190,15 @@ func BenchmarkBindNewUsers(b *testing.B) {
 	const batch = 100
 	ctx := context.Background()
 	next := uint64(1)
-	users := func() ([]uint32, []string, []int, []uint64) {
-		apps, names, miss, cands := make([]uint32, batch), make([]string, batch), make([]int, batch), make([]uint64, batch)
+	users := func() ([]uint32, []string, []int32, []uint64) {
+		apps, names, miss, cands := make([]uint32, batch), make([]string, batch), make([]int32, batch), make([]uint64, batch)
 		for j := range batch {
-			apps[j], names[j], miss[j], cands[j] = 1, "user-"+strconv.FormatUint(next, 10), j, next
+			apps[j], names[j], miss[j], cands[j] = 1, "user-"+strconv.FormatUint(next, 10), int32(j), next
 			next++
 		}
 		return apps, names, miss, cands
 	}
-	run := func(b *testing.B, bind func(apps []uint32, names []string, miss []int, cands []uint64) error) {
+	run := func(b *testing.B, bind func(apps []uint32, names []string, miss []int32, cands []uint64) error) {
 		b.ReportAllocs()
 		start := redisCPU(b, rdb)
 		for b.Loop() {
@@ -209,13 +209,13 @@ func BenchmarkBindNewUsers(b *testing.B) {
 		b.ReportMetric((redisCPU(b, rdb)-start)/float64(b.N*batch), "redis-cpu-ns/user")
 	}
 	b.Run("script", func(b *testing.B) {
-		run(b, func(apps []uint32, names []string, miss []int, cands []uint64) error {
+		run(b, func(apps []uint32, names []string, miss []int32, cands []uint64) error {
 			_, _, err := bd.bindInRedis(ctx, apps, names, miss, cands)
 			return err
 		})
 	})
 	b.Run("pipelined", func(b *testing.B) {
-		run(b, func(apps []uint32, names []string, miss []int, cands []uint64) error {
+		run(b, func(apps []uint32, names []string, miss []int32, cands []uint64) error {
 			sets := make([]redis.Cmder, batch)
 			for j := range batch {
 				sets[j] = redis.NewStringCmd(ctx, "set", storage.BindMarkKey(apps[j], names[j]), strconv.FormatUint(cands[j], 10), "nx", "get")
