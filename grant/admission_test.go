@@ -17,6 +17,7 @@ import (
 	"redrain/grant/granttest"
 	"redrain/ledger"
 	"redrain/metrics"
+	"redrain/metrics/promexport"
 	"redrain/storage"
 	"redrain/storage/storagetest"
 )
@@ -508,7 +509,7 @@ func TestPausedPastTheLease(t *testing.T) {
 		t.Fatalf("grant acknowledged after the lease expired = %v (%v), want unavailable", late.Outcome, late.Err)
 	}
 	var text strings.Builder
-	f.reg.WriteText(&text)
+	text.WriteString(promexport.Text(f.reg))
 	if !strings.Contains(text.String(), "\nredrain_grant_late_acks_total 1\n") {
 		t.Fatalf("want redrain_grant_late_acks_total 1 in\n%s", text.String())
 	}

@@ -14,6 +14,7 @@ import (
 	"redrain/grant"
 	"redrain/ledger"
 	"redrain/metrics"
+	"redrain/metrics/promexport"
 	"redrain/tokens"
 )
 
@@ -162,7 +163,7 @@ func TestOwnDisown(t *testing.T) {
 		t.Errorf("grant after Disown = %v, want unavailable", r.Outcome)
 	}
 	var text strings.Builder
-	reg.WriteText(&text)
+	text.WriteString(promexport.Text(reg))
 	if !strings.Contains(text.String(), "\nredrain_grant_claims 0\n") {
 		t.Errorf("claims held after Disown, want 0:\n%s", text.String())
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"redrain/metrics/promexport"
 )
 
 // pipeline writes every request in one write on one connection and reads
@@ -90,7 +92,7 @@ func TestPipelinedAnswersInOrder(t *testing.T) {
 		t.Errorf("act_ids %d %d %d %d: answers out of request order", g[0].ActID, g[1].ActID, g[5].ActID, g[6].ActID)
 	}
 	var text bytes.Buffer
-	ts.srv.Metrics.WriteText(&text)
+	text.WriteString(promexport.Text(ts.srv.Metrics))
 	var batches int
 	for _, line := range strings.Split(text.String(), "\n") {
 		if strings.HasPrefix(line, "redrain_grant_batch_grants_count ") {
@@ -140,7 +142,7 @@ func TestHandlerPanicIsAnswered(t *testing.T) {
 		t.Errorf("the panicking request = %d %s (close %v), want 500 internal and the connection closed", answers[1].StatusCode, body, answers[1].Close)
 	}
 	var text bytes.Buffer
-	ts.srv.Metrics.WriteText(&text)
+	text.WriteString(promexport.Text(ts.srv.Metrics))
 	if !strings.Contains(text.String(), "redrain_http_panics_total 1\n") {
 		t.Errorf("metrics do not count the panic:\n%s", text.String())
 	}

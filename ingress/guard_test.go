@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"redrain/errcode"
+	"redrain/metrics/promexport"
 	"redrain/protect"
 	"redrain/storage"
 )
@@ -40,7 +41,7 @@ func (ts *testServer) refusedGrant(t *testing.T, user string, want errcode.Code,
 func (ts *testServer) claims(t *testing.T) string {
 	t.Helper()
 	var b strings.Builder
-	ts.srv.Metrics.WriteText(&b)
+	b.WriteString(promexport.Text(ts.srv.Metrics))
 	for line := range strings.Lines(b.String()) {
 		if v, ok := strings.CutPrefix(line, "redrain_grant_claims "); ok {
 			return strings.TrimSpace(v)

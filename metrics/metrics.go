@@ -7,14 +7,9 @@
 package metrics
 
 import (
-	"fmt"
-	"io"
-	"math"
 	rtmetrics "runtime/metrics"
 	"slices"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -222,89 +217,6 @@ func (r *Registry) Samples() []Sample {
 		e.read(&out[i])
 	}
 	return out
-}
-
-// WriteText writes the registry's series in the Prometheus text format as
-// the client library writes them (families by name, series by labels;
-// promexport's test holds the two to the same bytes), for tests and
-// tools; /metrics is served by promexport.
-func (r *Registry) WriteText(w io.Writer) error {
-	samples := r.Samples()
-	sort.SliceStable(samples, func(i, j int) bool {
-		if samples[i].Name != samples[j].Name {
-			return samples[i].Name < samples[j].Name
-		}
-		return labelKey(samples[i].Labels) < labelKey(samples[j].Labels)
-	})
-	var b []byte
-	for i, s := range samples {
-		if i == 0 || samples[i-1].Name != s.Name {
-			b = fmt.Appendf(b, "# HELP %s %s\n# TYPE %s %s\n", s.Name, escapeHelp(s.Help), s.Name, s.Kind)
-		}
-		if s.Kind != KindHistogram {
-			b = appendSeries(b, s.Name, s.Labels, "", s.Value)
-			continue
-		}
-		for k, bound := range s.Bounds {
-			b = appendSeries(b, s.Name+"_bucket", s.Labels, formatFloat(bound), float64(s.Cumulative[k]))
-		}
-		total := float64(s.Cumulative[len(s.Cumulative)-1])
-		b = appendSeries(b, s.Name+"_bucket", s.Labels, "+Inf", total)
-		b = appendSeries(b, s.Name+"_sum", s.Labels, "", s.Sum)
-		b = appendSeries(b, s.Name+"_count", s.Labels, "", total)
-	}
-	_, err := w.Write(b)
-	return err
-}
-
-func labelKey(ls []Label) string {
-	var k strings.Builder
-	for _, l := range ls {
-		k.WriteString(l.Name + "\xff" + l.Value + "\xff")
-	}
-	return k.String()
-}
-
-func appendSeries(b []byte, name string, labels []Label, le string, v float64) []byte {
-	b = append(b, name...)
-	if len(labels) > 0 || le != "" {
-		b = append(b, '{')
-		for i, l := range labels {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = append(append(append(append(b, l.Name...), `="`...), escapeLabel(l.Value)...), '"')
-		}
-		if le != "" {
-			if len(labels) > 0 {
-				b = append(b, ',')
-			}
-			b = append(append(append(b, `le="`...), le...), '"')
-		}
-		b = append(b, '}')
-	}
-	return append(append(append(b, ' '), formatFloat(v)...), '\n')
-}
-
-var (
-	labelEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
-	helpEscaper  = strings.NewReplacer(`\`, `\\`, "\n", `\n`)
-)
-
-func escapeLabel(s string) string { return labelEscaper.Replace(s) }
-func escapeHelp(s string) string  { return helpEscaper.Replace(s) }
-
-// formatFloat writes a value as the exposition format does.
-func formatFloat(f float64) string {
-	switch {
-	case math.IsInf(f, 1):
-		return "+Inf"
-	case math.IsInf(f, -1):
-		return "-Inf"
-	case math.IsNaN(f):
-		return "NaN"
-	}
-	return strconv.FormatFloat(f, 'g', -1, 64)
 }
 
 // HeapAllocs returns the heap allocations (objects) of the process so far.

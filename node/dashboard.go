@@ -7,7 +7,6 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
-	"redrain/actors"
 	"redrain/dashboard"
 	"redrain/reconcile"
 	"redrain/tokens"
@@ -116,7 +115,7 @@ func (s dashSource) Nodes(ctx context.Context) ([]dashboard.Node, []dashboard.Pa
 
 func (s dashSource) Budgets(ctx context.Context) ([]dashboard.Budget, error) {
 	n := s.n
-	views, err := actors.ReadBudgetViews(ctx, n.tikv, n.pipe, "", n.openIssued())
+	views, err := n.budgetViews.get(ctx)
 	if err != nil {
 		return nil, err
 	}

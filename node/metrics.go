@@ -38,10 +38,10 @@ var (
 // scrapes: several scrapers (or a dashboard) cost one read a second.
 const budgetViewsMaxAge = time.Second
 
-// budgetCollector exposes every budget's figures, read from the store at
-// scrape time (actors.ReadBudgetViews, as GET /admin/v1/budgets reads
-// them).
-type budgetCollector struct {
+// budgetViews reads every budget's view (actors.ReadBudgetViews, as GET
+// /admin/v1/budgets reads them) at most once per budgetViewsMaxAge for
+// /metrics and the dashboard together.
+type budgetViews struct {
 	read func(ctx context.Context) ([]*actors.BudgetView, error)
 
 	mu    sync.Mutex
@@ -49,7 +49,23 @@ type budgetCollector struct {
 	views []*actors.BudgetView
 }
 
-func (c *budgetCollector) Describe(ch chan<- *prometheus.Desc) {
+func (b *budgetViews) get(ctx context.Context) ([]*actors.BudgetView, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if time.Since(b.at) > budgetViewsMaxAge {
+		views, err := b.read(ctx)
+		if err != nil {
+			return nil, err
+		}
+		b.at, b.views = time.Now(), views
+	}
+	return b.views, nil
+}
+
+// budgetCollector exposes every budget's figures at scrape time.
+type budgetCollector struct{ views *budgetViews }
+
+func (c budgetCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- budgetDescs.total
 	ch <- budgetDescs.issued
 	ch <- budgetDescs.booked
@@ -58,22 +74,17 @@ func (c *budgetCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- budgetDescs.consistent
 }
 
-func (c *budgetCollector) Collect(ch chan<- prometheus.Metric) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if time.Since(c.at) > budgetViewsMaxAge {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		views, err := c.read(ctx)
-		cancel()
-		if err != nil {
-			// The scrape goes on with the other series; the error is in
-			// the answer's log and the budgets are missing from it.
-			ch <- prometheus.NewInvalidMetric(budgetDescs.total, err)
-			return
-		}
-		c.at, c.views = time.Now(), views
+func (c budgetCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	views, err := c.views.get(ctx)
+	cancel()
+	if err != nil {
+		// The scrape goes on with the other series; the error is in the
+		// answer's log and the budgets are missing from it.
+		ch <- prometheus.NewInvalidMetric(budgetDescs.total, err)
+		return
 	}
-	for _, v := range c.views {
+	for _, v := range views {
 		gauge := func(d *prometheus.Desc, x int64) {
 			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(x), v.ID, v.Asset)
 		}
@@ -108,9 +119,10 @@ func (c partitionLagCollector) Collect(ch chan<- prometheus.Metric) {
 
 // registerMetrics adds the run-time series to the node's registry.
 func (n *Node) registerMetrics() {
-	n.exporter.Register(&budgetCollector{read: func(ctx context.Context) ([]*actors.BudgetView, error) {
+	n.budgetViews = &budgetViews{read: func(ctx context.Context) ([]*actors.BudgetView, error) {
 		return actors.ReadBudgetViews(ctx, n.tikv, n.pipe, "", n.openIssued())
-	}})
+	}}
+	n.exporter.Register(budgetCollector{n.budgetViews})
 	n.exporter.Register(partitionLagCollector{n})
 }
 

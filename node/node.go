@@ -114,7 +114,10 @@ type Node struct {
 	reclaimed *metrics.Counter
 	audits    *audits
 	exporter  *promexport.Exporter // serves Metrics and the collectors below
-	reclaimer *reclaim.Reclaimer
+	// budgetViews are the budgets' figures read for /metrics and the
+	// dashboard, at most once a second.
+	budgetViews *budgetViews
+	reclaimer   *reclaim.Reclaimer
 	// index keeps Redis's binding index whole (recover.go).
 	index *ingress.Index
 	// duplicate is set once another live process publishes this node's id

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"redrain/metrics"
+	"redrain/metrics/promexport"
 )
 
 var t0 = time.Date(2026, 2, 1, 20, 0, 0, 0, time.UTC)
@@ -218,7 +219,7 @@ func TestAdmitLimits(t *testing.T) {
 		t.Fatalf("after new limits: Admit = %v, want a full bucket", v)
 	}
 	var b strings.Builder
-	reg.WriteText(&b)
+	b.WriteString(promexport.Text(reg))
 	for _, line := range []string{`redrain_rate_limited_total{scope="user"} 3`, `redrain_rate_limited_total{scope="client"} 1`} {
 		if !strings.Contains(b.String(), line+"\n") {
 			t.Errorf("metrics lack %q:\n%s", line, b.String())
@@ -257,7 +258,7 @@ func TestRainOpen(t *testing.T) {
 		}
 	}
 	var b strings.Builder
-	reg.WriteText(&b)
+	b.WriteString(promexport.Text(reg))
 	for _, line := range []string{"redrain_switch_closed_total 3", "redrain_closed_rains 2", "redrain_closed_activities 1"} {
 		if !strings.Contains(b.String(), line+"\n") {
 			t.Errorf("metrics lack %q:\n%s", line, b.String())

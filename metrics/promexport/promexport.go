@@ -7,8 +7,6 @@
 package promexport
 
 import (
-	"bytes"
-	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -125,17 +123,13 @@ func (e *Exporter) Handler() fasthttp.RequestHandler {
 	return e.h
 }
 
-// WriteText writes what g gathers in the text format.
-func WriteText(w io.Writer, g prometheus.Gatherer) error {
-	mfs, err := g.Gather()
-	var b bytes.Buffer
+// Text is the registry's own series in the text format, as /metrics
+// writes them (for tests and tools).
+func Text(r *metrics.Registry) string {
+	mfs, _ := New(r).GatherOwn()
+	var b strings.Builder
 	for _, mf := range mfs {
-		if _, werr := expfmt.MetricFamilyToText(&b, mf); werr != nil && err == nil {
-			err = werr
-		}
+		_, _ = expfmt.MetricFamilyToText(&b, mf)
 	}
-	if _, werr := w.Write(b.Bytes()); werr != nil && err == nil {
-		err = werr
-	}
-	return err
+	return b.String()
 }

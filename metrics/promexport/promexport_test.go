@@ -1,7 +1,6 @@
 package promexport_test
 
 import (
-	"bytes"
 	"math"
 	"strings"
 	"testing"
@@ -28,21 +27,46 @@ func registry() *metrics.Registry {
 	return &r
 }
 
-// TestWriteTextAsTheLibrary: the registry's own text (metrics.WriteText,
-// for tests and tools) is, byte for byte, what the client library writes
-// for the same series.
-func TestWriteTextAsTheLibrary(t *testing.T) {
-	r := registry()
-	var ours, lib bytes.Buffer
-	if err := r.WriteText(&ours); err != nil {
-		t.Fatal(err)
+// TestText: the library's exposition of a registry: families by name,
+// series by label, label values escaped, seconds from nanoseconds, +Inf.
+func TestText(t *testing.T) {
+	var r metrics.Registry
+	ok := r.Counter("grants_total", "Grants by outcome.", "outcome", "ok")
+	bad := r.Counter("grants_total", "Grants by outcome.", "outcome", `a"b\c`)
+	lag := r.Gauge("lag", "Lag.")
+	h := r.Histogram("latency_seconds", "Latency.", []float64{0.001, 0.01}, "stage", "x")
+	paused := r.SecondsCounter("paused_seconds_total", "Paused.")
+	r.FloatGaugeFunc("ratio", "Ratio.", func() float64 { return math.Inf(1) })
+	ok.Add(3)
+	bad.Inc()
+	lag.Set(-2)
+	paused.Add(1_500_000_000)
+	for _, ns := range []int64{500_000, 2_000_000, 3_000_000, 50_000_000} {
+		h.ObserveNs(ns)
 	}
-	e := promexport.New(r)
-	if err := promexport.WriteText(&lib, prometheus.GathererFunc(e.GatherOwn)); err != nil {
-		t.Fatal(err)
-	}
-	if ours.String() != lib.String() {
-		t.Errorf("metrics.WriteText:\n%s\nthe library:\n%s", ours.String(), lib.String())
+	want := `# HELP grants_total Grants by outcome.
+# TYPE grants_total counter
+grants_total{outcome="a\"b\\c"} 1
+grants_total{outcome="ok"} 3
+# HELP lag Lag.
+# TYPE lag gauge
+lag -2
+# HELP latency_seconds Latency.
+# TYPE latency_seconds histogram
+latency_seconds_bucket{stage="x",le="0.001"} 1
+latency_seconds_bucket{stage="x",le="0.01"} 3
+latency_seconds_bucket{stage="x",le="+Inf"} 4
+latency_seconds_sum{stage="x"} 0.0555
+latency_seconds_count{stage="x"} 4
+# HELP paused_seconds_total Paused.
+# TYPE paused_seconds_total counter
+paused_seconds_total 1.5
+# HELP ratio Ratio.
+# TYPE ratio gauge
+ratio +Inf
+`
+	if got := promexport.Text(&r); got != want {
+		t.Errorf("Text =\n%s\nwant\n%s", got, want)
 	}
 }
 
