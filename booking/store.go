@@ -241,20 +241,8 @@ func readAccounts(ctx context.Context, txn storage.Txn, part int32, ids []uint64
 // txn; an id without an account is absent from the map. parts is the grant
 // topic's partition count.
 func ReadAccounts(ctx context.Context, txn storage.Txn, parts int32, ids []uint64) (map[uint64]*ledger.Account, error) {
-	byPart := map[int32][]uint64{}
-	for _, id := range ids {
-		p := storage.PartitionOf(id, parts)
-		byPart[p] = append(byPart[p], id)
-	}
-	out := make(map[uint64]*ledger.Account, len(ids))
-	for _, p := range slices.Sorted(maps.Keys(byPart)) {
-		v, err := readAccounts(ctx, txn, p, byPart[p])
-		if err != nil {
-			return nil, err
-		}
-		maps.Copy(out, v.accounts)
-	}
-	return out, nil
+	out, _, err := ReadAccountsAt(ctx, txn, parts, ids)
+	return out, err
 }
 
 // ScanAccounts calls fn with every account in the store, a partition at a

@@ -27,6 +27,7 @@ import (
 	"redrain/protect"
 	"redrain/storage"
 	"redrain/storage/storagetest"
+	"redrain/wallet"
 )
 
 // testServer is one node's HTTP API over real backends (redis-server, the
@@ -88,7 +89,8 @@ func newServerOn(t testing.TB, guard *protect.Guard, owner bool, parts int32, co
 	}
 	is.SetCatalog(cat)
 	srv := &Server{Grants: is, Binder: binder, Campaign: camp, Tokens: NewTokens(camp, is.Catalog, kv, nil), TiKV: kv, Metrics: reg, Guard: guard,
-		Ready: func() error { return nil }}
+		Wallet: wallet.New(wallet.Config{TiKV: kv, Parts: parts, Log: slog.New(slog.DiscardHandler)}),
+		Ready:  func() error { return nil }}
 	for _, c := range configure {
 		c(srv)
 	}

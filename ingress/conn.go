@@ -331,9 +331,10 @@ func (s *Server) recovering(ctxs []*fasthttp.RequestCtx, serve func()) (panicked
 }
 
 // isSingleGrant reports whether ctx is a grant this listener admits (the
-// operations listener answers it 404 through handle).
+// operations listener and a node of the read side answer it 404 through
+// handle).
 func (s *Server) isSingleGrant(ctx *fasthttp.RequestCtx) bool {
-	return s.Plane != PlaneOps && ctx.IsPost() && string(ctx.Path()) == "/v1/grants"
+	return s.Plane != PlaneOps && s.Role != RoleRead && ctx.IsPost() && string(ctx.Path()) == "/v1/grants"
 }
 
 // Shutdown stops accepting, closes idle connections, and waits until the

@@ -3,8 +3,11 @@ package ingress
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http/pprof"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -23,6 +26,7 @@ import (
 	"redrain/openapi"
 	"redrain/protect"
 	"redrain/storage"
+	"redrain/wallet"
 )
 
 // Stats is what GET /admin/v1/stats answers.
@@ -48,9 +52,16 @@ type Server struct {
 	Binder   *Binder
 	Campaign *campaign.Campaign // token keys
 	Tokens   *Tokens
-	// Ledger answers committed accounts (the wallet): booking's owner of
-	// their partition, or the store.
-	Ledger  BookNow
+	// Ledger answers committed accounts: booking's owner of their
+	// partition, or the store.
+	Ledger BookNow
+	// Wallet answers GET /v1/wallet/{act_id} (package wallet: the holders
+	// layer, Redis, the store).
+	Wallet interface {
+		Read(ctx context.Context, act uint64) (wallet.Summary, error)
+	}
+	// Role says which /v1 routes this node serves (RoleAll: every one).
+	Role    Role
 	TiKV    *storage.TiKV
 	Metrics *metrics.Registry
 	// Exporter serves /metrics (Metrics and the node's collectors); nil:
@@ -124,6 +135,48 @@ func (s *Server) metricsHandlers() {
 	s.metricsH, s.tikvMetricsH = e.Handler(), promexport.HandlerFor(promexport.TiKVGatherer())
 }
 
+// Role is which side of the API a node serves (redrain serve --role): the
+// read side (wallets, ledgers) keeps answering while Kafka or booking is
+// down, the write side (grants, binds, tokens) while reads fail.
+type Role uint8
+
+const (
+	RoleAll   Role = iota // both sides (the default)
+	RoleRead              // /v1/wallet/, /v1/ledger/
+	RoleWrite             // every other /v1 route
+)
+
+func (r Role) String() string {
+	switch r {
+	case RoleRead:
+		return "read"
+	case RoleWrite:
+		return "write"
+	}
+	return "all"
+}
+
+// ParseRole reads a --role value.
+func ParseRole(s string) (Role, error) {
+	switch s {
+	case "", "all":
+		return RoleAll, nil
+	case "read":
+		return RoleRead, nil
+	case "write":
+		return RoleWrite, nil
+	}
+	return RoleAll, fmt.Errorf("role %q: want read, write or all", s)
+}
+
+// RoleOf is the side that serves a /v1 path.
+func RoleOf(path []byte) Role {
+	if bytes.HasPrefix(path, []byte("/v1/wallet/")) || bytes.HasPrefix(path, []byte("/v1/ledger/")) {
+		return RoleRead
+	}
+	return RoleWrite
+}
+
 // opsRoute reports whether path is an operations route.
 func opsRoute(path []byte) bool {
 	return bytes.HasPrefix(path, []byte("/admin/")) || bytes.Equal(path, []byte("/metrics")) ||
@@ -145,6 +198,8 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, errcode.Errorf(errcode.CodeNotFound, "no route %s %s on the API listener (operations routes are on the node's --admin-http listener)", ctx.Method(), path))
 	case s.Plane == PlaneOps && bytes.HasPrefix(path, []byte("/v1/")):
 		writeError(ctx, errcode.Errorf(errcode.CodeNotFound, "no route %s %s on the operations listener (the API is on the node's --http listener)", ctx.Method(), path))
+	case s.Role != RoleAll && bytes.HasPrefix(path, []byte("/v1/")) && RoleOf(path) != s.Role:
+		writeError(ctx, errcode.Errorf(errcode.CodeNotFound, "no route %s %s on this node: it serves the %s side (--role %s); %s is served by nodes of --role %s or all", ctx.Method(), path, s.Role, s.Role, path, RoleOf(path)))
 	case bytes.Equal(path, []byte("/v1/grants")):
 		if !post {
 			methodNotAllowed(ctx, "POST")
@@ -319,35 +374,27 @@ func (s *Server) wallet(ctx *fasthttp.RequestCtx, idText []byte) {
 	}
 	c, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
-	accounts, err := s.Ledger.Accounts(c, []uint64{actID})
-	if err != nil {
+	sum, err := s.Wallet.Read(c, actID)
+	switch {
+	case errors.Is(err, wallet.ErrNotFound):
+		writeError(ctx, errcode.Errorf(errcode.CodeNotFound, "no account %d", actID))
+		return
+	case err != nil:
 		writeError(ctx, unavailable(err))
 		return
 	}
-	acct := accounts[actID]
-	// An account with no record holds nothing to show: its empty wallet
-	// says only that the id was handed out.
-	if app != 0 && acct != nil && !holdsApp(acct, app) {
-		writeError(ctx, errNotReached(actID, app, acct))
+	// A user who holds nothing is answered by the first layer alone,
+	// without the account's identities: its empty wallet shows nothing to
+	// any app, as an account with no record does.
+	if app != 0 && sum.Recorded && !slices.ContainsFunc(sum.Apps, func(u ledger.AppUser) bool { return u.AppID == app }) {
+		writeError(ctx, errNotReached(actID, app, &ledger.Account{ActID: actID}))
 		return
 	}
-	if acct == nil {
-		// No bookings yet: known if the id was ever handed out.
-		next, err := ActIDsAllocated(c, s.TiKV)
-		if err != nil {
-			writeError(ctx, unavailable(err))
-			return
-		}
-		if actID >= next {
-			writeError(ctx, errcode.Errorf(errcode.CodeNotFound, "no account %d", actID))
-			return
-		}
-		acct = &ledger.Account{ActID: actID}
-	}
+	ctx.Response.Header.Set("X-Redrain-Wallet-Source", sum.Source.String())
 	b := []byte(`{"act_id":`)
 	b = strconv.AppendUint(b, actID, 10)
 	b = append(b, `,"balances":[`...)
-	for i, bal := range acct.Balances {
+	for i, bal := range sum.Balances {
 		if i > 0 {
 			b = append(b, ',')
 		}
@@ -359,7 +406,9 @@ func (s *Server) wallet(ctx *fasthttp.RequestCtx, idText []byte) {
 		b = strconv.AppendInt(b, bal.Amount, 10)
 		b = append(b, '}')
 	}
-	writeJSON(ctx, fasthttp.StatusOK, append(b, "]}"...))
+	b = append(b, `],"stale":`...)
+	b = strconv.AppendBool(b, sum.Stale)
+	writeJSON(ctx, fasthttp.StatusOK, append(b, '}'))
 }
 
 func writeError(ctx *fasthttp.RequestCtx, err error) { errcode.Write(ctx, err) }

@@ -38,26 +38,8 @@ func (n *Node) startConfig(ctx context.Context) error {
 		Budgets:       &budgetAdmin{tikv: n.tikv, redis: n.pipe, openIssued: n.openIssued},
 		CheckSwitches: func(b []byte) error { _, err := protect.ParseSwitches(b); return err },
 		Log:           n.log}
-	keys := n.Campaign.Config.AdminKeys
-	if len(keys) == 0 {
-		// Only on embedded defaults: checkKeys refused this elsewhere.
-		keys = []string{adminauth.DevKey}
-	}
-	ring, err := adminauth.ParseKeys(keys)
-	if err != nil {
-		return fmt.Errorf("node: admin_keys: %w", err)
-	}
-	n.verifier = &adminauth.Verifier{Keys: ring, Nonces: &adminauth.RedisNonces{Client: n.redis.Client}}
-	if len(n.Campaign.Config.AppKeys) > 0 {
-		apps, err := adminauth.ParseAppKeys(n.Campaign.Config.AppKeys)
-		if err != nil {
-			return fmt.Errorf("node: app_keys: %w", err)
-		}
-		n.apps = &adminauth.Verifier{Keys: apps, Window: adminauth.AppWindowDefault,
-			Nonces: adminauth.NewHashNonces(2 * adminauth.AppWindowDefault)}
-	} else {
-		// Only on embedded defaults: checkKeys refused this elsewhere.
-		n.log.Warn("no app_keys: /v1 accepts unsigned requests and any client may act for any app (embedded demo only)")
+	if err := n.startAuth(); err != nil {
+		return err
 	}
 	if err := n.seed(ctx); err != nil {
 		// The store may be down: the cached copy still serves.
@@ -79,6 +61,33 @@ func (n *Node) startConfig(ctx context.Context) error {
 		}
 		return 0
 	})
+	return nil
+}
+
+// startAuth reads the admin and app keys into the verifiers of signed
+// requests.
+func (n *Node) startAuth() error {
+	keys := n.Campaign.Config.AdminKeys
+	if len(keys) == 0 {
+		// Only on embedded defaults: checkKeys refused this elsewhere.
+		keys = []string{adminauth.DevKey}
+	}
+	ring, err := adminauth.ParseKeys(keys)
+	if err != nil {
+		return fmt.Errorf("node: admin_keys: %w", err)
+	}
+	n.verifier = &adminauth.Verifier{Keys: ring, Nonces: &adminauth.RedisNonces{Client: n.redis.Client}}
+	if len(n.Campaign.Config.AppKeys) > 0 {
+		apps, err := adminauth.ParseAppKeys(n.Campaign.Config.AppKeys)
+		if err != nil {
+			return fmt.Errorf("node: app_keys: %w", err)
+		}
+		n.apps = &adminauth.Verifier{Keys: apps, Window: adminauth.AppWindowDefault,
+			Nonces: adminauth.NewHashNonces(2 * adminauth.AppWindowDefault)}
+	} else {
+		// Only on embedded defaults: checkKeys refused this elsewhere.
+		n.log.Warn("no app_keys: /v1 accepts unsigned requests and any client may act for any app (embedded demo only)")
+	}
 	return nil
 }
 

@@ -39,8 +39,8 @@ import (
 	"redrain/metrics/promexport"
 	"redrain/protect"
 	"redrain/reclaim"
-	"redrain/reconcile"
 	"redrain/storage"
+	"redrain/wallet"
 )
 
 // Config is everything `redrain serve` takes.
@@ -83,7 +83,15 @@ type Config struct {
 	// before the listeners close, so that load balancers stop sending
 	// first (each connection closes after its answers meanwhile). 0: none.
 	StopGrace time.Duration
-	Log       *slog.Logger
+	// Role is which side of the API the node serves (redrain serve
+	// --role): RoleRead serves wallets and ledgers from the store and Redis
+	// alone (no broker, booking, grant path or cluster), RoleWrite grants
+	// and books and serves no wallet, RoleAll (the default) both.
+	Role ingress.Role
+	// WalletStoreRate bounds the wallet's reads of the store a second
+	// while Redis fails (0: wallet's default).
+	WalletStoreRate int
+	Log             *slog.Logger
 }
 
 // Node is a running redrain process.
@@ -124,8 +132,10 @@ type Node struct {
 	// (status.go): the node is not ready from then on.
 	duplicate atomic.Pointer[error]
 	guard     *protect.Guard
-	server    *ingress.Server
-	listener  net.Listener
+	// wallets is the read side (nil on a node of --role write).
+	wallets  *wallet.Wallets
+	server   *ingress.Server
+	listener net.Listener
 	// opsServer and opsListener serve the operations routes apart from the
 	// API (Config.AdminHTTP); nil without.
 	opsServer   *ingress.Server
@@ -213,6 +223,12 @@ func Start(cfg Config) (n *Node, err error) {
 	n.log = n.log.With("node", n.ID)
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
+	if cfg.Role == ingress.RoleRead {
+		if err := n.startRead(ctx); err != nil {
+			return nil, err
+		}
+		return n, nil
+	}
 
 	if n.tikv, err = storage.OpenTiKV(cfg.PD, cfg.DataDir); err != nil {
 		return nil, err
@@ -291,7 +307,15 @@ func Start(cfg Config) (n *Node, err error) {
 	// wallet) ask their owner, and read the store when it cannot answer.
 	n.booker.ReadThrough(owners{n})
 	n.booker.YieldWhile(n.grants.Busy)
-	n.booker.OnBooked(func(gs []ledger.Grant) { n.grants.MarkBooked(grant.BookedOf(gs)) })
+	if cfg.Role == ingress.RoleAll {
+		n.startWallets(ctx)
+	}
+	n.booker.OnBooked(func(gs []ledger.Grant) {
+		n.grants.MarkBooked(grant.BookedOf(gs))
+		if n.wallets != nil {
+			n.wallets.Booked(gs)
+		}
+	})
 	if err := n.startConfig(ctx); err != nil {
 		return nil, err
 	}
@@ -317,6 +341,7 @@ func Start(cfg Config) (n *Node, err error) {
 		return &ingress.Server{Plane: plane, Grants: n.grants, Binder: n.binder, Campaign: n.Campaign, TiKV: n.tikv, Metrics: n.Metrics, Exporter: n.exporter,
 			Tokens:       toks,
 			Ledger:       n.booker,
+			Role:         cfg.Role,
 			Authenticate: n.authenticate, Apps: n.apps,
 			Guard: n.guard,
 			Log:   n.log, Dashboard: dash,
@@ -340,28 +365,18 @@ func Start(cfg Config) (n *Node, err error) {
 				return st
 			},
 			Cluster: n.clusterView,
-			Audit: func(ctx context.Context) ([]byte, error) {
-				r, err := n.audits.run(ctx, func(ctx context.Context) (*reconcile.Report, error) { return reconcile.Run(ctx, n.tikv) })
-				if err != nil {
-					return nil, err
-				}
-				return r.JSON(), nil
-			},
+			Audit:   n.audit,
 		}
 	}
-	if cfg.AdminHTTP == "" {
-		n.server = newServer(ingress.PlaneAll)
-	} else {
-		n.server, n.opsServer = newServer(ingress.PlaneAPI), newServer(ingress.PlaneOps)
-		if n.opsListener, err = net.Listen("tcp", cfg.AdminHTTP); err != nil {
-			return nil, fmt.Errorf("node: admin http: %w", err)
+	if err := n.listen(func(plane ingress.Plane) *ingress.Server {
+		s := newServer(plane)
+		if n.wallets != nil {
+			s.Wallet = n.wallets
 		}
-		go func() { n.served <- n.opsServer.Serve(n.opsListener) }()
+		return s
+	}); err != nil {
+		return nil, err
 	}
-	if n.listener, err = net.Listen("tcp", cfg.HTTP); err != nil {
-		return nil, fmt.Errorf("node: http: %w", err)
-	}
-	go func() { n.served <- n.server.Serve(n.listener) }()
 
 	indexLost := n.Metrics.Gauge("redrain_redis_index_lost", "1 while Redis lost its binding index and the node rebuilds it (new users are refused meanwhile).")
 	n.reclaimed = n.Metrics.Counter("redrain_leases_reclaimed_total", "Budget leases this node reclaimed after their holder stopped renewing them (closed at what was booked under them).")
@@ -452,6 +467,9 @@ func describe(addrs []string, embedded bool) string {
 func (n *Node) readyErr() error {
 	if d := n.duplicate.Load(); d != nil {
 		return *d
+	}
+	if n.cfg.Role == ingress.RoleRead {
+		return nil // the read side serves from whatever layer answers
 	}
 	if err := n.booker.Broken(); err != nil {
 		return fmt.Errorf("booking stopped: %w", err)

@@ -207,8 +207,10 @@ func (n *Node) openIssued() map[string]map[uint64]actors.LeaseIssued {
 
 func (n *Node) clusterView(ctx context.Context) ([]byte, error) {
 	v := clusterView{Members: []clusterMember{}, Nodes: []nodeStatus{}, Partitions: []partitionState{}}
-	for _, m := range n.member.Members() {
-		v.Members = append(v.Members, clusterMember{ID: m.Id, Address: m.Address(), Kinds: m.Kinds, Self: m.Id == n.member.ID})
+	if n.member != nil { // a read node is no member
+		for _, m := range n.member.Members() {
+			v.Members = append(v.Members, clusterMember{ID: m.Id, Address: m.Address(), Kinds: m.Kinds, Self: m.Id == n.member.ID})
+		}
 	}
 	sort.Slice(v.Members, func(i, j int) bool { return v.Members[i].Address < v.Members[j].Address })
 	nodes, err := n.statuses(ctx)

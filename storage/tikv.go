@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	pingcaplog "github.com/pingcap/log"
 	tikverr "github.com/tikv/client-go/v2/error"
@@ -42,6 +43,8 @@ type TiKV struct {
 	Embedded bool
 	kv       kvBackend
 	close    func() error
+	closed   sync.Once
+	closeErr error
 }
 
 // Txn is one transaction on the store of record: its reads see the store
@@ -101,8 +104,12 @@ func OpenTiKV(pd []string, dir string) (*TiKV, error) {
 	return &TiKV{Store: store, Embedded: true, kv: clientBackend{store}, close: store.Close}, nil
 }
 
-// Close releases the connection (and the embedded store).
-func (t *TiKV) Close() error { return t.close() }
+// Close releases the connection (and the embedded store); a second Close
+// returns the first one's result.
+func (t *TiKV) Close() error {
+	t.closed.Do(func() { t.closeErr = t.close() })
+	return t.closeErr
+}
 
 // Update runs fn in an optimistic transaction and commits it. A write
 // conflict at commit is reported as ErrConflict.

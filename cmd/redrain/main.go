@@ -23,6 +23,7 @@ import (
 
 	"redrain/bench"
 	"redrain/booking"
+	"redrain/ingress"
 	"redrain/node"
 	"redrain/reconcile"
 	"redrain/storage"
@@ -275,6 +276,8 @@ func (c *cli) serve(args []string) error {
 	clusterEtcd := fs.String("cluster-etcd", "", "etcd endpoints (host:port,...) for membership instead of --cluster-seeds; --cluster-addr is then the remoting address other members dial (default: automanaged)")
 	auditEvery := fs.Duration("audit-every", 0, "audit the store live this often (the invariants of GET /admin/v1/audit; the last result per invariant in redrain_audit_check_ok); each audit reads every account, so one or two nodes of a cluster are enough; 0: only when asked")
 	stopGrace := fs.Duration("stop-grace", time.Second, "on SIGTERM, how long /readyz answers 503 while the node still serves, before its listeners close (load balancers stop sending meanwhile); 0: none")
+	role := fs.String("role", "all", "which side of the API this node serves: read (wallets and ledgers from the store and Redis alone: no broker, booking or grant path, so it keeps answering while they are down), write (grants, binds, tokens and booking; no wallet) or all")
+	walletStoreRate := fs.Int("wallet-store-rate", 2000, "while Redis fails, reads of wallets from the store a second at most (beyond it: the node's last copy, marked stale, or 503)")
 	lagMax := fs.Duration("booking-lag-max", booking.DefaultLagMax, "while the grant path is busy, booking gives way to it until its oldest unbooked grant is this old (larger: more grants accepted in a burst, booked later; 0 or negative: booking never gives way)")
 	if err := serveCommand.parse(c, fs, args); err != nil {
 		return err
@@ -284,6 +287,13 @@ func (c *cli) serve(args []string) error {
 	}
 	if *auditEvery < 0 {
 		return serveCommand.usageError(c, "--audit-every %v: a duration of 0 (off) or more", *auditEvery)
+	}
+	nodeRole, err := ingress.ParseRole(*role)
+	if err != nil {
+		return serveCommand.usageError(c, "--role: %v", err)
+	}
+	if *walletStoreRate <= 0 {
+		return serveCommand.usageError(c, "--wallet-store-rate %d: at least 1", *walletStoreRate)
 	}
 	log := lf.logger(c.stderr)
 	start := c.start
@@ -298,7 +308,7 @@ func (c *cli) serve(args []string) error {
 	}
 	n, err := start(node.Config{DataDir: b.dataDir, HTTP: *httpAddr, AdminHTTP: *adminHTTP, Kafka: list(b.kafka), PD: list(b.pd),
 		Redis: b.redis, ConfigFile: *config, KeysFile: *keysFile, Partitions: int32(*partitions), GrantTopic: *grantTopic, BookingGroup: *bookingGroup, Seeds: list(*seeds), Etcd: list(*clusterEtcd), ClusterAddr: *clusterAddr,
-		BookingLagMax: *lagMax, AuditEvery: *auditEvery, StopGrace: *stopGrace, Log: log})
+		BookingLagMax: *lagMax, AuditEvery: *auditEvery, StopGrace: *stopGrace, Role: nodeRole, WalletStoreRate: *walletStoreRate, Log: log})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,89 @@
+package booking
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+
+	"redrain/ledger"
+	"redrain/storage"
+)
+
+// Journals are the booking stream as the store holds it: every committed
+// change of a partition's accounts, numbered 1, 2, 3... without gaps and
+// never rewritten or deleted. The wallet's read side tails them
+// (JournalSeqs, JournalsFrom) to learn, in commit order and independently
+// of Kafka and of booking's owners, which accounts changed.
+
+// JournalSeqs returns, per partition p < parts, the seq of the last
+// journal committed as txn's snapshot holds it (0: none yet).
+func JournalSeqs(ctx context.Context, txn storage.Txn, parts int32) ([]uint64, error) {
+	keys := make([][]byte, parts)
+	for p := range parts {
+		keys[p] = storage.PartKey(p)
+	}
+	raw, err := storage.BatchGet(ctx, txn, keys)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]uint64, parts)
+	for p := range parts {
+		s, err := partStateOf(p, raw[string(keys[p])])
+		if err != nil {
+			return nil, err
+		}
+		out[p] = s.NextSeq - 1
+	}
+	return out, nil
+}
+
+// JournalsFrom calls fn with the journals of partition p numbered from
+// through to, in order, as txn's snapshot holds them; a journal missing
+// or out of order is ErrCorrupt (journals are never deleted).
+func JournalsFrom(txn storage.Txn, p int32, from, to uint64, fn func(*ledger.Journal) error) error {
+	if from > to {
+		return nil
+	}
+	next := from
+	err := storage.ScanTxn(txn, storage.JournalKey(p, from), storage.JournalKey(p, to+1), func(_, raw []byte) (bool, error) {
+		j, err := ledger.DecodeJournal(raw)
+		if err != nil {
+			return false, fmt.Errorf("partition %d journal %d: %w", p, next, err)
+		}
+		if j.Seq != next {
+			return false, fmt.Errorf("%w: partition %d journal %d found where %d was due", ledger.ErrCorrupt, p, j.Seq, next)
+		}
+		next++
+		return true, fn(j)
+	})
+	if err != nil {
+		return err
+	}
+	if next != to+1 {
+		return fmt.Errorf("%w: partition %d journal ends at %d, %d was due", ledger.ErrCorrupt, p, next-1, to)
+	}
+	return nil
+}
+
+// ReadAccountsAt is ReadAccounts that also says, per partition read, the
+// seq of the last journal the accounts reflect: an account read here
+// holds every change of journals up to that seq and none after it.
+func ReadAccountsAt(ctx context.Context, txn storage.Txn, parts int32, ids []uint64) (map[uint64]*ledger.Account, map[int32]uint64, error) {
+	byPart := map[int32][]uint64{}
+	for _, id := range ids {
+		p := storage.PartitionOf(id, parts)
+		byPart[p] = append(byPart[p], id)
+	}
+	out := make(map[uint64]*ledger.Account, len(ids))
+	seqs := make(map[int32]uint64, len(byPart))
+	for _, p := range slices.Sorted(maps.Keys(byPart)) {
+		v, err := readAccounts(ctx, txn, p, byPart[p])
+		if err != nil {
+			return nil, nil, err
+		}
+		maps.Copy(out, v.accounts)
+		seqs[p] = v.state.NextSeq - 1
+	}
+	return out, seqs, nil
+}

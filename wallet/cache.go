@@ -1,0 +1,246 @@
+package wallet
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"redrain/ledger"
+)
+
+// The second layer: `rr:w:{act_id}` holds "{seq}:{summary JSON}", where
+// seq is the last journal of the account's partition that the read behind
+// it reflected, or "{seq}:" alone, a tombstone: the journal seq changed the
+// account, and no summary reflecting less may be written. Both scripts
+// keep the higher seq, so the key is a max register: a summary read before
+// a change never replaces the change's tombstone, whichever reaches Redis
+// first, on however many nodes.
+
+// CacheKey is the Redis key of act's summary.
+func CacheKey(act uint64) string { return "rr:w:" + strconv.FormatUint(act, 10) }
+
+// fillScript writes a summary unless the key holds a higher seq.
+// KEYS[1] the key; ARGV seq, summary, ttl (ms).
+var fillScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local s = tonumber(string.match(cur, '^(%d+):'))
+  if s and s > tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'PX', ARGV[3])
+return 1
+`)
+
+// dropScript writes tombstones: KEYS the keys, ARGV their seqs, then the
+// ttl (ms). A key that holds its seq or a higher one is left alone.
+var dropScript = redis.NewScript(`
+local ttl = ARGV[#ARGV]
+local n = 0
+for i, k in ipairs(KEYS) do
+  local s = tonumber(ARGV[i])
+  local cur = redis.call('GET', k)
+  local c = cur and tonumber(string.match(cur, '^(%d+):'))
+  if not c or c < s then
+    redis.call('SET', k, ARGV[i] .. ':', 'PX', ttl)
+    n = n + 1
+  end
+end
+return n
+`)
+
+type cache struct {
+	rdb *redis.Client
+	ttl time.Duration
+}
+
+// stored is a summary's JSON in Redis.
+type stored struct {
+	Balances []storedBalance `json:"b,omitempty"`
+	Apps     []storedApp     `json:"a,omitempty"`
+}
+
+type storedBalance struct {
+	Asset  string `json:"s"`
+	Amount int64  `json:"n"`
+}
+
+type storedApp struct {
+	App  uint32 `json:"i"`
+	User string `json:"u"`
+}
+
+func encodeSummary(s Summary) ([]byte, error) {
+	st := stored{Balances: make([]storedBalance, len(s.Balances)), Apps: make([]storedApp, len(s.Apps))}
+	for i, b := range s.Balances {
+		st.Balances[i] = storedBalance{string(b.Asset), b.Amount}
+	}
+	for i, u := range s.Apps {
+		st.Apps[i] = storedApp{u.AppID, u.UserID}
+	}
+	return json.Marshal(st)
+}
+
+// decodeSummary reads a summary written by encodeSummary (a bad one is an
+// error: the caller treats it as a miss).
+func decodeSummary(act uint64, raw string) (Summary, error) {
+	var st stored
+	if err := json.Unmarshal([]byte(raw), &st); err != nil {
+		return Summary{}, err
+	}
+	s := Summary{ActID: act, Recorded: true}
+	for _, b := range st.Balances {
+		a := ledger.Asset(b.Asset)
+		if a.Kind() == "" {
+			return Summary{}, fmt.Errorf("unknown asset %q", b.Asset)
+		}
+		s.Balances = append(s.Balances, ledger.Balance{Asset: a, Amount: b.Amount})
+	}
+	for _, u := range st.Apps {
+		s.Apps = append(s.Apps, ledger.AppUser{AppID: u.App, UserID: u.User})
+	}
+	return s, nil
+}
+
+// get returns act's summary; hit false on a miss or a tombstone.
+func (c *cache) get(ctx context.Context, act uint64) (Summary, bool, error) {
+	raw, err := c.rdb.Get(ctx, CacheKey(act)).Result()
+	if errors.Is(err, redis.Nil) {
+		return Summary{}, false, nil
+	}
+	if err != nil {
+		return Summary{}, false, err
+	}
+	_, body, ok := strings.Cut(raw, ":")
+	if !ok || body == "" {
+		return Summary{}, false, nil
+	}
+	s, err := decodeSummary(act, body)
+	if err != nil {
+		return Summary{}, false, nil // unreadable: read the store, and the fill replaces it
+	}
+	return s, true, nil
+}
+
+// fill writes s, read at the partition's journal seq, unless a higher seq
+// is there.
+func (c *cache) fill(ctx context.Context, s Summary, seq uint64) error {
+	body, err := encodeSummary(s)
+	if err != nil {
+		return err
+	}
+	return fillScript.Run(ctx, c.rdb, []string{CacheKey(s.ActID)}, seq, body, c.ttl.Milliseconds()).Err()
+}
+
+// dropBatch is how many tombstones one script call writes.
+const dropBatch = 512
+
+// drop writes the tombstones of changed (act -> the seq of the journal that
+// changed it), dropBatch keys a call.
+func (c *cache) drop(ctx context.Context, changed map[uint64]uint64) error {
+	keys := make([]string, 0, min(len(changed), dropBatch))
+	args := make([]any, 0, min(len(changed), dropBatch)+1)
+	flush := func() error {
+		if len(keys) == 0 {
+			return nil
+		}
+		err := dropScript.Run(ctx, c.rdb, keys, append(args, c.ttl.Milliseconds())...).Err()
+		keys, args = keys[:0], args[:0]
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("wallet: tombstones: %w", err)
+		}
+		return nil
+	}
+	for act, seq := range changed {
+		keys = append(keys, CacheKey(act))
+		args = append(args, seq)
+		if len(keys) == dropBatch {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
+
+// dropAll removes every summary (SCAN and UNLINK, a page at a time).
+func (c *cache) dropAll(ctx context.Context) error {
+	var cursor uint64
+	for {
+		keys, next, err := c.rdb.Scan(ctx, cursor, "rr:w:*", 1000).Result()
+		if err != nil {
+			return err
+		}
+		if len(keys) > 0 {
+			if err := c.rdb.Unlink(ctx, keys...).Err(); err != nil {
+				return err
+			}
+		}
+		if next == 0 {
+			return nil
+		}
+		cursor = next
+	}
+}
+
+// Watermarks: `rr:wseq:{partition}` says that the tombstones of every
+// journal of the partition up to the seq it holds were written. A Feed
+// that starts resumes each partition from it, so journals booked while no
+// Feed ran (every node serving wallets down) still supersede the summaries
+// written before them. A max register, like the summaries.
+func watermarkKey(p int) string { return "rr:wseq:" + strconv.Itoa(p) }
+
+var markScript = redis.NewScript(`
+for i, k in ipairs(KEYS) do
+  local cur = tonumber(redis.call('GET', k) or '0') or 0
+  if tonumber(ARGV[i]) > cur then redis.call('SET', k, ARGV[i]) end
+end
+return 0
+`)
+
+// watermarks reads every partition's watermark; absent ones are -1.
+func (c *cache) watermarks(ctx context.Context, parts int) ([]int64, error) {
+	keys := make([]string, parts)
+	for p := range keys {
+		keys[p] = watermarkKey(p)
+	}
+	vals, err := c.rdb.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int64, parts)
+	for p, v := range vals {
+		out[p] = -1
+		if s, ok := v.(string); ok {
+			n, err := strconv.ParseUint(s, 10, 63)
+			if err != nil {
+				return nil, fmt.Errorf("wallet: watermark of partition %d: %q", p, s)
+			}
+			out[p] = int64(n)
+		}
+	}
+	return out, nil
+}
+
+// mark raises the watermarks of seqs (partition -> seq).
+func (c *cache) mark(ctx context.Context, seqs map[int]uint64) error {
+	if len(seqs) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(seqs))
+	args := make([]any, 0, len(seqs))
+	for p, seq := range seqs {
+		keys = append(keys, watermarkKey(p))
+		args = append(args, seq)
+	}
+	err := markScript.Run(ctx, c.rdb, keys, args...).Err()
+	if errors.Is(err, redis.Nil) {
+		err = nil
+	}
+	return err
+}

@@ -1,0 +1,328 @@
+package wallet
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"redrain/booking"
+	"redrain/holders"
+	"redrain/ledger"
+	"redrain/storage"
+)
+
+// The Feed: every Poll, one snapshot of the store gives each partition's
+// last journal seq and the journals after the ones already applied (at
+// most journalsPerPoll a poll, the rest at the next). Their book ops are
+// the users who now hold something of the asset's family (a grant only
+// credits: amounts are positive), applied to the holders set as one batch
+// after their commit; every account a journal changed (book, attribute,
+// bind) gets a tombstone in Redis at that journal's seq. Tombstones Redis
+// did not take stay pending, and reads of those users skip Redis until
+// they are written. Journals are never deleted, so the Feed has no gaps to
+// fear; a batch the holders set refuses invalidates it until it is built
+// again.
+
+// journalsPerPoll bounds the journals one poll applies.
+const journalsPerPoll = 4096
+
+// pendingMax bounds the tombstones kept while Redis fails; past it the
+// whole second layer is distrusted until it is emptied (see Run).
+const pendingMax = 1 << 21
+
+// Run builds the holders set from the store and feeds it and Redis until
+// ctx ends. It retries what fails.
+func (w *Wallets) Run(ctx context.Context) {
+	parts := w.cfg.Parts
+	var have []uint64
+	for {
+		err := w.cfg.TiKV.View(func(txn storage.Txn) error {
+			var err error
+			have, err = booking.JournalSeqs(ctx, txn, parts)
+			return err
+		})
+		if err == nil {
+			break
+		}
+		w.feedErrors.Inc()
+		w.log.Warn("wallet: reading the partitions' journal positions; retrying", "err", err)
+		if !sleep(ctx, time.Second) {
+			return
+		}
+	}
+	w.feedOK.Store(w.cfg.Clock().UnixNano())
+	rebuild := make(chan struct{}, 1)
+	rebuild <- struct{}{}
+	done := make(chan struct{})
+	go func() { defer close(done); w.buildLoop(ctx, rebuild) }()
+	defer func() { <-done }()
+	t := time.NewTicker(w.cfg.Poll)
+	defer t.Stop()
+	f := &feedState{have: have}
+	for {
+		if w.cache != nil && f.target == nil {
+			w.resume(ctx, f)
+		}
+		gen := w.pollGen.Add(1)
+		more, err := w.poll(ctx, f.have)
+		if err != nil {
+			w.feedErrors.Inc()
+			w.log.Warn("wallet: feed poll", "err", err)
+			gen = 0 // holds nothing released
+		}
+		if w.set.Any(1) == holders.Unknown && w.builtOnce.Load() {
+			select {
+			case rebuild <- struct{}{}:
+			default:
+			}
+		}
+		w.flushPending(ctx, f, gen)
+		if more {
+			if ctx.Err() != nil {
+				return
+			}
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// feedState is where the Feed stands: have, the last journal applied per
+// partition; marked, the watermarks it wrote; target, the positions it
+// found at its start, which the tombstones must reach before Redis is
+// trusted (nil until the watermarks were read).
+type feedState struct {
+	have, marked, target []uint64
+}
+
+// resume reads the watermarks in Redis and moves the Feed back to them
+// where they are behind it, so that it writes the tombstones of the
+// journals booked while no Feed ran; a partition without one (Redis new
+// or emptied: it holds no summary either) starts where it is.
+func (w *Wallets) resume(ctx context.Context, f *feedState) {
+	marks, err := w.cache.watermarks(ctx, len(f.have))
+	if err != nil {
+		w.log.Warn("wallet: reading the tombstone watermarks in Redis; reads skip Redis until they are read", "err", err)
+		return
+	}
+	f.target = slices.Clone(f.have)
+	f.marked = make([]uint64, len(f.have))
+	for p, m := range marks {
+		if m >= 0 && uint64(m) < f.have[p] {
+			f.have[p] = uint64(m)
+		}
+		f.marked[p] = f.have[p]
+		if m < 0 {
+			f.marked[p] = 0 // written at the first flush
+		}
+	}
+}
+
+// buildLoop builds the holders set whenever asked, retrying failures.
+func (w *Wallets) buildLoop(ctx context.Context, rebuild <-chan struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-rebuild:
+		}
+		for {
+			start := w.cfg.Clock()
+			err := w.build(ctx)
+			if err == nil {
+				w.builtOnce.Store(true)
+				w.builds.Inc()
+				w.log.Info("wallet: holders built from the store", "took", w.cfg.Clock().Sub(start).Round(time.Millisecond), "bytes", w.set.Bytes())
+				break
+			}
+			w.feedErrors.Inc()
+			w.log.Warn("wallet: building holders from the store; retrying (reads go to Redis and the store meanwhile)", "err", err)
+			if !sleep(ctx, time.Second) {
+				return
+			}
+		}
+	}
+}
+
+// build swaps in a holders set scanned from the store.
+func (w *Wallets) build(ctx context.Context) error {
+	return w.set.Build(func(yield func(act uint64, fam holders.Family) bool) error {
+		return booking.ScanAccounts(ctx, w.cfg.TiKV, func(a *ledger.Account) (bool, error) {
+			for _, b := range a.Balances {
+				if b.Amount == 0 {
+					continue
+				}
+				fam, ok := holders.FamilyOf(b.Asset)
+				if !ok {
+					return false, fmt.Errorf("%w: act %d holds asset %q of no family", ledger.ErrCorrupt, a.ActID, b.Asset)
+				}
+				if !yield(a.ActID, fam) {
+					return false, nil
+				}
+			}
+			return true, nil
+		})
+	})
+}
+
+// poll applies the journals committed since have (updated in place) and
+// reports whether more were left for the next poll.
+func (w *Wallets) poll(ctx context.Context, have []uint64) (bool, error) {
+	changed := map[uint64]uint64{}
+	adds := map[holders.Change]struct{}{}
+	to := make([]uint64, len(have))
+	copy(to, have)
+	more := false
+	journals := 0
+	err := w.cfg.TiKV.View(func(txn storage.Txn) error {
+		seqs, err := booking.JournalSeqs(ctx, txn, w.cfg.Parts)
+		if err != nil {
+			return err
+		}
+		for p, last := range seqs {
+			if last <= have[p] {
+				continue
+			}
+			left := uint64(journalsPerPoll - journals)
+			if left == 0 {
+				more = true
+				break
+			}
+			if last-have[p] > left {
+				last, more = have[p]+left, true
+			}
+			err := booking.JournalsFrom(txn, int32(p), have[p]+1, last, func(j *ledger.Journal) error {
+				for i := range j.Ops {
+					g := &j.Ops[i].Grant
+					changed[g.ActID] = j.Seq
+					if j.Ops[i].Kind != ledger.OpBook || g.ActID > holders.MaxAct {
+						continue
+					}
+					fam, ok := holders.FamilyOf(g.Asset)
+					if !ok {
+						return fmt.Errorf("%w: partition %d journal %d books asset %q of no family", ledger.ErrCorrupt, p, j.Seq, g.Asset)
+					}
+					adds[holders.Change{Act: g.ActID, Family: fam}] = struct{}{}
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			journals += int(last - have[p])
+			to[p] = last
+		}
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	w.feedOK.Store(w.cfg.Clock().UnixNano())
+	if journals == 0 {
+		return false, nil
+	}
+	batch := make([]holders.Change, 0, len(adds))
+	for c := range adds {
+		batch = append(batch, c)
+	}
+	if err := w.set.Apply(batch, nil); err != nil {
+		// The set cannot take it: answer Unknown until built again.
+		w.set.Invalidate()
+		w.log.Error("wallet: holders refused a batch of the feed; rebuilding", "err", err)
+	}
+	copy(have, to)
+	w.journals.Add(int64(journals))
+	if w.cache != nil && len(changed) > 0 {
+		w.pendMu.Lock()
+		if w.distrust.Load() || len(w.pending)+len(changed) > pendingMax {
+			w.distrust.Store(true)
+			clear(w.pending)
+			clear(w.hold)
+		} else {
+			for act, seq := range changed {
+				w.pending[act] = max(w.pending[act], seq)
+			}
+		}
+		w.pendings.Store(int64(len(w.pending) + len(w.hold)))
+		w.pendMu.Unlock()
+	}
+	return more, nil
+}
+
+// flushPending writes the pending tombstones, releases the holds of the
+// polls up to gen (0: none), then raises the watermarks to where the Feed
+// stands. After an overflow it removes every summary from
+// Redis instead (the tombstones past pendingMax were not kept); reads skip
+// Redis until then. Only Run's goroutine changes pending, so it is read
+// here without the lock.
+func (w *Wallets) flushPending(ctx context.Context, f *feedState, gen uint64) {
+	if w.cache == nil || f.target == nil {
+		return
+	}
+	switch {
+	case w.distrust.Load():
+		if err := w.cache.dropAll(ctx); err != nil {
+			w.log.Warn("wallet: removing every summary from Redis after too many pending tombstones; retrying (reads skip Redis meanwhile)", "err", err)
+			return
+		}
+		w.distrust.Store(false)
+	case w.pendings.Load() > 0:
+		if err := w.cache.drop(ctx, w.pending); err != nil {
+			w.log.Warn("wallet: writing tombstones to Redis; retrying (reads of those users skip Redis meanwhile)", "pending", len(w.pending), "err", err)
+			return
+		}
+		w.pendMu.Lock()
+		clear(w.pending)
+		w.pendings.Store(int64(len(w.hold)))
+		w.pendMu.Unlock()
+	}
+	if gen > 0 && w.pendings.Load() > 0 {
+		w.pendMu.Lock()
+		for act, g := range w.hold {
+			if g <= gen {
+				delete(w.hold, act)
+			}
+		}
+		w.pendings.Store(int64(len(w.pending) + len(w.hold)))
+		w.pendMu.Unlock()
+	}
+	raise := map[int]uint64{}
+	for p, seq := range f.have {
+		if seq > f.marked[p] {
+			raise[p] = seq
+		}
+	}
+	if err := w.cache.mark(ctx, raise); err != nil {
+		w.log.Warn("wallet: raising the tombstone watermarks in Redis; retrying", "err", err)
+		return
+	}
+	for p, seq := range raise {
+		f.marked[p] = seq
+	}
+	if !w.cacheReady.Load() {
+		for p, seq := range f.have {
+			if seq < f.target[p] {
+				return
+			}
+		}
+		w.cacheReady.Store(true)
+		w.log.Info("wallet: Redis's summaries trusted: tombstones written up to where the feed started")
+	}
+}
+
+// sleep waits d or until ctx ends, reporting whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
