@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -101,6 +102,22 @@ func TestParse(t *testing.T) {
 		case c.err != nil && (!errors.Is(err, c.err) || !strings.Contains(err.Error(), c.msg)):
 			t.Errorf("%s: Parse(%.120s) = %v, want %v with %q", c.name, c.raw, err, c.err, c.msg)
 		}
+	}
+}
+
+// TestExampleFile: examples/presentation.json, which the README and
+// `redrain admin -h` name, is a valid document.
+func TestExampleFile(t *testing.T) {
+	raw, err := os.ReadFile("../examples/presentation.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := Compile(raw, 1)
+	if err != nil {
+		t.Fatalf("examples/presentation.json: %v", err)
+	}
+	if got := strings.Count(string(v.Slots()), `"id"`); got != 3 {
+		t.Errorf("examples/presentation.json shows %d slots, want 3 (one is hidden)", got)
 	}
 }
 
