@@ -81,6 +81,14 @@ func (n *Node) startConfig(ctx context.Context) error {
 		}
 		return 0
 	})
+	n.Metrics.GaugeFunc("redrain_presentation_live_version", "The wallet presentation's version this node serves to everyone (0: none published).", func() int64 {
+		live, _ := n.Presentation.Served()
+		return int64(live)
+	})
+	n.Metrics.GaugeFunc("redrain_presentation_canary_version", "The wallet presentation's version this node serves to its canary's users (0: no canary).", func() int64 {
+		_, canary := n.Presentation.Served()
+		return int64(canary)
+	})
 	n.Metrics.GaugeFunc("redrain_config_from_cache", "1 when the node serves its cached configuration because the store is unreachable.", func() int64 {
 		if n.watcher.Status().Source == "cache" {
 			return 1

@@ -140,6 +140,8 @@ func TestPresentationThroughAdmin(t *testing.T) {
 	vip := published.Head.Canary.ActIDs[0]
 	awaitPresentation(t, n, vip, 2, "Cash (new)")
 	awaitPresentation(t, n, someone, 1, "Cash")
+	awaitMetric(t, n, "redrain_presentation_live_version 1")
+	awaitMetric(t, n, "redrain_presentation_canary_version 2")
 
 	// To everyone, then back.
 	if _, err := c.PublishPresentation(ctx, v2, nil); err != nil {
@@ -152,6 +154,7 @@ func TestPresentationThroughAdmin(t *testing.T) {
 	}
 	awaitPresentation(t, n, someone, 1, "Cash")
 	awaitPresentation(t, n, vip, 1, "Cash")
+	awaitMetric(t, n, "redrain_presentation_canary_version 0")
 	if _, err := c.RollbackPresentation(ctx, v1); !errors.As(err, &apiErr) || apiErr.Code != "invalid_config" {
 		t.Errorf("rollback to the live version: %v, want invalid_config", err)
 	}
