@@ -1,8 +1,8 @@
 // Package admin serves the operator API behind /admin/v1/: activities and
 // the wallet's presentation as versioned configuration (put, show, publish
 // to a whitelist or to all, roll back), budgets as they stand, and the
-// operator switches. Requests
-// reach it authenticated (the ingress server checks signatures first).
+// operator switches. Requests reach it authenticated (the ingress server
+// checks signatures first).
 //
 // It owns the rules of a configuration change: a version must compile, an
 // award keeps its asset for life, whitelists are resolved to unified
@@ -477,8 +477,10 @@ func (a *API) publishPresentation(ctx context.Context, rollback bool, body []byt
 	if err != nil {
 		return nil, err
 	}
-	// Every node compiles what it serves: a stored version that does not
-	// compile here (a node of an older release wrote it) is refused.
+	// Every node compiles what it serves and refuses a snapshot whose
+	// presentation does not compile: a stored version this release does
+	// not accept (written under other rules, or past this API) is refused
+	// here rather than left to stall every node's configuration.
 	if _, err := presentation.Compile(v.Body, v.Version); err != nil {
 		return nil, err
 	}
