@@ -13,6 +13,7 @@ import (
 	"redrain/configstore"
 	"redrain/node"
 	"redrain/presentation"
+	"redrain/storage"
 	"redrain/storage/storagetest"
 )
 
@@ -210,4 +211,79 @@ func awaitMetric(t *testing.T, n *node.Node, line string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestPresentationRestartsFromCache: a node that restarts while the store
+// cannot give it a configuration snapshot (here the presentation's head
+// is unreadable) serves the catalog and presentation of its cache file,
+// canary included, and the store's once the store can give one again.
+func TestPresentationRestartsFromCache(t *testing.T) {
+	dir, addr := t.TempDir(), storagetest.Redis(t)
+	n1 := startNode(t, dir, addr)
+	c := adminClient(t, n1)
+	ctx := context.Background()
+	v1, err := c.PutPresentation(ctx, presentationDoc("Cash"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := c.PutPresentation(ctx, presentationDoc("Cash (canary)"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PublishPresentation(ctx, v1, nil); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := c.PublishPresentation(ctx, v2, []string{"1:cache-vip"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var published struct {
+		Head configstore.Head `json:"head"`
+	}
+	if err := json.Unmarshal(raw, &published); err != nil || published.Head.Canary == nil {
+		t.Fatalf("canary publish answered %s, %v", raw, err)
+	}
+	vip := published.Head.Canary.ActIDs[0]
+	const someone = 1 << 40
+	awaitServed(t, n1) // and so written to the cache file
+	awaitPresentation(t, n1, vip, 2, "Cash (canary)")
+
+	// The head becomes unreadable (without a change of seq, which no
+	// mutation would leave), and the node restarts.
+	key := storage.CfgHeadKeyIn(storage.CfgDocumentPrefix, presentation.DocumentID)
+	var head []byte
+	setHead := func(v []byte) {
+		t.Helper()
+		err := n1.Store().Update(ctx, func(txn storage.Txn) error {
+			if head == nil {
+				var err error
+				if head, err = storage.Get(ctx, txn, key); err != nil || head == nil {
+					return fmt.Errorf("head %s: %q, %v", key, head, err)
+				}
+			}
+			return txn.Set(key, v)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	setHead([]byte("not a head"))
+	stopNode(t, n1)
+	n2 := startNode(t, dir, addr)
+	awaitMetric(t, n2, "redrain_config_from_cache 1")
+	awaitPresentation(t, n2, vip, 2, "Cash (canary)")
+	awaitPresentation(t, n2, someone, 1, "Cash")
+	if code, g := grantAs(t, n2, 1, "cache-user", "demo", "rain", 1); code != 200 || g.Token == "" {
+		t.Errorf("a grant while serving the cached catalog: %d %+v", code, g)
+	}
+
+	// The store gives a snapshot again: the node leaves the cache.
+	err = n2.Store().Update(ctx, func(txn storage.Txn) error { return txn.Set(key, head) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitMetric(t, n2, "redrain_config_from_cache 0")
+	awaitMetric(t, n2, "redrain_config_stale 0")
+	awaitPresentation(t, n2, vip, 2, "Cash (canary)")
+	awaitPresentation(t, n2, someone, 1, "Cash")
 }
