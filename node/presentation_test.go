@@ -132,13 +132,7 @@ func TestPresentationThroughAdmin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var published struct {
-		Head configstore.Head `json:"head"`
-	}
-	if err := json.Unmarshal(raw, &published); err != nil || published.Head.Canary == nil || len(published.Head.Canary.ActIDs) != 1 {
-		t.Fatalf("canary publish answered %s, %v", raw, err)
-	}
-	vip := published.Head.Canary.ActIDs[0]
+	vip := canaryUser(t, raw)
 	awaitPresentation(t, n, vip, 2, "Cash (new)")
 	awaitPresentation(t, n, someone, 1, "Cash")
 	awaitMetric(t, n, "redrain_presentation_live_version 1")
@@ -197,6 +191,18 @@ func TestPresentationThroughAdmin(t *testing.T) {
 	awaitMetric(t, n, "redrain_config_stale 0")
 }
 
+// canaryUser returns the one act_id of the canary a publish answered.
+func canaryUser(t *testing.T, answer json.RawMessage) uint64 {
+	t.Helper()
+	var published struct {
+		Head configstore.Head `json:"head"`
+	}
+	if err := json.Unmarshal(answer, &published); err != nil || published.Head.Canary == nil || len(published.Head.Canary.ActIDs) != 1 {
+		t.Fatalf("canary publish answered %s, %v; want one act_id", answer, err)
+	}
+	return published.Head.Canary.ActIDs[0]
+}
+
 // awaitMetric waits until the node's /metrics holds line.
 func awaitMetric(t *testing.T, n *node.Node, line string) {
 	t.Helper()
@@ -237,13 +243,7 @@ func TestPresentationRestartsFromCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var published struct {
-		Head configstore.Head `json:"head"`
-	}
-	if err := json.Unmarshal(raw, &published); err != nil || published.Head.Canary == nil {
-		t.Fatalf("canary publish answered %s, %v", raw, err)
-	}
-	vip := published.Head.Canary.ActIDs[0]
+	vip := canaryUser(t, raw)
 	const someone = 1 << 40
 	awaitServed(t, n1) // and so written to the cache file
 	awaitPresentation(t, n1, vip, 2, "Cash (canary)")
