@@ -67,7 +67,7 @@ lint:
 
 # Every fuzz target for $(FUZZTIME) each.
 fuzz:
-	@for pkg in ./tokens ./ingress ./ledger ./bench ./adminauth; do \
+	@for pkg in ./tokens ./ingress ./ledger ./bench ./adminauth ./presentation; do \
 		for f in $$($(GO) test -list 'Fuzz.*' $$pkg | grep '^Fuzz'); do \
 			echo "fuzz $$pkg $$f"; \
 			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \

@@ -1,7 +1,8 @@
-// Package admin serves the operator API behind /admin/v1/: activities as
-// versioned configuration (put, show, publish to a whitelist or to all,
-// roll back), budgets as they stand, and the operator switches. Requests
-// reach it authenticated (the ingress server checks signatures first).
+// Package admin serves the operator API behind /admin/v1/: activities and
+// the wallet's presentation as versioned configuration (put, show, publish
+// to a whitelist or to all, roll back), budgets as they stand, and the
+// operator switches. Requests reach it authenticated (the ingress server
+// checks signatures first).
 //
 // It owns the rules of a configuration change: a version must compile, an
 // award keeps its asset for life, whitelists are resolved to unified
@@ -28,6 +29,7 @@ import (
 	"redrain/configstore"
 	"redrain/errcode"
 	"redrain/ledger"
+	"redrain/presentation"
 )
 
 // bodyBytesMax bounds an admin request body (a version with its
@@ -82,7 +84,7 @@ func (a *API) Serve(ctx *fasthttp.RequestCtx, keyID string) bool {
 	case len(parts) == 2 && parts[0] == "activities":
 		switch {
 		case ctx.IsGet():
-			res, err = a.show(c, parts[1], ctx.QueryArgs().Peek("version"))
+			res, err = a.show(c, a.Store, parts[1], ctx.QueryArgs().Peek("version"))
 		case ctx.IsPut():
 			res, err = a.put(c, parts[1], ctx.PostBody(), keyID)
 		default:
@@ -94,6 +96,21 @@ func (a *API) Serve(ctx *fasthttp.RequestCtx, keyID string) bool {
 			return true
 		}
 		res, err = a.publish(c, parts[1], parts[2] == "rollback", ctx.PostBody(), keyID)
+	case rest == "presentation":
+		switch {
+		case ctx.IsGet():
+			res, err = a.show(c, a.Store.Documents(), presentation.DocumentID, ctx.QueryArgs().Peek("version"))
+		case ctx.IsPut():
+			res, err = a.putPresentation(c, ctx.PostBody(), keyID)
+		default:
+			errcode.MethodNotAllowed(ctx, "GET, PUT")
+			return true
+		}
+	case rest == "presentation/publish" || rest == "presentation/rollback":
+		if !method(ctx, "POST") {
+			return true
+		}
+		res, err = a.publishPresentation(c, rest == "presentation/rollback", ctx.PostBody(), keyID)
 	case rest == "budgets":
 		if !method(ctx, "GET") {
 			return true
@@ -156,9 +173,11 @@ func classify(err error) error {
 	switch {
 	case errors.As(err, &e):
 		return e
+	case errors.Is(err, presentation.ErrMalformed):
+		return errcode.Errorf(errcode.CodeMalformed, "%v", err)
 	case errors.Is(err, configstore.ErrNotFound):
 		return errcode.Errorf(errcode.CodeNotFound, "%v", err)
-	case errors.Is(err, campaign.ErrInvalid), errors.Is(err, configstore.ErrInvalid):
+	case errors.Is(err, campaign.ErrInvalid), errors.Is(err, configstore.ErrInvalid), errors.Is(err, presentation.ErrInvalid):
 		return errcode.Errorf(errcode.CodeInvalidConfig, "%v", err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return errcode.Errorf(errcode.CodeUnavailable, "timed out: %v", err)
@@ -187,19 +206,21 @@ func (a *API) list(ctx context.Context) (any, error) {
 	return out, nil
 }
 
-func (a *API) show(ctx context.Context, id string, version []byte) (any, error) {
+// show answers id's head with its versions, or one version, from store
+// (the activities' or the documents').
+func (a *API) show(ctx context.Context, store *configstore.Store, id string, version []byte) (any, error) {
 	if len(version) > 0 {
 		v, err := strconv.ParseUint(string(version), 10, 64)
 		if err != nil || v == 0 {
 			return nil, errcode.Errorf(errcode.CodeMalformed, "version %q: want a number >= 1", version)
 		}
-		return a.Store.Version(ctx, id, v)
+		return store.Version(ctx, id, v)
 	}
-	head, err := a.Store.Head(ctx, id)
+	head, err := store.Head(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	versions, err := a.Store.Versions(ctx, id)
+	versions, err := store.Versions(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -323,7 +344,8 @@ type BudgetChange struct {
 	Total     int64  `json:"total"`
 }
 
-func (a *API) publish(ctx context.Context, id string, rollback bool, body []byte, by string) (any, error) {
+// parsePublish reads the body of a publish or a rollback.
+func parsePublish(body []byte, rollback bool) (*publishRequest, error) {
 	if err := checkSize(body); err != nil {
 		return nil, err
 	}
@@ -335,6 +357,14 @@ func (a *API) publish(ctx context.Context, id string, rollback bool, body []byte
 	}
 	if rollback && len(req.Whitelist) > 0 {
 		return nil, errcode.Errorf(errcode.CodeMalformed, "a rollback is to everyone: no whitelist")
+	}
+	return &req, nil
+}
+
+func (a *API) publish(ctx context.Context, id string, rollback bool, body []byte, by string) (any, error) {
+	req, err := parsePublish(body, rollback)
+	if err != nil {
+		return nil, err
 	}
 	head, changes, err := a.Publish(ctx, id, req.Version, req.Whitelist, rollback, by)
 	if err != nil {
@@ -353,13 +383,9 @@ func (a *API) Publish(ctx context.Context, id string, n uint64, whitelist []stri
 	if err != nil {
 		return nil, nil, err
 	}
-	var canary *configstore.Canary
-	if len(whitelist) > 0 {
-		ids, err := a.resolve(ctx, whitelist, nil)
-		if err != nil {
-			return nil, nil, err
-		}
-		canary = &configstore.Canary{Version: n, Whitelist: whitelist, ActIDs: ids}
+	canary, err := a.canary(ctx, n, whitelist)
+	if err != nil {
+		return nil, nil, err
 	}
 	changes := []BudgetChange{}
 	for _, ch := range v.Children() {
@@ -377,19 +403,96 @@ func (a *API) Publish(ctx context.Context, id string, n uint64, whitelist []stri
 			changes = append(changes, BudgetChange{Budget: w.BudgetID, Requested: w.Total, Total: set})
 		}
 	}
-	var head *configstore.Head
-	if rollback {
-		head, err = a.Store.Rollback(ctx, id, n, by)
-	} else {
-		head, err = a.Store.Publish(ctx, id, n, canary, by)
-	}
+	head, err := a.setLive(ctx, a.Store, id, n, canary, rollback, by)
 	if err != nil {
 		return nil, nil, err
 	}
-	if a.Log != nil {
-		a.Log.Info("configuration published", "activity", id, "version", n, "canary", canary != nil, "rollback", rollback, "by", by)
-	}
 	return head, changes, nil
+}
+
+// canary resolves a whitelist into the canary of version n; nil for none
+// (a publish to everyone).
+func (a *API) canary(ctx context.Context, n uint64, whitelist []string) (*configstore.Canary, error) {
+	if len(whitelist) == 0 {
+		return nil, nil
+	}
+	ids, err := a.resolve(ctx, whitelist, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &configstore.Canary{Version: n, Whitelist: whitelist, ActIDs: ids}, nil
+}
+
+// setLive publishes version n of id in store (to canary, or to everyone
+// when canary is nil) or rolls back to it, and logs the change.
+func (a *API) setLive(ctx context.Context, store *configstore.Store, id string, n uint64, canary *configstore.Canary, rollback bool, by string) (*configstore.Head, error) {
+	var head *configstore.Head
+	var err error
+	if rollback {
+		head, err = store.Rollback(ctx, id, n, by)
+	} else {
+		head, err = store.Publish(ctx, id, n, canary, by)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if a.Log != nil {
+		a.Log.Info("configuration published", "id", id, "version", n, "canary", canary != nil, "rollback", rollback, "by", by)
+	}
+	return head, nil
+}
+
+// putPresentation stores a new version of the wallet's presentation: the
+// document parsed strictly and validated, stored as it decoded (fields in
+// the format's order, a repeated key once).
+func (a *API) putPresentation(ctx context.Context, body []byte, by string) (any, error) {
+	if err := checkSize(body); err != nil {
+		return nil, err
+	}
+	doc, err := presentation.Parse(body)
+	if err != nil {
+		return nil, err
+	}
+	stored, err := json.Marshal(doc)
+	if err != nil {
+		return nil, err
+	}
+	n, err := a.Store.Documents().Put(ctx, presentation.DocumentID, stored, by, "")
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"version": n}, nil
+}
+
+// publishPresentation serves a stored version of the presentation to a
+// whitelist or to everyone, or rolls back to one. Nothing else has to
+// exist first: unlike an activity's, its versions hold no money.
+func (a *API) publishPresentation(ctx context.Context, rollback bool, body []byte, by string) (any, error) {
+	req, err := parsePublish(body, rollback)
+	if err != nil {
+		return nil, err
+	}
+	docs := a.Store.Documents()
+	v, err := docs.Version(ctx, presentation.DocumentID, req.Version)
+	if err != nil {
+		return nil, err
+	}
+	// Every node compiles what it serves and refuses a snapshot whose
+	// presentation does not compile: a stored version this release does
+	// not accept (written under other rules, or past this API) is refused
+	// here rather than left to stall every node's configuration.
+	if _, err := presentation.Compile(v.Body, v.Version); err != nil {
+		return nil, err
+	}
+	canary, err := a.canary(ctx, req.Version, req.Whitelist)
+	if err != nil {
+		return nil, err
+	}
+	head, err := a.setLive(ctx, docs, presentation.DocumentID, req.Version, canary, rollback, by)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"head": head}, nil
 }
 
 func (a *API) switches(ctx context.Context) (any, error) {

@@ -27,6 +27,9 @@ const (
 	PathStats      = "/admin/v1/stats"
 	PathAudit      = "/admin/v1/audit"
 	PathCluster    = "/admin/v1/cluster"
+	// PathPresentation is the wallet's presentation: GET, PUT, and
+	// /publish, /rollback below it.
+	PathPresentation = "/admin/v1/presentation"
 )
 
 // ActivityPath returns the escaped path of activity id.
@@ -116,6 +119,52 @@ func (c *Client) PutActivity(ctx context.Context, doc ActivityDoc) (Applied, err
 // Publish publishes version of activity id, to the users of whitelist
 // ("app_id:user_id" each), or to all when whitelist is nil.
 func (c *Client) Publish(ctx context.Context, id string, version int64, whitelist []string) (json.RawMessage, error) {
+	return c.publishAt(ctx, ActivityPath(id), version, whitelist)
+}
+
+// Rollback makes version of activity id the live one again.
+func (c *Client) Rollback(ctx context.Context, id string, version int64) (json.RawMessage, error) {
+	return c.rollbackAt(ctx, ActivityPath(id), version)
+}
+
+// Activity returns GET /admin/v1/activities/{id}, or the body of one
+// version when version > 0.
+func (c *Client) Activity(ctx context.Context, id string, version int64) (json.RawMessage, error) {
+	return c.showAt(ctx, ActivityPath(id), version)
+}
+
+// PutPresentation stores body as the wallet presentation's next version
+// and returns its number.
+func (c *Client) PutPresentation(ctx context.Context, body json.RawMessage) (int64, error) {
+	if !json.Valid(body) {
+		return 0, errors.New("presentation: not valid JSON")
+	}
+	var a struct {
+		Version int64 `json:"version"`
+	}
+	err := c.Do(ctx, http.MethodPut, PathPresentation, nil, body, &a)
+	return a.Version, err
+}
+
+// Presentation returns GET /admin/v1/presentation (head, history and
+// versions), or one version with its body when version > 0.
+func (c *Client) Presentation(ctx context.Context, version int64) (json.RawMessage, error) {
+	return c.showAt(ctx, PathPresentation, version)
+}
+
+// PublishPresentation publishes version of the presentation, to the
+// users of whitelist, or to all when whitelist is nil.
+func (c *Client) PublishPresentation(ctx context.Context, version int64, whitelist []string) (json.RawMessage, error) {
+	return c.publishAt(ctx, PathPresentation, version, whitelist)
+}
+
+// RollbackPresentation makes version of the presentation live again.
+func (c *Client) RollbackPresentation(ctx context.Context, version int64) (json.RawMessage, error) {
+	return c.rollbackAt(ctx, PathPresentation, version)
+}
+
+// publishAt posts a publish of version to path + "/publish".
+func (c *Client) publishAt(ctx context.Context, path string, version int64, whitelist []string) (json.RawMessage, error) {
 	if version < 1 {
 		return nil, fmt.Errorf("version is %d, want >= 1", version)
 	}
@@ -124,23 +173,22 @@ func (c *Client) Publish(ctx context.Context, id string, version int64, whitelis
 		Whitelist []string `json:"whitelist,omitempty"`
 	}{version, whitelist}
 	var out json.RawMessage
-	err := c.Do(ctx, http.MethodPost, ActivityPath(id)+"/publish", nil, body, &out)
+	err := c.Do(ctx, http.MethodPost, path+"/publish", nil, body, &out)
 	return out, err
 }
 
-// Rollback makes version of activity id the live one again.
-func (c *Client) Rollback(ctx context.Context, id string, version int64) (json.RawMessage, error) {
+// rollbackAt posts a rollback to version to path + "/rollback".
+func (c *Client) rollbackAt(ctx context.Context, path string, version int64) (json.RawMessage, error) {
 	if version < 1 {
 		return nil, fmt.Errorf("version is %d, want >= 1", version)
 	}
 	var out json.RawMessage
-	err := c.Do(ctx, http.MethodPost, ActivityPath(id)+"/rollback", nil, map[string]int64{"version": version}, &out)
+	err := c.Do(ctx, http.MethodPost, path+"/rollback", nil, map[string]int64{"version": version}, &out)
 	return out, err
 }
 
-// Activity returns GET /admin/v1/activities/{id}, or the body of one
-// version when version > 0.
-func (c *Client) Activity(ctx context.Context, id string, version int64) (json.RawMessage, error) {
+// showAt gets path, with ?version when version > 0.
+func (c *Client) showAt(ctx context.Context, path string, version int64) (json.RawMessage, error) {
 	var q url.Values
 	if version < 0 {
 		return nil, fmt.Errorf("version is %d, want >= 1", version)
@@ -149,7 +197,7 @@ func (c *Client) Activity(ctx context.Context, id string, version int64) (json.R
 		q = url.Values{"version": {strconv.FormatInt(version, 10)}}
 	}
 	var out json.RawMessage
-	err := c.Do(ctx, http.MethodGet, ActivityPath(id), q, nil, &out)
+	err := c.Do(ctx, http.MethodGet, path, q, nil, &out)
 	return out, err
 }
 

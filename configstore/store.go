@@ -5,6 +5,11 @@
 // node notice any change by polling a single key. The Watcher does that
 // polling and hands each new Snapshot to the node.
 //
+// Node-wide documents (the wallet's presentation) are versioned the same
+// way in a space of their own (Store.Documents): the same versions, heads,
+// canaries, publish and rollback, under rr/cfg/doc/ instead of
+// rr/cfg/act/, and in every Snapshot beside the activities.
+//
 // The store treats a configuration as an opaque JSON document: validating
 // and compiling it is the campaign package's job, done before Put and again
 // in the node's Apply. It must never interpret a body, and never change a
@@ -142,26 +147,56 @@ type switchesRecord struct {
 	By   string          `json:"by"`
 }
 
-// Store reads and writes configuration versions in TiKV.
+// Store reads and writes configuration versions in TiKV: those of the
+// activities, or (Documents) those of the node-wide documents.
 type Store struct {
-	kv  *storage.TiKV
-	now func() time.Time
+	kv    *storage.TiKV
+	now   func() time.Time
+	space space
 }
 
-// New returns a Store over kv; now stamps versions and events (time.Now
-// when nil).
+// space is a family of versioned ids under one key prefix. Its ids are
+// checked alike (checkID) and its records keep the field names of
+// an activity's (Head.Activity holds a document's id).
+type space struct {
+	prefix []byte
+	noun   string // in errors: "activity" or "document"
+}
+
+var (
+	activities = space{prefix: storage.CfgActivityPrefix, noun: "activity"}
+	documents  = space{prefix: storage.CfgDocumentPrefix, noun: "document"}
+)
+
+func (sp space) headKey(id string) []byte { return storage.CfgHeadKeyIn(sp.prefix, id) }
+
+func (sp space) versionKey(id string, v uint64) []byte {
+	return storage.CfgVersionKeyIn(sp.prefix, id, v)
+}
+
+// New returns the Store of the activities over kv; now stamps versions and
+// events (time.Now when nil).
 func New(kv *storage.TiKV, now func() time.Time) *Store {
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{kv: kv, now: now}
+	return &Store{kv: kv, now: now, space: activities}
+}
+
+// Documents returns the store of the node-wide documents over the same kv:
+// every method of Store (Put, Publish, Rollback, Version, Versions, Head,
+// List) works on them as on activities, with a document's id where an
+// activity's goes. Seq, Snapshot and the switches are the store's whole
+// and the same from either.
+func (s *Store) Documents() *Store {
+	return &Store{kv: s.kv, now: s.now, space: documents}
 }
 
 // Put stores body as the activity's next version and returns its number.
 // The body must be one JSON value of at most bodyBytesMax bytes; it is
 // stored in canonical form (see Version.Body). Nothing is published.
 func (s *Store) Put(ctx context.Context, activity string, body []byte, by, note string) (uint64, error) {
-	if err := checkActivity(activity); err != nil {
+	if err := s.space.checkID(activity); err != nil {
 		return 0, err
 	}
 	if err := checkText("by", by, 1, textBytesMax); err != nil {
@@ -176,7 +211,7 @@ func (s *Store) Put(ctx context.Context, activity string, body []byte, by, note 
 	}
 	var version uint64
 	err = s.mutate(ctx, func(txn storage.Txn) error {
-		h, err := getHead(ctx, txn, activity)
+		h, err := s.space.getHead(ctx, txn, activity)
 		if errors.Is(err, ErrNotFound) {
 			h, err = &Head{Activity: activity}, nil
 		}
@@ -184,7 +219,7 @@ func (s *Store) Put(ctx context.Context, activity string, body []byte, by, note 
 			return err
 		}
 		version = h.Latest + 1
-		key := storage.CfgVersionKey(activity, version)
+		key := s.space.versionKey(activity, version)
 		// Versions are immutable: a version key above Latest means the head
 		// and its versions disagree, and writing would lose a version.
 		old, err := storage.Get(ctx, txn, key)
@@ -204,7 +239,7 @@ func (s *Store) Put(ctx context.Context, activity string, body []byte, by, note 
 		}
 		h.Latest = version
 		h.record(Event{At: at, Action: ActionPut, Version: version, By: by})
-		return putHead(txn, h)
+		return s.space.putHead(txn, h)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("configstore: put %s: %w", activity, err)
@@ -219,7 +254,7 @@ func (s *Store) Put(ctx context.Context, activity string, body []byte, by, note 
 // version is ErrNotFound, a canary without act ids ErrInvalid; either
 // changes nothing.
 func (s *Store) Publish(ctx context.Context, activity string, v uint64, canary *Canary, by string) (*Head, error) {
-	if err := checkActivity(activity); err != nil {
+	if err := s.space.checkID(activity); err != nil {
 		return nil, err
 	}
 	if err := checkText("by", by, 1, textBytesMax); err != nil {
@@ -252,7 +287,7 @@ func (s *Store) Publish(ctx context.Context, activity string, v uint64, canary *
 // not a direction. Rolling back to the live version is ErrInvalid, an
 // unknown one ErrNotFound; either changes nothing.
 func (s *Store) Rollback(ctx context.Context, activity string, v uint64, by string) (*Head, error) {
-	if err := checkActivity(activity); err != nil {
+	if err := s.space.checkID(activity); err != nil {
 		return nil, err
 	}
 	if err := checkText("by", by, 1, textBytesMax); err != nil {
@@ -276,12 +311,12 @@ func (s *Store) Rollback(ctx context.Context, activity string, v uint64, by stri
 func (s *Store) setLive(ctx context.Context, activity string, v uint64, by string, change func(*Head) (string, error)) (*Head, error) {
 	var head *Head
 	err := s.mutate(ctx, func(txn storage.Txn) error {
-		h, err := getHead(ctx, txn, activity)
+		h, err := s.space.getHead(ctx, txn, activity)
 		if err != nil {
 			return err
 		}
 		if v == 0 || v > h.Latest {
-			return fmt.Errorf("%w: activity %q has versions 1..%d, not %d", ErrNotFound, activity, h.Latest, v)
+			return fmt.Errorf("%w: %s %q has versions 1..%d, not %d", ErrNotFound, s.space.noun, activity, h.Latest, v)
 		}
 		action, err := change(h)
 		if err != nil {
@@ -289,7 +324,7 @@ func (s *Store) setLive(ctx context.Context, activity string, v uint64, by strin
 		}
 		h.record(Event{At: s.now(), Action: action, Version: v, By: by})
 		head = h
-		return putHead(txn, h)
+		return s.space.putHead(txn, h)
 	})
 	return head, err
 }
@@ -336,13 +371,13 @@ func (s *Store) Switches(ctx context.Context) ([]byte, error) {
 
 // Version returns version v of activity, with its body.
 func (s *Store) Version(ctx context.Context, activity string, v uint64) (*Version, error) {
-	if err := checkActivity(activity); err != nil {
+	if err := s.space.checkID(activity); err != nil {
 		return nil, err
 	}
 	var out *Version
 	err := s.read(func(txn storage.Txn) error {
 		var err error
-		out, err = getVersion(ctx, txn, activity, v)
+		out, err = s.space.getVersion(ctx, txn, activity, v)
 		return err
 	})
 	return out, err
@@ -350,18 +385,18 @@ func (s *Store) Version(ctx context.Context, activity string, v uint64) (*Versio
 
 // Versions lists every version of activity, oldest first, without bodies.
 func (s *Store) Versions(ctx context.Context, activity string) ([]VersionInfo, error) {
-	if err := checkActivity(activity); err != nil {
+	if err := s.space.checkID(activity); err != nil {
 		return nil, err
 	}
 	var out []VersionInfo
 	err := s.read(func(txn storage.Txn) error {
-		h, err := getHead(ctx, txn, activity)
+		h, err := s.space.getHead(ctx, txn, activity)
 		if err != nil {
 			return err
 		}
-		p := storage.CfgVersionPrefix(activity)
+		p := storage.CfgVersionPrefixIn(s.space.prefix, activity)
 		err = storage.ScanTxn(txn, p, storage.PrefixEnd(p), func(k, val []byte) (bool, error) {
-			v, err := decodeVersion(k, val)
+			v, err := s.space.decodeVersion(k, val)
 			if err != nil {
 				return false, err
 			}
@@ -382,24 +417,24 @@ func (s *Store) Versions(ctx context.Context, activity string) ([]VersionInfo, e
 
 // Head returns activity's head; ErrNotFound if it has no version.
 func (s *Store) Head(ctx context.Context, activity string) (*Head, error) {
-	if err := checkActivity(activity); err != nil {
+	if err := s.space.checkID(activity); err != nil {
 		return nil, err
 	}
 	var h *Head
 	err := s.read(func(txn storage.Txn) error {
 		var err error
-		h, err = getHead(ctx, txn, activity)
+		h, err = s.space.getHead(ctx, txn, activity)
 		return err
 	})
 	return h, err
 }
 
-// List returns every activity's head, ordered by activity id.
+// List returns every activity's (or document's) head, ordered by id.
 func (s *Store) List(ctx context.Context) ([]*Head, error) {
 	var heads []*Head
 	err := s.read(func(txn storage.Txn) error {
 		var err error
-		heads, err = listHeads(ctx, txn)
+		heads, err = s.space.listHeads(ctx, txn)
 		return err
 	})
 	return heads, err
@@ -420,6 +455,9 @@ func (s *Store) Seq(ctx context.Context) (uint64, error) {
 type Snapshot struct {
 	Seq        uint64             `json:"seq"`
 	Activities []ActivitySnapshot `json:"activities"`
+	// Documents are the node-wide documents (Store.Documents) in the same
+	// form; a cache file written before they existed has none.
+	Documents []ActivitySnapshot `json:"documents,omitempty"`
 	// Switches is nil when none were ever put.
 	Switches   json.RawMessage `json:"switches,omitempty"`
 	SwitchesAt time.Time       `json:"switches_at"`
@@ -427,7 +465,8 @@ type Snapshot struct {
 	ReadAt time.Time `json:"read_at"`
 }
 
-// ActivitySnapshot is one activity's head with the versions it serves.
+// ActivitySnapshot is one activity's (or document's) head with the
+// versions it serves.
 type ActivitySnapshot struct {
 	Head *Head `json:"head"`
 	// Live is nil when Head.Live is 0, Canary when Head.Canary is nil.
@@ -435,9 +474,19 @@ type ActivitySnapshot struct {
 	Canary *Version `json:"canary,omitempty"`
 }
 
-// Snapshot reads seq, every head, the live and canary bodies and the
-// switches in one read-only transaction, so that they agree with each other
-// and with Seq.
+// Document returns the snapshot of document id; nil when it has no head.
+func (snap *Snapshot) Document(id string) *ActivitySnapshot {
+	for i := range snap.Documents {
+		if snap.Documents[i].Head.Activity == id {
+			return &snap.Documents[i]
+		}
+	}
+	return nil
+}
+
+// Snapshot reads seq, every head of the activities and of the documents,
+// the live and canary bodies and the switches in one read-only
+// transaction, so that they agree with each other and with Seq.
 func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
 	snap := &Snapshot{}
 	err := s.read(func(txn storage.Txn) error {
@@ -445,44 +494,11 @@ func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
 		if snap.Seq, err = getSeq(ctx, txn); err != nil {
 			return err
 		}
-		heads, err := listHeads(ctx, txn)
-		if err != nil {
+		if snap.Activities, err = activities.served(ctx, txn); err != nil {
 			return err
 		}
-		var keys [][]byte
-		for _, h := range heads {
-			if h.Live != 0 {
-				keys = append(keys, storage.CfgVersionKey(h.Activity, h.Live))
-			}
-			if h.Canary != nil {
-				keys = append(keys, storage.CfgVersionKey(h.Activity, h.Canary.Version))
-			}
-		}
-		vals, err := storage.BatchGet(ctx, txn, keys)
-		if err != nil {
+		if snap.Documents, err = documents.served(ctx, txn); err != nil {
 			return err
-		}
-		version := func(activity string, v uint64) (*Version, error) {
-			key := storage.CfgVersionKey(activity, v)
-			val, ok := vals[string(key)]
-			if !ok {
-				return nil, fmt.Errorf("%w: head of %s serves v%d, which is missing", ErrCorrupt, activity, v)
-			}
-			return decodeVersion(key, val)
-		}
-		for _, h := range heads {
-			a := ActivitySnapshot{Head: h}
-			if h.Live != 0 {
-				if a.Live, err = version(h.Activity, h.Live); err != nil {
-					return err
-				}
-			}
-			if h.Canary != nil {
-				if a.Canary, err = version(h.Activity, h.Canary.Version); err != nil {
-					return err
-				}
-			}
-			snap.Activities = append(snap.Activities, a)
 		}
 		sw, err := getSwitches(ctx, txn)
 		if err != nil {
@@ -498,6 +514,51 @@ func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	snap.ReadAt = s.now()
 	return snap, nil
+}
+
+// served reads every head of the space with the versions it serves.
+func (sp space) served(ctx context.Context, txn storage.Txn) ([]ActivitySnapshot, error) {
+	heads, err := sp.listHeads(ctx, txn)
+	if err != nil {
+		return nil, err
+	}
+	var keys [][]byte
+	for _, h := range heads {
+		if h.Live != 0 {
+			keys = append(keys, sp.versionKey(h.Activity, h.Live))
+		}
+		if h.Canary != nil {
+			keys = append(keys, sp.versionKey(h.Activity, h.Canary.Version))
+		}
+	}
+	vals, err := storage.BatchGet(ctx, txn, keys)
+	if err != nil {
+		return nil, err
+	}
+	version := func(id string, v uint64) (*Version, error) {
+		key := sp.versionKey(id, v)
+		val, ok := vals[string(key)]
+		if !ok {
+			return nil, fmt.Errorf("%w: head of %s %s serves v%d, which is missing", ErrCorrupt, sp.noun, id, v)
+		}
+		return sp.decodeVersion(key, val)
+	}
+	var out []ActivitySnapshot
+	for _, h := range heads {
+		a := ActivitySnapshot{Head: h}
+		if h.Live != 0 {
+			if a.Live, err = version(h.Activity, h.Live); err != nil {
+				return nil, err
+			}
+		}
+		if h.Canary != nil {
+			if a.Canary, err = version(h.Activity, h.Canary.Version); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 // mutate runs fn and the seq bump in one transaction, retrying a lost
@@ -556,14 +617,14 @@ func getSeq(ctx context.Context, txn storage.Txn) (uint64, error) {
 	return seq, nil
 }
 
-func getHead(ctx context.Context, txn storage.Txn, activity string) (*Head, error) {
-	key := storage.CfgHeadKey(activity)
+func (sp space) getHead(ctx context.Context, txn storage.Txn, activity string) (*Head, error) {
+	key := sp.headKey(activity)
 	v, err := storage.Get(ctx, txn, key)
 	if err != nil {
 		return nil, err
 	}
 	if v == nil {
-		return nil, fmt.Errorf("%w: activity %q", ErrNotFound, activity)
+		return nil, fmt.Errorf("%w: %s %q", ErrNotFound, sp.noun, activity)
 	}
 	return decodeHead(key, activity, v)
 }
@@ -581,7 +642,7 @@ func decodeHead(key []byte, activity string, v []byte) (*Head, error) {
 
 // putHead writes h after asserting its invariants: a head that breaks one
 // is a bug in this package and must not reach the store.
-func putHead(txn storage.Txn, h *Head) error {
+func (sp space) putHead(txn storage.Txn, h *Head) error {
 	if err := h.check(h.Activity); err != nil {
 		return err
 	}
@@ -589,27 +650,27 @@ func putHead(txn storage.Txn, h *Head) error {
 	if err != nil {
 		return err
 	}
-	return txn.Set(storage.CfgHeadKey(h.Activity), v)
+	return txn.Set(sp.headKey(h.Activity), v)
 }
 
-func getVersion(ctx context.Context, txn storage.Txn, activity string, version uint64) (*Version, error) {
-	key := storage.CfgVersionKey(activity, version)
+func (sp space) getVersion(ctx context.Context, txn storage.Txn, activity string, version uint64) (*Version, error) {
+	key := sp.versionKey(activity, version)
 	v, err := storage.Get(ctx, txn, key)
 	if err != nil {
 		return nil, err
 	}
 	if v == nil {
-		return nil, fmt.Errorf("%w: activity %q version %d", ErrNotFound, activity, version)
+		return nil, fmt.Errorf("%w: %s %q version %d", ErrNotFound, sp.noun, activity, version)
 	}
-	return decodeVersion(key, v)
+	return sp.decodeVersion(key, v)
 }
 
-func decodeVersion(key, v []byte) (*Version, error) {
+func (sp space) decodeVersion(key, v []byte) (*Version, error) {
 	out := &Version{}
 	if err := json.Unmarshal(v, out); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, key, err)
 	}
-	if !bytes.Equal(key, storage.CfgVersionKey(out.Activity, out.Version)) || len(out.Body) == 0 {
+	if !bytes.Equal(key, sp.versionKey(out.Activity, out.Version)) || len(out.Body) == 0 {
 		return nil, fmt.Errorf("%w: %s holds %q v%d with %d body bytes", ErrCorrupt, key, out.Activity, out.Version, len(out.Body))
 	}
 	return out, nil
@@ -631,9 +692,9 @@ func getSwitches(ctx context.Context, txn storage.Txn) (*switchesRecord, error) 
 // order differs: "a-/head" sorts before "a/head"). Versions sit between
 // heads (rr/cfg/act/{a}/head, rr/cfg/act/{a}/v/...), so after each head it
 // seeks past the rest of that activity instead of reading every version.
-func listHeads(ctx context.Context, txn storage.Txn) ([]*Head, error) {
+func (sp space) listHeads(ctx context.Context, txn storage.Txn) ([]*Head, error) {
 	var heads []*Head
-	start, end := storage.CfgActivityPrefix, storage.PrefixEnd(storage.CfgActivityPrefix)
+	start, end := sp.prefix, storage.PrefixEnd(sp.prefix)
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -650,22 +711,22 @@ func listHeads(ctx context.Context, txn storage.Txn) ([]*Head, error) {
 			slices.SortFunc(heads, func(a, b *Head) int { return strings.Compare(a.Activity, b.Activity) })
 			return heads, nil
 		}
-		rest := key[len(storage.CfgActivityPrefix):]
+		rest := key[len(sp.prefix):]
 		slash := bytes.IndexByte(rest, '/')
 		if slash <= 0 {
 			return nil, fmt.Errorf("%w: stray key %q", ErrCorrupt, key)
 		}
 		activity := string(rest[:slash])
-		if !bytes.Equal(key, storage.CfgHeadKey(activity)) {
-			// The head sorts first: versions without one are not an activity.
-			return nil, fmt.Errorf("%w: %q has no head", ErrCorrupt, storage.CfgActivityPrefixOf(activity))
+		if !bytes.Equal(key, sp.headKey(activity)) {
+			// The head sorts first: versions without one are not an id.
+			return nil, fmt.Errorf("%w: %q has no head", ErrCorrupt, storage.CfgPrefixIn(sp.prefix, activity))
 		}
 		h, err := decodeHead(key, activity, val)
 		if err != nil {
 			return nil, err
 		}
 		heads = append(heads, h)
-		start = storage.PrefixEnd(storage.CfgActivityPrefixOf(activity))
+		start = storage.PrefixEnd(storage.CfgPrefixIn(sp.prefix, activity))
 	}
 }
 
@@ -724,15 +785,15 @@ func checkCanary(c *Canary, v uint64) (*Canary, error) {
 	return &Canary{Version: v, Whitelist: append([]string(nil), c.Whitelist...), ActIDs: append([]uint64(nil), c.ActIDs...)}, nil
 }
 
-// checkActivity accepts the ids campaign accepts (letters, digits, '.',
-// '-'), plus '_'; above all no '/', which separates the parts of a key.
-func checkActivity(a string) error {
+// checkID accepts the ids campaign accepts (letters, digits, '.', '-'),
+// plus '_'; above all no '/', which separates the parts of a key.
+func (sp space) checkID(a string) error {
 	if len(a) == 0 || len(a) > activityBytesMax {
-		return fmt.Errorf("%w: activity id of %d bytes, want 1..%d", ErrInvalid, len(a), activityBytesMax)
+		return fmt.Errorf("%w: %s id of %d bytes, want 1..%d", ErrInvalid, sp.noun, len(a), activityBytesMax)
 	}
 	for _, c := range []byte(a) {
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '-' || c == '_') {
-			return fmt.Errorf("%w: activity id %q: byte %q is not a letter, digit, '.', '-' or '_'", ErrInvalid, a, c)
+			return fmt.Errorf("%w: %s id %q: byte %q is not a letter, digit, '.', '-' or '_'", ErrInvalid, sp.noun, a, c)
 		}
 	}
 	return nil

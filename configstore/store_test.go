@@ -598,3 +598,86 @@ func TestHistoryKeepsTheLastEvents(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestDocumentsApart: the documents' space has the activities' versions,
+// canaries and rollbacks under keys of its own; an activity and a
+// document of the same id never meet, and every mutation of either bumps
+// the one seq.
+func TestDocumentsApart(t *testing.T) {
+	s, kv := newTestStore(t)
+	d := s.Documents()
+	ctx := context.Background()
+	mustPut(t, s, "p", `{"activity":1}`)
+	if _, err := s.Publish(ctx, "p", 1, nil, "a"); err != nil {
+		t.Fatal(err)
+	}
+	seq := mustSeq(t, s)
+	for i := 1; i <= 3; i++ {
+		mustPut(t, d, "p", fmt.Sprintf(`{"doc":%d}`, i))
+	}
+	if _, err := d.Publish(ctx, "p", 1, nil, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Publish(ctx, "p", 3, &Canary{Whitelist: []string{"1:u"}, ActIDs: []uint64{7}}, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustSeq(t, d); got != seq+5 {
+		t.Errorf("seq after 5 document mutations = %d, want %d", got, seq+5)
+	}
+	if raw(t, kv, storage.CfgVersionKeyIn(storage.CfgDocumentPrefix, "p", 3)) == nil || raw(t, kv, storage.CfgVersionKey("p", 2)) != nil {
+		t.Error("document versions are not under rr/cfg/doc/ alone")
+	}
+	// Each space lists and shows only its own.
+	for _, c := range []struct {
+		st     *Store
+		latest uint64
+		live   uint64
+	}{{s, 1, 1}, {d, 3, 1}} {
+		heads, err := c.st.List(ctx)
+		if err != nil || len(heads) != 1 || heads[0].Latest != c.latest || heads[0].Live != c.live {
+			t.Errorf("List (%s) = %+v, %v; want one head latest %d live %d", c.st.space.noun, heads, err, c.latest, c.live)
+		}
+		infos, err := c.st.Versions(ctx, "p")
+		if err != nil || uint64(len(infos)) != c.latest {
+			t.Errorf("Versions (%s) = %d, %v; want %d", c.st.space.noun, len(infos), err, c.latest)
+		}
+	}
+	if v, err := d.Version(ctx, "p", 2); err != nil || string(v.Body) != `{"doc":2}` {
+		t.Errorf("document version 2 = %+v, %v", v, err)
+	}
+	if _, err := s.Version(ctx, "p", 2); !errors.Is(err, ErrNotFound) {
+		t.Errorf("activity version 2 = %v, want ErrNotFound", err)
+	}
+	if _, err := d.Head(ctx, "q"); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "document") {
+		t.Errorf("head of an unknown document = %v, want ErrNotFound naming a document", err)
+	}
+	// A rollback in one space leaves the other as it was.
+	if _, err := d.Rollback(ctx, "p", 2, "a"); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Activities) != 1 || string(snap.Activities[0].Live.Body) != `{"activity":1}` {
+		t.Errorf("snapshot activities = %+v", snap.Activities)
+	}
+	doc := snap.Document("p")
+	if len(snap.Documents) != 1 || doc == nil || string(doc.Live.Body) != `{"doc":2}` || doc.Canary != nil || doc.Head.Canary != nil {
+		t.Errorf("snapshot documents = %+v, want p live v2 and no canary after the rollback", snap.Documents)
+	}
+	if snap.Document("q") != nil {
+		t.Error("Snapshot.Document of an unknown id is not nil")
+	}
+	// While a canary stands the snapshot carries both bodies.
+	if _, err := d.Publish(ctx, "p", 3, &Canary{ActIDs: []uint64{7}}, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if snap, err = d.Snapshot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if doc := snap.Document("p"); doc == nil || string(doc.Live.Body) != `{"doc":2}` || string(doc.Canary.Body) != `{"doc":3}` ||
+		!slices.Equal(doc.Head.Canary.ActIDs, []uint64{7}) {
+		t.Errorf("snapshot document during a canary = %+v", doc)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 )
@@ -213,8 +214,8 @@ func (w *Watcher) apply(snap *Snapshot, source string) error {
 	return nil
 }
 
-// changedNewest returns the newest history event among the activities of
-// next whose newest event is not the one in prev (every mutation but the
+// changedNewest returns the newest history event among the activities and
+// documents of next whose newest event is not the one in prev (every mutation but the
 // switches adds one), and the switches' time if they changed; zero when
 // nothing carries a new time, or for the first snapshot (prev nil), whose
 // events may be days old and say nothing of pickup latency.
@@ -222,22 +223,30 @@ func changedNewest(prev, next *Snapshot) time.Time {
 	if prev == nil {
 		return time.Time{}
 	}
+	// Activities and documents may share an id: keyed by space.
 	before := map[string]time.Time{}
-	for _, a := range prev.Activities {
-		before[a.Head.Activity] = a.Head.Newest()
-	}
-	switchesBefore := prev.SwitchesAt
+	prev.eachHead(func(key string, h *Head) { before[key] = h.Newest() })
 	var newest time.Time
-	for _, a := range next.Activities {
-		at := a.Head.Newest()
-		if !at.Equal(before[a.Head.Activity]) && at.After(newest) {
+	next.eachHead(func(key string, h *Head) {
+		if at := h.Newest(); !at.Equal(before[key]) && at.After(newest) {
 			newest = at
 		}
-	}
-	if !next.SwitchesAt.Equal(switchesBefore) && next.SwitchesAt.After(newest) {
+	})
+	if !next.SwitchesAt.Equal(prev.SwitchesAt) && next.SwitchesAt.After(newest) {
 		newest = next.SwitchesAt
 	}
 	return newest
+}
+
+// eachHead calls fn with every head of the snapshot, activities' and
+// documents', keyed by space and id.
+func (snap *Snapshot) eachHead(fn func(key string, h *Head)) {
+	for _, a := range snap.Activities {
+		fn(activities.noun+"/"+a.Head.Activity, a.Head)
+	}
+	for _, d := range snap.Documents {
+		fn(documents.noun+"/"+d.Head.Activity, d.Head)
+	}
 }
 
 func (w *Watcher) setError(format string, args ...any) {
@@ -322,9 +331,9 @@ func readCache(path string) (*Snapshot, error) {
 	if err := json.Unmarshal(data, snap); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
-	for _, a := range snap.Activities {
+	for _, a := range append(slices.Clip(snap.Activities), snap.Documents...) {
 		if a.Head == nil {
-			return nil, fmt.Errorf("%w: activity without head", ErrCorrupt)
+			return nil, fmt.Errorf("%w: activity or document without head", ErrCorrupt)
 		}
 		if err := a.Head.check(a.Head.Activity); err != nil {
 			return nil, err

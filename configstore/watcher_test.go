@@ -347,9 +347,45 @@ func TestChangedNewest(t *testing.T) {
 		{"b moved, a newer but unchanged", prev, &Snapshot{Activities: []ActivitySnapshot{act("a", 1, 50), act("b", 2, 10)}, SwitchesAt: at(3)}, at(10)},
 		{"new activity", prev, &Snapshot{Activities: []ActivitySnapshot{act("a", 1, 50), act("b", 2), act("c", 7)}, SwitchesAt: at(3)}, at(7)},
 		{"switches", prev, &Snapshot{Activities: prev.Activities, SwitchesAt: at(9)}, at(9)},
+		{"new document of an activity's id", prev, &Snapshot{Activities: prev.Activities, Documents: []ActivitySnapshot{act("a", 4)}, SwitchesAt: at(3)}, at(4)},
 	} {
 		if got := changedNewest(c.prev, c.next); !got.Equal(c.want) {
 			t.Errorf("changedNewest(%s) = %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+// TestCacheKeepsDocuments: the documents ride the cache file like the
+// activities, and a cached document whose served versions do not match
+// its head is refused.
+func TestCacheKeepsDocuments(t *testing.T) {
+	s, _, _, w := watchSetup(t)
+	ctx := context.Background()
+	d := s.Documents()
+	mustPut(t, d, "presentation", `{"slots":1}`)
+	mustPut(t, d, "presentation", `{"slots":2}`)
+	if _, err := d.Publish(ctx, "presentation", 1, nil, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Publish(ctx, "presentation", 2, &Canary{ActIDs: []uint64{9}}, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cached, err := readCache(w.CacheFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := cached.Document("presentation")
+	if doc == nil || doc.Live == nil || doc.Canary == nil || string(doc.Live.Body) != `{"slots":1}` || string(doc.Canary.Body) != `{"slots":2}` {
+		t.Fatalf("cached document = %+v, want live v1 and canary v2", doc)
+	}
+	doc.Canary = nil
+	if err := writeCache(w.CacheFile, cached); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readCache(w.CacheFile); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("cache with a document missing its canary version: %v, want ErrCorrupt", err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"redrain/ingress"
 	"redrain/ledger"
 	"redrain/metrics"
+	"redrain/presentation"
 	"redrain/protect"
 	"redrain/storage"
 	"redrain/tokens"
@@ -34,6 +35,7 @@ const configPollEvery = 200 * time.Millisecond
 func (n *Node) startConfig(ctx context.Context) error {
 	n.config = configstore.New(n.tikv, nil)
 	n.guard = protect.NewGuard(n.Metrics)
+	n.Presentation = &presentation.Presentation{}
 	n.admin = &admin.API{Store: n.config, Resolve: n.binder.Resolve,
 		Budgets:       &budgetAdmin{tikv: n.tikv, redis: n.pipe, openIssued: n.openIssued},
 		CheckSwitches: func(b []byte) error { _, err := protect.ParseSwitches(b); return err },
@@ -54,6 +56,20 @@ func (n *Node) startConfig(ctx context.Context) error {
 	}
 	n.Metrics.GaugeFunc("redrain_config_seq", "The configuration store change counter this node serves.", func() int64 {
 		return int64(n.watcher.Status().Seq)
+	})
+	n.Metrics.GaugeFunc("redrain_config_stale", "1 while the node cannot read or refuses the store's newest configuration (store down, or a snapshot that does not compile here) and serves its last good one.", func() int64 {
+		if n.watcher.Status().LastError != "" {
+			return 1
+		}
+		return 0
+	})
+	n.Metrics.GaugeFunc("redrain_presentation_live_version", "The wallet presentation's version this node serves to everyone (0: none published).", func() int64 {
+		live, _ := n.Presentation.Served()
+		return int64(live)
+	})
+	n.Metrics.GaugeFunc("redrain_presentation_canary_version", "The wallet presentation's version this node serves to its canary's users (0: no canary).", func() int64 {
+		_, canary := n.Presentation.Served()
+		return int64(canary)
 	})
 	n.Metrics.GaugeFunc("redrain_config_from_cache", "1 when the node serves its cached configuration because the store is unreachable.", func() int64 {
 		if n.watcher.Status().Source == "cache" {
@@ -149,11 +165,37 @@ func (n *Node) applyConfig(snap *configstore.Snapshot) error {
 			return err
 		}
 	}
+	live, canary, users, err := presentationOf(snap)
+	if err != nil {
+		return err
+	}
 	if err := n.guard.Set(sw); err != nil {
 		return err
 	}
 	n.grants.SetCatalog(cat)
+	n.Presentation.Set(live, canary, users)
 	return nil
+}
+
+// presentationOf compiles the wallet's presentation a snapshot serves:
+// its live version, its canary's and the canary's act_ids (nil when none).
+func presentationOf(snap *configstore.Snapshot) (live, canary *presentation.Version, users []uint64, err error) {
+	doc := snap.Document(presentation.DocumentID)
+	if doc == nil {
+		return nil, nil, nil, nil
+	}
+	if doc.Live != nil {
+		if live, err = presentation.Compile(doc.Live.Body, doc.Live.Version); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	if doc.Canary != nil {
+		if canary, err = presentation.Compile(doc.Canary.Body, doc.Canary.Version); err != nil {
+			return nil, nil, nil, err
+		}
+		users = doc.Head.Canary.ActIDs
+	}
+	return live, canary, users, nil
 }
 
 // storedAwardMax is the largest amount that any version of activity in

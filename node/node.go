@@ -37,6 +37,7 @@ import (
 	"redrain/ledger"
 	"redrain/metrics"
 	"redrain/metrics/promexport"
+	"redrain/presentation"
 	"redrain/protect"
 	"redrain/reclaim"
 	"redrain/storage"
@@ -102,6 +103,11 @@ type Node struct {
 	Incarnation uint64
 	Campaign    *campaign.Campaign
 	Metrics     *metrics.Registry
+	// Presentation is the wallet's presentation this node serves (the
+	// configuration store's live and canary versions, or its cache file's
+	// while the store is down): Presentation.For(act_id) gives a wallet
+	// answer its slots. Set before Start returns; never replaced.
+	Presentation *presentation.Presentation
 
 	tikv     *storage.TiKV
 	kafka    *storage.Kafka

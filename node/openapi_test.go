@@ -464,6 +464,29 @@ func TestOpenAPIAgainstNode(t *testing.T) {
 	a.do(call{method: "GET", path: "/metrics", want: 200})
 	a.do(call{method: "GET", path: "/metrics/tikv", want: 200})
 
+	// The wallet's presentation: shown before any put, put, published to
+	// a whitelist and to all, rolled back.
+	const presentationDoc = `{"slots":[{"id":"cash","asset":"cash","name":"Cash","link":"https://w.example.com/c"},{"id":"coins","asset":"coin:*","name":"Coins","hidden":true}]}`
+	a.do(call{method: "GET", path: "/admin/v1/presentation", sign: asAdmin, want: 404, code: "not_found"})
+	a.do(call{method: "PUT", path: "/admin/v1/presentation", body: presentationDoc, sign: asAdmin, want: 200})
+	a.do(call{method: "GET", path: "/admin/v1/presentation", sign: asAdmin, want: 200})
+	a.do(call{method: "GET", path: "/admin/v1/presentation?version=1", sign: asAdmin, want: 200})
+	a.do(call{method: "GET", path: "/admin/v1/presentation?version=x", sign: asAdmin, invalid: true, want: 400, code: "malformed_request"})
+	a.do(call{method: "GET", path: "/admin/v1/presentation?version=9", sign: asAdmin, want: 404, code: "not_found"})
+	a.do(call{method: "PUT", path: "/admin/v1/presentation", body: `{"slots":[{"id":"cash","asset":"cash","name":"Cash","colour":"red"}]}`, sign: asAdmin, invalid: true, want: 400, code: "malformed_request"})
+	a.do(call{method: "PUT", path: "/admin/v1/presentation", body: `{"slots":[{"id":"gems","asset":"gems","name":"Gems"}]}`, sign: asAdmin, want: 422, code: "invalid_config"})
+	a.do(call{method: "PUT", path: "/admin/v1/presentation", body: presentationDoc + spaces(bigPad), sign: asAdmin, want: 413, code: "request_too_large"})
+	a.do(call{method: "POST", path: "/admin/v1/presentation/publish", body: `{"version":9}`, sign: asAdmin, want: 404, code: "not_found"})
+	a.do(call{method: "POST", path: "/admin/v1/presentation/publish", body: `{"version":0}`, sign: asAdmin, invalid: true, want: 400, code: "malformed_request"})
+	a.do(call{method: "POST", path: "/admin/v1/presentation/publish", body: `{"version":1,"whitelist":["nobody"]}`, sign: asAdmin, want: 422, code: "invalid_config"})
+	a.do(call{method: "POST", path: "/admin/v1/presentation/publish", body: `{"version":1,"whitelist":["1:vip1"]}`, sign: asAdmin, want: 200})
+	a.do(call{method: "POST", path: "/admin/v1/presentation/publish", body: `{"version":1}`, sign: asAdmin, want: 200})
+	a.do(call{method: "POST", path: "/admin/v1/presentation/rollback", body: `{"version":1,"whitelist":["1:a"]}`, sign: asAdmin, invalid: true, want: 400, code: "malformed_request"})
+	a.do(call{method: "POST", path: "/admin/v1/presentation/rollback", body: `{"version":9}`, sign: asAdmin, want: 404, code: "not_found"})
+	a.do(call{method: "POST", path: "/admin/v1/presentation/rollback", body: `{"version":1}`, sign: asAdmin, want: 422, code: "invalid_config"})
+	a.do(call{method: "PUT", path: "/admin/v1/presentation", body: presentationDoc, sign: asAdmin, want: 200})
+	a.do(call{method: "POST", path: "/admin/v1/presentation/rollback", body: `{"version":2}`, sign: asAdmin, want: 200})
+
 	// Activities: put, show, publish, roll back.
 	a.do(call{method: "PUT", path: "/admin/v1/activities/oa", body: oaActivity, sign: asAdmin, want: 200})
 	a.do(call{method: "GET", path: "/admin/v1/activities", sign: asAdmin, want: 200})

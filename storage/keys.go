@@ -188,24 +188,45 @@ var CfgSwitchesKey = []byte("rr/cfg/switches")
 // CfgActivityPrefix bounds every activity's head and versions.
 var CfgActivityPrefix = []byte("rr/cfg/act/")
 
-// CfgActivityPrefixOf bounds one activity's head and versions. Activity ids
-// hold no '/', so the prefixes of two activities never nest.
-func CfgActivityPrefixOf(activity string) []byte {
-	return []byte("rr/cfg/act/" + activity + "/")
+// CfgDocumentPrefix bounds every node-wide document's head and versions
+// (the wallet's presentation): the layout of an activity's, in a space of
+// its own, so that whatever reads the activities (a node of an earlier
+// release among them) never meets a document.
+var CfgDocumentPrefix = []byte("rr/cfg/doc/")
+
+// CfgPrefixIn bounds one id's head and versions in space
+// (CfgActivityPrefix or CfgDocumentPrefix). Ids hold no '/', so the
+// prefixes of two ids never nest.
+func CfgPrefixIn(space []byte, id string) []byte {
+	return append(append(append([]byte(nil), space...), id...), '/')
 }
 
-// CfgHeadKey is an activity's head: latest version, live, canary, history.
-// It sorts before the activity's versions ('h' < 'v').
-func CfgHeadKey(activity string) []byte {
-	return append(CfgActivityPrefixOf(activity), "head"...)
+// CfgHeadKeyIn is an id's head in space: latest version, live, canary,
+// history. It sorts before the id's versions ('h' < 'v').
+func CfgHeadKeyIn(space []byte, id string) []byte {
+	return append(CfgPrefixIn(space, id), "head"...)
 }
+
+// CfgVersionPrefixIn bounds an id's versions in space.
+func CfgVersionPrefixIn(space []byte, id string) []byte {
+	return append(CfgPrefixIn(space, id), "v/"...)
+}
+
+// CfgVersionKeyIn is one immutable version of an id in space.
+func CfgVersionKeyIn(space []byte, id string, version uint64) []byte {
+	return fmt.Appendf(CfgVersionPrefixIn(space, id), "%016x", version)
+}
+
+// CfgActivityPrefixOf bounds one activity's head and versions.
+func CfgActivityPrefixOf(activity string) []byte { return CfgPrefixIn(CfgActivityPrefix, activity) }
+
+// CfgHeadKey is an activity's head.
+func CfgHeadKey(activity string) []byte { return CfgHeadKeyIn(CfgActivityPrefix, activity) }
 
 // CfgVersionPrefix bounds an activity's versions.
-func CfgVersionPrefix(activity string) []byte {
-	return append(CfgActivityPrefixOf(activity), "v/"...)
-}
+func CfgVersionPrefix(activity string) []byte { return CfgVersionPrefixIn(CfgActivityPrefix, activity) }
 
 // CfgVersionKey is one immutable version of an activity's configuration.
 func CfgVersionKey(activity string, version uint64) []byte {
-	return fmt.Appendf(CfgVersionPrefix(activity), "%016x", version)
+	return CfgVersionKeyIn(CfgActivityPrefix, activity, version)
 }

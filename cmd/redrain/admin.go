@@ -19,7 +19,7 @@ import (
 )
 
 var adminCommand = &command{name: "admin",
-	summary:  "signed admin API calls: activities, budgets, switches, stats, audit, parked records",
+	summary:  "signed admin API calls: activities, the wallet's presentation, budgets, switches, stats, audit, parked records",
 	synopsis: "redrain admin [--target URL] [--key ID:HEX] [--timeout 5m] <command> [args]",
 	details: `Commands:
   apply FILE|- [--publish]   store each activity of FILE (one activity or {"activities":[...]})
@@ -29,6 +29,13 @@ var adminCommand = &command{name: "admin",
   publish ID --version N [--whitelist app:user,...] [--whitelist-file F]
                              publish a version, to the whitelist only when one is given
   rollback ID --version N    make an earlier version live again
+  presentation put FILE|-    store the wallet's presentation (its entry slots) as its next version
+  presentation show [--version N]
+                             its versions, live, canary and history; or one version
+  presentation publish --version N [--whitelist app:user,...] [--whitelist-file F]
+                             publish a version, to the whitelist only when one is given
+  presentation rollback --version N
+                             make an earlier version live again
   budgets ACTIVITY           the activity's budgets as a table
   budget BUDGET_ID           one budget (ids look like spring/formal/cash)
   switches [set FILE|-]      show the switches, or replace them with FILE's JSON
@@ -51,6 +58,10 @@ Exit status: 1 when the node answers an error, 2 on bad usage or no answer.`,
 redrain admin --target http://127.0.0.1:9300 apply examples/spring.json --publish
 # a canary: version 2 to two users only
 redrain admin publish spring --version 2 --whitelist 1:staff-1,1:staff-2
+# the wallet's presentation: store it, show it to staff first, then to everyone
+redrain admin presentation put examples/presentation.json
+redrain admin presentation publish --version 1 --whitelist 1:staff-1
+redrain admin presentation publish --version 1
 # open the live dashboard of a node (its operations listener)
 redrain admin --target http://127.0.0.1:9300 dashboard
 # the budgets, with the key from the environment
@@ -63,10 +74,10 @@ func runAdmin(ctx context.Context, c *cli, args []string) int {
 	keyText := fs.String("key", "", "admin key ID:HEX (default $REDRAIN_ADMIN_KEY, else the development key)")
 	timeout := fs.Duration("timeout", 5*time.Minute, "bound on the whole command")
 	var o adminOptions
-	fs.Int64Var(&o.version, "version", 0, "get, publish, rollback: version number")
+	fs.Int64Var(&o.version, "version", 0, "get, publish, rollback, presentation: version number")
 	fs.BoolVar(&o.publish, "publish", false, "apply: publish each new version to all")
-	fs.StringVar(&o.whitelist, "whitelist", "", "publish: app_id:user_id entries, comma-separated")
-	fs.StringVar(&o.whitelistFile, "whitelist-file", "", "publish: file of app_id:user_id entries, one a line")
+	fs.StringVar(&o.whitelist, "whitelist", "", "publish, presentation publish: app_id:user_id entries, comma-separated")
+	fs.StringVar(&o.whitelistFile, "whitelist-file", "", "publish, presentation publish: file of app_id:user_id entries, one a line")
 	fs.StringVar(&o.reason, "reason", "", "park: why the record is set aside (required)")
 	fs.DurationVar(&o.ttl, "ttl", 12*time.Hour, "dashboard: how long the ticket opens the dashboard (at most 24h)")
 	pos, err := parseInterleaved(fs, args)
@@ -173,6 +184,16 @@ func (a *adminRun) dispatch(ctx context.Context, cmd string, pos []string, o adm
 			n = -1
 		}
 	}
+	sub := ""
+	if cmd == "presentation" {
+		known, n = true, len(pos)
+		if n > 0 {
+			sub = pos[0]
+		}
+		if !(sub == "put" && n == 2 || (sub == "show" || sub == "publish" || sub == "rollback") && n == 1) {
+			n = -1
+		}
+	}
 	switch {
 	case !known:
 		fmt.Fprintf(a.stderr, "redrain admin: unknown command %q\nrun 'redrain admin -h' for usage\n", cmd)
@@ -182,6 +203,9 @@ func (a *adminRun) dispatch(ctx context.Context, cmd string, pos []string, o adm
 		return errUsage
 	case (cmd == "publish" || cmd == "rollback") && version < 1:
 		fmt.Fprintf(a.stderr, "redrain admin %s: --version N (N >= 1) is required\n", cmd)
+		return errUsage
+	case (sub == "publish" || sub == "rollback") && version < 1:
+		fmt.Fprintf(a.stderr, "redrain admin presentation %s: --version N (N >= 1) is required\n", sub)
 		return errUsage
 	case cmd == "park" && reason == "":
 		fmt.Fprintf(a.stderr, "redrain admin park: --reason TEXT is required\n")
@@ -209,6 +233,8 @@ func (a *adminRun) dispatch(ctx context.Context, cmd string, pos []string, o adm
 		return a.print(a.c.Publish(ctx, pos[0], version, list))
 	case "rollback":
 		return a.print(a.c.Rollback(ctx, pos[0], version))
+	case "presentation":
+		return a.presentation(ctx, pos, o)
 	case "budgets":
 		raw, err := a.c.Budgets(ctx, pos[0])
 		if err != nil {
@@ -276,6 +302,34 @@ func (a *adminRun) apply(ctx context.Context, file string, publish bool) error {
 		fmt.Fprintf(a.stdout, "%s: version %d published\n", d.ID, applied.Version)
 	}
 	return nil
+}
+
+// presentation runs `presentation put|show|publish|rollback`.
+func (a *adminRun) presentation(ctx context.Context, pos []string, o adminOptions) error {
+	switch pos[0] {
+	case "put":
+		body, err := a.read(pos[1])
+		if err != nil {
+			return err
+		}
+		v, err := a.c.PutPresentation(ctx, body)
+		if err != nil {
+			fmt.Fprintf(a.stderr, "presentation: not stored\n")
+			return err
+		}
+		_, err = fmt.Fprintf(a.stdout, "presentation: version %d\n", v)
+		return err
+	case "show":
+		return a.print(a.c.Presentation(ctx, o.version))
+	case "publish":
+		list, err := a.whitelist(o.whitelist, o.whitelistFile)
+		if err != nil {
+			return err
+		}
+		return a.print(a.c.PublishPresentation(ctx, o.version, list))
+	default: // rollback
+		return a.print(a.c.RollbackPresentation(ctx, o.version))
+	}
 }
 
 // whitelist reads the entries of --whitelist and --whitelist-file: nil

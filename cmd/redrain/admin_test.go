@@ -52,6 +52,8 @@ func newAdminServer(t *testing.T) *adminServer {
 			answer(w, 404, map[string]string{"code": "not_found", "message": "no activity missing"})
 		case r.Method == "PUT" && strings.HasPrefix(route, "PUT /admin/v1/activities/"):
 			answer(w, 200, map[string]any{"activity": strings.TrimPrefix(r.URL.Path, "/admin/v1/activities/"), "version": 3})
+		case route == "PUT /admin/v1/presentation":
+			answer(w, 200, map[string]any{"version": 4})
 		case route == "GET /admin/v1/activities":
 			answer(w, 200, map[string]any{"activities": []map[string]any{{"id": "spring", "latest": 3, "live": 2, "canary": nil}}})
 		case route == "GET /admin/v1/budgets":
@@ -86,6 +88,7 @@ func TestAdminCommands(t *testing.T) {
 	wl := write("wl.txt", "# canary users\n1:u-1\n2:u-2\n")
 	empty := write("empty.txt", "\n# nobody\n")
 	switches := write("switches.json", `{"grants":true}`)
+	pres := write("presentation.json", `{"slots":[{"id":"cash","asset":"cash","name":"Cash"}]}`)
 
 	for _, tc := range []struct {
 		name   string
@@ -127,6 +130,24 @@ func TestAdminCommands(t *testing.T) {
 		{name: "publish without version", args: []string{"publish", "spring"}, exit: 2, stderr: "--version N (N >= 1) is required"},
 		{name: "rollback", args: []string{"rollback", "spring", "--version", "1"},
 			seen: []string{`POST /admin/v1/activities/spring/rollback {"version":1}`}},
+		{name: "presentation put", args: []string{"presentation", "put", pres},
+			seen: []string{`PUT /admin/v1/presentation {"slots":[{"id":"cash","asset":"cash","name":"Cash"}]}`}, stdout: "presentation: version 4\n"},
+		{name: "presentation put not json", args: []string{"presentation", "put", "-"}, stdin: `{"slots":`, exit: 1, stderr: "not valid JSON"},
+		{name: "presentation show", args: []string{"presentation", "show"}, seen: []string{"GET /admin/v1/presentation"}},
+		{name: "presentation show version", args: []string{"presentation", "show", "--version", "2"}, seen: []string{"GET /admin/v1/presentation?version=2"}},
+		{name: "presentation publish to whitelist", args: []string{"presentation", "publish", "--version", "2", "--whitelist", "1:u-1", "--whitelist-file", wl},
+			seen: []string{`POST /admin/v1/presentation/publish {"version":2,"whitelist":["1:u-1","2:u-2"]}`}},
+		{name: "presentation publish to all", args: []string{"presentation", "publish", "--version=2"},
+			seen: []string{`POST /admin/v1/presentation/publish {"version":2}`}},
+		{name: "presentation publish empty whitelist file", args: []string{"presentation", "publish", "--version", "2", "--whitelist-file", empty},
+			exit: 1, stderr: "whitelist is empty"},
+		{name: "presentation rollback", args: []string{"presentation", "rollback", "--version", "1"},
+			seen: []string{`POST /admin/v1/presentation/rollback {"version":1}`}},
+		{name: "presentation rollback without version", args: []string{"presentation", "rollback"}, exit: 2,
+			stderr: "redrain admin presentation rollback: --version N (N >= 1) is required"},
+		{name: "presentation without command", args: []string{"presentation"}, exit: 2, stderr: "wrong arguments"},
+		{name: "presentation put without file", args: []string{"presentation", "put"}, exit: 2, stderr: "wrong arguments"},
+		{name: "presentation unknown command", args: []string{"presentation", "delete"}, exit: 2, stderr: "wrong arguments"},
 		{name: "budgets", args: []string{"budgets", "spring"}, seen: []string{"GET /admin/v1/budgets?activity=spring"},
 			stdout: "ID                  ASSET  TOTAL  AVAILABLE  LEASED  RETURNED  ISSUED  BOOKED  IN_FLIGHT  OK\n" +
 				"spring/formal/cash  cash   1000   400        600     0         500     480     20         true\n"},
