@@ -35,6 +35,7 @@ import (
 	"redrain/grant"
 	"redrain/ingress"
 	"redrain/ledger"
+	"redrain/lines"
 	"redrain/metrics"
 	"redrain/metrics/promexport"
 	"redrain/protect"
@@ -83,6 +84,11 @@ type Config struct {
 	// before the listeners close, so that load balancers stop sending
 	// first (each connection closes after its answers meanwhile). 0: none.
 	StopGrace time.Duration
+	// SyncTopic names the business lines' notice topic (default
+	// lines.Topic) and SyncGroup the consumer group that pulls for them
+	// (default lines.Group); used only with business lines configured.
+	SyncTopic string
+	SyncGroup string
 	Log       *slog.Logger
 }
 
@@ -124,6 +130,7 @@ type Node struct {
 	// (status.go): the node is not ready from then on.
 	duplicate atomic.Pointer[error]
 	guard     *protect.Guard
+	lines     *lines.Syncer // nil: the campaign file configures no business lines (lines.go)
 	server    *ingress.Server
 	listener  net.Listener
 	// opsServer and opsListener serve the operations routes apart from the
@@ -173,6 +180,12 @@ func Start(cfg Config) (n *Node, err error) {
 	}
 	if cfg.BookingGroup == "" {
 		cfg.BookingGroup = booking.Group
+	}
+	if cfg.SyncTopic == "" {
+		cfg.SyncTopic = lines.Topic
+	}
+	if cfg.SyncGroup == "" {
+		cfg.SyncGroup = lines.Group
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -292,6 +305,9 @@ func Start(cfg Config) (n *Node, err error) {
 	n.booker.ReadThrough(owners{n})
 	n.booker.YieldWhile(n.grants.Busy)
 	n.booker.OnBooked(func(gs []ledger.Grant) { n.grants.MarkBooked(grant.BookedOf(gs)) })
+	if err := n.startLines(); err != nil {
+		return nil, err
+	}
 	if err := n.startConfig(ctx); err != nil {
 		return nil, err
 	}
@@ -318,8 +334,8 @@ func Start(cfg Config) (n *Node, err error) {
 			Tokens:       toks,
 			Ledger:       n.booker,
 			Authenticate: n.authenticate, Apps: n.apps,
-			Guard: n.guard,
-			Log:   n.log, Dashboard: dash,
+			Guard: n.guard, Sync: n.lines,
+			Log: n.log, Dashboard: dash,
 			Admin: func(ctx *fasthttp.RequestCtx, keyID string) bool {
 				return n.serveParked(ctx, keyID) || n.admin.Serve(ctx, keyID)
 			},
@@ -378,6 +394,10 @@ func Start(cfg Config) (n *Node, err error) {
 	go func() { defer n.bg.Done(); n.watchLag(ctx) }()
 	go func() { defer n.bg.Done(); n.recover(ctx) }()
 	go func() { defer n.bg.Done(); n.reclaimer.Run(ctx) }()
+	if n.lines != nil {
+		n.bg.Add(1)
+		go func() { defer n.bg.Done(); _ = n.lines.Run(ctx) }()
+	}
 	if cfg.AuditEvery > 0 {
 		n.bg.Add(1)
 		go func() { defer n.bg.Done(); n.audits.every(ctx, cfg.AuditEvery, n.tikv, n.log) }()
