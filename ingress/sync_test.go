@@ -1,10 +1,14 @@
 package ingress
 
 import (
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/IBM/sarama"
 
@@ -85,4 +89,45 @@ func topicRecords(t *testing.T, brokers []string) int64 {
 		n += hwm
 	}
 	return n
+}
+
+// BenchmarkSyncNotifyRoute measures notices a second that POST
+// /v1/sync/notify accepts (202: parsed, checked and acknowledged by the
+// embedded broker) from 32 keep-alive clients (net/http, unsigned; their
+// CPU shares the machine's two cores with the server and the broker).
+func BenchmarkSyncNotifyRoute(b *testing.B) {
+	k := storagetest.Kafka(b, "", 1)
+	if err := k.EnsureTopic(lines.Topic, 8); err != nil {
+		b.Fatal(err)
+	}
+	syncer, err := lines.New(lines.Config{Lines: []lines.Line{{ID: "games", PullURL: "http://127.0.0.1:1/", Rate: 10}},
+		Brokers: k.Brokers, TiKV: storagetest.TiKV(b, "")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(syncer.Close)
+	ts := newServerOn(b, nil, false, 1, func(s *Server) { s.Sync = syncer })
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	var seq atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(16)
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			body := fmt.Sprintf(`{"line":"games","app_id":1,"user_id":"u%d"}`, seq.Add(1))
+			resp, err := client.Post(ts.url+"/v1/sync/notify", "application/json", strings.NewReader(body))
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusAccepted {
+				b.Errorf("notice: %d", resp.StatusCode)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "notices/s")
 }

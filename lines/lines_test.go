@@ -39,7 +39,7 @@ type request struct {
 	user string
 }
 
-func newLine(t *testing.T, answer func(n int, user string) (int, string)) *line {
+func newLine(t testing.TB, answer func(n int, user string) (int, string)) *line {
 	l := &line{answer: answer}
 	l.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		in := l.inFlight.Add(1)

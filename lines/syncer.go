@@ -12,9 +12,13 @@
 // most one pull per (line, user) per window; notices inside the window
 // coalesce into one pull at its end), the operator's switch (SetOff: an
 // off line is not pulled, its snapshots are served stale) and the snapshot
-// store (Key). It must never let a slow or failing line hold up another
-// line or the HTTP route (the route waits for Kafka only), nor keep more
-// than the latest snapshot of a (line, user).
+// store (Key). It must never let a line hold up the HTTP route (the route
+// waits for Kafka only), nor keep more than the latest snapshot of a
+// (line, user). A line that fails costs its own workers at most three
+// timeouts a pull; one that stalls while notices flood fills its queue,
+// and the consumer then waits for it (a backlog is pulled, not dropped),
+// holding other lines' notices of the same partitions until an operator
+// switches it off, which empties its queue at once.
 package lines
 
 import (
@@ -54,8 +58,11 @@ const (
 	// BackoffDefault is the wait before the first retry; each next one
 	// doubles it, plus a random jitter of up to half of it.
 	BackoffDefault = 200 * time.Millisecond
-	// queueMax bounds the pulls waiting for one line; past it notices are
-	// dropped (counted): the user's next notice or wallet entry pulls.
+	// queueMax bounds the pulls waiting for one line. The consumer waits
+	// for room (a backlog on the topic is pulled, not dropped; a line that
+	// stalls holds its partitions' notices until an operator switches it
+	// off, which empties its queue at once); a wallet entry or a window's
+	// trailing pull that finds it full is dropped (counted).
 	queueMax = 4096
 	// enteredMax bounds the wallet entries waiting for their push-pull.
 	enteredMax = 4096
@@ -381,18 +388,22 @@ func (s *Syncer) enterLoop() {
 				// Pulled within the window, maybe by another node.
 				l.deduped.Inc()
 			default:
-				s.submit(l, job{app: u.app, user: u.user})
+				if j := (job{app: u.app, user: u.user}); s.admit(l, j) {
+					s.enqueue(l, j)
+				}
 			}
 		}
 	}
 }
 
-// handle takes one notice consumed from the topic.
-func (s *Syncer) handle(raw []byte) {
+// handle takes one notice consumed from the topic; false when ctx ended
+// (or the Syncer stopped) before its pull found room in the line's queue:
+// the notice is then not done.
+func (s *Syncer) handle(ctx context.Context, raw []byte) bool {
 	var n Notice
 	if err := json.Unmarshal(raw, &n); err != nil {
 		s.unknown.Inc()
-		return
+		return true
 	}
 	l := s.lines[n.Line]
 	switch {
@@ -402,17 +413,30 @@ func (s *Syncer) handle(raw []byte) {
 	case s.isOff(n.Line):
 		l.skippedOff.Inc()
 	default:
-		s.submit(l, job{app: n.App, user: n.User, push: true})
+		j := job{app: n.App, user: n.User, push: true}
+		if !s.admit(l, j) {
+			return true
+		}
+		select {
+		case l.queue <- j:
+		case <-ctx.Done():
+			return false
+		case <-s.ctx.Done():
+			return false
+		}
 	}
+	return true
 }
 
-// submit queues a pull of j on l unless the (line, user) was pulled within
-// the window; then one pull is scheduled at the window's end, carrying
-// every notice that arrived meanwhile.
-func (s *Syncer) submit(l *lineState, j job) {
+// admit applies the dedupe window to a pull of j on l: true when it is to
+// be queued now. Inside the window of the last pull it is counted and one
+// pull is scheduled at the window's end, carrying every notice that
+// arrived meanwhile.
+func (s *Syncer) admit(l *lineState, j job) bool {
 	k := pullKey{l.ID, userKey{j.app, j.user}}
 	now := s.cfg.Clock()
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	r := s.recent[k]
 	if r != nil && now.Sub(r.last) < l.Window() {
 		l.deduped.Inc()
@@ -421,8 +445,7 @@ func (s *Syncer) submit(l *lineState, j job) {
 			r.pending = true
 			time.AfterFunc(r.last.Add(l.Window()).Sub(now), func() { s.trailing(l, k) })
 		}
-		s.mu.Unlock()
-		return
+		return false
 	}
 	if r == nil && len(s.recent) >= dedupeKeysMax {
 		s.sweep(now)
@@ -434,8 +457,7 @@ func (s *Syncer) submit(l *lineState, j job) {
 	if r != nil {
 		r.last = now
 	}
-	s.mu.Unlock()
-	s.enqueue(l, j)
+	return true
 }
 
 // trailing queues the pull that notices inside a window asked for.
@@ -605,7 +627,9 @@ func (c *consumer) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.C
 			if !ok {
 				return nil
 			}
-			c.s.handle(m.Value)
+			if !c.s.handle(sess.Context(), m.Value) {
+				return nil // not handed over: the partition's next owner reads it again
+			}
 			sess.MarkMessage(m, "")
 		}
 	}
