@@ -414,3 +414,26 @@ func TestNotifyRefused(t *testing.T) {
 		t.Errorf("the line saw %d requests, want 1", n)
 	}
 }
+
+// TestSwitchOffMidRetry: a line switched off while a pull of it waits to
+// retry is not asked again, and the pull is neither a failure nor a
+// snapshot.
+func TestSwitchOffMidRetry(t *testing.T) {
+	var r *rig
+	l := newLine(t, func(int, string) (int, string) {
+		r.s.SetOff([]string{"games"}) // the operator, while the first attempt is answered
+		return 503, "down"
+	})
+	r = newRig(t, lineOf("games", l.srv.URL))
+	r.notify(t, "games", 1, "u1")
+	st := r.waitStats(t, "games", "the pull stopped by the switch", func(s lines.LineStats) bool { return s.SkippedOff == 1 })
+	if st.Failed != 0 || st.Pulled != 0 || st.Retried != 0 {
+		t.Errorf("stats %+v, want the pull stopped before its retry: no retry, failure or pull", st)
+	}
+	if n := len(l.requestsOf("u1")); n != 1 {
+		t.Errorf("the line saw %d requests, want 1", n)
+	}
+	if _, found := r.snapshot(t, 1, "u1", "games"); found {
+		t.Error("a pull stopped by the switch stored a snapshot")
+	}
+}
