@@ -2,6 +2,7 @@ package lines_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -250,6 +251,9 @@ func TestStall(t *testing.T) {
 	s, found := r.snapshot(t, 1, "u1", "games")
 	if !found || !s.Stale || len(s.Assets) != 0 || !s.PulledAt.IsZero() || !s.Pushed {
 		t.Errorf("snapshot %+v (found %v), want a stale one with no assets, pushed", s, found)
+	}
+	if raw, err := json.Marshal(s); err != nil || string(raw) != `{"line":"games","assets":[],"pushed":true,"stale":true}` {
+		t.Errorf("snapshot as JSON: %s, %v", raw, err)
 	}
 }
 

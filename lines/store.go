@@ -27,8 +27,9 @@ type Snapshot struct {
 	Line   string  `json:"line"`
 	Assets []Asset `json:"assets"`
 	// PulledAt is when the assets were read from the line; zero when no
-	// pull of this user ever succeeded (then Assets is empty).
-	PulledAt time.Time `json:"pulled_at"`
+	// pull of this user ever succeeded (then Assets is empty, and JSON
+	// leaves it out).
+	PulledAt time.Time `json:"pulled_at,omitzero"`
 	// Pushed says the line sent a notice for this user at least once, so
 	// a wallet entry pulls it again (Syncer.Entered).
 	Pushed bool `json:"pushed"`
