@@ -57,7 +57,7 @@ e2e:
 # Micro-benchmarks of the hot paths. For whole-node figures run a node
 # (make run) and then: $(BIN) bench --target http://127.0.0.1:8080
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./ledger/ ./tokens/ ./ingress/ ./bench/ ./booking/
+	$(GO) test -run '^$$' -bench . -benchmem ./ledger/ ./tokens/ ./ingress/ ./bench/ ./booking/ ./lines/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -67,7 +67,7 @@ lint:
 
 # Every fuzz target for $(FUZZTIME) each.
 fuzz:
-	@for pkg in ./tokens ./ingress ./ledger ./bench ./adminauth ./presentation; do \
+	@for pkg in ./tokens ./ingress ./ledger ./bench ./adminauth ./presentation ./lines; do \
 		for f in $$($(GO) test -list 'Fuzz.*' $$pkg | grep '^Fuzz'); do \
 			echo "fuzz $$pkg $$f"; \
 			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \

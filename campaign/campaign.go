@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"redrain/lines"
 	"redrain/tokens"
 )
 
@@ -40,6 +41,11 @@ type Config struct {
 	// (adminauth: app keys); none means unsigned requests for any app
 	// (embedded demo only: a node on real backends refuses to start).
 	AppKeys []string `json:"app_keys,omitempty"`
+	// BusinessLines are the other business lines whose users' assets the
+	// wallet shows (package lines: id, pull URL, rate, burst, concurrency,
+	// dedupe window, timeout); none is valid. Compile fills in their
+	// defaults.
+	BusinessLines []lines.Line `json:"business_lines,omitempty"`
 }
 
 // Demo is the built-in campaign: activity "demo", scene "rain", rain 1,
@@ -212,6 +218,9 @@ func Compile(c *Config) (*Campaign, error) {
 	ring, err := tokens.NewRing(c.ActiveTokenKey, keys...)
 	if err != nil {
 		return bad("token keys: %v", err)
+	}
+	if err := lines.Validate(c.BusinessLines); err != nil {
+		return bad("%v", err)
 	}
 	out := &Campaign{Config: c, Ring: ring}
 	seen := map[string]bool{}

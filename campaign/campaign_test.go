@@ -222,3 +222,40 @@ func TestSeedsValidated(t *testing.T) {
 		t.Fatalf("examples/campaign.json: %v", err)
 	}
 }
+
+// TestBusinessLines: the campaign file's business lines are validated,
+// their defaults filled in; none is valid; a bad one names the line and
+// the field, and the file is refused.
+func TestBusinessLines(t *testing.T) {
+	dir := t.TempDir()
+	write := func(lines string) string {
+		path := dir + "/c.json"
+		body := `{"token_keys":["1:` + demoKeyHex + `"],"active_token_key":1,"draw_salt":"s"` + lines + `}`
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	c, err := Load(write(""))
+	if err != nil || len(c.Config.BusinessLines) != 0 {
+		t.Fatalf("Load(no lines) = %+v, %v", c, err)
+	}
+	c, err = Load(write(`,"business_lines":[{"id":"games","pull_url":"http://games.internal/assets","rate":20}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := c.Config.BusinessLines[0]; l.ID != "games" || l.Burst != 20 || l.Concurrency == 0 || l.WindowMs == 0 || l.TimeoutMs == 0 {
+		t.Errorf("line %+v, want its defaults filled in", l)
+	}
+	for _, tc := range []struct{ lines, want string }{
+		{`,"business_lines":[{"id":"games","pull_url":"http://g/a"}]`, `business_lines[0] "games": rate 0`},
+		{`,"business_lines":[{"id":"Games","pull_url":"http://g/a","rate":1}]`, "id: want"},
+		{`,"business_lines":[{"id":"games","pull_url":"g/a","rate":1}]`, "pull_url"},
+		{`,"business_lines":[{"id":"games","pull_url":"http://g/a","rate":1,"rate_limit":2}]`, `unknown field "rate_limit"`},
+		{`,"business_lines":[{"id":"games","pull_url":"http://g/a","rate":1},{"id":"games","pull_url":"http://h/a","rate":1}]`, "listed twice"},
+	} {
+		if _, err := Load(write(tc.lines)); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Load(%s) = %v, want ErrInvalid mentioning %q", tc.lines, err, tc.want)
+		}
+	}
+}

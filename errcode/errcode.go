@@ -47,6 +47,7 @@ const (
 	CodeRateLimited       Code = "rate_limited"        // 429, retryable (Retry-After: until a token is back)
 	CodeShed              Code = "shed"                // 503, retryable: refused by the operator's shed percentage
 	CodeRainSwitchedOff   Code = "rain_switched_off"   // 503, retryable: the operator switched the rain or activity off
+	CodeUnknownLine       Code = "unknown_line"        // 404: a sync notice for a business line this node does not configure
 )
 
 // meta is the one table behind Status and Retryable. A code that is not in
@@ -60,7 +61,7 @@ func (c Code) meta() (status int, retryable bool) {
 		return 413, false
 	case CodeUnknownActivity:
 		return 404, false
-	case CodeUnknownRain:
+	case CodeUnknownRain, CodeUnknownLine:
 		return 404, false
 	case CodeNotEligible, CodeForbidden:
 		return 403, false

@@ -18,6 +18,7 @@ func TestCodeStatus(t *testing.T) {
 		{CodeTooLarge, 413, false},
 		{CodeUnknownActivity, 404, false},
 		{CodeUnknownRain, 404, false},
+		{CodeUnknownLine, 404, false},
 		{CodeRainClosed, 409, false},
 		{CodeBudgetExhausted, 409, false},
 		{CodeGrantInProgress, 409, true},

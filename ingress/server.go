@@ -21,6 +21,7 @@ import (
 	"redrain/errcode"
 	"redrain/grant"
 	"redrain/ledger"
+	"redrain/lines"
 	"redrain/metrics"
 	"redrain/metrics/promexport"
 	"redrain/openapi"
@@ -100,6 +101,9 @@ type Server struct {
 	// that clients reconnect elsewhere): the node is stopping, and load
 	// balancers are to stop sending before its listener closes.
 	Draining func() bool
+	// Sync queues business lines' notices (POST /v1/sync/notify, sync.go);
+	// nil: the node configures no lines.
+	Sync *lines.Syncer
 
 	panicsOnce sync.Once
 	panics     *metrics.Counter // redrain_http_panics_total; nil without Metrics
@@ -230,6 +234,12 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		s.wallet(ctx, path[len("/v1/wallet/"):])
+	case bytes.Equal(path, []byte("/v1/sync/notify")): // sync.go
+		if !post {
+			methodNotAllowed(ctx, "POST")
+			return
+		}
+		s.syncNotify(ctx)
 	case bytes.Equal(path, []byte("/healthz")):
 		writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ok"}`))
 	case bytes.Equal(path, []byte("/openapi.json")): // the API's document, public (package openapi)

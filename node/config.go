@@ -172,6 +172,9 @@ func (n *Node) applyConfig(snap *configstore.Snapshot) error {
 	if err := n.guard.Set(sw); err != nil {
 		return err
 	}
+	if n.lines != nil {
+		n.lines.SetOff(sw.LinesOff)
+	}
 	n.grants.SetCatalog(cat)
 	n.Presentation.Set(live, canary, users)
 	return nil

@@ -1,6 +1,9 @@
 package node
 
-import "redrain/storage"
+import (
+	"redrain/lines"
+	"redrain/storage"
+)
 
 // Brokers are the node's Kafka brokers, for tests that write the grant
 // topic themselves.
@@ -12,3 +15,6 @@ func (n *Node) Store() *storage.TiKV { return n.tikv }
 
 // Partitions is how many partitions the node's grant topic has.
 func (n *Node) Partitions() int32 { return n.cfg.Partitions }
+
+// Lines is the node's business lines' syncer (nil without lines).
+func (n *Node) Lines() *lines.Syncer { return n.lines }

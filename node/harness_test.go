@@ -58,7 +58,13 @@ func (w *testLog) Write(p []byte) (int, error) {
 // The node is stopped when the test ends if the test did not stop it.
 func startNode(t *testing.T, dir, redisAddr string) *node.Node {
 	t.Helper()
-	n, err := node.Start(node.Config{DataDir: dir, HTTP: "127.0.0.1:0", AdminHTTP: "127.0.0.1:0", Redis: redisAddr, ConfigFile: configFile(t), Log: newTestLog(t)})
+	return startNodeWith(t, dir, redisAddr, configFile(t))
+}
+
+// startNodeWith is startNode with the campaign file at config.
+func startNodeWith(t *testing.T, dir, redisAddr, config string) *node.Node {
+	t.Helper()
+	n, err := node.Start(node.Config{DataDir: dir, HTTP: "127.0.0.1:0", AdminHTTP: "127.0.0.1:0", Redis: redisAddr, ConfigFile: config, Log: newTestLog(t)})
 	if err != nil {
 		t.Fatalf("node.Start(%s): %v", dir, err)
 	}

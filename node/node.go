@@ -35,6 +35,7 @@ import (
 	"redrain/grant"
 	"redrain/ingress"
 	"redrain/ledger"
+	"redrain/lines"
 	"redrain/metrics"
 	"redrain/metrics/promexport"
 	"redrain/presentation"
@@ -92,7 +93,12 @@ type Config struct {
 	// WalletStoreRate bounds the wallet's reads of the store a second
 	// while Redis fails (0: wallet's default).
 	WalletStoreRate int
-	Log             *slog.Logger
+	// SyncTopic names the business lines' notice topic (default
+	// lines.Topic) and SyncGroup the consumer group that pulls for them
+	// (default lines.Group); used only with business lines configured.
+	SyncTopic string
+	SyncGroup string
+	Log       *slog.Logger
 }
 
 // Node is a running redrain process.
@@ -140,6 +146,7 @@ type Node struct {
 	guard     *protect.Guard
 	// wallets is the read side (nil on a node of --role write).
 	wallets  *wallet.Wallets
+	lines    *lines.Syncer // nil: the campaign file configures no business lines (lines.go)
 	server   *ingress.Server
 	listener net.Listener
 	// opsServer and opsListener serve the operations routes apart from the
@@ -189,6 +196,12 @@ func Start(cfg Config) (n *Node, err error) {
 	}
 	if cfg.BookingGroup == "" {
 		cfg.BookingGroup = booking.Group
+	}
+	if cfg.SyncTopic == "" {
+		cfg.SyncTopic = lines.Topic
+	}
+	if cfg.SyncGroup == "" {
+		cfg.SyncGroup = lines.Group
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -322,6 +335,9 @@ func Start(cfg Config) (n *Node, err error) {
 			n.wallets.Booked(gs)
 		}
 	})
+	if err := n.startLines(); err != nil {
+		return nil, err
+	}
 	if err := n.startConfig(ctx); err != nil {
 		return nil, err
 	}
@@ -349,8 +365,8 @@ func Start(cfg Config) (n *Node, err error) {
 			Ledger:       n.booker,
 			Role:         cfg.Role,
 			Authenticate: n.authenticate, Apps: n.apps,
-			Guard: n.guard,
-			Log:   n.log, Dashboard: dash,
+			Guard: n.guard, Sync: n.lines,
+			Log: n.log, Dashboard: dash,
 			Admin: func(ctx *fasthttp.RequestCtx, keyID string) bool {
 				return n.serveParked(ctx, keyID) || n.admin.Serve(ctx, keyID)
 			},
@@ -399,6 +415,10 @@ func Start(cfg Config) (n *Node, err error) {
 	go func() { defer n.bg.Done(); n.watchLag(ctx) }()
 	go func() { defer n.bg.Done(); n.recover(ctx) }()
 	go func() { defer n.bg.Done(); n.reclaimer.Run(ctx) }()
+	if n.lines != nil {
+		n.bg.Add(1)
+		go func() { defer n.bg.Done(); _ = n.lines.Run(ctx) }()
+	}
 	if cfg.AuditEvery > 0 {
 		n.bg.Add(1)
 		go func() { defer n.bg.Done(); n.audits.every(ctx, cfg.AuditEvery, n.tikv, n.log) }()

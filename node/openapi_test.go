@@ -446,7 +446,8 @@ func grantBody(app uint32, user, activity, scene string, rain uint64) string {
 // TestOpenAPIAgainstNode drives a node through every route and status of
 // the document and validates every request and answer against it.
 func TestOpenAPIAgainstNode(t *testing.T) {
-	n := startNode(t, t.TempDir(), storagetest.Redis(t))
+	line := newTestLine(t)
+	n := startNodeWith(t, t.TempDir(), storagetest.Redis(t), configFileWith(t, withLine(line.srv.URL)))
 	a := newAPICheck(t, n)
 	const pad = 70 << 10     // past a grant or bind body's 64 KiB
 	const bigPad = 1<<20 + 1 // past every body's 1 MiB
@@ -558,6 +559,17 @@ func TestOpenAPIAgainstNode(t *testing.T) {
 		body: `{"grants":[` + grantBody(1, "o-6", "demo", "rain", 1) + "," + grantBody(2, "o-6", "demo", "rain", 1) + "," + grantBody(1, "o-6", "nope", "rain", 1) + `]}`})
 	a.do(call{method: "POST", path: "/v1/grants/batch", body: `{"grants":[]}`, sign: asApp(1), invalid: true, want: 400, code: "malformed_request"})
 	a.do(call{method: "POST", path: "/v1/grants/batch", body: `{"grants":[` + grantBody(1, "o-7", "demo", "rain", 1) + `]}` + spaces(bigPad), sign: asApp(1), want: 413, code: "request_too_large"})
+
+	// Business lines' notices.
+	notice := func(app uint32, line, user string) string {
+		return fmt.Sprintf(`{"line":%q,"app_id":%d,"user_id":%q}`, line, app, user)
+	}
+	a.do(call{method: "POST", path: "/v1/sync/notify", body: notice(1, "games", "s-1"), sign: asApp(1), want: 202})
+	a.do(call{method: "POST", path: "/v1/sync/notify", body: notice(1, "games", "s-1"), sign: badSignature(asApp(1)), want: 401, code: "unauthorized"})
+	a.do(call{method: "POST", path: "/v1/sync/notify", body: `{"line":"games","app_id":1}`, sign: asApp(1), invalid: true, want: 400, code: "malformed_request"})
+	a.do(call{method: "POST", path: "/v1/sync/notify", body: notice(2, "games", "s-1"), sign: asApp(1), want: 403, code: "forbidden"})
+	a.do(call{method: "POST", path: "/v1/sync/notify", body: notice(1, "nope", "s-1"), sign: asApp(1), want: 404, code: "unknown_line"})
+	a.do(call{method: "POST", path: "/v1/sync/notify", body: notice(1, "games", "s-1") + spaces(pad), sign: asApp(1), want: 413, code: "request_too_large"})
 
 	// Tokens.
 	a.do(call{method: "POST", path: "/v1/tokens/status", body: `{"tokens":["` + first.Token + `","garbage"]}`, sign: asApp(1), want: 200})

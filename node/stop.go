@@ -70,6 +70,9 @@ func (n *Node) stop(ctx context.Context) {
 		_ = n.lagClient.Close()
 	}
 	n.lagMu.Unlock()
+	if n.lines != nil { // its consumer stopped with the background
+		n.lines.Close()
+	}
 	at = phase("booking", at)
 	if n.member != nil {
 		n.member.Stop()

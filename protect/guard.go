@@ -103,7 +103,7 @@ func (g *Guard) Set(s *Switches) error {
 	st := &guardState{sw: *s, retry: time.Duration(max(s.RetryAfterSeconds, 1)) * time.Second,
 		rains: set(s.ClosedRains), acts: set(s.ClosedActivities)}
 	// The caller keeps s: hold copies of its lists.
-	st.sw.ClosedRains, st.sw.ClosedActivities = slices.Clone(s.ClosedRains), slices.Clone(s.ClosedActivities)
+	st.sw.ClosedRains, st.sw.ClosedActivities, st.sw.LinesOff = slices.Clone(s.ClosedRains), slices.Clone(s.ClosedActivities), slices.Clone(s.LinesOff)
 	st.user = g.limiter(old.user, old.sw.UserRate, old.sw.UserBurst, s.UserRate, s.UserBurst, UserKeysMax)
 	st.client = g.limiter(old.client, old.sw.ClientRate, old.sw.ClientBurst, s.ClientRate, s.ClientBurst, clientKeysMax)
 	g.state.Store(st)
@@ -139,7 +139,7 @@ func (g *Guard) Switches() Switches {
 		return Switches{}
 	}
 	s := g.state.Load().sw
-	s.ClosedRains, s.ClosedActivities = slices.Clone(s.ClosedRains), slices.Clone(s.ClosedActivities)
+	s.ClosedRains, s.ClosedActivities, s.LinesOff = slices.Clone(s.ClosedRains), slices.Clone(s.ClosedActivities), slices.Clone(s.LinesOff)
 	return s
 }
 

@@ -271,13 +271,14 @@ func TestRainOpen(t *testing.T) {
 
 func TestParseSwitches(t *testing.T) {
 	ok := `{"closed_rains":["demo/rain/1"],"closed_activities":["old"],"shed_percent":10,
-		"retry_after_seconds":5,"user_rate":2.5,"user_burst":5,"client_rate":1000,"client_burst":2000}`
+		"retry_after_seconds":5,"user_rate":2.5,"user_burst":5,"client_rate":1000,"client_burst":2000,
+		"lines_off":["games","shop.v2"]}`
 	s, err := ParseSwitches([]byte(ok))
 	if err != nil {
 		t.Fatalf("ParseSwitches(valid) = %v", err)
 	}
 	want := Switches{ClosedRains: []string{"demo/rain/1"}, ClosedActivities: []string{"old"}, ShedPercent: 10,
-		RetryAfterSeconds: 5, UserRate: 2.5, UserBurst: 5, ClientRate: 1000, ClientBurst: 2000}
+		RetryAfterSeconds: 5, UserRate: 2.5, UserBurst: 5, ClientRate: 1000, ClientBurst: 2000, LinesOff: []string{"games", "shop.v2"}}
 	if fmt.Sprint(*s) != fmt.Sprint(want) {
 		t.Fatalf("ParseSwitches = %+v, want %+v", *s, want)
 	}
@@ -313,6 +314,12 @@ func TestParseSwitches(t *testing.T) {
 		{"control character", `{"closed_activities":["a\u0001"]}`, "control character"},
 		{"long activity", `{"closed_activities":["` + strings.Repeat("a", 65) + `"]}`, "want an id of 1 to 64 bytes"},
 		{"unterminated", `{"shed_percent":1`, "invalid switches"},
+		{"line id upper case", `{"lines_off":["Games"]}`, `lines_off[0] "Games"`},
+		{"line id with slash", `{"lines_off":["a/b"]}`, "want a line id"},
+		{"empty line id", `{"lines_off":[""]}`, "want a line id"},
+		{"long line id", `{"lines_off":["` + strings.Repeat("a", 33) + `"]}`, "want a line id"},
+		{"line listed twice", `{"lines_off":["games","games"]}`, "listed twice"},
+		{"lines_off null", `{"lines_off":null}`, `field "lines_off": null`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -53,6 +53,12 @@ type Switches struct {
 	// ClientRate and ClientBurst limit each client app (app_id) likewise.
 	ClientRate  float64 `json:"client_rate"`
 	ClientBurst float64 `json:"client_burst"`
+	// LinesOff are business lines (package lines) an operator switched
+	// off: their notices are skipped and nothing is pulled from them, their
+	// snapshots served stale. Invariant: unique ValidLineID ids, at most
+	// closedMax; a line no node serves is allowed (switched off ahead of
+	// its configuration).
+	LinesOff []string `json:"lines_off"`
 }
 
 // ParseSwitches decodes a switches document strictly: one JSON object,
@@ -80,7 +86,7 @@ func ParseSwitches(raw []byte) (*Switches, error) {
 
 // switchFields are the JSON names of Switches' fields, matched exactly.
 var switchFields = map[string]bool{"closed_rains": true, "closed_activities": true, "shed_percent": true,
-	"retry_after_seconds": true, "user_rate": true, "user_burst": true, "client_rate": true, "client_burst": true}
+	"retry_after_seconds": true, "user_rate": true, "user_burst": true, "client_rate": true, "client_burst": true, "lines_off": true}
 
 // checkMembers walks the top-level object for what encoding/json lets
 // through: a field given twice (it keeps the last), null values (it leaves
@@ -140,7 +146,37 @@ func (s *Switches) Validate() error {
 	if err := checkRate("user", s.UserRate, s.UserBurst); err != nil {
 		return err
 	}
-	return checkRate("client", s.ClientRate, s.ClientBurst)
+	if err := checkRate("client", s.ClientRate, s.ClientBurst); err != nil {
+		return err
+	}
+	return checkList("lines_off", s.LinesOff, checkLineID)
+}
+
+// LineIDLenMax bounds a business line's id (package lines).
+const LineIDLenMax = 32
+
+// ValidLineID reports whether id may name a business line: 1..LineIDLenMax
+// bytes of a-z, 0-9, '.' and '-' (no '/': it separates a snapshot key's
+// parts). Package lines validates its configuration with it, so that a
+// switch and a line agree on what an id is.
+func ValidLineID(id string) bool {
+	if len(id) == 0 || len(id) > LineIDLenMax {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func checkLineID(v string) error {
+	if !ValidLineID(v) {
+		return fmt.Errorf("want a line id of 1 to %d bytes of a-z, 0-9, '.' and '-'", LineIDLenMax)
+	}
+	return nil
 }
 
 func checkList(field string, list []string, check func(string) error) error {

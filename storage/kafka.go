@@ -180,7 +180,12 @@ func (k *Kafka) admin() (sarama.ClusterAdmin, []*sarama.Broker, error) {
 	return admin, brokers, nil
 }
 
-func (k *Kafka) ensureTopic(partitions int32) error {
+func (k *Kafka) ensureTopic(partitions int32) error { return k.EnsureTopic(k.Topic, partitions) }
+
+// EnsureTopic creates topic with partitions partitions, replicated as the
+// grant topic is, unless it exists. Topics are always created explicitly:
+// the embedded broker forgets auto-created topics on kill -9.
+func (k *Kafka) EnsureTopic(topic string, partitions int32) error {
 	admin, brokers, err := k.admin()
 	if err != nil {
 		return err
@@ -190,11 +195,11 @@ func (k *Kafka) ensureTopic(partitions int32) error {
 	// grantMinISR of them (the embedded broker is one: 1 and 1).
 	rf := int16(min(grantReplicas, max(len(brokers), 1)))
 	minISR := strconv.Itoa(int(max(1, min(rf-1, grantMinISR))))
-	err = admin.CreateTopic(k.Topic, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: rf,
+	err = admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: rf,
 		ConfigEntries: map[string]*string{"min.insync.replicas": &minISR}}, false)
 	var te *sarama.TopicError
 	if err != nil && !(errors.As(err, &te) && te.Err == sarama.ErrTopicAlreadyExists) && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
-		return fmt.Errorf("%w: create topic %s: %v", ErrUnavailable, k.Topic, err)
+		return fmt.Errorf("%w: create topic %s: %v", ErrUnavailable, topic, err)
 	}
 	return nil
 }
