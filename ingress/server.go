@@ -3,6 +3,7 @@ package ingress
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -62,7 +63,12 @@ type Server struct {
 		Read(ctx context.Context, act uint64) (wallet.Summary, error)
 	}
 	// Role says which /v1 routes this node serves (RoleAll: every one).
-	Role    Role
+	Role Role
+	// Presentation gives the wallet's entry slots for a user (package
+	// presentation: the pre-encoded JSON array and its version); nil: none.
+	Presentation interface {
+		For(actID uint64) (json.RawMessage, uint64)
+	}
 	TiKV    *storage.TiKV
 	Metrics *metrics.Registry
 	// Exporter serves /metrics (Metrics and the node's collectors); nil:
@@ -400,6 +406,11 @@ func (s *Server) wallet(ctx *fasthttp.RequestCtx, idText []byte) {
 		writeError(ctx, errNotReached(actID, app, &ledger.Account{ActID: actID}))
 		return
 	}
+	ids, err := walletIdentities(ctx, app, sum)
+	if err != nil {
+		writeError(ctx, err)
+		return
+	}
 	ctx.Response.Header.Set("X-Redrain-Wallet-Source", sum.Source.String())
 	b := []byte(`{"act_id":`)
 	b = strconv.AppendUint(b, actID, 10)
@@ -416,9 +427,95 @@ func (s *Server) wallet(ctx *fasthttp.RequestCtx, idText []byte) {
 		b = strconv.AppendInt(b, bal.Amount, 10)
 		b = append(b, '}')
 	}
-	b = append(b, `],"stale":`...)
-	b = strconv.AppendBool(b, sum.Stale)
+	b = append(b, ']')
+	stale := sum.Stale
+	if s.Sync != nil {
+		var linesStale bool
+		b, linesStale = s.walletLines(c, b, ids)
+		stale = stale || linesStale
+	}
+	slots, version := json.RawMessage(`[]`), uint64(0)
+	if s.Presentation != nil {
+		slots, version = s.Presentation.For(actID)
+	}
+	b = append(b, `,"slots":`...)
+	b = append(b, slots...)
+	b = append(b, `,"presentation_version":`...)
+	b = strconv.AppendUint(b, version, 10)
+	b = append(b, `,"stale":`...)
+	b = strconv.AppendBool(b, stale)
 	writeJSON(ctx, fasthttp.StatusOK, append(b, '}'))
+}
+
+// walletIdentities are the app identities whose business-line assets a
+// wallet answer shows: the signing app's user on the account, or the one
+// the request names (?user_id=, with ?app_id= when unsigned), or, unsigned,
+// every identity on the account.
+func walletIdentities(ctx *fasthttp.RequestCtx, app uint32, sum wallet.Summary) ([]ledger.AppUser, error) {
+	args := ctx.QueryArgs()
+	if user := args.Peek("user_id"); len(user) > 0 {
+		if len(user) > 128 {
+			return nil, errcode.Errorf(errcode.CodeMalformed, "user_id: at most 128 bytes")
+		}
+		a := app
+		if raw := args.Peek("app_id"); len(raw) > 0 {
+			n, err := strconv.ParseUint(string(raw), 10, 32)
+			if err != nil || n == 0 || app != 0 && uint32(n) != app {
+				return nil, errcode.Errorf(errcode.CodeMalformed, "app_id %q: want the signing app's id, a positive integer", raw)
+			}
+			a = uint32(n)
+		}
+		if a == 0 {
+			return nil, errcode.Errorf(errcode.CodeMalformed, "user_id without app_id: an unsigned request names the app")
+		}
+		return []ledger.AppUser{{AppID: a, UserID: string(user)}}, nil
+	}
+	if len(args.Peek("app_id")) > 0 {
+		return nil, errcode.Errorf(errcode.CodeMalformed, "app_id without user_id")
+	}
+	var out []ledger.AppUser
+	for _, u := range sum.Apps {
+		if app == 0 || u.AppID == app {
+			out = append(out, u)
+		}
+	}
+	return out, nil
+}
+
+// walletLine is one business line's snapshot of one identity, as a wallet
+// answer shows it.
+type walletLine struct {
+	App  uint32 `json:"app_id"`
+	User string `json:"user_id"`
+	lines.Snapshot
+}
+
+// walletLines appends the business lines' latest snapshots of ids
+// (`,"lines":[...]`) and asks for their push-pull; stale when the
+// snapshots could not be read.
+func (s *Server) walletLines(c context.Context, b []byte, ids []ledger.AppUser) ([]byte, bool) {
+	var out []walletLine
+	stale := false
+	for _, id := range ids {
+		snaps, err := s.Sync.Snapshots(c, id.AppID, id.UserID)
+		if err != nil {
+			stale = true
+			continue
+		}
+		for _, sn := range snaps {
+			out = append(out, walletLine{App: id.AppID, User: id.UserID, Snapshot: sn})
+		}
+		s.Sync.Entered(id.AppID, id.UserID)
+	}
+	b = append(b, `,"lines":`...)
+	if len(out) == 0 {
+		return append(b, "[]"...), stale
+	}
+	j, err := json.Marshal(out)
+	if err != nil {
+		return append(b, "[]"...), true
+	}
+	return append(b, j...), stale
 }
 
 func writeError(ctx *fasthttp.RequestCtx, err error) { errcode.Write(ctx, err) }

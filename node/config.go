@@ -158,26 +158,39 @@ func (n *Node) applyConfig(snap *configstore.Snapshot) error {
 			cat.Add(live, canary, users)
 		}
 	}
-	sw := &protect.Switches{}
-	if snap.Switches != nil {
-		var err error
-		if sw, err = protect.ParseSwitches(snap.Switches); err != nil {
-			return err
-		}
-	}
-	live, canary, users, err := presentationOf(snap)
+	sw, readSide, err := n.readSideOf(snap)
 	if err != nil {
 		return err
 	}
 	if err := n.guard.Set(sw); err != nil {
 		return err
 	}
-	if n.lines != nil {
-		n.lines.SetOff(sw.LinesOff)
-	}
 	n.grants.SetCatalog(cat)
-	n.Presentation.Set(live, canary, users)
+	readSide()
 	return nil
+}
+
+// readSideOf parses what a snapshot gives the wallet's read side (the
+// presentation, the business lines' switches) and returns the snapshot's
+// switches and the step that serves them; nothing changes on an error.
+func (n *Node) readSideOf(snap *configstore.Snapshot) (*protect.Switches, func(), error) {
+	sw := &protect.Switches{}
+	if snap.Switches != nil {
+		var err error
+		if sw, err = protect.ParseSwitches(snap.Switches); err != nil {
+			return nil, nil, err
+		}
+	}
+	live, canary, users, err := presentationOf(snap)
+	if err != nil {
+		return nil, nil, err
+	}
+	return sw, func() {
+		n.Presentation.Set(live, canary, users)
+		if n.lines != nil {
+			n.lines.SetOff(sw.LinesOff)
+		}
+	}, nil
 }
 
 // presentationOf compiles the wallet's presentation a snapshot serves:

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -99,6 +100,27 @@ func TestSyncThroughNode(t *testing.T) {
 	snaps := waitSnapshot(t, n, 1, "u-1", "pulled", func(s []lines.Snapshot) bool { return len(s) == 1 })
 	if s := snaps[0]; s.Line != "games" || s.Stale || !s.Pushed || len(s.Assets) != 1 || s.Assets[0].Amount != int64(len("u-1")) {
 		t.Errorf("snapshot %+v, want the line's assets, pushed, not stale", s)
+	}
+	// The wallet shows the line's snapshot of the account's user, and of
+	// a user the request names.
+	act := grantAll(t, n, []string{"u-1"})[0].ActID
+	for _, path := range []string{"/v1/wallet/" + strconv.FormatUint(act, 10), "/v1/wallet/" + strconv.FormatUint(act, 10) + "?app_id=1&user_id=u-1"} {
+		deadline := time.Now().Add(readyWithin)
+		for {
+			code, body := get(t, n, path)
+			if code == http.StatusOK && strings.Contains(string(body), `"lines":[{"app_id":1,"user_id":"u-1","line":"games","assets":[{"id":"gold","name":"Gold","amount":3}]`) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("GET %s = %d %s, want the line's snapshot of u-1", path, code, body)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	for _, q := range []string{"?app_id=2&user_id=u-1", "?app_id=1", "?app_id=x&user_id=u-1"} {
+		if code, body := get(t, n, "/v1/wallet/"+strconv.FormatUint(act, 10)+q); code != http.StatusBadRequest {
+			t.Errorf("wallet%s signed by app 1 = %d %s, want 400", q, code, body)
+		}
 	}
 	if code, body := notify(t, n, 1, "u-1"); code != http.StatusAccepted {
 		t.Fatalf("second notify: %d %s", code, body)

@@ -365,7 +365,7 @@ func Start(cfg Config) (n *Node, err error) {
 			Ledger:       n.booker,
 			Role:         cfg.Role,
 			Authenticate: n.authenticate, Apps: n.apps,
-			Guard: n.guard, Sync: n.lines,
+			Guard: n.guard, Sync: n.lines, Presentation: n.Presentation,
 			Log: n.log, Dashboard: dash,
 			Admin: func(ctx *fasthttp.RequestCtx, keyID string) bool {
 				return n.serveParked(ctx, keyID) || n.admin.Serve(ctx, keyID)

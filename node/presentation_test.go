@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -135,6 +137,15 @@ func TestPresentationThroughAdmin(t *testing.T) {
 	vip := canaryUser(t, raw)
 	awaitPresentation(t, n, vip, 2, "Cash (new)")
 	awaitPresentation(t, n, someone, 1, "Cash")
+	// The wallet answers carry the slots each user is served.
+	other := grantAll(t, n, []string{"pres-other"})[0].ActID
+	for act, want := range map[uint64]string{vip: `"presentation_version":2`, other: `"presentation_version":1`} {
+		code, body := get(t, n, "/v1/wallet/"+strconv.FormatUint(act, 10))
+		name := map[uint64]string{vip: `"name":"Cash (new)"`, other: `"name":"Cash"`}[act]
+		if code != http.StatusOK || !strings.Contains(string(body), want) || !strings.Contains(string(body), name) {
+			t.Errorf("wallet of act_id %d = %d %s, want %s with %s", act, code, body, want, name)
+		}
+	}
 	awaitMetric(t, n, "redrain_presentation_live_version 1")
 	awaitMetric(t, n, "redrain_presentation_canary_version 2")
 

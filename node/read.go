@@ -4,12 +4,16 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"path/filepath"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"redrain/configstore"
 	"redrain/ingress"
+	"redrain/lines"
 	"redrain/metrics"
+	"redrain/presentation"
 	"redrain/reconcile"
 	"redrain/storage"
 	"redrain/wallet"
@@ -39,6 +43,9 @@ func (n *Node) startRead(ctx context.Context) error {
 		return err
 	}
 	n.startWallets(ctx)
+	if err := n.startReadConfig(ctx); err != nil {
+		return err
+	}
 	n.audits = newAudits(n.Metrics, n.exporter)
 	n.Metrics.GaugeFunc("redrain_ready", "1 when the node serves grants.", func() int64 {
 		if n.readyErr() == nil {
@@ -48,6 +55,7 @@ func (n *Node) startRead(ctx context.Context) error {
 	})
 	if err := n.listen(func(plane ingress.Plane) *ingress.Server {
 		return &ingress.Server{Plane: plane, Role: ingress.RoleRead, Wallet: n.wallets, TiKV: n.tikv,
+			Presentation: n.Presentation, Sync: n.lines,
 			Metrics: n.Metrics, Exporter: n.exporter, Authenticate: n.authenticate, Apps: n.apps, Log: n.log,
 			Ready: n.readyErr, Draining: n.draining.Load,
 			Stats: func() ingress.Stats {
@@ -65,6 +73,38 @@ func (n *Node) startRead(ctx context.Context) error {
 	}
 	n.log.Info("node started (read side)", "http", n.Addr(), "admin_http", n.AdminAddr(), "data_dir", cfg.DataDir,
 		"redis", describe([]string{n.redis.Addr}, n.redis.Embedded()), "tikv", describe(cfg.PD, n.tikv.Embedded))
+	return nil
+}
+
+// startReadConfig gives a read node what it serves of the configuration
+// store: the wallet's presentation and the business lines (their
+// snapshots and push-pull; a read node takes no notice, so it has no
+// broker), each line's switch from the switches document. With the store
+// down it serves the last good copy from the data dir, as every node.
+func (n *Node) startReadConfig(ctx context.Context) error {
+	n.Presentation = &presentation.Presentation{}
+	if ls := n.Campaign.Config.BusinessLines; len(ls) > 0 {
+		s, err := lines.New(lines.Config{Lines: ls, TiKV: n.tikv, Metrics: n.Metrics, Log: n.log})
+		if err != nil {
+			return fmt.Errorf("node: business lines: %w", err)
+		}
+		n.lines = s
+	}
+	n.config = configstore.New(n.tikv, nil)
+	n.watcher = &configstore.Watcher{Source: n.config, Every: configPollEvery,
+		CacheFile: filepath.Join(n.cfg.DataDir, "config-cache.json"), Log: n.log,
+		Apply: func(snap *configstore.Snapshot) error {
+			_, serve, err := n.readSideOf(snap)
+			if err == nil {
+				serve()
+			}
+			return err
+		}}
+	if err := n.watcher.Start(ctx); err != nil {
+		return fmt.Errorf("node: configuration: %w", err)
+	}
+	n.bg.Add(1)
+	go func() { defer n.bg.Done(); n.watcher.Run(ctx) }()
 	return nil
 }
 
