@@ -363,7 +363,7 @@ func TestAccountRoundTrip(t *testing.T) {
 			t.Fatalf("UnmarshalAccount(MarshalAccount(%+v)): %v", a, err)
 		}
 		if got.ActID != a.ActID || got.Version != a.Version ||
-			!slices.Equal(got.Balances, a.Balances) || !slices.Equal(got.Entries, a.Entries) {
+			!slices.Equal(got.Balances, a.Balances) || !slices.Equal(got.Entries, a.Entries) || !slices.Equal(got.Months, a.Months) {
 			t.Errorf("UnmarshalAccount(MarshalAccount(%+v)) = %+v", a, got)
 		}
 		if re := ledger.MarshalAccount(nil, got); !bytes.Equal(re, enc) {
@@ -407,7 +407,7 @@ func TestUnmarshalAccountRejects(t *testing.T) {
 		want error
 	}{
 		{"empty", nil, ledger.ErrCorrupt},
-		{"version 3", append([]byte{3}, enc[1:]...), ledger.ErrCorrupt},
+		{"version 4", append([]byte{4}, enc[1:]...), ledger.ErrCorrupt},
 		{"padded act id", append([]byte{1, 0xaa, 0x00}, enc[2:]...), ledger.ErrCorrupt},
 		{"balance count beyond bytes", []byte{1, 0, 0, 9}, ledger.ErrCorrupt},
 		{"tampered balance", ledger.MarshalAccount(nil, tampered), ledger.ErrInvariant},

@@ -1,0 +1,82 @@
+package booking_test
+
+import (
+	"context"
+	"reflect"
+	"testing"
+
+	"redrain/booking"
+	"redrain/ledger"
+	"redrain/storage"
+	"redrain/storage/storagetest"
+	"redrain/tokens"
+)
+
+// TestDetail reads every page of an account that booked 150 grants over
+// five months, whose history chunks are in the store: each page is the one
+// ledger.ReadDetail makes from the chunks in memory, and so is each page of
+// the same account as a node that predates monthly summaries sends it (an
+// account record of version 2: its summaries come from its chunks).
+func TestDetail(t *testing.T) {
+	ctx := context.Background()
+	kv := storagetest.TiKV(t, "")
+	const act = 77
+	a := &ledger.Account{ActID: act}
+	var chunks [][]ledger.Entry
+	for r := range uint64(150) {
+		g := ledger.Grant{AppID: 1, ActID: act, UserID: "u", ActivityID: "demo", SceneID: "rain", RainID: r + 1,
+			Stage: tokens.StageFormal, AwardType: "cash", Asset: ledger.AssetCash, Amount: int64(r + 1),
+			BudgetID: "demo/formal/cash", LeaseID: 1, OpenTime: 1, IssuedAt: 2}
+		if ok, err := a.Book(&g, 1_790_000_000_000+int64(r/30)*31*24*3600*1000); !ok || err != nil {
+			t.Fatalf("Book: %v, %v", ok, err)
+		}
+		if _, c, ok := a.TakeSealed(); ok {
+			chunks = append(chunks, c)
+		}
+	}
+	err := kv.Update(ctx, func(txn storage.Txn) error {
+		for n, c := range chunks {
+			if err := txn.Set(storage.HistKey(act, uint64(n)), ledger.AppendChunk(nil, act, uint64(n), c)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An account record of version 2 is version 3's without the months'
+	// count (one byte: none written here) and with version byte 2.
+	bare := a.Clone()
+	bare.Months = nil
+	v2 := ledger.MarshalAccount(nil, bare)
+	v2 = v2[:len(v2)-1]
+	v2[0] = 2
+	old, err := ledger.UnmarshalAccount(v2)
+	if err != nil || old.MonthsKnown() {
+		t.Fatalf("UnmarshalAccount(version 2) = %+v, %v, want its months unknown", old, err)
+	}
+	mem := func(n uint64) ([]ledger.Entry, error) { return chunks[n], nil }
+	for _, limit := range []int{1, 30, ledger.DetailLimitMax} {
+		q := ledger.DetailQuery{Before: a.EntryCount(), Limit: limit}
+		for pages := 0; ; pages++ {
+			want, err := ledger.ReadDetail(a, q, mem, a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, acct := range []*ledger.Account{a, old} {
+				got, err := booking.Detail(ctx, kv, acct, q, nil)
+				if err != nil || !reflect.DeepEqual(got, want) {
+					t.Fatalf("limit %d page %d (months known %v): Detail = %+v, %v, want %+v", limit, pages, acct.MonthsKnown(), got, err, want)
+				}
+			}
+			if !want.More {
+				break
+			}
+			q.Before = want.Next
+		}
+	}
+	if old.MonthsKnown() {
+		t.Error("Detail filled the months of the account it was given, not of a copy")
+	}
+}
