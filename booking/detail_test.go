@@ -80,3 +80,49 @@ func TestDetail(t *testing.T) {
 		t.Error("Detail filled the months of the account it was given, not of a copy")
 	}
 }
+
+// BenchmarkDetail reads one ledger page of 20 entries of an account that
+// booked 1,000 grants, from the embedded store: of its recent entries (no
+// snapshot), and from the middle of its history (one snapshot, one batch
+// of chunks).
+//
+//	go test ./booking -run '^$' -bench Detail -benchtime 2000x
+func BenchmarkDetail(b *testing.B) {
+	ctx := context.Background()
+	kv := storagetest.TiKV(b, "")
+	const act = 77
+	a := &ledger.Account{ActID: act}
+	err := kv.Update(ctx, func(txn storage.Txn) error {
+		for r := range uint64(1000) {
+			g := ledger.Grant{AppID: 1, ActID: act, UserID: "u", ActivityID: "demo", SceneID: "rain", RainID: r + 1,
+				Stage: tokens.StageFormal, AwardType: "cash", Asset: ledger.AssetCash, Amount: int64(r + 1),
+				BudgetID: "demo/formal/cash", LeaseID: 1, OpenTime: 1, IssuedAt: 2}
+			if _, err := a.Book(&g, 1_790_000_000_000+int64(r/100)*31*24*3600*1000); err != nil {
+				return err
+			}
+			if n, c, ok := a.TakeSealed(); ok {
+				if err := txn.Set(storage.HistKey(act, n), ledger.AppendChunk(nil, act, n, c)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		before uint64
+	}{{"recent", a.EntryCount()}, {"chunks", 500}} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				d, err := booking.Detail(ctx, kv, a, ledger.DetailQuery{Before: tc.before, Limit: ledger.DetailLimitDefault}, nil)
+				if err != nil || len(d.Entries) != ledger.DetailLimitDefault {
+					b.Fatalf("Detail: %v", err)
+				}
+			}
+		})
+	}
+}
