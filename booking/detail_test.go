@@ -20,31 +20,7 @@ import (
 func TestDetail(t *testing.T) {
 	ctx := context.Background()
 	kv := storagetest.TiKV(t, "")
-	const act = 77
-	a := &ledger.Account{ActID: act}
-	var chunks [][]ledger.Entry
-	for r := range uint64(150) {
-		g := ledger.Grant{AppID: 1, ActID: act, UserID: "u", ActivityID: "demo", SceneID: "rain", RainID: r + 1,
-			Stage: tokens.StageFormal, AwardType: "cash", Asset: ledger.AssetCash, Amount: int64(r + 1),
-			BudgetID: "demo/formal/cash", LeaseID: 1, OpenTime: 1, IssuedAt: 2}
-		if ok, err := a.Book(&g, 1_790_000_000_000+int64(r/30)*31*24*3600*1000); !ok || err != nil {
-			t.Fatalf("Book: %v, %v", ok, err)
-		}
-		if _, c, ok := a.TakeSealed(); ok {
-			chunks = append(chunks, c)
-		}
-	}
-	err := kv.Update(ctx, func(txn storage.Txn) error {
-		for n, c := range chunks {
-			if err := txn.Set(storage.HistKey(act, uint64(n)), ledger.AppendChunk(nil, act, uint64(n), c)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, chunks := bookHistory(t, kv, 150, 30)
 	// An account record of version 2 is version 3's without the months'
 	// count (one byte: none written here) and with version byte 2.
 	bare := a.Clone()
@@ -90,27 +66,7 @@ func TestDetail(t *testing.T) {
 func BenchmarkDetail(b *testing.B) {
 	ctx := context.Background()
 	kv := storagetest.TiKV(b, "")
-	const act = 77
-	a := &ledger.Account{ActID: act}
-	err := kv.Update(ctx, func(txn storage.Txn) error {
-		for r := range uint64(1000) {
-			g := ledger.Grant{AppID: 1, ActID: act, UserID: "u", ActivityID: "demo", SceneID: "rain", RainID: r + 1,
-				Stage: tokens.StageFormal, AwardType: "cash", Asset: ledger.AssetCash, Amount: int64(r + 1),
-				BudgetID: "demo/formal/cash", LeaseID: 1, OpenTime: 1, IssuedAt: 2}
-			if _, err := a.Book(&g, 1_790_000_000_000+int64(r/100)*31*24*3600*1000); err != nil {
-				return err
-			}
-			if n, c, ok := a.TakeSealed(); ok {
-				if err := txn.Set(storage.HistKey(act, n), ledger.AppendChunk(nil, act, n, c)); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
+	a, _ := bookHistory(b, kv, 1000, 100)
 	for _, tc := range []struct {
 		name   string
 		before uint64
@@ -125,4 +81,35 @@ func BenchmarkDetail(b *testing.B) {
 			}
 		})
 	}
+}
+
+// bookHistory books n grants of amounts 1..n into act 77, perMonth in each
+// month from 2026-09, and writes the history chunks it archives into kv;
+// it returns the account and its chunks.
+func bookHistory(t testing.TB, kv *storage.TiKV, n, perMonth uint64) (*ledger.Account, [][]ledger.Entry) {
+	t.Helper()
+	const act = 77
+	a := &ledger.Account{ActID: act}
+	var chunks [][]ledger.Entry
+	err := kv.Update(context.Background(), func(txn storage.Txn) error {
+		for r := range n {
+			g := ledger.Grant{AppID: 1, ActID: act, UserID: "u", ActivityID: "demo", SceneID: "rain", RainID: r + 1,
+				Stage: tokens.StageFormal, AwardType: "cash", Asset: ledger.AssetCash, Amount: int64(r + 1),
+				BudgetID: "demo/formal/cash", LeaseID: 1, OpenTime: 1, IssuedAt: 2}
+			if ok, err := a.Book(&g, 1_790_000_000_000+int64(r/perMonth)*31*24*3600*1000); !ok || err != nil {
+				t.Fatalf("Book: %v, %v", ok, err)
+			}
+			if k, c, ok := a.TakeSealed(); ok {
+				chunks = append(chunks, c)
+				if err := txn.Set(storage.HistKey(act, k), ledger.AppendChunk(nil, act, k, c)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, chunks
 }
