@@ -446,3 +446,35 @@ func TestReadDetailRefuses(t *testing.T) {
 		t.Errorf("ReadDetail(before 0) = %+v, %v, want an empty last page", d, err)
 	}
 }
+
+// TestReadDetailScanBound: a filter that matches only the oldest of 1,500
+// entries ends the first page after 1,024 entries examined, empty, with a
+// cursor; the next page holds the entry; no page reads a summary it does
+// not show.
+func TestReadDetailScanBound(t *testing.T) {
+	a := &ledger.Account{ActID: 3}
+	var chunks [][]ledger.Entry
+	for r := range uint64(1500) {
+		g := grant(3, "lobby", r+1, tokens.StageFormal, "award", 1)
+		if r == 0 {
+			g.Asset = "item:rare"
+		}
+		book(t, a, g, int64(r))
+		if _, c, ok := a.TakeSealed(); ok {
+			chunks = append(chunks, c)
+		}
+	}
+	chunk := func(n uint64) ([]ledger.Entry, error) { return chunks[n], nil }
+	sums := &countingSums{a: a}
+	q := ledger.DetailQuery{Asset: "item:rare", Before: a.EntryCount(), Limit: 5}
+	d, err := ledger.ReadDetail(a, q, chunk, sums)
+	if err != nil || len(d.Entries) != 0 || !d.More || d.Next != 1500-1024 || d.Months != nil || sums.reads != 0 {
+		t.Fatalf("first page = %+v, %v (%d summary reads), want empty with a cursor at %d", d, err, sums.reads, 1500-1024)
+	}
+	q.Before = d.Next
+	d, err = ledger.ReadDetail(a, q, chunk, sums)
+	if err != nil || len(d.Entries) != 1 || d.Entries[0].Index != 0 || d.More || sums.reads != 1 ||
+		!slices.Equal(d.Months, []ledger.MonthSum{{Asset: "item:rare", Month: 0, Income: 1}}) {
+		t.Fatalf("second page = %+v, %v (%d summary reads)", d, err, sums.reads)
+	}
+}
