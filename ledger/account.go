@@ -168,12 +168,9 @@ func (a *Account) SetArchivedKeys(archived []Entry) error {
 		return fmt.Errorf("%w: act %d: history holds %d entries, the account counts %d", ErrInvariant, a.ActID, len(archived), a.Archived)
 	}
 	if a.monthsPending {
-		months, err := MonthsOf(archived)
-		for i := 0; i < len(a.Entries) && err == nil; i++ {
-			e := &a.Entries[i]
-			if err = monthAddable(months, e.Asset, MonthOf(e.BookedAt), e.Amount); err == nil {
-				months = addMonth(months, e.Asset, MonthOf(e.BookedAt), e.Amount, 0)
-			}
+		months, err := foldMonths(nil, archived)
+		if err == nil {
+			months, err = foldMonths(months, a.Entries)
 		}
 		if err != nil {
 			return err

@@ -103,8 +103,10 @@ func monthAddable(list []MonthSum, asset Asset, m Month, income int64) error {
 
 // MonthsOf folds entries into monthly summaries, sorted by asset then
 // month.
-func MonthsOf(entries []Entry) ([]MonthSum, error) {
-	var out []MonthSum
+func MonthsOf(entries []Entry) ([]MonthSum, error) { return foldMonths(nil, entries) }
+
+// foldMonths adds entries to the summaries out.
+func foldMonths(out []MonthSum, entries []Entry) ([]MonthSum, error) {
 	for i := range entries {
 		e := &entries[i]
 		if err := monthAddable(out, e.Asset, MonthOf(e.BookedAt), e.Amount); err != nil {
