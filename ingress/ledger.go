@@ -66,8 +66,8 @@ func (s *Server) ledgerDetail(ctx *fasthttp.RequestCtx, idText []byte) {
 		}
 		acct = &ledger.Account{ActID: q.actID}
 	}
-	if q.asset != "" && !s.knownAsset(acct, q.asset) {
-		writeError(ctx, errcode.Errorf(errcode.CodeMalformed, "asset %q: no award books into it and the account never held it", q.asset))
+	if q.asset != "" && !knownAsset(acct, q.asset) {
+		writeError(ctx, errcode.Errorf(errcode.CodeMalformed, "asset %q: act_id %d never held it", q.asset, q.actID))
 		return
 	}
 	if !q.cursor {
@@ -167,19 +167,12 @@ func validAsset(v []byte) bool {
 	return true
 }
 
-// knownAsset: the account holds (or held) asset, or an award of the
-// catalog books into it.
-func (s *Server) knownAsset(acct *ledger.Account, asset ledger.Asset) bool {
+// knownAsset: the account holds (or held) asset. Not the catalog's
+// assets: a read node has none, and a page must not depend on which node
+// answers it.
+func knownAsset(acct *ledger.Account, asset ledger.Asset) bool {
 	for _, b := range acct.Balances {
 		if b.Asset == asset {
-			return true
-		}
-	}
-	if s.Grants == nil {
-		return false
-	}
-	for _, a := range s.Grants.Catalog().Budgets() {
-		if a == asset {
 			return true
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"redrain/campaign"
+	"redrain/ingress"
 	"redrain/node"
 	"redrain/storage/storagetest"
 )
@@ -98,8 +99,9 @@ func TestLedgerThroughNode(t *testing.T) {
 		a.Awards = append(a.Awards, campaign.Award{Type: "gold", Kind: campaign.KindCoin, Currency: "gold", Min: 1, Max: 50})
 		a.Stages[0].Budgets["gold"] = 1_000_000_000
 	})
-	n, err := node.Start(node.Config{DataDir: t.TempDir(), HTTP: "127.0.0.1:0", AdminHTTP: "127.0.0.1:0",
-		Redis: storagetest.Redis(t), ConfigFile: cfg, Log: newTestLog(t)})
+	dir, redisAddr := t.TempDir(), storagetest.Redis(t)
+	n, err := node.Start(node.Config{DataDir: dir, HTTP: "127.0.0.1:0", AdminHTTP: "127.0.0.1:0",
+		Redis: redisAddr, ConfigFile: cfg, Log: newTestLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,5 +269,25 @@ func TestLedgerThroughNode(t *testing.T) {
 	// An id handed out with nothing booked: an empty page, no cursor.
 	if p := ledgerGet(t, n, act+1, ""); len(p.Entries) != 0 || len(p.Months) != 0 || p.NextCursor != nil {
 		t.Errorf("empty account page %+v", p)
+	}
+
+	// A read node on the same store answers the same pages (from the
+	// store: it has no booking), and the same errors.
+	stopNode(t, n)
+	r, err := node.Start(node.Config{DataDir: dir, HTTP: "127.0.0.1:0", AdminHTTP: "127.0.0.1:0", Role: ingress.RoleRead,
+		Redis: redisAddr, ConfigFile: cfg, Log: newTestLog(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopNode(t, r) })
+	waitReady(t, r, true)
+	if got, _ := ledgerPages(t, r, act, "?limit=100", nil); !slices.Equal(got, all) {
+		t.Errorf("the read node's pages hold %d entries, want the %d the node that booked them showed", len(got), len(all))
+	}
+	if got, _ := ledgerPages(t, r, act, "?limit=7&asset=coin:gold", nil); len(got) == 0 || got[0].Asset != "coin:gold" {
+		t.Errorf("the read node's gold pages: %+v", got)
+	}
+	if code, body := get(t, r, fmt.Sprintf("/v1/ledger/%d?asset=coin:silver", act)); code != http.StatusBadRequest {
+		t.Errorf("read node, unknown asset = %d %s, want 400", code, body)
 	}
 }
