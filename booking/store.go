@@ -365,27 +365,33 @@ func Archived(ctx context.Context, txn storage.Txn, a *ledger.Account) ([]ledger
 	if a.Archived == 0 {
 		return nil, nil
 	}
-	chunks := a.Archived / ledger.ChunkEntries
-	keys := make([][]byte, chunks)
-	for n := range chunks {
-		keys[n] = storage.HistKey(a.ActID, n)
+	return readChunks(ctx, txn, a.ActID, 0, a.Archived/ledger.ChunkEntries)
+}
+
+// readChunks reads history chunks [from, to) of act in txn, in one batch,
+// and returns their entries in order; each must be there and whole.
+func readChunks(ctx context.Context, txn storage.Txn, act, from, to uint64) ([]ledger.Entry, error) {
+	keys := make([][]byte, 0, to-from)
+	for n := from; n < to; n++ {
+		keys = append(keys, storage.HistKey(act, n))
 	}
 	raw, err := storage.BatchGet(ctx, txn, keys)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]ledger.Entry, 0, a.Archived)
-	for n := range chunks {
-		v := raw[string(keys[n])]
+	out := make([]ledger.Entry, 0, (to-from)*ledger.ChunkEntries)
+	for i, k := range keys {
+		n := from + uint64(i)
+		v := raw[string(k)]
 		if v == nil {
-			return nil, fmt.Errorf("%w: act %d: history chunk %d missing", ledger.ErrCorrupt, a.ActID, n)
+			return nil, fmt.Errorf("%w: act %d: history chunk %d missing", ledger.ErrCorrupt, act, n)
 		}
-		act, got, entries, err := ledger.DecodeChunk(v)
+		got, gotN, entries, err := ledger.DecodeChunk(v)
 		if err != nil {
-			return nil, fmt.Errorf("act %d history chunk %d: %w", a.ActID, n, err)
+			return nil, fmt.Errorf("act %d history chunk %d: %w", act, n, err)
 		}
-		if act != a.ActID || got != n {
-			return nil, fmt.Errorf("%w: history chunk %d of act %d holds chunk %d of act %d", ledger.ErrCorrupt, n, a.ActID, got, act)
+		if got != act || gotN != n {
+			return nil, fmt.Errorf("%w: history chunk %d of act %d holds chunk %d of act %d", ledger.ErrCorrupt, n, act, gotN, got)
 		}
 		out = append(out, entries...)
 	}

@@ -23,6 +23,7 @@ import (
 //	tokens       a token sealed for another app is "invalid" (per token)
 //	wallet       the account holds a user of the signer's app (one with
 //	             no record yet answers its empty wallet)
+//	ledger       as the wallet (one with no record yet: an empty page)
 //	bind         the user is the signer's, and the account holds a user of
 //	             the signer's app or the bind carries the consent of an app
 //	             it holds

@@ -240,6 +240,12 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		s.wallet(ctx, path[len("/v1/wallet/"):])
+	case bytes.HasPrefix(path, []byte("/v1/ledger/")): // ledger.go
+		if !get {
+			methodNotAllowed(ctx, "GET")
+			return
+		}
+		s.ledgerDetail(ctx, path[len("/v1/ledger/"):])
 	case bytes.Equal(path, []byte("/v1/sync/notify")): // sync.go
 		if !post {
 			methodNotAllowed(ctx, "POST")

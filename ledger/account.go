@@ -57,6 +57,15 @@ type Account struct {
 	// asset.
 	Archived     uint64
 	ArchivedSums []Balance
+	// Months are the account's monthly summaries (income and expense per
+	// asset and month of booking time, archived entries included), sorted
+	// by asset then month; Book keeps them.
+	// Invariant: per asset, the sum over months of Income - Expense is the
+	// balance (unless monthsPending).
+	Months []MonthSum
+	// monthsPending: decoded from a record that predates Months while it
+	// has archived entries; SetArchivedKeys fills them from the chunks.
+	monthsPending bool
 	// archivedKeys are the LimitKeyHash of the archived entries, in memory
 	// only (not in the record), once loaded; never changed in place
 	// (copies of an account share them).
@@ -151,10 +160,26 @@ func (r keyRuns) with(keys []uint64) keyRuns {
 }
 
 // SetArchivedKeys loads the limit keys of the archived entries, read from
-// the account's history chunks, and checks they are the ones it counts.
+// the account's history chunks, and checks they are the ones it counts. An
+// account decoded from a record that predates monthly summaries gets them
+// here, exactly, from its archived and recent entries.
 func (a *Account) SetArchivedKeys(archived []Entry) error {
 	if uint64(len(archived)) != a.Archived {
 		return fmt.Errorf("%w: act %d: history holds %d entries, the account counts %d", ErrInvariant, a.ActID, len(archived), a.Archived)
+	}
+	if a.monthsPending {
+		months, err := foldMonths(nil, archived)
+		if err == nil {
+			months, err = foldMonths(months, a.Entries)
+		}
+		if err != nil {
+			return err
+		}
+		a.Months, a.monthsPending = months, false
+		if err := a.checkMonths(); err != nil {
+			a.Months, a.monthsPending = nil, true
+			return err
+		}
 	}
 	keys := make([]uint64, len(archived))
 	for i := range archived {
@@ -332,13 +357,20 @@ func (a *Account) credit(asset Asset, amount int64) error {
 
 // Book posts g to the account unless its limit key is already booked, and
 // reports whether it did. It does not bump Version: one commit may book many
-// grants. An error leaves the account unchanged.
+// grants. An error leaves the account unchanged. The entry is booked at now,
+// or at the previous entry's time if that is later (a redeem written by a
+// node whose clock runs ahead): an account's booking times never decrease
+// in booking order, which a ledger page's months rely on (ReadDetail). The
+// previous entry is always a recent one: archival leaves ChunkEntries.
 func (a *Account) Book(g *Grant, now int64) (bool, error) {
 	if g.ActID != a.ActID {
 		return false, fmt.Errorf("%w: grant for act %d booked to act %d", ErrInvariant, g.ActID, a.ActID)
 	}
 	if err := g.Asset.CheckGrant(g.Amount); err != nil {
 		return false, err
+	}
+	if a.monthsPending {
+		return false, fmt.Errorf("%w: act %d: its monthly summaries are not loaded", ErrInvariant, a.ActID)
 	}
 	key := g.LimitKey()
 	if dup, err := a.Booked(key); dup || err != nil {
@@ -347,9 +379,17 @@ func (a *Account) Book(g *Grant, now int64) (bool, error) {
 	if _, err := Add(a.Balance(g.Asset), g.Amount); err != nil {
 		return false, err
 	}
+	if n := len(a.Entries); n > 0 && a.Entries[n-1].BookedAt > now {
+		now = a.Entries[n-1].BookedAt
+	}
+	month := MonthOf(now)
+	if err := monthAddable(a.Months, g.Asset, month, g.Amount); err != nil {
+		return false, err
+	}
 	if err := a.credit(g.Asset, g.Amount); err != nil {
 		return false, err
 	}
+	a.Months = addMonth(a.Months, g.Asset, month, g.Amount, 0)
 	a.Entries = append(a.Entries, Entry{
 		LimitKey: key, OutTradeNo: outTradeNo(g), AwardType: g.AwardType,
 		Asset: g.Asset, Amount: g.Amount, BookedAt: now, LeaseID: g.LeaseID,
@@ -380,8 +420,9 @@ func (a *Account) Attribute(g *Grant) bool {
 }
 
 // Check verifies that every balance equals the sum of its entries, that
-// every entry (a booked grant) is positive and that limit keys are unique
-// (invariants 2 and 5).
+// every entry (a booked grant) is positive, that limit keys are unique
+// (invariants 2 and 5) and that the monthly summaries add up to the
+// balances.
 func (a *Account) Check() error {
 	sums := make(map[Asset]int64, len(a.Balances))
 	if a.Archived%ChunkEntries != 0 {
@@ -427,24 +468,31 @@ func (a *Account) Check() error {
 			return fmt.Errorf("%w: act %d: app identities not sorted and unique", ErrInvariant, a.ActID)
 		}
 	}
-	return nil
+	return a.checkMonths()
 }
 
 // Clone returns a deep copy, so that a prepared change can be dropped.
 func (a *Account) Clone() *Account {
 	c := &Account{ActID: a.ActID, Version: a.Version,
 		Balances: slices.Clone(a.Balances), Entries: slices.Clone(a.Entries), Apps: slices.Clone(a.Apps),
-		Archived: a.Archived, ArchivedSums: slices.Clone(a.ArchivedSums), archivedKeys: a.archivedKeys}
+		Archived: a.Archived, ArchivedSums: slices.Clone(a.ArchivedSums), archivedKeys: a.archivedKeys,
+		Months: slices.Clone(a.Months), monthsPending: a.monthsPending}
 	return c
 }
 
 // Account record versions: version 2 appends the archived entries' count
-// and sums; a version 1 record has none archived.
-const accountVersion1, accountVersion = 1, 2
+// and sums; a version 1 record has none archived. Version 3 appends the
+// monthly summaries of an account with archived entries (appendMonths);
+// those of any other account are exactly its entries' (MonthsOf), derived
+// on decode, as for every account of an older record with none archived.
+const accountVersion1, accountVersion2, accountVersion = 1, 2, 3
 
 // MarshalAccount appends the encoding of a.
-func MarshalAccount(dst []byte, a *Account) []byte {
-	dst = append(dst, accountVersion)
+func MarshalAccount(dst []byte, a *Account) []byte { return marshalAccount(dst, a, accountVersion) }
+
+// marshalAccount appends a as version (2 or 3: the tests write version 2).
+func marshalAccount(dst []byte, a *Account, version byte) []byte {
+	dst = append(dst, version)
 	dst = appendUvarint(dst, a.ActID)
 	dst = appendUvarint(dst, a.Version)
 	dst = appendUvarint(dst, uint64(len(a.Balances)))
@@ -463,14 +511,80 @@ func MarshalAccount(dst []byte, a *Account) []byte {
 		dst = appendString(dst, string(b.Asset))
 		dst = appendVarint(dst, b.Amount)
 	}
+	if version < accountVersion {
+		return dst
+	}
+	return appendMonths(dst, a, nil)
+}
+
+// appendMonths appends an account's monthly summaries when it has archived
+// entries (nothing otherwise: they are its entries'): their count plus one,
+// or 0 while they are not loaded, then each as asset (a reference into
+// strs, or the string when strs is nil), month, income and expense.
+func appendMonths(dst []byte, a *Account, strs *strTable) []byte {
+	if a.Archived == 0 {
+		return dst
+	}
+	if a.monthsPending {
+		return append(dst, 0)
+	}
+	dst = appendUvarint(dst, uint64(len(a.Months))+1)
+	for _, m := range a.Months {
+		if strs != nil {
+			dst = appendUvarint(dst, strs.refIn(slotAsset, string(m.Asset)))
+		} else {
+			dst = appendString(dst, string(m.Asset))
+		}
+		dst = appendVarint(dst, int64(m.Month))
+		dst = appendVarint(dst, m.Income)
+		dst = appendVarint(dst, m.Expense)
+	}
 	return dst
+}
+
+// months reads what appendMonths wrote (v: the record's version has them)
+// or derives them, and checks them against the recent entries.
+func (d *decoder) months(a *Account, v bool, strs *strRefs) {
+	if d.err != nil {
+		return
+	}
+	if !v || a.Archived == 0 {
+		if err := a.deriveMonths(); err != nil {
+			d.err = err
+		}
+		return
+	}
+	n := d.count("months")
+	if n == 0 {
+		a.monthsPending = true
+		return
+	}
+	a.Months = make([]MonthSum, 0, n-1)
+	for i := 0; i < n-1 && d.err == nil; i++ {
+		var m MonthSum
+		if strs != nil {
+			m.Asset = Asset(d.strRef(strs, "month asset"))
+		} else {
+			m.Asset = Asset(d.string("month asset"))
+		}
+		month := d.varint("month")
+		if month != int64(Month(month)) {
+			d.fail("month")
+		}
+		m.Month = Month(month)
+		m.Income, m.Expense = d.varint("income"), d.varint("expense")
+		a.Months = append(a.Months, m)
+	}
+	if d.err == nil {
+		d.err = a.checkMonthsCover()
+	}
 }
 
 // UnmarshalAccount decodes an account and checks its invariants.
 func UnmarshalAccount(src []byte) (*Account, error) {
 	d := decoder{b: src}
 	v := d.byte1("version")
-	if d.err == nil && v != accountVersion && v != accountVersion1 {
+	if d.err == nil && (v < accountVersion1 || v > accountVersion) {
 		return nil, fmt.Errorf("%w: account version %d", ErrCorrupt, v)
 	}
 	a := &Account{ActID: d.uvarint("act_id"), Version: d.uvarint("version")}
@@ -483,13 +597,14 @@ func UnmarshalAccount(src []byte) (*Account, error) {
 		a.Entries = append(a.Entries, d.entry())
 	}
 	a.Apps = d.apps()
-	if v == accountVersion {
+	if v >= accountVersion2 {
 		a.Archived = d.uvarint("archived")
 		ns := d.count("archived sums")
 		for i := 0; i < ns && d.err == nil; i++ {
 			a.ArchivedSums = append(a.ArchivedSums, Balance{Asset: Asset(d.string("asset")), Amount: d.varint("archived sum")})
 		}
 	}
+	d.months(a, v >= accountVersion, nil)
 	if err := d.end(); err != nil {
 		return nil, err
 	}

@@ -162,7 +162,15 @@ func TestAccountCheck(t *testing.T) {
 		want   error
 	}{
 		{"valid", func(*ledger.Account) {}, nil},
-		{"empty", func(a *ledger.Account) { a.Balances, a.Entries = nil, nil }, nil},
+		{"empty", func(a *ledger.Account) { a.Balances, a.Entries, a.Months = nil, nil, nil }, nil},
+		{"month raised", func(a *ledger.Account) { a.Months[0].Income++ }, ledger.ErrInvariant},
+		{"month moved", func(a *ledger.Account) { a.Months[0].Month++ }, nil}, // still sums to the balance: the audit compares months with the entries
+		{"month missing", func(a *ledger.Account) { a.Months = a.Months[1:] }, ledger.ErrInvariant},
+		{"expense without a debit", func(a *ledger.Account) { a.Months[1].Expense = 1 }, ledger.ErrInvariant},
+		{"negative income", func(a *ledger.Account) {
+			a.Months[1].Income, a.Months[1].Expense = -1, -1-a.Months[1].Income
+		}, ledger.ErrInvariant},
+		{"unsorted months", func(a *ledger.Account) { a.Months[0], a.Months[1] = a.Months[1], a.Months[0] }, ledger.ErrInvariant},
 		{"zero balance without entries", func(a *ledger.Account) {
 			a.Balances = append(a.Balances, ledger.Balance{Asset: "zz"})
 		}, nil},

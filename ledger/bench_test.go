@@ -114,26 +114,50 @@ func benchPage(b *testing.B, n int) *ledger.Page {
 // the current format (v2) and the one before it (v1, appendJournalV1).
 func BenchmarkJournalCodec(b *testing.B) {
 	const n = 2500
-	benchCodec(b, benchJournal(n), n, "bytes/grant", appendJournalV1, ledger.AppendJournal,
-		func(raw []byte) error { _, err := ledger.DecodeJournal(raw); return err })
+	benchCodec(b, benchJournal(n), n, "bytes/grant",
+		func(raw []byte) error { _, err := ledger.DecodeJournal(raw); return err },
+		codecFormat[*ledger.Journal]{"v1", appendJournalV1}, codecFormat[*ledger.Journal]{"v2", ledger.AppendJournal})
 }
 
 // BenchmarkPageCodec encodes and decodes a page of 512 accounts with one
-// entry each (a page of a partition of two, after one rain) in both
-// formats.
+// entry each (a page of a partition of two, after one rain) in every
+// format: version 3 (monthly summaries) writes nothing more for them, their
+// summaries being their entries'. heavy/ is a page of 64 accounts that
+// each booked 100 grants over 10 months (archived entries: version 3
+// writes their monthly summaries).
 func BenchmarkPageCodec(b *testing.B) {
+	decode := func(raw []byte) error { _, err := ledger.DecodePage(raw); return err }
+	formats := []codecFormat[*ledger.Page]{{"v1", appendPageV1}, {"v2", ledger.AppendPageV2}, {"v3", ledger.AppendPage}}
 	const n = 512
-	benchCodec(b, benchPage(b, n), n, "bytes/account", appendPageV1, ledger.AppendPage,
-		func(raw []byte) error { _, err := ledger.DecodePage(raw); return err })
+	benchCodec(b, benchPage(b, n), n, "bytes/account", decode, formats...)
+	b.Run("heavy", func(b *testing.B) {
+		const accounts, grants = 64, 100
+		p := &ledger.Page{Seq: 1}
+		for i := range accounts {
+			a := &ledger.Account{ActID: uint64(1<<20 + 2*i), Version: 1}
+			for r := range grants {
+				g := grant(a.ActID, "lobby", uint64(r+1), tokens.StageFormal, "cash", int64(1+r%500))
+				if _, err := a.Book(&g, 1_700_000_001_000+int64(r/10)*31*24*3600*1000); err != nil {
+					b.Fatal(err)
+				}
+			}
+			a.TakeSealed()
+			p.Accounts = append(p.Accounts, a)
+		}
+		benchCodec(b, p, accounts, "bytes/account", decode, formats[1:]...)
+	})
+}
+
+// codecFormat is one format's encoder.
+type codecFormat[V any] struct {
+	name string
+	enc  func([]byte, V) []byte
 }
 
 // benchCodec runs append and decode of v in each format; unit is the
 // value's size per one of its n grants or accounts.
-func benchCodec[V any](b *testing.B, v V, n int, unit string, v1, v2 func([]byte, V) []byte, decode func([]byte) error) {
-	for _, f := range []struct {
-		name string
-		enc  func([]byte, V) []byte
-	}{{"v1", v1}, {"v2", v2}} {
+func benchCodec[V any](b *testing.B, v V, n int, unit string, decode func([]byte) error, formats ...codecFormat[V]) {
+	for _, f := range formats {
 		raw := f.enc(nil, v)
 		b.Run("append/"+f.name, func(b *testing.B) {
 			b.ReportAllocs()
@@ -187,6 +211,46 @@ func BenchmarkGrantRecordCodec(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/grant")
+		})
+	}
+}
+
+// BenchmarkReadDetail reads one ledger page of 20 entries of an account
+// that booked 1,000 grants over 10 months (in memory: the history chunks a
+// map), newest first and from the middle of its history (the chunks), and
+// with a filter that a third of the entries match.
+func BenchmarkReadDetail(b *testing.B) {
+	const grants = 1000
+	a := &ledger.Account{ActID: 9}
+	chunks := map[uint64][]ledger.Entry{}
+	assets := []ledger.Asset{ledger.AssetCash, "coin:gold", "item:card"}
+	for r := range grants {
+		g := grant(a.ActID, "lobby", uint64(r+1), tokens.StageFormal, "cash", int64(1+r%500))
+		g.Asset = assets[r%3]
+		if _, err := a.Book(&g, 1_700_000_001_000+int64(r/100)*31*24*3600*1000); err != nil {
+			b.Fatal(err)
+		}
+		if n, c, ok := a.TakeSealed(); ok {
+			chunks[n] = c
+		}
+	}
+	chunk := func(n uint64) ([]ledger.Entry, error) { return chunks[n], nil }
+	for _, tc := range []struct {
+		name string
+		q    ledger.DetailQuery
+	}{
+		{"newest", ledger.DetailQuery{Before: a.EntryCount(), Limit: 20}},
+		{"chunks", ledger.DetailQuery{Before: 510, Limit: 20}},
+		{"filtered", ledger.DetailQuery{Asset: "coin:gold", Before: a.EntryCount(), Limit: 20}},
+		{"max", ledger.DetailQuery{Before: 510, Limit: ledger.DetailLimitMax}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := ledger.ReadDetail(a, tc.q, chunk, a); err != nil {
+					b.Fatal(err)
+				}
+			}
 		})
 	}
 }

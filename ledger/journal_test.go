@@ -176,7 +176,7 @@ func appendPageV1(dst []byte, p *ledger.Page) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(p.Accounts)))
 	var rec []byte
 	for _, a := range p.Accounts {
-		rec = ledger.MarshalAccount(rec[:0], a)
+		rec = ledger.MarshalAccountV2(rec[:0], a) // what version 1 pages held
 		dst = binary.AppendUvarint(dst, uint64(len(rec)))
 		dst = append(dst, rec...)
 	}
@@ -234,9 +234,9 @@ func TestVersion1StillDecodes(t *testing.T) {
 			t.Fatalf("DecodePage(version 1 %x): %v", v1, err)
 		}
 		checkPage(t, got, p)
-		v2 := ledger.AppendPage(nil, got)
-		if v2[0] != 2 || (len(p.Accounts) > 0 && len(v2) >= len(v1)) {
-			t.Errorf("page: version 2 takes %d bytes (version byte %d), version 1 %d", len(v2), v2[0], len(v1))
+		v3 := ledger.AppendPage(nil, got)
+		if v3[0] != 3 || (len(p.Accounts) > 0 && len(v3) >= len(v1)) {
+			t.Errorf("page: version 3 takes %d bytes (version byte %d), version 1 %d", len(v3), v3[0], len(v1))
 		}
 		checkTruncations(t, "version 1 page", v1, func(b []byte) error { _, err := ledger.DecodePage(b); return err })
 	}
@@ -249,7 +249,9 @@ func checkPage(t *testing.T, got, want *ledger.Page) {
 		t.Fatalf("page = %+v, want %+v", got, want)
 	}
 	for i, a := range want.Accounts {
-		if !bytes.Equal(ledger.MarshalAccount(nil, got.Accounts[i]), ledger.MarshalAccount(nil, a)) {
+		g := got.Accounts[i]
+		if !bytes.Equal(ledger.MarshalAccount(nil, g), ledger.MarshalAccount(nil, a)) ||
+			!slices.Equal(g.Months, a.Months) || g.MonthsKnown() != a.MonthsKnown() {
 			t.Fatalf("page account %d = %+v, want %+v", i, got.Accounts[i], a)
 		}
 	}
@@ -351,6 +353,10 @@ func oddPage(t testing.TB) *ledger.Page {
 		{LimitKey: "0_x", OutTradeNo: strings.Repeat("g", 32), Asset: "cash", Amount: 1},
 	}
 	a.Balances = []ledger.Balance{{Asset: "", Amount: 2}, {Asset: "cash", Amount: math.MaxInt64}}
+	var err error
+	if a.Months, err = ledger.MonthsOf(a.Entries); err != nil {
+		t.Fatalf("oddPage: %v", err)
+	}
 	if err := a.Check(); err != nil {
 		t.Fatalf("oddPage: %v", err)
 	}
@@ -385,8 +391,8 @@ func TestDecodePageRefusesCorrupt(t *testing.T) {
 		}
 	}
 	good := ledger.AppendPage(nil, p)
-	if _, err := ledger.DecodePage(append([]byte{3}, good[1:]...)); !errors.Is(err, ledger.ErrCorrupt) {
-		t.Errorf("DecodePage(version 3) = %v, want ErrCorrupt", err)
+	if _, err := ledger.DecodePage(append([]byte{4}, good[1:]...)); !errors.Is(err, ledger.ErrCorrupt) {
+		t.Errorf("DecodePage(version 4) = %v, want ErrCorrupt", err)
 	}
 	// A version 1 account's length that takes in the next account's first
 	// byte.
@@ -525,6 +531,7 @@ func FuzzDecodePage(f *testing.F) {
 	f.Add(ledger.AppendPage(nil, samplePage(f)))
 	f.Add(ledger.AppendPage(nil, oddPage(f)))
 	f.Add(appendPageV1(nil, samplePage(f)))
+	f.Add(ledger.AppendPageV2(nil, oddPage(f)))
 	f.Add([]byte{1, 1, 1, 1, 0})
 	f.Add(pageV2([]string{"cash", "r"}, accountV2(5, append([]byte{3, 1}, bytes.Repeat([]byte{0xab}, 16)...))))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -544,8 +551,11 @@ func FuzzDecodePage(f *testing.F) {
 			}
 		}
 		re := ledger.AppendPage(nil, p)
-		if b[0] == 2 && !bytes.Equal(re, b) {
+		if b[0] == 3 && !bytes.Equal(re, b) {
 			t.Fatalf("DecodePage(%x) re-encodes to %x", b, re)
+		}
+		if v2 := ledger.AppendPageV2(nil, p); b[0] == 2 && !bytes.Equal(v2, b) {
+			t.Fatalf("DecodePage(%x) re-encodes as version 2 to %x", b, v2)
 		}
 		back, err := ledger.DecodePage(re)
 		if err != nil {

@@ -587,6 +587,23 @@ func TestOpenAPIAgainstNode(t *testing.T) {
 	a.do(call{method: "GET", path: wallet(first.ActID), sign: asApp(2), want: 403, code: "forbidden"})
 	a.do(call{method: "GET", path: wallet(1 << 40), sign: asApp(1), want: 404, code: "not_found"})
 	a.do(call{method: "GET", path: "/v1/wallet/x", sign: asApp(1), invalid: true, want: 400, code: "malformed_request"})
+	ledgerOf := func(act uint64, query string) string { return "/v1/ledger/" + strconv.FormatUint(act, 10) + query }
+	var page struct {
+		Entries    []json.RawMessage `json:"entries"`
+		NextCursor *string           `json:"next_cursor"`
+	}
+	a.do(call{method: "GET", path: ledgerOf(first.ActID, ""), sign: asApp(1), want: 200}).json(t, &page)
+	if len(page.Entries) == 0 {
+		t.Errorf("ledger of %d: no entries", first.ActID)
+	}
+	a.do(call{method: "GET", path: ledgerOf(first.ActID, "?asset=cash&limit=1"), sign: asApp(1), want: 200})
+	a.do(call{method: "GET", path: ledgerOf(first.ActID, ""), sign: asApp(2), want: 403, code: "forbidden"})
+	a.do(call{method: "GET", path: ledgerOf(1<<40, ""), sign: asApp(1), want: 404, code: "not_found"})
+	a.do(call{method: "GET", path: "/v1/ledger/x", sign: asApp(1), invalid: true, want: 400, code: "malformed_request"})
+	a.do(call{method: "GET", path: ledgerOf(first.ActID, "?limit=0"), sign: asApp(1), invalid: true, want: 400, code: "malformed_request"})
+	a.do(call{method: "GET", path: ledgerOf(first.ActID, "?asset=gold"), sign: asApp(1), invalid: true, want: 400, code: "malformed_request"})
+	a.do(call{method: "GET", path: ledgerOf(first.ActID, "?asset=coin:nope"), sign: asApp(1), want: 400, code: "malformed_request"})
+	a.do(call{method: "GET", path: ledgerOf(first.ActID, "?cursor=AQEAAAAA"), sign: asApp(1), want: 400, code: "malformed_request"})
 	bindBody := func(app uint32, user string, act uint64) string {
 		return fmt.Sprintf(`{"app_id":%d,"user_id":%q,"act_id":%d}`, app, user, act)
 	}

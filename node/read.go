@@ -56,6 +56,7 @@ func (n *Node) startRead(ctx context.Context) error {
 	if err := n.listen(func(plane ingress.Plane) *ingress.Server {
 		return &ingress.Server{Plane: plane, Role: ingress.RoleRead, Wallet: n.wallets, TiKV: n.tikv,
 			Presentation: n.Presentation, Sync: n.lines,
+			Ledger:  storeLedger{tikv: n.tikv, parts: n.cfg.Partitions},
 			Metrics: n.Metrics, Exporter: n.exporter, Authenticate: n.authenticate, Apps: n.apps, Log: n.log,
 			Ready: n.readyErr, Draining: n.draining.Load,
 			Stats: func() ingress.Stats {

@@ -12,16 +12,21 @@ import (
 // TestArchivedHistory adds to the healthy store a user with 70 packets
 // under the open lease, whose oldest entries booking archived into history
 // chunks: the audit reads the chunks and passes; a missing chunk, or one
-// whose amounts differ from the account's archived sum, is reported.
+// whose amounts differ from the account's archived sum, or monthly
+// summaries that its entries do not make, is reported.
 func TestArchivedHistory(t *testing.T) {
 	t.Parallel()
 	const heavy, packets = 500, 70
 	for _, tc := range []struct {
 		name   string
 		tamper func(chunks map[uint64][]ledger.Entry)
+		months func(a *ledger.Account)
 		want   string // in a violation of balances_match_postings; "" for none
 	}{
 		{name: "healthy"},
+		// One unit of January's income moved to February: the sums still
+		// match the balance, and February still holds its recent entries.
+		{name: "month moved", months: func(a *ledger.Account) { a.Months[0].Income--; a.Months[1].Income++ }, want: "monthly summaries"},
 		{name: "chunk missing", tamper: func(c map[uint64][]ledger.Entry) { delete(c, 0) }, want: "history chunk 0 missing"},
 		{name: "chunk amount changed", tamper: func(c map[uint64][]ledger.Entry) { c[0][3].Amount++ }, want: "archived cash sum"},
 	} {
@@ -35,7 +40,11 @@ func TestArchivedHistory(t *testing.T) {
 				for i := range uint64(packets) {
 					g := grantOf(heavy, openLease)
 					g.RainID, g.Amount = 100+i, 1
-					if ok, err := a.Book(&g, 3); err != nil || !ok {
+					at := int64(3) // January 1970, then February
+					if i >= 40 {
+						at = 40 * 24 * 3600 * 1000
+					}
+					if ok, err := a.Book(&g, at); err != nil || !ok {
 						t.Fatalf("Book: %v, %v", ok, err)
 					}
 					if n, entries, ok := a.TakeSealed(); ok {
@@ -50,6 +59,9 @@ func TestArchivedHistory(t *testing.T) {
 				}
 				if tc.tamper != nil {
 					tc.tamper(chunks)
+				}
+				if tc.months != nil {
+					tc.months(a)
 				}
 				for n, entries := range chunks {
 					if err := txn.Set(storage.HistKey(heavy, n), ledger.AppendChunk(nil, heavy, n, entries)); err != nil {

@@ -302,6 +302,7 @@ func run(ctx context.Context, kv *storage.TiKV, live bool) (*Report, error) {
 				limits[e.LimitKey] = true
 			}
 		}
+		checkMonths(postings, a, all)
 		for _, e := range all {
 			entries++
 			if e.LeaseID == 0 {
@@ -476,6 +477,25 @@ func isMoneyErr(err error) bool {
 		}
 	}
 	return false
+}
+
+// checkMonths compares an account's monthly summaries with its entries
+// (all, archived ones first): per asset and month of booking time, the
+// income is what the entries booked (nothing debits yet, so no expense).
+// Their sum per asset equals the balance, which decoding checked.
+func checkMonths(c *Check, a *ledger.Account, all []ledger.Entry) {
+	if !a.MonthsKnown() {
+		c.fail("act %d: its monthly summaries are not loaded", a.ActID)
+		return
+	}
+	want, err := ledger.MonthsOf(all)
+	if err != nil {
+		c.fail("act %d: monthly summaries of its entries: %v", a.ActID, err)
+		return
+	}
+	if !slices.Equal(a.Months, want) {
+		c.fail("act %d: monthly summaries %v, its entries make %v", a.ActID, a.Months, want)
+	}
 }
 
 // checkArchived compares an account's history chunks with what the account
