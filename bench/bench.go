@@ -14,6 +14,10 @@
 // one run, so that a ratio is free of the shared machine's drift:
 // CompareHot (one hot budget account against many) and CompareCeiling (the
 // node against an empty fasthttp handler that the bench serves itself).
+//
+// ReadWallets (wallet.go) measures GET /v1/wallet/{act_id} instead, on
+// the same workers: reads of users who hold a packet the set-up granted,
+// mixed with reads of users who hold nothing, every answer checked.
 package bench
 
 import (

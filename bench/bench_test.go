@@ -778,20 +778,26 @@ func newFakeCluster(t *testing.T, nodes int) (*fakeCluster, []string) {
 	for range nodes {
 		n := &fakeNode{c: c}
 		c.nodes = append(c.nodes, n)
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := &fasthttp.Server{Handler: n.handle}
-		go s.Serve(ln)
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			s.ShutdownWithContext(ctx)
-		})
-		urls = append(urls, "http://"+ln.Addr().String())
+		urls = append(urls, serveFake(t, n.handle))
 	}
 	return c, urls
+}
+
+// serveFake serves handler on a loopback port until the test ends, and
+// returns its base URL.
+func serveFake(t *testing.T, handler fasthttp.RequestHandler) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &fasthttp.Server{Handler: handler}
+	go s.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.ShutdownWithContext(ctx)
+	})
+	return "http://" + ln.Addr().String()
 }
 
 func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {

@@ -282,6 +282,10 @@ type run struct {
 	seed      uint64            // Each worker's random source is seeded with it and the worker's index.
 	signer    *adminauth.Signer // Signs each request; nil sends them unsigned.
 	workers   []*worker
+	// reads, when not nil, makes the workers read wallets instead of
+	// granting (ReadWallets): each request is its prepare, each answer its
+	// answer, and a "grant" in the counters is one read.
+	reads *walletReads
 	// wantSeries is set when cfg asks for the per-second series (a series
 	// or a plot file); the monitor then appends to series, which is read
 	// once it has returned.
@@ -331,6 +335,8 @@ type worker struct {
 	offers []offer
 	seen   map[uint32]struct{}
 	items  []grantFields
+	// wallet is the worker's state under run.reads; nil otherwise.
+	wallet *walletWorker
 }
 
 // newRun returns the run of cfg, whose defaults have been applied and
@@ -430,17 +436,25 @@ func (r *run) work(w *worker, rng *rand.Rand) {
 				}
 			}
 		}
-		body = r.appendRequest(w, rng, body[:0])
-		// DoDeadline takes the body over, so it is set anew each time.
-		req.SetBody(body)
-		if r.signer != nil {
-			// A fresh nonce each time: a node refuses a replayed one.
-			if err := signPost(r.signer, req, w.path, body); err != nil {
+		grants := int64(1)
+		if r.reads != nil {
+			if err := r.reads.prepare(w, rng, req); err != nil {
 				r.refuse(err) // Not reached: the key was validated.
 				return
 			}
+		} else {
+			body = r.appendRequest(w, rng, body[:0])
+			// DoDeadline takes the body over, so it is set anew each time.
+			req.SetBody(body)
+			if r.signer != nil {
+				// A fresh nonce each time: a node refuses a replayed one.
+				if err := signPost(r.signer, req, w.path, body); err != nil {
+					r.refuse(err) // Not reached: the key was validated.
+					return
+				}
+			}
+			grants = int64(len(w.offers))
 		}
-		grants := int64(len(w.offers))
 		w.offered.Add(grants)
 		sentAt := time.Now()
 		sent := sentAt.Sub(r.start)
@@ -470,7 +484,11 @@ func (r *run) work(w *worker, rng *rand.Rand) {
 		if w.service != nil {
 			w.service.record(uint64((answered - sent) / time.Microsecond))
 		}
-		r.answer(w, resp)
+		if r.reads != nil {
+			r.reads.answer(w, resp)
+		} else {
+			r.answer(w, resp)
+		}
 	}
 }
 

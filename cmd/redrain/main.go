@@ -76,7 +76,17 @@ anything is sent. Without a key the requests go unsigned, which only a node
 without app_keys (the embedded demo) accepts; a node that answers 401
 unauthorized or 403 forbidden ends the run at once with what to change.
 The stats and audit requests are signed with --admin-key (default
-$REDRAIN_ADMIN_KEY, else the public development key).`,
+$REDRAIN_ADMIN_KEY, else the public development key).
+
+--wallet-reads measures GET /v1/wallet/{act_id} instead (issue 12): it
+grants one packet to each of --holders users, waits for booking to drain
+and for their wallets to show it, then reads flat out for --duration, a
+holder with probability 1 - --empty-ratio, else an act_id handed out after
+the largest holder's in its block of 65,536 (an empty wallet), and checks
+every answer (a wrong wallet exits 1). It reports reads/s, latency, the
+answers by X-Redrain-Wallet-Source and the node's CPU per read; --rate,
+--batch, --users and the audit do not apply. Bench a node nobody else
+grants on: a user granted meanwhile may be one of the empty act_ids.`,
 		examples: `# flat out for 10 s against the embedded demo
 redrain bench --target http://127.0.0.1:8080
 # paced, in batches of 100, signed for app 7
@@ -84,7 +94,9 @@ redrain bench --target http://127.0.0.1:8080 --app 7 --app-key "$REDRAIN_APP_KEY
 # paced, with the latency distribution, a per-second series and their plot
 redrain bench --rate 5000 --duration 30s --hdr bench.hgrm --series bench.jsonl --plot bench.html
 # the node against the ingress ceiling, alternating twice
-redrain bench --ceiling --batch 100 --conns 8 --pipeline 4 --users 400000 --duration 5s --rounds 2`}
+redrain bench --ceiling --batch 100 --conns 8 --pipeline 4 --users 400000 --duration 5s --rounds 2
+# wallet reads, 99% of them of users who hold nothing (650 holders)
+redrain bench --wallet-reads --empty-ratio 0.99 --conns 16 --pipeline 4 --duration 10s`}
 	devCommand = &command{name: "dev",
 		summary:  "run the backends several nodes share, on loopback ports (development only)",
 		synopsis: "redrain dev [--data-dir ./dev-data] [--control 127.0.0.1:PORT] [--log-format text|json]",
@@ -385,9 +397,13 @@ func (c *cli) bench(args []string) error {
 	plot := fs.String("plot", "", "write a self-contained HTML page plotting throughput and latency percentiles over time to this file")
 	hot := fs.Int("compare-hot", 0, "compare booking with every grant on one budget account against grants spread over this many (puts and publishes its own activities; --activity is ignored)")
 	ceiling := fs.Bool("ceiling", false, "alternate the load between the targets and an empty fasthttp handler the bench serves on 127.0.0.1 (the ingress ceiling), and print both accepted rates and their ratio per round; booking drains and the audit runs after the last node phase")
+	walletReads := fs.Bool("wallet-reads", false, "measure wallet reads instead of grants: grant one packet to each of --holders users, wait for their wallets, "+
+		"then read GET /v1/wallet/{act_id} flat out for --duration, a holder with probability 1 - --empty-ratio, else a user who holds nothing, checking every answer")
+	holders := fs.Int("holders", bench.DefaultWalletHolders, "with --wallet-reads: users granted one packet each")
+	emptyRatio := fs.Float64("empty-ratio", bench.DefaultEmptyRatio, "with --wallet-reads: share of reads of users who hold nothing, 0..1 (1 excluded; 0: holders only)")
 	rounds := fs.Int("rounds", 2, "with --compare-hot or --ceiling: how many times each phase runs, alternating")
 	adminKey := fs.String("admin-key", "", "admin key ID:HEX that signs the stats and audit requests (default $REDRAIN_ADMIN_KEY, else the development key)")
-	appKey := fs.String("app-key", "", "app key APP:HEX (or APP.LABEL:HEX) of the nodes' app_keys for the app of --app, that signs every grant request "+
+	appKey := fs.String("app-key", "", "app key APP:HEX (or APP.LABEL:HEX) of the nodes' app_keys for the app of --app, that signs every grant request (and wallet read) "+
 		"(default $REDRAIN_APP_KEY; neither: unsigned, which only a node without app_keys accepts)")
 	if err := benchCommand.parse(c, fs, args); err != nil {
 		return err
@@ -406,6 +422,20 @@ func (c *cli) bench(args []string) error {
 	}
 	if *hot > 0 && *ceiling {
 		return benchCommand.usageError(c, "--compare-hot and --ceiling are two comparisons: choose one")
+	}
+	if *walletReads {
+		if *hot > 0 || *ceiling {
+			return benchCommand.usageError(c, "--wallet-reads measures reads, not grants: no --compare-hot or --ceiling")
+		}
+		if *emptyRatio == 0 {
+			*emptyRatio = -1 // bench.WalletConfig reads 0 as "the default"
+		}
+		cfg.Users, cfg.Audit = 0, false // not used; --rate and --batch are refused
+		r, err := bench.ReadWallets(ctx, bench.WalletConfig{Run: cfg, Holders: *holders, EmptyRatio: *emptyRatio})
+		if err != nil {
+			return err
+		}
+		return c.benchReport(r, r.Err, *asJSON)
 	}
 	if *ceiling {
 		r, err := bench.CompareCeiling(ctx, bench.CeilingConfig{Run: cfg, Rounds: *rounds})
