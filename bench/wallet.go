@@ -189,6 +189,7 @@ type walletWorker struct {
 	statuses map[int]int64
 	sources  [len(walletSources) + 1]int64 // The last one counts answers without the header.
 	mismatch string                        // The first mismatch.
+	balances []int64                       // The last answer's, reused.
 }
 
 // walletPath is the wallet route, before the act_id.
@@ -242,15 +243,16 @@ func (wr *walletReads) answer(w *worker, resp *fasthttp.Response) {
 		}
 		return
 	}
-	source := len(walletSources)
+	source, header := len(walletSources), resp.Header.Peek("X-Redrain-Wallet-Source")
 	for i, s := range walletSources {
-		if string(resp.Header.Peek("X-Redrain-Wallet-Source")) == s {
+		if string(header) == s {
 			source = i
 			break
 		}
 	}
 	ww.sources[source]++
-	balances, ok := parseWalletBalances(resp.Body())
+	balances, ok := parseWalletBalances(resp.Body(), ww.balances)
+	ww.balances = balances
 	if !ok {
 		w.fail("bad_response", 1)
 		return
@@ -294,13 +296,15 @@ func checkWallet(balances []int64, want int64) string {
 }
 
 // parseWalletBalances reads the "balance" of each item of the "balances"
-// array of a wallet answer, a JSON object; false when the body is not an
-// object, or has no such array of objects with integer balances. Like
-// parseGrantFields, it walks the members rather than decode them all, and
-// does not validate the values it skips.
-func parseWalletBalances(b []byte) (balances []int64, ok bool) {
+// array of a wallet answer, a JSON object, into balances[:0]; false when
+// the body is not an object, or has no such array of objects with integer
+// balances. Like parseGrantFields, it walks the members rather than decode
+// them all (a wallet answer is read for each of up to 100k reads a second,
+// in the process meant to measure the node), and does not validate the
+// values it skips.
+func parseWalletBalances(b []byte, balances []int64) ([]int64, bool) {
 	found := false
-	ok = walkObject(b, skipSpace(b, 0), func(name []byte, i int) (int, bool) {
+	ok := walkObject(b, skipSpace(b, 0), func(name []byte, i int) (int, bool) {
 		if string(name) != "balances" {
 			return skipAny(b, i)
 		}
@@ -681,7 +685,7 @@ func (c *walletClient) awaitHolders(ctx context.Context, holders []walletHolder,
 			case status != fasthttp.StatusOK:
 				problem = fmt.Sprintf("status %d: %.200s", status, answer)
 			default:
-				balances, ok := parseWalletBalances(answer)
+				balances, ok := parseWalletBalances(answer, nil)
 				if !ok {
 					problem = fmt.Sprintf("a wallet answer without balances: %.200s", answer)
 				} else if problem = checkWallet(balances, h.amount); problem == "" {
@@ -722,7 +726,7 @@ func (c *walletClient) checkEmpty(ctx context.Context, act, from, to uint64) err
 	case status != fasthttp.StatusOK:
 		return fmt.Errorf("bench: GET /v1/wallet/%d of an empty user: status %d: %.200s", act, status, answer)
 	}
-	balances, ok := parseWalletBalances(answer)
+	balances, ok := parseWalletBalances(answer, nil)
 	switch {
 	case !ok:
 		return fmt.Errorf("bench: GET /v1/wallet/%d of an empty user: no balances in %.200s", act, answer)

@@ -288,7 +288,7 @@ func TestParseWalletBalances(t *testing.T) {
 		{`[]`, nil},
 		{``, nil},
 	} {
-		got, ok := parseWalletBalances([]byte(tc.body))
+		got, ok := parseWalletBalances([]byte(tc.body), []int64{9})
 		if ok != (tc.want != nil) || (ok && fmt.Sprint(got) != fmt.Sprint(tc.want)) {
 			t.Errorf("parseWalletBalances(%s) = %v, %v; want %v", tc.body, got, ok, tc.want)
 		}
@@ -299,7 +299,7 @@ func FuzzParseWalletBalances(f *testing.F) {
 	f.Add([]byte(`{"balances":[{"asset":"cash","balance":88}],"slots":[]}`))
 	f.Add([]byte(`{"balances":[{"balance":1},{"balance":2}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		parseWalletBalances(body) // must not panic
+		parseWalletBalances(body, nil) // must not panic
 	})
 }
 
