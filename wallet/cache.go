@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"redrain/ledger"
+	"redrain/storage"
 )
 
 // The second layer: `rr:w:{act_id}` holds "{seq}:{summary JSON}", where
@@ -21,13 +22,25 @@ import (
 // keep the higher seq, so the key is a max register: a summary read before
 // a change never replaces the change's tombstone, whichever reaches Redis
 // first, on however many nodes.
+//
+// Most accounts a booking changes have no summary (nobody read them
+// since), so the Feed writes tombstones only where a summary is (an MGET
+// first, no script for the rest). That is safe because of the fence,
+// `rr:wfence:{partition}`: before it looks, the Feed raises the fence to
+// the last journal it is about to cover, and a fill lands only when its
+// read reflected at least the fence (and the fence exists). A fill that
+// lands before the Feed looks is seen and superseded; one that would land
+// after it was read before the change and is refused.
 
 // CacheKey is the Redis key of act's summary.
 func CacheKey(act uint64) string { return "rr:w:" + strconv.FormatUint(act, 10) }
 
-// fillScript writes a summary unless the key holds a higher seq.
-// KEYS[1] the key; ARGV seq, summary, ttl (ms).
+// fillScript writes a summary unless the partition's fence is above its
+// seq (or absent) or the key holds a higher seq. KEYS[1] the key, KEYS[2]
+// the fence; ARGV seq, summary, ttl (ms).
 var fillScript = redis.NewScript(`
+local f = redis.call('GET', KEYS[2])
+if not f or tonumber(f) > tonumber(ARGV[1]) then return 0 end
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local s = tonumber(string.match(cur, '^(%d+):'))
@@ -55,9 +68,13 @@ return n
 `)
 
 type cache struct {
-	rdb *redis.Client
-	ttl time.Duration
+	rdb   *redis.Client
+	ttl   time.Duration
+	parts int32
 }
+
+// fenceKey is partition p's fence.
+func fenceKey(p int) string { return "rr:wfence:" + strconv.Itoa(p) }
 
 // stored is a summary's JSON in Redis.
 type stored struct {
@@ -134,38 +151,56 @@ func (c *cache) fill(ctx context.Context, s Summary, seq uint64) error {
 	if err != nil {
 		return err
 	}
-	return fillScript.Run(ctx, c.rdb, []string{CacheKey(s.ActID)}, seq, body, c.ttl.Milliseconds()).Err()
+	p := int(storage.PartitionOf(s.ActID, c.parts))
+	return fillScript.Run(ctx, c.rdb, []string{CacheKey(s.ActID), fenceKey(p)}, seq, body, c.ttl.Milliseconds()).Err()
 }
 
-// dropBatch is how many tombstones one script call writes.
+// dropBatch is how many keys one MGET reads and one script call writes.
 const dropBatch = 512
 
 // drop writes the tombstones of changed (act -> the seq of the journal that
-// changed it), dropBatch keys a call.
+// changed it) where a summary older than the change is; the caller raised
+// the fences over these journals first.
 func (c *cache) drop(ctx context.Context, changed map[uint64]uint64) error {
-	keys := make([]string, 0, min(len(changed), dropBatch))
-	args := make([]any, 0, min(len(changed), dropBatch)+1)
-	flush := func() error {
-		if len(keys) == 0 {
-			return nil
+	acts := make([]uint64, 0, len(changed))
+	for act := range changed {
+		acts = append(acts, act)
+	}
+	keys := make([]string, 0, dropBatch)
+	var stale []string
+	var seqs []any
+	for start := 0; start < len(acts); start += dropBatch {
+		batch := acts[start:min(start+dropBatch, len(acts))]
+		keys = keys[:0]
+		for _, act := range batch {
+			keys = append(keys, CacheKey(act))
 		}
-		err := dropScript.Run(ctx, c.rdb, keys, append(args, c.ttl.Milliseconds())...).Err()
-		keys, args = keys[:0], args[:0]
+		vals, err := c.rdb.MGet(ctx, keys...).Result()
+		if err != nil {
+			return fmt.Errorf("wallet: reading summaries to supersede: %w", err)
+		}
+		for i, v := range vals {
+			raw, ok := v.(string)
+			if !ok {
+				continue // no summary: the fence keeps a late fill out
+			}
+			seq := changed[batch[i]]
+			if head, _, _ := strings.Cut(raw, ":"); head != "" {
+				if have, err := strconv.ParseUint(head, 10, 64); err == nil && have >= seq {
+					continue // it reflects the change already
+				}
+			}
+			stale, seqs = append(stale, keys[i]), append(seqs, seq)
+		}
+	}
+	for start := 0; start < len(stale); start += dropBatch {
+		end := min(start+dropBatch, len(stale))
+		err := dropScript.Run(ctx, c.rdb, stale[start:end], append(seqs[start:end:end], c.ttl.Milliseconds())...).Err()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return fmt.Errorf("wallet: tombstones: %w", err)
 		}
-		return nil
 	}
-	for act, seq := range changed {
-		keys = append(keys, CacheKey(act))
-		args = append(args, seq)
-		if len(keys) == dropBatch {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-	}
-	return flush()
+	return nil
 }
 
 // dropAll removes every summary (SCAN and UNLINK, a page at a time).
@@ -197,8 +232,8 @@ func watermarkKey(p int) string { return "rr:wseq:" + strconv.Itoa(p) }
 
 var markScript = redis.NewScript(`
 for i, k in ipairs(KEYS) do
-  local cur = tonumber(redis.call('GET', k) or '0') or 0
-  if tonumber(ARGV[i]) > cur then redis.call('SET', k, ARGV[i]) end
+  local cur = redis.call('GET', k)
+  if not cur or tonumber(ARGV[i]) > tonumber(cur) then redis.call('SET', k, ARGV[i]) end
 end
 return 0
 `)
@@ -229,13 +264,23 @@ func (c *cache) watermarks(ctx context.Context, parts int) ([]int64, error) {
 
 // mark raises the watermarks of seqs (partition -> seq).
 func (c *cache) mark(ctx context.Context, seqs map[int]uint64) error {
+	return c.raise(ctx, watermarkKey, seqs)
+}
+
+// fence raises the fences of seqs (partition -> seq).
+func (c *cache) fence(ctx context.Context, seqs map[int]uint64) error {
+	return c.raise(ctx, fenceKey, seqs)
+}
+
+// raise raises the max registers key(p) to seqs[p] (creating them).
+func (c *cache) raise(ctx context.Context, key func(int) string, seqs map[int]uint64) error {
 	if len(seqs) == 0 {
 		return nil
 	}
 	keys := make([]string, 0, len(seqs))
 	args := make([]any, 0, len(seqs))
 	for p, seq := range seqs {
-		keys = append(keys, watermarkKey(p))
+		keys = append(keys, key(p))
 		args = append(args, seq)
 	}
 	err := markScript.Run(ctx, c.rdb, keys, args...).Err()

@@ -98,7 +98,14 @@ func (w *Wallets) Run(ctx context.Context) {
 // trusted (nil until the watermarks were read).
 type feedState struct {
 	have, marked, target []uint64
+	// fenced are the fences it raised, refreshed every fenceEvery (a
+	// Redis that lost them refuses every fill until then).
+	fenced   []uint64
+	fencedAt time.Time
 }
+
+// fenceEvery is how often the Feed writes every partition's fence again.
+const fenceEvery = time.Second
 
 // resume reads the watermarks in Redis and moves the Feed back to them
 // where they are behind it, so that it writes the tombstones of the
@@ -263,6 +270,28 @@ func (w *Wallets) poll(ctx context.Context, have []uint64) (bool, error) {
 func (w *Wallets) flushPending(ctx context.Context, f *feedState, gen uint64) {
 	if w.cache == nil || f.target == nil {
 		return
+	}
+	// The fences first: no fill of a read older than what the tombstones
+	// below cover may land once they are up.
+	fences := map[int]uint64{}
+	refresh := f.fenced == nil || w.cfg.Clock().Sub(f.fencedAt) >= fenceEvery
+	if f.fenced == nil {
+		f.fenced = make([]uint64, len(f.have))
+	}
+	for p, seq := range f.have {
+		if refresh || seq > f.fenced[p] {
+			fences[p] = seq
+		}
+	}
+	if err := w.cache.fence(ctx, fences); err != nil {
+		w.log.Warn("wallet: raising the fences in Redis; retrying (reads of changed users skip Redis meanwhile)", "err", err)
+		return
+	}
+	for p, seq := range fences {
+		f.fenced[p] = seq
+	}
+	if refresh {
+		f.fencedAt = w.cfg.Clock()
 	}
 	switch {
 	case w.distrust.Load():

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -202,10 +203,11 @@ func TestLayersAnswerExactly(t *testing.T) {
 	}
 }
 
-// TestCacheKeepsTheHigherSeq races fills and tombstones in every order on
-// both Redis servers the node runs against: a summary read before a
-// change never replaces the change's tombstone, and a tombstone never
-// replaces a summary that already reflects its change.
+// TestCacheKeepsTheHigherSeq races fills, fences and tombstones in every
+// order on both Redis servers the node runs against: a summary read before
+// a change never replaces the change's tombstone nor lands past its fence,
+// a tombstone never replaces a summary that already reflects its change,
+// and no tombstone is written where no summary is.
 func TestCacheKeepsTheHigherSeq(t *testing.T) {
 	mini := miniredis.RunT(t)
 	for name, addr := range map[string]string{"redis-server": storagetest.Redis(t), "miniredis": mini.Addr()} {
@@ -215,39 +217,49 @@ func TestCacheKeepsTheHigherSeq(t *testing.T) {
 			ctx := context.Background()
 			s := wallet.Summary{ActID: 9, Balances: []ledger.Balance{{Asset: ledger.AssetCash, Amount: 5}}}
 			steps := []struct {
-				op   string // fill or drop
+				op   string // fill, drop or fence
 				seq  uint64
-				want string
+				want string // what the key holds: "" none, "N:" a tombstone, "N:{" a summary
 			}{
-				{"fill", 5, "5:"}, // empty key: the fill lands
-				{"drop", 7, "7:"}, // a change at 7: tombstone
-				{"fill", 6, "7:"}, // read before the change: refused
-				{"fill", 7, "7:"}, // read that includes it: lands
-				{"drop", 3, "7:"}, // an older change seen late: no effect
-				{"drop", 7, "7:"}, // the same change again: the value stays
-				{"drop", 8, "8:"}, // a newer change
-				{"fill", 9, "9:"}, // a newer read
+				{"fill", 5, ""},    // no fence yet: refused
+				{"fence", 0, ""},   // the Feed's first fence
+				{"fill", 5, "5:{"}, // lands
+				{"fence", 7, "5:{"},
+				{"drop", 7, "7:"},  // a change at 7: tombstone over the older summary
+				{"fill", 6, "7:"},  // read before the change: below the fence, refused
+				{"fill", 7, "7:{"}, // read that includes it: lands
+				{"drop", 3, "7:{"}, // an older change seen late: no effect
+				{"drop", 7, "7:{"}, // the same change again: the summary stays
+				{"fence", 8, "7:{"},
+				{"drop", 8, "8:"},  // a newer change
+				{"fill", 9, "9:{"}, // a newer read
 			}
 			for i, st := range steps {
 				var err error
-				if st.op == "fill" {
+				switch st.op {
+				case "fill":
 					err = wallet.Fill(ctx, rdb, s, st.seq, time.Minute)
-				} else {
-					err = wallet.Drop(ctx, rdb, map[uint64]uint64{9: st.seq}, time.Minute)
+				case "drop":
+					err = wallet.Drop(ctx, rdb, map[uint64]uint64{9: st.seq, 10: st.seq}, time.Minute)
+				case "fence":
+					err = wallet.Fence(ctx, rdb, st.seq)
 				}
 				if err != nil {
 					t.Fatalf("step %d %s %d: %v", i, st.op, st.seq, err)
 				}
 				got, err := rdb.Get(ctx, wallet.CacheKey(9)).Result()
+				if errors.Is(err, redis.Nil) {
+					got, err = "", nil
+				}
 				if err != nil {
 					t.Fatal(err)
 				}
-				if len(got) < len(st.want) || got[:len(st.want)] != st.want {
-					t.Fatalf("step %d (%s at %d): key holds %q, want it to start %q", i, st.op, st.seq, got, st.want)
+				ok := got == st.want || strings.HasSuffix(st.want, "{") && strings.HasPrefix(got, st.want)
+				if !ok {
+					t.Fatalf("step %d (%s at %d): key holds %q, want %q", i, st.op, st.seq, got, st.want)
 				}
-				tomb := got == st.want
-				if wantTomb := i == 1 || i == 2 || i == 6; tomb != wantTomb {
-					t.Fatalf("step %d (%s at %d): key holds %q: tombstone %v, want %v", i, st.op, st.seq, got, tomb, wantTomb)
+				if n, err := rdb.Exists(ctx, wallet.CacheKey(10)).Result(); err != nil || n != 0 {
+					t.Fatalf("step %d: a tombstone was written where no summary was (%d, %v)", i, n, err)
 				}
 			}
 		})
