@@ -394,9 +394,9 @@ func (s *Server) wallet(ctx *fasthttp.RequestCtx, idText []byte) {
 		writeError(ctx, errcode.Errorf(errcode.CodeMalformed, "act_id %q: want a positive integer", idText))
 		return
 	}
-	c, cancel := context.WithTimeout(context.Background(), requestTimeout)
-	defer cancel()
-	sum, err := s.Wallet.Read(c, actID)
+	// Read bounds its own I/O: a user who holds nothing is answered from
+	// memory, with no timer to set.
+	sum, err := s.Wallet.Read(context.Background(), actID)
 	switch {
 	case errors.Is(err, wallet.ErrNotFound):
 		writeError(ctx, errcode.Errorf(errcode.CodeNotFound, "no account %d", actID))
@@ -436,8 +436,10 @@ func (s *Server) wallet(ctx *fasthttp.RequestCtx, idText []byte) {
 	b = append(b, ']')
 	stale := sum.Stale
 	if s.Sync != nil {
+		c, cancel := context.WithTimeout(context.Background(), requestTimeout)
 		var linesStale bool
 		b, linesStale = s.walletLines(c, b, ids)
+		cancel()
 		stale = stale || linesStale
 	}
 	slots, version := json.RawMessage(`[]`), uint64(0)

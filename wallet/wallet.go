@@ -129,6 +129,7 @@ type Wallets struct {
 	limiter *bucket
 	alloc   atomic.Uint64 // act_ids below it were handed out (a lower bound)
 	allocMu sync.Mutex
+	allocAt time.Time    // when alloc was last read (guarded by allocMu)
 	feedOK  atomic.Int64 // unix ns of the Feed's last poll that read the store
 	pendMu  sync.Mutex
 	pending map[uint64]uint64 // tombstones Redis has not taken yet: act -> seq
@@ -220,8 +221,22 @@ func (w *Wallets) feedAge() time.Duration {
 // summary in Redis reflects every change it could have invalidated.
 func (w *Wallets) fresh() bool { return w.feedAge() <= 3*w.cfg.Poll+time.Second }
 
-// Read answers act's wallet from the first layer that can.
+// readTimeout bounds a read's I/O (Redis, the store) when the caller's
+// context has no deadline.
+const readTimeout = 30 * time.Second
+
+// Read answers act's wallet from the first layer that can. A user who holds
+// nothing is answered from memory; only the layers below set a timer.
 func (w *Wallets) Read(ctx context.Context, act uint64) (Summary, error) {
+	if w.set.Any(act) == holders.No && act < w.alloc.Load() {
+		w.reads[SourceHolders].Inc()
+		return Summary{ActID: act, Source: SourceHolders, Stale: !w.fresh()}, nil
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, readTimeout)
+		defer cancel()
+	}
 	if w.set.Any(act) == holders.No {
 		if err := w.allocated(ctx, act); err != nil {
 			return Summary{}, err
@@ -311,9 +326,13 @@ func summaryOf(a *ledger.Account) Summary {
 	return s
 }
 
+// allocEvery is how often, at most, the store's act_id allocation is read
+// again for an act_id at or above what the node last saw.
+const allocEvery = 100 * time.Millisecond
+
 // allocated returns ErrNotFound unless act was handed out: below the
-// store's act_id allocation (read again only for an act_id at or above
-// what the node last saw).
+// store's act_id allocation (read again, at most every allocEvery, only for
+// an act_id at or above what the node last saw).
 func (w *Wallets) allocated(ctx context.Context, act uint64) error {
 	if act < w.alloc.Load() {
 		return nil
@@ -323,6 +342,13 @@ func (w *Wallets) allocated(ctx context.Context, act uint64) error {
 	if act < w.alloc.Load() {
 		return nil
 	}
+	// An act_id beyond what the node saw is read again at most every
+	// allocEvery: ids nobody was handed cost no store read each.
+	now := w.cfg.Clock()
+	if now.Sub(w.allocAt) < allocEvery {
+		return fmt.Errorf("%w: %d", ErrNotFound, act)
+	}
+	w.allocAt = now
 	var next uint64 = 1
 	err := w.cfg.TiKV.View(func(txn storage.Txn) error {
 		raw, err := storage.Get(ctx, txn, storage.ActAllocKey)
