@@ -93,6 +93,11 @@ type Config struct {
 	// WalletStoreRate bounds the wallet's reads of the store a second
 	// while Redis fails (0: wallet's default).
 	WalletStoreRate int
+	// WalletCheckDaily runs the wallet's T+1 cache check on this node
+	// (redrain serve --wallet-check-daily): 10 minutes after each UTC
+	// midnight, every user changed the day before (wallet.RunDaily; one
+	// node of those with it checks a day, the one that claimed it).
+	WalletCheckDaily bool
 	// SyncTopic names the business lines' notice topic (default
 	// lines.Topic) and SyncGroup the consumer group that pulls for them
 	// (default lines.Group); used only with business lines configured.

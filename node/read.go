@@ -115,7 +115,16 @@ func (n *Node) startWallets(ctx context.Context) {
 		Log: n.log, Metrics: n.Metrics, StoreRate: n.cfg.WalletStoreRate})
 	n.bg.Add(1)
 	go func() { defer n.bg.Done(); n.wallets.Run(ctx) }()
+	if n.cfg.WalletCheckDaily {
+		n.bg.Add(1)
+		go func() { defer n.bg.Done(); n.wallets.RunDaily(ctx, dailyCheckMargin) }()
+	}
 }
+
+// dailyCheckMargin is how long after a UTC midnight the daily wallet
+// check starts: the day's last bookings are in the store and their
+// tombstones written by then.
+const dailyCheckMargin = 10 * time.Minute
 
 // listen serves the API on Config.HTTP, and the operations routes on
 // Config.AdminHTTP when set, with servers newServer makes per plane.

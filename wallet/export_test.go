@@ -19,3 +19,29 @@ func Drop(ctx context.Context, rdb *redis.Client, changed map[uint64]uint64, ttl
 func Fence(ctx context.Context, rdb *redis.Client, seq uint64) error {
 	return (&cache{rdb: rdb, parts: 1}).fence(ctx, map[int]uint64{0: seq})
 }
+
+// CheckCounts are the continuous check's counters: accounts checked,
+// drifted and repaired.
+func (w *Wallets) CheckCounts() (checked, drifted, repaired int64) {
+	return w.CheckCountsOf("recent")
+}
+
+// CheckCountsOf are the counters of a check: recent or daily.
+func (w *Wallets) CheckCountsOf(check string) (checked, drifted, repaired int64) {
+	k := w.checks
+	return k.checked[check].Load(), k.drift[check].Load(), k.repaired[check].Load()
+}
+
+// NextDaily is when the daily check runs next, and the day it checks.
+var NextDaily = nextDaily
+
+// EncodeSummary is a summary's JSON as Redis holds it.
+var EncodeSummary = encodeSummary
+
+// DailyNext is when the daily check runs next (unix seconds; 0: none).
+func (w *Wallets) DailyNext() int64 { return w.checks.dailyNext.Load() }
+
+// Repair is a check's repair: s at seq in place of read.
+func Repair(ctx context.Context, rdb *redis.Client, s Summary, seq uint64, read string) (bool, error) {
+	return (&cache{rdb: rdb, ttl: time.Minute, parts: 1}).repair(ctx, s, seq, read)
+}

@@ -57,6 +57,7 @@ func (w *Wallets) Run(ctx context.Context) {
 	done := make(chan struct{})
 	go func() { defer close(done); w.buildLoop(ctx, rebuild) }()
 	defer func() { <-done }()
+	defer w.checks.start(ctx)() // the continuous cache check (recheck.go)
 	t := time.NewTicker(w.cfg.Poll)
 	defer t.Stop()
 	f := &feedState{have: have}
@@ -244,6 +245,7 @@ func (w *Wallets) poll(ctx context.Context, have []uint64) (bool, error) {
 	}
 	copy(have, to)
 	w.journals.Add(int64(journals))
+	w.checks.saw(changed)
 	if w.cache != nil && len(changed) > 0 {
 		w.pendMu.Lock()
 		if w.distrust.Load() || len(w.pending)+len(changed) > pendingMax {

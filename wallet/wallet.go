@@ -116,6 +116,13 @@ type Config struct {
 	Fallback int
 	// Clock is the time source (default time.Now).
 	Clock func() time.Time
+	// CheckDelay is how long after the Feed saw an account change the
+	// continuous cache check compares its summary in Redis with the store
+	// (default 5 s; negative: no continuous check); CheckRate bounds the
+	// accounts it and the daily check read from the store a second
+	// (default 5,000). See recheck.go.
+	CheckDelay time.Duration
+	CheckRate  int
 }
 
 // Wallets answers wallet reads and runs the Feed that keeps its layers
@@ -148,6 +155,9 @@ type Wallets struct {
 	// on), so Redis's summaries can be trusted; reads neither read nor
 	// fill Redis before.
 	cacheReady atomic.Bool
+	// checks are the cache consistency checks (recheck.go); nil without
+	// Redis.
+	checks *checks
 
 	reads      [SourceFallback + 1]*metrics.Counter
 	readErrors *metrics.Counter
@@ -184,6 +194,7 @@ func New(cfg Config) *Wallets {
 	if cfg.Redis != nil {
 		w.cache = &cache{rdb: cfg.Redis, ttl: cfg.TTL, parts: cfg.Parts}
 	}
+	w.checks = newChecks(w)
 	m := cfg.Metrics
 	for s := SourceHolders; s <= SourceFallback; s++ {
 		w.reads[s] = m.Counter("redrain_wallet_reads_total", "Wallet reads answered, by the layer that answered.", "source", s.String())

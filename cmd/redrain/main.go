@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -28,6 +29,7 @@ import (
 	"redrain/reconcile"
 	"redrain/storage"
 	"redrain/storage/devstack"
+	"redrain/wallet"
 )
 
 // The commands, in the order the top-level usage lists them.
@@ -54,15 +56,30 @@ redrain serve --config campaign.json --kafka k1:9092 --pd pd1:2379 --redis r1:63
 REDRAIN_SERVE_KAFKA=k1:9092 REDRAIN_SERVE_PD=pd1:2379 REDRAIN_SERVE_REDIS=r1:6379 \
   REDRAIN_SERVE_ADMIN_HTTP=127.0.0.1:9300 redrain serve --config campaign.json`}
 	reconcileCommand = &command{name: "reconcile",
-		summary:  "audit the store of record against invariants 1-6; exit 1 on any violation",
-		synopsis: "redrain reconcile [--data-dir ./data | --pd host:port,...] [--json]",
+		summary: "audit the store of record against invariants 1-6, or the wallet's Redis cache against the store; exit 1 on any violation",
+		synopsis: "redrain reconcile [--data-dir ./data | --pd host:port,...] [--json]\n" +
+			"redrain reconcile --redis host:port [--repair] [--since 24h | --all] [--partitions N] [--rate 0] [--data-dir ./data | --pd host:port,...] [--json]",
 		details: `Checks no overspend, exactly once, double entry, budget conservation,
 balances equal postings and bookings match their tokens, and prints a report.
-With --data-dir the node must be stopped (it opens the embedded store).`,
+With --data-dir the node must be stopped (it opens the embedded store).
+
+With --redis it checks the wallet's cache instead (issue 12, item 6): the
+summary rr:w:{act_id} of every user a journal changed in the last --since
+(or of every summary in Redis with --all) against the store; a summary that
+differs while every tombstone up to the store's read was written is drift.
+--repair replaces each drifted summary with the store's, only while the key
+still holds the value it judged (it never lowers a key's seq, so it is safe
+while nodes serve). It prints what it checked, the drift it found and what it
+fixed, and exits 1 when drift is left unrepaired. --partitions must be the
+grant topic's partition count (checked against the store's journals).`,
 		examples: `# the embedded store of a stopped node
 redrain reconcile --data-dir ./data
 # a TiKV cluster, the report as JSON
-redrain reconcile --pd pd1:2379,pd2:2379 --json`}
+redrain reconcile --pd pd1:2379,pd2:2379 --json
+# the wallet cache of the users changed in the last day, repairing drift
+redrain reconcile --pd pd1:2379 --redis r1:6379 --repair
+# every summary in Redis, only reported
+redrain reconcile --pd pd1:2379 --redis r1:6379 --all --json`}
 	benchCommand = &command{name: "bench",
 		summary:  "drive a node or cluster with grants, wait for booking to drain and audit the result",
 		synopsis: "redrain bench [--target URL,...] [--admin-target URL,...] [--users N] [--duration D] [--rate R] [flags]",
@@ -290,6 +307,7 @@ func (c *cli) serve(args []string) error {
 	stopGrace := fs.Duration("stop-grace", time.Second, "on SIGTERM, how long /readyz answers 503 while the node still serves, before its listeners close (load balancers stop sending meanwhile); 0: none")
 	role := fs.String("role", "all", "which side of the API this node serves: read (wallets and ledgers from the store and Redis alone: no broker, booking or grant path, so it keeps answering while they are down), write (grants, binds, tokens and booking; no wallet) or all")
 	walletStoreRate := fs.Int("wallet-store-rate", 2000, "while Redis fails, reads of wallets from the store a second at most (beyond it: the node's last copy, marked stale, or 503)")
+	walletCheckDaily := fs.Bool("wallet-check-daily", true, "on a node serving wallets (role read or all) with Redis: 10 minutes after each UTC midnight, check the Redis summary of every user changed the day before against the store and repair drift (one node of those with it checks each day: the first to claim it in Redis)")
 	lagMax := fs.Duration("booking-lag-max", booking.DefaultLagMax, "while the grant path is busy, booking gives way to it until its oldest unbooked grant is this old (larger: more grants accepted in a burst, booked later; 0 or negative: booking never gives way)")
 	if err := serveCommand.parse(c, fs, args); err != nil {
 		return err
@@ -320,7 +338,7 @@ func (c *cli) serve(args []string) error {
 	}
 	n, err := start(node.Config{DataDir: b.dataDir, HTTP: *httpAddr, AdminHTTP: *adminHTTP, Kafka: list(b.kafka), PD: list(b.pd),
 		Redis: b.redis, ConfigFile: *config, KeysFile: *keysFile, Partitions: int32(*partitions), GrantTopic: *grantTopic, BookingGroup: *bookingGroup, Seeds: list(*seeds), Etcd: list(*clusterEtcd), ClusterAddr: *clusterAddr,
-		BookingLagMax: *lagMax, AuditEvery: *auditEvery, StopGrace: *stopGrace, Role: nodeRole, WalletStoreRate: *walletStoreRate, Log: log})
+		BookingLagMax: *lagMax, AuditEvery: *auditEvery, StopGrace: *stopGrace, Role: nodeRole, WalletStoreRate: *walletStoreRate, WalletCheckDaily: *walletCheckDaily, Log: log})
 	if err != nil {
 		return err
 	}
@@ -348,8 +366,29 @@ func (c *cli) reconcile(args []string) error {
 	var b backendFlags
 	b.registerStore(fs)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	redisAddr := fs.String("redis", "", "check the wallet's cache in this Redis (host:port) against the store instead of the audit")
+	repair := fs.Bool("repair", false, "with --redis: replace every drifted summary with the store's")
+	since := fs.Duration("since", 24*time.Hour, "with --redis: check the users changed this long before now")
+	all := fs.Bool("all", false, "with --redis: check every summary in Redis instead of the users changed in --since")
+	partitions := fs.Int("partitions", storage.GrantPartitionsDefault, "with --redis: the grant topic's partitions")
+	rate := fs.Int("rate", 0, "with --redis: accounts read from the store a second at most (those holding a summary; 0: no bound)")
 	if err := reconcileCommand.parse(c, fs, args); err != nil {
 		return err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	cacheFlags := set["repair"] || set["since"] || set["all"] || set["partitions"] || set["rate"]
+	switch {
+	case cacheFlags && *redisAddr == "":
+		return reconcileCommand.usageError(c, "--repair, --since, --all, --partitions and --rate check the wallet's cache: give its --redis")
+	case *rate < 0:
+		return reconcileCommand.usageError(c, "--rate %d: 0 (no bound) or more", *rate)
+	case set["since"] && *all:
+		return reconcileCommand.usageError(c, "--since and --all choose what to check: give one")
+	case *since <= 0:
+		return reconcileCommand.usageError(c, "--since %v: a duration above 0", *since)
+	case *partitions <= 0 || *partitions > 1<<15:
+		return reconcileCommand.usageError(c, "--partitions %d: from 1 to 32768", *partitions)
 	}
 	kv, err := storage.OpenTiKV(list(b.pd), b.dataDir)
 	if err != nil {
@@ -358,6 +397,9 @@ func (c *cli) reconcile(args []string) error {
 	defer kv.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
+	if *redisAddr != "" {
+		return c.reconcileCache(ctx, kv, *redisAddr, wallet.CheckConfig{Parts: int32(*partitions), Repair: *repair, Rate: *rate}, *since, *all, *asJSON)
+	}
 	r, err := reconcile.Run(ctx, kv)
 	if err != nil {
 		return err
@@ -368,6 +410,40 @@ func (c *cli) reconcile(args []string) error {
 		r.WriteText(c.stdout)
 	}
 	if !r.OK {
+		return exitError(1)
+	}
+	return nil
+}
+
+// reconcileCache is `redrain reconcile --redis`: the wallet's cache
+// checked against the store (wallet.Check, wallet.CheckAll).
+func (c *cli) reconcileCache(ctx context.Context, kv *storage.TiKV, addr string, cfg wallet.CheckConfig, since time.Duration, all, asJSON bool) error {
+	rdb, err := storage.OpenRedis(addr, 4)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	cfg.TiKV, cfg.Redis = kv, rdb.Client
+	var r wallet.Report
+	if all {
+		r, err = wallet.CheckAll(ctx, cfg)
+	} else {
+		now := time.Now()
+		r, err = wallet.Check(ctx, cfg, now.Add(-since), now)
+	}
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		out, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		c.stdout.Write(append(out, '\n'))
+	} else {
+		r.WriteText(c.stdout)
+	}
+	if !r.OK() {
 		return exitError(1)
 	}
 	return nil
