@@ -236,26 +236,32 @@ func (w *Wallets) fresh() bool { return w.feedAge() <= 3*w.cfg.Poll+time.Second 
 // context has no deadline.
 const readTimeout = 30 * time.Second
 
+// withReadTimeout is ctx bounded by readTimeout unless it has a deadline.
+func withReadTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, readTimeout)
+}
+
 // Read answers act's wallet from the first layer that can. A user who holds
 // nothing is answered from memory; only the layers below set a timer.
 func (w *Wallets) Read(ctx context.Context, act uint64) (Summary, error) {
-	if w.set.Any(act) == holders.No && act < w.alloc.Load() {
-		w.reads[SourceHolders].Inc()
-		return Summary{ActID: act, Source: SourceHolders, Stale: !w.fresh()}, nil
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, readTimeout)
-		defer cancel()
-	}
 	if w.set.Any(act) == holders.No {
-		if err := w.allocated(ctx, act); err != nil {
-			return Summary{}, err
+		if act >= w.alloc.Load() { // beyond what the node saw handed out
+			c, cancel := withReadTimeout(ctx)
+			err := w.allocated(c, act)
+			cancel()
+			if err != nil {
+				return Summary{}, err
+			}
 		}
 		w.reads[SourceHolders].Inc()
 		// Holding nothing is as fresh as the Feed's last look at the store.
 		return Summary{ActID: act, Source: SourceHolders, Stale: !w.fresh()}, nil
 	}
+	ctx, cancel := withReadTimeout(ctx)
+	defer cancel()
 	useCache := w.cache != nil && w.cacheReady.Load() && !w.isPending(act)
 	if useCache {
 		s, hit, err := w.cache.get(ctx, act)
