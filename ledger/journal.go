@@ -23,14 +23,17 @@ const (
 	OpBook      byte = 1 // a grant credited (Account.Book), its app identity bound
 	OpAttribute byte = 2 // a redeemed entry attributed to its stream event's lease
 	OpBind      byte = 3 // an app identity bound by an explicit bind
+	OpMove      byte = 4 // a move (move.go): spending, a transfer's half, expiry, a withdrawal's step
 )
 
 // Op is one change to one account.
 type Op struct {
 	Kind byte
 	// Grant is the grant booked or attributed; OpBind uses only its AppID,
-	// ActID and UserID.
+	// ActID and UserID; OpMove none of it.
 	Grant Grant
+	// Move is OpMove's move.
+	Move *Move
 }
 
 // Apply makes op's change to a, whose ActID must be op's, and reports
