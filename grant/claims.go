@@ -3,6 +3,8 @@ package grant
 import (
 	"strings"
 	"time"
+
+	"redrain/ledger"
 )
 
 // claimState is where a user's packet for one rain stands.
@@ -29,8 +31,20 @@ type claim struct {
 
 // rainClaims are the claims of one rain and stage in one shard.
 type rainClaims struct {
-	awards      []string
-	awardIndex  map[string]uint8
+	awards     []string
+	awardIndex map[string]uint8
+	// assets and budgets are, per award index, the asset and budget of the
+	// packets issued here ("" until one is: an award restored from the
+	// store only): what Outstanding rebuilds a packet with. An award's
+	// asset is kept for life (admin), and its budget is named by the
+	// activity, stage and award, all fixed for a rain key.
+	assets  []ledger.Asset
+	budgets []string
+	// openTime is the rain's start (unix ms) as the first packet issued
+	// here sealed it; openTimes holds the users whose packet sealed another
+	// one (a version that moved the rain's start), usually none.
+	openTime    int64
+	openTimes   map[uint64]int64
 	users       map[uint64]claim
 	closedSince time.Time // zero while the rain is open (or unknown)
 }
@@ -71,8 +85,37 @@ func (r *rainClaims) awardOf(name string) uint8 {
 	}
 	i := uint8(len(r.awards))
 	r.awards = append(r.awards, name)
+	r.assets, r.budgets = append(r.assets, ""), append(r.budgets, "")
 	r.awardIndex[name] = i
 	return i
+}
+
+// issued records what a packet issued for user under award i sealed
+// besides its claim: the award's asset and budget, and the rain's start.
+// A branch each in the common case (nothing new).
+func (r *rainClaims) issued(user uint64, i uint8, asset ledger.Asset, budget string, openTime int64) {
+	if r.assets[i] == "" {
+		r.assets[i], r.budgets[i] = asset, budget
+	}
+	switch {
+	case r.openTime == 0:
+		r.openTime = openTime
+	case openTime != r.openTime:
+		if r.openTimes == nil {
+			r.openTimes = map[uint64]int64{}
+		}
+		r.openTimes[user] = openTime
+	case r.openTimes != nil:
+		delete(r.openTimes, user)
+	}
+}
+
+// openOf is the rain's start as user's packet sealed it.
+func (r *rainClaims) openOf(user uint64) int64 {
+	if t, ok := r.openTimes[user]; ok {
+		return t
+	}
+	return r.openTime
 }
 
 // sweep drops the claims of rains that have been closed for

@@ -404,9 +404,13 @@ func DecodeAnswers(src []byte, res []Result) error {
 
 // Serve decides a batch that another node forwarded to this one (the
 // owner of its shard) and returns the answers: the same as this node gives
-// its own clients. Grants of a shard this node does not own are answered
+// its own clients. It answers an ask for outstanding packets
+// (outstanding.go, AppendAsk) as well. Grants of a shard this node does not own are answered
 // ErrNotOwner, never forwarded again.
 func (a *Admission) Serve(body []byte) []byte {
+	if len(body) > 0 && body[0] == askKind {
+		return a.serveOutstanding(body) // outstanding.go
+	}
 	_, reqs, ids, err := DecodeForward(body)
 	if err != nil {
 		a.log.Warn("grant: unreadable forwarded batch", "err", err)

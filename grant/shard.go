@@ -33,6 +33,7 @@ type shard struct {
 	wake    chan struct{} // capacity 1: "the queue may hold something"
 	ctl     chan func()   // work on the shard's own state (claims), run between batches
 	bookedQ []Booked      // packets booking posted, for the claim table (owner only)
+	asks    []*ask        // Outstanding's questions, answered after the next batch (outstanding.go)
 	exited  chan struct{} // closed when the goroutine returns
 
 	// ownEpoch grows with every Own and Disown of the shard: a restore
@@ -146,6 +147,7 @@ func (s *shard) run() {
 	defer s.a.wg.Done()
 	defer close(s.exited)
 	var batch []*item
+	var asks []*ask
 	for {
 		select {
 		case <-s.wake:
@@ -158,16 +160,26 @@ func (s *shard) run() {
 		for {
 			s.mu.Lock()
 			batch, s.queue = s.queue, batch[:0]
+			asks, s.asks = s.asks, asks[:0]
 			s.mu.Unlock()
-			if len(batch) == 0 {
+			if len(batch) == 0 && len(asks) == 0 {
 				break
 			}
-			s.process(batch)
-			clear(batch)
+			if len(batch) > 0 {
+				s.process(batch)
+				clear(batch)
+			}
+			// Asks taken with a batch are answered after it: a packet the
+			// batch issued is outstanding to them.
+			if len(asks) > 0 {
+				s.drainBooked()
+				s.answer(asks)
+				clear(asks)
+			}
 		}
 		if s.a.closing.Load() {
 			s.mu.Lock()
-			if len(s.queue) == 0 {
+			if len(s.queue) == 0 && len(s.asks) == 0 {
 				s.stopped = true
 				s.mu.Unlock()
 				return
@@ -479,7 +491,10 @@ func (s *shard) settle(taken []*item, issued bool) {
 // now, while the batch's claims are in cache, it costs no cache miss after
 // the wait (~6% of BenchmarkAdmit's CPU).
 func (s *shard) claimIssued(it *item) {
-	it.rc.users[it.g.ActID] = claim{state: claimIssued, amount: it.g.Amount, app: it.g.AppID, award: it.rc.awardOf(it.g.AwardType)}
+	g := &it.g
+	award := it.rc.awardOf(g.AwardType)
+	it.rc.users[g.ActID] = claim{state: claimIssued, amount: g.Amount, app: g.AppID, award: award}
+	it.rc.issued(g.ActID, award, g.Asset, g.BudgetID, g.OpenTime)
 }
 
 // noAward records that the user's packet for the rain is used up with
