@@ -127,7 +127,11 @@ type outstandingRig struct {
 	offset     time.Duration // the rig's clock is the real one moved by offset
 }
 
-func (r *outstandingRig) clock() time.Time { r.mu.Lock(); defer r.mu.Unlock(); return time.Now().Add(r.offset) }
+func (r *outstandingRig) clock() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return time.Now().Add(r.offset)
+}
 func (r *outstandingRig) advance(d time.Duration) {
 	r.mu.Lock()
 	r.offset += d

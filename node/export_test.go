@@ -1,6 +1,8 @@
 package node
 
 import (
+	"redrain/booking"
+	"redrain/grant"
 	"redrain/lines"
 	"redrain/storage"
 )
@@ -18,3 +20,10 @@ func (n *Node) Partitions() int32 { return n.cfg.Partitions }
 
 // Lines is the node's business lines' syncer (nil without lines).
 func (n *Node) Lines() *lines.Syncer { return n.lines }
+
+// Grants is the node's grant path, for tests that ask it what the HTTP
+// API does not (a user's outstanding packets).
+func (n *Node) Grants() *grant.Admission { return n.grants }
+
+// Booker is the node's booking, for tests that book as a withdrawal does.
+func (n *Node) Booker() *booking.Booker { return n.booker }
