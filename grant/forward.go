@@ -107,6 +107,14 @@ func (t *strTable) of(s string) uint64 {
 	return i
 }
 
+// appendHead appends the head of an answer: its kind (or version), the
+// string table and the count of what follows.
+func (t *strTable) appendHead(dst []byte, kind byte, n int) []byte {
+	dst = append(dst, kind)
+	dst = t.appendTo(dst)
+	return binary.AppendUvarint(dst, uint64(n))
+}
+
 func (t *strTable) appendTo(dst []byte) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(t.list)))
 	for _, s := range t.list {
@@ -314,9 +322,7 @@ func AppendAnswers(dst []byte, res []Result) []byte {
 			t.of(g.BudgetID)
 		}
 	}
-	dst = append(dst, forwardVersion)
-	dst = t.appendTo(dst)
-	dst = binary.AppendUvarint(dst, uint64(len(res)))
+	dst = t.appendHead(dst, forwardVersion, len(res))
 	for i := range res {
 		r := &res[i]
 		var flags byte

@@ -401,9 +401,7 @@ func AppendAskAnswers(dst []byte, grants [][]ledger.Grant, errs []error) []byte 
 			t.of(g.BudgetID)
 		}
 	}
-	dst = append(dst, askKind)
-	dst = t.appendTo(dst)
-	dst = binary.AppendUvarint(dst, uint64(len(grants)))
+	dst = t.appendHead(dst, askKind, len(grants))
 	for i := range grants {
 		switch err := errs[i]; {
 		case errors.Is(err, ErrNotOwner):

@@ -93,7 +93,7 @@ var outstandingStart = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 // "multi", four rains always open in scene "s" and rain 9 of scene "late"
 // open for an hour from outstandingStart, with two awards of different
 // kinds (money and a coin), so packets differ in award, asset and budget.
-func outstandingCampaign(t testing.TB) (*campaign.Campaign, *campaign.Catalog) {
+func outstandingCampaign(t testing.TB, rains int) (*campaign.Campaign, *campaign.Catalog) {
 	t.Helper()
 	multi := campaign.Activity{
 		ID: "multi",
@@ -101,12 +101,18 @@ func outstandingCampaign(t testing.TB) (*campaign.Campaign, *campaign.Catalog) {
 			{Type: "gold", Kind: campaign.KindCoin, Currency: "gold", Min: 10, Max: 20}},
 		Stages: []campaign.Stage{{Stage: "formal", Budgets: map[string]int64{"cash": 1 << 40, "gold": 1 << 40}}},
 	}
-	for r := range uint64(4) {
+	for r := range uint64(rains) {
 		multi.Rains = append(multi.Rains, campaign.Rain{SceneID: "s", RainID: r + 1, AlwaysOpen: true, Start: time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)})
 	}
 	multi.Rains = append(multi.Rains, campaign.Rain{SceneID: "late", RainID: 9, Start: outstandingStart, End: outstandingStart.Add(time.Hour)})
 	cc := campaign.Demo()
 	cc.Activities = append(cc.Activities, multi)
+	return compiled(t, cc)
+}
+
+// compiled compiles cc and the catalog of its seed activities.
+func compiled(t testing.TB, cc *campaign.Config) (*campaign.Campaign, *campaign.Catalog) {
+	t.Helper()
 	camp, err := campaign.Compile(cc)
 	if err != nil {
 		t.Fatal(err)
@@ -125,6 +131,7 @@ type outstandingRig struct {
 	stream     *memStream
 	mu         sync.Mutex
 	offset     time.Duration // the rig's clock is the real one moved by offset
+	rains      int           // always-open rains of multi's scene "s"
 }
 
 func (r *outstandingRig) clock() time.Time {
@@ -139,9 +146,15 @@ func (r *outstandingRig) advance(d time.Duration) {
 }
 
 func newOutstandingRig(t testing.TB, parts int32, owner bool, stream grant.Stream) *outstandingRig {
+	return newOutstandingRigOf(t, parts, owner, stream, 4)
+}
+
+// newOutstandingRigOf is newOutstandingRig with rains always-open rains
+// in multi's scene "s".
+func newOutstandingRigOf(t testing.TB, parts int32, owner bool, stream grant.Stream, rains int) *outstandingRig {
 	t.Helper()
-	camp, cat := outstandingCampaign(t)
-	r := &outstandingRig{offset: time.Until(outstandingStart.Add(time.Minute))}
+	camp, cat := outstandingCampaign(t, rains)
+	r := &outstandingRig{offset: time.Until(outstandingStart.Add(time.Minute)), rains: rains}
 	budget := &budgets{total: 1 << 50, now: r.clock, of: map[string]*granttest.Budget{}}
 	if m, ok := stream.(*memStream); ok {
 		r.stream = m
@@ -168,7 +181,7 @@ func (r *outstandingRig) grantAll(t testing.TB, user string) []ledger.Grant {
 	t.Helper()
 	reqs := []grant.Request{{AppID: 3, UserID: user, ActivityID: "demo", SceneID: "rain", RainID: 1},
 		{AppID: 3, UserID: user, ActivityID: "multi", SceneID: "late", RainID: 9}}
-	for rain := range uint64(4) {
+	for rain := range uint64(r.rains) {
 		reqs = append(reqs, grant.Request{AppID: 3, UserID: user, ActivityID: "multi", SceneID: "s", RainID: rain + 1})
 	}
 	res := make([]grant.Result, len(reqs))
@@ -372,7 +385,7 @@ func TestOutstandingNotPending(t *testing.T) {
 // node and a cancelled wait are unavailable (retryable); act_id 0 is
 // malformed.
 func TestOutstandingErrors(t *testing.T) {
-	camp, cat := outstandingCampaign(t)
+	camp, cat := outstandingCampaign(t, 4)
 	newFront := func(peers grant.Peers) *grant.Admission {
 		a := grant.New(grant.Config{Log: slog.New(slog.DiscardHandler), Campaign: camp, Resolver: &seqResolver{ids: map[string]uint64{}},
 			Stream: &memStream{parts: 2}, Leases: granttest.NewBudget(0), Peers: peers, Self: "front", Node: "n-front",
@@ -500,4 +513,50 @@ func FuzzDecodeAsk(f *testing.F) {
 			_, _, _ = grant.DecodeAskAnswers(b, n)
 		}
 	})
+}
+
+// BenchmarkOutstanding asks for the outstanding packets of users with 10
+// each (one per rain of two activities, money and coin awards), among
+// 2,000 such users on 8 shards: on the shard's owner (an idle shard
+// answers at once) and through a node that forwards the ask to it (in
+// process: the encodings and the owner's Serve, no network). ns/op is one
+// user's answer; parallel asks from GOMAXPROCS callers at once.
+func BenchmarkOutstanding(b *testing.B) {
+	for _, owner := range []bool{true, false} {
+		r := newOutstandingRigOf(b, 8, owner, &memStream{parts: 8}, 8)
+		var ids []uint64
+		for u := range 2000 {
+			gs := r.grantAll(b, fmt.Sprintf("bench%d", u))
+			ids = append(ids, gs[0].ActID)
+		}
+		ctx := context.Background()
+		ask := func(id uint64) {
+			gs, err := r.adm.Outstanding(ctx, id)
+			if err != nil || len(gs) != 10 {
+				b.Fatalf("Outstanding(%d) = %d packets, %v; want 10", id, len(gs), err)
+			}
+		}
+		b.Run(fmt.Sprintf("owner=%v", owner), func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				ask(ids[i%len(ids)])
+				i++
+			}
+		})
+		b.Run(fmt.Sprintf("owner=%v/parallel", owner), func(b *testing.B) {
+			b.ReportAllocs()
+			var next sync.Mutex
+			i := 0
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					next.Lock()
+					id := ids[i%len(ids)]
+					i++
+					next.Unlock()
+					ask(id)
+				}
+			})
+		})
+	}
 }

@@ -42,14 +42,7 @@ func TestUncertainLeaseNeverClosedByItsHolder(t *testing.T) {
 	}
 	cc := campaign.Demo()
 	cc.Activities = []campaign.Activity{act}
-	camp, err := campaign.Compile(cc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cat, err := camp.SeedCatalog()
-	if err != nil {
-		t.Fatal(err)
-	}
+	camp, cat := compiled(t, cc)
 	budget := granttest.NewBudget(640)
 	adm := grant.New(grant.Config{Log: slog.New(slog.DiscardHandler), Campaign: camp,
 		Resolver: &seqResolver{ids: map[string]uint64{}}, Stream: failingStream{parts: 1}, Leases: budget,

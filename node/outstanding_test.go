@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -137,17 +136,8 @@ func TestOutstandingBookedExactlyOnce(t *testing.T) {
 	// The held records parked, booking reads the stream's same packets.
 	for part, off := range held {
 		body := fmt.Sprintf(`{"partition":%d,"offset":%d,"reason":"held by a test"}`, part, off)
-		req, _ := http.NewRequest("POST", urlOf(n, "/admin/v1/parked"), strings.NewReader(body))
-		if err := adminSigner.Sign(req, []byte(body)); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := httpClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("park partition %d offset %d: %d", part, off, resp.StatusCode)
+		if code, answer := postPark(t, n, body); code != http.StatusOK {
+			t.Fatalf("park partition %d offset %d: %d %s", part, off, code, answer)
 		}
 	}
 	deadline = time.Now().Add(drainWithin)

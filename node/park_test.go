@@ -45,21 +45,7 @@ func TestParkThroughAdmin(t *testing.T) {
 	wait("the poisoned record stops its partition", func(code int, body []byte) bool {
 		return code == 503 && bytes.Contains(body, []byte("partition 0 stuck"))
 	})
-	park := func(body string) (int, []byte) {
-		t.Helper()
-		req, _ := http.NewRequest("POST", urlOf(n, "/admin/v1/parked"), strings.NewReader(body))
-		if err := adminSigner.Sign(req, []byte(body)); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := httpClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var b bytes.Buffer
-		_, _ = b.ReadFrom(resp.Body)
-		return resp.StatusCode, b.Bytes()
-	}
+	park := func(body string) (int, []byte) { t.Helper(); return postPark(t, n, body) }
 	if code, body := park(`{"partition":0,"offset":0}`); code != 400 {
 		t.Fatalf("park without a reason = %d %s, want 400", code, body)
 	}
@@ -84,6 +70,24 @@ func TestParkThroughAdmin(t *testing.T) {
 		list.Parked[0].By != "test" || list.Parked[0].Reason != "garbage written by a test" {
 		t.Fatalf("GET /admin/v1/parked = %d %s", code, body)
 	}
+}
+
+// postPark sends POST /admin/v1/parked with body, signed, and returns the
+// answer.
+func postPark(t *testing.T, n *node.Node, body string) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", urlOf(n, "/admin/v1/parked"), strings.NewReader(body))
+	if err := adminSigner.Sign(req, []byte(body)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	_, _ = b.ReadFrom(resp.Body)
+	return resp.StatusCode, b.Bytes()
 }
 
 func jsonInt(v int64) string { b, _ := json.Marshal(v); return string(b) }
