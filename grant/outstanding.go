@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	"redrain/errcode"
 	"redrain/ledger"
 	"redrain/tokens"
 )
@@ -28,6 +27,18 @@ import (
 // packet that does not exist, an entry no stream event would ever
 // attribute. If its record landed, booking books it from the stream. Nor
 // are claims restored from the store (booked) or "no award".
+
+// Outstanding's errors. Callers map them to the API's codes
+// (ingress.OutstandingError): errcode itself is out of this package's
+// reach (it writes fasthttp answers).
+var (
+	// ErrUnavailable: no node can answer for the user's shard now (no
+	// owner that decides it, one that cannot be reached, this node
+	// stopping, the caller's context ended). Retry.
+	ErrUnavailable = errors.New("grant: the user's outstanding packets are unavailable; retry")
+	// ErrNoUser: act_id 0 names no user.
+	ErrNoUser = errors.New("grant: act_id 0 names no user")
+)
 
 // ask is one question to a shard for the outstanding packets of some of
 // its users: Outstanding's (one user) or a message another node forwarded.
@@ -66,27 +77,28 @@ func (q *ask) failAll(err error) {
 // (a packet that batch issues is outstanding); a node that does not own
 // the shard asks the owner, one message for every question the shard has
 // when it asks. No owner that decides the shard now (moving, restoring,
-// not confirmed), an owner that cannot be reached or the end of ctx:
-// errcode unavailable (retryable). act_id 0: malformed_request.
+// not confirmed), an owner that cannot be reached, this node stopping or
+// the end of ctx: an error wrapping ErrUnavailable (retryable). act_id 0:
+// ErrNoUser. An issued claim the owner cannot rebuild: ledger.ErrInvariant.
 func (a *Admission) Outstanding(ctx context.Context, actID uint64) ([]ledger.Grant, error) {
 	if actID == 0 {
-		return nil, errcode.Errorf(errcode.CodeMalformed, "act_id 0 names no user")
+		return nil, ErrNoUser
 	}
 	if a.closing.Load() {
-		return nil, errcode.Errorf(errcode.CodeUnavailable, "%v", errClosed)
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, errClosed)
 	}
 	q := newAsk([]uint64{actID}, false)
 	a.shards[a.stream.Partition(actID)].pushAsk(q)
 	select {
 	case <-q.done:
 	case <-ctx.Done():
-		return nil, errcode.Errorf(errcode.CodeUnavailable, "grant: the user's outstanding packets: %v", ctx.Err())
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
 	}
 	switch err := q.errs[0]; {
 	case errors.Is(err, ledger.ErrInvariant):
-		return nil, errcode.Errorf(errcode.CodeInternal, "grant: the user's outstanding packets: %v", err)
+		return nil, err
 	case err != nil:
-		return nil, errcode.Errorf(errcode.CodeUnavailable, "grant: the user's outstanding packets: %v", err)
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	return q.grants[0], nil
 }

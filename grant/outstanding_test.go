@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"redrain/campaign"
-	"redrain/errcode"
 	"redrain/grant"
 	"redrain/grant/granttest"
 	"redrain/ledger"
@@ -382,8 +381,8 @@ func TestOutstandingNotPending(t *testing.T) {
 
 // TestOutstandingErrors: no owner that decides the shard, an owner that
 // cannot be reached, one that answers it is not the owner, a stopped
-// node and a cancelled wait are unavailable (retryable); act_id 0 is
-// malformed.
+// node and a caller that gives up are ErrUnavailable (retry); act_id 0 is
+// ErrNoUser.
 func TestOutstandingErrors(t *testing.T) {
 	camp, cat := outstandingCampaign(t, 4)
 	newFront := func(peers grant.Peers) *grant.Admission {
@@ -397,8 +396,7 @@ func TestOutstandingErrors(t *testing.T) {
 	unavailable := func(what string, a *grant.Admission, ctx context.Context) {
 		t.Helper()
 		gs, err := a.Outstanding(ctx, 7)
-		var e *errcode.Error
-		if !errors.As(err, &e) || e.Code != errcode.CodeUnavailable || !e.Code.Retryable() || gs != nil {
+		if !errors.Is(err, grant.ErrUnavailable) || gs != nil {
 			t.Errorf("%s: Outstanding = %+v, %v, want unavailable", what, gs, err)
 		}
 	}
@@ -411,8 +409,8 @@ func TestOutstandingErrors(t *testing.T) {
 	unavailable("owner named by the store is not", newFront(peersOf{other}), ctx)
 
 	front := newFront(nil)
-	if _, err := front.Outstanding(ctx, 0); !errors.Is(err, errcode.CodeMalformed) {
-		t.Errorf("Outstanding(0) = %v, want malformed_request", err)
+	if _, err := front.Outstanding(ctx, 0); !errors.Is(err, grant.ErrNoUser) {
+		t.Errorf("Outstanding(0) = %v, want ErrNoUser", err)
 	}
 	release := make(chan struct{})
 	blocked := newFront(blockingPeers{release})

@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"errors"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -224,6 +225,23 @@ func (s *Server) appendAnswer(dst []byte, req *GrantRequest, r *grant.Result) ([
 		return dst, unavailable(r.Err)
 	}
 	return dst, errcode.Errorf(errcode.CodeInternal, "grant outcome %v", r.Outcome)
+}
+
+// OutstandingError is the API's error for grant.Admission.Outstanding's
+// error (nil for nil): a user's outstanding packets that no node can
+// answer for now are unavailable (503, retryable), act_id 0 is a
+// malformed request, anything else (a broken invariant of the claim
+// table) is internal.
+func OutstandingError(err error) *errcode.Error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, grant.ErrUnavailable):
+		return errcode.Errorf(errcode.CodeUnavailable, "%v", err)
+	case errors.Is(err, grant.ErrNoUser):
+		return errcode.Errorf(errcode.CodeMalformed, "%v", err)
+	}
+	return errcode.Errorf(errcode.CodeInternal, "%v", err)
 }
 
 func unavailable(err error) *errcode.Error {

@@ -1,9 +1,11 @@
 package ingress
 
 import (
+	"fmt"
 	"testing"
 
 	"redrain/campaign"
+	"redrain/errcode"
 	"redrain/grant"
 	"redrain/ledger"
 	"redrain/tokens"
@@ -36,5 +38,26 @@ func TestAppendAnswerSealsInPlace(t *testing.T) {
 		if e != nil || string(got) != string(want) {
 			t.Errorf("appendAnswer(%+v) = %s, %v; want %s", r, got, e, want)
 		}
+	}
+}
+
+// TestOutstandingError: Outstanding's errors map to their API codes, and
+// only unavailability is retryable.
+func TestOutstandingError(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want errcode.Code
+	}{
+		{fmt.Errorf("%w: owner unreachable", grant.ErrUnavailable), errcode.CodeUnavailable},
+		{grant.ErrNoUser, errcode.CodeMalformed},
+		{fmt.Errorf("%w: claim table", ledger.ErrInvariant), errcode.CodeInternal},
+	} {
+		e := OutstandingError(c.err)
+		if e == nil || e.Code != c.want || e.Code.Retryable() != (c.want == errcode.CodeUnavailable) {
+			t.Errorf("OutstandingError(%v) = %v, want %s", c.err, e, c.want)
+		}
+	}
+	if e := OutstandingError(nil); e != nil {
+		t.Errorf("OutstandingError(nil) = %v, want nil", e)
 	}
 }
