@@ -558,3 +558,57 @@ func BenchmarkOutstanding(b *testing.B) {
 		})
 	}
 }
+
+// TestOutstandingFollowsOwnership: a shard answers only while it decides
+// its users: unavailable while it restores the store's packets, under a
+// tenure booking has not confirmed lately and after Disown; restored
+// (booked) packets are never outstanding, issued ones are.
+func TestOutstandingFollowsOwnership(t *testing.T) {
+	camp, cat := outstandingCampaign(t, 4)
+	adm := grant.New(grant.Config{Log: slog.New(slog.DiscardHandler), Campaign: camp, Resolver: &seqResolver{ids: map[string]uint64{}},
+		Stream: &memStream{parts: 1}, Leases: &budgets{total: 1 << 40, now: time.Now, of: map[string]*granttest.Budget{}},
+		Node: "n-test", Incarnation: 1, Metrics: &metrics.Registry{}, Clock: time.Now})
+	adm.SetCatalog(cat)
+	t.Cleanup(func() { adm.Close(context.Background()) })
+	ctx := context.Background()
+	want := func(what string, act uint64, n int, unavailable bool) {
+		t.Helper()
+		gs, err := adm.Outstanding(ctx, act)
+		switch {
+		case unavailable && !errors.Is(err, grant.ErrUnavailable):
+			t.Fatalf("%s: Outstanding = %+v, %v, want unavailable", what, gs, err)
+		case !unavailable && (err != nil || len(gs) != n):
+			t.Fatalf("%s: Outstanding = %+v, %v, want %d packets", what, gs, err, n)
+		}
+	}
+	want("not owned", 2, 0, true)
+	ten := &tenure{}
+	ten.valid.Store(true)
+	release := make(chan struct{})
+	adm.Own(0, ten, func(context.Context) ([]grant.Booked, error) {
+		<-release
+		return []grant.Booked{{ActID: 2, LimitKey: "2_demo_rain_1_formal", AwardType: "cash", Amount: 55}}, nil
+	})
+	want("restoring", 2, 0, true)
+	close(release)
+	deadline := time.Now().Add(10 * time.Second)
+	for _, err := adm.Outstanding(ctx, 2); err != nil; _, err = adm.Outstanding(ctx, 2) {
+		if time.Now().After(deadline) {
+			t.Fatalf("shard not restored: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	want("a restored packet", 2, 0, false)
+	res := make([]grant.Result, 1)
+	adm.Admit([]grant.Request{{AppID: 1, UserID: "x", ActivityID: "multi", SceneID: "s", RainID: 2}}, res)
+	if res[0].Outcome != grant.Issued {
+		t.Fatalf("grant = %v (%v)", res[0].Outcome, res[0].Err)
+	}
+	want("issued", res[0].Grant.ActID, 1, false)
+	ten.valid.Store(false)
+	want("tenure not confirmed", res[0].Grant.ActID, 0, true)
+	ten.valid.Store(true)
+	want("tenure confirmed again", res[0].Grant.ActID, 1, false)
+	adm.Disown(0)
+	want("disowned", res[0].Grant.ActID, 0, true)
+}
