@@ -342,12 +342,16 @@ func (s *shard) forwardAsks(asks []*ask) {
 //	request: askKind, partition uvarint, count uvarint, act_ids uvarint
 //	answer:  askKind, the strings the packets share (activity and scene
 //	  ids, award types, assets, budget ids), count uvarint, then per act_id
-//	  of the request: flags byte (flagNotOwner, flagErr); with flagErr the
-//	  error text, else the packet count uvarint and per packet: app_id
+//	  of the request: flags byte (flagNotOwner, flagErr, flagErr with
+//	  flagInvariant); with flagErr the error text, else the packet count uvarint and per packet: app_id
 //	  uvarint, activity and scene as string indexes, rain_id uvarint, stage
 //	  byte, award, asset and budget as string indexes, amount varint,
 //	  open_time varint
 const askKind byte = 0x81
+
+// flagInvariant, with flagErr in an ask's answer: the owner found its
+// claim table broken (ledger.ErrInvariant), not a retryable failure.
+const flagInvariant = 1 << 4
 
 // AppendAsk appends the encoding of an ask for the outstanding packets of
 // ids, users of partition p.
@@ -419,6 +423,10 @@ func AppendAskAnswers(dst []byte, grants [][]ledger.Grant, errs []error) []byte 
 		case errors.Is(err, ErrNotOwner):
 			dst = append(dst, flagNotOwner)
 			continue
+		case errors.Is(err, ledger.ErrInvariant):
+			dst = append(dst, flagErr|flagInvariant)
+			dst = appendStr(dst, err.Error())
+			continue
 		case err != nil:
 			dst = append(dst, flagErr)
 			dst = appendStr(dst, err.Error())
@@ -464,6 +472,8 @@ func DecodeAskAnswers(src []byte, n int) (grants [][]ledger.Grant, errs []error,
 			errs[i] = ErrNotOwner
 		case flags == flagErr:
 			errs[i] = &remoteError{text: r.str("error")}
+		case flags == flagErr|flagInvariant:
+			errs[i] = fmt.Errorf("%w: on the shard's owner: %s", ledger.ErrInvariant, r.str("error"))
 		case flags != 0:
 			r.fail("flags")
 		default:

@@ -471,20 +471,22 @@ func TestAskCodecRoundTrip(t *testing.T) {
 		AwardType: "gold", Asset: "coin:gold", Amount: 17, BudgetID: "multi/gray/gold", OpenTime: 1_700_000_000_000}
 	h := g
 	h.AwardType, h.Asset, h.BudgetID, h.Amount, h.Stage = "cash", "cash", "multi/formal/cash", 1, tokens.StageFormal
-	grants := [][]ledger.Grant{{g, h}, nil, nil}
-	errs := []error{nil, grant.ErrNotOwner, errors.New("shard moving")}
+	grants := [][]ledger.Grant{{g, h}, nil, nil, nil}
+	errs := []error{nil, grant.ErrNotOwner, errors.New("shard moving"), fmt.Errorf("%w: claim table", ledger.ErrInvariant)}
+	ids = append(ids, 43)
 	wire := grant.AppendAskAnswers(nil, grants, errs)
 	gotG, gotE, err := grant.DecodeAskAnswers(wire, len(ids))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(gotG[0], grants[0]) || len(gotG[1]) != 0 || len(gotG[2]) != 0 {
+	if !reflect.DeepEqual(gotG[0], grants[0]) || len(gotG[1]) != 0 || len(gotG[2]) != 0 || len(gotG[3]) != 0 {
 		t.Errorf("answers = %+v, want %+v", gotG, grants)
 	}
-	if gotE[0] != nil || !errors.Is(gotE[1], grant.ErrNotOwner) || gotE[2] == nil || gotE[2].Error() != "shard moving" {
+	if gotE[0] != nil || !errors.Is(gotE[1], grant.ErrNotOwner) || gotE[2] == nil || gotE[2].Error() != "shard moving" ||
+		errors.Is(gotE[2], ledger.ErrInvariant) || !errors.Is(gotE[3], ledger.ErrInvariant) {
 		t.Errorf("errors = %v, want %v", gotE, errs)
 	}
-	if _, _, err := grant.DecodeAskAnswers(wire, 2); err == nil {
+	if _, _, err := grant.DecodeAskAnswers(wire, 3); err == nil {
 		t.Error("answers for another ask size decoded")
 	}
 	for n := range len(wire) {
