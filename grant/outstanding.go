@@ -103,12 +103,23 @@ func (a *Admission) Outstanding(ctx context.Context, actID uint64) ([]ledger.Gra
 	return q.grants[0], nil
 }
 
+// asksMax bounds the asks a shard's queue holds; past it an ask is
+// answered unavailable at once. Each waits for one batch, so only a shard
+// stalled on its stream fills it.
+const asksMax = 4096
+
+var errAsksFull = errors.New("grant: too many questions for the user's shard in flight")
+
 // pushAsk queues q for the shard's goroutine.
 func (s *shard) pushAsk(q *ask) {
 	s.mu.Lock()
-	if s.stopped {
+	if s.stopped || len(s.asks) >= asksMax {
+		err := errClosed
+		if !s.stopped {
+			err = errAsksFull
+		}
 		s.mu.Unlock()
-		q.failAll(errClosed)
+		q.failAll(err)
 		close(q.done)
 		return
 	}

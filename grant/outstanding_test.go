@@ -614,3 +614,64 @@ func TestOutstandingFollowsOwnership(t *testing.T) {
 	adm.Disown(0)
 	want("disowned", res[0].Grant.ActID, 0, true)
 }
+
+// stalledStream holds every append until released.
+type stalledStream struct {
+	memStream
+	entered chan struct{} // one send per append
+	release chan struct{}
+}
+
+func (s *stalledStream) Append(p int32, gs []ledger.Grant) (int, error) {
+	s.entered <- struct{}{}
+	<-s.release
+	return s.memStream.Append(p, gs)
+}
+
+// TestOutstandingAsksBounded: a shard stalled on its stream holds at most
+// a bounded number of questions; past it Outstanding answers unavailable
+// at once instead of queueing more.
+func TestOutstandingAsksBounded(t *testing.T) {
+	stream := &stalledStream{memStream: memStream{parts: 1}, entered: make(chan struct{}, 4), release: make(chan struct{})}
+	r := newOutstandingRig(t, 1, true, stream)
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(stream.release)
+		}
+	}
+	t.Cleanup(release) // before the rig closes
+	go r.adm.Admit([]grant.Request{{AppID: 1, UserID: "s", ActivityID: "demo", SceneID: "rain", RainID: 1}}, make([]grant.Result, 1))
+	<-stream.entered // the shard waits for its record's acknowledgement
+	// Questions whose callers gave up stay queued until the batch ends.
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 4096 {
+		if _, err := r.adm.Outstanding(gone, 5); !errors.Is(err, grant.ErrUnavailable) {
+			t.Fatalf("Outstanding with an ended context = %v, want unavailable", err)
+		}
+	}
+	answered := make(chan error, 1)
+	go func() {
+		_, err := r.adm.Outstanding(context.Background(), 5)
+		answered <- err
+	}()
+	select {
+	case err := <-answered:
+		if !errors.Is(err, grant.ErrUnavailable) {
+			t.Fatalf("Outstanding past the bound = %v, want unavailable", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Outstanding past the bound waits for the stalled shard")
+	}
+	release()
+	// Once the batch ends the queue drains and questions are answered.
+	deadline := time.Now().Add(10 * time.Second)
+	for _, err := r.adm.Outstanding(context.Background(), 5); err != nil; _, err = r.adm.Outstanding(context.Background(), 5) {
+		if time.Now().After(deadline) {
+			t.Fatalf("Outstanding once the shard goes on: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
