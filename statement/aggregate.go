@@ -308,6 +308,9 @@ type Aggregator struct {
 	aggs  map[dayKey]*Aggregate
 	split []int64 // scratch
 	lost  []int64
+	// feeItems are the fee lines' items per merchant with a rule, the
+	// default rule's under "".
+	feeItems map[string][]string
 }
 
 // NewAggregator returns an empty aggregator over cfg, which must validate.
@@ -316,13 +319,23 @@ func NewAggregator(cfg *Config) (*Aggregator, error) {
 		return nil, err
 	}
 	n := 1
-	for _, r := range cfg.Rules {
+	items := map[string][]string{}
+	add := func(m string, r *Rule) {
 		n = max(n, len(r.Fees)+1)
+		for _, f := range r.Fees {
+			items[m] = append(items[m], FeeItem(f.Party))
+		}
+		if items[m] == nil {
+			items[m] = []string{}
+		}
+	}
+	for m, r := range cfg.Rules {
+		add(m, &r)
 	}
 	if cfg.Default != nil {
-		n = max(n, len(cfg.Default.Fees)+1)
+		add("", cfg.Default)
 	}
-	return &Aggregator{cfg: cfg, aggs: map[dayKey]*Aggregate{}, split: make([]int64, 0, n), lost: make([]int64, 0, n)}, nil
+	return &Aggregator{cfg: cfg, aggs: map[dayKey]*Aggregate{}, split: make([]int64, 0, n), lost: make([]int64, 0, n), feeItems: items}, nil
 }
 
 func (g *Aggregator) at(k dayKey) *Aggregate {
@@ -408,8 +421,12 @@ func (g *Aggregator) merchant(day Day, p *Posting) error {
 		return err
 	}
 	g.split = shares
-	for i, f := range rule.Fees {
-		a.add(Other, FeeItem(f.Party), p.Asset, -shares[i], 1)
+	items := g.feeItems[p.Merchant]
+	if items == nil {
+		items = g.feeItems[""]
+	}
+	for i := range rule.Fees {
+		a.add(Other, items[i], p.Asset, -shares[i], 1)
 	}
 	a.addResidual(p.Asset, shares[len(rule.Fees)])
 	return nil
@@ -422,8 +439,8 @@ type DayAggregate struct {
 	Agg   *Aggregate
 }
 
-// Days returns the aggregates folded, sorted by day and party, and
-// empties the aggregator.
+// Days returns the aggregates folded, in no order (each one's lines
+// sorted), and empties the aggregator.
 func (g *Aggregator) Days() []DayAggregate {
 	out := make([]DayAggregate, 0, len(g.aggs))
 	for k, a := range g.aggs {
@@ -434,9 +451,6 @@ func (g *Aggregator) Days() []DayAggregate {
 		a.Sort()
 		out = append(out, DayAggregate{Day: k.day, Party: p, Agg: a})
 	}
-	slices.SortFunc(out, func(x, y DayAggregate) int {
-		return cmp.Or(cmp.Compare(x.Day, y.Day), cmp.Compare(x.Party.Kind, y.Party.Kind), cmp.Compare(x.Party.ID, y.Party.ID))
-	})
 	clear(g.aggs)
 	return out
 }
