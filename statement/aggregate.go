@@ -311,6 +311,7 @@ type Aggregator struct {
 	// feeItems are the fee lines' items per merchant with a rule, the
 	// default rule's under "".
 	feeItems map[string][]string
+	last     [PartyMerchant + 1]lastAgg
 }
 
 // NewAggregator returns an empty aggregator over cfg, which must validate.
@@ -339,12 +340,24 @@ func NewAggregator(cfg *Config) (*Aggregator, error) {
 }
 
 func (g *Aggregator) at(k dayKey) *Aggregate {
+	// Consecutive postings mostly share an activity, sponsor and merchant:
+	// the last aggregate of each kind is compared before the map is asked.
+	last := &g.last[k.kind]
+	if last.agg != nil && last.key == k {
+		return last.agg
+	}
 	a := g.aggs[k]
 	if a == nil {
 		a = &Aggregate{}
 		g.aggs[k] = a
 	}
+	*last = lastAgg{k, a}
 	return a
+}
+
+type lastAgg struct {
+	key dayKey
+	agg *Aggregate
 }
 
 // userSection is where a user's posting of kind goes.
@@ -452,6 +465,7 @@ func (g *Aggregator) Days() []DayAggregate {
 		out = append(out, DayAggregate{Day: k.day, Party: p, Agg: a})
 	}
 	clear(g.aggs)
+	g.last = [PartyMerchant + 1]lastAgg{}
 	return out
 }
 
