@@ -39,7 +39,7 @@ func benchGrantJournals(n int) [][]byte {
 
 // fold folds journals as a Folder does, without the store: aggregates
 // drained and encoded every benchMaxOps ops.
-func fold(b *testing.B, cfg *statement.Config, next func() *ledger.Journal) (days int) {
+func fold(b *testing.B, cfg *statement.Config, n int, journal func(i int) *ledger.Journal) (days int) {
 	g, err := statement.NewAggregator(cfg)
 	if err != nil {
 		b.Fatal(err)
@@ -53,7 +53,8 @@ func fold(b *testing.B, cfg *statement.Config, next func() *ledger.Journal) (day
 		}
 		ops = 0
 	}
-	for j := next(); j != nil; j = next() {
+	for i := range n {
+		j := journal(i)
 		if err := closing.Postings(j, g.Add); err != nil {
 			b.Fatal(err)
 		}
@@ -72,16 +73,11 @@ func BenchmarkMonthGrants(b *testing.B) {
 	cfg := &statement.Config{Sponsors: map[string]string{"newyear": "acme", "spring": "acme"}}
 	b.ResetTimer()
 	for range b.N {
-		i := 0
-		fold(b, cfg, func() *ledger.Journal {
-			if i == len(js) {
-				return nil
-			}
+		fold(b, cfg, len(js), func(i int) *ledger.Journal {
 			j, err := ledger.DecodeJournal(js[i])
 			if err != nil {
 				b.Fatal(err)
 			}
-			i++
 			return j
 		})
 	}
@@ -107,14 +103,7 @@ func BenchmarkMonthConsumes(b *testing.B) {
 	cfg := &statement.Config{Default: &seedRule}
 	b.ResetTimer()
 	for range b.N {
-		i := 0
-		fold(b, cfg, func() *ledger.Journal {
-			if i == len(js) {
-				return nil
-			}
-			i++
-			return js[i-1]
-		})
+		fold(b, cfg, len(js), func(i int) *ledger.Journal { return js[i] })
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/benchOps, "ns/op-posting")
 }

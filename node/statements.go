@@ -48,7 +48,16 @@ func (n *Node) FoldStatements(ctx context.Context) (closing.Progress, error) {
 
 // foldStatements folds every statementsEvery until ctx ends.
 func (n *Node) foldStatements(ctx context.Context) {
-	t := time.NewTicker(statementsEvery)
+	every(ctx, statementsEvery, func() {
+		if _, err := n.FoldStatements(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, storage.ErrConflict) {
+			n.log.Warn("statements: fold failed (retried)", "err", err)
+		}
+	})
+}
+
+// every calls fn every d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
@@ -56,9 +65,7 @@ func (n *Node) foldStatements(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if _, err := n.FoldStatements(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, storage.ErrConflict) {
-			n.log.Warn("statements: fold failed (retried)", "err", err)
-		}
+		fn()
 	}
 }
 
@@ -111,7 +118,7 @@ func statementQuery(args *fasthttp.Args) (stmtQuery, error) {
 	var q stmtQuery
 	got := map[string]string{}
 	var bad error
-	args.VisitAll(func(k, v []byte) {
+	for k, v := range args.All() {
 		key := string(k)
 		switch _, dup := got[key]; {
 		case bad != nil:
@@ -121,7 +128,7 @@ func statementQuery(args *fasthttp.Args) (stmtQuery, error) {
 			bad = errcode.Errorf(errcode.CodeMalformed, "statements: parameter %q given twice", key)
 		}
 		got[key] = string(v)
-	})
+	}
 	if bad != nil {
 		return q, bad
 	}

@@ -63,14 +63,12 @@ func runStatements(ctx context.Context, c *cli, args []string) int {
 	if err != nil {
 		return c.exitCode(statementsCommand.name, err)
 	}
-	key, err := adminauth.ParseKey(adminKeyOr(*keyText, c.getenv))
-	if err != nil {
-		fmt.Fprintf(c.stderr, "error: --key: %v\n", err)
+	client, ok := adminClient(c, *target, *keyText)
+	if !ok {
 		return 2
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	client := &adminauth.Client{Target: *target, Signer: &adminauth.Signer{Key: key}, HTTP: &http.Client{}}
 	var body []byte
 	q := url.Values{"period": {*period}, "date": {*date}, "party": {*party}, "format": {*format}}
 	err = client.Do(ctx, http.MethodGet, "/admin/v1/statements", q, nil, &body)
