@@ -207,3 +207,42 @@ func TestPostingsOfMoves(t *testing.T) {
 		t.Errorf("a move of unknown kind: %v", err)
 	}
 }
+
+// TestFoldAcrossRestart: on the embedded TiKV, a fold stopped after one
+// transaction resumes from its watermarks after the store is closed and
+// opened again, and counts each journal once.
+func TestFoldAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	db, err := storage.OpenTiKV(nil, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &store{t: t, db: db, next: map[int32]uint64{}}
+	s.journal(0, day1+1, [2]int64{2, 100})
+	s.journal(1, day1+2, [2]int64{3, 10})
+	s.journal(0, day1+3, [2]int64{2, 1})
+	cfg := &statement.Config{}
+	f := &closing.Folder{DB: db, Parts: 2, Config: cfg, MaxOps: 1, Now: func() int64 { return day1 + 4 }}
+	if pr, err := f.Fold(context.Background()); err != nil || pr.Journals != 1 || pr.CaughtUp {
+		t.Fatalf("first fold: %+v %v", pr, err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err = storage.OpenTiKV(nil, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s.db = db
+	s.journal(1, day1+5, [2]int64{3, 1_000})
+	f.DB = db
+	if pr, err := f.FoldAll(context.Background()); err != nil || pr.Journals != 3 || !pr.CaughtUp {
+		t.Fatalf("fold after the restart: %+v %v", pr, err)
+	}
+	for party, want := range map[string][2]int64{"activity:newyear": {-1_111, 4}, "user:2": {101, 2}, "user:3": {1_010, 2}} {
+		if a, n := net(s.read(db, party, "day", "2025-12-06"), "cash"); a != want[0] || n != want[1] {
+			t.Errorf("%s: %d in %d postings, want %d in %d", party, a, n, want[0], want[1])
+		}
+	}
+}
