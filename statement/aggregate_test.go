@@ -234,3 +234,30 @@ func TestParse(t *testing.T) {
 		t.Error("truncated aggregate decoded")
 	}
 }
+
+// Memory is per party-day and line, not per posting: 100,000 postings of
+// 5 users at 2 merchants of 1 activity on one day hold 9 aggregates of a
+// few lines.
+func TestAggregatorBounded(t *testing.T) {
+	g, err := statement.NewAggregator(seedConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100_000 {
+		p := statement.Posting{At: day1 + int64(i), Kind: "grant", User: uint64(i % 5), Activity: "newyear", Asset: "cash", Amount: 3}
+		if i%2 == 1 {
+			p = statement.Posting{At: day1 + int64(i), Kind: "consume", User: uint64(i % 5), Merchant: []string{"m1", "m2"}[i%4/2], Asset: "cash", Amount: -1}
+		}
+		if err := g.Add(&p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := g.Len(); n != 5+2+1+1 {
+		t.Fatalf("%d aggregates, want 9 (5 users, 2 merchants, an activity, its sponsor)", n)
+	}
+	for _, d := range g.Days() {
+		if len(d.Agg.Lines) > 4 {
+			t.Errorf("%s: %d lines", d.Party, len(d.Agg.Lines))
+		}
+	}
+}
