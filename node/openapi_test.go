@@ -767,6 +767,14 @@ func statements(t *testing.T, a *apiCheck, n *node.Node, act uint64) {
 	if ans := a.do(call{method: "GET", path: path + "&format=csv", sign: asAdmin, want: 200}); !strings.HasPrefix(string(ans.body), "party,period,date,closed,section,item,asset,count,amount,amount_yuan\r\nactivity:demo,day,"+today+",false,expenditure,grant,cash,") {
 		t.Errorf("CSV statement: %s", ans.body)
 	}
+	// An activity without a sponsor is its own.
+	var sp struct {
+		Lines []struct{ Count int64 } `json:"lines"`
+	}
+	a.do(call{method: "GET", path: "/admin/v1/statements?period=day&date=" + today + "&party=sponsor:demo", sign: asAdmin, want: 200}).json(t, &sp)
+	if len(st.Lines) == 0 || len(sp.Lines) != 1 || sp.Lines[0].Count != st.Lines[0].Count {
+		t.Errorf("sponsor demo's statement: %+v, want the activity's", sp.Lines)
+	}
 	a.do(call{method: "GET", path: "/admin/v1/statements?period=month&date=" + today[:7] + "&party=user:" + strconv.FormatUint(act, 10) + "&format=json", sign: asAdmin, want: 200})
 	a.do(call{method: "GET", path: "/admin/v1/statements?period=week&date=2026&party=activity:demo", sign: asAdmin, invalid: true, want: 400, code: "malformed_request"})
 	a.do(call{method: "GET", path: "/admin/v1/statements?period=day&date=2026-02-30&party=activity:demo", sign: asAdmin, want: 400, code: "malformed_request"})
