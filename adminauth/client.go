@@ -47,7 +47,7 @@ type Client struct {
 // Do sends a signed request to path (which starts with '/' and is already
 // percent-encoded: see ActivityPath) with query, and decodes a 2xx answer's
 // JSON into out unless out is nil (a *json.RawMessage gets the body as it
-// is). body is sent as JSON: a []byte or json.RawMessage as it is, nil as
+// is, a *[]byte too without being decoded: a CSV answer). body is sent as JSON: a []byte or json.RawMessage as it is, nil as
 // no body, anything else through json.Marshal. A non-2xx answer is an
 // *APIError; no answer at all wraps ErrUnreachable.
 func (c *Client) Do(ctx context.Context, method, path string, query url.Values, body any, out any) error {
@@ -109,6 +109,10 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 		return apiError(resp.StatusCode, answer)
 	}
 	if out == nil {
+		return nil
+	}
+	if raw, ok := out.(*[]byte); ok {
+		*raw = answer
 		return nil
 	}
 	if err := json.Unmarshal(answer, out); err != nil {

@@ -18,10 +18,14 @@ import (
 // awards it can give, and its child activities (stages), each with its own
 // whitelist and budgets. One Activity is one version of the configuration.
 type Activity struct {
-	ID     string  `json:"id"`
-	Rains  []Rain  `json:"rains"`
-	Awards []Award `json:"awards"`
-	Stages []Stage `json:"stages"`
+	ID string `json:"id"`
+	// Sponsor is who pays for the activity: its statements are summed
+	// into the sponsor's (redrain statements --party sponsor:ID). Default:
+	// the activity itself.
+	Sponsor string  `json:"sponsor,omitempty"`
+	Rains   []Rain  `json:"rains"`
+	Awards  []Award `json:"awards"`
+	Stages  []Stage `json:"stages"`
 }
 
 // Rain is a time window of an activity in a scene.
@@ -114,6 +118,14 @@ func (w *Award) AssetOf() ledger.Asset {
 	default:
 		return ledger.AssetCash
 	}
+}
+
+// SponsorOf is the activity's sponsor: Sponsor, or the activity itself.
+func (a *Activity) SponsorOf() string {
+	if a.Sponsor != "" {
+		return a.Sponsor
+	}
+	return a.ID
 }
 
 // ParseActivity decodes one activity strictly: unknown fields, trailing
@@ -285,6 +297,9 @@ func CompileActivity(a *Activity, v uint64) (*Version, error) {
 	}
 	if !validID(a.ID) {
 		return bad("id: want 1-64 characters of [A-Za-z0-9.-]")
+	}
+	if a.Sponsor != "" && !validID(a.Sponsor) {
+		return bad("sponsor: want 1-64 characters of [A-Za-z0-9.-]")
 	}
 	if len(a.Rains) == 0 || len(a.Awards) == 0 || len(a.Stages) == 0 {
 		return bad("needs at least one rain, one award and one stage")

@@ -9,11 +9,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"redrain/lines"
+	"redrain/statement"
 	"redrain/tokens"
 )
 
@@ -46,6 +49,69 @@ type Config struct {
 	// dedupe window, timeout); none is valid. Compile fills in their
 	// defaults.
 	BusinessLines []lines.Line `json:"business_lines,omitempty"`
+	// Statements configures the merchants' statements: the revenue split.
+	Statements Statements `json:"statements,omitzero"`
+}
+
+// Statements is the statements' configuration: the revenue split of a
+// merchant's consumptions, per merchant or by default (none: a merchant
+// keeps its whole gross).
+type Statements struct {
+	DefaultSplit   *SplitRule           `json:"default_split,omitempty"`
+	MerchantSplits map[string]SplitRule `json:"merchant_splits,omitempty"`
+}
+
+// SplitRule is a revenue split as the campaign file writes it: fee
+// parties with rates in parts per million (0.6% is 6000) and the residual
+// party (the merchant) that gets the rest.
+type SplitRule struct {
+	Fees     []SplitFee `json:"fees"`
+	Residual string     `json:"residual"`
+}
+
+// SplitFee is one fee party of a SplitRule.
+type SplitFee struct {
+	Party   string `json:"party"`
+	RatePPM int64  `json:"rate_ppm"`
+}
+
+// Rule is r as package statement applies it.
+func (r *SplitRule) Rule() statement.Rule {
+	out := statement.Rule{Residual: r.Residual}
+	for _, f := range r.Fees {
+		out.Fees = append(out.Fees, statement.Share{Party: f.Party, Rate: f.RatePPM})
+	}
+	return out
+}
+
+// StatementConfig is the statements' configuration with sponsors taken
+// from activities (each activity's SponsorOf).
+func (s *Statements) StatementConfig(activities []*Activity) *statement.Config {
+	out := &statement.Config{Sponsors: map[string]string{}, Rules: map[string]statement.Rule{}}
+	for _, a := range activities {
+		out.Sponsors[a.ID] = a.SponsorOf()
+	}
+	for m, r := range s.MerchantSplits {
+		out.Rules[m] = r.Rule()
+	}
+	if s.DefaultSplit != nil {
+		r := s.DefaultSplit.Rule()
+		out.Default = &r
+	}
+	return out
+}
+
+// validate checks every rule (statement.Rule.Validate) and merchant id.
+func (s *Statements) validate() error {
+	for _, m := range slices.Sorted(maps.Keys(s.MerchantSplits)) {
+		if !validID(m) {
+			return fmt.Errorf("statements: merchant_splits: merchant %q: want 1-64 characters of [A-Za-z0-9.-]", m)
+		}
+	}
+	if err := s.StatementConfig(nil).Validate(); err != nil {
+		return fmt.Errorf("statements: %w", err)
+	}
+	return nil
 }
 
 // Demo is the built-in campaign: activity "demo", scene "rain", rain 1,
@@ -220,6 +286,9 @@ func Compile(c *Config) (*Campaign, error) {
 		return bad("token keys: %v", err)
 	}
 	if err := lines.Validate(c.BusinessLines); err != nil {
+		return bad("%v", err)
+	}
+	if err := c.Statements.validate(); err != nil {
 		return bad("%v", err)
 	}
 	out := &Campaign{Config: c, Ring: ring}

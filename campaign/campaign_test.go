@@ -147,6 +147,7 @@ func TestCompileRejects(t *testing.T) {
 		{"bad whitelist entry", func(a *Activity) { a.Stages[0].Whitelist[0] = "staff" }, "app_id:user_id"},
 		{"internal admits nobody", func(a *Activity) { a.Stages[0].Whitelist, a.Stages[0].ActIDs = nil, nil }, "admits nobody"},
 		{"bad id", func(a *Activity) { a.ID = "spring_2027" }, "id"},
+		{"bad sponsor", func(a *Activity) { a.Sponsor = "acme corp" }, "sponsor"},
 		{"rain twice", func(a *Activity) { a.Rains[2] = a.Rains[1] }, "defined twice"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -256,6 +257,47 @@ func TestBusinessLines(t *testing.T) {
 	} {
 		if _, err := Load(write(tc.lines)); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Load(%s) = %v, want ErrInvalid mentioning %q", tc.lines, err, tc.want)
+		}
+	}
+}
+
+// TestStatementsConfig: the campaign file's revenue split is validated
+// (statement.Rule.Validate), and the seed's ¥100 example splits from the
+// file as written: host 10%, platform 5%, technical fee 0.6%, merchant
+// the rest.
+func TestStatementsConfig(t *testing.T) {
+	dir := t.TempDir()
+	write := func(st string) string {
+		path := dir + "/c.json"
+		body := `{"token_keys":["1:` + demoKeyHex + `"],"active_token_key":1,"draw_salt":"s"` + st + `}`
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	c, err := Load(write(`,"statements":{"merchant_splits":{"m1":{"fees":[{"party":"host","rate_ppm":100000},{"party":"platform","rate_ppm":50000},{"party":"technical_fee","rate_ppm":6000}],"residual":"merchant"}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Activity{ID: "newyear", Sponsor: "acme"}
+	cfg := c.Config.Statements.StatementConfig([]*Activity{a, {ID: "spring"}})
+	if cfg.Sponsors["newyear"] != "acme" || cfg.Sponsors["spring"] != "spring" || cfg.Default != nil {
+		t.Errorf("statement config %+v", cfg)
+	}
+	got, err := cfg.Rules["m1"].Split(10_000)
+	if err != nil || len(got) != 4 || got[0] != 1_000 || got[1] != 500 || got[2] != 60 || got[3] != 8_440 {
+		t.Errorf("¥100 split by the file's rule = %v, %v; want 1000 500 60 8440", got, err)
+	}
+	for _, tc := range []struct{ st, want string }{
+		{`,"statements":{"default_split":{"fees":[{"party":"host","rate_ppm":1000001}],"residual":"merchant"}}}`, "rate"},
+		{`,"statements":{"default_split":{"fees":[{"party":"host","rate_ppm":600000},{"party":"p","rate_ppm":600000}],"residual":"merchant"}}}`, "more than the whole"},
+		{`,"statements":{"merchant_splits":{"m1":{"fees":[{"party":"merchant","rate_ppm":1}],"residual":"merchant"}}}}`, "named twice"},
+		{`,"statements":{"merchant_splits":{"m/1":{"fees":[],"residual":"merchant"}}}}`, "merchant \"m/1\""},
+		{`,"statements":{"default_split":{"fees":[],"residual":""}}}`, "residual"},
+		{`,"statements":{"splits":{}}}`, `unknown field "splits"`},
+	} {
+		if _, err := Load(write(tc.st)); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Load(%s) = %v, want ErrInvalid mentioning %q", tc.st, err, tc.want)
 		}
 	}
 }

@@ -177,14 +177,7 @@ func (a *audits) run(ctx context.Context, audit func(context.Context) (*reconcil
 
 // every audits the store live every d until ctx ends.
 func (a *audits) every(ctx context.Context, d time.Duration, kv *storage.TiKV, log *slog.Logger) {
-	t := time.NewTicker(d)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, d, func() {
 		c, cancel := context.WithTimeout(ctx, d)
 		r, err := a.run(c, func(ctx context.Context) (*reconcile.Report, error) { return reconcile.RunLive(ctx, kv) })
 		cancel()
@@ -194,7 +187,7 @@ func (a *audits) every(ctx context.Context, d time.Duration, kv *storage.TiKV, l
 		case err == nil && !r.OK:
 			log.Error("audit: invariants violated (GET /admin/v1/audit for the report)", "failed", failedChecks(r))
 		}
-	}
+	})
 }
 
 func failedChecks(r *reconcile.Report) []string {

@@ -373,7 +373,7 @@ func Start(cfg Config) (n *Node, err error) {
 			Guard: n.guard, Sync: n.lines, Presentation: n.Presentation,
 			Log: n.log, Dashboard: dash,
 			Admin: func(ctx *fasthttp.RequestCtx, keyID string) bool {
-				return n.serveParked(ctx, keyID) || n.admin.Serve(ctx, keyID)
+				return n.serveParked(ctx, keyID) || n.serveStatements(ctx) || n.admin.Serve(ctx, keyID)
 			},
 			Ready:    n.readyErr,
 			Draining: n.draining.Load,
@@ -408,7 +408,8 @@ func Start(cfg Config) (n *Node, err error) {
 	indexLost := n.Metrics.Gauge("redrain_redis_index_lost", "1 while Redis lost its binding index and the node rebuilds it (new users are refused meanwhile).")
 	n.reclaimed = n.Metrics.Counter("redrain_leases_reclaimed_total", "Budget leases this node reclaimed after their holder stopped renewing them (closed at what was booked under them).")
 	n.reclaimer = n.newReclaimer()
-	n.bg.Add(8)
+	n.bg.Add(9)
+	go func() { defer n.bg.Done(); n.foldStatements(ctx) }()
 	go func() { defer n.bg.Done(); n.index.Watch(ctx, n.ready.Load, indexLost) }()
 	go func() { defer n.bg.Done(); n.watcher.Run(ctx) }()
 	go func() { defer n.bg.Done(); n.publishStatus(ctx) }()

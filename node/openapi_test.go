@@ -582,6 +582,7 @@ func TestOpenAPIAgainstNode(t *testing.T) {
 	// Wallets and binds, once the grants are booked (an account's users
 	// are on record then).
 	waitDrained(t, n)
+	statements(t, a, n, first.ActID)
 	wallet := func(act uint64) string { return "/v1/wallet/" + strconv.FormatUint(act, 10) }
 	a.do(call{method: "GET", path: wallet(first.ActID), sign: asApp(1), want: 200})
 	a.do(call{method: "GET", path: wallet(first.ActID), sign: asApp(2), want: 403, code: "forbidden"})
@@ -741,4 +742,44 @@ func readableRecord(t *testing.T, n *node.Node) (int32, int64, bool) {
 		}
 	}
 	return 0, 0, false
+}
+
+// statements drives GET /admin/v1/statements once the grants are booked
+// and folded: the demo activity's day (the packets it paid, counted), as
+// JSON and CSV, a user's month, and strict query parsing.
+func statements(t *testing.T, a *apiCheck, n *node.Node, act uint64) {
+	t.Helper()
+	if _, err := n.FoldStatements(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	today := time.Now().UTC().Format(time.DateOnly)
+	path := "/admin/v1/statements?period=day&date=" + today + "&party=activity:demo"
+	var st struct {
+		Lines []struct {
+			Section, Item string
+			Count, Amount int64
+		} `json:"lines"`
+	}
+	a.do(call{method: "GET", path: path, sign: asAdmin, want: 200}).json(t, &st)
+	if len(st.Lines) != 1 || st.Lines[0].Item != "grant" || st.Lines[0].Section != "expenditure" || st.Lines[0].Count < 3 || st.Lines[0].Amount >= 0 {
+		t.Errorf("demo's statement of %s: %+v, want one expenditure line of 3 or more grants", today, st.Lines)
+	}
+	if ans := a.do(call{method: "GET", path: path + "&format=csv", sign: asAdmin, want: 200}); !strings.HasPrefix(string(ans.body), "party,period,date,closed,section,item,asset,count,amount,amount_yuan\r\nactivity:demo,day,"+today+",false,expenditure,grant,cash,") {
+		t.Errorf("CSV statement: %s", ans.body)
+	}
+	// An activity without a sponsor is its own.
+	var sp struct {
+		Lines []struct{ Count int64 } `json:"lines"`
+	}
+	a.do(call{method: "GET", path: "/admin/v1/statements?period=day&date=" + today + "&party=sponsor:demo", sign: asAdmin, want: 200}).json(t, &sp)
+	if len(st.Lines) == 0 || len(sp.Lines) != 1 || sp.Lines[0].Count != st.Lines[0].Count {
+		t.Errorf("sponsor demo's statement: %+v, want the activity's", sp.Lines)
+	}
+	a.do(call{method: "GET", path: "/admin/v1/statements?period=month&date=" + today[:7] + "&party=user:" + strconv.FormatUint(act, 10) + "&format=json", sign: asAdmin, want: 200})
+	a.do(call{method: "GET", path: "/admin/v1/statements?period=week&date=2026&party=activity:demo", sign: asAdmin, invalid: true, want: 400, code: "malformed_request"})
+	a.do(call{method: "GET", path: "/admin/v1/statements?period=day&date=2026-02-30&party=activity:demo", sign: asAdmin, want: 400, code: "malformed_request"})
+	a.do(call{method: "GET", path: "/admin/v1/statements?period=day&date=2026-02-03&party=shop:1", sign: asAdmin, invalid: true, want: 400, code: "malformed_request"})
+	a.do(call{method: "GET", path: "/admin/v1/statements?period=day&date=2026-02-03", sign: asAdmin, invalid: true, want: 400, code: "malformed_request"})
+	a.do(call{method: "GET", path: "/admin/v1/statements?period=day&date=2026-02-03&party=activity:demo&party=activity:x", sign: asAdmin, want: 400, code: "malformed_request"})
+	a.do(call{method: "GET", path: "/admin/v1/statements?period=day&date=2026-02-03&party=activity:demo&format=xml", sign: asAdmin, invalid: true, want: 400, code: "malformed_request"})
 }

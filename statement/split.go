@@ -88,6 +88,11 @@ func (r Rule) Split(gross int64) ([]int64, error) {
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
+	return r.splitInto(nil, nil, gross)
+}
+
+// splitInto is Split of a rule that validated, into dst (lost is scratch).
+func (r *Rule) splitInto(dst, lost []int64, gross int64) ([]int64, error) {
 	if gross == math.MinInt64 {
 		return nil, fmt.Errorf("statement: gross %d cannot be mirrored", gross)
 	}
@@ -96,17 +101,17 @@ func (r Rule) Split(gross int64) ([]int64, error) {
 	if neg {
 		g = -g
 	}
-	rates := make([]int64, len(r.Fees)+1)
+	n := len(r.Fees) + 1
+	out := append(dst[:0], make([]int64, n)...)
+	lost = append(lost[:0], make([]int64, n)...) // what rounding down took, in millionths of a fen
 	left := int64(PPM)
-	for i, f := range r.Fees {
-		rates[i] = f.Rate
-		left -= f.Rate
-	}
-	rates[len(r.Fees)] = left
-	out := make([]int64, len(rates))
-	lost := make([]int64, len(rates)) // what rounding down took, in millionths of a fen
 	undivided := g
-	for i, rate := range rates {
+	for i := range n {
+		rate := left
+		if i < len(r.Fees) {
+			rate = r.Fees[i].Rate
+			left -= rate
+		}
 		out[i], lost[i] = shareOf(g, rate)
 		undivided -= out[i]
 	}
@@ -136,13 +141,26 @@ func (r Rule) Split(gross int64) ([]int64, error) {
 // rounding took in millionths of a fen, in exact integer arithmetic (the
 // product in big integers).
 func shareOf(g, rate int64) (share, lost int64) {
+	if g <= math.MaxInt64/PPM { // the product fits: integer arithmetic
+		return g * rate / PPM, g * rate % PPM
+	}
 	q, m := new(big.Int).QuoRem(new(big.Int).Mul(big.NewInt(g), big.NewInt(rate)), big.NewInt(PPM), new(big.Int))
 	return q.Int64(), m.Int64()
 }
 
 // balanced checks, as a computation apart from Split's, that the shares sum
-// to the gross.
+// to the gross (in int64 when no sum can overflow, else in big integers).
 func balanced(gross int64, shares []int64) error {
+	if gross > math.MinInt64/2 && gross < math.MaxInt64/2 {
+		var sum int64
+		for _, s := range shares {
+			sum += s // each share is between 0 and the gross
+		}
+		if sum != gross {
+			return fmt.Errorf("statement: split of %d sums to %d", gross, sum)
+		}
+		return nil
+	}
 	sum := new(big.Int)
 	for _, s := range shares {
 		sum.Add(sum, big.NewInt(s))

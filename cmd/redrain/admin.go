@@ -92,18 +92,25 @@ func runAdmin(ctx context.Context, c *cli, args []string) int {
 		fmt.Fprintf(c.stderr, "\nredrain admin: no command\n")
 		return 2
 	}
-	key, err := adminauth.ParseKey(adminKeyOr(*keyText, c.getenv))
-	if err != nil {
-		fmt.Fprintf(c.stderr, "error: --key: %v\n", err)
+	client, ok := adminClient(c, *target, *keyText)
+	if !ok {
 		return 2
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	a := &adminRun{
-		c:     &adminauth.Client{Target: *target, Signer: &adminauth.Signer{Key: key}, HTTP: &http.Client{}},
-		stdin: c.stdin, stdout: c.stdout, stderr: c.stderr, now: time.Now,
-	}
+	a := &adminRun{c: client, stdin: c.stdin, stdout: c.stdout, stderr: c.stderr, now: time.Now}
 	return a.run(ctx, pos[0], pos[1:], o)
+}
+
+// adminClient is the signed client of --target and --key; false (the
+// error printed) when the key does not parse.
+func adminClient(c *cli, target, keyText string) (*adminauth.Client, bool) {
+	key, err := adminauth.ParseKey(adminKeyOr(keyText, c.getenv))
+	if err != nil {
+		fmt.Fprintf(c.stderr, "error: --key: %v\n", err)
+		return nil, false
+	}
+	return &adminauth.Client{Target: target, Signer: &adminauth.Signer{Key: key}, HTTP: &http.Client{}}, true
 }
 
 // adminKeyOr returns flag when set, else $REDRAIN_ADMIN_KEY when set, else

@@ -134,7 +134,7 @@ redrain dev --control 127.0.0.1:9400 & curl -XPOST '127.0.0.1:9400/tikv/restart?
 		summary:  "print the version: release, commit and Go release",
 		synopsis: "redrain version\nredrain --version",
 		examples: "redrain --version\n# a release build names its version\ngo build -ldflags \"-X main.version=v1.4.0\" -o bin/redrain ./cmd/redrain"}
-	commands = []*command{serveCommand, reconcileCommand, benchCommand, devCommand, adminCommand, grantsCommand, keygenCommand, signCommand,
+	commands = []*command{serveCommand, reconcileCommand, benchCommand, devCommand, adminCommand, statementsCommand, grantsCommand, keygenCommand, signCommand,
 		helpCommand, versionCommand}
 )
 
@@ -189,6 +189,10 @@ func run(args []string, c *cli) int {
 		ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer cancel()
 		return runAdmin(ctx, c, args)
+	case statementsCommand:
+		ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer cancel()
+		return runStatements(ctx, c, args)
 	case grantsCommand:
 		ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer cancel()
