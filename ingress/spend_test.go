@@ -276,3 +276,19 @@ func TestSpendRoutes(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkSpendWire is the wire side of one spending request: parse
+// and validate the body, answer its booked moves.
+func BenchmarkSpendWire(b *testing.B) {
+	body := []byte(`{"request_id":"c-17","app_id":3,"act_id":42,"amount":30,"asset":"coin:gold","merchant_id":"shop-1"}`)
+	b.ReportAllocs()
+	var out []byte
+	for b.Loop() {
+		r, err := ParseSpendRequest(spend.OpConsume, body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		o := spend.Outcome{Request: r, Moves: []spend.Booked{{Move: spend.Moves(&r)[0], Result: ledger.MoveApplied, Balance: 70}}}
+		out = AppendSpendOutcome(out[:0], &o)
+	}
+}
