@@ -50,7 +50,7 @@ func (s *Server) spend(ctx *fasthttp.RequestCtx, op spend.Op) {
 	case errors.As(err, &ce):
 		writeError(ctx, ce)
 		return
-	case errors.Is(err, spend.ErrBroken):
+	case errors.Is(err, spend.ErrBroken), errors.Is(err, ledger.ErrInvariant), errors.Is(err, ledger.ErrCorrupt):
 		log := s.Log
 		if log == nil {
 			log = slog.Default()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -267,6 +268,10 @@ func TestSpendRoutes(t *testing.T) {
 	}
 	wantAnswer(t, "expire", post(app1, "/v1/spend/expire",
 		`{"request_id":"e-1","app_id":1,"act_id":8,"amount":5,"asset":"coin:gold","budget_id":"demo"}`), 200, "")
+	fake.Fail = func(*ledger.Move) error { return fmt.Errorf("%w: an account broke a rule", ledger.ErrInvariant) }
+	wantAnswer(t, "a broken money invariant", post(app1, "/v1/spend/expire",
+		`{"request_id":"e-2","app_id":1,"act_id":8,"amount":1,"asset":"coin:gold"}`), 500, "internal")
+	fake.Fail = nil
 	wantAnswer(t, "malformed", post(app1, "/v1/spend/consume", `{"request_id":"c-2"}`), 400, "malformed_request")
 	wantAnswer(t, "GET", ts.send(t, "GET", "/v1/spend/consume", "", nil), 405, "method_not_allowed")
 	wantAnswer(t, "unknown operation", post(app1, "/v1/spend/steal", consume), 404, "not_found")
