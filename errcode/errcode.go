@@ -48,6 +48,9 @@ const (
 	CodeShed              Code = "shed"                // 503, retryable: refused by the operator's shed percentage
 	CodeRainSwitchedOff   Code = "rain_switched_off"   // 503, retryable: the operator switched the rain or activity off
 	CodeUnknownLine       Code = "unknown_line"        // 404: a sync notice for a business line this node does not configure
+	CodeInsufficientFunds Code = "insufficient_funds"  // 409: a move would take a balance below zero; nothing changed
+	CodeRequestIDReused   Code = "request_id_reused"   // 409: the request id was used before for another request; nothing changed
+	CodeRefundExceeds     Code = "refund_exceeds"      // 409: a refund beyond what is left of its consumption, or a reversal of one that is not whole (or not there); nothing changed
 )
 
 // meta is the one table behind Status and Retryable. A code that is not in
@@ -86,6 +89,8 @@ func (c Code) meta() (status int, retryable bool) {
 	case CodeUnavailable:
 		return 503, true
 	case CodeAlreadyBound, CodeTooManyIdentities, CodeRecordReadable:
+		return 409, false
+	case CodeInsufficientFunds, CodeRequestIDReused, CodeRefundExceeds:
 		return 409, false
 	case CodeRateLimited:
 		return 429, true

@@ -34,6 +34,9 @@ func TestCodeStatus(t *testing.T) {
 		{CodeShed, 503, true},
 		{CodeRainSwitchedOff, 503, true},
 		{CodeForbidden, 403, false},
+		{CodeInsufficientFunds, 409, false},
+		{CodeRequestIDReused, 409, false},
+		{CodeRefundExceeds, 409, false},
 		{Code("no_such_code"), 500, false},
 	}
 	for _, tt := range tests {

@@ -127,3 +127,28 @@ func (s *Server) bindReach(app uint32, req *BindRequest) func(acct *ledger.Accou
 		return nil
 	}
 }
+
+// signedRequest authenticates a /v1 write request, parses its body with
+// parse, checks that the app it names (appID) is the signer and that the
+// node is ready. It returns the request and the signer (0: any app); on a
+// failure it answers ctx and reports false.
+func signedRequest[T any](s *Server, ctx *fasthttp.RequestCtx, parse func([]byte) (T, error), appID func(*T) uint32) (T, uint32, bool) {
+	var zero T
+	app, ok := s.appOf(ctx)
+	if !ok {
+		return zero, 0, false
+	}
+	req, err := parse(ctx.PostBody())
+	if err != nil {
+		writeError(ctx, err)
+		return zero, 0, false
+	}
+	if named := appID(&req); app != 0 && named != app {
+		writeError(ctx, errOtherApp(app, named))
+		return zero, 0, false
+	}
+	if !s.ready(ctx) {
+		return zero, 0, false
+	}
+	return req, app, true
+}

@@ -333,20 +333,8 @@ func (b *Binder) forget(app uint32, user string) {
 
 // bind answers POST /v1/accounts/bind.
 func (s *Server) bind(ctx *fasthttp.RequestCtx) {
-	app, ok := s.appOf(ctx)
+	req, app, ok := signedRequest(s, ctx, ParseBindRequest, func(r *BindRequest) uint32 { return r.AppID })
 	if !ok {
-		return
-	}
-	req, err := ParseBindRequest(ctx.PostBody())
-	if err != nil {
-		writeError(ctx, err)
-		return
-	}
-	if app != 0 && req.AppID != app {
-		writeError(ctx, errOtherApp(app, req.AppID))
-		return
-	}
-	if !s.ready(ctx) {
 		return
 	}
 	c, cancel := context.WithTimeout(context.Background(), requestTimeout)

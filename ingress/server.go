@@ -27,6 +27,7 @@ import (
 	"redrain/metrics/promexport"
 	"redrain/openapi"
 	"redrain/protect"
+	"redrain/spend"
 	"redrain/storage"
 	"redrain/wallet"
 )
@@ -57,6 +58,8 @@ type Server struct {
 	// Ledger answers committed accounts: booking's owner of their
 	// partition, or the store.
 	Ledger BookNow
+	// Spend books the spending routes (spend.go); nil: they answer 404.
+	Spend *spend.Service
 	// Wallet answers GET /v1/wallet/{act_id} (package wallet: the holders
 	// layer, Redis, the store).
 	Wallet interface {
@@ -234,6 +237,16 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		s.tokens(ctx, bytes.HasSuffix(path, []byte("/redeem")))
+	case bytes.Equal(path, []byte("/v1/coins/recharge")), bytes.HasPrefix(path, []byte("/v1/spend/")): // spend.go
+		op := spendOpOf(path)
+		switch {
+		case op == 0 || s.Spend == nil:
+			writeError(ctx, errcode.Errorf(errcode.CodeNotFound, "no route %s %s", ctx.Method(), path))
+		case !post:
+			methodNotAllowed(ctx, "POST")
+		default:
+			s.spend(ctx, op)
+		}
 	case bytes.HasPrefix(path, []byte("/v1/wallet/")):
 		if !get {
 			methodNotAllowed(ctx, "GET")

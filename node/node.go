@@ -41,6 +41,7 @@ import (
 	"redrain/presentation"
 	"redrain/protect"
 	"redrain/reclaim"
+	"redrain/spend"
 	"redrain/storage"
 	"redrain/wallet"
 )
@@ -103,7 +104,11 @@ type Config struct {
 	// (default lines.Group); used only with business lines configured.
 	SyncTopic string
 	SyncGroup string
-	Log       *slog.Logger
+	// Moves books the spending routes' moves and reads their accounts;
+	// nil: the node's Booker (through movesPending, spend.go, until
+	// booking books moves). Tests set an in-memory one (spend/spendtest).
+	Moves spend.Booker
+	Log   *slog.Logger
 }
 
 // Node is a running redrain process.
@@ -368,6 +373,7 @@ func Start(cfg Config) (n *Node, err error) {
 		return &ingress.Server{Plane: plane, Grants: n.grants, Binder: n.binder, Campaign: n.Campaign, TiKV: n.tikv, Metrics: n.Metrics, Exporter: n.exporter,
 			Tokens:       toks,
 			Ledger:       n.booker,
+			Spend:        &spend.Service{Booker: n.spendBooker()},
 			Role:         cfg.Role,
 			Authenticate: n.authenticate, Apps: n.apps,
 			Guard: n.guard, Sync: n.lines, Presentation: n.Presentation,

@@ -3,6 +3,7 @@ package node_test
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -29,6 +30,7 @@ import (
 	"redrain/ingress"
 	"redrain/node"
 	"redrain/openapi"
+	"redrain/spend/spendtest"
 	"redrain/storage"
 	"redrain/storage/storagetest"
 )
@@ -447,7 +449,11 @@ func grantBody(app uint32, user, activity, scene string, rain uint64) string {
 // the document and validates every request and answer against it.
 func TestOpenAPIAgainstNode(t *testing.T) {
 	line := newTestLine(t)
-	n := startNodeWith(t, t.TempDir(), storagetest.Redis(t), configFileWith(t, withLine(line.srv.URL)))
+	// The spending routes book through the in-memory booker until booking
+	// books moves (the node's own answers them unavailable meanwhile).
+	moves := &spendtest.Booker{}
+	n := startNodeWith(t, t.TempDir(), storagetest.Redis(t), configFileWith(t, withLine(line.srv.URL)),
+		func(c *node.Config) { c.Moves = moves })
 	a := newAPICheck(t, n)
 	const pad = 70 << 10     // past a grant or bind body's 64 KiB
 	const bigPad = 1<<20 + 1 // past every body's 1 MiB
@@ -637,6 +643,12 @@ func TestOpenAPIAgainstNode(t *testing.T) {
 		t.Errorf("binds to one account: rate limited %v, full %v; want both", limited, full)
 	}
 
+	// Spending, on the accounts of first and second (users of app 1),
+	// booked by the in-memory booker.
+	moves.Join(first.ActID, 1, "o-1")
+	moves.Join(second.ActID, 1, "o-2")
+	a.spending(first.ActID, second.ActID, pad)
+
 	// The dashboard, with a ticket.
 	ticket := adminauth.Ticket(adminauth.MustParseKey(testAdminKey), dashboard.TicketScope, time.Now().Add(time.Hour))
 	for _, p := range []string{"/dashboard", "/dashboard/frame", "/dashboard/events"} {
@@ -660,6 +672,9 @@ func TestOpenAPIAgainstNode(t *testing.T) {
 	a.do(call{method: "POST", path: "/v1/tokens/status", body: `{"tokens":["` + second.Token + `"]}`, sign: asApp(1), want: 503, code: "unavailable"})
 	a.do(call{method: "POST", path: "/v1/tokens/redeem", body: `{"tokens":["` + second.Token + `"]}`, sign: asApp(1), want: 503, code: "unavailable"})
 	a.do(call{method: "POST", path: "/v1/accounts/bind", body: bindBody(1, "b-9", first.ActID), sign: asApp(1), want: 503, code: "unavailable"})
+	for _, r := range spendRoutes {
+		a.do(call{method: "POST", path: r.path, body: r.body(1, "p-1", first.ActID, second.ActID, 1, ""), sign: asApp(1), want: 503, code: "unavailable"})
+	}
 	a.do(call{method: "POST", path: "/admin/v1/parked", body: `{"partition":0,"offset":0}`, sign: asAdmin, invalid: true, want: 400, code: "malformed_request"})
 	a.do(call{method: "POST", path: "/admin/v1/parked", body: `{"partition":0,"offset":99999,"reason":"x"}`, sign: asAdmin, want: 404, code: "not_found"})
 	if part, off, ok := readableRecord(t, n); ok {
@@ -782,4 +797,97 @@ func statements(t *testing.T, a *apiCheck, n *node.Node, act uint64) {
 	a.do(call{method: "GET", path: "/admin/v1/statements?period=day&date=2026-02-03", sign: asAdmin, invalid: true, want: 400, code: "malformed_request"})
 	a.do(call{method: "GET", path: "/admin/v1/statements?period=day&date=2026-02-03&party=activity:demo&party=activity:x", sign: asAdmin, want: 400, code: "malformed_request"})
 	a.do(call{method: "GET", path: "/admin/v1/statements?period=day&date=2026-02-03&party=activity:demo&format=xml", sign: asAdmin, invalid: true, want: 400, code: "malformed_request"})
+}
+
+// spendRoute is one spending route and its body.
+type spendRoute struct {
+	path string
+	// format takes request_id, app_id, act_id, amount, then the route's
+	// own field (to_act_id, or consumption_id for a refund or reversal).
+	format string
+}
+
+var spendRoutes = []spendRoute{
+	{"/v1/coins/recharge", `{"request_id":%q,"app_id":%d,"act_id":%d,"amount":%d,"currency":"gold"%.0s}`},
+	{"/v1/spend/consume", `{"request_id":%q,"app_id":%d,"act_id":%d,"amount":%d,"asset":"coin:gold","merchant_id":"shop"%.0s}`},
+	{"/v1/spend/refund", `{"request_id":%q,"app_id":%d,"act_id":%d,"amount":%d,"asset":"coin:gold","merchant_id":"shop","consumption_id":%q}`},
+	{"/v1/spend/reverse", `{"request_id":%q,"app_id":%d,"act_id":%d,"amount":%d,"asset":"coin:gold","merchant_id":"shop","consumption_id":%q}`},
+	{"/v1/spend/transfer", `{"request_id":%q,"app_id":%d,"act_id":%d,"amount":%d,"asset":"coin:gold","to_act_id":%s}`},
+	{"/v1/spend/gift", `{"request_id":%q,"app_id":%d,"act_id":%d,"amount":%d,"asset":"coin:gold","to_act_id":%s}`},
+	{"/v1/spend/expire", `{"request_id":%q,"app_id":%d,"act_id":%d,"amount":%d,"asset":"coin:gold","budget_id":"demo"%.0s}`},
+}
+
+// body is r's body; a transfer or gift goes to, a refund or reversal
+// undoes consumption ("c-1" when empty).
+func (r spendRoute) body(app uint32, id string, act, to uint64, amount int64, consumption string) string {
+	own := strconv.FormatUint(to, 10)
+	if strings.Contains(r.path, "refund") || strings.Contains(r.path, "reverse") {
+		own = cmp.Or(consumption, "c-1")
+	}
+	return fmt.Sprintf(r.format, id, app, act, amount, own)
+}
+
+// spending drives every spending route on accounts a and b (users of app
+// 1 in the node's booking of moves, holding nothing yet): each
+// documented status and code.
+func (a *apiCheck) spending(actA, actB uint64, pad int) {
+	t := a.t
+	t.Helper()
+	route := func(name string) spendRoute {
+		for _, r := range spendRoutes {
+			if strings.HasSuffix(r.path, "/"+name) {
+				return r
+			}
+		}
+		t.Fatalf("no spending route %s", name)
+		return spendRoute{}
+	}
+	post := func(name, body string, want int, code string) answer {
+		t.Helper()
+		return a.do(call{method: "POST", path: route(name).path, body: body, sign: asApp(1), want: want, code: code})
+	}
+	recharge, consume, refund, reverse := route("recharge"), route("consume"), route("refund"), route("reverse")
+	first := post("recharge", recharge.body(1, "r-1", actA, 0, 100, ""), 200, "")
+	again := post("recharge", recharge.body(1, "r-1", actA, 0, 100, ""), 200, "")
+	if again.header.Get("Idempotent-Replayed") != "true" || !bytes.Equal(first.body, again.body) {
+		t.Errorf("repeated recharge: %s %q, want the first answer %s replayed", again.body, again.header.Get("Idempotent-Replayed"), first.body)
+	}
+	post("recharge", recharge.body(1, "r-1", actA, 0, 101, ""), 409, "request_id_reused")
+	post("consume", consume.body(1, "c-1", actA, 0, 60, ""), 200, "")
+	post("consume", consume.body(1, "c-2", actA, 0, 1000, ""), 409, "insufficient_funds")
+	post("refund", refund.body(1, "f-1", actA, 0, 10, "c-1"), 200, "")
+	post("refund", refund.body(1, "f-2", actA, 0, 51, "c-1"), 409, "refund_exceeds")
+	post("reverse", reverse.body(1, "v-1", actA, 0, 60, "c-1"), 409, "refund_exceeds")
+	post("consume", consume.body(1, "c-3", actA, 0, 5, ""), 200, "")
+	post("reverse", reverse.body(1, "v-2", actA, 0, 5, "c-3"), 200, "")
+	for _, name := range []string{"transfer", "gift"} {
+		r := route(name)
+		var ans struct {
+			Moves []struct {
+				Balance int64 `json:"balance"`
+			} `json:"moves"`
+		}
+		post(name, r.body(1, name+"-1", actA, actB, 5, ""), 200, "").json(t, &ans)
+		if len(ans.Moves) != 2 {
+			t.Errorf("%s: %d moves, want the sender's and the receiver's", name, len(ans.Moves))
+		}
+		post(name, r.body(1, name+"-2", actA, actB, 1000, ""), 409, "insufficient_funds")
+		post(name, r.body(1, name+"-1", actA, actB, 6, ""), 409, "request_id_reused")
+	}
+	post("expire", route("expire").body(1, "e-1", actB, 0, 5, ""), 200, "")
+	post("expire", route("expire").body(1, "e-2", actB, 0, 1000, ""), 409, "insufficient_funds")
+	post("expire", route("expire").body(1, "e-1", actB, 0, 6, ""), 409, "request_id_reused")
+	post("consume", consume.body(1, "c-1", actA, 0, 61, ""), 409, "request_id_reused")
+	post("refund", refund.body(1, "f-1", actA, 0, 11, "c-1"), 409, "request_id_reused")
+	post("reverse", reverse.body(1, "v-2", actA, 0, 6, "c-3"), 409, "request_id_reused")
+	for _, r := range spendRoutes {
+		name := r.path[strings.LastIndexByte(r.path, '/')+1:]
+		post(name, r.body(1, "x-1", actA, actB, 1, "")+strings.Repeat(" ", pad), 413, "request_too_large")
+		post(name, r.body(2, "x-2", actA, actB, 1, ""), 403, "forbidden")
+		a.do(call{method: "POST", path: r.path, body: strings.Replace(r.body(1, "x-3", actA, actB, 1, ""), "{", `{"colour":"red",`, 1),
+			sign: asApp(1), invalid: true, want: 400, code: "malformed_request"})
+	}
+	// An account without a user of the app: no move, and no transfer to it.
+	post("consume", consume.body(1, "c-9", 1<<40, 0, 1, ""), 403, "forbidden")
+	post("transfer", route("transfer").body(1, "t-9", actA, 1<<40, 1, ""), 403, "forbidden")
 }
