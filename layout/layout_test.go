@@ -38,6 +38,7 @@ var rules = []rule{
 	{pkg: "redrain/statement", stdOnly: true, why: "the statements' money rules (the revenue split) do no I/O"},
 	{pkg: "redrain/holders", never: concat(actorLibs, networkLibs, storageLibs, []string{"redrain/storage", "redrain/booking", "redrain/ingress", "redrain/node", "redrain/grant", "redrain/actors"}), why: "the holders filter is fed by its caller (booking's batches, a store scan the caller iterates): no storage, network or actor library, no package that does I/O"},
 	{pkg: "redrain/presentation", never: concat(actorLibs, networkLibs, storageLibs, []string{"redrain/storage", "redrain/configstore", "redrain/ingress", "redrain/admin", "redrain/node"}), why: "the wallet's presentation is validated and served from memory: its caller reads the configuration store and hands it the versions"},
+	{pkg: "redrain/withdraw", never: concat([]string{"github.com/valyala/fasthttp"}, actorLibs, []string{"redrain/ingress", "redrain/admin", "redrain/actors", "redrain/node", "redrain/grant", "redrain/booking"}), why: "withdrawals reach booking and the grant path through their interfaces (Packets, Booker, Mover), and serve no route (ingress does)"},
 	{pkg: "redrain/bench", never: []string{"redrain/actors", "redrain/admin", "redrain/campaign", "redrain/cluster", "redrain/configstore", "redrain/grant", "redrain/ingress", "redrain/ledger", "redrain/node", "redrain/reconcile", "redrain/storage", "redrain/tokens"}, why: "the load generator is a client of the HTTP API only"},
 }
 
