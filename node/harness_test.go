@@ -61,10 +61,15 @@ func startNode(t *testing.T, dir, redisAddr string) *node.Node {
 	return startNodeWith(t, dir, redisAddr, configFile(t))
 }
 
-// startNodeWith is startNode with the campaign file at config.
-func startNodeWith(t *testing.T, dir, redisAddr, config string) *node.Node {
+// startNodeWith is startNode with the campaign file at config; each of
+// configure changes the node's configuration first.
+func startNodeWith(t *testing.T, dir, redisAddr, config string, configure ...func(*node.Config)) *node.Node {
 	t.Helper()
-	n, err := node.Start(node.Config{DataDir: dir, HTTP: "127.0.0.1:0", AdminHTTP: "127.0.0.1:0", Redis: redisAddr, ConfigFile: config, Log: newTestLog(t)})
+	cfg := node.Config{DataDir: dir, HTTP: "127.0.0.1:0", AdminHTTP: "127.0.0.1:0", Redis: redisAddr, ConfigFile: config, Log: newTestLog(t)}
+	for _, f := range configure {
+		f(&cfg)
+	}
+	n, err := node.Start(cfg)
 	if err != nil {
 		t.Fatalf("node.Start(%s): %v", dir, err)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"redrain/storage"
 	"redrain/withdraw"
+	"redrain/withdraw/withdrawtest"
 )
 
 // memChannel pays at once, each id once.
@@ -39,7 +40,7 @@ func (c *memChannel) Query(_ context.Context, id string) (withdraw.Answer, error
 // real Booker.Move and Admission.Outstanding over TiKV and a paytest
 // channel over HTTP, is bench's (BENCHMARKS.md: Withdrawals).
 func BenchmarkWithdraw10Outstanding(b *testing.B) {
-	led := newFakeLedger()
+	led := withdrawtest.NewLedger()
 	s, err := withdraw.New(storage.NewMemoryStore().Client(nil), led, led, led, withdraw.Config{
 		AmountMin: 1, AmountMax: 1 << 30, Node: "n1",
 		Channels: map[string]withdraw.Channel{"bank": &memChannel{paid: map[string]bool{}}},
@@ -53,7 +54,7 @@ func BenchmarkWithdraw10Outstanding(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		act++
-		led.issue(act, 10, 100)
+		led.Issue(act, 10, 100)
 		b.StartTimer()
 		rec, err := s.Withdraw(ctx, withdraw.Request{AppID: 1, ActID: act, Amount: 900, Channel: "bank", RequestID: strconv.FormatUint(act, 10)})
 		if err != nil || rec.State != withdraw.StateSettled {

@@ -12,6 +12,7 @@ import (
 	"redrain/storage"
 	"redrain/withdraw"
 	"redrain/withdraw/paytest"
+	"redrain/withdraw/withdrawtest"
 )
 
 // clientTimeout is the channel client's deadline in these tests; a
@@ -24,7 +25,7 @@ const (
 type env struct {
 	t     *testing.T
 	mem   *storage.MemoryStore
-	led   *fakeLedger
+	led   *withdrawtest.Ledger
 	pay   *paytest.Server
 	skew  atomic.Int64 // ms added to every service's clock
 	acts  map[string]uint64
@@ -34,7 +35,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{t: t, mem: storage.NewMemoryStore(), led: newFakeLedger(), pay: paytest.New(), acts: map[string]uint64{}}
+	e := &env{t: t, mem: storage.NewMemoryStore(), led: withdrawtest.NewLedger(), pay: paytest.New(), acts: map[string]uint64{}}
 	t.Cleanup(e.pay.Close)
 	return e
 }
@@ -77,10 +78,10 @@ func (e *env) withdraw(s *withdraw.Service, act uint64, amount int64, req string
 // the channel paid. No id was paid twice.
 func (e *env) checkMoney() {
 	e.t.Helper()
-	users, payout := e.led.sums()
+	users, payout := e.led.Sums()
 	paid := e.pay.PaidTotal()
-	if e.led.credited != users+paid {
-		e.t.Errorf("credited %d != users %d + paid by the channel %d (%s)", e.led.credited, users, paid, e.pay)
+	if e.led.Credited() != users+paid {
+		e.t.Errorf("credited %d != users %d + paid by the channel %d (%s)", e.led.Credited(), users, paid, e.pay)
 	}
 	if payout != paid {
 		e.t.Errorf("payout account %d != paid by the channel %d (%s)", payout, paid, e.pay)
@@ -97,10 +98,10 @@ func (e *env) checkMoney() {
 func (e *env) want(act uint64, cash, transit int64) {
 	e.t.Helper()
 	u := ledger.UserAccount(act)
-	if got := e.led.balance(u, ledger.AssetCash); got != cash {
+	if got := e.led.Balance(u, ledger.AssetCash); got != cash {
 		e.t.Errorf("%s cash = %d, want %d", u, got, cash)
 	}
-	if got := e.led.balance(u, ledger.AssetTransit); got != transit {
+	if got := e.led.Balance(u, ledger.AssetTransit); got != transit {
 		e.t.Errorf("%s transit = %d, want %d", u, got, transit)
 	}
 }
@@ -129,12 +130,12 @@ func (e *env) finish(s *withdraw.Service, id string, state withdraw.State) *with
 
 func TestSettleBooksOutstandingFirst(t *testing.T) {
 	e := newEnv(t)
-	e.led.issue(7, 3, 100) // the user's cash is all outstanding
+	e.led.Issue(7, 3, 100) // the user's cash is all outstanding
 	s := e.service("n1")
 	rec, err := e.withdraw(s, 7, 250, "r1")
 	wantState(t, rec, err, withdraw.StateSettled)
 	e.want(7, 50, 0)
-	if got := e.led.balance("payout/bank", ledger.AssetTransit); got != 250 {
+	if got := e.led.Balance("payout/bank", ledger.AssetTransit); got != 250 {
 		t.Errorf("payout/bank = %d, want 250", got)
 	}
 	if rec.Attempts != 1 || rec.ChannelRef == "" || rec.HeldAt == 0 || rec.DoneAt == 0 {
@@ -160,7 +161,7 @@ func TestSettleBooksOutstandingFirst(t *testing.T) {
 
 func TestInsufficientChangesNothing(t *testing.T) {
 	e := newEnv(t)
-	e.led.issue(7, 1, 100)
+	e.led.Issue(7, 1, 100)
 	s := e.service("n1")
 	for range 2 { // the repeat answers the same
 		rec, err := e.withdraw(s, 7, 200, "r1")
@@ -180,7 +181,7 @@ func TestInsufficientChangesNothing(t *testing.T) {
 
 func TestRules(t *testing.T) {
 	e := newEnv(t)
-	e.led.issue(7, 1, 5000)
+	e.led.Issue(7, 1, 5000)
 	s := e.service("n1")
 	ctx := context.Background()
 	for _, c := range []struct {
@@ -229,7 +230,7 @@ func TestChannelFailures(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			e := newEnv(t)
-			e.led.issue(7, 10, 100)
+			e.led.Issue(7, 10, 100)
 			e.pay.Script(withdraw.ID(1, "r"), c.steps...)
 			rec, err := e.withdraw(e.service("n1"), 7, 300, "r")
 			wantState(t, rec, err, c.state)
@@ -247,7 +248,7 @@ func TestChannelFailures(t *testing.T) {
 
 func TestUndecidedStaysPaying(t *testing.T) {
 	e := newEnv(t)
-	e.led.issue(7, 10, 100)
+	e.led.Issue(7, 10, 100)
 	e.tweak = func(c *withdraw.Config) { c.PayAttempts = 1 }
 	id := withdraw.ID(1, "r")
 	e.pay.Script(id, paytest.Step{Drop: true})
@@ -265,7 +266,7 @@ func TestUndecidedStaysPaying(t *testing.T) {
 // node, over the same store, finish it once the lease is over.
 func TestRestartResumes(t *testing.T) {
 	e := newEnv(t)
-	e.led.issue(7, 10, 100)
+	e.led.Issue(7, 10, 100)
 	e.tweak = func(c *withdraw.Config) { c.Channels["bank"] = withdraw.NewHTTPChannel(e.pay.URL, 5*time.Second) }
 	id := withdraw.ID(1, "r")
 	e.pay.Script(id, paytest.Step{Delay: lateDelay}) // pays, answers late
@@ -295,16 +296,14 @@ func TestRestartResumes(t *testing.T) {
 // it is recorded, and a restarted node books it all later.
 func TestRestartBeforeHold(t *testing.T) {
 	e := newEnv(t)
-	e.led.issue(7, 10, 100)
-	e.led.down = true
+	e.led.Issue(7, 10, 100)
+	e.led.SetDown(true)
 	rec, err := e.withdraw(e.service("n1"), 7, 300, "r")
 	wantState(t, rec, err, withdraw.StateRequested)
 	if rec.LastError == "" {
 		t.Error("no last error recorded")
 	}
-	e.led.mu.Lock()
-	e.led.down = false
-	e.led.mu.Unlock()
+	e.led.SetDown(false)
 	e.skew.Store(time.Minute.Milliseconds())
 	e.finish(e.service("n2"), rec.ID, withdraw.StateSettled)
 	e.want(7, 700, 0)
@@ -316,14 +315,14 @@ func TestRestartBeforeHold(t *testing.T) {
 // from cash as far as it goes and as debt beyond.
 func TestLateContradiction(t *testing.T) {
 	e := newEnv(t)
-	e.led.issue(7, 10, 100)
+	e.led.Issue(7, 10, 100)
 	id := withdraw.ID(1, "r")
 	e.pay.Script(id, paytest.Step{LatePaid: true})
 	s := e.service("n1")
 	rec, err := e.withdraw(s, 7, 300, "r")
 	wantState(t, rec, err, withdraw.StateReversed)
 	e.want(7, 1000, 0)
-	e.led.take(7, 900) // the user spends the reversed cash
+	e.led.Take(7, 900) // the user spends the reversed cash
 	if _, err := s.Recover(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -333,7 +332,7 @@ func TestLateContradiction(t *testing.T) {
 	e.skew.Store(2 * time.Minute.Milliseconds())
 	e.finish(s, id, withdraw.StateDebt)
 	e.want(7, 0, 0)
-	if got := e.led.balance(ledger.UserAccount(7), ledger.AssetDebt); got != 200 {
+	if got := e.led.Balance(ledger.UserAccount(7), ledger.AssetDebt); got != 200 {
 		t.Errorf("debt = %d, want 200", got)
 	}
 	e.checkMoney()
@@ -348,7 +347,7 @@ func TestConcurrentNodes(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 8 {
 		act := uint64(10 + i)
-		e.led.issue(act, 2, 100)
+		e.led.Issue(act, 2, 100)
 		req := "r" + string(rune('a'+i))
 		e.pay.Script(withdraw.ID(1, req), paytest.Step{Delay: lateDelay})
 		for _, s := range []*withdraw.Service{a, b} {

@@ -1,4 +1,9 @@
-package withdraw_test
+// Package withdrawtest is a ledger in memory for the withdrawal service's
+// tests and for nodes whose booking cannot book moves yet: Outstanding
+// (the grant path), Book and Move (booking), each move once per (account,
+// key), every batch checked to balance. It must never be wired into a
+// node that books real money.
+package withdrawtest
 
 import (
 	"context"
@@ -9,10 +14,10 @@ import (
 	"redrain/ledger"
 )
 
-// fakeLedger stands in for booking (Book, Move) and the grant path
-// (Outstanding) until they are merged: one account map, each move booked
-// once per (account, key), every batch checked to balance.
-type fakeLedger struct {
+// Ledger stands in for booking (Book, Move) and the grant path
+// (Outstanding): one account map, each move booked once per (account,
+// key), every batch checked to balance.
+type Ledger struct {
 	mu      sync.Mutex
 	bal     map[string]map[ledger.Asset]int64
 	moves   map[string]ledger.Move // by act_id/key
@@ -24,15 +29,31 @@ type fakeLedger struct {
 	down bool
 }
 
-func newFakeLedger() *fakeLedger {
-	return &fakeLedger{bal: map[string]map[ledger.Asset]int64{}, moves: map[string]ledger.Move{},
+// NewLedger returns an empty ledger.
+func NewLedger() *Ledger {
+	return &Ledger{bal: map[string]map[ledger.Asset]int64{}, moves: map[string]ledger.Move{},
 		booked: map[string]bool{}, pending: map[uint64][]ledger.Grant{}}
 }
 
-var errDown = errors.New("fake ledger: down")
+// ErrDown is every answer of a ledger that is down (SetDown).
+var ErrDown = errors.New("withdrawtest: ledger down")
 
-// issue adds n outstanding packets of amount fen each to act.
-func (l *fakeLedger) issue(act uint64, n int, amount int64) {
+// SetDown makes every call fail (true) or work again.
+func (l *Ledger) SetDown(down bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.down = down
+}
+
+// Credited returns what booked packets credited in all.
+func (l *Ledger) Credited() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.credited
+}
+
+// Issue adds n outstanding packets of amount fen each to act.
+func (l *Ledger) Issue(act uint64, n int, amount int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for i := range n {
@@ -42,11 +63,12 @@ func (l *fakeLedger) issue(act uint64, n int, amount int64) {
 	}
 }
 
-func (l *fakeLedger) Outstanding(_ context.Context, act uint64) ([]ledger.Grant, error) {
+// Outstanding returns act's packets not booked yet.
+func (l *Ledger) Outstanding(_ context.Context, act uint64) ([]ledger.Grant, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.down {
-		return nil, errDown
+		return nil, ErrDown
 	}
 	var out []ledger.Grant
 	for _, g := range l.pending[act] {
@@ -57,11 +79,12 @@ func (l *fakeLedger) Outstanding(_ context.Context, act uint64) ([]ledger.Grant,
 	return out, nil
 }
 
-func (l *fakeLedger) Book(_ context.Context, grants []ledger.Grant) ([]byte, error) {
+// Book books grants once per limit key, crediting the user from funding.
+func (l *Ledger) Book(_ context.Context, grants []ledger.Grant) ([]byte, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.down {
-		return nil, errDown
+		return nil, ErrDown
 	}
 	out := make([]byte, len(grants))
 	for i, g := range grants {
@@ -81,11 +104,16 @@ func (l *fakeLedger) Book(_ context.Context, grants []ledger.Grant) ([]byte, err
 	return out, nil
 }
 
-func (l *fakeLedger) Move(_ context.Context, moves []ledger.Move) ([]ledger.MoveResult, error) {
+// Move books moves once per (act_id, key): MoveRepeated for the same
+// move again, MoveKeyReused for another, MoveInsufficient when a leg would
+// take a balance of the user below zero. A withdraw_debt move carries one
+// leg, cash -n, and is booked by its kind's rule: cash -min(n, cash),
+// cash:debt +rest.
+func (l *Ledger) Move(_ context.Context, moves []ledger.Move) ([]ledger.MoveResult, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.down {
-		return nil, errDown
+		return nil, ErrDown
 	}
 	out := make([]ledger.MoveResult, len(moves))
 	for i, m := range moves {
@@ -148,7 +176,7 @@ func checkMove(m *ledger.Move, b ledger.Batch) error {
 	return nil
 }
 
-func (l *fakeLedger) apply(b ledger.Batch) {
+func (l *Ledger) apply(b ledger.Batch) {
 	for _, p := range b {
 		if l.bal[p.Account] == nil {
 			l.bal[p.Account] = map[ledger.Asset]int64{}
@@ -157,14 +185,15 @@ func (l *fakeLedger) apply(b ledger.Batch) {
 	}
 }
 
-func (l *fakeLedger) balance(account string, asset ledger.Asset) int64 {
+// Balance returns account's balance of asset.
+func (l *Ledger) Balance(account string, asset ledger.Asset) int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.bal[account][asset]
 }
 
-// take spends n of act's cash outside withdrawals (a consumption).
-func (l *fakeLedger) take(act uint64, n int64) {
+// Take spends n of act's cash outside withdrawals (a consumption).
+func (l *Ledger) Take(act uint64, n int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := ledger.Batch{{Account: ledger.UserAccount(act), Asset: ledger.AssetCash, Amount: -n},
@@ -175,10 +204,10 @@ func (l *fakeLedger) take(act uint64, n int64) {
 	l.apply(b)
 }
 
-// sums returns, over every user, cash + transit - debt, and over the
+// Sums returns, over every user, cash + transit - debt, and over the
 // payout accounts the same (a settlement credits them cash:transit, a
 // debt cash and the debt's negation).
-func (l *fakeLedger) sums() (users, payout int64) {
+func (l *Ledger) Sums() (users, payout int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for acct, b := range l.bal {
