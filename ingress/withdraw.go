@@ -14,11 +14,13 @@ import (
 type Withdrawals interface {
 	Withdraw(ctx context.Context, r withdraw.Request) (*withdraw.Record, error)
 	Get(ctx context.Context, id string) (*withdraw.Record, error)
+	Granted(ctx context.Context, actID uint64, app uint32) (bool, error)
 }
 
 // POST /v1/withdrawals and GET /v1/withdrawals/{id} (DESIGN.md: The flow
 // of a withdrawal). The POST is app-signed like a redeem or a bind: the
-// account must hold a user of the signing app. A withdrawal is shown only
+// account must hold a user of the signing app on record, or have an
+// outstanding packet of it (a new user's first packets are not booked yet). A withdrawal is shown only
 // to the app that made it (another app gets withdrawal_not_found). The
 // POST answers 200 with a final state, 202 with one the node's recovery
 // loop still drives (poll the GET), and 409 insufficient_funds when the
@@ -49,8 +51,17 @@ func (s *Server) withdraw(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		if acct := accounts[req.ActID]; !holdsApp(acct, app) {
-			writeError(ctx, errNotReached(req.ActID, app, acct))
-			return
+			// Not on record: a user whose packets of app are all
+			// outstanding is reached through them.
+			granted, err := s.Withdrawals.Granted(c, req.ActID, app)
+			if err != nil {
+				writeError(ctx, withdrawError(err))
+				return
+			}
+			if !granted {
+				writeError(ctx, errNotReached(req.ActID, app, acct))
+				return
+			}
 		}
 	}
 	rec, err := s.Withdrawals.Withdraw(c, withdraw.Request{AppID: app, ActID: req.ActID, Amount: req.Amount,

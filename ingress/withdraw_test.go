@@ -71,6 +71,11 @@ func TestWithdrawalRoutes(t *testing.T) {
 
 	wantAnswer(t, "unsigned", ts.send(t, "POST", "/v1/withdrawals", body(300, "bank", "r1"), nil), 401, "unauthorized")
 	wantAnswer(t, "another app's user", ts.signed(t, app2, "POST", "/v1/withdrawals", body(300, "bank", "r1")), 403, "forbidden")
+	// A user not on record yet whose packets of the app are outstanding.
+	led.Issue(8, 2, 100)
+	fresh := `{"act_id":8,"amount":150,"channel":"bank","request_id":"f"}`
+	wantAnswer(t, "a fresh user of another app", ts.signed(t, app2, "POST", "/v1/withdrawals", fresh), 403, "forbidden")
+	wantAnswer(t, "a fresh user", ts.signed(t, app1, "POST", "/v1/withdrawals", fresh), 200, "")
 	wantAnswer(t, "malformed", ts.signed(t, app1, "POST", "/v1/withdrawals", `{"act_id":7,"amount":"300","channel":"bank","request_id":"r1"}`), 400, "malformed_request")
 	wantAnswer(t, "unknown channel", ts.signed(t, app1, "POST", "/v1/withdrawals", body(300, "post", "r1")), 400, "unknown_channel")
 	wantAnswer(t, "too little", ts.signed(t, app1, "POST", "/v1/withdrawals", body(99, "bank", "r1")), 400, "amount_out_of_range")
@@ -97,7 +102,7 @@ func TestWithdrawalRoutes(t *testing.T) {
 	wantAnswer(t, "get by another app", ts.signed(t, app2, "GET", "/v1/withdrawals/"+w.ID, ""), 404, "withdrawal_not_found")
 	wantAnswer(t, "get unknown", ts.signed(t, app1, "GET", "/v1/withdrawals/"+withdraw.ID(1, "nope"), ""), 404, "withdrawal_not_found")
 	wantAnswer(t, "get malformed", ts.signed(t, app1, "GET", "/v1/withdrawals/XYZ", ""), 400, "malformed_request")
-	if c := led.Balance(ledger.UserAccount(7), ledger.AssetCash); c != 700 || pay.PaidTotal() != 300 {
-		t.Errorf("cash %d, paid %d: want 700, 300", c, pay.PaidTotal())
+	if c, c8 := led.Balance(ledger.UserAccount(7), ledger.AssetCash), led.Balance(ledger.UserAccount(8), ledger.AssetCash); c != 700 || c8 != 50 || pay.PaidTotal() != 450 {
+		t.Errorf("cash %d and %d, paid %d: want 700, 50, 450", c, c8, pay.PaidTotal())
 	}
 }

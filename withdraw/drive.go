@@ -24,6 +24,10 @@ var ErrInvariant = errors.New("withdraw: money invariant broken")
 // lease on the record); every step is a write conditional on the version
 // it read, so a node that lost the withdrawal stops at its next step.
 func (s *Service) drive(ctx context.Context, id string) (*Record, error) {
+	if _, busy := s.driving.LoadOrStore(id, struct{}{}); busy {
+		return s.store.load(ctx, id)
+	}
+	defer s.driving.Delete(id)
 	rec, mine, err := s.claim(ctx, id)
 	if err != nil || !mine {
 		return rec, err

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"redrain/ledger"
@@ -108,6 +109,10 @@ type Service struct {
 	packets Packets
 	booker  Booker
 	mover   Mover
+	// driving holds the ids this process drives now: a repeat of a
+	// request, or the recovery loop, leaves such a withdrawal to the
+	// goroutine that has it (the lease keeps other nodes out).
+	driving sync.Map
 }
 
 // New returns a service over kv. It checks cfg.
@@ -196,6 +201,22 @@ func (s *Service) Withdraw(ctx context.Context, r Request) (*Record, error) {
 		return have, fmt.Errorf("%w: act_id %d: %s", ErrInsufficient, have.ActID, have.LastError)
 	}
 	return have, nil
+}
+
+// Granted reports whether actID has an outstanding packet granted by
+// app: an app reaches a user whose packets are not booked yet (so not on
+// the account's record) through them.
+func (s *Service) Granted(ctx context.Context, actID uint64, app uint32) (bool, error) {
+	grants, err := s.packets.Outstanding(ctx, actID)
+	if err != nil {
+		return false, fmt.Errorf("%w: outstanding packets of act_id %d: %w", ErrUnavailable, actID, err)
+	}
+	for i := range grants {
+		if grants[i].AppID == app {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // Get returns withdrawal id: ErrNotFound when there is none.
