@@ -63,6 +63,9 @@ func (s *Service) claim(ctx context.Context, id string) (rec *Record, mine bool,
 		if rec.State == StateReversed && rec.LateCheckAt > now.UnixMilli() {
 			return rec, false, nil // its late check is not due: nothing to write
 		}
+		if rec.Owner == s.cfg.Node && rec.LeaseUntil-now.UnixMilli() > s.cfg.Lease.Milliseconds()/2 {
+			return rec, true, nil // held here, long enough: every step renews it
+		}
 		rec.Owner = s.cfg.Node
 		err = s.save(ctx, rec)
 		if errors.Is(err, errVersion) || errors.Is(err, storage.ErrConflict) {
@@ -95,8 +98,10 @@ func (s *Service) step(ctx context.Context, rec *Record) (done bool, err error) 
 	case StateRequested:
 		return false, s.hold(ctx, rec)
 	case StateHeld:
+		// Written with the first Pay's attempt (outcome): one write less,
+		// and a record still held says nothing was sent.
 		rec.State, rec.PayingAt = StatePaying, now
-		return false, s.save(ctx, rec)
+		return false, nil
 	case StatePaying:
 		a, err := s.outcome(ctx, rec)
 		if err != nil {

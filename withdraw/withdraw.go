@@ -179,9 +179,12 @@ func (s *Service) Withdraw(ctx context.Context, r Request) (*Record, error) {
 	case r.ActID == 0 || r.RequestID == "" || len(r.RequestID) > requestIDBytesMax:
 		return nil, fmt.Errorf("%w: act_id and request_id (1 to %d bytes) are required", ErrInvalid, requestIDBytesMax)
 	}
-	now := s.cfg.Now().UnixMilli()
+	t := s.cfg.Now()
+	now := t.UnixMilli()
+	// Created with this node's lease: driving it next needs no claim.
 	rec := &Record{ID: ID(r.AppID, r.RequestID), AppID: r.AppID, RequestID: r.RequestID, ActID: r.ActID,
-		Amount: r.Amount, Channel: r.Channel, State: StateRequested, CreatedAt: now, UpdatedAt: now}
+		Amount: r.Amount, Channel: r.Channel, State: StateRequested, CreatedAt: now, UpdatedAt: now,
+		Owner: s.cfg.Node, LeaseUntil: t.Add(s.cfg.Lease).UnixMilli()}
 	have, _, err := s.store.create(ctx, rec)
 	if err != nil {
 		return nil, fmt.Errorf("%w: not recorded: %w", ErrUnavailable, err)
