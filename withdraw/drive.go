@@ -85,10 +85,10 @@ func (s *Service) save(ctx context.Context, rec *Record) error {
 }
 
 // note records err as the withdrawal's last error (best effort: the
-// record may have moved on).
+// record may have moved on), also when err is ctx's end.
 func (s *Service) note(ctx context.Context, rec *Record, err error) {
 	rec.LastError = err.Error()
-	_ = s.save(ctx, rec)
+	_ = s.save(context.WithoutCancel(ctx), rec)
 }
 
 // step makes one transition of rec; done when nothing more can happen now.
