@@ -29,7 +29,7 @@ func TestSimulation(t *testing.T) {
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
 	}
-	t.Logf("seed %d (replay: go test ./withdraw -run TestSimulation -seed=%d)", seed, seed)
+	t.Logf("seed %d (replay: go test ./withdraw -run '%s$' -seed=%d)", seed, t.Name(), seed)
 	r := rand.New(rand.NewPCG(seed, 0))
 	e := newEnv(t)
 	e.tweak = func(c *withdraw.Config) {

@@ -196,7 +196,9 @@ func (s *Service) Withdraw(ctx context.Context, r Request) (*Record, error) {
 		if _, err := s.drive(ctx, have.ID); err != nil {
 			s.cfg.Log.Warn("withdraw: unfinished, the recovery loop resumes it", "id", have.ID, "err", err)
 		}
-		if cur, err := s.store.load(ctx, have.ID); err == nil && cur != nil {
+		// As stored, even when ctx ended meanwhile (the answer says where
+		// the withdrawal stands).
+		if cur, err := s.store.load(context.WithoutCancel(ctx), have.ID); err == nil && cur != nil {
 			have = cur
 		}
 	}

@@ -10,6 +10,7 @@ import (
 
 	"redrain/ledger"
 	"redrain/storage"
+	"redrain/storage/storagetest"
 	"redrain/withdraw"
 	"redrain/withdraw/paytest"
 	"redrain/withdraw/withdrawtest"
@@ -24,7 +25,7 @@ const (
 
 type env struct {
 	t     *testing.T
-	mem   *storage.MemoryStore
+	kv    *storage.TiKV // one store, every service (node) over it
 	led   *withdrawtest.Ledger
 	pay   *paytest.Server
 	skew  atomic.Int64 // ms added to every service's clock
@@ -33,9 +34,31 @@ type env struct {
 	tweak func(*withdraw.Config)
 }
 
+// newStore is the store of the tests' env: one in memory, or the TiKV
+// test cluster under TestOnTiKV.
+var newStore = func(testing.TB) *storage.TiKV { return storage.NewMemoryStore().Client(nil) }
+
+// TestOnTiKV runs the failure, restart, two-node and late-answer tests
+// again over client-go's TiKV test cluster (real optimistic transactions
+// and their conflicts) instead of the store in memory.
+func TestOnTiKV(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the TiKV test cluster: not in -short")
+	}
+	mem := newStore
+	newStore = func(t testing.TB) *storage.TiKV { return storagetest.TiKV(t, "") }
+	defer func() { newStore = mem }()
+	for name, test := range map[string]func(*testing.T){
+		"ChannelFailures": TestChannelFailures, "RestartResumes": TestRestartResumes,
+		"ConcurrentNodes": TestConcurrentNodes, "LateContradiction": TestLateContradiction, "Insufficient": TestInsufficientChangesNothing, "Simulation": TestSimulation,
+	} {
+		t.Run(name, test)
+	}
+}
+
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{t: t, mem: storage.NewMemoryStore(), led: withdrawtest.NewLedger(), pay: paytest.New(), acts: map[string]uint64{}}
+	e := &env{t: t, kv: newStore(t), led: withdrawtest.NewLedger(), pay: paytest.New(), acts: map[string]uint64{}}
 	t.Cleanup(e.pay.Close)
 	return e
 }
@@ -55,7 +78,7 @@ func (e *env) service(node string) *withdraw.Service {
 	if e.tweak != nil {
 		e.tweak(&cfg)
 	}
-	s, err := withdraw.New(e.mem.Client(nil), e.led, e.led, e.led, cfg)
+	s, err := withdraw.New(e.kv, e.led, e.led, e.led, cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}
