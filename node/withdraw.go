@@ -85,7 +85,7 @@ func (n *Node) startWithdrawals() error {
 		channels[name] = withdraw.NewHTTPChannel(url, c.Timeout)
 	}
 	s, err := withdraw.New(n.tikv, l, l, l, withdraw.Config{AmountMin: c.Min, AmountMax: c.Max, Channels: channels,
-		Node: fmt.Sprintf("%s/%d", n.ID, n.Incarnation), Log: n.log})
+		Node: fmt.Sprintf("%s/%d", n.ID, n.Incarnation), Log: n.log, Metrics: n.Metrics})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}

@@ -84,6 +84,15 @@ func (s *Service) save(ctx context.Context, rec *Record) error {
 	return s.store.update(ctx, rec)
 }
 
+// finish saves rec, which this step made final, and counts it.
+func (s *Service) finish(ctx context.Context, rec *Record) error {
+	if err := s.save(ctx, rec); err != nil {
+		return err
+	}
+	s.finished[rec.State].Inc()
+	return nil
+}
+
 // note records err as the withdrawal's last error (best effort: the
 // record may have moved on), also when err is ctx's end.
 func (s *Service) note(ctx context.Context, rec *Record, err error) {
@@ -136,7 +145,7 @@ func (s *Service) hold(ctx context.Context, rec *Record) error {
 	case res == ledger.MoveInsufficient:
 		rec.State, rec.DoneAt, rec.LastError = StateRefused, s.cfg.Now().UnixMilli(),
 			fmt.Sprintf("withdrawable cash is below %d fen", rec.Amount)
-		return s.save(ctx, rec)
+		return s.finish(ctx, rec)
 	case res != ledger.MoveApplied && res != ledger.MoveRepeated:
 		return fmt.Errorf("%w: hold of %s: move result %d", ErrInvariant, rec.ID, res)
 	}
@@ -172,10 +181,12 @@ func (s *Service) outcome(ctx context.Context, rec *Record) (Answer, error) {
 		if err := s.save(ctx, rec); err != nil { // before it is sent: a crash resumes with a Query
 			return Answer{}, err
 		}
+		s.pays.Inc()
 		a, err := ch.Pay(ctx, Payout{ID: rec.ID, ActID: rec.ActID, Amount: rec.Amount})
 		if err == nil {
 			return a, nil
 		}
+		s.unknown.Inc()
 		rec.LastError = "pay: " + err.Error()
 		ask = true
 	}
@@ -231,7 +242,7 @@ func (s *Service) decide(ctx context.Context, rec *Record, a Answer) error {
 		rec.State, rec.LastError = StateReversed, "refused: "+a.Reason
 		rec.LateCheckAt = now.Add(s.cfg.LateCheckAfter).UnixMilli()
 	}
-	return s.save(ctx, rec)
+	return s.finish(ctx, rec)
 }
 
 // lateCheck asks the channel once more about a reversed withdrawal: a
@@ -256,6 +267,8 @@ func (s *Service) lateCheck(ctx context.Context, rec *Record) error {
 		}
 		rec.State, rec.ChannelRef = StateDebt, a.Ref
 		rec.LastError = "the channel paid after the reversal: withdraw_debt booked"
+		rec.LateCheckAt = 0
+		return s.finish(ctx, rec)
 	}
 	rec.LateCheckAt = 0
 	return s.save(ctx, rec)

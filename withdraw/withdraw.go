@@ -20,9 +20,11 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"redrain/ledger"
+	"redrain/metrics"
 	"redrain/storage"
 )
 
@@ -73,6 +75,10 @@ type Config struct {
 	Now func() time.Time
 	// Log gets what the recovery loop could not finish (nil: slog.Default()).
 	Log *slog.Logger
+	// Metrics gets the service's series (nil: none): withdrawals this
+	// node finished by final state, Pay requests and their unknown
+	// outcomes, and the withdrawals open at the last recovery pass.
+	Metrics *metrics.Registry
 }
 
 // Defaults of Config's zero fields.
@@ -113,6 +119,11 @@ type Service struct {
 	// request, or the recovery loop, leaves such a withdrawal to the
 	// goroutine that has it (the lease keeps other nodes out).
 	driving sync.Map
+	// Counters (never nil: unregistered without Config.Metrics).
+	finished map[State]*metrics.Counter
+	pays     *metrics.Counter
+	unknown  *metrics.Counter
+	open     atomic.Int64 // at the last recovery pass
 }
 
 // New returns a service over kv. It checks cfg.
@@ -149,7 +160,20 @@ func New(kv *storage.TiKV, packets Packets, booker Booker, mover Mover, cfg Conf
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Service{cfg: cfg, store: store{kv}, packets: packets, booker: booker, mover: mover}, nil
+	s := &Service{cfg: cfg, store: store{kv}, packets: packets, booker: booker, mover: mover,
+		finished: map[State]*metrics.Counter{}, pays: &metrics.Counter{}, unknown: &metrics.Counter{}}
+	for _, st := range []State{StateSettled, StateReversed, StateRefused, StateDebt} {
+		s.finished[st] = &metrics.Counter{}
+	}
+	if r := cfg.Metrics; r != nil {
+		for st := range s.finished {
+			s.finished[st] = r.Counter("redrain_withdrawals_total", "Withdrawals this node finished, by final state (settled, reversed, refused: insufficient funds, debt: paid after its reversal).", "state", string(st))
+		}
+		s.pays = r.Counter("redrain_withdrawal_pays_total", "Pay requests this node sent to payout channels.")
+		s.unknown = r.Counter("redrain_withdrawal_pay_unknown_total", "Pay requests whose outcome was unknown (time-out, transport error, 5xx): the channel was asked before anything was decided.")
+		r.GaugeFunc("redrain_withdrawals_open", "Unfinished withdrawals (and reversals whose late check is due) at this node's last recovery pass.", s.open.Load)
+	}
+	return s, nil
 }
 
 // Request asks for a withdrawal.
@@ -261,6 +285,7 @@ func (s *Service) Recover(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	open := 0
+	defer func() { s.open.Store(int64(open)) }()
 	var errs []error
 	for _, id := range ids {
 		if ctx.Err() != nil {

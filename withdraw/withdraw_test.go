@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"redrain/ledger"
+	"redrain/metrics"
 	"redrain/storage"
 	"redrain/storage/storagetest"
 	"redrain/withdraw"
@@ -180,6 +181,45 @@ func TestSettleBooksOutstandingFirst(t *testing.T) {
 		t.Errorf("%d pay requests, want 1", n)
 	}
 	e.checkMoney()
+}
+
+// TestMetrics: the node's series count what it finished, its Pays and
+// their unknown outcomes, and what the last recovery pass left open.
+func TestMetrics(t *testing.T) {
+	e := newEnv(t)
+	reg := &metrics.Registry{}
+	e.tweak = func(c *withdraw.Config) { c.Metrics = reg; c.PayAttempts = 1 }
+	e.led.Issue(7, 10, 100)
+	e.pay.Script(withdraw.ID(1, "b"), paytest.Step{Refuse: true})
+	e.pay.Script(withdraw.ID(1, "d"), paytest.Step{Drop: true})
+	s := e.service("n1")
+	for _, r := range []struct {
+		req    string
+		amount int64
+	}{{"a", 100}, {"b", 100}, {"c", 5000}, {"d", 100}} {
+		_, _ = e.withdraw(s, 7, r.amount, r.req)
+	}
+	if _, err := s.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, x := range reg.Samples() {
+		name := x.Name
+		for _, l := range x.Labels {
+			name += "," + l.Value
+		}
+		got[name] = x.Value
+	}
+	want := map[string]float64{
+		"redrain_withdrawals_total,settled": 2, "redrain_withdrawals_total,reversed": 1, "redrain_withdrawals_total,refused": 1,
+		"redrain_withdrawals_total,debt": 0, "redrain_withdrawal_pays_total": 4, "redrain_withdrawal_pay_unknown_total": 1,
+		"redrain_withdrawals_open": 1, // the reversal, its late check not due
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v (all: %v)", k, got[k], v, got)
+		}
+	}
 }
 
 func TestInsufficientChangesNothing(t *testing.T) {
