@@ -48,6 +48,7 @@ func TestSimulation(t *testing.T) {
 	scripts := []paytest.Step{
 		{}, {Refuse: true}, {Delay: 200 * time.Millisecond}, {Refuse: true, Delay: 200 * time.Millisecond},
 		{Drop: true}, {Drop: true, Delay: 200 * time.Millisecond}, {Status: 500}, {LatePaid: true},
+		{Late: 100 * time.Millisecond}, {Late: 100 * time.Millisecond, Refuse: true},
 	}
 	scripted := map[string]bool{}
 	withdrawOn := func(s *withdraw.Service, act uint64, amount int64, req string, within time.Duration) {

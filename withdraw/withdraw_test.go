@@ -51,7 +51,7 @@ func TestOnTiKV(t *testing.T) {
 	defer func() { newStore = mem }()
 	for name, test := range map[string]func(*testing.T){
 		"ChannelFailures": TestChannelFailures, "RestartResumes": TestRestartResumes,
-		"ConcurrentNodes": TestConcurrentNodes, "LateContradiction": TestLateContradiction, "Insufficient": TestInsufficientChangesNothing, "Simulation": TestSimulation,
+		"ConcurrentNodes": TestConcurrentNodes, "PayArrivesTwice": TestPayArrivesTwice, "LateContradiction": TestLateContradiction, "Insufficient": TestInsufficientChangesNothing, "Simulation": TestSimulation,
 	} {
 		t.Run(name, test)
 	}
@@ -307,6 +307,29 @@ func TestChannelFailures(t *testing.T) {
 			e.checkMoney()
 		})
 	}
+}
+
+// TestPayArrivesTwice: the first Pay is slow in the network (it reaches
+// the channel after the client's deadline and after the query that found
+// nothing), so the service sends it again; the channel receives the same
+// id twice, pays it once, and the late one is answered as a duplicate.
+func TestPayArrivesTwice(t *testing.T) {
+	e := newEnv(t)
+	e.led.Issue(7, 10, 100)
+	id := withdraw.ID(1, "r")
+	e.pay.Script(id, paytest.Step{Late: lateDelay})
+	rec, err := e.withdraw(e.service("n1"), 7, 300, "r")
+	wantState(t, rec, err, withdraw.StateSettled)
+	for deadline := time.Now().Add(5 * time.Second); e.pay.Duplicates(id) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the late Pay never reached the channel (%s)", e.pay)
+		}
+	}
+	if n, paid := e.pay.Requests(id), e.pay.Paid(id); n != 2 || paid != 1 || rec.Attempts != 2 {
+		t.Errorf("%d pay requests, paid %d times, %d attempts: want 2, 1, 2", n, paid, rec.Attempts)
+	}
+	e.want(7, 700, 0)
+	e.checkMoney()
 }
 
 func TestUndecidedStaysPaying(t *testing.T) {

@@ -2,8 +2,8 @@
 // stack and benchmarks (httptest): it speaks withdraw.HTTPChannel's
 // protocol, pays each payout id at most once, counts what it paid, and
 // plays a script per payout id: pay, refuse, answer after the client's
-// deadline (having paid, or not), and answer a late, contradictory
-// outcome. It must never pay an id twice: a second Pay of an id it has
+// deadline (having paid, or not), receive a Pay late (after a second Pay
+// of the same id), and answer a late, contradictory outcome. It must never pay an id twice: a second Pay of an id it has
 // answers what it did the first time.
 package paytest
 
@@ -35,6 +35,12 @@ type Step struct {
 	// Status, when not 0, replaces the answer's HTTP status (e.g. 500
 	// after paying: the client cannot tell what happened).
 	Status int
+	// Late makes the request reach the channel that much later (slow in
+	// the network): the server acts on it only then, as on any Pay of the
+	// id, whether or not the client still waits. A Pay of the same id
+	// sent meanwhile is acted on first, and this one is then its
+	// duplicate.
+	Late time.Duration
 }
 
 // Server is the payout test server.
@@ -45,6 +51,7 @@ type Server struct {
 	deflt   Step
 	payouts map[string]*payout
 	pays    map[string]int // Pay requests per id
+	dups    map[string]int // Pay requests of an id already acted on
 	paid    int64          // fen paid in all
 }
 
@@ -59,7 +66,7 @@ type payout struct {
 // New starts a server whose ids all follow the default script (pay at
 // once) until Script says otherwise.
 func New() *Server {
-	s := &Server{scripts: map[string][]Step{}, payouts: map[string]*payout{}, pays: map[string]int{}}
+	s := &Server{scripts: map[string][]Step{}, payouts: map[string]*payout{}, pays: map[string]int{}, dups: map[string]int{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /pay", s.pay)
 	mux.HandleFunc("GET /payouts/{id}", s.query)
@@ -99,6 +106,14 @@ func (s *Server) PaidTotal() int64 {
 	return s.paid
 }
 
+// Duplicates returns how many Pay requests of id came after the server
+// had acted on one (answered with what it did, paying nothing).
+func (s *Server) Duplicates(id string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dups[id]
+}
+
 // Requests returns how many Pay requests of id arrived.
 func (s *Server) Requests(id string) int {
 	s.mu.Lock()
@@ -127,6 +142,14 @@ func (s *Server) pay(w http.ResponseWriter, r *http.Request) {
 		if q := s.scripts[req.ID]; len(q) > 0 {
 			st, s.scripts[req.ID] = q[0], q[1:]
 		}
+		if st.Late > 0 {
+			s.mu.Unlock()
+			time.Sleep(st.Late) // in the network: it arrives whatever the client does
+			s.mu.Lock()
+			p = s.payouts[req.ID]
+		}
+	}
+	if p == nil {
 		if !st.Drop {
 			p = &payout{amount: req.Amount, ref: fmt.Sprintf("pt-%s", req.ID[:min(8, len(req.ID))])}
 			switch {
@@ -143,6 +166,7 @@ func (s *Server) pay(w http.ResponseWriter, r *http.Request) {
 		}
 	} else {
 		st = Step{} // a duplicate: answered at once with what was done
+		s.dups[req.ID]++
 		if p.amount != req.Amount {
 			s.mu.Unlock()
 			http.Error(w, "id reused with another amount", http.StatusConflict)
