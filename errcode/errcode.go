@@ -24,33 +24,36 @@ type Code string
 // codes; Status maps each to its HTTP status and Retryable says whether the
 // same request may succeed later.
 const (
-	CodeMalformed         Code = "malformed_request"   // 400: bad JSON, wrong types, unknown or duplicate fields, missing required fields
-	CodeTooLarge          Code = "request_too_large"   // 413
-	CodeUnknownActivity   Code = "unknown_activity"    // 404
-	CodeUnknownRain       Code = "unknown_rain"        // 404
-	CodeNotEligible       Code = "not_eligible"        // 403: the activity is not published to this user, or no stage admits them
-	CodeUnauthorized      Code = "unauthorized"        // 401: admin or app request unsigned, altered, expired or replayed
-	CodeForbidden         Code = "forbidden"           // 403: the signing app does not reach this user, token or account
-	CodeInvalidConfig     Code = "invalid_config"      // 422: an activity version that does not validate
-	CodeConflict          Code = "conflict"            // 409: the configuration changed meanwhile; retry
-	CodeRainClosed        Code = "rain_closed"         // 409
-	CodeBudgetExhausted   Code = "budget_exhausted"    // 409
-	CodeGrantInProgress   Code = "grant_in_progress"   // 409, retryable
-	CodeInvalidToken      Code = "invalid_token"       // 400
-	CodeNotFound          Code = "not_found"           // 404 (unknown route / resource)
-	CodeMethodNotAllowed  Code = "method_not_allowed"  // 405
-	CodeUnavailable       Code = "unavailable"         // 503, retryable (backend down, not ready)
-	CodeInternal          Code = "internal"            // 500
-	CodeAlreadyBound      Code = "already_bound"       // 409: the app user is bound to another act_id
-	CodeTooManyIdentities Code = "too_many_identities" // 409: the account holds as many app identities as it may
-	CodeRecordReadable    Code = "record_readable"     // 409: park refused: booking can read the record and does not wait at it, so its grants must be booked
-	CodeRateLimited       Code = "rate_limited"        // 429, retryable (Retry-After: until a token is back)
-	CodeShed              Code = "shed"                // 503, retryable: refused by the operator's shed percentage
-	CodeRainSwitchedOff   Code = "rain_switched_off"   // 503, retryable: the operator switched the rain or activity off
-	CodeUnknownLine       Code = "unknown_line"        // 404: a sync notice for a business line this node does not configure
-	CodeInsufficientFunds Code = "insufficient_funds"  // 409: a move would take a balance below zero; nothing changed
-	CodeRequestIDReused   Code = "request_id_reused"   // 409: the request id was used before for another request; nothing changed
-	CodeRefundExceeds     Code = "refund_exceeds"      // 409: a refund beyond what is left of its consumption, or a reversal of one that is not whole (or not there); nothing changed
+	CodeMalformed          Code = "malformed_request"    // 400: bad JSON, wrong types, unknown or duplicate fields, missing required fields
+	CodeTooLarge           Code = "request_too_large"    // 413
+	CodeUnknownActivity    Code = "unknown_activity"     // 404
+	CodeUnknownRain        Code = "unknown_rain"         // 404
+	CodeNotEligible        Code = "not_eligible"         // 403: the activity is not published to this user, or no stage admits them
+	CodeUnauthorized       Code = "unauthorized"         // 401: admin or app request unsigned, altered, expired or replayed
+	CodeForbidden          Code = "forbidden"            // 403: the signing app does not reach this user, token or account
+	CodeInvalidConfig      Code = "invalid_config"       // 422: an activity version that does not validate
+	CodeConflict           Code = "conflict"             // 409: the configuration changed meanwhile; retry
+	CodeRainClosed         Code = "rain_closed"          // 409
+	CodeBudgetExhausted    Code = "budget_exhausted"     // 409
+	CodeGrantInProgress    Code = "grant_in_progress"    // 409, retryable
+	CodeInvalidToken       Code = "invalid_token"        // 400
+	CodeNotFound           Code = "not_found"            // 404 (unknown route / resource)
+	CodeMethodNotAllowed   Code = "method_not_allowed"   // 405
+	CodeUnavailable        Code = "unavailable"          // 503, retryable (backend down, not ready)
+	CodeInternal           Code = "internal"             // 500
+	CodeAlreadyBound       Code = "already_bound"        // 409: the app user is bound to another act_id
+	CodeTooManyIdentities  Code = "too_many_identities"  // 409: the account holds as many app identities as it may
+	CodeRecordReadable     Code = "record_readable"      // 409: park refused: booking can read the record and does not wait at it, so its grants must be booked
+	CodeRateLimited        Code = "rate_limited"         // 429, retryable (Retry-After: until a token is back)
+	CodeShed               Code = "shed"                 // 503, retryable: refused by the operator's shed percentage
+	CodeRainSwitchedOff    Code = "rain_switched_off"    // 503, retryable: the operator switched the rain or activity off
+	CodeUnknownLine        Code = "unknown_line"         // 404: a sync notice for a business line this node does not configure
+	CodeInsufficientFunds  Code = "insufficient_funds"   // 409: a move would take a balance below zero; nothing changed
+	CodeRequestIDReused    Code = "request_id_reused"    // 409: the request id was used before for another request; nothing changed
+	CodeRefundExceeds      Code = "refund_exceeds"       // 409: a refund beyond what is left of its consumption, or a reversal of one that is not whole (or not there); nothing changed
+	CodeUnknownChannel     Code = "unknown_channel"      // 400: a withdrawal names a payout channel the node does not configure
+	CodeAmountOutOfRange   Code = "amount_out_of_range"  // 400: a withdrawal's amount is outside the configured minimum and maximum
+	CodeWithdrawalNotFound Code = "withdrawal_not_found" // 404
 )
 
 // meta is the one table behind Status and Retryable. A code that is not in
@@ -64,7 +67,7 @@ func (c Code) meta() (status int, retryable bool) {
 		return 413, false
 	case CodeUnknownActivity:
 		return 404, false
-	case CodeUnknownRain, CodeUnknownLine:
+	case CodeUnknownRain, CodeUnknownLine, CodeWithdrawalNotFound:
 		return 404, false
 	case CodeNotEligible, CodeForbidden:
 		return 403, false
@@ -80,7 +83,7 @@ func (c Code) meta() (status int, retryable bool) {
 		return 409, false
 	case CodeGrantInProgress:
 		return 409, true
-	case CodeInvalidToken:
+	case CodeInvalidToken, CodeUnknownChannel, CodeAmountOutOfRange:
 		return 400, false
 	case CodeNotFound:
 		return 404, false

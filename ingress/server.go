@@ -113,6 +113,9 @@ type Server struct {
 	// Sync queues business lines' notices (POST /v1/sync/notify, sync.go);
 	// nil: the node configures no lines.
 	Sync *lines.Syncer
+	// Withdrawals serves POST /v1/withdrawals and GET
+	// /v1/withdrawals/{id} (withdraw.go); nil: answered 503.
+	Withdrawals Withdrawals
 
 	panicsOnce sync.Once
 	panics     *metrics.Counter // redrain_http_panics_total; nil without Metrics
@@ -259,6 +262,18 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		s.ledgerDetail(ctx, path[len("/v1/ledger/"):])
+	case bytes.Equal(path, []byte("/v1/withdrawals")): // withdraw.go
+		if !post {
+			methodNotAllowed(ctx, "POST")
+			return
+		}
+		s.withdraw(ctx)
+	case bytes.HasPrefix(path, []byte("/v1/withdrawals/")):
+		if !get {
+			methodNotAllowed(ctx, "GET")
+			return
+		}
+		s.withdrawal(ctx, path[len("/v1/withdrawals/"):])
 	case bytes.Equal(path, []byte("/v1/sync/notify")): // sync.go
 		if !post {
 			methodNotAllowed(ctx, "POST")

@@ -44,6 +44,7 @@ import (
 	"redrain/spend"
 	"redrain/storage"
 	"redrain/wallet"
+	"redrain/withdraw"
 )
 
 // Config is everything `redrain serve` takes.
@@ -108,7 +109,9 @@ type Config struct {
 	// nil: the node's Booker (through movesPending, spend.go, until
 	// booking books moves). Tests set an in-memory one (spend/spendtest).
 	Moves spend.Booker
-	Log   *slog.Logger
+	// Withdraw is the node's withdrawal rules and payout channels.
+	Withdraw WithdrawConfig
+	Log      *slog.Logger
 }
 
 // Node is a running redrain process.
@@ -155,10 +158,11 @@ type Node struct {
 	duplicate atomic.Pointer[error]
 	guard     *protect.Guard
 	// wallets is the read side (nil on a node of --role write).
-	wallets  *wallet.Wallets
-	lines    *lines.Syncer // nil: the campaign file configures no business lines (lines.go)
-	server   *ingress.Server
-	listener net.Listener
+	wallets     *wallet.Wallets
+	lines       *lines.Syncer     // nil: the campaign file configures no business lines (lines.go)
+	withdrawals *withdraw.Service // nil: the node serves no withdrawals (withdraw.go)
+	server      *ingress.Server
+	listener    net.Listener
 	// opsServer and opsListener serve the operations routes apart from the
 	// API (Config.AdminHTTP); nil without.
 	opsServer   *ingress.Server
@@ -348,6 +352,9 @@ func Start(cfg Config) (n *Node, err error) {
 	if err := n.startLines(); err != nil {
 		return nil, err
 	}
+	if err := n.startWithdrawals(); err != nil {
+		return nil, err
+	}
 	if err := n.startConfig(ctx); err != nil {
 		return nil, err
 	}
@@ -406,6 +413,9 @@ func Start(cfg Config) (n *Node, err error) {
 		if n.wallets != nil {
 			s.Wallet = n.wallets
 		}
+		if n.withdrawals != nil {
+			s.Withdrawals = n.withdrawals
+		}
 		return s
 	}); err != nil {
 		return nil, err
@@ -430,6 +440,10 @@ func Start(cfg Config) (n *Node, err error) {
 	if n.lines != nil {
 		n.bg.Add(1)
 		go func() { defer n.bg.Done(); _ = n.lines.Run(ctx) }()
+	}
+	if n.withdrawals != nil {
+		n.bg.Add(1)
+		go func() { defer n.bg.Done(); n.withdrawals.Run(ctx) }()
 	}
 	if cfg.AuditEvery > 0 {
 		n.bg.Add(1)

@@ -33,6 +33,9 @@ import (
 	"redrain/spend/spendtest"
 	"redrain/storage"
 	"redrain/storage/storagetest"
+	"redrain/withdraw"
+	"redrain/withdraw/paytest"
+	"redrain/withdraw/withdrawtest"
 )
 
 // The OpenAPI document (package openapi) is checked against a running
@@ -449,11 +452,17 @@ func grantBody(app uint32, user, activity, scene string, rain uint64) string {
 // the document and validates every request and answer against it.
 func TestOpenAPIAgainstNode(t *testing.T) {
 	line := newTestLine(t)
-	// The spending routes book through the in-memory booker until booking
-	// books moves (the node's own answers them unavailable meanwhile).
+	// The spending routes book through the in-memory booker, withdrawals
+	// into a ledger in memory (withdrawtest), until booking books moves
+	// (the node's own answer them unavailable meanwhile); the payout
+	// channel is the test server over HTTP.
 	moves := &spendtest.Booker{}
-	n := startNodeWith(t, t.TempDir(), storagetest.Redis(t), configFileWith(t, withLine(line.srv.URL)),
-		func(c *node.Config) { c.Moves = moves })
+	wled, pay := withdrawtest.NewLedger(), paytest.New()
+	t.Cleanup(pay.Close)
+	n := startNodeWith(t, t.TempDir(), storagetest.Redis(t), configFileWith(t, withLine(line.srv.URL)), func(c *node.Config) {
+		c.Moves = moves
+		c.Withdraw = node.WithdrawConfig{Channels: map[string]string{"bank": pay.URL}, Ledger: wled}
+	})
 	a := newAPICheck(t, n)
 	const pad = 70 << 10     // past a grant or bind body's 64 KiB
 	const bigPad = 1<<20 + 1 // past every body's 1 MiB
@@ -649,6 +658,34 @@ func TestOpenAPIAgainstNode(t *testing.T) {
 	moves.Join(second.ActID, 1, "o-2")
 	a.spending(first.ActID, second.ActID, pad)
 
+	// Withdrawals: of the first user's account (its ten packets
+	// outstanding in the withdrawal ledger), settled, repeated, left
+	// paying (the channel loses every Pay of one drive), refused.
+	wled.Issue(first.ActID, 10, 100)
+	withdrawBody := func(amount int64, channel, request string) string {
+		return fmt.Sprintf(`{"act_id":%d,"amount":%d,"channel":%q,"request_id":%q}`, first.ActID, amount, channel, request)
+	}
+	pay.Script(withdraw.ID(1, "w-slow"), paytest.Step{Drop: true}, paytest.Step{Drop: true}, paytest.Step{Drop: true})
+	var settled struct{ ID, State string }
+	a.do(call{method: "POST", path: "/v1/withdrawals", body: withdrawBody(300, "bank", "w-1"), sign: asApp(1), want: 200}).json(t, &settled)
+	if settled.State != "settled" {
+		t.Errorf("withdrawal %+v, want settled", settled)
+	}
+	a.do(call{method: "POST", path: "/v1/withdrawals", body: withdrawBody(300, "bank", "w-1"), sign: asApp(1), want: 200})
+	a.do(call{method: "POST", path: "/v1/withdrawals", body: withdrawBody(100, "bank", "w-slow"), sign: asApp(1), want: 202})
+	a.do(call{method: "POST", path: "/v1/withdrawals", body: withdrawBody(5000, "bank", "w-2"), sign: asApp(1), want: 409, code: "insufficient_funds"})
+	a.do(call{method: "POST", path: "/v1/withdrawals", body: withdrawBody(400, "bank", "w-1"), sign: asApp(1), want: 409, code: "request_id_reused"})
+	a.do(call{method: "POST", path: "/v1/withdrawals", body: withdrawBody(300, "post", "w-3"), sign: asApp(1), want: 400, code: "unknown_channel"})
+	a.do(call{method: "POST", path: "/v1/withdrawals", body: withdrawBody(1, "bank", "w-3"), sign: asApp(1), want: 400, code: "amount_out_of_range"})
+	a.do(call{method: "POST", path: "/v1/withdrawals", body: `{"act_id":1}`, sign: asApp(1), invalid: true, want: 400, code: "malformed_request"})
+	a.do(call{method: "POST", path: "/v1/withdrawals", body: withdrawBody(300, "bank", "w-3"), sign: asApp(2), want: 403, code: "forbidden"})
+	a.do(call{method: "POST", path: "/v1/withdrawals", body: withdrawBody(300, "bank", "w-3"), sign: badSignature(asApp(1)), want: 401, code: "unauthorized"})
+	a.do(call{method: "POST", path: "/v1/withdrawals", body: withdrawBody(300, "bank", "w-3") + spaces(pad), sign: asApp(1), want: 413, code: "request_too_large"})
+	a.do(call{method: "GET", path: "/v1/withdrawals/" + settled.ID, sign: asApp(1), want: 200})
+	a.do(call{method: "GET", path: "/v1/withdrawals/" + settled.ID, sign: asApp(2), want: 404, code: "withdrawal_not_found"})
+	a.do(call{method: "GET", path: "/v1/withdrawals/" + settled.ID, sign: badSignature(asApp(1)), want: 401, code: "unauthorized"})
+	a.do(call{method: "GET", path: "/v1/withdrawals/x", sign: asApp(1), want: 400, code: "malformed_request"})
+
 	// The dashboard, with a ticket.
 	ticket := adminauth.Ticket(adminauth.MustParseKey(testAdminKey), dashboard.TicketScope, time.Now().Add(time.Hour))
 	for _, p := range []string{"/dashboard", "/dashboard/frame", "/dashboard/events"} {
@@ -675,6 +712,7 @@ func TestOpenAPIAgainstNode(t *testing.T) {
 	for _, r := range spendRoutes {
 		a.do(call{method: "POST", path: r.path, body: r.body(1, "p-1", first.ActID, second.ActID, 1, ""), sign: asApp(1), want: 503, code: "unavailable"})
 	}
+	a.do(call{method: "POST", path: "/v1/withdrawals", body: withdrawBody(300, "bank", "w-9"), sign: asApp(1), want: 503, code: "unavailable"})
 	a.do(call{method: "POST", path: "/admin/v1/parked", body: `{"partition":0,"offset":0}`, sign: asAdmin, invalid: true, want: 400, code: "malformed_request"})
 	a.do(call{method: "POST", path: "/admin/v1/parked", body: `{"partition":0,"offset":99999,"reason":"x"}`, sign: asAdmin, want: 404, code: "not_found"})
 	if part, off, ok := readableRecord(t, n); ok {

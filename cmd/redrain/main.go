@@ -313,8 +313,26 @@ func (c *cli) serve(args []string) error {
 	walletStoreRate := fs.Int("wallet-store-rate", 2000, "while Redis fails, reads of wallets from the store a second at most (beyond it: the node's last copy, marked stale, or 503)")
 	walletCheckDaily := fs.Bool("wallet-check-daily", true, "on a node serving wallets (role read or all) with Redis: 10 minutes after each UTC midnight, check the Redis summary of every user changed the day before against the store and repair drift (one node of those with it checks each day: the first to claim it in Redis)")
 	lagMax := fs.Duration("booking-lag-max", booking.DefaultLagMax, "while the grant path is busy, booking gives way to it until its oldest unbooked grant is this old (larger: more grants accepted in a burst, booked later; 0 or negative: booking never gives way)")
+	payoutChannels := fs.String("payout-channel", "", "withdrawals' payout channels, comma-separated name=url (each a payout API: POST {url}/pay, GET {url}/payouts/{id}); none: every withdrawal is unknown_channel")
+	payoutTimeout := fs.Duration("payout-timeout", 5*time.Second, "how long one request to a payout channel may take (past it the outcome is unknown, and the node asks the channel before deciding)")
+	withdrawMin := fs.Int64("withdraw-min", 100, "the least one withdrawal may take, in fen")
+	withdrawMax := fs.Int64("withdraw-max", 5_000_000, "the most one withdrawal may take, in fen")
 	if err := serveCommand.parse(c, fs, args); err != nil {
 		return err
+	}
+	wcfg := node.WithdrawConfig{Timeout: *payoutTimeout, Min: *withdrawMin, Max: *withdrawMax}
+	for _, p := range list(*payoutChannels) {
+		name, url, err := node.ParsePayoutChannel(p)
+		if err != nil {
+			return serveCommand.usageError(c, "--payout-channel: %v", err)
+		}
+		if wcfg.Channels == nil {
+			wcfg.Channels = map[string]string{}
+		}
+		wcfg.Channels[name] = url
+	}
+	if *withdrawMin < 1 || *withdrawMax < *withdrawMin || *payoutTimeout <= 0 {
+		return serveCommand.usageError(c, "--withdraw-min %d, --withdraw-max %d, --payout-timeout %v: want 1 <= min <= max and a positive timeout", *withdrawMin, *withdrawMax, *payoutTimeout)
 	}
 	if *lagMax == 0 {
 		*lagMax = -1 // zero: never give way
@@ -342,7 +360,8 @@ func (c *cli) serve(args []string) error {
 	}
 	n, err := start(node.Config{DataDir: b.dataDir, HTTP: *httpAddr, AdminHTTP: *adminHTTP, Kafka: list(b.kafka), PD: list(b.pd),
 		Redis: b.redis, ConfigFile: *config, KeysFile: *keysFile, Partitions: int32(*partitions), GrantTopic: *grantTopic, BookingGroup: *bookingGroup, Seeds: list(*seeds), Etcd: list(*clusterEtcd), ClusterAddr: *clusterAddr,
-		BookingLagMax: *lagMax, AuditEvery: *auditEvery, StopGrace: *stopGrace, Role: nodeRole, WalletStoreRate: *walletStoreRate, WalletCheckDaily: *walletCheckDaily, Log: log})
+		BookingLagMax: *lagMax, AuditEvery: *auditEvery, StopGrace: *stopGrace, Role: nodeRole, WalletStoreRate: *walletStoreRate, WalletCheckDaily: *walletCheckDaily,
+		Withdraw: wcfg, Log: log})
 	if err != nil {
 		return err
 	}
