@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"encoding/binary"
 	"fmt"
 	"slices"
 )
@@ -15,8 +16,19 @@ type Entry struct {
 	BookedAt   int64 // unix ms
 	// LeaseID is the lease that paid. Zero means booked by redeem before its
 	// stream event arrived; the event then attributes it (see Attribute).
-	// Invariant: once booking has drained, no entry has LeaseID 0.
+	// Invariant: once booking has drained, no grant entry has LeaseID 0
+	// (a move's entries have none).
 	LeaseID uint64
+	// A move's entries (one per leg, in the move's leg order) carry its
+	// kind (0: a booked grant), app, counter account and reference, and
+	// the digest of the whole move (MoveDigest), the same in each. Their
+	// LimitKey is MoveEntryKey(move key, leg), AwardType the kind's name,
+	// OutTradeNo empty; Amount is signed (never zero).
+	Kind    MoveKind
+	AppID   uint32
+	Counter string
+	Ref     string
+	Digest  uint64
 }
 
 // Balance is an account's balance in one asset.
@@ -70,6 +82,9 @@ type Account struct {
 	// only (not in the record), once loaded; never changed in place
 	// (copies of an account share them).
 	archivedKeys keyRuns
+	// archivedMoves are the moveMark of the archived moves (their first
+	// entries), loaded with archivedKeys, likewise shared by copies.
+	archivedMoves keyRuns
 	// Apps are the app identities bound to this account, sorted by app id
 	// then user id. The account is where a binding made by a grant becomes
 	// durable (one key per new user instead of two); Redis's binding index
@@ -182,47 +197,71 @@ func (a *Account) SetArchivedKeys(archived []Entry) error {
 		}
 	}
 	keys := make([]uint64, len(archived))
+	var marks []uint64
 	for i := range archived {
 		keys[i] = LimitKeyHash(archived[i].LimitKey)
+		if isMoveLeg0(&archived[i]) {
+			marks = append(marks, moveMark(keys[i], archived[i].Digest))
+		}
 	}
 	slices.Sort(keys)
-	var runs keyRuns
+	slices.Sort(marks)
+	var runs, moves keyRuns
 	if len(keys) > 0 {
 		runs = keyRuns{keys}
+	}
+	if len(marks) > 0 {
+		moves = keyRuns{marks}
 	}
 	for _, e := range a.Entries {
 		if runs.has(LimitKeyHash(e.LimitKey)) {
 			return fmt.Errorf("%w: act %d: limit key %s booked twice", ErrInvariant, a.ActID, e.LimitKey)
 		}
 	}
-	a.archivedKeys = runs
+	a.archivedKeys, a.archivedMoves = runs, moves
 	return nil
 }
 
 // archive moves the oldest ChunkEntries recent entries into a sealed chunk
 // once entriesKept are recent, unless one of them still awaits attribution
-// (lease 0: the chunk is immutable, the entry would change). It is
-// deterministic, so replaying the same bookings archives the same chunks.
+// (a grant's lease 0: the chunk is immutable, the entry would change) or,
+// while fewer than entriesHeldMax are recent, is a consumption booked
+// less than RefundWindowMs before the newest entry (refunds and reversals
+// find it among the recent entries). It is deterministic (booking times
+// are the entries'), so replaying the same bookings archives the same
+// chunks.
 func (a *Account) archive() error {
 	if len(a.Entries) < entriesKept {
 		return nil
 	}
+	newest := a.Entries[len(a.Entries)-1].BookedAt
+	held := len(a.Entries) < entriesHeldMax
 	for _, e := range a.Entries[:ChunkEntries] {
-		if e.LeaseID == 0 {
+		if e.Kind == 0 && e.LeaseID == 0 || held && e.Kind == MoveConsume && newest-e.BookedAt < RefundWindowMs {
 			return nil
 		}
 	}
 	chunk := slices.Clone(a.Entries[:ChunkEntries])
 	sums := slices.Clone(a.ArchivedSums)
 	keys := make([]uint64, 0, ChunkEntries)
-	for _, e := range chunk {
+	var marks []uint64
+	for i := range chunk {
+		e := &chunk[i]
 		var err error
 		if sums, err = addBalance(sums, e.Asset, e.Amount); err != nil {
 			return err
 		}
-		keys = append(keys, LimitKeyHash(e.LimitKey))
+		h := LimitKeyHash(e.LimitKey)
+		keys = append(keys, h)
+		if isMoveLeg0(e) {
+			marks = append(marks, moveMark(h, e.Digest))
+		}
 	}
 	slices.Sort(keys)
+	if len(marks) > 0 {
+		slices.Sort(marks)
+		a.archivedMoves = a.archivedMoves.with(marks)
+	}
 	a.Entries = slices.Clone(a.Entries[ChunkEntries:])
 	a.ArchivedSums, a.archivedKeys = sums, a.archivedKeys.with(keys)
 	a.Archived += ChunkEntries
@@ -383,7 +422,7 @@ func (a *Account) Book(g *Grant, now int64) (bool, error) {
 		now = a.Entries[n-1].BookedAt
 	}
 	month := MonthOf(now)
-	if err := monthAddable(a.Months, g.Asset, month, g.Amount); err != nil {
+	if err := monthAddable(a.Months, g.Asset, month, g.Amount, 0); err != nil {
 		return false, err
 	}
 	if err := a.credit(g.Asset, g.Amount); err != nil {
@@ -440,8 +479,8 @@ func (a *Account) Check() error {
 			return fmt.Errorf("%w: act %d: limit key %s booked twice", ErrInvariant, a.ActID, e.LimitKey)
 		}
 		seen[e.LimitKey] = struct{}{}
-		if e.Amount <= 0 {
-			return fmt.Errorf("%w: act %d: entry %s amount %d", ErrInvariant, a.ActID, e.LimitKey, e.Amount)
+		if !checkEntry(&e) {
+			return fmt.Errorf("%w: act %d: entry %s (kind %d) amount %d", ErrInvariant, a.ActID, e.LimitKey, e.Kind, e.Amount)
 		}
 		s, err := Add(sums[e.Asset], e.Amount)
 		if err != nil {
@@ -475,7 +514,7 @@ func (a *Account) Check() error {
 func (a *Account) Clone() *Account {
 	c := &Account{ActID: a.ActID, Version: a.Version,
 		Balances: slices.Clone(a.Balances), Entries: slices.Clone(a.Entries), Apps: slices.Clone(a.Apps),
-		Archived: a.Archived, ArchivedSums: slices.Clone(a.ArchivedSums), archivedKeys: a.archivedKeys,
+		Archived: a.Archived, ArchivedSums: slices.Clone(a.ArchivedSums), archivedKeys: a.archivedKeys, archivedMoves: a.archivedMoves,
 		Months: slices.Clone(a.Months), monthsPending: a.monthsPending}
 	return c
 }
@@ -485,12 +524,14 @@ func (a *Account) Clone() *Account {
 // monthly summaries of an account with archived entries (appendMonths);
 // those of any other account are exactly its entries' (MonthsOf), derived
 // on decode, as for every account of an older record with none archived.
-const accountVersion1, accountVersion2, accountVersion = 1, 2, 3
+// Version 4 follows each entry with its move fields (appendMoveFields).
+const accountVersion1, accountVersion2, accountVersion3, accountVersion = 1, 2, 3, 4
 
 // MarshalAccount appends the encoding of a.
 func MarshalAccount(dst []byte, a *Account) []byte { return marshalAccount(dst, a, accountVersion) }
 
-// marshalAccount appends a as version (2 or 3: the tests write version 2).
+// marshalAccount appends a as version (2 to 4: the tests write older ones;
+// an account with move entries needs 4).
 func marshalAccount(dst []byte, a *Account, version byte) []byte {
 	dst = append(dst, version)
 	dst = appendUvarint(dst, a.ActID)
@@ -502,7 +543,7 @@ func marshalAccount(dst []byte, a *Account, version byte) []byte {
 	}
 	dst = appendUvarint(dst, uint64(len(a.Entries)))
 	for i := range a.Entries {
-		dst = appendEntry(dst, &a.Entries[i])
+		dst = appendEntry(dst, &a.Entries[i], version >= accountVersion)
 	}
 	dst = appendApps(dst, a.Apps)
 	dst = appendUvarint(dst, a.Archived)
@@ -511,7 +552,7 @@ func marshalAccount(dst []byte, a *Account, version byte) []byte {
 		dst = appendString(dst, string(b.Asset))
 		dst = appendVarint(dst, b.Amount)
 	}
-	if version < accountVersion {
+	if version < accountVersion3 {
 		return dst
 	}
 	return appendMonths(dst, a, nil)
@@ -594,7 +635,7 @@ func UnmarshalAccount(src []byte) (*Account, error) {
 	}
 	ne := d.count("entries")
 	for i := 0; i < ne && d.err == nil; i++ {
-		a.Entries = append(a.Entries, d.entry())
+		a.Entries = append(a.Entries, d.entry(v >= accountVersion))
 	}
 	a.Apps = d.apps()
 	if v >= accountVersion2 {
@@ -604,7 +645,7 @@ func UnmarshalAccount(src []byte) (*Account, error) {
 			a.ArchivedSums = append(a.ArchivedSums, Balance{Asset: Asset(d.string("asset")), Amount: d.varint("archived sum")})
 		}
 	}
-	d.months(a, v >= accountVersion, nil)
+	d.months(a, v >= accountVersion3, nil)
 	if err := d.end(); err != nil {
 		return nil, err
 	}
@@ -614,16 +655,22 @@ func UnmarshalAccount(src []byte) (*Account, error) {
 	return a, nil
 }
 
-const chunkVersion = 1
+// Chunk versions: 2 follows each entry with its move fields.
+const chunkVersion1, chunkVersion = 1, 2
 
 // AppendChunk appends the encoding of history chunk n of an account.
 func AppendChunk(dst []byte, actID, n uint64, entries []Entry) []byte {
-	dst = append(dst, chunkVersion)
+	return appendChunk(dst, actID, n, entries, chunkVersion)
+}
+
+// appendChunk appends a chunk as version (the tests write version 1).
+func appendChunk(dst []byte, actID, n uint64, entries []Entry, version byte) []byte {
+	dst = append(dst, version)
 	dst = appendUvarint(dst, actID)
 	dst = appendUvarint(dst, n)
 	dst = appendUvarint(dst, uint64(len(entries)))
 	for i := range entries {
-		dst = appendEntry(dst, &entries[i])
+		dst = appendEntry(dst, &entries[i], version >= chunkVersion)
 	}
 	return dst
 }
@@ -632,7 +679,8 @@ func AppendChunk(dst []byte, actID, n uint64, entries []Entry) []byte {
 // positive entries with distinct limit keys.
 func DecodeChunk(src []byte) (actID, n uint64, entries []Entry, err error) {
 	d := decoder{b: src}
-	if v := d.byte1("version"); d.err == nil && v != chunkVersion {
+	v := d.byte1("version")
+	if d.err == nil && v != chunkVersion && v != chunkVersion1 {
 		return 0, 0, nil, fmt.Errorf("%w: chunk version %d", ErrCorrupt, v)
 	}
 	actID, n = d.uvarint("act_id"), d.uvarint("chunk")
@@ -641,14 +689,14 @@ func DecodeChunk(src []byte) (actID, n uint64, entries []Entry, err error) {
 		d.fail("chunk size")
 	}
 	for i := 0; i < count && d.err == nil; i++ {
-		entries = append(entries, d.entry())
+		entries = append(entries, d.entry(v >= chunkVersion))
 	}
 	if err := d.end(); err != nil {
 		return 0, 0, nil, err
 	}
 	seen := make(map[string]bool, len(entries))
 	for _, e := range entries {
-		if e.Amount <= 0 || seen[e.LimitKey] {
+		if !checkEntry(&e) || seen[e.LimitKey] {
 			return 0, 0, nil, fmt.Errorf("%w: chunk %d of act %d: entry %s", ErrCorrupt, n, actID, e.LimitKey)
 		}
 		seen[e.LimitKey] = true
@@ -674,20 +722,58 @@ func (d *decoder) apps() []AppUser {
 	return apps
 }
 
-func appendEntry(dst []byte, e *Entry) []byte {
+// appendEntry appends e; moves: the record's version has move fields.
+func appendEntry(dst []byte, e *Entry, moves bool) []byte {
 	dst = appendString(dst, e.LimitKey)
 	dst = appendString(dst, e.OutTradeNo)
 	dst = appendString(dst, e.AwardType)
 	dst = appendString(dst, string(e.Asset))
 	dst = appendVarint(dst, e.Amount)
 	dst = appendVarint(dst, e.BookedAt)
-	return appendUvarint(dst, e.LeaseID)
+	dst = appendUvarint(dst, e.LeaseID)
+	if !moves {
+		return dst
+	}
+	dst = append(dst, byte(e.Kind))
+	if e.Kind == 0 {
+		return dst
+	}
+	return appendMoveFields(dst, e)
 }
 
-func (d *decoder) entry() Entry {
-	return Entry{
+// appendMoveFields appends a move entry's app, counter, reference and
+// digest.
+func appendMoveFields(dst []byte, e *Entry) []byte {
+	dst = appendUvarint(dst, uint64(e.AppID))
+	dst = appendString(dst, e.Counter)
+	dst = appendString(dst, e.Ref)
+	return binary.LittleEndian.AppendUint64(dst, e.Digest)
+}
+
+func (d *decoder) entry(moves bool) Entry {
+	e := Entry{
 		LimitKey: d.string("limit_key"), OutTradeNo: d.string("out_trade_no"),
 		AwardType: d.string("award_type"), Asset: Asset(d.string("asset")),
 		Amount: d.varint("amount"), BookedAt: d.varint("booked_at"), LeaseID: d.uvarint("lease_id"),
+	}
+	if moves {
+		if e.Kind = MoveKind(d.byte1("entry kind")); e.Kind != 0 {
+			d.moveFields(&e)
+		}
+	}
+	return e
+}
+
+// moveFields reads what appendMoveFields wrote.
+func (d *decoder) moveFields(e *Entry) {
+	e.AppID = d.appID()
+	e.Counter = d.string("counter")
+	e.Ref = d.string("ref")
+	if d.err == nil && len(d.b) < 8 {
+		d.fail("digest")
+	}
+	if d.err == nil {
+		e.Digest = binary.LittleEndian.Uint64(d.b)
+		d.b = d.b[8:]
 	}
 }

@@ -8,7 +8,8 @@ import (
 // Booking kinds. Every asset is of one kind, named by its prefix, and each
 // kind keeps its own double-entry rules; balances never mix across assets.
 const (
-	// KindMoney is cash in fen: the asset "cash".
+	// KindMoney is cash in fen: the asset "cash" and the user's money
+	// sub-accounts "cash:general", "cash:transit" and "cash:debt".
 	KindMoney = "money"
 	// KindCoin is a fungible virtual currency counted in whole coins:
 	// "coin:{currency}".
@@ -31,7 +32,7 @@ func ItemAsset(template string) Asset { return Asset("item:" + template) }
 func (a Asset) Kind() string {
 	s := string(a)
 	switch {
-	case a == AssetCash:
+	case a == AssetCash, a == AssetGeneral, a == AssetTransit, a == AssetDebt:
 		return KindMoney
 	case strings.HasPrefix(s, "coin:") && len(s) > len("coin:"):
 		return KindCoin

@@ -407,7 +407,7 @@ func TestUnmarshalAccountRejects(t *testing.T) {
 		want error
 	}{
 		{"empty", nil, ledger.ErrCorrupt},
-		{"version 4", append([]byte{4}, enc[1:]...), ledger.ErrCorrupt},
+		{"version 5", append([]byte{5}, enc[1:]...), ledger.ErrCorrupt},
 		{"padded act id", append([]byte{1, 0xaa, 0x00}, enc[2:]...), ledger.ErrCorrupt},
 		{"balance count beyond bytes", []byte{1, 0, 0, 9}, ledger.ErrCorrupt},
 		{"tampered balance", ledger.MarshalAccount(nil, tampered), ledger.ErrInvariant},

@@ -30,10 +30,23 @@ const (
 type Op struct {
 	Kind byte
 	// Grant is the grant booked or attributed; OpBind uses only its AppID,
-	// ActID and UserID; OpMove none of it.
+	// ActID and UserID; OpMove only its ActID (Move's, so that every
+	// reader routes ops by Grant.ActID).
 	Grant Grant
 	// Move is OpMove's move.
 	Move *Move
+}
+
+// MoveOp is the op that books m.
+func MoveOp(m *Move) Op { return Op{Kind: OpMove, Grant: Grant{ActID: m.ActID}, Move: m} }
+
+// ApplyMove makes an OpMove's change to a (see Account.ApplyMove) and
+// returns what it made of the move, with the legs it booked.
+func (op *Op) ApplyMove(a *Account, at int64) (MoveResult, []Leg, error) {
+	if op.Kind != OpMove || op.Move == nil || op.Move.ActID != op.Grant.ActID {
+		return 0, nil, fmt.Errorf("%w: not a move op", ErrInvariant)
+	}
+	return a.ApplyMove(op.Move, at)
 }
 
 // Apply makes op's change to a, whose ActID must be op's, and reports
@@ -47,6 +60,9 @@ func (op *Op) Apply(a *Account, at int64) (bool, error) {
 	}
 	var changed bool
 	switch op.Kind {
+	case OpMove:
+		r, _, err := op.ApplyMove(a, at)
+		return r == MoveApplied, err
 	case OpBook:
 		booked, err := a.Book(g, at)
 		if err != nil {
@@ -112,8 +128,54 @@ func shapeOf(g *Grant) grantShape {
 }
 
 // opKindBits: an op's kind and shape index share one uvarint,
-// shape<<opKindBits | kind.
+// shape<<opKindBits | kind. Kind bits 0 (no version before moves wrote
+// them) escape: the uvarint is 0<<opKindBits | 0 and the op is an OpMove,
+// its move inline (appendMoveOp), using no shape, so journals written
+// before moves decode unchanged.
 const opKindBits = 2
+
+// opEscapeMove is the kind-and-shape uvarint of an OpMove.
+const opEscapeMove = 0
+
+// appendMoveOp appends an OpMove's move after its escape: act_id as a
+// delta from the previous op's, kind, key, app, counter, ref, legs.
+func appendMoveOp(dst []byte, m *Move, prevAct uint64) []byte {
+	dst = appendUvarint(dst, opEscapeMove)
+	dst = appendVarint(dst, int64(m.ActID-prevAct))
+	dst = append(dst, byte(m.Kind))
+	dst = appendString(dst, m.Key)
+	dst = appendUvarint(dst, uint64(m.AppID))
+	dst = appendString(dst, m.Counter)
+	dst = appendString(dst, m.Ref)
+	dst = appendUvarint(dst, uint64(len(m.Legs)))
+	for _, l := range m.Legs {
+		dst = appendString(dst, string(l.Asset))
+		dst = appendVarint(dst, l.Amount)
+	}
+	return dst
+}
+
+// moveOp reads what appendMoveOp wrote after the escape.
+func (d *decoder) moveOp(prevAct uint64) *Move {
+	m := &Move{ActID: prevAct + uint64(d.varint("act_id"))}
+	m.Kind = MoveKind(d.byte1("move kind"))
+	m.Key = d.string("move key")
+	m.AppID = d.appID()
+	m.Counter = d.string("counter")
+	m.Ref = d.string("ref")
+	n := d.count("legs")
+	if d.err == nil && n > moveLegsMax {
+		d.fail("legs")
+	}
+	for i := 0; i < n && d.err == nil; i++ {
+		m.Legs = append(m.Legs, Leg{Asset: Asset(d.string("leg asset")), Amount: d.varint("leg amount")})
+	}
+	// Only valid moves are journaled: anything else is corrupt.
+	if d.err == nil && m.Validate() != nil {
+		d.fail("move")
+	}
+	return m
+}
 
 // AppendJournal appends the encoding of j (version 2).
 func AppendJournal(dst []byte, j *Journal) []byte {
@@ -127,6 +189,9 @@ func AppendJournal(dst []byte, j *Journal) []byte {
 	)
 	idx := make([]uint64, len(j.Ops))
 	for i := range j.Ops {
+		if j.Ops[i].Kind == OpMove {
+			continue
+		}
 		sh := shapeOf(&j.Ops[i].Grant)
 		if len(shapes) == 0 || sh != last {
 			n, ok := byShape[sh]
@@ -177,6 +242,11 @@ func AppendJournal(dst []byte, j *Journal) []byte {
 	for i := range j.Ops {
 		op := &j.Ops[i]
 		g := &op.Grant
+		if op.Kind == OpMove {
+			dst = appendMoveOp(dst, op.Move, act)
+			act = op.Move.ActID
+			continue
+		}
 		dst = appendUvarint(dst, idx[i]<<opKindBits|uint64(op.Kind))
 		dst = appendVarint(dst, int64(g.ActID-act))
 		dst = appendString(dst, g.UserID)
@@ -244,6 +314,11 @@ func (d *decoder) ops(j *Journal) {
 	for i := 0; i < n && d.err == nil; i++ {
 		op := &j.Ops[i]
 		ks := d.uvarint("op kind")
+		if d.err == nil && ks == opEscapeMove {
+			op.Kind, op.Move = OpMove, d.moveOp(act)
+			op.Grant.ActID, act = op.Move.ActID, op.Move.ActID
+			continue
+		}
 		// An unknown kind is refused here, not first when the journal is
 		// replayed: a reader skips the ops of accounts it does not read.
 		switch op.Kind = byte(ks & (1<<opKindBits - 1)); op.Kind {
@@ -454,7 +529,11 @@ const pageVersion1, pageVersion2, pageVersion = 1, 2, 3
 const (
 	entryKeyAct   byte = 1 << iota // the limit key is "{act_id}_" + the string referenced
 	entryTradeHex                  // the out_trade_no is hex of the 16 bytes that follow
-	entryFlagsAll = entryKeyAct | entryTradeHex
+	// entryMove: a move's entry; its kind byte and move fields
+	// (appendMoveFields) follow the lease. Pages before moves never set
+	// it, so they decode unchanged.
+	entryMove
+	entryFlagsAll = entryKeyAct | entryTradeHex | entryMove
 )
 
 // tradeNoBytes is how many bytes the usual out_trade_no encodes.
@@ -489,6 +568,9 @@ func appendPage(dst []byte, p *Page, version byte) []byte {
 			if isTradeHex(e.OutTradeNo) {
 				flags |= entryTradeHex
 			}
+			if e.Kind != 0 {
+				flags |= entryMove
+			}
 			body = append(body, flags)
 			body = appendUvarint(body, strs.refIn(slotKey, key))
 			if flags&entryTradeHex != 0 {
@@ -502,6 +584,10 @@ func appendPage(dst []byte, p *Page, version byte) []byte {
 			body = appendVarint(body, int64(uint64(e.BookedAt)-uint64(bookedAt)))
 			bookedAt = e.BookedAt
 			body = appendUvarint(body, e.LeaseID)
+			if e.Kind != 0 {
+				body = append(body, byte(e.Kind))
+				body = appendMoveFields(body, e)
+			}
 		}
 		body = appendApps(body, a.Apps)
 		body = appendUvarint(body, a.Archived)
@@ -617,6 +703,12 @@ func (d *decoder) accounts(p *Page, months bool) error {
 			e.BookedAt = int64(uint64(bookedAt) + uint64(d.varint("booked_at")))
 			bookedAt = e.BookedAt
 			e.LeaseID = d.uvarint("lease_id")
+			if flags&entryMove != 0 {
+				if e.Kind = MoveKind(d.byte1("entry kind")); e.Kind == 0 {
+					d.fail("entry kind")
+				}
+				d.moveFields(&e)
+			}
 			a.Entries = append(a.Entries, e)
 		}
 		a.Apps = d.apps()

@@ -85,7 +85,11 @@ func TestDecodeJournalRefusesCorrupt(t *testing.T) {
 		"seq 0":             enc(func(j *ledger.Journal) { j.Seq = 0 }),
 		"offsets backwards": enc(func(j *ledger.Journal) { j.From, j.To = 12, 11 }),
 		"op kind 0":         enc(func(j *ledger.Journal) { j.Ops[0].Kind = 0 }),
-		"op kind 4":         enc(func(j *ledger.Journal) { j.Ops[0].Kind = 4 }),
+		"op kind 5":         enc(func(j *ledger.Journal) { j.Ops[0].Kind = 5 }),
+		"invalid move": enc(func(j *ledger.Journal) {
+			j.Ops[0] = ledger.MoveOp(&ledger.Move{ActID: 7, Kind: ledger.MoveConsume, Key: "k",
+				Legs: []ledger.Leg{{Asset: ledger.AssetCash, Amount: 5}}, Counter: "merchant/m"})
+		}),
 		"key format 2":      keyFormat2,
 		"padded seq":        append([]byte{2, 0x82, 0x00}, good[2:]...),
 		"v1 key format 2":   bytes.Replace(appendJournalV1(nil, valid), []byte{ledger.OpBook, 0}, []byte{ledger.OpBook, 2}, 1),

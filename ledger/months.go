@@ -54,8 +54,8 @@ func (m Month) String() string {
 
 // MonthSum is an account's income and expense in one asset over one month
 // of booking time: the monthly summary a ledger page shows. Booking keeps
-// them in the account (Account.Months); a grant is income. Nothing debits
-// a user's account yet; a debit will be its asset's expense in its month.
+// them in the account (Account.Months); a grant and a move's positive leg
+// are income, a move's negative leg is expense.
 type MonthSum struct {
 	Asset Asset
 	Month Month
@@ -90,14 +90,17 @@ func addMonth(list []MonthSum, asset Asset, m Month, income, expense int64) []Mo
 	return list
 }
 
-// monthAddable reports an overflow error if adding income to asset's month
-// would overflow.
-func monthAddable(list []MonthSum, asset Asset, m Month, income int64) error {
+// monthAddable reports an overflow error if adding income and expense to
+// asset's month would overflow.
+func monthAddable(list []MonthSum, asset Asset, m Month, income, expense int64) error {
 	i, ok := slices.BinarySearchFunc(list, asset, func(s MonthSum, t Asset) int { return cmpMonthSum(s, t, m) })
 	if !ok {
 		return nil
 	}
 	_, err := Add(list[i].Income, income)
+	if err == nil {
+		_, err = Add(list[i].Expense, expense)
+	}
 	return err
 }
 
@@ -109,10 +112,11 @@ func MonthsOf(entries []Entry) ([]MonthSum, error) { return foldMonths(nil, entr
 func foldMonths(out []MonthSum, entries []Entry) ([]MonthSum, error) {
 	for i := range entries {
 		e := &entries[i]
-		if err := monthAddable(out, e.Asset, MonthOf(e.BookedAt), e.Amount); err != nil {
+		income, expense := max(e.Amount, 0), max(-e.Amount, 0)
+		if err := monthAddable(out, e.Asset, MonthOf(e.BookedAt), income, expense); err != nil {
 			return nil, err
 		}
-		out = addMonth(out, e.Asset, MonthOf(e.BookedAt), e.Amount, 0)
+		out = addMonth(out, e.Asset, MonthOf(e.BookedAt), income, expense)
 	}
 	return out, nil
 }
@@ -212,8 +216,8 @@ func (a *Account) checkMonthsCover() error {
 	}
 	for _, r := range recent {
 		i, ok := slices.BinarySearchFunc(a.Months, r.Asset, func(s MonthSum, t Asset) int { return cmpMonthSum(s, t, r.Month) })
-		if !ok || a.Months[i].Income < r.Income {
-			return fmt.Errorf("%w: act %d: %s month %s holds less than its recent entries (%d)", ErrInvariant, a.ActID, r.Asset, r.Month, r.Income)
+		if !ok || a.Months[i].Income < r.Income || a.Months[i].Expense < r.Expense {
+			return fmt.Errorf("%w: act %d: %s month %s holds less than its recent entries (%d, %d)", ErrInvariant, a.ActID, r.Asset, r.Month, r.Income, r.Expense)
 		}
 	}
 	return nil
