@@ -90,9 +90,9 @@ func TestDecodeJournalRefusesCorrupt(t *testing.T) {
 			j.Ops[0] = ledger.MoveOp(&ledger.Move{ActID: 7, Kind: ledger.MoveConsume, Key: "k",
 				Legs: []ledger.Leg{{Asset: ledger.AssetCash, Amount: 5}}, Counter: "merchant/m"})
 		}),
-		"key format 2":      keyFormat2,
-		"padded seq":        append([]byte{2, 0x82, 0x00}, good[2:]...),
-		"v1 key format 2":   bytes.Replace(appendJournalV1(nil, valid), []byte{ledger.OpBook, 0}, []byte{ledger.OpBook, 2}, 1),
+		"key format 2":    keyFormat2,
+		"padded seq":      append([]byte{2, 0x82, 0x00}, good[2:]...),
+		"v1 key format 2": bytes.Replace(appendJournalV1(nil, valid), []byte{ledger.OpBook, 0}, []byte{ledger.OpBook, 2}, 1),
 		"v1 op count past end": append(appendJournalV1(nil, &ledger.Journal{Seq: 2, BookedAt: valid.BookedAt, From: 10, To: 12}),
 			0x7f),
 	} {
