@@ -683,7 +683,7 @@ func oldestIssue(units []*unit) int64 {
 
 func (u *unit) size() int {
 	if u.req != nil {
-		return len(u.req.grants)
+		return len(u.req.grants) + len(u.req.moves)
 	}
 	return max(len(u.grants), 1)
 }
@@ -823,7 +823,8 @@ func checkParts(ctx context.Context, txn storage.Txn, units []*unit) (map[*part]
 func writeUnits(txn storage.Txn, units []*unit) (int, error) {
 	hot := map[string]*ledger.HotDetail{}
 	assetOf := map[string]ledger.Asset{}
-	moved := map[ledger.Asset]int64{} // on the accounts, as the partitions computed it
+	moved := map[ledger.Asset]int64{}   // on the accounts, as the partitions computed it
+	byMoves := map[ledger.Asset]int64{} // of that, the moves' legs
 	var postings ledger.Batch
 	states := map[int32]*ledger.PartState{}
 	keys := 0
@@ -867,16 +868,28 @@ func writeUnits(txn storage.Txn, units []*unit) (int, error) {
 				}
 			}
 		}
+		for i := range u.moves {
+			m := &u.moves[i]
+			postings = ledger.MovePostings(postings, m)
+			for _, l := range m.Legs {
+				// Not the budgets': what the moves took or gave.
+				byMoves[l.Asset] += l.Amount
+			}
+		}
 		for _, d := range u.deltas {
 			moved[d.Asset] += d.Amount
 		}
 		states[u.p.id] = &u.state
 	}
 	// Always on: a batch that does not balance is never written. Two
-	// independent sums: what the accounts' balances moved against what
-	// the budgets' hot accounts are debited, per asset.
+	// independent sums: what the accounts' balances moved, less the legs
+	// of the moves booked, against what the budgets' hot accounts are
+	// debited, per asset.
 	if err := postings.Check(); err != nil {
 		return 0, err
+	}
+	for asset, v := range byMoves {
+		moved[asset] -= v
 	}
 	debited := map[ledger.Asset]int64{}
 	for id, h := range hot {
@@ -1048,44 +1061,61 @@ func (b *Booker) ownedPart(part int32) *owned {
 
 // bookOwned asks this node's owner of the partition to book grants.
 func (b *Booker) bookOwned(ctx context.Context, part int32, grants []ledger.Grant) ([]byte, error) {
+	req := &opsReq{grants: grants, done: make(chan error, 1)}
+	if err := b.askOwner(ctx, part, req); err != nil {
+		return nil, err
+	}
+	return req.outcomes, nil
+}
+
+// askOwner hands req to this node's owner of the partition and waits
+// until the unit that applied it committed (errNotOwned: no owner here).
+func (b *Booker) askOwner(ctx context.Context, part int32, req *opsReq) error {
 	o := b.ownedPart(part)
 	if o == nil {
-		return nil, errNotOwned
+		return errNotOwned
 	}
-	req := &opsReq{grants: grants, done: make(chan error, 1)}
 	select {
 	case o.p.ops <- req:
 	case <-o.gone:
 		if o.err != nil {
-			return nil, o.err
+			return o.err
 		}
-		return nil, errNotOwned
+		return errNotOwned
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
 	select {
 	case err := <-req.done:
-		if err != nil {
-			return nil, err
-		}
-		return req.outcomes, nil
+		return err
 	case <-o.gone:
 		// It may have committed: booking again elsewhere is exact either way.
-		return nil, errNotOwned
+		return errNotOwned
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
 }
 
 // bookElsewhere books grants straight into the store, as a journal of
 // their partition written by a node that does not own it.
 func (b *Booker) bookElsewhere(ctx context.Context, part int32, grants []ledger.Grant) ([]byte, error) {
-	var out []byte
+	u, err := b.applyElsewhereRetried(ctx, part, &opsReq{grants: grants})
+	if err != nil {
+		return nil, err
+	}
+	b.Booked.Add(int64(countOutcome(u.outcomes, BookedNow)))
+	return u.outcomes, nil
+}
+
+// applyElsewhereRetried applies req in a transaction of its own
+// (applyElsewhere), again while it conflicts.
+func (b *Booker) applyElsewhereRetried(ctx context.Context, part int32, req *opsReq) (*unit, error) {
+	var u *unit
 	var err error
 	for attempt := 0; attempt < 20; attempt++ {
 		err = b.tikv.Update(ctx, func(txn storage.Txn) error {
 			var e error
-			out, e = applyElsewhere(ctx, txn, b, part, grants)
+			u, e = applyElsewhere(ctx, txn, b, part, req)
 			return e
 		})
 		if !errors.Is(err, storage.ErrConflict) {
@@ -1097,10 +1127,63 @@ func (b *Booker) bookElsewhere(ctx context.Context, part int32, grants []ledger.
 		case <-time.After(time.Duration(attempt+1) * 5 * time.Millisecond):
 		}
 	}
-	if err != nil {
-		return nil, err
+	return u, err
+}
+
+// ErrMovesMax is Move's error for more moves than MovesMax at once.
+var ErrMovesMax = errors.New("booking: too many moves at once")
+
+// MovesMax bounds the moves of one Move call (one unit of a partition,
+// one transaction when booked elsewhere).
+const MovesMax = bookBatchMax
+
+// Move books moves (issue 13: spending, transfers' halves, expiry,
+// withdrawals' steps), exactly once per (account, key), and answers one
+// result per move, in order: through this node's owner of each move's
+// partition (applied in a unit with whatever else it holds, answered once
+// that unit committed), or else straight into the store as a journal of
+// the partition (the owner catches up). Moves of one partition apply in
+// the order given, so a later move sees an earlier one's change. A move
+// that is invalid whatever the account holds fails the whole call before
+// anything is booked (an error wrapping ledger.ErrMoveInvalid). A move
+// whose unit was applied again after a failed commit that had landed is
+// answered MoveRepeated.
+func (b *Booker) Move(ctx context.Context, moves []ledger.Move) ([]ledger.MoveResult, error) {
+	if len(moves) > MovesMax {
+		return nil, fmt.Errorf("%w: %d, at most %d", ErrMovesMax, len(moves), MovesMax)
 	}
-	b.Booked.Add(int64(countOutcome(out, BookedNow)))
+	byPart := map[int32][]int{}
+	for i := range moves {
+		if err := moves[i].Validate(); err != nil {
+			return nil, err
+		}
+		p := storage.PartitionOf(moves[i].ActID, b.parts)
+		byPart[p] = append(byPart[p], i)
+	}
+	out := make([]ledger.MoveResult, len(moves))
+	for _, part := range slices.Sorted(maps.Keys(byPart)) {
+		idx := byPart[part]
+		sub := make([]ledger.Move, len(idx))
+		for j, i := range idx {
+			sub[j] = moves[i]
+			sub[j].Legs = slices.Clone(moves[i].Legs) // the journal holds them
+		}
+		req := &opsReq{moves: sub, done: make(chan error, 1)}
+		err := b.askOwner(ctx, part, req)
+		results := req.results
+		if errors.Is(err, errNotOwned) {
+			var u *unit
+			if u, err = b.applyElsewhereRetried(ctx, part, &opsReq{moves: sub}); err == nil {
+				results = u.results
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		for j, i := range idx {
+			out[i] = results[j]
+		}
+	}
 	return out, nil
 }
 
@@ -1114,12 +1197,16 @@ func countOutcome(out []byte, o byte) int {
 	return n
 }
 
-// applyElsewhere applies grants to their partition's accounts as the store
-// holds them and writes the journal in txn, as the owner would.
-func applyElsewhere(ctx context.Context, txn storage.Txn, b *Booker, id int32, grants []ledger.Grant) ([]byte, error) {
-	ids := make([]uint64, len(grants))
-	for i := range grants {
-		ids[i] = grants[i].ActID
+// applyElsewhere applies req's grants or moves to their partition's
+// accounts as the store holds them and writes the journal in txn, as the
+// owner would; the unit holds the outcomes and results.
+func applyElsewhere(ctx context.Context, txn storage.Txn, b *Booker, id int32, req *opsReq) (*unit, error) {
+	ids := make([]uint64, 0, len(req.grants)+len(req.moves))
+	for i := range req.grants {
+		ids = append(ids, req.grants[i].ActID)
+	}
+	for i := range req.moves {
+		ids = append(ids, req.moves[i].ActID)
 	}
 	v, err := readAccounts(ctx, txn, id, ids)
 	if err != nil {
@@ -1131,15 +1218,15 @@ func applyElsewhere(ctx context.Context, txn storage.Txn, b *Booker, id int32, g
 		p.addToPage(id)
 	}
 	u := p.newUnit()
-	u.grants = grants
+	u.req = req
 	if err := p.apply(u); err != nil {
 		return nil, err
 	}
 	if u.journal == nil {
-		return u.outcomes, nil
+		return u, nil
 	}
 	_, err = writeUnits(txn, []*unit{u})
-	return u.outcomes, err
+	return u, err
 }
 
 // Accounts returns the committed accounts of ids: from this node's owners

@@ -21,13 +21,7 @@ func TestDetail(t *testing.T) {
 	ctx := context.Background()
 	kv := storagetest.TiKV(t, "")
 	a, chunks := bookHistory(t, kv, 150, 30)
-	// An account record of version 2 is version 3's without the months'
-	// count (one byte: none written here) and with version byte 2.
-	bare := a.Clone()
-	bare.Months = nil
-	v2 := ledger.MarshalAccount(nil, bare)
-	v2 = v2[:len(v2)-1]
-	v2[0] = 2
+	v2 := ledger.MarshalAccountVersion(nil, a, 2)
 	old, err := ledger.UnmarshalAccount(v2)
 	if err != nil || old.MonthsKnown() {
 		t.Fatalf("UnmarshalAccount(version 2) = %+v, %v, want its months unknown", old, err)

@@ -202,6 +202,11 @@ type unit struct {
 	// booked counts its OpBook ones.
 	ops    []ledger.Op
 	booked int
+	// moves are the moves it booked with the legs they booked (a
+	// withdrawal debt's split), for its postings; results answer its
+	// request's moves, one each.
+	moves   []ledger.Move
+	results []ledger.MoveResult
 	prev   map[uint64]*ledger.Account // accounts it replaced (nil: absent)
 	// deltas is what the unit moved on its accounts' balances, per asset,
 	// computed from the accounts (not from the grants): the committer
@@ -228,10 +233,13 @@ type result struct {
 	err error
 }
 
-// opsReq asks a partition's owner to book grants at once (redeem).
+// opsReq asks a partition's owner to book grants at once (redeem), or
+// moves (Booker.Move).
 type opsReq struct {
 	grants   []ledger.Grant
 	outcomes []byte
+	moves    []ledger.Move
+	results  []ledger.MoveResult
 	done     chan error
 	// fence, when set, asks the owner to fence a lease (Booker.Fence):
 	// the unit carries no grants, its state the fence, and fence is set to
@@ -373,6 +381,12 @@ func (p *part) apply(u *unit) error {
 			u.outcomes[i] = BookedAttrib
 		}
 	}
+	if u.req != nil && len(u.req.moves) > 0 {
+		if err := p.applyMoves(u, &j, now, changed); err != nil {
+			p.undo(u)
+			return err
+		}
+	}
 	u.ops = j.Ops
 	for id := range changed {
 		p.accounts[id].Version++
@@ -404,15 +418,55 @@ func (p *part) apply(u *unit) error {
 	return nil
 }
 
+// applyMoves applies the moves of u's request after its grants: each is
+// booked (its op in the journal, the legs it booked in u.moves) or
+// answered for what it changed nothing. Moves were validated before they
+// were sent (Booker.Move), so an error is a broken invariant.
+func (p *part) applyMoves(u *unit, j *ledger.Journal, now int64, changed map[uint64]bool) error {
+	moves := u.req.moves
+	u.results = make([]ledger.MoveResult, len(moves))
+	u.moves = u.moves[:0]
+	for i := range moves {
+		m := &moves[i]
+		a := p.touch(u, m.ActID)
+		op := ledger.MoveOp(m)
+		r, legs, err := op.ApplyMove(a, now)
+		if err != nil {
+			return fmt.Errorf("partition %d act %d move %q: %w", p.id, m.ActID, m.Key, err)
+		}
+		u.results[i] = r
+		if r != ledger.MoveApplied {
+			continue
+		}
+		if n, entries, sealed := a.TakeSealed(); sealed {
+			u.chunks = append(u.chunks, pageWrite{key: storage.HistKey(a.ActID, n), value: ledger.AppendChunk(nil, a.ActID, n, entries)})
+		}
+		changed[m.ActID] = true
+		j.Ops = append(j.Ops, op)
+		booked := *m
+		booked.Legs = legs
+		u.moves = append(u.moves, booked)
+	}
+	return nil
+}
+
 // checkDeltas is the second computation of a unit's money: the change of
 // every balance it made, summed per asset from the accounts (each
-// account's after minus before), must equal the grants it booked, summed
-// from the grants. A unit holds few assets, so the sums are short lists.
+// account's after minus before), must equal the grants it booked plus the
+// legs of the moves it booked, summed from the grants and moves. A unit
+// holds few assets, so the sums are short lists.
 func (p *part) checkDeltas(u *unit) error {
 	var byGrants, byAccounts assetSums
 	for i := range u.ops {
 		if g := &u.ops[i].Grant; u.ops[i].Kind == ledger.OpBook {
 			if err := byGrants.add(g.Asset, g.Amount); err != nil {
+				return err
+			}
+		}
+	}
+	for i := range u.moves {
+		for _, l := range u.moves[i].Legs {
+			if err := byGrants.add(l.Asset, l.Amount); err != nil {
 				return err
 			}
 		}
@@ -431,12 +485,12 @@ func (p *part) checkDeltas(u *unit) error {
 	u.deltas = byAccounts
 	for _, a := range byAccounts {
 		if g := byGrants.of(a.Asset); a.Amount != g {
-			return fmt.Errorf("%w: partition %d: balances moved %d %s, booked grants sum to %d", ledger.ErrUnbalanced, p.id, a.Amount, a.Asset, g)
+			return fmt.Errorf("%w: partition %d: balances moved %d %s, booked grants and moves sum to %d", ledger.ErrUnbalanced, p.id, a.Amount, a.Asset, g)
 		}
 	}
 	for _, g := range byGrants {
 		if g.Amount != 0 && byAccounts.of(g.Asset) == 0 {
-			return fmt.Errorf("%w: partition %d: grants of %d %s moved no balance", ledger.ErrUnbalanced, p.id, g.Amount, g.Asset)
+			return fmt.Errorf("%w: partition %d: grants and moves of %d %s moved no balance", ledger.ErrUnbalanced, p.id, g.Amount, g.Asset)
 		}
 	}
 	return nil
@@ -596,7 +650,7 @@ func (p *part) settle(ctx context.Context, sess sarama.ConsumerGroupSession, r r
 func (p *part) finish(u *unit) {
 	u.prev = nil
 	if u.req != nil {
-		u.req.outcomes = u.outcomes
+		u.req.outcomes, u.req.results = u.outcomes, u.results
 		u.req.done <- nil
 	}
 }

@@ -530,6 +530,13 @@ const accountVersion1, accountVersion2, accountVersion3, accountVersion = 1, 2, 
 // MarshalAccount appends the encoding of a.
 func MarshalAccount(dst []byte, a *Account) []byte { return marshalAccount(dst, a, accountVersion) }
 
+// MarshalAccountVersion appends a as an older record version (2 to 4), as
+// a node that predates a version wrote it, for tests of compatibility; an
+// account with move entries needs version 4.
+func MarshalAccountVersion(dst []byte, a *Account, version byte) []byte {
+	return marshalAccount(dst, a, version)
+}
+
 // marshalAccount appends a as version (2 to 4: the tests write older ones;
 // an account with move entries needs 4).
 func marshalAccount(dst []byte, a *Account, version byte) []byte {
