@@ -207,7 +207,7 @@ type unit struct {
 	// request's moves, one each.
 	moves   []ledger.Move
 	results []ledger.MoveResult
-	prev   map[uint64]*ledger.Account // accounts it replaced (nil: absent)
+	prev    map[uint64]*ledger.Account // accounts it replaced (nil: absent)
 	// deltas is what the unit moved on its accounts' balances, per asset,
 	// computed from the accounts (not from the grants): the committer
 	// compares it with the budgets' debits.
