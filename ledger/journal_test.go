@@ -24,6 +24,10 @@ func sampleJournals() []*ledger.Journal {
 	}
 	// A bind's grant has no amount.
 	ops = append(ops, ledger.Op{Kind: ledger.OpBind, Grant: ledger.Grant{AppID: 9, ActID: 5, UserID: "open-id"}})
+	// Moves between grants: the act_id deltas run across both.
+	for _, m := range sampleMoves() {
+		ops = append(ops[:len(ops)-1], ledger.MoveOp(&m), ops[len(ops)-1])
+	}
 	return []*ledger.Journal{
 		{Seq: 1},
 		{Seq: 2, BookedAt: 1_700_000_000_000, From: 10, To: 12, Ops: ops[:1]},
@@ -33,7 +37,13 @@ func sampleJournals() []*ledger.Journal {
 }
 
 func journalsEqual(a, b *ledger.Journal) bool {
-	return a.Seq == b.Seq && a.BookedAt == b.BookedAt && a.From == b.From && a.To == b.To && slices.Equal(a.Ops, b.Ops)
+	return a.Seq == b.Seq && a.BookedAt == b.BookedAt && a.From == b.From && a.To == b.To &&
+		slices.EqualFunc(a.Ops, b.Ops, func(x, y ledger.Op) bool {
+			if x.Kind != y.Kind || x.Grant != y.Grant || (x.Move == nil) != (y.Move == nil) {
+				return false
+			}
+			return x.Move == nil || reflect.DeepEqual(*x.Move, *y.Move)
+		})
 }
 
 func TestJournalRoundTrip(t *testing.T) {
@@ -493,8 +503,11 @@ func FuzzDecodeJournal(f *testing.F) {
 			t.Fatalf("DecodeJournal(%x) accepted %+v", b, j)
 		}
 		for _, op := range j.Ops {
-			if op.Kind != ledger.OpBook && op.Kind != ledger.OpAttribute && op.Kind != ledger.OpBind {
+			if op.Kind != ledger.OpBook && op.Kind != ledger.OpAttribute && op.Kind != ledger.OpBind && op.Kind != ledger.OpMove {
 				t.Fatalf("DecodeJournal(%x) accepted op kind %d", b, op.Kind)
+			}
+			if op.Kind == ledger.OpMove && (op.Move == nil || op.Move.Validate() != nil || op.Move.ActID != op.Grant.ActID) {
+				t.Fatalf("DecodeJournal(%x) accepted move %+v", b, op.Move)
 			}
 		}
 		// A version 2 journal has one encoding; a version 1 one is written
@@ -534,6 +547,7 @@ func FuzzDecodePage(f *testing.F) {
 	f.Add(ledger.AppendPage(nil, &ledger.Page{Seq: 1}))
 	f.Add(ledger.AppendPage(nil, samplePage(f)))
 	f.Add(ledger.AppendPage(nil, oddPage(f)))
+	f.Add(ledger.AppendPage(nil, movedPage(f)))
 	f.Add(appendPageV1(nil, samplePage(f)))
 	f.Add(ledger.AppendPageV2(nil, oddPage(f)))
 	f.Add([]byte{1, 1, 1, 1, 0})
