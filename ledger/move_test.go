@@ -65,22 +65,24 @@ func TestMoveValidate(t *testing.T) {
 	}
 	base := sampleMoves()[1] // a consumption
 	bad := map[string]func(m *ledger.Move){
-		"kind 0":            func(m *ledger.Move) { m.Kind = 0 },
-		"kind 14":           func(m *ledger.Move) { m.Kind = 14 },
-		"no key":            func(m *ledger.Move) { m.Key = "" },
-		"long key":          func(m *ledger.Move) { m.Key = string(make([]byte, ledger.MoveKeyLenMax+1)) },
-		"no legs":           func(m *ledger.Move) { m.Legs = nil },
-		"zero leg":          func(m *ledger.Move) { m.Legs = leg(coin, 0) },
-		"positive consume":  func(m *ledger.Move) { m.Legs = leg(coin, 1) },
-		"min int64":         func(m *ledger.Move) { m.Legs = leg(coin, math.MinInt64) },
-		"unknown asset":     func(m *ledger.Move) { m.Legs = leg("gold", -1) },
-		"two legs":          func(m *ledger.Move) { m.Legs = []ledger.Leg{{coin, -1}, {"coin:x", -1}} },
-		"asset twice":       func(m *ledger.Move) { m.Legs = []ledger.Leg{{coin, -1}, {coin, -1}} },
-		"no counter":        func(m *ledger.Move) { m.Counter = "" },
-		"counter kind":      func(m *ledger.Move) { m.Counter = "payout/x" },
-		"bare counter":      func(m *ledger.Move) { m.Counter = "merchant/" },
-		"refund no ref":     func(m *ledger.Move) { m.Kind, m.Legs = ledger.MoveRefund, leg(coin, 1) },
-		"recharge cash":     func(m *ledger.Move) { m.Kind, m.Legs, m.Counter = ledger.MoveRecharge, leg(ledger.AssetCash, 1), "recharge/7" },
+		"kind 0":           func(m *ledger.Move) { m.Kind = 0 },
+		"kind 14":          func(m *ledger.Move) { m.Kind = 14 },
+		"no key":           func(m *ledger.Move) { m.Key = "" },
+		"long key":         func(m *ledger.Move) { m.Key = string(make([]byte, ledger.MoveKeyLenMax+1)) },
+		"no legs":          func(m *ledger.Move) { m.Legs = nil },
+		"zero leg":         func(m *ledger.Move) { m.Legs = leg(coin, 0) },
+		"positive consume": func(m *ledger.Move) { m.Legs = leg(coin, 1) },
+		"min int64":        func(m *ledger.Move) { m.Legs = leg(coin, math.MinInt64) },
+		"unknown asset":    func(m *ledger.Move) { m.Legs = leg("gold", -1) },
+		"two legs":         func(m *ledger.Move) { m.Legs = []ledger.Leg{{coin, -1}, {"coin:x", -1}} },
+		"asset twice":      func(m *ledger.Move) { m.Legs = []ledger.Leg{{coin, -1}, {coin, -1}} },
+		"no counter":       func(m *ledger.Move) { m.Counter = "" },
+		"counter kind":     func(m *ledger.Move) { m.Counter = "payout/x" },
+		"bare counter":     func(m *ledger.Move) { m.Counter = "merchant/" },
+		"refund no ref":    func(m *ledger.Move) { m.Kind, m.Legs = ledger.MoveRefund, leg(coin, 1) },
+		"recharge cash": func(m *ledger.Move) {
+			m.Kind, m.Legs, m.Counter = ledger.MoveRecharge, leg(ledger.AssetCash, 1), "recharge/7"
+		},
 		"hold unbalanced":   func(m *ledger.Move) { *m = sampleMoves()[9]; m.Legs[1].Amount-- },
 		"hold with counter": func(m *ledger.Move) { *m = sampleMoves()[9]; m.Counter = "payout/x" },
 		"hold order":        func(m *ledger.Move) { *m = sampleMoves()[9]; m.Legs[0], m.Legs[1] = m.Legs[1], m.Legs[0] },
@@ -179,7 +181,7 @@ func TestApplyMoveRules(t *testing.T) {
 	other.Legs = leg("coin:silver", 1)
 	apply(t, a, other, ledger.MoveRefused)
 	apply(t, a, refund("f1", "c1", 30), ledger.MoveApplied)
-	apply(t, a, refund("f2", "c1", 11), ledger.MoveRefused) // 10 left
+	apply(t, a, refund("f2", "c1", 11), ledger.MoveRefused)  // 10 left
 	apply(t, a, reverse("v1", "c1", 40), ledger.MoveRefused) // partly refunded
 	apply(t, a, reverse("v1", "c1", 10), ledger.MoveRefused) // a reversal is whole
 	apply(t, a, refund("f2", "c1", 10), ledger.MoveApplied)
@@ -191,7 +193,7 @@ func TestApplyMoveRules(t *testing.T) {
 	apply(t, a, reverse("v4", "c4", 24), ledger.MoveRefused)
 	apply(t, a, reverse("v4", "c4", 25), ledger.MoveApplied)
 	apply(t, a, reverse("v4b", "c4", 25), ledger.MoveRefused) // once
-	apply(t, a, refund("f4", "c4", 1), ledger.MoveRefused)   // reversed
+	apply(t, a, refund("f4", "c4", 1), ledger.MoveRefused)    // reversed
 	wantBalance(t, a, coin, 100)
 	// A refund is not a consumption: it cannot be refunded.
 	apply(t, a, refund("f5", "f1", 1), ledger.MoveRefused)
