@@ -63,6 +63,9 @@ type Report struct {
 	Checks   []*Check `json:"checks"`
 	Accounts int      `json:"accounts"`
 	Entries  int      `json:"entries"`
+	// Moves counts the booked moves (spending, transfers, expiry,
+	// withdrawals' steps) found in the accounts' entries.
+	Moves int `json:"moves"`
 	Budgets  []Budget `json:"budgets"`
 	// PendingAttribution counts redeemed grants whose stream event has not
 	// been booked yet (lease unknown); zero once booking has drained.
@@ -128,10 +131,17 @@ func run(ctx context.Context, kv *storage.TiKV, live bool) (*Report, error) {
 	conserve := &Check{Name: "budget_conservation", OK: true}
 	postings := &Check{Name: "balances_match_postings", OK: true}
 	authentic := &Check{Name: "bookings_match_tokens", OK: true}
-	r.Checks = []*Check{overspend, once, double, conserve, postings, authentic}
+	moves := &Check{Name: "moves_balance", OK: true}
+	r.Checks = []*Check{overspend, once, double, conserve, postings, authentic, moves}
 
-	sums := map[ledger.Asset]int64{} // per asset, over every account
+	// Per asset, over every account. Money is one asset here: a user's
+	// money sub-accounts (cash:general, cash:transit, cash:debt) count fen
+	// as cash does, and a withdrawal's hold moves fen between them.
+	sums := map[ledger.Asset]int64{}
 	add := func(asset ledger.Asset, v int64) {
+		if asset.Kind() == ledger.KindMoney {
+			asset = ledger.AssetCash
+		}
 		s, err := ledger.Add(sums[asset], v)
 		if err != nil {
 			double.fail("%s: %v", asset, err)
@@ -303,7 +313,11 @@ func run(ctx context.Context, kv *storage.TiKV, live bool) (*Report, error) {
 			}
 		}
 		checkMonths(postings, a, all)
+		r.Moves += checkMoves(moves, a, all, add)
 		for _, e := range all {
+			if e.Kind != 0 {
+				continue // a move's entry: checkMoves
+			}
 			entries++
 			if e.LeaseID == 0 {
 				r.PendingAttribution++
@@ -357,6 +371,7 @@ func run(ctx context.Context, kv *storage.TiKV, live bool) (*Report, error) {
 	conserve.Detail = "total = remaining + open leases + issued; closed leases issued = booked (folded and unfolded); folded = Σ leases' folded"
 	postings.Detail = fmt.Sprintf("%d accounts: balance = sum of postings", r.Accounts)
 	authentic.Detail = "every booking's out_trade_no derives from its idempotency key"
+	moves.Detail = fmt.Sprintf("%d moves: each one's entries whole, its user legs and counter legs balanced", r.Moves)
 	for _, c := range r.Checks {
 		if !c.OK {
 			r.OK = false
@@ -481,7 +496,7 @@ func isMoneyErr(err error) bool {
 
 // checkMonths compares an account's monthly summaries with its entries
 // (all, archived ones first): per asset and month of booking time, the
-// income is what the entries booked (nothing debits yet, so no expense).
+// income is what the entries credited and the expense what they debited.
 // Their sum per asset equals the balance, which decoding checked.
 func checkMonths(c *Check, a *ledger.Account, all []ledger.Entry) {
 	if !a.MonthsKnown() {
@@ -520,4 +535,81 @@ func checkArchived(c *Check, a *ledger.Account, archived []ledger.Entry) {
 			c.fail("act %d: history holds %d %s the account does not count", a.ActID, s, asset)
 		}
 	}
+}
+
+// checkMoves rebuilds every move booked into an account from its entries
+// (all, in booking order: a move's entries are consecutive, legs 0, 1...)
+// and checks that they are whole (each leg once, one digest, kind,
+// counter and reference) and that the move's double entry, its user legs
+// and its counter legs (ledger.MovePostings), balances. It adds the
+// counter accounts' side to the audit's sums (add), so that double entry
+// holds over funding, budgets, users and counters. It returns how many
+// moves it found.
+func checkMoves(c *Check, a *ledger.Account, all []ledger.Entry, add func(ledger.Asset, int64)) int {
+	n := 0
+	var m *ledger.Move
+	var digest uint64
+	flush := func() {
+		if m == nil {
+			return
+		}
+		n++
+		if err := ledger.MovePostings(nil, m).Check(); err != nil {
+			c.fail("act %d: move %q (%s): %v", a.ActID, m.Key, m.Kind, err)
+		}
+		if m.Counter != "" {
+			for _, l := range m.Legs {
+				add(l.Asset, -l.Amount)
+			}
+		}
+		m = nil
+	}
+	for i := range all {
+		e := &all[i]
+		if e.Kind == 0 {
+			flush()
+			continue
+		}
+		leg, key, ok := moveLegOf(e.LimitKey)
+		if !ok {
+			flush()
+			c.fail("act %d: move entry %q has no move key", a.ActID, e.LimitKey)
+			continue
+		}
+		if leg == 0 {
+			flush()
+			m = &ledger.Move{ActID: a.ActID, Kind: e.Kind, Key: key, AppID: e.AppID, Counter: e.Counter, Ref: e.Ref}
+			digest = e.Digest
+		} else if m == nil || key != m.Key || leg != len(m.Legs) || e.Kind != m.Kind || e.Counter != m.Counter || e.Ref != m.Ref || e.AppID != m.AppID || e.Digest != digest {
+			flush()
+			c.fail("act %d: move entry %q is not the next leg of its move", a.ActID, e.LimitKey)
+			continue
+		}
+		m.Legs = append(m.Legs, ledger.Leg{Asset: e.Asset, Amount: e.Amount})
+	}
+	flush()
+	return n
+}
+
+// moveLegOf parses a move entry's limit key, "move:{leg}:{key}".
+func moveLegOf(limitKey string) (int, string, bool) {
+	rest, ok := strings.CutPrefix(limitKey, "move:")
+	if !ok {
+		return 0, "", false
+	}
+	i := strings.IndexByte(rest, ':')
+	if i <= 0 {
+		return 0, "", false
+	}
+	leg := 0
+	for _, ch := range rest[:i] {
+		if ch < '0' || ch > '9' || leg > 1<<20 {
+			return 0, "", false
+		}
+		leg = leg*10 + int(ch-'0')
+	}
+	if ledger.MoveEntryKey(rest[i+1:], leg) != limitKey {
+		return 0, "", false
+	}
+	return leg, rest[i+1:], true
 }

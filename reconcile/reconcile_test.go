@@ -25,9 +25,10 @@ const (
 	conservation  = "budget_conservation"
 	postings      = "balances_match_postings"
 	matchesTokens = "bookings_match_tokens"
+	movesBalance  = "moves_balance"
 )
 
-var allChecks = []string{noOverspend, exactlyOnce, doubleEntry, conservation, postings, matchesTokens}
+var allChecks = []string{noOverspend, exactlyOnce, doubleEntry, conservation, postings, matchesTokens, movesBalance}
 
 func run(t *testing.T, kv *storage.TiKV) *reconcile.Report {
 	t.Helper()
