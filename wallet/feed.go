@@ -183,6 +183,10 @@ func (w *Wallets) build(ctx context.Context) error {
 func (w *Wallets) poll(ctx context.Context, have []uint64) (bool, error) {
 	changed := map[uint64]uint64{}
 	adds := map[holders.Change]struct{}{}
+	// debited are the users and families a move took from: whether they
+	// still hold anything of it is read from their accounts.
+	debited := map[holders.Change]struct{}{}
+	var removes []holders.Change
 	to := make([]uint64, len(have))
 	copy(to, have)
 	more := false
@@ -208,6 +212,12 @@ func (w *Wallets) poll(ctx context.Context, have []uint64) (bool, error) {
 				for i := range j.Ops {
 					g := &j.Ops[i].Grant
 					changed[g.ActID] = j.Seq
+					if j.Ops[i].Kind == ledger.OpMove && g.ActID <= holders.MaxAct {
+						if err := moveChanges(j.Ops[i].Move, adds, debited); err != nil {
+							return fmt.Errorf("partition %d journal %d: %w", p, j.Seq, err)
+						}
+						continue
+					}
 					if j.Ops[i].Kind != ledger.OpBook || g.ActID > holders.MaxAct {
 						continue
 					}
@@ -225,7 +235,8 @@ func (w *Wallets) poll(ctx context.Context, have []uint64) (bool, error) {
 			journals += int(last - have[p])
 			to[p] = last
 		}
-		return nil
+		removes, err = stillHeld(ctx, txn, w.cfg.Parts, adds, debited)
+		return err
 	})
 	if err != nil {
 		return false, err
@@ -238,7 +249,7 @@ func (w *Wallets) poll(ctx context.Context, have []uint64) (bool, error) {
 	for c := range adds {
 		batch = append(batch, c)
 	}
-	if err := w.set.Apply(batch, nil); err != nil {
+	if err := w.set.Apply(batch, removes); err != nil {
 		// The set cannot take it: answer Unknown until built again.
 		w.set.Invalidate()
 		w.log.Error("wallet: holders refused a batch of the feed; rebuilding", "err", err)
@@ -356,4 +367,69 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// moveChanges notes what a booked move means to the holders: a credit
+// makes the user a holder of the leg's family, a debit may end it (asked
+// of the account: stillHeld).
+func moveChanges(m *ledger.Move, adds, debited map[holders.Change]struct{}) error {
+	for _, l := range m.Legs {
+		fam, ok := holders.FamilyOf(l.Asset)
+		if !ok {
+			return fmt.Errorf("%w: a move of asset %q of no family", ledger.ErrCorrupt, l.Asset)
+		}
+		c := holders.Change{Act: m.ActID, Family: fam}
+		if l.Amount > 0 {
+			adds[c] = struct{}{}
+		} else {
+			debited[c] = struct{}{}
+		}
+	}
+	// A withdrawal debt may book cash:debt, a credit of money.
+	if m.Kind == ledger.MoveWithdrawDebt {
+		debited[holders.Change{Act: m.ActID, Family: holders.Money}] = struct{}{}
+	}
+	return nil
+}
+
+// stillHeld reads, in the poll's snapshot, the accounts that moves debited
+// and decides each debited family: held (some balance of it above zero:
+// an add) or no longer (a remove, and no add). The snapshot holds at least
+// the journals polled, so a later credit it already holds keeps the user
+// a holder, and one it does not hold yet comes with a later poll.
+func stillHeld(ctx context.Context, txn storage.Txn, parts int32, adds, debited map[holders.Change]struct{}) ([]holders.Change, error) {
+	if len(debited) == 0 {
+		return nil, nil
+	}
+	ids := make([]uint64, 0, len(debited))
+	seen := make(map[uint64]bool, len(debited))
+	for c := range debited {
+		if !seen[c.Act] {
+			seen[c.Act] = true
+			ids = append(ids, c.Act)
+		}
+	}
+	accounts, _, err := booking.ReadAccountsAt(ctx, txn, parts, ids)
+	if err != nil {
+		return nil, err
+	}
+	var removes []holders.Change
+	for c := range debited {
+		held := false
+		if a := accounts[c.Act]; a != nil {
+			for _, b := range a.Balances {
+				if f, ok := holders.FamilyOf(b.Asset); ok && f == c.Family && b.Amount > 0 {
+					held = true
+					break
+				}
+			}
+		}
+		if held {
+			adds[c] = struct{}{}
+		} else {
+			delete(adds, c)
+			removes = append(removes, c)
+		}
+	}
+	return removes, nil
 }
