@@ -65,8 +65,8 @@ type Report struct {
 	Entries  int      `json:"entries"`
 	// Moves counts the booked moves (spending, transfers, expiry,
 	// withdrawals' steps) found in the accounts' entries.
-	Moves int `json:"moves"`
-	Budgets  []Budget `json:"budgets"`
+	Moves   int      `json:"moves"`
+	Budgets []Budget `json:"budgets"`
 	// PendingAttribution counts redeemed grants whose stream event has not
 	// been booked yet (lease unknown); zero once booking has drained.
 	PendingAttribution int `json:"pending_attribution"`
