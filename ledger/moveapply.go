@@ -31,8 +31,12 @@ const RefundWindowMs = 30 * msPerDay
 
 // entriesHeldMax bounds the recent entries an account keeps while
 // consumptions hold archival back: past it, the oldest chunk is archived
-// anyway (its consumptions can no longer be refunded).
-const entriesHeldMax = 8 * ChunkEntries
+// anyway (its consumptions can no longer be refunded). It is 1.5 times
+// what grants alone keep at most, because a checkpoint page holds up to
+// 1,024 accounts' recent entries in one value of the store (a raft entry
+// of at most 8 MB): 8 times, tried first, made a page of 1,024 heavy
+// spenders ~13 MB, which the store refused (BenchmarkOwnerMoves).
+const entriesHeldMax = 3 * ChunkEntries
 
 // moveKeyPrefix starts every move entry's limit key; a grant's starts with
 // its act_id's digits.
