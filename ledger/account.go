@@ -19,16 +19,32 @@ type Entry struct {
 	// Invariant: once booking has drained, no grant entry has LeaseID 0
 	// (a move's entries have none).
 	LeaseID uint64
-	// A move's entries (one per leg, in the move's leg order) carry its
-	// kind (0: a booked grant), app, counter account and reference, and
-	// the digest of the whole move (MoveDigest), the same in each. Their
-	// LimitKey is MoveEntryKey(move key, leg), AwardType the kind's name,
-	// OutTradeNo empty; Amount is signed (never zero).
+	// Move is nil for a booked grant. A move's entries (one per leg, in
+	// the move's leg order) share what the move is; their LimitKey is
+	// MoveEntryKey(move key, leg), AwardType the kind's name, OutTradeNo
+	// empty, Amount signed (never zero). A pointer, so that a grant's
+	// entry, copied with every account a booking changes, grows by 8
+	// bytes, not 48.
+	Move *MoveEntry
+}
+
+// MoveEntry is what a move's entries hold of the move: its kind, app,
+// counter account and reference, and the digest of the whole move
+// (MoveDigest). Never changed once booked (entries share it).
+type MoveEntry struct {
 	Kind    MoveKind
 	AppID   uint32
 	Counter string
 	Ref     string
 	Digest  uint64
+}
+
+// MoveKind is the kind of the move that booked e, 0 for a grant's entry.
+func (e *Entry) MoveKind() MoveKind {
+	if e.Move == nil {
+		return 0
+	}
+	return e.Move.Kind
 }
 
 // Balance is an account's balance in one asset.
@@ -201,7 +217,7 @@ func (a *Account) SetArchivedKeys(archived []Entry) error {
 	for i := range archived {
 		keys[i] = LimitKeyHash(archived[i].LimitKey)
 		if isMoveLeg0(&archived[i]) {
-			marks = append(marks, moveMark(keys[i], archived[i].Digest))
+			marks = append(marks, moveMark(keys[i], archived[i].Move.Digest))
 		}
 	}
 	slices.Sort(keys)
@@ -237,7 +253,7 @@ func (a *Account) archive() error {
 	newest := a.Entries[len(a.Entries)-1].BookedAt
 	held := len(a.Entries) < entriesHeldMax
 	for _, e := range a.Entries[:ChunkEntries] {
-		if e.Kind == 0 && e.LeaseID == 0 || held && e.Kind == MoveConsume && newest-e.BookedAt < RefundWindowMs {
+		if e.Move == nil && e.LeaseID == 0 || held && e.MoveKind() == MoveConsume && newest-e.BookedAt < RefundWindowMs {
 			return nil
 		}
 	}
@@ -254,7 +270,7 @@ func (a *Account) archive() error {
 		h := LimitKeyHash(e.LimitKey)
 		keys = append(keys, h)
 		if isMoveLeg0(e) {
-			marks = append(marks, moveMark(h, e.Digest))
+			marks = append(marks, moveMark(h, e.Move.Digest))
 		}
 	}
 	slices.Sort(keys)
@@ -480,7 +496,7 @@ func (a *Account) Check() error {
 		}
 		seen[e.LimitKey] = struct{}{}
 		if !checkEntry(&e) {
-			return fmt.Errorf("%w: act %d: entry %s (kind %d) amount %d", ErrInvariant, a.ActID, e.LimitKey, e.Kind, e.Amount)
+			return fmt.Errorf("%w: act %d: entry %s (kind %d) amount %d", ErrInvariant, a.ActID, e.LimitKey, e.MoveKind(), e.Amount)
 		}
 		s, err := Add(sums[e.Asset], e.Amount)
 		if err != nil {
@@ -741,16 +757,15 @@ func appendEntry(dst []byte, e *Entry, moves bool) []byte {
 	if !moves {
 		return dst
 	}
-	dst = append(dst, byte(e.Kind))
-	if e.Kind == 0 {
-		return dst
+	if e.Move == nil {
+		return append(dst, 0)
 	}
-	return appendMoveFields(dst, e)
+	return appendMoveFields(append(dst, byte(e.Move.Kind)), e.Move)
 }
 
 // appendMoveFields appends a move entry's app, counter, reference and
 // digest.
-func appendMoveFields(dst []byte, e *Entry) []byte {
+func appendMoveFields(dst []byte, e *MoveEntry) []byte {
 	dst = appendUvarint(dst, uint64(e.AppID))
 	dst = appendString(dst, e.Counter)
 	dst = appendString(dst, e.Ref)
@@ -764,15 +779,16 @@ func (d *decoder) entry(moves bool) Entry {
 		Amount: d.varint("amount"), BookedAt: d.varint("booked_at"), LeaseID: d.uvarint("lease_id"),
 	}
 	if moves {
-		if e.Kind = MoveKind(d.byte1("entry kind")); e.Kind != 0 {
-			d.moveFields(&e)
+		if k := MoveKind(d.byte1("entry kind")); k != 0 {
+			e.Move = d.moveFields(k)
 		}
 	}
 	return e
 }
 
-// moveFields reads what appendMoveFields wrote.
-func (d *decoder) moveFields(e *Entry) {
+// moveFields reads what appendMoveFields wrote, of a move of kind k.
+func (d *decoder) moveFields(k MoveKind) *MoveEntry {
+	e := &MoveEntry{Kind: k}
 	e.AppID = d.appID()
 	e.Counter = d.string("counter")
 	e.Ref = d.string("ref")
@@ -783,4 +799,5 @@ func (d *decoder) moveFields(e *Entry) {
 		e.Digest = binary.LittleEndian.Uint64(d.b)
 		d.b = d.b[8:]
 	}
+	return e
 }

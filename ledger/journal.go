@@ -568,7 +568,7 @@ func appendPage(dst []byte, p *Page, version byte) []byte {
 			if isTradeHex(e.OutTradeNo) {
 				flags |= entryTradeHex
 			}
-			if e.Kind != 0 {
+			if e.Move != nil {
 				flags |= entryMove
 			}
 			body = append(body, flags)
@@ -584,9 +584,9 @@ func appendPage(dst []byte, p *Page, version byte) []byte {
 			body = appendVarint(body, int64(uint64(e.BookedAt)-uint64(bookedAt)))
 			bookedAt = e.BookedAt
 			body = appendUvarint(body, e.LeaseID)
-			if e.Kind != 0 {
-				body = append(body, byte(e.Kind))
-				body = appendMoveFields(body, e)
+			if e.Move != nil {
+				body = append(body, byte(e.Move.Kind))
+				body = appendMoveFields(body, e.Move)
 			}
 		}
 		body = appendApps(body, a.Apps)
@@ -704,10 +704,11 @@ func (d *decoder) accounts(p *Page, months bool) error {
 			bookedAt = e.BookedAt
 			e.LeaseID = d.uvarint("lease_id")
 			if flags&entryMove != 0 {
-				if e.Kind = MoveKind(d.byte1("entry kind")); e.Kind == 0 {
+				k := MoveKind(d.byte1("entry kind"))
+				if k == 0 {
 					d.fail("entry kind")
 				}
-				d.moveFields(&e)
+				e.Move = d.moveFields(k)
 			}
 			a.Entries = append(a.Entries, e)
 		}

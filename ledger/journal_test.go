@@ -224,6 +224,8 @@ func TestVersion1StillDecodes(t *testing.T) {
 	}
 	js := append(sampleJournals(), goldenJournalV1Value())
 	for _, j := range js {
+		// Version 1 predates moves.
+		j.Ops = slices.DeleteFunc(slices.Clone(j.Ops), func(op ledger.Op) bool { return op.Kind == ledger.OpMove })
 		v1 := appendJournalV1(nil, j)
 		got, err := ledger.DecodeJournal(v1)
 		if err != nil || !journalsEqual(got, j) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"testing"
 
 	"redrain/ledger"
@@ -257,7 +258,7 @@ func TestMoveArchival(t *testing.T) {
 				t.Fatalf("chunk %d after %d entries", n, len(chunks))
 			}
 			enc := ledger.AppendChunk(nil, 5, n, chunk)
-			if _, _, back, err := ledger.DecodeChunk(enc); err != nil || fmt.Sprint(back) != fmt.Sprint(chunk) {
+			if _, _, back, err := ledger.DecodeChunk(enc); err != nil || !reflect.DeepEqual(back, chunk) {
 				t.Fatalf("chunk %d does not round-trip: %v", n, err)
 			}
 			chunks = append(chunks, chunk...)

@@ -241,7 +241,7 @@ const (
 func (a *Account) moveBooked(m *Move, digest uint64) (moveState, error) {
 	key0 := MoveEntryKey(m.Key, 0)
 	if i := a.entryIndex(key0); i >= 0 {
-		if a.Entries[i].Digest == digest {
+		if a.Entries[i].Move != nil && a.Entries[i].Move.Digest == digest {
 			return moveSame, nil
 		}
 		return moveOther, nil
@@ -273,17 +273,17 @@ type consumption struct {
 // entries, with what refunds and a reversal took of it.
 func (a *Account) findConsumption(ref string) (consumption, bool) {
 	i := a.entryIndex(MoveEntryKey(ref, 0))
-	if i < 0 || a.Entries[i].Kind != MoveConsume {
+	if i < 0 || a.Entries[i].MoveKind() != MoveConsume {
 		return consumption{}, false
 	}
 	c := consumption{entry: &a.Entries[i]}
 	// Refunds come after their consumption, so they are recent too.
 	for k := i + 1; k < len(a.Entries); k++ {
 		e := &a.Entries[k]
-		if e.Ref != ref {
+		if e.Move == nil || e.Move.Ref != ref {
 			continue
 		}
-		switch e.Kind {
+		switch e.Move.Kind {
 		case MoveRefund:
 			c.refunded += e.Amount // bounded by the consumption: no overflow
 		case MoveReverse:
@@ -339,7 +339,7 @@ func (a *Account) ApplyMove(m *Move, at int64) (MoveResult, []Leg, error) {
 	switch m.Kind {
 	case MoveRefund, MoveReverse:
 		c, ok := a.findConsumption(m.Ref)
-		if !ok || c.reversed || c.entry.Asset != m.Legs[0].Asset || c.entry.Counter != m.Counter {
+		if !ok || c.reversed || c.entry.Asset != m.Legs[0].Asset || c.entry.Move.Counter != m.Counter {
 			return MoveRefused, nil, nil
 		}
 		consumed := -c.entry.Amount
@@ -376,6 +376,7 @@ func (a *Account) ApplyMove(m *Move, at int64) (MoveResult, []Leg, error) {
 	}
 	// Every check passed: nothing below fails (the assets differ, so the
 	// sums checked above are the ones made).
+	me := &MoveEntry{Kind: m.Kind, AppID: m.AppID, Counter: m.Counter, Ref: m.Ref, Digest: digest}
 	for i, l := range legs {
 		if err := a.credit(l.Asset, l.Amount); err != nil {
 			return 0, nil, fmt.Errorf("%w: act %d: a checked move failed: %v", ErrInvariant, a.ActID, err)
@@ -383,8 +384,7 @@ func (a *Account) ApplyMove(m *Move, at int64) (MoveResult, []Leg, error) {
 		a.Months = addMonth(a.Months, l.Asset, month, max(l.Amount, 0), max(-l.Amount, 0))
 		key := MoveEntryKey(m.Key, i)
 		a.Entries = append(a.Entries, Entry{
-			LimitKey: key, AwardType: m.Kind.String(), Asset: l.Asset, Amount: l.Amount, BookedAt: at,
-			Kind: m.Kind, AppID: m.AppID, Counter: m.Counter, Ref: m.Ref, Digest: digest,
+			LimitKey: key, AwardType: m.Kind.String(), Asset: l.Asset, Amount: l.Amount, BookedAt: at, Move: me,
 		})
 		if a.byLimit != nil {
 			a.byLimit[key] = len(a.Entries) - 1
@@ -398,20 +398,20 @@ func (a *Account) ApplyMove(m *Move, at int64) (MoveResult, []Leg, error) {
 
 // checkMoveEntry checks a move's entry as records hold it.
 func checkMoveEntry(e *Entry) bool {
-	return e.Kind.String() != "" && e.Amount != 0 && IsMoveEntryKey(e.LimitKey) && e.OutTradeNo == "" && e.LeaseID == 0
+	return e.Move.Kind.String() != "" && e.Amount != 0 && IsMoveEntryKey(e.LimitKey) && e.OutTradeNo == "" && e.LeaseID == 0
 }
 
 // checkEntry checks one entry of a record: a grant's is positive under a
 // grant's limit key, a move's as checkMoveEntry.
 func checkEntry(e *Entry) bool {
-	if e.Kind != 0 {
+	if e.Move != nil {
 		return checkMoveEntry(e)
 	}
-	return e.Amount > 0 && !IsMoveEntryKey(e.LimitKey) && e.AppID == 0 && e.Counter == "" && e.Ref == "" && e.Digest == 0
+	return e.Amount > 0 && !IsMoveEntryKey(e.LimitKey)
 }
 
 // isMoveLeg0 reports whether e is the first entry of a move (the one its
 // key is found by).
 func isMoveLeg0(e *Entry) bool {
-	return e.Kind != 0 && strings.HasPrefix(e.LimitKey, moveKeyPrefix+"0:")
+	return e.Move != nil && strings.HasPrefix(e.LimitKey, moveKeyPrefix+"0:")
 }

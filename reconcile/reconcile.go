@@ -315,7 +315,7 @@ func run(ctx context.Context, kv *storage.TiKV, live bool) (*Report, error) {
 		checkMonths(postings, a, all)
 		r.Moves += checkMoves(moves, a, all, add)
 		for _, e := range all {
-			if e.Kind != 0 {
+			if e.Move != nil {
 				continue // a move's entry: checkMoves
 			}
 			entries++
@@ -566,10 +566,11 @@ func checkMoves(c *Check, a *ledger.Account, all []ledger.Entry, add func(ledger
 	}
 	for i := range all {
 		e := &all[i]
-		if e.Kind == 0 {
+		if e.Move == nil {
 			flush()
 			continue
 		}
+		me := e.Move
 		leg, key, ok := moveLegOf(e.LimitKey)
 		if !ok {
 			flush()
@@ -578,9 +579,9 @@ func checkMoves(c *Check, a *ledger.Account, all []ledger.Entry, add func(ledger
 		}
 		if leg == 0 {
 			flush()
-			m = &ledger.Move{ActID: a.ActID, Kind: e.Kind, Key: key, AppID: e.AppID, Counter: e.Counter, Ref: e.Ref}
-			digest = e.Digest
-		} else if m == nil || key != m.Key || leg != len(m.Legs) || e.Kind != m.Kind || e.Counter != m.Counter || e.Ref != m.Ref || e.AppID != m.AppID || e.Digest != digest {
+			m = &ledger.Move{ActID: a.ActID, Kind: me.Kind, Key: key, AppID: me.AppID, Counter: me.Counter, Ref: me.Ref}
+			digest = me.Digest
+		} else if m == nil || key != m.Key || leg != len(m.Legs) || me.Kind != m.Kind || me.Counter != m.Counter || me.Ref != m.Ref || me.AppID != m.AppID || me.Digest != digest {
 			flush()
 			c.fail("act %d: move entry %q is not the next leg of its move", a.ActID, e.LimitKey)
 			continue
