@@ -171,12 +171,14 @@ func TestMoveRacesGrants(t *testing.T) {
 }
 
 // TestMoveTakeoverRestores: an owner books grants and moves (enough to
-// archive move entries into chunks) and stops without releasing; the next
-// owner replays the journals and holds exactly the same accounts, and
-// still tells repeats from reused keys of archived moves.
+// archive move entries into chunks), and another node takes the
+// partitions over while it still runs, as after a kill -9 (it never
+// releases them, and is fenced); the new owner loads the pages and
+// replays the journals, holds exactly the same accounts, and still tells
+// repeats from reused keys of archived moves.
 func TestMoveTakeoverRestores(t *testing.T) {
 	f, l, a := onPath(t, func(*bookingtest.Fixture, *booking.Booker) {}, 2, 1_000_000)
-	o := startOwner(t, f, a, false, 0, 1)
+	startOwner(t, f, a, false, 0, 1)
 	u := f.User()
 	var grants []ledger.Grant
 	for rain := uint64(1); rain <= 100; rain++ {
@@ -196,8 +198,6 @@ func TestMoveTakeoverRestores(t *testing.T) {
 	if before.Archived == 0 {
 		t.Fatalf("no entry archived: %d recent", len(before.Entries))
 	}
-	o.stop()
-
 	b := newBooker(t, f, "b", nil)
 	startOwner(t, f, b, false, 0, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), within)
