@@ -561,8 +561,7 @@ func marshalAccount(dst []byte, a *Account, version byte) []byte {
 	dst = appendUvarint(dst, a.Version)
 	dst = appendUvarint(dst, uint64(len(a.Balances)))
 	for _, b := range a.Balances {
-		dst = appendString(dst, string(b.Asset))
-		dst = appendVarint(dst, b.Amount)
+		dst = appendAmount(dst, b.Asset, b.Amount)
 	}
 	dst = appendUvarint(dst, uint64(len(a.Entries)))
 	for i := range a.Entries {
@@ -572,8 +571,7 @@ func marshalAccount(dst []byte, a *Account, version byte) []byte {
 	dst = appendUvarint(dst, a.Archived)
 	dst = appendUvarint(dst, uint64(len(a.ArchivedSums)))
 	for _, b := range a.ArchivedSums {
-		dst = appendString(dst, string(b.Asset))
-		dst = appendVarint(dst, b.Amount)
+		dst = appendAmount(dst, b.Asset, b.Amount)
 	}
 	if version < accountVersion3 {
 		return dst
@@ -743,6 +741,11 @@ func (d *decoder) apps() []AppUser {
 		apps = append(apps, AppUser{AppID: d.appID(), UserID: d.string("user_id")})
 	}
 	return apps
+}
+
+// appendAmount appends an asset's amount: a balance, a sum, a move's leg.
+func appendAmount(dst []byte, asset Asset, amount int64) []byte {
+	return appendVarint(appendString(dst, string(asset)), amount)
 }
 
 // appendEntry appends e; moves: the record's version has move fields.

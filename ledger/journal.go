@@ -149,8 +149,7 @@ func appendMoveOp(dst []byte, m *Move, prevAct uint64) []byte {
 	dst = appendString(dst, m.Ref)
 	dst = appendUvarint(dst, uint64(len(m.Legs)))
 	for _, l := range m.Legs {
-		dst = appendString(dst, string(l.Asset))
-		dst = appendVarint(dst, l.Amount)
+		dst = appendAmount(dst, l.Asset, l.Amount)
 	}
 	return dst
 }
