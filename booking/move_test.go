@@ -219,3 +219,38 @@ func TestMoveTakeoverRestores(t *testing.T) {
 	}
 	wantBalances(t, f, u, map[ledger.Asset]int64{f.Asset: 700})
 }
+
+// TestMoveElsewhereReachesOwner: moves booked into the store by a node
+// that does not own the partition reach the owner's memory (it catches up
+// with the journal), and the owner then refuses their keys for other
+// content and books on top of the moved balances.
+func TestMoveElsewhereReachesOwner(t *testing.T) {
+	f := newFixture(t, 1, 1_000_000)
+	l := f.Lease(f.Budget, 100_000)
+	owner := newBooker(t, f, "owner", nil)
+	startOwner(t, f, owner, false, 0)
+	other := newBooker(t, f, "other", nil) // owns nothing: books into the store
+	u := f.User()
+	wantOutcomes(t, book(t, owner, []ledger.Grant{f.Grant(u, 1, l, 100)}), booking.BookedNow)
+	c := consume(u, "c1", f.Asset, 60)
+	if r := move(t, other, c)[0]; r != ledger.MoveApplied {
+		t.Fatalf("move elsewhere: %v", r)
+	}
+	eventually(t, within, "owner caught up", func() error {
+		got, err := owner.Accounts(context.Background(), []uint64{u})
+		if err != nil {
+			return err
+		}
+		if b := got[u].Balance(f.Asset); b != 40 {
+			return fmt.Errorf("owner holds %d", b)
+		}
+		return nil
+	})
+	reused := consume(u, "c1", f.Asset, 1)
+	got := move(t, owner, c, reused, consume(u, "c2", f.Asset, 41), consume(u, "c3", f.Asset, 40))
+	want := []ledger.MoveResult{ledger.MoveRepeated, ledger.MoveKeyReused, ledger.MoveInsufficient, ledger.MoveApplied}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("results %v, want %v", got, want)
+	}
+	wantBalances(t, f, u, map[ledger.Asset]int64{f.Asset: 0})
+}
