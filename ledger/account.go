@@ -540,11 +540,31 @@ func (a *Account) Clone() *Account {
 // monthly summaries of an account with archived entries (appendMonths);
 // those of any other account are exactly its entries' (MonthsOf), derived
 // on decode, as for every account of an older record with none archived.
-// Version 4 follows each entry with its move fields (appendMoveFields).
+// Version 4 follows each entry with a kind byte and a move's entry with
+// its fields (appendMoveFields); it is written only for an account with
+// move entries (MarshalAccount).
 const accountVersion1, accountVersion2, accountVersion3, accountVersion = 1, 2, 3, 4
 
-// MarshalAccount appends the encoding of a.
-func MarshalAccount(dst []byte, a *Account) []byte { return marshalAccount(dst, a, accountVersion) }
+// MarshalAccount appends the encoding of a: version 3 unless it has a
+// move's entry among its recent ones (version 4), so that a node from
+// before moves still reads the accounts of grants alone (owner reads over
+// remoting during a rolling upgrade), and they take no byte more.
+func MarshalAccount(dst []byte, a *Account) []byte {
+	if hasMoves(a.Entries) {
+		return marshalAccount(dst, a, accountVersion)
+	}
+	return marshalAccount(dst, a, accountVersion3)
+}
+
+// hasMoves reports whether entries hold a move's entry.
+func hasMoves(entries []Entry) bool {
+	for i := range entries {
+		if entries[i].Move != nil {
+			return true
+		}
+	}
+	return false
+}
 
 // MarshalAccountVersion appends a as an older record version (2 to 4), as
 // a node that predates a version wrote it, for tests of compatibility; an
@@ -676,12 +696,17 @@ func UnmarshalAccount(src []byte) (*Account, error) {
 	return a, nil
 }
 
-// Chunk versions: 2 follows each entry with its move fields.
+// Chunk versions: 2 follows each entry with a kind byte and a move's
+// entry with its fields; written only for a chunk with move entries.
 const chunkVersion1, chunkVersion = 1, 2
 
-// AppendChunk appends the encoding of history chunk n of an account.
+// AppendChunk appends the encoding of history chunk n of an account:
+// version 1 when it holds no move's entry (as before moves), else 2.
 func AppendChunk(dst []byte, actID, n uint64, entries []Entry) []byte {
-	return appendChunk(dst, actID, n, entries, chunkVersion)
+	if hasMoves(entries) {
+		return appendChunk(dst, actID, n, entries, chunkVersion)
+	}
+	return appendChunk(dst, actID, n, entries, chunkVersion1)
 }
 
 // appendChunk appends a chunk as version (the tests write version 1).
