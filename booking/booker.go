@@ -1145,9 +1145,10 @@ const MovesMax = bookBatchMax
 // the partition (the owner catches up). Moves of one partition apply in
 // the order given, so a later move sees an earlier one's change. A move
 // that is invalid whatever the account holds fails the whole call before
-// anything is booked (an error wrapping ledger.ErrMoveInvalid). A move
-// whose unit was applied again after a failed commit that had landed is
-// answered MoveRepeated.
+// anything is booked (an error wrapping ledger.ErrMoveInvalid). Any other
+// error may come after the moves of some partitions were booked: the
+// same call again is exact (those answer MoveRepeated), as is a move
+// whose unit was applied again after a failed commit that had landed.
 func (b *Booker) Move(ctx context.Context, moves []ledger.Move) ([]ledger.MoveResult, error) {
 	if len(moves) > MovesMax {
 		return nil, fmt.Errorf("%w: %d, at most %d", ErrMovesMax, len(moves), MovesMax)

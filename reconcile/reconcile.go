@@ -367,7 +367,7 @@ func run(ctx context.Context, kv *storage.TiKV, live bool) (*Report, error) {
 
 	overspend.Detail = fmt.Sprintf("%d budgets: leased minus returned and booked within total", len(budgets))
 	once.Detail = fmt.Sprintf("%d bookings, one per limit key and out_trade_no, each debited once", entries)
-	double.Detail = fmt.Sprintf("%d assets sum to zero over funding, budget and user accounts", len(sums))
+	double.Detail = fmt.Sprintf("%d assets sum to zero over funding, budget, user and moves' counter accounts", len(sums))
 	conserve.Detail = "total = remaining + open leases + issued; closed leases issued = booked (folded and unfolded); folded = Σ leases' folded"
 	postings.Detail = fmt.Sprintf("%d accounts: balance = sum of postings", r.Accounts)
 	authentic.Detail = "every booking's out_trade_no derives from its idempotency key"

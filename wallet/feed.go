@@ -385,10 +385,8 @@ func moveChanges(m *ledger.Move, adds, debited map[holders.Change]struct{}) erro
 			debited[c] = struct{}{}
 		}
 	}
-	// A withdrawal debt may book cash:debt, a credit of money.
-	if m.Kind == ledger.MoveWithdrawDebt {
-		debited[holders.Change{Act: m.ActID, Family: holders.Money}] = struct{}{}
-	}
+	// A withdrawal debt's journaled leg is the payout (cash -n); the
+	// cash:debt it may book is money too, so the account decides.
 	return nil
 }
 
