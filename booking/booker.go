@@ -88,6 +88,7 @@ type Booker struct {
 	groupID  string               // Config.GroupID
 	group    sarama.ConsumerGroup // Config.Group
 	onBooked atomic.Pointer[func([]ledger.Grant)]
+	onMoved  atomic.Pointer[func([]ledger.Move)]
 	owners   atomic.Pointer[Owners] // nil: reads of partitions owned elsewhere go to the store
 	busy     atomic.Pointer[func() bool]
 	sessions Sessions // nil: nobody listens
@@ -217,6 +218,22 @@ func (b *Booker) YieldWhile(busy func() bool) { b.busy.Store(&busy) }
 // OnBooked sets f to be called with the grants of every committed unit that
 // it newly booked or attributed. f must not block.
 func (b *Booker) OnBooked(f func([]ledger.Grant)) { b.onBooked.Store(&f) }
+
+// OnMoved sets f to be called with the moves this node booked once they
+// are committed (through its owners or into the store), with the legs
+// they booked. f must not block. Moves booked by other nodes reach
+// readers through the journals (the wallet's Feed).
+func (b *Booker) OnMoved(f func([]ledger.Move)) { b.onMoved.Store(&f) }
+
+// reportMoves hands booked moves to OnMoved.
+func (b *Booker) reportMoves(ms []ledger.Move) {
+	if len(ms) == 0 {
+		return
+	}
+	if f := b.onMoved.Load(); f != nil {
+		(*f)(ms)
+	}
+}
 
 // Run consumes the grant topic as a member of the booking group until ctx
 // ends.
@@ -933,10 +950,12 @@ func hotOf(hot map[string]*ledger.HotDetail, g *ledger.Grant) *ledger.HotDetail 
 // committed reports committed units to their partitions and to OnBooked.
 func (b *Booker) committed(ctx context.Context, units []*unit) {
 	var fresh []ledger.Grant
+	var moved []ledger.Move
 	pages := 0
 	now := b.clock().UnixMilli()
 	for _, u := range units {
 		fresh = opGrants(fresh, u.ops)
+		moved = append(moved, u.moves...)
 		b.Booked.Add(int64(u.booked))
 		if u.req == nil {
 			b.observeIssue(now, u.ops)
@@ -946,6 +965,7 @@ func (b *Booker) committed(ctx context.Context, units []*unit) {
 	}
 	b.Pages.Add(int64(pages))
 	b.report(fresh)
+	b.reportMoves(moved)
 }
 
 // observeIssue records issue→booked for the grants ops booked: grants of
@@ -1176,6 +1196,7 @@ func (b *Booker) Move(ctx context.Context, moves []ledger.Move) ([]ledger.MoveRe
 			var u *unit
 			if u, err = b.applyElsewhereRetried(ctx, part, &opsReq{moves: sub}); err == nil {
 				results = u.results
+				b.reportMoves(u.moves)
 			}
 		}
 		if err != nil {

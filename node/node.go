@@ -349,6 +349,9 @@ func Start(cfg Config) (n *Node, err error) {
 			n.wallets.Booked(gs)
 		}
 	})
+	if n.wallets != nil {
+		n.booker.OnMoved(n.wallets.Moved)
+	}
 	if err := n.startLines(); err != nil {
 		return nil, err
 	}

@@ -11,8 +11,9 @@ import (
 	"redrain/wallet"
 )
 
-// TestMovesReachTheWallet: a move's debit and credit reach a read through
-// the Feed (the cached summary is superseded), and a user whose balances
+// TestMovesReachTheWallet: a move's debit and credit reach a read at once
+// on the node that booked it (OnMoved) and through the Feed (the cached
+// summary is superseded), and a user whose balances
 // of a family all became zero is no longer its holder, while one who kept
 // some, or received some by a move, is.
 func TestMovesReachTheWallet(t *testing.T) {
@@ -29,6 +30,7 @@ func TestMovesReachTheWallet(t *testing.T) {
 		r.read(u) // a summary in Redis that the moves must supersede
 	}
 	coin := r.f.Asset
+	r.b.OnMoved(r.w.Moved) // as a node wires it
 	results, err := r.b.Move(r.ctx, []ledger.Move{
 		{ActID: spender, Kind: ledger.MoveConsume, Key: "all", Legs: []ledger.Leg{{Asset: coin, Amount: -50}}, Counter: "merchant/m"},
 		{ActID: keeper, Kind: ledger.MoveGiftOut, Key: "g", Legs: []ledger.Leg{{Asset: coin, Amount: -20}}, Counter: "transfer/g"},
@@ -40,6 +42,13 @@ func TestMovesReachTheWallet(t *testing.T) {
 	for i, res := range results {
 		if res != ledger.MoveApplied {
 			t.Fatalf("move %d: %v", i, res)
+		}
+	}
+	// At once, before the Feed polls: this node booked them, so reads of
+	// their users skip the summaries Redis holds.
+	for u, want := range map[uint64]int64{spender: 0, keeper: 30, receiver: 20} {
+		if got := balanceOf(r.read(u), coin); got != want {
+			t.Fatalf("act %d read right after its move: balance %d, want %d", u, got, want)
 		}
 	}
 	r.caughtUp()

@@ -430,13 +430,51 @@ func (w *Wallets) Booked(gs []ledger.Grant) {
 	if err := w.set.Apply(adds, nil); err != nil {
 		w.log.Debug("wallet: holders refused booked grants; the feed applies their journal", "err", err)
 	}
+	acts := make([]uint64, len(gs))
+	for i := range gs {
+		acts[i] = gs[i].ActID
+	}
+	w.holdReads(acts)
+}
+
+// Moved is told of moves this node's booking has just committed, as
+// Booked of grants: a credit makes its user a holder at once, and reads of
+// every moved user skip Redis until the Feed has written their
+// tombstones. A debit that left a family empty is the Feed's to remove
+// (it reads the account); until then the holders layer says yes and the
+// read goes on to the store.
+func (w *Wallets) Moved(ms []ledger.Move) {
+	var adds []holders.Change
+	seen := make(map[holders.Change]bool, len(ms))
+	acts := make([]uint64, len(ms))
+	for i := range ms {
+		acts[i] = ms[i].ActID
+		for _, l := range ms[i].Legs {
+			fam, ok := holders.FamilyOf(l.Asset)
+			c := holders.Change{Act: ms[i].ActID, Family: fam}
+			if !ok || l.Amount <= 0 || c.Act > holders.MaxAct || seen[c] {
+				continue
+			}
+			seen[c] = true
+			adds = append(adds, c)
+		}
+	}
+	if err := w.set.Apply(adds, nil); err != nil {
+		w.log.Debug("wallet: holders refused booked moves; the feed applies their journal", "err", err)
+	}
+	w.holdReads(acts)
+}
+
+// holdReads makes reads of acts skip Redis until the Feed's next poll has
+// written their tombstones.
+func (w *Wallets) holdReads(acts []uint64) {
 	if w.cache == nil {
 		return
 	}
 	next := w.pollGen.Load() + 1
 	w.pendMu.Lock()
-	for i := range gs {
-		w.hold[gs[i].ActID] = next
+	for _, act := range acts {
+		w.hold[act] = next
 	}
 	w.pendings.Store(int64(len(w.pending) + len(w.hold)))
 	w.pendMu.Unlock()
