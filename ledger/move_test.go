@@ -199,6 +199,18 @@ func TestApplyMoveRules(t *testing.T) {
 	// A refund is not a consumption: it cannot be refunded.
 	apply(t, a, refund("f5", "f1", 1), ledger.MoveRefused)
 
+	// Recharge, transfers, gifts and expiry: credits land, debits never
+	// overdraw.
+	apply(t, a, ledger.Move{ActID: 5, Kind: ledger.MoveRecharge, Key: "rc", Legs: leg(coin, 50), Counter: "recharge/7"}, ledger.MoveApplied)
+	apply(t, a, ledger.Move{ActID: 5, Kind: ledger.MoveTransferOut, Key: "to", Legs: leg(coin, -151), Counter: "transfer/to"}, ledger.MoveInsufficient)
+	apply(t, a, ledger.Move{ActID: 5, Kind: ledger.MoveTransferOut, Key: "to", Legs: leg(coin, -150), Counter: "transfer/to"}, ledger.MoveApplied)
+	apply(t, a, ledger.Move{ActID: 5, Kind: ledger.MoveGiftIn, Key: "gi", Legs: leg("item:rose", 2), Counter: "transfer/gi"}, ledger.MoveApplied)
+	apply(t, a, ledger.Move{ActID: 5, Kind: ledger.MoveGiftOut, Key: "go", Legs: leg("item:rose", -3), Counter: "transfer/go"}, ledger.MoveInsufficient)
+	apply(t, a, ledger.Move{ActID: 5, Kind: ledger.MoveExpire, Key: "ex", Legs: leg("item:rose", -2), Counter: "expired/item:rose"}, ledger.MoveApplied)
+	apply(t, a, ledger.Move{ActID: 5, Kind: ledger.MoveTransferIn, Key: "ti", Legs: leg(coin, 100), Counter: "transfer/ti"}, ledger.MoveApplied)
+	wantBalance(t, a, coin, 100)
+	wantBalance(t, a, "item:rose", 0)
+
 	// A withdrawal: hold, then debt beyond what cash gives back.
 	hold := ledger.Move{ActID: 5, Kind: ledger.MoveWithdrawHold, Key: "w/hold", Legs: []ledger.Leg{{Asset: ledger.AssetCash, Amount: -1001}, {Asset: ledger.AssetTransit, Amount: 1001}}}
 	apply(t, a, hold, ledger.MoveInsufficient)
@@ -227,7 +239,7 @@ func TestApplyMoveRules(t *testing.T) {
 			income, expense = income+m.Income, expense+m.Expense
 		}
 	}
-	if income != 100+30+10+25 || expense != 40+25 {
+	if income != 100+30+10+25+50+100 || expense != 40+25+150 {
 		t.Fatalf("coin months: income %d expense %d", income, expense)
 	}
 }
