@@ -167,13 +167,21 @@ func pageMonths(entries []DetailEntry, asset Asset, sums Summaries) ([]MonthSum,
 		if !ok {
 			mid = slices.Insert(mid, j, MonthSum{Asset: e.Asset, Month: m})
 		}
-		// A grant is income; a debit, when one exists, is its month's
-		// expense.
-		sum, err := Add(mid[j].Income, e.Amount)
-		if err != nil {
-			return nil, err
+		// A grant or a move's credit is income; a move's debit is its
+		// month's expense.
+		if e.Amount >= 0 {
+			sum, err := Add(mid[j].Income, e.Amount)
+			if err != nil {
+				return nil, err
+			}
+			mid[j].Income = sum
+		} else {
+			sum, err := Add(mid[j].Expense, -e.Amount)
+			if err != nil {
+				return nil, err
+			}
+			mid[j].Expense = sum
 		}
-		mid[j].Income = sum
 	}
 	out = append(out, mid...)
 	return append(out, read(last)...), nil

@@ -397,3 +397,37 @@ func TestMoveSimulation(t *testing.T) {
 		}
 	}
 }
+
+// TestDetailOfMoves: a ledger page over five months of grants and moves
+// shows every month as the account's summaries hold it, the months
+// between its first and last (computed from the page's entries) included:
+// a move's debit is its month's expense.
+func TestDetailOfMoves(t *testing.T) {
+	a := &ledger.Account{ActID: 5}
+	month := int64(31 * 24 * 3600 * 1000)
+	for i := range 10 {
+		at := int64(i/2)*month + 1000
+		g := grant(5, "lobby", uint64(i+1), tokens.StageFormal, "coin", 100)
+		g.Asset = coin
+		book(t, a, g, at)
+		m := ledger.Move{ActID: 5, Kind: ledger.MoveConsume, Key: fmt.Sprint("c", i), Legs: leg(coin, -30), Counter: "merchant/m"}
+		if r, _, err := a.ApplyMove(&m, at+1); r != ledger.MoveApplied || err != nil {
+			t.Fatalf("move %d: %v %v", i, r, err)
+		}
+	}
+	d, err := ledger.ReadDetail(a, ledger.DetailQuery{Before: a.EntryCount(), Limit: 20}, nil, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Months) != 5 {
+		t.Fatalf("%d months, want 5: %+v", len(d.Months), d.Months)
+	}
+	for _, m := range d.Months {
+		if want := a.Month(m.Month); len(want) != 1 || want[0] != m {
+			t.Fatalf("month %s: page %+v, account %+v", m.Month, m, want)
+		}
+		if m.Income != 200 || m.Expense != 60 {
+			t.Fatalf("month %s: income %d expense %d, want 200 and 60", m.Month, m.Income, m.Expense)
+		}
+	}
+}
