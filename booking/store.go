@@ -447,7 +447,9 @@ func PacketsIn(ctx context.Context, tikv *storage.TiKV, p int32, fn func(actID u
 				return false, err
 			}
 			for _, e := range entries {
-				fn(a.ActID, e)
+				if e.Move == nil { // a move's entry is no packet
+					fn(a.ActID, e)
+				}
 			}
 			return true, nil
 		})
