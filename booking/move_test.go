@@ -10,6 +10,7 @@ import (
 	"redrain/booking"
 	"redrain/booking/bookingtest"
 	"redrain/ledger"
+	"redrain/storage"
 )
 
 // move runs Booker.Move and fails the test on an error.
@@ -114,6 +115,22 @@ func TestMoveRules(t *testing.T) {
 			}
 		}
 		wantBalances(t, f, u2, map[ledger.Asset]int64{coin: 410, ledger.AssetCash: 0, ledger.AssetTransit: 0, ledger.AssetDebt: 200})
+		// The journal holds the debt as booked (the split), which the
+		// store's read above replayed.
+		var split []ledger.Leg
+		for _, j := range journals(t, f, storage.PartitionOf(u2, f.Parts), 1) {
+			for _, op := range j.Ops {
+				if op.Kind == ledger.OpMove && op.Move.Key == "w1/debt" {
+					split = op.Move.Legs
+				}
+			}
+		}
+		if fmt.Sprint(split) != fmt.Sprint([]ledger.Leg{{Asset: ledger.AssetCash, Amount: -500}, {Asset: ledger.AssetDebt, Amount: 200}}) {
+			t.Fatalf("journaled debt legs %v", split)
+		}
+		if r := move(t, b, debt)[0]; r != ledger.MoveRepeated {
+			t.Fatalf("debt again: %v", r)
+		}
 
 		// Invalid input is an error and books nothing.
 		bad := consume(u1, "bad", coin, 5)

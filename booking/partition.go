@@ -429,8 +429,7 @@ func (p *part) applyMoves(u *unit, j *ledger.Journal, now int64, changed map[uin
 	for i := range moves {
 		m := &moves[i]
 		a := p.touch(u, m.ActID)
-		op := ledger.MoveOp(m)
-		r, legs, err := op.ApplyMove(a, now)
+		r, legs, err := a.ApplyMove(m, now)
 		if err != nil {
 			return fmt.Errorf("partition %d act %d move %q: %w", p.id, m.ActID, m.Key, err)
 		}
@@ -442,10 +441,14 @@ func (p *part) applyMoves(u *unit, j *ledger.Journal, now int64, changed map[uin
 			u.chunks = append(u.chunks, pageWrite{key: storage.HistKey(a.ActID, n), value: ledger.AppendChunk(nil, a.ActID, n, entries)})
 		}
 		changed[m.ActID] = true
-		j.Ops = append(j.Ops, op)
-		booked := *m
+		// The journal holds the move as booked (a withdrawal debt's
+		// split), so its readers (statements, the wallet) post what the
+		// account did, and a replay makes the same split.
+		booked := new(ledger.Move)
+		*booked = *m
 		booked.Legs = legs
-		u.moves = append(u.moves, booked)
+		u.moves = append(u.moves, *booked)
+		j.Ops = append(j.Ops, ledger.MoveOp(booked))
 	}
 	return nil
 }

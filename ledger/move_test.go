@@ -33,6 +33,7 @@ func sampleMoves() []ledger.Move {
 		{ActID: 1, Kind: ledger.MoveWithdrawSettle, Key: "w1/settle", Legs: leg(ledger.AssetTransit, -9), Counter: "payout/bank", Ref: "w1"},
 		{ActID: 1, Kind: ledger.MoveWithdrawReverse, Key: "w1/reverse", Legs: []ledger.Leg{{Asset: ledger.AssetTransit, Amount: -9}, {Asset: ledger.AssetCash, Amount: 9}}, Ref: "w1"},
 		{ActID: 1, Kind: ledger.MoveWithdrawDebt, Key: "w1/debt", Legs: leg(ledger.AssetCash, -9), Counter: "payout/bank", Ref: "w1"},
+		{ActID: 1, Kind: ledger.MoveWithdrawDebt, Key: "w2/debt", Legs: []ledger.Leg{{Asset: ledger.AssetCash, Amount: -4}, {Asset: ledger.AssetDebt, Amount: 5}}, Counter: "payout/bank", Ref: "w2"},
 	}
 }
 
@@ -89,6 +90,8 @@ func TestMoveValidate(t *testing.T) {
 		"hold order":        func(m *ledger.Move) { *m = sampleMoves()[9]; m.Legs[0], m.Legs[1] = m.Legs[1], m.Legs[0] },
 		"settle cash":       func(m *ledger.Move) { *m = sampleMoves()[10]; m.Legs = leg(ledger.AssetCash, -9) },
 		"debt of transit":   func(m *ledger.Move) { *m = sampleMoves()[12]; m.Legs = leg(ledger.AssetTransit, -9) },
+		"negative debt":     func(m *ledger.Move) { *m = sampleMoves()[12]; m.Legs = leg(ledger.AssetDebt, -9) },
+		"split reversed":    func(m *ledger.Move) { *m = sampleMoves()[13]; m.Legs[0], m.Legs[1] = m.Legs[1], m.Legs[0] },
 	}
 	for name, mod := range bad {
 		m := base
@@ -229,6 +232,16 @@ func TestApplyMoveRules(t *testing.T) {
 	wantBalance(t, a, ledger.AssetCash, 0)
 	wantBalance(t, a, ledger.AssetDebt, 600)
 	apply(t, a, debt, ledger.MoveRepeated)
+	// As booked (a journal's op): the same move, a repeat; another split
+	// of another key is refused, the split the account makes books.
+	split := debt
+	split.Legs = legs
+	apply(t, a, split, ledger.MoveRepeated)
+	wrong := ledger.Move{ActID: 5, Kind: ledger.MoveWithdrawDebt, Key: "w/debt2", Legs: []ledger.Leg{{ledger.AssetCash, -1}, {ledger.AssetDebt, 1}}, Counter: "payout/bank"}
+	apply(t, a, wrong, ledger.MoveRefused) // cash is 0: the split is debt +2
+	wrong.Legs = leg(ledger.AssetDebt, 2)
+	apply(t, a, wrong, ledger.MoveApplied)
+	wantBalance(t, a, ledger.AssetDebt, 602)
 	if err := a.Check(); err != nil {
 		t.Fatal(err)
 	}

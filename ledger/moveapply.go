@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -208,7 +209,22 @@ func (m *Move) Validate() error {
 	case MoveWithdrawDebt:
 		// The caller names what was paid out (cash -n); the account
 		// decides how much its cash gives back and how much becomes debt.
-		if err = legs(Leg{AssetCash, -1}); err == nil {
+		// The journal holds the split it booked (cash -a, cash:debt +r,
+		// either alone when the other is zero), which replays the same.
+		switch {
+		case len(m.Legs) == 2:
+			err = legs(Leg{AssetCash, -1}, Leg{AssetDebt, 1})
+		case m.Legs[0].Asset == AssetDebt:
+			err = legs(Leg{AssetDebt, 1})
+		default:
+			err = legs(Leg{AssetCash, -1})
+		}
+		if err == nil {
+			if _, e := debtPayout(m.Legs); e != nil {
+				err = bad("%v", e)
+			}
+		}
+		if err == nil {
 			err = counter("payout/")
 		}
 	}
@@ -226,6 +242,31 @@ func (m *Move) Validate() error {
 }
 
 const minInt64 = -1 << 63
+
+// debtPayout is the payout a withdrawal debt's legs name: n of cash -n,
+// or a + r of a booked split (cash -a, cash:debt +r).
+func debtPayout(legs []Leg) (int64, error) {
+	var n int64
+	for _, l := range legs {
+		var err error
+		if n, err = Add(n, max(l.Amount, -l.Amount)); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
+}
+
+// payoutForm is a withdrawal debt as its caller names it (cash -n), the
+// form its digest is of whether it comes as asked or as booked.
+func payoutForm(m *Move) *Move {
+	if m.Kind != MoveWithdrawDebt || len(m.Legs) == 1 && m.Legs[0].Asset == AssetCash {
+		return m
+	}
+	n, _ := debtPayout(m.Legs) // Validate checked it
+	c := *m
+	c.Legs = []Leg{{Asset: AssetCash, Amount: -n}}
+	return &c
+}
 
 // moveState is what an account knows of a move key.
 type moveState uint8
@@ -310,7 +351,10 @@ func (a *Account) findConsumption(ref string) (consumption, bool) {
 //     MoveRefused. Consumptions are held back from archival for
 //     RefundWindowMs (see archive).
 //   - MoveWithdrawDebt of n takes min(n, cash) from cash and books the rest
-//     as cash:debt (a positive balance: what the user owes).
+//     as cash:debt (a positive balance: what the user owes). It may also
+//     come as the split it booked (cash -a, cash:debt +r: a journal's
+//     op), which must be the split the account makes now (else
+//     MoveRefused); its key's digest is of the payout either way.
 //
 // Entries are booked at "at" (or the previous entry's time if later), one
 // per leg; a negative leg is its month's expense. It does not bump
@@ -326,6 +370,8 @@ func (a *Account) ApplyMove(m *Move, at int64) (MoveResult, []Leg, error) {
 	if a.monthsPending {
 		return 0, nil, fmt.Errorf("%w: act %d: its monthly summaries are not loaded", ErrInvariant, a.ActID)
 	}
+	asked := m
+	m = payoutForm(m)
 	digest := MoveDigest(m)
 	switch st, err := a.moveBooked(m, digest); {
 	case err != nil:
@@ -356,6 +402,10 @@ func (a *Account) ApplyMove(m *Move, at int64) (MoveResult, []Leg, error) {
 		}
 		if n-take > 0 {
 			legs = append(legs, Leg{AssetDebt, n - take})
+		}
+		// A booked split (a journal replayed) must be the one made now.
+		if asked != m && !slices.Equal(asked.Legs, legs) {
+			return MoveRefused, nil, nil
 		}
 	}
 	if n := len(a.Entries); n > 0 && a.Entries[n-1].BookedAt > at {
