@@ -65,6 +65,7 @@ type Booker struct {
 	wait   time.Duration // Config.UncleanWait
 
 	Booked    *metrics.Counter // grants newly booked
+	Moved     *metrics.Counter // moves booked (MoveApplied)
 	Conflicts *metrics.Counter
 	Batches   *metrics.Counter
 	BatchTime *metrics.Histogram
@@ -162,6 +163,7 @@ func New(cfg Config) *Booker {
 		group: cfg.Group, tail: cfg.Tail,
 		owned:            map[int32]*owned{},
 		Booked:           m.Counter("redrain_grants_booked_total", "Grants booked into the ledger by this node."),
+		Moved:            m.Counter("redrain_moves_booked_total", "Moves (spending, transfers, expiry, withdrawals' steps) booked into the ledger by this node."),
 		Conflicts:        m.Counter("redrain_booking_conflicts_total", "Booking transactions retried after a write conflict."),
 		Yielded:          m.SecondsCounter("redrain_booking_yielded_seconds_total", "Time booking paused to let a busy grant path run first."),
 		Batches:          m.Counter("redrain_booking_batches_total", "Booking transactions committed."),
@@ -225,11 +227,12 @@ func (b *Booker) OnBooked(f func([]ledger.Grant)) { b.onBooked.Store(&f) }
 // readers through the journals (the wallet's Feed).
 func (b *Booker) OnMoved(f func([]ledger.Move)) { b.onMoved.Store(&f) }
 
-// reportMoves hands booked moves to OnMoved.
+// reportMoves counts booked moves and hands them to OnMoved.
 func (b *Booker) reportMoves(ms []ledger.Move) {
 	if len(ms) == 0 {
 		return
 	}
+	b.Moved.Add(int64(len(ms)))
 	if f := b.onMoved.Load(); f != nil {
 		(*f)(ms)
 	}

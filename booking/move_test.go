@@ -72,6 +72,7 @@ func TestMoveRules(t *testing.T) {
 			t.Fatalf("results %v, want %v", got, want)
 		}
 		wantBalances(t, f, u1, map[ledger.Asset]int64{coin: 700})
+		counted(t, "moves booked", b.Moved.Load, 1)
 		before := ledgerState(t, f)
 		// Again, one call at a time: nothing changes, no journal written.
 		for _, m := range []ledger.Move{c, other, consume(u1, "c2", coin, 701)} {
