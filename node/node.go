@@ -106,8 +106,7 @@ type Config struct {
 	SyncTopic string
 	SyncGroup string
 	// Moves books the spending routes' moves and reads their accounts;
-	// nil: the node's Booker (through movesPending, spend.go, until
-	// booking books moves). Tests set an in-memory one (spend/spendtest).
+	// nil: the node's Booker. Tests set an in-memory one (spend/spendtest).
 	Moves spend.Booker
 	// Withdraw is the node's withdrawal rules and payout channels.
 	Withdraw WithdrawConfig

@@ -453,9 +453,10 @@ func grantBody(app uint32, user, activity, scene string, rain uint64) string {
 func TestOpenAPIAgainstNode(t *testing.T) {
 	line := newTestLine(t)
 	// The spending routes book through the in-memory booker, withdrawals
-	// into a ledger in memory (withdrawtest), until booking books moves
-	// (the node's own answer them unavailable meanwhile); the payout
-	// channel is the test server over HTTP.
+	// into a ledger in memory (withdrawtest), whose users every status
+	// needs (the node's own booking: TestSpendThroughBooking,
+	// TestWithdrawThroughBooking); the payout channel is the test server
+	// over HTTP.
 	moves := &spendtest.Booker{}
 	wled, pay := withdrawtest.NewLedger(), paytest.New()
 	t.Cleanup(pay.Close)

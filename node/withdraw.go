@@ -1,10 +1,14 @@
 package node
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
 
+	"redrain/booking"
+	"redrain/grant"
+	"redrain/ledger"
 	"redrain/withdraw"
 )
 
@@ -20,9 +24,7 @@ type WithdrawConfig struct {
 	Min, Max int64
 	// Ledger, when set, lists users' outstanding packets and books
 	// withdrawals (a withdrawtest.Ledger: tests and the benchmark harness).
-	// Unset, the node serves no withdrawals (503) until booking.Booker.Move
-	// and grant.Admission.Outstanding are merged (issue 13): see
-	// withdrawLedger.
+	// Unset, the node's own (withdrawLedger).
 	Ledger WithdrawLedger
 }
 
@@ -49,17 +51,36 @@ func ParsePayoutChannel(s string) (name, url string, err error) {
 	return name, strings.TrimSuffix(url, "/"), nil
 }
 
-// withdrawLedger is what this node's withdrawals book through, nil when
-// it has none yet. The real one is the grant path's Outstanding with
-// booking's Book and Move (n.grants, n.booker): neither Outstanding nor
-// Move is merged yet (issue 13, built beside this), so until then only a
-// configured Ledger serves. The merge replaces the nil below with
-// ledgerOf{n.grants, n.booker}.
+// withdrawLedger is what this node's withdrawals book through: a
+// configured Ledger (tests), else the grant path's Outstanding with
+// booking's Book and Move.
 func (n *Node) withdrawLedger() WithdrawLedger {
 	if l := n.cfg.Withdraw.Ledger; l != nil {
 		return l
 	}
-	return nil
+	if n.grants == nil || n.booker == nil {
+		return nil
+	}
+	return nodeLedger{n.grants, n.booker}
+}
+
+// nodeLedger is a node's WithdrawLedger: a user's outstanding packets from
+// the grant path, booked and moved by booking.
+type nodeLedger struct {
+	grants *grant.Admission
+	booker *booking.Booker
+}
+
+func (l nodeLedger) Outstanding(ctx context.Context, actID uint64) ([]ledger.Grant, error) {
+	return l.grants.Outstanding(ctx, actID)
+}
+
+func (l nodeLedger) Book(ctx context.Context, grants []ledger.Grant) ([]byte, error) {
+	return l.booker.Book(ctx, grants)
+}
+
+func (l nodeLedger) Move(ctx context.Context, moves []ledger.Move) ([]ledger.MoveResult, error) {
+	return l.booker.Move(ctx, moves)
 }
 
 // startWithdrawals builds the node's withdrawal service (nil: the routes
@@ -67,7 +88,7 @@ func (n *Node) withdrawLedger() WithdrawLedger {
 func (n *Node) startWithdrawals() error {
 	l := n.withdrawLedger()
 	if l == nil {
-		n.log.Info("withdrawals: off until booking.Booker.Move and grant.Admission.Outstanding are merged")
+		n.log.Info("withdrawals: off on a node that neither grants nor books")
 		return nil
 	}
 	c := n.cfg.Withdraw

@@ -21,12 +21,12 @@ import (
 // when each user has 10 outstanding packets": one node on the embedded
 // backends, a payout test server over HTTP, and signed POST
 // /v1/withdrawals from parallel clients, each for a user with 10
-// outstanding packets. Until booking.Booker.Move and
-// grant.Admission.Outstanding are merged, the packets and the moves are
-// in the withdrawal ledger in memory (withdrawtest), so this measures the
-// route, the records in TiKV and the channel over HTTP, not booking; the
-// merge drops WithdrawConfig.Ledger and issues the packets through POST
-// /v1/grants instead (DESIGN.md, The flow of a withdrawal: Measuring).
+// outstanding packets. The packets and the moves are still in the
+// withdrawal ledger in memory (withdrawtest), so this measures the route,
+// the records in TiKV and the channel over HTTP, not booking; with
+// booking's moves in, the next step drops WithdrawConfig.Ledger and
+// issues the packets through POST /v1/grants instead (DESIGN.md, The flow
+// of a withdrawal: Measuring).
 //
 //	go test ./node/ -run '^$' -bench NodeWithdrawals -benchtime 2000x
 func BenchmarkNodeWithdrawals(b *testing.B) {

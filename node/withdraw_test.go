@@ -1,9 +1,14 @@
 package node_test
 
 import (
+	"context"
+	"fmt"
 	"testing"
 
+	"redrain/ledger"
 	"redrain/node"
+	"redrain/storage/storagetest"
+	"redrain/withdraw/paytest"
 )
 
 func TestParsePayoutChannel(t *testing.T) {
@@ -21,5 +26,42 @@ func TestParsePayoutChannel(t *testing.T) {
 		if (err == nil) != c.ok || name != c.name || url != c.url {
 			t.Errorf("ParsePayoutChannel(%q) = %q, %q, %v; want %q, %q, ok %v", c.in, name, url, err, c.name, c.url, c.ok)
 		}
+	}
+}
+
+// TestWithdrawThroughBooking: a node with no configured ledger withdraws
+// through its own: the user's packet, issued and not booked yet, is booked
+// first (the grant path's Outstanding, booking's Book), then the amount is
+// held, paid by the channel over HTTP and settled (booking's Move); the
+// account ends with nothing in cash or in transit (the packet, the hold's
+// two legs, the settlement), and a second withdrawal finds too little.
+func TestWithdrawThroughBooking(t *testing.T) {
+	pay := paytest.New()
+	t.Cleanup(pay.Close)
+	n := startNodeWith(t, t.TempDir(), storagetest.Redis(t), configFile(t), func(c *node.Config) {
+		c.Withdraw = node.WithdrawConfig{Channels: map[string]string{"bank": pay.URL}, Min: 1}
+	})
+	a := newAPICheck(t, n)
+	var g grantAnswer
+	a.do(call{method: "POST", path: "/v1/grants", body: grantBody(1, "wd-1", "demo", "rain", 1), sign: asApp(1), want: 200}).json(t, &g)
+	body := func(amount int64, request string) string {
+		return fmt.Sprintf(`{"act_id":%d,"amount":%d,"channel":"bank","request_id":%q}`, g.ActID, amount, request)
+	}
+	var w struct{ ID, State string }
+	a.do(call{method: "POST", path: "/v1/withdrawals", body: body(g.Amount, "w-1"), sign: asApp(1), want: 200}).json(t, &w)
+	if w.State != "settled" {
+		t.Fatalf("withdrawal %+v, want settled", w)
+	}
+	// Once the stream's event is booked (it attributes the packet and
+	// binds the app's user), the account is the app's on record.
+	waitBooked(t, n, 1)
+	a.do(call{method: "POST", path: "/v1/withdrawals", body: body(1, "w-2"), sign: asApp(1), want: 409, code: "insufficient_funds"})
+	accounts, err := n.Booker().Accounts(context.Background(), []uint64{g.ActID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc := accounts[g.ActID]
+	if acc == nil || acc.Balance(ledger.AssetCash) != 0 || acc.Balance(ledger.AssetTransit) != 0 || len(acc.Entries) != 4 {
+		t.Fatalf("account after the withdrawal: %+v", acc)
 	}
 }
