@@ -890,7 +890,12 @@ func writeUnits(txn storage.Txn, units []*unit) (int, error) {
 		}
 		for i := range u.moves {
 			m := &u.moves[i]
-			postings = ledger.MovePostings(postings, m)
+			if m.Counter != "" {
+				postings = ledger.MovePostings(postings, m)
+			} else if err := ledger.CheckMove(m); err != nil {
+				// Its legs balance among the user's money sub-accounts.
+				return 0, err
+			}
 			for _, l := range m.Legs {
 				// Not the budgets': what the moves took or gave.
 				byMoves[l.Asset] += l.Amount

@@ -112,20 +112,13 @@ const (
 // MovePostings appends the double entry of m: each leg on the user's
 // account and, when m has a counter account, its negation there. A move
 // without a counter balances on its own legs (Batch.Check says whether
-// it does). Money is one asset in postings: a leg in a money sub-account
-// (cash:general, cash:transit, cash:debt) posts fen (AssetCash) on the
-// user's sub-account "user/{id}/{sub}", so that a move between a user's
-// own money sub-accounts (a withdrawal's hold) balances.
+// it does).
 func MovePostings(dst Batch, m *Move) Batch {
 	user := UserAccount(m.ActID)
 	for _, l := range m.Legs {
-		account, asset := user, l.Asset
-		if l.Asset != AssetCash && l.Asset.Kind() == KindMoney {
-			account, asset = user+"/"+string(l.Asset[len(AssetCash)+1:]), AssetCash
-		}
-		dst = append(dst, Posting{Account: account, Asset: asset, Amount: l.Amount})
+		dst = append(dst, Posting{Account: user, Asset: l.Asset, Amount: l.Amount})
 		if m.Counter != "" {
-			dst = append(dst, Posting{Account: m.Counter, Asset: asset, Amount: -l.Amount})
+			dst = append(dst, Posting{Account: m.Counter, Asset: l.Asset, Amount: -l.Amount})
 		}
 	}
 	return dst

@@ -61,7 +61,7 @@ func TestMoveValidate(t *testing.T) {
 		if err := m.Validate(); err != nil {
 			t.Errorf("Validate(%s) = %v", m.Kind, err)
 		}
-		if err := ledger.MovePostings(nil, &m).Check(); err != nil {
+		if err := ledger.CheckMove(&m); err != nil {
 			t.Errorf("postings of %s: %v", m.Kind, err)
 		}
 	}

@@ -232,7 +232,7 @@ func (m *Move) Validate() error {
 		return err
 	}
 	if m.Counter == "" {
-		if err := MovePostings(nil, m).Check(); err != nil {
+		if err := CheckMove(m); err != nil {
 			return bad("%v", err)
 		}
 	} else if m.Kind == MoveWithdrawHold || m.Kind == MoveWithdrawReverse {
@@ -464,4 +464,29 @@ func checkEntry(e *Entry) bool {
 // key is found by).
 func isMoveLeg0(e *Entry) bool {
 	return e.Move != nil && strings.HasPrefix(e.LimitKey, moveKeyPrefix+"0:")
+}
+
+// CheckMove checks that m's double entry balances: its postings
+// (MovePostings) per asset when it has a counter account, or, for a move
+// without one (a withdrawal's hold or reversal), its legs in money summed
+// across the user's money sub-accounts, which count fen alike (per asset
+// they cannot balance: cash and cash:transit are two assets).
+func CheckMove(m *Move) error {
+	if m.Counter != "" {
+		return MovePostings(nil, m).Check()
+	}
+	var sum int64
+	for _, l := range m.Legs {
+		if l.Asset.Kind() != KindMoney {
+			return fmt.Errorf("%w: %s leg of %s in a move without a counter account", ErrUnbalanced, l.Asset, m.Kind)
+		}
+		var err error
+		if sum, err = Add(sum, l.Amount); err != nil {
+			return err
+		}
+	}
+	if sum != 0 {
+		return fmt.Errorf("%w: %s legs sum to %d fen", ErrUnbalanced, m.Kind, sum)
+	}
+	return nil
 }

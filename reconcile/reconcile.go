@@ -541,7 +541,7 @@ func checkArchived(c *Check, a *ledger.Account, archived []ledger.Entry) {
 // (all, in booking order: a move's entries are consecutive, legs 0, 1...)
 // and checks that they are whole (each leg once, one digest, kind,
 // counter and reference) and that the move's double entry, its user legs
-// and its counter legs (ledger.MovePostings), balances. It adds the
+// and its counter legs (ledger.CheckMove), balances. It adds the
 // counter accounts' side to the audit's sums (add), so that double entry
 // holds over funding, budgets, users and counters. It returns how many
 // moves it found.
@@ -554,7 +554,7 @@ func checkMoves(c *Check, a *ledger.Account, all []ledger.Entry, add func(ledger
 			return
 		}
 		n++
-		if err := ledger.MovePostings(nil, m).Check(); err != nil {
+		if err := ledger.CheckMove(m); err != nil {
 			c.fail("act %d: move %q (%s): %v", a.ActID, m.Key, m.Kind, err)
 		}
 		if m.Counter != "" {
