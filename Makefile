@@ -6,13 +6,16 @@ DATA_DIR  ?= ./data
 HTTP      ?= :8080
 SEEDS     ?= 1000
 SEED      ?=
+WITHDRAW_MIN ?= 1
 
 .PHONY: run build test test-deps unit sim e2e bench lint fuzz clean
 
 # A complete node on embedded defaults: Kafka-protocol broker, TiKV test
-# cluster and Redis protocol server in process, data under $(DATA_DIR).
+# cluster and Redis protocol server in process, data under $(DATA_DIR);
+# withdrawals pay through a payout test channel in process, "test", from
+# 1 fen (the demo's packets are 1..200 fen).
 run: build
-	$(BIN) serve --data-dir $(DATA_DIR) --http $(HTTP)
+	$(BIN) serve --data-dir $(DATA_DIR) --http $(HTTP) --withdraw-min $(WITHDRAW_MIN)
 
 build:
 	$(GO) build -o $(BIN) ./cmd/redrain

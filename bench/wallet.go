@@ -161,6 +161,7 @@ type WalletReport struct {
 type walletHolder struct {
 	act    uint64
 	amount int64
+	user   int // the user's number in its user_id
 }
 
 // walletReads is what every worker of a wallet load shares.
@@ -652,7 +653,7 @@ func (c *walletClient) grantHolders(ctx context.Context, rc Config, n int) ([]wa
 				return nil, fmt.Errorf("bench: granting holder %s%d: code %q status %q act_id %d: every holder needs its packet",
 					rc.UserPrefix, first+i, g.Code, g.Status, g.ActID)
 			}
-			holders = append(holders, walletHolder{act: g.ActID, amount: g.Amount})
+			holders = append(holders, walletHolder{act: g.ActID, amount: g.Amount, user: first + i})
 		}
 	}
 	slices.SortFunc(holders, func(a, b walletHolder) int { return cmp.Compare(a.act, b.act) })

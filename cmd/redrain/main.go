@@ -30,6 +30,7 @@ import (
 	"redrain/storage"
 	"redrain/storage/devstack"
 	"redrain/wallet"
+	"redrain/withdraw/paytest"
 )
 
 // The commands, in the order the top-level usage lists them.
@@ -112,14 +113,18 @@ redrain bench --target http://127.0.0.1:8080 --app 7 --app-key "$REDRAIN_APP_KEY
 redrain bench --rate 5000 --duration 30s --hdr bench.hgrm --series bench.jsonl --plot bench.html
 # the node against the ingress ceiling, alternating twice
 redrain bench --ceiling --batch 100 --conns 8 --pipeline 4 --users 400000 --duration 5s --rounds 2
+# grants, spending and withdrawals mixed for 10 s, then the audit
+redrain bench --mix grants=70,spend=20,withdraw=10 --users 400 --workers 8 --rains 1
 # wallet reads, 99% of them of users who hold nothing (650 holders)
 redrain bench --wallet-reads --empty-ratio 0.99 --conns 16 --pipeline 4 --duration 10s`}
 	devCommand = &command{name: "dev",
 		summary:  "run the backends several nodes share, on loopback ports (development only)",
 		synopsis: "redrain dev [--data-dir ./dev-data] [--control 127.0.0.1:PORT] [--log-format text|json]",
 		details: `Runs the Kafka-protocol broker, Redis and a TiKV-protocol development server
-on ports it keeps in --data-dir, prints the flags to hand to serve on stdout
-and runs until SIGINT or SIGTERM. --control serves fault injection:
+on ports it keeps in --data-dir, and a payout test channel that pays every
+withdrawal (redrain paytest) on a free loopback port, prints the flags to
+hand to serve on stdout (the channel's as --payout-channel=test=URL) and
+runs until SIGINT or SIGTERM. --control serves fault injection:
 POST /broker/restart?down=3s and POST /tikv/restart?down=20s.`,
 		examples: `# the backends, then a node on them
 redrain dev --data-dir /tmp/dev > /tmp/dev.flags &
@@ -134,7 +139,7 @@ redrain dev --control 127.0.0.1:9400 & curl -XPOST '127.0.0.1:9400/tikv/restart?
 		summary:  "print the version: release, commit and Go release",
 		synopsis: "redrain version\nredrain --version",
 		examples: "redrain --version\n# a release build names its version\ngo build -ldflags \"-X main.version=v1.4.0\" -o bin/redrain ./cmd/redrain"}
-	commands = []*command{serveCommand, reconcileCommand, benchCommand, devCommand, adminCommand, statementsCommand, grantsCommand, keygenCommand, signCommand,
+	commands = []*command{serveCommand, reconcileCommand, benchCommand, devCommand, paytestCommand, adminCommand, statementsCommand, grantsCommand, keygenCommand, signCommand,
 		helpCommand, versionCommand}
 )
 
@@ -185,6 +190,8 @@ func run(args []string, c *cli) int {
 		err = c.bench(args)
 	case devCommand:
 		err = c.dev(args)
+	case paytestCommand:
+		err = c.paytest(args)
 	case adminCommand:
 		ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer cancel()
@@ -313,7 +320,7 @@ func (c *cli) serve(args []string) error {
 	walletStoreRate := fs.Int("wallet-store-rate", 2000, "while Redis fails, reads of wallets from the store a second at most (beyond it: the node's last copy, marked stale, or 503)")
 	walletCheckDaily := fs.Bool("wallet-check-daily", true, "on a node serving wallets (role read or all) with Redis: 10 minutes after each UTC midnight, check the Redis summary of every user changed the day before against the store and repair drift (one node of those with it checks each day: the first to claim it in Redis)")
 	lagMax := fs.Duration("booking-lag-max", booking.DefaultLagMax, "while the grant path is busy, booking gives way to it until its oldest unbooked grant is this old (larger: more grants accepted in a burst, booked later; 0 or negative: booking never gives way)")
-	payoutChannels := fs.String("payout-channel", "", "withdrawals' payout channels, comma-separated name=url (each a payout API: POST {url}/pay, GET {url}/payouts/{id}); none: every withdrawal is unknown_channel")
+	payoutChannels := fs.String("payout-channel", "", "withdrawals' payout channels, comma-separated name=url (each a payout API: POST {url}/pay, GET {url}/payouts/{id}); none on real backends: every withdrawal is unknown_channel; none on embedded defaults: a payout test channel \"test\" in process that pays every withdrawal (redrain paytest)")
 	payoutTimeout := fs.Duration("payout-timeout", 5*time.Second, "how long one request to a payout channel may take (past it the outcome is unknown, and the node asks the channel before deciding)")
 	withdrawMin := fs.Int64("withdraw-min", 100, "the least one withdrawal may take, in fen")
 	withdrawMax := fs.Int64("withdraw-max", 5_000_000, "the most one withdrawal may take, in fen")
@@ -330,6 +337,17 @@ func (c *cli) serve(args []string) error {
 			wcfg.Channels = map[string]string{}
 		}
 		wcfg.Channels[name] = url
+	}
+	if wcfg.Channels == nil && b.kafka == "" && b.pd == "" && b.redis == "" {
+		// The embedded demo pays out too (make run): through a payout test
+		// channel in process, which pays nothing anywhere.
+		pay, err := paytest.Listen("127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		defer pay.Close()
+		wcfg.Channels = map[string]string{"test": pay.URL}
+		lf.logger(c.stderr).Info("embedded defaults: withdrawals pay through a payout test channel in process (NOT FOR PRODUCTION); name it \"test\"", "url", pay.URL)
 	}
 	if *withdrawMin < 1 || *withdrawMax < *withdrawMin || *payoutTimeout <= 0 {
 		return serveCommand.usageError(c, "--withdraw-min %d, --withdraw-max %d, --payout-timeout %v: want 1 <= min <= max and a positive timeout", *withdrawMin, *withdrawMax, *payoutTimeout)
@@ -476,7 +494,7 @@ func (c *cli) bench(args []string) error {
 	fs := benchCommand.flagSet()
 	targets := fs.String("target", "http://127.0.0.1:8080", "node base URLs, comma-separated")
 	adminTargets := fs.String("admin-target", "", "the nodes' operations listeners (--admin-http), comma-separated, one per --target in the same order, for the stats and audit requests (default: the targets)")
-	users := fs.Int("users", 10000, "distinct users")
+	users := fs.Int("users", 10000, "distinct users (with --mix: 1000 by default)")
 	duration := fs.Duration("duration", 10*time.Second, "how long to offer load")
 	rate := fs.Int("rate", 0, "grants/s to offer over all targets, on a fixed schedule; latency is then counted from each request's slot in it, waits to send included; 0 = flat out")
 	conns := fs.Int("conns", 64, "connections per target")
@@ -500,6 +518,11 @@ func (c *cli) bench(args []string) error {
 		"then read GET /v1/wallet/{act_id} flat out for --duration, a holder with probability 1 - --empty-ratio, else a user who holds nothing, checking every answer")
 	holders := fs.Int("holders", bench.DefaultWalletHolders, "with --wallet-reads: users granted one packet each")
 	emptyRatio := fs.Float64("empty-ratio", bench.DefaultEmptyRatio, "with --wallet-reads: share of reads of users who hold nothing, 0..1 (1 excluded; 0: holders only)")
+	mix := fs.String("mix", "", "run a mixed load instead of grants, weighted kind=weight,...: grants (each user's next rain), spend (recharge, consume, refund, transfer coins), withdraw (POST /v1/withdrawals); e.g. grants=70,spend=20,withdraw=10")
+	workers := fs.Int("workers", bench.DefaultMixWorkers, "with --mix: requests in flight, each worker with its own users")
+	rains := fs.Int("rains", 1, "with --mix: rains 1..N of --activity granted to each user (a packet each)")
+	withdrawAmount := fs.Int64("withdraw-amount", bench.DefaultWithdrawAmount, "with --mix: fen per withdrawal")
+	channel := fs.String("channel", bench.DefaultPayoutChannel, "with --mix: the withdrawals' payout channel (a node on embedded defaults, or given redrain paytest's flag, calls it test)")
 	rounds := fs.Int("rounds", 2, "with --compare-hot or --ceiling: how many times each phase runs, alternating")
 	adminKey := fs.String("admin-key", "", "admin key ID:HEX that signs the stats and audit requests (default $REDRAIN_ADMIN_KEY, else the development key)")
 	appKey := fs.String("app-key", "", "app key APP:HEX (or APP.LABEL:HEX) of the nodes' app_keys for the app of --app, that signs every grant request (and wallet read) "+
@@ -521,6 +544,32 @@ func (c *cli) bench(args []string) error {
 	}
 	if *hot > 0 && *ceiling {
 		return benchCommand.usageError(c, "--compare-hot and --ceiling are two comparisons: choose one")
+	}
+	if *mix != "" {
+		if *hot > 0 || *ceiling || *walletReads {
+			return benchCommand.usageError(c, "--mix runs its own load: no --compare-hot, --ceiling or --wallet-reads")
+		}
+		m, err := bench.ParseMix(*mix)
+		if err != nil {
+			return benchCommand.usageError(c, "--mix: %v", err)
+		}
+		if *batch > 1 || *rate != 0 {
+			return benchCommand.usageError(c, "--mix is flat out, one operation a request: no --rate or --batch")
+		}
+		if !*audit {
+			return benchCommand.usageError(c, "--mix always audits: no --audit=false")
+		}
+		cfg.Users, cfg.Audit = 0, false // --users when given, else bench's default for a mix
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "users" {
+				cfg.Users = *users
+			}
+		})
+		r, err := bench.RunMix(ctx, bench.MixConfig{Run: cfg, Mix: m, Workers: *workers, Rains: *rains, WithdrawAmount: *withdrawAmount, Channel: *channel})
+		if err != nil {
+			return err
+		}
+		return c.benchReport(r, r.Err, *asJSON)
 	}
 	if *walletReads {
 		if *hot > 0 || *ceiling {
@@ -613,7 +662,13 @@ func (c *cli) dev(args []string) error {
 	}
 	log.Info("development stack running (NOT FOR PRODUCTION); start nodes with the flags on stdout",
 		"data_dir", *dataDir, "redis", s.RedisKind)
-	fmt.Fprintln(c.stdout, s.Flags())
+	pay, err := paytest.Listen("127.0.0.1:0")
+	if err != nil {
+		s.Close()
+		return err
+	}
+	defer pay.Close()
+	fmt.Fprintln(c.stdout, s.Flags()+" "+paytestFlag(pay))
 	log.Info("stopping", "signal", (<-sig).String())
 	s.Close()
 	log.Info("stopped")

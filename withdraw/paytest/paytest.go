@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -66,11 +67,32 @@ type payout struct {
 // New starts a server whose ids all follow the default script (pay at
 // once) until Script says otherwise.
 func New() *Server {
+	s := newServer()
+	s.Start()
+	return s
+}
+
+// Listen starts a server on addr (host:port; port 0 picks one) that pays
+// every payout at once: the channel of a development node (redrain
+// paytest, redrain dev, make run). Its URL is s.URL.
+func Listen(addr string) (*Server, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("paytest: %w", err)
+	}
+	s := newServer()
+	s.Listener.Close()
+	s.Listener = l
+	s.Start()
+	return s, nil
+}
+
+func newServer() *Server {
 	s := &Server{scripts: map[string][]Step{}, payouts: map[string]*payout{}, pays: map[string]int{}, dups: map[string]int{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /pay", s.pay)
 	mux.HandleFunc("GET /payouts/{id}", s.query)
-	s.Server = httptest.NewServer(mux)
+	s.Server = httptest.NewUnstartedServer(mux)
 	return s
 }
 
