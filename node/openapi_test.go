@@ -25,17 +25,16 @@ import (
 	"github.com/getkin/kin-openapi/routers/legacy"
 
 	"redrain/adminauth"
+	"redrain/campaign"
 	"redrain/dashboard"
 	"redrain/errcode"
 	"redrain/ingress"
 	"redrain/node"
 	"redrain/openapi"
-	"redrain/spend/spendtest"
 	"redrain/storage"
 	"redrain/storage/storagetest"
 	"redrain/withdraw"
 	"redrain/withdraw/paytest"
-	"redrain/withdraw/withdrawtest"
 )
 
 // The OpenAPI document (package openapi) is checked against a running
@@ -452,17 +451,16 @@ func grantBody(app uint32, user, activity, scene string, rain uint64) string {
 // the document and validates every request and answer against it.
 func TestOpenAPIAgainstNode(t *testing.T) {
 	line := newTestLine(t)
-	// The spending routes book through the in-memory booker, withdrawals
-	// into a ledger in memory (withdrawtest), whose users every status
-	// needs (the node's own booking: TestSpendThroughBooking,
-	// TestWithdrawThroughBooking); the payout channel is the test server
-	// over HTTP.
-	moves := &spendtest.Booker{}
-	wled, pay := withdrawtest.NewLedger(), paytest.New()
+	// The spending routes and withdrawals book through the node's own
+	// booking (Move; the grant path's Outstanding and Book); the payout
+	// channel is the test server over HTTP.
+	pay := paytest.New()
 	t.Cleanup(pay.Close)
-	n := startNodeWith(t, t.TempDir(), storagetest.Redis(t), configFileWith(t, withLine(line.srv.URL)), func(c *node.Config) {
-		c.Moves = moves
-		c.Withdraw = node.WithdrawConfig{Channels: map[string]string{"bank": pay.URL}, Ledger: wled}
+	n := startNodeWith(t, t.TempDir(), storagetest.Redis(t), configFileWith(t, func(c *campaign.Config) {
+		withLine(line.srv.URL)(c)
+		c.Activities = append(c.Activities, withdrawActivity(c.Activities[0]))
+	}), func(c *node.Config) {
+		c.Withdraw = node.WithdrawConfig{Channels: map[string]string{"bank": pay.URL}}
 	})
 	a := newAPICheck(t, n)
 	const pad = 70 << 10     // past a grant or bind body's 64 KiB
@@ -653,16 +651,23 @@ func TestOpenAPIAgainstNode(t *testing.T) {
 		t.Errorf("binds to one account: rate limited %v, full %v; want both", limited, full)
 	}
 
-	// Spending, on the accounts of first and second (users of app 1),
-	// booked by the in-memory booker.
-	moves.Join(first.ActID, 1, "o-1")
-	moves.Join(second.ActID, 1, "o-2")
+	// Spending, on the accounts of first and second (users of app 1, on
+	// record since their grants were booked), booked by the node.
 	a.spending(first.ActID, second.ActID, pad)
 
-	// Withdrawals: of the first user's account (its ten packets
-	// outstanding in the withdrawal ledger), settled, repeated, left
-	// paying (the channel loses every Pay of one drive), refused.
-	wled.Issue(first.ActID, 10, 100)
+	// Withdrawals: of the first user's account (ten packets of ¥1 just
+	// granted, outstanding until booking or the withdrawal books them),
+	// settled, repeated, left paying (the channel loses every Pay of one
+	// drive), refused.
+	for r := uint64(1); r <= 10; r++ {
+		var g struct {
+			ActID uint64 `json:"act_id"`
+		}
+		a.do(call{method: "POST", path: "/v1/grants", body: grantBody(1, "o-1", "wd", "rain", r), sign: asApp(1), want: 200}).json(t, &g)
+		if g.ActID != first.ActID {
+			t.Fatalf("o-1's packet of wd/rain/%d went to account %d, want %d", r, g.ActID, first.ActID)
+		}
+	}
 	withdrawBody := func(amount int64, channel, request string) string {
 		return fmt.Sprintf(`{"act_id":%d,"amount":%d,"channel":%q,"request_id":%q}`, first.ActID, amount, channel, request)
 	}
@@ -836,6 +841,17 @@ func statements(t *testing.T, a *apiCheck, n *node.Node, act uint64) {
 	a.do(call{method: "GET", path: "/admin/v1/statements?period=day&date=2026-02-03", sign: asAdmin, invalid: true, want: 400, code: "malformed_request"})
 	a.do(call{method: "GET", path: "/admin/v1/statements?period=day&date=2026-02-03&party=activity:demo&party=activity:x", sign: asAdmin, want: 400, code: "malformed_request"})
 	a.do(call{method: "GET", path: "/admin/v1/statements?period=day&date=2026-02-03&party=activity:demo&format=xml", sign: asAdmin, invalid: true, want: 400, code: "malformed_request"})
+}
+
+// withdrawActivity is "wd": ten rains of a fixed ¥1 cash packet, the
+// withdrawals' money in TestOpenAPIAgainstNode; like demo otherwise.
+func withdrawActivity(demo campaign.Activity) campaign.Activity {
+	a := campaign.Activity{ID: "wd", Awards: []campaign.Award{{Type: "cash", Kind: campaign.KindMoney, Min: 100, Max: 100}},
+		Stages: []campaign.Stage{{Stage: "formal", Budgets: map[string]int64{"cash": 1_000_000}}}}
+	for r := uint64(1); r <= 10; r++ {
+		a.Rains = append(a.Rains, campaign.Rain{SceneID: "rain", RainID: r, AlwaysOpen: true, Start: demo.Rains[0].Start})
+	}
+	return a
 }
 
 // spendRoute is one spending route and its body.
