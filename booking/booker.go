@@ -92,7 +92,8 @@ type Booker struct {
 	onMoved  atomic.Pointer[func([]ledger.Move)]
 	owners   atomic.Pointer[Owners] // nil: reads of partitions owned elsewhere go to the store
 	busy     atomic.Pointer[func() bool]
-	sessions Sessions // nil: nobody listens
+	hold     atomic.Pointer[func() bool] // HoldStream
+	sessions Sessions                    // nil: nobody listens
 	// tail returns the end of a grant topic partition (its high-water
 	// mark); nil (tests that feed partitions by hand): 0.
 	tail func(p int32) (int64, error)
@@ -216,6 +217,20 @@ func (b *Booker) Claims() []int32 {
 // YieldWhile makes booking give way while busy() says the grant path is
 // busy (see bookYieldRatio).
 func (b *Booker) YieldWhile(busy func() bool) { b.busy.Store(&busy) }
+
+// HoldStream makes the partitions stop reading the grant topic while
+// hold() says so: the grants issued meanwhile stay outstanding (the
+// benchmark of withdrawals that book their user's packets themselves).
+// Book and Move still book; a held partition is not stuck (the node stays
+// ready, its booking lag grows). Each partition asks hold whenever its
+// loop wakes, at least every ckptEvery/4.
+func (b *Booker) HoldStream(hold func() bool) { b.hold.Store(&hold) }
+
+// streamHeld reports whether HoldStream holds the stream now.
+func (b *Booker) streamHeld() bool {
+	h := b.hold.Load()
+	return h != nil && (*h)()
+}
 
 // OnBooked sets f to be called with the grants of every committed unit that
 // it newly booked or attributed. f must not block.
@@ -416,7 +431,8 @@ func (p *part) loop(ctx context.Context, sess sarama.ConsumerGroupSession, msgs 
 	defer tick.Stop()
 	grants := make([]ledger.Grant, 0, bookBatchMax)
 	for {
-		if p.stuck == nil && len(p.held) > 0 && len(p.pending) < pipelineDepth {
+		held := p.b.streamHeld()
+		if p.stuck == nil && !held && len(p.held) > 0 && len(p.pending) < pipelineDepth {
 			// Records taken after one that was parked since.
 			m := p.held[0]
 			p.held = p.held[1:]
@@ -430,7 +446,7 @@ func (p *part) loop(ctx context.Context, sess sarama.ConsumerGroupSession, msgs 
 		if len(p.pending) >= pipelineDepth {
 			in, ops = nil, nil
 		}
-		if p.stuck != nil {
+		if p.stuck != nil || held {
 			in = nil
 		}
 		select {
@@ -476,6 +492,10 @@ func (p *part) loop(ctx context.Context, sess sarama.ConsumerGroupSession, msgs 
 		case m, ok := <-in:
 			if !ok {
 				return nil
+			}
+			if p.b.streamHeld() { // held since the loop last looked: kept for after the hold
+				p.held = append(p.held, m)
+				continue
 			}
 			var err error
 			if grants, err = p.gather(ctx, sess, m, in, grants[:0]); err != nil {

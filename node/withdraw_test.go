@@ -3,7 +3,9 @@ package node_test
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"redrain/ledger"
 	"redrain/node"
@@ -63,5 +65,49 @@ func TestWithdrawThroughBooking(t *testing.T) {
 	acc := accounts[g.ActID]
 	if acc == nil || acc.Balance(ledger.AssetCash) != 0 || acc.Balance(ledger.AssetTransit) != 0 || len(acc.Entries) != 4 {
 		t.Fatalf("account after the withdrawal: %+v", acc)
+	}
+}
+
+// TestWithdrawWhileBookingHeld: while booking reads no grant record
+// (Booker.HoldStream), a packet granted through the API stays outstanding
+// and the node stays ready; a withdrawal of it books it itself (Book),
+// pays and settles; once the hold ends booking reads the packet's record
+// and only attributes it, and the audit passes.
+func TestWithdrawWhileBookingHeld(t *testing.T) {
+	pay := paytest.New()
+	t.Cleanup(pay.Close)
+	n := startNodeWith(t, t.TempDir(), storagetest.Redis(t), configFile(t), func(c *node.Config) {
+		c.Withdraw = node.WithdrawConfig{Channels: map[string]string{"bank": pay.URL}, Min: 1}
+	})
+	var held atomic.Bool
+	held.Store(true)
+	n.Booker().HoldStream(held.Load)
+	a := newAPICheck(t, n)
+	var g grantAnswer
+	a.do(call{method: "POST", path: "/v1/grants", body: grantBody(1, "held-1", "demo", "rain", 1), sign: asApp(1), want: 200}).json(t, &g)
+	time.Sleep(300 * time.Millisecond) // booking would have read the record by now
+	ctx := context.Background()
+	if gs, err := n.Grants().Outstanding(ctx, g.ActID); err != nil || len(gs) != 1 {
+		t.Fatalf("outstanding while held: %+v, %v; want the packet", gs, err)
+	}
+	if s := getStats(t, n); s.GrantsBooked != 0 {
+		t.Fatalf("stats while held: %+v, want nothing booked", s)
+	}
+	var w struct{ ID, State string }
+	a.do(call{method: "POST", path: "/v1/withdrawals", body: fmt.Sprintf(`{"act_id":%d,"amount":%d,"channel":"bank","request_id":"h-1"}`, g.ActID, g.Amount), sign: asApp(1), want: 200}).json(t, &w)
+	if w.State != "settled" || pay.PaidTotal() != g.Amount {
+		t.Fatalf("withdrawal %+v, channel paid %d; want settled, %d", w, pay.PaidTotal(), g.Amount)
+	}
+	held.Store(false)
+	waitBooked(t, n, 1)
+	if rep := audit(t, n); !rep.OK {
+		t.Fatalf("audit after the hold: %+v", rep)
+	}
+	accounts, err := n.Booker().Accounts(ctx, []uint64{g.ActID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acc := accounts[g.ActID]; acc == nil || acc.Balance(ledger.AssetCash) != 0 || len(acc.Entries) != 4 {
+		t.Fatalf("account after the hold: %+v, want the packet once, the hold's two legs and the settlement", acc)
 	}
 }
