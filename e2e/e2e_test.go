@@ -7,9 +7,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -18,24 +16,8 @@ import (
 )
 
 func TestNodeEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test")
-	}
-	dir := t.TempDir()
-	bin := binary(t)
-	cfg := filepath.Join(dir, "campaign.json")
-	if err := os.WriteFile(cfg, []byte(campaignJSON(*rainsFlag)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	n := &node{t: t, bin: bin, dir: filepath.Join(dir, "data"), cfg: cfg, logPath: filepath.Join(dir, "node.log")}
-	t.Cleanup(func() {
-		if n.cmd != nil && n.cmd.Process != nil {
-			_ = n.cmd.Process.Kill()
-		}
-		if t.Failed() {
-			t.Logf("node log tail:\n%s", tail(n.logPath))
-		}
-	})
+	n := newNode(t, *rainsFlag)
+	bin := n.bin
 	n.start()
 
 	// Bad input gets a clear error and changes nothing.

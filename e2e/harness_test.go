@@ -459,3 +459,27 @@ func binary(t *testing.T) string {
 	}
 	return binPath
 }
+
+// newNode returns a node (not started) of the campaign campaignJSON(rains)
+// with args for serve, in a directory of the test's, killed when the test
+// ends (its log's tail printed when it failed). Short mode skips the test.
+func newNode(t *testing.T, rains int, args ...string) *node {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "campaign.json")
+	if err := os.WriteFile(cfg, []byte(campaignJSON(rains)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n := &node{t: t, bin: binary(t), dir: filepath.Join(dir, "data"), cfg: cfg, logPath: filepath.Join(dir, "node.log"), args: args}
+	t.Cleanup(func() {
+		if n.cmd != nil && n.cmd.Process != nil {
+			_ = n.cmd.Process.Kill()
+		}
+		if t.Failed() {
+			t.Logf("node log tail:\n%s", tail(n.logPath))
+		}
+	})
+	return n
+}

@@ -3,9 +3,7 @@ package e2e
 import (
 	"bufio"
 	"encoding/json"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,16 +17,8 @@ import (
 // booking drains, the live audit passes, and after a clean stop the
 // offline audit (`redrain reconcile`) passes too.
 func TestMixedBench(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test")
-	}
-	dir := t.TempDir()
-	bin := binary(t)
-	cfg := filepath.Join(dir, "campaign.json")
-	if err := os.WriteFile(cfg, []byte(campaignJSON(10)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-
+	n := newNode(t, 10)
+	bin := n.bin
 	pay := exec.Command(bin, "paytest", "--addr", "127.0.0.1:0", "--log-level", "warn")
 	stdout, err := pay.StdoutPipe()
 	if err != nil {
@@ -44,15 +34,7 @@ func TestMixedBench(t *testing.T) {
 		t.Fatalf("redrain paytest printed %q (%v), want --payout-channel=test=http://127.0.0.1:PORT", line, err)
 	}
 
-	n := &node{t: t, bin: bin, dir: filepath.Join(dir, "data"), cfg: cfg, logPath: filepath.Join(dir, "node.log"), args: []string{flag}}
-	t.Cleanup(func() {
-		if n.cmd != nil && n.cmd.Process != nil {
-			_ = n.cmd.Process.Kill()
-		}
-		if t.Failed() {
-			t.Logf("node log tail:\n%s", tail(n.logPath))
-		}
-	})
+	n.args = []string{flag}
 	n.start()
 
 	cmd := exec.Command(bin, "bench", "--target", "http://"+n.addr, "--admin-target", "http://"+n.adminAddr,

@@ -76,24 +76,8 @@ type benchReport struct {
 // internal to gray to formal by `redrain admin` alone, checks the budget
 // figures after every step, and rolls back.
 func TestCampaignStages(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test")
-	}
-	dir := t.TempDir()
-	bin := binary(t)
-	cfg := filepath.Join(dir, "campaign.json")
-	if err := os.WriteFile(cfg, []byte(campaignJSON(1)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	n := &node{t: t, bin: bin, dir: filepath.Join(dir, "data"), cfg: cfg, logPath: filepath.Join(dir, "node.log")}
-	t.Cleanup(func() {
-		if n.cmd != nil && n.cmd.Process != nil {
-			_ = n.cmd.Process.Kill()
-		}
-		if t.Failed() {
-			t.Logf("node log tail:\n%s", tail(n.logPath))
-		}
-	})
+	n := newNode(t, 1)
+	bin, dir := n.bin, filepath.Dir(n.cfg)
 	n.start()
 	target, adminTarget := "http://"+n.addr, "http://"+n.adminAddr
 	admin := func(args ...string) []byte {
