@@ -263,16 +263,11 @@ func RunMix(ctx context.Context, cfg MixConfig) (*MixReport, error) {
 	rep := &MixReport{Seed: seed, Users: rc.Users, Workers: cfg.Workers, Rains: cfg.Rains, Mix: cfg.Mix.String()}
 
 	setupStart := time.Now()
-	holders, err := m.client.grantHolders(ctx, Config{AppID: rc.AppID, ActivityID: rc.ActivityID, SceneID: rc.SceneID, RainID: 1, UserPrefix: rc.UserPrefix}, rc.Users)
+	first := rc
+	first.RainID = 1
+	holders, err := m.client.grantBooked(ctx, adm, first, rc.Users)
 	if err != nil {
 		return nil, err
-	}
-	stats, errs := adm.statsAll(ctx, statsTimeout)
-	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("bench: stats after the set-up's grants: %w", err)
-	}
-	if _, err := drain(ctx, adm, newBookedCounter(stats), time.Now(), rc.DrainTimeout); err != nil {
-		return nil, fmt.Errorf("bench: the set-up's grants: %w", err)
 	}
 	rep.Setup = time.Since(setupStart)
 	// Each worker owns every Workers-th user: a user's requests are sent
@@ -316,7 +311,7 @@ func RunMix(ctx context.Context, cfg MixConfig) (*MixReport, error) {
 		rep.Problems = append(rep.Problems, fmt.Sprintf("canceled: %v", context.Cause(ctx)))
 		return rep, nil
 	}
-	stats, errs = adm.statsAll(ctx, statsTimeout)
+	stats, errs := adm.statsAll(ctx, statsTimeout)
 	if err := errors.Join(errs...); err != nil {
 		rep.Problems = append(rep.Problems, "stats after the load: "+err.Error())
 		return rep, nil

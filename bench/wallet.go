@@ -521,16 +521,9 @@ func setUpWallets(ctx context.Context, cfg WalletConfig, targets []target, adm *
 	}
 	signer, _ := rc.appSigner() // validated by withDefaults
 	wc := &walletClient{client: adm.client, signer: signer, base: targets[0].base, app: rc.AppID, timeout: rc.RequestTimeout}
-	holders, err := wc.grantHolders(ctx, rc, cfg.Holders)
+	holders, err := wc.grantBooked(ctx, adm, rc, cfg.Holders)
 	if err != nil {
 		return nil, err
-	}
-	stats, errs := adm.statsAll(ctx, statsTimeout)
-	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("bench: stats after the holders' grants: %w", err)
-	}
-	if _, err := drain(ctx, adm, newBookedCounter(stats), time.Now(), rc.DrainTimeout); err != nil {
-		return nil, fmt.Errorf("bench: the holders' grants: %w", err)
 	}
 	if err := wc.awaitHolders(ctx, holders, rc.DrainTimeout); err != nil {
 		return nil, err
@@ -661,6 +654,23 @@ func (c *walletClient) grantHolders(ctx context.Context, rc Config, n int) ([]wa
 		if holders[i].act == holders[i-1].act {
 			return nil, fmt.Errorf("bench: two holders were given act_id %d", holders[i].act)
 		}
+	}
+	return holders, nil
+}
+
+// grantBooked is grantHolders, then a wait until booking drained on
+// every target (at most rc.DrainTimeout).
+func (c *walletClient) grantBooked(ctx context.Context, adm *admin, rc Config, n int) ([]walletHolder, error) {
+	holders, err := c.grantHolders(ctx, rc, n)
+	if err != nil {
+		return nil, err
+	}
+	stats, errs := adm.statsAll(ctx, statsTimeout)
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("bench: stats after the holders' grants: %w", err)
+	}
+	if _, err := drain(ctx, adm, newBookedCounter(stats), time.Now(), rc.DrainTimeout); err != nil {
+		return nil, fmt.Errorf("bench: the holders' grants: %w", err)
 	}
 	return holders, nil
 }
