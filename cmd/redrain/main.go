@@ -662,7 +662,7 @@ func (c *cli) dev(args []string) error {
 	}
 	log.Info("development stack running (NOT FOR PRODUCTION); start nodes with the flags on stdout",
 		"data_dir", *dataDir, "redis", s.RedisKind)
-	pay, err := paytest.Listen("127.0.0.1:0")
+	pay, err := devPaytest(*dataDir)
 	if err != nil {
 		s.Close()
 		return err

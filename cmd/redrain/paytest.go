@@ -2,6 +2,9 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 
 	"redrain/withdraw/paytest"
 )
@@ -45,3 +48,29 @@ func (c *cli) paytest(args []string) error {
 
 // paytestFlag is the serve flag naming s as the payout channel "test".
 func paytestFlag(s *paytest.Server) string { return "--payout-channel=test=" + s.URL }
+
+// devPaytest starts redrain dev's payout channel on the loopback port it
+// had before in dir (kept in paytest.addr, like the backends' ports), or
+// on a free one that it keeps there: the nodes' --payout-channel stays
+// right across restarts of the stack (unless the port was taken
+// meanwhile: then a new one).
+func devPaytest(dir string) (*paytest.Server, error) {
+	path := filepath.Join(dir, "paytest.addr")
+	addr := "127.0.0.1:0"
+	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) != "" {
+		addr = strings.TrimSpace(string(b))
+	}
+	s, err := paytest.Listen(addr)
+	if err != nil && addr != "127.0.0.1:0" {
+		// Taken meanwhile (a client's socket): a new port, printed anew.
+		s, err = paytest.Listen("127.0.0.1:0")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, []byte(s.Listener.Addr().String()+"\n"), 0o644); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("dev: %w", err)
+	}
+	return s, nil
+}
