@@ -165,6 +165,13 @@ func (c MixConfig) withDefaults() (MixConfig, []target, error) {
 	if c.Run.Users > WalletHoldersMax {
 		return c, nil, fmt.Errorf("bench: a mixed run has at most %d users", WalletHoldersMax)
 	}
+	// Request ids are the prefix, the user and a sequence number: 1-64
+	// bytes of [A-Za-z0-9._-].
+	if len(c.Run.UserPrefix) > 40 || strings.IndexFunc(c.Run.UserPrefix, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-')
+	}) >= 0 {
+		return c, nil, fmt.Errorf("bench: user prefix %q starts every request id of a mixed run: at most 40 bytes of [A-Za-z0-9._-]", c.Run.UserPrefix)
+	}
 	return c, targets, nil
 }
 

@@ -71,6 +71,7 @@ func TestMixConfigValidate(t *testing.T) {
 		"rains":               {Run: ok.Run, Workers: 4, Rains: MixRainsMax + 1},
 		"rate":                {Run: Config{Targets: ok.Run.Targets, Users: 10, Rate: 5}, Workers: 4},
 		"negative weight":     {Run: ok.Run, Workers: 4, Mix: Mix{Grants: -1, Spend: 2}},
+		"prefix":              {Run: Config{Targets: ok.Run.Targets, Users: 10, UserPrefix: "u/"}, Workers: 4},
 	} {
 		if err := c.Validate(); err == nil {
 			t.Errorf("%s: %+v valid", name, c)
