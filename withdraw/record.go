@@ -205,3 +205,36 @@ func (s store) open(ctx context.Context, limit int) ([]string, error) {
 	})
 	return ids, err
 }
+
+// OpenRecords returns the unfinished withdrawals (at most limit), from
+// one snapshot of their records: what the consistency service lists when
+// one stays held too long.
+func OpenRecords(ctx context.Context, kv *storage.TiKV, limit int) ([]*Record, error) {
+	ids, err := store{kv}.open(ctx, limit)
+	if err != nil || len(ids) == 0 {
+		return nil, err
+	}
+	keys := make([][]byte, len(ids))
+	for i, id := range ids {
+		keys[i] = RecordKey(id)
+	}
+	var out []*Record
+	err = kv.View(func(txn storage.Txn) error {
+		raw, err := storage.BatchGet(ctx, txn, keys)
+		if err != nil {
+			return err
+		}
+		out = out[:0]
+		for _, k := range keys {
+			if v, ok := raw[string(k)]; ok {
+				r, err := decode(v)
+				if err != nil {
+					return err
+				}
+				out = append(out, r)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
