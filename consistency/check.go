@@ -49,19 +49,19 @@ func (c *Checker) day(ctx context.Context, d statement.Day, repair bool, r *Repo
 	}
 	keep := onDay(d)
 	for p := range c.cfg.Parts {
-		if _, err := c.checkJournals(ctx, p, ranges[p].lo, ranges[p].hi, keep, repair, r); err != nil {
+		if _, err := c.checkJournals(ctx, p, ranges[p].lo, ranges[p].hi, keep, 0, repair, r); err != nil {
 			return err
 		}
 	}
 	return c.checkStatements(ctx, d, repair, r)
 }
 
-// Journals checks partition p's journals numbered from through to (the
-// continuous check) and returns the seq of the last one it is done with:
-// a journal whose transfers are younger than Grace is checked again next
-// time.
+// Journals checks partition p's journals numbered from through to that
+// were booked at least Grace ago (the continuous check: a transfer's
+// receiver has had its chance) and returns the seq of the last one
+// checked; the rest wait for the next call.
 func (c *Checker) Journals(ctx context.Context, p int32, from, to uint64, repair bool) (uint64, *Report, error) {
 	r := &Report{}
-	done, err := c.checkJournals(ctx, p, from, to, nil, repair, r)
+	done, err := c.checkJournals(ctx, p, from, to, nil, c.cfg.Now().Add(-c.cfg.Grace).UnixMilli(), repair, r)
 	return done, r, err
 }

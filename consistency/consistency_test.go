@@ -378,3 +378,62 @@ func TestWithdrawalHeldTooLong(t *testing.T) {
 }
 
 func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
+
+// TestServiceContinuousAndDaily: the continuous check takes the journals
+// of the partitions the node books from where it gained them and repairs
+// them; the T+1 check of a day runs on one node (a lease in the store)
+// and is counted.
+func TestServiceContinuousAndDaily(t *testing.T) {
+	w := newWorld(t)
+	u1, _, _ := w.seed()
+	reg := &metrics.Registry{}
+	svc := consistency.NewService(consistency.ServiceConfig{Checker: w.c, Owned: func() []int32 { return []int32{0, 1} },
+		Every: -1, Owner: "n1", Metrics: reg})
+	if err := svc.Once(w.ctx); err != nil { // the cursors start at the heads
+		t.Fatal(err)
+	}
+	l := w.f.Lease(w.f.Budget, 1000)
+	g := w.f.Grant(u1, 21, l, 33)
+	off := w.record(0, g)
+	w.journal(0, off, off+1)
+	if err := svc.Once(w.ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := svc.Status()
+	if st.Continuous.Count(consistency.KindUnbooked) != 1 || st.Continuous.Repaired != 1 || st.Continuous.Grants != 1 {
+		t.Fatalf("continuous status %+v", st.Continuous)
+	}
+	if ok, err := w.f.Account(u1).Booked(g.LimitKey()); err != nil || !ok {
+		t.Fatalf("not booked by the continuous check: %v %v", ok, err)
+	}
+	// Checked once: the next run starts past it.
+	if err := svc.Once(w.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := svc.Status().Continuous.Grants; got != 1 {
+		t.Fatalf("grants checked %d after a run with nothing new, want 1", got)
+	}
+	w.foldAll()
+	other := consistency.NewService(consistency.ServiceConfig{Checker: w.c, Owned: func() []int32 { return nil }, Every: -1, Owner: "n2"})
+	svc.Daily(w.ctx, w.day)
+	other.Daily(w.ctx, w.day) // done already: returns at once
+	if st := svc.Status(); st.Daily == nil || st.Day != w.day.String() || len(st.Daily.Mismatches) != 0 || st.Daily.Grants == 0 {
+		t.Fatalf("daily status %+v", st)
+	}
+	if other.Status().Daily != nil {
+		t.Fatal("a second node checked a day already done")
+	}
+	seen := 0
+	for _, smp := range reg.Samples() {
+		if (smp.Name == "redrain_consistency_mismatches_total" || smp.Name == "redrain_consistency_repaired_total") &&
+			len(smp.Labels) == 1 && smp.Labels[0].Value == consistency.KindUnbooked {
+			seen++
+			if smp.Value != 1 {
+				t.Fatalf("%s = %v, want 1", smp.Name, smp.Value)
+			}
+		}
+	}
+	if seen != 2 {
+		t.Fatalf("%d series of grant_unbooked, want 2", seen)
+	}
+}

@@ -64,25 +64,20 @@ func (b *batch) add(j *ledger.Journal) {
 }
 
 // checkJournals checks partition p's journals numbered from through to
-// whose booking time keep accepts (nil: all), batch by batch. It returns
-// the seq of the last journal it passed whose transfers were all old
-// enough to judge (the continuous check resumes after it).
-func (c *Checker) checkJournals(ctx context.Context, p int32, from, to uint64, keep func(*ledger.Journal) bool, repair bool, r *Report) (uint64, error) {
-	done := from - 1
+// whose booking time keep accepts (nil: all), batch by batch, stopping
+// before the first journal booked after until (0: no bound). It returns
+// the seq of the last journal it passed.
+func (c *Checker) checkJournals(ctx context.Context, p int32, from, to uint64, keep func(*ledger.Journal) bool, until int64, repair bool, r *Report) (uint64, error) {
 	for from <= to {
 		b := &batch{p: p}
 		next := from
 		graceEnd := c.cfg.Now().Add(-c.cfg.Grace).UnixMilli()
-		young := false
 		err := c.cfg.DB.View(func(txn storage.Txn) error {
 			return booking.JournalsFrom(txn, p, from, to, func(j *ledger.Journal) error {
-				if b.ops >= c.cfg.Window {
+				if b.ops >= c.cfg.Window || (until != 0 && j.BookedAt > until) {
 					return errBatchFull
 				}
 				next = j.Seq + 1
-				if j.BookedAt > graceEnd {
-					young = true
-				}
 				if keep == nil || keep(j) {
 					b.add(j)
 				}
@@ -90,24 +85,21 @@ func (c *Checker) checkJournals(ctx context.Context, p int32, from, to uint64, k
 			})
 		})
 		if err != nil && !errors.Is(err, errBatchFull) {
-			return done, err
+			return from - 1, err
 		}
 		r.Journals += b.journals
 		if err := c.checkStream(ctx, b, repair, r); err != nil {
-			return done, err
+			return from - 1, err
 		}
 		if err := c.checkTransfers(ctx, b, graceEnd, repair, r); err != nil {
-			return done, err
-		}
-		if !young {
-			done = next - 1
+			return from - 1, err
 		}
 		if next == from {
 			break
 		}
 		from = next
 	}
-	return done, nil
+	return from - 1, nil
 }
 
 var errBatchFull = errors.New("consistency: batch full")
