@@ -69,6 +69,10 @@ type Config struct {
 	// Statements is the statements' configuration (the split rules);
 	// nil skips booked vs statements.
 	Statements *statement.Config
+	// KeepStatements lists a statements day that differs and never
+	// rebuilds it (Statements does not hold the node's rules: the sums
+	// compared do not depend on them, a rebuild would).
+	KeepStatements bool
 	// Booker repairs; nil: mismatches are listed, never repaired.
 	Booker Booker
 	// Grace is how long after its sender's move a transfer may still

@@ -94,18 +94,25 @@ func NewService(cfg ServiceConfig) *Service {
 		m = &metrics.Registry{}
 	}
 	s := &Service{cfg: cfg, c: cfg.Checker, cursors: map[int32]uint64{}, status: Status{Continuous: &Report{}},
-		checked: map[string]*metrics.Counter{}, found: map[string]*metrics.Counter{}, repaired: map[string]*metrics.Counter{}}
-	for _, what := range []string{"journals", "records", "grants", "postings", "transfers"} {
-		s.checked[what] = m.Counter("redrain_consistency_checked_total", "What the consistency checks compared (journals, grant records read from the topic, grants, statement postings, transfers).", "what", what)
-	}
-	for _, k := range Kinds {
-		s.found[k] = m.Counter("redrain_consistency_mismatches_total", "Mismatches the consistency checks found, by kind (grant_unbooked, grant_unissued, statement_day, transfer_half, withdrawal_open).", "kind", k)
-		s.repaired[k] = m.Counter("redrain_consistency_repaired_total", "Mismatches the consistency checks repaired through the booking path (or a statements day rebuilt), by kind.", "kind", k)
-	}
+		checked: counters(m, "redrain_consistency_checked_total", "What the consistency checks compared (journals, grant records read from the topic, grants, statement postings, transfers).",
+			"what", "journals", "records", "grants", "postings", "transfers"),
+		found: counters(m, "redrain_consistency_mismatches_total", "Mismatches the consistency checks found, by kind (grant_unbooked, grant_unissued, statement_day, transfer_half, withdrawal_open).",
+			"kind", Kinds...),
+		repaired: counters(m, "redrain_consistency_repaired_total", "Mismatches the consistency checks repaired through the booking path (or a statements day rebuilt), by kind.",
+			"kind", Kinds...)}
 	s.errors = m.Counter("redrain_consistency_errors_total", "Consistency checks that failed (the stream or the store); retried.")
 	s.dailyNext = m.Gauge("redrain_consistency_daily_next_timestamp_seconds", "When the T+1 consistency check runs next on this node (unix seconds; 0: it does not run here).")
 	s.lastDailyOpen = m.Gauge("redrain_consistency_daily_open", "Mismatches the last T+1 consistency check run here left unrepaired.")
 	return s
+}
+
+// counters registers one counter of name per value of its label.
+func counters(m *metrics.Registry, name, help, label string, values ...string) map[string]*metrics.Counter {
+	out := make(map[string]*metrics.Counter, len(values))
+	for _, v := range values {
+		out[v] = m.Counter(name, help, label, v)
+	}
+	return out
 }
 
 // Status returns a copy of what the checks found so far.
@@ -140,14 +147,7 @@ func (s *Service) Run(ctx context.Context) {
 }
 
 func (s *Service) continuous(ctx context.Context) {
-	t := time.NewTicker(s.cfg.Every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	for sleep(ctx, s.cfg.Every) {
 		if err := s.Once(ctx); err != nil && ctx.Err() == nil {
 			s.cfg.Log.Warn("consistency: continuous check failed (retried)", "err", err)
 		}
@@ -326,18 +326,8 @@ func (s *Service) Daily(ctx context.Context, d statement.Day) {
 			}
 			continue
 		}
-		lease, stop := context.WithCancel(ctx)
-		renewed := make(chan struct{})
-		go func() {
-			defer close(renewed)
-			for sleep(lease, dayLease/4) {
-				_, _, _ = s.claim(lease, d, "running")
-			}
-		}()
 		start := time.Now()
-		r, err := s.c.Day(ctx, d, true)
-		stop()
-		<-renewed
+		r, err := s.holding(ctx, d)
 		s.record("daily", r, err)
 		if err == nil {
 			if _, _, err := s.claim(ctx, d, "done"); err != nil {
@@ -369,13 +359,30 @@ func (s *Service) Daily(ctx context.Context, d statement.Day) {
 	log.Error("consistency: T+1 check given up: not done by the next day's (redrain reconcile --consistency checks on demand)")
 }
 
+// sleep waits d unless ctx ends first; it reports whether ctx is live.
+// holding runs day d's check while a goroutine renews its lease every
+// quarter of it.
+func (s *Service) holding(ctx context.Context, d statement.Day) (*Report, error) {
+	var wg sync.WaitGroup
+	lease, stop := context.WithCancel(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for sleep(lease, dayLease/4) {
+			if _, _, err := s.claim(lease, d, "running"); err != nil && lease.Err() == nil {
+				s.cfg.Log.Warn("consistency: renewing the T+1 check's lease", "day", d.String(), "err", err)
+			}
+		}
+	}()
+	defer wg.Wait()
+	defer stop()
+	return s.c.Day(ctx, d, true)
+}
+
 func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
 	select {
+	case <-time.After(d):
 	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
+	return ctx.Err() == nil
 }

@@ -204,7 +204,7 @@ func (c *Checker) checkStatements(ctx context.Context, d statement.Day, repair b
 		found = append(found, Mismatch{Kind: KindStatement, Day: d.String(), Key: k.kind + " " + k.asset, Amount: g.amount - w.amount,
 			Detail: fmt.Sprintf("statements %d in %d postings, journals %d in %d", g.amount, g.count, w.amount, w.count), day: d})
 	}
-	if repair && len(found) > 0 {
+	if repair && !c.cfg.KeepStatements && len(found) > 0 {
 		n, err := c.RebuildDay(ctx, d)
 		if err != nil {
 			r.Mismatches = append(r.Mismatches, found...)

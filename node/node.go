@@ -31,6 +31,7 @@ import (
 	"redrain/campaign"
 	"redrain/cluster"
 	"redrain/configstore"
+	"redrain/consistency"
 	"redrain/dashboard"
 	"redrain/grant"
 	"redrain/ingress"
@@ -160,8 +161,12 @@ type Node struct {
 	wallets     *wallet.Wallets
 	lines       *lines.Syncer     // nil: the campaign file configures no business lines (lines.go)
 	withdrawals *withdraw.Service // nil: the node serves no withdrawals (withdraw.go)
-	server      *ingress.Server
-	listener    net.Listener
+	// consistency is the consistency service (consistency.go); nil on a
+	// read node or when the grant topic cannot be read.
+	consistency       *consistency.Service
+	consistencyStream *consistency.KafkaStream
+	server            *ingress.Server
+	listener          net.Listener
 	// opsServer and opsListener serve the operations routes apart from the
 	// API (Config.AdminHTTP); nil without.
 	opsServer   *ingress.Server
@@ -451,6 +456,7 @@ func Start(cfg Config) (n *Node, err error) {
 		n.bg.Add(1)
 		go func() { defer n.bg.Done(); n.audits.every(ctx, cfg.AuditEvery, n.tikv, n.log) }()
 	}
+	n.startConsistency(ctx)
 	n.log.Info("node started", "http", n.Addr(), "admin_http", n.AdminAddr(), "data_dir", cfg.DataDir,
 		"kafka", describe(n.kafka.Brokers, n.kafka.Embedded()), "redis", describe([]string{n.redis.Addr}, n.redis.Embedded()),
 		"tikv", describe(cfg.PD, n.tikv.Embedded), "cluster", n.member.Manage)

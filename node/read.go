@@ -153,5 +153,8 @@ func (n *Node) audit(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if n.consistency != nil {
+		r.Consistency = n.consistency.StatusJSON()
+	}
 	return r.JSON(), nil
 }

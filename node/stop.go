@@ -73,6 +73,9 @@ func (n *Node) stop(ctx context.Context) {
 	if n.lines != nil { // its consumer stopped with the background
 		n.lines.Close()
 	}
+	if n.consistencyStream != nil { // its checks stopped with the background
+		_ = n.consistencyStream.Close()
+	}
 	at = phase("booking", at)
 	if n.member != nil {
 		n.member.Stop()

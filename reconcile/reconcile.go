@@ -86,6 +86,10 @@ type Report struct {
 	// budget_conservation violation instead.
 	Behind      int64 `json:"behind,omitempty"`
 	BehindCount int64 `json:"behind_count,omitempty"`
+	// Consistency is what the consistency service found (the node's
+	// continuous and T+1 checks: consistency.Status), set by the node
+	// that answers /admin/v1/audit; reconcile itself never fills it.
+	Consistency json.RawMessage `json:"consistency,omitempty"`
 }
 
 // Fenced is one record's grants that booking refused under fenced leases.

@@ -24,6 +24,7 @@ import (
 
 	"redrain/bench"
 	"redrain/booking"
+	"redrain/consistency"
 	"redrain/ingress"
 	"redrain/node"
 	"redrain/reconcile"
@@ -59,7 +60,8 @@ REDRAIN_SERVE_KAFKA=k1:9092 REDRAIN_SERVE_PD=pd1:2379 REDRAIN_SERVE_REDIS=r1:637
 	reconcileCommand = &command{name: "reconcile",
 		summary: "audit the store of record against invariants 1-6, or the wallet's Redis cache against the store; exit 1 on any violation",
 		synopsis: "redrain reconcile [--data-dir ./data | --pd host:port,...] [--json]\n" +
-			"redrain reconcile --redis host:port [--repair] [--since 24h | --all] [--partitions N] [--rate 0] [--data-dir ./data | --pd host:port,...] [--json]",
+			"redrain reconcile --redis host:port [--repair] [--since 24h | --all] [--partitions N] [--rate 0] [--data-dir ./data | --pd host:port,...] [--json]\n" +
+			"redrain reconcile --consistency [--kafka host:port,...] [--campaign FILE] [--repair] [--since 24h] [--partitions N] [--data-dir ./data | --pd host:port,...] [--json]",
 		details: `Checks no overspend, exactly once, double entry, budget conservation,
 balances equal postings and bookings match their tokens, and prints a report.
 With --data-dir the node must be stopped (it opens the embedded store).
@@ -72,7 +74,19 @@ differs while every tombstone up to the store's read was written is drift.
 still holds the value it judged (it never lowers a key's seq, so it is safe
 while nodes serve). It prints what it checked, the drift it found and what it
 fixed, and exits 1 when drift is left unrepaired. --partitions must be the
-grant topic's partition count (checked against the store's journals).`,
+grant topic's partition count (checked against the store's journals).
+
+With --consistency the audit is followed by the consistency service's check
+(issue 13, item 5) of every UTC day from --since ago to today: the grants the
+topic (--kafka; without it that part is skipped) issued in the records
+booking passed against the accounts, each day the statements cover against
+its journals (sums per party kind and asset), transfers missing their
+receiver's move, withdrawals held over an hour. --repair books a grant issued
+and not booked (Booker.Book, once by its limit key) and completes a transfer
+(the spending service's own receiver move), straight into the store as a
+node that does not own the partition would; a statements day is rebuilt from
+its journals only with --campaign (its split rules and sponsors). It exits 1
+when a mismatch is left unrepaired.`,
 		examples: `# the embedded store of a stopped node
 redrain reconcile --data-dir ./data
 # a TiKV cluster, the report as JSON
@@ -80,7 +94,9 @@ redrain reconcile --pd pd1:2379,pd2:2379 --json
 # the wallet cache of the users changed in the last day, repairing drift
 redrain reconcile --pd pd1:2379 --redis r1:6379 --repair
 # every summary in Redis, only reported
-redrain reconcile --pd pd1:2379 --redis r1:6379 --all --json`}
+redrain reconcile --pd pd1:2379 --redis r1:6379 --all --json
+# the stream, the store and the statements of the last two days, repaired
+redrain reconcile --pd pd1:2379 --consistency --kafka k1:9092 --campaign campaign.json --since 48h --repair`}
 	benchCommand = &command{name: "bench",
 		summary:  "drive a node or cluster with grants, wait for booking to drain and audit the result",
 		synopsis: "redrain bench [--target URL,...] [--admin-target URL,...] [--users N] [--duration D] [--rate R] [flags]",
@@ -413,13 +429,22 @@ func (c *cli) reconcile(args []string) error {
 	all := fs.Bool("all", false, "with --redis: check every summary in Redis instead of the users changed in --since")
 	partitions := fs.Int("partitions", storage.GrantPartitionsDefault, "with --redis: the grant topic's partitions")
 	rate := fs.Int("rate", 0, "with --redis: accounts read from the store a second at most (those holding a summary; 0: no bound)")
+	var cf consistencyFlags
+	cf.register(fs)
 	if err := reconcileCommand.parse(c, fs, args); err != nil {
 		return err
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	cacheFlags := set["repair"] || set["since"] || set["all"] || set["partitions"] || set["rate"]
+	if cf.on {
+		cacheFlags = set["all"] || set["rate"]
+	}
 	switch {
+	case cf.on && *redisAddr != "":
+		return reconcileCommand.usageError(c, "--consistency and --redis are two checks: give one")
+	case !cf.on && (set["kafka"] || set["campaign"]):
+		return reconcileCommand.usageError(c, "--kafka and --campaign are for --consistency")
 	case cacheFlags && *redisAddr == "":
 		return reconcileCommand.usageError(c, "--repair, --since, --all, --partitions and --rate check the wallet's cache: give its --redis")
 	case *rate < 0:
@@ -445,12 +470,22 @@ func (c *cli) reconcile(args []string) error {
 	if err != nil {
 		return err
 	}
+	var cr *consistency.Report
+	if cf.on {
+		if cr, err = cf.run(ctx, kv, int32(*partitions), *repair, *since); err != nil {
+			return err
+		}
+		r.Consistency = cr.JSON()
+	}
 	if *asJSON {
 		c.stdout.Write(append(r.JSON(), '\n'))
 	} else {
 		r.WriteText(c.stdout)
+		if cr != nil {
+			cr.WriteText(c.stdout)
+		}
 	}
-	if !r.OK {
+	if !r.OK || (cr != nil && !cr.OK()) {
 		return exitError(1)
 	}
 	return nil
