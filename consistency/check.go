@@ -19,6 +19,7 @@ func (c *Checker) Day(ctx context.Context, d statement.Day, repair bool) (*Repor
 // Days checks every day of [from, to) as Day does, into one report.
 func (c *Checker) Days(ctx context.Context, from, to statement.Day, repair bool) (*Report, error) {
 	r := &Report{From: from.Start(), To: to.Start()}
+	defer c.release()
 	for d := from; d < to; d++ {
 		if err := c.day(ctx, d, repair, r); err != nil {
 			return r, err
@@ -62,6 +63,14 @@ func (c *Checker) day(ctx context.Context, d statement.Day, repair bool, r *Repo
 // checked; the rest wait for the next call.
 func (c *Checker) Journals(ctx context.Context, p int32, from, to uint64, repair bool) (uint64, *Report, error) {
 	r := &Report{}
+	defer c.release()
 	done, err := c.checkJournals(ctx, p, from, to, nil, c.cfg.Now().Add(-c.cfg.Grace).UnixMilli(), repair, r)
 	return done, r, err
+}
+
+// release ends a check's reads of the stream.
+func (c *Checker) release() {
+	if c.cfg.Stream != nil {
+		c.cfg.Stream.Release()
+	}
 }

@@ -58,6 +58,9 @@ type Stream interface {
 	// Records calls fn with each record of partition p at offsets
 	// [from, to), in order.
 	Records(ctx context.Context, p int32, from, to int64, fn func(offset int64, value []byte) error) error
+	// Release ends a check: what Records keeps between ranges (a
+	// partition consumer) is let go.
+	Release()
 }
 
 // Config wires a checker.
@@ -91,7 +94,7 @@ type Config struct {
 const (
 	DefaultGrace         = time.Minute
 	DefaultWithdrawBound = time.Hour
-	DefaultWindow        = 4096
+	DefaultWindow        = 16384
 )
 
 // Kinds of mismatch.
