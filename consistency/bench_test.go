@@ -112,6 +112,7 @@ func BenchmarkCheckDay(b *testing.B) {
 	b.ReportMetric(float64(grants)/time.Since(start).Seconds(), "grants/s")
 	b.Logf("stream %v in %d calls of %v", spent, calls, time.Since(start))
 }
+
 type timedStream struct {
 	s     consistency.Stream
 	spent *time.Duration
