@@ -106,6 +106,10 @@ func NewService(cfg ServiceConfig) *Service {
 	return s
 }
 
+// Checker is the service's checker (reconcile's and tests' checks on
+// demand).
+func (s *Service) Checker() *Checker { return s.c }
+
 // counters registers one counter of name per value of its label.
 func counters(m *metrics.Registry, name, help, label string, values ...string) map[string]*metrics.Counter {
 	out := make(map[string]*metrics.Counter, len(values))

@@ -1,7 +1,12 @@
 package node
 
 import (
+	"context"
+	"time"
+
 	"redrain/booking"
+	"redrain/consistency"
+	"redrain/statement"
 	"redrain/grant"
 	"redrain/lines"
 	"redrain/storage"
@@ -27,3 +32,9 @@ func (n *Node) Grants() *grant.Admission { return n.grants }
 
 // Booker is the node's booking, for tests that book as a withdrawal does.
 func (n *Node) Booker() *booking.Booker { return n.booker }
+
+// ConsistencyToday runs the node's consistency check over today's
+// journals (listing, never repairing).
+func (n *Node) ConsistencyToday(ctx context.Context) (*consistency.Report, error) {
+	return n.consistency.Checker().Day(ctx, statement.DayOf(time.Now().UnixMilli()), false)
+}

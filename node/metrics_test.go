@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"redrain/storage/storagetest"
 )
@@ -42,8 +44,15 @@ func TestMetricsPassPromtool(t *testing.T) {
 	}
 	grantAll(t, n, users)
 	waitBooked(t, n, int64(len(users)))
-	if code, body := get(t, n, "/admin/v1/audit"); code != 200 {
+	if code, body := get(t, n, "/admin/v1/audit"); code != 200 || !bytes.Contains(body, []byte(`"consistency":{"continuous":{`)) {
 		t.Fatalf("audit: %d %s", code, body)
+	}
+	// The consistency check over the journals booked: every grant read
+	// back from the topic, found in its account.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if r, err := n.ConsistencyToday(ctx); err != nil || r.Grants != len(users) || len(r.Mismatches) != 0 || r.Records == 0 {
+		t.Fatalf("consistency: %v %+v", err, r)
 	}
 	code, body := get(t, n, "/metrics")
 	if code != 200 {
@@ -78,6 +87,7 @@ func TestMetricsPassPromtool(t *testing.T) {
 		`redrain_budget_consistent{asset="cash",budget="demo/formal/cash"} 1`,
 		`redrain_booking_partition_lag_records{partition="0"} 0`,
 		`redrain_audit_check_ok{check="budget_conservation"} 1`,
+		`redrain_consistency_mismatches_total{kind="grant_unbooked"} 0`,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("/metrics lacks %q in\n%s", want, grepLines(text, "redrain_budget_"))
