@@ -6,9 +6,9 @@ import (
 
 	"redrain/booking"
 	"redrain/consistency"
-	"redrain/statement"
 	"redrain/grant"
 	"redrain/lines"
+	"redrain/statement"
 	"redrain/storage"
 )
 
