@@ -34,14 +34,7 @@ func BenchmarkCheckDay(b *testing.B) {
 	db := storage.NewMemoryStore().Client(nil)
 	k := storagetest.Kafka(b, "", bparts)
 	f := bookingtest.New(b, db, bparts, 1<<40)
-	sc := storage.SaramaConfig("bench-producer")
-	sc.Producer.Return.Successes = true
-	sc.Producer.Partitioner = sarama.NewManualPartitioner
-	prod, err := sarama.NewSyncProducer(k.Brokers, sc)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer prod.Close()
+	prod := producer(b, k.Brokers)
 	l := f.Lease(f.Budget, 1<<40)
 	users := make([][]uint64, bparts)
 	for len(users[bparts-1]) < 1000 || len(users[0]) < 1000 || len(users[1]) < 1000 || len(users[2]) < 1000 {

@@ -52,14 +52,7 @@ func newWorld(t *testing.T) *world {
 	t.Cleanup(cancel)
 	db := storage.NewMemoryStore().Client(nil)
 	k := storagetest.Kafka(t, "", parts)
-	sc := storage.SaramaConfig("test-producer")
-	sc.Producer.Return.Successes = true
-	sc.Producer.Partitioner = sarama.NewManualPartitioner
-	prod, err := sarama.NewSyncProducer(k.Brokers, sc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = prod.Close() })
+	prod := producer(t, k.Brokers)
 	stream, err := consistency.NewKafkaStream(k.Brokers, "")
 	if err != nil {
 		t.Fatal(err)
@@ -78,6 +71,21 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	return w
+}
+
+// producer writes grant records to the partition each message names,
+// closed with the test.
+func producer(tb testing.TB, brokers []string) sarama.SyncProducer {
+	tb.Helper()
+	sc := storage.SaramaConfig("test-producer")
+	sc.Producer.Return.Successes = true
+	sc.Producer.Partitioner = sarama.NewManualPartitioner
+	prod, err := sarama.NewSyncProducer(brokers, sc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = prod.Close() })
+	return prod
 }
 
 // user is a new act_id of partition p.
