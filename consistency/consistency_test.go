@@ -445,3 +445,20 @@ func TestServiceContinuousAndDaily(t *testing.T) {
 		t.Fatalf("%d series of grant_unbooked, want 2", seen)
 	}
 }
+
+// TestFencedAndParkedAreNotMissing: a grant refused under a fenced lease
+// and a parked record's grants are in no account, and rightly so.
+func TestFencedAndParkedAreNotMissing(t *testing.T) {
+	w := newWorld(t)
+	u1, u2, _ := w.seed()
+	l := w.f.Lease(w.f.Budget, 1000)
+	fenced, kept := w.f.Grant(u1, 31, l, 7), w.f.Grant(u2, 31, l, 8)
+	off := w.record(0, fenced, kept)
+	parked := w.record(0, w.f.Grant(u1, 32, l, 9))
+	w.journal(0, off, parked+1, books(kept)...)
+	bookingtest.Put(t, w.db, storage.FencedKey(0, off), ledger.AppendGrantRecord(nil, []ledger.Grant{fenced}))
+	r := w.check(false)
+	wantFound(t, r, consistency.KindUnbooked, 1, false) // the parked record's grant, until it is parked
+	bookingtest.Put(t, w.db, storage.ParkedKey(0, parked), []byte(`{}`))
+	wantClean(t, w.check(true))
+}
