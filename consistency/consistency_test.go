@@ -462,3 +462,19 @@ func TestFencedAndParkedAreNotMissing(t *testing.T) {
 	bookingtest.Put(t, w.db, storage.ParkedKey(0, parked), []byte(`{}`))
 	wantClean(t, w.check(true))
 }
+
+// TestTransferWithoutSender: a receiver's move whose sender's move is not
+// booked is listed, never repaired.
+func TestTransferWithoutSender(t *testing.T) {
+	w := newWorld(t)
+	u1, u2, _ := w.seed()
+	req := &spend.Request{Op: spend.OpTransfer, AppID: 7, ActID: u1, ToActID: u2, Asset: w.f.Asset, Amount: 5, RequestID: "t-x"}
+	if res, err := w.b.Move(w.ctx, spend.Moves(req)[1:]); err != nil || res[0] != ledger.MoveApplied {
+		t.Fatalf("receiver's half: %v %v", res, err)
+	}
+	r := w.check(true)
+	wantFound(t, r, consistency.KindTransfer, 1, false)
+	if m := r.Mismatches[0]; m.ActID != u1 || m.Amount != 5 || !strings.Contains(m.Detail, "never repaired") {
+		t.Fatalf("listed %+v", m)
+	}
+}

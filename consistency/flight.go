@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"redrain/booking"
@@ -36,12 +37,32 @@ func receiverMove(out *ledger.Move) (ledger.Move, error) {
 		Legs: legs, Counter: out.Counter, Ref: strconv.FormatUint(out.ActID, 10)}, nil
 }
 
+// senderOf is the sender's account and move key of in, a transfer's or
+// gift's receiver move (spend.InKey: "{key}<{from}").
+func senderOf(in *ledger.Move) (uint64, string, error) {
+	from, err := strconv.ParseUint(in.Ref, 10, 64)
+	key, ok := strings.CutSuffix(in.Key, "<"+in.Ref)
+	if err != nil || !ok {
+		return 0, "", fmt.Errorf("%w: receiver's move %q names no sender (ref %q)", ledger.ErrCorrupt, in.Key, in.Ref)
+	}
+	return from, key, nil
+}
+
 // checkTransfers looks, for each sender's move of the batch booked before
-// graceEnd, for its receiver's move, and books the missing ones.
+// graceEnd, for its receiver's move, and books the missing ones; and for
+// each receiver's move, for its sender's (booked first: one missing is
+// money that came from nowhere, listed).
 func (c *Checker) checkTransfers(ctx context.Context, b *batch, graceEnd int64, repair bool, r *Report) error {
 	var ins []ledger.Move
 	var outs []*ledger.Move
 	acts := map[uint64]bool{}
+	for _, s := range b.ins {
+		from, _, err := senderOf(s.m)
+		if err != nil {
+			return err
+		}
+		acts[from] = true
+	}
 	for _, s := range b.outs {
 		if s.at > graceEnd {
 			continue
@@ -53,7 +74,7 @@ func (c *Checker) checkTransfers(ctx context.Context, b *batch, graceEnd int64, 
 		ins, outs = append(ins, in), append(outs, s.m)
 		acts[in.ActID] = true
 	}
-	if len(ins) == 0 {
+	if len(acts) == 0 {
 		return nil
 	}
 	r.Transfers += len(ins)
@@ -68,6 +89,24 @@ func (c *Checker) checkTransfers(ctx context.Context, b *batch, graceEnd int64, 
 	}
 	var missing []ledger.Move
 	var found []Mismatch
+	for _, s := range b.ins {
+		from, key, _ := senderOf(s.m)
+		if a := accounts[from]; a != nil {
+			ok, err := a.Booked(ledger.MoveEntryKey(key, 0))
+			if err != nil {
+				return err
+			}
+			if ok {
+				continue
+			}
+		}
+		var amount int64
+		for _, l := range s.m.Legs {
+			amount += l.Amount
+		}
+		r.add(Mismatch{Kind: KindTransfer, Partition: b.p, ActID: from, Key: s.m.Counter, Amount: amount,
+			Detail: fmt.Sprintf("the receiver %d's move %q is booked, the sender's move %q is not (never repaired)", s.m.ActID, s.m.Key, key)})
+	}
 	for i := range ins {
 		in := &ins[i]
 		if a := accounts[in.ActID]; a != nil {

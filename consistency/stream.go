@@ -25,8 +25,8 @@ type batch struct {
 	// excepted), in journal order.
 	spans []span
 	// outs are the senders' moves of transfers and gifts, with their
-	// booking times.
-	outs []sent
+	// booking times; ins the receivers'.
+	outs, ins []sent
 }
 
 type span struct {
@@ -56,8 +56,12 @@ func (b *batch) add(j *ledger.Journal) {
 				sp.booked[g.LimitKey()] = &g
 			}
 		case ledger.OpMove:
-			if m := op.Move; m != nil && (m.Kind == ledger.MoveTransferOut || m.Kind == ledger.MoveGiftOut) {
+			switch m := op.Move; {
+			case m == nil:
+			case m.Kind == ledger.MoveTransferOut || m.Kind == ledger.MoveGiftOut:
 				b.outs = append(b.outs, sent{at: j.BookedAt, m: m})
+			case m.Kind == ledger.MoveTransferIn || m.Kind == ledger.MoveGiftIn:
+				b.ins = append(b.ins, sent{at: j.BookedAt, m: m})
 			}
 		}
 	}
