@@ -38,3 +38,8 @@ func (n *Node) Booker() *booking.Booker { return n.booker }
 func (n *Node) ConsistencyToday(ctx context.Context) (*consistency.Report, error) {
 	return n.consistency.Checker().Day(ctx, statement.DayOf(time.Now().UnixMilli()), false)
 }
+
+// ConsistencyRepairToday runs it and repairs what it finds.
+func (n *Node) ConsistencyRepairToday(ctx context.Context) (*consistency.Report, error) {
+	return n.consistency.Checker().Day(ctx, statement.DayOf(time.Now().UnixMilli()), true)
+}
