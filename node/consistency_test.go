@@ -21,10 +21,10 @@ import (
 // check and completed through the node's own booker, which owns the
 // partition; the audit then passes.
 func TestConsistencyRepairsThroughOwner(t *testing.T) {
+	past := time.Now().Add(-2 * time.Minute)
 	n := startNode(t, t.TempDir(), storagetest.Redis(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
-	past := time.Now().Add(-2 * time.Minute)
 	other := booking.New(booking.Config{Log: slog.New(slog.DiscardHandler), TiKV: n.Store(), Partitions: n.Partitions(),
 		Metrics: &metrics.Registry{}, Clock: func() time.Time { return past }, Owner: "elsewhere"})
 	const from, to = uint64(1<<30 + 11), uint64(1<<30 + 12)
