@@ -15,7 +15,8 @@ import (
 // 10 s of grants, spending and withdrawals mixed (`redrain bench --mix`),
 // every answer a normal one (insufficient funds is one, a 5xx is not);
 // booking drains, the live audit passes, and after a clean stop the
-// offline audit (`redrain reconcile`) passes too.
+// offline audit (`redrain reconcile`) and the consistency check
+// (`redrain reconcile --consistency`) pass too.
 func TestMixedBench(t *testing.T) {
 	n := newNode(t, 10)
 	bin := n.bin
@@ -79,4 +80,11 @@ func TestMixedBench(t *testing.T) {
 		t.Fatalf("reconcile after the mixed run: %v\n%s", err, out)
 	}
 	t.Logf("reconcile OK in %v", time.Since(start).Round(time.Millisecond))
+	// And the consistency check: every transfer whole, the statements of
+	// the days they cover equal to the journals.
+	out, err = exec.Command(bin, "reconcile", "--data-dir", n.dir, "--consistency").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "consistency: OK") {
+		t.Fatalf("reconcile --consistency after the mixed run: %v\n%s", err, out)
+	}
+	t.Logf("%s", out[strings.Index(string(out), "  consistency:"):])
 }
