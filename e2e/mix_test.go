@@ -80,8 +80,10 @@ func TestMixedBench(t *testing.T) {
 		t.Fatalf("reconcile after the mixed run: %v\n%s", err, out)
 	}
 	t.Logf("reconcile OK in %v", time.Since(start).Round(time.Millisecond))
-	// And the consistency check: every transfer whole, the statements of
-	// the days they cover equal to the journals.
+	// And the consistency check: every grant the topic issued in its
+	// account (the embedded broker read back from the data dir), every
+	// transfer whole, the statements of the days covered equal to the
+	// journals.
 	out, err = exec.Command(bin, "reconcile", "--data-dir", n.dir, "--consistency").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "consistency: OK") {
 		t.Fatalf("reconcile --consistency after the mixed run: %v\n%s", err, out)

@@ -78,7 +78,8 @@ grant topic's partition count (checked against the store's journals).
 
 With --consistency the audit is followed by the consistency service's check
 (issue 13, item 5) of every UTC day from --since ago to today: the grants the
-topic (--kafka; without it that part is skipped) issued in the records
+topic (--kafka, or the embedded broker of --data-dir; without either that
+part is skipped) issued in the records
 booking passed against the accounts, each day the statements cover against
 its journals (sums per party kind and asset), transfers missing their
 receiver's move, withdrawals held over an hour. --repair books a grant issued
@@ -472,7 +473,11 @@ func (c *cli) reconcile(args []string) error {
 	}
 	var cr *consistency.Report
 	if cf.on {
-		if cr, err = cf.run(ctx, kv, int32(*partitions), *repair, *since); err != nil {
+		embedded := ""
+		if b.pd == "" {
+			embedded = b.dataDir
+		}
+		if cr, err = cf.run(ctx, kv, embedded, int32(*partitions), *repair, *since); err != nil {
 			return err
 		}
 		r.Consistency = cr.JSON()
