@@ -350,6 +350,10 @@ func (a *Account) findConsumption(ref string) (consumption, bool) {
 //     consumed, once, and only when nothing of it was refunded. Otherwise
 //     MoveRefused. Consumptions are held back from archival for
 //     RefundWindowMs (see archive).
+//   - An expiry past validity (Ref "before:YYYY-MM", ExpireRef) takes at
+//     most what of its asset was credited before that cutoff month and is
+//     unspent (Expirable), and its cutoff is not after the month it is
+//     booked in; otherwise MoveRefused.
 //   - MoveWithdrawDebt of n takes min(n, cash) from cash and books the rest
 //     as cash:debt (a positive balance: what the user owes). It may also
 //     come as the split it booked (cash -a, cash:debt +r: a journal's
@@ -383,6 +387,10 @@ func (a *Account) ApplyMove(m *Move, at int64) (MoveResult, []Leg, error) {
 	}
 	legs := m.Legs
 	switch m.Kind {
+	case MoveExpire:
+		if a.expiryRefused(m, at) {
+			return MoveRefused, nil, nil
+		}
 	case MoveRefund, MoveReverse:
 		c, ok := a.findConsumption(m.Ref)
 		if !ok || c.reversed || c.entry.Asset != m.Legs[0].Asset || c.entry.Move.Counter != m.Counter {
