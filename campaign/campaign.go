@@ -51,6 +51,10 @@ type Config struct {
 	BusinessLines []lines.Line `json:"business_lines,omitempty"`
 	// Statements configures the merchants' statements: the revenue split.
 	Statements Statements `json:"statements,omitzero"`
+	// Validity says how long coins (per currency) and items (per
+	// template) stay valid, keyed by asset ("coin:gold", "item:rose"): an
+	// asset without one never expires (package expiry sweeps the rest).
+	Validity map[string]Validity `json:"validity,omitempty"`
 }
 
 // Statements is the statements' configuration: the revenue split of a
@@ -289,6 +293,9 @@ func Compile(c *Config) (*Campaign, error) {
 		return bad("%v", err)
 	}
 	if err := c.Statements.validate(); err != nil {
+		return bad("%v", err)
+	}
+	if err := validateValidity(c.Validity); err != nil {
 		return bad("%v", err)
 	}
 	out := &Campaign{Config: c, Ring: ring}
