@@ -30,6 +30,7 @@ package holders
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"sync"
 	"sync/atomic"
 
@@ -288,6 +289,38 @@ func (w View) Contains(act uint64, fam Family) Answer {
 	}
 	return No
 }
+
+// Holders yields, in ascending order, every act_id the view knows to hold
+// something of fam; nothing when the view is not ready (Unknown) or fam
+// is not a family. Act_ids beyond MaxAct are never indexed (Stats.Beyond
+// counts those the last Build skipped).
+func (w View) Holders(fam Family) iter.Seq[uint64] {
+	return func(yield func(uint64) bool) {
+		if !w.v.ready || fam >= Families || w.v.fams[fam] == nil {
+			return
+		}
+		for _, p := range w.v.fams[fam].top {
+			if p == nil {
+				continue
+			}
+			for _, b := range p {
+				if b == nil {
+					continue
+				}
+				it := b.Iterator()
+				for it.HasNext() {
+					if !yield(uint64(it.Next())) {
+						return
+					}
+				}
+			}
+		}
+	}
+}
+
+// Ready reports whether the view answers exactly (a Build completed and
+// nothing invalidated it since).
+func (w View) Ready() bool { return w.v.ready }
 
 // Any is Set.Any in this view.
 func (w View) Any(act uint64) Answer {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -200,9 +201,21 @@ func checkAll(t *testing.T, s *Set, m model, acts []uint64, ready bool, step int
 	t.Helper()
 	v := s.Snapshot()
 	var counts [Families]uint64
+	var held [Families][]uint64
 	for c, ok := range m {
 		if ok && c.Act <= MaxAct {
 			counts[c.Family]++
+			held[c.Family] = append(held[c.Family], c.Act)
+		}
+	}
+	// Holders lists exactly the model's, ascending (nothing when not ready).
+	for f := Family(0); f < Families; f++ {
+		want := held[f]
+		if slices.Sort(want); !ready {
+			want = nil
+		}
+		if got := slices.Collect(v.Holders(f)); !slices.Equal(got, want) || v.Ready() != ready {
+			t.Fatalf("step %d: Holders(%v) = %d acts, want %d (ready %v)", step, f, len(got), len(want), ready)
 		}
 	}
 	for _, act := range acts {

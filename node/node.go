@@ -111,12 +111,16 @@ type Config struct {
 	Moves spend.Booker
 	// Withdraw is the node's withdrawal rules and payout channels.
 	Withdraw WithdrawConfig
-	Log      *slog.Logger
+	// Clock is the node's clock (nil: time.Now). Tests set one to book
+	// in past months (expiry past validity).
+	Clock func() time.Time
+	Log   *slog.Logger
 }
 
 // Node is a running redrain process.
 type Node struct {
 	cfg         Config
+	clock       func() time.Time
 	log         *slog.Logger
 	ID          string
 	Incarnation uint64
@@ -285,6 +289,10 @@ func Start(cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	clock := time.Now
+	if cfg.Clock != nil {
+		clock = cfg.Clock
+	}
+	n.clock = clock
 	host, port, err := splitHostPort(cfg.ClusterAddr)
 	if err != nil {
 		return nil, fmt.Errorf("node: cluster address %q: %w", cfg.ClusterAddr, err)
@@ -393,7 +401,7 @@ func Start(cfg Config) (n *Node, err error) {
 			Guard: n.guard, Sync: n.lines, Presentation: n.Presentation,
 			Log: n.log, Dashboard: dash,
 			Admin: func(ctx *fasthttp.RequestCtx, keyID string) bool {
-				return n.serveParked(ctx, keyID) || n.serveStatements(ctx) || n.admin.Serve(ctx, keyID)
+				return n.serveParked(ctx, keyID) || n.serveStatements(ctx) || n.serveExpiry(ctx) || n.admin.Serve(ctx, keyID)
 			},
 			Ready:    n.readyErr,
 			Draining: n.draining.Load,

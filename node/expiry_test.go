@@ -1,0 +1,102 @@
+package node_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"redrain/campaign"
+	"redrain/node"
+	"redrain/storage/storagetest"
+)
+
+// postAdmin sends POST path (no body), signed as the admin, and returns
+// the answer.
+func postAdmin(t *testing.T, n *node.Node, path string) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", urlOf(n, path), nil)
+	if err := adminSigner.Sign(req, nil); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// TestExpiryThroughBooking: gold recharged 70 days ago, valid one month,
+// is expired by POST /admin/v1/expiry/run through the node's Booker, once
+// however often the sweep runs; what was recharged this month stays; the
+// user's statement shows the expiry.
+func TestExpiryThroughBooking(t *testing.T) {
+	var offset atomic.Int64 // ms the node's clock is behind
+	offset.Store((70 * 24 * time.Hour).Milliseconds())
+	clock := func() time.Time { return time.Now().Add(-time.Duration(offset.Load()) * time.Millisecond) }
+	cfg := configFileWith(t, func(c *campaign.Config) {
+		c.Validity = map[string]campaign.Validity{"coin:gold": {Months: 1}, "item:rose": {Months: 3}}
+	})
+	n := startNodeWith(t, t.TempDir(), storagetest.Redis(t), cfg, func(c *node.Config) { c.Clock = clock })
+	g := grantAll(t, n, []string{"ex-1"})[0]
+	waitBooked(t, n, 1)
+	recharge := func(id string, amount int64) {
+		t.Helper()
+		body := map[string]any{"request_id": id, "app_id": 1, "act_id": g.ActID, "amount": amount, "currency": "gold"}
+		if code, c := postCode(t, n, "/v1/coins/recharge", body); code != 200 {
+			t.Fatalf("recharge = %d %s", code, c)
+		}
+	}
+	recharge("r-old", 70)
+	offset.Store(0)
+	recharge("r-new", 5)
+
+	code, body := postAdmin(t, n, "/admin/v1/expiry/run")
+	var r node.ExpiryReport
+	if err := json.Unmarshal(body, &r); code != 200 || err != nil {
+		t.Fatalf("expiry run = %d %s (%v)", code, body, err)
+	}
+	if r.Applied != 1 || r.Expired["expired/coin:gold"]["coin:gold"] != 70 || r.Month != time.Now().UTC().Format("2006-01") {
+		t.Fatalf("expiry run %s: want one expiry of the 70 old gold", body)
+	}
+	code, body = postAdmin(t, n, "/admin/v1/expiry/run")
+	if err := json.Unmarshal(body, &r); code != 200 || err != nil || r.Applied != 0 || r.Accounts != 1 {
+		t.Fatalf("expiry run again = %d %s: want nothing booked", code, body)
+	}
+	if code, _ := postAdmin(t, n, "/admin/v1/expiry/run?dry=1"); code != 400 {
+		t.Errorf("expiry run with a parameter = %d, want 400", code)
+	}
+	code, body = get(t, n, "/v1/wallet/"+strconv.FormatUint(g.ActID, 10))
+	if code != 200 || !bytes.Contains(body, []byte(`"coin:gold"`)) {
+		t.Fatalf("wallet = %d %s", code, body)
+	}
+	var w struct {
+		Balances []struct {
+			Asset   string `json:"asset"`
+			Balance int64  `json:"balance"`
+		} `json:"balances"`
+	}
+	_ = json.Unmarshal(body, &w)
+	gold := int64(-1)
+	for _, a := range w.Balances {
+		if a.Asset == "coin:gold" {
+			gold = a.Balance
+		}
+	}
+	if gold != 5 {
+		t.Errorf("wallet after expiry: %s, want 5 gold left", body)
+	}
+	if _, err := n.FoldStatements(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	code, body = get(t, n, "/admin/v1/statements?period=month&date="+time.Now().UTC().Format("2006-01")+"&party=user:"+strconv.FormatUint(g.ActID, 10))
+	if code != 200 || !bytes.Contains(body, []byte(`"item":"expire","asset":"coin:gold","count":1,"amount":-70`)) {
+		t.Errorf("the user's statement = %d %s, want an expire line", code, body)
+	}
+}
