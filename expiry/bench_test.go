@@ -7,23 +7,36 @@ import (
 	"testing"
 	"time"
 
+	"redrain/booking"
 	"redrain/booking/bookingtest"
 	"redrain/expiry"
 	"redrain/ledger"
+	"redrain/metrics"
 	"redrain/storage/storagetest"
 )
 
-// BenchmarkSweep: accounts swept per second through a Booker on the
-// embedded store (16 partitions, booked straight into the store as on a
-// node that owns none of them), each account holding gold recharged in
+// BenchmarkSweep: accounts swept per second through a Booker that owns
+// all 16 partitions (the embedded broker's group, the embedded store):
+// reads from the owners' memory, moves applied in their units, each account holding gold recharged in
 // January 2025 and half of it spent in June, swept in March 2026 with
 // gold valid 12 months: one read per 1,024 accounts, one booking call per
 // 4,096 moves. Every account expires (the moves are booked); b.N accounts.
 func BenchmarkSweep(b *testing.B) {
-	f := bookingtest.New(b, storagetest.TiKV(b, ""), 16, 1_000_000)
+	const parts = 16
+	f := bookingtest.New(b, storagetest.TiKV(b, ""), parts, 1_000_000)
+	k := storagetest.Kafka(b, "", parts)
 	c := &clock{}
-	bk := newBooker(f, c, "a")
-	ctx := context.Background()
+	bk := booking.New(booking.Config{Log: testLog, TiKV: f.KV, Brokers: k.Brokers, Partitions: parts, Metrics: &metrics.Registry{},
+		Clock: c.now, Owner: "a"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- bk.Run(ctx) }()
+	b.Cleanup(func() { cancel(); <-done })
+	for deadline := time.Now().Add(time.Minute); len(bk.Claims()) < parts; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatalf("the booker owns %d of %d partitions after a minute", len(bk.Claims()), parts)
+		}
+	}
 	ids := make([]uint64, b.N)
 	for i := range ids {
 		ids[i] = uint64(1 + i)

@@ -54,6 +54,8 @@ type Sweeper struct {
 	Sources map[ledger.Asset]string
 	// ReadBatch and MoveBatch bound the calls (0: the defaults).
 	ReadBatch, MoveBatch int
+
+	assets []ledger.Asset // Rules' assets sorted, set by the first Plan
 }
 
 // Report is what a sweep did.
@@ -79,8 +81,12 @@ type Report struct {
 
 // Plan returns the expiry moves of account a in month now: one per asset
 // with a validity whose expirable amount is positive, in asset order.
+// Rules must not change after the first Plan.
 func (s *Sweeper) Plan(dst []ledger.Move, a *ledger.Account, now ledger.Month) []ledger.Move {
-	for _, asset := range slices.Sorted(maps.Keys(s.Rules)) {
+	if len(s.assets) != len(s.Rules) {
+		s.assets = slices.Sorted(maps.Keys(s.Rules))
+	}
+	for _, asset := range s.assets {
 		if a.Balance(asset) <= 0 {
 			continue
 		}

@@ -597,6 +597,10 @@ func TestOpenAPIAgainstNode(t *testing.T) {
 	// are on record then).
 	waitDrained(t, n)
 	statements(t, a, n, first.ActID)
+	// The expiry sweep (no validity in this campaign: nothing expires;
+	// TestExpiryThroughBooking books expiries).
+	a.do(call{method: "POST", path: "/admin/v1/expiry/run", sign: asAdmin, want: 200})
+	a.do(call{method: "POST", path: "/admin/v1/expiry/run?month=2026-01", sign: asAdmin, want: 400, code: "malformed_request"})
 	wallet := func(act uint64) string { return "/v1/wallet/" + strconv.FormatUint(act, 10) }
 	a.do(call{method: "GET", path: wallet(first.ActID), sign: asApp(1), want: 200})
 	a.do(call{method: "GET", path: wallet(first.ActID), sign: asApp(2), want: 403, code: "forbidden"})
