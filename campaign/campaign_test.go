@@ -228,15 +228,7 @@ func TestSeedsValidated(t *testing.T) {
 // their defaults filled in; none is valid; a bad one names the line and
 // the field, and the file is refused.
 func TestBusinessLines(t *testing.T) {
-	dir := t.TempDir()
-	write := func(lines string) string {
-		path := dir + "/c.json"
-		body := `{"token_keys":["1:` + demoKeyHex + `"],"active_token_key":1,"draw_salt":"s"` + lines + `}`
-		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
+	write := configWriter(t)
 	c, err := Load(write(""))
 	if err != nil || len(c.Config.BusinessLines) != 0 {
 		t.Fatalf("Load(no lines) = %+v, %v", c, err)
@@ -266,15 +258,7 @@ func TestBusinessLines(t *testing.T) {
 // file as written: host 10%, platform 5%, technical fee 0.6%, merchant
 // the rest.
 func TestStatementsConfig(t *testing.T) {
-	dir := t.TempDir()
-	write := func(st string) string {
-		path := dir + "/c.json"
-		body := `{"token_keys":["1:` + demoKeyHex + `"],"active_token_key":1,"draw_salt":"s"` + st + `}`
-		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
+	write := configWriter(t)
 	c, err := Load(write(`,"statements":{"merchant_splits":{"m1":{"fees":[{"party":"host","rate_ppm":100000},{"party":"platform","rate_ppm":50000},{"party":"technical_fee","rate_ppm":6000}],"residual":"merchant"}}}`))
 	if err != nil {
 		t.Fatal(err)

@@ -12,15 +12,7 @@ import (
 // TestValidityConfig: the campaign file's validity is parsed per asset
 // and validated; an asset without one never expires.
 func TestValidityConfig(t *testing.T) {
-	dir := t.TempDir()
-	write := func(v string) string {
-		path := dir + "/c.json"
-		body := `{"token_keys":["1:` + demoKeyHex + `"],"active_token_key":1,"draw_salt":"s"` + v + `}`
-		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
+	write := configWriter(t)
 	c, err := Load(write(`,"validity":{"coin:gold":{"months":12},"item:rose":{"months":1}}`))
 	if err != nil {
 		t.Fatal(err)
@@ -61,5 +53,20 @@ func TestItemSources(t *testing.T) {
 	got := ItemSources([]*Activity{a, b})
 	if len(got) != 1 || got["item:rose"] != "spring/formal/rose" {
 		t.Errorf("ItemSources = %v, want only item:rose from spring/formal/rose", got)
+	}
+}
+
+// configWriter returns a function that writes a campaign file of the
+// test token key and draw salt with extra (JSON members after a comma)
+// and returns its path.
+func configWriter(t *testing.T) func(extra string) string {
+	dir := t.TempDir()
+	return func(extra string) string {
+		path := dir + "/c.json"
+		body := `{"token_keys":["1:` + demoKeyHex + `"],"active_token_key":1,"draw_salt":"s"` + extra + `}`
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
 	}
 }
