@@ -10,6 +10,7 @@ import (
 	"maps"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -919,6 +920,19 @@ func writeUnits(txn storage.Txn, units []*unit) (int, error) {
 			for _, l := range m.Legs {
 				// Not the budgets': what the moves took or gave.
 				byMoves[l.Asset] += l.Amount
+			}
+			// An expiry into a budget's account returns to the budget:
+			// one hot detail per budget and commit, folded like grants.
+			if id, ok := strings.CutPrefix(m.Counter, "budget/"); ok && m.Kind == ledger.MoveExpire {
+				h := hot[id]
+				if h == nil {
+					h = &ledger.HotDetail{BudgetID: id}
+					hot[id] = h
+				}
+				var err error
+				if h.Expired, err = ledger.Add(h.Expired, -m.Legs[0].Amount); err != nil {
+					return 0, err
+				}
 			}
 		}
 		for _, d := range u.deltas {

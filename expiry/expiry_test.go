@@ -13,11 +13,14 @@ import (
 	"testing"
 	"time"
 
+	"redrain/actors"
 	"redrain/booking"
 	"redrain/booking/bookingtest"
 	"redrain/expiry"
 	"redrain/ledger"
 	"redrain/metrics"
+	"redrain/reconcile"
+	"redrain/storage"
 	"redrain/storage/storagetest"
 )
 
@@ -273,6 +276,102 @@ func TestSweep(t *testing.T) {
 	}
 	if !maps.EqualFunc(got, want, maps.Equal) {
 		t.Fatalf("expired %v (reported, and the batch whose answer was lost), the model's %v", got, want)
+	}
+}
+
+// TestSweepReturnsToBudget: coins granted from a budget in January 2025,
+// partly spent in June, expire in March 2026 into the budget's account:
+// the commits write what returns as hot details, the budget's grain folds
+// them into its record (Budget.Expired), and the audit's
+// budget_conservation holds before and after the fold, and fails when a
+// hot detail is lost.
+func TestSweepReturnsToBudget(t *testing.T) {
+	f := bookingtest.New(t, storagetest.TiKV(t, ""), 4, 1_000_000)
+	c := &clock{}
+	b := newBooker(f, c, "a")
+	ctx := context.Background()
+	budgets := actors.NewLocalBudgets(testLog, f.KV)
+	f.TakeLease = func(id string, want int64) (*ledger.Lease, error) { return budgets.TakeLease(id, want, "test", 1) }
+	lease := f.Lease(f.Budget, 100_000)
+	c.set(2025, time.January, 10)
+	var grants []ledger.Grant
+	var users []uint64
+	for range 30 {
+		u := f.User()
+		users = append(users, u)
+		grants = append(grants, f.Grant(u, 1, lease, 100))
+	}
+	bookingtest.WantOutcomes(t, bookingtest.Book(t, b, grants), booking.BookedNow)
+	c.set(2025, time.June, 10)
+	var spend []ledger.Move
+	for i, u := range users {
+		spend = append(spend, ledger.Move{ActID: u, Kind: ledger.MoveConsume, Key: "c", AppID: 1,
+			Legs: []ledger.Leg{{Asset: f.Asset, Amount: -int64(i)}}, Counter: "merchant/m1"})
+	}
+	spend = spend[1:] // no leg of 0
+	if _, err := b.Move(ctx, spend); err != nil {
+		t.Fatal(err)
+	}
+	c.set(2026, time.March, 3)
+	s := &expiry.Sweeper{Booker: b, Rules: map[ledger.Asset]int{f.Asset: 12}, Sources: map[ledger.Asset]string{f.Asset: f.Budget}}
+	r, err := s.Sweep(ctx, slices.Values(users), c.ms.Load())
+	want := int64(30*100 - 29*30/2)
+	if err != nil || r.Applied != 30 || r.Expired["budget/"+f.Budget][f.Asset] != want {
+		t.Fatalf("sweep %+v, %v; want 30 expiries returning %d", r, err, want)
+	}
+	audit := func(when string) *reconcile.Budget {
+		t.Helper()
+		rep, err := reconcile.Run(ctx, f.KV)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ch := range rep.Checks {
+			if !ch.OK {
+				t.Fatalf("%s: audit %s: %s %q", when, ch.Name, ch.Detail, ch.Violations)
+			}
+		}
+		for i := range rep.Budgets {
+			if rep.Budgets[i].ID == f.Budget {
+				return &rep.Budgets[i]
+			}
+		}
+		t.Fatalf("%s: no budget %s in the audit", when, f.Budget)
+		return nil
+	}
+	if br := audit("before the fold"); br.Expired != want {
+		t.Fatalf("audit before the fold: budget expired %d, want %d", br.Expired, want)
+	}
+	for {
+		fo, err := budgets.Fold(f.Budget)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !fo.More {
+			break
+		}
+	}
+	if got := bookingtest.Budget(t, f.KV, f.Budget); got.Expired != want {
+		t.Fatalf("budget record after the fold: expired %d, want %d", got.Expired, want)
+	}
+	if br := audit("after the fold"); br.Expired != want {
+		t.Fatalf("audit after the fold: budget expired %d, want %d", br.Expired, want)
+	}
+	// A second sweep returns nothing more.
+	if r, err := s.Sweep(ctx, slices.Values(users), c.ms.Load()); err != nil || r.Applied != 0 {
+		t.Fatalf("second sweep %+v, %v", r, err)
+	}
+	// An expiry into the budget whose hot detail is lost: the audit sees it.
+	bad := bookingtest.Budget(t, f.KV, f.Budget)
+	bad.Expired--
+	bookingtest.Put(t, f.KV, storage.BudgetKey(f.Budget), ledger.MarshalBudget(nil, bad))
+	rep, err := reconcile.Run(ctx, f.KV)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range rep.Checks {
+		if ch.Name == "budget_conservation" && ch.OK {
+			t.Fatal("budget_conservation holds with one expired piece missing from the budget")
+		}
 	}
 }
 

@@ -30,6 +30,12 @@ type Budget struct {
 	// Folded = Σ lease Booked + FoldedUnattributed (reconcile checks it).
 	// Invariant: 0 <= FoldedUnattributed <= Folded, and likewise the counts.
 	FoldedUnattributed, FoldedUnattributedCount int64
+	// Expired is what expiries returned to the budget (moves of kind
+	// expire into its account budget/{id}: pieces past their validity
+	// that came from it), folded from hot details. It is the budget's
+	// account's, not leasable again: Remaining does not count it.
+	// Invariant: Expired >= 0.
+	Expired int64
 	// NextLease is the id the next lease gets. Lease ids start at 1: an
 	// entry's LeaseID 0 means "booked by redeem, not yet attributed".
 	NextLease uint64
@@ -45,7 +51,7 @@ func (b *Budget) Check() error {
 	if b.Total < 0 || b.Leased < 0 || b.Returned < 0 || out < 0 || out > b.Total ||
 		b.Folded < 0 || b.Folded > out || b.FoldedCount < 0 ||
 		b.FoldedUnattributed < 0 || b.FoldedUnattributed > b.Folded ||
-		b.FoldedUnattributedCount < 0 || b.FoldedUnattributedCount > b.FoldedCount {
+		b.FoldedUnattributedCount < 0 || b.FoldedUnattributedCount > b.FoldedCount || b.Expired < 0 {
 		return fmt.Errorf("%w: budget %s: total %d leased %d returned %d folded %d (%d unattributed)",
 			ErrInvariant, b.ID, b.Total, b.Leased, b.Returned, b.Folded, b.FoldedUnattributed)
 	}
@@ -108,6 +114,7 @@ func (b *Budget) CloseLease(l *Lease, issued, count int64) error {
 type FoldResult struct {
 	Details       int   // hot details folded
 	Amount, Count int64 // their sums
+	Expired       int64 // what they returned by expiry
 	// Leases are the leases whose Booked changed, in id order: the caller
 	// persists them with the budget.
 	Leases []*Lease
@@ -141,6 +148,9 @@ func (b *Budget) Fold(details []*HotDetail, leases map[uint64]*Lease) (FoldResul
 		if out.Count, err = Add(out.Count, h.Count); err != nil {
 			return FoldResult{}, err
 		}
+		if out.Expired, err = Add(out.Expired, h.Expired); err != nil {
+			return FoldResult{}, err
+		}
 		for _, u := range h.Leases {
 			s := perLease[u.LeaseID]
 			if s == nil {
@@ -161,6 +171,9 @@ func (b *Budget) Fold(details []*HotDetail, leases map[uint64]*Lease) (FoldResul
 		return FoldResult{}, err
 	}
 	if next.FoldedCount, err = Add(b.FoldedCount, out.Count); err != nil {
+		return FoldResult{}, err
+	}
+	if next.Expired, err = Add(b.Expired, out.Expired); err != nil {
 		return FoldResult{}, err
 	}
 	if s := perLease[0]; s != nil {
@@ -303,6 +316,9 @@ type LeaseUse struct {
 type HotDetail struct {
 	BudgetID      string
 	Amount, Count int64
+	// Expired is what the commit's expiries into the budget's account
+	// returned (Budget.Expired once folded). Invariant: Expired >= 0.
+	Expired int64
 	// Invariant: sorted by LeaseID, one use per lease, and they sum to
 	// Amount and Count.
 	Leases []LeaseUse
@@ -364,10 +380,12 @@ func (h *HotDetail) use(lease uint64, amount, count int64) {
 // figures (a budget's FoldedUnattributed, a lease's Booked); version 1
 // records, written before folding existed, decode with zeros there.
 // Version 3 of leases appends Expires (0 in older ones: no expiry).
+// Version 3 of budgets and version 2 of hot details append Expired (0 in
+// older ones).
 const (
-	budgetVersion1, budgetVersion              = 1, 2
-	leaseVersion1, leaseVersion2, leaseVersion = 1, 2, 3
-	hotVersion                                 = 1
+	budgetVersion1, budgetVersion2, budgetVersion = 1, 2, 3
+	leaseVersion1, leaseVersion2, leaseVersion    = 1, 2, 3
+	hotVersion1, hotVersion                       = 1, 2
 )
 
 // MarshalBudget appends the encoding of b.
@@ -381,22 +399,26 @@ func MarshalBudget(dst []byte, b *Budget) []byte {
 	dst = appendUvarint(dst, b.NextLease)
 	dst = appendUvarint(dst, b.Version)
 	dst = appendVarint(dst, b.FoldedUnattributed)
-	return appendVarint(dst, b.FoldedUnattributedCount)
+	dst = appendVarint(dst, b.FoldedUnattributedCount)
+	return appendVarint(dst, b.Expired)
 }
 
 // UnmarshalBudget decodes a budget and checks its invariants.
 func UnmarshalBudget(src []byte) (*Budget, error) {
 	d := decoder{b: src}
 	v := d.byte1("version")
-	if d.err == nil && v != budgetVersion && v != budgetVersion1 {
+	if d.err == nil && v != budgetVersion && v != budgetVersion2 && v != budgetVersion1 {
 		return nil, fmt.Errorf("%w: budget version %d", ErrCorrupt, v)
 	}
 	b := &Budget{ID: d.string("id"), Asset: Asset(d.string("asset"))}
 	b.Total, b.Leased, b.Returned = d.varint("total"), d.varint("leased"), d.varint("returned")
 	b.Folded, b.FoldedCount = d.varint("folded"), d.varint("folded_count")
 	b.NextLease, b.Version = d.uvarint("next_lease"), d.uvarint("version")
-	if v == budgetVersion {
+	if v >= budgetVersion2 {
 		b.FoldedUnattributed, b.FoldedUnattributedCount = d.varint("folded_unattributed"), d.varint("folded_unattributed_count")
+	}
+	if v >= budgetVersion {
+		b.Expired = d.varint("expired")
 	}
 	if err := d.end(); err != nil {
 		return nil, err
@@ -471,13 +493,14 @@ func MarshalHotDetail(dst []byte, h *HotDetail) []byte {
 		dst = appendVarint(dst, u.Amount)
 		dst = appendVarint(dst, u.Count)
 	}
-	return dst
+	return appendVarint(dst, h.Expired)
 }
 
 // UnmarshalHotDetail decodes a hot detail and checks that its parts add up.
 func UnmarshalHotDetail(src []byte) (*HotDetail, error) {
 	d := decoder{b: src}
-	if v := d.byte1("version"); d.err == nil && v != hotVersion {
+	v := d.byte1("version")
+	if d.err == nil && v != hotVersion && v != hotVersion1 {
 		return nil, fmt.Errorf("%w: hot detail version %d", ErrCorrupt, v)
 	}
 	h := &HotDetail{BudgetID: d.string("budget_id"), Amount: d.varint("amount"), Count: d.varint("count")}
@@ -502,11 +525,17 @@ func UnmarshalHotDetail(src []byte) (*HotDetail, error) {
 		}
 		h.Leases = append(h.Leases, u)
 	}
+	if v == hotVersion {
+		h.Expired = d.varint("expired")
+	}
 	if err := d.end(); err != nil {
 		return nil, err
 	}
 	if sum != h.Amount || cnt != h.Count {
 		return nil, fmt.Errorf("%w: hot detail of %s: parts %d/%d != total %d/%d", ErrInvariant, h.BudgetID, sum, cnt, h.Amount, h.Count)
+	}
+	if h.Expired < 0 {
+		return nil, fmt.Errorf("%w: hot detail of %s: expired %d", ErrInvariant, h.BudgetID, h.Expired)
 	}
 	return h, nil
 }

@@ -514,8 +514,8 @@ func TestRecordsBeforeFolding(t *testing.T) {
 	if err != nil || *b != want {
 		t.Fatalf("UnmarshalBudget(version 1) = %+v, %v, want %+v", b, err, want)
 	}
-	if enc := ledger.MarshalBudget(nil, b); enc[0] != 2 || !bytes.Equal(enc[1:len(enc)-2], budgetV1[1:]) || !bytes.Equal(enc[len(enc)-2:], []byte{0, 0}) {
-		t.Errorf("MarshalBudget of a version 1 budget = %x, want version 2 with zero unattributed", enc)
+	if enc := ledger.MarshalBudget(nil, b); enc[0] != 3 || !bytes.Equal(enc[1:len(enc)-3], budgetV1[1:]) || !bytes.Equal(enc[len(enc)-3:], []byte{0, 0, 0}) {
+		t.Errorf("MarshalBudget of a version 1 budget = %x, want version 3 with zero unattributed and expired", enc)
 	}
 	checkTruncations(t, "budget v1", budgetV1, func(b []byte) error { _, err := ledger.UnmarshalBudget(b); return err })
 

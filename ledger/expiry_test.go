@@ -1,6 +1,7 @@
 package ledger_test
 
 import (
+	"errors"
 	"flag"
 	"math/rand/v2"
 	"strconv"
@@ -142,4 +143,47 @@ func TestExpiryRefusals(t *testing.T) {
 // monthStart is the first millisecond of month m.
 func monthStart(m ledger.Month) int64 {
 	return time.Date(1970+int(m)/12, time.Month(int(m)%12+1), 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+}
+
+// TestBudgetExpired: what expiries return to a budget rides its hot
+// details (version 2) into the budget (version 3) by Fold; records of the
+// previous versions decode with zero; a negative figure is refused.
+func TestBudgetExpired(t *testing.T) {
+	b := &ledger.Budget{ID: "b", Asset: ledger.ItemAsset("rose"), Total: 100, Leased: 40, Folded: 5, FoldedCount: 1, FoldedUnattributed: 5, FoldedUnattributedCount: 1, NextLease: 2}
+	h1 := &ledger.HotDetail{BudgetID: "b", Expired: 7}
+	h2 := &ledger.HotDetail{BudgetID: "b", Amount: 3, Count: 1, Leases: []ledger.LeaseUse{{LeaseID: 0, Amount: 3, Count: 1}}, Expired: 2}
+	for _, h := range []*ledger.HotDetail{h1, h2} {
+		enc := ledger.MarshalHotDetail(nil, h)
+		got, err := ledger.UnmarshalHotDetail(enc)
+		if err != nil || got.Expired != h.Expired || enc[0] != 2 {
+			t.Fatalf("hot detail %+v round trip: %+v, %v (version %d)", h, got, err, enc[0])
+		}
+		// The same detail as version 1 wrote it: no expired.
+		v1 := append([]byte{1}, enc[1:len(enc)-1]...)
+		if got, err := ledger.UnmarshalHotDetail(v1); err != nil || got.Expired != 0 || got.Amount != h.Amount {
+			t.Fatalf("version 1 hot detail: %+v, %v", got, err)
+		}
+	}
+	neg := ledger.MarshalHotDetail(nil, &ledger.HotDetail{BudgetID: "b", Expired: -1})
+	if _, err := ledger.UnmarshalHotDetail(neg); !errors.Is(err, ledger.ErrInvariant) {
+		t.Errorf("a negative expired decoded: %v", err)
+	}
+	res, err := b.Fold([]*ledger.HotDetail{h1, h2}, nil)
+	if err != nil || res.Expired != 9 || res.Amount != 3 {
+		t.Fatalf("Fold = %+v, %v", res, err)
+	}
+	b.Folded, b.FoldedCount, b.FoldedUnattributed, b.FoldedUnattributedCount, b.Expired = 8, 2, 8, 2, 9
+	enc := ledger.MarshalBudget(nil, b)
+	got, err := ledger.UnmarshalBudget(enc)
+	if err != nil || *got != *b || enc[0] != 3 {
+		t.Fatalf("budget round trip: %+v, %v", got, err)
+	}
+	v2 := append([]byte{2}, enc[1:len(enc)-1]...)
+	if got, err := ledger.UnmarshalBudget(v2); err != nil || got.Expired != 0 || got.Folded != 8 {
+		t.Fatalf("version 2 budget: %+v, %v", got, err)
+	}
+	b.Expired = -1
+	if err := b.Check(); !errors.Is(err, ledger.ErrInvariant) {
+		t.Errorf("a negative expired checks: %v", err)
+	}
 }

@@ -55,6 +55,9 @@ type Budget struct {
 	BookedCount int64  `json:"booked_count"` // grants posted
 	OpenLeases  int    `json:"open_leases"`
 	Leases      int    `json:"leases"`
+	// Expired is what expiries returned to the budget (folded and in hot
+	// details); the expire moves into its account budget/{id} sum to it.
+	Expired int64 `json:"expired"`
 }
 
 // Report is the audit.
@@ -183,7 +186,7 @@ func run(ctx context.Context, kv *storage.TiKV, live bool) (*Report, error) {
 	}
 	var bookedCountTotal, unattributedCount int64
 	for _, b := range budgets {
-		br := Budget{ID: b.ID, Asset: string(b.Asset), Total: b.Total, Remaining: b.Remaining()}
+		br := Budget{ID: b.ID, Asset: string(b.Asset), Total: b.Total, Remaining: b.Remaining(), Expired: b.Expired}
 		perLease := map[uint64]ledger.LeaseUse{}
 		p := storage.HotPrefix(b.ID)
 		err := scan(p, storage.PrefixEnd(p), func(k, v []byte) (bool, error) {
@@ -194,6 +197,7 @@ func run(ctx context.Context, kv *storage.TiKV, live bool) (*Report, error) {
 			}
 			br.Booked += h.Amount
 			br.BookedCount += h.Count
+			br.Expired += h.Expired
 			for _, u := range h.Leases {
 				t := perLease[u.LeaseID]
 				t.Amount += u.Amount
@@ -284,6 +288,7 @@ func run(ctx context.Context, kv *storage.TiKV, live bool) (*Report, error) {
 
 	// Accounts.
 	seen := map[[16]byte]struct{}{}
+	expiredTo := map[string]int64{} // expire moves into budget/{id}, by id
 	var entries int64
 	parts, err := booking.PartitionsIn(txn)
 	if err != nil {
@@ -318,6 +323,13 @@ func run(ctx context.Context, kv *storage.TiKV, live bool) (*Report, error) {
 		}
 		checkMonths(postings, a, all)
 		r.Moves += checkMoves(moves, a, all, add)
+		for i := range all {
+			if m := all[i].Move; m != nil && m.Kind == ledger.MoveExpire {
+				if id, ok := strings.CutPrefix(m.Counter, "budget/"); ok {
+					expiredTo[id] -= all[i].Amount
+				}
+			}
+		}
 		for _, e := range all {
 			if e.Move != nil {
 				continue // a move's entry: checkMoves
@@ -363,6 +375,11 @@ func run(ctx context.Context, kv *storage.TiKV, live bool) (*Report, error) {
 	if int64(r.PendingAttribution) != unattributedCount {
 		conserve.fail("%d bookings await attribution but budgets hold %d grants under lease 0", r.PendingAttribution, unattributedCount)
 	}
+	for _, br := range r.Budgets {
+		if br.Expired != expiredTo[br.ID] {
+			conserve.fail("budget %s: expiries into its account returned %d, its record and hot details hold %d", br.ID, expiredTo[br.ID], br.Expired)
+		}
+	}
 	for asset, s := range sums {
 		if s != 0 {
 			double.fail("%s: all accounts sum to %d, want 0", asset, s)
@@ -372,7 +389,7 @@ func run(ctx context.Context, kv *storage.TiKV, live bool) (*Report, error) {
 	overspend.Detail = fmt.Sprintf("%d budgets: leased minus returned and booked within total", len(budgets))
 	once.Detail = fmt.Sprintf("%d bookings, one per limit key and out_trade_no, each debited once", entries)
 	double.Detail = fmt.Sprintf("%d assets sum to zero over funding, budget, user and moves' counter accounts", len(sums))
-	conserve.Detail = "total = remaining + open leases + issued; closed leases issued = booked (folded and unfolded); folded = Σ leases' folded"
+	conserve.Detail = "total = remaining + open leases + issued; closed leases issued = booked (folded and unfolded); folded = Σ leases' folded; returned by expiry (folded and unfolded) = Σ expire moves into the budget's account"
 	postings.Detail = fmt.Sprintf("%d accounts: balance = sum of postings", r.Accounts)
 	authentic.Detail = "every booking's out_trade_no derives from its idempotency key"
 	moves.Detail = fmt.Sprintf("%d moves: each one's entries whole, its user legs and counter legs balanced", r.Moves)
