@@ -100,3 +100,45 @@ func TestExpiryThroughBooking(t *testing.T) {
 		t.Errorf("the user's statement = %d %s, want an expire line", code, body)
 	}
 }
+
+// TestExpiryReturnsToActivity: roses granted 70 days ago from the demo
+// activity's one budget of roses, valid one month, expire back to that
+// budget: the audit holds (the budget's hot details hold what returned),
+// and the activity's statement shows the return.
+func TestExpiryReturnsToActivity(t *testing.T) {
+	var offset atomic.Int64
+	offset.Store((70 * 24 * time.Hour).Milliseconds())
+	clock := func() time.Time { return time.Now().Add(-time.Duration(offset.Load()) * time.Millisecond) }
+	cfg := configFileWith(t, func(c *campaign.Config) {
+		a := &c.Activities[0]
+		a.Awards = []campaign.Award{{Type: "rose", Kind: campaign.KindItem, Template: "rose", Min: 2, Max: 2}}
+		a.Stages[0].Budgets = map[string]int64{"rose": 1000}
+		c.Validity = map[string]campaign.Validity{"item:rose": {Months: 1}}
+	})
+	n := startNodeWith(t, t.TempDir(), storagetest.Redis(t), cfg, func(c *node.Config) { c.Clock = clock })
+	gs := grantAll(t, n, []string{"ro-1", "ro-2", "ro-3"})
+	waitBooked(t, n, 3)
+	offset.Store(0)
+
+	code, body := postAdmin(t, n, "/admin/v1/expiry/run")
+	var r node.ExpiryReport
+	if err := json.Unmarshal(body, &r); code != 200 || err != nil {
+		t.Fatalf("expiry run = %d %s (%v)", code, body, err)
+	}
+	if r.Applied != len(gs) || r.Expired["budget/demo/formal/rose"]["item:rose"] != 6 {
+		t.Fatalf("expiry run %s: want three expiries of 2 roses back to budget demo/formal/rose", body)
+	}
+	rep := audit(t, n)
+	for _, b := range rep.Budgets {
+		if b.ID == "demo/formal/rose" && b.Expired != 6 {
+			t.Errorf("audit: budget %s returned %d by expiry, want 6", b.ID, b.Expired)
+		}
+	}
+	if _, err := n.FoldStatements(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	code, body = get(t, n, "/admin/v1/statements?period=month&date="+time.Now().UTC().Format("2006-01")+"&party=activity:demo")
+	if code != 200 || !bytes.Contains(body, []byte(`"item":"expiry_return","asset":"item:rose","count":3,"amount":6`)) {
+		t.Errorf("the activity's statement = %d %s, want the return of 6 roses", code, body)
+	}
+}
