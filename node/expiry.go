@@ -15,6 +15,7 @@ import (
 	"redrain/expiry"
 	"redrain/holders"
 	"redrain/ledger"
+	"redrain/storage"
 )
 
 // pathExpiryRun is the operators' trigger of the expiry sweep.
@@ -34,11 +35,59 @@ type ExpiryReport struct {
 // wallets.
 var errNoHolders = errcode.Errorf(errcode.CodeUnavailable, "expiry: this node keeps no ready holders set (a node of --role write, or wallets still building): run the sweep on a node that serves wallets")
 
+// expiryEveryDefault is how often sweepExpiryMonthly looks for owned
+// partitions not swept this month.
+const expiryEveryDefault = time.Hour
+
 // SweepExpiry books the expiry of every coin and item past its validity
 // (the campaign file's "validity") held by a user of the holders set,
 // through the node's Booker: the moves go to each partition's owner in
 // batches. Run again, it books nothing twice.
 func (n *Node) SweepExpiry(ctx context.Context) (ExpiryReport, error) {
+	return n.sweepExpiry(ctx, nil)
+}
+
+// sweepExpiryMonthly sweeps, every period, the partitions this node owns that it
+// has not swept in the current month (once per month boundary per
+// partition and process; a partition that changes owner is swept again
+// by the new one, which books nothing twice).
+func (n *Node) sweepExpiryMonthly(ctx context.Context, period time.Duration) {
+	if len(n.Campaign.Config.Validity) == 0 {
+		return
+	}
+	swept := map[int32]ledger.Month{}
+	sweep := func() {
+		month := ledger.MonthOf(n.clock().UnixMilli())
+		todo := map[int32]bool{}
+		for _, p := range n.booker.Claims() {
+			if m, ok := swept[p]; !ok || m != month {
+				todo[p] = true
+			}
+		}
+		if len(todo) == 0 {
+			return
+		}
+		r, err := n.sweepExpiry(ctx, func(act uint64) bool { return todo[storage.PartitionOf(act, n.cfg.Partitions)] })
+		if err != nil {
+			// No holders yet (wallets still building): the next period.
+			if ctx.Err() == nil && !errors.Is(err, errNoHolders) {
+				n.log.Warn("expiry: sweep failed (retried)", "err", err)
+			}
+			return
+		}
+		for p := range todo {
+			swept[p] = month
+		}
+		if r.Applied > 0 || r.Refused > 0 {
+			n.log.Info("expiry: swept", "month", r.Month, "partitions", len(todo), "accounts", r.Accounts, "applied", r.Applied, "refused", r.Refused)
+		}
+	}
+	sweep()
+	every(ctx, period, sweep)
+}
+
+// sweepExpiry is SweepExpiry over the candidates keep accepts (nil: all).
+func (n *Node) sweepExpiry(ctx context.Context, keep func(act uint64) bool) (ExpiryReport, error) {
 	rules := n.Campaign.Config.ValidityRules()
 	var out ExpiryReport
 	if n.wallets == nil {
@@ -51,7 +100,18 @@ func (n *Node) SweepExpiry(ctx context.Context) (ExpiryReport, error) {
 	}
 	s := &expiry.Sweeper{Booker: n.booker, Rules: rules, Sources: campaign.ItemSources(n.activitySpecs()), MoveBatch: booking.MovesMax}
 	var err error
-	out.Report, err = s.Sweep(ctx, expiryCandidates(view, rules), n.clock().UnixMilli())
+	ids := expiryCandidates(view, rules)
+	if keep != nil {
+		all := ids
+		ids = func(yield func(uint64) bool) {
+			for act := range all {
+				if keep(act) && !yield(act) {
+					return
+				}
+			}
+		}
+	}
+	out.Report, err = s.Sweep(ctx, ids, n.clock().UnixMilli())
 	out.Unindexed = set.Stats().Beyond
 	return out, err
 }

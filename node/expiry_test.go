@@ -142,3 +142,46 @@ func TestExpiryReturnsToActivity(t *testing.T) {
 		t.Errorf("the activity's statement = %d %s, want the return of 6 roses", code, body)
 	}
 }
+
+// TestExpiryMonthly: with no operator, the node sweeps the partitions it
+// owns once the month has turned past the gold's validity.
+func TestExpiryMonthly(t *testing.T) {
+	var offset atomic.Int64
+	offset.Store((70 * 24 * time.Hour).Milliseconds())
+	clock := func() time.Time { return time.Now().Add(-time.Duration(offset.Load()) * time.Millisecond) }
+	cfg := configFileWith(t, func(c *campaign.Config) {
+		c.Validity = map[string]campaign.Validity{"coin:gold": {Months: 1}}
+	})
+	n := startNodeWith(t, t.TempDir(), storagetest.Redis(t), cfg, func(c *node.Config) {
+		c.Clock, c.ExpiryEvery = clock, 50*time.Millisecond
+	})
+	g := grantAll(t, n, []string{"mo-1"})[0]
+	waitBooked(t, n, 1)
+	body := map[string]any{"request_id": "r-old", "app_id": 1, "act_id": g.ActID, "amount": 40, "currency": "gold"}
+	if code, c := postCode(t, n, "/v1/coins/recharge", body); code != 200 {
+		t.Fatalf("recharge = %d %s", code, c)
+	}
+	offset.Store(0)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		code, b := get(t, n, "/v1/wallet/"+strconv.FormatUint(g.ActID, 10))
+		if code == 200 && !bytes.Contains(b, []byte(`"coin:gold"`)) { // a zero balance is not shown
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the monthly sweep did not expire the old gold within 20 s: wallet %d %s", code, b)
+		}
+	}
+	if _, err := n.FoldStatements(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	code, b := get(t, n, "/admin/v1/statements?period=month&date="+time.Now().UTC().Format("2006-01")+"&party=user:"+strconv.FormatUint(g.ActID, 10))
+	if code != 200 || !bytes.Contains(b, []byte(`"item":"expire","asset":"coin:gold","count":1,"amount":-40`)) {
+		t.Fatalf("the user's statement = %d %s, want the expiry of 40 gold", code, b)
+	}
+	// An operator's run after it books nothing.
+	code, b = postAdmin(t, n, "/admin/v1/expiry/run")
+	var r node.ExpiryReport
+	if err := json.Unmarshal(b, &r); code != 200 || err != nil || r.Applied != 0 {
+		t.Fatalf("expiry run after the monthly sweep = %d %s", code, b)
+	}
+}

@@ -5,6 +5,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -114,7 +115,11 @@ type Config struct {
 	// Clock is the node's clock (nil: time.Now). Tests set one to book
 	// in past months (expiry past validity).
 	Clock func() time.Time
-	Log   *slog.Logger
+	// ExpiryEvery is how often a node that serves wallets checks whether
+	// the partitions it owns were swept for expiry this month (0:
+	// expiryEveryDefault, an hour; negative: never, operators trigger it).
+	ExpiryEvery time.Duration
+	Log         *slog.Logger
 }
 
 // Node is a running redrain process.
@@ -441,6 +446,10 @@ func Start(cfg Config) (n *Node, err error) {
 	n.reclaimer = n.newReclaimer()
 	n.bg.Add(9)
 	go func() { defer n.bg.Done(); n.foldStatements(ctx) }()
+	if n.wallets != nil && cfg.ExpiryEvery >= 0 {
+		n.bg.Add(1)
+		go func() { defer n.bg.Done(); n.sweepExpiryMonthly(ctx, cmp.Or(cfg.ExpiryEvery, expiryEveryDefault)) }()
+	}
 	go func() { defer n.bg.Done(); n.index.Watch(ctx, n.ready.Load, indexLost) }()
 	go func() { defer n.bg.Done(); n.watcher.Run(ctx) }()
 	go func() { defer n.bg.Done(); n.publishStatus(ctx) }()
