@@ -495,6 +495,7 @@ func BookedByLease(ctx context.Context, tikv *storage.TiKV, budgetID string) (ma
 type hotSums struct {
 	perLease      map[uint64]ledger.LeaseUse
 	amount, count int64
+	expired       int64 // returned by expiry
 	details       int
 }
 
@@ -511,6 +512,9 @@ func scanHot(txn storage.Txn, budgetID string) (*hotSums, error) {
 			return false, err
 		}
 		s.count += h.Count // bounded by the amount: every grant is at least 1
+		if s.expired, err = ledger.Add(s.expired, h.Expired); err != nil {
+			return false, err
+		}
 		s.details++
 		for _, u := range h.Leases {
 			s.perLease[u.LeaseID] = addUse(s.perLease[u.LeaseID], u)

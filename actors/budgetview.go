@@ -50,6 +50,10 @@ type BudgetView struct {
 	// Unattributed is booked by redeem before the grant's stream event
 	// named its lease (lease 0), folded or not; zero once booking drained.
 	Unattributed int64 `json:"unattributed"`
+	// Expired is what expiries returned to the budget (pieces past their
+	// validity moved into its account budget/{id}), folded or not: the
+	// budget account's, not leasable again.
+	Expired int64 `json:"expired"`
 
 	// The hot account's three views. Ledger is the folded balance (Total -
 	// Folded: funded minus folded debits); Actual also takes the unfolded
@@ -158,7 +162,7 @@ func readView(txn storage.Txn, b *ledger.Budget, reported map[uint64]LeaseIssued
 	v := &BudgetView{ID: b.ID, Asset: string(b.Asset), Total: b.Total, Available: b.Remaining(),
 		Leased: b.Leased, Returned: b.Returned, Outstanding: b.Leased - b.Returned,
 		Booked: b.Folded + hot.amount, Ledger: b.Total - b.Folded, UnfoldedDetails: hot.details,
-		Unattributed: b.FoldedUnattributed + hot.perLease[0].Amount, Problems: []string{}}
+		Unattributed: b.FoldedUnattributed + hot.perLease[0].Amount, Expired: b.Expired + hot.expired, Problems: []string{}}
 	v.Actual = v.Ledger - hot.amount
 	problem := func(format string, args ...any) { v.Problems = append(v.Problems, fmt.Sprintf(format, args...)) }
 

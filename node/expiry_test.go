@@ -134,6 +134,14 @@ func TestExpiryReturnsToActivity(t *testing.T) {
 			t.Errorf("audit: budget %s returned %d by expiry, want 6", b.ID, b.Expired)
 		}
 	}
+	code, body = get(t, n, "/admin/v1/budgets/demo/formal/rose")
+	var view struct {
+		Expired int64 `json:"expired"`
+		OK      bool  `json:"ok"`
+	}
+	if err := json.Unmarshal(body, &view); code != 200 || err != nil || view.Expired != 6 || !view.OK {
+		t.Errorf("the budget's view = %d %s, want 6 returned by expiry", code, body)
+	}
 	if _, err := n.FoldStatements(t.Context()); err != nil {
 		t.Fatal(err)
 	}
