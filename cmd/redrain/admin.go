@@ -19,7 +19,7 @@ import (
 )
 
 var adminCommand = &command{name: "admin",
-	summary:  "signed admin API calls: activities, the wallet's presentation, budgets, switches, stats, audit, parked records",
+	summary:  "signed admin API calls: activities, the wallet's presentation, budgets, switches, stats, audit, parked records, expiry",
 	synopsis: "redrain admin [--target URL] [--key ID:HEX] [--timeout 5m] <command> [args]",
 	details: `Commands:
   apply FILE|- [--publish]   store each activity of FILE (one activity or {"activities":[...]})
@@ -46,6 +46,8 @@ var adminCommand = &command{name: "admin",
                              on (kept, with the key id, time and reason; a record
                              booking reads and does not wait at is refused)
   parked                     the parked records
+  expiry run                 expire now every coin and item past its validity
+                             (POST /admin/v1/expiry/run: the report as JSON)
   dashboard [--ttl 12h]      print the URL of the node's live dashboard, with a
                              ticket made with --key that opens it until --ttl
                              from now (at most 24h); nothing is sent
@@ -183,7 +185,7 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 func (a *adminRun) dispatch(ctx context.Context, cmd string, pos []string, o adminOptions) error {
 	version, reason := o.version, o.reason
 	want := map[string]int{"apply": 1, "list": 0, "get": 1, "publish": 1, "rollback": 1, "budgets": 1,
-		"budget": 1, "stats": 0, "audit": 0, "cluster": 0, "park": 2, "parked": 0, "dashboard": 0}
+		"budget": 1, "stats": 0, "audit": 0, "cluster": 0, "park": 2, "parked": 0, "dashboard": 0, "expiry": 1}
 	n, known := want[cmd]
 	if cmd == "switches" {
 		known, n = true, len(pos)
@@ -213,6 +215,9 @@ func (a *adminRun) dispatch(ctx context.Context, cmd string, pos []string, o adm
 		return errUsage
 	case (sub == "publish" || sub == "rollback") && version < 1:
 		fmt.Fprintf(a.stderr, "redrain admin presentation %s: --version N (N >= 1) is required\n", sub)
+		return errUsage
+	case cmd == "expiry" && pos[0] != "run":
+		fmt.Fprintf(a.stderr, "redrain admin expiry: want \"run\", not %q\n", pos[0])
 		return errUsage
 	case cmd == "park" && reason == "":
 		fmt.Fprintf(a.stderr, "redrain admin park: --reason TEXT is required\n")
@@ -271,6 +276,10 @@ func (a *adminRun) dispatch(ctx context.Context, cmd string, pos []string, o adm
 			return errUsage
 		}
 		return a.print(a.c.Park(ctx, int32(part), offset, reason))
+	case "expiry":
+		var out json.RawMessage
+		err := a.c.Do(ctx, http.MethodPost, "/admin/v1/expiry/run", nil, nil, &out)
+		return a.print(out, err)
 	case "dashboard":
 		u := strings.TrimSuffix(a.c.Target, "/") + "/dashboard?ticket=" +
 			url.QueryEscape(adminauth.Ticket(a.c.Signer.Key, dashboard.TicketScope, a.now().Add(o.ttl)))
