@@ -32,14 +32,29 @@ func postAdmin(t *testing.T, n *node.Node, path string) (int, []byte) {
 	return resp.StatusCode, b
 }
 
+// pastClock is a node clock 70 days behind until offset is set to 0.
+func pastClock() (offset *atomic.Int64, clock func() time.Time) {
+	offset = new(atomic.Int64)
+	offset.Store((70 * 24 * time.Hour).Milliseconds())
+	return offset, func() time.Time { return time.Now().Add(-time.Duration(offset.Load()) * time.Millisecond) }
+}
+
+// thisMonthsStatement folds the journals and reads party's statement of
+// the current month.
+func thisMonthsStatement(t *testing.T, n *node.Node, party string) (int, []byte) {
+	t.Helper()
+	if _, err := n.FoldStatements(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return get(t, n, "/admin/v1/statements?period=month&date="+time.Now().UTC().Format("2006-01")+"&party="+party)
+}
+
 // TestExpiryThroughBooking: gold recharged 70 days ago, valid one month,
 // is expired by POST /admin/v1/expiry/run through the node's Booker, once
 // however often the sweep runs; what was recharged this month stays; the
 // user's statement shows the expiry.
 func TestExpiryThroughBooking(t *testing.T) {
-	var offset atomic.Int64 // ms the node's clock is behind
-	offset.Store((70 * 24 * time.Hour).Milliseconds())
-	clock := func() time.Time { return time.Now().Add(-time.Duration(offset.Load()) * time.Millisecond) }
+	offset, clock := pastClock()
 	cfg := configFileWith(t, func(c *campaign.Config) {
 		c.Validity = map[string]campaign.Validity{"coin:gold": {Months: 1}, "item:rose": {Months: 3}}
 	})
@@ -92,10 +107,7 @@ func TestExpiryThroughBooking(t *testing.T) {
 	if gold != 5 {
 		t.Errorf("wallet after expiry: %s, want 5 gold left", body)
 	}
-	if _, err := n.FoldStatements(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	code, body = get(t, n, "/admin/v1/statements?period=month&date="+time.Now().UTC().Format("2006-01")+"&party=user:"+strconv.FormatUint(g.ActID, 10))
+	code, body = thisMonthsStatement(t, n, "user:"+strconv.FormatUint(g.ActID, 10))
 	if code != 200 || !bytes.Contains(body, []byte(`"item":"expire","asset":"coin:gold","count":1,"amount":-70`)) {
 		t.Errorf("the user's statement = %d %s, want an expire line", code, body)
 	}
@@ -106,9 +118,7 @@ func TestExpiryThroughBooking(t *testing.T) {
 // budget: the audit holds (the budget's hot details hold what returned),
 // and the activity's statement shows the return.
 func TestExpiryReturnsToActivity(t *testing.T) {
-	var offset atomic.Int64
-	offset.Store((70 * 24 * time.Hour).Milliseconds())
-	clock := func() time.Time { return time.Now().Add(-time.Duration(offset.Load()) * time.Millisecond) }
+	offset, clock := pastClock()
 	cfg := configFileWith(t, func(c *campaign.Config) {
 		a := &c.Activities[0]
 		a.Awards = []campaign.Award{{Type: "rose", Kind: campaign.KindItem, Template: "rose", Min: 2, Max: 2}}
@@ -142,10 +152,7 @@ func TestExpiryReturnsToActivity(t *testing.T) {
 	if err := json.Unmarshal(body, &view); code != 200 || err != nil || view.Expired != 6 || !view.OK {
 		t.Errorf("the budget's view = %d %s, want 6 returned by expiry", code, body)
 	}
-	if _, err := n.FoldStatements(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	code, body = get(t, n, "/admin/v1/statements?period=month&date="+time.Now().UTC().Format("2006-01")+"&party=activity:demo")
+	code, body = thisMonthsStatement(t, n, "activity:demo")
 	if code != 200 || !bytes.Contains(body, []byte(`"item":"expiry_return","asset":"item:rose","count":3,"amount":6`)) {
 		t.Errorf("the activity's statement = %d %s, want the return of 6 roses", code, body)
 	}
@@ -154,9 +161,7 @@ func TestExpiryReturnsToActivity(t *testing.T) {
 // TestExpiryMonthly: with no operator, the node sweeps the partitions it
 // owns once the month has turned past the gold's validity.
 func TestExpiryMonthly(t *testing.T) {
-	var offset atomic.Int64
-	offset.Store((70 * 24 * time.Hour).Milliseconds())
-	clock := func() time.Time { return time.Now().Add(-time.Duration(offset.Load()) * time.Millisecond) }
+	offset, clock := pastClock()
 	cfg := configFileWith(t, func(c *campaign.Config) {
 		c.Validity = map[string]campaign.Validity{"coin:gold": {Months: 1}}
 	})
@@ -179,10 +184,7 @@ func TestExpiryMonthly(t *testing.T) {
 			t.Fatalf("the monthly sweep did not expire the old gold within 20 s: wallet %d %s", code, b)
 		}
 	}
-	if _, err := n.FoldStatements(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	code, b := get(t, n, "/admin/v1/statements?period=month&date="+time.Now().UTC().Format("2006-01")+"&party=user:"+strconv.FormatUint(g.ActID, 10))
+	code, b := thisMonthsStatement(t, n, "user:"+strconv.FormatUint(g.ActID, 10))
 	if code != 200 || !bytes.Contains(b, []byte(`"item":"expire","asset":"coin:gold","count":1,"amount":-40`)) {
 		t.Fatalf("the user's statement = %d %s, want the expiry of 40 gold", code, b)
 	}
