@@ -46,9 +46,13 @@ func (s *Server) spend(ctx *fasthttp.RequestCtx, op spend.Op) {
 	defer cancel()
 	o, err := s.Spend.Do(c, req, spendReach(app))
 	var ce *errcode.Error
+	var ie *spend.InvalidError
 	switch {
 	case errors.As(err, &ce):
 		writeError(ctx, ce)
+		return
+	case errors.As(err, &ie): // the request names what is not there (an expiry's budget)
+		writeError(ctx, errcode.Errorf(errcode.CodeMalformed, "%v", ie))
 		return
 	case errors.Is(err, spend.ErrBroken), errors.Is(err, ledger.ErrInvariant), errors.Is(err, ledger.ErrCorrupt):
 		log := s.Log

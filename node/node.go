@@ -400,7 +400,7 @@ func Start(cfg Config) (n *Node, err error) {
 		return &ingress.Server{Plane: plane, Grants: n.grants, Binder: n.binder, Campaign: n.Campaign, TiKV: n.tikv, Metrics: n.Metrics, Exporter: n.exporter,
 			Tokens:       toks,
 			Ledger:       n.booker,
-			Spend:        &spend.Service{Booker: n.spendBooker()},
+			Spend:        &spend.Service{Booker: n.spendBooker(), Budgets: budgetAssets{n.tikv}},
 			Role:         cfg.Role,
 			Authenticate: n.authenticate, Apps: n.apps,
 			Guard: n.guard, Sync: n.lines, Presentation: n.Presentation,

@@ -873,7 +873,7 @@ var spendRoutes = []spendRoute{
 	{"/v1/spend/reverse", `{"request_id":%q,"app_id":%d,"act_id":%d,"amount":%d,"asset":"coin:gold","merchant_id":"shop","consumption_id":%q}`},
 	{"/v1/spend/transfer", `{"request_id":%q,"app_id":%d,"act_id":%d,"amount":%d,"asset":"coin:gold","to_act_id":%s}`},
 	{"/v1/spend/gift", `{"request_id":%q,"app_id":%d,"act_id":%d,"amount":%d,"asset":"coin:gold","to_act_id":%s}`},
-	{"/v1/spend/expire", `{"request_id":%q,"app_id":%d,"act_id":%d,"amount":%d,"asset":"coin:gold","budget_id":"demo"%.0s}`},
+	{"/v1/spend/expire", `{"request_id":%q,"app_id":%d,"act_id":%d,"amount":%d,"asset":"coin:gold"%.0s}`},
 }
 
 // body is r's body; a transfer or gift goes to, a refund or reversal
@@ -934,6 +934,8 @@ func (a *apiCheck) spending(actA, actB uint64, pad int) {
 		post(name, r.body(1, name+"-1", actA, actB, 6, ""), 409, "request_id_reused")
 	}
 	post("expire", route("expire").body(1, "e-1", actB, 0, 5, ""), 200, "")
+	// Into a budget that does not exist: refused, nothing moved.
+	post("expire", strings.Replace(route("expire").body(1, "e-3", actB, 0, 5, ""), `"asset"`, `"budget_id":"no-such","asset"`, 1), 400, "malformed_request")
 	post("expire", route("expire").body(1, "e-2", actB, 0, 1000, ""), 409, "insufficient_funds")
 	post("expire", route("expire").body(1, "e-1", actB, 0, 6, ""), 409, "request_id_reused")
 	post("consume", consume.body(1, "c-1", actA, 0, 61, ""), 409, "request_id_reused")

@@ -16,6 +16,17 @@ var ErrBroken = errors.New("spend: booking broke a rule of moves")
 // Service books spending requests through booking.
 type Service struct {
 	Booker Booker
+	// Budgets, when set, is asked of an expiry's budget_id before
+	// anything is booked: an expiry into a budget that does not exist, or
+	// that pays another asset, is refused (an *InvalidError on
+	// budget_id), since its return would reach no budget's record.
+	Budgets Budgets
+}
+
+// Budgets tells the asset a budget pays; ok is false when there is no
+// budget of that id.
+type Budgets interface {
+	BudgetAsset(ctx context.Context, id string) (asset ledger.Asset, ok bool, err error)
 }
 
 // Booked is one move of an outcome.
@@ -88,6 +99,17 @@ func (s *Service) Do(ctx context.Context, r Request, reach Reach) (Outcome, erro
 	out := Outcome{Request: r}
 	if err := Validate(&r); err != nil {
 		return out, err
+	}
+	if r.BudgetID != "" && s.Budgets != nil {
+		asset, ok, err := s.Budgets.BudgetAsset(ctx, r.BudgetID)
+		switch {
+		case err != nil:
+			return out, fmt.Errorf("spend: read budget %s: %w", r.BudgetID, err)
+		case !ok:
+			return out, invalid("budget_id", "no budget %q", r.BudgetID)
+		case asset != r.Asset:
+			return out, invalid("budget_id", "budget %q pays %s, not %s", r.BudgetID, asset, r.Asset)
+		}
 	}
 	moves := Moves(&r)
 	ids := make([]uint64, 0, len(moves))

@@ -282,6 +282,41 @@ func TestReach(t *testing.T) {
 	}
 }
 
+// budgets is a Budgets of fixed budgets.
+type budgets map[string]ledger.Asset
+
+func (b budgets) BudgetAsset(_ context.Context, id string) (ledger.Asset, bool, error) {
+	a, ok := b[id]
+	return a, ok, nil
+}
+
+// TestExpiryBudget: an expiry into a budget that does not exist, or that
+// pays another asset, is refused before anything is booked.
+func TestExpiryBudget(t *testing.T) {
+	fake := &spendtest.Booker{}
+	fake.Credit(7, "coin:gold", 10)
+	s := &spend.Service{Booker: fake, Budgets: budgets{"act-9": "coin:gold", "act-8": "coin:silver"}}
+	for _, id := range []string{"no-such", "act-8"} {
+		r := valid(spend.OpExpire)
+		r.BudgetID, r.Amount = id, 5
+		var ie *spend.InvalidError
+		if _, err := s.Do(ctxT(t), r, nil); !errors.As(err, &ie) || ie.Field != "budget_id" {
+			t.Errorf("expiry into budget %s = %v, want an invalid budget_id", id, err)
+		}
+	}
+	if got := fake.Balance(ledger.UserAccount(7), "coin:gold"); got != 10 {
+		t.Errorf("balance %d after refused expiries, want 10", got)
+	}
+	r := valid(spend.OpExpire)
+	r.BudgetID, r.Amount = "act-9", 5
+	if o, err := s.Do(ctxT(t), r, nil); err != nil || !o.Booked() {
+		t.Errorf("expiry into its budget = %+v, %v", o, err)
+	}
+	if got := fake.Balance("budget/act-9", "coin:gold"); got != 5 {
+		t.Errorf("budget/act-9 %d, want 5", got)
+	}
+}
+
 var seed = flag.Uint64("seed", 0, "the seed of TestSimulation (0: from the clock)")
 
 // TestSimulation runs random requests, some with a crash between a
