@@ -2,6 +2,7 @@ package closing_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"testing"
 
@@ -85,34 +86,45 @@ func BenchmarkMonthGrants(b *testing.B) {
 }
 
 // BenchmarkMonthConsumes: a month of 10M consumptions at 1,000 merchants,
-// each split (host, platform, technical fee, merchant), folded. Moves are
-// in memory: their journal encoding is booking's.
+// encoded as booking writes them (OpMove), decoded, each split (host,
+// platform, technical fee, merchant) and folded.
 func BenchmarkMonthConsumes(b *testing.B) {
 	n := benchOps / benchJournalOps
-	js := make([]*ledger.Journal, n)
+	js := make([][]byte, n)
 	span := int64(30*86_400_000) / int64(n)
 	for i := range js {
 		j := &ledger.Journal{Seq: uint64(i + 1), BookedAt: day1 + int64(i)*span}
 		for k := range benchJournalOps {
 			act := uint64((i*benchJournalOps + k*7919) % benchUsers)
 			j.Ops = append(j.Ops, ledger.Op{Kind: ledger.OpMove, Move: &ledger.Move{ActID: act, Kind: ledger.MoveConsume,
-				Key: "k", Legs: []ledger.Leg{{Asset: ledger.AssetCash, Amount: -int64(1 + k%9_999)}}, Counter: fmt.Sprint("merchant/m", k%1_000)}})
+				Key: fmt.Sprint("1:c-", i, "-", k), AppID: 1, Legs: []ledger.Leg{{Asset: ledger.AssetCash, Amount: -int64(1 + k%9_999)}},
+				Counter: fmt.Sprint("merchant/m", k%1_000)}})
 		}
-		js[i] = j
+		js[i] = ledger.AppendJournal(nil, j)
 	}
 	cfg := &statement.Config{Default: &seedRule}
 	b.ResetTimer()
 	for range b.N {
-		fold(b, cfg, len(js), func(i int) *ledger.Journal { return js[i] })
+		fold(b, cfg, len(js), func(i int) *ledger.Journal {
+			j, err := ledger.DecodeJournal(js[i])
+			if err != nil {
+				b.Fatal(err)
+			}
+			return j
+		})
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/benchOps, "ns/op-posting")
 }
 
-// BenchmarkFoldStore: 1M encoded grant ops folded through the store (the
+// storeOps is how many ops BenchmarkFoldStore folds: 1M by default, a
+// month's 10M with -closing.store-ops 10000000 (BENCHMARKS.md).
+var storeOps = flag.Int("closing.store-ops", 1_000_000, "ops BenchmarkFoldStore folds through the store")
+
+// BenchmarkFoldStore: encoded grant ops folded through the store (the
 // in-memory one: Folder's transactions, watermarks and day aggregates
 // read, merged and written).
 func BenchmarkFoldStore(b *testing.B) {
-	const ops = 1_000_000
+	ops := *storeOps
 	js := benchGrantJournals(ops)
 	cfg := &statement.Config{Sponsors: map[string]string{"newyear": "acme", "spring": "acme"}}
 	for range b.N {
@@ -137,5 +149,5 @@ func BenchmarkFoldStore(b *testing.B) {
 			b.Fatalf("%+v %v", pr, err)
 		}
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/ops, "ns/op-posting")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(ops), "ns/op-posting")
 }
