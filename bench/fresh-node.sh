@@ -10,7 +10,7 @@ shift 2
 dir=$(mktemp -d)
 "$bin" serve --data-dir "$dir" --http "127.0.0.1:$port" >"$dir/node.log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
+trap 'echo "node peak memory: $(grep -s VmHWM /proc/$pid/status)" >&2; kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
 for _ in $(seq 1 120); do
 	curl -fs "127.0.0.1:$port/readyz" | grep -q '"ready"' && break
 	sleep 0.5
