@@ -2,6 +2,7 @@ package devstack_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -106,8 +107,19 @@ func TestPartsRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer kv.Close()
-	if err := kv.Update(ctx, func(txn storage.Txn) error { return txn.Set([]byte("rr/test"), []byte("v1")) }); err != nil {
-		t.Fatal(err)
+	// The server has just started: the first write may find it not yet
+	// serving (unavailable, retried as any client retries); what the test
+	// checks is the restart below.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := kv.Update(ctx, func(txn storage.Txn) error { return txn.Set([]byte("rr/test"), []byte("v1")) })
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, storage.ErrUnavailable) || time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	gw, err := storage.NewGrantWriter([]string{flag(t, flags, "kafka")}, 2)
 	if err != nil {
