@@ -45,3 +45,18 @@ func (w *Wallets) DailyNext() int64 { return w.checks.dailyNext.Load() }
 func Repair(ctx context.Context, rdb *redis.Client, s Summary, seq uint64, read string) (bool, error) {
 	return (&cache{rdb: rdb, ttl: time.Minute, parts: 1}).repair(ctx, s, seq, read)
 }
+
+// Pendings is how many users' reads skip Redis (tombstones not taken yet,
+// or holds), or -1 while every read does (distrust).
+func (w *Wallets) Pendings() int64 {
+	if w.distrust.Load() {
+		return -1
+	}
+	return w.pendings.Load()
+}
+
+// CacheReady says whether reads use Redis yet.
+func (w *Wallets) CacheReady() bool { return w.cacheReady.Load() }
+
+// RedisDown says whether the last word from Redis was a failure.
+func (w *Wallets) RedisDown() bool { return w.redisDown.Load() }

@@ -296,7 +296,11 @@ func (w *Wallets) flushPending(ctx context.Context, f *feedState, gen uint64) {
 			fences[p] = seq
 		}
 	}
-	if err := w.cache.fence(ctx, fences); err != nil {
+	err := w.cache.fence(ctx, fences)
+	if len(fences) > 0 {
+		w.redisDown.Store(err != nil)
+	}
+	if err != nil {
 		w.log.Warn("wallet: raising the fences in Redis; retrying (reads of changed users skip Redis meanwhile)", "err", err)
 		return
 	}

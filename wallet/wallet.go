@@ -148,7 +148,10 @@ type Wallets struct {
 	pollGen  atomic.Uint64
 	// distrust: more tombstones were due than pending keeps; every read
 	// skips Redis until Run has removed every summary from it.
-	distrust  atomic.Bool
+	distrust atomic.Bool
+	// redisDown: the last Redis command of a read or of the Feed failed;
+	// reads that skip Redis then reach the store at StoreRate a second too.
+	redisDown atomic.Bool
 	builtOnce atomic.Bool // the holders set was built at least once
 	// cacheReady: the Feed has written the tombstones of every journal
 	// up to the positions it started from (from the watermarks in Redis
@@ -265,6 +268,7 @@ func (w *Wallets) Read(ctx context.Context, act uint64) (Summary, error) {
 	useCache := w.cache != nil && w.cacheReady.Load() && !w.isPending(act)
 	if useCache {
 		s, hit, err := w.cache.get(ctx, act)
+		w.redisDown.Store(err != nil)
 		switch {
 		case err == nil && hit:
 			s.Source, s.Stale = SourceCache, !w.fresh()
@@ -278,6 +282,12 @@ func (w *Wallets) Read(ctx context.Context, act uint64) (Summary, error) {
 			}
 			useCache = false
 		}
+	} else if w.cache != nil && w.redisDown.Load() && !w.limiter.take() {
+		// Redis is skipped for this user (a tombstone it has not taken,
+		// or not trusted yet) and the last word from Redis was a failure:
+		// the same bound, or every read of a changed user while Redis is
+		// down would reach the store.
+		return w.fallback(act, fmt.Errorf("redis down; store reads at their bound (%d/s)", w.cfg.StoreRate))
 	}
 	s, seq, err := w.readStore(ctx, act)
 	if err != nil {

@@ -98,6 +98,19 @@ func (r *rig) caughtUp() {
 	})
 }
 
+// tombstonesTaken waits until Redis is trusted and has taken every
+// tombstone, so reads ask it (reads of users it has not taken one for skip
+// Redis).
+func (r *rig) tombstonesTaken() {
+	r.t.Helper()
+	bookingtest.Eventually(r.t, 30*time.Second, "tombstones taken", func() error {
+		if n := r.w.Pendings(); !r.w.CacheReady() || n != 0 {
+			return fmt.Errorf("cache ready %v, %d users pending", r.w.CacheReady(), n)
+		}
+		return nil
+	})
+}
+
 // journals counts the journals in the store.
 func (r *rig) journals() uint64 {
 	r.t.Helper()
@@ -266,6 +279,42 @@ func TestCacheKeepsTheHigherSeq(t *testing.T) {
 	}
 }
 
+// TestRedisDownPendingBound: users whose tombstones Redis has not taken
+// skip it, and once the Feed found Redis down their reads reach the store
+// at the same bound as the others, then the node's copy.
+func TestRedisDownPendingBound(t *testing.T) {
+	mini := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mini.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { _ = rdb.Close() })
+	now := time.Unix(1_700_000_000, 0)
+	r := newRig(t, rdb, wallet.Config{StoreRate: 2, Clock: func() time.Time { return now }})
+	a, b := r.f.User(), r.f.User()
+	r.allocate(b + 1)
+	r.book(a, 100)
+	r.book(b, 100)
+	r.run()
+	r.caughtUp()
+	r.tombstonesTaken()
+	mini.Close()
+	r.book(a, 50)
+	r.book(b, 50)
+	r.caughtUp()
+	bookingtest.Eventually(t, 30*time.Second, "the Feed finds Redis down", func() error {
+		if n := r.w.Pendings(); n == 0 || !r.w.RedisDown() {
+			return fmt.Errorf("%d users pending, Redis down %v", n, r.w.RedisDown())
+		}
+		return nil
+	})
+	for i, u := range []uint64{a, b} {
+		if s := r.read(u); s.Source != wallet.SourceStore || s.Stale || balanceOf(s, r.f.Asset) != 150 {
+			t.Fatalf("read %d of a pending user: %+v, want from the store", i, s)
+		}
+	}
+	if s := r.read(a); s.Source != wallet.SourceFallback || !s.Stale || balanceOf(s, r.f.Asset) != 150 {
+		t.Fatalf("read of a pending user past the bound: %+v, want the copy, stale", s)
+	}
+}
+
 // TestRedisDownStoreDown: with Redis down, reads go to the store at most
 // StoreRate a second and then to the node's copy, marked stale, or fail;
 // with the store down too, the copy answers stale; a user never read
@@ -288,6 +337,7 @@ func TestRedisDownStoreDown(t *testing.T) {
 	if s := r.read(a); s.Source != wallet.SourceStore || balanceOf(s, r.f.Asset) != 100 {
 		t.Fatalf("first read of a: %+v", s)
 	}
+	r.tombstonesTaken()
 	mini.Close()
 	// The bucket holds 2 tokens: two store reads, then the copy.
 	for i, u := range []uint64{b, a} {
