@@ -10,7 +10,10 @@ shift 2
 dir=$(mktemp -d)
 "$bin" serve --data-dir "$dir" --http "127.0.0.1:$port" >"$dir/node.log" 2>&1 &
 pid=$!
-trap 'echo "node peak memory: $(grep -s VmHWM /proc/$pid/status)" >&2; kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
+# At exit: the node's peak memory and its CPU over its whole life (start,
+# run, drain, audit and whatever the store did meanwhile).
+life_cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f s", ($14+$15)/hz}' "/proc/$pid/stat" 2>/dev/null; }
+trap 'echo "node peak memory: $(grep -s VmHWM /proc/$pid/status); node cpu over its life: $(life_cpu)" >&2; kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
 for _ in $(seq 1 120); do
 	curl -fs "127.0.0.1:$port/readyz" | grep -q '"ready"' && break
 	sleep 0.5

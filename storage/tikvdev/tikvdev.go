@@ -27,6 +27,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"redrain/storage"
 )
 
 // Server is a TiKV-protocol development server over client-go's TiKV test
@@ -57,6 +59,7 @@ func Start(dir string, pdAddr string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	storage.TuneEmbeddedStore()
 	client, cluster, _, err := testutils.NewMockTiKV(filepath.Join(dir, "tikv"), nil)
 	if err != nil {
 		return nil, fmt.Errorf("tikvdev: open test cluster in %s: %w", dir, err)
