@@ -136,7 +136,9 @@ type Progress struct {
 // watermark (up to MaxOps ops) and advances the watermarks.
 func (f *Folder) Fold(ctx context.Context) (Progress, error) {
 	var pr Progress
-	err := f.DB.Update(ctx, func(txn storage.Txn) error {
+	// Settled: the next fold reads back the aggregates and watermarks
+	// this one writes; it must not meet their locks.
+	err := f.DB.UpdateSettled(ctx, func(txn storage.Txn) error {
 		pr = Progress{CaughtUp: true}
 		now := f.Now()
 		agg, err := statement.NewAggregator(f.Config)

@@ -5,8 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"testing"
+	"time"
+
+	"github.com/pingcap/kvproto/pkg/kvrpcpb"
+	"github.com/tikv/client-go/v2/tikv"
+	"github.com/tikv/client-go/v2/tikvrpc"
 
 	"redrain/storage"
 	"redrain/storage/storagetest"
@@ -288,4 +294,50 @@ func TestTiKVEmbeddedPersists(t *testing.T) {
 	if err != nil || len(keys) != 2 {
 		t.Fatalf("Scan after reopen = %q, %v; want the two keys", keys, err)
 	}
+}
+
+// TestUpdateSettledLeavesNoLocks: once UpdateSettled returns, every key of
+// its transaction is committed (client-go commits the keys other than the
+// primary's batch in the background): no lock is left for a reader to meet.
+func TestUpdateSettledLeavesNoLocks(t *testing.T) {
+	kv := storagetest.TiKV(t, "")
+	ctx := context.Background()
+	value := bytes.Repeat([]byte("v"), 512)
+	for round := range 5 {
+		err := kv.UpdateSettled(ctx, func(txn storage.Txn) error {
+			// ~1 MB in 2,000 keys: many commit batches beyond the primary's.
+			for i := range 2000 {
+				if err := txn.Set(fmt.Appendf(nil, "rr/test/%02d/%06d", round, i), value); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := locksIn(t, kv, []byte("rr/test/")); n != 0 {
+			t.Fatalf("round %d: %d locks left after UpdateSettled returned", round, n)
+		}
+	}
+}
+
+// locksIn counts the locks (of any transaction) in the region of prefix.
+func locksIn(t *testing.T, kv *storage.TiKV, prefix []byte) int {
+	t.Helper()
+	bo := tikv.NewBackoffer(context.Background(), 5000)
+	loc, err := kv.Store.GetRegionCache().LocateKey(bo, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := tikvrpc.NewRequest(tikvrpc.CmdScanLock, &kvrpcpb.ScanLockRequest{MaxVersion: math.MaxUint64, StartKey: prefix, Limit: 100000})
+	resp, err := kv.Store.SendReq(bo, req, loc.Region, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, ok := resp.Resp.(*kvrpcpb.ScanLockResponse)
+	if !ok || r.GetError() != nil {
+		t.Fatalf("scan locks: %T %v", resp.Resp, r.GetError())
+	}
+	return len(r.GetLocks())
 }
