@@ -273,15 +273,11 @@ func (c clientTxn) commit(ctx context.Context) error {
 
 var tuneEmbedded sync.Once
 
-// TuneEmbeddedStore sizes the goleveldb under client-go's test cluster
-// (the embedded store and tikvdev) before its first open; see
-// tuneEmbeddedLevelDB.
-func TuneEmbeddedStore() { tuneEmbedded.Do(tuneEmbeddedLevelDB) }
-
-// tuneEmbeddedLevelDB sizes the LSM under the embedded test cluster for
-// booking's write stream. client-go opens its goleveldb with only a block
+// TuneEmbeddedStore sizes the LSM under client-go's test cluster (the
+// embedded store and tikvdev) for booking's write stream, once, before
+// its first open. client-go opens its goleveldb with only a block
 // cache set, so the rest comes from goleveldb's package defaults, set here
-// once before the first open (nothing else in the process uses goleveldb).
+// (nothing else in the process uses goleveldb).
 // Its defaults (a 4 MiB memtable, 2 MiB tables, a 10 MiB first level,
 // compaction from 4 level-0 tables) made compaction 21-29% of a node's CPU
 // under load: each megabyte booked was merged again level after level.
@@ -291,11 +287,13 @@ func TuneEmbeddedStore() { tuneEmbedded.Do(tuneEmbeddedLevelDB) }
 // embedded store's compaction*). Snappy stays (one burst without it cost
 // 1.08× the tuned figure: more bytes to merge). A memtable is allocated
 // whole: an open embedded store holds up to two, 128 MiB.
-func tuneEmbeddedLevelDB() {
-	opt.DefaultWriteBuffer = 64 * opt.MiB
-	opt.DefaultCompactionTableSize = 16 * opt.MiB
-	opt.DefaultCompactionTotalSize = 256 * opt.MiB
-	opt.DefaultCompactionL0Trigger = 8
-	opt.DefaultWriteL0SlowdownTrigger = 16
-	opt.DefaultWriteL0PauseTrigger = 24
+func TuneEmbeddedStore() {
+	tuneEmbedded.Do(func() {
+		opt.DefaultWriteBuffer = 64 * opt.MiB
+		opt.DefaultCompactionTableSize = 16 * opt.MiB
+		opt.DefaultCompactionTotalSize = 256 * opt.MiB
+		opt.DefaultCompactionL0Trigger = 8
+		opt.DefaultWriteL0SlowdownTrigger = 16
+		opt.DefaultWriteL0PauseTrigger = 24
+	})
 }

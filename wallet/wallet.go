@@ -269,25 +269,19 @@ func (w *Wallets) Read(ctx context.Context, act uint64) (Summary, error) {
 	if useCache {
 		s, hit, err := w.cache.get(ctx, act)
 		w.redisDown.Store(err != nil)
-		switch {
-		case err == nil && hit:
+		if err == nil && hit {
 			s.Source, s.Stale = SourceCache, !w.fresh()
 			w.copies.put(s)
 			w.reads[SourceCache].Inc()
 			return s, nil
-		case err != nil:
-			// Redis fails: the store, at a bounded rate.
-			if !w.limiter.take() {
-				return w.fallback(act, fmt.Errorf("redis: %v; store reads at their bound (%d/s)", err, w.cfg.StoreRate))
-			}
-			useCache = false
 		}
-	} else if w.cache != nil && w.redisDown.Load() && !w.limiter.take() {
-		// Redis is skipped for this user (a tombstone it has not taken,
-		// or not trusted yet) and the last word from Redis was a failure:
-		// the same bound, or every read of a changed user while Redis is
-		// down would reach the store.
-		return w.fallback(act, fmt.Errorf("redis down; store reads at their bound (%d/s)", w.cfg.StoreRate))
+		useCache = err == nil // a miss fills Redis; a failure does not
+	}
+	// With Redis failing (this read's command, or the last word from Redis
+	// for a read that skips it: a tombstone it has not taken, or not
+	// trusted yet), the store at a bounded rate.
+	if w.cache != nil && w.redisDown.Load() && !w.limiter.take() {
+		return w.fallback(act, fmt.Errorf("redis failing; store reads at their bound (%d/s)", w.cfg.StoreRate))
 	}
 	s, seq, err := w.readStore(ctx, act)
 	if err != nil {
