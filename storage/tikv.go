@@ -42,6 +42,7 @@ var (
 type TiKV struct {
 	Store    *tikv.KVStore // nil for a store in memory
 	Embedded bool
+	resolve  *KeyedResolve // the embedded store's lock resolution
 	kv       kvBackend
 	close    func() error
 	closed   sync.Once
@@ -99,11 +100,22 @@ func OpenTiKV(pd []string, dir string) (*TiKV, error) {
 	// in leveldb under dir, so a fresh single region over it is the whole
 	// restart story.
 	testutils.BootstrapWithSingleStore(cluster)
-	store, err := tikv.NewTestTiKVStore(client, pdClient, nil, nil, 0)
+	resolve := NewKeyedResolve(client, cluster)
+	store, err := tikv.NewTestTiKVStore(resolve, pdClient, nil, nil, 0)
 	if err != nil {
 		return nil, fmt.Errorf("%w: embedded tikv: %v", ErrUnavailable, err)
 	}
-	return &TiKV{Store: store, Embedded: true, kv: clientBackend{store}, close: store.Close}, nil
+	return &TiKV{Store: store, Embedded: true, resolve: resolve, kv: clientBackend{store}, close: store.Close}, nil
+}
+
+// LockResolves counts the embedded store's lock resolutions answered by
+// the transaction's keys and by a scan of the region (KeyedResolve);
+// zero for a store reached over PD.
+func (t *TiKV) LockResolves() (keyed, scanned int64) {
+	if t.resolve == nil {
+		return 0, 0
+	}
+	return t.resolve.Resolves()
 }
 
 // Close releases the connection (and the embedded store); a second Close

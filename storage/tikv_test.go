@@ -341,3 +341,47 @@ func locksIn(t *testing.T, kv *storage.TiKV, prefix []byte) int {
 	}
 	return len(r.GetLocks())
 }
+
+// Readers that meet a plain Update's background-committed locks have them
+// resolved by the transaction's keys, never by a scan of the region
+// (storage.KeyedResolve), and read what was committed.
+func TestReadersResolveByKeys(t *testing.T) {
+	kv := storagetest.TiKV(t, "")
+	ctx := context.Background()
+	for round := range 50 {
+		keys := make([][]byte, 2000)
+		err := kv.Update(ctx, func(txn storage.Txn) error {
+			for i := range keys {
+				keys[i] = fmt.Appendf(nil, "rr/test/%02d/%06d", round, i)
+				if err := txn.Set(keys[i], keys[i]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = kv.View(func(txn storage.Txn) error {
+			got, err := storage.BatchGet(ctx, txn, keys)
+			if err != nil {
+				return err
+			}
+			for _, k := range keys {
+				if !bytes.Equal(got[string(k)], k) {
+					return fmt.Errorf("%s reads %q", k, got[string(k)])
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if keyed, scanned := kv.LockResolves(); scanned != 0 {
+			t.Fatalf("round %d: %d resolutions scanned the region (%d by keys)", round, scanned, keyed)
+		} else if keyed > 0 {
+			return
+		}
+	}
+	t.Fatal("no reader met a lock in 50 rounds")
+}

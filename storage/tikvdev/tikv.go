@@ -7,7 +7,7 @@ import (
 
 	"github.com/pingcap/kvproto/pkg/kvrpcpb"
 	"github.com/pingcap/kvproto/pkg/tikvpb"
-	"github.com/tikv/client-go/v2/testutils"
+	"github.com/tikv/client-go/v2/tikv"
 	"github.com/tikv/client-go/v2/tikvrpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -27,7 +27,7 @@ const (
 // at addr: region and epoch checks, locks and conflicts all come from there.
 type kvService struct {
 	tikvpb.UnimplementedTikvServer
-	client *testutils.MockClient
+	client tikv.Client
 	addr   string
 }
 

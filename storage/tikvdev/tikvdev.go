@@ -95,7 +95,7 @@ func Start(dir string, pdAddr string) (*Server, error) {
 	// txnkv.NewClient also opens an etcd client on the PD address and syncs
 	// its member list before it returns.
 	etcdserverpb.RegisterClusterServer(s.pdSrv, &etcdService{url: url})
-	tikvpb.RegisterTikvServer(s.kvSrv, &kvService{client: client, addr: kvAddr})
+	tikvpb.RegisterTikvServer(s.kvSrv, &kvService{client: storage.NewKeyedResolve(client, cluster), addr: kvAddr})
 	// The PD client checks its leader's health every second, and client-go
 	// probes a store it could not reach before using it again.
 	healthpb.RegisterHealthServer(s.pdSrv, health.NewServer())
