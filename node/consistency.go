@@ -35,6 +35,5 @@ func (n *Node) startConsistency(ctx context.Context) {
 	n.consistencyStream = stream
 	n.consistency = consistency.NewService(consistency.ServiceConfig{Checker: c, Owned: n.booker.Claims, Every: consistencyEvery,
 		Daily: true, Owner: n.ID + "/" + strconv.FormatUint(n.Incarnation, 10), Metrics: n.Metrics, Log: n.log})
-	n.bg.Add(1)
-	go func() { defer n.bg.Done(); n.consistency.Run(ctx) }()
+	n.spawn(ctx, "consistency", n.consistency.Run)
 }

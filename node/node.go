@@ -444,34 +444,28 @@ func Start(cfg Config) (n *Node, err error) {
 	indexLost := n.Metrics.Gauge("redrain_redis_index_lost", "1 while Redis lost its binding index and the node rebuilds it (new users are refused meanwhile).")
 	n.reclaimed = n.Metrics.Counter("redrain_leases_reclaimed_total", "Budget leases this node reclaimed after their holder stopped renewing them (closed at what was booked under them).")
 	n.reclaimer = n.newReclaimer()
-	n.bg.Add(9)
-	go func() { defer n.bg.Done(); n.foldStatements(ctx) }()
+	n.spawn(ctx, "statements", n.foldStatements)
 	if n.wallets != nil && cfg.ExpiryEvery >= 0 {
-		n.bg.Add(1)
-		go func() { defer n.bg.Done(); n.sweepExpiryMonthly(ctx, cmp.Or(cfg.ExpiryEvery, expiryEveryDefault)) }()
+		n.spawn(ctx, "expiry", func(ctx context.Context) { n.sweepExpiryMonthly(ctx, cmp.Or(cfg.ExpiryEvery, expiryEveryDefault)) })
 	}
-	go func() { defer n.bg.Done(); n.index.Watch(ctx, n.ready.Load, indexLost) }()
-	go func() { defer n.bg.Done(); n.watcher.Run(ctx) }()
-	go func() { defer n.bg.Done(); n.publishStatus(ctx) }()
-	go func() {
-		defer n.bg.Done()
+	n.spawn(ctx, "index", func(ctx context.Context) { n.index.Watch(ctx, n.ready.Load, indexLost) })
+	n.spawn(ctx, "watcher", n.watcher.Run)
+	n.spawn(ctx, "status", n.publishStatus)
+	n.spawn(ctx, "budget-folder", func(ctx context.Context) {
 		(&actors.Folder{Budgets: budgets, Redis: n.pipe, Log: n.log, Clock: clock}).Run(ctx, actors.StoredBudgetIDs(ctx, n.tikv, n.log))
-	}()
-	go func() { defer n.bg.Done(); _ = n.booker.Run(ctx) }()
-	go func() { defer n.bg.Done(); n.watchLag(ctx) }()
-	go func() { defer n.bg.Done(); n.recover(ctx) }()
-	go func() { defer n.bg.Done(); n.reclaimer.Run(ctx) }()
+	})
+	n.spawn(ctx, "booking", func(ctx context.Context) { _ = n.booker.Run(ctx) })
+	n.spawn(ctx, "lag", n.watchLag)
+	n.spawn(ctx, "recover", n.recover)
+	n.spawn(ctx, "reclaim", n.reclaimer.Run)
 	if n.lines != nil {
-		n.bg.Add(1)
-		go func() { defer n.bg.Done(); _ = n.lines.Run(ctx) }()
+		n.spawn(ctx, "lines", func(ctx context.Context) { _ = n.lines.Run(ctx) })
 	}
 	if n.withdrawals != nil {
-		n.bg.Add(1)
-		go func() { defer n.bg.Done(); n.withdrawals.Run(ctx) }()
+		n.spawn(ctx, "withdrawals", n.withdrawals.Run)
 	}
 	if cfg.AuditEvery > 0 {
-		n.bg.Add(1)
-		go func() { defer n.bg.Done(); n.audits.every(ctx, cfg.AuditEvery, n.tikv, n.log) }()
+		n.spawn(ctx, "audit", func(ctx context.Context) { n.audits.every(ctx, cfg.AuditEvery, n.tikv, n.log) })
 	}
 	n.startConsistency(ctx)
 	n.log.Info("node started", "http", n.Addr(), "admin_http", n.AdminAddr(), "data_dir", cfg.DataDir,

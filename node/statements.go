@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -53,6 +54,18 @@ func (n *Node) foldStatements(ctx context.Context) {
 			n.log.Warn("statements: fold failed (retried)", "err", err)
 		}
 	})
+}
+
+// spawn runs loop in a goroutine of the node's background work (Close
+// waits for it), labelled loop=name in CPU profiles: goroutines it
+// starts, the store client's among them, inherit the label, so
+// `go tool pprof -tagfocus loop=booking` shows what one loop costs.
+func (n *Node) spawn(ctx context.Context, name string, loop func(context.Context)) {
+	n.bg.Add(1)
+	go func() {
+		defer n.bg.Done()
+		pprof.Do(ctx, pprof.Labels("loop", name), loop)
+	}()
 }
 
 // every calls fn every d until ctx ends.
