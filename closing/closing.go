@@ -3,6 +3,16 @@
 // per-UTC-day aggregates in the store, exactly once, and reads a party's
 // statement of a day, month or year as the sum of its days.
 //
+// Users are the exception: their statement is read from their account's
+// entries (the ledger's own record of every grant and move leg, in
+// booking order), folded by the same rule at read time, so the folder
+// writes a few aggregates per fold (activities, sponsors, merchants)
+// instead of one per user and day touched (one per grant in a rain). A
+// user's statement so matches the user's ledger pages to the entry: a
+// posting's day is its entry's booking time, which booking never lets
+// go back within an account (Account.Book), where the other parties'
+// days are their journals' booking times.
+//
 // Exactly once: each partition has a watermark (rr/stmt/wm/{pppp}), the
 // seq of the last journal folded; one fold reads the watermarks, the
 // journals past them and the day aggregates they touch, and writes the
@@ -24,6 +34,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"redrain/booking"
@@ -145,6 +156,7 @@ func (f *Folder) Fold(ctx context.Context) (Progress, error) {
 		if err != nil {
 			return err
 		}
+		agg.NoUsers = true // read from their accounts (Read)
 		heads, err := booking.JournalSeqs(ctx, txn, f.Parts)
 		if err != nil {
 			return err
@@ -229,6 +241,76 @@ func (f *Folder) Fold(ctx context.Context) (Progress, error) {
 	return pr, err
 }
 
+// dayLines adds party's stored day aggregates of period to agg.
+func dayLines(ctx context.Context, txn storage.Txn, party statement.Party, period statement.Period, agg *statement.Aggregate) error {
+	keys := make([][]byte, 0, period.To-period.From)
+	for d := period.From; d < period.To; d++ {
+		keys = append(keys, DayKey(d, party))
+	}
+	raw, err := storage.BatchGet(ctx, txn, keys)
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		v, ok := raw[string(k)]
+		if !ok {
+			continue
+		}
+		a, err := statement.DecodeAggregate(v)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %v", ledger.ErrCorrupt, k, err)
+		}
+		agg.Merge(a)
+	}
+	return nil
+}
+
+// userLines adds the lines of a user's entries booked in period to agg:
+// the account as the store holds it (pages and the journal past them),
+// its history chunks only when the period reaches back past its recent
+// entries (booking times never decrease within an account).
+func userLines(ctx context.Context, txn storage.Txn, parts int32, party statement.Party, period statement.Period, agg *statement.Aggregate) error {
+	act, err := strconv.ParseUint(party.ID, 10, 64)
+	if err != nil {
+		return fmt.Errorf("%w: party %s: %v", statement.ErrInput, party, err)
+	}
+	accounts, err := booking.ReadAccounts(ctx, txn, parts, []uint64{act})
+	if err != nil {
+		return err
+	}
+	a := accounts[act]
+	if a == nil {
+		return nil
+	}
+	from, to := period.From.Start(), period.To.Start()
+	entries := a.Entries
+	if a.Archived > 0 && (len(entries) == 0 || entries[0].BookedAt >= from) {
+		archived, err := booking.Archived(ctx, txn, a)
+		if err != nil {
+			return err
+		}
+		entries = append(archived, entries...)
+	}
+	for i := range entries {
+		if e := &entries[i]; e.BookedAt >= from && e.BookedAt < to {
+			p := EntryPosting(act, e)
+			agg.AddUser(&p)
+		}
+	}
+	return nil
+}
+
+// EntryPosting is the posting of a user's entry: a grant booked or one
+// leg of a move, as Postings makes it of the journal op that booked it
+// (on the entry's booking time).
+func EntryPosting(act uint64, e *ledger.Entry) statement.Posting {
+	kind := statement.KindGrant
+	if e.Move != nil {
+		kind = e.Move.Kind.String()
+	}
+	return statement.Posting{At: e.BookedAt, Kind: kind, User: act, Asset: string(e.Asset), Amount: e.Amount}
+}
+
 // errFull stops a partition's journals once a fold holds MaxOps ops.
 var errFull = errors.New("closing: fold full")
 
@@ -276,24 +358,14 @@ func Watermarks(ctx context.Context, txn storage.Txn, parts int32) ([]Watermark,
 func Read(ctx context.Context, db *storage.TiKV, parts int32, party statement.Party, period statement.Period) (*statement.Statement, error) {
 	st := &statement.Statement{Party: party, Period: period}
 	err := db.View(func(txn storage.Txn) error {
-		keys := make([][]byte, 0, period.To-period.From)
-		for d := period.From; d < period.To; d++ {
-			keys = append(keys, DayKey(d, party))
+		var err error
+		if party.Kind == statement.PartyUser {
+			err = userLines(ctx, txn, parts, party, period, &st.Agg)
+		} else {
+			err = dayLines(ctx, txn, party, period, &st.Agg)
 		}
-		raw, err := storage.BatchGet(ctx, txn, keys)
 		if err != nil {
 			return err
-		}
-		for _, k := range keys {
-			v, ok := raw[string(k)]
-			if !ok {
-				continue
-			}
-			a, err := statement.DecodeAggregate(v)
-			if err != nil {
-				return fmt.Errorf("%w: %s: %v", ledger.ErrCorrupt, k, err)
-			}
-			st.Agg.Merge(a)
 		}
 		wms, err := Watermarks(ctx, txn, parts)
 		if err != nil {

@@ -24,6 +24,7 @@ type store struct {
 	mem  *storage.MemoryStore
 	db   *storage.TiKV
 	next map[int32]uint64
+	rain uint64
 }
 
 func newStore(t *testing.T) *store {
@@ -31,15 +32,20 @@ func newStore(t *testing.T) *store {
 	return &store{t: t, mem: mem, db: mem.Client(nil), next: map[int32]uint64{}}
 }
 
-// journal commits one journal of grants (act, amount) in partition p.
+// journal commits one journal of grants (act, amount) in partition p,
+// which must be the users' (the accounts are read from the journals).
 func (s *store) journal(p int32, at int64, grants ...[2]int64) {
 	s.t.Helper()
 	seq := s.next[p] + 1
 	j := &ledger.Journal{Seq: seq, BookedAt: at}
 	for _, g := range grants {
-		gr := ledger.Grant{AppID: 1, ActID: uint64(g[0]), ActivityID: "newyear", SceneID: "lobby", RainID: 1, AwardType: "cash",
+		if q := storage.PartitionOf(uint64(g[0]), 2); q != p {
+			s.t.Fatalf("act %d is a user of partition %d, not %d", g[0], q, p)
+		}
+		s.rain++ // each grant its own packet
+		gr := ledger.Grant{AppID: 1, ActID: uint64(g[0]), ActivityID: "newyear", SceneID: "lobby", RainID: s.rain, AwardType: "cash",
 			Asset: ledger.AssetCash, Amount: g[1], BudgetID: "newyear/formal/cash", LeaseID: 1, IssuedAt: at}
-		j.Ops = append(j.Ops, ledger.Op{Kind: ledger.OpBook, Grant: gr}, ledger.Op{Kind: ledger.OpAttribute, Grant: gr})
+		j.Ops = append(j.Ops, ledger.Op{Kind: ledger.OpBook, Grant: gr})
 	}
 	err := s.db.Update(context.Background(), func(txn storage.Txn) error {
 		if err := txn.Set(storage.JournalKey(p, seq), ledger.AppendJournal(nil, j)); err != nil {
@@ -84,8 +90,8 @@ func net(st *statement.Statement, asset string) (int64, int64) {
 // not counted again, and a day closes once every partition is past it.
 func TestFoldExactlyOnce(t *testing.T) {
 	s := newStore(t)
-	s.journal(0, day1+1_000, [2]int64{2, 100}, [2]int64{4, 200})
-	s.journal(1, day1+2_000, [2]int64{3, 50})
+	s.journal(0, day1+1_000, [2]int64{2, 100}, [2]int64{6, 200})
+	s.journal(1, day1+2_000, [2]int64{5, 50})
 	s.journal(0, day1+86_400_000+5, [2]int64{2, 7}) // the next day
 	now := day1 + 3_000
 	var lost bool
@@ -121,7 +127,8 @@ func TestFoldExactlyOnce(t *testing.T) {
 		{"activity:newyear", "month", "2025-12", -357, 4},
 		{"sponsor:acme", "year", "2025", -357, 4},
 		{"user:2", "month", "2025-12", 107, 2},
-		{"user:4", "day", "2025-12-07", 0, 0},
+		{"user:6", "day", "2025-12-07", 0, 0},
+		{"user:6", "day", "2025-12-06", 200, 1},
 	} {
 		st := s.read(s.db, c.party, c.kind, c.date)
 		if a, n := net(st, "cash"); a != c.amount || n != c.count {
@@ -134,7 +141,7 @@ func TestFoldExactlyOnce(t *testing.T) {
 	// The next day passes: a fold that finds every partition caught up
 	// closes the first day.
 	now = day1 + 86_400_000 + closing.Slack + 1
-	s.journal(1, now, [2]int64{3, 1})
+	s.journal(1, now, [2]int64{5, 1})
 	if _, err := f.FoldAll(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +226,7 @@ func TestFoldAcrossRestart(t *testing.T) {
 	}
 	s := &store{t: t, db: db, next: map[int32]uint64{}}
 	s.journal(0, day1+1, [2]int64{2, 100})
-	s.journal(1, day1+2, [2]int64{3, 10})
+	s.journal(1, day1+2, [2]int64{5, 10})
 	s.journal(0, day1+3, [2]int64{2, 1})
 	cfg := &statement.Config{}
 	f := &closing.Folder{DB: db, Parts: 2, Config: cfg, MaxOps: 1, Now: func() int64 { return day1 + 4 }}
@@ -235,12 +242,12 @@ func TestFoldAcrossRestart(t *testing.T) {
 	}
 	defer db.Close()
 	s.db = db
-	s.journal(1, day1+5, [2]int64{3, 1_000})
+	s.journal(1, day1+5, [2]int64{5, 1_000})
 	f.DB = db
 	if pr, err := f.FoldAll(context.Background()); err != nil || pr.Journals != 3 || !pr.CaughtUp {
 		t.Fatalf("fold after the restart: %+v %v", pr, err)
 	}
-	for party, want := range map[string][2]int64{"activity:newyear": {-1_111, 4}, "user:2": {101, 2}, "user:3": {1_010, 2}} {
+	for party, want := range map[string][2]int64{"activity:newyear": {-1_111, 4}, "user:2": {101, 2}, "user:5": {1_010, 2}} {
 		if a, n := net(s.read(db, party, "day", "2025-12-06"), "cash"); a != want[0] || n != want[1] {
 			t.Errorf("%s: %d in %d postings, want %d in %d", party, a, n, want[0], want[1])
 		}

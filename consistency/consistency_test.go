@@ -310,7 +310,7 @@ func TestUnissuedListed(t *testing.T) {
 func TestStatementChanged(t *testing.T) {
 	w := newWorld(t)
 	_, u2, _ := w.seed()
-	key := closing.DayKey(w.day, statement.Party{Kind: statement.PartyUser, ID: itoa(u2)})
+	key := closing.DayKey(w.day, statement.Party{Kind: statement.PartyActivity, ID: "activity"})
 	good := bookingtest.Get(t, w.db, key)
 	a, err := statement.DecodeAggregate(good)
 	if err != nil {
@@ -318,6 +318,11 @@ func TestStatementChanged(t *testing.T) {
 	}
 	a.Lines[0].Amount += 13
 	bookingtest.Put(t, w.db, key, statement.AppendAggregate(nil, a))
+	// A user's aggregate left by an older folder is not a statement any
+	// more (users' are read from their entries): ignored, then removed
+	// by the rebuild.
+	legacy := closing.DayKey(w.day, statement.Party{Kind: statement.PartyUser, ID: itoa(u2)})
+	bookingtest.Put(t, w.db, legacy, statement.AppendAggregate(nil, &statement.Aggregate{Lines: []statement.Line{{Section: statement.Income, Item: "grant", Asset: string(w.f.Asset), Amount: 1, Count: 1}}}))
 	r := w.check(false)
 	wantFound(t, r, consistency.KindStatement, 1, false)
 	if r.Mismatches[0].Amount != 13 {
@@ -326,6 +331,9 @@ func TestStatementChanged(t *testing.T) {
 	wantFound(t, w.check(true), consistency.KindStatement, 1, true)
 	if got := bookingtest.Get(t, w.db, key); string(got) != string(good) {
 		t.Fatal("the rebuilt aggregate differs from the fold's")
+	}
+	if got := bookingtest.Get(t, w.db, legacy); got != nil {
+		t.Fatal("the rebuild kept a user's aggregate")
 	}
 	wantClean(t, w.check(true))
 	// Aggregates of a party deleted whole are found too.

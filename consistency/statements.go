@@ -18,7 +18,9 @@ import (
 
 // A statements day is compared as sums per party kind and asset (amount
 // and postings counted), never per party: memory is a few lines however
-// many users the day touched. A merchant's fee lines are left out (they
+// many users the day touched. Users have no stored statements (theirs
+// are read from their account entries, closing.Read), so the sums are
+// of activities, sponsors and merchants. A merchant's fee lines are left out (they
 // depend on the split rule in force when a journal was folded, which may
 // have changed since); its gross lines (consume, refund, reverse) and
 // every other party's lines are what the journals alone decide.
@@ -153,6 +155,7 @@ func (c *Checker) checkStatements(ctx context.Context, d statement.Day, repair b
 		if err != nil {
 			return err
 		}
+		agg.NoUsers = true // users' statements are their entries (closing.Read)
 		drain := func() {
 			for _, x := range agg.Days() {
 				addAgg(want, x.Party, x.Agg)
@@ -174,6 +177,9 @@ func (c *Checker) checkStatements(ctx context.Context, d statement.Day, repair b
 			party, err := statement.ParseParty(string(k[len(prefix):]))
 			if err != nil {
 				return false, fmt.Errorf("%w: statements key %q: %v", ledger.ErrCorrupt, k, err)
+			}
+			if party.Kind == statement.PartyUser {
+				return true, nil // left by an older folder; a rebuild removes it
 			}
 			a, err := statement.DecodeAggregate(v)
 			if err != nil {
@@ -270,6 +276,7 @@ func (c *Checker) RebuildDay(ctx context.Context, d statement.Day) (int, error) 
 		if err != nil {
 			return err
 		}
+		agg.NoUsers = true
 		if err := c.postingsOfDay(ctx, txn, wms, d, agg.Add); err != nil {
 			return err
 		}

@@ -178,6 +178,12 @@ type AssetAmount struct {
 }
 
 // add adds amount to the line (section, item, asset), counting n postings.
+// AddUser folds p into a as the line of the user it credits or debits
+// (the user's side of a posting: a grant, one leg of a move).
+func (a *Aggregate) AddUser(p *Posting) {
+	a.add(userSection(p.Kind, p.Amount), p.Kind, p.Asset, p.Amount, 1)
+}
+
 func (a *Aggregate) add(s Section, item, asset string, amount, n int64) {
 	for i := range a.Lines {
 		l := &a.Lines[i]
@@ -304,6 +310,10 @@ type dayKey struct {
 // Aggregator folds postings into per party-day aggregates. It is not safe
 // for concurrent use; one folds one batch of journals.
 type Aggregator struct {
+	// NoUsers folds no user lines: the statements folder stores none (a
+	// user's statement is read from the user's account entries, AddUser).
+	NoUsers bool
+
 	cfg   *Config
 	aggs  map[dayKey]*Aggregate
 	split []int64 // scratch
@@ -382,7 +392,9 @@ func (g *Aggregator) Add(p *Posting) error {
 		return fmt.Errorf("%w: posting without a kind or asset", ErrInput)
 	}
 	day := DayOf(p.At)
-	g.at(dayKey{day: day, kind: PartyUser, act: p.User}).add(userSection(p.Kind, p.Amount), p.Kind, p.Asset, p.Amount, 1)
+	if !g.NoUsers {
+		g.at(dayKey{day: day, kind: PartyUser, act: p.User}).AddUser(p)
+	}
 	switch p.Kind {
 	case KindGrant:
 		if p.Activity == "" {
