@@ -330,7 +330,7 @@ func (p *part) touch(u *unit, id uint64) *ledger.Account {
 	u.prev[id] = cur
 	var a *ledger.Account
 	if cur == nil {
-		a = &ledger.Account{ActID: id}
+		a = ledger.NewAccount(id)
 		p.addToPage(id)
 	} else {
 		a = cur.Clone()
@@ -798,7 +798,7 @@ func (p *part) replayForeign(j *ledger.Journal) error {
 		id := op.Grant.ActID
 		a := p.accounts[id]
 		if a == nil {
-			a = &ledger.Account{ActID: id}
+			a = ledger.NewAccount(id)
 			p.addToPage(id)
 		} else if !bumped[id] {
 			a = a.Clone()

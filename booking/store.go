@@ -99,7 +99,7 @@ func (v *view) replay(j *ledger.Journal, w want) error {
 		}
 		a := v.accounts[id]
 		if a == nil {
-			a = &ledger.Account{ActID: id}
+			a = ledger.NewAccount(id)
 			v.accounts[id] = a
 		}
 		if err := replayOp(v.part, j, i, a, bumped); err != nil {
@@ -343,7 +343,7 @@ func BindInTxn(ctx context.Context, txn storage.Txn, parts int32, app uint32, us
 	}
 	a := v.accounts[actID]
 	if a == nil {
-		a = &ledger.Account{ActID: actID}
+		a = ledger.NewAccount(actID)
 	}
 	op := ledger.Op{Kind: ledger.OpBind, Grant: ledger.Grant{AppID: app, ActID: actID, UserID: user}}
 	changed, err := op.Apply(a, 0)

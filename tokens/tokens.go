@@ -246,10 +246,17 @@ func LegacyLimitKey(actID uint64, sceneID string, rainID uint64, stage Stage) st
 // OutTradeNo derives the 32-hex-character trade number from an idempotency
 // key: the hex of the first 16 bytes of SHA-256("redrain/otn\x00" + key).
 func OutTradeNo(idempotencyKey string) string {
+	var buf [2 * otnLen]byte
+	return string(AppendOutTradeNo(buf[:0], []byte(idempotencyKey)))
+}
+
+// AppendOutTradeNo appends OutTradeNo's trade number of idempotencyKey to
+// dst.
+func AppendOutTradeNo(dst, idempotencyKey []byte) []byte {
 	var buf [len(labelOutTradeNo) + idempotencyKeyLenMax]byte
 	b := append(append(buf[:0], labelOutTradeNo...), idempotencyKey...)
 	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:otnLen])
+	return hex.AppendEncode(dst, sum[:otnLen])
 }
 
 // IdempotencyKey returns the idempotency key of c's fields: the legacy one

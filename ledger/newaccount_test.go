@@ -1,0 +1,61 @@
+package ledger_test
+
+import (
+	"testing"
+
+	"redrain/ledger"
+	"redrain/tokens"
+)
+
+var sink *ledger.Account
+
+// A new account books its first grant and binds its app identity without
+// an allocation of its own for the balance, entry, monthly summary or
+// identity (NewAccount's slab), and the entry's text is one string.
+func TestNewAccountBooksInPlace(t *testing.T) {
+	g := ledger.Grant{AppID: 1, UserID: "u1", ActID: 7, ActivityID: "newyear", SceneID: "lobby", RainID: 1, Stage: tokens.StageFormal,
+		AwardType: "cash", Asset: ledger.AssetCash, Amount: 88, BudgetID: "newyear/formal/cash", LeaseID: 1}
+	const now = 1_764_979_200_000
+	book := func(a *ledger.Account) {
+		if ok, err := a.Book(&g, now); !ok || err != nil {
+			t.Fatalf("book: %v %v", ok, err)
+		}
+		a.Bind(ledger.AppUser{AppID: g.AppID, UserID: g.UserID})
+	}
+	slab := testing.AllocsPerRun(100, func() { sink = ledger.NewAccount(g.ActID); book(sink) })
+	plain := testing.AllocsPerRun(100, func() { sink = &ledger.Account{ActID: g.ActID}; book(sink) })
+	// The slab is one object where the account and its four slices were
+	// five; the limit key and the entry's text are the other two.
+	if slab != 3 || plain != 7 {
+		t.Errorf("%v allocations booking into NewAccount, %v into a bare account: want 3 and 7", slab, plain)
+	}
+	a := ledger.NewAccount(g.ActID)
+	book(a)
+	e := a.Entries[0]
+	if e.LimitKey != g.LimitKey() || e.OutTradeNo != g.OutTradeNo() || e.AwardType != g.AwardType {
+		t.Fatalf("entry %+v", e)
+	}
+	if err := a.Check(); err != nil {
+		t.Fatal(err)
+	}
+	// A packet of a token sealed before keys named the activity: its
+	// legacy keys.
+	legacy := g
+	legacy.Legacy = true
+	b := ledger.NewAccount(g.ActID)
+	if ok, err := b.Book(&legacy, now); !ok || err != nil {
+		t.Fatalf("legacy book: %v %v", ok, err)
+	}
+	if e := b.Entries[0]; e.LimitKey != legacy.LimitKey() || e.OutTradeNo != legacy.OutTradeNo() || e.LimitKey == g.LimitKey() {
+		t.Fatalf("legacy entry %+v", e)
+	}
+	// A second packet grows the slices past the slab, as any account's.
+	g.RainID = 2
+	book(a)
+	if len(a.Entries) != 2 || a.Balances[0].Amount != 176 {
+		t.Fatalf("after a second packet: %+v", a)
+	}
+	if err := a.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
