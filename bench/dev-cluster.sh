@@ -14,8 +14,10 @@ shift 2
 dir=$(mktemp -d)
 pids=()
 cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	# The nodes first, while their backends still answer, then the stack.
+	for p in "${pids[@]:1}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${pids[@]:1}"; do wait "$p" 2>/dev/null || true; done
+	[ "${#pids[@]}" -gt 0 ] && { kill "${pids[0]}" 2>/dev/null || true; wait "${pids[0]}" 2>/dev/null || true; }
 	rm -rf "$dir"
 }
 trap cleanup EXIT

@@ -99,7 +99,7 @@ type memBackend struct {
 	faults func(KVOp) KVOutcome
 }
 
-func (b memBackend) begin() (kvTxn, error) {
+func (b memBackend) begin(context.Context) (kvTxn, error) {
 	if b.faults(KVOp{Kind: KVBegin}) != KVOK {
 		return nil, fmt.Errorf("%w: begin: memory store down", ErrUnavailable)
 	}

@@ -13,10 +13,12 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/pingcap/goleveldb/leveldb/opt"
 	pingcaplog "github.com/pingcap/log"
 	tikverr "github.com/tikv/client-go/v2/error"
+	"github.com/tikv/client-go/v2/oracle"
 	"github.com/tikv/client-go/v2/testutils"
 	"github.com/tikv/client-go/v2/tikv"
 	"github.com/tikv/client-go/v2/txnkv"
@@ -70,7 +72,9 @@ type Txn interface {
 // kvBackend begins transactions; kvTxn commits or drops one. A commit
 // reports a lost conflict as ErrConflict and any other failure as
 // ErrUnavailable (the write may or may not have landed).
-type kvBackend interface{ begin() (kvTxn, error) }
+type kvBackend interface {
+	begin(ctx context.Context) (kvTxn, error)
+}
 
 type kvTxn interface {
 	Txn
@@ -145,7 +149,7 @@ func (t *TiKV) UpdateSettled(ctx context.Context, fn func(txn Txn) error) error 
 }
 
 func (t *TiKV) update(ctx context.Context, fn func(txn Txn) error, settle bool) error {
-	txn, err := t.kv.begin()
+	txn, err := t.kv.begin(ctx)
 	if err != nil {
 		return err
 	}
@@ -176,7 +180,12 @@ func (t *TiKV) update(ctx context.Context, fn func(txn Txn) error, settle bool) 
 
 // View runs fn in a read-only snapshot transaction.
 func (t *TiKV) View(fn func(txn Txn) error) error {
-	txn, err := t.kv.begin()
+	return t.view(context.Background(), fn)
+}
+
+// view is View with its start timestamp's wait bounded by ctx too.
+func (t *TiKV) view(ctx context.Context, fn func(txn Txn) error) error {
+	txn, err := t.kv.begin(ctx)
 	if err != nil {
 		return err
 	}
@@ -187,7 +196,7 @@ func (t *TiKV) View(fn func(txn Txn) error) error {
 // Snapshot begins a transaction that only reads, for a caller that reads
 // across several calls; release drops it.
 func (t *TiKV) Snapshot() (txn Txn, release func(), err error) {
-	kt, err := t.kv.begin()
+	kt, err := t.kv.begin(context.Background())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -205,7 +214,7 @@ func BatchGet(ctx context.Context, txn Txn, keys [][]byte) (map[string][]byte, e
 // Scan calls fn for every key in [start, end) in order, in a read-only
 // snapshot, until fn returns false.
 func (t *TiKV) Scan(ctx context.Context, start, end []byte, fn func(key, value []byte) (bool, error)) error {
-	return t.View(func(txn Txn) error { return txn.Scan(start, end, fn) })
+	return t.view(ctx, func(txn Txn) error { return txn.Scan(start, end, fn) })
 }
 
 // ScanTxn is Scan inside an open transaction.
@@ -216,12 +225,36 @@ func ScanTxn(txn Txn, start, end []byte, fn func(key, value []byte) (bool, error
 // clientBackend is client-go's store.
 type clientBackend struct{ store *tikv.KVStore }
 
-func (c clientBackend) begin() (kvTxn, error) {
-	txn, err := c.store.Begin()
-	if err != nil {
-		return nil, fmt.Errorf("%w: begin: %v", ErrUnavailable, err)
+// beginWait bounds the wait for a transaction's start timestamp, as
+// client-go's own Begin means to (its 15 s of backoff between attempts);
+// but an attempt of Begin waits on PD without a deadline, so with PD gone
+// one Begin was seen to take minutes, and a stopping node waited for it.
+const beginWait = 15 * time.Second
+
+// begin takes a start timestamp from PD, retried until ctx ends or
+// beginWait passes, and begins the transaction at it.
+func (c clientBackend) begin(ctx context.Context) (kvTxn, error) {
+	ctx, cancel := context.WithTimeout(ctx, beginWait)
+	defer cancel()
+	pause := 10 * time.Millisecond
+	for {
+		ts, err := c.store.GetOracle().GetTimestamp(ctx, &oracle.Option{TxnScope: oracle.GlobalTxnScope})
+		if err == nil {
+			txn, err := c.store.Begin(tikv.WithStartTS(ts))
+			if err != nil {
+				return nil, fmt.Errorf("%w: begin: %v", ErrUnavailable, err)
+			}
+			return clientTxn{txn}, nil
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%w: begin: no timestamp from PD: %v (%v)", ErrUnavailable, err, context.Cause(ctx))
+		case <-t.C:
+		}
+		pause = min(2*pause, time.Second)
 	}
-	return clientTxn{txn}, nil
 }
 
 // clientTxn is one client-go transaction.

@@ -657,3 +657,34 @@ func BenchmarkSmallTxn(b *testing.B) {
 		run(b, db.Store)
 	})
 }
+
+// With PD gone, a transaction's begin gives up once its caller's context
+// ends (storage bounds it to 15 s besides), where client-go's Begin waits
+// on PD without a deadline: a stopping node whose store is gone must not
+// wait for it (a node of a three-node dev stack was seen still stopping
+// minutes after SIGTERM).
+func TestBeginWithPDGone(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	db, err := storage.OpenTiKV([]string{s.PDAddr()}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := testContext(t)
+	if err := db.Update(ctx, func(txn storage.Txn) error { return txn.Set([]byte("k"), []byte("v")) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	stop, cancel := context.WithCancel(ctx)
+	go func() { time.Sleep(200 * time.Millisecond); cancel() }()
+	err = db.Update(stop, func(storage.Txn) error { return errors.New("begun without PD") })
+	if !errors.Is(err, storage.ErrUnavailable) || !strings.Contains(err.Error(), "no timestamp") {
+		t.Fatalf("update with PD gone: %v", err)
+	}
+	err = db.Scan(stop, []byte("k"), []byte("l"), func(_, _ []byte) (bool, error) { return true, nil })
+	if !errors.Is(err, storage.ErrUnavailable) {
+		t.Fatalf("scan with PD gone: %v", err)
+	}
+}
