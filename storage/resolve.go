@@ -169,6 +169,9 @@ func (k *KeyedResolve) remember(startTS uint64, ms []*kvrpcpb.Mutation) {
 		t = &txnKeys{keys: make(map[string]struct{}, len(ms))}
 		k.pending[startTS] = t
 	}
+	if t.keys == nil { // settled before, prewriting again
+		t.keys = make(map[string]struct{}, len(ms))
+	}
 	for _, m := range ms {
 		t.keys[string(m.Key)] = struct{}{}
 	}
@@ -197,6 +200,9 @@ func (k *KeyedResolve) forget(startTS uint64, keys [][]byte) {
 	for _, key := range keys {
 		delete(t.keys, string(key))
 	}
+	if len(t.keys) == 0 {
+		t.keys = nil // settled: known for keyedSettledAge, holding nothing
+	}
 }
 
 // drop settles every key of startTS.
@@ -204,7 +210,7 @@ func (k *KeyedResolve) drop(startTS uint64) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if t := k.pending[startTS]; t != nil {
-		clear(t.keys)
+		t.keys = nil
 	}
 }
 

@@ -157,6 +157,15 @@ func TestKeyedResolveCommits(t *testing.T) {
 	g.counts(2, 0)
 	// A late background commit of keys already resolved still succeeds.
 	g.commit(10, 11, g.items[150:160]...)
+	// A settled transaction holds no keys, and is remembered again if it
+	// prewrites again.
+	if g.kr.pending[10].keys != nil {
+		t.Fatal("a settled transaction still holds its key set")
+	}
+	g.kr.remember(10, []*kvrpcpb.Mutation{{Key: []byte("x")}})
+	if keys, ok := g.kr.known(10); !ok || len(keys) != 1 {
+		t.Fatalf("after a new prewrite: %d keys (known %v)", len(keys), ok)
+	}
 }
 
 // A transaction that did not commit: the resolution rolls back its keys
