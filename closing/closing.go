@@ -293,17 +293,17 @@ func userLines(ctx context.Context, txn storage.Txn, parts int32, party statemen
 	}
 	for i := range entries {
 		if e := &entries[i]; e.BookedAt >= from && e.BookedAt < to {
-			p := EntryPosting(act, e)
+			p := entryPosting(act, e)
 			agg.AddUser(&p)
 		}
 	}
 	return nil
 }
 
-// EntryPosting is the posting of a user's entry: a grant booked or one
+// entryPosting is the posting of a user's entry: a grant booked or one
 // leg of a move, as Postings makes it of the journal op that booked it
 // (on the entry's booking time).
-func EntryPosting(act uint64, e *ledger.Entry) statement.Posting {
+func entryPosting(act uint64, e *ledger.Entry) statement.Posting {
 	kind := statement.KindGrant
 	if e.Move != nil {
 		kind = e.Move.Kind.String()

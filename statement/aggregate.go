@@ -177,13 +177,13 @@ type AssetAmount struct {
 	Amount int64
 }
 
-// add adds amount to the line (section, item, asset), counting n postings.
 // AddUser folds p into a as the line of the user it credits or debits
 // (the user's side of a posting: a grant, one leg of a move).
 func (a *Aggregate) AddUser(p *Posting) {
 	a.add(userSection(p.Kind, p.Amount), p.Kind, p.Asset, p.Amount, 1)
 }
 
+// add adds amount to the line (section, item, asset), counting n postings.
 func (a *Aggregate) add(s Section, item, asset string, amount, n int64) {
 	for i := range a.Lines {
 		l := &a.Lines[i]

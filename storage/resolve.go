@@ -44,17 +44,16 @@ type KeyedResolve struct {
 	tikv.Client
 	cluster *testutils.MockCluster
 
-	mu      sync.Mutex
-	pending map[uint64]*txnKeys // by start ts
-	adds    int                 // transactions remembered, to sweep every 256
+	mu sync.Mutex
+	// pending are the keys each transaction (by start ts) prewrote and
+	// has not settled; a transaction whose keys all settled stays known
+	// with none (nil) for keyedSettledAge, so readers that met its locks
+	// before then still resolve without a request.
+	pending map[uint64]map[string]struct{}
+	adds    int // transactions remembered, to sweep every 256
 
 	keyed, scanned atomic.Int64
 }
-
-// txnKeys is what one transaction prewrote and has not settled. A
-// transaction whose keys all settled stays known (empty) for
-// keyedSettledAge: readers that met its locks before then still resolve.
-type txnKeys struct{ keys map[string]struct{} }
 
 // keyedResolveAge bounds how long a transaction's keys are kept: past
 // it (a client that vanished without committing or rolling back) its
@@ -66,7 +65,7 @@ const keyedSettledAge = time.Minute
 
 // NewKeyedResolve wraps client, whose cluster tells each region's range.
 func NewKeyedResolve(client tikv.Client, cluster *testutils.MockCluster) *KeyedResolve {
-	return &KeyedResolve{Client: client, cluster: cluster, pending: make(map[uint64]*txnKeys)}
+	return &KeyedResolve{Client: client, cluster: cluster, pending: make(map[uint64]map[string]struct{})}
 }
 
 // Resolves counts the ResolveLock requests answered by keys and by the
@@ -161,19 +160,18 @@ func (k *KeyedResolve) resolveByKeys(ctx context.Context, addr string, req *tikv
 func (k *KeyedResolve) remember(startTS uint64, ms []*kvrpcpb.Mutation) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	t := k.pending[startTS]
-	if t == nil {
+	keys, known := k.pending[startTS]
+	if !known {
 		if k.adds++; k.adds%256 == 0 {
 			k.sweep(startTS)
 		}
-		t = &txnKeys{keys: make(map[string]struct{}, len(ms))}
-		k.pending[startTS] = t
 	}
-	if t.keys == nil { // settled before, prewriting again
-		t.keys = make(map[string]struct{}, len(ms))
+	if keys == nil { // new, or settled and prewriting again
+		keys = make(map[string]struct{}, len(ms))
+		k.pending[startTS] = keys
 	}
 	for _, m := range ms {
-		t.keys[string(m.Key)] = struct{}{}
+		keys[string(m.Key)] = struct{}{}
 	}
 }
 
@@ -182,9 +180,9 @@ func (k *KeyedResolve) remember(startTS uint64, ms []*kvrpcpb.Mutation) {
 // them.
 func (k *KeyedResolve) sweep(now uint64) {
 	ms := oracle.ExtractPhysical(now)
-	for ts, t := range k.pending {
+	for ts, keys := range k.pending {
 		age := ms - oracle.ExtractPhysical(ts)
-		if age > keyedResolveAge.Milliseconds() || len(t.keys) == 0 && age > keyedSettledAge.Milliseconds() {
+		if age > keyedResolveAge.Milliseconds() || len(keys) == 0 && age > keyedSettledAge.Milliseconds() {
 			delete(k.pending, ts)
 		}
 	}
@@ -193,15 +191,15 @@ func (k *KeyedResolve) sweep(now uint64) {
 func (k *KeyedResolve) forget(startTS uint64, keys [][]byte) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	t := k.pending[startTS]
-	if t == nil {
+	held := k.pending[startTS]
+	if held == nil {
 		return
 	}
 	for _, key := range keys {
-		delete(t.keys, string(key))
+		delete(held, string(key))
 	}
-	if len(t.keys) == 0 {
-		t.keys = nil // settled: known for keyedSettledAge, holding nothing
+	if len(held) == 0 {
+		k.pending[startTS] = nil // settled: known for keyedSettledAge, holding nothing
 	}
 }
 
@@ -209,8 +207,8 @@ func (k *KeyedResolve) forget(startTS uint64, keys [][]byte) {
 func (k *KeyedResolve) drop(startTS uint64) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if t := k.pending[startTS]; t != nil {
-		t.keys = nil
+	if _, known := k.pending[startTS]; known {
+		k.pending[startTS] = nil
 	}
 }
 
@@ -219,12 +217,12 @@ func (k *KeyedResolve) drop(startTS uint64) {
 func (k *KeyedResolve) known(startTS uint64) (keys [][]byte, ok bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	t := k.pending[startTS]
-	if t == nil {
+	held, known := k.pending[startTS]
+	if !known {
 		return nil, false
 	}
-	keys = make([][]byte, 0, len(t.keys))
-	for key := range t.keys {
+	keys = make([][]byte, 0, len(held))
+	for key := range held {
 		keys = append(keys, []byte(key))
 	}
 	return keys, true

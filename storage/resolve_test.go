@@ -159,7 +159,7 @@ func TestKeyedResolveCommits(t *testing.T) {
 	g.commit(10, 11, g.items[150:160]...)
 	// A settled transaction holds no keys, and is remembered again if it
 	// prewrites again.
-	if g.kr.pending[10].keys != nil {
+	if g.kr.pending[10] != nil {
 		t.Fatal("a settled transaction still holds its key set")
 	}
 	g.kr.remember(10, []*kvrpcpb.Mutation{{Key: []byte("x")}})
