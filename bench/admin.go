@@ -26,9 +26,11 @@ type nodeStats struct {
 	// CPUSeconds is the node process's user+system CPU time so far.
 	CPUSeconds float64 `json:"cpu_seconds"`
 	// GrantRecords counts the grant-stream records the node wrote; Allocs
-	// the heap allocations of its process (booking's included).
+	// the heap allocations of its process (booking's included), and
+	// AllocBytes their bytes.
 	GrantRecords int64 `json:"grant_records"`
 	Allocs       int64 `json:"allocs"`
+	AllocBytes   int64 `json:"alloc_bytes"`
 	// BookingKeys counts the keys booking transactions wrote, and
 	// BookingTxns those transactions.
 	BookingKeys int64 `json:"booking_keys"`

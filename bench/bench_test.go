@@ -1712,17 +1712,18 @@ func TestCompareCeilingInvalid(t *testing.T) {
 // of the stats read before and after it, summed over targets, divided by
 // what they count per.
 func TestFillSendCPUPerGrant(t *testing.T) {
-	base := []nodeStats{{CPUSeconds: 1, GrantsIssued: 100, GrantsBooked: 50, GrantRecords: 10, Allocs: 1000},
+	base := []nodeStats{{CPUSeconds: 1, GrantsIssued: 100, GrantsBooked: 50, GrantRecords: 10, Allocs: 1000, AllocBytes: 1 << 20},
 		{CPUSeconds: 2, GrantsIssued: 0, GrantsBooked: 0, GrantRecords: 0, Allocs: 0}}
-	after := []nodeStats{{CPUSeconds: 1.5, GrantsIssued: 400, GrantsBooked: 350, GrantRecords: 13, Allocs: 5000},
-		{CPUSeconds: 2.5, GrantsIssued: 300, GrantsBooked: 240, GrantRecords: 3, Allocs: 4000}}
+	after := []nodeStats{{CPUSeconds: 1.5, GrantsIssued: 400, GrantsBooked: 350, GrantRecords: 13, Allocs: 5000, AllocBytes: 1<<20 + 600_000},
+		{CPUSeconds: 2.5, GrantsIssued: 300, GrantsBooked: 240, GrantRecords: 3, Allocs: 4000, AllocBytes: 200_000}}
 	rep := Report{Accepted: 800}
 	fillSendCPU(&rep, base, after, make([]error, 2))
 	if rep.SendCPUSeconds != 1 || rep.CPUPerAccepted != 1250*time.Microsecond {
 		t.Errorf("cpu %v, %v per grant; want 1s, 1.25ms", rep.SendCPUSeconds, rep.CPUPerAccepted)
 	}
-	if rep.GrantsPerRecord != 100 || rep.AllocsPerAccepted != 10 {
-		t.Errorf("grants per record %v, allocs per grant %v; want 100, 10", rep.GrantsPerRecord, rep.AllocsPerAccepted)
+	if rep.GrantsPerRecord != 100 || rep.AllocsPerAccepted != 10 || rep.AllocBytesPerAccepted != 1000 {
+		t.Errorf("grants per record %v, allocs per grant %v (%v bytes); want 100, 10 (1000)",
+			rep.GrantsPerRecord, rep.AllocsPerAccepted, rep.AllocBytesPerAccepted)
 	}
 	if rep.IssuedInWindow != 600 || rep.BookedInWindow != 540 || rep.BookedInWindowShare != 0.9 {
 		t.Errorf("booked %d of %d issued in the window (%v), want 540 of 600 (0.9)",

@@ -322,8 +322,8 @@ func (c *CeilingReport) WriteText(w io.Writer) {
 				cr.Node.SendCPUSeconds, cr.Node.CPUPerAccepted.Round(time.Microsecond/10))
 		}
 		if cr.Node.GrantsPerRecord > 0 {
-			cpu += fmt.Sprintf(", %.1f grants per record, %.1f allocations per accepted grant (node-wide)",
-				cr.Node.GrantsPerRecord, cr.Node.AllocsPerAccepted)
+			cpu += fmt.Sprintf(", %.1f grants per record, %.1f allocations (%.0f bytes) per accepted grant (node-wide)",
+				cr.Node.GrantsPerRecord, cr.Node.AllocsPerAccepted, cr.Node.AllocBytesPerAccepted)
 		}
 		fmt.Fprintf(w, "                booked %d during the phase; %s\n", cr.Node.BookedTotal, cpu)
 		fmt.Fprintf(w, "round %d ratio   node/ceiling %.4f\n", i+1, cr.Ratio)

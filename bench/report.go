@@ -134,10 +134,12 @@ type Report struct {
 	CPUPerAccepted time.Duration `json:"cpu_per_accepted_ns"`
 	// GrantsPerRecord is new grants per grant-stream record over the send
 	// window, and AllocsPerAccepted the targets' heap allocations (all of
-	// their work, booking's included) per accepted grant; 0 when the
-	// targets do not report them.
-	GrantsPerRecord   float64 `json:"grants_per_record"`
-	AllocsPerAccepted float64 `json:"allocs_per_accepted"`
+	// their work, booking's included) per accepted grant, and
+	// AllocBytesPerAccepted their bytes; 0 when the targets do not report
+	// them.
+	GrantsPerRecord       float64 `json:"grants_per_record"`
+	AllocsPerAccepted     float64 `json:"allocs_per_accepted"`
+	AllocBytesPerAccepted float64 `json:"alloc_bytes_per_accepted"`
 	// KeysPerBooked is the keys booking transactions wrote per booked
 	// grant, and GrantsPerTxn the grants booked per transaction, from the
 	// run's start until booking drained; 0 when the targets do not report
@@ -247,8 +249,8 @@ func (r *Report) WriteText(w io.Writer) {
 			r.SendCPUSeconds, r.CPUPerAccepted.Round(time.Microsecond/10))
 	}
 	if r.GrantsPerRecord > 0 || r.AllocsPerAccepted > 0 {
-		fmt.Fprintf(w, "             %.1f grants per stream record, %.1f allocations per accepted grant (node-wide)\n",
-			r.GrantsPerRecord, r.AllocsPerAccepted)
+		fmt.Fprintf(w, "             %.1f grants per stream record, %.1f allocations (%.0f bytes) per accepted grant (node-wide)\n",
+			r.GrantsPerRecord, r.AllocsPerAccepted, r.AllocBytesPerAccepted)
 	}
 	if r.KeysPerBooked > 0 {
 		fmt.Fprintf(w, "             %.4f keys written per booked grant, %.0f grants per booking transaction\n",

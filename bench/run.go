@@ -253,11 +253,12 @@ func fillSendCPU(rep *Report, base, after []nodeStats, errs []error) {
 	if rep.Accepted > 0 {
 		rep.CPUPerAccepted = time.Duration(rep.SendCPUSeconds / float64(rep.Accepted) * 1e9)
 	}
-	var issued, records, allocs int64
+	var issued, records, allocs, allocBytes int64
 	for i := range after {
 		issued += after[i].GrantsIssued - base[i].GrantsIssued
 		records += after[i].GrantRecords - base[i].GrantRecords
 		allocs += after[i].Allocs - base[i].Allocs
+		allocBytes += after[i].AllocBytes - base[i].AllocBytes
 	}
 	rep.IssuedInWindow, rep.BookedInWindow = issued, c.total()
 	if issued > 0 {
@@ -268,6 +269,7 @@ func fillSendCPU(rep *Report, base, after []nodeStats, errs []error) {
 	}
 	if rep.Accepted > 0 && allocs > 0 {
 		rep.AllocsPerAccepted = float64(allocs) / float64(rep.Accepted)
+		rep.AllocBytesPerAccepted = float64(allocBytes) / float64(rep.Accepted)
 	}
 }
 

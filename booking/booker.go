@@ -89,7 +89,7 @@ type Booker struct {
 	topic    string               // Config.Topic
 	groupID  string               // Config.GroupID
 	group    sarama.ConsumerGroup // Config.Group
-	onBooked atomic.Pointer[func([]ledger.Grant)]
+	onBooked atomic.Pointer[func([]ledger.Op)]
 	onMoved  atomic.Pointer[func([]ledger.Move)]
 	owners   atomic.Pointer[Owners] // nil: reads of partitions owned elsewhere go to the store
 	busy     atomic.Pointer[func() bool]
@@ -233,9 +233,11 @@ func (b *Booker) streamHeld() bool {
 	return h != nil && (*h)()
 }
 
-// OnBooked sets f to be called with the grants of every committed unit that
-// it newly booked or attributed. f must not block.
-func (b *Booker) OnBooked(f func([]ledger.Grant)) { b.onBooked.Store(&f) }
+// OnBooked sets f to be called with the ops of every committed unit (and
+// of every journal caught up with): its OpBook and OpAttribute ops are the
+// grants it newly booked or attributed; f skips the other kinds. f must
+// not block, nor keep ops.
+func (b *Booker) OnBooked(f func([]ledger.Op)) { b.onBooked.Store(&f) }
 
 // OnMoved sets f to be called with the moves this node booked once they
 // are committed (through its owners or into the store), with the legs
@@ -866,6 +868,9 @@ func writeUnits(txn storage.Txn, units []*unit) (int, error) {
 	assetOf := map[string]ledger.Asset{}
 	moved := map[ledger.Asset]int64{}   // on the accounts, as the partitions computed it
 	byMoves := map[ledger.Asset]int64{} // of that, the moves' legs
+	// The moves' postings (a grant's pair, its budget's debit and its
+	// user's credit, would balance by construction: grants are checked
+	// by the two sums below).
 	var postings ledger.Batch
 	states := map[int32]*ledger.PartState{}
 	keys := 0
@@ -902,7 +907,6 @@ func writeUnits(txn storage.Txn, units []*unit) (int, error) {
 					return 0, err
 				}
 				assetOf[g.BudgetID] = g.Asset
-				postings = ledger.GrantPostings(postings, g)
 			case ledger.OpAttribute:
 				if err := hotOf(hot, g).Attribute(g); err != nil {
 					return 0, err
@@ -991,12 +995,11 @@ func hotOf(hot map[string]*ledger.HotDetail, g *ledger.Grant) *ledger.HotDetail 
 
 // committed reports committed units to their partitions and to OnBooked.
 func (b *Booker) committed(ctx context.Context, units []*unit) {
-	var fresh []ledger.Grant
 	var moved []ledger.Move
 	pages := 0
 	now := b.clock().UnixMilli()
 	for _, u := range units {
-		fresh = opGrants(fresh, u.ops)
+		b.report(u.ops)
 		moved = append(moved, u.moves...)
 		b.Booked.Add(int64(u.booked))
 		if u.req == nil {
@@ -1006,7 +1009,6 @@ func (b *Booker) committed(ctx context.Context, units []*unit) {
 		u.p.answer(result{u: u})
 	}
 	b.Pages.Add(int64(pages))
-	b.report(fresh)
 	b.reportMoves(moved)
 }
 
@@ -1032,13 +1034,14 @@ func (b *Booker) observeIssue(now int64, ops []ledger.Op) {
 	flush()
 }
 
-// report hands newly booked or attributed grants to OnBooked.
-func (b *Booker) report(fresh []ledger.Grant) {
-	if len(fresh) == 0 {
+// report hands the ops of a committed unit or caught-up journal to
+// OnBooked.
+func (b *Booker) report(ops []ledger.Op) {
+	if len(ops) == 0 {
 		return
 	}
 	if f := b.onBooked.Load(); f != nil {
-		(*f)(fresh)
+		(*f)(ops)
 	}
 }
 

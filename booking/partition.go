@@ -698,16 +698,16 @@ func (p *part) catchUp(ctx context.Context, cause error) error {
 	for attempt := 0; ; attempt++ {
 		foreign, state, err := p.readForeign(ctx)
 		if err == nil {
-			var fresh []ledger.Grant
 			for _, j := range foreign {
 				if err := p.replayForeign(j); err != nil {
 					return err
 				}
-				fresh = opGrants(fresh, j.Ops)
 			}
 			// What another node booked into the partition is news to the
 			// grant path here, as this node's own bookings are.
-			p.b.report(fresh)
+			for _, j := range foreign {
+				p.b.report(j.Ops)
+			}
 			p.committed, p.next = *state, *state
 			p.b.log.Info("booking: caught up with writes made elsewhere", "partition", p.id, "journals", len(foreign), "cause", cause)
 			return nil
@@ -871,15 +871,4 @@ func isMoneyErr(err error) bool {
 		}
 	}
 	return false
-}
-
-// opGrants appends the grants that ops booked or attributed (binds carry
-// none).
-func opGrants(dst []ledger.Grant, ops []ledger.Op) []ledger.Grant {
-	for i := range ops {
-		if k := ops[i].Kind; k == ledger.OpBook || k == ledger.OpAttribute {
-			dst = append(dst, ops[i].Grant)
-		}
-	}
-	return dst
 }

@@ -40,14 +40,17 @@ func JournalSeqs(ctx context.Context, txn storage.Txn, parts int32) ([]uint64, e
 
 // JournalsFrom calls fn with the journals of partition p numbered from
 // through to, in order, as txn's snapshot holds them; a journal missing
-// or out of order is ErrCorrupt (journals are never deleted).
+// or out of order is ErrCorrupt (journals are never deleted). The ops'
+// user ids are left empty, and fn's journal is only good until fn returns
+// (ledger.TailDecoder): the tail's readers know users by act id.
 func JournalsFrom(txn storage.Txn, p int32, from, to uint64, fn func(*ledger.Journal) error) error {
 	if from > to {
 		return nil
 	}
 	next := from
+	var dec ledger.TailDecoder
 	err := storage.ScanTxn(txn, storage.JournalKey(p, from), storage.JournalKey(p, to+1), func(_, raw []byte) (bool, error) {
-		j, err := ledger.DecodeJournal(raw)
+		j, err := dec.Decode(raw)
 		if err != nil {
 			return false, fmt.Errorf("partition %d journal %d: %w", p, next, err)
 		}

@@ -256,12 +256,27 @@ type Booked struct {
 	AppID     uint32 // 0 when unknown (restored from an account entry)
 }
 
-// BookedOf is what the claim tables keep of grants booking posted.
-func BookedOf(gs []ledger.Grant) []Booked {
-	out := make([]Booked, len(gs))
-	for i := range gs {
-		g := &gs[i]
-		out[i] = Booked{ActID: g.ActID, LimitKey: g.LimitKey(), AwardType: g.AwardType, Amount: g.Amount, AppID: g.AppID}
+// BookedOf is what the claim tables keep of the grants that ops booked or
+// attributed (booking's report: other kinds carry none). Their limit keys
+// are slices of one string.
+func BookedOf(ops []ledger.Op) []Booked {
+	out := make([]Booked, 0, len(ops))
+	ends := make([]int, 0, len(ops))
+	var keys []byte
+	for i := range ops {
+		if k := ops[i].Kind; k == ledger.OpBook || k == ledger.OpAttribute {
+			keys = ops[i].Grant.AppendLimitKey(keys)
+			ends = append(ends, len(keys))
+		}
+	}
+	all, start := string(keys), 0
+	for i := range ops {
+		if k := ops[i].Kind; k == ledger.OpBook || k == ledger.OpAttribute {
+			g := &ops[i].Grant
+			end := ends[len(out)]
+			out = append(out, Booked{ActID: g.ActID, LimitKey: all[start:end], AwardType: g.AwardType, Amount: g.Amount, AppID: g.AppID})
+			start = end
+		}
 	}
 	return out
 }

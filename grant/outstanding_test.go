@@ -38,6 +38,15 @@ func (s *memStream) Append(_ int32, gs []ledger.Grant) (int, error) {
 }
 
 // events returns what the stream holds of act, as booking would read it.
+// bookOps are gs as booking reports them: booked ops.
+func bookOps(gs []ledger.Grant) []ledger.Op {
+	ops := make([]ledger.Op, len(gs))
+	for i := range gs {
+		ops[i] = ledger.Op{Kind: ledger.OpBook, Grant: gs[i]}
+	}
+	return ops
+}
+
 func (s *memStream) events(act uint64) []ledger.Grant {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -269,7 +278,7 @@ func TestOutstandingUntilBooked(t *testing.T) {
 
 		// Booking reports the demo packet and two of multi's.
 		booked := []ledger.Grant{granted[0], granted[2], granted[3]}
-		r.owner.MarkBooked(grant.BookedOf(booked))
+		r.owner.MarkBooked(grant.BookedOf(bookOps(booked)))
 		got := outstanding(t, r.adm, act)
 		check(got, len(granted)-len(booked))
 		for _, g := range got {
@@ -279,7 +288,7 @@ func TestOutstandingUntilBooked(t *testing.T) {
 				}
 			}
 		}
-		r.owner.MarkBooked(grant.BookedOf(granted))
+		r.owner.MarkBooked(grant.BookedOf(bookOps(granted)))
 		if got := outstanding(t, r.adm, act); len(got) != 0 {
 			t.Errorf("Outstanding after booking = %+v, want none", got)
 		}

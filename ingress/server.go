@@ -39,6 +39,7 @@ type Stats struct {
 	CPUSeconds                             float64 // user + system CPU of the process so far
 	GrantRecords                           int64   // grant-stream records written
 	Allocs                                 int64   // heap allocations of the process so far
+	AllocBytes                             int64   // bytes of those allocations
 	BookingKeys, BookingTxns               int64   // keys booking transactions wrote; those transactions
 	// IssueToBookedBounds are the upper bounds (seconds) of the buckets of
 	// the time from a grant's issue to its booking, and IssueToBooked the
@@ -581,6 +582,8 @@ func appendStats(b []byte, st Stats) []byte {
 	b = strconv.AppendInt(b, st.GrantRecords, 10)
 	b = append(b, `,"allocs":`...)
 	b = strconv.AppendInt(b, st.Allocs, 10)
+	b = append(b, `,"alloc_bytes":`...)
+	b = strconv.AppendInt(b, st.AllocBytes, 10)
 	b = append(b, `,"booking_keys":`...)
 	b = strconv.AppendInt(b, st.BookingKeys, 10)
 	b = append(b, `,"booking_txns":`...)

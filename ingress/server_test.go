@@ -23,12 +23,13 @@ func TestAppendStats(t *testing.T) {
 		CPUSeconds    float64    `json:"cpu_seconds"`
 		GrantRecords  int64      `json:"grant_records"`
 		Allocs        int64      `json:"allocs"`
+		AllocBytes    int64      `json:"alloc_bytes"`
 		BookingKeys   int64      `json:"booking_keys"`
 		BookingTxns   int64      `json:"booking_txns"`
 		IssueToBooked *histogram `json:"issue_to_booked_seconds"`
 	}
 	base := Stats{GrantsIssued: 10, GrantsBooked: 9, BookingLag: 1, Ready: true, CPUSeconds: 1.25,
-		GrantRecords: 3, Allocs: 400, BookingKeys: 5, BookingTxns: 2}
+		GrantRecords: 3, Allocs: 400, AllocBytes: 25_600, BookingKeys: 5, BookingTxns: 2}
 	withHist := base
 	withHist.IssueToBookedBounds = []float64{0.01, 0.025, 1.5}
 	withHist.IssueToBooked = []int64{2, 5, 9, 9}
@@ -52,7 +53,7 @@ func TestAppendStats(t *testing.T) {
 			t.Fatalf("%s: appendStats = %s: %v", tc.name, b, err)
 		}
 		want := stats{GrantsIssued: 10, GrantsBooked: 9, BookingLag: 1, Ready: true, CPUSeconds: 1.25,
-			GrantRecords: 3, Allocs: 400, BookingKeys: 5, BookingTxns: 2, IssueToBooked: tc.hist}
+			GrantRecords: 3, Allocs: 400, AllocBytes: 25_600, BookingKeys: 5, BookingTxns: 2, IssueToBooked: tc.hist}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("%s: appendStats = %s, decoded %+v, want %+v", tc.name, b, got, want)
 		}

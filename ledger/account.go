@@ -449,7 +449,9 @@ func (a *Account) Book(g *Grant, now int64) (bool, error) {
 	if a.monthsPending {
 		return false, fmt.Errorf("%w: act %d: its monthly summaries are not loaded", ErrInvariant, a.ActID)
 	}
-	key := g.LimitKey()
+	// The entry's strings first (one allocation): its limit key is the
+	// one to look up.
+	key, otn, award := entryStrings(g)
 	if dup, err := a.Booked(key); dup || err != nil {
 		return false, err
 	}
@@ -467,7 +469,6 @@ func (a *Account) Book(g *Grant, now int64) (bool, error) {
 		return false, err
 	}
 	a.Months = addMonth(a.Months, g.Asset, month, g.Amount, 0)
-	key, otn, award := entryStrings(g, key)
 	a.Entries = append(a.Entries, Entry{
 		LimitKey: key, OutTradeNo: otn, AwardType: award,
 		Asset: g.Asset, Amount: g.Amount, BookedAt: now, LeaseID: g.LeaseID,

@@ -20,6 +20,9 @@ func appendString(dst []byte, s string) []byte {
 type decoder struct {
 	b   []byte
 	err error
+	// noUsers: a journal's ops are decoded without their user ids
+	// (checked, not copied: DecodeJournalNoUsers).
+	noUsers bool
 }
 
 func (d *decoder) fail(what string) {
@@ -73,18 +76,35 @@ func (d *decoder) byte1(what string) byte {
 	return v
 }
 
-func (d *decoder) string(what string) string {
+func (d *decoder) string(what string) string { return d.stringAs(what, "") }
+
+// stringAs reads a length-prefixed string, returning same (no allocation)
+// when the bytes read equal it.
+func (d *decoder) stringAs(what, same string) string {
+	b := d.stringBytes(what)
+	if string(b) == same {
+		return same
+	}
+	return string(b)
+}
+
+// skipString passes over a length-prefixed string, checked as string
+// checks it.
+func (d *decoder) skipString(what string) { d.stringBytes(what) }
+
+// stringBytes reads a length-prefixed string's bytes (nil on error).
+func (d *decoder) stringBytes(what string) []byte {
 	n := d.uvarint(what)
 	if d.err != nil {
-		return ""
+		return nil
 	}
 	if n > stringLenMax || n > uint64(len(d.b)) {
 		d.fail(what)
-		return ""
+		return nil
 	}
-	s := string(d.b[:n])
+	b := d.b[:n]
 	d.b = d.b[n:]
-	return s
+	return b
 }
 
 // count reads a collection length and bounds it by the bytes left, since

@@ -35,10 +35,16 @@ type Grant struct {
 // rain and stage whatever award was drawn (tokens.LimitKey, or
 // tokens.LegacyLimitKey for a Legacy grant).
 func (g *Grant) LimitKey() string {
+	var buf [128]byte
+	return string(g.AppendLimitKey(buf[:0]))
+}
+
+// AppendLimitKey appends g.LimitKey() to dst.
+func (g *Grant) AppendLimitKey(dst []byte) []byte {
 	if g.Legacy {
-		return tokens.LegacyLimitKey(g.ActID, g.SceneID, g.RainID, g.Stage)
+		return tokens.AppendLegacyLimitKey(dst, g.ActID, g.SceneID, g.RainID, g.Stage)
 	}
-	return tokens.LimitKey(g.ActID, g.ActivityID, g.SceneID, g.RainID, g.Stage)
+	return tokens.AppendLimitKey(dst, g.ActID, g.ActivityID, g.SceneID, g.RainID, g.Stage)
 }
 
 // IdempotencyKey names this grant for exactly-once booking (the legacy key
@@ -221,10 +227,9 @@ func DecodeGrantRecord(dst []Grant, src []byte) ([]Grant, error) {
 func outTradeNo(g *Grant) string { return tokens.OutTradeNo(g.IdempotencyKey()) }
 
 // entryStrings returns the text a grant's entry holds, its limit key
-// (key, g.LimitKey()), out_trade_no and award type, as slices of one
-// string: one object for the collector to mark per entry instead of
-// three.
-func entryStrings(g *Grant, key string) (limitKey, otn, award string) {
+// (g.LimitKey()), out_trade_no and award type, as slices of one string:
+// one object for the collector to mark per entry instead of three.
+func entryStrings(g *Grant) (limitKey, otn, award string) {
 	var ib [128]byte
 	var idem []byte
 	if g.Legacy {
@@ -233,11 +238,12 @@ func entryStrings(g *Grant, key string) (limitKey, otn, award string) {
 		idem = tokens.AppendIdempotencyKey(ib[:0], g.ActID, g.ActivityID, g.SceneID, g.RainID, g.AwardType, g.Stage)
 	}
 	var buf [256]byte
-	b := append(buf[:0], key...)
+	b := g.AppendLimitKey(buf[:0])
+	k := len(b)
 	b = tokens.AppendOutTradeNo(b, idem)
 	o := len(b)
 	s := string(append(b, g.AwardType...))
-	return s[:len(key)], s[len(key):o], s[o:]
+	return s[:k], s[k:o], s[o:]
 }
 
 // OutTradeNo is the grant's trade number, derived from its idempotency key.

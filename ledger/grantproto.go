@@ -156,7 +156,11 @@ func decodeGrantRecordProto(dst []Grant, src []byte) ([]Grant, error) {
 		gd := decoder{b: d.b[:size]}
 		d.b = d.b[size:]
 		var g Grant
-		gd.grantProto(&g)
+		var prev *Grant
+		if len(dst) > dst0 {
+			prev = &dst[len(dst)-1]
+		}
+		gd.grantProto(&g, prev)
 		if gd.err == nil && g.Amount <= 0 {
 			gd.fail("amount not positive")
 		}
@@ -171,7 +175,11 @@ func decodeGrantRecordProto(dst []Grant, src []byte) ([]Grant, error) {
 }
 
 // grantProto decodes the fields of one message redrain.v1.Grant (all of d).
-func (d *decoder) grantProto(g *Grant) {
+// A text field equal to prev's (the record's grant before it, or nil)
+// shares prev's string: a record's grants repeat their activity, scene,
+// award type, asset and budget, and each string decoded is an object the
+// collector marks for as long as an account holds it.
+func (d *decoder) grantProto(g *Grant, prev *Grant) {
 	last := byte(0)
 	for len(d.b) > 0 && d.err == nil {
 		tag := d.byte1("grant field")
@@ -189,7 +197,24 @@ func (d *decoder) grantProto(g *Grant) {
 				d.fail("grant field wire type")
 				return
 			}
-			s := d.string("grant string")
+			var same string
+			if prev != nil {
+				switch field {
+				case protoUserID:
+					same = prev.UserID
+				case protoActivityID:
+					same = prev.ActivityID
+				case protoSceneID:
+					same = prev.SceneID
+				case protoAwardType:
+					same = prev.AwardType
+				case protoAsset:
+					same = string(prev.Asset)
+				case protoBudgetID:
+					same = prev.BudgetID
+				}
+			}
+			s := d.stringAs("grant string", same)
 			if d.err == nil && s == "" {
 				d.fail("grant string empty")
 			}

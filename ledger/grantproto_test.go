@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -90,6 +91,50 @@ func TestGrantRecordProtoRoundTrip(t *testing.T) {
 	}
 	if got, err := ledger.DecodeGrantRecord(nil, appendGrantRecordV2(nil, all)); err != nil || !slices.Equal(got, all) {
 		t.Errorf("version 2 record: %d grants, %v", len(got), err)
+	}
+}
+
+// TestGrantRecordSharesRepeatedText: a record's grants that repeat their
+// predecessor's activity, scene, award type, asset and budget share its
+// strings, so decoding a record of n grants of one rain allocates one
+// string per grant (its user), not six.
+func TestGrantRecordSharesRepeatedText(t *testing.T) {
+	gs := make([]ledger.Grant, 100)
+	for i := range gs {
+		gs[i] = ledger.Grant{AppID: 7, ActID: uint64(i + 1), UserID: fmt.Sprintf("user-%d", i), ActivityID: "newyear",
+			SceneID: "lobby", RainID: 3, Stage: tokens.StageGray, AwardType: "cash", Asset: "CNY:fen", Amount: int64(i + 1),
+			BudgetID: "b1", LeaseID: 9, OpenTime: 1, IssuedAt: 2}
+	}
+	gs[50].ActivityID, gs[50].BudgetID = "spring", "b2" // a change in the middle, then back
+	enc := ledger.AppendGrantRecord(nil, gs)
+	got, err := ledger.DecodeGrantRecord(nil, enc)
+	if err != nil || !slices.Equal(got, gs) {
+		t.Fatalf("round trip: %d grants, %v", len(got), err)
+	}
+	same := func(a, b string) bool { return unsafe.StringData(a) == unsafe.StringData(b) }
+	for i := 1; i < len(got); i++ {
+		a, b := &got[i-1], &got[i]
+		if !same(a.SceneID, b.SceneID) || !same(a.AwardType, b.AwardType) || !same(string(a.Asset), string(b.Asset)) {
+			t.Fatalf("grant %d does not share its predecessor's scene, award type or asset", i)
+		}
+		if shared := same(a.ActivityID, b.ActivityID); shared != (a.ActivityID == b.ActivityID) {
+			t.Fatalf("grant %d: activity %q shared with %q: %v", i, b.ActivityID, a.ActivityID, shared)
+		}
+		if same(a.UserID, b.UserID) {
+			t.Fatalf("grants %d and %d share a user id", i-1, i)
+		}
+	}
+	dst := make([]ledger.Grant, 0, len(gs))
+	allocs := testing.AllocsPerRun(20, func() {
+		if _, err := ledger.DecodeGrantRecord(dst[:0], enc); err != nil {
+			t.Fatal(err)
+		}
+	})
+	// One user id per grant, the first grant's five other strings, and
+	// the activity and budget of grants 50 and 51 (which differ from
+	// their predecessors).
+	if want := float64(len(gs) + 5 + 4); allocs > want {
+		t.Errorf("decoding %d grants allocated %.0f times, want at most %.0f", len(gs), allocs, want)
 	}
 }
 

@@ -258,24 +258,61 @@ func AppendJournal(dst []byte, j *Journal) []byte {
 
 // DecodeJournal decodes what AppendJournal writes, or a version 1 journal.
 func DecodeJournal(src []byte) (*Journal, error) {
-	d := decoder{b: src}
+	j := &Journal{}
+	if err := decodeJournal(decoder{b: src}, j); err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+// TailDecoder decodes journals for the readers of the journals' tail (the
+// wallet's feed, the statements' folder, the consistency checks), which
+// know users by act id and read one journal at a time: the ops' UserID is
+// left empty (checked as DecodeJournal checks it), and every Decode
+// reuses one Journal and its ops, so a journal of n grants allocates
+// neither a string nor an op per grant. The zero value is ready.
+type TailDecoder struct{ j Journal }
+
+// Decode decodes src as DecodeJournal does, but for the user ids, into the
+// journal the previous Decode returned (which it overwrites).
+func (t *TailDecoder) Decode(src []byte) (*Journal, error) {
+	ops := t.j.Ops[:0]
+	t.j = Journal{Ops: ops}
+	if err := decodeJournal(decoder{b: src, noUsers: true}, &t.j); err != nil {
+		return nil, err
+	}
+	return &t.j, nil
+}
+
+// decodeJournal decodes src into j, whose Ops it reuses (their capacity).
+func decodeJournal(d decoder, j *Journal) error {
 	v := d.byte1("version")
 	if d.err == nil && v != journalVersion && v != journalVersion1 {
-		return nil, fmt.Errorf("%w: journal version %d", ErrCorrupt, v)
+		return fmt.Errorf("%w: journal version %d", ErrCorrupt, v)
 	}
-	j := &Journal{Seq: d.uvarint("seq"), BookedAt: d.varint("booked_at"), From: d.varint("from"), To: d.varint("to")}
+	j.Seq, j.BookedAt, j.From, j.To = d.uvarint("seq"), d.varint("booked_at"), d.varint("from"), d.varint("to")
 	if v == journalVersion1 {
 		d.opsV1(j)
 	} else {
 		d.ops(j)
 	}
 	if err := d.end(); err != nil {
-		return nil, err
+		return err
 	}
 	if j.Seq == 0 || j.To < j.From {
-		return nil, fmt.Errorf("%w: journal seq %d offsets [%d, %d)", ErrCorrupt, j.Seq, j.From, j.To)
+		return fmt.Errorf("%w: journal seq %d offsets [%d, %d)", ErrCorrupt, j.Seq, j.From, j.To)
 	}
-	return j, nil
+	return nil
+}
+
+// opsOf returns n zero ops in ops's room when it has enough.
+func opsOf(ops []Op, n int) []Op {
+	if cap(ops) < n {
+		return make([]Op, n)
+	}
+	ops = ops[:n]
+	clear(ops)
+	return ops
 }
 
 // ops decodes the tables and ops of a version 2 journal.
@@ -306,7 +343,7 @@ func (d *decoder) ops(j *Journal) {
 	}
 	d.strTableEnd(&strs, "journal strings")
 	n := d.count("ops")
-	j.Ops = make([]Op, n)
+	j.Ops = opsOf(j.Ops, n)
 	var act uint64
 	issued := j.BookedAt
 	used := 0 // shapes referenced so far, in the order of first use
@@ -339,7 +376,11 @@ func (d *decoder) ops(j *Journal) {
 			RainID: sh.rainID, Stage: sh.stage, AwardType: sh.awardType, Asset: sh.asset,
 			BudgetID: sh.budgetID, LeaseID: sh.leaseID, OpenTime: sh.openTime}
 		g.ActID = act + uint64(d.varint("act_id"))
-		g.UserID = d.string("user_id")
+		if d.noUsers {
+			d.skipString("user_id")
+		} else {
+			g.UserID = d.string("user_id")
+		}
 		g.Amount = d.varint("amount")
 		g.IssuedAt = int64(uint64(issued) + uint64(d.varint("issued_at")))
 		act, issued = g.ActID, g.IssuedAt
@@ -352,7 +393,7 @@ func (d *decoder) ops(j *Journal) {
 // opsV1 decodes the ops of a version 1 journal: whole grants.
 func (d *decoder) opsV1(j *Journal) {
 	n := d.count("ops")
-	j.Ops = make([]Op, n)
+	j.Ops = opsOf(j.Ops, n)
 	for i := 0; i < n && d.err == nil; i++ {
 		switch j.Ops[i].Kind = d.byte1("op kind"); j.Ops[i].Kind {
 		case OpBook, OpAttribute, OpBind:

@@ -47,6 +47,7 @@ func journalsEqual(a, b *ledger.Journal) bool {
 }
 
 func TestJournalRoundTrip(t *testing.T) {
+	var tail ledger.TailDecoder // one for every journal: it reuses its ops
 	for _, j := range sampleJournals() {
 		enc := ledger.AppendJournal(nil, j)
 		got, err := ledger.DecodeJournal(enc)
@@ -60,11 +61,57 @@ func TestJournalRoundTrip(t *testing.T) {
 			t.Errorf("re-encoding journal %d: %x, want %x", j.Seq, re, enc)
 		}
 		checkTruncations(t, "journal", enc, func(b []byte) error { _, err := ledger.DecodeJournal(b); return err })
+		// Without user ids: the same journal but for them, and refused
+		// where DecodeJournal refuses.
+		lean, err := tail.Decode(enc)
+		if err != nil {
+			t.Fatalf("TailDecoder.Decode(journal %d): %v", j.Seq, err)
+		}
+		want := *got
+		want.Ops = slices.Clone(got.Ops)
+		for i := range want.Ops {
+			want.Ops[i].Grant.UserID = ""
+		}
+		if !journalsEqual(lean, &want) {
+			t.Errorf("TailDecoder.Decode(journal %d) = %+v, want %+v", j.Seq, lean, want)
+		}
+		checkTruncations(t, "journal", enc, func(b []byte) error { _, err := tail.Decode(b); return err })
 	}
 	// Appends to dst.
 	if enc := ledger.AppendJournal([]byte("head"), sampleJournals()[1]); !bytes.HasPrefix(enc, []byte("head")) {
 		t.Fatal("AppendJournal did not append to dst")
 	}
+}
+
+// TestTailDecoderAllocations: a tail reader decodes a journal of many
+// grants with a fixed number of allocations (its tables), none per grant.
+func TestTailDecoderAllocations(t *testing.T) {
+	j := &ledger.Journal{Seq: 4, BookedAt: 1_700_000_000_000, From: 10, To: 20}
+	for i := range 500 {
+		j.Ops = append(j.Ops, ledger.Op{Kind: ledger.OpBook, Grant: ledger.Grant{AppID: 7, ActID: uint64(1000 + i),
+			UserID: "user-" + strings.Repeat("x", i%7), ActivityID: "newyear", SceneID: "lobby", RainID: 3,
+			AwardType: "cash", Asset: ledger.AssetCash, Amount: int64(1 + i), BudgetID: "newyear/formal/cash", LeaseID: 2,
+			IssuedAt: 1_700_000_000_000}})
+	}
+	enc := ledger.AppendJournal(nil, j)
+	var tail ledger.TailDecoder
+	if _, err := tail.Decode(enc); err != nil {
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(20, func() {
+		if _, err := tail.Decode(enc); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 10 {
+		t.Errorf("TailDecoder.Decode of %d grants: %.0f allocations, want at most 10", len(j.Ops), allocs)
+	}
+	full := testing.AllocsPerRun(5, func() {
+		if _, err := ledger.DecodeJournal(enc); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Logf("%d grants: %.0f allocations by TailDecoder, %.0f by DecodeJournal", len(j.Ops), allocs, full)
 }
 
 func TestDecodeJournalRefusesCorrupt(t *testing.T) {

@@ -219,14 +219,18 @@ func (r *Registry) Samples() []Sample {
 	return out
 }
 
-// HeapAllocs returns the heap allocations (objects) of the process so far.
-func HeapAllocs() int64 {
-	s := []rtmetrics.Sample{{Name: "/gc/heap/allocs:objects"}}
+// HeapAllocs returns the heap allocations of the process so far: objects
+// and bytes (the collector's work follows the bytes).
+func HeapAllocs() (objects, bytes int64) {
+	s := []rtmetrics.Sample{{Name: "/gc/heap/allocs:objects"}, {Name: "/gc/heap/allocs:bytes"}}
 	rtmetrics.Read(s)
-	if s[0].Value.Kind() != rtmetrics.KindUint64 {
-		return 0
+	v := func(i int) int64 {
+		if s[i].Value.Kind() != rtmetrics.KindUint64 {
+			return 0
+		}
+		return int64(s[i].Value.Uint64())
 	}
-	return int64(s[0].Value.Uint64())
+	return v(0), v(1)
 }
 
 // ProcessCPUSeconds returns the user and system CPU time this process has

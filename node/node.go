@@ -360,10 +360,10 @@ func Start(cfg Config) (n *Node, err error) {
 	if cfg.Role == ingress.RoleAll {
 		n.startWallets(ctx)
 	}
-	n.booker.OnBooked(func(gs []ledger.Grant) {
-		n.grants.MarkBooked(grant.BookedOf(gs))
+	n.booker.OnBooked(func(ops []ledger.Op) {
+		n.grants.MarkBooked(grant.BookedOf(ops))
 		if n.wallets != nil {
-			n.wallets.Booked(gs)
+			n.wallets.Booked(ops)
 		}
 	})
 	if n.wallets != nil {
@@ -417,8 +417,9 @@ func Start(cfg Config) (n *Node, err error) {
 				}
 				st := ingress.Stats{GrantsIssued: n.grants.Issued(), GrantsBooked: n.booker.Booked.Load(),
 					BookingLag: lag, Ready: n.readyErr() == nil, CPUSeconds: metrics.ProcessCPUSeconds(),
-					GrantRecords: n.grants.Records(), Allocs: metrics.HeapAllocs(),
-					BookingKeys: n.booker.Keys.Load(), BookingTxns: n.booker.Batches.Load()}
+					GrantRecords: n.grants.Records(),
+					BookingKeys:  n.booker.Keys.Load(), BookingTxns: n.booker.Batches.Load()}
+				st.Allocs, st.AllocBytes = metrics.HeapAllocs()
 				if h := n.booker.IssueToBooked; h != nil {
 					st.IssueToBookedBounds, st.IssueToBooked = h.Buckets()
 				}

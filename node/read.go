@@ -60,7 +60,9 @@ func (n *Node) startRead(ctx context.Context) error {
 			Metrics: n.Metrics, Exporter: n.exporter, Authenticate: n.authenticate, Apps: n.apps, Log: n.log,
 			Ready: n.readyErr, Draining: n.draining.Load,
 			Stats: func() ingress.Stats {
-				return ingress.Stats{Ready: n.readyErr() == nil, CPUSeconds: metrics.ProcessCPUSeconds(), Allocs: metrics.HeapAllocs()}
+				st := ingress.Stats{Ready: n.readyErr() == nil, CPUSeconds: metrics.ProcessCPUSeconds()}
+				st.Allocs, st.AllocBytes = metrics.HeapAllocs()
+				return st
 			},
 			Cluster: n.clusterView,
 			Audit:   n.audit,

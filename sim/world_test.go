@@ -411,7 +411,7 @@ func (w *World) start(name string) *node {
 	n.adm.SetCatalog(w.cat)
 	n.booker.Watch(sessions{n})
 	n.booker.YieldWhile(n.adm.Busy)
-	n.booker.OnBooked(func(gs []ledger.Grant) { n.adm.MarkBooked(grant.BookedOf(gs)) })
+	n.booker.OnBooked(func(ops []ledger.Op) { n.adm.MarkBooked(grant.BookedOf(ops)) })
 	n.reclaimer = &reclaim.Reclaimer{Log: log, TiKV: n.kv, Budgets: budgets, Parts: w.parts,
 		Ends: n.ends, Fence: n.fence, Clock: clock,
 		Jitter: func(d time.Duration) time.Duration { return d / 2 }}

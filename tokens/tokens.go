@@ -239,8 +239,13 @@ func LegacyIdempotencyKey(actID uint64, sceneID string, rainID uint64, awardType
 // than a LimitKey, so the two formats never produce the same key.
 func LegacyLimitKey(actID uint64, sceneID string, rainID uint64, stage Stage) string {
 	var buf [idempotencyKeyLenMax]byte
-	b := appendKeyPrefix(buf[:0], true, actID, "", sceneID, rainID)
-	return string(append(b, stage.String()...))
+	return string(AppendLegacyLimitKey(buf[:0], actID, sceneID, rainID, stage))
+}
+
+// AppendLegacyLimitKey appends LegacyLimitKey's key to dst.
+func AppendLegacyLimitKey(dst []byte, actID uint64, sceneID string, rainID uint64, stage Stage) []byte {
+	b := appendKeyPrefix(dst, true, actID, "", sceneID, rainID)
+	return append(b, stage.String()...)
 }
 
 // OutTradeNo derives the 32-hex-character trade number from an idempotency

@@ -414,17 +414,24 @@ func (w *Wallets) Applied() int64 { return w.journals.Load() }
 // once.
 func (w *Wallets) Built() bool { return w.builtOnce.Load() }
 
-// Booked is told of grants this node's booking has just committed, before
-// the Feed polls their journal: the holders set takes them at once, and
-// reads of their users skip Redis until the Feed has written their
-// tombstones, so a node that booked a grant shows it in the wallet as soon
-// as its token status says booked.
-func (w *Wallets) Booked(gs []ledger.Grant) {
-	adds := make([]holders.Change, 0, len(gs))
-	seen := make(map[holders.Change]bool, len(gs))
-	for i := range gs {
-		fam, ok := holders.FamilyOf(gs[i].Asset)
-		c := holders.Change{Act: gs[i].ActID, Family: fam}
+// Booked is told of the ops this node's booking has just committed (the
+// grants among them: OpBook and OpAttribute), before the Feed polls their
+// journal: the holders set takes them at once, and reads of their users
+// skip Redis until the Feed has written their tombstones, so a node that
+// booked a grant shows it in the wallet as soon as its token status says
+// booked.
+func (w *Wallets) Booked(ops []ledger.Op) {
+	adds := make([]holders.Change, 0, len(ops))
+	seen := make(map[holders.Change]bool, len(ops))
+	acts := make([]uint64, 0, len(ops))
+	for i := range ops {
+		if k := ops[i].Kind; k != ledger.OpBook && k != ledger.OpAttribute {
+			continue
+		}
+		g := &ops[i].Grant
+		acts = append(acts, g.ActID)
+		fam, ok := holders.FamilyOf(g.Asset)
+		c := holders.Change{Act: g.ActID, Family: fam}
 		if !ok || c.Act > holders.MaxAct || seen[c] {
 			continue
 		}
@@ -433,10 +440,6 @@ func (w *Wallets) Booked(gs []ledger.Grant) {
 	}
 	if err := w.set.Apply(adds, nil); err != nil {
 		w.log.Debug("wallet: holders refused booked grants; the feed applies their journal", "err", err)
-	}
-	acts := make([]uint64, len(gs))
-	for i := range gs {
-		acts[i] = gs[i].ActID
 	}
 	w.holdReads(acts)
 }
