@@ -115,11 +115,9 @@ func (n *Node) startReadConfig(ctx context.Context) error {
 func (n *Node) startWallets(ctx context.Context) {
 	n.wallets = wallet.New(wallet.Config{TiKV: n.tikv, Parts: n.cfg.Partitions, Redis: n.redis.Client,
 		Log: n.log, Metrics: n.Metrics, StoreRate: n.cfg.WalletStoreRate})
-	n.bg.Add(1)
-	go func() { defer n.bg.Done(); n.wallets.Run(ctx) }()
+	n.spawn(ctx, "wallet", n.wallets.Run)
 	if n.cfg.WalletCheckDaily {
-		n.bg.Add(1)
-		go func() { defer n.bg.Done(); n.wallets.RunDaily(ctx, dailyCheckMargin) }()
+		n.spawn(ctx, "wallet-daily", func(ctx context.Context) { n.wallets.RunDaily(ctx, dailyCheckMargin) })
 	}
 }
 

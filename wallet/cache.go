@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -31,14 +32,49 @@ import (
 // read reflected at least the fence (and the fence exists). A fill that
 // lands before the Feed looks is seen and superseded; one that would land
 // after it was read before the change and is refused.
+//
+// And the Feed looks only at the accounts that may hold a summary: every
+// script that writes one also lists its act id in the stream `rr:wlist`
+// (the entry's id is Redis's clock), trimmed to the longest TTL any writer
+// uses (`rr:wlistttl`), past which every summary it lists has expired.
+// The Feed reads the entries added since its last read after raising the
+// fences, so a summary it does not know of landed after them and needs no
+// tombstone. Its cost follows the summaries written, not the accounts
+// booked. The list is complete once it began before any fence existed (no
+// summary could be written before it) or more than that TTL ago
+// (`rr:wlistfrom`: summaries of writers that did not list them have
+// expired); until then the Feed looks at every changed account.
 
 // CacheKey is the Redis key of act's summary.
 func CacheKey(act uint64) string { return "rr:w:" + strconv.FormatUint(act, 10) }
 
+// The list of summaries' keys.
+const (
+	listKey     = "rr:wlist"
+	listTTLKey  = "rr:wlistttl"
+	listFromKey = "rr:wlistfrom"
+)
+
+// listLua lists act (a summary written with ttl ms) in the stream
+// lk, trimmed to the longest ttl held in tk.
+const listLua = `
+local function list(lk, tk, ttl, act)
+  local h = tonumber(redis.call('GET', tk) or '0')
+  if tonumber(ttl) > h then
+    h = tonumber(ttl)
+    redis.call('SET', tk, h)
+  end
+  local id = redis.call('XADD', lk, '*', 'a', act)
+  local ms = tonumber(string.match(id, '^(%d+)-'))
+  redis.call('XTRIM', lk, 'MINID', tostring(ms - h))
+end
+`
+
 // fillScript writes a summary unless the partition's fence is above its
-// seq (or absent) or the key holds a higher seq. KEYS[1] the key, KEYS[2]
-// the fence; ARGV seq, summary, ttl (ms).
-var fillScript = redis.NewScript(`
+// seq (or absent) or the key holds a higher seq, and lists it. KEYS[1] the
+// key, KEYS[2] the fence, KEYS[3] and KEYS[4] the list and its ttl; ARGV
+// seq, summary, ttl (ms), act.
+var fillScript = redis.NewScript(listLua + `
 local f = redis.call('GET', KEYS[2])
 if not f or tonumber(f) > tonumber(ARGV[1]) then return 0 end
 local cur = redis.call('GET', KEYS[1])
@@ -47,7 +83,29 @@ if cur then
   if s and s > tonumber(ARGV[1]) then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'PX', ARGV[3])
+list(KEYS[3], KEYS[4], ARGV[3], ARGV[4])
 return 1
+`)
+
+// listFromScript returns when the list began (ms of Redis's clock, or 0
+// when no fence existed then: no summary could be written before it),
+// recording it at the first call, and Redis's clock now. KEYS[1] the
+// record, KEYS[2...] the fences.
+var listFromScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local from = redis.call('GET', KEYS[1])
+if not from then
+  from = 0
+  for i = 2, #KEYS do
+    if redis.call('EXISTS', KEYS[i]) == 1 then
+      from = now
+      break
+    end
+  end
+  redis.call('SET', KEYS[1], from)
+end
+return {tonumber(from), now}
 `)
 
 // dropScript writes tombstones: KEYS the keys, ARGV their seqs, then the
@@ -71,6 +129,28 @@ type cache struct {
 	rdb   *redis.Client
 	ttl   time.Duration
 	parts int32
+	// The list as the Feed read it (only the Feed's goroutine uses
+	// these): listed, the acts it names -> the ms of their latest entry;
+	// order, the entries in the order read, to forget them past the
+	// list's TTL; pos, the id of the last entry read; from, when the list
+	// began (-1: not read yet); full, whether it names every summary.
+	listed map[uint64]int64
+	order  []listEntry
+	pos    string
+	from   int64
+	full   bool
+	// looked counts the accounts drop looked up in Redis, skipped those
+	// it did not need to (no summary listed).
+	looked, skipped atomic.Int64
+}
+
+type listEntry struct {
+	act uint64
+	ms  int64
+}
+
+func newCache(rdb *redis.Client, ttl time.Duration, parts int32) *cache {
+	return &cache{rdb: rdb, ttl: ttl, parts: parts, from: -1}
 }
 
 // fenceKey is partition p's fence.
@@ -152,7 +232,8 @@ func (c *cache) fill(ctx context.Context, s Summary, seq uint64) error {
 		return err
 	}
 	p := int(storage.PartitionOf(s.ActID, c.parts))
-	return fillScript.Run(ctx, c.rdb, []string{CacheKey(s.ActID), fenceKey(p)}, seq, body, c.ttl.Milliseconds()).Err()
+	return fillScript.Run(ctx, c.rdb, []string{CacheKey(s.ActID), fenceKey(p), listKey, listTTLKey},
+		seq, body, c.ttl.Milliseconds(), s.ActID).Err()
 }
 
 // dropBatch is how many keys one MGET reads and one script call writes.
@@ -162,10 +243,17 @@ const dropBatch = 512
 // changed it) where a summary older than the change is; the caller raised
 // the fences over these journals first.
 func (c *cache) drop(ctx context.Context, changed map[uint64]uint64) error {
+	if err := c.readList(ctx); err != nil {
+		return fmt.Errorf("wallet: reading the list of summaries: %w", err)
+	}
 	acts := make([]uint64, 0, len(changed))
 	for act := range changed {
-		acts = append(acts, act)
+		if _, ok := c.listed[act]; ok || !c.full {
+			acts = append(acts, act)
+		}
 	}
+	c.looked.Add(int64(len(acts)))
+	c.skipped.Add(int64(len(changed) - len(acts)))
 	keys := make([]string, 0, dropBatch)
 	var stale []string
 	var seqs []any
@@ -201,6 +289,91 @@ func (c *cache) drop(ctx context.Context, changed map[uint64]uint64) error {
 		}
 	}
 	return nil
+}
+
+// listPage is how many entries of the list one XRANGE reads.
+const listPage = 4096
+
+// readList reads the entries added to the list since the last read (all
+// of them at the first) and forgets acts whose latest entry is older than
+// the list's TTL. If the list began again (Redis emptied), it is read
+// from its start.
+func (c *cache) readList(ctx context.Context) error {
+	now, horizon, err := c.listStart(ctx)
+	if err != nil {
+		return err
+	}
+	for {
+		start := "-"
+		if c.pos != "" {
+			start = "(" + c.pos
+		}
+		page, err := c.rdb.XRangeN(ctx, listKey, start, "+", listPage).Result()
+		if err != nil {
+			return err
+		}
+		for _, e := range page {
+			ms, _, _ := strings.Cut(e.ID, "-")
+			at, err1 := strconv.ParseInt(ms, 10, 64)
+			s, _ := e.Values["a"].(string)
+			act, err2 := strconv.ParseUint(s, 10, 64)
+			if err1 != nil || err2 != nil {
+				return fmt.Errorf("%w: list entry %s %v", ledger.ErrCorrupt, e.ID, e.Values)
+			}
+			c.listed[act] = at
+			c.order = append(c.order, listEntry{act, at})
+			c.pos = e.ID
+		}
+		if len(page) < listPage {
+			break
+		}
+	}
+	// Forget what expired: an act stays while any entry of it is within
+	// the horizon (its latest is in listed). Appends move the entries
+	// left when order outgrows its array.
+	n := 0
+	for n < len(c.order) && c.order[n].ms < now-horizon {
+		if e := c.order[n]; c.listed[e.act] == e.ms {
+			delete(c.listed, e.act)
+		}
+		n++
+	}
+	c.order = c.order[n:]
+	return nil
+}
+
+// listStart reads when the list began, recording it at the first call
+// (the Feed makes that call before it raises a fence: resume), and
+// whether it is complete; it returns Redis's clock and the list's TTL
+// (ms). When the list began again (Redis emptied), what was read of it
+// is dropped.
+func (c *cache) listStart(ctx context.Context) (now, horizon int64, err error) {
+	keys := make([]string, 0, 1+c.parts)
+	keys = append(keys, listFromKey)
+	for p := range int(c.parts) {
+		keys = append(keys, fenceKey(p))
+	}
+	r, err := listFromScript.Run(ctx, c.rdb, keys).Int64Slice()
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(r) != 2 {
+		return 0, 0, fmt.Errorf("the list's start: %v", r)
+	}
+	from, now := r[0], r[1]
+	if from != c.from {
+		c.listed, c.order, c.pos, c.from = map[uint64]int64{}, nil, "", from
+	}
+	horizon, err = c.rdb.Get(ctx, listTTLKey).Int64()
+	if errors.Is(err, redis.Nil) {
+		horizon, err = 0, nil
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	horizon = max(horizon, c.ttl.Milliseconds())
+	c.full = from == 0 || now-from > horizon
+	return now, horizon, nil
 }
 
 // dropAll removes every summary (SCAN and UNLINK, a page at a time).

@@ -573,9 +573,10 @@ func (c *checker) checkBatch(ctx context.Context, acts []uint64, r *Report) erro
 // repairScript replaces a key's value with a summary while the key holds
 // exactly the value a check read. KEYS[1] the key; ARGV the value read,
 // seq, summary, ttl (ms).
-var repairScript = redis.NewScript(`
+var repairScript = redis.NewScript(listLua + `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2] .. ':' .. ARGV[3], 'PX', ARGV[4])
+list(KEYS[2], KEYS[3], ARGV[4], ARGV[5])
 return 1
 `)
 
@@ -586,7 +587,8 @@ func (c *cache) repair(ctx context.Context, s Summary, seq uint64, read string) 
 	if err != nil {
 		return false, err
 	}
-	n, err := repairScript.Run(ctx, c.rdb, []string{CacheKey(s.ActID)}, read, seq, body, c.ttl.Milliseconds()).Int()
+	n, err := repairScript.Run(ctx, c.rdb, []string{CacheKey(s.ActID), listKey, listTTLKey},
+		read, seq, body, c.ttl.Milliseconds(), s.ActID).Int()
 	return n == 1, err
 }
 

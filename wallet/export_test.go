@@ -9,15 +9,15 @@ import (
 
 // Fill, Drop and Fence are the cache's writes, for tests (one partition).
 func Fill(ctx context.Context, rdb *redis.Client, s Summary, seq uint64, ttl time.Duration) error {
-	return (&cache{rdb: rdb, ttl: ttl, parts: 1}).fill(ctx, s, seq)
+	return newCache(rdb, ttl, 1).fill(ctx, s, seq)
 }
 
 func Drop(ctx context.Context, rdb *redis.Client, changed map[uint64]uint64, ttl time.Duration) error {
-	return (&cache{rdb: rdb, ttl: ttl, parts: 1}).drop(ctx, changed)
+	return newCache(rdb, ttl, 1).drop(ctx, changed)
 }
 
 func Fence(ctx context.Context, rdb *redis.Client, seq uint64) error {
-	return (&cache{rdb: rdb, parts: 1}).fence(ctx, map[int]uint64{0: seq})
+	return newCache(rdb, 0, 1).fence(ctx, map[int]uint64{0: seq})
 }
 
 // CheckCounts are the continuous check's counters: accounts checked,
@@ -43,7 +43,7 @@ func (w *Wallets) DailyNext() int64 { return w.checks.dailyNext.Load() }
 
 // Repair is a check's repair: s at seq in place of read.
 func Repair(ctx context.Context, rdb *redis.Client, s Summary, seq uint64, read string) (bool, error) {
-	return (&cache{rdb: rdb, ttl: time.Minute, parts: 1}).repair(ctx, s, seq, read)
+	return newCache(rdb, time.Minute, 1).repair(ctx, s, seq, read)
 }
 
 // Pendings is how many users' reads skip Redis (tombstones not taken yet,
@@ -60,3 +60,34 @@ func (w *Wallets) CacheReady() bool { return w.cacheReady.Load() }
 
 // RedisDown says whether the last word from Redis was a failure.
 func (w *Wallets) RedisDown() bool { return w.redisDown.Load() }
+
+// ListCache is one partition's cache kept across calls, for tests of the
+// list of summaries.
+type ListCache struct{ c *cache }
+
+func NewListCache(rdb *redis.Client, ttl time.Duration) ListCache {
+	return ListCache{newCache(rdb, ttl, 1)}
+}
+
+// Start is the Feed's first look at the list (before its fences).
+func (l ListCache) Start(ctx context.Context) error { _, _, err := l.c.listStart(ctx); return err }
+
+func (l ListCache) Fill(ctx context.Context, s Summary, seq uint64) error {
+	return l.c.fill(ctx, s, seq)
+}
+
+func (l ListCache) Drop(ctx context.Context, changed map[uint64]uint64) error {
+	return l.c.drop(ctx, changed)
+}
+
+// Looked is how many changed accounts drop looked up in Redis and how many
+// it skipped (no summary listed); Full whether the list names every
+// summary; Listed whether it names act's.
+func (l ListCache) Looked() (looked, skipped int64) { return l.c.looked.Load(), l.c.skipped.Load() }
+func (l ListCache) Full() bool                      { return l.c.full }
+func (l ListCache) Listed(act uint64) bool          { _, ok := l.c.listed[act]; return ok }
+
+// Looked is ListCache.Looked of the Feed's cache.
+func (w *Wallets) Looked() (looked, skipped int64) {
+	return w.cache.looked.Load(), w.cache.skipped.Load()
+}

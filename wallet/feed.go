@@ -113,6 +113,12 @@ const fenceEvery = time.Second
 // journals booked while no Feed ran; a partition without one (Redis new
 // or emptied: it holds no summary either) starts where it is.
 func (w *Wallets) resume(ctx context.Context, f *feedState) {
+	// Before any fence of this Feed: a list that begins with no fence
+	// up names every summary from its start.
+	if _, _, err := w.cache.listStart(ctx); err != nil {
+		w.log.Warn("wallet: reading the start of the list of summaries in Redis; reads skip Redis until it is read", "err", err)
+		return
+	}
 	marks, err := w.cache.watermarks(ctx, len(f.have))
 	if err != nil {
 		w.log.Warn("wallet: reading the tombstone watermarks in Redis; reads skip Redis until they are read", "err", err)

@@ -195,7 +195,7 @@ func New(cfg Config) *Wallets {
 	w := &Wallets{cfg: cfg, log: cfg.Log, set: holders.New(), copies: newCopies(cfg.Fallback),
 		limiter: newBucket(cfg.StoreRate, cfg.Clock), pending: map[uint64]uint64{}, hold: map[uint64]uint64{}}
 	if cfg.Redis != nil {
-		w.cache = &cache{rdb: cfg.Redis, ttl: cfg.TTL, parts: cfg.Parts}
+		w.cache = newCache(cfg.Redis, cfg.TTL, cfg.Parts)
 	}
 	w.checks = newChecks(w)
 	m := cfg.Metrics
