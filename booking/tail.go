@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 
 	"redrain/ledger"
@@ -47,26 +48,46 @@ func JournalsFrom(txn storage.Txn, p int32, from, to uint64, fn func(*ledger.Jou
 	if from > to {
 		return nil
 	}
-	next := from
+	want := to - from + 1
 	var dec ledger.TailDecoder
-	err := storage.ScanTxn(txn, storage.JournalKey(p, from), storage.JournalKey(p, to+1), func(_, raw []byte) (bool, error) {
-		j, err := dec.Decode(raw)
-		if err != nil {
-			return false, fmt.Errorf("partition %d journal %d: %w", p, next, err)
-		}
-		if j.Seq != next {
-			return false, fmt.Errorf("%w: partition %d journal %d found where %d was due", ledger.ErrCorrupt, p, j.Seq, next)
-		}
-		next++
-		return true, fn(j)
-	})
+	n, err := JournalsUpTo(txn, p, from, int(min(want, math.MaxInt)), &dec, fn)
 	if err != nil {
 		return err
 	}
-	if next != to+1 {
-		return fmt.Errorf("%w: partition %d journal ends at %d, %d was due", ledger.ErrCorrupt, p, next-1, to)
+	if uint64(n) != want {
+		return fmt.Errorf("%w: partition %d journal ends at %d, %d was due", ledger.ErrCorrupt, p, from+uint64(n)-1, to)
 	}
 	return nil
+}
+
+// JournalsUpTo calls fn with the journals of partition p from seq from on,
+// in order, as txn's snapshot holds them, at most max of them, and returns
+// how many it passed: it scans journal keys (each written once) and reads
+// no partition state, whose key every commit rewrites. A journal out of
+// order is ErrCorrupt. As JournalsFrom, fn's journal is only good until
+// fn returns, and has no user ids; dec decodes them (a caller that polls
+// keeps one, so its ops are reused from poll to poll).
+func JournalsUpTo(txn storage.Txn, p int32, from uint64, max int, dec *ledger.TailDecoder, fn func(*ledger.Journal) error) (int, error) {
+	if max <= 0 {
+		return 0, nil
+	}
+	end := storage.JournalKey(p+1, 0) // the partition's journals end before the next one's
+	if last := from + uint64(max); last > from {
+		end = storage.JournalKey(p, last)
+	}
+	n := 0
+	err := storage.ScanTxn(txn, storage.JournalKey(p, from), end, func(_, raw []byte) (bool, error) {
+		j, err := dec.Decode(raw)
+		if err != nil {
+			return false, fmt.Errorf("partition %d journal %d: %w", p, from+uint64(n), err)
+		}
+		if want := from + uint64(n); j.Seq != want {
+			return false, fmt.Errorf("%w: partition %d journal %d found where %d was due", ledger.ErrCorrupt, p, j.Seq, want)
+		}
+		n++
+		return true, fn(j)
+	})
+	return n, err
 }
 
 // ReadAccountsAt is ReadAccounts that also says, per partition read, the

@@ -146,6 +146,8 @@ type Wallets struct {
 	hold     map[uint64]uint64
 	pendings atomic.Int64 // len(pending) + len(hold), read without the lock
 	pollGen  atomic.Uint64
+	// tail decodes the journals the Feed polls (its goroutine only).
+	tail ledger.TailDecoder
 	// distrust: more tombstones were due than pending keeps; every read
 	// skips Redis until Run has removed every summary from it.
 	distrust atomic.Bool
