@@ -115,10 +115,10 @@ func (b *Binder) claimBinding(ctx context.Context, app uint32, user string, actI
 		sh := b.shard(k)
 		sh.mu.Lock()
 		defer sh.mu.Unlock()
-		if bound, ok := sh.m[k]; ok {
+		if bound, ok := sh.m.get(k); ok {
 			return BindStatusSame, bound, nil
 		}
-		sh.m[k] = actID
+		sh.m.put(k, actID)
 		return BindStatusBound, actID, nil
 	}
 	// The grant path's script: it binds nothing while Redis lacks its index.
@@ -317,17 +317,17 @@ func (b *Binder) remember(app uint32, user string, actID uint64) {
 
 // rememberLocked caches a binding in s, whose lock the caller holds.
 func (b *Binder) rememberLocked(s *bindShard, k bindKey, actID uint64) {
-	if !b.owner && len(s.m) >= bindCacheMax/bindShards {
-		clear(s.m) // a cache: the next lookups go to Redis
+	if !b.owner && s.m.len() >= bindCacheMax/bindShards {
+		s.m.clear() // a cache: the next lookups go to Redis
 	}
-	s.m[k] = actID
+	s.m.put(k, actID)
 }
 
 func (b *Binder) forget(app uint32, user string) {
 	k := bindKey{app, user}
 	s := b.shard(k)
 	s.mu.Lock()
-	delete(s.m, k)
+	s.m.del(k)
 	s.mu.Unlock()
 }
 

@@ -71,16 +71,13 @@ type bindKey struct {
 
 type bindShard struct {
 	mu sync.Mutex
-	m  map[bindKey]uint64
+	m  bindMap
 }
 
 // NewBinder builds a binder; owner says it decides every binding in
 // process (see Binder); parts is the grant topic's partition count.
 func NewBinder(tikv *storage.TiKV, redis *storage.Pipeliner, owner bool, parts int32) *Binder {
 	b := &Binder{tikv: tikv, redis: redis, seed: maphash.MakeSeed(), owner: owner, parts: parts}
-	for i := range b.shards {
-		b.shards[i].m = make(map[bindKey]uint64)
-	}
 	return b
 }
 
@@ -119,7 +116,7 @@ func (b *Binder) DropCache() {
 	for i := range b.shards {
 		s := &b.shards[i]
 		s.mu.Lock()
-		clear(s.m)
+		s.m.clear()
 		s.mu.Unlock()
 	}
 }
@@ -162,7 +159,7 @@ func (b *Binder) ResolveMany(ctx context.Context, apps []uint32, users []string,
 	eachShard(order, shardOf, func(s *bindShard, group []int32) {
 		s.mu.Lock()
 		for _, i := range group {
-			id, ok := s.m[bindKey{apps[i], users[i]}]
+			id, ok := s.m.get(bindKey{apps[i], users[i]})
 			switch {
 			case ok && cached:
 				ids[i] = id
@@ -197,10 +194,10 @@ func (b *Binder) ResolveMany(ctx context.Context, apps []uint32, users []string,
 			s.mu.Lock()
 			for _, i := range group {
 				k := bindKey{apps[i], users[i]}
-				id, ok := s.m[k]
+				id, ok := s.m.get(k)
 				if !ok {
 					id = cands[rank[i]]
-					s.m[k] = id
+					s.m.put(k, id)
 				}
 				ids[i] = id
 			}
@@ -431,7 +428,7 @@ func (b *Binder) Restore(app uint32, user string, actID uint64) {
 	k := bindKey{app, user}
 	sh := b.shard(k)
 	sh.mu.Lock()
-	sh.m[k] = actID
+	sh.m.put(k, actID)
 	sh.mu.Unlock()
 }
 

@@ -291,7 +291,7 @@ func TestBinderCacheAfterIndexLoss(t *testing.T) {
 	}
 	third.DropCache()
 	for i := range third.shards {
-		if n := len(third.shards[i].m); n != 0 {
+		if n := third.shards[i].m.len(); n != 0 {
 			t.Fatalf("shard %d holds %d bindings after DropCache", i, n)
 		}
 	}
