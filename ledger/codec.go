@@ -21,7 +21,7 @@ type decoder struct {
 	b   []byte
 	err error
 	// noUsers: a journal's ops are decoded without their user ids
-	// (checked, not copied: DecodeJournalNoUsers).
+	// (checked, not copied: TailDecoder).
 	noUsers bool
 }
 

@@ -174,6 +174,26 @@ func decodeGrantRecordProto(dst []Grant, src []byte) ([]Grant, error) {
 	return dst, nil
 }
 
+// grantText is g's text field of protobuf field number field, nil for a
+// field that is not text.
+func grantText(g *Grant, field byte) *string {
+	switch field {
+	case protoUserID:
+		return &g.UserID
+	case protoActivityID:
+		return &g.ActivityID
+	case protoSceneID:
+		return &g.SceneID
+	case protoAwardType:
+		return &g.AwardType
+	case protoAsset:
+		return (*string)(&g.Asset)
+	case protoBudgetID:
+		return &g.BudgetID
+	}
+	return nil
+}
+
 // grantProto decodes the fields of one message redrain.v1.Grant (all of d).
 // A text field equal to prev's (the record's grant before it, or nil)
 // shares prev's string: a record's grants repeat their activity, scene,
@@ -191,46 +211,17 @@ func (d *decoder) grantProto(g *Grant, prev *Grant) {
 			return
 		}
 		last = field
-		switch field {
-		case protoUserID, protoActivityID, protoSceneID, protoAwardType, protoAsset, protoBudgetID:
+		if text := grantText(g, field); text != nil {
 			if wire != wireBytes {
 				d.fail("grant field wire type")
 				return
 			}
 			var same string
 			if prev != nil {
-				switch field {
-				case protoUserID:
-					same = prev.UserID
-				case protoActivityID:
-					same = prev.ActivityID
-				case protoSceneID:
-					same = prev.SceneID
-				case protoAwardType:
-					same = prev.AwardType
-				case protoAsset:
-					same = string(prev.Asset)
-				case protoBudgetID:
-					same = prev.BudgetID
-				}
+				same = *grantText(prev, field)
 			}
-			s := d.stringAs("grant string", same)
-			if d.err == nil && s == "" {
+			if *text = d.stringAs("grant string", same); d.err == nil && *text == "" {
 				d.fail("grant string empty")
-			}
-			switch field {
-			case protoUserID:
-				g.UserID = s
-			case protoActivityID:
-				g.ActivityID = s
-			case protoSceneID:
-				g.SceneID = s
-			case protoAwardType:
-				g.AwardType = s
-			case protoAsset:
-				g.Asset = Asset(s)
-			case protoBudgetID:
-				g.BudgetID = s
 			}
 			continue
 		}

@@ -138,11 +138,7 @@ func TestContinuousCheckRepairsDrift(t *testing.T) {
 func TestCheckFindsExactlyTheDrift(t *testing.T) {
 	start := time.Now()
 	r := newRig(t, redisClient(t), wallet.Config{CheckDelay: -1})
-	users := make([]uint64, 240)
-	for i := range users {
-		users[i] = r.f.User()
-	}
-	r.allocate(users[len(users)-1] + 1)
+	users := r.users(240)
 	want := map[uint64]int64{}
 	book := func(u uint64, n int64) { r.book(u, n); want[u] += n }
 	// users[:40]: booked before the Feed ran: no key.

@@ -11,7 +11,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"redrain/ledger"
-	"redrain/storage/storagetest"
 	"redrain/wallet"
 )
 
@@ -20,14 +19,8 @@ import (
 // the users whose wallets were read (their summaries listed) are looked
 // up, their summaries superseded, and every read stays exact.
 func TestFeedLooksOnlyAtListedSummaries(t *testing.T) {
-	rdb := redis.NewClient(&redis.Options{Addr: storagetest.Redis(t)})
-	t.Cleanup(func() { _ = rdb.Close() })
-	r := newRig(t, rdb, wallet.Config{})
-	users := make([]uint64, 120)
-	for i := range users {
-		users[i] = r.f.User()
-	}
-	r.allocate(users[len(users)-1] + 1)
+	r := newRig(t, redisClient(t), wallet.Config{})
+	users := r.users(120)
 	r.run()
 	want := map[uint64]int64{}
 	for _, u := range users {

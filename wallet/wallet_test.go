@@ -74,6 +74,16 @@ func (r *rig) run() {
 	})
 }
 
+// users makes n users, their act_ids handed out.
+func (r *rig) users(n int) []uint64 {
+	users := make([]uint64, n)
+	for i := range users {
+		users[i] = r.f.User()
+	}
+	r.allocate(users[n-1] + 1)
+	return users
+}
+
 // allocate marks act_ids below next as handed out.
 func (r *rig) allocate(next uint64) {
 	bookingtest.Put(r.t, r.f.KV, storage.ActAllocKey, storage.ActIDValue(next))
@@ -152,15 +162,8 @@ func balanceOf(s wallet.Summary, a ledger.Asset) int64 {
 // who holds nothing is answered by the holders layer alone and a holder by
 // Redis after its first read.
 func TestLayersAnswerExactly(t *testing.T) {
-	addr := storagetest.Redis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	t.Cleanup(func() { _ = rdb.Close() })
-	r := newRig(t, rdb, wallet.Config{})
-	users := make([]uint64, 200)
-	for i := range users {
-		users[i] = r.f.User()
-	}
-	r.allocate(users[len(users)-1] + 1)
+	r := newRig(t, redisClient(t), wallet.Config{})
+	users := r.users(200)
 	want := map[uint64]int64{}
 	// Some hold something before the read side starts: the build finds them.
 	for _, u := range users[:40] {
