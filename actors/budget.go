@@ -56,23 +56,49 @@ func (g *budgetGrain) handle(m []byte) (reply *wrapperspb.BytesValue) {
 			reply = failure(fmt.Errorf("budget grain panic: %v", r))
 		}
 	}()
-	switch m[0] {
-	case msgTakeLease:
-		reply, err = g.takeLease(m[1:])
-	case msgCloseLease:
-		reply, err = g.closeLease(m[1:])
-	case msgRenewLease:
-		reply, err = g.renewLease(m[1:])
-	case msgFold:
-		reply, err = g.fold(m[1:])
-	default:
-		err = fmt.Errorf("budget grain: unknown message %d", m[0])
+	for attempt := 1; ; attempt++ {
+		reply, err = g.dispatch(m)
+		if !errors.Is(err, storage.ErrConflict) || attempt == conflictAttempts {
+			break
+		}
+		// Another writer of the budget committed first (a second copy of
+		// the grain while the members agree on its place, or a fold on
+		// another node): nothing of this attempt was written, and the next
+		// one reads the budget again in its transaction.
+		time.Sleep(time.Duration(attempt) * conflictBackoff)
 	}
 	if err != nil {
 		g.log.Warn("budget grain", "err", err)
 		reply = failure(err)
 	}
 	return reply
+}
+
+// conflictAttempts bounds the attempts of one request that lose write
+// conflicts; conflictBackoff is the wait after the first (then twice it,
+// and so on). Three nodes starting at once each placed the grain of a
+// budget while their views of the members still differed, and lost
+// conflicts answered lease fetches with failures, so the first grants
+// of a shard were refused unavailable (BENCHMARKS.md, *Fetches that
+// wait*).
+const (
+	conflictAttempts = 8
+	conflictBackoff  = 2 * time.Millisecond
+)
+
+// dispatch runs one request once.
+func (g *budgetGrain) dispatch(m []byte) (*wrapperspb.BytesValue, error) {
+	switch m[0] {
+	case msgTakeLease:
+		return g.takeLease(m[1:])
+	case msgCloseLease:
+		return g.closeLease(m[1:])
+	case msgRenewLease:
+		return g.renewLease(m[1:])
+	case msgFold:
+		return g.fold(m[1:])
+	}
+	return nil, fmt.Errorf("budget grain: unknown message %d", m[0])
 }
 
 // takeLease: budget id, amount wanted, owner, incarnation → empty when

@@ -1087,7 +1087,7 @@ func TestRun(t *testing.T) {
 	var text bytes.Buffer
 	rep.WriteText(&text)
 	for _, want := range []string{"offered      ", "budget_exhausted=", "latency      p50=", "audit        ok", "issued_equals_booked",
-		"during the send window: ", "issue→booked p50="} {
+		"during the send window: ", "issue→booked p50=", `budget_exhausted: "budget \"status\":\"issued\" is exhausted"`} {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("WriteText lacks %q:\n%s", want, text.String())
 		}
@@ -1099,6 +1099,7 @@ func TestRun(t *testing.T) {
 	var back Report
 	if err := json.Unmarshal(js.Bytes(), &back); err != nil || back.Offered != rep.Offered ||
 		back.LatencyP99 != rep.LatencyP99 || back.Audit == nil || back.Errors["budget_exhausted"] != c.rejected ||
+		back.ErrorMessages["budget_exhausted"] != `budget "status":"issued" is exhausted` || back.ErrorMessages["http_503"] != "" ||
 		back.IssueToBooked == nil || *back.IssueToBooked != *rep.IssueToBooked || back.BookedInWindow != rep.BookedInWindow {
 		t.Errorf("WriteJSON round trip: %v, %+v\n%s", err, back, js.String())
 	}
@@ -1152,6 +1153,10 @@ func TestRunBatch(t *testing.T) {
 
 	var text bytes.Buffer
 	rep.WriteText(&text)
+	// An item's message or a whole batch's, whichever a worker met first.
+	if m := rep.ErrorMessages["unavailable"]; m != "backend down" && m != "node is recovering" {
+		t.Errorf("the message kept for unavailable: %q", m)
+	}
 	for _, want := range []string{"latency (per request of 10 grants) p50=", "unavailable=", "bad_response=10"} {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("WriteText lacks %q:\n%s", want, text.String())

@@ -18,9 +18,10 @@ import (
 // or of one item of a batch response. A member that is absent, or is not a
 // string, is nil. The slices alias the body unless the string held escapes.
 type grantFields struct {
-	status []byte
-	code   []byte
-	token  []byte
+	status  []byte
+	code    []byte
+	token   []byte
+	message []byte
 }
 
 // parseGrantFields fills f from body, a JSON object. It returns false when
@@ -112,6 +113,8 @@ func scanObject(b []byte, i int, f *grantFields, results *resultsScan) (next int
 			f.code = value
 		case "token":
 			f.token = value
+		case "message":
+			f.message = value
 		}
 		i = skipSpace(b, next)
 		if i >= len(b) {

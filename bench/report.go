@@ -54,6 +54,9 @@ type Report struct {
 	// TransportErrorFirst is the text of the first "transport" error, the
 	// only hint at its cause; empty when there was none.
 	TransportErrorFirst string `json:"transport_error_first,omitempty"`
+	// ErrorMessages holds, for the codes the node answered with a message,
+	// one such message (the first a worker got).
+	ErrorMessages map[string]string `json:"error_messages,omitempty"`
 
 	// Requests counts the responses that arrived, to single grant or batch
 	// requests alike (timeouts and transport errors have none).
@@ -208,6 +211,11 @@ func (r *Report) WriteText(w io.Writer) {
 	if r.TransportErrorFirst != "" {
 		fmt.Fprintf(w, "             first transport error: %s\n", r.TransportErrorFirst)
 	}
+	for _, code := range errorCodes(r.Errors) {
+		if m := r.ErrorMessages[code]; m != "" {
+			fmt.Fprintf(w, "             %s: %q\n", code, m)
+		}
+	}
 	latency, from := "latency     ", "from send to answer"
 	if r.LatencyFromSchedule {
 		from = "from schedule: each request's slot in the --rate schedule to its answer, waits to send included"
@@ -328,11 +336,8 @@ func (r *Report) WriteJSON(w io.Writer) error {
 	return enc.Encode(r)
 }
 
-// formatErrors writes errors by code, the most frequent first.
-func formatErrors(errs map[string]int64) string {
-	if len(errs) == 0 {
-		return "none"
-	}
+// errorCodes are the codes of errs, the most frequent first.
+func errorCodes(errs map[string]int64) []string {
 	codes := make([]string, 0, len(errs))
 	for code := range errs {
 		codes = append(codes, code)
@@ -343,8 +348,16 @@ func formatErrors(errs map[string]int64) string {
 		}
 		return strings.Compare(a, b)
 	})
+	return codes
+}
+
+// formatErrors writes errors by code, the most frequent first.
+func formatErrors(errs map[string]int64) string {
+	if len(errs) == 0 {
+		return "none"
+	}
 	var b strings.Builder
-	for i, code := range codes {
+	for i, code := range errorCodes(errs) {
 		if i > 0 {
 			b.WriteByte(' ')
 		}

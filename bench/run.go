@@ -322,7 +322,8 @@ type worker struct {
 	// writes it, the per-second series reads it.
 	mu             sync.Mutex
 	errors         map[string]int64
-	transportFirst string // The first transport error, for the report.
+	transportFirst string            // The first transport error, for the report.
+	firstMessages  map[string]string // The first message answered with each error code.
 	// hist holds the latencies of requests in µs, from when each was due
 	// (its slot in the schedule under Rate, else its send) until its
 	// answer; service, only under Rate (else it would equal hist), from
@@ -591,7 +592,7 @@ func (r *run) answer(w *worker, resp *fasthttp.Response) {
 		var code string
 		if parseGrantFields(resp.Body(), &f) && len(f.code) > 0 {
 			code = string(f.code)
-			w.fail(code, grants)
+			w.failSaying(code, f.message, grants)
 		} else {
 			w.fail("http_"+strconv.Itoa(status), grants)
 		}
@@ -617,7 +618,7 @@ func (r *run) answer(w *worker, resp *fasthttp.Response) {
 	}
 	for i := range items {
 		if code := items[i].code; len(code) > 0 {
-			w.fail(string(code), 1)
+			w.failSaying(string(code), items[i].message, 1)
 			if string(code) == codeForbidden {
 				r.refuseAnswer(w, fasthttp.StatusOK, codeForbidden, resp.Body())
 			}
@@ -658,9 +659,19 @@ func (r *run) answerGrant(w *worker, f *grantFields, o offer) {
 }
 
 // fail counts grants that failed with code.
-func (w *worker) fail(code string, grants int64) {
+func (w *worker) fail(code string, grants int64) { w.failSaying(code, nil, grants) }
+
+// failSaying counts grants that failed with code, and keeps the node's
+// message if it is the first one for code.
+func (w *worker) failSaying(code string, message []byte, grants int64) {
 	w.mu.Lock()
 	w.errors[code] += grants
+	if len(message) > 0 && w.firstMessages[code] == "" {
+		if w.firstMessages == nil {
+			w.firstMessages = map[string]string{}
+		}
+		w.firstMessages[code] = string(message)
+	}
 	w.mu.Unlock()
 	w.failed.Add(grants)
 }
@@ -685,6 +696,14 @@ func (r *run) fill(rep *Report) {
 		rep.TokenMismatches += w.tokenMismatches.Load()
 		for code, n := range w.errors {
 			rep.Errors[code] += n
+		}
+		for code, m := range w.firstMessages {
+			if rep.ErrorMessages == nil {
+				rep.ErrorMessages = map[string]string{}
+			}
+			if _, ok := rep.ErrorMessages[code]; !ok {
+				rep.ErrorMessages[code] = m
+			}
 		}
 		if transportFirst == "" {
 			transportFirst = w.transportFirst
