@@ -90,6 +90,9 @@ type Booker struct {
 	groupID  string               // Config.GroupID
 	group    sarama.ConsumerGroup // Config.Group
 	onBooked atomic.Pointer[func([]ledger.Op)]
+	// joined: a session of the group began at least once (the member has
+	// its assignment, perhaps empty).
+	joined   atomic.Bool
 	onMoved  atomic.Pointer[func([]ledger.Move)]
 	owners   atomic.Pointer[Owners] // nil: reads of partitions owned elsewhere go to the store
 	busy     atomic.Pointer[func() bool]
@@ -178,6 +181,12 @@ func New(cfg Config) *Booker {
 		fencedGrants:     m.Counter("redrain_booking_fenced_grants_total", "Grants booking refused because their budget lease was fenced (reclaimed): written by a holder after its lease expired, never answered."),
 	}
 }
+
+// Joined reports whether a session of the booking group began: the
+// member holds the partitions the group assigned it. A member's join
+// ends a rebalance of every member; until then the partitions (and the
+// grant shards that follow them) may all still move.
+func (b *Booker) Joined() bool { return b.joined.Load() }
 
 // Broken reports the error that stopped booking, if any.
 func (b *Booker) Broken() error {
@@ -349,7 +358,7 @@ func (b *Booker) kafkaGroup() (sarama.ConsumerGroup, func(), error) {
 
 type handler struct{ b *Booker }
 
-func (h *handler) Setup(sarama.ConsumerGroupSession) error   { return nil }
+func (h *handler) Setup(sarama.ConsumerGroupSession) error   { h.b.joined.Store(true); return nil }
 func (h *handler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
 
 // ConsumeClaim owns one partition for the session: it takes the partition

@@ -421,14 +421,20 @@ func TestRebalanceBetweenBookers(t *testing.T) {
 		})
 	}
 	b1 := newBooker(t, f, "node-a/1", k.Brokers)
+	if b1.Joined() {
+		t.Fatal("a booker that never ran says it joined the group")
+	}
 	stop1 := runBooker(t, b1)
 	step("the first booker books", 40, 1)
+	if !b1.Joined() {
+		t.Fatal("a booker that booked says it has not joined the group")
+	}
 
 	b2 := newBooker(t, f, "node-b/1", k.Brokers)
 	runBooker(t, b2)
 	eventually(t, 2*within, "the second booker gets partitions", func() error {
-		if len(b2.Claims()) == 0 {
-			return errors.New("b2 claims nothing yet")
+		if len(b2.Claims()) == 0 || !b2.Joined() {
+			return fmt.Errorf("b2 claims %v, joined %v", b2.Claims(), b2.Joined())
 		}
 		return nil
 	})

@@ -553,6 +553,12 @@ func (n *Node) readyErr() error {
 		// Alone on its broker, the node decides every shard itself.
 		return fmt.Errorf("restoring claims: %d of %d shards decided here", n.grants.Deciding(), n.grants.Shards())
 	}
+	if !n.booker.Joined() {
+		// Its join makes the group move partitions, and the grant shards
+		// with them, on every member: a node ready before it has its
+		// assignment would have clients meet "moving" answers.
+		return errors.New("joining the booking group: no partitions assigned yet")
+	}
 	if n.member.Evicted() {
 		// The others dropped this member (e.g. after a pause with the etcd
 		// provider); it stays out until restarted.
