@@ -62,9 +62,9 @@ func (g *budgetGrain) handle(m []byte) (reply *wrapperspb.BytesValue) {
 			break
 		}
 		// Another writer of the budget committed first (a second copy of
-		// the grain while the members agree on its place, or a fold on
-		// another node): nothing of this attempt was written, and the next
-		// one reads the budget again in its transaction.
+		// the grain while the members agree on its place, or an operator's
+		// SetBudgetTotal): nothing of this attempt was written, and the
+		// next one reads the budget again in its transaction.
 		time.Sleep(time.Duration(attempt) * conflictBackoff)
 	}
 	if err != nil {
