@@ -1026,6 +1026,7 @@ func (b *Booker) committed(ctx context.Context, units []*unit) {
 	pages := 0
 	now := b.clock().UnixMilli()
 	for _, u := range units {
+		u.reported.Store(true)
 		b.report(u.ops)
 		moved = append(moved, u.moves...)
 		b.Booked.Add(int64(u.booked))

@@ -32,5 +32,16 @@ func (b *Booker) Sync(ctx context.Context, id int32) bool {
 	return o != nil && o.p.readFrom(ctx, o.gone, &readReq{}, map[uint64]*ledger.Account{}) == readServed
 }
 
+// Settled reports whether this node owns partition id, and then whether
+// its goroutine has settled every commit up to the store's state s (its
+// reads show what the store holds).
+func (b *Booker) Settled(ctx context.Context, id int32, s *ledger.PartState) (owned, settled bool) {
+	o := b.ownedPart(id)
+	if o == nil {
+		return false, false
+	}
+	return true, o.p.readFrom(ctx, o.gone, &readReq{at: s}, map[uint64]*ledger.Account{}) == readServed
+}
+
 // CkptJournals is how many journals an owner writes between checkpoints.
 const CkptJournals = ckptJournals

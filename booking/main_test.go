@@ -138,7 +138,10 @@ func (o *owner) sync(part int32) {
 }
 
 // waitBooked waits until the store holds every fed record of each
-// partition booked.
+// partition booked, and the owner (while it owns the partition) has
+// settled those commits: the store commits before the committer tells
+// the partition's goroutine, so a read of the owner in between still
+// answers the accounts before them.
 func (o *owner) waitBooked() {
 	o.t.Helper()
 	eventually(o.t, within, "fed records booked", func() error {
@@ -146,6 +149,14 @@ func (o *owner) waitBooked() {
 		for p, n := range o.next {
 			if got[p] != n {
 				return fmt.Errorf("partition %d booked up to %d, fed %d", p, got[p], n)
+			}
+		}
+		return nil
+	})
+	eventually(o.t, within, "the owner settled its commits", func() error {
+		for p := range o.next {
+			if owned, settled := o.b.Settled(o.ctx, p, partState(o.t, o.f, p)); owned && !settled {
+				return fmt.Errorf("partition %d: the owner is behind the store", p)
 			}
 		}
 		return nil

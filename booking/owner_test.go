@@ -592,3 +592,48 @@ func TestCorruptPartitionDoesNotLoad(t *testing.T) {
 		t.Fatal("a failed take-over wrote to the store")
 	}
 }
+
+// TestReadAfterReportedBooked: a read of the owner made when OnBooked
+// reports a unit (here from OnBooked itself, before the committer tells
+// the partition's goroutine) shows that unit's bookings: a user answered
+// "booked" reads what was booked.
+func TestReadAfterReportedBooked(t *testing.T) {
+	f := newFixture(t, 1, 1_000_000)
+	l := f.Lease(f.Budget, 100_000)
+	users := usersOf(f, 5)
+	o := newBooker(t, f, "owner/1", nil)
+	var mu sync.Mutex
+	var checked int
+	var missing []string
+	o.OnBooked(func(ops []ledger.Op) {
+		ids := make([]uint64, 0, len(ops))
+		for i := range ops {
+			ids = append(ids, ops[i].Grant.ActID)
+		}
+		got, err := o.Accounts(context.Background(), ids)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			missing = append(missing, err.Error())
+			return
+		}
+		for i := range ops {
+			g := &ops[i].Grant
+			checked++
+			if a := got[g.ActID]; a == nil {
+				missing = append(missing, fmt.Sprintf("act %d: no account", g.ActID))
+			} else if _, ok := a.Entry(g.LimitKey()); !ok {
+				missing = append(missing, fmt.Sprintf("act %d: %s not in its account", g.ActID, g.LimitKey()))
+			}
+		}
+	})
+	oo := startOwner(t, f, o, false, 0)
+	oo.feed(0, grantsFor(f, users, 1, l))
+	oo.feed(0, grantsFor(f, users, 2, l))
+	oo.waitBooked()
+	mu.Lock()
+	defer mu.Unlock()
+	if checked != 2*len(users) || len(missing) > 0 {
+		t.Fatalf("%d bookings read back as reported; missing: %v", checked, missing)
+	}
+}

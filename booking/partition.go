@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -189,8 +190,12 @@ type unit struct {
 	p     *part
 	gen   uint64
 	epoch uint64
-	first uint64           // the store's NextSeq this unit expects before it
-	state ledger.PartState // the partition's state after it
+	// reported: its commit succeeded and OnBooked heard of it, before the
+	// partition's goroutine settles it; reads count it committed (set by
+	// the committer, read by the partition's goroutine).
+	reported atomic.Bool
+	first    uint64           // the store's NextSeq this unit expects before it
+	state    ledger.PartState // the partition's state after it
 
 	journal []byte      // encoded journal, nil when it booked nothing
 	chunks  []pageWrite // history chunks its bookings archived
@@ -838,6 +843,10 @@ func (p *part) read(r *readReq) {
 	for _, id := range r.ids {
 		a := p.accounts[id]
 		for _, u := range p.pending {
+			if u.reported.Load() {
+				// Committed and reported booked: a reader told so sees it.
+				continue
+			}
 			if prev, ok := u.prev[id]; ok {
 				a = prev
 				break
