@@ -61,10 +61,11 @@ func (g *budgetGrain) handle(m []byte) (reply *wrapperspb.BytesValue) {
 		if !errors.Is(err, storage.ErrConflict) || attempt == conflictAttempts {
 			break
 		}
-		// Another writer of the budget committed first (a second copy of
-		// the grain while the members agree on its place, or an operator's
-		// SetBudgetTotal): nothing of this attempt was written, and the
-		// next one reads the budget again in its transaction.
+		// Another writer of the budget or its leases committed first (a
+		// second copy of the grain while the members agree on its place, an
+		// operator's SetBudgetTotal, a lease close written directly):
+		// nothing of this attempt was written, and the next one reads them
+		// again in its transaction.
 		time.Sleep(time.Duration(attempt) * conflictBackoff)
 	}
 	if err != nil {

@@ -18,12 +18,8 @@ import (
 // answered with a lease, none fails, and the budget's outstanding amount
 // is the sum of the leases handed out: nothing twice, nothing lost.
 func TestTwoCopiesOfAGrainTakeLeases(t *testing.T) {
-	ctx := context.Background()
-	kv := storagetest.TiKV(t, "")
 	const id = "copies/cash"
-	if _, err := EnsureBudget(ctx, kv, &ledger.Budget{ID: id, Asset: ledger.AssetCash, Total: 1_000_000}); err != nil {
-		t.Fatal(err)
-	}
+	kv := storedBudget(t, id, 1_000_000)
 	const takes, want = 40, 100
 	req := []byte{msgTakeLease}
 	req = appendStr(req, id)
@@ -70,4 +66,14 @@ func TestTwoCopiesOfAGrainTakeLeases(t *testing.T) {
 	if len(ids) != 2*takes || b.Leased-b.Returned != 2*takes*want {
 		t.Fatalf("%d leases handed out; budget leased %d returned %d, want %d out", len(ids), b.Leased, b.Returned, 2*takes*want)
 	}
+}
+
+// storedBudget is a test cluster holding budget id of cash with total.
+func storedBudget(t *testing.T, id string, total int64) *storage.TiKV {
+	t.Helper()
+	kv := storagetest.TiKV(t, "")
+	if _, err := EnsureBudget(context.Background(), kv, &ledger.Budget{ID: id, Asset: ledger.AssetCash, Total: total}); err != nil {
+		t.Fatal(err)
+	}
+	return kv
 }

@@ -3,7 +3,6 @@ package actors
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -54,23 +53,15 @@ func (g *budgetGrain) fold(b []byte) (*wrapperspb.BytesValue, error) {
 	if d.err != nil {
 		return nil, d.err
 	}
-	// A conflict comes from a lease close written directly (the grain was
-	// unreachable for its caller) or from a stale second copy of this grain:
-	// read again, a few times.
-	for attempt := 0; ; attempt++ {
-		f, err := foldTxn(context.Background(), g.tikv, id)
-		if errors.Is(err, storage.ErrConflict) && attempt < foldConflictRetryMax {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return message(appendFold([]byte{msgReply}, &f)), nil
+	// A conflict (a lease close written directly because the grain was
+	// unreachable for its caller, or a stale second copy of this grain) is
+	// tried again by handle, as for every request of the grain.
+	f, err := foldTxn(context.Background(), g.tikv, id)
+	if err != nil {
+		return nil, err
 	}
+	return message(appendFold([]byte{msgReply}, &f)), nil
 }
-
-// foldConflictRetryMax bounds a grain's retries of one fold's conflicts.
-const foldConflictRetryMax = 3
 
 // foldTxn folds up to foldBatchMax of a budget's oldest hot details into the
 // budget and the leases they name, and deletes them, in one transaction

@@ -9,7 +9,6 @@ import (
 
 	"redrain/ledger"
 	"redrain/storage"
-	"redrain/storage/storagetest"
 )
 
 // TestConcurrentFoldTxns: two copies of a budget's grain folding at once
@@ -18,11 +17,8 @@ import (
 // fails with a conflict and changes nothing.
 func TestConcurrentFoldTxns(t *testing.T) {
 	ctx := context.Background()
-	kv := storagetest.TiKV(t, "")
 	const id = "race/cash"
-	if _, err := EnsureBudget(ctx, kv, &ledger.Budget{ID: id, Asset: ledger.AssetCash, Total: 1_000_000}); err != nil {
-		t.Fatal(err)
-	}
+	kv := storedBudget(t, id, 1_000_000)
 	err := kv.Update(ctx, func(txn storage.Txn) error {
 		b, err := loadBudget(txn, id)
 		if err != nil {
