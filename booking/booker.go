@@ -72,7 +72,10 @@ type Booker struct {
 	BatchTime *metrics.Histogram
 	Keys      *metrics.Counter // keys written by booking transactions
 	Pages     *metrics.Counter // pages written by checkpoints
-	Yielded   *metrics.Counter // nanoseconds booking paused for the grant path
+	// Frozen and Thawed count account pages frozen (kept encoded, out of
+	// the collector's sight) and thawed again (frozen.go).
+	Frozen, Thawed *metrics.Counter
+	Yielded        *metrics.Counter // nanoseconds booking paused for the grant path
 	// OwnerReads and OwnerReadsMissed count Accounts' reads of a partition
 	// owned elsewhere answered by its owner, and those that went to the
 	// store after the owner could not answer.
@@ -175,6 +178,8 @@ func New(cfg Config) *Booker {
 		BatchTime:        m.Histogram("redrain_booking_batch_seconds", "Time to commit one booking transaction.", metrics.LatencyBounds),
 		Keys:             m.Counter("redrain_booking_keys_written_total", "Keys written by booking transactions (journals, pages, partition states, hot details)."),
 		Pages:            m.Counter("redrain_booking_pages_written_total", "Account pages written by checkpoints."),
+		Frozen:           m.Counter("redrain_booking_pages_frozen_total", "Account pages an owner froze: kept encoded in memory, untouched and clean for a sweep interval."),
+		Thawed:           m.Counter("redrain_booking_pages_thawed_total", "Frozen account pages an owner thawed to read or change an account."),
 		OwnerReads:       m.Counter("redrain_booking_owner_reads_total", "Reads of accounts owned by another node answered by that node."),
 		OwnerReadsMissed: m.Counter("redrain_booking_owner_reads_missed_total", "Reads of accounts owned by another node that went to the store because the owner could not answer."),
 		IssueToBooked:    m.Histogram("redrain_grant_issue_to_booked_seconds", "Time from a grant's issue to the commit that booked it.", metrics.IssueBounds),
@@ -497,6 +502,7 @@ func (p *part) loop(ctx context.Context, sess sarama.ConsumerGroupSession, msgs 
 			}
 		case <-tick.C:
 			p.tellOwned()
+			p.sweep()
 			if err := p.refresh(ctx); err != nil {
 				return err
 			}

@@ -183,6 +183,12 @@ func (p *part) drawFence(f ledger.Fence) ledger.Fence {
 type pageMem struct {
 	ids     []uint64 // act_ids of the page's accounts, sorted
 	dirtyAt uint64   // seq of the newest journal not checkpointed (0: clean)
+	// frozen is the page encoded as its accounts are now, or nil; cold: its
+	// accounts are only there, not in part.accounts; seen: an account of it
+	// was looked up since the last sweep (frozen.go).
+	frozen []byte
+	cold   bool
+	seen   bool
 }
 
 // unit is one change of a partition: applied in memory, then committed.
@@ -295,7 +301,7 @@ func (b *Booker) takeOver(ctx context.Context, id int32) (*part, error) {
 	}
 	// What the journals after the checkpoint changed is in no page yet.
 	for k, seq := range v.touched {
-		p.pages[k].dirtyAt = seq
+		p.markDirty(k, seq)
 	}
 	b.log.Info("booking: took partition over", "partition", id, "epoch", p.epoch, "released", released,
 		"accounts", len(v.accounts), "booked_offset", v.state.Booked, "journal", v.state.NextSeq-1)
@@ -328,7 +334,7 @@ func (p *part) newUnit() *unit {
 // touch returns the account of id that unit u may change: a copy of the
 // current one (or a new one), which replaces it.
 func (p *part) touch(u *unit, id uint64) *ledger.Account {
-	cur := p.accounts[id]
+	cur := p.account(id)
 	if _, done := u.prev[id]; done {
 		return cur
 	}
@@ -413,7 +419,7 @@ func (p *part) apply(u *unit) error {
 		u.journal = ledger.AppendJournal(make([]byte, 0, journalBytesPerOp*len(j.Ops)+32), &j)
 		p.sinceCkpt++
 		for id := range changed {
-			p.pages[storage.PageOf(id)].dirtyAt = j.Seq
+			p.markDirty(storage.PageOf(id), j.Seq)
 		}
 	}
 	if u.to > p.next.Booked {
@@ -582,7 +588,9 @@ func (p *part) checkpoint(u *unit) {
 		pg := p.pages[k]
 		page := ledger.Page{Seq: seq, Accounts: make([]*ledger.Account, 0, len(pg.ids))}
 		for _, id := range pg.ids {
-			page.Accounts = append(page.Accounts, p.accounts[id])
+			// A page of an earlier round that committed since may have
+			// frozen meanwhile.
+			page.Accounts = append(page.Accounts, p.account(id))
 		}
 		buf := make([]byte, 0, accountBytes*len(page.Accounts)+16)
 		u.pages = append(u.pages, pageWrite{key: storage.PageKey(p.id, k), value: ledger.AppendPage(buf, &page)})
@@ -641,10 +649,12 @@ func (p *part) settle(ctx context.Context, sess sarama.ConsumerGroupSession, r r
 	p.pending = p.pending[1:]
 	p.committed = r.u.state
 	p.tellOwned()
-	for _, k := range r.u.pageIDs {
-		// Written as it was at u.ckpt: clean unless changed since.
+	for i, k := range r.u.pageIDs {
+		// Written as it was at u.ckpt: clean unless changed since, and then
+		// those bytes are the page as it is.
 		if pg := p.pages[k]; pg != nil && pg.dirtyAt <= r.u.ckpt {
 			pg.dirtyAt = 0
+			p.written(k, r.u.pages[i].value)
 		}
 	}
 	if r.u.last != nil && sess != nil {
@@ -801,7 +811,7 @@ func (p *part) replayForeign(j *ledger.Journal) error {
 	for i := range j.Ops {
 		op := &j.Ops[i]
 		id := op.Grant.ActID
-		a := p.accounts[id]
+		a := p.account(id)
 		if a == nil {
 			a = ledger.NewAccount(id)
 			p.addToPage(id)
@@ -812,7 +822,7 @@ func (p *part) replayForeign(j *ledger.Journal) error {
 		if err := replayOp(p.id, j, i, a, bumped); err != nil {
 			return err
 		}
-		p.pages[storage.PageOf(id)].dirtyAt = j.Seq
+		p.markDirty(storage.PageOf(id), j.Seq)
 	}
 	p.next.NextSeq++
 	p.sinceCkpt++
@@ -841,7 +851,7 @@ func (p *part) read(r *readReq) {
 		}
 	}
 	for _, id := range r.ids {
-		a := p.accounts[id]
+		a := p.account(id)
 		for _, u := range p.pending {
 			if u.reported.Load() {
 				// Committed and reported booked: a reader told so sees it.

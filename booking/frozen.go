@@ -1,0 +1,135 @@
+package booking
+
+import (
+	"fmt"
+
+	"redrain/ledger"
+	"redrain/storage"
+)
+
+// An owner keeps every account of its partitions, but not every one as a
+// *ledger.Account: a page (storage.PageUsers act_ids of the partition)
+// that nothing touched for a sweep interval and that holds no change the
+// store lacks is frozen, kept as its encoded bytes (ledger.AppendPage: ~50
+// bytes an account with one entry, no pointer for the collector to mark)
+// instead of a dozen objects an account. The first access to a frozen
+// page thaws it whole. Accounts are what a node under load holds most of,
+// and marking them was the collector's largest share of its CPU.
+//
+// A page is in one of these states (pageMem):
+//   - hot: its accounts are in part.accounts; frozen, when not nil, is
+//     its encoding as its accounts are now (the checkpoint just written,
+//     or the bytes it was thawed from), so freezing it again encodes
+//     nothing;
+//   - frozen: none of its accounts is in part.accounts, frozen holds them.
+//
+// A change of one of its accounts makes the page dirty (markDirty) and
+// drops its bytes: a page freezes only while clean (the store holds it as
+// it is), so no uncommitted account is ever frozen, and no pending unit
+// holds an account of a frozen page (a unit's prev holds only the accounts
+// it changed).
+
+// account returns the account of id as the partition holds it now (nil:
+// none), thawing its page if it is frozen.
+func (p *part) account(id uint64) *ledger.Account {
+	k := storage.PageOf(id)
+	pg := p.pages[k]
+	if pg == nil {
+		return nil
+	}
+	pg.seen = true
+	if pg.cold {
+		p.thaw(k, pg)
+	}
+	return p.accounts[id]
+}
+
+// thaw puts a frozen page's accounts back in part.accounts. Its bytes are
+// the partition's own encoding, so a failure is a bug: it panics, which
+// stops the partition like a broken money invariant (part.run).
+func (p *part) thaw(k uint64, pg *pageMem) {
+	page, err := ledger.DecodePage(pg.frozen)
+	if err == nil && len(page.Accounts) != len(pg.ids) {
+		err = fmt.Errorf("%d accounts, the page lists %d", len(page.Accounts), len(pg.ids))
+	}
+	for i, a := range page.Accounts {
+		if err != nil {
+			break
+		}
+		if a.ActID != pg.ids[i] {
+			err = fmt.Errorf("account %d where %d was due", a.ActID, pg.ids[i])
+			break
+		}
+		p.accounts[a.ActID] = a
+	}
+	if err != nil {
+		panic(fmt.Sprintf("booking: partition %d: thawing page %d: %v", p.id, k, err))
+	}
+	pg.cold = false
+	p.b.Thawed.Inc()
+}
+
+// markDirty records that journal seq changed an account of page k: the
+// page's bytes no longer hold it.
+func (p *part) markDirty(k, seq uint64) {
+	pg := p.pages[k]
+	pg.dirtyAt = seq
+	pg.frozen = nil
+}
+
+// written keeps the bytes a committed checkpoint wrote of page k (as its
+// accounts were at the unit's seq), if the page is still clean.
+func (p *part) written(k uint64, value []byte) {
+	if pg := p.pages[k]; pg != nil && pg.dirtyAt == 0 && !pg.cold {
+		pg.frozen = value
+	}
+}
+
+// sweep freezes every hot page that is clean, untouched since the last
+// sweep and freezable, and reports how many it froze.
+func (p *part) sweep() int {
+	n := 0
+	for k, pg := range p.pages {
+		seen := pg.seen
+		pg.seen = false
+		if pg.cold || seen || pg.dirtyAt != 0 || len(pg.ids) == 0 {
+			continue
+		}
+		if p.freeze(k, pg) {
+			n++
+		}
+	}
+	if n > 0 {
+		p.b.Frozen.Add(int64(n))
+	}
+	return n
+}
+
+// freeze takes a clean page's accounts out of part.accounts, encoding
+// them first unless its bytes are kept. A page holding an account with
+// archived entries stays hot: the hashes of their limit keys are in memory
+// only (loaded from the history chunks), not in the page.
+func (p *part) freeze(k uint64, pg *pageMem) bool {
+	var page ledger.Page
+	if pg.frozen == nil {
+		page.Accounts = make([]*ledger.Account, 0, len(pg.ids))
+	}
+	for _, id := range pg.ids {
+		a := p.accounts[id]
+		if a.Archived != 0 {
+			return false
+		}
+		if pg.frozen == nil {
+			page.Accounts = append(page.Accounts, a)
+		}
+	}
+	if pg.frozen == nil {
+		page.Seq = p.committed.NextSeq - 1
+		pg.frozen = ledger.AppendPage(make([]byte, 0, accountBytes*len(pg.ids)+16), &page)
+	}
+	for _, id := range pg.ids {
+		delete(p.accounts, id)
+	}
+	pg.cold = true
+	return true
+}

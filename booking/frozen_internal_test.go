@@ -1,0 +1,116 @@
+package booking
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"redrain/ledger"
+	"redrain/storage"
+	"redrain/storage/storagetest"
+)
+
+// TestFrozenPages: a page freezes (its accounts leave part.accounts) once
+// it is clean and went a whole sweep interval untouched, with the bytes
+// its checkpoint wrote (nothing encoded again); any access thaws it whole;
+// a repeat into a frozen page books nothing and a new grant or a new user
+// books; a dirty page, or one holding an account with archived entries,
+// never freezes; the store and a new owner hold every account as the
+// partition does.
+func TestFrozenPages(t *testing.T) {
+	kv := storagetest.TiKV(t, "")
+	p := ownerOn(t, kv, "first")
+	const pu = storage.PageUsers
+	users := []uint64{1, 2, pu + 1, pu + 2, 2*pu + 1}
+	var gs []ledger.Grant
+	for _, id := range users {
+		gs = append(gs, heavyGrant(id, 1))
+	}
+	bookUnit(t, p, gs)
+	p.sweep()
+	p.sweep()
+	if len(p.accounts) != len(users) || p.b.Frozen.Load() != 0 {
+		t.Fatalf("dirty pages froze: %d accounts in memory, %d pages frozen", len(p.accounts), p.b.Frozen.Load())
+	}
+
+	// The next unit carries the checkpoint of every dirty page; once it
+	// commits, each page keeps what it wrote.
+	p.sinceCkpt = ckptJournals
+	bookUnit(t, p, []ledger.Grant{heavyGrant(3, 1)})
+	for _, k := range []uint64{0, 1, 2} {
+		if pg := p.pages[k]; pg.dirtyAt != 0 || pg.frozen == nil {
+			t.Fatalf("page %d after its checkpoint: dirty at %d, bytes kept %v", k, pg.dirtyAt, pg.frozen != nil)
+		}
+	}
+	if n := p.sweep(); n != 0 {
+		t.Fatalf("the first sweep froze %d pages touched since the last one", n)
+	}
+	if n := p.sweep(); n != 3 || len(p.accounts) != 0 {
+		t.Fatalf("the second sweep froze %d pages, %d accounts left in memory; want 3 and none", n, len(p.accounts))
+	}
+
+	// A read thaws the page it needs, only that one.
+	r := &readReq{ids: []uint64{pu + 1}, out: map[uint64]*ledger.Account{}, done: make(chan struct{})}
+	p.read(r)
+	if a := r.out[pu+1]; a == nil || a.Balance(ledger.AssetCash) != 1 || a.Version != 1 || len(a.Entries) != 1 {
+		t.Fatalf("account read from a frozen page: %+v", a)
+	}
+	if len(p.accounts) != 2 || p.pages[1].cold || !p.pages[0].cold || !p.pages[2].cold || p.b.Thawed.Load() != 1 {
+		t.Fatalf("after one read: %d accounts in memory, %d pages thawed", len(p.accounts), p.b.Thawed.Load())
+	}
+
+	// Bookings into frozen pages.
+	if out := bookUnit(t, p, []ledger.Grant{heavyGrant(2*pu+1, 1), heavyGrant(2*pu+1, 2), heavyGrant(4, 1)}); !slices.Equal(out, []byte{BookedBefore, BookedNow, BookedNow}) {
+		t.Fatalf("a repeat, a new packet and a new user in frozen pages: outcomes %v", out)
+	}
+	if a := p.account(2*pu + 1); a.Balance(ledger.AssetCash) != 3 || a.Version != 2 {
+		t.Fatalf("account after a second packet: %+v", a)
+	}
+	if ids := p.pages[0].ids; !slices.Equal(ids, []uint64{1, 2, 3, 4}) {
+		t.Fatalf("page 0 lists %v", ids)
+	}
+
+	// A page holding an account with archived entries stays hot.
+	heavy := uint64(3*pu + 1)
+	for from := uint64(1); from <= 80; from += 10 {
+		gs = gs[:0]
+		for rain := from; rain < from+10; rain++ {
+			gs = append(gs, heavyGrant(heavy, rain))
+		}
+		bookUnit(t, p, gs)
+	}
+	if a := p.account(heavy); a.Archived == 0 {
+		t.Fatal("no entry archived")
+	}
+	p.sinceCkpt = ckptJournals
+	bookUnit(t, p, []ledger.Grant{heavyGrant(5, 1)})
+	p.sweep()
+	p.sweep()
+	if !p.pages[0].cold || !p.pages[1].cold || !p.pages[2].cold || p.pages[3].cold {
+		t.Fatalf("cold pages: 0 %v, 1 %v, 2 %v, 3 %v; want the first three", p.pages[0].cold, p.pages[1].cold, p.pages[2].cold, p.pages[3].cold)
+	}
+
+	// The store and a new owner agree with the partition.
+	var ids []uint64
+	for _, k := range []uint64{0, 1, 2, 3} {
+		ids = append(ids, p.pages[k].ids...)
+	}
+	var stored map[uint64]*ledger.Account
+	if err := kv.View(func(txn storage.Txn) error {
+		var err error
+		stored, err = ReadAccounts(context.Background(), txn, 1, ids)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	second := ownerOn(t, kv, "second")
+	for _, id := range ids {
+		want := p.account(id)
+		for name, got := range map[string]*ledger.Account{"store": stored[id], "new owner": second.account(id)} {
+			if got == nil || got.Version != want.Version || got.Balance(ledger.AssetCash) != want.Balance(ledger.AssetCash) ||
+				got.Archived != want.Archived || len(got.Entries) != len(want.Entries) {
+				t.Fatalf("%s: account %d = %+v, want %+v", name, id, got, want)
+			}
+		}
+	}
+}
