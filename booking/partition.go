@@ -363,7 +363,7 @@ func (p *part) apply(u *unit) error {
 	}
 	j := ledger.Journal{BookedAt: now, From: u.from, To: u.to, Ops: make([]ledger.Op, 0, len(gs))}
 	u.outcomes = make([]byte, len(gs))
-	changed := map[uint64]bool{}
+	changed := &changes{seen: map[uint64]bool{}}
 	for i := range gs {
 		g := &gs[i]
 		a := p.touch(u, g.ActID)
@@ -383,7 +383,7 @@ func (p *part) apply(u *unit) error {
 		if n, entries, sealed := a.TakeSealed(); sealed {
 			u.chunks = append(u.chunks, pageWrite{key: storage.HistKey(a.ActID, n), value: ledger.AppendChunk(nil, a.ActID, n, entries)})
 		}
-		changed[g.ActID] = true
+		changed.add(a)
 		j.Ops = append(j.Ops, op)
 		if op.Kind == ledger.OpBook {
 			u.outcomes[i] = BookedNow
@@ -399,17 +399,17 @@ func (p *part) apply(u *unit) error {
 		}
 	}
 	u.ops = j.Ops
-	for id := range changed {
-		p.accounts[id].Version++
+	for _, a := range changed.list {
+		a.Version++
 	}
 	// Accounts it looked at and left unchanged keep the committed copy.
 	for id, prev := range u.prev {
-		if !changed[id] {
+		if !changed.seen[id] {
 			p.restore(id, prev)
 			delete(u.prev, id)
 		}
 	}
-	if err := p.checkDeltas(u); err != nil {
+	if err := p.checkDeltas(u, changed.list); err != nil {
 		p.undo(u)
 		return err
 	}
@@ -418,8 +418,8 @@ func (p *part) apply(u *unit) error {
 		p.next.NextSeq++
 		u.journal = ledger.AppendJournal(make([]byte, 0, journalBytesPerOp*len(j.Ops)+32), &j)
 		p.sinceCkpt++
-		for id := range changed {
-			p.markDirty(storage.PageOf(id), j.Seq)
+		for _, a := range changed.list {
+			p.markDirty(storage.PageOf(a.ActID), j.Seq)
 		}
 	}
 	if u.to > p.next.Booked {
@@ -433,7 +433,7 @@ func (p *part) apply(u *unit) error {
 // booked (its op in the journal, the legs it booked in u.moves) or
 // answered for what it changed nothing. Moves were validated before they
 // were sent (Booker.Move), so an error is a broken invariant.
-func (p *part) applyMoves(u *unit, j *ledger.Journal, now int64, changed map[uint64]bool) error {
+func (p *part) applyMoves(u *unit, j *ledger.Journal, now int64, changed *changes) error {
 	moves := u.req.moves
 	u.results = make([]ledger.MoveResult, len(moves))
 	u.moves = u.moves[:0]
@@ -451,7 +451,7 @@ func (p *part) applyMoves(u *unit, j *ledger.Journal, now int64, changed map[uin
 		if n, entries, sealed := a.TakeSealed(); sealed {
 			u.chunks = append(u.chunks, pageWrite{key: storage.HistKey(a.ActID, n), value: ledger.AppendChunk(nil, a.ActID, n, entries)})
 		}
-		changed[m.ActID] = true
+		changed.add(a)
 		// The journal holds the move as booked (a withdrawal debt's
 		// split), so its readers (statements, the wallet) post what the
 		// account did, and a replay makes the same split.
@@ -464,12 +464,28 @@ func (p *part) applyMoves(u *unit, j *ledger.Journal, now int64, changed map[uin
 	return nil
 }
 
+// changes are the accounts a unit changed, each once, in the order it
+// first changed them: what it bumps, checks and marks dirty, without
+// looking each up again among the partition's accounts.
+type changes struct {
+	seen map[uint64]bool
+	list []*ledger.Account
+}
+
+func (c *changes) add(a *ledger.Account) {
+	if !c.seen[a.ActID] {
+		c.seen[a.ActID] = true
+		c.list = append(c.list, a)
+	}
+}
+
 // checkDeltas is the second computation of a unit's money: the change of
 // every balance it made, summed per asset from the accounts (each
 // account's after minus before), must equal the grants it booked plus the
 // legs of the moves it booked, summed from the grants and moves. A unit
-// holds few assets, so the sums are short lists.
-func (p *part) checkDeltas(u *unit) error {
+// holds few assets, so the sums are short lists. changed are the accounts
+// it changed (u.prev holds the ones they replaced).
+func (p *part) checkDeltas(u *unit, changed []*ledger.Account) error {
 	var byGrants, byAccounts assetSums
 	for i := range u.ops {
 		if g := &u.ops[i].Grant; u.ops[i].Kind == ledger.OpBook {
@@ -485,8 +501,9 @@ func (p *part) checkDeltas(u *unit) error {
 			}
 		}
 	}
-	for id, prev := range u.prev {
-		for _, bal := range p.accounts[id].Balances {
+	for _, a := range changed {
+		prev := u.prev[a.ActID]
+		for _, bal := range a.Balances {
 			d := bal.Amount
 			if prev != nil {
 				d -= prev.Balance(bal.Asset)
