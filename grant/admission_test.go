@@ -379,7 +379,9 @@ func TestOwnerClaims(t *testing.T) {
 	}
 	// Booking reports a; b stays issued.
 	g := first[0].Grant
-	f.adm.Restore([]grant.Booked{{ActID: g.ActID, LimitKey: g.LimitKey(), AwardType: g.AwardType, Amount: g.Amount, AppID: g.AppID}})
+	booked := grant.BookedEntry(g.ActID, g.LimitKey(), g.AwardType, g.Amount)
+	booked.AppID = g.AppID
+	f.adm.Restore([]grant.Booked{booked})
 	again := admit(f, demoRequests("a", "b"))
 	if r := again[0]; r.Outcome != grant.Repeat || !r.Booked || r.Grant.Claims() != first[0].Grant.Claims() {
 		t.Errorf("repeat of a booked packet = %v booked=%v %+v, want the booked packet", r.Outcome, r.Booked, r.Grant)
@@ -389,7 +391,7 @@ func TestOwnerClaims(t *testing.T) {
 	}
 	// A packet the store holds (restored at start) for a user this node
 	// never granted: the grant answers it, issuing nothing.
-	restored := grant.Booked{ActID: 3, LimitKey: "3_demo_rain_1_formal", AwardType: "cash", Amount: 77}
+	restored := grant.Booked{ActID: 3, Rain: "demo_rain_1_formal", AwardType: "cash", Amount: 77}
 	f.adm.Restore([]grant.Booked{restored})
 	r := admit(f, demoRequests("c"))[0] // the resolver hands "c" act_id 3
 	if r.Outcome != grant.Repeat || !r.Booked || r.Grant.ActID != 3 || r.Grant.Amount != 77 || r.Grant.AwardType != "cash" {

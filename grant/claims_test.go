@@ -2,10 +2,14 @@ package grant
 
 import (
 	"runtime"
+	"slices"
 	"testing"
 	"time"
+	"unsafe"
 
 	"redrain/campaign"
+	"redrain/ledger"
+	"redrain/tokens"
 )
 
 // BenchmarkClaimTableMemory fills one rain's claim table with a million
@@ -80,5 +84,40 @@ func TestRainOpen(t *testing.T) {
 		if got := rainOpen(cat, tt.key, now); got != tt.want {
 			t.Errorf("rainOpen(%q) = %v, want %v", tt.key, got, tt.want)
 		}
+	}
+}
+
+// TestBookedOf: booking's report keeps, per booked or attributed grant, the
+// rain its limit key names (legacy keys included) and what it paid; other
+// ops carry none; grants of one rain in a row share one string.
+func TestBookedOf(t *testing.T) {
+	g := func(act uint64, activity string, rain uint64, legacy bool) ledger.Grant {
+		return ledger.Grant{AppID: 9, ActID: act, ActivityID: activity, SceneID: "lobby", RainID: rain, Stage: tokens.StageFormal,
+			AwardType: "cash", Amount: int64(act), Legacy: legacy}
+	}
+	ops := []ledger.Op{
+		{Kind: ledger.OpBook, Grant: g(1, "newyear", 1, false)},
+		{Kind: ledger.OpBind, Grant: ledger.Grant{AppID: 9, ActID: 5, UserID: "u5"}},
+		{Kind: ledger.OpAttribute, Grant: g(22, "newyear", 1, false)},
+		{Kind: ledger.OpBook, Grant: g(333, "spring", 1, false)},
+		{Kind: ledger.OpBook, Grant: g(4, "", 2, true)},
+	}
+	got := BookedOf(ops)
+	want := []Booked{
+		{ActID: 1, Rain: "newyear_lobby_1_formal", AwardType: "cash", Amount: 1, AppID: 9},
+		{ActID: 22, Rain: "newyear_lobby_1_formal", AwardType: "cash", Amount: 22, AppID: 9},
+		{ActID: 333, Rain: "spring_lobby_1_formal", AwardType: "cash", Amount: 333, AppID: 9},
+		{ActID: 4, Rain: "lobby_2_formal", AwardType: "cash", Amount: 4, AppID: 9},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("BookedOf = %+v\nwant %+v", got, want)
+	}
+	for i, op := range []ledger.Op{ops[0], ops[2], ops[3], ops[4]} {
+		if r := rainOf(op.Grant.LimitKey()); got[i].Rain != r {
+			t.Errorf("grant %d: rain %q, its limit key's %q", i, got[i].Rain, r)
+		}
+	}
+	if unsafe.StringData(got[0].Rain) != unsafe.StringData(got[1].Rain) {
+		t.Error("two grants of one rain in a row hold two strings")
 	}
 }

@@ -132,7 +132,7 @@ func TestOwnDisown(t *testing.T) {
 	release := make(chan struct{})
 	adm.Own(0, ten, func(context.Context) ([]grant.Booked, error) {
 		<-release
-		return []grant.Booked{{ActID: 2, LimitKey: "2_demo_rain_1_formal", AwardType: "cash", Amount: 55}}, nil
+		return []grant.Booked{{ActID: 2, Rain: "demo_rain_1_formal", AwardType: "cash", Amount: 55}}, nil
 	})
 	if r := one("a"); r.Outcome != grant.Unavailable {
 		t.Errorf("grant while the shard restores = %v, want unavailable", r.Outcome)

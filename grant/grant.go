@@ -22,6 +22,7 @@
 package grant
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -247,45 +248,61 @@ func New(cfg Config) *Admission {
 	return a
 }
 
-// Booked is a packet that booking posted, as the claim table keeps it.
+// Booked is a packet that booking posted, as the claim table keeps it:
+// the user, its rain (the limit key without its "{act_id}_": the claim
+// table's key, shared by every packet of one rain and stage) and what it
+// paid.
 type Booked struct {
 	ActID     uint64
-	LimitKey  string
+	Rain      string
 	AwardType string
 	Amount    int64
 	AppID     uint32 // 0 when unknown (restored from an account entry)
 }
 
+// BookedEntry is the packet an account's entry under limitKey holds.
+func BookedEntry(actID uint64, limitKey, awardType string, amount int64) Booked {
+	return Booked{ActID: actID, Rain: rainOf(limitKey), AwardType: awardType, Amount: amount}
+}
+
 // BookedOf is what the claim tables keep of the grants that ops booked or
-// attributed (booking's report: other kinds carry none). Their limit keys
-// are slices of one string.
+// attributed (booking's report: other kinds carry none). Consecutive
+// grants of one rain, as a unit's mostly are, share its key's string.
 func BookedOf(ops []ledger.Op) []Booked {
 	out := make([]Booked, 0, len(ops))
-	ends := make([]int, 0, len(ops))
-	var keys []byte
+	var key []byte
+	rain := ""
 	for i := range ops {
-		if k := ops[i].Kind; k == ledger.OpBook || k == ledger.OpAttribute {
-			keys = ops[i].Grant.AppendLimitKey(keys)
-			ends = append(ends, len(keys))
+		if k := ops[i].Kind; k != ledger.OpBook && k != ledger.OpAttribute {
+			continue
 		}
-	}
-	all, start := string(keys), 0
-	for i := range ops {
-		if k := ops[i].Kind; k == ledger.OpBook || k == ledger.OpAttribute {
-			g := &ops[i].Grant
-			end := ends[len(out)]
-			out = append(out, Booked{ActID: g.ActID, LimitKey: all[start:end], AwardType: g.AwardType, Amount: g.Amount, AppID: g.AppID})
-			start = end
+		g := &ops[i].Grant
+		key = g.AppendLimitKey(key[:0])
+		if r := key[bytes.IndexByte(key, '_')+1:]; string(r) != rain {
+			rain = string(r)
 		}
+		out = append(out, Booked{ActID: g.ActID, Rain: rain, AwardType: g.AwardType, Amount: g.Amount, AppID: g.AppID})
 	}
 	return out
 }
 
 // MarkBooked records booked packets in the owning shards' claims, so that
 // repeats answer "booked". It queues them and returns at once: booking
-// never waits for a shard. A shard not owned here drops them.
+// never waits for a shard. A shard not owned here drops them. The shards
+// keep gs: the caller must not change it.
 func (a *Admission) MarkBooked(gs []Booked) {
 	if len(gs) == 0 {
+		return
+	}
+	// Booking reports one partition's packets at a time: they go to its
+	// shard as they are.
+	first := a.stream.Partition(gs[0].ActID)
+	one := true
+	for i := 1; i < len(gs) && one; i++ {
+		one = a.stream.Partition(gs[i].ActID) == first
+	}
+	if one {
+		a.shards[first].pushBooked(gs)
 		return
 	}
 	byShard := make([][]Booked, len(a.shards))

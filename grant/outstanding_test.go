@@ -598,7 +598,7 @@ func TestOutstandingFollowsOwnership(t *testing.T) {
 	release := make(chan struct{})
 	adm.Own(0, ten, func(context.Context) ([]grant.Booked, error) {
 		<-release
-		return []grant.Booked{{ActID: 2, LimitKey: "2_demo_rain_1_formal", AwardType: "cash", Amount: 55}}, nil
+		return []grant.Booked{{ActID: 2, Rain: "demo_rain_1_formal", AwardType: "cash", Amount: 55}}, nil
 	})
 	want("restoring", 2, 0, true)
 	close(release)

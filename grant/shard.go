@@ -89,7 +89,11 @@ func newShard(a *Admission, id int32, owner bool) *shard {
 // them before its next batch. It never waits for the shard.
 func (s *shard) pushBooked(gs []Booked) {
 	s.mu.Lock()
-	s.bookedQ = append(s.bookedQ, gs...)
+	if s.bookedQ == nil {
+		s.bookedQ = gs[:len(gs):len(gs)] // taken as it is (MarkBooked's callers hand it over); an append copies it
+	} else {
+		s.bookedQ = append(s.bookedQ, gs...)
+	}
 	s.mu.Unlock()
 	s.wakeUp()
 }
@@ -525,7 +529,7 @@ func (s *shard) booked(gs []Booked) {
 	var added int64
 	for i := range gs {
 		g := &gs[i]
-		r := s.table.rain(rainOf(g.LimitKey))
+		r := s.table.rain(g.Rain)
 		c, ok := r.users[g.ActID]
 		if !ok {
 			added++

@@ -156,7 +156,7 @@ func (s sessions) Lost(t *booking.Tenure) { s.n.grants.Disown(t.Partition) }
 func (n *Node) bookedIn(ctx context.Context, p int32) ([]grant.Booked, error) {
 	var out []grant.Booked
 	err := booking.PacketsIn(ctx, n.tikv, p, func(actID uint64, e ledger.Entry) {
-		out = append(out, grant.Booked{ActID: actID, LimitKey: e.LimitKey, AwardType: e.AwardType, Amount: e.Amount})
+		out = append(out, grant.BookedEntry(actID, e.LimitKey, e.AwardType, e.Amount))
 	})
 	return out, err
 }

@@ -715,7 +715,7 @@ func (s sessions) Owned(t *booking.Tenure) {
 	s.n.adm.Own(p, t, func(ctx context.Context) ([]grant.Booked, error) {
 		var out []grant.Booked
 		err := booking.PacketsIn(ctx, s.n.kv, p, func(actID uint64, e ledger.Entry) {
-			out = append(out, grant.Booked{ActID: actID, LimitKey: e.LimitKey, AwardType: e.AwardType, Amount: e.Amount})
+			out = append(out, grant.BookedEntry(actID, e.LimitKey, e.AwardType, e.Amount))
 		})
 		return out, err
 	})
