@@ -26,14 +26,14 @@ func BenchmarkApplyHeavyUser(b *testing.B) {
 	for _, held := range []int{0, 5000, 50000} {
 		b.Run(fmt.Sprintf("entries=%d", held), func(b *testing.B) {
 			p := &part{b: &Booker{clock: time.Now, log: slog.New(slog.DiscardHandler)},
-				accounts: map[uint64]*ledger.Account{}, pages: map[uint64]*pageMem{}, next: ledger.PartState{NextSeq: 1}}
+				pages: map[uint64]*pageMem{}, next: ledger.PartState{NextSeq: 1}}
 			book := func(g ledger.Grant) {
 				u := p.newUnit()
 				u.grants = []ledger.Grant{g}
 				if err := p.apply(u); err != nil || u.outcomes[0] != BookedNow {
 					b.Fatalf("apply: %v, %v", u.outcomes, err)
 				}
-				_ = ledger.MarshalAccount(nil, p.accounts[g.ActID])
+				_ = ledger.MarshalAccount(nil, p.account(g.ActID))
 			}
 			const heavy = 7
 			for rain := range held {

@@ -87,7 +87,7 @@ func TestHistoryAcrossOwners(t *testing.T) {
 			}
 		}
 	}
-	a := first.accounts[act]
+	a := first.account(act)
 	if a.Archived == 0 || a.Archived+uint64(len(a.Entries)) != 200 {
 		t.Fatalf("archived %d, recent %d; want some archived, 200 in all", a.Archived, len(a.Entries))
 	}
@@ -98,7 +98,7 @@ func TestHistoryAcrossOwners(t *testing.T) {
 
 	// The new owner loads the page, then the archived keys from the chunks.
 	second := ownerOn(t, kv, "second") // fences the first
-	b := second.accounts[act]
+	b := second.account(act)
 	if b == nil {
 		t.Fatal("the new owner has no account")
 	}

@@ -1313,11 +1313,9 @@ func applyElsewhere(ctx context.Context, txn storage.Txn, b *Booker, id int32, r
 	if err != nil {
 		return nil, err
 	}
-	p := &part{b: b, id: id, epoch: v.state.Epoch, accounts: v.accounts, pages: map[uint64]*pageMem{},
+	p := &part{b: b, id: id, epoch: v.state.Epoch, pages: map[uint64]*pageMem{},
 		committed: *v.state, next: *v.state}
-	for id := range v.accounts {
-		p.addToPage(id)
-	}
+	p.putAll(v.accounts)
 	u := p.newUnit()
 	u.req = req
 	if err := p.apply(u); err != nil {

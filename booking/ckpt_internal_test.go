@@ -44,10 +44,7 @@ func TestCheckpointSpreadOverUnits(t *testing.T) {
 			t.Errorf("page %d still dirty at %d, checkpoint at %d", k, pg.dirtyAt, p.committed.CkptSeq)
 		}
 	}
-	ids := make([]uint64, 0, len(p.accounts))
-	for id := range p.accounts {
-		ids = append(ids, id)
-	}
+	ids := p.allIDs()
 	var stored map[uint64]*ledger.Account
 	err := kv.View(func(txn storage.Txn) error {
 		var err error
@@ -59,8 +56,8 @@ func TestCheckpointSpreadOverUnits(t *testing.T) {
 	}
 	second := ownerOn(t, kv, "second")
 	for _, id := range ids {
-		want := p.accounts[id]
-		for name, got := range map[string]*ledger.Account{"store": stored[id], "new owner": second.accounts[id]} {
+		want := p.account(id)
+		for name, got := range map[string]*ledger.Account{"store": stored[id], "new owner": second.account(id)} {
 			if got == nil || got.Version != want.Version || got.Balance(ledger.AssetCash) != want.Balance(ledger.AssetCash) || len(got.Entries) != len(want.Entries) {
 				t.Fatalf("%s: account %d = %+v, want %+v", name, id, got, want)
 			}

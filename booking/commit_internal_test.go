@@ -48,7 +48,7 @@ func TestOwnCommitThatLandedIsNotFencing(t *testing.T) {
 		t.Fatalf("after catching up: committed %+v, %d pending", p.committed, len(p.pending))
 	}
 	for id := uint64(1); id <= 3; id++ {
-		if a := p.accounts[id]; a == nil || a.Balance(ledger.AssetCash) != 10 || a.Version != 1 {
+		if a := p.account(id); a == nil || a.Balance(ledger.AssetCash) != 10 || a.Version != 1 {
 			t.Fatalf("account %d after catching up: %+v", id, a)
 		}
 	}

@@ -2,13 +2,15 @@ package booking
 
 import (
 	"fmt"
+	"slices"
 
 	"redrain/ledger"
 	"redrain/storage"
 )
 
-// An owner keeps every account of its partitions, but not every one as a
-// *ledger.Account: a page (storage.PageUsers act_ids of the partition)
+// An owner keeps every account of its partitions, in pages
+// (storage.PageUsers act_ids of the partition, part.pages), but not every
+// one as a *ledger.Account: a page
 // that nothing touched for a sweep interval and that holds no change the
 // store lacks is frozen, kept as its encoded bytes (ledger.AppendPage: ~50
 // bytes an account with one entry, no pointer for the collector to mark)
@@ -17,11 +19,10 @@ import (
 // and marking them was the collector's largest share of its CPU.
 //
 // A page is in one of these states (pageMem):
-//   - hot: its accounts are in part.accounts; frozen, when not nil, is
-//     its encoding as its accounts are now (the checkpoint just written,
-//     or the bytes it was thawed from), so freezing it again encodes
-//     nothing;
-//   - frozen: none of its accounts is in part.accounts, frozen holds them.
+//   - hot: its accounts are in accts; frozen, when not nil, is its
+//     encoding as its accounts are now (the checkpoint just written, or
+//     the bytes it was thawed from), so freezing it again encodes nothing;
+//   - cold: accts is nil, frozen holds its accounts.
 //
 // A change of one of its accounts makes the page dirty (markDirty) and
 // drops its bytes: a page freezes only while clean (the store holds it as
@@ -41,10 +42,13 @@ func (p *part) account(id uint64) *ledger.Account {
 	if pg.cold {
 		p.thaw(k, pg)
 	}
-	return p.accounts[id]
+	if i, found := slices.BinarySearch(pg.ids, id); found {
+		return pg.accts[i]
+	}
+	return nil
 }
 
-// thaw puts a frozen page's accounts back in part.accounts. Its bytes are
+// thaw decodes a cold page's accounts back into accts. Its bytes are
 // the partition's own encoding, so a failure is a bug: it panics, which
 // stops the partition like a broken money invariant (part.run).
 func (p *part) thaw(k uint64, pg *pageMem) {
@@ -52,20 +56,15 @@ func (p *part) thaw(k uint64, pg *pageMem) {
 	if err == nil && len(page.Accounts) != len(pg.ids) {
 		err = fmt.Errorf("%d accounts, the page lists %d", len(page.Accounts), len(pg.ids))
 	}
-	for i, a := range page.Accounts {
-		if err != nil {
-			break
-		}
-		if a.ActID != pg.ids[i] {
+	for i := 0; err == nil && i < len(page.Accounts); i++ {
+		if a := page.Accounts[i]; a.ActID != pg.ids[i] {
 			err = fmt.Errorf("account %d where %d was due", a.ActID, pg.ids[i])
-			break
 		}
-		p.accounts[a.ActID] = a
 	}
 	if err != nil {
 		panic(fmt.Sprintf("booking: partition %d: thawing page %d: %v", p.id, k, err))
 	}
-	pg.cold = false
+	pg.accts, pg.cold = page.Accounts, false
 	p.b.Thawed.Inc()
 }
 
@@ -105,31 +104,20 @@ func (p *part) sweep() int {
 	return n
 }
 
-// freeze takes a clean page's accounts out of part.accounts, encoding
-// them first unless its bytes are kept. A page holding an account with
+// freeze drops a clean page's accounts, encoding them first unless its
+// bytes are kept. A page holding an account with
 // archived entries stays hot: the hashes of their limit keys are in memory
 // only (loaded from the history chunks), not in the page.
 func (p *part) freeze(k uint64, pg *pageMem) bool {
-	var page ledger.Page
-	if pg.frozen == nil {
-		page.Accounts = make([]*ledger.Account, 0, len(pg.ids))
-	}
-	for _, id := range pg.ids {
-		a := p.accounts[id]
+	for _, a := range pg.accts {
 		if a.Archived != 0 {
 			return false
 		}
-		if pg.frozen == nil {
-			page.Accounts = append(page.Accounts, a)
-		}
 	}
 	if pg.frozen == nil {
-		page.Seq = p.committed.NextSeq - 1
+		page := ledger.Page{Seq: p.committed.NextSeq - 1, Accounts: pg.accts}
 		pg.frozen = ledger.AppendPage(make([]byte, 0, accountBytes*len(pg.ids)+16), &page)
 	}
-	for _, id := range pg.ids {
-		delete(p.accounts, id)
-	}
-	pg.cold = true
+	pg.accts, pg.cold = nil, true
 	return true
 }

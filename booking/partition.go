@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -74,8 +75,11 @@ type part struct {
 	stuckWhy error // why, when stuck's grants break a money check
 	marked   bool  // the store names stuck and why (markStuck)
 	epoch    uint64
-	accounts map[uint64]*ledger.Account
-	pages    map[uint64]*pageMem
+	// pages hold the partition's accounts, by page (storage.PageOf): a
+	// lookup is a probe of this map of pages (a thousand or so a million
+	// users, small enough to stay in cache) and a binary search of one
+	// page's ~64 act_ids, never a probe of a map of every user.
+	pages map[uint64]*pageMem
 
 	committed ledger.PartState // as the store holds it after our last known commit
 	next      ledger.PartState // after every applied unit
@@ -181,11 +185,12 @@ func (p *part) drawFence(f ledger.Fence) ledger.Fence {
 }
 
 type pageMem struct {
-	ids     []uint64 // act_ids of the page's accounts, sorted
-	dirtyAt uint64   // seq of the newest journal not checkpointed (0: clean)
+	ids     []uint64          // act_ids of the page's accounts, sorted
+	accts   []*ledger.Account // their accounts, in the same order (nil while cold)
+	dirtyAt uint64            // seq of the newest journal not checkpointed (0: clean)
 	// frozen is the page encoded as its accounts are now, or nil; cold: its
-	// accounts are only there, not in part.accounts; seen: an account of it
-	// was looked up since the last sweep (frozen.go).
+	// accounts are only there, accts is nil; seen: an account of it was
+	// looked up since the last sweep (frozen.go).
 	frozen []byte
 	cold   bool
 	seen   bool
@@ -289,16 +294,14 @@ func (b *Booker) takeOver(ctx context.Context, id int32) (*part, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &part{b: b, id: id, epoch: v.state.Epoch, accounts: v.accounts, pages: map[uint64]*pageMem{}, skip: -1,
+	p := &part{b: b, id: id, epoch: v.state.Epoch, pages: map[uint64]*pageMem{}, skip: -1,
 		committed: *v.state, next: *v.state,
 		results: make(chan result, resultsMax), ops: make(chan *opsReq), reads: make(chan *readReq),
 		lastCkpt: b.clock(), target: -1, targetAt: monoNow()}
 	if !released {
 		p.targetAt += int64(b.wait)
 	}
-	for id := range v.accounts {
-		p.addToPage(id)
-	}
+	p.putAll(v.accounts)
 	// What the journals after the checkpoint changed is in no page yet.
 	for k, seq := range v.touched {
 		p.markDirty(k, seq)
@@ -308,22 +311,40 @@ func (b *Booker) takeOver(ctx context.Context, id int32) (*part, error) {
 	return p, nil
 }
 
-func (p *part) addToPage(id uint64) {
+// put makes a the account of id (a new one or a replacement).
+func (p *part) put(id uint64, a *ledger.Account) {
 	k := storage.PageOf(id)
 	pg := p.pages[k]
 	if pg == nil {
 		pg = &pageMem{}
 		p.pages[k] = pg
 	}
-	if i, found := slices.BinarySearch(pg.ids, id); !found {
-		pg.ids = slices.Insert(pg.ids, i, id)
+	if pg.cold {
+		p.thaw(k, pg)
+	}
+	i, found := slices.BinarySearch(pg.ids, id)
+	if found {
+		pg.accts[i] = a
+		return
+	}
+	pg.ids = slices.Insert(pg.ids, i, id)
+	pg.accts = slices.Insert(pg.accts, i, a)
+}
+
+// putAll puts accounts (a loaded partition's), in act_id order so that
+// each page is built by appends.
+func (p *part) putAll(accounts map[uint64]*ledger.Account) {
+	for _, id := range slices.Sorted(maps.Keys(accounts)) {
+		p.put(id, accounts[id])
 	}
 }
 
-func (p *part) dropFromPage(id uint64) {
+// remove drops the account of id (one a unit created, undone).
+func (p *part) remove(id uint64) {
 	pg := p.pages[storage.PageOf(id)]
 	if i, found := slices.BinarySearch(pg.ids, id); found {
 		pg.ids = slices.Delete(pg.ids, i, i+1)
+		pg.accts = slices.Delete(pg.accts, i, i+1)
 	}
 }
 
@@ -342,11 +363,10 @@ func (p *part) touch(u *unit, id uint64) *ledger.Account {
 	var a *ledger.Account
 	if cur == nil {
 		a = ledger.NewAccount(id)
-		p.addToPage(id)
 	} else {
 		a = cur.Clone()
 	}
-	p.accounts[id] = a
+	p.put(id, a)
 	return a
 }
 
@@ -553,11 +573,10 @@ func (s assetSums) of(asset ledger.Asset) int64 {
 
 func (p *part) restore(id uint64, prev *ledger.Account) {
 	if prev == nil {
-		delete(p.accounts, id)
-		p.dropFromPage(id)
+		p.remove(id)
 		return
 	}
-	p.accounts[id] = prev
+	p.put(id, prev)
 }
 
 // undo puts back every account u replaced.
@@ -603,12 +622,12 @@ func (p *part) checkpoint(u *unit) {
 	n := min(len(p.round.todo), ckptPagesPerUnit)
 	for _, k := range p.round.todo[:n] {
 		pg := p.pages[k]
-		page := ledger.Page{Seq: seq, Accounts: make([]*ledger.Account, 0, len(pg.ids))}
-		for _, id := range pg.ids {
+		if pg.cold {
 			// A page of an earlier round that committed since may have
 			// frozen meanwhile.
-			page.Accounts = append(page.Accounts, p.account(id))
+			p.thaw(k, pg)
 		}
+		page := ledger.Page{Seq: seq, Accounts: pg.accts}
 		buf := make([]byte, 0, accountBytes*len(page.Accounts)+16)
 		u.pages = append(u.pages, pageWrite{key: storage.PageKey(p.id, k), value: ledger.AppendPage(buf, &page)})
 		u.pageIDs = append(u.pageIDs, k)
@@ -831,11 +850,10 @@ func (p *part) replayForeign(j *ledger.Journal) error {
 		a := p.account(id)
 		if a == nil {
 			a = ledger.NewAccount(id)
-			p.addToPage(id)
 		} else if !bumped[id] {
 			a = a.Clone()
 		}
-		p.accounts[id] = a
+		p.put(id, a)
 		if err := replayOp(p.id, j, i, a, bumped); err != nil {
 			return err
 		}
