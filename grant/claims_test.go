@@ -1,6 +1,7 @@
 package grant
 
 import (
+	"math/rand/v2"
 	"runtime"
 	"slices"
 	"testing"
@@ -9,14 +10,22 @@ import (
 
 	"redrain/campaign"
 	"redrain/ledger"
+	"redrain/storage"
 	"redrain/tokens"
 )
 
-// BenchmarkClaimTableMemory fills one rain's claim table with a million
-// granted users and reports the heap it holds per user ("B/user"): the
+// BenchmarkClaimTableMemory fills one shard's claim table of a rain with a
+// million granted users (the act_ids of one partition of 16, as a shard
+// holds them) and reports the heap it holds per user ("B/user"): the
 // owner's memory for the per-user limit.
 func BenchmarkClaimTableMemory(b *testing.B) {
 	const users = 1_000_000
+	ids := make([]uint64, 0, users)
+	for id := uint64(1); len(ids) < users; id++ {
+		if storage.PartitionOf(id, 16) == 0 {
+			ids = append(ids, id)
+		}
+	}
 	for b.Loop() {
 		runtime.GC()
 		var before, after runtime.MemStats
@@ -24,8 +33,8 @@ func BenchmarkClaimTableMemory(b *testing.B) {
 		t := newClaimTable()
 		r := t.rain("demo_rain_1_formal")
 		award := r.awardOf("cash")
-		for id := uint64(1); id <= users; id++ {
-			r.users[id] = claim{state: claimIssued, amount: int64(id % 1000), app: 1, award: award}
+		for _, id := range ids {
+			r.users.set(id, claim{state: claimIssued, amount: int64(id % 1000), app: 1, award: award})
 		}
 		runtime.GC()
 		runtime.ReadMemStats(&after)
@@ -38,8 +47,8 @@ func BenchmarkClaimTableMemory(b *testing.B) {
 // for releaseAfter, and never an open or unknown one.
 func TestClaimTableSweep(t *testing.T) {
 	tbl := newClaimTable()
-	tbl.rain("a_s_1_formal").users[1] = claim{state: claimIssued}
-	tbl.rain("b_s_1_formal").users[2] = claim{state: claimIssued}
+	tbl.rain("a_s_1_formal").users.set(1, claim{state: claimIssued})
+	tbl.rain("b_s_1_formal").users.set(2, claim{state: claimIssued})
 	open := map[string]bool{"a_s_1_formal": true}
 	isOpen := func(k string) bool { return open[k] }
 	t0 := time.Unix(1_800_000_000, 0)
@@ -119,5 +128,40 @@ func TestBookedOf(t *testing.T) {
 	}
 	if unsafe.StringData(got[0].Rain) != unsafe.StringData(got[1].Rain) {
 		t.Error("two grants of one rain in a row hold two strings")
+	}
+}
+
+// TestClaimSet: a claim set answers as a map would through sets,
+// replacements and deletes in any order, within and across pages.
+func TestClaimSet(t *testing.T) {
+	var s claimSet
+	want := map[uint64]claim{}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 20000 {
+		id := 1 + rng.Uint64N(5*claimPageUsers)
+		switch rng.IntN(3) {
+		case 0, 1:
+			c := claim{amount: int64(i), app: uint32(i), state: claimIssued}
+			s.set(id, c)
+			want[id] = c
+		default:
+			s.del(id)
+			delete(want, id)
+		}
+		if s.len() != len(want) {
+			t.Fatalf("step %d: len %d, want %d", i, s.len(), len(want))
+		}
+	}
+	for id := uint64(0); id <= 5*claimPageUsers+1; id++ {
+		c, ok := s.get(id)
+		w, wok := want[id]
+		if ok != wok || c != w {
+			t.Fatalf("get(%d) = %+v %v, want %+v %v", id, c, ok, w, wok)
+		}
+	}
+	for k, pg := range s.pages {
+		if len(pg.ids) == 0 || len(pg.ids) != len(pg.claims) || !slices.IsSorted(pg.ids) {
+			t.Fatalf("page %d: %d ids, %d claims, sorted %v", k, len(pg.ids), len(pg.claims), slices.IsSorted(pg.ids))
+		}
 	}
 }

@@ -396,7 +396,7 @@ func (s *shard) dropTable() {
 	if s.table != nil {
 		var n int64
 		for _, r := range s.table.rains {
-			n += int64(len(r.users))
+			n += int64(r.users.len())
 		}
 		s.a.claimed.Add(-n)
 	}

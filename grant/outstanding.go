@@ -165,7 +165,7 @@ func (s *shard) answer(asks []*ask) {
 func (t *claimTable) outstanding(user uint64, dst []ledger.Grant) ([]ledger.Grant, error) {
 	start := len(dst)
 	for key, r := range t.rains {
-		c, ok := r.users[user]
+		c, ok := r.users.get(user)
 		if !ok || c.state != claimIssued {
 			continue
 		}

@@ -257,7 +257,7 @@ func (s *shard) claimInProcess(leads []*item) []*item {
 			r, last = s.table.rain(rk), rk
 		}
 		it.rc = r
-		c, ok := r.users[it.g.ActID]
+		c, ok := r.users.get(it.g.ActID)
 		switch {
 		case !ok || (c.state == claimPending && nowMs >= c.amount):
 			// Claimed for this batch without a write: only this goroutine
@@ -497,7 +497,7 @@ func (s *shard) settle(taken []*item, issued bool) {
 func (s *shard) claimIssued(it *item) {
 	g := &it.g
 	award := it.rc.awardOf(g.AwardType)
-	it.rc.users[g.ActID] = claim{state: claimIssued, amount: g.Amount, app: g.AppID, award: award}
+	it.rc.users.set(g.ActID, claim{state: claimIssued, amount: g.Amount, app: g.AppID, award: award})
 	it.rc.issued(g.ActID, award, g.Asset, g.BudgetID, g.OpenTime)
 }
 
@@ -505,7 +505,7 @@ func (s *shard) claimIssued(it *item) {
 // nothing issued. Only the claim table holds it: after a restart (or a
 // move of the shard) a retry draws again.
 func (s *shard) noAward(it *item) {
-	it.rc.users[it.g.ActID] = claim{state: claimNoAward}
+	it.rc.users.set(it.g.ActID, claim{state: claimNoAward})
 }
 
 // uncertain keeps the claim of a grant whose record may have landed until
@@ -513,13 +513,13 @@ func (s *shard) noAward(it *item) {
 // before then is answered grant_in_progress; after it, the same packet is
 // issued again and booking keeps one.
 func (s *shard) uncertain(it *item) {
-	it.rc.users[it.g.ActID] = claim{state: claimPending, amount: s.a.clock().Add(pendingMarkTTL).UnixMilli()}
+	it.rc.users.set(it.g.ActID, claim{state: claimPending, amount: s.a.clock().Add(pendingMarkTTL).UnixMilli()})
 }
 
 // unclaim gives back the claim of a grant that failed before its record
 // was sent.
 func (s *shard) unclaim(it *item) {
-	delete(it.rc.users, it.g.ActID)
+	it.rc.users.del(it.g.ActID)
 	s.a.claimed.Add(-1)
 }
 
@@ -530,7 +530,7 @@ func (s *shard) booked(gs []Booked) {
 	for i := range gs {
 		g := &gs[i]
 		r := s.table.rain(g.Rain)
-		c, ok := r.users[g.ActID]
+		c, ok := r.users.get(g.ActID)
 		if !ok {
 			added++
 		} else if c.state == claimBooked {
@@ -540,7 +540,7 @@ func (s *shard) booked(gs []Booked) {
 		if c.state != claimIssued {
 			app = g.AppID
 		}
-		r.users[g.ActID] = claim{state: claimBooked, amount: g.Amount, app: app, award: r.awardOf(g.AwardType)}
+		r.users.set(g.ActID, claim{state: claimBooked, amount: g.Amount, app: app, award: r.awardOf(g.AwardType)})
 	}
 	s.a.claimed.Add(added)
 }
