@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -186,6 +187,14 @@ func (s *Stack) startRedis(dir string, port int) error {
 	// the port free. The signal follows the thread that forked, so the
 	// start holds its OS thread.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	// The previous stack's redis-server may still be flushing and holding
+	// the port (it got its SIGTERM when that stack died): start once the
+	// port is free, or the new server fails to bind while the old one
+	// still answers, then exits.
+	if err := waitPortFree(port, 10*time.Second); err != nil {
+		logf.Close()
+		return fmt.Errorf("devstack: redis port: %w", err)
+	}
 	runtime.LockOSThread()
 	err = cmd.Start()
 	runtime.UnlockOSThread()
@@ -198,10 +207,11 @@ func (s *Stack) startRedis(dir string, port int) error {
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
+		// The server that answers must be the one started here.
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		err := c.Ping(ctx).Err()
+		info, err := c.Info(ctx, "server").Result()
 		cancel()
-		if err == nil {
+		if err == nil && strings.Contains(info, fmt.Sprintf("process_id:%d\r\n", cmd.Process.Pid)) {
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -254,4 +264,19 @@ func freePort(taken map[int]bool) (int, error) {
 		return port, nil
 	}
 	return 0, errors.New("devstack: no free loopback port below 32768")
+}
+
+// waitPortFree waits until a listener can bind 127.0.0.1:port.
+func waitPortFree(port int, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		l, err := net.Listen("tcp", addr(port))
+		if err == nil {
+			return l.Close()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("port %d still in use after %v: %w", port, within, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -3,9 +3,14 @@ package devstack_test
 import (
 	"context"
 	"errors"
+	"net"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"redrain/ledger"
 	"redrain/storage"
@@ -167,5 +172,60 @@ func TestPartsRestart(t *testing.T) {
 	recs := storagetest.ReadGrantTopic(t, []string{flag(t, flags, "kafka")}, 2)
 	if len(recs) != 2 {
 		t.Fatalf("%d records on the topic after the restart, want 2 (one before, one after)", len(recs))
+	}
+}
+
+// TestRestartWaitsForTheOldRedis: a stack restarted while the previous
+// stack's redis-server still holds the port (it flushes on its way out)
+// starts its own once the port is free, and answers with it: before, the
+// new stack saw the old server answer, took it for its own, and was left
+// with none once it exited.
+func TestRestartWaitsForTheOldRedis(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s, err := devstack.Start(devstack.Config{DataDir: dir, Partitions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.RedisKind != "redis-server" {
+		s.Close()
+		t.Skip("redis-server not installed")
+	}
+	addr := flag(t, s.Flags(), "redis")
+	r, err := storage.OpenRedis(addr, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Client.Set(ctx, "rr:test", "kept", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	s.Close()
+
+	// Another server on the port, as the old one still flushing.
+	_, port, _ := net.SplitHostPort(addr)
+	old := exec.Command("redis-server", "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no")
+	if err := old.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = old.Process.Kill() }()
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	for c.Ping(ctx).Err() != nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	go func() {
+		time.Sleep(700 * time.Millisecond)
+		_ = old.Process.Signal(os.Interrupt)
+	}()
+
+	s2, err := devstack.Start(devstack.Config{DataDir: dir, Partitions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	_ = old.Wait()
+	if got, err := c.Get(ctx, "rr:test").Result(); err != nil || got != "kept" {
+		t.Fatalf("after the old server exited: rr:test = %q, %v; want the restarted stack's server with its data", got, err)
 	}
 }
