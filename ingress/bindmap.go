@@ -4,19 +4,18 @@ import "hash/maphash"
 
 // bindMap maps (app, user id) to an act_id, like a map[bindKey]uint64,
 // but holds no pointer per binding: the user ids lie back to back in one
-// byte slice, and a map from the identity's hash holds the rest of the
-// entry inline, so the collector neither marks a string per bound user
-// nor scans the map's keys (an owner's map holds every user of the node),
-// and a lookup touches the map's slot and the user id's bytes, as a map
-// keyed by strings does. Identities sharing a hash chain their further
+// byte slice, and a table from the identity's hash (headTable) holds the
+// rest of the entry inline, so the collector neither marks a string per
+// bound user nor scans the table (an owner's holds every user of the
+// node), and a lookup touches the table's slot and the user id's bytes. Identities sharing a hash chain their further
 // entries in a slice. Not safe for concurrent use (a bindShard's lock
 // guards it). The zero value is empty.
 type bindMap struct {
-	heads map[uint64]bindEntry // identity hash -> its first entry
-	more  []bindEntry          // further entries of a hash, chained by next
-	text  []byte               // the user ids, back to back
-	n     int                  // bindings held
-	dead  int                  // bytes of text no binding uses
+	heads headTable   // identity hash -> its first entry
+	more  []bindEntry // further entries of a hash, chained by next
+	text  []byte      // the user ids, back to back
+	n     int         // bindings held
+	dead  int         // bytes of text no binding uses
 	// hash is the identities' hash (nil: maphash with seed); tests set a
 	// poor one to make chains.
 	hash   func(app uint32, user string) uint64
@@ -30,6 +29,7 @@ type bindEntry struct {
 	n    uint32 // its length
 	app  uint32
 	next int32 // index in more of the hash's next entry, -1: none
+	used bool  // in headTable: the slot holds this entry
 }
 
 func (m *bindMap) hashOf(app uint32, user string) uint64 {
@@ -47,31 +47,30 @@ func (m *bindMap) is(e *bindEntry, k bindKey) bool {
 }
 
 func (m *bindMap) get(k bindKey) (uint64, bool) {
-	if len(m.heads) == 0 {
+	if m.heads.len() == 0 {
 		return 0, false
 	}
-	e, ok := m.heads[m.hashOf(k.app, k.user)]
-	if !ok {
+	e := m.heads.get(m.hashOf(k.app, k.user))
+	if e == nil {
 		return 0, false
 	}
 	for {
-		if m.is(&e, k) {
+		if m.is(e, k) {
 			return e.act, true
 		}
 		if e.next < 0 {
 			return 0, false
 		}
-		e = m.more[e.next]
+		e = &m.more[e.next]
 	}
 }
 
 func (m *bindMap) put(k bindKey, act uint64) {
 	h := m.hashOf(k.app, k.user)
-	head, ok := m.heads[h]
-	if ok {
-		if m.is(&head, k) {
+	head := m.heads.get(h)
+	if head != nil {
+		if m.is(head, k) {
 			head.act = act
-			m.heads[h] = head
 			return
 		}
 		for i := head.next; i >= 0; i = m.more[i].next {
@@ -81,48 +80,42 @@ func (m *bindMap) put(k bindKey, act uint64) {
 			}
 		}
 	}
-	if m.heads == nil {
-		m.heads = map[uint64]bindEntry{}
-	}
 	e := bindEntry{act: act, off: uint64(len(m.text)), n: uint32(len(k.user)), app: k.app, next: -1}
 	m.text = append(m.text, k.user...)
 	m.n++
-	if !ok {
-		m.heads[h] = e
+	if head == nil {
+		m.heads.set(h, e)
 		return
 	}
-	// Second in its chain: the head stays in the map.
+	// Second in its chain: the head stays in the table.
 	e.next = head.next
 	m.more = append(m.more, e)
 	head.next = int32(len(m.more) - 1)
-	m.heads[h] = head
 }
 
 func (m *bindMap) del(k bindKey) {
-	if len(m.heads) == 0 {
+	if m.heads.len() == 0 {
 		return
 	}
 	h := m.hashOf(k.app, k.user)
-	head, ok := m.heads[h]
-	if !ok {
+	head := m.heads.get(h)
+	if head == nil {
 		return
 	}
-	if m.is(&head, k) {
+	if m.is(head, k) {
+		gone := *head
 		if head.next < 0 {
-			delete(m.heads, h)
+			m.heads.del(h)
 		} else {
-			m.heads[h] = m.more[head.next] // its slot in more is left unused
+			m.heads.set(h, m.more[head.next]) // its slot in more is left unused
 		}
-		m.gone(&head)
+		m.gone(&gone)
 		return
 	}
-	prev := &head
+	prev := head
 	for i := head.next; i >= 0; i = m.more[i].next {
 		if e := &m.more[i]; m.is(e, k) {
 			prev.next = e.next
-			if prev == &head {
-				m.heads[h] = head
-			}
 			m.gone(e)
 			return
 		}
@@ -142,15 +135,15 @@ func (m *bindMap) gone(e *bindEntry) {
 func (m *bindMap) len() int { return m.n }
 
 func (m *bindMap) clear() {
-	clear(m.heads)
+	m.heads.clear()
 	m.more, m.text, m.n, m.dead = m.more[:0], m.text[:0], 0, 0
 }
 
 // compact rebuilds the map from its live bindings.
 func (m *bindMap) compact() {
 	old := *m
-	m.heads, m.more, m.text, m.n, m.dead = make(map[uint64]bindEntry, len(old.heads)), nil, nil, 0, 0
-	for _, e := range old.heads {
+	m.heads, m.more, m.text, m.n, m.dead = headTable{}, nil, nil, 0, 0
+	old.heads.each(func(e bindEntry) {
 		for {
 			m.put(bindKey{app: e.app, user: string(old.text[e.off : e.off+uint64(e.n)])}, e.act)
 			if e.next < 0 {
@@ -158,5 +151,5 @@ func (m *bindMap) compact() {
 			}
 			e = old.more[e.next]
 		}
-	}
+	})
 }
