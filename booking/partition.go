@@ -339,9 +339,17 @@ func (p *part) putAll(accounts map[uint64]*ledger.Account) {
 	}
 }
 
-// remove drops the account of id (one a unit created, undone).
+// remove drops the account of id (one a unit created, undone: its page is
+// hot, thawed here all the same).
 func (p *part) remove(id uint64) {
-	pg := p.pages[storage.PageOf(id)]
+	k := storage.PageOf(id)
+	pg := p.pages[k]
+	if pg == nil {
+		return
+	}
+	if pg.cold {
+		p.thaw(k, pg)
+	}
 	if i, found := slices.BinarySearch(pg.ids, id); found {
 		pg.ids = slices.Delete(pg.ids, i, i+1)
 		pg.accts = slices.Delete(pg.accts, i, i+1)
