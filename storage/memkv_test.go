@@ -36,8 +36,11 @@ func TestMemoryStoreTransactions(t *testing.T) {
 	}
 
 	// Two writers of one key: the second to commit conflicts and writes
-	// nothing; its own reads saw its writes.
-	started := make(chan struct{})
+	// nothing; its own reads saw its writes. The first commits only once
+	// the second's transaction has begun (else, on a busy machine, the
+	// first could commit before the second began and there would be no
+	// conflict to find).
+	secondBegun := make(chan struct{})
 	errc := make(chan error, 1)
 	go func() {
 		errc <- kv.Update(ctx, func(txn storage.Txn) error {
@@ -47,8 +50,7 @@ func TestMemoryStoreTransactions(t *testing.T) {
 			if err := txn.Set([]byte("z"), []byte("first")); err != nil {
 				return err
 			}
-			close(started)
-			<-started
+			<-secondBegun
 			return nil
 		})
 	}()
@@ -59,7 +61,11 @@ func TestMemoryStoreTransactions(t *testing.T) {
 		if v, _ := txn.Get(ctx, []byte("b")); string(v) != "second" {
 			return fmt.Errorf("own write read as %q", v)
 		}
-		<-started
+		select {
+		case <-secondBegun:
+		default:
+			close(secondBegun)
+		}
 		if err := <-errc; err != nil {
 			return err
 		}
