@@ -88,13 +88,13 @@ func (p *part) written(k uint64, value []byte) {
 // sweep and freezable, and reports how many it froze.
 func (p *part) sweep() int {
 	n := 0
-	for k, pg := range p.pages {
+	for _, pg := range p.pages {
 		seen := pg.seen
 		pg.seen = false
 		if pg.cold || seen || pg.dirtyAt != 0 || len(pg.ids) == 0 {
 			continue
 		}
-		if p.freeze(k, pg) {
+		if p.freeze(pg) {
 			n++
 		}
 	}
@@ -105,10 +105,10 @@ func (p *part) sweep() int {
 }
 
 // freeze drops a clean page's accounts, encoding them first unless its
-// bytes are kept. A page holding an account with
-// archived entries stays hot: the hashes of their limit keys are in memory
+// bytes are kept. A page holding an account with archived entries stays
+// hot: the hashes of their limit keys are in memory
 // only (loaded from the history chunks), not in the page.
-func (p *part) freeze(k uint64, pg *pageMem) bool {
+func (p *part) freeze(pg *pageMem) bool {
 	for _, a := range pg.accts {
 		if a.Archived != 0 {
 			return false
