@@ -29,7 +29,9 @@ const actBlockSize = 1 << 16
 // dropped whole (the next lookups go to Redis).
 const bindCacheMax = 1 << 20
 
-const bindShards = 64
+const bindShards = 1 << bindShardBits
+
+const bindShardBits = 6
 
 // Binder resolves an app's user to its act_id: the process cache, then a
 // Redis SET NX GET of a new id from the node's block (bindScript: one
@@ -78,6 +80,11 @@ type bindShard struct {
 // process (see Binder); parts is the grant topic's partition count.
 func NewBinder(tikv *storage.TiKV, redis *storage.Pipeliner, owner bool, parts int32) *Binder {
 	b := &Binder{tikv: tikv, redis: redis, seed: maphash.MakeSeed(), owner: owner, parts: parts}
+	for i := range b.shards {
+		// The binder's hash is its shards' (ResolveMany hashes an identity
+		// once for its shard and its slot).
+		b.shards[i].m.seed, b.shards[i].m.seeded = b.seed, true
+	}
 	return b
 }
 
@@ -121,13 +128,13 @@ func (b *Binder) DropCache() {
 	}
 }
 
-func (b *Binder) shard(k bindKey) *bindShard { return &b.shards[b.shardIndex(k)] }
-
-func (b *Binder) shardIndex(k bindKey) int {
-	// maphash.String: what a Hash with this seed sums for k.user, without
-	// zeroing a Hash's buffer per identity (2% of a batch's CPU).
-	return int((maphash.String(b.seed, k.user) ^ uint64(k.app)) % bindShards)
+func (b *Binder) shard(k bindKey) *bindShard {
+	return &b.shards[bindShardOf(bindHash(b.seed, k.app, k.user))]
 }
+
+// bindShardOf is the shard of an identity's hash: its high bits (the
+// shard's table indexes its slots by the low ones).
+func bindShardOf(h uint64) int { return int(h >> (64 - bindShardBits)) }
 
 // Resolve returns the user's act_id, binding a new one if needed.
 func (b *Binder) Resolve(ctx context.Context, app uint32, user string) (uint64, error) {
@@ -153,13 +160,14 @@ func (b *Binder) Resolve(ctx context.Context, app uint32, user string) (uint64, 
 func (b *Binder) ResolveMany(ctx context.Context, apps []uint32, users []string, ids []uint64) error {
 	var orderBuf [256]int32
 	var shardBuf [256]uint8
-	order, shardOf := b.byShard(apps, users, orderBuf[:0], shardBuf[:0])
+	var hashBuf [256]uint64
+	order, shardOf, hashes := b.byShard(apps, users, orderBuf[:0], shardBuf[:0], hashBuf[:0])
 	cached := b.cacheValid()
 	var miss []int32 // in shard order, as order is
 	eachShard(order, shardOf, func(s *bindShard, group []int32) {
 		s.mu.Lock()
 		for _, i := range group {
-			id, ok := s.m.get(bindKey{apps[i], users[i]})
+			id, ok := s.m.getH(hashes[i], bindKey{apps[i], users[i]})
 			switch {
 			case ok && cached:
 				ids[i] = id
@@ -193,13 +201,7 @@ func (b *Binder) ResolveMany(ctx context.Context, apps []uint32, users []string,
 		eachShard(miss, shardOf, func(s *bindShard, group []int32) {
 			s.mu.Lock()
 			for _, i := range group {
-				k := bindKey{apps[i], users[i]}
-				id, ok := s.m.get(k)
-				if !ok {
-					id = cands[rank[i]]
-					s.m.put(k, id)
-				}
-				ids[i] = id
+				ids[i] = s.m.add(hashes[i], bindKey{apps[i], users[i]}, cands[rank[i]])
 			}
 			s.mu.Unlock()
 		}, b)
@@ -230,17 +232,18 @@ func (b *Binder) ResolveMany(ctx context.Context, apps []uint32, users []string,
 }
 
 // byShard returns the indexes of the identities ordered by binder shard
-// (a counting sort: stable within a shard) and each identity's shard,
-// in the buffers given when they are large enough.
-func (b *Binder) byShard(apps []uint32, users []string, order []int32, shardOf []uint8) ([]int32, []uint8) {
+// (a counting sort: stable within a shard), each identity's shard and
+// its hash, in the buffers given when they are large enough.
+func (b *Binder) byShard(apps []uint32, users []string, order []int32, shardOf []uint8, hashes []uint64) ([]int32, []uint8, []uint64) {
 	n := len(apps)
 	if cap(order) < n {
-		order, shardOf = make([]int32, 0, n), make([]uint8, 0, n)
+		order, shardOf, hashes = make([]int32, 0, n), make([]uint8, 0, n), make([]uint64, 0, n)
 	}
-	order, shardOf = order[:n], shardOf[:n]
+	order, shardOf, hashes = order[:n], shardOf[:n], hashes[:n]
 	var starts [bindShards + 1]int32
 	for i := range apps {
-		sh := uint8(b.shardIndex(bindKey{apps[i], users[i]}))
+		hashes[i] = bindHash(b.seed, apps[i], users[i])
+		sh := uint8(bindShardOf(hashes[i]))
 		shardOf[i] = sh
 		starts[sh+1]++
 	}
@@ -252,7 +255,7 @@ func (b *Binder) byShard(apps []uint32, users []string, order []int32, shardOf [
 		order[starts[sh]] = int32(i)
 		starts[sh]++
 	}
-	return order, shardOf
+	return order, shardOf, hashes
 }
 
 // eachShard calls fn with each run of idx (grouped by shard, as byShard

@@ -53,3 +53,38 @@ func TestOwnerBinderRaces(t *testing.T) {
 		t.Errorf("allocated up to %d (%v), below the ids handed out", next, err)
 	}
 }
+
+// BenchmarkResolveNewUsers: an owner's binder binds requests of 100 new
+// users each (ns/op is per user), from an empty map to 4M users as a
+// fresh node's burst does: the lookups that miss, the inserts, the tables
+// growing. Its act_ids come from a block set beforehand, so no store is
+// asked.
+func BenchmarkResolveNewUsers(b *testing.B) {
+	const batch, total = 100, 4_000_000
+	names := make([]string, total)
+	for i := range names {
+		names[i] = fmt.Sprintf("u%d", 1_000_000_000+i)
+	}
+	apps := make([]uint32, batch)
+	for i := range apps {
+		apps[i] = 1
+	}
+	ids := make([]uint64, batch)
+	ctx := context.Background()
+	var bd *Binder
+	next := total
+	b.ReportAllocs()
+	for i := 0; i < b.N; i += batch {
+		if next == total {
+			b.StopTimer()
+			bd = NewBinder(nil, nil, true, 8)
+			bd.next, bd.end = 1, 1<<40
+			next = 0
+			b.StartTimer()
+		}
+		if err := bd.ResolveMany(ctx, apps, names[next:next+batch], ids); err != nil {
+			b.Fatal(err)
+		}
+		next += batch
+	}
+}

@@ -9,9 +9,9 @@ import (
 )
 
 // TestBindMapMatchesAMap: bindMap answers as a map[bindKey]uint64 does
-// through random puts, overwrites, deletes (compactions among them) and
-// clears, with the real hash and with one that chains every identity of
-// an app.
+// through random puts, overwrites, adds (a binding unless one holds),
+// deletes (compactions among them) and clears, with the real hash and
+// with one that chains every identity of an app.
 func TestBindMapMatchesAMap(t *testing.T) {
 	for name, hash := range map[string]func(uint32, string) uint64{
 		"maphash": nil,
@@ -45,10 +45,20 @@ func TestBindMapMatchesAMap(t *testing.T) {
 			for step := range 20000 {
 				k := keys[rng.IntN(len(keys))]
 				switch r := rng.IntN(100); {
-				case r < 60:
+				case r < 40:
 					v := rng.Uint64()
 					m.put(k, v)
 					want[k] = v
+				case r < 60:
+					v := rng.Uint64()
+					w, held := want[k]
+					if !held {
+						w = v
+						want[k] = v
+					}
+					if got := m.add(m.hashOf(k.app, k.user), k, v); got != w {
+						t.Fatalf("step %d: add(%v, %d) = %d, want %d", step, k, v, got, w)
+					}
 				case r < 99:
 					m.del(k)
 					delete(want, k)

@@ -41,21 +41,50 @@ func (t *headTable) get(h uint64) *bindEntry {
 
 // set makes e the entry of hash h.
 func (t *headTable) set(h uint64, e bindEntry) {
-	e.used = true
-	if s := t.get(h); s != nil {
-		*s = e
-		return
-	}
+	p, _ := t.upsert(h)
+	*p = e
+	p.used = true
+}
+
+// upsert returns the entry of hash h and true, or, when h has none, the
+// place of its entry, already counted and marked used, and false: the
+// caller fills it before the table is used again. One probe either way
+// (a lookup then an insert probed the same slots twice), and a table one
+// entry short of three quarters full grows first.
+func (t *headTable) upsert(h uint64) (*bindEntry, bool) {
 	if (t.n+1)*4 > len(t.slots)*3 {
+		if e := t.get(h); e != nil {
+			return e, true // a full table need not grow for an entry it has
+		}
 		t.grow()
+		return t.place(h), false
 	}
+	mask := uint64(len(t.slots) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		s := &t.slots[i]
+		if !s.e.used {
+			s.hash, s.e.used = h, true
+			t.n++
+			return &s.e, false
+		}
+		if s.hash == h {
+			return &s.e, true
+		}
+	}
+}
+
+// place takes the first free slot from h's own for a hash the table does
+// not hold, and returns its entry, counted and marked used.
+func (t *headTable) place(h uint64) *bindEntry {
 	mask := uint64(len(t.slots) - 1)
 	i := h & mask
 	for t.slots[i].e.used {
 		i = (i + 1) & mask
 	}
-	t.slots[i] = headSlot{hash: h, e: e}
+	s := &t.slots[i]
+	s.hash, s.e.used = h, true
 	t.n++
+	return &s.e
 }
 
 // del removes the entry of hash h, moving back the entries after it that
@@ -92,13 +121,16 @@ func (t *headTable) del(h uint64) {
 	t.n--
 }
 
-// grow doubles the slots and places every entry again.
+// grow doubles the slots and places every entry again, each without a
+// lookup (the hashes are distinct); read in slot order, they land in two
+// runs of the new table (a hash's home there is its old one or that plus
+// the old size).
 func (t *headTable) grow() {
 	old := t.slots
 	t.slots, t.n = make([]headSlot, max(headTableMin, 2*len(old))), 0
 	for i := range old {
 		if old[i].e.used {
-			t.set(old[i].hash, old[i].e)
+			*t.place(old[i].hash) = old[i].e
 		}
 	}
 }

@@ -9,8 +9,19 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	metrics "github.com/rcrowley/go-metrics"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
+
+func init() {
+	// sarama keeps go-metrics meters and histograms of every request,
+	// broker and topic (rates, sizes, latencies; an exponentially decaying
+	// sample updated per request and per record batch, each under a lock)
+	// that nothing in redrain reads: its own metrics are the counters of
+	// package metrics. Off, every constructor returns go-metrics' nil
+	// implementations (BENCHMARKS.md, *Sarama's metrics off*).
+	metrics.UseNilMetrics = true
+}
 
 // GrantTopic is the default name of the grant topic: it carries grant
 // records (ledger.AppendGrantRecord), each keyed by its shard (ShardKey),
