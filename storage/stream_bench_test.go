@@ -1,9 +1,13 @@
 package storage_test
 
 import (
+	"context"
 	"sync"
 	"testing"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"redrain/grant/granttest"
 	"redrain/ledger"
 	"redrain/storage"
 	"redrain/storage/storagetest"
@@ -46,4 +50,57 @@ func BenchmarkGrantWriterAppend(b *testing.B) {
 		}
 		wg.Wait()
 	}
+}
+
+// BenchmarkSingleRecords: 8 shards at once each append one grant a record
+// and wait for its acknowledgement, as the grant path does when grants
+// arrive one at a time, through the grant writer (sarama's idempotent
+// producer) and, for comparison, franz-go's kgo client with the same
+// acknowledgements (all in-sync replicas, idempotent by default, no
+// linger), against the embedded broker with its log on disk.
+// "cpu-ns/rec" is the process's CPU per record, the broker's included.
+func BenchmarkSingleRecords(b *testing.B) {
+	const partitions = 8
+	k := storagetest.Kafka(b, "", partitions)
+	g := []ledger.Grant{testGrant(1)}
+	run := func(b *testing.B, app func(p int32) error) {
+		per := b.N / partitions
+		cpu0 := granttest.ProcessCPU()
+		b.ResetTimer()
+		var wg sync.WaitGroup
+		for p := range partitions {
+			wg.Go(func() {
+				for range per {
+					if err := app(int32(p)); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		b.ReportMetric(float64(granttest.ProcessCPU()-cpu0)/float64(per*partitions), "cpu-ns/rec")
+	}
+	b.Run("sarama", func(b *testing.B) {
+		w, err := storage.NewGrantWriter(k.Brokers, partitions)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer w.Close()
+		run(b, func(p int32) error { _, err := w.Append(p, g); return err })
+	})
+	b.Run("kgo", func(b *testing.B) {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(k.Brokers...), kgo.DefaultProduceTopic(k.Topic),
+			kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer cl.Close()
+		val := ledger.AppendGrantRecord(nil, g)
+		run(b, func(p int32) error {
+			done := make(chan error, 1)
+			cl.Produce(context.Background(), &kgo.Record{Partition: p, Key: storage.ShardKey(p), Value: val}, func(_ *kgo.Record, err error) { done <- err })
+			return <-done
+		})
+	})
 }
