@@ -541,11 +541,14 @@ type item struct {
 	t         *ticket
 	forwarded bool // another node sent it here, the shard's owner
 	// Set by the shard while it decides the batch.
-	lead  *item // an earlier item of the same batch with the same limit key
-	award *campaign.ChildAward
-	h     *leaseHolder
-	lease *activeLease
-	rc    *rainClaims // the claim table's rain, when the shard decides in process
+	lead *item // an earlier item of the same batch with the same limit key
+	// sameUser: the next lead of the batch with the same act_id (another
+	// rain, activity or stage of the user).
+	sameUser *item
+	award    *campaign.ChildAward
+	h        *leaseHolder
+	lease    *activeLease
+	rc       *rainClaims // the claim table's rain, when the shard decides in process
 }
 
 // ticket is one request waiting for its items.

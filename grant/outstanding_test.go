@@ -684,3 +684,54 @@ func TestOutstandingAsksBounded(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestOneUserManyPacketsInOneBatch: one request asks for one user's
+// packets of six rains of two activities, each twice or three times, in
+// a shuffled order (one batch of one shard): one packet a rain, the
+// repeats answered the same packet, six grants on the stream. The shard
+// finds duplicates among a user's earlier leads of the batch, by act_id
+// then limit key.
+func TestOneUserManyPacketsInOneBatch(t *testing.T) {
+	forEachMode(t, func(t *testing.T, owner bool) {
+		r := newOutstandingRig(t, 4, owner, &memStream{parts: 4})
+		rains := []grant.Request{{AppID: 3, UserID: "many", ActivityID: "demo", SceneID: "rain", RainID: 1},
+			{AppID: 3, UserID: "many", ActivityID: "multi", SceneID: "late", RainID: 9}}
+		for rain := range uint64(4) {
+			rains = append(rains, grant.Request{AppID: 3, UserID: "many", ActivityID: "multi", SceneID: "s", RainID: rain + 1})
+		}
+		order := []int{2, 0, 2, 5, 1, 3, 0, 4, 5, 2, 1, 3, 4}
+		reqs := make([]grant.Request, len(order))
+		for i, k := range order {
+			reqs[i] = rains[k]
+		}
+		res := make([]grant.Result, len(reqs))
+		r.adm.Admit(reqs, res)
+		first := map[int]grant.Result{}
+		for i, k := range order {
+			x := res[i]
+			if x.Outcome != grant.Issued && x.Outcome != grant.Repeat {
+				t.Fatalf("request %d (rain %d) = %v (%v)", i, k, x.Outcome, x.Err)
+			}
+			f, seen := first[k]
+			if !seen {
+				first[k] = x
+				continue
+			}
+			if x.Grant.Claims() != f.Grant.Claims() {
+				t.Errorf("request %d (rain %d) answered %+v, its first %+v", i, k, x.Grant, f.Grant)
+			}
+		}
+		keys := map[string]bool{}
+		for _, x := range first {
+			keys[x.Grant.LimitKey()] = true
+		}
+		if len(keys) != len(rains) {
+			t.Fatalf("%d packets for %d rains", len(keys), len(rains))
+		}
+		r.stream.mu.Lock()
+		defer r.stream.mu.Unlock()
+		if len(r.stream.all) != len(rains) {
+			t.Errorf("%d grants on the stream, want %d", len(r.stream.all), len(rains))
+		}
+	})
+}

@@ -54,10 +54,10 @@ type shard struct {
 	// from the store ("" unknown), at remoteAt.
 	remote   string
 	remoteAt time.Time
-	body     []byte   // a forwarded batch, reused
-	strs     strTable // its strings, reused
-	answers  []Result // its answers, reused
-	leads    map[string]*item
+	body     []byte           // a forwarded batch, reused
+	strs     strTable         // its strings, reused
+	answers  []Result         // its answers, reused
+	leads    map[uint64]*item // act_id -> its first lead in the batch being decided
 	grants   []ledger.Grant
 	amounts  []int64
 	leases   []*activeLease
@@ -78,7 +78,7 @@ type holderGroup struct {
 
 func newShard(a *Admission, id int32, owner bool) *shard {
 	s := &shard{a: a, id: id, wake: make(chan struct{}, 1), ctl: make(chan func()),
-		exited: make(chan struct{}), leads: map[string]*item{}}
+		exited: make(chan struct{}), leads: map[uint64]*item{}}
 	if owner {
 		s.table = newClaimTable()
 	}
@@ -221,22 +221,43 @@ func (s *shard) process(batch []*item) {
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
 
-	// Duplicates inside the batch follow their first occurrence.
-	clear(s.leads)
+	// Duplicates inside the batch follow their first occurrence: found
+	// among the leads of the same user (a map of act_ids, each its first
+	// lead, the others chained by sameUser), emptied key by key before
+	// the batch is finished (clearing a map costs its capacity, which one
+	// large batch leaves behind for all the small ones after it; and once
+	// finished, the items are their callers').
+	if len(s.leads) > 0 {
+		clear(s.leads) // left by a batch that panicked
+	}
 	leads := s.leadItems[:0]
 	defer func() { clear(leads); s.leadItems = leads[:0] }()
 	for _, it := range batch {
-		if first, ok := s.leads[it.limitKey]; ok {
-			it.lead = first
+		first := s.leads[it.g.ActID]
+		dup := false
+		for l := first; l != nil; l = l.sameUser {
+			if l.limitKey == it.limitKey {
+				it.lead, dup = l, true
+				break
+			}
+		}
+		if dup {
 			continue
 		}
-		s.leads[it.limitKey] = it
+		if first == nil {
+			s.leads[it.g.ActID] = it
+		} else {
+			it.sameUser, first.sameUser = first.sameUser, it
+		}
 		leads = append(leads, it)
 	}
 
 	if fresh := s.claimInProcess(leads); len(fresh) > 0 {
 		s.issue(ctx, fresh)
 		clear(fresh)
+	}
+	for _, l := range leads {
+		delete(s.leads, l.g.ActID)
 	}
 	s.finish(batch)
 }
