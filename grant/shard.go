@@ -227,9 +227,6 @@ func (s *shard) process(batch []*item) {
 	// the batch is finished (clearing a map costs its capacity, which one
 	// large batch leaves behind for all the small ones after it; and once
 	// finished, the items are their callers').
-	if len(s.leads) > 0 {
-		clear(s.leads) // left by a batch that panicked
-	}
 	leads := s.leadItems[:0]
 	defer func() { clear(leads); s.leadItems = leads[:0] }()
 	for _, it := range batch {

@@ -29,9 +29,12 @@ const actBlockSize = 1 << 16
 // dropped whole (the next lookups go to Redis).
 const bindCacheMax = 1 << 20
 
-const bindShards = 1 << bindShardBits
-
-const bindShardBits = 6
+// bindShards are the binder's locks and maps, picked by an identity's
+// hash's top bindShardBits bits.
+const (
+	bindShardBits = 6
+	bindShards    = 1 << bindShardBits
+)
 
 // Binder resolves an app's user to its act_id: the process cache, then a
 // Redis SET NX GET of a new id from the node's block (bindScript: one
