@@ -43,6 +43,30 @@ func BenchmarkClaimTableMemory(b *testing.B) {
 	}
 }
 
+// BenchmarkClaimSetGet looks up granted users in random order in the
+// claim sets of a node's shards (the default partitions) holding two
+// million users between them (a repeat's question to its shard's
+// claims), ns/op per lookup.
+func BenchmarkClaimSetGet(b *testing.B) {
+	const users, parts = 2_000_000, storage.GrantPartitionsDefault
+	sets := make([]claimSet, parts)
+	for id := uint64(1); id <= users; id++ {
+		sets[storage.PartitionOf(id, parts)].set(id, claim{state: claimBooked, amount: int64(id % 1000)})
+	}
+	order := rand.New(rand.NewPCG(3, 4)).Perm(users)
+	b.ResetTimer()
+	var sum int64
+	for i := 0; i < b.N; i++ {
+		id := uint64(order[i%users]) + 1
+		c, ok := sets[storage.PartitionOf(id, parts)].get(id)
+		if !ok {
+			b.Fatalf("user %d not found", id)
+		}
+		sum += c.amount
+	}
+	runtime.KeepAlive(sum)
+}
+
 // TestClaimTableSweep drops a rain's claims only after it has been closed
 // for releaseAfter, and never an open or unknown one.
 func TestClaimTableSweep(t *testing.T) {
@@ -160,8 +184,56 @@ func TestClaimSet(t *testing.T) {
 		}
 	}
 	for k, pg := range s.pages {
-		if len(pg.ids) == 0 || len(pg.ids) != len(pg.claims) || !slices.IsSorted(pg.ids) {
-			t.Fatalf("page %d: %d ids, %d claims, sorted %v", k, len(pg.ids), len(pg.claims), slices.IsSorted(pg.ids))
+		sorted := slices.IsSortedFunc(pg, func(a, b claim) int { return int(a.off) - int(b.off) })
+		if len(pg) == 0 || !sorted {
+			t.Fatalf("page %d: %d claims, sorted %v", k, len(pg), sorted)
+		}
+	}
+}
+
+// TestClaimPageSearch: a page's search, which starts where an evenly
+// spaced page would hold the offset, answers as a binary search does for
+// every offset of its span, on pages empty, full, sparse, and bunched at
+// either end or in the middle.
+func TestClaimPageSearch(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	shapes := map[string]func() uint16{
+		"even":   func() uint16 { return uint16(rng.IntN(claimPageUsers)) },
+		"low":    func() uint16 { return uint16(rng.IntN(claimPageUsers / 16)) },
+		"high":   func() uint16 { return claimPageUsers - 1 - uint16(rng.IntN(claimPageUsers/16)) },
+		"middle": func() uint16 { return claimPageUsers/2 + uint16(rng.IntN(8)) },
+		"ends": func() uint16 {
+			if rng.IntN(2) == 0 {
+				return uint16(rng.IntN(4))
+			}
+			return claimPageUsers - 1 - uint16(rng.IntN(4))
+		},
+	}
+	for name, draw := range shapes {
+		for _, n := range []int{0, 1, 2, 3, 7, 64, 300, claimPageUsers} {
+			var offs []uint16
+			if n == claimPageUsers {
+				for i := range uint16(n) {
+					offs = append(offs, i)
+				}
+			} else {
+				for range n {
+					offs = append(offs, draw())
+				}
+				slices.Sort(offs)
+				offs = slices.Compact(offs)
+			}
+			pg := make([]claim, len(offs))
+			for i, o := range offs {
+				pg[i].off = o
+			}
+			for off := range uint16(claimPageUsers) {
+				i, ok := search(pg, off)
+				wi, wok := slices.BinarySearch(offs, off)
+				if i != wi || ok != wok {
+					t.Fatalf("%s, %d claims: search(%d) = %d %v, want %d %v", name, len(pg), off, i, ok, wi, wok)
+				}
+			}
 		}
 	}
 }

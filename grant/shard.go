@@ -68,6 +68,7 @@ type shard struct {
 	groups                           []holderGroup
 	keys                             []byte // a round's idempotency keys, back to back
 	keyEnds                          []int
+	touched                          uint16 // what claimInProcess's reads ahead read (kept, so they are not dropped)
 }
 
 // holderGroup is a batch's items that draw from one lease holder.
@@ -269,12 +270,23 @@ func (s *shard) claimInProcess(leads []*item) []*item {
 	fresh := s.fresh[:0]
 	var r *rainClaims
 	last := "\x00" // no rain key is this
-	var added int64
+	// First every lead's rain and a read of its claim's place, then the
+	// decisions: the reads do not wait on each other, so the processor
+	// has many cache misses in flight at once (a table of millions of
+	// users misses on most of them), where a decision per read waited
+	// for each in turn.
+	var touched uint16
 	for _, it := range leads {
 		if rk := rainOf(it.limitKey); rk != last {
 			r, last = s.table.rain(rk), rk
 		}
 		it.rc = r
+		touched += r.users.touch(it.g.ActID)
+	}
+	s.touched = touched
+	var added int64
+	for _, it := range leads {
+		r := it.rc
 		c, ok := r.users.get(it.g.ActID)
 		switch {
 		case !ok || (c.state == claimPending && nowMs >= c.amount):
