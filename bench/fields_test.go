@@ -7,9 +7,10 @@ import (
 )
 
 // TestScanStringFastPath: scanString answers as the byte-at-a-time scan
-// alone (scanStringByByte, what it was before its fast path) does for strings of printable ASCII, escapes, control bytes, UTF-8 and
-// invalid UTF-8 of every length around the fast path's words of eight,
-// closed or not, with more JSON after them.
+// alone (scanStringByByte, what it was before its fast path) does, for
+// strings of printable ASCII, escapes, control bytes, UTF-8 and invalid
+// UTF-8 of every length around the fast path's words of eight, closed or
+// not, with more JSON after them.
 func TestScanStringFastPath(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	alphabet := [][]byte{
@@ -39,6 +40,8 @@ func TestScanStringFastPath(t *testing.T) {
 	}
 }
 
+// TestPlainASCII: a word of eight or a tail with a backslash, a control
+// byte or a byte of 0x80 or more anywhere is not plain.
 func TestPlainASCII(t *testing.T) {
 	for _, tc := range []struct {
 		s    string

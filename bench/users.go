@@ -105,7 +105,7 @@ func (u *users) pickDistinct(rng *rand.Rand, repeatRatio float64, n int, offers 
 		}
 		kept := drawn
 		for _, o := range offers[drawn:] {
-			if _, ok := seen[o.user]; ok || dropped >= n {
+			if _, ok := seen[o.user]; ok {
 				dropped++
 				continue
 			}

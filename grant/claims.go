@@ -170,7 +170,7 @@ type claimSet struct {
 
 func (s *claimSet) get(user uint64) (claim, bool) {
 	pg := s.pages[user/claimPageUsers]
-	if i, ok := search(pg, uint16(user%claimPageUsers)); ok {
+	if i, ok := searchPage(pg, uint16(user%claimPageUsers)); ok {
 		c := pg[i]
 		c.off = 0
 		return c, true
@@ -188,7 +188,7 @@ func (s *claimSet) touch(user uint64) uint16 {
 	return pg[int(user%claimPageUsers)*len(pg)/claimPageUsers].off
 }
 
-// search returns where off is in a page sorted by offset, or would be
+// searchPage returns where off is in a page sorted by offset, or would be
 // inserted, and whether it is there. Act_ids are handed out in order and
 // users spread over shards by hash, so a page's offsets are close to
 // evenly spaced over its span: the search starts where off would sit if
@@ -196,7 +196,7 @@ func (s *claimSet) touch(user uint64) uint16 {
 // two where a binary search touched about log2(n), most of them misses
 // in a table of millions of users. Any spacing is answered right, only
 // more slowly.
-func search(pg []claim, off uint16) (int, bool) {
+func searchPage(pg []claim, off uint16) (int, bool) {
 	n := len(pg)
 	if n == 0 {
 		return 0, false
@@ -241,7 +241,7 @@ func (s *claimSet) set(user uint64, c claim) {
 	k := user / claimPageUsers
 	c.off = uint16(user % claimPageUsers)
 	pg := s.pages[k]
-	i, ok := search(pg, c.off)
+	i, ok := searchPage(pg, c.off)
 	if ok {
 		pg[i] = c
 		return
@@ -256,7 +256,7 @@ func (s *claimSet) set(user uint64, c claim) {
 func (s *claimSet) del(user uint64) {
 	k := user / claimPageUsers
 	pg := s.pages[k]
-	if i, ok := search(pg, uint16(user%claimPageUsers)); ok {
+	if i, ok := searchPage(pg, uint16(user%claimPageUsers)); ok {
 		s.n--
 		if len(pg) == 1 {
 			delete(s.pages, k)

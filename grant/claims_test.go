@@ -228,10 +228,10 @@ func TestClaimPageSearch(t *testing.T) {
 				pg[i].off = o
 			}
 			for off := range uint16(claimPageUsers) {
-				i, ok := search(pg, off)
+				i, ok := searchPage(pg, off)
 				wi, wok := slices.BinarySearch(offs, off)
 				if i != wi || ok != wok {
-					t.Fatalf("%s, %d claims: search(%d) = %d %v, want %d %v", name, len(pg), off, i, ok, wi, wok)
+					t.Fatalf("%s, %d claims: searchPage(%d) = %d %v, want %d %v", name, len(pg), off, i, ok, wi, wok)
 				}
 			}
 		}
