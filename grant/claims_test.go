@@ -237,3 +237,35 @@ func TestClaimPageSearch(t *testing.T) {
 		}
 	}
 }
+
+// TestLeadTable: a batch's table finds each act_id's first lead among
+// batches of every size (so probes collide and wrap around the slice),
+// and is empty again after each.
+func TestLeadTable(t *testing.T) {
+	var lt leadTable
+	rng := rand.New(rand.NewPCG(9, 10))
+	for _, n := range []int{1, 7, 8, 9, 100, 3000, 5} {
+		lt.size(n)
+		items := make([]item, n)
+		for i := range items {
+			items[i].g.ActID = 1 + rng.Uint64N(uint64(4*n)) // repeats among them
+		}
+		first := map[uint64]*item{}
+		for i := range items {
+			it := &items[i]
+			at := lt.slot(it.g.ActID)
+			if *at != first[it.g.ActID] {
+				t.Fatalf("batch of %d: act_id %d's slot holds %p, want its first lead %p", n, it.g.ActID, *at, first[it.g.ActID])
+			}
+			if *at == nil {
+				*at, first[it.g.ActID] = it, it
+			}
+		}
+		lt.empty()
+		for i, s := range lt.slots[:cap(lt.slots)] {
+			if s != nil {
+				t.Fatalf("after a batch of %d: slot %d holds a lead", n, i)
+			}
+		}
+	}
+}
