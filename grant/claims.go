@@ -185,8 +185,13 @@ func (s *claimSet) touch(user uint64) uint16 {
 	if len(pg) == 0 {
 		return 0
 	}
-	return pg[int(user%claimPageUsers)*len(pg)/claimPageUsers].off
+	return pg[pageGuess(len(pg), uint16(user%claimPageUsers))].off
 }
+
+// pageGuess is where offset off sits in a page of n claims (n > 0) if
+// their offsets are evenly spaced: where touch reads and searchPage
+// starts.
+func pageGuess(n int, off uint16) int { return int(off) * n / claimPageUsers }
 
 // searchPage returns where off is in a page sorted by offset, or would be
 // inserted, and whether it is there. Act_ids are handed out in order and
@@ -201,7 +206,7 @@ func searchPage(pg []claim, off uint16) (int, bool) {
 	if n == 0 {
 		return 0, false
 	}
-	i := int(off) * n / claimPageUsers
+	i := pageGuess(n, off)
 	lo, hi := 0, n // off's place is in [lo, hi]
 	if pg[i].off < off {
 		lo = i + 1
