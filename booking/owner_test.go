@@ -637,3 +637,60 @@ func TestReadAfterReportedBooked(t *testing.T) {
 		t.Fatalf("%d bookings read back as reported; missing: %v", checked, missing)
 	}
 }
+
+// TestOnJournalNamesTheStoresJournals: each journal an owner commits is
+// handed to OnJournal with its partition, seq and ops, in order, and they
+// are the store's: the same seqs, the same ops.
+func TestOnJournalNamesTheStoresJournals(t *testing.T) {
+	f := newFixture(t, 1, 1_000_000)
+	l := f.Lease(f.Budget, 100_000)
+	users := usersOf(f, 5)
+	o := newBooker(t, f, "owner/1", nil)
+	type got struct {
+		part int32
+		seq  uint64
+		ops  []ledger.Op
+	}
+	var mu sync.Mutex
+	var gotJ []got
+	o.OnJournal(func(part int32, seq uint64, ops []ledger.Op) {
+		mu.Lock()
+		defer mu.Unlock()
+		gotJ = append(gotJ, got{part, seq, ops})
+	})
+	oo := startOwner(t, f, o, false, 0)
+	for rain := uint64(1); rain <= 3; rain++ {
+		oo.feed(0, grantsFor(f, users, rain, l))
+	}
+	oo.waitBooked()
+	mu.Lock()
+	defer mu.Unlock()
+	var want []*ledger.Journal
+	if err := f.KV.View(func(txn storage.Txn) error {
+		var dec ledger.TailDecoder
+		_, err := booking.JournalsUpTo(txn, 0, 1, 1<<20, &dec, func(j *ledger.Journal) error {
+			c := *j
+			c.Ops = slices.Clone(j.Ops)
+			want = append(want, &c)
+			return nil
+		})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(gotJ) == 0 || len(gotJ) != len(want) {
+		t.Fatalf("OnJournal heard %d journals, the store holds %d", len(gotJ), len(want))
+	}
+	for i, j := range want {
+		g := gotJ[i]
+		if g.part != 0 || g.seq != j.Seq || len(g.ops) != len(j.Ops) {
+			t.Fatalf("journal %d: heard partition %d seq %d with %d ops, the store's is seq %d with %d", i, g.part, g.seq, len(g.ops), j.Seq, len(j.Ops))
+		}
+		for k := range j.Ops {
+			a, b := &g.ops[k], &j.Ops[k]
+			if a.Kind != b.Kind || a.Grant.ActID != b.Grant.ActID || a.Grant.Amount != b.Grant.Amount || a.Grant.Asset != b.Grant.Asset || a.Grant.LimitKey() != b.Grant.LimitKey() {
+				t.Fatalf("journal %d op %d: heard %+v, the store holds %+v", j.Seq, k, a.Grant, b.Grant)
+			}
+		}
+	}
+}

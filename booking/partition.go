@@ -765,7 +765,7 @@ func (p *part) catchUp(ctx context.Context, cause error) error {
 			// What another node booked into the partition is news to the
 			// grant path here, as this node's own bookings are.
 			for _, j := range foreign {
-				p.b.report(j.Ops)
+				p.b.report(p.id, j.Seq, j.Ops)
 			}
 			p.committed, p.next = *state, *state
 			p.b.log.Info("booking: caught up with writes made elsewhere", "partition", p.id, "journals", len(foreign), "cause", cause)

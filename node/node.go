@@ -368,6 +368,7 @@ func Start(cfg Config) (n *Node, err error) {
 	})
 	if n.wallets != nil {
 		n.booker.OnMoved(n.wallets.Moved)
+		n.booker.OnJournal(n.wallets.Journal)
 	}
 	if err := n.startLines(); err != nil {
 		return nil, err

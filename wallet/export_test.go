@@ -2,6 +2,7 @@ package wallet
 
 import (
 	"context"
+	"maps"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -91,3 +92,20 @@ func (l ListCache) Listed(act uint64) bool          { _, ok := l.c.listed[act]; 
 func (w *Wallets) Looked() (looked, skipped int64) {
 	return w.cache.looked.Load(), w.cache.skipped.Load()
 }
+
+// Poll is one poll of the Feed from have (updated in place), without Run.
+func (w *Wallets) Poll(ctx context.Context, have []uint64) (bool, error) { return w.poll(ctx, have) }
+
+// PendingTombstones is a copy of the tombstones the Feed's polls left to
+// write: act -> seq.
+func (w *Wallets) PendingTombstones() map[uint64]uint64 {
+	w.pendMu.Lock()
+	defer w.pendMu.Unlock()
+	return maps.Clone(w.pending)
+}
+
+// JournalsRead is how many journals the Feed read from the store.
+func (w *Wallets) JournalsRead() int64 { return w.journalsRead.Load() }
+
+// BuildHolders builds the holders set from the store, as Run does first.
+func (w *Wallets) BuildHolders(ctx context.Context) error { return w.build(ctx) }

@@ -187,8 +187,11 @@ func (w *Wallets) build(ctx context.Context) error {
 // poll applies the journals committed since have (updated in place) and
 // reports whether more were left for the next poll.
 func (w *Wallets) poll(ctx context.Context, have []uint64) (bool, error) {
-	changed := map[uint64]uint64{}
-	adds := map[holders.Change]struct{}{}
+	// Sized as the last poll's: a poll under a steady rate changes about
+	// as many accounts as the one before (grown key by key, the maps were
+	// most of a poll's CPU).
+	changed := make(map[uint64]uint64, w.lastChanged)
+	adds := make(map[holders.Change]struct{}, w.lastChanged)
 	// debited are the users and families a move took from: whether they
 	// still hold anything of it is read from their accounts.
 	debited := map[holders.Change]struct{}{}
@@ -196,9 +199,13 @@ func (w *Wallets) poll(ctx context.Context, have []uint64) (bool, error) {
 	to := make([]uint64, len(have))
 	copy(to, have)
 	more := false
-	journals := 0
+	journals, read := 0, 0
+	// The journals this node's booking committed since the last poll, taken
+	// before the snapshot below begins: it holds each of them.
+	tapped := w.tap.take()
 	err := w.cfg.TiKV.View(func(txn storage.Txn) error {
-		// Each partition's journals after the last applied, scanned (its
+		// Each partition's journals after the last applied: first those
+		// the tap holds from there on, then the store's, scanned (its
 		// state key, rewritten by every commit, is not read: DESIGN.md,
 		// *Booking under a sustained rate*).
 		for p := range w.cfg.Parts {
@@ -207,30 +214,42 @@ func (w *Wallets) poll(ctx context.Context, have []uint64) (bool, error) {
 				more = true
 				break
 			}
-			n, err := booking.JournalsUpTo(txn, p, have[p]+1, left, &w.tail, func(j *ledger.Journal) error {
-				for i := range j.Ops {
-					g := &j.Ops[i].Grant
-					changed[g.ActID] = j.Seq
-					if j.Ops[i].Kind == ledger.OpMove && g.ActID <= holders.MaxAct {
-						if err := moveChanges(j.Ops[i].Move, adds, debited); err != nil {
-							return fmt.Errorf("partition %d journal %d: %w", p, j.Seq, err)
+			apply := func(seq uint64, ops []ledger.Op) error {
+				for i := range ops {
+					g := &ops[i].Grant
+					changed[g.ActID] = seq
+					if ops[i].Kind == ledger.OpMove && g.ActID <= holders.MaxAct {
+						if err := moveChanges(ops[i].Move, adds, debited); err != nil {
+							return fmt.Errorf("partition %d journal %d: %w", p, seq, err)
 						}
 						continue
 					}
-					if j.Ops[i].Kind != ledger.OpBook || g.ActID > holders.MaxAct {
+					if ops[i].Kind != ledger.OpBook || g.ActID > holders.MaxAct {
 						continue
 					}
 					fam, ok := holders.FamilyOf(g.Asset)
 					if !ok {
-						return fmt.Errorf("%w: partition %d journal %d books asset %q of no family", ledger.ErrCorrupt, p, j.Seq, g.Asset)
+						return fmt.Errorf("%w: partition %d journal %d books asset %q of no family", ledger.ErrCorrupt, p, seq, g.Asset)
 					}
 					adds[holders.Change{Act: g.ActID, Family: fam}] = struct{}{}
 				}
 				return nil
+			}
+			took := 0
+			for _, t := range tapped.run(p, have[p]+1, left) {
+				if err := apply(t.seq, t.ops); err != nil {
+					return err
+				}
+				took++
+			}
+			n, err := booking.JournalsUpTo(txn, p, have[p]+1+uint64(took), left-took, &w.tail, func(j *ledger.Journal) error {
+				return apply(j.Seq, j.Ops)
 			})
 			if err != nil {
 				return err
 			}
+			read += n
+			n += took
 			if n == left {
 				more = true // perhaps
 			}
@@ -258,7 +277,9 @@ func (w *Wallets) poll(ctx context.Context, have []uint64) (bool, error) {
 		w.log.Error("wallet: holders refused a batch of the feed; rebuilding", "err", err)
 	}
 	copy(have, to)
+	w.lastChanged = len(changed)
 	w.journals.Add(int64(journals))
+	w.journalsRead.Add(int64(read))
 	w.checks.saw(changed)
 	if w.cache != nil && len(changed) > 0 {
 		w.pendMu.Lock()
@@ -266,6 +287,8 @@ func (w *Wallets) poll(ctx context.Context, have []uint64) (bool, error) {
 			w.distrust.Store(true)
 			clear(w.pending)
 			clear(w.hold)
+		} else if len(w.pending) == 0 {
+			w.pending = changed // the tombstones of this poll alone
 		} else {
 			for act, seq := range changed {
 				w.pending[act] = max(w.pending[act], seq)

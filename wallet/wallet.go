@@ -148,6 +148,12 @@ type Wallets struct {
 	pollGen  atomic.Uint64
 	// tail decodes the journals the Feed polls (its goroutine only).
 	tail ledger.TailDecoder
+	// lastChanged is how many accounts the Feed's last poll changed (its
+	// goroutine only).
+	lastChanged int
+	// tap holds the journals this node's booking committed until the
+	// Feed's next poll (tap.go).
+	tap tap
 	// distrust: more tombstones were due than pending keeps; every read
 	// skips Redis until Run has removed every summary from it.
 	distrust atomic.Bool
@@ -167,8 +173,11 @@ type Wallets struct {
 	reads      [SourceFallback + 1]*metrics.Counter
 	readErrors *metrics.Counter
 	journals   *metrics.Counter
-	feedErrors *metrics.Counter
-	builds     *metrics.Counter
+	// journalsRead are the journals the Feed read from the store (the
+	// rest came from the tap).
+	journalsRead *metrics.Counter
+	feedErrors   *metrics.Counter
+	builds       *metrics.Counter
 }
 
 // New returns the read side; Run starts its Feed.
@@ -206,6 +215,7 @@ func New(cfg Config) *Wallets {
 	}
 	w.readErrors = m.Counter("redrain_wallet_read_errors_total", "Wallet reads refused because neither Redis nor the store answered and the node held no copy.")
 	w.journals = m.Counter("redrain_wallet_feed_journals_total", "Booking journals the wallet's feed applied to its layers.")
+	w.journalsRead = m.Counter("redrain_wallet_feed_journals_read_total", "Booking journals the wallet's feed read from the store (the others this node's booking handed it as it committed them).")
 	w.feedErrors = m.Counter("redrain_wallet_feed_errors_total", "Polls of the store by the wallet's feed that failed (retried).")
 	w.builds = m.Counter("redrain_wallet_holders_builds_total", "Builds of the holders layer from a scan of the store.")
 	m.GaugeFunc("redrain_wallet_holders_bytes", "Memory of the holders layer (bytes).", func() int64 { return int64(w.set.Bytes()) })
