@@ -32,7 +32,7 @@ type shard struct {
 	stopped bool          // the goroutine has exited: push answers at once
 	wake    chan struct{} // capacity 1: "the queue may hold something"
 	ctl     chan func()   // work on the shard's own state (claims), run between batches
-	bookedQ []Booked      // packets booking posted, for the claim table (owner only)
+	bookedQ [][]Booked    // packets booking posted, for the claim table (owner only), as posted
 	asks    []*ask        // Outstanding's questions, answered after the next batch (outstanding.go)
 	exited  chan struct{} // closed when the goroutine returns
 
@@ -89,12 +89,11 @@ func newShard(a *Admission, id int32, owner bool) *shard {
 // pushBooked queues packets that booking posted; the goroutine applies
 // them before its next batch. It never waits for the shard.
 func (s *shard) pushBooked(gs []Booked) {
+	// Taken as it is (MarkBooked's callers hand it over): appended into
+	// one queue, the posts the goroutine had not drained yet were copied
+	// (1.5% of a burst's samples).
 	s.mu.Lock()
-	if s.bookedQ == nil {
-		s.bookedQ = gs[:len(gs):len(gs)] // taken as it is (MarkBooked's callers hand it over); an append copies it
-	} else {
-		s.bookedQ = append(s.bookedQ, gs...)
-	}
+	s.bookedQ = append(s.bookedQ, gs)
 	s.mu.Unlock()
 	s.wakeUp()
 }
@@ -103,11 +102,13 @@ func (s *shard) pushBooked(gs []Booked) {
 // when the shard is not owned here: its owner has them).
 func (s *shard) drainBooked() {
 	s.mu.Lock()
-	gs := s.bookedQ
+	qs := s.bookedQ
 	s.bookedQ = nil
 	s.mu.Unlock()
-	if len(gs) > 0 && s.table != nil {
-		s.booked(gs)
+	if s.table != nil {
+		for _, gs := range qs {
+			s.booked(gs)
+		}
 	}
 }
 

@@ -533,3 +533,35 @@ func TestRunOptimizedAfterBuild(t *testing.T) {
 		}
 	}
 }
+
+// TestApplyTakesRepeatedAdds: a batch may add a user and family more than
+// once (the wallet's Feed adds a user per grant booked): the set holds it
+// once, and a repeat still conflicts with a remove of the same pair.
+func TestApplyTakesRepeatedAdds(t *testing.T) {
+	s := New()
+	build(t, s, map[Change]bool{})
+	a, b := Change{70_001, 0}, Change{70_002, 1}
+	if err := s.Apply([]Change{a, b, a, a, b}, nil); err != nil {
+		t.Fatalf("Apply with repeated adds: %v", err)
+	}
+	for _, c := range []Change{a, b} {
+		if got := s.Contains(c.Act, c.Family); got != Yes {
+			t.Errorf("Contains(%v) = %v after adding it", c, got)
+		}
+	}
+	if got := s.Contains(a.Act, b.Family); got != No {
+		t.Errorf("Contains(%d, %v) = %v, never added", a.Act, b.Family, got)
+	}
+	if st := s.Stats(); st.Holders[0] != 1 || st.Holders[1] != 1 {
+		t.Errorf("Stats after repeated adds of two users: %+v", st)
+	}
+	if err := s.Apply([]Change{b, b}, []Change{b}); !errors.Is(err, ErrConflict) {
+		t.Errorf("Apply(repeated add, remove of it) = %v, want ErrConflict", err)
+	}
+	if err := s.Apply(nil, []Change{a}); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Contains(a.Act, a.Family); got != No {
+		t.Errorf("Contains(%v) = %v after one remove of a pair added thrice", a, got)
+	}
+}

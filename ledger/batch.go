@@ -62,12 +62,14 @@ func FundingPostings(b *Budget) Batch {
 // salt and the grant's idempotency key, so a retried grant on any node draws
 // the same amount.
 func DrawSeed(salt, idempotencyKey string) uint64 {
-	h := sha256.New()
-	h.Write([]byte(salt))
-	h.Write([]byte{0})
-	h.Write([]byte(idempotencyKey))
-	var sum [sha256.Size]byte
-	return binary.BigEndian.Uint64(h.Sum(sum[:0]))
+	// One sum over salt, 0, key on the stack (a Digest from sha256.New was
+	// an allocation per draw); keys and salts are short.
+	var buf [256]byte
+	b := append(buf[:0], salt...)
+	b = append(b, 0)
+	b = append(b, idempotencyKey...)
+	sum := sha256.Sum256(b)
+	return binary.BigEndian.Uint64(sum[:8])
 }
 
 // Draw returns an amount uniform in [lo, hi] from seed (Lemire's unbiased

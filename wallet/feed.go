@@ -189,9 +189,11 @@ func (w *Wallets) build(ctx context.Context) error {
 func (w *Wallets) poll(ctx context.Context, have []uint64) (bool, error) {
 	// Sized as the last poll's: a poll under a steady rate changes about
 	// as many accounts as the one before (grown key by key, the maps were
-	// most of a poll's CPU).
+	// most of a poll's CPU). adds may name a user and family more than
+	// once (holders.Set.Apply takes repeats; a set of them cost a map
+	// insert per grant).
 	changed := make(map[uint64]uint64, w.lastChanged)
-	adds := make(map[holders.Change]struct{}, w.lastChanged)
+	adds := make([]holders.Change, 0, w.lastChanged)
 	// debited are the users and families a move took from: whether they
 	// still hold anything of it is read from their accounts.
 	debited := map[holders.Change]struct{}{}
@@ -219,7 +221,7 @@ func (w *Wallets) poll(ctx context.Context, have []uint64) (bool, error) {
 					g := &ops[i].Grant
 					changed[g.ActID] = seq
 					if ops[i].Kind == ledger.OpMove && g.ActID <= holders.MaxAct {
-						if err := moveChanges(ops[i].Move, adds, debited); err != nil {
+						if err := moveChanges(ops[i].Move, &adds, debited); err != nil {
 							return fmt.Errorf("partition %d journal %d: %w", p, seq, err)
 						}
 						continue
@@ -231,7 +233,7 @@ func (w *Wallets) poll(ctx context.Context, have []uint64) (bool, error) {
 					if !ok {
 						return fmt.Errorf("%w: partition %d journal %d books asset %q of no family", ledger.ErrCorrupt, p, seq, g.Asset)
 					}
-					adds[holders.Change{Act: g.ActID, Family: fam}] = struct{}{}
+					adds = append(adds, holders.Change{Act: g.ActID, Family: fam})
 				}
 				return nil
 			}
@@ -257,7 +259,7 @@ func (w *Wallets) poll(ctx context.Context, have []uint64) (bool, error) {
 			to[p] = have[p] + uint64(n)
 		}
 		var err error
-		removes, err = stillHeld(ctx, txn, w.cfg.Parts, adds, debited)
+		removes, err = stillHeld(ctx, txn, w.cfg.Parts, &adds, debited)
 		return err
 	})
 	if err != nil {
@@ -267,11 +269,7 @@ func (w *Wallets) poll(ctx context.Context, have []uint64) (bool, error) {
 	if journals == 0 {
 		return false, nil
 	}
-	batch := make([]holders.Change, 0, len(adds))
-	for c := range adds {
-		batch = append(batch, c)
-	}
-	if err := w.set.Apply(batch, removes); err != nil {
+	if err := w.set.Apply(adds, removes); err != nil {
 		// The set cannot take it: answer Unknown until built again.
 		w.set.Invalidate()
 		w.log.Error("wallet: holders refused a batch of the feed; rebuilding", "err", err)
@@ -402,7 +400,7 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // moveChanges notes what a booked move means to the holders: a credit
 // makes the user a holder of the leg's family, a debit may end it (asked
 // of the account: stillHeld).
-func moveChanges(m *ledger.Move, adds, debited map[holders.Change]struct{}) error {
+func moveChanges(m *ledger.Move, adds *[]holders.Change, debited map[holders.Change]struct{}) error {
 	for _, l := range m.Legs {
 		fam, ok := holders.FamilyOf(l.Asset)
 		if !ok {
@@ -410,7 +408,7 @@ func moveChanges(m *ledger.Move, adds, debited map[holders.Change]struct{}) erro
 		}
 		c := holders.Change{Act: m.ActID, Family: fam}
 		if l.Amount > 0 {
-			adds[c] = struct{}{}
+			*adds = append(*adds, c)
 		} else {
 			debited[c] = struct{}{}
 		}
@@ -425,7 +423,7 @@ func moveChanges(m *ledger.Move, adds, debited map[holders.Change]struct{}) erro
 // an add) or no longer (a remove, and no add). The snapshot holds at least
 // the journals polled, so a later credit it already holds keeps the user
 // a holder, and one it does not hold yet comes with a later poll.
-func stillHeld(ctx context.Context, txn storage.Txn, parts int32, adds, debited map[holders.Change]struct{}) ([]holders.Change, error) {
+func stillHeld(ctx context.Context, txn storage.Txn, parts int32, adds *[]holders.Change, debited map[holders.Change]struct{}) ([]holders.Change, error) {
 	if len(debited) == 0 {
 		return nil, nil
 	}
@@ -442,6 +440,7 @@ func stillHeld(ctx context.Context, txn storage.Txn, parts int32, adds, debited 
 		return nil, err
 	}
 	var removes []holders.Change
+	gone := map[holders.Change]bool{}
 	for c := range debited {
 		held := false
 		if a := accounts[c.Act]; a != nil {
@@ -453,11 +452,14 @@ func stillHeld(ctx context.Context, txn storage.Txn, parts int32, adds, debited 
 			}
 		}
 		if held {
-			adds[c] = struct{}{}
+			*adds = append(*adds, c)
 		} else {
-			delete(adds, c)
+			gone[c] = true
 			removes = append(removes, c)
 		}
+	}
+	if len(gone) > 0 {
+		*adds = slices.DeleteFunc(*adds, func(c holders.Change) bool { return gone[c] })
 	}
 	return removes, nil
 }

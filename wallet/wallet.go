@@ -433,8 +433,9 @@ func (w *Wallets) Built() bool { return w.builtOnce.Load() }
 // booked a grant shows it in the wallet as soon as its token status says
 // booked.
 func (w *Wallets) Booked(ops []ledger.Op) {
+	// A user and family may come twice (holders.Set.Apply takes
+	// repeats).
 	adds := make([]holders.Change, 0, len(ops))
-	seen := make(map[holders.Change]bool, len(ops))
 	acts := make([]uint64, 0, len(ops))
 	for i := range ops {
 		if k := ops[i].Kind; k != ledger.OpBook && k != ledger.OpAttribute {
@@ -444,10 +445,9 @@ func (w *Wallets) Booked(ops []ledger.Op) {
 		acts = append(acts, g.ActID)
 		fam, ok := holders.FamilyOf(g.Asset)
 		c := holders.Change{Act: g.ActID, Family: fam}
-		if !ok || c.Act > holders.MaxAct || seen[c] {
+		if !ok || c.Act > holders.MaxAct {
 			continue
 		}
-		seen[c] = true
 		adds = append(adds, c)
 	}
 	if err := w.set.Apply(adds, nil); err != nil {
