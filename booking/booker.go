@@ -1419,10 +1419,50 @@ func HighWaterMarks(client sarama.Client, topic string) (map[int32]int64, error)
 	if err != nil {
 		return nil, fmt.Errorf("%w: partitions: %v", storage.ErrUnavailable, err)
 	}
-	out := make(map[int32]int64, len(parts))
+	return topicOffsets(client, topic, parts, sarama.OffsetNewest)
+}
+
+// topicOffsets asks each partition's leader for the offset at time
+// (sarama.OffsetNewest or OffsetOldest) of topic's partitions parts: one
+// request per broker, not one per partition (the node's lag, refreshed
+// four times a second, asked 2 × partitions requests each time).
+func topicOffsets(client sarama.Client, topic string, parts []int32, time int64) (map[int32]int64, error) {
+	type ask struct {
+		req   *sarama.OffsetRequest
+		parts []int32
+	}
+	byBroker := map[*sarama.Broker]*ask{}
 	for _, p := range parts {
-		if out[p], err = client.GetOffset(topic, p, sarama.OffsetNewest); err != nil {
-			return nil, fmt.Errorf("%w: offset: %v", storage.ErrUnavailable, err)
+		b, err := client.Leader(topic, p)
+		if err != nil {
+			return nil, fmt.Errorf("%w: leader of partition %d: %v", storage.ErrUnavailable, p, err)
+		}
+		a := byBroker[b]
+		if a == nil {
+			a = &ask{req: sarama.NewOffsetRequest(client.Config().Version)}
+			byBroker[b] = a
+		}
+		a.req.AddBlock(topic, p, time, 1)
+		a.parts = append(a.parts, p)
+	}
+	out := make(map[int32]int64, len(parts))
+	for b, a := range byBroker {
+		resp, err := b.GetAvailableOffsets(a.req)
+		if err != nil {
+			_ = b.Close() // as sarama's GetOffset: the next request reconnects
+			return nil, fmt.Errorf("%w: offsets: %v", storage.ErrUnavailable, err)
+		}
+		for _, p := range a.parts {
+			block := resp.GetBlock(topic, p)
+			switch {
+			case block == nil:
+				return nil, fmt.Errorf("%w: offsets: no answer for partition %d", storage.ErrUnavailable, p)
+			case !errors.Is(block.Err, sarama.ErrNoError):
+				return nil, fmt.Errorf("%w: offset of partition %d: %v", storage.ErrUnavailable, p, block.Err)
+			case len(block.Offsets) != 1:
+				return nil, fmt.Errorf("%w: offset of partition %d: %d offsets", storage.ErrUnavailable, p, len(block.Offsets))
+			}
+			out[p] = block.Offsets[0]
 		}
 	}
 	return out, nil
@@ -1441,13 +1481,14 @@ func LagOf(ctx context.Context, client sarama.Client, topic string, tikv *storag
 	if err != nil {
 		return nil, err
 	}
+	parts := slices.Collect(maps.Keys(hwm))
+	oldest, err := topicOffsets(client, topic, parts, sarama.OffsetOldest)
+	if err != nil {
+		return nil, err
+	}
 	lag := make(map[int32]int64, len(hwm))
 	for p, h := range hwm {
-		oldest, err := client.GetOffset(topic, p, sarama.OffsetOldest)
-		if err != nil {
-			return nil, fmt.Errorf("%w: offset: %v", storage.ErrUnavailable, err)
-		}
-		lag[p] = max(h-max(booked[p], oldest), 0)
+		lag[p] = max(h-max(booked[p], oldest[p]), 0)
 	}
 	return lag, nil
 }

@@ -452,3 +452,54 @@ func TestRebalanceBetweenBookers(t *testing.T) {
 	counted(t, "bookers booked", func() int64 { return b1.Booked.Load() + b2.Booked.Load() }, int64(len(all)))
 	f.Audit(all)
 }
+
+// TestTopicOffsetsOneRequestPerBroker: the offsets asked of each broker in
+// one request (the lag's newest and oldest) are those sarama's GetOffset
+// gives one partition at a time, with records deleted below a
+// partition's start.
+func TestTopicOffsetsOneRequestPerBroker(t *testing.T) {
+	const partitions = 4
+	k := storagetest.Kafka(t, "", partitions)
+	client := saramaClient(t, k)
+	f := newFixture(t, partitions, 10_000_000)
+	l := f.Lease(f.Budget, 1_000_000)
+	var gs []ledger.Grant
+	for range 40 {
+		u := f.User()
+		gs = append(gs, f.Grant(u, 1, l, amountOf(u, 1)))
+	}
+	produce(t, k, partitions, gs)
+	produce(t, k, partitions, gs[:10]) // more records in some partitions
+	admin, err := sarama.NewClusterAdminFromClient(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.DeleteRecords(storage.GrantTopic, map[int32]int64{1: 1}); err != nil {
+		t.Fatalf("DeleteRecords: %v", err)
+	}
+	parts := []int32{0, 1, 2, 3}
+	for _, at := range []int64{sarama.OffsetNewest, sarama.OffsetOldest} {
+		got, err := booking.TopicOffsets(client, storage.GrantTopic, parts, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range parts {
+			want, err := client.GetOffset(storage.GrantTopic, p, at)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got[p] != want {
+				t.Errorf("offset %d of partition %d = %d, GetOffset says %d", at, p, got[p], want)
+			}
+		}
+		if at == sarama.OffsetOldest && got[1] != 1 {
+			t.Errorf("oldest offset of partition 1 = %d after deleting below 1", got[1])
+		}
+		if at == sarama.OffsetNewest && got[0]+got[1]+got[2]+got[3] < 5 {
+			t.Errorf("newest offsets %v: too few records", got)
+		}
+	}
+	if _, err := booking.TopicOffsets(client, "no-such-topic", []int32{0}, sarama.OffsetNewest); !errors.Is(err, storage.ErrUnavailable) {
+		t.Errorf("offsets of a missing topic: %v, want ErrUnavailable", err)
+	}
+}

@@ -45,3 +45,6 @@ func (b *Booker) Settled(ctx context.Context, id int32, s *ledger.PartState) (ow
 
 // CkptJournals is how many journals an owner writes between checkpoints.
 const CkptJournals = ckptJournals
+
+// TopicOffsets is topicOffsets, for tests.
+var TopicOffsets = topicOffsets
