@@ -206,59 +206,48 @@ func (w *Wallets) poll(ctx context.Context, have []uint64) (bool, error) {
 	// before the snapshot below begins: it holds each of them.
 	tapped := w.tap.take()
 	err := w.cfg.TiKV.View(func(txn storage.Txn) error {
-		// Each partition's journals after the last applied: first those
-		// the tap holds from there on, then the store's, scanned (its
-		// state key, rewritten by every commit, is not read: DESIGN.md,
-		// *Booking under a sustained rate*).
-		for p := range w.cfg.Parts {
-			left := journalsPerPoll - journals
-			if left == 0 {
-				more = true
-				break
-			}
-			apply := func(seq uint64, ops []ledger.Op) error {
-				for i := range ops {
-					g := &ops[i].Grant
-					changed[g.ActID] = seq
-					if ops[i].Kind == ledger.OpMove && g.ActID <= holders.MaxAct {
-						if err := moveChanges(ops[i].Move, &adds, debited); err != nil {
-							return fmt.Errorf("partition %d journal %d: %w", p, seq, err)
-						}
-						continue
+		apply := func(p int32, seq uint64, ops []ledger.Op) error {
+			for i := range ops {
+				g := &ops[i].Grant
+				changed[g.ActID] = seq
+				if ops[i].Kind == ledger.OpMove && g.ActID <= holders.MaxAct {
+					if err := moveChanges(ops[i].Move, &adds, debited); err != nil {
+						return fmt.Errorf("partition %d journal %d: %w", p, seq, err)
 					}
-					if ops[i].Kind != ledger.OpBook || g.ActID > holders.MaxAct {
-						continue
-					}
-					fam, ok := holders.FamilyOf(g.Asset)
-					if !ok {
-						return fmt.Errorf("%w: partition %d journal %d books asset %q of no family", ledger.ErrCorrupt, p, seq, g.Asset)
-					}
-					adds = append(adds, holders.Change{Act: g.ActID, Family: fam})
+					continue
 				}
-				return nil
+				if ops[i].Kind != ledger.OpBook || g.ActID > holders.MaxAct {
+					continue
+				}
+				fam, ok := holders.FamilyOf(g.Asset)
+				if !ok {
+					return fmt.Errorf("%w: partition %d journal %d books asset %q of no family", ledger.ErrCorrupt, p, seq, g.Asset)
+				}
+				adds = append(adds, holders.Change{Act: g.ActID, Family: fam})
 			}
-			took := 0
-			for _, t := range tapped.run(p, have[p]+1, left) {
-				if err := apply(t.seq, t.ops); err != nil {
+			return nil
+		}
+		// Each partition's journals after the last applied: first those
+		// the tap holds from there on.
+		for p := range w.cfg.Parts {
+			for _, t := range tapped.run(p, to[p]+1, journalsPerPoll-journals) {
+				if err := apply(p, t.seq, t.ops); err != nil {
 					return err
 				}
-				took++
+				to[p]++
+				journals++
 			}
-			n, err := booking.JournalsUpTo(txn, p, have[p]+1+uint64(took), left-took, &w.tail, func(j *ledger.Journal) error {
-				return apply(j.Seq, j.Ops)
-			})
-			if err != nil {
-				return err
-			}
-			read += n
-			n += took
-			if n == left {
-				more = true // perhaps
-			}
-			journals += n
-			to[p] = have[p] + uint64(n)
 		}
+		// Then the store's (unless the tap filled the poll).
+		more = journals == journalsPerPoll
 		var err error
+		if !more {
+			more, read, err = w.scanAfter(ctx, txn, to, journalsPerPoll-journals, apply)
+			journals += read
+		}
+		if err != nil {
+			return err
+		}
 		removes, err = stillHeld(ctx, txn, w.cfg.Parts, &adds, debited)
 		return err
 	})
@@ -298,7 +287,46 @@ func (w *Wallets) poll(ctx context.Context, have []uint64) (bool, error) {
 	return more, nil
 }
 
-// flushPending writes the pending tombstones, releases the holds of the
+// scanAfter applies, in txn, at most max of the store's journals after
+// the positions to (updated in place), and reports whether it stopped at
+// max and how many it read. One read of every partition's next journal
+// key says which partitions have one (an idle partition, or one whose
+// journals all came through the tap, costs no scan), and those are
+// scanned from there (a partition's state key, rewritten by every commit,
+// is not read: DESIGN.md, *Booking under a sustained rate*).
+func (w *Wallets) scanAfter(ctx context.Context, txn storage.Txn, to []uint64, max int, apply func(p int32, seq uint64, ops []ledger.Op) error) (more bool, read int, err error) {
+	next := make([][]byte, w.cfg.Parts)
+	for p := range w.cfg.Parts {
+		next[p] = storage.JournalKey(p, to[p]+1)
+	}
+	found, err := storage.BatchGet(ctx, txn, next)
+	if err != nil {
+		return false, 0, err
+	}
+	for p := range w.cfg.Parts {
+		if found[string(next[p])] == nil {
+			continue
+		}
+		left := max - read
+		if left == 0 {
+			return true, read, nil
+		}
+		n, err := booking.JournalsUpTo(txn, p, to[p]+1, left, &w.tail, func(j *ledger.Journal) error {
+			return apply(p, j.Seq, j.Ops)
+		})
+		if err != nil {
+			return false, read, err
+		}
+		read += n
+		to[p] += uint64(n)
+		if n == left {
+			more = true // perhaps
+		}
+	}
+	return more, read, nil
+}
+
+// flushPending writes the pending tombstones// flushPending writes the pending tombstones, releases the holds of the
 // polls up to gen (0: none), then raises the watermarks to where the Feed
 // stands. After an overflow it removes every summary from
 // Redis instead (the tombstones past pendingMax were not kept); reads skip
