@@ -616,7 +616,7 @@ func (p *part) gather(ctx context.Context, sess sarama.ConsumerGroupSession, m *
 		u := p.newUnit()
 		u.grants = grants
 		u.from, u.to, u.last, u.refused = first.Offset, last.Offset+1, last, refused
-		next := make([]ledger.Grant, 0, cap(grants))
+		next := make([]ledger.Grant, 0, len(grants)) // as this unit: a large one once must not size every small one after
 		err := p.send(ctx, u)
 		var ge *grantError
 		if errors.As(err, &ge) {
