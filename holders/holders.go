@@ -347,9 +347,10 @@ func (s *Set) Remove(act uint64, fam Family) error {
 
 // Apply applies one batch of the booking stream: each add and remove is
 // the state of a user's family after the batch, so no user and family may
-// be in both lists (ErrConflict); within a list one may repeat. Every change is checked first; a batch
-// with an act_id beyond MaxAct, an unknown family or a conflict changes
-// nothing and returns the error. Readers see all of a batch or none of it.
+// be in both lists (ErrConflict); within a list one may repeat. Every
+// change is checked first; a batch with an act_id beyond MaxAct, an
+// unknown family or a conflict changes nothing and returns the error.
+// Readers see all of a batch or none of it.
 //
 // Apply before the first Build changes the working state, which the Build
 // then replaces (the set answers Unknown meanwhile); batches applied while

@@ -18,9 +18,15 @@ import (
 // journal the tap dropped, those after a gap. A tap that held nothing
 // would cost only speed.
 
-// tapMax bounds the journals the tap holds per partition between two
-// polls; past it the oldest go, and the poll reads them from the store.
-const tapMax = 256
+// tapMax and tapOpsMax bound the journals, and their ops, the tap holds
+// per partition between two polls (a Feed that stalls must not keep a
+// burst's grants in memory); past either the oldest go, and the poll reads
+// them from the store. A poll of a burst finds a few journals of ~1,000
+// ops a partition.
+const (
+	tapMax    = 256
+	tapOpsMax = 1 << 15
+)
 
 type tapped struct {
 	seq uint64
@@ -30,6 +36,7 @@ type tapped struct {
 type tap struct {
 	mu    sync.Mutex
 	parts map[int32][]tapped
+	ops   map[int32]int // the ops each partition's journals hold
 }
 
 // tapTake is what a poll took from the tap: each partition's journals in
@@ -43,16 +50,20 @@ func (t *tap) put(p int32, seq uint64, ops []ledger.Op) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.parts == nil {
-		t.parts = map[int32][]tapped{}
+		t.parts, t.ops = map[int32][]tapped{}, map[int32]int{}
 	}
 	q := t.parts[p]
 	if n := len(q); n > 0 && q[n-1].seq >= seq {
-		q = q[:0] // not after the last: the store has the order
+		q, t.ops[p] = q[:0], 0 // not after the last: the store has the order
 	}
-	if len(q) == tapMax {
-		q = slices.Delete(q, 0, 1)
+	q = append(q, tapped{seq: seq, ops: ops})
+	t.ops[p] += len(ops)
+	drop := 0
+	for len(q)-drop > tapMax || t.ops[p] > tapOpsMax && drop < len(q) {
+		t.ops[p] -= len(q[drop].ops)
+		drop++
 	}
-	t.parts[p] = append(q, tapped{seq: seq, ops: ops})
+	t.parts[p] = slices.Delete(q, 0, drop)
 }
 
 // take empties the tap and returns what it held.
@@ -60,7 +71,7 @@ func (t *tap) take() tapTake {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	out := t.parts
-	t.parts = nil
+	t.parts, t.ops = nil, nil
 	return out
 }
 

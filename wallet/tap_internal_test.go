@@ -66,4 +66,18 @@ func TestTapHoldsRuns(t *testing.T) {
 	if g := tt.run(0, 10, 1<<20); len(g) != 0 {
 		t.Errorf("the tap still holds journal 10 of %d", tapMax+10)
 	}
+	// Bounded by ops too: journals of a quarter of tapOpsMax each, the
+	// tap keeps the last four; one larger than the bound is not kept.
+	big := make([]ledger.Op, tapOpsMax/4)
+	for seq := uint64(1); seq <= 6; seq++ {
+		w.Journal(3, seq, big)
+	}
+	tt = w.tap.take()
+	if g := tt.run(3, 3, 1<<20); len(g) != 4 || g[0].seq != 3 {
+		t.Errorf("journals of %d ops: the tap holds %d from %v, want 4 from 3", len(big), len(g), g)
+	}
+	w.Journal(3, 7, make([]ledger.Op, tapOpsMax+1))
+	if tt = w.tap.take(); len(tt.run(3, 7, 1<<20)) != 0 {
+		t.Error("the tap holds a journal of more ops than its bound")
+	}
 }
