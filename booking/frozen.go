@@ -119,5 +119,6 @@ func (p *part) freeze(pg *pageMem) bool {
 		pg.frozen = ledger.AppendPage(make([]byte, 0, accountBytes*len(pg.ids)+16), &page)
 	}
 	pg.accts, pg.cold = nil, true
+	pg.newAccts = ledger.AccountChunk{} // its accounts' chunks go with them
 	return true
 }

@@ -194,6 +194,9 @@ type pageMem struct {
 	frozen []byte
 	cold   bool
 	seen   bool
+	// newAccts hands out the page's new accounts, many to an allocation
+	// (dropped when the page freezes, with the accounts).
+	newAccts ledger.AccountChunk
 }
 
 // unit is one change of a partition: applied in memory, then committed.
@@ -311,6 +314,17 @@ func (b *Booker) takeOver(ctx context.Context, id int32) (*part, error) {
 	return p, nil
 }
 
+// newAccount returns the empty account of id, from its page's chunk.
+func (p *part) newAccount(id uint64) *ledger.Account {
+	k := storage.PageOf(id)
+	pg := p.pages[k]
+	if pg == nil {
+		pg = &pageMem{}
+		p.pages[k] = pg
+	}
+	return pg.newAccts.New(id)
+}
+
 // put makes a the account of id (a new one or a replacement).
 func (p *part) put(id uint64, a *ledger.Account) {
 	k := storage.PageOf(id)
@@ -370,7 +384,7 @@ func (p *part) touch(u *unit, id uint64) *ledger.Account {
 	u.prev[id] = cur
 	var a *ledger.Account
 	if cur == nil {
-		a = ledger.NewAccount(id)
+		a = p.newAccount(id)
 	} else {
 		a = cur.Clone()
 	}

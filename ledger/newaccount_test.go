@@ -60,3 +60,44 @@ func TestNewAccountBooksInPlace(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAccountChunk: a chunk's accounts are NewAccount's, each its own (a
+// grant booked into one changes no other), one allocation per
+// AccountChunkSize of them.
+func TestAccountChunk(t *testing.T) {
+	g := ledger.Grant{AppID: 1, UserID: "u1", ActivityID: "newyear", SceneID: "lobby", RainID: 1, Stage: tokens.StageFormal,
+		AwardType: "cash", Asset: ledger.AssetCash, Amount: 88, BudgetID: "newyear/formal/cash", LeaseID: 1}
+	const now = 1_764_979_200_000
+	var c ledger.AccountChunk
+	n := 2*ledger.AccountChunkSize + 3
+	accts := make([]*ledger.Account, n)
+	for i := range accts {
+		accts[i] = c.New(uint64(100 + i))
+		if want := ledger.NewAccount(uint64(100 + i)); accts[i].ActID != want.ActID || len(accts[i].Entries) != 0 || cap(accts[i].Entries) != cap(want.Entries) || cap(accts[i].Balances) != cap(want.Balances) {
+			t.Fatalf("account %d from the chunk: %+v, NewAccount gives %+v", i, accts[i], want)
+		}
+	}
+	for i, a := range accts {
+		g.ActID, g.Amount = a.ActID, int64(i+1)
+		if ok, err := a.Book(&g, now); !ok || err != nil {
+			t.Fatalf("book into account %d: %v %v", i, ok, err)
+		}
+		a.Bind(ledger.AppUser{AppID: 1, UserID: "u1"})
+	}
+	for i, a := range accts {
+		if len(a.Entries) != 1 || a.Entries[0].Amount != int64(i+1) || len(a.Balances) != 1 || a.Balances[0].Amount != int64(i+1) {
+			t.Fatalf("account %d after every account booked: %+v", i, a)
+		}
+		if err := a.Check(); err != nil {
+			t.Fatalf("account %d: %v", i, err)
+		}
+	}
+	var c2 ledger.AccountChunk
+	if allocs := testing.AllocsPerRun(10, func() {
+		for range ledger.AccountChunkSize {
+			sink = c2.New(1)
+		}
+	}); allocs != 1 {
+		t.Errorf("%v allocations for %d accounts of a chunk, want 1", allocs, ledger.AccountChunkSize)
+	}
+}
