@@ -405,7 +405,17 @@ func (p *part) apply(u *unit) error {
 	}
 	j := ledger.Journal{BookedAt: now, From: u.from, To: u.to, Ops: make([]ledger.Op, 0, len(gs))}
 	u.outcomes = make([]byte, len(gs))
-	changed := &changes{seen: map[uint64]bool{}}
+	// The unit's maps sized for its grants and moves, each touching an
+	// account at most once (grown key by key, a burst's units of ~4,000
+	// grants rehashed them a dozen times).
+	touches := len(gs)
+	if u.req != nil {
+		touches += len(u.req.moves)
+	}
+	if len(u.prev) == 0 {
+		u.prev = make(map[uint64]*ledger.Account, touches)
+	}
+	changed := &changes{seen: make(map[uint64]bool, touches)}
 	for i := range gs {
 		g := &gs[i]
 		a := p.touch(u, g.ActID)
