@@ -314,25 +314,25 @@ func (b *Booker) takeOver(ctx context.Context, id int32) (*part, error) {
 	return p, nil
 }
 
-// newAccount returns the empty account of id, from its page's chunk.
-func (p *part) newAccount(id uint64) *ledger.Account {
-	k := storage.PageOf(id)
+// pageAt returns page k, made empty when there is none.
+func (p *part) pageAt(k uint64) *pageMem {
 	pg := p.pages[k]
 	if pg == nil {
 		pg = &pageMem{}
 		p.pages[k] = pg
 	}
-	return pg.newAccts.New(id)
+	return pg
+}
+
+// newAccount returns the empty account of id, from its page's chunk.
+func (p *part) newAccount(id uint64) *ledger.Account {
+	return p.pageAt(storage.PageOf(id)).newAccts.New(id)
 }
 
 // put makes a the account of id (a new one or a replacement).
 func (p *part) put(id uint64, a *ledger.Account) {
 	k := storage.PageOf(id)
-	pg := p.pages[k]
-	if pg == nil {
-		pg = &pageMem{}
-		p.pages[k] = pg
-	}
+	pg := p.pageAt(k)
 	if pg.cold {
 		p.thaw(k, pg)
 	}

@@ -360,15 +360,10 @@ func Start(cfg Config) (n *Node, err error) {
 	if cfg.Role == ingress.RoleAll {
 		n.startWallets(ctx)
 	}
-	n.booker.OnBooked(func(ops []ledger.Op) {
-		n.grants.MarkBooked(grant.BookedOf(ops))
-		if n.wallets != nil {
-			n.wallets.Booked(ops)
-		}
-	})
+	n.booker.OnBooked(func(ops []ledger.Op) { n.grants.MarkBooked(grant.BookedOf(ops)) })
 	if n.wallets != nil {
 		n.booker.OnMoved(n.wallets.Moved)
-		n.booker.OnJournal(n.wallets.Journal)
+		n.booker.OnJournal(n.wallets.Journal) // its grants to the holders at once, the journal to the Feed
 	}
 	if err := n.startLines(); err != nil {
 		return nil, err

@@ -206,7 +206,9 @@ func (w *Wallets) poll(ctx context.Context, have []uint64) (bool, error) {
 	// before the snapshot below begins: it holds each of them.
 	tapped := w.tap.take()
 	err := w.cfg.TiKV.View(func(txn storage.Txn) error {
-		apply := func(p int32, seq uint64, ops []ledger.Op) error {
+		// apply applies journal seq of partition p; held: the holders set
+		// already took its grants (Journal).
+		apply := func(p int32, seq uint64, ops []ledger.Op, held bool) error {
 			for i := range ops {
 				g := &ops[i].Grant
 				changed[g.ActID] = seq
@@ -216,7 +218,7 @@ func (w *Wallets) poll(ctx context.Context, have []uint64) (bool, error) {
 					}
 					continue
 				}
-				if ops[i].Kind != ledger.OpBook || g.ActID > holders.MaxAct {
+				if held || ops[i].Kind != ledger.OpBook || g.ActID > holders.MaxAct {
 					continue
 				}
 				fam, ok := holders.FamilyOf(g.Asset)
@@ -231,7 +233,7 @@ func (w *Wallets) poll(ctx context.Context, have []uint64) (bool, error) {
 		// the tap holds from there on.
 		for p := range w.cfg.Parts {
 			for _, t := range tapped.run(p, to[p]+1, journalsPerPoll-journals) {
-				if err := apply(p, t.seq, t.ops); err != nil {
+				if err := apply(p, t.seq, t.ops, t.held); err != nil {
 					return err
 				}
 				to[p]++
@@ -294,7 +296,7 @@ func (w *Wallets) poll(ctx context.Context, have []uint64) (bool, error) {
 // journals all came through the tap, costs no scan), and those are
 // scanned from there (a partition's state key, rewritten by every commit,
 // is not read: DESIGN.md, *Booking under a sustained rate*).
-func (w *Wallets) scanAfter(ctx context.Context, txn storage.Txn, to []uint64, max int, apply func(p int32, seq uint64, ops []ledger.Op) error) (more bool, read int, err error) {
+func (w *Wallets) scanAfter(ctx context.Context, txn storage.Txn, to []uint64, max int, apply func(p int32, seq uint64, ops []ledger.Op, held bool) error) (more bool, read int, err error) {
 	next := make([][]byte, w.cfg.Parts)
 	for p := range w.cfg.Parts {
 		next[p] = storage.JournalKey(p, to[p]+1)
@@ -312,7 +314,7 @@ func (w *Wallets) scanAfter(ctx context.Context, txn storage.Txn, to []uint64, m
 			return true, read, nil
 		}
 		n, err := booking.JournalsUpTo(txn, p, to[p]+1, left, &w.tail, func(j *ledger.Journal) error {
-			return apply(p, j.Seq, j.Ops)
+			return apply(p, j.Seq, j.Ops, false)
 		})
 		if err != nil {
 			return false, read, err
@@ -326,7 +328,7 @@ func (w *Wallets) scanAfter(ctx context.Context, txn storage.Txn, to []uint64, m
 	return more, read, nil
 }
 
-// flushPending writes the pending tombstones// flushPending writes the pending tombstones, releases the holds of the
+// flushPending writes the pending tombstones, releases the holds of the
 // polls up to gen (0: none), then raises the watermarks to where the Feed
 // stands. After an overflow it removes every summary from
 // Redis instead (the tombstones past pendingMax were not kept); reads skip

@@ -31,6 +31,9 @@ const (
 type tapped struct {
 	seq uint64
 	ops []ledger.Op
+	// held: the holders set took its grants when it was handed over
+	// (Journal), so the poll adds none of them again.
+	held bool
 }
 
 type tap struct {
@@ -46,7 +49,7 @@ type tapTake map[int32][]tapped
 // put holds the journal seq of partition p with its ops. A partition's
 // committer reports its journals in order; one out of order, or after a
 // drop, leaves a gap the poll reads from the store.
-func (t *tap) put(p int32, seq uint64, ops []ledger.Op) {
+func (t *tap) put(p int32, seq uint64, ops []ledger.Op, held bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.parts == nil {
@@ -56,7 +59,7 @@ func (t *tap) put(p int32, seq uint64, ops []ledger.Op) {
 	if n := len(q); n > 0 && q[n-1].seq >= seq {
 		q, t.ops[p] = q[:0], 0 // not after the last: the store has the order
 	}
-	q = append(q, tapped{seq: seq, ops: ops})
+	q = append(q, tapped{seq: seq, ops: ops, held: held})
 	t.ops[p] += len(ops)
 	drop := 0
 	for len(q)-drop > tapMax || t.ops[p] > tapOpsMax && drop < len(q) {
@@ -88,12 +91,14 @@ func (tt tapTake) run(p int32, from uint64, max int) []tapped {
 	return q[:n]
 }
 
-// Journal is told of a journal this node's booking has just committed
-// (seq of partition p, its ops), for the Feed to apply without reading it
-// from the store. A journal with a move is left to the store (the Feed
-// takes a move's legs as the journal holds them). The ops must not change
-// after.
+// Journal is told of a journal this node's booking has just committed, or
+// caught up with (seq of partition p, its ops; Booker.OnJournal): its
+// grants go to the holders set at once (booked), and the journal to the
+// Feed, to apply without reading it from the store. A journal with a move
+// is left to the store (the Feed takes a move's legs as the journal holds
+// them). The ops must not change after.
 func (w *Wallets) Journal(p int32, seq uint64, ops []ledger.Op) {
+	held := w.booked(ops)
 	if p < 0 || p >= w.cfg.Parts {
 		return
 	}
@@ -102,5 +107,5 @@ func (w *Wallets) Journal(p int32, seq uint64, ops []ledger.Op) {
 			return
 		}
 	}
-	w.tap.put(p, seq, ops)
+	w.tap.put(p, seq, ops, held)
 }

@@ -12,7 +12,7 @@ import (
 // past tapMax the oldest go; a journal with a move, or of a partition the
 // node does not have, is not held.
 func TestTapHoldsRuns(t *testing.T) {
-	w := &Wallets{cfg: Config{Parts: 4}}
+	w := New(Config{Parts: 4})
 	book := []ledger.Op{{Kind: ledger.OpBook, Grant: ledger.Grant{ActID: 1}}}
 	for seq := uint64(5); seq <= 9; seq++ {
 		w.Journal(1, seq, book)

@@ -426,13 +426,13 @@ func (w *Wallets) Applied() int64 { return w.journals.Load() }
 // once.
 func (w *Wallets) Built() bool { return w.builtOnce.Load() }
 
-// Booked is told of the ops this node's booking has just committed (the
-// grants among them: OpBook and OpAttribute), before the Feed polls their
-// journal: the holders set takes them at once, and reads of their users
-// skip Redis until the Feed has written their tombstones, so a node that
-// booked a grant shows it in the wallet as soon as its token status says
-// booked.
-func (w *Wallets) Booked(ops []ledger.Op) {
+// booked takes the grants among a journal this node's booking has just
+// committed (OpBook and OpAttribute; Journal), before the Feed polls it:
+// the holders set takes them at once, and reads of their users skip Redis
+// until the Feed has written their tombstones, so a node that booked a
+// grant shows it in the wallet as soon as its token status says booked.
+// It reports whether the holders set took them.
+func (w *Wallets) booked(ops []ledger.Op) bool {
 	// A user and family may come twice (holders.Set.Apply takes
 	// repeats).
 	adds := make([]holders.Change, 0, len(ops))
@@ -450,14 +450,16 @@ func (w *Wallets) Booked(ops []ledger.Op) {
 		}
 		adds = append(adds, c)
 	}
-	if err := w.set.Apply(adds, nil); err != nil {
+	err := w.set.Apply(adds, nil)
+	if err != nil {
 		w.log.Debug("wallet: holders refused booked grants; the feed applies their journal", "err", err)
 	}
 	w.holdReads(acts)
+	return err == nil
 }
 
 // Moved is told of moves this node's booking has just committed, as
-// Booked of grants: a credit makes its user a holder at once, and reads of
+// Journal of grants: a credit makes its user a holder at once, and reads of
 // every moved user skip Redis until the Feed has written their
 // tombstones. A debit that left a family empty is the Feed's to remove
 // (it reads the account); until then the holders layer says yes and the
