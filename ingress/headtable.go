@@ -2,7 +2,7 @@ package ingress
 
 // headTable is bindMap's table from an identity's hash to its first
 // entry: open addressing with linear probing over one slice of slots (a
-// hash and its entry inline, 40 bytes), at most three quarters full. A
+// hash and its entry inline, 16 bytes), at most three quarters full. A
 // lookup reads the slot its hash names and, on a collision, the next
 // ones, which are usually in the same or the next cache line; a Go map of
 // every identity of a node went through its directory and table to a
@@ -16,7 +16,7 @@ type headTable struct {
 
 type headSlot struct {
 	hash uint64
-	e    bindEntry // e.used: the slot holds an entry
+	e    bindEntry // e.used(): the slot holds an entry
 }
 
 // headTableMin is the fewest slots a table that holds anything has.
@@ -30,7 +30,7 @@ func (t *headTable) get(h uint64) *bindEntry {
 	mask := uint64(len(t.slots) - 1)
 	for i := h & mask; ; i = (i + 1) & mask {
 		s := &t.slots[i]
-		if !s.e.used {
+		if !s.e.used() {
 			return nil
 		}
 		if s.hash == h {
@@ -39,16 +39,15 @@ func (t *headTable) get(h uint64) *bindEntry {
 	}
 }
 
-// set makes e the entry of hash h.
+// set makes e, a used entry, the entry of hash h.
 func (t *headTable) set(h uint64, e bindEntry) {
 	p, _ := t.upsert(h)
 	*p = e
-	p.used = true
 }
 
 // upsert returns the entry of hash h and true, or, when h has none, the
-// place of its entry, already counted and marked used, and false: the
-// caller fills it before the table is used again. One probe either way
+// place of its entry, already counted and holding h, and false: the
+// caller fills it with a used entry before the table is used again. One probe either way
 // (a lookup then an insert probed the same slots twice), and a table one
 // entry short of three quarters full grows first.
 func (t *headTable) upsert(h uint64) (*bindEntry, bool) {
@@ -62,8 +61,8 @@ func (t *headTable) upsert(h uint64) (*bindEntry, bool) {
 	mask := uint64(len(t.slots) - 1)
 	for i := h & mask; ; i = (i + 1) & mask {
 		s := &t.slots[i]
-		if !s.e.used {
-			s.hash, s.e.used = h, true
+		if !s.e.used() {
+			s.hash = h
 			t.n++
 			return &s.e, false
 		}
@@ -74,15 +73,16 @@ func (t *headTable) upsert(h uint64) (*bindEntry, bool) {
 }
 
 // place takes the first free slot from h's own for a hash the table does
-// not hold, and returns its entry, counted and marked used.
+// not hold, and returns its entry, counted and holding h (the caller
+// fills it with a used entry).
 func (t *headTable) place(h uint64) *bindEntry {
 	mask := uint64(len(t.slots) - 1)
 	i := h & mask
-	for t.slots[i].e.used {
+	for t.slots[i].e.used() {
 		i = (i + 1) & mask
 	}
 	s := &t.slots[i]
-	s.hash, s.e.used = h, true
+	s.hash = h
 	t.n++
 	return &s.e
 }
@@ -98,7 +98,7 @@ func (t *headTable) del(h uint64) {
 	i := h & mask
 	for ; ; i = (i + 1) & mask {
 		s := &t.slots[i]
-		if !s.e.used {
+		if !s.e.used() {
 			return
 		}
 		if s.hash == h {
@@ -107,7 +107,7 @@ func (t *headTable) del(h uint64) {
 	}
 	for j := (i + 1) & mask; ; j = (j + 1) & mask {
 		s := &t.slots[j]
-		if !s.e.used {
+		if !s.e.used() {
 			break
 		}
 		// The entry at j may move to the hole at i unless its own slot
@@ -129,7 +129,7 @@ func (t *headTable) grow() {
 	old := t.slots
 	t.slots, t.n = make([]headSlot, max(headTableMin, 2*len(old))), 0
 	for i := range old {
-		if old[i].e.used {
+		if old[i].e.used() {
 			*t.place(old[i].hash) = old[i].e
 		}
 	}
@@ -147,7 +147,7 @@ func (t *headTable) clear() {
 // each calls f with every entry.
 func (t *headTable) each(f func(e bindEntry)) {
 	for i := range t.slots {
-		if t.slots[i].e.used {
+		if t.slots[i].e.used() {
 			f(t.slots[i].e)
 		}
 	}

@@ -32,8 +32,8 @@ func TestHeadTableMatchesAMap(t *testing.T) {
 				}
 				continue
 			}
-			if got == nil || got.act != w.act || !got.used {
-				t.Fatalf("step %d: hash %x = %+v, want act %d", step, h, got, w.act)
+			if got == nil || *got != w || !got.used() {
+				t.Fatalf("step %d: hash %x = %+v, want %+v", step, h, got, w)
 			}
 		}
 	}
@@ -43,7 +43,7 @@ func TestHeadTableMatchesAMap(t *testing.T) {
 			tbl.del(h)
 			delete(want, h)
 		} else {
-			e := bindEntry{act: uint64(step), next: -1}
+			e := bindEntry{off: uint32(step + 1), next: -1}
 			tbl.set(h, e)
 			want[h] = e
 		}
