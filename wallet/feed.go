@@ -275,7 +275,7 @@ func (w *Wallets) poll(ctx context.Context, have []uint64) (bool, error) {
 		if w.distrust.Load() || len(w.pending)+len(changed) > pendingMax {
 			w.distrust.Store(true)
 			clear(w.pending)
-			clear(w.hold)
+			w.hold.clear()
 		} else if len(w.pending) == 0 {
 			w.pending = changed // the tombstones of this poll alone
 		} else {
@@ -283,7 +283,7 @@ func (w *Wallets) poll(ctx context.Context, have []uint64) (bool, error) {
 				w.pending[act] = max(w.pending[act], seq)
 			}
 		}
-		w.pendings.Store(int64(len(w.pending) + len(w.hold)))
+		w.pendings.Store(int64(len(w.pending) + w.hold.len()))
 		w.pendMu.Unlock()
 	}
 	return more, nil
@@ -378,17 +378,13 @@ func (w *Wallets) flushPending(ctx context.Context, f *feedState, gen uint64) {
 		}
 		w.pendMu.Lock()
 		clear(w.pending)
-		w.pendings.Store(int64(len(w.hold)))
+		w.pendings.Store(int64(w.hold.len()))
 		w.pendMu.Unlock()
 	}
 	if gen > 0 && w.pendings.Load() > 0 {
 		w.pendMu.Lock()
-		for act, g := range w.hold {
-			if g <= gen {
-				delete(w.hold, act)
-			}
-		}
-		w.pendings.Store(int64(len(w.pending) + len(w.hold)))
+		w.hold.release(gen)
+		w.pendings.Store(int64(len(w.pending) + w.hold.len()))
 		w.pendMu.Unlock()
 	}
 	raise := map[int]uint64{}

@@ -140,11 +140,12 @@ type Wallets struct {
 	feedOK  atomic.Int64 // unix ns of the Feed's last poll that read the store
 	pendMu  sync.Mutex
 	pending map[uint64]uint64 // tombstones Redis has not taken yet: act -> seq
-	// hold are accounts this node's booking just changed (Booked), whose
-	// journal the Feed has not seen yet: act -> the first poll that will
-	// (pollGen), so reads skip Redis until that poll's tombstones are in.
-	hold     map[uint64]uint64
-	pendings atomic.Int64 // len(pending) + len(hold), read without the lock
+	// hold are accounts this node's booking just changed (Journal, Moved),
+	// whose journal the Feed has not tombstoned yet, in runs named by the
+	// first poll that will (pollGen): reads skip Redis until that poll's
+	// tombstones are in.
+	hold     held
+	pendings atomic.Int64 // len(pending) + hold.len(), read without the lock
 	pollGen  atomic.Uint64
 	// tail decodes the journals the Feed polls (its goroutine only).
 	tail ledger.TailDecoder
@@ -204,7 +205,7 @@ func New(cfg Config) *Wallets {
 		cfg.Metrics = &metrics.Registry{}
 	}
 	w := &Wallets{cfg: cfg, log: cfg.Log, set: holders.New(), copies: newCopies(cfg.Fallback),
-		limiter: newBucket(cfg.StoreRate, cfg.Clock), pending: map[uint64]uint64{}, hold: map[uint64]uint64{}}
+		limiter: newBucket(cfg.StoreRate, cfg.Clock), pending: map[uint64]uint64{}}
 	if cfg.Redis != nil {
 		w.cache = newCache(cfg.Redis, cfg.TTL, cfg.Parts)
 	}
@@ -414,7 +415,7 @@ func (w *Wallets) isPending(act uint64) bool {
 	defer w.pendMu.Unlock()
 	_, ok := w.pending[act]
 	if !ok {
-		_, ok = w.hold[act]
+		ok = w.hold.has(act)
 	}
 	return ok
 }
@@ -494,9 +495,7 @@ func (w *Wallets) holdReads(acts []uint64) {
 	}
 	next := w.pollGen.Load() + 1
 	w.pendMu.Lock()
-	for _, act := range acts {
-		w.hold[act] = next
-	}
-	w.pendings.Store(int64(len(w.pending) + len(w.hold)))
+	w.hold.add(next, acts)
+	w.pendings.Store(int64(len(w.pending) + w.hold.len()))
 	w.pendMu.Unlock()
 }
