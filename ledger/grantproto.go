@@ -155,18 +155,19 @@ func decodeGrantRecordProto(dst []Grant, src []byte) ([]Grant, error) {
 		}
 		gd := decoder{b: d.b[:size]}
 		d.b = d.b[size:]
-		var g Grant
+		// Decoded in its place in dst, not copied there (a grant is
+		// ~170 bytes, six strings among them).
+		dst = append(dst, Grant{})
+		g := &dst[len(dst)-1]
 		var prev *Grant
-		if len(dst) > dst0 {
-			prev = &dst[len(dst)-1]
+		if len(dst)-1 > dst0 {
+			prev = &dst[len(dst)-2]
 		}
-		gd.grantProto(&g, prev)
+		gd.grantProto(g, prev)
 		if gd.err == nil && g.Amount <= 0 {
 			gd.fail("amount not positive")
 		}
-		if d.err = gd.err; d.err == nil {
-			dst = append(dst, g)
-		}
+		d.err = gd.err
 	}
 	if d.err != nil {
 		return dst[:dst0], d.err
