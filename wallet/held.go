@@ -20,6 +20,11 @@ type heldRun struct {
 	acts []uint64 // sorted
 }
 
+// heldRunsMax bounds the runs held: past it they merge into one (polls
+// drop a few runs each; they pile up only while polls cannot write their
+// tombstones, and then a read looks up each run).
+const heldRunsMax = 64
+
 // add holds acts, which it keeps and sorts, until poll gen.
 func (h *held) add(gen uint64, acts []uint64) {
 	if len(acts) == 0 {
@@ -28,6 +33,26 @@ func (h *held) add(gen uint64, acts []uint64) {
 	slices.Sort(acts)
 	h.runs = append(h.runs, heldRun{gen: gen, acts: acts})
 	h.n += len(acts)
+	if len(h.runs) > heldRunsMax {
+		h.merge()
+	}
+}
+
+// merge makes the runs one, each act_id in it once, held until the last
+// of their polls: a read of one of them skips Redis a little longer, and
+// the runs hold no more act_ids than there are accounts.
+func (h *held) merge() {
+	all := make([]uint64, 0, h.n)
+	var gen uint64
+	for _, r := range h.runs {
+		all = append(all, r.acts...)
+		gen = max(gen, r.gen)
+	}
+	slices.Sort(all)
+	all = slices.Compact(all)
+	clear(h.runs)
+	h.runs = append(h.runs[:0], heldRun{gen: gen, acts: all})
+	h.n = len(all)
 }
 
 // has reports whether act is held.
