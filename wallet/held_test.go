@@ -41,7 +41,7 @@ func TestHeldMatchesAMap(t *testing.T) {
 				acts[i] = uint64(rng.IntN(500))
 			}
 			g := gen + uint64(rng.IntN(3)) // hand-overs may name a later poll
-			if len(acts) > 0 { // an empty hand-over holds nothing
+			if len(acts) > 0 {             // an empty hand-over holds nothing
 				runs = append(runs, run{g, append([]uint64(nil), acts...)})
 			}
 			h.add(g, acts)
