@@ -146,9 +146,9 @@ func setJSONBody(ctx *fasthttp.RequestCtx, status int, b []byte) {
 }
 
 // grantScratch is what a grant route needs per request besides the
-// strings it parses, reused from request to request: a batch of 100
-// allocated ~55 KB of it each time (requests, results and the answer,
-// which is now built in the response's own body buffer: bodyBuffer).
+// strings it parses, reused from request to request (a batch of 100
+// allocated ~55 KB of it each time). The answer is not in it: it is built
+// in the response's own body buffer (bodyBuffer).
 type grantScratch struct {
 	reqs     []GrantRequest
 	ok       []bool
