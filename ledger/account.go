@@ -91,6 +91,23 @@ type Account struct {
 	// Invariant: per asset, the sum over months of Income - Expense is the
 	// balance (unless monthsPending).
 	Months []MonthSum
+	// Apps are the app identities bound to this account, sorted by app id
+	// then user id. The account is where a binding made by a grant becomes
+	// durable (one key per new user instead of two); Redis's binding index
+	// is rebuilt from it.
+	Apps []AppUser
+	// rare is what only some accounts hold (nil: none of it).
+	rare *accountRare
+}
+
+// accountRare is what an account holds only once it has archived entries,
+// many recent ones or a record that predates monthly summaries: behind one
+// pointer, nil for the many users with a packet or two, so that an
+// account is 152 bytes instead of 232, its first allocation with its first
+// balance, entry, month and identity 336 instead of 416 (a node holds every
+// account of its partitions' hot pages; BENCHMARKS.md, *An account's rare
+// fields behind a pointer*).
+type accountRare struct {
 	// monthsPending: decoded from a record that predates Months while it
 	// has archived entries; SetArchivedKeys fills them from the chunks.
 	monthsPending bool
@@ -101,14 +118,60 @@ type Account struct {
 	// archivedMoves are the moveMark of the archived moves (their first
 	// entries), loaded with archivedKeys, likewise shared by copies.
 	archivedMoves keyRuns
-	// Apps are the app identities bound to this account, sorted by app id
-	// then user id. The account is where a binding made by a grant becomes
-	// durable (one key per new user instead of two); Redis's binding index
-	// is rebuilt from it.
-	Apps    []AppUser
-	byLimit map[string]int // index of Entries by LimitKey, built lazily
+	byLimit       map[string]int // index of Entries by LimitKey, built lazily
 	// sealed is the chunk the last Book archived, until TakeSealed.
 	sealed []Entry
+}
+
+// more returns the account's rare fields, allocating them on first use.
+func (a *Account) more() *accountRare {
+	if a.rare == nil {
+		a.rare = &accountRare{}
+	}
+	return a.rare
+}
+
+// tidy drops the rare fields when none is set, so that an account that
+// no longer holds any compares equal to one decoded afresh.
+func (a *Account) tidy() {
+	if r := a.rare; r != nil && !r.monthsPending && r.archivedKeys == nil && r.archivedMoves == nil && r.byLimit == nil && r.sealed == nil {
+		a.rare = nil
+	}
+}
+
+// monthsPending reports whether the monthly summaries are not loaded yet.
+func (a *Account) monthsPending() bool { return a.rare != nil && a.rare.monthsPending }
+
+// setMonthsPending records whether the monthly summaries are loaded.
+func (a *Account) setMonthsPending(pending bool) {
+	if pending || a.rare != nil {
+		a.more().monthsPending = pending
+		a.tidy()
+	}
+}
+
+// archivedKeys are the rare fields' archivedKeys (nil: none).
+func (a *Account) archivedKeys() keyRuns {
+	if a.rare == nil {
+		return nil
+	}
+	return a.rare.archivedKeys
+}
+
+// archivedMoves are the rare fields' archivedMoves (nil: none).
+func (a *Account) archivedMoves() keyRuns {
+	if a.rare == nil {
+		return nil
+	}
+	return a.rare.archivedMoves
+}
+
+// byLimit is the index of Entries by LimitKey, nil until built.
+func (a *Account) byLimit() map[string]int {
+	if a.rare == nil {
+		return nil
+	}
+	return a.rare.byLimit
 }
 
 // accountSlab is a new account with room for its first balance, entry,
@@ -185,12 +248,12 @@ func (a *Account) Booked(limitKey string) (bool, error) {
 }
 
 func (a *Account) archivedHas(limitKey string) bool {
-	return a.archivedKeys.has(LimitKeyHash(limitKey))
+	return a.archivedKeys().has(LimitKeyHash(limitKey))
 }
 
 // ArchivedKeysLoaded reports whether the account knows every archived
 // limit key (none archived, or SetArchivedKeys done).
-func (a *Account) ArchivedKeysLoaded() bool { return uint64(a.archivedKeys.len()) == a.Archived }
+func (a *Account) ArchivedKeysLoaded() bool { return uint64(a.archivedKeys().len()) == a.Archived }
 
 // keyRuns is a set of hashes as sorted runs of decreasing length, each at
 // least twice the next (a binary counter of merges): adding a chunk's keys
@@ -246,7 +309,7 @@ func (a *Account) SetArchivedKeys(archived []Entry) error {
 	if uint64(len(archived)) != a.Archived {
 		return fmt.Errorf("%w: act %d: history holds %d entries, the account counts %d", ErrInvariant, a.ActID, len(archived), a.Archived)
 	}
-	if a.monthsPending {
+	if a.monthsPending() {
 		months, err := foldMonths(nil, archived)
 		if err == nil {
 			months, err = foldMonths(months, a.Entries)
@@ -254,9 +317,11 @@ func (a *Account) SetArchivedKeys(archived []Entry) error {
 		if err != nil {
 			return err
 		}
-		a.Months, a.monthsPending = months, false
+		a.Months = months
+		a.setMonthsPending(false)
 		if err := a.checkMonths(); err != nil {
-			a.Months, a.monthsPending = nil, true
+			a.Months = nil
+			a.setMonthsPending(true)
 			return err
 		}
 	}
@@ -282,7 +347,11 @@ func (a *Account) SetArchivedKeys(archived []Entry) error {
 			return fmt.Errorf("%w: act %d: limit key %s booked twice", ErrInvariant, a.ActID, e.LimitKey)
 		}
 	}
-	a.archivedKeys, a.archivedMoves = runs, moves
+	if runs != nil || moves != nil || a.rare != nil {
+		r := a.more()
+		r.archivedKeys, r.archivedMoves = runs, moves
+		a.tidy()
+	}
 	return nil
 }
 
@@ -322,25 +391,27 @@ func (a *Account) archive() error {
 		}
 	}
 	slices.Sort(keys)
+	r := a.more()
 	if len(marks) > 0 {
 		slices.Sort(marks)
-		a.archivedMoves = a.archivedMoves.with(marks)
+		r.archivedMoves = r.archivedMoves.with(marks)
 	}
 	a.Entries = slices.Clone(a.Entries[ChunkEntries:])
-	a.ArchivedSums, a.archivedKeys = sums, a.archivedKeys.with(keys)
+	a.ArchivedSums, r.archivedKeys = sums, r.archivedKeys.with(keys)
 	a.Archived += ChunkEntries
-	a.byLimit = nil
-	a.sealed = chunk
+	r.byLimit = nil
+	r.sealed = chunk
 	return nil
 }
 
 // TakeSealed returns the chunk the last Book archived, if any, with its
 // number, and forgets it: booking writes it once, with the booking.
 func (a *Account) TakeSealed() (n uint64, entries []Entry, ok bool) {
-	if a.sealed == nil {
+	if a.rare == nil || a.rare.sealed == nil {
 		return 0, nil, false
 	}
-	entries, a.sealed = a.sealed, nil
+	entries, a.rare.sealed = a.rare.sealed, nil
+	a.tidy()
 	return a.Archived/ChunkEntries - 1, entries, true
 }
 
@@ -410,13 +481,14 @@ func (a *Account) entryIndex(limitKey string) int {
 		}
 		return -1
 	}
-	if a.byLimit == nil {
-		a.byLimit = make(map[string]int, len(a.Entries))
+	r := a.more()
+	if r.byLimit == nil {
+		r.byLimit = make(map[string]int, len(a.Entries))
 		for i := range a.Entries {
-			a.byLimit[a.Entries[i].LimitKey] = i
+			r.byLimit[a.Entries[i].LimitKey] = i
 		}
 	}
-	if i, ok := a.byLimit[limitKey]; ok {
+	if i, ok := r.byLimit[limitKey]; ok {
 		return i
 	}
 	return -1
@@ -472,7 +544,7 @@ func (a *Account) Book(g *Grant, now int64) (bool, error) {
 	if err := g.Asset.CheckGrant(g.Amount); err != nil {
 		return false, err
 	}
-	if a.monthsPending {
+	if a.monthsPending() {
 		return false, fmt.Errorf("%w: act %d: its monthly summaries are not loaded", ErrInvariant, a.ActID)
 	}
 	// The entry's strings first (one allocation): its limit key is the
@@ -499,8 +571,8 @@ func (a *Account) Book(g *Grant, now int64) (bool, error) {
 		LimitKey: key, OutTradeNo: otn, AwardType: award,
 		Asset: g.Asset, Amount: g.Amount, BookedAt: now, LeaseID: g.LeaseID,
 	})
-	if a.byLimit != nil {
-		a.byLimit[key] = len(a.Entries) - 1
+	if idx := a.byLimit(); idx != nil {
+		idx[key] = len(a.Entries) - 1
 	}
 	return true, a.archive()
 }
@@ -580,8 +652,10 @@ func (a *Account) Check() error {
 func (a *Account) Clone() *Account {
 	c := &Account{ActID: a.ActID, Version: a.Version,
 		Balances: slices.Clone(a.Balances), Entries: slices.Clone(a.Entries), Apps: slices.Clone(a.Apps),
-		Archived: a.Archived, ArchivedSums: slices.Clone(a.ArchivedSums), archivedKeys: a.archivedKeys, archivedMoves: a.archivedMoves,
-		Months: slices.Clone(a.Months), monthsPending: a.monthsPending}
+		Archived: a.Archived, ArchivedSums: slices.Clone(a.ArchivedSums), Months: slices.Clone(a.Months)}
+	if r := a.rare; r != nil && (r.monthsPending || r.archivedKeys != nil || r.archivedMoves != nil) {
+		c.rare = &accountRare{monthsPending: r.monthsPending, archivedKeys: r.archivedKeys, archivedMoves: r.archivedMoves}
+	}
 	return c
 }
 
@@ -657,7 +731,7 @@ func appendMonths(dst []byte, a *Account, strs *strTable) []byte {
 	if a.Archived == 0 {
 		return dst
 	}
-	if a.monthsPending {
+	if a.monthsPending() {
 		return append(dst, 0)
 	}
 	dst = appendUvarint(dst, uint64(len(a.Months))+1)
@@ -688,7 +762,7 @@ func (d *decoder) months(a *Account, v bool, strs *strRefs) {
 	}
 	n := d.count("months")
 	if n == 0 {
-		a.monthsPending = true
+		a.setMonthsPending(true)
 		return
 	}
 	a.Months = make([]MonthSum, 0, n-1)

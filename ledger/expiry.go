@@ -58,7 +58,7 @@ func ParseMonth(s string) (Month, error) {
 // of the months at or after cutoff). The monthly summaries must be loaded
 // (MonthsKnown); otherwise it answers 0.
 func (a *Account) Expirable(asset Asset, cutoff Month) int64 {
-	if a.monthsPending {
+	if a.monthsPending() {
 		return 0
 	}
 	left := a.Balance(asset)

@@ -5,3 +5,7 @@ package ledger
 func AppendPageV2(dst []byte, p *Page) []byte { return appendPage(dst, p, pageVersion2) }
 
 func MarshalAccountV2(dst []byte, a *Account) []byte { return marshalAccount(dst, a, accountVersion2) }
+
+// HasRare reports whether a holds its rare fields (archived keys, the
+// limit-key index, a sealed chunk, months pending).
+func (a *Account) HasRare() bool { return a.rare != nil }

@@ -125,7 +125,7 @@ func foldMonths(out []MonthSum, entries []Entry) ([]MonthSum, error) {
 // account decoded from a record written before they were kept (page or
 // account versions before 3) that has archived entries does not, until
 // SetArchivedKeys reads them from its chunks; every other account does.
-func (a *Account) MonthsKnown() bool { return !a.monthsPending }
+func (a *Account) MonthsKnown() bool { return !a.monthsPending() }
 
 // Summaries answers monthly summaries; each call of Month is one summary
 // read (a ledger page makes at most two).
@@ -158,7 +158,7 @@ func (a *Account) Month(m Month) []MonthSum {
 // by asset and month, unique, income and expense not negative, and per
 // asset income - expense summed over months equal to the balance.
 func (a *Account) checkMonths() error {
-	if a.monthsPending {
+	if a.monthsPending() {
 		return nil
 	}
 	bi := 0
@@ -228,7 +228,8 @@ func (a *Account) checkMonthsCover() error {
 // unknown until SetArchivedKeys.
 func (a *Account) deriveMonths() error {
 	if a.Archived > 0 {
-		a.Months, a.monthsPending = nil, true
+		a.Months = nil
+		a.setMonthsPending(true)
 		return nil
 	}
 	m, err := MonthsOf(a.Entries)

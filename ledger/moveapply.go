@@ -291,12 +291,12 @@ func (a *Account) moveBooked(m *Move, digest uint64) (moveState, error) {
 		return 0, fmt.Errorf("%w: act %d: the keys of its %d archived entries are not loaded", ErrInvariant, a.ActID, a.Archived)
 	}
 	h := LimitKeyHash(key0)
-	if !a.archivedKeys.has(h) {
+	if !a.archivedKeys().has(h) {
 		return moveNew, nil
 	}
 	// A 64-bit collision of two distinct moves' marks would answer a
 	// repeat: nothing changes, never booked twice.
-	if a.archivedMoves.has(moveMark(h, digest)) {
+	if a.archivedMoves().has(moveMark(h, digest)) {
 		return moveSame, nil
 	}
 	return moveOther, nil
@@ -371,7 +371,7 @@ func (a *Account) ApplyMove(m *Move, at int64) (MoveResult, []Leg, error) {
 	if err := m.Validate(); err != nil {
 		return 0, nil, err
 	}
-	if a.monthsPending {
+	if a.monthsPending() {
 		return 0, nil, fmt.Errorf("%w: act %d: its monthly summaries are not loaded", ErrInvariant, a.ActID)
 	}
 	asked := m
@@ -444,8 +444,8 @@ func (a *Account) ApplyMove(m *Move, at int64) (MoveResult, []Leg, error) {
 		a.Entries = append(a.Entries, Entry{
 			LimitKey: key, AwardType: m.Kind.String(), Asset: l.Asset, Amount: l.Amount, BookedAt: at, Move: me,
 		})
-		if a.byLimit != nil {
-			a.byLimit[key] = len(a.Entries) - 1
+		if idx := a.byLimit(); idx != nil {
+			idx[key] = len(a.Entries) - 1
 		}
 	}
 	if err := a.archive(); err != nil {
