@@ -406,11 +406,7 @@ func TestRebalanceBetweenBookers(t *testing.T) {
 	var all []ledger.Grant
 	step := func(what string, users int, rain uint64) {
 		t.Helper()
-		var gs []ledger.Grant
-		for range users {
-			u := f.User()
-			gs = append(gs, f.Grant(u, rain, l, amountOf(u, rain)))
-		}
+		gs := freshGrants(f, users, rain, l)
 		produce(t, k, partitions, gs)
 		all = append(all, gs...)
 		eventually(t, 2*within, what, func() error {
@@ -463,11 +459,7 @@ func TestTopicOffsetsOneRequestPerBroker(t *testing.T) {
 	client := saramaClient(t, k)
 	f := newFixture(t, partitions, 10_000_000)
 	l := f.Lease(f.Budget, 1_000_000)
-	var gs []ledger.Grant
-	for range 40 {
-		u := f.User()
-		gs = append(gs, f.Grant(u, 1, l, amountOf(u, 1)))
-	}
+	gs := freshGrants(f, 40, 1, l)
 	produce(t, k, partitions, gs)
 	produce(t, k, partitions, gs[:10]) // more records in some partitions
 	admin, err := sarama.NewClusterAdminFromClient(client)

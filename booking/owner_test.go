@@ -25,6 +25,15 @@ func grantsFor(f *bookingtest.Fixture, users []uint64, rain uint64, l *ledger.Le
 	return gs
 }
 
+// freshGrants is one grant of rain to each of n new users.
+func freshGrants(f *bookingtest.Fixture, n int, rain uint64, l *ledger.Lease) []ledger.Grant {
+	users := make([]uint64, n)
+	for i := range users {
+		users[i] = f.User()
+	}
+	return grantsFor(f, users, rain, l)
+}
+
 func usersOf(f *bookingtest.Fixture, n int) []uint64 {
 	us := make([]uint64, n)
 	for i := range us {

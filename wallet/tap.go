@@ -39,7 +39,6 @@ type tapped struct {
 type tap struct {
 	mu    sync.Mutex
 	parts map[int32][]tapped
-	ops   map[int32]int // the ops each partition's journals hold
 }
 
 // tapTake is what a poll took from the tap: each partition's journals in
@@ -53,17 +52,20 @@ func (t *tap) put(p int32, seq uint64, ops []ledger.Op, held bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.parts == nil {
-		t.parts, t.ops = map[int32][]tapped{}, map[int32]int{}
+		t.parts = map[int32][]tapped{}
 	}
 	q := t.parts[p]
 	if n := len(q); n > 0 && q[n-1].seq >= seq {
-		q, t.ops[p] = q[:0], 0 // not after the last: the store has the order
+		q = q[:0] // not after the last: the store has the order
 	}
 	q = append(q, tapped{seq: seq, ops: ops, held: held})
-	t.ops[p] += len(ops)
+	n := 0 // the ops the partition's journals hold
+	for _, j := range q {
+		n += len(j.ops)
+	}
 	drop := 0
-	for len(q)-drop > tapMax || t.ops[p] > tapOpsMax && drop < len(q) {
-		t.ops[p] -= len(q[drop].ops)
+	for len(q)-drop > tapMax || n > tapOpsMax && drop < len(q) {
+		n -= len(q[drop].ops)
 		drop++
 	}
 	t.parts[p] = slices.Delete(q, 0, drop)
@@ -74,7 +76,7 @@ func (t *tap) take() tapTake {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	out := t.parts
-	t.parts, t.ops = nil, nil
+	t.parts = nil
 	return out
 }
 
