@@ -538,18 +538,22 @@ func (s *Syncer) pull(l *lineState, j job) {
 		return // stopping: the result of a cut pull is not a failure
 	}
 	if err != nil {
-		l.failed.Inc()
 		s.log.Debug("lines: pull failed", "line", l.ID, "app_id", j.app, "err", err)
 	}
+	// The outcome is counted once its snapshot is stored (or could not
+	// be), so a reader that saw the count finds the snapshot that says it.
 	ctx, cancel := context.WithTimeout(s.ctx, enteredReadTimeout)
 	defer cancel()
-	if werr := writeResult(ctx, s.cfg.TiKV, Key(l.ID, j.app, j.user), assets, s.cfg.Clock(), j.push, err); werr != nil {
+	werr := writeResult(ctx, s.cfg.TiKV, Key(l.ID, j.app, j.user), assets, s.cfg.Clock(), j.push, err)
+	switch {
+	case err != nil:
+		l.failed.Inc()
+	case werr == nil:
+		l.pulled.Inc()
+	}
+	if werr != nil {
 		s.writeFailed.Inc()
 		s.log.Warn("lines: store snapshot", "line", l.ID, "app_id", j.app, "err", werr)
-		return
-	}
-	if err == nil {
-		l.pulled.Inc()
 	}
 }
 
