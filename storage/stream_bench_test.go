@@ -5,6 +5,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/IBM/sarama"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"redrain/grant/granttest"
@@ -54,8 +55,9 @@ func BenchmarkGrantWriterAppend(b *testing.B) {
 
 // BenchmarkSingleRecords: 8 shards at once each append one grant a record
 // and wait for its acknowledgement, as the grant path does when grants
-// arrive one at a time, through the grant writer (sarama's idempotent
-// producer) and, for comparison, franz-go's kgo client with the same
+// arrive one at a time, through the grant writer (its produce loop on
+// sarama's Broker) and, for comparison, sarama's idempotent AsyncProducer
+// (the grant writer before the loop) and franz-go's kgo client with the same
 // acknowledgements (all in-sync replicas, idempotent by default, no
 // linger), against the embedded broker with its log on disk.
 // "cpu-ns/rec" is the process's CPU per record, the broker's included.
@@ -81,13 +83,45 @@ func BenchmarkSingleRecords(b *testing.B) {
 		wg.Wait()
 		b.ReportMetric(float64(granttest.ProcessCPU()-cpu0)/float64(per*partitions), "cpu-ns/rec")
 	}
-	b.Run("sarama", func(b *testing.B) {
+	b.Run("loop", func(b *testing.B) {
 		w, err := storage.NewGrantWriter(k.Brokers, partitions)
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer w.Close()
 		run(b, func(p int32) error { _, err := w.Append(p, g); return err })
+	})
+	b.Run("sarama-async", func(b *testing.B) {
+		// The grant writer before the produce loop: sarama's idempotent
+		// AsyncProducer, a result goroutine answering each record.
+		cfg := storage.SaramaConfig("bench")
+		cfg.Producer.RequiredAcks = sarama.WaitForAll
+		cfg.Producer.Idempotent = true
+		cfg.Net.MaxOpenRequests = 1
+		cfg.Producer.Return.Successes = true
+		cfg.Producer.Partitioner = sarama.NewManualPartitioner
+		p, err := sarama.NewAsyncProducer(k.Brokers, cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer p.AsyncClose()
+		go func() {
+			for m := range p.Successes() {
+				m.Metadata.(chan error) <- nil
+			}
+		}()
+		go func() {
+			for e := range p.Errors() {
+				e.Msg.Metadata.(chan error) <- e.Err
+			}
+		}()
+		val := ledger.AppendGrantRecord(nil, g)
+		run(b, func(part int32) error {
+			done := make(chan error, 1)
+			p.Input() <- &sarama.ProducerMessage{Topic: k.Topic, Partition: part, Key: sarama.ByteEncoder(storage.ShardKey(part)),
+				Value: sarama.ByteEncoder(val), Metadata: done}
+			return <-done
+		})
 	})
 	b.Run("kgo", func(b *testing.B) {
 		cl, err := kgo.NewClient(kgo.SeedBrokers(k.Brokers...), kgo.DefaultProduceTopic(k.Topic),

@@ -11,8 +11,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"redrain/ledger"
 	"redrain/storage"
@@ -291,4 +294,64 @@ func TestGrantWriterAppendBatch(t *testing.T) {
 	}
 	records := storagetest.ReadGrantTopic(t, k.Brokers, partitions)
 	checkExactlyOnce(t, records, want, partitions)
+}
+
+// TestGrantWriterLostAnswer: the broker appends a request but its answer
+// never reaches the writer (held past the read timeout); the writer sends
+// the batch again with its sequence numbers and the broker appends it
+// once. A batch that fails for good (every attempt swallowed) is an error
+// that is not ErrStreamClosed, and the next Append lands under a new
+// producer id.
+func TestGrantWriterLostAnswer(t *testing.T) {
+	const partitions = 2
+	k := storagetest.Kafka(t, "", partitions)
+	kc := k.EmbeddedCluster()
+	timing := storage.WriterTiming{Ack: 100 * time.Millisecond, Net: 100 * time.Millisecond, Retries: 2, Backoff: 10 * time.Millisecond}
+	w, err := storage.NewGrantWriterTimed(k.Brokers, partitions, timing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[uint64]ledger.Grant{}
+	first := testGrant(1)
+	if err := appendOne(w, first); err != nil {
+		t.Fatal(err)
+	}
+	want[first.ActID] = first
+
+	var held, swallow atomic.Int32
+	held.Store(1)
+	kc.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		kc.KeepControl()
+		if swallow.Load() > 0 {
+			return nil, nil, true // no answer, nothing appended
+		}
+		if held.Add(-1) == 0 {
+			// Appended, but answered after the writer stopped reading.
+			kc.SleepControl(func() { time.Sleep(timing.Net + timing.Ack + 200*time.Millisecond) })
+		}
+		return nil, nil, false
+	})
+	retried := testGrant(2)
+	if err := appendOne(w, retried); err != nil {
+		t.Fatalf("Append with its first answer lost = %v, want the retry acknowledged", err)
+	}
+	want[retried.ActID] = retried
+
+	swallow.Store(1)
+	lost := testGrant(3)
+	if err := appendOne(w, lost); err == nil || errors.Is(err, storage.ErrStreamClosed) || !errors.Is(err, storage.ErrUnavailable) {
+		t.Fatalf("Append with every attempt swallowed = %v, want ErrUnavailable", err)
+	}
+	swallow.Store(0)
+	after := testGrant(3 + uint64(partitions)) // often the same partition
+	for _, g := range []ledger.Grant{after, testGrant(4)} {
+		if err := appendOne(w, g); err != nil {
+			t.Fatalf("Append after a failed batch = %v", err)
+		}
+		want[g.ActID] = g
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkExactlyOnce(t, storagetest.ReadGrantTopic(t, k.Brokers, partitions), want, partitions)
 }
