@@ -105,7 +105,8 @@ type Stream interface {
 	Partition(actID uint64) int32
 	// Append writes a shard's grants to its partition and waits for the
 	// acknowledgement, returning the records written. An error wrapping
-	// storage.ErrStreamClosed means nothing was sent; any other error
+	// storage.ErrStreamClosed or storage.ErrNotSent means nothing was
+	// sent; any other error
 	// leaves it unknown whether the grants landed (until
 	// storage.WriteDeadline after the call began).
 	Append(part int32, grants []ledger.Grant) (records int, err error)

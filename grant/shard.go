@@ -460,7 +460,7 @@ func (s *shard) issue(ctx context.Context, fresh []*item) {
 		return
 	}
 	records, err := a.stream.Append(s.id, s.grants)
-	definite := errors.Is(err, storage.ErrStreamClosed)
+	definite := errors.Is(err, storage.ErrStreamClosed) || errors.Is(err, storage.ErrNotSent)
 	// A lease under which a grant may or may not have landed is marked
 	// before the batch settles: settling a retired lease closes it, and a
 	// holder must never close an uncertain lease at what it counted as

@@ -17,6 +17,12 @@ import (
 // caller may give its reservations back.
 var ErrStreamClosed = errors.New("storage: grant stream closed")
 
+// ErrNotSent wraps an Append's failure when none of its records reached a
+// broker (no connection, no producer id, no leader): nothing can land, so
+// the caller may give its reservations back, as after ErrStreamClosed. It
+// wraps ErrUnavailable.
+var ErrNotSent = fmt.Errorf("%w: produce: not sent", ErrUnavailable)
+
 // GrantWriter appends grants to the grant topic, a shard's batch to a
 // record. The grant path hands it one batch per shard (partition) at a time
 // and waits for the acknowledgement; the next batch gathers meanwhile (group
@@ -76,10 +82,11 @@ type outRecord struct {
 // appendWait is one Append's records: the loop answers it once every one
 // of them was acknowledged or failed for good.
 type appendWait struct {
-	start time.Time // a record of it may land until start + WriteDeadline
-	left  int
-	err   error
-	done  chan error // buffered
+	start  time.Time // a record of it may land until start + WriteDeadline
+	left   int
+	err    error      // the first record's failure
+	unsure bool       // a record of it was sent or landed
+	done   chan error // buffered
 }
 
 // partBatch is one partition's records in a request.
@@ -89,7 +96,7 @@ type partBatch struct {
 	bytes    int
 	seq      int32 // the first record's sequence number
 	deadline time.Time
-	sent     bool  // an attempt wrote it to a broker: it may have landed
+	sent     bool  // an attempt began writing it to a broker: it may have landed
 	done     bool  // acknowledged or failed for good
 	err      error // the last attempt's failure
 }
@@ -151,8 +158,11 @@ func NewGrantWriterOn(brokers []string, topic string, partitions int32, t Writer
 		w.keys[i] = ShardKey(int32(i))
 	}
 	if err := w.newProducerID(); err != nil {
+		for _, c := range w.conns {
+			_ = c.Close()
+		}
 		_ = client.Close()
-		return nil, err
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	go w.run()
 	return w, nil
@@ -303,19 +313,26 @@ func (w *GrantWriter) produce(recs []*outRecord) {
 			// Its numbers are spent and the broker may or may not hold
 			// them: the next request goes under a new producer id.
 			w.pidOK = false
-			if pb.sent {
-				pb.err = fmt.Errorf("%w: produce: %v", ErrUnavailable, pb.err)
-			} else {
-				pb.err = fmt.Errorf("%w: produce: not sent: %v", ErrUnavailable, pb.err)
-			}
 		}
 		for _, r := range pb.recs {
-			r.wait.err = errors.Join(r.wait.err, pb.err)
+			wt := r.wait
+			wt.unsure = wt.unsure || pb.sent
+			if wt.err == nil {
+				wt.err = pb.err
+			}
 			if cap(*r.value) <= recordBufMax {
 				recordBufs.Put(r.value)
 			}
-			if r.wait.left--; r.wait.left == 0 {
-				r.wait.done <- r.wait.err
+			if wt.left--; wt.left > 0 {
+				continue
+			}
+			switch {
+			case wt.err == nil:
+				wt.done <- nil
+			case wt.unsure:
+				wt.done <- fmt.Errorf("%w: produce: %v", ErrUnavailable, wt.err)
+			default:
+				wt.done <- fmt.Errorf("%w: %v", ErrNotSent, wt.err)
 			}
 		}
 		*pb = partBatch{}
@@ -429,6 +446,16 @@ func (w *GrantWriter) conn(id int32) (*sarama.Broker, error) {
 // partition's answer into its batch; true when the connection failed (it
 // is closed).
 func (w *GrantWriter) send(conn *sarama.Broker, group []*partBatch) bool {
+	if ok, err := conn.Connected(); !ok {
+		// The dial failed (Connected waits for it): nothing was written.
+		if err == nil {
+			err = sarama.ErrNotConnected
+		}
+		for _, pb := range group {
+			pb.err = err
+		}
+		return true
+	}
 	req := &sarama.ProduceRequest{RequiredAcks: sarama.WaitForAll, Timeout: int32(w.timing.Ack / time.Millisecond), Version: 9}
 	now := time.Now()
 	for _, pb := range group {
@@ -480,19 +507,47 @@ func retriable(e sarama.KError) bool {
 	return false
 }
 
-// newProducerID takes a producer id (and epoch) and numbers every
-// partition from zero under it.
+// newProducerID takes a producer id (and epoch) from the leader of
+// partition 0, on the loop's own connection (sarama's client gives up a
+// broker for good once one such request fails, and would find none after
+// the broker restarts), and numbers every partition from zero under it.
 func (w *GrantWriter) newProducerID() error {
-	res, err := w.client.InitProducerID()
+	res, err := w.initProducerID()
 	if err == nil && res.Err != sarama.ErrNoError {
 		err = res.Err
 	}
 	if err != nil {
-		return fmt.Errorf("%w: kafka producer id: %v", ErrUnavailable, err)
+		_ = w.client.RefreshMetadata(w.topic)
+		return fmt.Errorf("kafka producer id: %v", err)
 	}
 	w.pid, w.epoch, w.pidOK = res.ProducerID, res.ProducerEpoch, true
 	clear(w.seq)
 	return nil
+}
+
+func (w *GrantWriter) initProducerID() (*sarama.InitProducerIDResponse, error) {
+	leader, err := w.client.Leader(w.topic, 0)
+	if err != nil {
+		return nil, err
+	}
+	id := leader.ID()
+	conn, err := w.conn(id)
+	if err != nil {
+		return nil, err
+	}
+	if ok, err := conn.Connected(); !ok {
+		delete(w.conns, id)
+		if err == nil {
+			err = sarama.ErrNotConnected
+		}
+		return nil, err
+	}
+	res, err := conn.InitProducerID(&sarama.InitProducerIDRequest{Version: 4, ProducerID: -1, ProducerEpoch: -1})
+	if err != nil {
+		_ = conn.Close()
+		delete(w.conns, id)
+	}
+	return res, err
 }
 
 // Close refuses new appends, sends those queued, waits for their answers

@@ -355,3 +355,56 @@ func TestGrantWriterLostAnswer(t *testing.T) {
 	}
 	checkExactlyOnce(t, storagetest.ReadGrantTopic(t, k.Brokers, partitions), want, partitions)
 }
+
+// TestGrantWriterBrokerRestart: the broker stops and starts again on its
+// log at the same address. While it is away an append fails, and one that
+// could not reach it says nothing was sent (ErrNotSent); once it is back
+// the writer's appends land (a new connection, a new producer id).
+func TestGrantWriterBrokerRestart(t *testing.T) {
+	const partitions = 4
+	dir := t.TempDir()
+	k := storagetest.Kafka(t, dir, partitions)
+	_, portText, _ := strings.Cut(k.Brokers[0], ":")
+	port, err := strconv.Atoi(portText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	timing := storage.WriterTiming{Ack: 200 * time.Millisecond, Net: 200 * time.Millisecond, Retries: 2, Backoff: 50 * time.Millisecond}
+	w, err := storage.NewGrantWriterTimed(k.Brokers, partitions, timing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	want := map[uint64]ledger.Grant{}
+	for id := uint64(1); id <= 8; id++ {
+		g := testGrant(id)
+		if err := appendOne(w, g); err != nil {
+			t.Fatal(err)
+		}
+		want[id] = g
+	}
+	k.Close()
+	// The first append after the stop may have been written to the old
+	// connection before it failed; the next finds no broker to dial.
+	if err := appendOne(w, testGrant(50)); err == nil || errors.Is(err, storage.ErrStreamClosed) {
+		t.Fatalf("Append with the broker stopped = %v, want a failure", err)
+	}
+	for id := uint64(51); id <= 55; id++ {
+		if err := appendOne(w, testGrant(id)); !errors.Is(err, storage.ErrNotSent) || !errors.Is(err, storage.ErrUnavailable) {
+			t.Fatalf("Append with no broker to dial = %v, want ErrNotSent", err)
+		}
+	}
+	k2, err := storage.StartBroker(dir, port, partitions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k2.Close()
+	for id := uint64(101); id <= 108; id++ {
+		g := testGrant(id)
+		if err := appendOne(w, g); err != nil {
+			t.Fatalf("Append of act_id %d after the restart = %v", id, err)
+		}
+		want[id] = g
+	}
+	checkExactlyOnce(t, storagetest.ReadGrantTopic(t, k2.Brokers, partitions), want, partitions)
+}
