@@ -149,6 +149,19 @@ func (b *Binder) Resolve(ctx context.Context, app uint32, user string) (uint64, 
 	return id[0], err
 }
 
+// bindTimeout bounds the round trips of a ResolveMany whose context has no
+// deadline.
+const bindTimeout = 5 * time.Second
+
+// bounded is ctx, bounded by bindTimeout if it has no deadline: a context
+// and its timer only when a round trip is made.
+func bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, bindTimeout)
+}
+
 // ResolveMany sets ids[i] to the act_id of (apps[i], users[i]), binding
 // new ones: known identities cost a map lookup. The identities are taken
 // shard by shard of the binder's map, so that each shard's lock is taken
@@ -315,6 +328,8 @@ var ErrIndexLost = errors.New("ingress: redis lost its binding index")
 // cands, and returns the id each holds (0: an answer that is no id) and
 // whether the script bound it now.
 func (b *Binder) bindInRedis(ctx context.Context, apps []uint32, users []string, miss []int32, cands []uint64) ([]uint64, []bool, error) {
+	ctx, cancel := bounded(ctx)
+	defer cancel()
 	n := len(miss)
 	args := make([]any, 4, 4+3*n+2)
 	args[0], args[1], args[2], args[3] = "evalsha", bindScriptHash, 1+2*n, storage.RedisEpochKey
@@ -371,6 +386,8 @@ func (b *Binder) allocateLocked(ctx context.Context) (uint64, error) {
 	if b.next == b.end {
 		var start uint64
 		var err error
+		ctx, cancel := bounded(ctx)
+		defer cancel()
 		// Two nodes taking a block at once conflict; the loser reads again.
 		for attempt := 0; attempt < 10; attempt++ {
 			if err = b.tikv.Update(ctx, func(txn storage.Txn) error {
