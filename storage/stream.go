@@ -188,8 +188,9 @@ func ShardKey(part int32) []byte { return strconv.AppendInt(nil, int64(part), 10
 // Append writes grants, all of partition part, as one record (or as few as
 // GrantsPerRecordMax allows) and waits until each is acknowledged by every
 // in-sync replica; only then may the grants be answered. It returns the
-// number of records written. An error other than ErrStreamClosed is not a
-// proof that nothing landed: the caller must count the grants as issued.
+// number of records written. An error other than ErrStreamClosed or
+// ErrNotSent is not a proof that nothing landed: the caller must count the
+// grants as issued.
 func (w *GrantWriter) Append(part int32, grants []ledger.Grant) (int, error) {
 	if part < 0 || part >= w.parts {
 		return 0, fmt.Errorf("storage: partition %d of %d", part, w.parts)
