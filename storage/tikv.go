@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/pingcap/goleveldb/leveldb/opt"
@@ -82,6 +83,13 @@ type kvTxn interface {
 	rollback()
 }
 
+// EmbeddedLockWait bounds how long OpenTiKV waits for the embedded store's
+// lock, held by another process on the same dir (one killed a moment ago
+// and still exiting), before it gives up.
+var EmbeddedLockWait = 15 * time.Second
+
+const embeddedLockPoll = 100 * time.Millisecond
+
 // OpenTiKV connects to PD endpoints, or when pd is empty opens client-go's
 // TiKV test cluster persisted under dir. Both give the same *tikv.KVStore.
 func OpenTiKV(pd []string, dir string) (*TiKV, error) {
@@ -97,7 +105,16 @@ func OpenTiKV(pd []string, dir string) (*TiKV, error) {
 	}
 	TuneEmbeddedStore()
 	client, cluster, pdClient, err := testutils.NewMockTiKV(filepath.Join(dir, "tikv"), nil)
+	// A node started again right after kill -9 finds the store's lock
+	// still held while the killed process exits: wait for it, bounded.
+	for waited := time.Duration(0); err != nil && errors.Is(err, syscall.EWOULDBLOCK) && waited < EmbeddedLockWait; waited += embeddedLockPoll {
+		time.Sleep(embeddedLockPoll)
+		client, cluster, pdClient, err = testutils.NewMockTiKV(filepath.Join(dir, "tikv"), nil)
+	}
 	if err != nil {
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: embedded tikv in %s: locked by another process for %v (is a node still running on this data dir?): %v", ErrUnavailable, dir, EmbeddedLockWait, err)
+		}
 		return nil, fmt.Errorf("%w: embedded tikv in %s: %v", ErrUnavailable, dir, err)
 	}
 	// The test cluster keeps region metadata in memory only; the data lives

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -384,4 +386,43 @@ func TestReadersResolveByKeys(t *testing.T) {
 		}
 	}
 	t.Fatal("no reader met a lock in 50 rounds")
+}
+
+// TestEmbeddedStoreWaitsForItsLock: a node started again at once after
+// kill -9 finds the embedded store's lock still held while the killed
+// process exits; opening waits for it (bounded by EmbeddedLockWait), and
+// past the bound fails with an error that says the dir is in use.
+func TestEmbeddedStoreWaitsForItsLock(t *testing.T) {
+	dir := t.TempDir()
+	first, err := storage.OpenTiKV(nil, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, first, "rr/test/lock", "held")
+
+	saved := storage.EmbeddedLockWait
+	storage.EmbeddedLockWait = 200 * time.Millisecond
+	_, err = storage.OpenTiKV(nil, dir)
+	storage.EmbeddedLockWait = saved
+	if !errors.Is(err, storage.ErrUnavailable) || !strings.Contains(fmt.Sprint(err), "locked by another process") {
+		t.Fatalf("OpenTiKV on a dir in use past the wait = %v, want unavailable, locked by another process", err)
+	}
+
+	var closing atomic.Bool
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		closing.Store(true)
+		_ = first.Close()
+	}()
+	second, err := storage.OpenTiKV(nil, dir)
+	if err != nil {
+		t.Fatalf("OpenTiKV while the lock is released within the wait = %v", err)
+	}
+	defer second.Close()
+	if !closing.Load() {
+		t.Fatal("the second open did not wait for the first to close")
+	}
+	if v := get(t, second, "rr/test/lock"); string(v) != "held" {
+		t.Fatalf("Get after reopening = %q, want held", v)
+	}
 }
