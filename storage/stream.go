@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -336,8 +337,8 @@ func (w *GrantWriter) produce(recs []*outRecord) {
 				wt.done <- fmt.Errorf("%w: %v", ErrNotSent, wt.err)
 			}
 		}
-		*pb = partBatch{}
 	}
+	clear(batches) // the batches and their records go with this request
 	w.batches = batches[:0]
 }
 
@@ -349,7 +350,6 @@ func (w *GrantWriter) attempts(batches []*partBatch) {
 	refresh := false
 	type request struct {
 		id     int32
-		conn   *sarama.Broker
 		group  []*partBatch
 		broken bool // the connection failed: the next attempt dials again
 	}
@@ -400,7 +400,6 @@ func (w *GrantWriter) attempts(batches []*partBatch) {
 				refresh = true
 				continue
 			}
-			r.conn = conn
 			if len(reqs) == 1 {
 				r.broken = w.send(conn, r.group)
 			} else {
@@ -447,11 +446,7 @@ func (w *GrantWriter) conn(id int32) (*sarama.Broker, error) {
 // partition's answer into its batch; true when the connection failed (it
 // is closed).
 func (w *GrantWriter) send(conn *sarama.Broker, group []*partBatch) bool {
-	if ok, err := conn.Connected(); !ok {
-		// The dial failed (Connected waits for it): nothing was written.
-		if err == nil {
-			err = sarama.ErrNotConnected
-		}
+	if err := connected(conn); err != nil {
 		for _, pb := range group {
 			pb.err = err
 		}
@@ -492,6 +487,15 @@ func (w *GrantWriter) send(conn *sarama.Broker, group []*partBatch) bool {
 		}
 	}
 	return false
+}
+
+// connected waits for conn's dial (Connected holds its lock meanwhile) and
+// says why it failed: a request on it would write nothing.
+func connected(conn *sarama.Broker) error {
+	if ok, err := conn.Connected(); !ok {
+		return cmp.Or(err, sarama.ErrNotConnected)
+	}
+	return nil
 }
 
 // retriable says whether a partition's produce error may pass when the
@@ -536,11 +540,8 @@ func (w *GrantWriter) initProducerID() (*sarama.InitProducerIDResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	if ok, err := conn.Connected(); !ok {
+	if err := connected(conn); err != nil {
 		delete(w.conns, id)
-		if err == nil {
-			err = sarama.ErrNotConnected
-		}
 		return nil, err
 	}
 	res, err := conn.InitProducerID(&sarama.InitProducerIDRequest{Version: 4, ProducerID: -1, ProducerEpoch: -1})
