@@ -610,13 +610,13 @@ func (p *part) gather(ctx context.Context, sess sarama.ConsumerGroupSession, m *
 	// they are booked before the partition waits.
 	if last != nil {
 		// The unit keeps the slice the records were decoded into (it may
-		// be applied again after a failure); the next gather decodes into
-		// a new one of its size (a copy per unit was ~1.3% of a burst's
-		// samples).
+		// be applied again after a failure) until it settles (recycle);
+		// the next gather decodes into a spare one of at least its size (a
+		// copy per unit was ~1.3% of a burst's samples).
 		u := p.newUnit()
 		u.grants = grants
 		u.from, u.to, u.last, u.refused = first.Offset, last.Offset+1, last, refused
-		next := make([]ledger.Grant, 0, len(grants)) // as this unit: a large one once must not size every small one after
+		next := p.grantSlice(len(grants))
 		err := p.send(ctx, u)
 		var ge *grantError
 		if errors.As(err, &ge) {
