@@ -43,16 +43,22 @@ func bookUnit(t *testing.T, p *part, grants []ledger.Grant) []byte {
 		t.Fatal(err)
 	}
 	for len(p.pending) > 0 {
-		select {
-		case r := <-p.results:
-			if err := p.settle(ctx, nil, r); err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Fatal("no commit within 30 s")
-		}
+		settleNext(t, p)
 	}
 	return u.outcomes
+}
+
+// settleNext waits for the committer's next answer and settles it.
+func settleNext(t *testing.T, p *part) {
+	t.Helper()
+	select {
+	case r := <-p.results:
+		if err := p.settle(context.Background(), nil, r); err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no commit within 30 s")
+	}
 }
 
 func heavyGrant(act, rain uint64) ledger.Grant {

@@ -10,13 +10,14 @@ import (
 	"redrain/storage/storagetest"
 )
 
-// TestFrozenPages: a page freezes (only its bytes stay) once
-// it is clean and went a whole sweep interval untouched, with the bytes
-// its checkpoint wrote (nothing encoded again); any access thaws it whole;
-// a repeat into a frozen page books nothing and a new grant or a new user
-// books; a dirty page, or one holding an account with archived entries,
-// never freezes; the store and a new owner hold every account as the
-// partition does.
+// TestFrozenPages: a page freezes (only its bytes stay) once every change
+// of it is committed and it went a whole sweep interval untouched, before
+// its checkpoint too, which then writes the bytes it froze with (nothing
+// encoded again); a page with an uncommitted change never freezes; any
+// access thaws it whole; a repeat into a frozen page books nothing and a
+// new grant or a new user books; a page holding an account with archived
+// entries never freezes; the store and a new owner hold every account as
+// the partition does.
 func TestFrozenPages(t *testing.T) {
 	kv := storagetest.TiKV(t, "")
 	p := ownerOn(t, kv, "first")
@@ -26,15 +27,33 @@ func TestFrozenPages(t *testing.T) {
 	for _, id := range users {
 		gs = append(gs, heavyGrant(id, 1))
 	}
-	bookUnit(t, p, gs)
+	// Applied and sent, not settled: its pages hold uncommitted accounts.
+	ctx := context.Background()
+	u := p.newUnit()
+	u.grants = gs
+	if err := p.send(ctx, u); err != nil {
+		t.Fatal(err)
+	}
 	p.sweep()
 	p.sweep()
 	if p.hot() != len(users) || p.b.Frozen.Load() != 0 {
-		t.Fatalf("dirty pages froze: %d accounts in memory, %d pages frozen", p.hot(), p.b.Frozen.Load())
+		t.Fatalf("pages with uncommitted accounts froze: %d accounts in memory, %d pages frozen", p.hot(), p.b.Frozen.Load())
 	}
+	settleNext(t, p)
+	// Committed, not checkpointed, untouched for a sweep: frozen.
+	if n := p.sweep(); n != 3 || p.hot() != 0 {
+		t.Fatalf("after the commit a sweep froze %d pages, %d accounts left in memory; want 3 and none", n, p.hot())
+	}
+	for _, k := range []uint64{0, 1, 2} {
+		if pg := p.pages[k]; pg.dirtyAt == 0 || pg.frozen == nil {
+			t.Fatalf("page %d frozen before its checkpoint: dirty at %d, bytes %v", k, pg.dirtyAt, pg.frozen != nil)
+		}
+	}
+	frozen1 := p.pages[1].frozen
 
-	// The next unit carries the checkpoint of every dirty page; once it
-	// commits, each page keeps what it wrote.
+	// The next unit carries the checkpoint of every dirty page: page 0,
+	// which it thaws and changes, encoded; pages 1 and 2 as they froze.
+	// Once it commits, each page is clean and keeps what it wrote.
 	p.sinceCkpt = ckptJournals
 	bookUnit(t, p, []ledger.Grant{heavyGrant(3, 1)})
 	for _, k := range []uint64{0, 1, 2} {
@@ -42,10 +61,13 @@ func TestFrozenPages(t *testing.T) {
 			t.Fatalf("page %d after its checkpoint: dirty at %d, bytes kept %v", k, pg.dirtyAt, pg.frozen != nil)
 		}
 	}
-	// Pages 1 and 2 went untouched since the sweeps above (a checkpoint
-	// is no use of a page); page 0 was touched by the last unit.
-	if n := p.sweep(); n != 2 || !p.pages[1].cold || !p.pages[2].cold {
-		t.Fatalf("the first sweep froze %d pages; want pages 1 and 2", n)
+	if !p.pages[1].cold || !p.pages[2].cold || p.pages[0].cold || &p.pages[1].frozen[0] != &frozen1[0] {
+		t.Fatalf("after the checkpoint: cold pages 0 %v, 1 %v, 2 %v; page 1's bytes kept as they froze: %v",
+			p.pages[0].cold, p.pages[1].cold, p.pages[2].cold, &p.pages[1].frozen[0] == &frozen1[0])
+	}
+	// Page 0 was touched by the last unit.
+	if n := p.sweep(); n != 0 {
+		t.Fatalf("the first sweep froze %d pages; want none", n)
 	}
 	if n := p.sweep(); n != 1 || p.hot() != 0 {
 		t.Fatalf("the second sweep froze %d pages, %d accounts left in memory; want 1 and none", n, p.hot())
@@ -57,7 +79,7 @@ func TestFrozenPages(t *testing.T) {
 	if a := r.out[pu+1]; a == nil || a.Balance(ledger.AssetCash) != 1 || a.Version != 1 || len(a.Entries) != 1 {
 		t.Fatalf("account read from a frozen page: %+v", a)
 	}
-	if p.hot() != 2 || p.pages[1].cold || !p.pages[0].cold || !p.pages[2].cold || p.b.Thawed.Load() != 1 {
+	if p.hot() != 2 || p.pages[1].cold || !p.pages[0].cold || !p.pages[2].cold || p.b.Thawed.Load() != 2 {
 		t.Fatalf("after one read: %d accounts in memory, %d pages thawed", p.hot(), p.b.Thawed.Load())
 	}
 
