@@ -29,11 +29,19 @@ const actBlockSize = 1 << 16
 // dropped whole (the next lookups go to Redis).
 const bindCacheMax = 1 << 20
 
-// bindShards are the binder's locks and maps, picked by an identity's
-// hash's top bindShardBits bits.
+// bindShards are the binder's maps, picked by an identity's hash's top
+// bindShardBits bits; bindLocks their locks, each shared by consecutive
+// shards. A batch takes each lock once for all its identities in those
+// shards, and reads the slots they start at together before it looks at
+// any (ResolveMany): in a burst of new users the maps are far larger than
+// the caches, and a lock per shard, taken for one or two identities of a
+// batch each, made every one of those reads wait alone (a lock's atomic
+// instruction orders the loads after it).
 const (
 	bindShardBits = 6
 	bindShards    = 1 << bindShardBits
+	bindLockBits  = 3
+	bindLocks     = 1 << bindLockBits
 )
 
 // Binder resolves an app's user to its act_id: the process cache, then a
@@ -55,6 +63,7 @@ type Binder struct {
 	parts int32 // the grant topic's partitions, which hold the accounts
 
 	shards [bindShards]bindShard
+	locks  [bindLocks]sync.Mutex
 	binds  bindLimiter      // explicit binds (bind.go)
 	now    func() time.Time // the bind limiter's clock; nil: time.Now
 
@@ -75,7 +84,7 @@ type bindKey struct {
 }
 
 type bindShard struct {
-	mu sync.Mutex
+	mu *sync.Mutex // the binder's lock of its run of shards
 	m  bindMap
 }
 
@@ -87,6 +96,7 @@ func NewBinder(tikv *storage.TiKV, redis *storage.Pipeliner, owner bool, parts i
 		// The binder's hash is its shards' (ResolveMany hashes an identity
 		// once for its shard and its slot).
 		b.shards[i].m.seed, b.shards[i].m.seeded = b.seed, true
+		b.shards[i].mu = &b.locks[i>>(bindShardBits-bindLockBits)]
 	}
 	return b
 }
@@ -180,10 +190,26 @@ func (b *Binder) ResolveMany(ctx context.Context, apps []uint32, users []string,
 	order, shardOf, hashes := b.byShard(apps, users, orderBuf[:0], shardBuf[:0], hashBuf[:0])
 	cached := b.cacheValid()
 	var miss []int32 // in shard order, as order is
-	eachShard(order, shardOf, func(s *bindShard, group []int32) {
-		s.mu.Lock()
+	var vacantBuf [256]bool
+	vacant := vacantBuf[:0]
+	if len(apps) > len(vacantBuf) {
+		vacant = make([]bool, len(apps))
+	}
+	vacant = vacant[:len(apps)]
+	eachLock(order, shardOf, func(mu *sync.Mutex, group []int32) {
+		mu.Lock()
+		// Every identity's first slot read before any is looked up: the
+		// reads are independent, so they overlap. A vacant one means the
+		// identity is not in the map (a lookup stops at the first empty
+		// slot).
 		for _, i := range group {
-			id, ok := s.m.getH(hashes[i], bindKey{apps[i], users[i]})
+			vacant[i] = b.shards[shardOf[i]].m.heads.vacant(hashes[i])
+		}
+		for _, i := range group {
+			id, ok := uint64(0), false
+			if !vacant[i] {
+				id, ok = b.shards[shardOf[i]].m.getH(hashes[i], bindKey{apps[i], users[i]})
+			}
 			switch {
 			case ok && cached:
 				ids[i] = id
@@ -194,7 +220,7 @@ func (b *Binder) ResolveMany(ctx context.Context, apps []uint32, users []string,
 				miss = append(miss, i)
 			}
 		}
-		s.mu.Unlock()
+		mu.Unlock()
 	}, b)
 	if len(miss) == 0 {
 		return nil
@@ -214,12 +240,12 @@ func (b *Binder) ResolveMany(ctx context.Context, apps []uint32, users []string,
 		}
 		// The map is the binding: insert unless a concurrent request for
 		// the same user inserted first (then its id wins and ours burns).
-		eachShard(miss, shardOf, func(s *bindShard, group []int32) {
-			s.mu.Lock()
+		eachLock(miss, shardOf, func(mu *sync.Mutex, group []int32) {
+			mu.Lock()
 			for _, i := range group {
-				ids[i] = s.m.add(hashes[i], bindKey{apps[i], users[i]}, cands[rank[i]])
+				ids[i] = b.shards[shardOf[i]].m.add(hashes[i], bindKey{apps[i], users[i]}, cands[rank[i]])
 			}
-			s.mu.Unlock()
+			mu.Unlock()
 		}, b)
 		return nil
 	}
@@ -235,14 +261,14 @@ func (b *Binder) ResolveMany(ctx context.Context, apps []uint32, users []string,
 			firstErr = cmp.Or(firstErr, fmt.Errorf("%w: binding of app %d user %q unreadable", storage.ErrUnavailable, apps[i], users[i]))
 		}
 	}
-	eachShard(miss, shardOf, func(s *bindShard, group []int32) {
-		s.mu.Lock()
+	eachLock(miss, shardOf, func(mu *sync.Mutex, group []int32) {
+		mu.Lock()
 		for _, i := range group {
 			if ids[i] != 0 {
-				b.rememberLocked(s, bindKey{apps[i], users[i]}, ids[i])
+				b.rememberLocked(&b.shards[shardOf[i]], bindKey{apps[i], users[i]}, ids[i])
 			}
 		}
-		s.mu.Unlock()
+		mu.Unlock()
 	}, b)
 	return firstErr
 }
@@ -274,16 +300,17 @@ func (b *Binder) byShard(apps []uint32, users []string, order []int32, shardOf [
 	return order, shardOf, hashes
 }
 
-// eachShard calls fn with each run of idx (grouped by shard, as byShard
-// orders them) that falls in one shard.
-func eachShard(idx []int32, shardOf []uint8, fn func(s *bindShard, group []int32), b *Binder) {
+// eachLock calls fn with each run of idx (grouped by shard, as byShard
+// orders them) whose shards share a lock, and that lock.
+func eachLock(idx []int32, shardOf []uint8, fn func(mu *sync.Mutex, group []int32), b *Binder) {
+	const shift = bindShardBits - bindLockBits
 	for start := 0; start < len(idx); {
-		sh := shardOf[idx[start]]
+		l := shardOf[idx[start]] >> shift
 		end := start + 1
-		for end < len(idx) && shardOf[idx[end]] == sh {
+		for end < len(idx) && shardOf[idx[end]]>>shift == l {
 			end++
 		}
-		fn(&b.shards[sh], idx[start:end])
+		fn(&b.locks[l], idx[start:end])
 		start = end
 	}
 }

@@ -39,6 +39,12 @@ func (t *headTable) get(h uint64) *bindEntry {
 	}
 }
 
+// vacant reports whether the slot a lookup of h reads first is empty:
+// then h has no entry.
+func (t *headTable) vacant(h uint64) bool {
+	return t.n == 0 || !t.slots[h&uint64(len(t.slots)-1)].e.used()
+}
+
 // set makes e, a used entry, the entry of hash h.
 func (t *headTable) set(h uint64, e bindEntry) {
 	p, _ := t.upsert(h)
