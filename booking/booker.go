@@ -64,6 +64,10 @@ type Booker struct {
 	owner  string
 	lagMax time.Duration
 	wait   time.Duration // Config.UncleanWait
+	// sweepEvery: a partition sweeps its pages after a commit settles
+	// once this long passed since its last sweep (0: only on its loop's
+	// tick; tests that sweep themselves).
+	sweepEvery time.Duration
 
 	Booked    *metrics.Counter // grants newly booked
 	Moved     *metrics.Counter // moves booked (MoveApplied)
@@ -169,7 +173,7 @@ func New(cfg Config) *Booker {
 		log:     cfg.Log, tikv: cfg.TiKV, clock: cfg.Clock,
 		parts: cfg.Partitions, owner: cfg.Owner, brokers: cfg.Brokers, lagMax: cmp.Or(cfg.LagMax, DefaultLagMax), wait: cfg.UncleanWait,
 		topic: cmp.Or(cfg.Topic, storage.GrantTopic), groupID: cmp.Or(cfg.GroupID, Group),
-		group: cfg.Group, tail: cfg.Tail,
+		group: cfg.Group, tail: cfg.Tail, sweepEvery: sweepEvery,
 		owned:            map[int32]*owned{},
 		Booked:           m.Counter("redrain_grants_booked_total", "Grants booked into the ledger by this node."),
 		Moved:            m.Counter("redrain_moves_booked_total", "Moves (spending, transfers, expiry, withdrawals' steps) booked into the ledger by this node."),

@@ -3,6 +3,7 @@ package booking
 import (
 	"fmt"
 	"slices"
+	"time"
 
 	"redrain/ledger"
 	"redrain/storage"
@@ -33,9 +34,10 @@ import (
 // the checkpoint then writes its frozen bytes, which say the seq they
 // reflect (a journal at or below it is not replayed into the page), and
 // no journal after that seq changed it (a change thaws it first). So in a
-// burst of new users a page freezes a sweep or two after it filled, not
-// after the next checkpoint (every 5 s): the accounts the collector marks
-// are ~2 s of a burst's instead of ~6.
+// burst of new users a page freezes a sweep or two after it filled (a
+// partition under load sweeps every sweepEvery), not after the next
+// checkpoint (every 5 s): the accounts the collector marks are a half
+// second of a burst's instead of ~6 s.
 
 // account returns the account of id as the partition holds it now (nil:
 // none), thawing its page if it is frozen.
@@ -91,9 +93,17 @@ func (p *part) written(k uint64, value []byte) {
 	}
 }
 
+// sweepEvery is how often a partition under load sweeps (after a commit
+// settles; an idle one sweeps on its loop's tick, every ckptEvery/4): a
+// page freezes 0.25-0.5 s after it was last touched, so in a burst of new
+// users the accounts the collector marks are those of the last half
+// second, not of the last 1.25-2.5 s.
+const sweepEvery = 250 * time.Millisecond
+
 // sweep freezes every hot page whose changes are committed, untouched
 // since the last sweep and freezable, and reports how many it froze.
 func (p *part) sweep() int {
+	p.lastSweep = monoNow()
 	n := 0
 	committed := p.committed.NextSeq - 1
 	for _, pg := range p.pages {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"time"
 
 	"redrain/ledger"
 	"redrain/storage"
@@ -21,6 +22,7 @@ import (
 func TestFrozenPages(t *testing.T) {
 	kv := storagetest.TiKV(t, "")
 	p := ownerOn(t, kv, "first")
+	p.b.sweepEvery = 0 // the test sweeps
 	const pu = storage.PageUsers
 	users := []uint64{1, 2, pu + 1, pu + 2, 2*pu + 1}
 	var gs []ledger.Grant
@@ -156,4 +158,26 @@ func (p *part) allIDs() []uint64 {
 	}
 	slices.Sort(ids)
 	return ids
+}
+
+// TestPagesSweptUnderLoad: a partition whose commits keep settling sweeps
+// between its loop's ticks, once sweepEvery has passed since its last
+// sweep, so a page left alone freezes without waiting for a tick; within
+// sweepEvery it does not sweep again.
+func TestPagesSweptUnderLoad(t *testing.T) {
+	kv := storagetest.TiKV(t, "")
+	p := ownerOn(t, kv, "first")
+	const pu = storage.PageUsers
+	p.b.sweepEvery = time.Nanosecond
+	bookUnit(t, p, []ledger.Grant{heavyGrant(1, 1)})    // its settle sweeps: page 0 was just touched
+	bookUnit(t, p, []ledger.Grant{heavyGrant(pu+1, 1)}) // page 0 untouched since that sweep
+	if !p.pages[0].cold || p.pages[1].cold {
+		t.Fatalf("after two settles: page 0 cold %v, page 1 cold %v; want page 0 only", p.pages[0].cold, p.pages[1].cold)
+	}
+	p.b.sweepEvery = time.Hour
+	bookUnit(t, p, []ledger.Grant{heavyGrant(2*pu+1, 1)})
+	bookUnit(t, p, []ledger.Grant{heavyGrant(3*pu+1, 1)})
+	if p.pages[1].cold || p.pages[2].cold {
+		t.Fatal("a settle swept within sweepEvery of the last sweep")
+	}
 }

@@ -102,6 +102,7 @@ type part struct {
 
 	sinceCkpt int // journals applied since the last checkpoint started
 	lastCkpt  time.Time
+	lastSweep int64      // monoNow's clock at the last sweep
 	round     *ckptRound // a checkpoint under way, nil if none
 
 	tenure *Tenure
@@ -342,6 +343,7 @@ func (p *part) newAccount(id uint64) *ledger.Account {
 func (p *part) put(id uint64, a *ledger.Account) {
 	k := storage.PageOf(id)
 	pg := p.pageAt(k)
+	pg.seen = true // a page a unit just made is in use too, not only one it looked up
 	if pg.cold {
 		p.thaw(k, pg)
 	}
@@ -745,6 +747,9 @@ func (p *part) settle(ctx context.Context, sess sarama.ConsumerGroupSession, r r
 	}
 	p.finish(r.u)
 	p.recycle(r.u)
+	if e := p.b.sweepEvery; e > 0 && monoNow()-p.lastSweep >= int64(e) {
+		p.sweep() // under load, between the loop's ticks
+	}
 	return nil
 }
 
