@@ -74,7 +74,17 @@ func (p *part) thaw(k uint64, pg *pageMem) {
 		panic(fmt.Sprintf("booking: partition %d: thawing page %d: %v", p.id, k, err))
 	}
 	pg.accts, pg.cold = page.Accounts, false
+	p.listHot(k, pg)
 	p.b.Thawed.Inc()
+}
+
+// listHot puts page k, made or thawed just now, on the list of hot pages
+// that sweep visits (once).
+func (p *part) listHot(k uint64, pg *pageMem) {
+	if !pg.listed {
+		pg.listed = true
+		p.hotPages = append(p.hotPages, k)
+	}
 }
 
 // markDirty records that journal seq changed an account of page k: the
@@ -101,21 +111,28 @@ func (p *part) written(k uint64, value []byte) {
 const sweepEvery = 250 * time.Millisecond
 
 // sweep freezes every hot page whose changes are committed, untouched
-// since the last sweep and freezable, and reports how many it froze.
+// since the last sweep and freezable, and reports how many it froze. It
+// visits the hot pages only (listHot), not every page of the partition:
+// under load it runs four times a second, and a partition of millions of
+// users has thousands of cold pages.
 func (p *part) sweep() int {
 	p.lastSweep = monoNow()
 	n := 0
 	committed := p.committed.NextSeq - 1
-	for _, pg := range p.pages {
+	kept := p.hotPages[:0]
+	for _, k := range p.hotPages {
+		pg := p.pages[k]
 		seen := pg.seen
 		pg.seen = false
-		if pg.cold || seen || pg.dirtyAt > committed || len(pg.ids) == 0 {
+		if seen || pg.dirtyAt > committed || len(pg.ids) == 0 || !p.freeze(pg) {
+			kept = append(kept, k)
 			continue
 		}
-		if p.freeze(pg) {
-			n++
-		}
+		pg.listed = false
+		n++
 	}
+	clear(p.hotPages[len(kept):])
+	p.hotPages = kept
 	if n > 0 {
 		p.b.Frozen.Add(int64(n))
 	}

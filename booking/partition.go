@@ -80,6 +80,9 @@ type part struct {
 	// users, small enough to stay in cache) and a binary search of one
 	// page's ~64 act_ids, never a probe of a map of every user.
 	pages map[uint64]*pageMem
+	// hotPages are the pages not frozen, each once (pageMem.listed): the
+	// ones sweep looks at.
+	hotPages []uint64
 
 	committed ledger.PartState // as the store holds it after our last known commit
 	next      ledger.PartState // after every applied unit
@@ -204,6 +207,7 @@ type pageMem struct {
 	frozen []byte
 	cold   bool
 	seen   bool
+	listed bool // in part.hotPages
 	// newAccts hands out the page's new accounts, many to an allocation
 	// (dropped when the page freezes, with the accounts).
 	newAccts ledger.AccountChunk
@@ -330,6 +334,7 @@ func (p *part) pageAt(k uint64) *pageMem {
 	if pg == nil {
 		pg = &pageMem{}
 		p.pages[k] = pg
+		p.listHot(k, pg)
 	}
 	return pg
 }
@@ -424,9 +429,7 @@ func (p *part) apply(u *unit) error {
 		touches += len(u.req.moves)
 	}
 	if len(u.prev) == 0 {
-		if u.prev, p.sparePrev = p.sparePrev, nil; u.prev == nil {
-			u.prev = make(map[uint64]*ledger.Account, touches)
-		}
+		u.prev = p.prevMap(touches)
 	}
 	if p.changed == nil {
 		p.changed = make(map[uint64]bool, touches)
@@ -775,6 +778,16 @@ func (p *part) grantSlice(n int) []ledger.Grant {
 		}
 	}
 	return make([]ledger.Grant, 0, n)
+}
+
+// prevMap returns a map for a unit's replaced accounts: a settled unit's
+// (finish), or a new one sized for n.
+func (p *part) prevMap(n int) map[uint64]*ledger.Account {
+	if m := p.sparePrev; m != nil {
+		p.sparePrev = nil
+		return m
+	}
+	return make(map[uint64]*ledger.Account, n)
 }
 
 // finish answers a unit's waiter.
