@@ -92,11 +92,9 @@ type part struct {
 	// spare are the grant slices of settled units, for gather to decode
 	// into (each unit's grants stay its own until it settles).
 	spare [][]ledger.Grant
-	// sparePrev is a settled unit's prev map, cleared, and changed the
-	// changes' map of the last apply, cleared: each sized once for a
-	// burst's units of ~4,000 grants instead of made for every unit.
-	sparePrev map[uint64]*ledger.Account
-	changed   map[uint64]bool
+	// spareTouched is a settled unit's touched set, cleared: sized once
+	// for a burst's units of ~4,000 grants instead of made for every unit.
+	spareTouched touchedSet
 
 	results chan result
 	ops     chan *opsReq
@@ -240,7 +238,7 @@ type unit struct {
 	// request's moves, one each.
 	moves   []ledger.Move
 	results []ledger.MoveResult
-	prev    map[uint64]*ledger.Account // accounts it replaced (nil: absent)
+	touched touchedSet // the accounts it replaced
 	// deltas is what the unit moved on its accounts' balances, per asset,
 	// computed from the accounts (not from the grants): the committer
 	// compares it with the budgets' debits.
@@ -339,11 +337,6 @@ func (p *part) pageAt(k uint64) *pageMem {
 	return pg
 }
 
-// newAccount returns the empty account of id, from its page's chunk.
-func (p *part) newAccount(id uint64) *ledger.Account {
-	return p.pageAt(storage.PageOf(id)).newAccts.New(id)
-}
-
 // put makes a the account of id (a new one or a replacement).
 func (p *part) put(id uint64, a *ledger.Account) {
 	k := storage.PageOf(id)
@@ -390,22 +383,54 @@ func (p *part) newUnit() *unit {
 	return &unit{p: p, gen: p.gen, epoch: p.epoch, first: p.next.NextSeq}
 }
 
-// touch returns the account of id that unit u may change: a copy of the
-// current one (or a new one), which replaces it.
-func (p *part) touch(u *unit, id uint64) *ledger.Account {
-	cur := p.account(id)
-	if _, done := u.prev[id]; done {
-		return cur
+// touchedSet is what a unit replaced: each account it touched, once, in
+// the order it first touched it, and an index of them by act_id. A unit
+// finds an account it touched again, and marks it changed, through the
+// one index, and walks the list for what it changed (its versions, its
+// money's second computation, its dirty pages) and what it puts back:
+// one map for all of it, where a map of the replaced accounts and a
+// second of the changed ones each took an insert and probes per grant.
+type touchedSet struct {
+	at    map[uint64]int32 // act_id → its place in accts; dropped once put back
+	accts []touchedAcct
+}
+
+// touchedAcct is one account a unit touched.
+type touchedAcct struct {
+	id      uint64
+	prev    *ledger.Account // the account it replaced, nil when the unit made it
+	cur     *ledger.Account // the unit's copy, the partition's account now
+	changed bool            // an op of the unit changed it
+	back    bool            // unchanged, and prev put back in its place
+}
+
+// touch returns the account of id that unit u may change, a copy of the
+// current one (or a new one) that replaces it, and its place in
+// u.touched.accts. The page is looked up and searched once.
+func (p *part) touch(u *unit, id uint64) (*ledger.Account, int32) {
+	if i, ok := u.touched.at[id]; ok {
+		return u.touched.accts[i].cur, i
 	}
-	u.prev[id] = cur
-	var a *ledger.Account
-	if cur == nil {
-		a = p.newAccount(id)
+	k := storage.PageOf(id)
+	pg := p.pageAt(k)
+	pg.seen = true // a page a unit just made is in use too, not only one it looked up
+	if pg.cold {
+		p.thaw(k, pg)
+	}
+	t := touchedAcct{id: id}
+	if i, found := slices.BinarySearch(pg.ids, id); found {
+		t.prev = pg.accts[i]
+		t.cur = t.prev.Clone()
+		pg.accts[i] = t.cur
 	} else {
-		a = cur.Clone()
+		t.cur = pg.newAccts.New(id)
+		pg.ids = slices.Insert(pg.ids, i, id)
+		pg.accts = slices.Insert(pg.accts, i, t.cur)
 	}
-	p.put(id, a)
-	return a
+	i := int32(len(u.touched.accts))
+	u.touched.at[id] = i
+	u.touched.accts = append(u.touched.accts, t)
+	return t.cur, i
 }
 
 // apply applies u's inputs in memory and fills its journal, state and
@@ -428,18 +453,17 @@ func (p *part) apply(u *unit) error {
 	if u.req != nil {
 		touches += len(u.req.moves)
 	}
-	if len(u.prev) == 0 {
-		u.prev = p.prevMap(touches)
+	if u.touched.at == nil {
+		u.touched = p.touchedSet(touches)
 	}
-	if p.changed == nil {
-		p.changed = make(map[uint64]bool, touches)
-	}
-	changed := &changes{seen: p.changed}
-	defer clear(p.changed)
 	for i := range gs {
 		g := &gs[i]
-		a := p.touch(u, g.ActID)
-		op := ledger.Op{Kind: ledger.OpBook, Grant: *g}
+		a, t := p.touch(u, g.ActID)
+		// The op is made in its place in the journal (a grant is ~170
+		// bytes: copied once, not into a local and again by append), and
+		// dropped from it if it changes nothing.
+		j.Ops = append(j.Ops, ledger.Op{Kind: ledger.OpBook, Grant: *g})
+		op := &j.Ops[len(j.Ops)-1]
 		ok, err := op.Apply(a, now)
 		if err == nil && !ok && g.LeaseID != 0 {
 			op.Kind = ledger.OpAttribute
@@ -450,13 +474,13 @@ func (p *part) apply(u *unit) error {
 			return &grantError{index: i, err: fmt.Errorf("partition %d act %d: %w", p.id, g.ActID, err)}
 		}
 		if !ok {
+			j.Ops = j.Ops[:len(j.Ops)-1]
 			continue
 		}
 		if n, entries, sealed := a.TakeSealed(); sealed {
 			u.chunks = append(u.chunks, pageWrite{key: storage.HistKey(a.ActID, n), value: ledger.AppendChunk(nil, a.ActID, n, entries)})
 		}
-		changed.add(a)
-		j.Ops = append(j.Ops, op)
+		u.touched.accts[t].changed = true
 		if op.Kind == ledger.OpBook {
 			u.outcomes[i] = BookedNow
 			u.booked++
@@ -465,23 +489,25 @@ func (p *part) apply(u *unit) error {
 		}
 	}
 	if u.req != nil && len(u.req.moves) > 0 {
-		if err := p.applyMoves(u, &j, now, changed); err != nil {
+		if err := p.applyMoves(u, &j, now); err != nil {
 			p.undo(u)
 			return err
 		}
 	}
 	u.ops = j.Ops
-	for _, a := range changed.list {
-		a.Version++
-	}
-	// Accounts it looked at and left unchanged keep the committed copy.
-	for id, prev := range u.prev {
-		if !changed.seen[id] {
-			p.restore(id, prev)
-			delete(u.prev, id)
+	// A changed account's version moves; one it looked at and left
+	// unchanged keeps the copy it replaced.
+	for i := range u.touched.accts {
+		t := &u.touched.accts[i]
+		if t.changed {
+			t.cur.Version++
+			continue
 		}
+		p.restore(t.id, t.prev)
+		delete(u.touched.at, t.id)
+		t.back = true
 	}
-	if err := p.checkDeltas(u, changed.list); err != nil {
+	if err := p.checkDeltas(u); err != nil {
 		p.undo(u)
 		return err
 	}
@@ -490,8 +516,10 @@ func (p *part) apply(u *unit) error {
 		p.next.NextSeq++
 		u.journal = ledger.AppendJournal(make([]byte, 0, journalBytesPerOp*len(j.Ops)+32), &j)
 		p.sinceCkpt++
-		for _, a := range changed.list {
-			p.markDirty(storage.PageOf(a.ActID), j.Seq)
+		for i := range u.touched.accts {
+			if t := &u.touched.accts[i]; t.changed {
+				p.markDirty(storage.PageOf(t.id), j.Seq)
+			}
 		}
 	}
 	if u.to > p.next.Booked {
@@ -505,13 +533,13 @@ func (p *part) apply(u *unit) error {
 // booked (its op in the journal, the legs it booked in u.moves) or
 // answered for what it changed nothing. Moves were validated before they
 // were sent (Booker.Move), so an error is a broken invariant.
-func (p *part) applyMoves(u *unit, j *ledger.Journal, now int64, changed *changes) error {
+func (p *part) applyMoves(u *unit, j *ledger.Journal, now int64) error {
 	moves := u.req.moves
 	u.results = make([]ledger.MoveResult, len(moves))
 	u.moves = u.moves[:0]
 	for i := range moves {
 		m := &moves[i]
-		a := p.touch(u, m.ActID)
+		a, t := p.touch(u, m.ActID)
 		r, legs, err := a.ApplyMove(m, now)
 		if err != nil {
 			return fmt.Errorf("partition %d act %d move %q: %w", p.id, m.ActID, m.Key, err)
@@ -523,7 +551,7 @@ func (p *part) applyMoves(u *unit, j *ledger.Journal, now int64, changed *change
 		if n, entries, sealed := a.TakeSealed(); sealed {
 			u.chunks = append(u.chunks, pageWrite{key: storage.HistKey(a.ActID, n), value: ledger.AppendChunk(nil, a.ActID, n, entries)})
 		}
-		changed.add(a)
+		u.touched.accts[t].changed = true
 		// The journal holds the move as booked (a withdrawal debt's
 		// split), so its readers (statements, the wallet) post what the
 		// account did, and a replay makes the same split.
@@ -536,28 +564,13 @@ func (p *part) applyMoves(u *unit, j *ledger.Journal, now int64, changed *change
 	return nil
 }
 
-// changes are the accounts a unit changed, each once, in the order it
-// first changed them: what it bumps, checks and marks dirty, without
-// looking each up again among the partition's accounts.
-type changes struct {
-	seen map[uint64]bool
-	list []*ledger.Account
-}
-
-func (c *changes) add(a *ledger.Account) {
-	if !c.seen[a.ActID] {
-		c.seen[a.ActID] = true
-		c.list = append(c.list, a)
-	}
-}
-
 // checkDeltas is the second computation of a unit's money: the change of
 // every balance it made, summed per asset from the accounts (each
 // account's after minus before), must equal the grants it booked plus the
 // legs of the moves it booked, summed from the grants and moves. A unit
-// holds few assets, so the sums are short lists. changed are the accounts
-// it changed (u.prev holds the ones they replaced).
-func (p *part) checkDeltas(u *unit, changed []*ledger.Account) error {
+// holds few assets, so the sums are short lists. The accounts it changed,
+// and those they replaced, are in u.touched.
+func (p *part) checkDeltas(u *unit) error {
 	var byGrants, byAccounts assetSums
 	for i := range u.ops {
 		if g := &u.ops[i].Grant; u.ops[i].Kind == ledger.OpBook {
@@ -573,12 +586,15 @@ func (p *part) checkDeltas(u *unit, changed []*ledger.Account) error {
 			}
 		}
 	}
-	for _, a := range changed {
-		prev := u.prev[a.ActID]
-		for _, bal := range a.Balances {
+	for i := range u.touched.accts {
+		t := &u.touched.accts[i]
+		if !t.changed {
+			continue
+		}
+		for _, bal := range t.cur.Balances {
 			d := bal.Amount
-			if prev != nil {
-				d -= prev.Balance(bal.Asset)
+			if t.prev != nil {
+				d -= t.prev.Balance(bal.Asset)
 			}
 			if err := byAccounts.add(bal.Asset, d); err != nil {
 				return err
@@ -633,10 +649,12 @@ func (p *part) restore(id uint64, prev *ledger.Account) {
 
 // undo puts back every account u replaced.
 func (p *part) undo(u *unit) {
-	for id, prev := range u.prev {
-		p.restore(id, prev)
+	for i := len(u.touched.accts) - 1; i >= 0; i-- {
+		if t := &u.touched.accts[i]; !t.back {
+			p.restore(t.id, t.prev)
+		}
 	}
-	u.prev = nil
+	u.touched = touchedSet{}
 }
 
 // ckptPagesPerUnit bounds the pages one unit carries: a checkpoint is
@@ -780,23 +798,24 @@ func (p *part) grantSlice(n int) []ledger.Grant {
 	return make([]ledger.Grant, 0, n)
 }
 
-// prevMap returns a map for a unit's replaced accounts: a settled unit's
-// (finish), or a new one sized for n.
-func (p *part) prevMap(n int) map[uint64]*ledger.Account {
-	if m := p.sparePrev; m != nil {
-		p.sparePrev = nil
-		return m
+// touchedSet returns an empty set for a unit's replaced accounts: a
+// settled unit's (finish), or a new one sized for n.
+func (p *part) touchedSet(n int) touchedSet {
+	if s := p.spareTouched; s.at != nil {
+		p.spareTouched = touchedSet{}
+		return s
 	}
-	return make(map[uint64]*ledger.Account, n)
+	return touchedSet{at: make(map[uint64]int32, n), accts: make([]touchedAcct, 0, n)}
 }
 
 // finish answers a unit's waiter.
 func (p *part) finish(u *unit) {
-	if u.prev != nil && p.sparePrev == nil {
-		clear(u.prev)
-		p.sparePrev = u.prev
+	if s := u.touched; s.at != nil && p.spareTouched.at == nil {
+		clear(s.at)
+		clear(s.accts) // the accounts go with the unit
+		p.spareTouched = touchedSet{at: s.at, accts: s.accts[:0]}
 	}
-	u.prev = nil
+	u.touched = touchedSet{}
 	if u.req != nil {
 		u.req.outcomes, u.req.results = u.outcomes, u.results
 		u.req.done <- nil
@@ -986,8 +1005,8 @@ func (p *part) read(r *readReq) {
 				// Committed and reported booked: a reader told so sees it.
 				continue
 			}
-			if prev, ok := u.prev[id]; ok {
-				a = prev
+			if i, ok := u.touched.at[id]; ok {
+				a = u.touched.accts[i].prev
 				break
 			}
 		}
