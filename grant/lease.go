@@ -218,25 +218,30 @@ func (h *leaseHolder) dropLocked(l *activeLease) {
 func (h *leaseHolder) take(ctx context.Context, amount int64) (*activeLease, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.takeLocked(ctx, amount)
+	now := h.clock()
+	return h.takeLocked(ctx, amount, &now)
 }
 
-// takeBatch reserves each of amounts in turn under one hold of the lock:
-// a shard's batch takes from a budget once, not once per grant. leases[i]
-// and errs[i] are take's results for amounts[i].
+// takeBatch reserves each of amounts in turn under one hold of the lock
+// and one read of the clock: a shard's batch takes from a budget once, not
+// once per grant (its takes span microseconds; a lease stops taking
+// leaseSpendMargin before its end). leases[i] and errs[i] are take's
+// results for amounts[i].
 func (h *leaseHolder) takeBatch(ctx context.Context, amounts []int64, leases []*activeLease, errs []error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	now := h.clock()
 	for i, a := range amounts {
-		leases[i], errs[i] = h.takeLocked(ctx, a)
+		leases[i], errs[i] = h.takeLocked(ctx, a, &now)
 	}
 }
 
-// takeLocked is take with h.mu held; it releases the lock only while it
-// waits for a lease fetch.
-func (h *leaseHolder) takeLocked(ctx context.Context, amount int64) (*activeLease, error) {
+// takeLocked is take with h.mu held, at *now; it releases the lock only
+// while it waits for a lease fetch, and then reads the clock into *now
+// again.
+func (h *leaseHolder) takeLocked(ctx context.Context, amount int64, now *time.Time) (*activeLease, error) {
 	for {
-		if l := h.cur; l != nil && l.amount-l.reserved >= amount && l.spendableAt(h.clock()) {
+		if l := h.cur; l != nil && l.amount-l.reserved >= amount && l.spendableAt(*now) {
 			l.reserved += amount
 			l.inflight++
 			if l.amount-l.reserved < l.amount/2 && h.next == nil && h.fetching == nil {
@@ -250,13 +255,13 @@ func (h *leaseHolder) takeLocked(ctx context.Context, amount int64) (*activeLeas
 		}
 		if h.next != nil {
 			h.cur, h.next = h.next, nil
-			if !h.cur.spendableAt(h.clock()) {
+			if !h.cur.spendableAt(*now) {
 				h.retireLocked(h.cur)
 				h.cur = nil
 			}
 			continue
 		}
-		if h.clock().Before(h.exhaustedUntil) {
+		if now.Before(h.exhaustedUntil) {
 			return nil, errExhausted
 		}
 		if h.fetchErr != nil {
@@ -276,6 +281,7 @@ func (h *leaseHolder) takeLocked(ctx context.Context, amount int64) (*activeLeas
 			return nil, ctx.Err()
 		}
 		h.mu.Lock()
+		*now = h.clock()
 	}
 }
 
