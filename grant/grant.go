@@ -268,19 +268,24 @@ func BookedEntry(actID uint64, limitKey, awardType string, amount int64) Booked 
 
 // BookedOf is what the claim tables keep of the grants that ops booked or
 // attributed (booking's report: other kinds carry none). Consecutive
-// grants of one rain, as a unit's mostly are, share its key's string.
+// grants of one rain, as a unit's mostly are, share its key's string,
+// built once for them (a key a grant was ~1% of a burst's CPU).
 func BookedOf(ops []ledger.Op) []Booked {
 	out := make([]Booked, 0, len(ops))
 	var key []byte
+	var last *ledger.Grant // the grant rain was built from
 	rain := ""
 	for i := range ops {
 		if k := ops[i].Kind; k != ledger.OpBook && k != ledger.OpAttribute {
 			continue
 		}
 		g := &ops[i].Grant
-		key = g.AppendLimitKey(key[:0])
-		if r := key[bytes.IndexByte(key, '_')+1:]; string(r) != rain {
-			rain = string(r)
+		if last == nil || !last.SameRain(g) {
+			key = g.AppendLimitKey(key[:0])
+			if r := key[bytes.IndexByte(key, '_')+1:]; string(r) != rain {
+				rain = string(r)
+			}
+			last = g
 		}
 		out = append(out, Booked{ActID: g.ActID, Rain: rain, AwardType: g.AwardType, Amount: g.Amount, AppID: g.AppID})
 	}

@@ -47,6 +47,13 @@ func (g *Grant) AppendLimitKey(dst []byte) []byte {
 	return tokens.AppendLimitKey(dst, g.ActID, g.ActivityID, g.SceneID, g.RainID, g.Stage)
 }
 
+// SameRain reports whether g's and o's limit keys differ at most in their
+// act_id: what AppendLimitKey builds them from, compared field by field.
+func (g *Grant) SameRain(o *Grant) bool {
+	return g.Legacy == o.Legacy && g.SceneID == o.SceneID && g.RainID == o.RainID && g.Stage == o.Stage &&
+		(g.Legacy || g.ActivityID == o.ActivityID)
+}
+
 // IdempotencyKey names this grant for exactly-once booking (the legacy key
 // for a Legacy grant).
 func (g *Grant) IdempotencyKey() string {

@@ -605,7 +605,8 @@ func appendPage(dst []byte, p *Page, version byte) []byte {
 			if len(key) > len(prefix) && key[:len(prefix)] == string(prefix) {
 				key, flags = key[len(prefix):], entryKeyAct
 			}
-			if isTradeHex(e.OutTradeNo) {
+			otn, otnHex := tradeBytes(e.OutTradeNo)
+			if otnHex {
 				flags |= entryTradeHex
 			}
 			if e.Move != nil {
@@ -613,8 +614,8 @@ func appendPage(dst []byte, p *Page, version byte) []byte {
 			}
 			body = append(body, flags)
 			body = appendUvarint(body, strs.refIn(slotKey, key))
-			if flags&entryTradeHex != 0 {
-				body, _ = hex.AppendDecode(body, []byte(e.OutTradeNo))
+			if otnHex {
+				body = append(body, otn[:]...)
 			} else {
 				body = appendString(body, e.OutTradeNo)
 			}
@@ -663,6 +664,33 @@ func isTradeHex(s string) bool {
 		}
 	}
 	return true
+}
+
+// tradeBytes returns the 16 bytes of s when isTradeHex(s), checked and
+// decoded in one pass.
+func tradeBytes(s string) (b [tradeNoBytes]byte, ok bool) {
+	if len(s) != 2*tradeNoBytes {
+		return b, false
+	}
+	for i := range b {
+		hi, lo := lowerHex(s[2*i]), lowerHex(s[2*i+1])
+		if hi|lo > 0xf {
+			return b, false
+		}
+		b[i] = hi<<4 | lo
+	}
+	return b, true
+}
+
+// lowerHex is the value of a lowercase hex digit, 0xff for any other byte.
+func lowerHex(c byte) byte {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0'
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10
+	}
+	return 0xff
 }
 
 // DecodePage decodes what AppendPage writes, or a version 1 page, and

@@ -414,8 +414,11 @@ func oddPage(t testing.TB) *ledger.Page {
 		{LimitKey: "0_", OutTradeNo: strings.Repeat("f", 31), AwardType: "", Asset: "", Amount: 2, BookedAt: math.MaxInt64, LeaseID: math.MaxUint64},
 		{LimitKey: "00_x", OutTradeNo: "", AwardType: "cash", Asset: "cash", Amount: math.MaxInt64 - 2},
 		{LimitKey: "0_x", OutTradeNo: strings.Repeat("g", 32), Asset: "cash", Amount: 1},
+		// Lowercase hex but for the last digit, just past a range's end.
+		{LimitKey: "0_y", OutTradeNo: strings.Repeat("a", 31) + "`", Asset: "", Amount: 1},
+		{LimitKey: "0_z", OutTradeNo: strings.Repeat("9", 31) + ":", Asset: "", Amount: 1},
 	}
-	a.Balances = []ledger.Balance{{Asset: "", Amount: 2}, {Asset: "cash", Amount: math.MaxInt64}}
+	a.Balances = []ledger.Balance{{Asset: "", Amount: 4}, {Asset: "cash", Amount: math.MaxInt64}}
 	var err error
 	if a.Months, err = ledger.MonthsOf(a.Entries); err != nil {
 		t.Fatalf("oddPage: %v", err)
