@@ -306,12 +306,14 @@ func (w *World) openLeases() int {
 	return len(open)
 }
 
-// running tells whether incarnation inc of name runs.
+// running tells whether incarnation inc of name runs: neither killed nor
+// stopped. A stopped one's leases that its stop could not settle (a store
+// error while it listed them) are the reclaim's, which settle waits for.
 func (w *World) running(name string, inc uint64) bool {
 	w.mu.Lock()
 	n := w.nodes[name]
 	w.mu.Unlock()
-	return n != nil && n.inc == inc && !n.down()
+	return n != nil && n.inc == inc && !n.stoppedOrDown()
 }
 
 // auditNow runs the store's audit (invariants 1-6) as of now: the live

@@ -310,6 +310,7 @@ type node struct {
 
 	mu       sync.Mutex
 	dead     bool
+	stopped  bool          // stopped cleanly (stopRest): it renews and settles nothing more
 	paused   chan struct{} // closed on resume (nil: running)
 	silentAt time.Time     // since when it sends no heartbeat
 
@@ -351,6 +352,14 @@ func (n *node) down() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.dead
+}
+
+// stoppedOrDown says whether the incarnation runs no more: killed, or
+// stopped cleanly.
+func (n *node) stoppedOrDown() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.dead || n.stopped
 }
 
 // silentSince says since when the process has sent no heartbeat (paused
@@ -588,6 +597,9 @@ func (n *node) stopRest() {
 	ctx, cancel := context.WithTimeout(context.Background(), reclaim.SettleWithin+5*time.Second)
 	n.reclaimer.Settle(ctx, n.name, n.inc)
 	cancel()
+	n.mu.Lock()
+	n.stopped = true
+	n.mu.Unlock()
 	n.cancel()
 	n.bg.Wait()
 	n.pipe.Close()
