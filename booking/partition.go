@@ -446,15 +446,15 @@ func (p *part) apply(u *unit) error {
 	}
 	j := ledger.Journal{BookedAt: now, From: u.from, To: u.to, Ops: make([]ledger.Op, 0, len(gs))}
 	u.outcomes = make([]byte, len(gs))
-	// The unit's maps sized for its grants and moves, each touching an
-	// account at most once (grown key by key, a burst's units of ~4,000
-	// grants rehashed them a dozen times).
+	// The unit's touched set sized for its grants and moves, each touching
+	// an account at most once (a map grown key by key rehashed a dozen
+	// times over a burst's units of ~4,000 grants).
 	touches := len(gs)
 	if u.req != nil {
 		touches += len(u.req.moves)
 	}
 	if u.touched.at == nil {
-		u.touched = p.touchedSet(touches)
+		u.touched = p.newTouched(touches)
 	}
 	for i := range gs {
 		g := &gs[i]
@@ -798,9 +798,9 @@ func (p *part) grantSlice(n int) []ledger.Grant {
 	return make([]ledger.Grant, 0, n)
 }
 
-// touchedSet returns an empty set for a unit's replaced accounts: a
+// newTouched returns an empty set for a unit's replaced accounts: a
 // settled unit's (finish), or a new one sized for n.
-func (p *part) touchedSet(n int) touchedSet {
+func (p *part) newTouched(n int) touchedSet {
 	if s := p.spareTouched; s.at != nil {
 		p.spareTouched = touchedSet{}
 		return s
