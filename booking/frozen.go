@@ -42,19 +42,40 @@ import (
 // account returns the account of id as the partition holds it now (nil:
 // none), thawing its page if it is frozen.
 func (p *part) account(id uint64) *ledger.Account {
-	k := storage.PageOf(id)
-	pg := p.pages[k]
-	if pg == nil {
-		return nil
-	}
-	pg.seen = true
-	if pg.cold {
-		p.thaw(k, pg)
-	}
-	if i, found := slices.BinarySearch(pg.ids, id); found {
+	if pg, i, found := p.locate(id, false); found {
 		return pg.accts[i]
 	}
 	return nil
+}
+
+// locate returns id's page, marked in use and thawed if it was frozen,
+// with where id is in its act_ids or would be inserted, and whether it is
+// there. With create, a page that does not exist is made empty (listed
+// hot); without, locate returns a nil page. Every lookup of an account by
+// its act_id goes through it: one probe of the map of pages, one search.
+func (p *part) locate(id uint64, create bool) (pg *pageMem, i int, found bool) {
+	k := storage.PageOf(id)
+	pg = p.pages[k]
+	if pg == nil {
+		if !create {
+			return nil, 0, false
+		}
+		pg = &pageMem{}
+		p.pages[k] = pg
+		p.listHot(k, pg)
+	}
+	pg.seen = true // a page a unit just made is in use too, not only one it looked up
+	if pg.cold {
+		p.thaw(k, pg)
+	}
+	i, found = slices.BinarySearch(pg.ids, id)
+	return pg, i, found
+}
+
+// insert puts account a of id at i in pg, where locate said it goes.
+func (pg *pageMem) insert(i int, id uint64, a *ledger.Account) {
+	pg.ids = slices.Insert(pg.ids, i, id)
+	pg.accts = slices.Insert(pg.accts, i, a)
 }
 
 // thaw decodes a cold page's accounts back into accts. Its bytes are

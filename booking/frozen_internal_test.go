@@ -198,7 +198,7 @@ func BenchmarkSweep(b *testing.B) {
 		p.pages[k] = &pageMem{ids: []uint64{k * storage.PageUsers}, cold: true, frozen: []byte{0}}
 	}
 	for k := uint64(100_000); k < 100_016; k++ {
-		pg := p.pageAt(k)
+		pg, _, _ := p.locate(k*storage.PageUsers, true)
 		pg.ids, pg.accts, pg.dirtyAt = []uint64{k * storage.PageUsers}, []*ledger.Account{nil}, 1 // an uncommitted change: never freezable
 	}
 	b.ResetTimer()

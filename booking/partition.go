@@ -326,32 +326,14 @@ func (b *Booker) takeOver(ctx context.Context, id int32) (*part, error) {
 	return p, nil
 }
 
-// pageAt returns page k, made empty when there is none.
-func (p *part) pageAt(k uint64) *pageMem {
-	pg := p.pages[k]
-	if pg == nil {
-		pg = &pageMem{}
-		p.pages[k] = pg
-		p.listHot(k, pg)
-	}
-	return pg
-}
-
 // put makes a the account of id (a new one or a replacement).
 func (p *part) put(id uint64, a *ledger.Account) {
-	k := storage.PageOf(id)
-	pg := p.pageAt(k)
-	pg.seen = true // a page a unit just made is in use too, not only one it looked up
-	if pg.cold {
-		p.thaw(k, pg)
-	}
-	i, found := slices.BinarySearch(pg.ids, id)
+	pg, i, found := p.locate(id, true)
 	if found {
 		pg.accts[i] = a
 		return
 	}
-	pg.ids = slices.Insert(pg.ids, i, id)
-	pg.accts = slices.Insert(pg.accts, i, a)
+	pg.insert(i, id, a)
 }
 
 // putAll puts accounts (a loaded partition's), in act_id order so that
@@ -365,15 +347,7 @@ func (p *part) putAll(accounts map[uint64]*ledger.Account) {
 // remove drops the account of id (one a unit created, undone: its page is
 // hot, thawed here all the same).
 func (p *part) remove(id uint64) {
-	k := storage.PageOf(id)
-	pg := p.pages[k]
-	if pg == nil {
-		return
-	}
-	if pg.cold {
-		p.thaw(k, pg)
-	}
-	if i, found := slices.BinarySearch(pg.ids, id); found {
+	if pg, i, found := p.locate(id, false); found {
 		pg.ids = slices.Delete(pg.ids, i, i+1)
 		pg.accts = slices.Delete(pg.accts, i, i+1)
 	}
@@ -411,21 +385,14 @@ func (p *part) touch(u *unit, id uint64) (*ledger.Account, int32) {
 	if i, ok := u.touched.at[id]; ok {
 		return u.touched.accts[i].cur, i
 	}
-	k := storage.PageOf(id)
-	pg := p.pageAt(k)
-	pg.seen = true // a page a unit just made is in use too, not only one it looked up
-	if pg.cold {
-		p.thaw(k, pg)
-	}
 	t := touchedAcct{id: id}
-	if i, found := slices.BinarySearch(pg.ids, id); found {
+	if pg, i, found := p.locate(id, true); found {
 		t.prev = pg.accts[i]
 		t.cur = t.prev.Clone()
 		pg.accts[i] = t.cur
 	} else {
 		t.cur = pg.newAccts.New(id)
-		pg.ids = slices.Insert(pg.ids, i, id)
-		pg.accts = slices.Insert(pg.accts, i, t.cur)
+		pg.insert(i, id, t.cur)
 	}
 	i := int32(len(u.touched.accts))
 	u.touched.at[id] = i

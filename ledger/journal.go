@@ -655,19 +655,12 @@ func appendBalances(dst []byte, strs *strTable, bs []Balance) []byte {
 // isTradeHex reports whether s is an out_trade_no as tokens.OutTradeNo
 // makes it: 32 lowercase hex digits.
 func isTradeHex(s string) bool {
-	if len(s) != 2*tradeNoBytes {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
+	_, ok := tradeBytes(s)
+	return ok
 }
 
-// tradeBytes returns the 16 bytes of s when isTradeHex(s), checked and
-// decoded in one pass.
+// tradeBytes returns the 16 bytes of s when it is an out_trade_no
+// (isTradeHex), checked and decoded in one pass.
 func tradeBytes(s string) (b [tradeNoBytes]byte, ok bool) {
 	if len(s) != 2*tradeNoBytes {
 		return b, false
