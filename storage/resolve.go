@@ -53,6 +53,7 @@ type KeyedResolve struct {
 	adds    int // transactions remembered, to sweep every 256
 
 	keyed, scanned atomic.Int64
+	prewrites      atomic.Int64
 }
 
 // keyedResolveAge bounds how long a transaction's keys are kept: past
@@ -72,10 +73,14 @@ func NewKeyedResolve(client tikv.Client, cluster *testutils.MockCluster) *KeyedR
 // region scan.
 func (k *KeyedResolve) Resolves() (keyed, scanned int64) { return k.keyed.Load(), k.scanned.Load() }
 
+// Prewrites counts the prewrite requests sent.
+func (k *KeyedResolve) Prewrites() int64 { return k.prewrites.Load() }
+
 // SendRequest implements tikv.Client.
 func (k *KeyedResolve) SendRequest(ctx context.Context, addr string, req *tikvrpc.Request, timeout time.Duration) (*tikvrpc.Response, error) {
 	switch req.Type {
 	case tikvrpc.CmdPrewrite:
+		k.prewrites.Add(1)
 		r := req.Prewrite()
 		k.remember(r.StartVersion, r.Mutations)
 	case tikvrpc.CmdCommit, tikvrpc.CmdBatchRollback:

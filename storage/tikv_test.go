@@ -346,15 +346,18 @@ func locksIn(t *testing.T, kv *storage.TiKV, prefix []byte) int {
 
 // Readers that meet a plain Update's background-committed locks have them
 // resolved by the transaction's keys, never by a scan of the region
-// (storage.KeyedResolve), and read what was committed.
+// (storage.KeyedResolve), and read what was committed. Each transaction's
+// keys are over CommitBatchBytes, so client-go commits those past the
+// primary's request in the background.
 func TestReadersResolveByKeys(t *testing.T) {
 	kv := storagetest.TiKV(t, "")
 	ctx := context.Background()
+	pad := strings.Repeat("k", 2*storage.CommitBatchBytes/2000)
 	for round := range 50 {
 		keys := make([][]byte, 2000)
 		err := kv.Update(ctx, func(txn storage.Txn) error {
 			for i := range keys {
-				keys[i] = fmt.Appendf(nil, "rr/test/%02d/%06d", round, i)
+				keys[i] = fmt.Appendf(nil, "rr/test/%02d/%06d/%s", round, i, pad)
 				if err := txn.Set(keys[i], keys[i]); err != nil {
 					return err
 				}
@@ -371,7 +374,7 @@ func TestReadersResolveByKeys(t *testing.T) {
 			}
 			for _, k := range keys {
 				if !bytes.Equal(got[string(k)], k) {
-					return fmt.Errorf("%s reads %q", k, got[string(k)])
+					return fmt.Errorf("%.20s reads %.20q", k, got[string(k)])
 				}
 			}
 			return nil
@@ -424,5 +427,44 @@ func TestEmbeddedStoreWaitsForItsLock(t *testing.T) {
 	}
 	if v := get(t, second, "rr/test/lock"); string(v) != "held" {
 		t.Fatalf("Get after reopening = %q, want held", v)
+	}
+}
+
+// A booking transaction writes a few values of tens of KiB (journals,
+// the state, pages): they go to the store in one prewrite request, not
+// one request per key as client-go's default 16 KiB batches sent them.
+func TestLargeValuesPrewriteInOneRequest(t *testing.T) {
+	kv := storagetest.TiKV(t, "")
+	value := bytes.Repeat([]byte("j"), 40<<10)
+	kvs := make([]string, 0, 16)
+	for i := range 8 {
+		kvs = append(kvs, fmt.Sprintf("rr/test/large/%d", i), string(value))
+	}
+	before := kv.PrewriteRequests()
+	put(t, kv, kvs...)
+	if n := kv.PrewriteRequests() - before; n != 1 {
+		t.Errorf("8 values of 40 KiB in %d prewrite requests, want 1", n)
+	}
+	for i := range 8 {
+		if got := get(t, kv, fmt.Sprintf("rr/test/large/%d", i)); !bytes.Equal(got, value) {
+			t.Fatalf("value %d: %d bytes read back, want %d", i, len(got), len(value))
+		}
+	}
+	// A transaction past CommitBatchBytes still commits whole, in more
+	// requests.
+	big := bytes.Repeat([]byte("p"), 300<<10)
+	kvs = kvs[:0]
+	for i := range 8 {
+		kvs = append(kvs, fmt.Sprintf("rr/test/big/%d", i), string(big))
+	}
+	before = kv.PrewriteRequests()
+	put(t, kv, kvs...)
+	if n := kv.PrewriteRequests() - before; n < 2 {
+		t.Errorf("8 values of 300 KiB in %d prewrite request, want at least 2", n)
+	}
+	for i := range 8 {
+		if got := get(t, kv, fmt.Sprintf("rr/test/big/%d", i)); !bytes.Equal(got, big) {
+			t.Fatalf("big value %d: %d bytes read back", i, len(got))
+		}
 	}
 }
