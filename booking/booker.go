@@ -720,9 +720,16 @@ func (b *Booker) commitLoop(ctx context.Context, commits <-chan *unit) {
 // cost (its partition states, hot details, the store's two phases) fell
 // on ~45 grants at 5k grants/s with a 5 ms wait; 50 ms makes it ~127 and
 // costs ~60 ms of issue→booked, far inside its 1 s budget
-// (BENCHMARKS.md, Commit linger). A redeem among them never waits.
+// (BENCHMARKS.md, Commit linger). Up to a full transaction
+// (bookBatchMax), not 1,024 grants: since a transaction goes to the store
+// in one request (storage.CommitBatchBytes) the units waiting when one
+// ends hold ~2,000 grants in a burst, and transactions of ~4,700 cost
+// 0.92x the CPU per booked grant (the store's per-key work at commit:
+// states read, locks read back, written again) for ~40 ms more
+// issue→booked at p50 (BENCHMARKS.md, Transactions filled to a full
+// batch). A redeem among them never waits.
 const (
-	lingerGrants = 1024
+	lingerGrants = bookBatchMax
 	commitLinger = 50 * time.Millisecond
 )
 
