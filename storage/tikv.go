@@ -44,10 +44,11 @@ func init() {
 // a request of its own (~7 prewrites a transaction in a burst, each a
 // goroutine, a request and, in the embedded store, a pass under its lock
 // and a write of its log). At 1 MiB a transaction's keys go in one or two
-// requests: a burst's issue→booked p50 fell from 180-200 ms to 37-42 ms
-// and 200,000 grants/s held 60 s with a p99 of 470 ms instead of 720
-// (BENCHMARKS.md, *Booking's transactions in one request*). TiKV takes a
-// request up to its raft entry limit (8 MiB by default).
+// requests, and none is left to commit in the background: a burst's
+// issue→booked p50 fell from 170-270 ms to 44-57 ms, and at 200,000
+// grants/s for 30 s the p99 from 720 ms to 470 (BENCHMARKS.md, *Booking's
+// transactions in one request*). TiKV takes a request up to its raft
+// entry limit (8 MiB by default).
 const CommitBatchBytes = 1 << 20
 
 var (
@@ -158,8 +159,8 @@ func (t *TiKV) LockResolves() (keyed, scanned int64) {
 	return t.resolve.Resolves()
 }
 
-// PrewriteRequests counts the prewrite requests the embedded store served
-// (0 for a store reached through PD).
+// PrewriteRequests counts the prewrite requests sent to the embedded
+// store (0 for a store reached through PD).
 func (t *TiKV) PrewriteRequests() int64 {
 	if t.resolve == nil {
 		return 0

@@ -460,7 +460,7 @@ func TestLargeValuesPrewriteInOneRequest(t *testing.T) {
 	before = kv.PrewriteRequests()
 	put(t, kv, kvs...)
 	if n := kv.PrewriteRequests() - before; n < 2 {
-		t.Errorf("8 values of 300 KiB in %d prewrite request, want at least 2", n)
+		t.Errorf("8 values of 300 KiB in %d prewrite requests, want at least 2", n)
 	}
 	for i := range 8 {
 		if got := get(t, kv, fmt.Sprintf("rr/test/big/%d", i)); !bytes.Equal(got, big) {
