@@ -435,36 +435,33 @@ func TestEmbeddedStoreWaitsForItsLock(t *testing.T) {
 // one request per key as client-go's default 16 KiB batches sent them.
 func TestLargeValuesPrewriteInOneRequest(t *testing.T) {
 	kv := storagetest.TiKV(t, "")
-	value := bytes.Repeat([]byte("j"), 40<<10)
-	kvs := make([]string, 0, 16)
-	for i := range 8 {
-		kvs = append(kvs, fmt.Sprintf("rr/test/large/%d", i), string(value))
-	}
-	before := kv.PrewriteRequests()
-	put(t, kv, kvs...)
-	if n := kv.PrewriteRequests() - before; n != 1 {
+	if n := prewritesToPut(t, kv, "rr/test/large/", 40<<10); n != 1 {
 		t.Errorf("8 values of 40 KiB in %d prewrite requests, want 1", n)
-	}
-	for i := range 8 {
-		if got := get(t, kv, fmt.Sprintf("rr/test/large/%d", i)); !bytes.Equal(got, value) {
-			t.Fatalf("value %d: %d bytes read back, want %d", i, len(got), len(value))
-		}
 	}
 	// A transaction past CommitBatchBytes still commits whole, in more
 	// requests.
-	big := bytes.Repeat([]byte("p"), 300<<10)
-	kvs = kvs[:0]
-	for i := range 8 {
-		kvs = append(kvs, fmt.Sprintf("rr/test/big/%d", i), string(big))
-	}
-	before = kv.PrewriteRequests()
-	put(t, kv, kvs...)
-	if n := kv.PrewriteRequests() - before; n < 2 {
+	if n := prewritesToPut(t, kv, "rr/test/big/", 300<<10); n < 2 {
 		t.Errorf("8 values of 300 KiB in %d prewrite requests, want at least 2", n)
 	}
+}
+
+// prewritesToPut writes eight values of size bytes under prefix in one
+// transaction, reads each back, and returns the prewrite requests the
+// transaction took.
+func prewritesToPut(t *testing.T, kv *storage.TiKV, prefix string, size int) int64 {
+	t.Helper()
+	value := bytes.Repeat([]byte("v"), size)
+	kvs := make([]string, 0, 16)
 	for i := range 8 {
-		if got := get(t, kv, fmt.Sprintf("rr/test/big/%d", i)); !bytes.Equal(got, big) {
-			t.Fatalf("big value %d: %d bytes read back", i, len(got))
+		kvs = append(kvs, fmt.Sprintf("%s%d", prefix, i), string(value))
+	}
+	before := kv.PrewriteRequests()
+	put(t, kv, kvs...)
+	n := kv.PrewriteRequests() - before
+	for i := range 8 {
+		if got := get(t, kv, fmt.Sprintf("%s%d", prefix, i)); !bytes.Equal(got, value) {
+			t.Fatalf("%s%d: %d bytes read back, want %d", prefix, i, len(got), len(value))
 		}
 	}
+	return n
 }
