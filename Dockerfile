@@ -15,6 +15,8 @@ FROM golang:1.26 AS build
 WORKDIR /src
 # Modules first: a change to the code alone reuses this layer.
 COPY go.mod go.sum ./
+# The patched goleveldb go.mod replaces (third_party/goleveldb/PATCHES.md).
+COPY third_party ./third_party
 RUN go mod download
 COPY . .
 ARG VERSION=devel

@@ -114,3 +114,5 @@ require (
 	gopkg.in/natefinch/lumberjack.v2 v2.2.1 // indirect
 	modernc.org/mathutil v1.7.1 // indirect
 )
+
+replace github.com/pingcap/goleveldb => ./third_party/goleveldb

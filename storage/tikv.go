@@ -372,17 +372,30 @@ var tuneEmbedded sync.Once
 // Its defaults (a 4 MiB memtable, 2 MiB tables, a 10 MiB first level,
 // compaction from 4 level-0 tables) made compaction 21-29% of a node's CPU
 // under load: each megabyte booked was merged again level after level.
-// 64 MiB memtables, 16 MiB tables, a 256 MiB first level and compaction
-// from 8 level-0 tables cut a node's CPU per booked grant to 0.72× in a
-// 1M-grant burst and its CPU over its life to 0.63× (BENCHMARKS.md, *The
-// embedded store's compaction*). Snappy stays (one burst without it cost
-// 1.08× the tuned figure: more bytes to merge). A memtable is allocated
-// whole: an open embedded store holds up to two, 128 MiB.
+// 64 MiB memtables, 16 MiB tables, a first level of 2.56 GiB (goleveldb
+// scales the total size set here, 256 MiB, by ten per level from level 1)
+// and compaction from 8 level-0 tables cut a node's CPU per booked
+// grant to 0.72× in a 1M-grant burst and its CPU over its life to 0.63×
+// (BENCHMARKS.md, *The embedded store's compaction*). Snappy stays (one
+// burst without it cost 1.08× the tuned figure: more bytes to merge). A
+// memtable is allocated whole: an open embedded store holds up to two,
+// 128 MiB.
 // Blocks of 32 KiB instead of 4: goleveldb writes a table block by block,
 // one write system call each, and at 140k grants/s those calls were 5.9%
 // of a node's CPU, inside the compactions' 13.5% (10.3% with these
 // blocks; BENCHMARKS.md, *Blocks of 32 KiB in the embedded store*). A
 // journal or a page is 6-50 KiB, bigger than the old block already.
+// No seek compactions (third_party/goleveldb, the option upstream
+// goleveldb has and client-go's pin lacks; RocksDB, TiKV's engine, has
+// none): every key booking writes lands in each level-0 table, so a
+// table spans the whole key space, and goleveldb scheduled each new one
+// for compaction after ~1,600 reads that looked past it, about a second
+// after its flush, merging it with all of level 1 (61 MiB to 421 MiB over
+// 60 s at 200,000 grants/s): a cost per flush that grew with the data.
+// Without them a level-0 table waits for the 8-table trigger, and eight
+// go into level 1 in one merge. Paced 200,000 grants/s for 60 s: 0.82-0.88×
+// the CPU per booked grant, the schedule held (BENCHMARKS.md, *No seek
+// compactions in the embedded store*).
 func TuneEmbeddedStore() {
 	tuneEmbedded.Do(func() {
 		opt.DefaultWriteBuffer = 64 * opt.MiB
@@ -392,5 +405,6 @@ func TuneEmbeddedStore() {
 		opt.DefaultWriteL0SlowdownTrigger = 16
 		opt.DefaultWriteL0PauseTrigger = 24
 		opt.DefaultBlockSize = 32 * opt.KiB
+		opt.DefaultDisableSeeksCompaction = true
 	})
 }
