@@ -14,13 +14,19 @@ import (
 // collector neither marks a string per bound user nor scans the table
 // (an owner's holds every user of the node), and a lookup touches the
 // table's slot and the record, which answers the act_id and proves the
-// identity in one place. Identities sharing a hash chain their further
+// identity in one place. The text grows by chunks of at most bindChunk
+// bytes, so a new record never copies the ones before it beyond its own
+// chunk: one slice doubling to a shard's hundreds of megabytes moved each
+// record again at every doubling and faulted in fresh memory, 2.3% of a
+// node's CPU at 200k new users a second (BENCHMARKS.md, *The binder's
+// records in chunks*). Identities sharing a hash chain their further
 // entries in a slice. Not safe for concurrent use (a bindShard's lock
 // guards it). The zero value is empty.
 type bindMap struct {
 	heads headTable   // identity hash -> its first entry
 	more  []bindEntry // further entries of a hash, chained by next
-	text  []byte      // the records, back to back after one unused byte
+	text  [][]byte    // the records in chunks, back to back after one unused byte
+	used  int         // bytes of text written, the unused byte included
 	n     int         // bindings held
 	dead  int         // bytes of text no binding uses
 	// hash is the identities' hash (nil: maphash with seed); tests set a
@@ -38,7 +44,7 @@ type bindMap struct {
 // cost in a burst of new users (BENCHMARKS.md, *The binder's slots of 16
 // bytes*).
 type bindEntry struct {
-	off  uint32 // of the record in text; 0: none (an empty slot)
+	off  uint32 // of the record in text (bindOff); 0: none (an empty slot)
 	next int32  // index in more of the hash's next entry, -1: none
 }
 
@@ -48,8 +54,33 @@ func (e *bindEntry) used() bool { return e.off != 0 }
 // id's length (uvarint) and the user id.
 const bindRecordHead = 12
 
-// bindTextMax is the most text a map holds: records' offsets are 32 bits.
-const bindTextMax = math.MaxUint32
+// A record's offset is its chunk's index times bindChunk plus its place
+// in the chunk, 32 bits: a map holds at most bindChunksMax chunks. No
+// record crosses a chunk (one that does not fit in the last chunk starts
+// the next), and a record fits in one: a user id is at most 128 bytes.
+const (
+	bindChunkBits = 20
+	bindChunk     = 1 << bindChunkBits
+	bindChunksMax = (math.MaxUint32 + 1) / bindChunk
+)
+
+// rec is the text from off, to the end of its chunk.
+func (m *bindMap) rec(off uint32) []byte {
+	return m.text[off>>bindChunkBits][off&(bindChunk-1):]
+}
+
+// recordSize is the bytes of k's record.
+func recordSize(k bindKey) int {
+	return bindRecordHead + uvarintLen(uint64(len(k.user))) + len(k.user)
+}
+
+func uvarintLen(x uint64) int {
+	n := 1
+	for ; x >= 0x80; x >>= 7 {
+		n++
+	}
+	return n
+}
 
 func (m *bindMap) hashOf(app uint32, user string) uint64 {
 	if m.hash != nil {
@@ -71,7 +102,7 @@ func bindHash(seed maphash.Seed, app uint32, user string) uint64 {
 
 // is reports whether e's record is k's.
 func (m *bindMap) is(e *bindEntry, k bindKey) bool {
-	r := m.text[e.off:]
+	r := m.rec(e.off)
 	if binary.LittleEndian.Uint32(r[8:]) != k.app {
 		return false
 	}
@@ -80,17 +111,17 @@ func (m *bindMap) is(e *bindEntry, k bindKey) bool {
 }
 
 // act is the act_id of e's record.
-func (m *bindMap) act(e *bindEntry) uint64 { return binary.LittleEndian.Uint64(m.text[e.off:]) }
+func (m *bindMap) act(e *bindEntry) uint64 { return binary.LittleEndian.Uint64(m.rec(e.off)) }
 
 // setAct binds e's record to act.
 func (m *bindMap) setAct(e *bindEntry, act uint64) {
-	binary.LittleEndian.PutUint64(m.text[e.off:], act)
+	binary.LittleEndian.PutUint64(m.rec(e.off), act)
 }
 
 // key is the identity of e's record, its user id in text (valid while
 // text is).
 func (m *bindMap) key(e *bindEntry) (bindKey, int) {
-	r := m.text[e.off:]
+	r := m.rec(e.off)
 	n, w := binary.Uvarint(r[bindRecordHead:])
 	end := bindRecordHead + w + int(n)
 	return bindKey{app: binary.LittleEndian.Uint32(r[8:]), user: string(r[bindRecordHead+w : end])}, end
@@ -99,15 +130,28 @@ func (m *bindMap) key(e *bindEntry) (bindKey, int) {
 // record appends k's record bound to act and returns its offset (room
 // checks that it fits).
 func (m *bindMap) record(k bindKey, act uint64) uint32 {
-	if len(m.text) == 0 {
-		m.text = append(m.text, 0) // offset 0 is no record
+	if m.used == 0 {
+		if len(m.text) == 0 {
+			m.text = append(m.text, nil)
+		}
+		m.text[0] = append(m.text[0], 0) // offset 0 is no record
+		m.used = 1
 	}
-	off := len(m.text)
-	m.text = binary.LittleEndian.AppendUint64(m.text, act)
-	m.text = binary.LittleEndian.AppendUint32(m.text, k.app)
-	m.text = binary.AppendUvarint(m.text, uint64(len(k.user)))
-	m.text = append(m.text, k.user...)
-	return uint32(off)
+	size := recordSize(k)
+	last := len(m.text) - 1
+	if len(m.text[last])+size > bindChunk {
+		// A full chunk's successor is as big at once: the map is large.
+		m.text = append(m.text, make([]byte, 0, bindChunk))
+		last++
+	}
+	c := m.text[last]
+	off := uint32(last)<<bindChunkBits | uint32(len(c))
+	c = binary.LittleEndian.AppendUint64(c, act)
+	c = binary.LittleEndian.AppendUint32(c, k.app)
+	c = binary.AppendUvarint(c, uint64(len(k.user)))
+	m.text[last] = append(c, k.user...)
+	m.used += size
+	return off
 }
 
 func (m *bindMap) get(k bindKey) (uint64, bool) {
@@ -210,16 +254,21 @@ func (m *bindMap) del(k bindKey) {
 func (m *bindMap) gone(e *bindEntry) {
 	m.n--
 	_, size := m.key(e)
-	if m.dead += size; m.dead > 1<<16 && m.dead > len(m.text)/2 {
+	if m.dead += size; m.dead > 1<<16 && m.dead > m.used/2 {
 		m.compact()
 	}
 }
 
 // room panics, before anything changes, if k's record would take text
-// past bindTextMax (some 150 million bindings in one shard of a binder).
+// past bindChunksMax chunks (some 150 million bindings in one shard of a
+// binder).
 func (m *bindMap) room(k bindKey) {
-	if uint64(len(m.text))+1+bindRecordHead+binary.MaxVarintLen64+uint64(len(k.user)) > bindTextMax {
-		panic(fmt.Sprintf("ingress: a binder shard holds %d bytes of bindings, its most", len(m.text)))
+	size := recordSize(k)
+	if size+1 > bindChunk {
+		panic(fmt.Sprintf("ingress: a binding of %d bytes is more than a chunk holds", size))
+	}
+	if n := len(m.text); n >= bindChunksMax && len(m.text[n-1])+size > bindChunk {
+		panic(fmt.Sprintf("ingress: a binder shard holds %d bytes of bindings, its most", m.used))
 	}
 }
 
@@ -228,13 +277,18 @@ func (m *bindMap) len() int { return m.n }
 
 func (m *bindMap) clear() {
 	m.heads.clear()
-	m.more, m.text, m.n, m.dead = m.more[:0], m.text[:0], 0, 0
+	// The first chunk's memory is kept, as a slice's would be.
+	if len(m.text) > 0 {
+		m.text = m.text[:1]
+		m.text[0] = m.text[0][:0]
+	}
+	m.more, m.used, m.n, m.dead = m.more[:0], 0, 0, 0
 }
 
 // compact rebuilds the map from its live bindings.
 func (m *bindMap) compact() {
 	old := *m
-	m.heads, m.more, m.text, m.n, m.dead = headTable{}, nil, nil, 0, 0
+	m.heads, m.more, m.text, m.used, m.n, m.dead = headTable{}, nil, nil, 0, 0, 0
 	old.heads.each(func(e bindEntry) {
 		for {
 			k, _ := old.key(&e)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -83,10 +84,67 @@ func TestBindMapMatchesAMap(t *testing.T) {
 			for k := range want {
 				live += len(k.user)
 			}
-			if len(m.text) > 2*live+1<<16+600 {
-				t.Fatalf("%d bytes of user ids held for %d live: no compaction", len(m.text), live)
+			if m.used > 2*live+1<<16+600 {
+				t.Fatalf("%d bytes of user ids held for %d live: no compaction", m.used, live)
 			}
 		})
+	}
+}
+
+// TestBindMapAcrossChunks: records in many chunks of text are found,
+// rebound, deleted and compacted like those of one, none across a chunk's
+// end.
+func TestBindMapAcrossChunks(t *testing.T) {
+	var m bindMap
+	want := make(map[bindKey]uint64)
+	for i := range 60_000 {
+		// User ids of 1 to 128 bytes: records end anywhere in a chunk.
+		k := bindKey{app: uint32(i % 3), user: strings.Repeat("u", 1+i%128) + strconv.Itoa(i)}
+		if len(k.user) > 128 {
+			k.user = k.user[len(k.user)-128:]
+		}
+		want[k] = uint64(i + 1)
+		m.put(k, uint64(i+1))
+	}
+	if len(m.text) < 4 {
+		t.Fatalf("%d chunks of text for %d bytes, want several", len(m.text), m.used)
+	}
+	for i, c := range m.text {
+		if len(c) > bindChunk {
+			t.Fatalf("chunk %d holds %d bytes, more than %d", i, len(c), bindChunk)
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		if m.len() != len(want) {
+			t.Fatalf("%s: %d bindings, want %d", when, m.len(), len(want))
+		}
+		for k, v := range want {
+			if got, ok := m.get(k); !ok || got != v {
+				t.Fatalf("%s: get(%v) = %d, %v, want %d", when, k, got, ok, v)
+			}
+		}
+	}
+	check("bound")
+	n := 0
+	for k := range want {
+		if n++; n%3 == 0 {
+			want[k]++
+			m.put(k, want[k])
+		}
+	}
+	check("rebound")
+	chunks := len(m.text)
+	n = 0
+	for k := range want {
+		if n++; n%10 != 0 {
+			m.del(k)
+			delete(want, k)
+		}
+	}
+	check("deleted")
+	if len(m.text) >= chunks {
+		t.Fatalf("%d chunks after deleting 90%%, %d before: no compaction", len(m.text), chunks)
 	}
 }
 
@@ -173,5 +231,20 @@ func BenchmarkBindGC(b *testing.B) {
 			runtime.KeepAlive(gomap)
 			runtime.KeepAlive(bm)
 		})
+	}
+}
+
+// BenchmarkBindMapGrowth: new identities bound into one map, as a binder shard
+// takes a rain's new users: the records' text and the table grow as they
+// come (ns/op per identity).
+func BenchmarkBindMapGrowth(b *testing.B) {
+	keys := make([]bindKey, b.N)
+	for i := range keys {
+		keys[i] = bindKey{app: 1, user: fmt.Sprintf("open-id-%016x", uint64(i)*0x9e3779b97f4a7c15)}
+	}
+	var m bindMap
+	b.ResetTimer()
+	for i, k := range keys {
+		m.put(k, uint64(i+1))
 	}
 }
