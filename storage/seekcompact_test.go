@@ -67,18 +67,21 @@ func level0AfterReadsPast(t *testing.T) int {
 	if n := level0(t, db); n != 0 {
 		t.Fatalf("%d level-0 tables after compacting everything", n)
 	}
-	// Fill one memtable and a little more, every third key: the flushed
-	// table spans level 1's keys and, overlapping them, stays in level 0.
-	for i := 0; level0(t, db) == 0; i += 3 {
-		if i >= 10_000*3 {
-			t.Fatal("no memtable flushed")
-		}
-		if err := db.Put(key(i%10_000, "+"), value, nil); err != nil {
+	// A memtable and a little more (2,600 entries of ~108 bytes against
+	// 256 KiB, less than two), every third key: one memtable is flushed,
+	// and its table, spanning level 1's keys, stays in level 0.
+	for i := range 2_600 {
+		if err := db.Put(key(3*i, "+"), value, nil); err != nil {
 			t.Fatal(err)
 		}
-		if i%300 == 0 {
-			time.Sleep(time.Millisecond) // the flush runs in the background
+	}
+	for deadline := time.Now().Add(30 * time.Second); level0(t, db) == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no memtable flushed in 30 s") // the flush runs in the background
 		}
+	}
+	if n := level0(t, db); n != 1 {
+		t.Fatalf("%d level-0 tables after one memtable's writes, want 1", n)
 	}
 	for i := range 1_000 {
 		if _, err := db.Get(key(1+3*i, ""), nil); err != nil {
