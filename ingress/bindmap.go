@@ -16,9 +16,9 @@ import (
 // table's slot and the record, which answers the act_id and proves the
 // identity in one place. The text grows by chunks of at most bindChunk
 // bytes, so a new record never copies the ones before it beyond its own
-// chunk: one slice doubling to a shard's hundreds of megabytes moved each
-// record again at every doubling and faulted in fresh memory, 2.3% of a
-// node's CPU at 200k new users a second (BENCHMARKS.md, *The binder's
+// chunk: one slice that doubled moved every record again at each
+// doubling, under the shard's lock, and faulted fresh memory in, 2.3% of
+// a node's CPU at 200k new users a second (BENCHMARKS.md, *The binder's
 // records in chunks*). Identities sharing a hash chain their further
 // entries in a slice. Not safe for concurrent use (a bindShard's lock
 // guards it). The zero value is empty.
@@ -44,7 +44,7 @@ type bindMap struct {
 // cost in a burst of new users (BENCHMARKS.md, *The binder's slots of 16
 // bytes*).
 type bindEntry struct {
-	off  uint32 // of the record in text (bindOff); 0: none (an empty slot)
+	off  uint32 // of the record in text (see rec); 0: none (an empty slot)
 	next int32  // index in more of the hash's next entry, -1: none
 }
 
