@@ -62,9 +62,8 @@ e2e:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./ledger/ ./tokens/ ./ingress/ ./bench/ ./booking/ ./lines/
 
-# third_party/ holds others' code as it was written (third_party/goleveldb/PATCHES.md).
 lint:
-	@out=$$(gofmt -l $$(git ls-files '*.go' ':!third_party' 2>/dev/null || find . -name '*.go' -not -path './third_party/*')); \
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...

@@ -26,7 +26,6 @@ type bindMap struct {
 	heads headTable   // identity hash -> its first entry
 	more  []bindEntry // further entries of a hash, chained by next
 	text  [][]byte    // the records in chunks, back to back after one unused byte
-	used  int         // bytes of text written, the unused byte included
 	n     int         // bindings held
 	dead  int         // bytes of text no binding uses
 	// hash is the identities' hash (nil: maphash with seed); tests set a
@@ -69,17 +68,19 @@ func (m *bindMap) rec(off uint32) []byte {
 	return m.text[off>>bindChunkBits][off&(bindChunk-1):]
 }
 
-// recordSize is the bytes of k's record.
-func recordSize(k bindKey) int {
-	return bindRecordHead + uvarintLen(uint64(len(k.user))) + len(k.user)
+// recordMax bounds the bytes of k's record (its length's uvarint taken at
+// its longest).
+func recordMax(k bindKey) int {
+	return bindRecordHead + binary.MaxVarintLen64 + len(k.user)
 }
 
-func uvarintLen(x uint64) int {
-	n := 1
-	for ; x >= 0x80; x >>= 7 {
-		n++
+// textLen is the bytes of text written: every chunk before the last is
+// full but for less than a record.
+func (m *bindMap) textLen() int {
+	if len(m.text) == 0 {
+		return 0
 	}
-	return n
+	return (len(m.text)-1)*bindChunk + len(m.text[len(m.text)-1])
 }
 
 func (m *bindMap) hashOf(app uint32, user string) uint64 {
@@ -130,16 +131,14 @@ func (m *bindMap) key(e *bindEntry) (bindKey, int) {
 // record appends k's record bound to act and returns its offset (room
 // checks that it fits).
 func (m *bindMap) record(k bindKey, act uint64) uint32 {
-	if m.used == 0 {
-		if len(m.text) == 0 {
-			m.text = append(m.text, nil)
-		}
-		m.text[0] = append(m.text[0], 0) // offset 0 is no record
-		m.used = 1
+	if len(m.text) == 0 {
+		m.text = append(m.text, nil)
 	}
-	size := recordSize(k)
+	if len(m.text[0]) == 0 {
+		m.text[0] = append(m.text[0], 0) // offset 0 is no record
+	}
 	last := len(m.text) - 1
-	if len(m.text[last])+size > bindChunk {
+	if len(m.text[last])+recordMax(k) > bindChunk {
 		// A full chunk's successor is as big at once: the map is large.
 		m.text = append(m.text, make([]byte, 0, bindChunk))
 		last++
@@ -150,7 +149,6 @@ func (m *bindMap) record(k bindKey, act uint64) uint32 {
 	c = binary.LittleEndian.AppendUint32(c, k.app)
 	c = binary.AppendUvarint(c, uint64(len(k.user)))
 	m.text[last] = append(c, k.user...)
-	m.used += size
 	return off
 }
 
@@ -254,7 +252,7 @@ func (m *bindMap) del(k bindKey) {
 func (m *bindMap) gone(e *bindEntry) {
 	m.n--
 	_, size := m.key(e)
-	if m.dead += size; m.dead > 1<<16 && m.dead > m.used/2 {
+	if m.dead += size; m.dead > 1<<16 && m.dead > m.textLen()/2 {
 		m.compact()
 	}
 }
@@ -263,12 +261,12 @@ func (m *bindMap) gone(e *bindEntry) {
 // past bindChunksMax chunks (some 150 million bindings in one shard of a
 // binder).
 func (m *bindMap) room(k bindKey) {
-	size := recordSize(k)
+	size := recordMax(k)
 	if size+1 > bindChunk {
-		panic(fmt.Sprintf("ingress: a binding of %d bytes is more than a chunk holds", size))
+		panic(fmt.Sprintf("ingress: a binding of up to %d bytes is more than a chunk holds", size))
 	}
 	if n := len(m.text); n >= bindChunksMax && len(m.text[n-1])+size > bindChunk {
-		panic(fmt.Sprintf("ingress: a binder shard holds %d bytes of bindings, its most", m.used))
+		panic(fmt.Sprintf("ingress: a binder shard holds %d bytes of bindings, its most", m.textLen()))
 	}
 }
 
@@ -282,13 +280,13 @@ func (m *bindMap) clear() {
 		m.text = m.text[:1]
 		m.text[0] = m.text[0][:0]
 	}
-	m.more, m.used, m.n, m.dead = m.more[:0], 0, 0, 0
+	m.more, m.n, m.dead = m.more[:0], 0, 0
 }
 
 // compact rebuilds the map from its live bindings.
 func (m *bindMap) compact() {
 	old := *m
-	m.heads, m.more, m.text, m.used, m.n, m.dead = headTable{}, nil, nil, 0, 0, 0
+	m.heads, m.more, m.text, m.n, m.dead = headTable{}, nil, nil, 0, 0
 	old.heads.each(func(e bindEntry) {
 		for {
 			k, _ := old.key(&e)

@@ -84,8 +84,8 @@ func TestBindMapMatchesAMap(t *testing.T) {
 			for k := range want {
 				live += len(k.user)
 			}
-			if m.used > 2*live+1<<16+600 {
-				t.Fatalf("%d bytes of user ids held for %d live: no compaction", m.used, live)
+			if m.textLen() > 2*live+1<<16+600 {
+				t.Fatalf("%d bytes of user ids held for %d live: no compaction", m.textLen(), live)
 			}
 		})
 	}
@@ -107,7 +107,7 @@ func TestBindMapAcrossChunks(t *testing.T) {
 		m.put(k, uint64(i+1))
 	}
 	if len(m.text) < 4 {
-		t.Fatalf("%d chunks of text for %d bytes, want several", len(m.text), m.used)
+		t.Fatalf("%d chunks of text for %d bytes, want several", len(m.text), m.textLen())
 	}
 	for i, c := range m.text {
 		if len(c) > bindChunk {
