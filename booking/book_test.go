@@ -319,7 +319,7 @@ func TestBookLegacyGrants(t *testing.T) {
 		if want := fmt.Sprintf("%d_scene_1_formal", u1); key != want {
 			t.Fatalf("legacy limit key = %q, want %q", key, want)
 		}
-		if e, ok := f.Account(u1).Entry(key); !ok || e.Amount != 120 || e.OutTradeNo != legacy[0].OutTradeNo() {
+		if e, ok := f.Account(u1).Entry(key); !ok || e.Amount != 120 || e.TradeNo() != legacy[0].OutTradeNo() {
 			t.Fatalf("entry %s = %+v, %v, want the legacy packet", key, e, ok)
 		}
 		// Redelivered after the upgrade, together with the rest of its record.

@@ -246,7 +246,7 @@ func appendLedgerPage(b []byte, q ledgerQuery, d *ledger.Detail) []byte {
 		b = append(b, `,"award_type":`...)
 		b = errcode.AppendJSONString(b, e.AwardType)
 		b = append(b, `,"out_trade_no":`...)
-		b = errcode.AppendJSONString(b, e.OutTradeNo)
+		b = errcode.AppendJSONString(b, e.TradeNo())
 		b = append(b, `,"booked_at":`...)
 		b = strconv.AppendInt(b, e.BookedAt, 10)
 		b = append(b, '}')

@@ -203,7 +203,7 @@ func (t *Tokens) resolveBooked(ctx context.Context, check []*tokenState) error {
 			return unavailable(err)
 		}
 		if ok {
-			if e.OutTradeNo == s.claims.OutTradeNo {
+			if e.TradeNo() == s.claims.OutTradeNo {
 				s.result.Status = "booked"
 			} else {
 				// Authentic, but another packet holds this user's limit for the rain.

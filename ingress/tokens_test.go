@@ -93,7 +93,7 @@ func TestLegacyTokens(t *testing.T) {
 		if a == nil {
 			t.Fatal("account 77 not booked")
 		}
-		if e, ok := a.Entry(legacyLimit); !ok || e.OutTradeNo != wantOTN || len(a.Entries) != 1 {
+		if e, ok := a.Entry(legacyLimit); !ok || e.TradeNo() != wantOTN || len(a.Entries) != 1 {
 			t.Errorf("account 77 = %+v, want one entry under %s", a.Entries, legacyLimit)
 		}
 		return nil

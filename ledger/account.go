@@ -4,11 +4,19 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+
+	"redrain/tokens"
 )
 
 // Entry is one posting on a user's account: a booked grant credits it.
 type Entry struct {
-	LimitKey   string // Invariant: unique within an account (exactly once per limit key)
+	LimitKey string // Invariant: unique within an account (exactly once per limit key)
+	// OutTradeNo is empty for a grant's entry whose trade number derives
+	// from its limit key and award type, as every booked grant's does
+	// (TradeNo derives it): booking computes none and a ledger page stores
+	// none. Set only for one that does not derive (none is booked so).
+	// Invariant: decoders leave it empty wherever it derives, so that one
+	// entry has one form.
 	OutTradeNo string
 	AwardType  string
 	Asset      Asset
@@ -37,6 +45,36 @@ type MoveEntry struct {
 	Counter string
 	Ref     string
 	Digest  uint64
+}
+
+// TradeNo returns e's out_trade_no: a grant's, derived from its limit key
+// and award type unless OutTradeNo holds it; "" for a move's entry.
+func (e *Entry) TradeNo() string {
+	if e.OutTradeNo != "" || e.Move != nil {
+		return e.OutTradeNo
+	}
+	otn, _ := tokens.OutTradeNoOfLimit(e.LimitKey, e.AwardType)
+	return otn
+}
+
+// canonTradeNo empties the out_trade_no of a grant's entry whose trade
+// number derives (Entry.OutTradeNo's invariant): what the decoders of
+// forms that carry it whole (account records, chunks, pages before
+// version 4) do to each entry.
+func (e *Entry) canonTradeNo() {
+	if e.tradeNoDerives() {
+		e.OutTradeNo = ""
+	}
+}
+
+// tradeNoDerives reports whether e is a grant's entry that holds its
+// trade number whole where it derives.
+func (e *Entry) tradeNoDerives() bool {
+	if e.OutTradeNo == "" || e.Move != nil {
+		return false
+	}
+	otn, ok := tokens.OutTradeNoOfLimit(e.LimitKey, e.AwardType)
+	return ok && otn == e.OutTradeNo
 }
 
 // MoveKind is the kind of the move that booked e, 0 for a grant's entry.
@@ -549,7 +587,7 @@ func (a *Account) Book(g *Grant, now int64) (bool, error) {
 	}
 	// The entry's strings first (one allocation): its limit key is the
 	// one to look up.
-	key, otn, award := entryStrings(g)
+	key, award := entryStrings(g)
 	if dup, err := a.Booked(key); dup || err != nil {
 		return false, err
 	}
@@ -568,7 +606,7 @@ func (a *Account) Book(g *Grant, now int64) (bool, error) {
 	}
 	a.Months = addMonth(a.Months, g.Asset, month, g.Amount, 0)
 	a.Entries = append(a.Entries, Entry{
-		LimitKey: key, OutTradeNo: otn, AwardType: award,
+		LimitKey: key, AwardType: award,
 		Asset: g.Asset, Amount: g.Amount, BookedAt: now, LeaseID: g.LeaseID,
 	})
 	if idx := a.byLimit(); idx != nil {
@@ -900,7 +938,7 @@ func appendAmount(dst []byte, asset Asset, amount int64) []byte {
 // appendEntry appends e; moves: the record's version has move fields.
 func appendEntry(dst []byte, e *Entry, moves bool) []byte {
 	dst = appendString(dst, e.LimitKey)
-	dst = appendString(dst, e.OutTradeNo)
+	dst = appendString(dst, e.TradeNo())
 	dst = appendString(dst, e.AwardType)
 	dst = appendString(dst, string(e.Asset))
 	dst = appendVarint(dst, e.Amount)
@@ -935,6 +973,7 @@ func (d *decoder) entry(moves bool) Entry {
 			e.Move = d.moveFields(k)
 		}
 	}
+	e.canonTradeNo()
 	return e
 }
 

@@ -31,9 +31,11 @@ func TestAccountBookOncePerLimitKey(t *testing.T) {
 		t.Fatalf("Book(%+v) on an empty account = false, want true", first)
 	}
 	e, ok := a.Entry(first.LimitKey())
-	want := ledger.Entry{LimitKey: first.LimitKey(), OutTradeNo: first.OutTradeNo(), AwardType: "cash",
+	// The entry holds no trade number: it derives from the limit key and
+	// award type, as the token's does from its idempotency key.
+	want := ledger.Entry{LimitKey: first.LimitKey(), AwardType: "cash",
 		Asset: ledger.AssetCash, Amount: 88, BookedAt: 100, LeaseID: first.LeaseID}
-	if !ok || e != want {
+	if !ok || e != want || e.TradeNo() != first.OutTradeNo() {
 		t.Errorf("Entry(%q) = %+v, %v, want %+v", first.LimitKey(), e, ok, want)
 	}
 
@@ -196,8 +198,15 @@ func TestAccountCheck(t *testing.T) {
 			a.Entries = append(a.Entries, ledger.Entry{LimitKey: "neg", Asset: ledger.AssetCash, Amount: -100})
 			a.Balances[1].Amount -= 100
 		}, ledger.ErrInvariant},
+		{"no trade number, and no key it derives from", func(a *ledger.Account) {
+			// Balanced, its month counted: only the key is wrong ("42_more"
+			// passes).
+			a.Entries = append(a.Entries, ledger.Entry{LimitKey: "more", Asset: ledger.AssetCash, Amount: 1})
+			a.Balances[slices.IndexFunc(a.Balances, func(b ledger.Balance) bool { return b.Asset == ledger.AssetCash })].Amount++
+			a.Months, _ = ledger.MonthsOf(a.Entries)
+		}, ledger.ErrInvariant},
 		{"entries overflow", func(a *ledger.Account) {
-			a.Entries = append(a.Entries, ledger.Entry{LimitKey: "more", Asset: "coin:zeta", Amount: 1})
+			a.Entries = append(a.Entries, ledger.Entry{LimitKey: "42_more", Asset: "coin:zeta", Amount: 1})
 		}, ledger.ErrOverflow},
 	} {
 		a := base.Clone()

@@ -25,7 +25,7 @@ func TestAccountArchives(t *testing.T) {
 			t.Fatalf("rain %d not booked", rain)
 		}
 		total += g.Amount
-		want = append(want, ledger.Entry{LimitKey: g.LimitKey(), OutTradeNo: g.OutTradeNo(), AwardType: "cash",
+		want = append(want, ledger.Entry{LimitKey: g.LimitKey(), AwardType: "cash",
 			Asset: ledger.AssetCash, Amount: g.Amount, BookedAt: int64(rain), LeaseID: g.LeaseID})
 		if n, chunk, ok := a.TakeSealed(); ok {
 			if n != uint64(len(got))/ledger.ChunkEntries || len(chunk) != ledger.ChunkEntries {

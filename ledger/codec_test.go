@@ -295,7 +295,7 @@ func TestLegacyGrantBooksOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e, ok := a.Entry("42_lobby_1_formal"); !ok || e.OutTradeNo != "7a11250c3bbbe791df8705d25e7ed375" || e.Amount != 145 {
+	if e, ok := a.Entry("42_lobby_1_formal"); !ok || e.TradeNo() != "7a11250c3bbbe791df8705d25e7ed375" || e.Amount != 145 {
 		t.Fatalf("Entry(42_lobby_1_formal) = %+v, %v, want the legacy packet", e, ok)
 	}
 	// Redelivered, directly and after the round trip through the grains'

@@ -234,23 +234,15 @@ func DecodeGrantRecord(dst []Grant, src []byte) ([]Grant, error) {
 func outTradeNo(g *Grant) string { return tokens.OutTradeNo(g.IdempotencyKey()) }
 
 // entryStrings returns the text a grant's entry holds, its limit key
-// (g.LimitKey()), out_trade_no and award type, as slices of one string:
-// one object for the collector to mark per entry instead of three.
-func entryStrings(g *Grant) (limitKey, otn, award string) {
-	var ib [128]byte
-	var idem []byte
-	if g.Legacy {
-		idem = append(ib[:0], g.IdempotencyKey()...)
-	} else {
-		idem = tokens.AppendIdempotencyKey(ib[:0], g.ActID, g.ActivityID, g.SceneID, g.RainID, g.AwardType, g.Stage)
-	}
+// (g.LimitKey()) and award type, as slices of one string: one object for
+// the collector to mark per entry instead of two. The entry's
+// out_trade_no is not among them: it derives from these two (TradeNo).
+func entryStrings(g *Grant) (limitKey, award string) {
 	var buf [256]byte
 	b := g.AppendLimitKey(buf[:0])
 	k := len(b)
-	b = tokens.AppendOutTradeNo(b, idem)
-	o := len(b)
 	s := string(append(b, g.AwardType...))
-	return s[:k], s[k:o], s[o:]
+	return s[:k], s[k:]
 }
 
 // OutTradeNo is the grant's trade number, derived from its idempotency key.

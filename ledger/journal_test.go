@@ -297,9 +297,9 @@ func TestVersion1StillDecodes(t *testing.T) {
 			t.Fatalf("DecodePage(version 1 %x): %v", v1, err)
 		}
 		checkPage(t, got, p)
-		v3 := ledger.AppendPage(nil, got)
-		if v3[0] != 3 || (len(p.Accounts) > 0 && len(v3) >= len(v1)) {
-			t.Errorf("page: version 3 takes %d bytes (version byte %d), version 1 %d", len(v3), v3[0], len(v1))
+		v4 := ledger.AppendPage(nil, got)
+		if v4[0] != 4 || (len(p.Accounts) > 0 && len(v4) >= len(v1)) {
+			t.Errorf("page: version 4 takes %d bytes (version byte %d), version 1 %d", len(v4), v4[0], len(v1))
 		}
 		checkTruncations(t, "version 1 page", v1, func(b []byte) error { _, err := ledger.DecodePage(b); return err })
 	}
@@ -391,6 +391,14 @@ func TestPageRoundTrip(t *testing.T) {
 			t.Errorf("re-encoding page: %x, want %x", re, enc)
 		}
 		checkTruncations(t, "page", enc, func(b []byte) error { _, err := ledger.DecodePage(b); return err })
+		// Version 3, as a node before derived trade numbers wrote it,
+		// decodes to the same accounts.
+		v3 := ledger.AppendPageV3(nil, p)
+		if got, err := ledger.DecodePage(v3); err != nil || v3[0] != 3 {
+			t.Fatalf("DecodePage(AppendPageV3(%+v)) = %v (version byte %d)", p, err, v3[0])
+		} else {
+			checkPage(t, got, p)
+		}
 	}
 
 	p := samplePage(t)
@@ -457,8 +465,8 @@ func TestDecodePageRefusesCorrupt(t *testing.T) {
 		}
 	}
 	good := ledger.AppendPage(nil, p)
-	if _, err := ledger.DecodePage(append([]byte{4}, good[1:]...)); !errors.Is(err, ledger.ErrCorrupt) {
-		t.Errorf("DecodePage(version 4) = %v, want ErrCorrupt", err)
+	if _, err := ledger.DecodePage(append([]byte{5}, good[1:]...)); !errors.Is(err, ledger.ErrCorrupt) {
+		t.Errorf("DecodePage(version 5) = %v, want ErrCorrupt", err)
 	}
 	// A version 1 account's length that takes in the next account's first
 	// byte.
@@ -602,6 +610,7 @@ func FuzzDecodePage(f *testing.F) {
 	f.Add(ledger.AppendPage(nil, movedPage(f)))
 	f.Add(appendPageV1(nil, samplePage(f)))
 	f.Add(ledger.AppendPageV2(nil, oddPage(f)))
+	f.Add(ledger.AppendPageV3(nil, oddPage(f)))
 	f.Add([]byte{1, 1, 1, 1, 0})
 	f.Add(pageV2([]string{"cash", "r"}, accountV2(5, append([]byte{3, 1}, bytes.Repeat([]byte{0xab}, 16)...))))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -621,8 +630,11 @@ func FuzzDecodePage(f *testing.F) {
 			}
 		}
 		re := ledger.AppendPage(nil, p)
-		if b[0] == 3 && !bytes.Equal(re, b) {
+		if b[0] == 4 && !bytes.Equal(re, b) {
 			t.Fatalf("DecodePage(%x) re-encodes to %x", b, re)
+		}
+		if v3 := ledger.AppendPageV3(nil, p); b[0] == 3 && !bytes.Equal(v3, b) {
+			t.Fatalf("DecodePage(%x) re-encodes as version 3 to %x", b, v3)
 		}
 		if v2 := ledger.AppendPageV2(nil, p); b[0] == 2 && !bytes.Equal(v2, b) {
 			t.Fatalf("DecodePage(%x) re-encodes as version 2 to %x", b, v2)
@@ -633,4 +645,103 @@ func FuzzDecodePage(f *testing.F) {
 		}
 		checkPage(t, back, p)
 	})
+}
+
+// TestPageDerivesTradeNos: a version 4 page writes no out_trade_no for a
+// booked grant's entry (new and legacy keys), 16 bytes and a flag fewer
+// each than version 3; both decode to entries that hold none and derive
+// the token's; a trade number that does not derive is kept whole; an
+// entry that holds its derivable one whole encodes as the derived one; the
+// account record still carries it whole (older nodes read it) and decodes
+// to the same entry.
+func TestPageDerivesTradeNos(t *testing.T) {
+	var grants []ledger.Grant
+	p := &ledger.Page{Seq: 4}
+	for i := range 20 {
+		a := &ledger.Account{ActID: uint64(100 + i), Version: 1}
+		g := grant(a.ActID, "lobby", 1, tokens.StageFormal, "cash", int64(1+i))
+		g.Legacy = i%5 == 0
+		if ok, err := a.Book(&g, 1_700_000_000_000); !ok || err != nil {
+			t.Fatalf("Book: %v, %v", ok, err)
+		}
+		grants = append(grants, g)
+		p.Accounts = append(p.Accounts, a)
+	}
+	v4, v3 := ledger.AppendPage(nil, p), ledger.AppendPageV3(nil, p)
+	if v4[0] != 4 || v3[0] != 3 || len(v3)-len(v4) != 16*len(grants) {
+		t.Errorf("version 4 takes %d bytes, version 3 %d: want %d fewer", len(v4), len(v3), 16*len(grants))
+	}
+	for _, enc := range [][]byte{v4, v3} {
+		got, err := ledger.DecodePage(enc)
+		if err != nil {
+			t.Fatalf("DecodePage(version %d): %v", enc[0], err)
+		}
+		for i, a := range got.Accounts {
+			e := a.Entries[0]
+			if !reflect.DeepEqual(a.Entries, p.Accounts[i].Entries) || e.OutTradeNo != "" || e.TradeNo() != grants[i].OutTradeNo() {
+				t.Fatalf("version %d: entry %+v (trade number %s), want %+v deriving %s", enc[0], e, e.TradeNo(), p.Accounts[i].Entries[0], grants[i].OutTradeNo())
+			}
+		}
+		if re := ledger.AppendPage(nil, got); !bytes.Equal(re, v4) {
+			t.Errorf("version %d re-encoded: %x, want %x", enc[0], re, v4)
+		}
+	}
+
+	// Whole where it derives: the same bytes as derived. Whole where it
+	// does not: kept.
+	whole := p.Accounts[1].Clone()
+	whole.Entries[0].OutTradeNo = grants[1].OutTradeNo()
+	other := p.Accounts[2].Clone()
+	other.Entries[0].OutTradeNo = strings.Repeat("0f", 16)
+	q := &ledger.Page{Seq: 4, Accounts: []*ledger.Account{whole, other}}
+	if enc, want := ledger.AppendPage(nil, q), ledger.AppendPage(nil, &ledger.Page{Seq: 4, Accounts: []*ledger.Account{p.Accounts[1], other}}); !bytes.Equal(enc, want) {
+		t.Errorf("a derivable trade number held whole encodes as %x, want %x", enc, want)
+	}
+	got, err := ledger.DecodePage(ledger.AppendPage(nil, q))
+	if err != nil || got.Accounts[0].Entries[0].OutTradeNo != "" || got.Accounts[1].Entries[0].OutTradeNo != strings.Repeat("0f", 16) {
+		t.Fatalf("DecodePage = %+v, %v", got, err)
+	}
+
+	rec := ledger.MarshalAccount(nil, p.Accounts[3])
+	if !bytes.Contains(rec, []byte(grants[3].OutTradeNo())) {
+		t.Errorf("account record %x does not carry the trade number %s", rec, grants[3].OutTradeNo())
+	}
+	if a, err := ledger.UnmarshalAccount(rec); err != nil || !reflect.DeepEqual(a.Entries, p.Accounts[3].Entries) {
+		t.Errorf("UnmarshalAccount = %+v, %v, want entries %+v", a, err, p.Accounts[3].Entries)
+	}
+}
+
+// TestDecodePageRefusesTradeNoForms: a derived trade number only in a
+// version 4 page and only for a grant's entry, never beside written bytes;
+// a grant's entry never with an empty one written; in version 4 never
+// whole where it derives.
+func TestDecodePageRefusesTradeNoForms(t *testing.T) {
+	version := func(v byte, b []byte) []byte { b[0] = v; return b }
+	entry := func(flags, key byte, otn []byte) []byte { return append([]byte{flags, key}, otn...) }
+	strs := []string{"cash", "r"}
+	const keyAct, hexOTN, derived = 1, 2, 8
+	// "5_r" with award "cash" derives from "5_cash_r": a key whose last
+	// part is the stage.
+	otn, _ := tokens.OutTradeNoOfLimit("5_r", "cash")
+	whole, _ := hex.DecodeString(otn)
+	if p, err := ledger.DecodePage(version(4, pageV2(strs, accountV2(5, entry(keyAct|derived, 1, nil))))); err != nil ||
+		p.Accounts[0].Entries[0].OutTradeNo != "" || p.Accounts[0].Entries[0].TradeNo() != otn {
+		t.Fatalf("DecodePage(a hand-built version 4 page) = %+v, %v", p, err)
+	}
+	if p, err := ledger.DecodePage(version(3, pageV2(strs, accountV2(5, entry(keyAct|hexOTN, 1, whole))))); err != nil ||
+		p.Accounts[0].Entries[0].OutTradeNo != "" {
+		t.Fatalf("DecodePage(a version 3 page with a derivable trade number) = %+v, %v", p, err)
+	}
+	for name, b := range map[string][]byte{
+		"derived in version 3":           version(3, pageV2(strs, accountV2(5, entry(keyAct|derived, 1, nil)))),
+		"derived beside its bytes":       version(4, pageV2(strs, accountV2(5, entry(keyAct|derived|hexOTN, 1, whole)))),
+		"derivable written whole":        version(4, pageV2(strs, accountV2(5, entry(keyAct|hexOTN, 1, whole)))),
+		"empty in version 4":             version(4, pageV2(strs, accountV2(5, entry(keyAct, 1, []byte{0})))),
+		"empty in version 3":             version(3, pageV2(strs, accountV2(5, entry(keyAct, 1, []byte{0})))),
+		"derived from a key of one part": version(4, pageV2([]string{"cash", "r"}, accountV2(5, entry(derived, 1, nil)))),
+	} {
+		if _, err := ledger.DecodePage(b); !errors.Is(err, ledger.ErrCorrupt) && !errors.Is(err, ledger.ErrInvariant) {
+			t.Errorf("DecodePage(%s: %x) = %v, want ErrCorrupt or ErrInvariant", name, b, err)
+		}
+	}
 }

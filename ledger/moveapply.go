@@ -460,12 +460,13 @@ func checkMoveEntry(e *Entry) bool {
 }
 
 // checkEntry checks one entry of a record: a grant's is positive under a
-// grant's limit key, a move's as checkMoveEntry.
+// grant's limit key, one its trade number can derive from unless it holds
+// one (Entry.TradeNo); a move's as checkMoveEntry.
 func checkEntry(e *Entry) bool {
 	if e.Move != nil {
 		return checkMoveEntry(e)
 	}
-	return e.Amount > 0 && !IsMoveEntryKey(e.LimitKey)
+	return e.Amount > 0 && !IsMoveEntryKey(e.LimitKey) && (e.OutTradeNo != "" || strings.IndexByte(e.LimitKey, '_') >= 0)
 }
 
 // isMoveLeg0 reports whether e is the first entry of a move (the one its

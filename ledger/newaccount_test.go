@@ -25,15 +25,14 @@ func TestNewAccountBooksInPlace(t *testing.T) {
 	slab := testing.AllocsPerRun(100, func() { sink = ledger.NewAccount(g.ActID); book(sink) })
 	plain := testing.AllocsPerRun(100, func() { sink = &ledger.Account{ActID: g.ActID}; book(sink) })
 	// The slab is one object where the account and its four slices were
-	// five; the entry's text (limit key, out_trade_no, award type) is the
-	// other.
+	// five; the entry's text (limit key, award type) is the other.
 	if slab != 2 || plain != 6 {
 		t.Errorf("%v allocations booking into NewAccount, %v into a bare account: want 2 and 6", slab, plain)
 	}
 	a := ledger.NewAccount(g.ActID)
 	book(a)
 	e := a.Entries[0]
-	if e.LimitKey != g.LimitKey() || e.OutTradeNo != g.OutTradeNo() || e.AwardType != g.AwardType {
+	if e.LimitKey != g.LimitKey() || e.OutTradeNo != "" || e.TradeNo() != g.OutTradeNo() || e.AwardType != g.AwardType {
 		t.Fatalf("entry %+v", e)
 	}
 	if err := a.Check(); err != nil {
@@ -47,7 +46,7 @@ func TestNewAccountBooksInPlace(t *testing.T) {
 	if ok, err := b.Book(&legacy, now); !ok || err != nil {
 		t.Fatalf("legacy book: %v %v", ok, err)
 	}
-	if e := b.Entries[0]; e.LimitKey != legacy.LimitKey() || e.OutTradeNo != legacy.OutTradeNo() || e.LimitKey == g.LimitKey() {
+	if e := b.Entries[0]; e.LimitKey != legacy.LimitKey() || e.TradeNo() != legacy.OutTradeNo() || e.LimitKey == g.LimitKey() {
 		t.Fatalf("legacy entry %+v", e)
 	}
 	// A second packet grows the slices past the slab, as any account's.

@@ -122,7 +122,7 @@ func TestOutstandingBookedExactlyOnce(t *testing.T) {
 				return fmt.Errorf("act %d: account %+v, want one entry", id, a)
 			}
 			e := a.Entries[0]
-			if e.LimitKey != g.LimitKey() || e.OutTradeNo != g.OutTradeNo() || e.Amount != g.Amount || e.Asset != g.Asset ||
+			if e.LimitKey != g.LimitKey() || e.TradeNo() != g.OutTradeNo() || e.Amount != g.Amount || e.Asset != g.Asset ||
 				e.LeaseID != lease(g) || a.Balance(g.Asset) != g.Amount {
 				return fmt.Errorf("act %d: entry %+v balance %d, want %+v under lease %d", id, e, a.Balance(g.Asset), g, lease(g))
 			}

@@ -14,6 +14,7 @@ import (
 	"io"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -338,17 +339,24 @@ func run(ctx context.Context, kv *storage.TiKV, live bool) (*Report, error) {
 			if e.LeaseID == 0 {
 				r.PendingAttribution++
 			}
+			// An entry holds no out_trade_no where it derives (the store
+			// keeps none for a booked grant's): the derived one counts.
+			want, ok := outTradeNo(a.ActID, e)
+			got := e.OutTradeNo
+			if got == "" {
+				got = want
+			}
 			var otn [16]byte
-			if n, err := hex.Decode(otn[:], []byte(e.OutTradeNo)); err != nil || n != 16 {
-				authentic.fail("act %d: entry %s has a malformed out_trade_no %q", a.ActID, e.LimitKey, e.OutTradeNo)
+			if n, err := hex.Decode(otn[:], []byte(got)); err != nil || n != 16 {
+				authentic.fail("act %d: entry %s has a malformed out_trade_no %q", a.ActID, e.LimitKey, got)
 				continue
 			}
 			if _, dup := seen[otn]; dup {
-				once.fail("out_trade_no %s booked twice", e.OutTradeNo)
+				once.fail("out_trade_no %s booked twice", got)
 			}
 			seen[otn] = struct{}{}
-			if want, ok := outTradeNo(a.ActID, e); !ok || want != e.OutTradeNo {
-				authentic.fail("act %d: entry %s out_trade_no %s does not derive from its key", a.ActID, e.LimitKey, e.OutTradeNo)
+			if !ok || want != got {
+				authentic.fail("act %d: entry %s out_trade_no %s does not derive from its key", a.ActID, e.LimitKey, got)
 			}
 			if e.Amount <= 0 {
 				authentic.fail("act %d: entry %s amount %d", a.ActID, e.LimitKey, e.Amount)
@@ -446,18 +454,12 @@ func fencedOf(k, v []byte) (Fenced, error) {
 }
 
 // outTradeNo re-derives an entry's trade number from its limit key and
-// award: the idempotency key is the limit key with the award inserted before
-// the last part (the stage). That holds for both formats, so an entry needs
-// no flag: "{act}_{activity}_{scene}_{rain}_{stage}" gives
-// "{act}_{activity}_{scene}_{rain}_{award}_{stage}", and a legacy
-// "{act}_{scene}_{rain}_{stage}" (booked before keys named the activity)
-// gives the legacy "{act}_{scene}_{rain}_{award}_{stage}".
+// award (tokens.OutTradeNoOfLimit), for a key that names actID.
 func outTradeNo(actID uint64, e ledger.Entry) (string, bool) {
-	i := strings.LastIndexByte(e.LimitKey, '_')
-	if i < 0 || !strings.HasPrefix(e.LimitKey, fmt.Sprintf("%d_", actID)) {
+	if !strings.HasPrefix(e.LimitKey, strconv.FormatUint(actID, 10)+"_") {
 		return "", false
 	}
-	return tokens.OutTradeNo(e.LimitKey[:i] + "_" + e.AwardType + e.LimitKey[i:]), true
+	return tokens.OutTradeNoOfLimit(e.LimitKey, e.AwardType)
 }
 
 // JSON renders the report.

@@ -315,7 +315,7 @@ func TestViolations(t *testing.T) {
 		name: "same out_trade_no in two accounts",
 		corrupt: func(t *testing.T, txn storage.Txn) error {
 			a, b := getAccount(ctx, t, txn, 6), getAccount(ctx, t, txn, 7)
-			b.Entries[0].OutTradeNo = a.Entries[0].OutTradeNo
+			b.Entries[0].OutTradeNo = a.Entries[0].TradeNo()
 			return putAll(txn, b)
 		},
 		fail: map[string][]string{

@@ -264,6 +264,27 @@ func AppendOutTradeNo(dst, idempotencyKey []byte) []byte {
 	return hex.AppendEncode(dst, sum[:otnLen])
 }
 
+// OutTradeNoOfLimit derives the trade number of the grant with limitKey
+// and awardType: its idempotency key is the limit key with the award
+// inserted before the last part, the stage. That holds for both formats:
+// "{act}_{activity}_{scene}_{rain}_{stage}" gives
+// "{act}_{activity}_{scene}_{rain}_{award}_{stage}", and a legacy
+// "{act}_{scene}_{rain}_{stage}" the legacy
+// "{act}_{scene}_{rain}_{award}_{stage}". ok is false for a key without
+// a stage part.
+func OutTradeNoOfLimit(limitKey, awardType string) (otn string, ok bool) {
+	i := strings.LastIndexByte(limitKey, '_')
+	if i < 0 {
+		return "", false
+	}
+	var kb [idempotencyKeyLenMax]byte
+	k := append(kb[:0], limitKey[:i+1]...)
+	k = append(k, awardType...)
+	k = append(k, limitKey[i:]...)
+	var buf [2 * otnLen]byte
+	return string(AppendOutTradeNo(buf[:0], k)), true
+}
+
 // IdempotencyKey returns the idempotency key of c's fields: the legacy one
 // when c.Legacy is set.
 func (c *Claims) IdempotencyKey() string {

@@ -179,7 +179,7 @@ func (f *Fixture) Audit(expected []ledger.Grant) {
 				t.Fatalf("audit: user %d has unexpected entry %+v", actID, e)
 			}
 			if e.Amount != g.Amount || e.AwardType != g.AwardType || e.Asset != g.Asset ||
-				e.LeaseID != g.LeaseID || e.OutTradeNo != g.OutTradeNo() {
+				e.LeaseID != g.LeaseID || e.TradeNo() != g.OutTradeNo() {
 				t.Fatalf("audit: user %d entry %+v, want grant %+v", actID, e, g)
 			}
 			if e.Asset == f.Asset {
