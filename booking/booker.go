@@ -97,7 +97,7 @@ type Booker struct {
 	groupID   string               // Config.GroupID
 	group     sarama.ConsumerGroup // Config.Group
 	onBooked  atomic.Pointer[func([]ledger.Op)]
-	onJournal atomic.Pointer[func(part int32, seq uint64, ops []ledger.Op)]
+	onJournal atomic.Pointer[func(part int32, seq uint64, bookedAt int64, ops []ledger.Op)]
 	// joined: a session of the group began at least once (the member has
 	// its assignment, perhaps empty).
 	joined   atomic.Bool
@@ -259,10 +259,10 @@ func (b *Booker) streamHeld() bool {
 func (b *Booker) OnBooked(f func([]ledger.Op)) { b.onBooked.Store(&f) }
 
 // OnJournal sets f to be called, after OnBooked's, with each journal the
-// report to OnBooked came from: its partition, seq and ops (the same
-// slice), in the order the partition committed them. f must not change
-// the ops.
-func (b *Booker) OnJournal(f func(part int32, seq uint64, ops []ledger.Op)) {
+// report to OnBooked came from: its partition, seq, booking time and ops
+// (the same slice), in the order the partition committed them. f must not
+// change the ops.
+func (b *Booker) OnJournal(f func(part int32, seq uint64, bookedAt int64, ops []ledger.Op)) {
 	b.onJournal.Store(&f)
 }
 
@@ -1059,7 +1059,7 @@ func (b *Booker) committed(ctx context.Context, units []*unit) {
 	now := b.clock().UnixMilli()
 	for _, u := range units {
 		u.reported.Store(true)
-		b.report(u.p.id, u.state.NextSeq-1, u.ops) // a unit with ops wrote journal NextSeq-1
+		b.report(u.p.id, u.state.NextSeq-1, u.bookedAt, u.ops) // a unit with ops wrote journal NextSeq-1
 		moved = append(moved, u.moves...)
 		b.Booked.Add(int64(u.booked))
 		if u.req == nil {
@@ -1096,7 +1096,7 @@ func (b *Booker) observeIssue(now int64, ops []ledger.Op) {
 
 // report hands the ops of a committed unit or caught-up journal to
 // OnBooked.
-func (b *Booker) report(part int32, seq uint64, ops []ledger.Op) {
+func (b *Booker) report(part int32, seq uint64, bookedAt int64, ops []ledger.Op) {
 	if len(ops) == 0 {
 		return
 	}
@@ -1104,7 +1104,7 @@ func (b *Booker) report(part int32, seq uint64, ops []ledger.Op) {
 		(*f)(ops)
 	}
 	if f := b.onJournal.Load(); f != nil {
-		(*f)(part, seq, ops)
+		(*f)(part, seq, bookedAt, ops)
 	}
 }
 

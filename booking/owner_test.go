@@ -662,7 +662,7 @@ func TestOnJournalNamesTheStoresJournals(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var gotJ []got
-	o.OnJournal(func(part int32, seq uint64, ops []ledger.Op) {
+	o.OnJournal(func(part int32, seq uint64, _ int64, ops []ledger.Op) {
 		mu.Lock()
 		defer mu.Unlock()
 		gotJ = append(gotJ, got{part, seq, ops})

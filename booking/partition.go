@@ -230,9 +230,11 @@ type unit struct {
 	pageIDs []uint64 // the pages it writes
 
 	// ops are its journal's ops (what it booked and attributed, in order);
-	// booked counts its OpBook ones.
-	ops    []ledger.Op
-	booked int
+	// booked counts its OpBook ones; bookedAt is the journal's booking
+	// time.
+	ops      []ledger.Op
+	booked   int
+	bookedAt int64
 	// moves are the moves it booked with the legs they booked (a
 	// withdrawal debt's split), for its postings; results answer its
 	// request's moves, one each.
@@ -461,7 +463,7 @@ func (p *part) apply(u *unit) error {
 			return err
 		}
 	}
-	u.ops = j.Ops
+	u.ops, u.bookedAt = j.Ops, j.BookedAt
 	// A changed account's version moves; one it looked at and left
 	// unchanged keeps the copy it replaced.
 	for i := range u.touched.accts {
@@ -837,7 +839,7 @@ func (p *part) catchUp(ctx context.Context, cause error) error {
 			// What another node booked into the partition is news to the
 			// grant path here, as this node's own bookings are.
 			for _, j := range foreign {
-				p.b.report(p.id, j.Seq, j.Ops)
+				p.b.report(p.id, j.Seq, j.BookedAt, j.Ops)
 			}
 			p.committed, p.next = *state, *state
 			p.b.log.Info("booking: caught up with writes made elsewhere", "partition", p.id, "journals", len(foreign), "cause", cause)

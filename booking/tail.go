@@ -60,6 +60,17 @@ func JournalsFrom(txn storage.Txn, p int32, from, to uint64, fn func(*ledger.Jou
 	return nil
 }
 
+// AppendTapped appends v to q, what a tap of OnJournal's journals holds
+// for one partition in commit order (seq gives an entry's journal seq): a
+// journal not after q's last (the partition moved away and back) starts q
+// anew, since only the store has the order then.
+func AppendTapped[T any](q []T, seq func(*T) uint64, v T) []T {
+	if n := len(q); n > 0 && seq(&q[n-1]) >= seq(&v) {
+		q = q[:0]
+	}
+	return append(q, v)
+}
+
 // JournalsUpTo calls fn with the journals of partition p from seq from on,
 // in order, as txn's snapshot holds them, at most max of them, and returns
 // how many it passed: it scans journal keys (each written once) and reads

@@ -134,6 +134,9 @@ type Folder struct {
 	MaxOps int
 	// Now is the clock (unix ms).
 	Now func() int64
+	// Tap, when set, holds this node's committed journals summed: a fold
+	// takes those instead of reading them from the store (tap.go).
+	Tap *Tap
 }
 
 // Progress is what one Fold did.
@@ -168,30 +171,14 @@ func (f *Folder) Fold(ctx context.Context) (Progress, error) {
 		changed := make([]bool, f.Parts)
 		for p := range f.Parts {
 			w := &wms[p]
+			seq0 := w.Seq
 			if w.Seq > heads[p] {
 				return fmt.Errorf("%w: partition %d folded to journal %d, its journal ends at %d", ledger.ErrCorrupt, p, w.Seq, heads[p])
 			}
-			to := heads[p]
-			if pr.Ops >= f.MaxOps {
-				to = w.Seq
-			}
-			err := booking.JournalsFrom(txn, p, w.Seq+1, to, func(j *ledger.Journal) error {
-				if pr.Ops >= f.MaxOps {
-					return errFull
-				}
-				if err := Postings(j, agg.Add); err != nil {
-					return fmt.Errorf("partition %d: %w", p, err)
-				}
-				pr.Journals++
-				pr.Ops += len(j.Ops)
-				w.Seq = j.Seq
-				w.Covered = max(w.Covered, j.BookedAt-Slack)
-				changed[p] = true
-				return nil
-			})
-			if err != nil && !errors.Is(err, errFull) {
+			if err := f.foldPart(txn, p, heads[p], w, agg, &pr); err != nil {
 				return err
 			}
+			changed[p] = w.Seq != seq0
 			if w.Seq == heads[p] {
 				if c := now - Slack; c > w.Covered {
 					w.Covered, changed[p] = c, true
@@ -239,6 +226,52 @@ func (f *Folder) Fold(ctx context.Context) (Progress, error) {
 		return nil
 	})
 	return pr, err
+}
+
+// foldPart folds partition p's journals past w up to seq to into agg,
+// advancing w, until pr counts MaxOps ops: those the tap holds as they
+// come, and each run of the others from the store, up to the next one the
+// tap holds.
+func (f *Folder) foldPart(txn storage.Txn, p int32, to uint64, w *Watermark, agg *statement.Aggregator, pr *Progress) error {
+	for w.Seq < to && pr.Ops < f.MaxOps {
+		for _, j := range f.Tap.run(p, w.Seq+1, to) {
+			if pr.Ops >= f.MaxOps {
+				return nil
+			}
+			for _, g := range j.grants {
+				if err := agg.AddGrants(j.bookedAt, g.activity, g.asset, g.amount, g.count); err != nil {
+					return fmt.Errorf("partition %d journal %d: %w", p, j.seq, err)
+				}
+			}
+			pr.Journals++
+			pr.Ops += j.ops
+			w.Seq = j.seq
+			w.Covered = max(w.Covered, j.bookedAt-Slack)
+		}
+		if w.Seq >= to || pr.Ops >= f.MaxOps {
+			return nil
+		}
+		err := booking.JournalsFrom(txn, p, w.Seq+1, f.Tap.before(p, w.Seq+1, to), func(j *ledger.Journal) error {
+			if pr.Ops >= f.MaxOps {
+				return errFull
+			}
+			if err := Postings(j, agg.Add); err != nil {
+				return fmt.Errorf("partition %d: %w", p, err)
+			}
+			pr.Journals++
+			pr.Ops += len(j.Ops)
+			w.Seq = j.Seq
+			w.Covered = max(w.Covered, j.BookedAt-Slack)
+			return nil
+		})
+		if errors.Is(err, errFull) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // dayLines adds party's stored day aggregates of period to agg.

@@ -3,6 +3,8 @@ package closing_test
 import (
 	"context"
 	"errors"
+	"reflect"
+	"slices"
 	"testing"
 
 	"redrain/closing"
@@ -33,8 +35,9 @@ func newStore(t *testing.T) *store {
 }
 
 // journal commits one journal of grants (act, amount) in partition p,
-// which must be the users' (the accounts are read from the journals).
-func (s *store) journal(p int32, at int64, grants ...[2]int64) {
+// which must be the users' (the accounts are read from the journals), and
+// returns it.
+func (s *store) journal(p int32, at int64, grants ...[2]int64) *ledger.Journal {
 	s.t.Helper()
 	seq := s.next[p] + 1
 	j := &ledger.Journal{Seq: seq, BookedAt: at}
@@ -57,6 +60,7 @@ func (s *store) journal(p int32, at int64, grants ...[2]int64) {
 		s.t.Fatal(err)
 	}
 	s.next[p] = seq
+	return j
 }
 
 func (s *store) read(db *storage.TiKV, party, kind, date string) *statement.Statement {
@@ -251,5 +255,77 @@ func TestFoldAcrossRestart(t *testing.T) {
 		if a, n := net(s.read(db, party, "day", "2025-12-06"), "cash"); a != want[0] || n != want[1] {
 			t.Errorf("%s: %d in %d postings, want %d in %d", party, a, n, want[0], want[1])
 		}
+	}
+}
+
+// TestFoldFromTap: a fold takes the journals its tap holds (as booking
+// committed them, summed) and reads the rest from the store: the same
+// statements as a fold of the store alone, with journals missing from the
+// tap, one out of order, one past the partitions' heads and one with an
+// attribution; a tapped journal is not read back from the store, and
+// neither is one folded before.
+func TestFoldFromTap(t *testing.T) {
+	cfg := &statement.Config{Sponsors: map[string]string{"newyear": "acme"}}
+	var want, got *store
+	var tap closing.Tap
+	for i, s := range []**store{&want, &got} {
+		*s = newStore(t)
+		st := *s
+		js := []*ledger.Journal{
+			st.journal(0, day1+1_000, [2]int64{2, 100}, [2]int64{6, 200}),
+			st.journal(1, day1+2_000, [2]int64{5, 50}),
+			st.journal(0, day1+3_000, [2]int64{2, 7}),
+			st.journal(0, day1+86_400_000+5, [2]int64{6, 9}), // the next day
+			st.journal(1, day1+4_000, [2]int64{5, 3}, [2]int64{8, 4}),
+		}
+		if i == 0 {
+			continue
+		}
+		attr := append(slices.Clone(js[4].Ops), ledger.Op{Kind: ledger.OpAttribute, Grant: js[4].Ops[0].Grant})
+		tap.Journal(0, js[0].Seq, js[0].BookedAt, js[0].Ops)
+		tap.Journal(1, js[4].Seq, js[4].BookedAt, attr)      // after a gap: partition 1's first from the store, then this
+		tap.Journal(0, js[3].Seq, js[3].BookedAt, js[3].Ops) // after a gap too
+		tap.Journal(0, js[3].Seq+1, day1, js[0].Ops)         // past the head: never folded
+	}
+	fw := &closing.Folder{DB: want.db, Parts: 2, Config: cfg, MaxOps: 100, Now: func() int64 { return day1 + 5_000 }}
+	fg := &closing.Folder{DB: got.db, Parts: 2, Config: cfg, MaxOps: 100, Now: func() int64 { return day1 + 5_000 }, Tap: &tap}
+	for _, f := range []*closing.Folder{fw, fg} {
+		if pr, err := f.FoldAll(context.Background()); err != nil || !pr.CaughtUp || pr.Journals != 5 {
+			t.Fatalf("fold: %+v %v", pr, err)
+		}
+	}
+	for _, party := range []string{"activity:newyear", "sponsor:acme"} {
+		for _, date := range []string{"2025-12-06", "2025-12-07"} {
+			w, g := want.read(want.db, party, "day", date), got.read(got.db, party, "day", date)
+			if !reflect.DeepEqual(w.Agg, g.Agg) || w.Closed != g.Closed {
+				t.Errorf("%s %s from the tap: %+v, from the store: %+v", party, date, g, w)
+			}
+		}
+	}
+	if a, n := net(got.read(got.db, "activity:newyear", "day", "2025-12-06"), "cash"); a != -364 || n != 6 {
+		t.Errorf("activity:newyear: %d in %d postings, want -364 in 6", a, n)
+	}
+
+	// What the tap holds is taken as the journal: a tapped journal that
+	// says otherwise, after one the tap lacks, shows it was not read back
+	// from the store.
+	s := newStore(t)
+	var lied closing.Tap
+	s.journal(0, day1+500, [2]int64{2, 10})
+	j := s.journal(0, day1+1_000, [2]int64{2, 100})
+	other := slices.Clone(j.Ops)
+	other[0].Grant.Amount = 1
+	lied.Journal(0, j.Seq, j.BookedAt, other)
+	f := &closing.Folder{DB: s.db, Parts: 2, Config: cfg, MaxOps: 100, Now: func() int64 { return day1 + 5_000 }, Tap: &lied}
+	if _, err := f.FoldAll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if a, n := net(s.read(s.db, "activity:newyear", "day", "2025-12-06"), "cash"); a != -11 || n != 2 {
+		t.Errorf("activity:newyear: %d in %d postings, want 10 from the store and the tapped 1: -11 in 2", a, n)
+	}
+	// Folded once: the tap, told of the journal again, folds nothing more.
+	lied.Journal(0, j.Seq, j.BookedAt, other)
+	if pr, err := f.FoldAll(context.Background()); err != nil || pr.Journals != 0 {
+		t.Fatalf("fold again: %+v %v", pr, err)
 	}
 }

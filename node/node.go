@@ -30,6 +30,7 @@ import (
 	"redrain/adminauth"
 	"redrain/booking"
 	"redrain/campaign"
+	"redrain/closing"
 	"redrain/cluster"
 	"redrain/configstore"
 	"redrain/consistency"
@@ -167,9 +168,12 @@ type Node struct {
 	duplicate atomic.Pointer[error]
 	guard     *protect.Guard
 	// wallets is the read side (nil on a node of --role write).
-	wallets     *wallet.Wallets
-	lines       *lines.Syncer     // nil: the campaign file configures no business lines (lines.go)
-	withdrawals *withdraw.Service // nil: the node serves no withdrawals (withdraw.go)
+	wallets *wallet.Wallets
+	// statementsTap holds this node's committed journals summed for the
+	// statements folder (closing.Tap).
+	statementsTap closing.Tap
+	lines         *lines.Syncer     // nil: the campaign file configures no business lines (lines.go)
+	withdrawals   *withdraw.Service // nil: the node serves no withdrawals (withdraw.go)
 	// consistency is the consistency service (consistency.go); nil on a
 	// read node or when the grant topic cannot be read.
 	consistency       *consistency.Service
@@ -363,8 +367,15 @@ func Start(cfg Config) (n *Node, err error) {
 	n.booker.OnBooked(func(ops []ledger.Op) { n.grants.MarkBooked(grant.BookedOf(ops)) })
 	if n.wallets != nil {
 		n.booker.OnMoved(n.wallets.Moved)
-		n.booker.OnJournal(n.wallets.Journal) // its grants to the holders at once, the journal to the Feed
 	}
+	// Each committed journal: its grants to the holders at once and the
+	// journal to the Feed; its grants summed to the statements folder.
+	n.booker.OnJournal(func(p int32, seq uint64, bookedAt int64, ops []ledger.Op) {
+		if n.wallets != nil {
+			n.wallets.Journal(p, seq, ops)
+		}
+		n.statementsTap.Journal(p, seq, bookedAt, ops)
+	})
 	if err := n.startLines(); err != nil {
 		return nil, err
 	}

@@ -21,7 +21,9 @@ const pathStatements = "/admin/v1/statements"
 
 // Statements are folded from the journals by every node (closing.Folder:
 // concurrent folds conflict on the watermarks and one wins) every
-// statementsEvery, statementsMaxOps ops per transaction.
+// statementsEvery, statementsMaxOps ops per transaction; the journals this
+// node's booking committed come summed from its tap, the rest from the
+// store.
 const (
 	statementsEvery  = 10 * time.Second
 	statementsMaxOps = 20_000
@@ -43,7 +45,7 @@ func (n *Node) statementConfig() *statement.Config {
 // FoldStatements folds every journal not yet in the statements.
 func (n *Node) FoldStatements(ctx context.Context) (closing.Progress, error) {
 	f := &closing.Folder{DB: n.tikv, Parts: n.stream.Partitions(), Config: n.statementConfig(), MaxOps: statementsMaxOps,
-		Now: func() int64 { return time.Now().UnixMilli() }}
+		Now: func() int64 { return time.Now().UnixMilli() }, Tap: &n.statementsTap}
 	return f.FoldAll(ctx)
 }
 

@@ -414,13 +414,36 @@ func (g *Aggregator) Add(p *Posting) error {
 	return nil
 }
 
+// AddGrants folds count grants of activity, booked at at, that paid
+// amount of asset in all: what Add folds of each of them, summed (the
+// statements folder's sums of a journal's grants). Only without user
+// lines (NoUsers), which need each grant.
+func (g *Aggregator) AddGrants(at int64, activity, asset string, amount, count int64) error {
+	switch {
+	case !g.NoUsers:
+		return fmt.Errorf("%w: grants summed where user lines are folded", ErrInput)
+	case activity == "" || asset == "":
+		return fmt.Errorf("%w: grants without an activity or asset", ErrInput)
+	case count <= 0:
+		return fmt.Errorf("%w: %d grants summed", ErrInput, count)
+	}
+	g.activityN(DayOf(at), activity, Expenditure, KindGrant, asset, -amount, count)
+	return nil
+}
+
 func (g *Aggregator) activity(day Day, act string, s Section, item, asset string, amount int64) {
-	g.at(dayKey{day: day, kind: PartyActivity, id: act}).add(s, item, asset, amount, 1)
+	g.activityN(day, act, s, item, asset, amount, 1)
+}
+
+// activityN adds n postings of amount in all to the activity's line and
+// its sponsor's.
+func (g *Aggregator) activityN(day Day, act string, s Section, item, asset string, amount, n int64) {
+	g.at(dayKey{day: day, kind: PartyActivity, id: act}).add(s, item, asset, amount, n)
 	sp := act
 	if v, ok := g.cfg.Sponsors[act]; ok {
 		sp = v
 	}
-	g.at(dayKey{day: day, kind: PartySponsor, id: sp}).add(s, item, asset, amount, 1)
+	g.at(dayKey{day: day, kind: PartySponsor, id: sp}).add(s, item, asset, amount, n)
 }
 
 // merchant folds a consumption, refund or reversal: the merchant's gross

@@ -3,6 +3,7 @@ package statement_test
 import (
 	"errors"
 	"math/rand/v2"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -258,6 +259,48 @@ func TestAggregatorBounded(t *testing.T) {
 	for _, d := range g.Days() {
 		if len(d.Agg.Lines) > 4 {
 			t.Errorf("%s: %d lines", d.Party, len(d.Agg.Lines))
+		}
+	}
+}
+
+// TestAddGrants: grants summed fold as each of them would, and only where
+// no user lines are folded.
+func TestAddGrants(t *testing.T) {
+	cfg := &statement.Config{Sponsors: map[string]string{"newyear": "acme"}}
+	each, err := statement.NewAggregator(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	summed, _ := statement.NewAggregator(cfg)
+	each.NoUsers, summed.NoUsers = true, true
+	const at = 1_764_979_200_000
+	for _, amount := range []int64{5, 7, 11} {
+		if err := each.Add(&statement.Posting{At: at, Kind: statement.KindGrant, User: 1, Activity: "newyear", Asset: "cash", Amount: amount}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := summed.AddGrants(at, "newyear", "cash", 23, 3); err != nil {
+		t.Fatal(err)
+	}
+	days := func(g *statement.Aggregator) map[string]statement.Aggregate {
+		out := map[string]statement.Aggregate{}
+		for _, d := range g.Days() {
+			out[d.Day.String()+"/"+d.Party.String()] = *d.Agg
+		}
+		return out
+	}
+	if w, g := days(each), days(summed); !reflect.DeepEqual(w, g) || len(g) != 2 {
+		t.Errorf("summed %+v, each %+v", g, w)
+	}
+	withUsers, _ := statement.NewAggregator(cfg)
+	for name, err := range map[string]error{
+		"with user lines": withUsers.AddGrants(at, "newyear", "cash", 1, 1),
+		"no activity":     summed.AddGrants(at, "", "cash", 1, 1),
+		"no asset":        summed.AddGrants(at, "newyear", "", 1, 1),
+		"no grant":        summed.AddGrants(at, "newyear", "cash", 0, 0),
+	} {
+		if !errors.Is(err, statement.ErrInput) {
+			t.Errorf("AddGrants %s: %v, want ErrInput", name, err)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"sync"
 
+	"redrain/booking"
 	"redrain/ledger"
 )
 
@@ -36,6 +37,8 @@ type tapped struct {
 	held bool
 }
 
+func tappedSeq(j *tapped) uint64 { return j.seq }
+
 type tap struct {
 	mu    sync.Mutex
 	parts map[int32][]tapped
@@ -54,11 +57,7 @@ func (t *tap) put(p int32, seq uint64, ops []ledger.Op, held bool) {
 	if t.parts == nil {
 		t.parts = map[int32][]tapped{}
 	}
-	q := t.parts[p]
-	if n := len(q); n > 0 && q[n-1].seq >= seq {
-		q = q[:0] // not after the last: the store has the order
-	}
-	q = append(q, tapped{seq: seq, ops: ops, held: held})
+	q := booking.AppendTapped(t.parts[p], tappedSeq, tapped{seq: seq, ops: ops, held: held})
 	n := 0 // the ops the partition's journals hold
 	for _, j := range q {
 		n += len(j.ops)
