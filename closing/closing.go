@@ -84,6 +84,16 @@ func watermarkOf(raw []byte) (Watermark, error) {
 	return Watermark{Seq: binary.BigEndian.Uint64(raw), Covered: int64(binary.BigEndian.Uint64(raw[8:]))}, nil
 }
 
+// grantActivity is the activity a grant's posting names: its own, or for a
+// grant from before grants named one, its budget's.
+func grantActivity(g *ledger.Grant) string {
+	if g.ActivityID != "" {
+		return g.ActivityID
+	}
+	act, _, _ := strings.Cut(g.BudgetID, "/")
+	return act
+}
+
 // Postings calls fn with the postings of one journal's ops: a grant
 // booked, each leg of a move. Attributions and binds move no money.
 func Postings(j *ledger.Journal, fn func(*statement.Posting) error) error {
@@ -93,11 +103,7 @@ func Postings(j *ledger.Journal, fn func(*statement.Posting) error) error {
 		switch op.Kind {
 		case ledger.OpBook:
 			g := &op.Grant
-			act := g.ActivityID
-			if act == "" {
-				act, _, _ = strings.Cut(g.BudgetID, "/")
-			}
-			p = statement.Posting{At: j.BookedAt, Kind: statement.KindGrant, User: g.ActID, Activity: act, Asset: string(g.Asset), Amount: g.Amount}
+			p = statement.Posting{At: j.BookedAt, Kind: statement.KindGrant, User: g.ActID, Activity: grantActivity(g), Asset: string(g.Asset), Amount: g.Amount}
 			if err := fn(&p); err != nil {
 				return err
 			}

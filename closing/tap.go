@@ -2,7 +2,6 @@ package closing
 
 import (
 	"slices"
-	"strings"
 	"sync"
 
 	"redrain/booking"
@@ -62,10 +61,7 @@ func (t *Tap) Journal(p int32, seq uint64, bookedAt int64, ops []ledger.Op) {
 			continue // attributions and binds post nothing
 		}
 		g := &op.Grant
-		act := g.ActivityID
-		if act == "" {
-			act, _, _ = strings.Cut(g.BudgetID, "/")
-		}
+		act := grantActivity(g)
 		if act == "" || g.Asset == "" {
 			return
 		}
